@@ -1,0 +1,574 @@
+//! Configuration: one YAML file holds Pingora's server keys at top level and the gateway's own
+//! section under `gateway:`. The file is parsed once into private serde types, validated, and
+//! turned into typed runtime values. Every error names the file, the key and the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pingora_core::server::configuration::ServerConf;
+use serde::Deserialize;
+
+use crate::routing::{percent_to_ppm, GroupId, Matcher, Router, Rule};
+use crate::userset::UserSet;
+
+/// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
+pub const DEMO_CONFIG: &str = include_str!("../conf/demo.yaml");
+/// Name used for the embedded demo configuration in messages.
+pub const DEMO_CONFIG_NAME: &str = "<built-in demo: conf/demo.yaml>";
+
+/// Drain time applied when the file does not set `grace_period_seconds`. Pingora's own default
+/// is 300 s, far past the ~10 s after which systemd or `docker stop` kill a process.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
+/// Time runtimes get to finish after the grace period when the file does not set it.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Everything loaded from one configuration file.
+pub struct LoadedConfig {
+    /// Pingora's server settings, with the gateway's defaults applied where the file is silent.
+    pub server: ServerConf,
+    pub gateway: GatewayConfig,
+}
+
+/// The gateway's validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Addresses the proxy listens on.
+    pub listen: Vec<String>,
+    /// Upstream groups, indexed by [`GroupId`] (same order as `router.group_names`).
+    pub groups: Vec<GroupConfig>,
+    pub router: Arc<Router>,
+    /// Response header that names the chosen group; `None` when turned off.
+    pub decision_header: Option<String>,
+    /// Built-in demo origins to start in the same process (the demo config only, normally).
+    pub demo_origins: Vec<DemoOrigin>,
+}
+
+/// One upstream group.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub name: String,
+    pub servers: Vec<SocketAddr>,
+}
+
+/// A tiny origin served by the gateway process itself, for the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOrigin {
+    pub listen: String,
+    pub body: String,
+}
+
+// ---- file types (private): exactly what the YAML may contain ----
+
+#[derive(Deserialize)]
+struct FileRoot {
+    gateway: Option<FileGateway>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGateway {
+    listen: Vec<String>,
+    groups: BTreeMap<String, FileGroup>,
+    routing: FileRouting,
+    #[serde(default)]
+    decision_header: Option<FileDecisionHeader>,
+    #[serde(default)]
+    demo_origins: Vec<FileDemoOrigin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGroup {
+    servers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRouting {
+    #[serde(default = "default_cookie")]
+    cookie: String,
+    default: String,
+    #[serde(default)]
+    rules: Vec<FileRule>,
+}
+
+fn default_cookie() -> String {
+    "canary_user".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    name: String,
+    header: Option<String>,
+    users: Option<Vec<String>>,
+    users_file: Option<PathBuf>,
+    percent: Option<f64>,
+    seed: Option<String>,
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileDecisionHeader {
+    Enabled(bool),
+    Name(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDemoOrigin {
+    listen: String,
+    body: String,
+}
+
+/// Default name of the response header that carries the decision.
+pub const DEFAULT_DECISION_HEADER: &str = "x-canary-group";
+
+/// Loads and validates the file at `path`.
+pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        key: String::new(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_str(&text, &name, base)
+}
+
+/// Loads the built-in demo configuration (relative paths resolve against the working directory).
+pub fn load_demo() -> Result<LoadedConfig, ConfigError> {
+    load_str(DEMO_CONFIG, DEMO_CONFIG_NAME, Path::new("."))
+}
+
+/// Parses and validates configuration text; `file` names it in errors and `base` is the folder
+/// relative paths resolve against.
+pub fn load_str(text: &str, file: &str, base: &Path) -> Result<LoadedConfig, ConfigError> {
+    let err = |key: &str, message: String| ConfigError {
+        file: file.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    let mut server = ServerConf::from_yaml(text).map_err(|e| {
+        // Pingora's message repeats the whole file; its cause is the useful part.
+        let cause = e
+            .root_cause()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        err("", format!("invalid server configuration: {cause}"))
+    })?;
+    server.grace_period_seconds = server
+        .grace_period_seconds
+        .or(Some(DEFAULT_GRACE_PERIOD_SECONDS));
+    server.graceful_shutdown_timeout_seconds = server
+        .graceful_shutdown_timeout_seconds
+        .or(Some(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS));
+
+    let root: FileRoot = serde_yaml::from_str(text).map_err(|e| err("", yaml_message(&e)))?;
+    let gateway = root
+        .gateway
+        .ok_or_else(|| err("gateway", "the section is missing".into()))?;
+    let gateway = validate(gateway, base).map_err(|(key, message)| err(&key, message))?;
+    Ok(LoadedConfig { server, gateway })
+}
+
+/// serde_yaml's message with the path made to read like our keys (`gateway.routing...`).
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    e.to_string()
+}
+
+type KeyError = (String, String);
+
+fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
+    if file.listen.is_empty() {
+        return Err(("gateway.listen".into(), "needs at least one address".into()));
+    }
+    for (i, addr) in file.listen.iter().enumerate() {
+        addr.parse::<SocketAddr>().map_err(|e| {
+            (
+                format!("gateway.listen[{i}]"),
+                format!("{addr:?} is not an IP:port address ({e})"),
+            )
+        })?;
+    }
+
+    if file.groups.is_empty() {
+        return Err(("gateway.groups".into(), "needs at least one group".into()));
+    }
+    let mut groups = Vec::with_capacity(file.groups.len());
+    for (name, group) in &file.groups {
+        let key = format!("gateway.groups.{name}.servers");
+        if group.servers.is_empty() {
+            return Err((key, "needs at least one server".into()));
+        }
+        let mut servers = Vec::with_capacity(group.servers.len());
+        for (i, server) in group.servers.iter().enumerate() {
+            servers.push(resolve_server(server).map_err(|m| (format!("{key}[{i}]"), m))?);
+        }
+        groups.push(GroupConfig {
+            name: name.clone(),
+            servers,
+        });
+    }
+    let group_names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    let group_id = |key: String, name: &str| -> Result<GroupId, KeyError> {
+        group_names
+            .iter()
+            .position(|g| g == name)
+            .map(GroupId)
+            .ok_or_else(|| {
+                (
+                    key,
+                    format!("{name:?} is not a group (groups: {})", group_names.join(", ")),
+                )
+            })
+    };
+
+    let routing = &file.routing;
+    if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
+        return Err((
+            "gateway.routing.cookie".into(),
+            format!("{:?} is not a valid cookie name", routing.cookie),
+        ));
+    }
+    let default_group = group_id("gateway.routing.default".into(), &routing.default)?;
+    let mut rules = Vec::with_capacity(routing.rules.len());
+    for (i, rule) in routing.rules.iter().enumerate() {
+        let key = format!("gateway.routing.rules[{i}]");
+        if rule.name.is_empty() {
+            return Err((format!("{key}.name"), "must not be empty".into()));
+        }
+        if routing.rules[..i].iter().any(|r| r.name == rule.name) {
+            return Err((
+                format!("{key}.name"),
+                format!("{:?} is used by an earlier rule; names must be unique", rule.name),
+            ));
+        }
+        rules.push(validate_rule(rule, &key, base, &group_id)?);
+    }
+
+    let decision_header = match file.decision_header {
+        None | Some(FileDecisionHeader::Enabled(true)) => Some(DEFAULT_DECISION_HEADER.into()),
+        Some(FileDecisionHeader::Enabled(false)) => None,
+        Some(FileDecisionHeader::Name(name)) => {
+            Some(header_name(&name).map_err(|m| ("gateway.decision_header".to_string(), m))?)
+        }
+    };
+
+    let mut demo_origins = Vec::with_capacity(file.demo_origins.len());
+    for (i, origin) in file.demo_origins.into_iter().enumerate() {
+        origin.listen.parse::<SocketAddr>().map_err(|e| {
+            (
+                format!("gateway.demo_origins[{i}].listen"),
+                format!("{:?} is not an IP:port address ({e})", origin.listen),
+            )
+        })?;
+        demo_origins.push(DemoOrigin {
+            listen: origin.listen,
+            body: origin.body,
+        });
+    }
+
+    Ok(GatewayConfig {
+        listen: file.listen,
+        groups,
+        router: Arc::new(Router {
+            group_names,
+            cookie: routing.cookie.clone(),
+            default_group,
+            rules,
+        }),
+        decision_header,
+        demo_origins,
+    })
+}
+
+fn validate_rule(
+    rule: &FileRule,
+    key: &str,
+    base: &Path,
+    group_id: &dyn Fn(String, &str) -> Result<GroupId, KeyError>,
+) -> Result<Rule, KeyError> {
+    let has_users = rule.users.is_some() || rule.users_file.is_some();
+    let kinds = [rule.header.is_some(), has_users, rule.percent.is_some()]
+        .iter()
+        .filter(|&&k| k)
+        .count();
+    if kinds != 1 {
+        return Err((
+            key.to_string(),
+            format!(
+                "rule {:?} needs exactly one of `header`, `users`/`users_file` or `percent`",
+                rule.name
+            ),
+        ));
+    }
+    if rule.seed.is_some() && rule.percent.is_none() {
+        return Err((
+            format!("{key}.seed"),
+            "only percent rules take a seed".into(),
+        ));
+    }
+    let target = |what: &str| -> Result<GroupId, KeyError> {
+        match &rule.group {
+            Some(name) => group_id(format!("{key}.group"), name),
+            None => Err((
+                format!("{key}.group"),
+                format!("a {what} rule needs a target group"),
+            )),
+        }
+    };
+
+    if let Some(header) = &rule.header {
+        if rule.group.is_some() {
+            return Err((
+                format!("{key}.group"),
+                "a header rule takes its group from the header value; remove `group`".into(),
+            ));
+        }
+        let name = header_name(header).map_err(|m| (format!("{key}.header"), m))?;
+        return Ok(Rule {
+            name: rule.name.clone(),
+            matcher: Matcher::Header { name },
+            group: GroupId(0),
+        });
+    }
+
+    if has_users {
+        let group = target("users")?;
+        let mut ids: Vec<u8> = Vec::new();
+        for id in rule.users.iter().flatten() {
+            ids.extend_from_slice(id.trim().as_bytes());
+            ids.push(b'\n');
+        }
+        if let Some(path) = &rule.users_file {
+            let full = base.join(path);
+            let text = std::fs::read(&full).map_err(|e| {
+                (
+                    format!("{key}.users_file"),
+                    format!("cannot read {}: {e}", full.display()),
+                )
+            })?;
+            ids.extend_from_slice(&text);
+        }
+        return Ok(Rule {
+            name: rule.name.clone(),
+            matcher: Matcher::Users {
+                users: Arc::new(UserSet::from_lines(&ids)),
+            },
+            group,
+        });
+    }
+
+    let percent = rule.percent.unwrap_or_default();
+    let ppm = percent_to_ppm(percent).ok_or_else(|| {
+        (
+            format!("{key}.percent"),
+            format!("{percent} is not in 0..=100"),
+        )
+    })?;
+    let group = target("percent")?;
+    let seed = rule.seed.as_deref().unwrap_or(&rule.name);
+    Ok(Rule {
+        name: rule.name.clone(),
+        matcher: Matcher::Percent {
+            ppm,
+            seed: seed.as_bytes().into(),
+        },
+        group,
+    })
+}
+
+/// Resolves `host:port` once, at load time.
+fn resolve_server(server: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = server.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !server.contains(':') {
+        return Err(format!("{server:?} needs a port (host:port)"));
+    }
+    server
+        .to_socket_addrs()
+        .map_err(|e| format!("{server:?} does not resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{server:?} resolves to no address"))
+}
+
+/// Validates an HTTP header name and returns it in lower case.
+fn header_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Reason;
+
+    const GOOD: &str = r#"
+version: 1
+threads: 2
+gateway:
+  listen: ["127.0.0.1:8080"]
+  groups:
+    stable: { servers: ["127.0.0.1:10001"] }
+    canary: { servers: ["127.0.0.1:10002", "localhost:10003"] }
+  routing:
+    cookie: canary_user
+    default: stable
+    rules:
+      - name: qa-override
+        header: X-Canary-Group
+      - name: vip
+        users: ["alice", "bob"]
+        group: stable
+      - name: rollout
+        percent: 0.5
+        group: canary
+"#;
+
+    fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
+        load_str(text, "test.yaml", Path::new("."))
+    }
+
+    fn error_of(text: &str) -> String {
+        match load(text) {
+            Ok(_) => panic!("config was accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads_into_typed_values() {
+        let loaded = load(GOOD).expect("valid");
+        assert_eq!(loaded.server.threads, 2);
+        assert_eq!(loaded.server.grace_period_seconds, Some(DEFAULT_GRACE_PERIOD_SECONDS));
+        let gw = loaded.gateway;
+        assert_eq!(gw.groups.len(), 2);
+        assert_eq!(gw.groups[0].name, "canary"); // groups are kept in name order
+        assert_eq!(gw.groups[0].servers.len(), 2);
+        assert_eq!(gw.decision_header.as_deref(), Some("x-canary-group"));
+        let r = &gw.router;
+        assert_eq!(r.group_name(r.default_group), "stable");
+        assert!(matches!(&r.rules[0].matcher, Matcher::Header { name } if name == "x-canary-group"));
+        match &r.rules[2].matcher {
+            Matcher::Percent { ppm, seed } => {
+                assert_eq!(*ppm, 5_000);
+                assert_eq!(&**seed, b"rollout", "seed defaults to the rule name");
+            }
+            other => panic!("not a percent rule: {other:?}"),
+        }
+        let d = r.decide(Some(b"alice"), &[][..]);
+        assert_eq!((r.group_name(d.group), d.reason), ("stable", Reason::UserList));
+    }
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        let demo = load_demo().expect("demo config valid");
+        assert_eq!(demo.gateway.demo_origins.len(), 2);
+    }
+
+    #[test]
+    fn grace_period_from_the_file_wins() {
+        let text = GOOD.replace("threads: 2", "grace_period_seconds: 30");
+        assert_eq!(load(&text).expect("valid").server.grace_period_seconds, Some(30));
+    }
+
+    #[test]
+    fn decision_header_setting() {
+        let off = GOOD.replace("  routing:", "  decision_header: false\n  routing:");
+        assert_eq!(load(&off).expect("valid").gateway.decision_header, None);
+        let named = GOOD.replace("  routing:", "  decision_header: X-Route\n  routing:");
+        assert_eq!(
+            load(&named).expect("valid").gateway.decision_header.as_deref(),
+            Some("x-route")
+        );
+    }
+
+    /// Each broken config is rejected with the key (and the value) named.
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("percent: 0.5", "percent: 140", &["gateway.routing.rules[2].percent", "140"]),
+            ("percent: 0.5", "percent: -1", &["gateway.routing.rules[2].percent"]),
+            ("group: canary", "group: canarry", &["gateway.routing.rules[2].group", "canarry"]),
+            ("default: stable", "default: nope", &["gateway.routing.default", "nope"]),
+            ("\"127.0.0.1:10001\"", "\"127.0.0.1\"", &["gateway.groups.stable.servers[0]", "port"]),
+            ("[\"127.0.0.1:10001\"]", "[]", &["gateway.groups.stable.servers", "at least one"]),
+            ("[\"127.0.0.1:8080\"]", "[\"localhost:http\"]", &["gateway.listen[0]", "localhost:http"]),
+            ("name: rollout", "name: vip", &["gateway.routing.rules[2].name", "unique"]),
+            ("cookie: canary_user", "cookie: \"bad cookie\"", &["gateway.routing.cookie"]),
+            ("header: X-Canary-Group", "header: \"x canary\"", &["gateway.routing.rules[0].header"]),
+            ("percent: 0.5", "percnt: 0.5", &["percnt"]),
+            ("  listen:", "  lisen: x\n  listen:", &["lisen"]),
+            ("users: [\"alice\", \"bob\"]", "users_file: does/not/exist.txt", &["gateway.routing.rules[1].users_file", "does/not/exist.txt"]),
+            ("        group: stable\n", "", &["gateway.routing.rules[1].group", "target group"]),
+            ("header: X-Canary-Group", "header: x-a\n        percent: 3", &["gateway.routing.rules[0]", "exactly one"]),
+            ("threads: 2", "threads: lots", &["invalid server configuration"]),
+        ];
+        for (from, to, needles) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            assert_ne!(text, GOOD, "test case did not change the config: {from}");
+            let message = error_of(&text);
+            assert!(message.starts_with("test.yaml: "), "{message}");
+            for needle in *needles {
+                assert!(message.contains(needle), "{to}: {message:?} lacks {needle:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_gateway_section() {
+        assert!(error_of("version: 1\n").contains("gateway: the section is missing"));
+    }
+
+    #[test]
+    fn users_file_resolves_against_the_config_folder() {
+        let dir = std::env::temp_dir().join(format!("cg-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("vips.txt"), "# vips\ncarol\n\ndave\n").expect("write");
+        let text = GOOD.replace("users: [\"alice\", \"bob\"]", "users: [alice]\n        users_file: vips.txt");
+        let path = dir.join("gw.yaml");
+        std::fs::write(&path, text).expect("write");
+        let loaded = load_file(&path).expect("valid");
+        let r = &loaded.gateway.router;
+        for user in ["alice", "carol", "dave"] {
+            assert_eq!(r.decide(Some(user.as_bytes()), &[][..]).reason, Reason::UserList, "{user}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

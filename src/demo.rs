@@ -1,0 +1,40 @@
+//! The demo origins: tiny HTTP servers in the gateway's own process that answer every request
+//! with a fixed body ("This is version 1"), so `cargo run --release` shows routing end to end.
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+
+use crate::config::DemoOrigin;
+
+/// Answers every request with its body and `200 OK`.
+pub struct FixedBodyApp {
+    body: Vec<u8>,
+}
+
+#[async_trait]
+impl ServeHttp for FixedBodyApp {
+    async fn response(&self, _session: &mut ServerSession) -> Response<Vec<u8>> {
+        let mut response = Response::new(self.body.clone());
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(self.body.len()));
+        response
+    }
+}
+
+/// A listening service for one demo origin.
+pub fn demo_origin_service(origin: &DemoOrigin) -> Service<HttpServer<FixedBodyApp>> {
+    let app = FixedBodyApp {
+        body: format!("{}\n", origin.body).into_bytes(),
+    };
+    let mut service = Service::new(
+        format!("demo origin {}", origin.listen),
+        HttpServer::new_app(app),
+    );
+    service.add_tcp(&origin.listen);
+    service
+}

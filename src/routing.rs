@@ -1,0 +1,487 @@
+//! The per-user canary decision: cookie parsing, rule evaluation and stable hashing.
+//!
+//! Pure and synchronous: no Pingora types, no I/O, no locks, no logging. The proxy collects the
+//! request's facts (the Cookie header values and a way to read other headers), calls
+//! [`Router::decide`] once per request and keeps the [`Decision`] in its per-request context.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::userset::UserSet;
+
+/// Longest user id the gateway accepts from the cookie; a longer value makes the user anonymous.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// Parts-per-million scale of percentage rules: `percent: 0.5` is 5_000 ppm.
+pub const PERCENT_SCALE_PPM: u32 = 1_000_000;
+
+/// Index of an upstream group in the gateway's group list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupId(pub usize);
+
+/// Index of a rule in the router's ordered rule list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleId(pub usize);
+
+/// Why a request went where it went. Shown in logs, the decision header and the explain endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A header rule named the group.
+    Header,
+    /// The user id is on a rule's user list.
+    UserList,
+    /// The user id hashed into a percentage rule's share.
+    Percent,
+    /// A user id was present but no rule matched.
+    Default,
+    /// No usable user id (no cookie, or a malformed one) and no header rule matched.
+    Anonymous,
+}
+
+impl Reason {
+    /// Lower-case name used in headers, logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Header => "header",
+            Reason::UserList => "user_list",
+            Reason::Percent => "percent",
+            Reason::Default => "default",
+            Reason::Anonymous => "anonymous",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of routing one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub group: GroupId,
+    /// The rule that decided, or `None` when the default group was used.
+    pub rule: Option<RuleId>,
+    pub reason: Reason,
+}
+
+/// What a rule tests.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// A request header whose value is a group name picks that group; other values are ignored.
+    Header { name: String },
+    /// Users on the list go to the rule's group.
+    Users { users: Arc<UserSet> },
+    /// Users whose stable bucket is below `ppm` (parts per million) go to the rule's group.
+    Percent { ppm: u32, seed: Box<[u8]> },
+}
+
+/// One routing rule, already validated.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: Matcher,
+    /// Target group; unused by header rules, whose target comes from the header value.
+    pub group: GroupId,
+}
+
+/// Read access to request headers, so the router needs no HTTP library types.
+pub trait HeaderLookup {
+    /// The first value of header `name` (lower-case), if present.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+}
+
+/// A header list for tests and the explain endpoint.
+impl HeaderLookup for [(&str, &str)] {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+    }
+}
+
+/// The ordered rule set and everything `decide` needs.
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// Group names, indexed by [`GroupId`].
+    pub group_names: Vec<String>,
+    /// Name of the cookie that carries the user id.
+    pub cookie: String,
+    pub default_group: GroupId,
+    pub rules: Vec<Rule>,
+}
+
+impl Router {
+    /// Decide the group for a request with user id `user` (from [`Router::user_from_cookies`]).
+    /// Rules run in order; the first that matches decides.
+    pub fn decide<H: HeaderLookup + ?Sized>(&self, user: Option<&[u8]>, headers: &H) -> Decision {
+        for (index, rule) in self.rules.iter().enumerate() {
+            let matched = match &rule.matcher {
+                Matcher::Header { name } => headers
+                    .header(name)
+                    .and_then(|value| self.group_by_name(trim_ows(value)))
+                    .map(|group| (group, Reason::Header)),
+                Matcher::Users { users } => user
+                    .filter(|id| users.contains(id))
+                    .map(|_| (rule.group, Reason::UserList)),
+                Matcher::Percent { ppm, seed } => user
+                    .filter(|id| percent_bucket(seed, id) < *ppm)
+                    .map(|_| (rule.group, Reason::Percent)),
+            };
+            if let Some((group, reason)) = matched {
+                return Decision {
+                    group,
+                    rule: Some(RuleId(index)),
+                    reason,
+                };
+            }
+        }
+        Decision {
+            group: self.default_group,
+            rule: None,
+            reason: if user.is_some() {
+                Reason::Default
+            } else {
+                Reason::Anonymous
+            },
+        }
+    }
+
+    /// The user id from the routing cookie across all `Cookie` header values, in order.
+    pub fn user_from_cookies<'a, I>(&self, cookie_headers: I) -> Option<&'a [u8]>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        find_cookie(cookie_headers, self.cookie.as_bytes()).filter(|id| is_valid_user_id(id))
+    }
+
+    /// The group with this exact name.
+    pub fn group_by_name(&self, name: &[u8]) -> Option<GroupId> {
+        self.group_names
+            .iter()
+            .position(|g| g.as_bytes() == name)
+            .map(GroupId)
+    }
+
+    /// Name of a group id produced by this router.
+    pub fn group_name(&self, group: GroupId) -> &str {
+        self.group_names
+            .get(group.0)
+            .map(String::as_str)
+            .unwrap_or("?")
+    }
+
+    /// Name of the rule that made a decision, or `"default"`.
+    pub fn rule_name(&self, decision: &Decision) -> &str {
+        decision
+            .rule
+            .and_then(|id| self.rules.get(id.0))
+            .map(|rule| rule.name.as_str())
+            .unwrap_or("default")
+    }
+}
+
+/// Finds cookie `name` in one or more `Cookie` header values (RFC 6265 §5.4 joins several header
+/// lines with "; ", so they are read in order as one list). The first occurrence wins. Pairs
+/// without `=` are skipped; surrounding spaces and one pair of double quotes are removed.
+pub fn find_cookie<'a, I>(cookie_headers: I, name: &[u8]) -> Option<&'a [u8]>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    for header in cookie_headers {
+        for pair in header.split(|&b| b == b';') {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim_ows(&pair[..eq]) != name {
+                continue;
+            }
+            let value = trim_ows(&pair[eq + 1..]);
+            let value = match value {
+                [b'"', inner @ .., b'"'] => inner,
+                other => other,
+            };
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// A usable user id: 1..=[`MAX_USER_ID_LEN`] bytes, all RFC 6265 `cookie-octet`s.
+pub fn is_valid_user_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.iter().all(|&b| is_cookie_octet(b))
+}
+
+/// RFC 6265 §4.1.1 `cookie-octet`: visible ASCII except DQUOTE, comma, semicolon and backslash.
+fn is_cookie_octet(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// Strips optional white space (SP / HTAB) at both ends.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// 64-bit FNV-1a over the concatenation of `parts`.
+pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut hash = FNV_OFFSET;
+    for part in parts {
+        for &b in *part {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+    }
+    hash
+}
+
+/// A user's bucket for a percentage rule, in `0..1_000_000`:
+/// `FNV-1a-64(seed ++ ":" ++ user_id) mod 1_000_000`. A user is in a rule of `p` percent when
+/// the bucket is below `p × 10_000`, so raising `p` only ever adds users. Fixed and documented
+/// so that every node, every restart and the application's own code agree.
+pub fn percent_bucket(seed: &[u8], user_id: &[u8]) -> u32 {
+    // The modulus is below 2^32, so the remainder always fits.
+    (fnv1a64(&[seed, b":", user_id]) % u64::from(PERCENT_SCALE_PPM)) as u32
+}
+
+/// Converts a percentage (0–100, decimals allowed) to parts per million, rounding to the nearest.
+pub fn percent_to_ppm(percent: f64) -> Option<u32> {
+    if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
+        return None;
+    }
+    Some((percent * 10_000.0).round() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STABLE: GroupId = GroupId(0);
+    const CANARY: GroupId = GroupId(1);
+    const BETA: GroupId = GroupId(2);
+
+    fn users(ids: &[&str]) -> Arc<UserSet> {
+        Arc::new(UserSet::from_ids(ids.iter().map(|s| s.as_bytes())))
+    }
+
+    fn percent_rule(name: &str, percent: f64, seed: &str, group: GroupId) -> Rule {
+        Rule {
+            name: name.into(),
+            matcher: Matcher::Percent {
+                ppm: percent_to_ppm(percent).expect("test percent in range"),
+                seed: seed.as_bytes().into(),
+            },
+            group,
+        }
+    }
+
+    /// QA header, then a VIP list to stable, then a 10% rollout to canary; default stable.
+    fn router() -> Router {
+        Router {
+            group_names: vec!["stable".into(), "canary".into(), "beta".into()],
+            cookie: "canary_user".into(),
+            default_group: STABLE,
+            rules: vec![
+                Rule {
+                    name: "qa-override".into(),
+                    matcher: Matcher::Header {
+                        name: "x-canary-group".into(),
+                    },
+                    group: STABLE,
+                },
+                Rule {
+                    name: "vip".into(),
+                    matcher: Matcher::Users {
+                        users: users(&["alice", "bob"]),
+                    },
+                    group: STABLE,
+                },
+                Rule {
+                    name: "testers".into(),
+                    matcher: Matcher::Users {
+                        users: users(&["tess"]),
+                    },
+                    group: BETA,
+                },
+                percent_rule("rollout", 10.0, "2026-11-release", CANARY),
+            ],
+        }
+    }
+
+    fn decide(router: &Router, cookie: Option<&str>, headers: &[(&str, &str)]) -> Decision {
+        let user = router.user_from_cookies(cookie.map(str::as_bytes));
+        router.decide(user, headers)
+    }
+
+    /// A user id that falls inside (`inside = true`) or outside a percentage rule.
+    fn find_user(seed: &str, percent: f64, inside: bool) -> String {
+        let ppm = percent_to_ppm(percent).expect("test percent in range");
+        (0..100_000)
+            .map(|i| format!("user-{i}"))
+            .find(|u| (percent_bucket(seed.as_bytes(), u.as_bytes()) < ppm) == inside)
+            .expect("some user in 100k lands on each side")
+    }
+
+    #[test]
+    fn table_of_decisions() {
+        let r = router();
+        let in_rollout = find_user("2026-11-release", 10.0, true);
+        let out_rollout = find_user("2026-11-release", 10.0, false);
+        let cases: Vec<(&str, Option<String>, Vec<(&str, &str)>, GroupId, Option<usize>, Reason)> = vec![
+            ("no cookie goes to default as anonymous", None, vec![], STABLE, None, Reason::Anonymous),
+            ("VIP user list", Some("canary_user=alice".into()), vec![], STABLE, Some(1), Reason::UserList),
+            ("second list to its own group", Some("canary_user=tess".into()), vec![], BETA, Some(2), Reason::UserList),
+            ("user inside the rollout", Some(format!("canary_user={in_rollout}")), vec![], CANARY, Some(3), Reason::Percent),
+            ("user outside every rule", Some(format!("canary_user={out_rollout}")), vec![], STABLE, None, Reason::Default),
+            ("QA header beats the VIP list", Some("canary_user=alice".into()), vec![("x-canary-group", "canary")], CANARY, Some(0), Reason::Header),
+            ("QA header works without a cookie", None, vec![("x-canary-group", "beta")], BETA, Some(0), Reason::Header),
+            ("QA header value naming no group is ignored", Some("canary_user=alice".into()), vec![("x-canary-group", "nope")], STABLE, Some(1), Reason::UserList),
+            ("QA header value is trimmed", None, vec![("x-canary-group", " canary ")], CANARY, Some(0), Reason::Header),
+            ("group names are case-sensitive", None, vec![("x-canary-group", "Canary")], STABLE, None, Reason::Anonymous),
+            ("other cookies around the routing cookie", Some("a=1; canary_user=bob; z=2".into()), vec![], STABLE, Some(1), Reason::UserList),
+            ("quoted cookie value", Some("canary_user=\"tess\"".into()), vec![], BETA, Some(2), Reason::UserList),
+            ("no spaces between cookies", Some("a=1;canary_user=tess;b=2".into()), vec![], BETA, Some(2), Reason::UserList),
+            ("first of duplicate cookies wins", Some("canary_user=tess; canary_user=alice".into()), vec![], BETA, Some(2), Reason::UserList),
+            ("empty value is anonymous", Some("canary_user=".into()), vec![], STABLE, None, Reason::Anonymous),
+            ("malformed pairs are skipped", Some("garbage;;=;canary_user=alice".into()), vec![], STABLE, Some(1), Reason::UserList),
+            ("value with a space is anonymous", Some("canary_user=al ice".into()), vec![], STABLE, None, Reason::Anonymous),
+            ("value with a backslash is anonymous", Some("canary_user=a\\b".into()), vec![], STABLE, None, Reason::Anonymous),
+            ("cookie name must match exactly", Some("canary_user2=alice; Canary_user=bob".into()), vec![], STABLE, None, Reason::Anonymous),
+            ("unterminated quote is taken literally and rejected", Some("canary_user=\"alice".into()), vec![], STABLE, None, Reason::Anonymous),
+        ];
+        for (what, cookie, headers, group, rule, reason) in cases {
+            let d = decide(&r, cookie.as_deref(), &headers);
+            assert_eq!(
+                d,
+                Decision { group, rule: rule.map(RuleId), reason },
+                "{what}"
+            );
+        }
+    }
+
+    /// Several Cookie header lines are read in order, as RFC 6265 §5.4 joins them.
+    #[test]
+    fn several_cookie_headers_are_one_list() {
+        let r = router();
+        let lines: [&[u8]; 2] = [b"a=1", b"canary_user=alice"];
+        assert_eq!(r.user_from_cookies(lines), Some(&b"alice"[..]));
+        let lines: [&[u8]; 2] = [b"canary_user=tess", b"canary_user=alice"];
+        assert_eq!(r.user_from_cookies(lines), Some(&b"tess"[..]));
+    }
+
+    /// Non-UTF-8, control bytes and over-long values never panic and make the user anonymous.
+    #[test]
+    fn hostile_cookie_values_are_anonymous() {
+        let r = router();
+        let long = format!("canary_user={}", "a".repeat(MAX_USER_ID_LEN + 1));
+        let exact = format!("canary_user={}", "a".repeat(MAX_USER_ID_LEN));
+        let bad: [&[u8]; 4] = [
+            b"canary_user=\xff\xfe",
+            b"canary_user=a\x00b",
+            b"canary_user=a\rb",
+            long.as_bytes(),
+        ];
+        for value in bad {
+            assert_eq!(r.user_from_cookies([value]), None, "{value:?}");
+        }
+        assert!(r.user_from_cookies([exact.as_bytes()]).is_some());
+    }
+
+    #[test]
+    fn percent_edges_zero_hundred_and_half() {
+        let ids: Vec<String> = (0..20_000).map(|i| format!("u{i}")).collect();
+        let share = |percent: f64| {
+            let ppm = percent_to_ppm(percent).expect("in range");
+            ids.iter()
+                .filter(|u| percent_bucket(b"seed", u.as_bytes()) < ppm)
+                .count()
+        };
+        assert_eq!(share(0.0), 0, "0% takes nobody");
+        assert_eq!(share(100.0), ids.len(), "100% takes everybody");
+        let half = share(0.5);
+        assert!((60..=140).contains(&half), "0.5% of 20k is ~100, got {half}");
+        let ten = share(10.0);
+        assert!((1_800..=2_200).contains(&ten), "10% of 20k within 9–11%, got {ten}");
+    }
+
+    /// The same user gets the same bucket every time, and the hash is the documented one.
+    #[test]
+    fn percent_bucket_is_stable_and_documented() {
+        assert_eq!(fnv1a64(&[b""]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(&[b"a"]), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(&[b"foobar"]), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            percent_bucket(b"seed", b"alice"),
+            (fnv1a64(&[b"seed:alice"]) % 1_000_000) as u32
+        );
+        let first = percent_bucket(b"2026-11-release", b"user-42");
+        for _ in 0..10 {
+            assert_eq!(percent_bucket(b"2026-11-release", b"user-42"), first);
+        }
+    }
+
+    /// Raising the percentage only adds users: everyone inside 10% is inside 20%.
+    #[test]
+    fn ramp_is_monotonic() {
+        let ids: Vec<String> = (0..20_000).map(|i| format!("u{i}")).collect();
+        let inside = |percent: f64| -> Vec<&String> {
+            let ppm = percent_to_ppm(percent).expect("in range");
+            ids.iter()
+                .filter(|u| percent_bucket(b"ramp", u.as_bytes()) < ppm)
+                .collect()
+        };
+        let ten = inside(10.0);
+        let twenty = inside(20.0);
+        assert!(twenty.len() > ten.len());
+        for u in ten {
+            assert!(twenty.contains(&u), "{u} left the rollout when it grew");
+        }
+    }
+
+    #[test]
+    fn different_seeds_pick_different_users() {
+        let ppm = percent_to_ppm(10.0).expect("in range");
+        let pick = |seed: &[u8]| -> Vec<usize> {
+            (0..20_000)
+                .filter(|i| percent_bucket(seed, format!("u{i}").as_bytes()) < ppm)
+                .collect()
+        };
+        let a = pick(b"release-a");
+        let b = pick(b"release-b");
+        let common = a.iter().filter(|i| b.binary_search(i).is_ok()).count();
+        // Independent 10% samples share ~1% of users; the same seed would share all 10%.
+        assert!(common < a.len() / 4, "seeds overlap too much: {common} of {}", a.len());
+    }
+
+    #[test]
+    fn percent_to_ppm_bounds() {
+        assert_eq!(percent_to_ppm(0.0), Some(0));
+        assert_eq!(percent_to_ppm(0.5), Some(5_000));
+        assert_eq!(percent_to_ppm(100.0), Some(1_000_000));
+        assert_eq!(percent_to_ppm(100.1), None);
+        assert_eq!(percent_to_ppm(-1.0), None);
+        assert_eq!(percent_to_ppm(f64::NAN), None);
+    }
+
+    #[test]
+    fn names_for_logs() {
+        let r = router();
+        let d = decide(&r, Some("canary_user=alice"), &[]);
+        assert_eq!(r.group_name(d.group), "stable");
+        assert_eq!(r.rule_name(&d), "vip");
+        let d = decide(&r, None, &[]);
+        assert_eq!(r.rule_name(&d), "default");
+        assert_eq!(d.reason.as_str(), "anonymous");
+    }
+}
