@@ -246,7 +246,10 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
             .ok_or_else(|| {
                 (
                     key,
-                    format!("{name:?} is not a group (groups: {})", group_names.join(", ")),
+                    format!(
+                        "{name:?} is not a group (groups: {})",
+                        group_names.join(", ")
+                    ),
                 )
             })
     };
@@ -268,7 +271,10 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
         if routing.rules[..i].iter().any(|r| r.name == rule.name) {
             return Err((
                 format!("{key}.name"),
-                format!("{:?} is used by an earlier rule; names must be unique", rule.name),
+                format!(
+                    "{:?} is used by an earlier rule; names must be unique",
+                    rule.name
+                ),
             ));
         }
         rules.push(validate_rule(rule, &key, base, &group_id)?);
@@ -476,7 +482,10 @@ gateway:
     fn good_config_loads_into_typed_values() {
         let loaded = load(GOOD).expect("valid");
         assert_eq!(loaded.server.threads, 2);
-        assert_eq!(loaded.server.grace_period_seconds, Some(DEFAULT_GRACE_PERIOD_SECONDS));
+        assert_eq!(
+            loaded.server.grace_period_seconds,
+            Some(DEFAULT_GRACE_PERIOD_SECONDS)
+        );
         let gw = loaded.gateway;
         assert_eq!(gw.groups.len(), 2);
         assert_eq!(gw.groups[0].name, "canary"); // groups are kept in name order
@@ -484,7 +493,9 @@ gateway:
         assert_eq!(gw.decision_header.as_deref(), Some("x-canary-group"));
         let r = &gw.router;
         assert_eq!(r.group_name(r.default_group), "stable");
-        assert!(matches!(&r.rules[0].matcher, Matcher::Header { name } if name == "x-canary-group"));
+        assert!(
+            matches!(&r.rules[0].matcher, Matcher::Header { name } if name == "x-canary-group")
+        );
         match &r.rules[2].matcher {
             Matcher::Percent { ppm, seed } => {
                 assert_eq!(*ppm, 5_000);
@@ -493,7 +504,10 @@ gateway:
             other => panic!("not a percent rule: {other:?}"),
         }
         let d = r.decide(Some(b"alice"), &[][..]);
-        assert_eq!((r.group_name(d.group), d.reason), ("stable", Reason::UserList));
+        assert_eq!(
+            (r.group_name(d.group), d.reason),
+            ("stable", Reason::UserList)
+        );
     }
 
     #[test]
@@ -505,7 +519,10 @@ gateway:
     #[test]
     fn grace_period_from_the_file_wins() {
         let text = GOOD.replace("threads: 2", "grace_period_seconds: 30");
-        assert_eq!(load(&text).expect("valid").server.grace_period_seconds, Some(30));
+        assert_eq!(
+            load(&text).expect("valid").server.grace_period_seconds,
+            Some(30)
+        );
     }
 
     #[test]
@@ -514,7 +531,11 @@ gateway:
         assert_eq!(load(&off).expect("valid").gateway.decision_header, None);
         let named = GOOD.replace("  routing:", "  decision_header: X-Route\n  routing:");
         assert_eq!(
-            load(&named).expect("valid").gateway.decision_header.as_deref(),
+            load(&named)
+                .expect("valid")
+                .gateway
+                .decision_header
+                .as_deref(),
             Some("x-route")
         );
     }
@@ -523,22 +544,78 @@ gateway:
     #[test]
     fn errors_name_the_key() {
         let cases: &[(&str, &str, &[&str])] = &[
-            ("percent: 0.5", "percent: 140", &["gateway.routing.rules[2].percent", "140"]),
-            ("percent: 0.5", "percent: -1", &["gateway.routing.rules[2].percent"]),
-            ("group: canary", "group: canarry", &["gateway.routing.rules[2].group", "canarry"]),
-            ("default: stable", "default: nope", &["gateway.routing.default", "nope"]),
-            ("\"127.0.0.1:10001\"", "\"127.0.0.1\"", &["gateway.groups.stable.servers[0]", "port"]),
-            ("[\"127.0.0.1:10001\"]", "[]", &["gateway.groups.stable.servers", "at least one"]),
-            ("[\"127.0.0.1:8080\"]", "[\"localhost:http\"]", &["gateway.listen[0]", "localhost:http"]),
-            ("name: rollout", "name: vip", &["gateway.routing.rules[2].name", "unique"]),
-            ("cookie: canary_user", "cookie: \"bad cookie\"", &["gateway.routing.cookie"]),
-            ("header: X-Canary-Group", "header: \"x canary\"", &["gateway.routing.rules[0].header"]),
+            (
+                "percent: 0.5",
+                "percent: 140",
+                &["gateway.routing.rules[2].percent", "140"],
+            ),
+            (
+                "percent: 0.5",
+                "percent: -1",
+                &["gateway.routing.rules[2].percent"],
+            ),
+            (
+                "group: canary",
+                "group: canarry",
+                &["gateway.routing.rules[2].group", "canarry"],
+            ),
+            (
+                "default: stable",
+                "default: nope",
+                &["gateway.routing.default", "nope"],
+            ),
+            (
+                "\"127.0.0.1:10001\"",
+                "\"127.0.0.1\"",
+                &["gateway.groups.stable.servers[0]", "port"],
+            ),
+            (
+                "[\"127.0.0.1:10001\"]",
+                "[]",
+                &["gateway.groups.stable.servers", "at least one"],
+            ),
+            (
+                "[\"127.0.0.1:8080\"]",
+                "[\"localhost:http\"]",
+                &["gateway.listen[0]", "localhost:http"],
+            ),
+            (
+                "name: rollout",
+                "name: vip",
+                &["gateway.routing.rules[2].name", "unique"],
+            ),
+            (
+                "cookie: canary_user",
+                "cookie: \"bad cookie\"",
+                &["gateway.routing.cookie"],
+            ),
+            (
+                "header: X-Canary-Group",
+                "header: \"x canary\"",
+                &["gateway.routing.rules[0].header"],
+            ),
             ("percent: 0.5", "percnt: 0.5", &["percnt"]),
             ("  listen:", "  lisen: x\n  listen:", &["lisen"]),
-            ("users: [\"alice\", \"bob\"]", "users_file: does/not/exist.txt", &["gateway.routing.rules[1].users_file", "does/not/exist.txt"]),
-            ("        group: stable\n", "", &["gateway.routing.rules[1].group", "target group"]),
-            ("header: X-Canary-Group", "header: x-a\n        percent: 3", &["gateway.routing.rules[0]", "exactly one"]),
-            ("threads: 2", "threads: lots", &["invalid server configuration"]),
+            (
+                "users: [\"alice\", \"bob\"]",
+                "users_file: does/not/exist.txt",
+                &["gateway.routing.rules[1].users_file", "does/not/exist.txt"],
+            ),
+            (
+                "        group: stable\n",
+                "",
+                &["gateway.routing.rules[1].group", "target group"],
+            ),
+            (
+                "header: X-Canary-Group",
+                "header: x-a\n        percent: 3",
+                &["gateway.routing.rules[0]", "exactly one"],
+            ),
+            (
+                "threads: 2",
+                "threads: lots",
+                &["invalid server configuration"],
+            ),
         ];
         for (from, to, needles) in cases {
             let text = GOOD.replacen(from, to, 1);
@@ -546,7 +623,10 @@ gateway:
             let message = error_of(&text);
             assert!(message.starts_with("test.yaml: "), "{message}");
             for needle in *needles {
-                assert!(message.contains(needle), "{to}: {message:?} lacks {needle:?}");
+                assert!(
+                    message.contains(needle),
+                    "{to}: {message:?} lacks {needle:?}"
+                );
             }
         }
     }
@@ -561,13 +641,20 @@ gateway:
         let dir = std::env::temp_dir().join(format!("cg-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(dir.join("vips.txt"), "# vips\ncarol\n\ndave\n").expect("write");
-        let text = GOOD.replace("users: [\"alice\", \"bob\"]", "users: [alice]\n        users_file: vips.txt");
+        let text = GOOD.replace(
+            "users: [\"alice\", \"bob\"]",
+            "users: [alice]\n        users_file: vips.txt",
+        );
         let path = dir.join("gw.yaml");
         std::fs::write(&path, text).expect("write");
         let loaded = load_file(&path).expect("valid");
         let r = &loaded.gateway.router;
         for user in ["alice", "carol", "dave"] {
-            assert_eq!(r.decide(Some(user.as_bytes()), &[][..]).reason, Reason::UserList, "{user}");
+            assert_eq!(
+                r.decide(Some(user.as_bytes()), &[][..]).reason,
+                Reason::UserList,
+                "{user}"
+            );
         }
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -20,8 +20,14 @@ impl ServeHttp for FixedBodyApp {
         let mut response = Response::new(self.body.clone());
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(self.body.len()));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(self.body.len()),
+        );
         response
     }
 }

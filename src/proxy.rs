@@ -216,9 +216,15 @@ mod tests {
     fn forwarded_for_appends_the_client() {
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
         let mut headers = HeaderMap::new();
-        assert_eq!(forwarded_for(&headers, Some(ip)).as_deref(), Some("192.0.2.7"));
+        assert_eq!(
+            forwarded_for(&headers, Some(ip)).as_deref(),
+            Some("192.0.2.7")
+        );
         headers.append(X_FORWARDED_FOR, "10.0.0.1".parse().expect("value"));
-        headers.append(X_FORWARDED_FOR, " 10.0.0.2, 10.0.0.3 ".parse().expect("value"));
+        headers.append(
+            X_FORWARDED_FOR,
+            " 10.0.0.2, 10.0.0.3 ".parse().expect("value"),
+        );
         assert_eq!(
             forwarded_for(&headers, Some(ip)).as_deref(),
             Some("10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7")

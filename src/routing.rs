@@ -333,38 +333,192 @@ mod tests {
             .expect("some user in 100k lands on each side")
     }
 
+    /// (what, cookie header, other headers, expected group, expected rule index, reason)
+    type DecisionCase<'a> = (
+        &'a str,
+        Option<String>,
+        Vec<(&'a str, &'a str)>,
+        GroupId,
+        Option<usize>,
+        Reason,
+    );
+
     #[test]
     fn table_of_decisions() {
         let r = router();
         let in_rollout = find_user("2026-11-release", 10.0, true);
         let out_rollout = find_user("2026-11-release", 10.0, false);
-        let cases: Vec<(&str, Option<String>, Vec<(&str, &str)>, GroupId, Option<usize>, Reason)> = vec![
-            ("no cookie goes to default as anonymous", None, vec![], STABLE, None, Reason::Anonymous),
-            ("VIP user list", Some("canary_user=alice".into()), vec![], STABLE, Some(1), Reason::UserList),
-            ("second list to its own group", Some("canary_user=tess".into()), vec![], BETA, Some(2), Reason::UserList),
-            ("user inside the rollout", Some(format!("canary_user={in_rollout}")), vec![], CANARY, Some(3), Reason::Percent),
-            ("user outside every rule", Some(format!("canary_user={out_rollout}")), vec![], STABLE, None, Reason::Default),
-            ("QA header beats the VIP list", Some("canary_user=alice".into()), vec![("x-canary-group", "canary")], CANARY, Some(0), Reason::Header),
-            ("QA header works without a cookie", None, vec![("x-canary-group", "beta")], BETA, Some(0), Reason::Header),
-            ("QA header value naming no group is ignored", Some("canary_user=alice".into()), vec![("x-canary-group", "nope")], STABLE, Some(1), Reason::UserList),
-            ("QA header value is trimmed", None, vec![("x-canary-group", " canary ")], CANARY, Some(0), Reason::Header),
-            ("group names are case-sensitive", None, vec![("x-canary-group", "Canary")], STABLE, None, Reason::Anonymous),
-            ("other cookies around the routing cookie", Some("a=1; canary_user=bob; z=2".into()), vec![], STABLE, Some(1), Reason::UserList),
-            ("quoted cookie value", Some("canary_user=\"tess\"".into()), vec![], BETA, Some(2), Reason::UserList),
-            ("no spaces between cookies", Some("a=1;canary_user=tess;b=2".into()), vec![], BETA, Some(2), Reason::UserList),
-            ("first of duplicate cookies wins", Some("canary_user=tess; canary_user=alice".into()), vec![], BETA, Some(2), Reason::UserList),
-            ("empty value is anonymous", Some("canary_user=".into()), vec![], STABLE, None, Reason::Anonymous),
-            ("malformed pairs are skipped", Some("garbage;;=;canary_user=alice".into()), vec![], STABLE, Some(1), Reason::UserList),
-            ("value with a space is anonymous", Some("canary_user=al ice".into()), vec![], STABLE, None, Reason::Anonymous),
-            ("value with a backslash is anonymous", Some("canary_user=a\\b".into()), vec![], STABLE, None, Reason::Anonymous),
-            ("cookie name must match exactly", Some("canary_user2=alice; Canary_user=bob".into()), vec![], STABLE, None, Reason::Anonymous),
-            ("unterminated quote is taken literally and rejected", Some("canary_user=\"alice".into()), vec![], STABLE, None, Reason::Anonymous),
+        let cases: Vec<DecisionCase> = vec![
+            (
+                "no cookie goes to default as anonymous",
+                None,
+                vec![],
+                STABLE,
+                None,
+                Reason::Anonymous,
+            ),
+            (
+                "VIP user list",
+                Some("canary_user=alice".into()),
+                vec![],
+                STABLE,
+                Some(1),
+                Reason::UserList,
+            ),
+            (
+                "second list to its own group",
+                Some("canary_user=tess".into()),
+                vec![],
+                BETA,
+                Some(2),
+                Reason::UserList,
+            ),
+            (
+                "user inside the rollout",
+                Some(format!("canary_user={in_rollout}")),
+                vec![],
+                CANARY,
+                Some(3),
+                Reason::Percent,
+            ),
+            (
+                "user outside every rule",
+                Some(format!("canary_user={out_rollout}")),
+                vec![],
+                STABLE,
+                None,
+                Reason::Default,
+            ),
+            (
+                "QA header beats the VIP list",
+                Some("canary_user=alice".into()),
+                vec![("x-canary-group", "canary")],
+                CANARY,
+                Some(0),
+                Reason::Header,
+            ),
+            (
+                "QA header works without a cookie",
+                None,
+                vec![("x-canary-group", "beta")],
+                BETA,
+                Some(0),
+                Reason::Header,
+            ),
+            (
+                "QA header value naming no group is ignored",
+                Some("canary_user=alice".into()),
+                vec![("x-canary-group", "nope")],
+                STABLE,
+                Some(1),
+                Reason::UserList,
+            ),
+            (
+                "QA header value is trimmed",
+                None,
+                vec![("x-canary-group", " canary ")],
+                CANARY,
+                Some(0),
+                Reason::Header,
+            ),
+            (
+                "group names are case-sensitive",
+                None,
+                vec![("x-canary-group", "Canary")],
+                STABLE,
+                None,
+                Reason::Anonymous,
+            ),
+            (
+                "other cookies around the routing cookie",
+                Some("a=1; canary_user=bob; z=2".into()),
+                vec![],
+                STABLE,
+                Some(1),
+                Reason::UserList,
+            ),
+            (
+                "quoted cookie value",
+                Some("canary_user=\"tess\"".into()),
+                vec![],
+                BETA,
+                Some(2),
+                Reason::UserList,
+            ),
+            (
+                "no spaces between cookies",
+                Some("a=1;canary_user=tess;b=2".into()),
+                vec![],
+                BETA,
+                Some(2),
+                Reason::UserList,
+            ),
+            (
+                "first of duplicate cookies wins",
+                Some("canary_user=tess; canary_user=alice".into()),
+                vec![],
+                BETA,
+                Some(2),
+                Reason::UserList,
+            ),
+            (
+                "empty value is anonymous",
+                Some("canary_user=".into()),
+                vec![],
+                STABLE,
+                None,
+                Reason::Anonymous,
+            ),
+            (
+                "malformed pairs are skipped",
+                Some("garbage;;=;canary_user=alice".into()),
+                vec![],
+                STABLE,
+                Some(1),
+                Reason::UserList,
+            ),
+            (
+                "value with a space is anonymous",
+                Some("canary_user=al ice".into()),
+                vec![],
+                STABLE,
+                None,
+                Reason::Anonymous,
+            ),
+            (
+                "value with a backslash is anonymous",
+                Some("canary_user=a\\b".into()),
+                vec![],
+                STABLE,
+                None,
+                Reason::Anonymous,
+            ),
+            (
+                "cookie name must match exactly",
+                Some("canary_user2=alice; Canary_user=bob".into()),
+                vec![],
+                STABLE,
+                None,
+                Reason::Anonymous,
+            ),
+            (
+                "unterminated quote is taken literally and rejected",
+                Some("canary_user=\"alice".into()),
+                vec![],
+                STABLE,
+                None,
+                Reason::Anonymous,
+            ),
         ];
         for (what, cookie, headers, group, rule, reason) in cases {
             let d = decide(&r, cookie.as_deref(), &headers);
             assert_eq!(
                 d,
-                Decision { group, rule: rule.map(RuleId), reason },
+                Decision {
+                    group,
+                    rule: rule.map(RuleId),
+                    reason
+                },
                 "{what}"
             );
         }
@@ -410,9 +564,15 @@ mod tests {
         assert_eq!(share(0.0), 0, "0% takes nobody");
         assert_eq!(share(100.0), ids.len(), "100% takes everybody");
         let half = share(0.5);
-        assert!((60..=140).contains(&half), "0.5% of 20k is ~100, got {half}");
+        assert!(
+            (60..=140).contains(&half),
+            "0.5% of 20k is ~100, got {half}"
+        );
         let ten = share(10.0);
-        assert!((1_800..=2_200).contains(&ten), "10% of 20k within 9–11%, got {ten}");
+        assert!(
+            (1_800..=2_200).contains(&ten),
+            "10% of 20k within 9–11%, got {ten}"
+        );
     }
 
     /// The same user gets the same bucket every time, and the hash is the documented one.
@@ -461,7 +621,11 @@ mod tests {
         let b = pick(b"release-b");
         let common = a.iter().filter(|i| b.binary_search(i).is_ok()).count();
         // Independent 10% samples share ~1% of users; the same seed would share all 10%.
-        assert!(common < a.len() / 4, "seeds overlap too much: {common} of {}", a.len());
+        assert!(
+            common < a.len() / 4,
+            "seeds overlap too much: {common} of {}",
+            a.len()
+        );
     }
 
     #[test]

@@ -143,7 +143,9 @@ impl UserSet {
 
     /// Rebuilds the table with room for `members` at under 70% load.
     fn resize_table(&mut self, members: usize) {
-        let wanted = (members.max(self.len()) * 10 / 7 + 1).next_power_of_two().max(8);
+        let wanted = (members.max(self.len()) * 10 / 7 + 1)
+            .next_power_of_two()
+            .max(8);
         if wanted <= self.slots.len() {
             return;
         }

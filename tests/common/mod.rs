@@ -1,0 +1,436 @@
+//! Test harness: real origins on ephemeral ports that record what reaches them, a real gateway
+//! process (the built binary) with a generated config, and a small raw HTTP/1.1 client.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long anything in a test may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Socket read timeout for test clients: a hang becomes a failure, not a stuck test.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_canary-gateway")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Waits, by connecting in a bounded loop, until something accepts on `addr`.
+pub fn wait_for_port(addr: SocketAddr) {
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            start.elapsed() < READY_TIMEOUT,
+            "nothing listening on {addr} after {READY_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh temporary folder, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "canary-gw-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// One request as an origin received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Header lines in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// All values of header `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of header `name`; fails the test when it is missing or repeated.
+    pub fn one(&self, name: &str) -> &str {
+        let values = self.all(name);
+        assert_eq!(
+            values.len(),
+            1,
+            "header {name} at origin: {:?}",
+            self.headers
+        );
+        values[0]
+    }
+}
+
+/// A keep-alive HTTP/1.1 origin on an ephemeral port. It answers every request `200` with its
+/// name as the body, records each request, and counts the connections it accepted.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    pub fn start(name: &str) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let origin = Origin {
+            addr,
+            name: name.to_string(),
+            requests: requests.clone(),
+            connections: connections.clone(),
+        };
+        let body = name.to_string();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                connections.fetch_add(1, Ordering::SeqCst);
+                let requests = requests.clone();
+                let body = body.clone();
+                thread::spawn(move || serve_connection(stream, &body, &requests));
+            }
+        });
+        origin
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().expect("origin lock").len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests
+            .lock()
+            .expect("origin lock")
+            .last()
+            .cloned()
+            .expect("origin received a request")
+    }
+}
+
+fn serve_connection(stream: TcpStream, body: &str, requests: &Mutex<Vec<Recorded>>) {
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Some(request) = read_request(&mut reader) else {
+            return;
+        };
+        requests.lock().expect("origin lock").push(request);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Origin: {body}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one request (head and Content-Length body); `None` at end of stream or on garbage.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let headers = read_headers(reader)?;
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn read_headers(reader: &mut impl BufRead) -> Option<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            return Some(headers);
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+}
+
+/// A response as the test client read it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client connection that can send several requests (keep-alive).
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to gateway");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_nodelay(true).ok();
+        let writer = stream.try_clone().expect("clone stream");
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Sends `GET path` with `headers` and reads the response.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n");
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.send_raw(request.as_bytes())
+    }
+
+    /// Writes raw bytes and reads one response.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Response {
+        self.writer.write_all(bytes).expect("write request");
+        self.read_response()
+    }
+
+    pub fn read_response(&mut self) -> Response {
+        let mut status_line = String::new();
+        self.reader
+            .read_line(&mut status_line)
+            .expect("read status line");
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers = read_headers(&mut self.reader).expect("response headers");
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let body = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            self.read_chunked()
+        } else if let Some(len) = find("content-length") {
+            let mut body = vec![0; len.parse().expect("content-length")];
+            self.reader.read_exact(&mut body).expect("read body");
+            body
+        } else {
+            Vec::new()
+        };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            self.reader.read_line(&mut size).expect("chunk size");
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .expect("hex chunk size");
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).expect("chunk");
+            chunk.truncate(size);
+            body.extend_from_slice(&chunk);
+            if size == 0 {
+                return body;
+            }
+        }
+    }
+
+    pub fn close(self) {
+        self.writer.shutdown(Shutdown::Both).ok();
+    }
+}
+
+/// One request on a new connection.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    Client::connect(addr).get(path, headers)
+}
+
+/// A running gateway process; killed on drop.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts the binary with `gateway_section` (YAML, indented under `gateway:`, without the
+    /// `listen` key) and waits until it accepts connections.
+    pub fn start(gateway_section: &str) -> Gateway {
+        let dir = TempDir::new("gw");
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let config = format!(
+            "version: 1\nthreads: 2\npid_file: {dir}/gw.pid\nupgrade_sock: {dir}/upgrade.sock\n\
+             grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
+             gateway:\n  listen: [\"{addr}\"]\n{gateway_section}",
+            dir = dir.path().display()
+        );
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::start_with_file(dir, config_path, addr)
+    }
+
+    /// Starts the binary on an existing config file whose listen address is `addr`.
+    pub fn start_with_file(dir: TempDir, config_path: PathBuf, addr: SocketAddr) -> Gateway {
+        let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start canary-gateway");
+        let mut gateway = Gateway {
+            addr,
+            dir,
+            config_path,
+            child,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited early ({status}); log:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < READY_TIMEOUT,
+                "gateway not listening on {} after {READY_TIMEOUT:?}; log:\n{}",
+                self.addr,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Runs the binary with `args` to completion.
+pub fn run_binary(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run canary-gateway")
+}
+
+/// A YAML `groups:` block mapping each name to its origin.
+pub fn groups_yaml(groups: &[(&str, &Origin)]) -> String {
+    let mut yaml = String::from("  groups:\n");
+    for (name, origin) in groups {
+        yaml.push_str(&format!(
+            "    {name}: {{ servers: [\"{}\"] }}\n",
+            origin.addr
+        ));
+    }
+    yaml
+}
+
+/// Counts how many requests each origin body answered, from a list of responses.
+pub fn tally<'a>(bodies: impl IntoIterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for b in bodies {
+        *counts.entry(b.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
