@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what building and testing canary-gateway needs, only when it is missing:
+#   cmake      - Pingora's zlib-ng build
+#   redis-server, nginx + lua module, wrk - the store tests and the load-test script
+# Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
+set -euo pipefail
+
+what=${1:-build}
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+have cmake || need+=(cmake)
+have cc || need+=(gcc)
+if [ "$what" = test ] || [ "$what" = loadtest ]; then
+  have redis-server || need+=(redis-server)
+fi
+if [ "$what" = loadtest ]; then
+  have nginx || need+=(nginx-light)
+  dpkg -s libnginx-mod-http-lua >/dev/null 2>&1 || need+=(libnginx-mod-http-lua)
+  have wrk || need+=(wrk)
+fi
+
+if ! have cargo; then
+  echo "setup: cargo is not installed; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    have sudo || { echo "setup: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

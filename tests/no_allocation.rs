@@ -1,0 +1,80 @@
+//! The routing decision allocates nothing: cookie parsing and `decide()` run under a counting
+//! global allocator and must not touch the heap.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Router, Rule};
+use canary_gateway::userset::UserSet;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn decide_does_not_allocate() {
+    let users = Arc::new(UserSet::from_ids([&b"alice"[..], b"bob"]));
+    let router = Router {
+        group_names: vec!["stable".into(), "canary".into()],
+        cookie: "canary_user".into(),
+        default_group: GroupId(0),
+        rules: vec![
+            Rule {
+                name: "qa".into(),
+                matcher: Matcher::Header {
+                    name: "x-canary-group".into(),
+                },
+                group: GroupId(0),
+            },
+            Rule {
+                name: "vip".into(),
+                matcher: Matcher::Users { users },
+                group: GroupId(0),
+            },
+            Rule {
+                name: "rollout".into(),
+                matcher: Matcher::Percent {
+                    ppm: percent_to_ppm(50.0).expect("valid"),
+                    seed: b"s"[..].into(),
+                },
+                group: GroupId(1),
+            },
+        ],
+    };
+    let headers: &[(&str, &str)] = &[("x-other", "1")];
+    let cookies: [&[u8]; 3] = [
+        b"a=1; canary_user=alice",
+        b"canary_user=\"zed\"; b=2",
+        b"junk;;=",
+    ];
+    let mut groups = 0;
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..1000 {
+        for cookie in cookies {
+            let user = router.user_from_cookies([cookie]);
+            groups += router.decide(user, headers).group.0;
+        }
+    }
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    assert_eq!(
+        after - before,
+        0,
+        "decide allocated {} times",
+        after - before
+    );
+    assert!(groups <= 3000);
+}
