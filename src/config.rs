@@ -7,11 +7,15 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
 use crate::routing::{percent_to_ppm, GroupId, Matcher, Router, Rule};
+use crate::upstreams::{
+    GroupConfig, HealthCheckConfig, HealthProbe, Selection, ServerConfig, Timeouts,
+};
 use crate::userset::UserSet;
 
 /// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
@@ -66,13 +70,6 @@ pub struct GatewayConfig {
     pub demo_origins: Vec<DemoOrigin>,
 }
 
-/// One upstream group.
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    pub name: String,
-    pub servers: Vec<SocketAddr>,
-}
-
 /// A tiny origin served by the gateway process itself, for the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOrigin {
@@ -102,8 +99,75 @@ struct FileGateway {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileGroup {
-    servers: Vec<String>,
+    servers: Vec<FileServer>,
+    #[serde(default)]
+    selection: Option<FileSelection>,
+    #[serde(default)]
+    health_check: Option<FileHealthCheck>,
+    #[serde(default)]
+    timeouts: Option<FileTimeouts>,
+    #[serde(default)]
+    fallback: Option<String>,
 }
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileServer {
+    Addr(String),
+    Weighted(FileWeightedServer),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWeightedServer {
+    addr: String,
+    #[serde(default)]
+    weight: Option<usize>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum FileSelection {
+    RoundRobin,
+    Consistent,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum FileProbe {
+    Tcp,
+    Http,
+    None,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHealthCheck {
+    #[serde(rename = "type")]
+    probe: FileProbe,
+    path: Option<String>,
+    host: Option<String>,
+    expect_status: Option<u16>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<usize>,
+    fall: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTimeouts {
+    connect: Option<String>,
+    read: Option<String>,
+    write: Option<String>,
+    idle: Option<String>,
+}
+
+/// Health check defaults: applied to a group without `health_check`, and to missing keys.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_HEALTH_RISE: usize = 1;
+pub const DEFAULT_HEALTH_FALL: usize = 2;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,22 +286,7 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
     if file.groups.is_empty() {
         return Err(("gateway.groups".into(), "needs at least one group".into()));
     }
-    let mut groups = Vec::with_capacity(file.groups.len());
-    for (name, group) in &file.groups {
-        let key = format!("gateway.groups.{name}.servers");
-        if group.servers.is_empty() {
-            return Err((key, "needs at least one server".into()));
-        }
-        let mut servers = Vec::with_capacity(group.servers.len());
-        for (i, server) in group.servers.iter().enumerate() {
-            servers.push(resolve_server(server).map_err(|m| (format!("{key}[{i}]"), m))?);
-        }
-        groups.push(GroupConfig {
-            name: name.clone(),
-            servers,
-        });
-    }
-    let group_names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+    let group_names: Vec<String> = file.groups.keys().cloned().collect();
     let group_id = |key: String, name: &str| -> Result<GroupId, KeyError> {
         group_names
             .iter()
@@ -253,6 +302,11 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
                 )
             })
     };
+    let mut groups = Vec::with_capacity(file.groups.len());
+    for (name, group) in &file.groups {
+        groups.push(validate_group(name, group, &group_id)?);
+    }
+    check_fallback_cycles(&groups)?;
 
     let routing = &file.routing;
     if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
@@ -410,6 +464,202 @@ fn validate_rule(
         },
         group,
     })
+}
+
+fn validate_group(
+    name: &str,
+    group: &FileGroup,
+    group_id: &dyn Fn(String, &str) -> Result<GroupId, KeyError>,
+) -> Result<GroupConfig, KeyError> {
+    let key = format!("gateway.groups.{name}");
+    if group.servers.is_empty() {
+        return Err((format!("{key}.servers"), "needs at least one server".into()));
+    }
+    let mut servers = Vec::with_capacity(group.servers.len());
+    for (i, server) in group.servers.iter().enumerate() {
+        let server_key = format!("{key}.servers[{i}]");
+        let (addr, weight) = match server {
+            FileServer::Addr(addr) => (addr, 1),
+            FileServer::Weighted(s) => (&s.addr, s.weight.unwrap_or(1)),
+        };
+        if !(1..=1000).contains(&weight) {
+            return Err((
+                format!("{server_key}.weight"),
+                format!("{weight} is not in 1..=1000"),
+            ));
+        }
+        let addr = resolve_server(addr).map_err(|m| (server_key.clone(), m))?;
+        if servers.iter().any(|s: &ServerConfig| s.addr == addr) {
+            return Err((server_key, format!("{addr} is listed twice")));
+        }
+        servers.push(ServerConfig { addr, weight });
+    }
+
+    let health_check = match &group.health_check {
+        None => Some(HealthCheckConfig {
+            probe: HealthProbe::Tcp,
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            rise: DEFAULT_HEALTH_RISE,
+            fall: DEFAULT_HEALTH_FALL,
+        }),
+        Some(hc) => validate_health_check(hc, &format!("{key}.health_check"))?,
+    };
+
+    let t = group.timeouts.as_ref();
+    let defaults = Timeouts::default();
+    let timeout = |field: &str, value: Option<&String>, default: Duration| {
+        value.map_or(Ok(default), |v| {
+            positive_duration(v).map_err(|m| (format!("{key}.timeouts.{field}"), m))
+        })
+    };
+    let timeouts = Timeouts {
+        connect: timeout(
+            "connect",
+            t.and_then(|t| t.connect.as_ref()),
+            defaults.connect,
+        )?,
+        read: timeout("read", t.and_then(|t| t.read.as_ref()), defaults.read)?,
+        write: timeout("write", t.and_then(|t| t.write.as_ref()), defaults.write)?,
+        idle: timeout("idle", t.and_then(|t| t.idle.as_ref()), defaults.idle)?,
+    };
+
+    let fallback = match &group.fallback {
+        None => None,
+        Some(target) if target == name => {
+            return Err((
+                format!("{key}.fallback"),
+                "a group cannot fall back to itself".into(),
+            ))
+        }
+        Some(target) => Some(group_id(format!("{key}.fallback"), target)?),
+    };
+
+    Ok(GroupConfig {
+        name: name.to_string(),
+        servers,
+        selection: match group.selection {
+            None | Some(FileSelection::RoundRobin) => Selection::RoundRobin,
+            Some(FileSelection::Consistent) => Selection::Consistent,
+        },
+        health_check,
+        timeouts,
+        fallback,
+    })
+}
+
+fn validate_health_check(
+    hc: &FileHealthCheck,
+    key: &str,
+) -> Result<Option<HealthCheckConfig>, KeyError> {
+    if hc.probe == FileProbe::None {
+        return Ok(None);
+    }
+    let duration = |field: &str, value: &Option<String>, default: Duration| {
+        value.as_ref().map_or(Ok(default), |v| {
+            positive_duration(v).map_err(|m| (format!("{key}.{field}"), m))
+        })
+    };
+    let count = |field: &str, value: Option<usize>, default: usize| match value {
+        Some(0) => Err((format!("{key}.{field}"), "must be at least 1".to_string())),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let http_only = [
+        ("path", hc.path.is_some()),
+        ("host", hc.host.is_some()),
+        ("expect_status", hc.expect_status.is_some()),
+    ];
+    let probe = match hc.probe {
+        FileProbe::Http => {
+            let path = hc.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err((
+                    format!("{key}.path"),
+                    format!("{path:?} is not a request path"),
+                ));
+            }
+            let expect_status = hc.expect_status.unwrap_or(200);
+            if !(100..=599).contains(&expect_status) {
+                return Err((
+                    format!("{key}.expect_status"),
+                    format!("{expect_status} is not an HTTP status"),
+                ));
+            }
+            HealthProbe::Http {
+                path,
+                host: hc.host.clone().unwrap_or_else(|| "localhost".into()),
+                expect_status,
+            }
+        }
+        _ => {
+            if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
+                return Err((
+                    format!("{key}.{field}"),
+                    "only `type: http` checks take this key".into(),
+                ));
+            }
+            HealthProbe::Tcp
+        }
+    };
+    Ok(Some(HealthCheckConfig {
+        probe,
+        interval: duration("interval", &hc.interval, DEFAULT_HEALTH_INTERVAL)?,
+        timeout: duration("timeout", &hc.timeout, DEFAULT_HEALTH_TIMEOUT)?,
+        rise: count("rise", hc.rise, DEFAULT_HEALTH_RISE)?,
+        fall: count("fall", hc.fall, DEFAULT_HEALTH_FALL)?,
+    }))
+}
+
+/// Rejects fallback chains that loop (`a → b → a`).
+fn check_fallback_cycles(groups: &[GroupConfig]) -> Result<(), KeyError> {
+    for (start, group) in groups.iter().enumerate() {
+        let mut chain = vec![start];
+        let mut next = group.fallback;
+        while let Some(GroupId(id)) = next {
+            if chain.contains(&id) {
+                let names: Vec<&str> = chain
+                    .iter()
+                    .chain(std::iter::once(&id))
+                    .map(|&i| groups[i].name.as_str())
+                    .collect();
+                return Err((
+                    format!("gateway.groups.{}.fallback", group.name),
+                    format!("fallback chain loops: {}", names.join(" -> ")),
+                ));
+            }
+            chain.push(id);
+            next = groups[id].fallback;
+        }
+    }
+    Ok(())
+}
+
+/// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?} must be more than zero")),
+        d => Ok(d),
+    }
 }
 
 /// Resolves `host:port` once, at load time.

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod proxy;
 pub mod request_id;
 pub mod routing;
+pub mod upstreams;
 pub mod userset;
 
 use std::sync::Arc;
@@ -35,6 +36,10 @@ pub fn add_services(
         proxy.add_tcp(addr);
     }
     server.add_service(proxy);
+    server.add_service(pingora_core::services::background::background_service(
+        "health checks",
+        upstreams::HealthChecker::new(state.clone()),
+    ));
     for origin in &gateway.demo_origins {
         server.add_service(demo::demo_origin_service(origin));
     }

@@ -2,30 +2,31 @@
 //! request's facts and calls `routing::decide()` once; the other hooks read the decision from
 //! the per-request context.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::header::{HeaderMap, COOKIE};
 use log::warn;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::LoadBalancer;
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::GatewayConfig;
 use crate::request_id;
-use crate::routing::{Decision, HeaderLookup, Router};
+use crate::routing::{Decision, GroupId, HeaderLookup, Router};
+use crate::upstreams::Pool;
 
 /// Everything a request needs to be routed, swapped as a whole when the configuration changes.
 /// A request keeps the snapshot it started with until it ends.
 pub struct GatewayState {
     pub router: Arc<Router>,
     /// One pool per group, indexed by `GroupId`.
-    pub pools: Vec<Arc<LoadBalancer<RoundRobin>>>,
+    pub pools: Vec<Arc<Pool>>,
     /// Response header naming the chosen group, if enabled.
     pub decision_header: Option<http::HeaderName>,
 }
@@ -36,8 +37,8 @@ impl GatewayState {
         let pools = config
             .groups
             .iter()
-            .map(|group| LoadBalancer::try_from_iter(group.servers.iter().copied()).map(Arc::new))
-            .collect::<std::io::Result<Vec<_>>>()?;
+            .map(|group| Arc::new(Pool::new(group.clone())))
+            .collect();
         let decision_header = config
             .decision_header
             .as_deref()
@@ -63,13 +64,23 @@ impl CanaryProxy {
     }
 }
 
-/// Per-request context: the state snapshot, the decision and the request id.
+/// Per-request context: the state snapshot, the decision, the request id and what happened
+/// upstream (fallback, failed servers, retries).
 #[derive(Default)]
 pub struct RequestCtx {
     state: Option<Arc<GatewayState>>,
     decision: Option<Decision>,
     request_id: String,
+    /// The group actually serving the request (differs from the decision after a fallback).
+    served_group: Option<GroupId>,
+    /// Servers that refused or timed out a connection for this request.
+    failed_servers: Vec<SocketAddr>,
+    /// Retries after the request had been sent upstream (at most one).
+    resend_retries: u8,
 }
+
+/// Upper bound on connection attempts for one request (each to another server or group).
+const MAX_CONNECT_TRIES: usize = 8;
 
 const X_REQUEST_ID: &str = "x-request-id";
 const X_REAL_IP: &str = "x-real-ip";
@@ -117,7 +128,7 @@ impl ProxyHttp for CanaryProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let (state, decision) = ctx
@@ -125,16 +136,129 @@ impl ProxyHttp for CanaryProxy {
             .as_ref()
             .zip(ctx.decision.as_ref())
             .ok_or_else(no_decision)?;
-        let pool = state.pools.get(decision.group.0).ok_or_else(no_decision)?;
-        let backend = pool.select(b"", 256).ok_or_else(|| {
+        let router = &state.router;
+        // Follow the fallback chain (acyclic, checked at load) until a group has a healthy
+        // server that has not failed this request.
+        let mut group = decision.group;
+        for _ in 0..state.pools.len() {
+            let pool = state.pools.get(group.0).ok_or_else(no_decision)?;
+            let key = match pool.config.selection {
+                crate::upstreams::Selection::Consistent => {
+                    let headers = &session.req_header().headers;
+                    router
+                        .user_from_cookies(
+                            headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes()),
+                        )
+                        .unwrap_or_default()
+                }
+                crate::upstreams::Selection::RoundRobin => &[],
+            };
+            if let Some(addr) = pool.select(key, &ctx.failed_servers) {
+                ctx.served_group = Some(group);
+                return Ok(Box::new(pool.peer(addr)));
+            }
+            match pool.config.fallback {
+                Some(next) => group = next,
+                None => break,
+            }
+        }
+        let wanted = router.group_name(decision.group);
+        if ctx.failed_servers.is_empty() {
             warn!(
-                "request {}: group {} has no server to select",
-                ctx.request_id,
-                state.router.group_name(decision.group)
+                "request {}: no healthy server for group {wanted}",
+                ctx.request_id
             );
-            Error::explain(ErrorType::HTTPStatus(503), "no server available in group")
-        })?;
-        Ok(Box::new(HttpPeer::new(backend.addr, false, String::new())))
+            Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no healthy upstream server",
+            ))
+        } else {
+            warn!(
+                "request {}: no server of group {wanted} (or its fallbacks) accepted a connection",
+                ctx.request_id
+            );
+            Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "no upstream server accepted a connection",
+            ))
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent yet, so another server is safe for any method.
+        if let Some(addr) = peer._address.as_inet() {
+            ctx.failed_servers.push(*addr);
+        }
+        e.set_retry(ctx.failed_servers.len() < MAX_CONNECT_TRIES);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        // The request may have reached the origin: retry once, and only when repeating it is
+        // harmless (RFC 9110 §9.2.2) and there is no body to replay. A timeout is not retried:
+        // the client gets its 504 on time.
+        let request = session.req_header();
+        let retry = ctx.resend_retries == 0
+            && request.method.is_idempotent()
+            && !has_body(&request.headers)
+            && !matches!(
+                e.etype(),
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            );
+        if retry {
+            ctx.resend_retries += 1;
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = error_status(e);
+        if code > 0 {
+            let mut response = ServerSession::generate_error(code);
+            let body = Bytes::from(format!("{code} {}\n", error_text(code)));
+            let written = async {
+                response.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+                response.set_content_length(body.len())?;
+                if !ctx.request_id.is_empty() {
+                    response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+                }
+                session
+                    .as_downstream_mut()
+                    .write_error_response(response, body)
+                    .await
+            }
+            .await;
+            if let Err(write_error) = written {
+                warn!(
+                    "request {}: could not send the {code} response: {write_error}",
+                    ctx.request_id
+                );
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn upstream_request_filter(
@@ -176,12 +300,61 @@ impl ProxyHttp for CanaryProxy {
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some((state, decision)) = ctx.state.as_ref().zip(ctx.decision.as_ref()) {
             if let Some(name) = &state.decision_header {
-                upstream_response
-                    .insert_header(name.clone(), state.router.group_name(decision.group))?;
+                let router = &state.router;
+                let served = ctx.served_group.unwrap_or(decision.group);
+                if served == decision.group {
+                    upstream_response.insert_header(name.clone(), router.group_name(served))?;
+                } else {
+                    let value = format!(
+                        "{}; reason=fallback; from={}",
+                        router.group_name(served),
+                        router.group_name(decision.group)
+                    );
+                    upstream_response.insert_header(name.clone(), value)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Whether a request carries a body (a non-zero Content-Length or any Transfer-Encoding).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// The status the client gets for a failed request: 504 for upstream timeouts, 502 for other
+/// upstream failures, 503 when no server is healthy, 400 for bad requests, 0 when the client
+/// is gone.
+fn error_status(e: &Error) -> u16 {
+    use pingora_core::ErrorSource;
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if matches!(e.esource(), ErrorSource::Upstream) =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                ErrorType::ReadTimedout => 408,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+fn error_text(code: u16) -> &'static str {
+    http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
 }
 
 /// `X-Forwarded-For` as nginx's `$proxy_add_x_forwarded_for` builds it: the client's values (all

@@ -270,8 +270,13 @@ fn websocket_round_trip() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws origin");
     let ws_addr = listener.local_addr().expect("addr");
     let server = thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        let mut ws = tungstenite::accept(stream).expect("origin handshake");
+        // Health-check connects come and go without a handshake; serve the first real one.
+        let mut ws = loop {
+            let (stream, _) = listener.accept().expect("accept");
+            if let Ok(ws) = tungstenite::accept(stream) {
+                break ws;
+            }
+        };
         for _ in 0..3 {
             let msg = ws.read().expect("origin reads");
             ws.send(tungstenite::Message::text(format!(

@@ -107,11 +107,17 @@ pub struct Origin {
     pub addr: SocketAddr,
     pub name: String,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Connections that carried at least one request (health-check connects do not count).
     pub connections: Arc<AtomicUsize>,
 }
 
 impl Origin {
     pub fn start(name: &str) -> Origin {
+        Self::start_with_delay(name, Duration::ZERO)
+    }
+
+    /// An origin that waits `delay` before answering each request.
+    pub fn start_with_delay(name: &str, delay: Duration) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -126,10 +132,12 @@ impl Origin {
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                connections.fetch_add(1, Ordering::SeqCst);
                 let requests = requests.clone();
+                let connections = connections.clone();
                 let body = body.clone();
-                thread::spawn(move || serve_connection(stream, &body, &requests));
+                thread::spawn(move || {
+                    serve_connection(stream, &body, delay, &requests, &connections)
+                });
             }
         });
         origin
@@ -149,17 +157,30 @@ impl Origin {
     }
 }
 
-fn serve_connection(stream: TcpStream, body: &str, requests: &Mutex<Vec<Recorded>>) {
+fn serve_connection(
+    stream: TcpStream,
+    body: &str,
+    delay: Duration,
+    requests: &Mutex<Vec<Recorded>>,
+    connections: &AtomicUsize,
+) {
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
     };
     let mut reader = BufReader::new(stream);
+    let mut first = true;
     loop {
         let Some(request) = read_request(&mut reader) else {
             return;
         };
+        if std::mem::take(&mut first) {
+            connections.fetch_add(1, Ordering::SeqCst);
+        }
         requests.lock().expect("origin lock").push(request);
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Origin: {body}\r\n\r\n{body}",
             body.len()
@@ -433,4 +454,63 @@ pub fn tally<'a>(bodies: impl IntoIterator<Item = &'a str>) -> HashMap<String, u
         *counts.entry(b.to_string()).or_insert(0) += 1;
     }
     counts
+}
+
+/// An origin in its own process (the gateway binary serving a demo origin), so a test can
+/// SIGKILL it and start it again on the same address.
+pub struct OriginProcess {
+    pub addr: SocketAddr,
+    pub name: String,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl OriginProcess {
+    pub fn start(name: &str) -> OriginProcess {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Self::start_on(addr, name)
+    }
+
+    /// Starts (or restarts) an origin answering `name` on `addr`.
+    pub fn start_on(addr: SocketAddr, name: &str) -> OriginProcess {
+        let dir = TempDir::new("origin");
+        let proxy_port = free_port();
+        let config = format!(
+            "version: 1\nthreads: 1\npid_file: {d}/o.pid\nupgrade_sock: {d}/o.sock\n\
+             gateway:\n  listen: [\"127.0.0.1:{proxy_port}\"]\n\
+             \x20 groups:\n    self: {{ servers: [\"{addr}\"], health_check: {{ type: none }} }}\n\
+             \x20 routing:\n    default: self\n\
+             \x20 demo_origins:\n    - {{ listen: \"{addr}\", body: \"{name}\" }}\n",
+            d = dir.path().display()
+        );
+        let path = dir.path().join("origin.yaml");
+        std::fs::write(&path, config).expect("write origin config");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start origin process");
+        wait_for_port(addr);
+        OriginProcess {
+            addr,
+            name: name.to_string(),
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: the process dies at once, without closing anything gracefully.
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for OriginProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
