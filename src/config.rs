@@ -552,9 +552,6 @@ fn validate_health_check(
     hc: &FileHealthCheck,
     key: &str,
 ) -> Result<Option<HealthCheckConfig>, KeyError> {
-    if hc.probe == FileProbe::None {
-        return Ok(None);
-    }
     let duration = |field: &str, value: &Option<String>, default: Duration| {
         value.as_ref().map_or(Ok(default), |v| {
             positive_duration(v).map_err(|m| (format!("{key}.{field}"), m))
@@ -592,12 +589,15 @@ fn validate_health_check(
                 expect_status,
             }
         }
-        _ => {
+        FileProbe::Tcp | FileProbe::None => {
             if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
                 return Err((
                     format!("{key}.{field}"),
                     "only `type: http` checks take this key".into(),
                 ));
+            }
+            if hc.probe == FileProbe::None {
+                return Ok(None);
             }
             HealthProbe::Tcp
         }
@@ -879,6 +879,146 @@ gateway:
                 );
             }
         }
+    }
+
+    const POOLS: &str = r#"
+gateway:
+  listen: ["127.0.0.1:8080"]
+  groups:
+    a:
+      servers: ["127.0.0.1:1", { addr: "127.0.0.1:2", weight: 3 }]
+      selection: consistent
+      health_check: { type: http, path: /healthz, expect_status: 204, interval: 250ms, timeout: 1s, rise: 2, fall: 3 }
+      timeouts: { connect: 1s, read: 30s, write: 1m, idle: 90s }
+      fallback: b
+    b:
+      servers: ["127.0.0.1:3"]
+      health_check: { type: none }
+      fallback: c
+    c:
+      servers: ["127.0.0.1:4"]
+  routing:
+    default: a
+"#;
+
+    #[test]
+    fn pool_settings_are_typed() {
+        let gw = load(POOLS).expect("valid").gateway;
+        let a = &gw.groups[0];
+        assert_eq!(a.servers[1].weight, 3);
+        assert_eq!(a.selection, Selection::Consistent);
+        let hc = a.health_check.as_ref().expect("checked");
+        assert_eq!(hc.interval, Duration::from_millis(250));
+        assert_eq!((hc.rise, hc.fall), (2, 3));
+        assert!(
+            matches!(&hc.probe, HealthProbe::Http { path, expect_status: 204, .. } if path == "/healthz")
+        );
+        assert_eq!(a.timeouts.write, Duration::from_secs(60));
+        assert_eq!(a.timeouts.idle, Duration::from_secs(90));
+        assert_eq!(a.fallback, Some(GroupId(1)));
+        assert!(
+            gw.groups[1].health_check.is_none(),
+            "type: none turns checks off"
+        );
+        let default_check = gw.groups[2].health_check.as_ref().expect("default check");
+        assert_eq!(default_check.probe, HealthProbe::Tcp);
+        assert_eq!(default_check.interval, DEFAULT_HEALTH_INTERVAL);
+        assert_eq!(gw.groups[2].timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn pool_errors_name_the_key() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "fallback: c\n",
+                "fallback: a\n",
+                &["fallback chain loops: a -> b -> a"],
+            ),
+            (
+                "fallback: b\n",
+                "fallback: a\n",
+                &["gateway.groups.a.fallback", "itself"],
+            ),
+            (
+                "fallback: b\n",
+                "fallback: zz\n",
+                &["gateway.groups.a.fallback", "zz"],
+            ),
+            (
+                "weight: 3",
+                "weight: 0",
+                &["gateway.groups.a.servers[1].weight"],
+            ),
+            (
+                "interval: 250ms",
+                "interval: 250",
+                &["gateway.groups.a.health_check.interval", "unit"],
+            ),
+            (
+                "interval: 250ms",
+                "interval: 0s",
+                &["gateway.groups.a.health_check.interval", "more than zero"],
+            ),
+            (
+                "read: 30s",
+                "read: soon",
+                &["gateway.groups.a.timeouts.read"],
+            ),
+            (
+                "rise: 2",
+                "rise: 0",
+                &["gateway.groups.a.health_check.rise"],
+            ),
+            (
+                "expect_status: 204",
+                "expect_status: 999",
+                &["gateway.groups.a.health_check.expect_status"],
+            ),
+            (
+                "path: /healthz",
+                "path: healthz",
+                &["gateway.groups.a.health_check.path"],
+            ),
+            (
+                "type: none",
+                "type: none, path: /x",
+                &["gateway.groups.b.health_check.path", "type: http"],
+            ),
+            ("type: none", "type: ping", &["unknown variant `ping`"]),
+            (
+                "selection: consistent",
+                "selection: random",
+                &["unknown variant `random`"],
+            ),
+            (
+                "\"127.0.0.1:3\"",
+                "\"127.0.0.1:1\", \"127.0.0.1:1\"",
+                &["gateway.groups.b.servers[1]", "twice"],
+            ),
+        ];
+        for (from, to, needles) in cases {
+            let text = POOLS.replacen(from, to, 1);
+            assert_ne!(text, POOLS, "test case did not change the config: {from}");
+            let message = error_of(&text);
+            for needle in *needles {
+                assert!(
+                    message.contains(needle),
+                    "{to}: {message:?} lacks {needle:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("2 days").is_err());
     }
 
     #[test]
