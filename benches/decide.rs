@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Router, Rule};
+use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Mode, Router, Rule};
 use canary_gateway::userset::UserSet;
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -14,6 +14,7 @@ fn router(rules: Vec<Rule>) -> Router {
         cookie: "canary_user".into(),
         default_group: GroupId(0),
         rules,
+        mode: Mode::Rules,
     }
 }
 

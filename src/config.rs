@@ -12,7 +12,7 @@ use std::time::Duration;
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
-use crate::routing::{percent_to_ppm, GroupId, Matcher, Router, Rule};
+use crate::routing::{percent_to_ppm, GroupId, Matcher, Mode, Router, Rule};
 use crate::upstreams::{
     GroupConfig, HealthCheckConfig, HealthProbe, Selection, ServerConfig, Timeouts,
 };
@@ -68,6 +68,28 @@ pub struct GatewayConfig {
     pub decision_header: Option<String>,
     /// Built-in demo origins to start in the same process (the demo config only, normally).
     pub demo_origins: Vec<DemoOrigin>,
+    /// The admin API, when configured.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin API's listener, credentials and state file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer token every admin request must carry. Never logged or shown.
+    pub token: String,
+    /// Where changes made through the API are kept, so they survive restarts and reloads.
+    pub state_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .field("state_file", &self.state_file)
+            .finish()
+    }
 }
 
 /// A tiny origin served by the gateway process itself, for the demo.
@@ -94,7 +116,21 @@ struct FileGateway {
     decision_header: Option<FileDecisionHeader>,
     #[serde(default)]
     demo_origins: Vec<FileDemoOrigin>,
+    #[serde(default)]
+    admin: Option<FileAdmin>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: String,
+    token: Option<String>,
+    token_env: Option<String>,
+    state_file: Option<PathBuf>,
+}
+
+/// Shortest admin token accepted: anything shorter is guessable.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -356,7 +392,13 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
         });
     }
 
+    let admin = file
+        .admin
+        .map(|admin| validate_admin(admin, base))
+        .transpose()?;
+
     Ok(GatewayConfig {
+        admin,
         listen: file.listen,
         groups,
         router: Arc::new(Router {
@@ -364,6 +406,7 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
             cookie: routing.cookie.clone(),
             default_group,
             rules,
+            mode: Mode::Rules,
         }),
         decision_header,
         demo_origins,
@@ -463,6 +506,54 @@ fn validate_rule(
             seed: seed.as_bytes().into(),
         },
         group,
+    })
+}
+
+fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError> {
+    let listen = admin.listen.parse::<SocketAddr>().map_err(|e| {
+        (
+            "gateway.admin.listen".to_string(),
+            format!("{:?} is not an IP:port address ({e})", admin.listen),
+        )
+    })?;
+    let token = match (admin.token, admin.token_env) {
+        (Some(token), None) => token,
+        (None, Some(var)) => std::env::var(&var).map_err(|_| {
+            (
+                "gateway.admin.token_env".to_string(),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        (Some(_), Some(_)) => {
+            return Err((
+                "gateway.admin".into(),
+                "set either `token` or `token_env`, not both".into(),
+            ))
+        }
+        (None, None) => {
+            let exposure = if listen.ip().is_loopback() {
+                "every admin request needs a bearer token"
+            } else {
+                "refusing to start an admin listener on a non-loopback address without a token"
+            };
+            return Err((
+                "gateway.admin".into(),
+                format!("{exposure}: set `token_env` (or `token`)"),
+            ));
+        }
+    };
+    if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err((
+            "gateway.admin.token".into(),
+            format!(
+                "the token must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters (value not shown)"
+            ),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token,
+        state_file: admin.state_file.map(|p| base.join(p)),
     })
 }
 

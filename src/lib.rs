@@ -4,8 +4,11 @@
 //! `main` parses the command line and calls [`add_services`]; the end-to-end tests run the same
 //! binary, so what they test is what operators run.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod lifecycle;
+pub mod live;
 pub mod proxy;
 pub mod request_id;
 pub mod routing;
@@ -14,34 +17,58 @@ pub mod userset;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 
 use crate::config::GatewayConfig;
-use crate::proxy::{CanaryProxy, GatewayState};
+use crate::live::{ConfigSource, Controller};
+use crate::proxy::{CanaryProxy, InFlight};
 
-/// Adds the proxy (and, when configured, the demo origins) to `server`. Returns the shared
-/// state handle through which the routing can be swapped while serving.
+/// Adds every service the configuration asks for to `server`: the proxy, the health checks,
+/// reload on SIGHUP, the prompt graceful exit, the admin API and the demo origins. Returns the
+/// controller that owns the live configuration.
 pub fn add_services(
     server: &mut Server,
-    gateway: &GatewayConfig,
-) -> std::io::Result<Arc<ArcSwap<GatewayState>>> {
-    let state = Arc::new(ArcSwap::from_pointee(GatewayState::from_config(gateway)?));
+    source: ConfigSource,
+    gateway: GatewayConfig,
+) -> Result<Arc<Controller>, String> {
+    let listen = gateway.listen.clone();
+    let admin = gateway.admin.clone();
+    let demo_origins = gateway.demo_origins.clone();
+    let controller = Arc::new(Controller::new(source, gateway)?);
+    let state = controller.state();
+    let in_flight = InFlight::default();
+
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        CanaryProxy::new(state.clone()),
+        CanaryProxy::new(state.clone(), in_flight.clone()),
         "canary-gateway proxy",
     );
-    for addr in &gateway.listen {
+    for addr in &listen {
         proxy.add_tcp(addr);
     }
     server.add_service(proxy);
-    server.add_service(pingora_core::services::background::background_service(
+    server.add_service(background_service(
         "health checks",
-        upstreams::HealthChecker::new(state.clone()),
+        upstreams::HealthChecker::new(state),
     ));
-    for origin in &gateway.demo_origins {
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        lifecycle::ReloadOnHangup::new(controller.clone()),
+    ));
+    server.add_service(background_service(
+        "exit when drained",
+        lifecycle::ExitWhenDrained::new(in_flight),
+    ));
+    if let Some(admin) = admin {
+        server.add_service(admin::admin_service(
+            controller.clone(),
+            &admin.listen.to_string(),
+            admin.token,
+        ));
+    }
+    for origin in &demo_origins {
         server.add_service(demo::demo_origin_service(origin));
     }
-    Ok(state)
+    Ok(controller)
 }

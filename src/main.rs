@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use canary_gateway::config::{self, LoadedConfig};
+use canary_gateway::live::ConfigSource;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 
@@ -31,18 +32,20 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    let listen = gateway.listen.clone();
+    let config_source = match &conf_path {
+        Some(path) => ConfigSource::File(path.into()),
+        None => ConfigSource::Demo,
+    };
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
     pingora.bootstrap();
-    if let Err(e) = canary_gateway::add_services(&mut pingora, &gateway) {
+    if let Err(e) = canary_gateway::add_services(&mut pingora, config_source, gateway) {
         eprintln!("canary-gateway: cannot start: {e}");
         return ExitCode::FAILURE;
     }
-    log::info!(
-        "canary-gateway serving {} from {source}",
-        gateway.listen.join(", ")
-    );
+    log::info!("canary-gateway serving {} from {source}", listen.join(", "));
     if conf_path.is_none() {
-        print_demo_help(&gateway.listen[0]);
+        print_demo_help(&listen[0]);
     }
     pingora.run_forever();
 }

@@ -3,6 +3,7 @@
 //! the per-request context.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,7 +17,6 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::config::GatewayConfig;
 use crate::request_id;
 use crate::routing::{Decision, GroupId, HeaderLookup, Router};
 use crate::upstreams::Pool;
@@ -32,42 +32,66 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    /// Builds the runtime state from a validated configuration.
-    pub fn from_config(config: &GatewayConfig) -> std::io::Result<Self> {
-        let pools = config
-            .groups
-            .iter()
-            .map(|group| Arc::new(Pool::new(group.clone())))
-            .collect();
-        let decision_header = config
-            .decision_header
-            .as_deref()
+    /// Assembles a state; fails only when the decision header name is not a valid header name
+    /// (config validation already ensures it is).
+    pub fn new(
+        router: Arc<Router>,
+        pools: Vec<Arc<Pool>>,
+        decision_header: Option<&str>,
+    ) -> std::io::Result<Self> {
+        let decision_header = decision_header
             .map(|name| http::HeaderName::from_bytes(name.as_bytes()))
             .transpose()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(GatewayState {
-            router: config.router.clone(),
+            router,
             pools,
             decision_header,
         })
     }
 }
 
+/// Counts requests in progress, so a graceful shutdown can end as soon as they are done.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Requests now in progress.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.0.clone())
+    }
+}
+
+/// Marks one request in progress until dropped with its context.
+struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The gateway's proxy logic.
 pub struct CanaryProxy {
     state: Arc<ArcSwap<GatewayState>>,
+    in_flight: InFlight,
 }
 
 impl CanaryProxy {
-    pub fn new(state: Arc<ArcSwap<GatewayState>>) -> Self {
-        CanaryProxy { state }
+    pub fn new(state: Arc<ArcSwap<GatewayState>>, in_flight: InFlight) -> Self {
+        CanaryProxy { state, in_flight }
     }
 }
 
 /// Per-request context: the state snapshot, the decision, the request id and what happened
 /// upstream (fallback, failed servers, retries).
-#[derive(Default)]
 pub struct RequestCtx {
+    _in_flight: InFlightGuard,
     state: Option<Arc<GatewayState>>,
     decision: Option<Decision>,
     request_id: String,
@@ -107,7 +131,15 @@ impl ProxyHttp for CanaryProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            _in_flight: self.in_flight.enter(),
+            state: None,
+            decision: None,
+            request_id: String::new(),
+            served_group: None,
+            failed_servers: Vec::new(),
+            resend_retries: 0,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -36,6 +36,10 @@ pub enum Reason {
     Default,
     /// No usable user id (no cookie, or a malformed one) and no header rule matched.
     Anonymous,
+    /// The kill switch is on: every request goes to the default group.
+    Rollback,
+    /// Every request goes to the promoted group.
+    Promote,
 }
 
 impl Reason {
@@ -47,6 +51,8 @@ impl Reason {
             Reason::Percent => "percent",
             Reason::Default => "default",
             Reason::Anonymous => "anonymous",
+            Reason::Rollback => "rollback",
+            Reason::Promote => "promote",
         }
     }
 }
@@ -101,6 +107,18 @@ impl HeaderLookup for [(&str, &str)] {
     }
 }
 
+/// Whether the rules run, or an operator override sends everyone to one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The rules decide (normal operation).
+    #[default]
+    Rules,
+    /// Kill switch: every request to the default group, all rules off.
+    Rollback,
+    /// Every request to this group, all rules off.
+    Promote(GroupId),
+}
+
 /// The ordered rule set and everything `decide` needs.
 #[derive(Debug, Clone)]
 pub struct Router {
@@ -110,12 +128,31 @@ pub struct Router {
     pub cookie: String,
     pub default_group: GroupId,
     pub rules: Vec<Rule>,
+    pub mode: Mode,
 }
 
 impl Router {
     /// Decide the group for a request with user id `user` (from [`Router::user_from_cookies`]).
-    /// Rules run in order; the first that matches decides.
+    /// Rules run in order; the first that matches decides. An operator override (`mode`)
+    /// comes before every rule.
     pub fn decide<H: HeaderLookup + ?Sized>(&self, user: Option<&[u8]>, headers: &H) -> Decision {
+        match self.mode {
+            Mode::Rules => {}
+            Mode::Rollback => {
+                return Decision {
+                    group: self.default_group,
+                    rule: None,
+                    reason: Reason::Rollback,
+                }
+            }
+            Mode::Promote(group) => {
+                return Decision {
+                    group,
+                    rule: None,
+                    reason: Reason::Promote,
+                }
+            }
+        }
         for (index, rule) in self.rules.iter().enumerate() {
             let matched = match &rule.matcher {
                 Matcher::Header { name } => headers
@@ -316,6 +353,7 @@ mod tests {
                 },
                 percent_rule("rollout", 10.0, "2026-11-release", CANARY),
             ],
+            mode: Mode::Rules,
         }
     }
 
@@ -636,6 +674,28 @@ mod tests {
         assert_eq!(percent_to_ppm(100.1), None);
         assert_eq!(percent_to_ppm(-1.0), None);
         assert_eq!(percent_to_ppm(f64::NAN), None);
+    }
+
+    /// Rollback and promote override every rule, the QA header included.
+    #[test]
+    fn operator_modes_override_all_rules() {
+        let mut r = router();
+        let qa = [("x-canary-group", "canary")];
+        r.mode = Mode::Rollback;
+        for cookie in [None, Some("canary_user=tess"), Some("canary_user=alice")] {
+            let d = decide(&r, cookie, &qa);
+            assert_eq!(
+                (d.group, d.rule, d.reason),
+                (STABLE, None, Reason::Rollback)
+            );
+        }
+        r.mode = Mode::Promote(CANARY);
+        for cookie in [None, Some("canary_user=tess"), Some("canary_user=alice")] {
+            let d = decide(&r, cookie, &[]);
+            assert_eq!((d.group, d.rule, d.reason), (CANARY, None, Reason::Promote));
+        }
+        r.mode = Mode::Rules;
+        assert_eq!(decide(&r, Some("canary_user=tess"), &[]).group, BETA);
     }
 
     #[test]

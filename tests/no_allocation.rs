@@ -5,7 +5,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Router, Rule};
+use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Mode, Router, Rule};
 use canary_gateway::userset::UserSet;
 
 struct Counting;
@@ -54,6 +54,7 @@ fn decide_does_not_allocate() {
                 group: GroupId(1),
             },
         ],
+        mode: Mode::Rules,
     };
     let headers: &[(&str, &str)] = &[("x-other", "1")];
     let cookies: [&[u8]; 3] = [
