@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::thread;
 
@@ -267,29 +267,7 @@ fn client_keep_alive() {
 
 #[test]
 fn websocket_round_trip() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws origin");
-    let ws_addr = listener.local_addr().expect("addr");
-    let server = thread::spawn(move || {
-        // Health-check connects come and go without a handshake; serve the first real one.
-        let mut ws = loop {
-            let (stream, _) = listener.accept().expect("accept");
-            if let Ok(ws) = tungstenite::accept(stream) {
-                break ws;
-            }
-        };
-        for _ in 0..3 {
-            let msg = ws.read().expect("origin reads");
-            ws.send(tungstenite::Message::text(format!(
-                "echo: {}",
-                msg.to_text().unwrap_or("?")
-            )))
-            .expect("origin writes");
-        }
-        // A message the origin sends on its own, to show the tunnel carries both directions.
-        ws.send(tungstenite::Message::text("server push"))
-            .expect("push");
-        ws.read().ok();
-    });
+    let (ws_addr, server) = websocket_echo_origin(3);
     let stable = Origin::start("stable-origin");
     let section = format!(
         "  groups:\n    stable: {{ servers: [\"{}\"] }}\n    canary: {{ servers: [\"{ws_addr}\"] }}\n\
@@ -298,24 +276,7 @@ fn websocket_round_trip() {
         stable.addr
     );
     let gateway = Gateway::start(&section);
-
-    let stream = TcpStream::connect(gateway.addr).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let request = tungstenite::http::Request::builder()
-        .uri(format!("ws://{}/socket", gateway.addr))
-        .header("Host", gateway.addr.to_string())
-        .header("Cookie", "canary_user=wsuser")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .expect("request");
-    let (mut ws, response) =
-        tungstenite::client(request, stream).expect("handshake through gateway");
+    let (mut ws, response) = websocket_client(gateway.addr, "canary_user=wsuser");
     assert_eq!(response.status(), 101);
     assert_eq!(
         response
@@ -324,12 +285,7 @@ fn websocket_round_trip() {
             .and_then(|v| v.to_str().ok()),
         Some("canary")
     );
-    for i in 0..3 {
-        ws.send(tungstenite::Message::text(format!("hello {i}")))
-            .expect("send");
-        let reply = ws.read().expect("reply");
-        assert_eq!(reply.to_text().expect("text"), format!("echo: hello {i}"));
-    }
+    websocket_echo_rounds(&mut ws, 0..3);
     assert_eq!(
         ws.read().expect("push").to_text().expect("text"),
         "server push"

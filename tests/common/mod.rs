@@ -364,7 +364,7 @@ impl Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let config = format!(
             "version: 1\nthreads: 2\npid_file: {dir}/gw.pid\nupgrade_sock: {dir}/upgrade.sock\n\
-             grace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n\
+             grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
              gateway:\n  listen: [\"{addr}\"]\n{gateway_section}",
             dir = dir.path().display()
         );
@@ -417,6 +417,89 @@ impl Gateway {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends a signal (`HUP`, `TERM`, `QUIT`, ...) to the gateway process.
+    pub fn signal(&self, name: &str) {
+        send_signal(self.child.id(), name);
+    }
+
+    /// Waits (bounded) for the process to exit; returns how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "gateway still running after {limit:?}; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts a second process on the same config with `-u` (graceful upgrade), logging to
+    /// its own file in the same folder. It takes the sockets once this one gets SIGQUIT.
+    pub fn spawn_upgrade(&self, generation: usize) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("gateway-{generation}.log")))
+            .expect("log file");
+        std::fs::remove_file(self.dir.path().join("upgrade.sock")).ok();
+        let child = Command::new(binary())
+            .arg("-u")
+            .arg("-c")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start upgraded canary-gateway");
+        let sock = self.dir.path().join("upgrade.sock");
+        let start = Instant::now();
+        while !sock.exists() {
+            assert!(
+                start.elapsed() < READY_TIMEOUT,
+                "new process never opened {}",
+                sock.display()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+}
+
+/// Sends signal `name` to process `pid` with kill(1).
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// One admin API request with an optional bearer token and JSON body.
+pub fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Response {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method != "GET" {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    Client::connect(addr).send_raw(request.as_bytes())
 }
 
 impl Drop for Gateway {
@@ -512,5 +595,69 @@ impl OriginProcess {
 impl Drop for OriginProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A websocket echo origin for one session: it answers `n` text messages with "echo: <msg>",
+/// then pushes "server push" on its own. Health-check connects are skipped.
+pub fn websocket_echo_origin(n: usize) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws origin");
+    let addr = listener.local_addr().expect("addr");
+    let handle = thread::spawn(move || {
+        let mut ws = loop {
+            let (stream, _) = listener.accept().expect("accept");
+            if let Ok(ws) = tungstenite::accept(stream) {
+                break ws;
+            }
+        };
+        for _ in 0..n {
+            let msg = ws.read().expect("origin reads");
+            let text = format!("echo: {}", msg.to_text().unwrap_or("?"));
+            ws.send(tungstenite::Message::text(text))
+                .expect("origin writes");
+        }
+        ws.send(tungstenite::Message::text("server push"))
+            .expect("push");
+        ws.read().ok();
+    });
+    (addr, handle)
+}
+
+/// Opens a websocket through the gateway with the given cookie.
+pub fn websocket_client(
+    gateway: SocketAddr,
+    cookie: &str,
+) -> (
+    tungstenite::WebSocket<TcpStream>,
+    tungstenite::handshake::client::Response,
+) {
+    let stream = TcpStream::connect(gateway).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let request = tungstenite::http::Request::builder()
+        .uri(format!("ws://{gateway}/socket"))
+        .header("Host", gateway.to_string())
+        .header("Cookie", cookie)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .expect("request");
+    tungstenite::client(request, stream).expect("handshake through gateway")
+}
+
+/// Sends "hello i" and expects "echo: hello i", for i in `range`.
+pub fn websocket_echo_rounds(
+    ws: &mut tungstenite::WebSocket<TcpStream>,
+    range: std::ops::Range<usize>,
+) {
+    for i in range {
+        ws.send(tungstenite::Message::text(format!("hello {i}")))
+            .expect("send");
+        let reply = ws.read().expect("reply");
+        assert_eq!(reply.to_text().expect("text"), format!("echo: hello {i}"));
     }
 }

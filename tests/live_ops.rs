@@ -1,0 +1,596 @@
+//! End-to-end tests of live operations: reload (SIGHUP and API), the admin API, the state file,
+//! graceful upgrade (-u + SIGQUIT) and graceful shutdown (SIGTERM).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use canary_gateway::routing::{percent_bucket, percent_to_ppm};
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+const SEED: &str = "live-seed";
+
+struct Live {
+    stable: Origin,
+    canary: Origin,
+    gateway: Gateway,
+    admin: SocketAddr,
+}
+
+/// The gateway section with `percent` for the rollout and `vips` on the VIP list.
+fn section(
+    stable: &Origin,
+    canary: &Origin,
+    admin: SocketAddr,
+    percent: f64,
+    vips: &str,
+) -> String {
+    format!(
+        "{groups}  routing:\n    default: stable\n    rules:\n\
+         \x20     - name: qa\n        header: x-canary-group\n\
+         \x20     - name: vip\n        users: [{vips}]\n        group: stable\n\
+         \x20     - name: rollout\n        percent: {percent}\n        seed: {SEED}\n        group: canary\n\
+         \x20 admin:\n    listen: \"{admin}\"\n    token: \"{TOKEN}\"\n    state_file: state.json\n",
+        groups = groups_yaml(&[("stable", stable), ("canary", canary)])
+    )
+}
+
+fn start(percent: f64, vips: &str) -> Live {
+    let stable = Origin::start("stable");
+    let canary = Origin::start("canary");
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gateway = Gateway::start(&section(&stable, &canary, admin, percent, vips));
+    wait_for_port(admin);
+    Live {
+        stable,
+        canary,
+        gateway,
+        admin,
+    }
+}
+
+impl Live {
+    fn group_of(&self, user: &str) -> String {
+        let cookie = format!("canary_user={user}");
+        let r = get(self.gateway.addr, "/", &[("Cookie", &cookie)]);
+        assert_eq!(r.status, 200);
+        r.text()
+    }
+
+    /// Rewrites the config file (same listeners) with new rule settings.
+    fn rewrite(&self, percent: f64, vips: &str) {
+        let text = std::fs::read_to_string(&self.gateway.config_path).expect("read config");
+        let head = text.split("gateway:\n").next().expect("head");
+        let new = format!(
+            "{head}gateway:\n  listen: [\"{}\"]\n{}",
+            self.gateway.addr,
+            section(&self.stable, &self.canary, self.admin, percent, vips)
+        );
+        std::fs::write(&self.gateway.config_path, new).expect("write config");
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let r = admin(self.admin, method, path, Some(TOKEN), body);
+        let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, json)
+    }
+
+    fn status(&self) -> Value {
+        let (code, json) = self.admin("GET", "/status", None);
+        assert_eq!(code, 200, "{json}");
+        json
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rollout_user(percent: f64, inside: bool) -> String {
+    let ppm = percent_to_ppm(percent).expect("valid");
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .find(|u| (percent_bucket(SEED.as_bytes(), u.as_bytes()) < ppm) == inside)
+        .expect("found")
+}
+
+#[test]
+fn sighup_and_api_reload_change_routing_for_new_requests() {
+    let live = start(0.0, "\"alice\"");
+    let user = rollout_user(50.0, true);
+    assert_eq!(live.group_of(&user), "stable");
+    assert_eq!(live.status()["generation"], 1);
+
+    live.rewrite(50.0, "\"alice\"");
+    live.gateway.signal("HUP");
+    wait_until("SIGHUP reload", Duration::from_secs(10), || {
+        live.group_of(&user) == "canary"
+    });
+    let status = live.status();
+    assert_eq!(status["generation"], 2);
+    assert_eq!(status["last_reload"]["ok"], true);
+
+    live.rewrite(50.0, &format!("\"alice\", \"{user}\""));
+    let (code, body) = live.admin("POST", "/reload", None);
+    assert_eq!(
+        (code, &body["generation"]),
+        (200, &Value::from(3)),
+        "{body}"
+    );
+    assert_eq!(live.group_of(&user), "stable", "now a VIP");
+}
+
+#[test]
+fn a_bad_reload_keeps_the_old_rules_and_is_reported() {
+    let live = start(100.0, "\"alice\"");
+    assert_eq!(live.group_of("bob"), "canary");
+    let good = std::fs::read_to_string(&live.gateway.config_path).expect("read");
+    std::fs::write(
+        &live.gateway.config_path,
+        good.replace("percent: 100", "percent: 140"),
+    )
+    .expect("write");
+    let (code, body) = live.admin("POST", "/reload", None);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("percent: 140 is not in 0..=100"),
+        "{body}"
+    );
+    live.gateway.signal("HUP");
+    thread::sleep(Duration::from_millis(300)); // give the signal a chance to be (wrongly) applied
+    let status = live.status();
+    assert_eq!(status["generation"], 1, "nothing was applied");
+    assert_eq!(status["last_reload"]["ok"], false);
+    assert!(status["last_reload"]["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("gateway.routing.rules[2].percent"));
+    assert_eq!(live.group_of("bob"), "canary", "old rules still serve");
+    assert!(
+        live.gateway.log().contains("reload refused"),
+        "error is logged"
+    );
+}
+
+#[test]
+fn admin_api_requires_the_token_everywhere() {
+    let live = start(10.0, "\"alice\"");
+    let endpoints = [
+        ("GET", "/status", None),
+        ("GET", "/explain?user=alice", None),
+        ("PUT", "/rules/rollout/percent", Some(r#"{"percent": 20}"#)),
+        ("POST", "/rules/vip/users", Some(r#"{"add": ["x"]}"#)),
+        ("POST", "/rollback", None),
+        ("POST", "/promote", Some(r#"{"group": "canary"}"#)),
+        ("POST", "/resume", None),
+        ("POST", "/reload", None),
+    ];
+    for (method, path, body) in endpoints {
+        let none = admin(live.admin, method, path, None, body);
+        assert_eq!(none.status, 401, "{method} {path} without a token");
+        let wrong = admin(
+            live.admin,
+            method,
+            path,
+            Some("test-admin-token-0123456788"),
+            body,
+        );
+        assert_eq!(wrong.status, 401, "{method} {path} with a wrong token");
+        let short = admin(live.admin, method, path, Some("test"), body);
+        assert_eq!(
+            short.status, 401,
+            "{method} {path} with a prefix of the token"
+        );
+    }
+    assert_eq!(
+        live.status()["generation"],
+        1,
+        "no unauthorized change applied"
+    );
+    let in_query = admin(
+        live.admin,
+        "GET",
+        &format!("/status?token={TOKEN}"),
+        None,
+        None,
+    );
+    assert_eq!(
+        in_query.status, 400,
+        "a token in the query string is refused"
+    );
+    let status = live.status();
+    assert!(!status.to_string().contains(TOKEN), "no secret in /status");
+    assert!(
+        !live.gateway.log().contains(TOKEN),
+        "the token is never logged"
+    );
+}
+
+#[test]
+fn admin_endpoints_change_routing_and_reject_bad_input() {
+    let live = start(0.0, "\"alice\"");
+    let user = rollout_user(30.0, true);
+    assert_eq!(live.group_of(&user), "stable");
+
+    // Percentage.
+    let (code, body) = live.admin("PUT", "/rules/rollout/percent", Some(r#"{"percent": 30}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(live.group_of(&user), "canary");
+    let rules = &live.status()["rules"];
+    assert_eq!(rules[2]["percent"], 30.0);
+    assert_eq!(rules[2]["percent_source"], "api");
+    assert_eq!(rules[1]["users_source"], "file");
+
+    // Users.
+    let (code, body) = live.admin(
+        "POST",
+        "/rules/vip/users",
+        Some(&format!(r#"{{"add": ["{user}"], "remove": ["alice"]}}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(live.group_of(&user), "stable");
+    let (_, explain) = live.admin("GET", &format!("/explain?user={user}"), None);
+    assert_eq!(
+        (
+            explain["group"].as_str(),
+            explain["rule"].as_str(),
+            explain["reason"].as_str()
+        ),
+        (Some("stable"), Some("vip"), Some("user_list"))
+    );
+    let (_, explain) = live.admin("GET", "/explain?user=alice", None);
+    assert_eq!(explain["rule"], Value::Null, "alice was removed: {explain}");
+    let (_, explain) = live.admin("GET", "/explain?user=alice&header=canary", None);
+    assert_eq!(
+        (explain["group"].as_str(), explain["rule"].as_str()),
+        (Some("canary"), Some("qa"))
+    );
+
+    // Kill switch, promote, resume.
+    let (code, _) = live.admin("POST", "/rollback", None);
+    assert_eq!(code, 200);
+    let qa = get(live.gateway.addr, "/", &[("x-canary-group", "canary")]);
+    assert_eq!(
+        qa.text(),
+        "stable",
+        "rollback turns every rule off, the QA header too"
+    );
+    assert_eq!(live.status()["mode"], "rollback");
+    let (code, _) = live.admin("POST", "/promote", Some(r#"{"group": "canary"}"#));
+    assert_eq!(code, 200);
+    assert_eq!(live.group_of("alice"), "canary");
+    assert_eq!(live.group_of("nobody"), "canary");
+    let (code, _) = live.admin("POST", "/resume", None);
+    assert_eq!(code, 200);
+    assert_eq!(live.group_of(&user), "stable");
+    assert_eq!(
+        live.group_of("nobody-at-all"),
+        live.group_of("nobody-at-all")
+    );
+
+    // Bad input: 400 with the field named, nothing applied.
+    let generation = live.status()["generation"].clone();
+    let bad: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "PUT",
+            "/rules/rollout/percent",
+            r#"{"percent": 140}"#,
+            400,
+            "percent",
+        ),
+        (
+            "PUT",
+            "/rules/rollout/percent",
+            r#"{"percent": "ten"}"#,
+            400,
+            "percent",
+        ),
+        (
+            "PUT",
+            "/rules/rollout/percent",
+            r#"{"percnt": 5}"#,
+            400,
+            "percnt",
+        ),
+        ("PUT", "/rules/rollout/percent", r#"not json"#, 400, "body"),
+        (
+            "PUT",
+            "/rules/vip/percent",
+            r#"{"percent": 5}"#,
+            400,
+            "name",
+        ),
+        (
+            "POST",
+            "/rules/vip/users",
+            r#"{"add": ["has space"]}"#,
+            400,
+            "add",
+        ),
+        (
+            "POST",
+            "/rules/vip/users",
+            r#"{"add": "alice"}"#,
+            400,
+            "add",
+        ),
+        ("POST", "/rules/vip/users", r#"{}"#, 400, "add"),
+        (
+            "POST",
+            "/rules/rollout/users",
+            r#"{"add": ["x"]}"#,
+            400,
+            "name",
+        ),
+        ("POST", "/promote", r#"{"group": "nope"}"#, 400, "group"),
+        ("POST", "/promote", r#"{}"#, 400, "group"),
+    ];
+    for (method, path, body, status, field) in bad {
+        let (code, json) = live.admin(method, path, Some(body));
+        assert_eq!(code, *status, "{method} {path} {body}: {json}");
+        assert_eq!(json["field"], *field, "{method} {path} {body}: {json}");
+        assert!(json["error"].is_string());
+    }
+    let (code, _) = live.admin("PUT", "/rules/nope/percent", Some(r#"{"percent": 5}"#));
+    assert_eq!(code, 404);
+    let (code, _) = live.admin("GET", "/nope", None);
+    assert_eq!(code, 404);
+    let (code, _) = live.admin("DELETE", "/status", None);
+    assert_eq!(code, 405);
+    let big = format!(r#"{{"add": ["{}"]}}"#, "a".repeat(70 * 1024));
+    let (code, _) = live.admin("POST", "/rules/vip/users", Some(&big));
+    assert_eq!(code, 413, "body size limit");
+    assert_eq!(
+        live.status()["generation"],
+        generation,
+        "bad input applied nothing"
+    );
+}
+
+#[test]
+fn api_changes_survive_restart_and_reload() {
+    let mut live = start(0.0, "\"alice\"");
+    let user = rollout_user(40.0, true);
+    live.admin("PUT", "/rules/rollout/percent", Some(r#"{"percent": 40}"#));
+    live.admin("POST", "/rules/vip/users", Some(r#"{"add": ["zed"]}"#));
+    assert_eq!(live.group_of(&user), "canary");
+    let state =
+        std::fs::read_to_string(live.gateway.dir.path().join("state.json")).expect("state file");
+    assert!(state.contains("\"rollout\": 40"), "{state}");
+
+    // A reload of the unchanged file keeps the API's changes on top.
+    live.gateway.signal("HUP");
+    wait_until("reload", Duration::from_secs(10), || {
+        live.status()["generation"] == 4
+    });
+    assert_eq!(live.group_of(&user), "canary");
+
+    // Restart: a new process on the same config and state file.
+    live.gateway.signal("KILL");
+    live.gateway.wait_exit(Duration::from_secs(5));
+    let dir = std::mem::replace(&mut live.gateway.dir, TempDir::new("unused"));
+    let restarted =
+        Gateway::start_with_file(dir, live.gateway.config_path.clone(), live.gateway.addr);
+    wait_for_port(live.admin);
+    let live = Live {
+        gateway: restarted,
+        ..live
+    };
+    assert_eq!(
+        live.group_of(&user),
+        "canary",
+        "percent from the state file"
+    );
+    assert_eq!(live.group_of("zed"), "stable", "user added through the API");
+    assert_eq!(live.status()["rules"][2]["percent_source"], "api");
+}
+
+/// Reloads that do not touch a user's rule never move that user.
+#[test]
+fn users_keep_their_group_across_unrelated_reloads() {
+    let live = start(25.0, "\"alice\"");
+    let users: Vec<String> = (0..2_000).map(|i| format!("u{i}")).collect();
+    let mut client = Client::connect(live.gateway.addr);
+    let groups_of = |client: &mut Client| -> Vec<String> {
+        users
+            .iter()
+            .map(|u| {
+                client
+                    .get("/", &[("Cookie", &format!("canary_user={u}"))])
+                    .text()
+            })
+            .collect()
+    };
+    let before = groups_of(&mut client);
+    for round in 0..3 {
+        // Change only the VIP list, with users outside the sample.
+        live.rewrite(25.0, &format!("\"alice\", \"vip-{round}\""));
+        let (code, body) = live.admin("POST", "/reload", None);
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(groups_of(&mut client), before, "round {round}");
+    }
+    let canary = before.iter().filter(|g| *g == "canary").count();
+    assert!((400..=600).contains(&canary), "25% of 2,000: {canary}");
+}
+
+/// A request in flight finishes on the rules it started with.
+#[test]
+fn in_flight_requests_finish_on_their_rules() {
+    let slow = Origin::start_with_delay("slow-stable", Duration::from_millis(800));
+    let canary = Origin::start("canary");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gateway = Gateway::start(&section(&slow, &canary, admin_addr, 0.0, "\"alice\""));
+    wait_for_port(admin_addr);
+    let addr = gateway.addr;
+    let in_flight = thread::spawn(move || get(addr, "/", &[("Cookie", "canary_user=bob")]));
+    wait_until("request reached the origin", Duration::from_secs(5), || {
+        slow.count() == 1
+    });
+    let (code, _) = {
+        let r = admin(
+            admin_addr,
+            "PUT",
+            "/rules/rollout/percent",
+            Some(TOKEN),
+            Some(r#"{"percent": 100}"#),
+        );
+        (r.status, ())
+    };
+    assert_eq!(code, 200);
+    let r = in_flight.join().expect("request thread");
+    assert_eq!((r.status, r.text().as_str()), (200, "slow-stable"));
+    assert_eq!(
+        r.header("x-canary-group"),
+        Some("stable"),
+        "decided before the change"
+    );
+    assert_eq!(
+        get(addr, "/", &[("Cookie", "canary_user=bob")]).text(),
+        "canary"
+    );
+}
+
+#[test]
+fn websocket_survives_reloads() {
+    let (ws_addr, server) = websocket_echo_origin(4);
+    let stable = Origin::start("stable");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let section = format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n    ws: {{ servers: [\"{ws_addr}\"] }}\n\
+         \x20 routing:\n    default: stable\n    rules:\n\
+         \x20     - name: sockets\n        users: [\"wsuser\"]\n        group: ws\n\
+         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n",
+        stable.addr
+    );
+    let gateway = Gateway::start(&section);
+    wait_for_port(admin_addr);
+    let (mut ws, _) = websocket_client(gateway.addr, "canary_user=wsuser");
+    websocket_echo_rounds(&mut ws, 0..2);
+    let r = admin(admin_addr, "POST", "/reload", Some(TOKEN), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    gateway.signal("HUP");
+    let r = admin(
+        admin_addr,
+        "POST",
+        "/rules/sockets/users",
+        Some(TOKEN),
+        Some(r#"{"remove": ["wsuser"]}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    websocket_echo_rounds(&mut ws, 2..4);
+    assert_eq!(
+        ws.read().expect("push").to_text().expect("text"),
+        "server push"
+    );
+    ws.close(None).ok();
+    server.join().expect("ws origin");
+    assert_eq!(
+        get(gateway.addr, "/", &[("Cookie", "canary_user=wsuser")]).text(),
+        "stable",
+        "new requests follow the new rules"
+    );
+}
+
+/// SIGTERM: an idle gateway exits at once; a busy one finishes the request in flight first.
+#[test]
+fn sigterm_drains_then_exits_promptly() {
+    let stable = Origin::start("stable");
+    let mut idle = Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n",
+        groups_yaml(&[("stable", &stable)])
+    ));
+    idle.signal("TERM");
+    let took = idle.wait_exit(Duration::from_secs(5));
+    assert!(took < Duration::from_secs(1), "idle exit took {took:?}");
+    eprintln!("idle SIGTERM exit: {took:?}");
+
+    let slow = Origin::start_with_delay("slow", Duration::from_millis(1_500));
+    let mut busy = Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n",
+        groups_yaml(&[("stable", &slow)])
+    ));
+    let addr = busy.addr;
+    let request = thread::spawn(move || get(addr, "/", &[]));
+    wait_until("request reached the origin", Duration::from_secs(5), || {
+        slow.count() == 1
+    });
+    busy.signal("TERM");
+    let took = busy.wait_exit(Duration::from_secs(10));
+    let r = request
+        .join()
+        .unwrap_or_else(|_| panic!("request failed; log:\n{}", busy.log()));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "slow"),
+        "the in-flight request completed"
+    );
+    assert!(took < Duration::from_secs(3), "busy exit took {took:?}");
+    eprintln!("busy SIGTERM exit (1.5 s request in flight): {took:?}");
+}
+
+/// Graceful upgrade: a second process takes over the sockets (-u, then SIGQUIT to the old one)
+/// while clients keep sending; no request fails and the old process exits.
+#[test]
+fn graceful_upgrade_drops_no_request() {
+    let stable = Origin::start("stable");
+    let mut old = Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n",
+        groups_yaml(&[("stable", &stable)])
+    ));
+    let addr = old.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    // A new connection each time, as browsers behind the edge do after a close.
+                    let r = std::panic::catch_unwind(|| get(addr, "/", &[]));
+                    match r {
+                        Ok(r) if r.status == 200 => {}
+                        _ => {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    wait_until("traffic", Duration::from_secs(10), || {
+        sent.load(Ordering::SeqCst) > 200
+    });
+    let mut new = old.spawn_upgrade(2);
+    old.signal("QUIT");
+    let took = old.wait_exit(Duration::from_secs(30));
+    let after = sent.load(Ordering::SeqCst);
+    wait_until(
+        "traffic on the new process",
+        Duration::from_secs(10),
+        || sent.load(Ordering::SeqCst) > after + 200,
+    );
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("client");
+    }
+    let total = sent.load(Ordering::SeqCst);
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "of {total} requests");
+    eprintln!("upgrade: old process exited {took:?} after SIGQUIT; {total} requests, 0 failed");
+    new.kill().ok();
+    new.wait().ok();
+}
