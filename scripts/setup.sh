@@ -18,6 +18,8 @@ if [ "$what" = loadtest ]; then
   have nginx || need+=(nginx-light)
   dpkg -s libnginx-mod-http-lua >/dev/null 2>&1 || need+=(libnginx-mod-http-lua)
   have wrk || need+=(wrk)
+  have curl || need+=(curl)
+  have python3 || need+=(python3)
 fi
 
 if ! have cargo; then

@@ -57,6 +57,10 @@ pub fn add_services(
         lifecycle::ReloadOnHangup::new(controller.clone()),
     ));
     server.add_service(background_service(
+        "close connections on upgrade",
+        lifecycle::CloseConnectionsOnUpgrade::new(in_flight.clone()),
+    ));
+    server.add_service(background_service(
         "exit when drained",
         lifecycle::ExitWhenDrained::new(in_flight),
     ));

@@ -51,6 +51,40 @@ impl BackgroundService for ReloadOnHangup {
     }
 }
 
+/// On SIGQUIT (the old process of a graceful upgrade), starts closing client connections after
+/// their next response, so keep-alive clients reconnect to the new process during Pingora's
+/// close period instead of losing a request when the old process stops.
+pub struct CloseConnectionsOnUpgrade {
+    in_flight: InFlight,
+}
+
+impl CloseConnectionsOnUpgrade {
+    pub fn new(in_flight: InFlight) -> Self {
+        CloseConnectionsOnUpgrade { in_flight }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for CloseConnectionsOnUpgrade {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut quits = match signal(SignalKind::quit()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot listen for SIGQUIT: {e}");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = quits.recv() => {
+                info!("SIGQUIT: handing over to the new process; closing client connections after their next response");
+                self.in_flight.start_closing();
+            }
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 /// How long no request may be in flight before a shutting-down process exits. Covers the gap
 /// between accepting a connection and its request being counted.
 pub const QUIET_BEFORE_EXIT: Duration = Duration::from_millis(100);
@@ -83,6 +117,7 @@ impl BackgroundService for ExitWhenDrained {
         if shutdown.changed().await.is_err() {
             return;
         }
+        self.in_flight.start_closing();
         let started = Instant::now();
         info!(
             "graceful shutdown: draining {} request(s) in flight",

@@ -3,7 +3,7 @@
 //! the per-request context.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -51,19 +51,34 @@ impl GatewayState {
     }
 }
 
-/// Counts requests in progress, so a graceful shutdown can end as soon as they are done.
+/// Counts requests in progress, so a graceful shutdown can end as soon as they are done, and
+/// carries the "closing" flag: once set, every response closes its client connection, so
+/// keep-alive clients move to the new process during an upgrade instead of having an idle
+/// connection dropped under them when the old process stops.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight {
+    requests: Arc<AtomicUsize>,
+    closing: Arc<AtomicBool>,
+}
 
 impl InFlight {
     /// Requests now in progress.
     pub fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+        self.requests.load(Ordering::Acquire)
+    }
+
+    /// From now on, answer with `Connection: close`.
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     fn enter(&self) -> InFlightGuard {
-        self.0.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.0.clone())
+        self.requests.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.requests.clone())
     }
 }
 
@@ -325,10 +340,13 @@ impl ProxyHttp for CanaryProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self.in_flight.is_closing() {
+            session.set_keepalive(None);
+        }
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some((state, decision)) = ctx.state.as_ref().zip(ctx.decision.as_ref()) {
             if let Some(name) = &state.decision_header {

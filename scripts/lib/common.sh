@@ -1,0 +1,75 @@
+# Shared helpers for the load-test scripts (sourced, not run). Everything listens on 127.0.0.1.
+
+# A port nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits (bounded, 20 s) until something accepts on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 1 400); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listening on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# start_nginx_origins DIR PORT1 PORT2: two fast origins (nginx `return 200`), 1 worker.
+start_nginx_origins() {
+  local dir=$1 p1=$2 p2=$3
+  mkdir -p "$dir/origins"
+  cat >"$dir/origins/nginx.conf" <<NGINX
+worker_processes 1;
+daemon on;
+pid $dir/origins/nginx.pid;
+error_log $dir/origins/error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$p1 reuseport backlog=4096; location / { return 200 "This is version 1\n"; } }
+  server { listen 127.0.0.1:$p2 reuseport backlog=4096; location / { return 200 "This is version 2\n"; } }
+}
+NGINX
+  nginx -q -p "$dir/origins" -c "$dir/origins/nginx.conf"
+  wait_port "$p1" && wait_port "$p2"
+}
+
+stop_nginx() {  # stop_nginx PIDFILE
+  [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null || true
+}
+
+# write_wrk_script FILE USERS VIP_EVERY: a wrk Lua script that rotates the canary_user cookie
+# over USERS ids; every VIP_EVERY-th id is a VIP ("vip-N"), the others "user-N".
+write_wrk_script() {
+  cat >"$1" <<LUA
+local users = {}
+for i = 1, $2 do
+  if i % $3 == 0 then users[i] = "vip-" .. i else users[i] = "user-" .. i end
+end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/", { ["Cookie"] = "theme=dark; canary_user=" .. users[(n % #users) + 1] })
+end
+done = function(summary, latency, requests)
+  io.write(string.format("SUMMARY requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d status=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, 0, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.timeout, summary.errors.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+LUA
+}
+
+# write_vip_file FILE COUNT: vip-10, vip-20, ... (COUNT ids), matching write_wrk_script's VIPs
+# with VIP_EVERY=10, padded with ids no request uses.
+write_vip_file() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+path, count = sys.argv[1], int(sys.argv[2])
+with open(path, "w") as f:
+    for i in range(1, count + 1):
+        f.write(f"vip-{i * 10}\n")
+PY
+}
