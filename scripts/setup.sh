@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing canary-gateway needs, only when it is missing:
 #   cmake      - Pingora's zlib-ng build
-#   redis-server, nginx + lua module, wrk - the store tests and the load-test script
+#   redis-server, wrk - the store tests and the access-log load test
+#   nginx + lua module, curl - the load-test scripts
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
 
@@ -13,6 +14,7 @@ have cmake || need+=(cmake)
 have cc || need+=(gcc)
 if [ "$what" = test ] || [ "$what" = loadtest ]; then
   have redis-server || need+=(redis-server)
+  have wrk || need+=(wrk)
 fi
 if [ "$what" = loadtest ]; then
   have nginx || need+=(nginx-light)

@@ -70,6 +70,10 @@ pub struct GatewayConfig {
     pub demo_origins: Vec<DemoOrigin>,
     /// The admin API, when configured.
     pub admin: Option<AdminConfig>,
+    /// Where `GET /metrics` is served, when configured.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The JSON access log, when configured.
+    pub access_log: Option<crate::access_log::Target>,
 }
 
 /// The admin API's listener, credentials and state file.
@@ -118,6 +122,22 @@ struct FileGateway {
     demo_origins: Vec<FileDemoOrigin>,
     #[serde(default)]
     admin: Option<FileAdmin>,
+    #[serde(default)]
+    metrics: Option<FileMetrics>,
+    #[serde(default)]
+    access_log: Option<FileAccessLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAccessLog {
+    path: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -397,7 +417,28 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
         .map(|admin| validate_admin(admin, base))
         .transpose()?;
 
+    let metrics_listen = file
+        .metrics
+        .map(|m| {
+            m.listen.parse::<SocketAddr>().map_err(|e| {
+                (
+                    "gateway.metrics.listen".to_string(),
+                    format!("{:?} is not an IP:port address ({e})", m.listen),
+                )
+            })
+        })
+        .transpose()?;
+    let access_log = file.access_log.map(|log| {
+        if log.path.as_os_str() == "-" {
+            crate::access_log::Target::Stdout
+        } else {
+            crate::access_log::Target::File(base.join(log.path))
+        }
+    });
+
     Ok(GatewayConfig {
+        metrics_listen,
+        access_log,
         admin,
         listen: file.listen,
         groups,

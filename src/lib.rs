@@ -4,11 +4,13 @@
 //! `main` parses the command line and calls [`add_services`]; the end-to-end tests run the same
 //! binary, so what they test is what operators run.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod lifecycle;
 pub mod live;
+pub mod metrics;
 pub mod proxy;
 pub mod request_id;
 pub mod routing;
@@ -35,13 +37,21 @@ pub fn add_services(
     let listen = gateway.listen.clone();
     let admin = gateway.admin.clone();
     let demo_origins = gateway.demo_origins.clone();
+    let metrics_listen = gateway.metrics_listen;
+    let access_log = match &gateway.access_log {
+        Some(target) => Some(
+            access_log::AccessLog::start(target.clone())
+                .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?,
+        ),
+        None => None,
+    };
     let controller = Arc::new(Controller::new(source, gateway)?);
     let state = controller.state();
     let in_flight = InFlight::default();
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        CanaryProxy::new(state.clone(), in_flight.clone()),
+        CanaryProxy::new(state.clone(), in_flight.clone(), access_log.clone()),
         "canary-gateway proxy",
     );
     for addr in &listen {
@@ -60,10 +70,22 @@ pub fn add_services(
         "close connections on upgrade",
         lifecycle::CloseConnectionsOnUpgrade::new(in_flight.clone()),
     ));
-    server.add_service(background_service(
-        "exit when drained",
-        lifecycle::ExitWhenDrained::new(in_flight),
-    ));
+    let mut exit_when_drained = lifecycle::ExitWhenDrained::new(in_flight);
+    if let Some(log) = access_log {
+        let flushed = log.clone();
+        exit_when_drained.before_exit(move || flushed.flush(std::time::Duration::from_secs(2)));
+        server.add_service(background_service(
+            "reopen access log on SIGUSR1",
+            lifecycle::ReopenLogOnUsr1::new(log),
+        ));
+    }
+    server.add_service(background_service("exit when drained", exit_when_drained));
+    if let Some(listen) = metrics_listen {
+        server.add_service(metrics::metrics_service(
+            controller.clone(),
+            &listen.to_string(),
+        ));
+    }
     if let Some(admin) = admin {
         server.add_service(admin::admin_service(
             controller.clone(),

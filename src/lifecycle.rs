@@ -145,3 +145,37 @@ impl BackgroundService for ExitWhenDrained {
         std::process::exit(0);
     }
 }
+
+/// Reopens the access log on SIGUSR1 (after logrotate moved the file).
+pub struct ReopenLogOnUsr1 {
+    log: crate::access_log::AccessLog,
+}
+
+impl ReopenLogOnUsr1 {
+    pub fn new(log: crate::access_log::AccessLog) -> Self {
+        ReopenLogOnUsr1 { log }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReopenLogOnUsr1 {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot listen for SIGUSR1, log reopening is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {
+                    info!("SIGUSR1: reopening the access log");
+                    self.log.reopen();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

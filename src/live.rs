@@ -216,6 +216,10 @@ impl Controller {
                 inner.generation += 1;
                 inner.last_reload = Some(ReloadOutcome { at, error: None });
                 self.state.store(Arc::new(state));
+                crate::metrics::METRICS
+                    .reloads
+                    .with_label_values(&["ok"])
+                    .inc();
                 info!(
                     "reload: {} applied, generation {}",
                     self.source.describe(),
@@ -225,6 +229,10 @@ impl Controller {
             }
             Err(e) => {
                 error!("reload refused, the running configuration stays: {e}");
+                crate::metrics::METRICS
+                    .reloads
+                    .with_label_values(&["error"])
+                    .inc();
                 inner.last_reload = Some(ReloadOutcome {
                     at,
                     error: Some(e.clone()),

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -17,6 +18,8 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::metrics::{RequestMetrics, METRICS};
 use crate::request_id;
 use crate::routing::{Decision, GroupId, HeaderLookup, Router};
 use crate::upstreams::Pool;
@@ -29,6 +32,8 @@ pub struct GatewayState {
     pub pools: Vec<Arc<Pool>>,
     /// Response header naming the chosen group, if enabled.
     pub decision_header: Option<http::HeaderName>,
+    /// Request counters and histograms resolved for this state's groups and rules.
+    pub metrics: RequestMetrics,
 }
 
 impl GatewayState {
@@ -44,6 +49,7 @@ impl GatewayState {
             .transpose()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(GatewayState {
+            metrics: RequestMetrics::new(&router),
             router,
             pools,
             decision_header,
@@ -95,11 +101,20 @@ impl Drop for InFlightGuard {
 pub struct CanaryProxy {
     state: Arc<ArcSwap<GatewayState>>,
     in_flight: InFlight,
+    access_log: Option<AccessLog>,
 }
 
 impl CanaryProxy {
-    pub fn new(state: Arc<ArcSwap<GatewayState>>, in_flight: InFlight) -> Self {
-        CanaryProxy { state, in_flight }
+    pub fn new(
+        state: Arc<ArcSwap<GatewayState>>,
+        in_flight: InFlight,
+        access_log: Option<AccessLog>,
+    ) -> Self {
+        CanaryProxy {
+            state,
+            in_flight,
+            access_log,
+        }
     }
 }
 
@@ -116,6 +131,14 @@ pub struct RequestCtx {
     failed_servers: Vec<SocketAddr>,
     /// Retries after the request had been sent upstream (at most one).
     resend_retries: u8,
+    started: Instant,
+    /// When the first upstream server was picked, and when its response header arrived.
+    upstream_started: Option<Instant>,
+    upstream_answered: Option<Instant>,
+    /// The last upstream server tried.
+    upstream_addr: Option<SocketAddr>,
+    /// The status of an error response the gateway itself sent.
+    error_status: Option<u16>,
 }
 
 /// Upper bound on connection attempts for one request (each to another server or group).
@@ -154,6 +177,11 @@ impl ProxyHttp for CanaryProxy {
             served_group: None,
             failed_servers: Vec::new(),
             resend_retries: 0,
+            started: Instant::now(),
+            upstream_started: None,
+            upstream_answered: None,
+            upstream_addr: None,
+            error_status: None,
         }
     }
 
@@ -202,6 +230,8 @@ impl ProxyHttp for CanaryProxy {
             };
             if let Some(addr) = pool.select(key, &ctx.failed_servers) {
                 ctx.served_group = Some(group);
+                ctx.upstream_addr = Some(addr);
+                ctx.upstream_started.get_or_insert_with(Instant::now);
                 return Ok(Box::new(pool.peer(addr)));
             }
             match pool.config.fallback {
@@ -242,7 +272,14 @@ impl ProxyHttp for CanaryProxy {
         if let Some(addr) = peer._address.as_inet() {
             ctx.failed_servers.push(*addr);
         }
-        e.set_retry(ctx.failed_servers.len() < MAX_CONNECT_TRIES);
+        let retry = ctx.failed_servers.len() < MAX_CONNECT_TRIES;
+        if let Some(group) = ctx.served_group_name() {
+            METRICS.connect_errors.with_label_values(&[group]).inc();
+            if retry {
+                METRICS.retries.with_label_values(&[group]).inc();
+            }
+        }
+        e.set_retry(retry);
         e
     }
 
@@ -268,6 +305,9 @@ impl ProxyHttp for CanaryProxy {
             );
         if retry {
             ctx.resend_retries += 1;
+            if let Some(group) = ctx.served_group_name() {
+                METRICS.retries.with_label_values(&[group]).inc();
+            }
         }
         e.set_retry(retry);
         e
@@ -280,6 +320,7 @@ impl ProxyHttp for CanaryProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = error_status(e);
+        ctx.error_status = Some(code);
         if code > 0 {
             let mut response = ServerSession::generate_error(code);
             let body = Bytes::from(format!("{code} {}\n", error_text(code)));
@@ -338,6 +379,81 @@ impl ProxyHttp for CanaryProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_answered.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let (Some(state), Some(decision)) = (ctx.state.as_ref(), ctx.decision.as_ref()) else {
+            return;
+        };
+        let router = &state.router;
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.error_status)
+            .unwrap_or(0);
+        let served = ctx.served_group.unwrap_or(decision.group);
+        let elapsed = ctx.started.elapsed();
+        state.metrics.record(
+            served.0,
+            decision.rule.map(|r| r.0),
+            status,
+            elapsed.as_secs_f64(),
+        );
+        let fell_back = served != decision.group;
+        if fell_back {
+            METRICS
+                .fallbacks
+                .with_label_values(&[router.group_name(decision.group), router.group_name(served)])
+                .inc();
+        }
+        if let Some(log) = &self.access_log {
+            let request = session.req_header();
+            let host = request
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| request.uri.host())
+                .unwrap_or("");
+            let path = String::from_utf8_lossy(request.raw_path());
+            let upstream_ms = ctx
+                .upstream_started
+                .zip(ctx.upstream_answered)
+                .map(|(start, end)| millis(end.saturating_duration_since(start)));
+            log.log(&AccessRecord {
+                ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                request_id: &ctx.request_id,
+                client_ip: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default(),
+                method: request.method.as_str(),
+                host,
+                path: &path,
+                status,
+                group: router.group_name(served),
+                rule: router.rule_name(decision),
+                reason: if fell_back {
+                    "fallback"
+                } else {
+                    decision.reason.as_str()
+                },
+                upstream: ctx.upstream_addr.map(|a| a.to_string()),
+                bytes_sent: session.body_bytes_sent(),
+                duration_ms: millis(elapsed),
+                upstream_duration_ms: upstream_ms,
+            });
+        }
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -366,6 +482,17 @@ impl ProxyHttp for CanaryProxy {
         }
         Ok(())
     }
+}
+
+impl RequestCtx {
+    fn served_group_name(&self) -> Option<&str> {
+        let state = self.state.as_ref()?;
+        Some(state.router.group_name(self.served_group?))
+    }
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Whether a request carries a body (a non-zero Content-Length or any Transfer-Encoding).

@@ -1,0 +1,284 @@
+//! Prometheus metrics: request counts and latency per group, upstream errors, retries,
+//! fallbacks, server health, config generation, reloads and list sizes. Served as text on
+//! `gateway.metrics.listen` (`GET /metrics`).
+//!
+//! The request path only touches pre-resolved counters and histograms (atomics); label lookups
+//! in the `prometheus` crate's maps happen when a state is built, on rare events (errors,
+//! fallbacks, unusual status codes) and at scrape time.
+
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::live::Controller;
+use crate::routing::{Matcher, Router};
+
+/// Every metric the gateway exports, in its own registry.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub connect_errors: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub healthy: IntGaugeVec,
+    pub generation: IntGauge,
+    pub reloads: IntCounterVec,
+    pub users: IntGaugeVec,
+    pub access_log_dropped: IntCounter,
+    pub bad_signatures: IntCounter,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let requests = IntCounterVec::new(
+        Opts::new(
+            "gateway_requests_total",
+            "Proxied requests by serving group, deciding rule and status sent",
+        ),
+        &["group", "rule", "status"],
+    )?;
+    let duration = HistogramVec::new(
+        HistogramOpts::new(
+            "gateway_request_duration_seconds",
+            "Request start to last byte sent, by serving group",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]),
+        &["group"],
+    )?;
+    let connect_errors = IntCounterVec::new(
+        Opts::new(
+            "gateway_upstream_connect_errors_total",
+            "Failed connection attempts to a group's servers",
+        ),
+        &["group"],
+    )?;
+    let retries = IntCounterVec::new(
+        Opts::new("gateway_retries_total", "Requests sent upstream again"),
+        &["group"],
+    )?;
+    let fallbacks = IntCounterVec::new(
+        Opts::new(
+            "gateway_fallbacks_total",
+            "Requests served by a fallback group because their group had no server",
+        ),
+        &["from", "to"],
+    )?;
+    let healthy = IntGaugeVec::new(
+        Opts::new(
+            "gateway_upstream_healthy",
+            "1 when the server passes its health check",
+        ),
+        &["group", "server"],
+    )?;
+    let generation = IntGauge::new(
+        "gateway_config_generation",
+        "Configuration generation (+1 per reload or admin change)",
+    )?;
+    let reloads = IntCounterVec::new(
+        Opts::new("gateway_reloads_total", "Reloads by result (ok, error)"),
+        &["result"],
+    )?;
+    let users = IntGaugeVec::new(
+        Opts::new("gateway_users", "Users on each list rule"),
+        &["rule"],
+    )?;
+    let access_log_dropped = IntCounter::new(
+        "gateway_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind",
+    )?;
+    let bad_signatures = IntCounter::new(
+        "gateway_cookie_signature_invalid_total",
+        "Requests whose user cookie had a missing or wrong signature (treated as anonymous)",
+    )?;
+    registry.register(Box::new(requests.clone()))?;
+    registry.register(Box::new(duration.clone()))?;
+    registry.register(Box::new(connect_errors.clone()))?;
+    registry.register(Box::new(retries.clone()))?;
+    registry.register(Box::new(fallbacks.clone()))?;
+    registry.register(Box::new(healthy.clone()))?;
+    registry.register(Box::new(generation.clone()))?;
+    registry.register(Box::new(reloads.clone()))?;
+    registry.register(Box::new(users.clone()))?;
+    registry.register(Box::new(access_log_dropped.clone()))?;
+    registry.register(Box::new(bad_signatures.clone()))?;
+    Ok(Metrics {
+        registry,
+        requests,
+        duration,
+        connect_errors,
+        retries,
+        fallbacks,
+        healthy,
+        generation,
+        reloads,
+        users,
+        access_log_dropped,
+        bad_signatures,
+    })
+}
+
+/// The process's metrics. Building them cannot fail (fixed names and labels); if it ever did,
+/// that is a programming error caught by the first test.
+pub static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().expect("metric names and labels are valid and unique"));
+
+/// Status codes whose request counters are resolved ahead of time.
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 408, 413, 500, 502, 503, 504,
+];
+
+/// Pre-resolved request counters and histograms for one state's groups and rules.
+pub struct RequestMetrics {
+    /// `[group][rule slot][status index]`; rule slot `rules.len()` is "default" (no rule).
+    counters: Vec<Vec<Vec<IntCounter>>>,
+    histograms: Vec<Histogram>,
+    group_names: Vec<String>,
+    rule_names: Vec<String>,
+}
+
+impl RequestMetrics {
+    pub fn new(router: &Router) -> Self {
+        let m = &*METRICS;
+        let mut rule_names: Vec<String> = router.rules.iter().map(|r| r.name.clone()).collect();
+        rule_names.push("default".into());
+        let counters = router
+            .group_names
+            .iter()
+            .map(|group| {
+                rule_names
+                    .iter()
+                    .map(|rule| {
+                        COMMON_STATUSES
+                            .iter()
+                            .map(|s| m.requests.with_label_values(&[group, rule, &s.to_string()]))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let histograms = router
+            .group_names
+            .iter()
+            .map(|g| m.duration.with_label_values(&[g]))
+            .collect();
+        RequestMetrics {
+            counters,
+            histograms,
+            group_names: router.group_names.clone(),
+            rule_names,
+        }
+    }
+
+    /// Counts one finished request. `rule` is the rule index, or `None` for no rule.
+    pub fn record(&self, group: usize, rule: Option<usize>, status: u16, seconds: f64) {
+        let slot = rule.unwrap_or(self.rule_names.len() - 1);
+        let counter = COMMON_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|i| self.counters.get(group)?.get(slot)?.get(i));
+        match counter {
+            Some(c) => c.inc(),
+            None => {
+                let group = self.group_names.get(group).map_or("?", String::as_str);
+                let rule = self.rule_names.get(slot).map_or("?", String::as_str);
+                METRICS
+                    .requests
+                    .with_label_values(&[group, rule, &status.to_string()])
+                    .inc();
+            }
+        }
+        if let Some(h) = self.histograms.get(group) {
+            h.observe(seconds);
+        }
+    }
+}
+
+/// Refreshes the gauges that mirror live state (health, generation, list sizes).
+fn refresh(controller: &Controller) {
+    let m = &*METRICS;
+    let state = controller.state().load_full();
+    m.healthy.reset();
+    for pool in &state.pools {
+        for (addr, healthy) in pool.health() {
+            m.healthy
+                .with_label_values(&[&pool.config.name, &addr.to_string()])
+                .set(i64::from(healthy));
+        }
+    }
+    m.generation.set(controller.generation() as i64);
+    m.users.reset();
+    for rule in &state.router.rules {
+        if let Matcher::Users { users } = &rule.matcher {
+            m.users
+                .with_label_values(&[&rule.name])
+                .set(users.len() as i64);
+        }
+    }
+}
+
+/// Serves `GET /metrics`.
+pub struct MetricsApp {
+    controller: Arc<Controller>,
+}
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, content_type, body) = if session.req_header().uri.path() != "/metrics" {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"try /metrics\n".to_vec(),
+            )
+        } else {
+            refresh(&self.controller);
+            let mut body = Vec::new();
+            let encoder = TextEncoder::new();
+            match encoder.encode(&METRICS.registry.gather(), &mut body) {
+                Ok(()) => (StatusCode::OK, "text/plain; version=0.0.4", body),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("cannot encode metrics: {e}\n").into_bytes(),
+                ),
+            }
+        };
+        let length = body.len();
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(length),
+        );
+        response
+    }
+}
+
+/// A listening service for `/metrics`.
+pub fn metrics_service(
+    controller: Arc<Controller>,
+    listen: &str,
+) -> Service<HttpServer<MetricsApp>> {
+    let mut service = Service::new(
+        "canary-gateway metrics".to_string(),
+        HttpServer::new_app(MetricsApp { controller }),
+    );
+    service.add_tcp(listen);
+    service
+}

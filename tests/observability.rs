@@ -1,0 +1,332 @@
+//! End-to-end tests of metrics and the access log.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+struct Observed {
+    stable: Origin,
+    canary: Origin,
+    gateway: Gateway,
+    metrics: SocketAddr,
+}
+
+fn start() -> Observed {
+    let stable = Origin::start("stable");
+    let canary = Origin::start("canary");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let section = format!(
+        "{groups}  routing:\n    default: stable\n    rules:\n\
+         \x20     - name: testers\n        users: [\"tess\", \"tom\"]\n        group: canary\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n  access_log: {{ path: access.log }}\n",
+        groups = groups_yaml(&[("stable", &stable), ("canary", &canary)])
+    );
+    let gateway = Gateway::start(&section);
+    wait_for_port(metrics);
+    Observed {
+        stable,
+        canary,
+        gateway,
+        metrics,
+    }
+}
+
+impl Observed {
+    /// Metric samples: `name{labels}` → value.
+    fn scrape(&self) -> HashMap<String, f64> {
+        let r = get(self.metrics, "/metrics", &[]);
+        assert_eq!(r.status, 200);
+        r.text()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.gateway.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Waits (bounded) until the log has `n` lines; the writer flushes within a second.
+    fn wait_log(&self, n: usize) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let lines = self.log_lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{} of {n} log lines after 5 s",
+                lines.len()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn sum(samples: &HashMap<String, f64>, prefix: &str, needle: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix) && k.contains(needle))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn counters_move_by_exactly_the_requests_sent() {
+    let o = start();
+    let mut client = Client::connect(o.gateway.addr);
+    for i in 0..37 {
+        let cookie = if i % 3 == 0 {
+            "canary_user=tess"
+        } else {
+            "canary_user=someone"
+        };
+        assert_eq!(client.get("/", &[("Cookie", cookie)]).status, 200);
+    }
+    let m = o.scrape();
+    let total = |group: &str| sum(&m, "gateway_requests_total{", &format!("group=\"{group}\""));
+    assert_eq!(total("canary"), 13.0);
+    assert_eq!(total("stable"), 24.0);
+    assert_eq!(
+        m.get("gateway_requests_total{group=\"canary\",rule=\"testers\",status=\"200\"}"),
+        Some(&13.0)
+    );
+    assert_eq!(
+        m.get("gateway_requests_total{group=\"stable\",rule=\"default\",status=\"200\"}"),
+        Some(&24.0)
+    );
+    assert_eq!(
+        m.get("gateway_request_duration_seconds_count{group=\"canary\"}"),
+        Some(&13.0)
+    );
+    assert!(
+        m.contains_key("gateway_request_duration_seconds_bucket{group=\"stable\",le=\"0.005\"}")
+    );
+    assert_eq!(m.get("gateway_config_generation"), Some(&1.0));
+    assert_eq!(m.get("gateway_users{rule=\"testers\"}"), Some(&2.0));
+    let healthy = format!(
+        "gateway_upstream_healthy{{group=\"canary\",server=\"{}\"}}",
+        o.canary.addr
+    );
+    assert_eq!(m.get(&healthy), Some(&1.0), "{m:?}");
+    assert_eq!(o.stable.count() + o.canary.count(), 37);
+}
+
+#[test]
+fn log_line_per_request_with_every_field() {
+    let o = start();
+    let mut ids = Vec::new();
+    for cookie in ["canary_user=tess", "canary_user=x", "nothing=1"] {
+        let r = get(o.gateway.addr, "/path/here?q=1", &[("Cookie", cookie)]);
+        ids.push(r.header("x-request-id").expect("id").to_string());
+    }
+    let lines = o.wait_log(3);
+    assert_eq!(lines.len(), 3);
+    let fields = [
+        "ts",
+        "request_id",
+        "client_ip",
+        "method",
+        "host",
+        "path",
+        "status",
+        "group",
+        "rule",
+        "reason",
+        "upstream",
+        "bytes_sent",
+        "duration_ms",
+        "upstream_duration_ms",
+    ];
+    for line in &lines {
+        for f in fields {
+            assert!(
+                line.get(f).is_some_and(|v| !v.is_null()),
+                "{f} missing in {line}"
+            );
+        }
+        assert!(
+            humantime::parse_rfc3339(line["ts"].as_str().expect("ts")).is_ok(),
+            "{line}"
+        );
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["host"], "test.local");
+        assert_eq!(line["path"], "/path/here?q=1");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["client_ip"], "127.0.0.1");
+    }
+    let logged: Vec<&str> = lines
+        .iter()
+        .map(|l| l["request_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        logged, ids,
+        "one line per request, in order, with the ids the clients got"
+    );
+    assert_eq!(
+        (
+            lines[0]["group"].as_str(),
+            lines[0]["rule"].as_str(),
+            lines[0]["reason"].as_str()
+        ),
+        (Some("canary"), Some("testers"), Some("user_list"))
+    );
+    assert_eq!(
+        (lines[1]["rule"].as_str(), lines[1]["reason"].as_str()),
+        (Some("default"), Some("default"))
+    );
+    assert_eq!(lines[2]["reason"], "anonymous");
+    assert_eq!(lines[0]["upstream"], o.canary.addr.to_string());
+    assert_eq!(lines[0]["bytes_sent"], 6, "body \"canary\"");
+}
+
+/// Client-controlled strings are escaped: each line stays one valid JSON object.
+#[test]
+fn hostile_strings_cannot_break_a_line() {
+    let o = start();
+    let raw = "GET /a%22b%5C?x=\\y%0A HTTP/1.1\r\nHost: evil\"host\\ {\"x\":1}\r\n\r\n";
+    let r = Client::connect(o.gateway.addr).send_raw(raw.as_bytes());
+    assert_eq!(r.status, 200);
+    get(o.gateway.addr, "/next", &[]);
+    let lines = o.wait_log(2);
+    assert_eq!(lines[0]["host"], "evil\"host\\ {\"x\":1}");
+    assert_eq!(lines[0]["path"], "/a%22b%5C?x=\\y%0A");
+    assert_eq!(
+        lines[1]["path"], "/next",
+        "the next request is its own line"
+    );
+}
+
+/// Under a wrk run with rotating cookies every line parses, ids are unique, and the line count
+/// matches the requests wrk made.
+#[test]
+fn wrk_run_logs_every_request() {
+    let o = start();
+    let script = o.gateway.dir.path().join("rotate.lua");
+    std::fs::write(
+        &script,
+        "local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/r/\" .. n, { [\"Cookie\"] = \"canary_user=u\" .. (n % 50) })\nend\n",
+    )
+    .expect("script");
+    let out = Command::new("wrk")
+        .args(["-t1", "-c8", "-d2s", "-s"])
+        .arg(&script)
+        .arg(format!("http://{}/", o.gateway.addr))
+        .output()
+        .expect("wrk is installed by scripts/setup.sh test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests: usize = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+    assert!(requests > 100, "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    // wrk may stop with requests still in flight; those are logged too, so allow its count of
+    // connections as the margin.
+    let lines = o.wait_log(requests);
+    assert!(
+        lines.len() <= requests + 8,
+        "{} lines for {requests} requests",
+        lines.len()
+    );
+    let ids: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["request_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), lines.len(), "request ids are unique");
+    let m = o.scrape();
+    assert_eq!(
+        sum(&m, "gateway_requests_total{", "") as usize,
+        lines.len(),
+        "metrics agree with the log"
+    );
+}
+
+#[test]
+fn sigusr1_reopens_the_log_for_logrotate() {
+    let o = start();
+    get(o.gateway.addr, "/before", &[]);
+    o.wait_log(1);
+    let path = o.gateway.dir.path().join("access.log");
+    let rotated = o.gateway.dir.path().join("access.log.1");
+    std::fs::rename(&path, &rotated).expect("rotate");
+    o.gateway.signal("USR1");
+    let start = Instant::now();
+    // Lines keep going to the old file until the writer reopens; keep sending until one lands
+    // in the new file.
+    while !path.exists()
+        || std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .is_empty()
+    {
+        get(o.gateway.addr, "/after", &[]);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no new log file after SIGUSR1"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let old = std::fs::read_to_string(&rotated).expect("rotated file");
+    assert!(old.contains("/before"));
+    assert!(std::fs::read_to_string(&path)
+        .expect("new file")
+        .contains("/after"));
+}
+
+#[test]
+fn fallback_and_error_metrics() {
+    let stable = Origin::start("stable");
+    let dead = free_port();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let section = format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n    canary:\n      servers: [\"127.0.0.1:{dead}\"]\n\
+         \x20     health_check: {{ type: none }}\n      fallback: stable\n\
+         \x20 routing:\n    default: canary\n  metrics: {{ listen: \"{metrics}\" }}\n",
+        stable.addr
+    );
+    let gateway = Gateway::start(&section);
+    wait_for_port(metrics);
+    for _ in 0..5 {
+        let r = get(gateway.addr, "/", &[]);
+        assert_eq!((r.status, r.text().as_str()), (200, "stable"));
+    }
+    let text = get(metrics, "/metrics", &[]).text();
+    let value = |key: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
+    };
+    assert_eq!(
+        value("gateway_upstream_connect_errors_total{group=\"canary\"}"),
+        5.0
+    );
+    assert_eq!(
+        value("gateway_fallbacks_total{from=\"canary\",to=\"stable\"}"),
+        5.0
+    );
+    assert_eq!(value("gateway_retries_total{group=\"canary\"}"), 5.0);
+    assert_eq!(
+        value("gateway_requests_total{group=\"stable\",rule=\"default\",status=\"200\"}"),
+        5.0
+    );
+}
