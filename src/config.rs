@@ -74,6 +74,82 @@ pub struct GatewayConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The JSON access log, when configured.
     pub access_log: Option<crate::access_log::Target>,
+    /// Limits on client requests.
+    pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed when finding the client address.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// Limits on client requests (see the README's security section for the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub head: crate::guard::HeadLimits,
+    /// Total time allowed for a request body, and for each read of it.
+    pub body_timeout: Duration,
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head: crate::guard::HeadLimits::default(),
+            body_timeout: Duration::from_secs(30),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// An IP network (`10.0.0.0/8`, `2001:db8::/32`, or a single address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr/prefix` or a bare address.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: prefix must be 0..={max}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The admin API's listener, credentials and state file.
@@ -126,6 +202,21 @@ struct FileGateway {
     metrics: Option<FileMetrics>,
     #[serde(default)]
     access_log: Option<FileAccessLog>,
+    #[serde(default)]
+    limits: Option<FileLimits>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_request_line: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_body_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -436,7 +527,17 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
         }
     });
 
+    let limits = validate_limits(file.limits.unwrap_or_default())?;
+    let trusted_proxies = file
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Cidr::parse(c).map_err(|m| (format!("gateway.trusted_proxies[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+
     Ok(GatewayConfig {
+        limits,
+        trusted_proxies,
         metrics_listen,
         access_log,
         admin,
@@ -547,6 +648,31 @@ fn validate_rule(
             seed: seed.as_bytes().into(),
         },
         group,
+    })
+}
+
+fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
+    let defaults = Limits::default();
+    let key = |k: &str| format!("gateway.limits.{k}");
+    let duration = |k: &str, v: &Option<String>, d: Duration| {
+        v.as_ref()
+            .map_or(Ok(d), |v| positive_duration(v).map_err(|m| (key(k), m)))
+    };
+    let size = |k: &str, v: Option<usize>, d: usize, min: usize| match v {
+        Some(n) if n < min => Err((key(k), format!("{n} is below the minimum {min}"))),
+        Some(n) => Ok(n),
+        None => Ok(d),
+    };
+    let head = crate::guard::HeadLimits {
+        header_timeout: duration("header_timeout", &file.header_timeout, defaults.head.header_timeout)?,
+        max_request_line: size("max_request_line", file.max_request_line, defaults.head.max_request_line, 64)?,
+        max_header_bytes: size("max_header_bytes", file.max_header_bytes, defaults.head.max_header_bytes, 1024)?,
+        max_headers: size("max_headers", file.max_headers, defaults.head.max_headers, 8)?,
+    };
+    Ok(Limits {
+        head,
+        body_timeout: duration("body_timeout", &file.body_timeout, defaults.body_timeout)?,
+        max_body_bytes: file.max_body_bytes.unwrap_or(defaults.max_body_bytes),
     })
 }
 

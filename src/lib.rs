@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod lifecycle;
 pub mod live;
 pub mod metrics;
@@ -38,6 +39,7 @@ pub fn add_services(
     let admin = gateway.admin.clone();
     let demo_origins = gateway.demo_origins.clone();
     let metrics_listen = gateway.metrics_listen;
+    let head_limits = gateway.limits.head;
     let access_log = match &gateway.access_log {
         Some(target) => Some(
             access_log::AccessLog::start(target.clone())
@@ -49,10 +51,13 @@ pub fn add_services(
     let state = controller.state();
     let in_flight = InFlight::default();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let http_proxy = pingora_proxy::http_proxy(
         &server.configuration,
         CanaryProxy::new(state.clone(), in_flight.clone(), access_log.clone()),
-        "canary-gateway proxy",
+    );
+    let mut proxy = pingora_core::services::listening::Service::new(
+        "canary-gateway proxy".to_string(),
+        guard::GuardedApp::new(http_proxy, head_limits),
     );
     for addr in &listen {
         proxy.add_tcp(addr);

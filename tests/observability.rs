@@ -99,7 +99,13 @@ fn counters_move_by_exactly_the_requests_sent() {
         };
         assert_eq!(client.get("/", &[("Cookie", cookie)]).status, 200);
     }
-    let m = o.scrape();
+    // A request is counted when it is logged, just after its response went out.
+    let start = Instant::now();
+    let mut m = o.scrape();
+    while sum(&m, "gateway_requests_total{", "") < 37.0 && start.elapsed() < Duration::from_secs(3) {
+        thread::sleep(Duration::from_millis(20));
+        m = o.scrape();
+    }
     let total = |group: &str| sum(&m, "gateway_requests_total{", &format!("group=\"{group}\""));
     assert_eq!(total("canary"), 13.0);
     assert_eq!(total("stable"), 24.0);
@@ -308,7 +314,15 @@ fn fallback_and_error_metrics() {
         let r = get(gateway.addr, "/", &[]);
         assert_eq!((r.status, r.text().as_str()), (200, "stable"));
     }
-    let text = get(metrics, "/metrics", &[]).text();
+    // Requests are counted as they are logged, just after their responses.
+    let start = Instant::now();
+    let mut text = get(metrics, "/metrics", &[]).text();
+    while !text.contains("gateway_fallbacks_total{from=\"canary\",to=\"stable\"} 5")
+        && start.elapsed() < Duration::from_secs(3)
+    {
+        thread::sleep(Duration::from_millis(20));
+        text = get(metrics, "/metrics", &[]).text();
+    }
     let value = |key: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(key))

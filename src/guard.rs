@@ -1,0 +1,414 @@
+//! Request-head limits enforced on the client connection itself, before Pingora parses
+//! anything: a total deadline for each request head (slowloris), the request-line length (414),
+//! the head's size and its number of lines (431). A request over a limit gets a short canned
+//! answer and the connection is closed; memory per connection stays bounded.
+//!
+//! The guard wraps the accepted stream, watches the bytes of each request head as they arrive,
+//! and stops watching at the blank line that ends it. A response head written back
+//! (`HTTP/1.x NNN`) marks the start of the next request; `101 Switching Protocols` turns the
+//! guard off for the rest of the connection (websocket tunnels).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// Limits on each request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// From the first byte of a request head to its end.
+    pub header_timeout: Duration,
+    /// Longest request line (method, target, version).
+    pub max_request_line: usize,
+    /// Largest request head, request line included.
+    pub max_header_bytes: usize,
+    /// Most header lines.
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            header_timeout: Duration::from_secs(10),
+            max_request_line: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";
+const RESPONSE_414: &[u8] = b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\n414 URI Too Long\n";
+const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests: the next byte starts a request head.
+    Idle,
+    /// Inside a request head.
+    Head,
+    /// After the head (the body, or waiting for the response).
+    AfterHead,
+    /// Upgraded (101): bytes are no longer HTTP.
+    Tunnel,
+}
+
+/// A client connection with request-head limits.
+pub struct GuardedStream {
+    inner: Stream,
+    limits: HeadLimits,
+    phase: Phase,
+    deadline: Option<Pin<Box<Sleep>>>,
+    head_bytes: usize,
+    line_bytes: usize,
+    lines: usize,
+    /// A canned answer being written before the connection is closed.
+    rejection: Option<(&'static [u8], usize)>,
+}
+
+impl fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl GuardedStream {
+    pub fn new(inner: Stream, limits: HeadLimits) -> Self {
+        GuardedStream {
+            inner,
+            limits,
+            phase: Phase::Idle,
+            deadline: None,
+            head_bytes: 0,
+            line_bytes: 0,
+            lines: 0,
+            rejection: None,
+        }
+    }
+
+    fn start_head(&mut self) {
+        self.phase = Phase::Head;
+        self.head_bytes = 0;
+        self.line_bytes = 0;
+        self.lines = 0;
+        let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
+        match &mut self.deadline {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// Scans newly read head bytes; returns a canned answer when a limit is passed.
+    fn scan(&mut self, bytes: &[u8]) -> Option<&'static [u8]> {
+        for &b in bytes {
+            if self.phase == Phase::Idle {
+                self.start_head();
+            }
+            self.head_bytes += 1;
+            if self.head_bytes > self.limits.max_header_bytes {
+                return Some(if self.lines == 0 {
+                    RESPONSE_414
+                } else {
+                    RESPONSE_431
+                });
+            }
+            match b {
+                b'\n' if self.line_bytes == 0 => {
+                    if self.lines > 0 {
+                        // The blank line: the head is complete.
+                        self.phase = Phase::AfterHead;
+                        return None;
+                    }
+                    // Blank lines before the request line are ignored (RFC 9112 §2.2).
+                }
+                b'\n' => {
+                    self.lines += 1;
+                    self.line_bytes = 0;
+                    if self.lines > self.limits.max_headers + 1 {
+                        return Some(RESPONSE_431);
+                    }
+                }
+                b'\r' => {}
+                _ => {
+                    self.line_bytes += 1;
+                    if self.lines == 0 && self.line_bytes > self.limits.max_request_line {
+                        return Some(RESPONSE_414);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Writes the pending canned answer; `Ready` once written (or the write failed).
+    fn poll_rejection(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        while let Some((bytes, written)) = self.rejection {
+            if written >= bytes.len() {
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                Poll::Ready(Ok(n)) => self.rejection = Some((bytes, written + n)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if let Poll::Pending = Pin::new(&mut self.inner).poll_flush(cx) {
+            return Poll::Pending;
+        }
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request head over a limit; answered and closing",
+        ))
+    }
+
+    /// Notes a response head going out: the next bytes read start a new request.
+    fn saw_write(&mut self, buf: &[u8]) {
+        if self.phase == Phase::Tunnel || !buf.starts_with(b"HTTP/1.") {
+            return;
+        }
+        match buf.get(9..12) {
+            Some(b"101") => {
+                self.phase = Phase::Tunnel;
+                self.deadline = None;
+            }
+            // Other informational answers (100 Continue) come before the body.
+            Some([b'1', _, _]) => {}
+            _ => self.phase = Phase::Idle,
+        }
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.rejection.is_some() {
+            return this.poll_rejection(cx).map(Err);
+        }
+        if this.phase == Phase::Head {
+            if let Some(deadline) = &mut this.deadline {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.rejection = Some((RESPONSE_408, 0));
+                    return this.poll_rejection(cx).map(Err);
+                }
+            }
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            if matches!(this.phase, Phase::Idle | Phase::Head) {
+                if let Some(answer) = this.scan(&buf.filled()[before..]) {
+                    buf.set_filled(before);
+                    this.rejection = Some((answer, 0));
+                    return this.poll_rejection(cx).map(Err);
+                }
+            }
+        }
+        result
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.saw_write(buf);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            self.saw_write(first);
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// Wraps an application so every accepted connection gets the request-head guard.
+pub struct GuardedApp<A> {
+    inner: Arc<A>,
+    limits: HeadLimits,
+}
+
+impl<A> GuardedApp<A> {
+    pub fn new(inner: A, limits: HeadLimits) -> Self {
+        GuardedApp {
+            inner: Arc::new(inner),
+            limits,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let guarded: Stream = Box::new(GuardedStream::new(session, self.limits));
+        self.inner.process_new(guarded, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(limits: HeadLimits, input: &[u8]) -> (Option<&'static [u8]>, Phase) {
+        let (client, _server) = tokio::io::duplex(64);
+        let mut g = GuardedStream::new(Box::new(client), limits);
+        let answer = g.scan(input);
+        (answer, g.phase)
+    }
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            header_timeout: Duration::from_secs(1),
+            max_request_line: 32,
+            max_header_bytes: 128,
+            max_headers: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn head_scanning() {
+        let ok = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(scan_all(limits(), ok), (None, Phase::AfterHead));
+        let leading_blank = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(scan_all(limits(), leading_blank), (None, Phase::AfterHead));
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(40));
+        assert_eq!(scan_all(limits(), long_line.as_bytes()).0, Some(RESPONSE_414));
+        let many = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
+        assert_eq!(scan_all(limits(), many).0, Some(RESPONSE_431));
+        let three = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+        assert_eq!(scan_all(limits(), three).0, None);
+        let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(200));
+        assert_eq!(scan_all(limits(), big.as_bytes()).0, Some(RESPONSE_431));
+        let partial = b"GET / HTTP/1.1\r\nHost";
+        assert_eq!(scan_all(limits(), partial), (None, Phase::Head));
+    }
+
+    #[tokio::test]
+    async fn responses_move_the_phase() {
+        let (client, _server) = tokio::io::duplex(64);
+        let mut g = GuardedStream::new(Box::new(client), limits());
+        g.scan(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(g.phase, Phase::AfterHead);
+        g.saw_write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(g.phase, Phase::AfterHead, "100 Continue comes before the body");
+        g.saw_write(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(g.phase, Phase::Idle);
+        g.scan(b"GET / HTTP/1.1\r\n\r\n");
+        g.saw_write(b"HTTP/1.1 101 Switching Protocols\r\n");
+        assert_eq!(g.phase, Phase::Tunnel);
+        g.saw_write(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(g.phase, Phase::Tunnel, "a tunnel stays a tunnel");
+    }
+}
