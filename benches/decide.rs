@@ -15,6 +15,7 @@ fn router(rules: Vec<Rule>) -> Router {
         default_group: GroupId(0),
         rules,
         mode: Mode::Rules,
+        signing_keys: Vec::new(),
     }
 }
 
@@ -42,6 +43,8 @@ fn bench(c: &mut Criterion) {
         name: "qa".into(),
         matcher: Matcher::Header {
             name: "x-canary-group".into(),
+            secret: None,
+            from: Vec::new(),
         },
         group: GroupId(0),
     }]);

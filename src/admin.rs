@@ -12,6 +12,7 @@ use pingora::services::listening::Service;
 use serde_json::{json, Value};
 
 use crate::live::{ApiError, Controller, OverlayMode};
+use crate::secure::constant_time_eq;
 
 /// Largest request body the admin API reads.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -34,17 +35,6 @@ pub fn admin_service(
     );
     service.add_tcp(listen);
     service
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
 }
 
 fn json_response(status: u16, body: &Value) -> Response<Vec<u8>> {
@@ -320,15 +310,6 @@ impl ServeHttp for AdminApp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-tokem"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-token-longer"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn query_values_are_decoded() {

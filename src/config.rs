@@ -12,6 +12,7 @@ use std::time::Duration;
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
+pub use crate::cidr::Cidr;
 use crate::routing::{percent_to_ppm, GroupId, Matcher, Mode, Router, Rule};
 use crate::upstreams::{
     GroupConfig, HealthCheckConfig, HealthProbe, Selection, ServerConfig, Timeouts,
@@ -100,57 +101,6 @@ impl Default for Limits {
     }
 }
 
-/// An IP network (`10.0.0.0/8`, `2001:db8::/32`, or a single address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: std::net::IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `addr/prefix` or a bare address.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let network: std::net::IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: prefix must be 0..={max}"))?,
-        };
-        Ok(Cidr { network, prefix })
-    }
-
-    /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
 
 /// The admin API's listener, credentials and state file.
 #[derive(Clone, PartialEq, Eq)]
@@ -324,7 +274,21 @@ struct FileRouting {
     default: String,
     #[serde(default)]
     rules: Vec<FileRule>,
+    #[serde(default)]
+    signing_key: Option<FileKeys>,
+    #[serde(default)]
+    signing_key_env: Option<String>,
 }
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileKeys {
+    One(String),
+    Several(Vec<String>),
+}
+
+/// Shortest accepted cookie signing key.
+pub const MIN_SIGNING_KEY_LEN: usize = 16;
 
 fn default_cookie() -> String {
     "canary_user".into()
@@ -340,6 +304,8 @@ struct FileRule {
     percent: Option<f64>,
     seed: Option<String>,
     group: Option<String>,
+    header_secret: Option<String>,
+    from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +447,8 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
         rules.push(validate_rule(rule, &key, base, &group_id)?);
     }
 
+    let signing_keys = signing_keys(routing)?;
+
     let decision_header = match file.decision_header {
         None | Some(FileDecisionHeader::Enabled(true)) => Some(DEFAULT_DECISION_HEADER.into()),
         Some(FileDecisionHeader::Enabled(false)) => None,
@@ -549,10 +517,47 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
             default_group,
             rules,
             mode: Mode::Rules,
+            signing_keys,
         }),
         decision_header,
         demo_origins,
     })
+}
+
+fn signing_keys(routing: &FileRouting) -> Result<Vec<Box<[u8]>>, KeyError> {
+    let (key, keys): (&str, Vec<String>) = match (&routing.signing_key, &routing.signing_key_env) {
+        (None, None) => return Ok(Vec::new()),
+        (Some(_), Some(_)) => {
+            return Err((
+                "gateway.routing".into(),
+                "set either `signing_key` or `signing_key_env`, not both".into(),
+            ))
+        }
+        (Some(FileKeys::One(k)), None) => ("gateway.routing.signing_key", vec![k.clone()]),
+        (Some(FileKeys::Several(ks)), None) => ("gateway.routing.signing_key", ks.clone()),
+        (None, Some(var)) => {
+            let value = std::env::var(var).map_err(|_| {
+                (
+                    "gateway.routing.signing_key_env".to_string(),
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            (
+                "gateway.routing.signing_key_env",
+                value.split(',').map(|k| k.trim().to_string()).collect(),
+            )
+        }
+    };
+    if keys.is_empty() {
+        return Err((key.into(), "needs at least one key".into()));
+    }
+    if keys.iter().any(|k| k.len() < MIN_SIGNING_KEY_LEN) {
+        return Err((
+            key.into(),
+            format!("every key must be at least {MIN_SIGNING_KEY_LEN} bytes (value not shown)"),
+        ));
+    }
+    Ok(keys.into_iter().map(|k| k.into_bytes().into()).collect())
 }
 
 fn validate_rule(
@@ -591,6 +596,12 @@ fn validate_rule(
         }
     };
 
+    if rule.header.is_none() && (rule.header_secret.is_some() || rule.from.is_some()) {
+        return Err((
+            key.to_string(),
+            "`header_secret` and `from` only go with a `header` rule".into(),
+        ));
+    }
     if let Some(header) = &rule.header {
         if rule.group.is_some() {
             return Err((
@@ -599,9 +610,28 @@ fn validate_rule(
             ));
         }
         let name = header_name(header).map_err(|m| (format!("{key}.header"), m))?;
+        let secret = match &rule.header_secret {
+            Some(s) if s.len() < 8 || s.contains(':') => {
+                return Err((
+                    format!("{key}.header_secret"),
+                    "must be at least 8 characters without ':' (value not shown)".into(),
+                ))
+            }
+            other => other.as_ref().map(|s| s.as_bytes().into()),
+        };
+        let from = rule
+            .from
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| Cidr::parse(c).map_err(|m| (format!("{key}.from[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rule.from.as_ref().is_some_and(|f| f.is_empty()) {
+            return Err((format!("{key}.from"), "needs at least one network".into()));
+        }
         return Ok(Rule {
             name: rule.name.clone(),
-            matcher: Matcher::Header { name },
+            matcher: Matcher::Header { name, secret, from },
             group: GroupId(0),
         });
     }
@@ -1002,7 +1032,7 @@ gateway:
         let r = &gw.router;
         assert_eq!(r.group_name(r.default_group), "stable");
         assert!(
-            matches!(&r.rules[0].matcher, Matcher::Header { name } if name == "x-canary-group")
+            matches!(&r.rules[0].matcher, Matcher::Header { name, .. } if name == "x-canary-group")
         );
         match &r.rules[2].matcher {
             Matcher::Percent { ppm, seed } => {

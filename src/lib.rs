@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cidr;
 pub mod config;
 pub mod demo;
 pub mod guard;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod request_id;
 pub mod routing;
+pub mod secure;
 pub mod upstreams;
 pub mod userset;
 

@@ -375,7 +375,12 @@ impl Controller {
             .iter()
             .map(|rule| {
                 let mut v = match &rule.matcher {
-                    Matcher::Header { name } => json!({ "kind": "header", "header": name }),
+                    Matcher::Header { name, secret, from } => json!({
+                        "kind": "header",
+                        "header": name,
+                        "needs_secret": secret.is_some(),
+                        "from": from.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                    }),
                     Matcher::Users { users } => {
                         let delta = inner.overlay.users.get(&rule.name);
                         json!({
@@ -481,7 +486,7 @@ impl HeaderLookup for ExplainHeaders<'_> {
             .router
             .rules
             .iter()
-            .any(|r| matches!(&r.matcher, Matcher::Header { name: n } if n == name));
+            .any(|r| matches!(&r.matcher, Matcher::Header { name: n, .. } if n == name));
         self.value.filter(|_| is_rule_header).map(str::as_bytes)
     }
 }
@@ -514,7 +519,7 @@ fn build_state(
                 .unwrap_or_else(|| Arc::new(Pool::new(group.clone())))
         })
         .collect();
-    let state = GatewayState::new(Arc::new(router), pools, config.decision_header.as_deref())
+    let state = GatewayState::new(Arc::new(router), pools, config)
         .map_err(|e| e.to_string())?;
     Ok((state, warnings))
 }

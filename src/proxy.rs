@@ -10,7 +10,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderMap, COOKIE};
+use http::header::{HeaderMap, HeaderValue, COOKIE};
 use log::warn;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -19,6 +19,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLog, AccessRecord};
+use crate::cidr::Cidr;
+use crate::config::{GatewayConfig, Limits};
 use crate::metrics::{RequestMetrics, METRICS};
 use crate::request_id;
 use crate::routing::{Decision, GroupId, HeaderLookup, Router};
@@ -34,6 +36,9 @@ pub struct GatewayState {
     pub decision_header: Option<http::HeaderName>,
     /// Request counters and histograms resolved for this state's groups and rules.
     pub metrics: RequestMetrics,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    pub limits: Limits,
 }
 
 impl GatewayState {
@@ -42,13 +47,17 @@ impl GatewayState {
     pub fn new(
         router: Arc<Router>,
         pools: Vec<Arc<Pool>>,
-        decision_header: Option<&str>,
+        config: &GatewayConfig,
     ) -> std::io::Result<Self> {
-        let decision_header = decision_header
+        let decision_header = config
+            .decision_header
+            .as_deref()
             .map(|name| http::HeaderName::from_bytes(name.as_bytes()))
             .transpose()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(GatewayState {
+            trusted_proxies: config.trusted_proxies.clone(),
+            limits: config.limits,
             metrics: RequestMetrics::new(&router),
             router,
             pools,
@@ -139,6 +148,11 @@ pub struct RequestCtx {
     upstream_addr: Option<SocketAddr>,
     /// The status of an error response the gateway itself sent.
     error_status: Option<u16>,
+    /// The client's address: the TCP peer, or behind trusted proxies the right-most
+    /// untrusted `X-Forwarded-For` address.
+    client_ip: Option<IpAddr>,
+    /// Request body bytes received so far.
+    body_bytes: u64,
 }
 
 /// Upper bound on connection attempts for one request (each to another server or group).
@@ -150,12 +164,20 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 /// Lets the router read Pingora's request headers without knowing their type.
-struct Headers<'a>(&'a HeaderMap);
+struct Headers<'a>(&'a HeaderMap, Option<IpAddr>);
 
 impl HeaderLookup for Headers<'_> {
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.0.get(name).map(|v| v.as_bytes())
     }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.1
+    }
+}
+
+fn bad_request(why: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::HTTPStatus(400), why)
 }
 
 /// The error returned when a hook runs before `request_filter` made its decision; a bug, but
@@ -182,23 +204,71 @@ impl ProxyHttp for CanaryProxy {
             upstream_answered: None,
             upstream_addr: None,
             error_status: None,
+            client_ip: None,
+            body_bytes: 0,
         }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        // Bounds each read of the body; request_body_filter bounds the whole body.
+        let body_timeout = self.state.load().limits.body_timeout;
+        session.set_read_timeout(Some(body_timeout));
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.state.load_full();
-        let headers = &session.req_header().headers;
-        let cookies = headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
-        let user = state.router.user_from_cookies(cookies);
-        ctx.decision = Some(state.router.decide(user, &Headers(headers)));
+        let peer = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        let request = session.req_header();
+        let headers = &request.headers;
         ctx.request_id = match headers.get(X_REQUEST_ID) {
             Some(id) if request_id::is_acceptable(id.as_bytes()) => {
                 String::from_utf8_lossy(id.as_bytes()).into_owned()
             }
             _ => request_id::generate(),
         };
+        ctx.client_ip = peer.map(|peer| client_ip(peer, headers, &state.trusted_proxies));
+        let cookies = headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
+        let user = match state.router.user_from_cookies_checked(cookies) {
+            Ok(user) => user,
+            Err(_) => {
+                METRICS.bad_signatures.inc();
+                None
+            }
+        };
+        ctx.decision = Some(state.router.decide(user, &Headers(headers, ctx.client_ip)));
         ctx.state = Some(state);
+        check_framing(request, ctx)?;
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(state) = &ctx.state else {
+            return Ok(());
+        };
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > state.limits.max_body_bytes {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the limit",
+            ));
+        }
+        if ctx.started.elapsed() > state.limits.body_timeout {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(408),
+                "request body took too long",
+            ));
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -355,12 +425,12 @@ impl ProxyHttp for CanaryProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_ip = session
+        let peer = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
-        let forwarded_for = forwarded_for(&upstream_request.headers, client_ip);
-        if let Some(ip) = client_ip {
+        let forwarded_for = forwarded_for(&upstream_request.headers, peer);
+        if let Some(ip) = ctx.client_ip {
             upstream_request.insert_header(X_REAL_IP, ip.to_string())?;
         } else {
             upstream_request.remove_header(X_REAL_IP);
@@ -430,11 +500,7 @@ impl ProxyHttp for CanaryProxy {
             log.log(&AccessRecord {
                 ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
                 request_id: &ctx.request_id,
-                client_ip: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_default(),
+                client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 method: request.method.as_str(),
                 host,
                 path: &path,
@@ -493,6 +559,60 @@ impl RequestCtx {
 
 fn millis(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// The client address: `peer`, or when `peer` is a trusted proxy, the right-most
+/// `X-Forwarded-For` address that is not (the left-most one when all are trusted).
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let lines: Vec<&HeaderValue> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+    for line in lines.iter().rev() {
+        let Ok(line) = line.to_str() else { return client };
+        for hop in line.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(ip) {
+                        return ip;
+                    }
+                }
+                // An unparsable hop ends the trusted chain; keep the last good address.
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+/// Rejects requests whose framing is ambiguous, so nothing ambiguous reaches an origin:
+/// HTTP/1.1 without `Host`, `Content-Length` together with `Transfer-Encoding`; and bodies
+/// announced over the size limit.
+fn check_framing(request: &RequestHeader, ctx: &RequestCtx) -> Result<()> {
+    let headers = &request.headers;
+    if request.version == http::Version::HTTP_11 && !headers.contains_key(http::header::HOST) {
+        return Err(bad_request("HTTP/1.1 request without Host"));
+    }
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(bad_request("both Content-Length and Transfer-Encoding"));
+    }
+    let limit = ctx.state.as_ref().map_or(u64::MAX, |s| s.limits.max_body_bytes);
+    let announced = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit) {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(413),
+            "request body over the limit",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a request carries a body (a non-zero Content-Length or any Transfer-Encoding).
@@ -561,6 +681,30 @@ fn forwarded_for(headers: &HeaderMap, client_ip: Option<IpAddr>) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ip_behind_trusted_proxies() {
+        let trusted = [
+            Cidr::parse("10.0.0.0/8").expect("cidr"),
+            Cidr::parse("192.168.1.1").expect("cidr"),
+        ];
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, "6.6.6.6, 203.0.113.5".parse().expect("v"));
+        headers.append(X_FORWARDED_FOR, "10.1.1.1".parse().expect("v"));
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(client_ip(ip("198.51.100.9"), &headers, &trusted), ip("198.51.100.9"));
+        // Through trusted hops, the right-most untrusted address; spoofed entries to its left are ignored.
+        assert_eq!(client_ip(ip("192.168.1.1"), &headers, &trusted), ip("203.0.113.5"));
+        assert_eq!(client_ip(ip("10.9.9.9"), &HeaderMap::new(), &trusted), ip("10.9.9.9"));
+        let mut all_trusted = HeaderMap::new();
+        all_trusted.append(X_FORWARDED_FOR, "10.0.0.2, 10.0.0.3".parse().expect("v"));
+        assert_eq!(client_ip(ip("10.0.0.4"), &all_trusted, &trusted), ip("10.0.0.2"));
+        let mut garbage = HeaderMap::new();
+        garbage.append(X_FORWARDED_FOR, "nonsense, 10.0.0.3".parse().expect("v"));
+        assert_eq!(client_ip(ip("10.0.0.4"), &garbage, &trusted), ip("10.0.0.3"));
+        assert_eq!(client_ip(ip("10.0.0.4"), &headers, &[]), ip("10.0.0.4"), "no trusted proxies");
+    }
 
     #[test]
     fn forwarded_for_appends_the_client() {

@@ -5,8 +5,11 @@
 //! [`Router::decide`] once per request and keeps the [`Decision`] in its per-request context.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::cidr::Cidr;
+use crate::secure::{constant_time_eq, verify_signed};
 use crate::userset::UserSet;
 
 /// Longest user id the gateway accepts from the cookie; a longer value makes the user anonymous.
@@ -76,7 +79,13 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub enum Matcher {
     /// A request header whose value is a group name picks that group; other values are ignored.
-    Header { name: String },
+    /// With `secret`, the value must be `group:secret`; with `from`, the client address must be
+    /// in one of the networks.
+    Header {
+        name: String,
+        secret: Option<Box<[u8]>>,
+        from: Vec<Cidr>,
+    },
     /// Users on the list go to the rule's group.
     Users { users: Arc<UserSet> },
     /// Users whose stable bucket is below `ppm` (parts per million) go to the rule's group.
@@ -92,10 +101,16 @@ pub struct Rule {
     pub group: GroupId,
 }
 
-/// Read access to request headers, so the router needs no HTTP library types.
+/// Read access to the request's headers and client address, so the router needs no HTTP
+/// library types.
 pub trait HeaderLookup {
     /// The first value of header `name` (lower-case), if present.
     fn header(&self, name: &str) -> Option<&[u8]>;
+
+    /// The client's address as the gateway sees it (after trusted proxies).
+    fn client_ip(&self) -> Option<IpAddr> {
+        None
+    }
 }
 
 /// A header list for tests and the explain endpoint.
@@ -129,7 +144,13 @@ pub struct Router {
     pub default_group: GroupId,
     pub rules: Vec<Rule>,
     pub mode: Mode,
+    /// When not empty, the user cookie must be signed (`<id>.<tag>`) with one of these keys.
+    pub signing_keys: Vec<Box<[u8]>>,
 }
+
+/// The user cookie carried a missing or wrong signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSignature;
 
 impl Router {
     /// Decide the group for a request with user id `user` (from [`Router::user_from_cookies`]).
@@ -155,9 +176,16 @@ impl Router {
         }
         for (index, rule) in self.rules.iter().enumerate() {
             let matched = match &rule.matcher {
-                Matcher::Header { name } => headers
+                Matcher::Header { name, secret, from } => headers
                     .header(name)
-                    .and_then(|value| self.group_by_name(trim_ows(value)))
+                    .filter(|_| {
+                        from.is_empty()
+                            || headers
+                                .client_ip()
+                                .is_some_and(|ip| from.iter().any(|net| net.contains(ip)))
+                    })
+                    .and_then(|value| header_group(trim_ows(value), secret.as_deref()))
+                    .and_then(|group| self.group_by_name(group))
                     .map(|group| (group, Reason::Header)),
                 Matcher::Users { users } => user
                     .filter(|id| users.contains(id))
@@ -190,7 +218,29 @@ impl Router {
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
-        find_cookie(cookie_headers, self.cookie.as_bytes()).filter(|id| is_valid_user_id(id))
+        self.user_from_cookies_checked(cookie_headers)
+            .ok()
+            .flatten()
+    }
+
+    /// As [`Router::user_from_cookies`], telling a bad signature apart from no cookie. With
+    /// signing keys, the value must be `<user id>.<tag>`; the user id is returned.
+    pub fn user_from_cookies_checked<'a, I>(
+        &self,
+        cookie_headers: I,
+    ) -> Result<Option<&'a [u8]>, BadSignature>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let Some(value) = find_cookie(cookie_headers, self.cookie.as_bytes()) else {
+            return Ok(None);
+        };
+        let user = if self.signing_keys.is_empty() {
+            value
+        } else {
+            verify_signed(value, &self.signing_keys).ok_or(BadSignature)?
+        };
+        Ok(Some(user).filter(|id| is_valid_user_id(id)))
     }
 
     /// The group with this exact name.
@@ -216,6 +266,18 @@ impl Router {
             .and_then(|id| self.rules.get(id.0))
             .map(|rule| rule.name.as_str())
             .unwrap_or("default")
+    }
+}
+
+/// The group a QA header value names: the whole value, or with a secret, the part before the
+/// last `:` when the part after it is the secret.
+fn header_group<'a>(value: &'a [u8], secret: Option<&[u8]>) -> Option<&'a [u8]> {
+    match secret {
+        None => Some(value),
+        Some(secret) => {
+            let colon = value.iter().rposition(|&b| b == b':')?;
+            constant_time_eq(&value[colon + 1..], secret).then_some(&value[..colon])
+        }
     }
 }
 
@@ -334,6 +396,8 @@ mod tests {
                     name: "qa-override".into(),
                     matcher: Matcher::Header {
                         name: "x-canary-group".into(),
+                        secret: None,
+                        from: Vec::new(),
                     },
                     group: STABLE,
                 },
@@ -354,6 +418,7 @@ mod tests {
                 percent_rule("rollout", 10.0, "2026-11-release", CANARY),
             ],
             mode: Mode::Rules,
+            signing_keys: Vec::new(),
         }
     }
 
@@ -674,6 +739,59 @@ mod tests {
         assert_eq!(percent_to_ppm(100.1), None);
         assert_eq!(percent_to_ppm(-1.0), None);
         assert_eq!(percent_to_ppm(f64::NAN), None);
+    }
+
+    struct FromIp<'a>(&'a [(&'a str, &'a str)], &'a str);
+
+    impl HeaderLookup for FromIp<'_> {
+        fn header(&self, name: &str) -> Option<&[u8]> {
+            self.0.header(name)
+        }
+        fn client_ip(&self) -> Option<IpAddr> {
+            self.1.parse().ok()
+        }
+    }
+
+    /// A QA header with a secret needs `group:secret`; with `from`, a client in the networks.
+    #[test]
+    fn restricted_qa_header() {
+        let mut r = router();
+        r.rules[0].matcher = Matcher::Header {
+            name: "x-canary-group".into(),
+            secret: Some(b"s3cret"[..].into()),
+            from: vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
+        };
+        let cases = [
+            ("canary:s3cret", "10.1.2.3", CANARY, Reason::Header),
+            ("canary", "10.1.2.3", STABLE, Reason::Anonymous),
+            ("canary:wrong", "10.1.2.3", STABLE, Reason::Anonymous),
+            ("canary:s3cret", "192.0.2.1", STABLE, Reason::Anonymous),
+            ("canary:s3cretx", "10.1.2.3", STABLE, Reason::Anonymous),
+        ];
+        for (value, ip, group, reason) in cases {
+            let headers = [("x-canary-group", value)];
+            let d = r.decide(None, &FromIp(&headers, ip));
+            assert_eq!((d.group, d.reason), (group, reason), "{value} from {ip}");
+        }
+        // No client address known: a `from` rule does not match.
+        let d = r.decide(None, &[("x-canary-group", "canary:s3cret")][..]);
+        assert_eq!(d.reason, Reason::Anonymous);
+    }
+
+    /// With signing keys, only `<id>.<tag>` values with a valid tag identify a user.
+    #[test]
+    fn signed_cookies() {
+        let mut r = router();
+        r.signing_keys = vec![b"new"[..].into(), b"old"[..].into()];
+        let good = crate::secure::signed_cookie_value(b"old", "alice");
+        let cookie = format!("canary_user={good}");
+        assert_eq!(r.user_from_cookies_checked([cookie.as_bytes()]), Ok(Some(&b"alice"[..])));
+        assert_eq!(r.user_from_cookies_checked([&b"canary_user=alice"[..]]), Err(BadSignature));
+        let forged = format!("canary_user=bob.{}", &good[6..]);
+        assert_eq!(r.user_from_cookies_checked([forged.as_bytes()]), Err(BadSignature));
+        assert_eq!(r.user_from_cookies_checked([&b"other=1"[..]]), Ok(None));
+        let d = r.decide(r.user_from_cookies([&b"canary_user=alice"[..]]), &[][..]);
+        assert_eq!(d.reason, Reason::Anonymous, "an unsigned VIP is anonymous");
     }
 
     /// Rollback and promote override every rule, the QA header included.

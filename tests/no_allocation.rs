@@ -37,6 +37,8 @@ fn decide_does_not_allocate() {
                 name: "qa".into(),
                 matcher: Matcher::Header {
                     name: "x-canary-group".into(),
+                    secret: None,
+                    from: Vec::new(),
                 },
                 group: GroupId(0),
             },
@@ -55,6 +57,7 @@ fn decide_does_not_allocate() {
             },
         ],
         mode: Mode::Rules,
+        signing_keys: Vec::new(),
     };
     let headers: &[(&str, &str)] = &[("x-other", "1")];
     let cookies: [&[u8]; 3] = [
