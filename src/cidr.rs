@@ -40,11 +40,15 @@ impl Cidr {
         };
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -67,7 +71,10 @@ mod tests {
         let net = Cidr::parse("10.1.0.0/16").expect("valid");
         assert!(net.contains("10.1.200.3".parse().expect("ip")));
         assert!(!net.contains("10.2.0.1".parse().expect("ip")));
-        assert!(net.contains("::ffff:10.1.0.9".parse().expect("ip")), "IPv4-mapped");
+        assert!(
+            net.contains("::ffff:10.1.0.9".parse().expect("ip")),
+            "IPv4-mapped"
+        );
         let one = Cidr::parse("192.0.2.7").expect("valid");
         assert!(one.contains("192.0.2.7".parse().expect("ip")));
         assert!(!one.contains("192.0.2.8".parse().expect("ip")));

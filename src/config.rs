@@ -101,7 +101,6 @@ impl Default for Limits {
     }
 }
 
-
 /// The admin API's listener, credentials and state file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
@@ -694,10 +693,29 @@ fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
         None => Ok(d),
     };
     let head = crate::guard::HeadLimits {
-        header_timeout: duration("header_timeout", &file.header_timeout, defaults.head.header_timeout)?,
-        max_request_line: size("max_request_line", file.max_request_line, defaults.head.max_request_line, 64)?,
-        max_header_bytes: size("max_header_bytes", file.max_header_bytes, defaults.head.max_header_bytes, 1024)?,
-        max_headers: size("max_headers", file.max_headers, defaults.head.max_headers, 8)?,
+        header_timeout: duration(
+            "header_timeout",
+            &file.header_timeout,
+            defaults.head.header_timeout,
+        )?,
+        max_request_line: size(
+            "max_request_line",
+            file.max_request_line,
+            defaults.head.max_request_line,
+            64,
+        )?,
+        max_header_bytes: size(
+            "max_header_bytes",
+            file.max_header_bytes,
+            defaults.head.max_header_bytes,
+            1024,
+        )?,
+        max_headers: size(
+            "max_headers",
+            file.max_headers,
+            defaults.head.max_headers,
+            8,
+        )?,
     };
     Ok(Limits {
         head,
@@ -957,6 +975,12 @@ fn resolve_server(server: &str) -> Result<SocketAddr, String> {
     }
     if !server.contains(':') {
         return Err(format!("{server:?} needs a port (host:port)"));
+    }
+    // Fuzzing must not send DNS queries anywhere.
+    if cfg!(fuzzing) {
+        return Err(format!(
+            "{server:?}: host names are not resolved while fuzzing"
+        ));
     }
     server
         .to_socket_addrs()

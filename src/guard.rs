@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType,
 };
-use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -51,6 +51,7 @@ impl Default for HeadLimits {
     }
 }
 
+const RESPONSE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n";
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";
 const RESPONSE_414: &[u8] = b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\n414 URI Too Long\n";
 const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n";
@@ -63,9 +64,13 @@ enum Phase {
     Head,
     /// After the head (the body, or waiting for the response).
     AfterHead,
-    /// Upgraded (101): bytes are no longer HTTP.
-    Tunnel,
+    /// Upgraded (101), or requests pipelined behind one another: the guard no longer knows
+    /// where heads start and leaves the rest of the connection to Pingora's own limits.
+    Unwatched,
 }
+
+/// How many bytes of each header line are kept to recognise its name.
+const NAME_PREFIX: usize = 20;
 
 /// A client connection with request-head limits.
 pub struct GuardedStream {
@@ -76,6 +81,10 @@ pub struct GuardedStream {
     head_bytes: usize,
     line_bytes: usize,
     lines: usize,
+    /// The start of the current line, lower-cased, to recognise framing headers.
+    line_start: [u8; NAME_PREFIX],
+    seen_content_length: bool,
+    seen_transfer_encoding: bool,
     /// A canned answer being written before the connection is closed.
     rejection: Option<(&'static [u8], usize)>,
 }
@@ -99,6 +108,9 @@ impl GuardedStream {
             head_bytes: 0,
             line_bytes: 0,
             lines: 0,
+            line_start: [0; NAME_PREFIX],
+            seen_content_length: false,
+            seen_transfer_encoding: false,
             rejection: None,
         }
     }
@@ -108,6 +120,8 @@ impl GuardedStream {
         self.head_bytes = 0;
         self.line_bytes = 0;
         self.lines = 0;
+        self.seen_content_length = false;
+        self.seen_transfer_encoding = false;
         let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
         match &mut self.deadline {
             Some(sleep) => sleep.as_mut().reset(deadline),
@@ -115,9 +129,10 @@ impl GuardedStream {
         }
     }
 
-    /// Scans newly read head bytes; returns a canned answer when a limit is passed.
+    /// Scans newly read head bytes; returns a canned answer when a limit is passed or the
+    /// framing is ambiguous (`Content-Length` together with `Transfer-Encoding`).
     fn scan(&mut self, bytes: &[u8]) -> Option<&'static [u8]> {
-        for &b in bytes {
+        for (i, &b) in bytes.iter().enumerate() {
             if self.phase == Phase::Idle {
                 self.start_head();
             }
@@ -132,13 +147,27 @@ impl GuardedStream {
             match b {
                 b'\n' if self.line_bytes == 0 => {
                     if self.lines > 0 {
-                        // The blank line: the head is complete.
-                        self.phase = Phase::AfterHead;
+                        // The blank line: the head is complete. Bytes after it in the same read
+                        // are a body or a pipelined request; the guard cannot tell which.
+                        self.phase = if i + 1 < bytes.len() {
+                            Phase::Unwatched
+                        } else {
+                            Phase::AfterHead
+                        };
+                        self.deadline = None;
                         return None;
                     }
                     // Blank lines before the request line are ignored (RFC 9112 §2.2).
                 }
                 b'\n' => {
+                    if self.lines > 0 {
+                        let name = &self.line_start[..self.line_bytes.min(NAME_PREFIX)];
+                        self.seen_content_length |= name.starts_with(b"content-length:");
+                        self.seen_transfer_encoding |= name.starts_with(b"transfer-encoding:");
+                        if self.seen_content_length && self.seen_transfer_encoding {
+                            return Some(RESPONSE_400);
+                        }
+                    }
                     self.lines += 1;
                     self.line_bytes = 0;
                     if self.lines > self.limits.max_headers + 1 {
@@ -147,6 +176,9 @@ impl GuardedStream {
                 }
                 b'\r' => {}
                 _ => {
+                    if let Some(slot) = self.line_start.get_mut(self.line_bytes) {
+                        *slot = b.to_ascii_lowercase();
+                    }
                     self.line_bytes += 1;
                     if self.lines == 0 && self.line_bytes > self.limits.max_request_line {
                         return Some(RESPONSE_414);
@@ -169,7 +201,7 @@ impl GuardedStream {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if let Poll::Pending = Pin::new(&mut self.inner).poll_flush(cx) {
+        if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
             return Poll::Pending;
         }
         Poll::Ready(io::Error::new(
@@ -180,12 +212,12 @@ impl GuardedStream {
 
     /// Notes a response head going out: the next bytes read start a new request.
     fn saw_write(&mut self, buf: &[u8]) {
-        if self.phase == Phase::Tunnel || !buf.starts_with(b"HTTP/1.") {
+        if self.phase == Phase::Unwatched || !buf.starts_with(b"HTTP/1.") {
             return;
         }
         match buf.get(9..12) {
             Some(b"101") => {
-                self.phase = Phase::Tunnel;
+                self.phase = Phase::Unwatched;
                 self.deadline = None;
             }
             // Other informational answers (100 Continue) come before the body.
@@ -347,7 +379,11 @@ impl<A> GuardedApp<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
-    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let guarded: Stream = Box::new(GuardedStream::new(session, self.limits));
         self.inner.process_new(guarded, shutdown).await
     }
@@ -384,7 +420,10 @@ mod tests {
         let leading_blank = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(scan_all(limits(), leading_blank), (None, Phase::AfterHead));
         let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(40));
-        assert_eq!(scan_all(limits(), long_line.as_bytes()).0, Some(RESPONSE_414));
+        assert_eq!(
+            scan_all(limits(), long_line.as_bytes()).0,
+            Some(RESPONSE_414)
+        );
         let many = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
         assert_eq!(scan_all(limits(), many).0, Some(RESPONSE_431));
         let three = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
@@ -393,6 +432,10 @@ mod tests {
         assert_eq!(scan_all(limits(), big.as_bytes()).0, Some(RESPONSE_431));
         let partial = b"GET / HTTP/1.1\r\nHost";
         assert_eq!(scan_all(limits(), partial), (None, Phase::Head));
+        let both = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(scan_all(limits(), both).0, Some(RESPONSE_400));
+        let pipelined = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
+        assert_eq!(scan_all(limits(), pipelined), (None, Phase::Unwatched));
     }
 
     #[tokio::test]
@@ -402,13 +445,17 @@ mod tests {
         g.scan(b"GET / HTTP/1.1\r\n\r\n");
         assert_eq!(g.phase, Phase::AfterHead);
         g.saw_write(b"HTTP/1.1 100 Continue\r\n\r\n");
-        assert_eq!(g.phase, Phase::AfterHead, "100 Continue comes before the body");
+        assert_eq!(
+            g.phase,
+            Phase::AfterHead,
+            "100 Continue comes before the body"
+        );
         g.saw_write(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(g.phase, Phase::Idle);
         g.scan(b"GET / HTTP/1.1\r\n\r\n");
         g.saw_write(b"HTTP/1.1 101 Switching Protocols\r\n");
-        assert_eq!(g.phase, Phase::Tunnel);
+        assert_eq!(g.phase, Phase::Unwatched);
         g.saw_write(b"HTTP/1.1 200 OK\r\n");
-        assert_eq!(g.phase, Phase::Tunnel, "a tunnel stays a tunnel");
+        assert_eq!(g.phase, Phase::Unwatched, "a tunnel stays a tunnel");
     }
 }

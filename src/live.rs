@@ -519,8 +519,7 @@ fn build_state(
                 .unwrap_or_else(|| Arc::new(Pool::new(group.clone())))
         })
         .collect();
-    let state = GatewayState::new(Arc::new(router), pools, config)
-        .map_err(|e| e.to_string())?;
+    let state = GatewayState::new(Arc::new(router), pools, config).map_err(|e| e.to_string())?;
     Ok((state, warnings))
 }
 

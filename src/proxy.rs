@@ -209,10 +209,17 @@ impl ProxyHttp for CanaryProxy {
         }
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
         // Bounds each read of the body; request_body_filter bounds the whole body.
         let body_timeout = self.state.load().limits.body_timeout;
         session.set_read_timeout(Some(body_timeout));
+        // Serve pipelined requests in order, each routed on its own (RFC 9112 §9.3.2), rather
+        // than dropping the later ones.
+        session.set_pipelining_enabled(true);
         Ok(())
     }
 
@@ -367,6 +374,7 @@ impl ProxyHttp for CanaryProxy {
         // the client gets its 504 on time.
         let request = session.req_header();
         let retry = ctx.resend_retries == 0
+            && !matches!(e.esource(), pingora_core::ErrorSource::Downstream)
             && request.method.is_idempotent()
             && !has_body(&request.headers)
             && !matches!(
@@ -571,7 +579,9 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
     let mut client = peer;
     let lines: Vec<&HeaderValue> = headers.get_all(X_FORWARDED_FOR).iter().collect();
     for line in lines.iter().rev() {
-        let Ok(line) = line.to_str() else { return client };
+        let Ok(line) = line.to_str() else {
+            return client;
+        };
         for hop in line.rsplit(',') {
             match hop.trim().parse::<IpAddr>() {
                 Ok(ip) => {
@@ -601,7 +611,10 @@ fn check_framing(request: &RequestHeader, ctx: &RequestCtx) -> Result<()> {
     {
         return Err(bad_request("both Content-Length and Transfer-Encoding"));
     }
-    let limit = ctx.state.as_ref().map_or(u64::MAX, |s| s.limits.max_body_bytes);
+    let limit = ctx
+        .state
+        .as_ref()
+        .map_or(u64::MAX, |s| s.limits.max_body_bytes);
     let announced = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -693,17 +706,36 @@ mod tests {
         headers.append(X_FORWARDED_FOR, "6.6.6.6, 203.0.113.5".parse().expect("v"));
         headers.append(X_FORWARDED_FOR, "10.1.1.1".parse().expect("v"));
         // An untrusted peer is the client, whatever it claims.
-        assert_eq!(client_ip(ip("198.51.100.9"), &headers, &trusted), ip("198.51.100.9"));
+        assert_eq!(
+            client_ip(ip("198.51.100.9"), &headers, &trusted),
+            ip("198.51.100.9")
+        );
         // Through trusted hops, the right-most untrusted address; spoofed entries to its left are ignored.
-        assert_eq!(client_ip(ip("192.168.1.1"), &headers, &trusted), ip("203.0.113.5"));
-        assert_eq!(client_ip(ip("10.9.9.9"), &HeaderMap::new(), &trusted), ip("10.9.9.9"));
+        assert_eq!(
+            client_ip(ip("192.168.1.1"), &headers, &trusted),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(ip("10.9.9.9"), &HeaderMap::new(), &trusted),
+            ip("10.9.9.9")
+        );
         let mut all_trusted = HeaderMap::new();
         all_trusted.append(X_FORWARDED_FOR, "10.0.0.2, 10.0.0.3".parse().expect("v"));
-        assert_eq!(client_ip(ip("10.0.0.4"), &all_trusted, &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.4"), &all_trusted, &trusted),
+            ip("10.0.0.2")
+        );
         let mut garbage = HeaderMap::new();
         garbage.append(X_FORWARDED_FOR, "nonsense, 10.0.0.3".parse().expect("v"));
-        assert_eq!(client_ip(ip("10.0.0.4"), &garbage, &trusted), ip("10.0.0.3"));
-        assert_eq!(client_ip(ip("10.0.0.4"), &headers, &[]), ip("10.0.0.4"), "no trusted proxies");
+        assert_eq!(
+            client_ip(ip("10.0.0.4"), &garbage, &trusted),
+            ip("10.0.0.3")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.4"), &headers, &[]),
+            ip("10.0.0.4"),
+            "no trusted proxies"
+        );
     }
 
     #[test]

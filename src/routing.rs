@@ -785,10 +785,19 @@ mod tests {
         r.signing_keys = vec![b"new"[..].into(), b"old"[..].into()];
         let good = crate::secure::signed_cookie_value(b"old", "alice");
         let cookie = format!("canary_user={good}");
-        assert_eq!(r.user_from_cookies_checked([cookie.as_bytes()]), Ok(Some(&b"alice"[..])));
-        assert_eq!(r.user_from_cookies_checked([&b"canary_user=alice"[..]]), Err(BadSignature));
+        assert_eq!(
+            r.user_from_cookies_checked([cookie.as_bytes()]),
+            Ok(Some(&b"alice"[..]))
+        );
+        assert_eq!(
+            r.user_from_cookies_checked([&b"canary_user=alice"[..]]),
+            Err(BadSignature)
+        );
         let forged = format!("canary_user=bob.{}", &good[6..]);
-        assert_eq!(r.user_from_cookies_checked([forged.as_bytes()]), Err(BadSignature));
+        assert_eq!(
+            r.user_from_cookies_checked([forged.as_bytes()]),
+            Err(BadSignature)
+        );
         assert_eq!(r.user_from_cookies_checked([&b"other=1"[..]]), Ok(None));
         let d = r.decide(r.user_from_cookies([&b"canary_user=alice"[..]]), &[][..]);
         assert_eq!(d.reason, Reason::Anonymous, "an unsigned VIP is anonymous");

@@ -102,7 +102,8 @@ fn counters_move_by_exactly_the_requests_sent() {
     // A request is counted when it is logged, just after its response went out.
     let start = Instant::now();
     let mut m = o.scrape();
-    while sum(&m, "gateway_requests_total{", "") < 37.0 && start.elapsed() < Duration::from_secs(3) {
+    while sum(&m, "gateway_requests_total{", "") < 37.0 && start.elapsed() < Duration::from_secs(3)
+    {
         thread::sleep(Duration::from_millis(20));
         m = o.scrape();
     }

@@ -201,13 +201,33 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
     let method = parts.next()?.to_string();
     let path = parts.next()?.to_string();
     let headers = read_headers(reader)?;
-    let length = headers
+    let chunked = headers
         .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break body;
+            }
+            chunk.truncate(size);
+            body.extend_from_slice(&chunk);
+        }
+    } else {
+        let length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        body
+    };
     Some(Recorded {
         method,
         path,
@@ -219,10 +239,12 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
 fn read_headers(reader: &mut impl BufRead) -> Option<Vec<(String, String)>> {
     let mut headers = Vec::new();
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
+        let mut raw = Vec::new();
+        if reader.read_until(b'\n', &mut raw).ok()? == 0 {
             return None;
         }
+        // Header values may carry non-UTF-8 bytes (obs-text); keep them visible.
+        let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
             return Some(headers);
