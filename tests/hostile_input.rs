@@ -269,7 +269,7 @@ fn slowloris_connections_are_closed_and_others_served() {
         })
         .collect();
     let start = Instant::now();
-    let mut closed = vec![false; SLOW];
+    let mut closed = [false; SLOW];
     let mut served_meanwhile = 0;
     while start.elapsed() < Duration::from_secs(6) && closed.iter().any(|c| !c) {
         for (i, c) in slow.iter_mut().enumerate() {
