@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Side-by-side load test: canary-gateway vs nginx doing the same cookie routing, in one run,
+# on the same fast origins (nginx `return 200`, 1 worker, two ports).
+#
+# Targets (1 worker each, pinned to CPU 1; wrk and the origins share CPU 0):
+#   gateway      canary-gateway (release build), threads: 1, VIP users_file + 10% rollout
+#   nginx-map    nginx: map $cookie_canary_user (VIP list) + split_clients (10%)
+#   openresty    nginx + libnginx-mod-http-lua: Lua table of VIPs + crc32 percentage
+#                (the OpenResty equivalent; all ratios are to this one)
+# wrk: 1 thread, 64 connections, 1,000 rotating users (every 10th a VIP), 100,000-id VIP list.
+# Targets alternate over ROUNDS rounds of SECONDS each; then a 2-worker round (no pinning),
+# a gateway round with metrics + access log on, and memory figures (idle RSS, RSS with a
+# 1,000,000-id list, RSS holding 10,000 idle keep-alive connections).
+#
+# Usage: scripts/loadtest.sh [SECONDS per run (10)] [ROUNDS (3)]
+# Traffic goes to 127.0.0.1 only; everything it starts is stopped when it ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/common.sh
+secs=${1:-10}
+rounds=${2:-3}
+bash scripts/setup.sh loadtest
+cargo build --release --quiet
+bin=$PWD/target/release/canary-gateway
+ulimit -n 65536 2>/dev/null || true
+
+dir=$(mktemp -d /tmp/canary-loadtest.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$dir"/*/nginx.pid; do stop_nginx "$f"; done
+}
+trap cleanup EXIT
+
+o1=$(free_port); o2=$(free_port)
+start_nginx_origins "$dir" "$o1" "$o2"
+taskset -pc 0 "$(cat "$dir/origins/nginx.pid")" >/dev/null
+for w in $(pgrep -P "$(cat "$dir/origins/nginx.pid")"); do taskset -pc 0 "$w" >/dev/null; done
+
+write_vip_file "$dir/vips.txt" 100000
+write_wrk_script "$dir/rotate.lua" 1000 10
+# nginx map include: "vip-10 stable;" per line.
+sed 's/$/ 1;/' "$dir/vips.txt" >"$dir/vips.map"
+
+# --- canary-gateway ---------------------------------------------------------------------
+gateway_config() {  # gateway_config NAME PORT THREADS USERS_FILE EXTRA
+  cat >"$dir/$1.yaml" <<YAML
+version: 1
+threads: $3
+work_stealing: false
+upstream_keepalive_pool_size: 256
+pid_file: $dir/$1.pid
+upgrade_sock: $dir/$1.upgrade.sock
+gateway:
+  listen: ["127.0.0.1:$2"]
+  groups:
+    stable: { servers: ["127.0.0.1:$o1"], health_check: { type: tcp, interval: 5s } }
+    canary: { servers: ["127.0.0.1:$o2"], health_check: { type: tcp, interval: 5s } }
+  routing:
+    cookie: canary_user
+    default: stable
+    rules:
+      - name: qa
+        header: x-canary-group
+      - name: vip
+        users_file: $4
+        group: stable
+      - name: rollout
+        percent: 10
+        seed: loadtest
+        group: canary
+$5
+YAML
+}
+
+# --- nginx proxies (map / lua) ------------------------------------------------------------
+nginx_proxy() {  # nginx_proxy NAME PORT WORKERS ROUTING_BLOCK HTTP_EXTRA
+  mkdir -p "$dir/$1"
+  cat >"$dir/$1/nginx.conf" <<NGINX
+$( [ "$1" != "${1#openresty}" ] && echo "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" )
+worker_processes $3;
+daemon on;
+pid $dir/$1/nginx.pid;
+error_log $dir/$1/error.log warn;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream stable { server 127.0.0.1:$o1; keepalive 256; }
+  upstream canary { server 127.0.0.1:$o2; keepalive 256; }
+  $5
+  server {
+    listen 127.0.0.1:$2 reuseport backlog=4096;
+    location / {
+      $4
+      proxy_pass http://\$backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Request-Id \$request_id;
+      add_header x-request-id \$request_id;
+      add_header x-canary-group \$backend;
+    }
+  }
+}
+NGINX
+  nginx -q -p "$dir/$1" -c "$dir/$1/nginx.conf"
+}
+
+MAP_HTTP='map_hash_max_size 262144;
+  map_hash_bucket_size 64;
+  map $cookie_canary_user $is_vip { default 0; include '"$dir"'/vips.map; }
+  split_clients "loadtest:${cookie_canary_user}" $rollout { 10% canary; * stable; }
+  map "$http_x_canary_group|$is_vip|$cookie_canary_user" $backend {
+    default $rollout;
+    "~^stable\|" stable;
+    "~^canary\|" canary;
+    "~^\|1\|" stable;
+    "~^\|0\|$" stable;
+  }'
+LUA_HTTP='lua_package_path "/nonexistent/?.lua;";
+  init_by_lua_block {
+    VIPS = {}
+    for line in io.lines("'"$dir"'/vips.txt") do VIPS[line] = true end
+  }'
+LUA_ROUTE='set $backend stable;
+      access_by_lua_block {
+        local qa = ngx.var.http_x_canary_group
+        if qa == "stable" or qa == "canary" then ngx.var.backend = qa return end
+        local user = ngx.var.cookie_canary_user
+        if not user or user == "" then return end
+        if VIPS[user] then return end
+        if ngx.crc32_short("loadtest:" .. user) % 100 < 10 then ngx.var.backend = "canary" end
+      }'
+
+pin_nginx() { for w in $(pgrep -P "$(cat "$dir/$1/nginx.pid")"); do taskset -pc "$2" "$w" >/dev/null; done; }
+
+start_target() {  # start_target NAME WORKERS CPUSET -> prints port
+  local name=$1 workers=$2 cpus=$3 port
+  port=$(free_port)
+  case $name in
+    gateway*)
+      local extra=""
+      [ "$name" = gateway-observed ] && extra="  metrics: { listen: \"127.0.0.1:$(free_port)\" }
+  access_log: { path: $dir/access.log }"
+      gateway_config "$name" "$port" "$workers" "$dir/vips.txt" "$extra"
+      RUST_LOG=warn taskset -c "$cpus" "$bin" -c "$dir/$name.yaml" >>"$dir/$name.log" 2>&1 &
+      pids+=($!); echo $! >"$dir/$name.run.pid" ;;
+    nginx-map*) nginx_proxy "$name" "$port" "$workers" "" "$MAP_HTTP"; pin_nginx "$name" "$cpus" ;;
+    openresty*) nginx_proxy "$name" "$port" "$workers" "$LUA_ROUTE" "$LUA_HTTP"; pin_nginx "$name" "$cpus" ;;
+  esac
+  wait_port "$port" >/dev/null
+  echo "$port"
+}
+
+stop_target() {  # stop_target NAME
+  case $1 in
+    gateway*) kill -INT "$(cat "$dir/$1.run.pid")" 2>/dev/null || true ;;
+    *) stop_nginx "$dir/$1/nginx.pid" ;;
+  esac
+  sleep 0.5
+}
+
+# Checks that a target routes like the others: VIP -> stable, QA header -> canary.
+check_routing() {
+  local port=$1 vip qa
+  vip=$(curl -s --cookie canary_user=vip-10 "http://127.0.0.1:$port/")
+  qa=$(curl -s -H 'x-canary-group: canary' "http://127.0.0.1:$port/")
+  [ "$vip" = "This is version 1" ] && [ "$qa" = "This is version 2" ] || {
+    echo "routing check failed on :$port (vip=$vip qa=$qa)" >&2; return 1; }
+}
+
+run_wrk() {  # run_wrk PORT WRKCPUS -> "rps p50_us p99_us errors non2xx"
+  local out
+  out=$(taskset -c "$2" wrk -t1 -c64 -d"${secs}s" --latency -s "$dir/rotate.lua" "http://127.0.0.1:$1/" 2>&1)
+  local s rps non2xx
+  s=$(grep '^SUMMARY' <<<"$out")
+  rps=$(sed -n 's/^Requests\/sec:[[:space:]]*\([0-9.]*\).*/\1/p' <<<"$out")
+  non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: \([0-9]*\).*/\1/p' <<<"$out"); non2xx=${non2xx:-0}
+  local g; g() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$s"; }
+  echo "$rps $(g p50_us) $(g p99_us) $(( $(g connect) + $(g read) + $(g write) + $(g timeout) )) $non2xx"
+}
+
+declare -A rps_sum p50_list p99_list err_sum
+record() {  # record NAME "rps p50 p99 err non2xx"
+  read -r rps p50 p99 err non <<<"$2"
+  rps_sum[$1]=$(awk "BEGIN{print ${rps_sum[$1]:-0} + $rps}")
+  p50_list[$1]="${p50_list[$1]:-} $p50"; p99_list[$1]="${p99_list[$1]:-} $p99"
+  err_sum[$1]=$(( ${err_sum[$1]:-0} + err + non ))
+  printf "  %-18s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  errors %d\n" "$1" "$rps" "$p50" "$p99" $((err + non))
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+echo "machine: $(nproc) cores, $(uname -r); wrk -t1 -c64, ${secs}s per run, $rounds rounds"
+targets=(gateway nginx-map openresty)
+for round in $(seq 1 "$rounds"); do
+  echo "round $round"
+  for t in "${targets[@]}"; do
+    port=$(start_target "$t" 1 1)
+    check_routing "$port"
+    taskset -c 0 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1  # warm-up
+    record "$t" "$(run_wrk "$port" 0)"
+    stop_target "$t"
+  done
+done
+
+summary() {  # summary TITLE ROUNDS names...
+  local title=$1 n=$2; shift 2
+  echo; echo "$title"
+  printf "  %-18s %12s %10s %10s %8s %10s\n" target "req/s" "p50 us" "p99 us" errors "vs openresty"
+  local base; base=$(awk "BEGIN{print ${rps_sum[$3]:-1} / $n}")
+  for t in "$@"; do
+    local avg; avg=$(awk "BEGIN{print ${rps_sum[$t]} / $n}")
+    printf "  %-18s %12.0f %10s %10s %8d %10.2fx\n" "$t" "$avg" "$(median "${p50_list[$t]}")" "$(median "${p99_list[$t]}")" "${err_sum[$t]}" "$(awk "BEGIN{print $avg / $base}")"
+  done
+}
+summary "1 worker each (mean req/s over $rounds rounds, median latency):" "$rounds" gateway nginx-map openresty
+
+echo; echo "2 workers each (no pinning, 1 round):"
+for t in gateway nginx-map openresty; do
+  port=$(start_target "$t" 2 0-1)
+  taskset -c 0-1 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
+  record "$t-2w" "$(run_wrk "$port" 0-1)"
+  stop_target "$t"
+done
+summary "2 workers each:" 1 gateway-2w nginx-map-2w openresty-2w
+
+echo; echo "cost of metrics + access log (gateway, 1 worker, 1 round each):"
+port=$(start_target gateway-observed 1 1)
+record gateway-observed "$(run_wrk "$port" 0)"
+stop_target gateway-observed
+lines=$(wc -l <"$dir/access.log")
+echo "  access log lines: $lines"
+port=$(start_target gateway 1 1)
+record gateway-plain "$(run_wrk "$port" 0)"
+stop_target gateway
+echo "  ratio observed / plain: $(awk "BEGIN{printf \"%.3f\", ${rps_sum[gateway-observed]} / ${rps_sum[gateway-plain]}}")"
+
+echo; echo "memory (gateway, 1 worker):"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+port=$(start_target gateway 1 1); pid=$(cat "$dir/gateway.run.pid")
+sleep 1; echo "  idle RSS, 100k-id VIP list:            $(rss "$pid") kB"
+python3 - "$port" <<'PY' &
+import socket, sys, time
+port = int(sys.argv[1]); conns = []
+for i in range(10000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: canary_user=user-%d\r\n\r\n" % i)
+    conns.append(s)
+ok = 0
+for s in conns:
+    s.settimeout(10)
+    if s.recv(4096).startswith(b"HTTP/1.1 200"): ok += 1
+print(f"  idle keep-alive connections held:       {ok} of 10000", flush=True)
+time.sleep(4)
+PY
+holder=$!
+sleep 3
+wait_for_conns() { for _ in $(seq 1 100); do [ "$(ls /proc/"$pid"/fd | wc -l)" -gt 10000 ] && return 0; sleep 0.1; done; }
+wait_for_conns
+echo "  RSS with 10,000 idle keep-alive conns:  $(rss "$pid") kB"
+wait "$holder" || true
+stop_target gateway
+python3 - "$dir/million.txt" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    for i in range(1_000_000):
+        f.write(f"customer-{i:07d}\n")
+PY
+gateway_config gateway-million "$(free_port)" 1 "$dir/million.txt" ""
+port=$(sed -n 's/.*listen: \["127.0.0.1:\([0-9]*\)"\].*/\1/p' "$dir/gateway-million.yaml")
+start=$(date +%s%N)
+RUST_LOG=warn "$bin" -c "$dir/gateway-million.yaml" >>"$dir/gateway-million.log" 2>&1 &
+pids+=($!); mpid=$!
+wait_port "$port"
+echo "  start to listening, 1,000,000-id list:  $(( ($(date +%s%N) - start) / 1000000 )) ms"
+taskset -c 0 wrk -t1 -c64 -d3s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
+echo "  RSS with a 1,000,000-id list (after load): $(rss "$mpid") kB"
+kill -INT "$mpid"
