@@ -163,6 +163,38 @@ fn string_list(map: &serde_json::Map<String, Value>, field: &str) -> Result<Vec<
 }
 
 impl AdminApp {
+    /// A change to a store-backed rule goes to Redis (and from there to every node); this node
+    /// applies it at once too.
+    async fn store_write(
+        &self,
+        store: &crate::store::Store,
+        set: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<u64, ApiError> {
+        for (field, ids) in [("add", &add), ("remove", &remove)] {
+            if let Some(bad) = ids
+                .iter()
+                .find(|id| !crate::routing::is_valid_user_id(id.as_bytes()))
+            {
+                return Err(ApiError::bad_request(
+                    field,
+                    format!("{bad:?} is not a valid user id (1-256 cookie-safe characters)"),
+                ));
+            }
+        }
+        let change = crate::store::Change { set, add, remove };
+        store.write(&change).await.map_err(|e| ApiError {
+            status: 503,
+            field: None,
+            message: format!("the store is unavailable, nothing changed: {e}"),
+        })?;
+        if store.apply(&change) {
+            self.controller.refresh_store();
+        }
+        Ok(self.controller.generation())
+    }
+
     fn authorized(&self, session: &ServerSession) -> bool {
         let Some(value) = session
             .req_header()
@@ -259,7 +291,12 @@ impl AdminApp {
                     if add.is_empty() && remove.is_empty() {
                         return Err(ApiError::bad_request("add", "nothing to add or remove"));
                     }
-                    self.controller.change_users(name, &add, &remove).map(ok)
+                    match self.controller.store_set(name) {
+                        Some((store, set)) => {
+                            self.store_write(&store, set, add, remove).await.map(ok)
+                        }
+                        None => self.controller.change_users(name, &add, &remove).map(ok),
+                    }
                 }
                 _ => Err(not_allowed()),
             },

@@ -79,6 +79,10 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Proxies whose `X-Forwarded-For` is believed when finding the client address.
     pub trusted_proxies: Vec<Cidr>,
+    /// The Redis store for shared user sets, when configured.
+    pub store: Option<crate::store::StoreConfig>,
+    /// Rules whose users come from the store: rule name → set name.
+    pub store_sets: BTreeMap<String, String>,
 }
 
 /// Limits on client requests (see the README's security section for the defaults).
@@ -155,6 +159,20 @@ struct FileGateway {
     limits: Option<FileLimits>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    store: Option<FileStore>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStore {
+    redis: String,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    resync_interval: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -305,6 +323,7 @@ struct FileRule {
     group: Option<String>,
     header_secret: Option<String>,
     from: Option<Vec<String>>,
+    users_store: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -494,6 +513,20 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
         }
     });
 
+    let store = file.store.map(validate_store).transpose()?;
+    let mut store_sets = BTreeMap::new();
+    for (i, rule) in routing.rules.iter().enumerate() {
+        if let Some(set) = &rule.users_store {
+            let key = format!("gateway.routing.rules[{i}].users_store");
+            if store.is_none() {
+                return Err((key, "needs a `gateway.store` section".into()));
+            }
+            if set.is_empty() || !set.bytes().all(is_token_byte) {
+                return Err((key, format!("{set:?} is not a valid set name")));
+            }
+            store_sets.insert(rule.name.clone(), set.clone());
+        }
+    }
     let limits = validate_limits(file.limits.unwrap_or_default())?;
     let trusted_proxies = file
         .trusted_proxies
@@ -503,6 +536,8 @@ fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
         .collect::<Result<Vec<_>, _>>()?;
 
     Ok(GatewayConfig {
+        store,
+        store_sets,
         limits,
         trusted_proxies,
         metrics_listen,
@@ -565,7 +600,7 @@ fn validate_rule(
     base: &Path,
     group_id: &dyn Fn(String, &str) -> Result<GroupId, KeyError>,
 ) -> Result<Rule, KeyError> {
-    let has_users = rule.users.is_some() || rule.users_file.is_some();
+    let has_users = rule.users.is_some() || rule.users_file.is_some() || rule.users_store.is_some();
     let kinds = [rule.header.is_some(), has_users, rule.percent.is_some()]
         .iter()
         .filter(|&&k| k)
@@ -574,7 +609,7 @@ fn validate_rule(
         return Err((
             key.to_string(),
             format!(
-                "rule {:?} needs exactly one of `header`, `users`/`users_file` or `percent`",
+                "rule {:?} needs exactly one of `header`, `users`/`users_file`/`users_store` or `percent`",
                 rule.name
             ),
         ));
@@ -677,6 +712,30 @@ fn validate_rule(
             seed: seed.as_bytes().into(),
         },
         group,
+    })
+}
+
+fn validate_store(file: FileStore) -> Result<crate::store::StoreConfig, KeyError> {
+    if !(file.redis.starts_with("redis://") || file.redis.starts_with("rediss://")) {
+        return Err((
+            "gateway.store.redis".into(),
+            "must be a redis:// URL (value not shown)".into(),
+        ));
+    }
+    let duration = |k: &str, v: &Option<String>, d: Duration| {
+        v.as_ref().map_or(Ok(d), |v| {
+            positive_duration(v).map_err(|m| (format!("gateway.store.{k}"), m))
+        })
+    };
+    Ok(crate::store::StoreConfig {
+        url: file.redis,
+        prefix: file.prefix.unwrap_or_else(|| "canary:".into()),
+        resync_interval: duration(
+            "resync_interval",
+            &file.resync_interval,
+            Duration::from_secs(60),
+        )?,
+        timeout: duration("timeout", &file.timeout, Duration::from_secs(2))?,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod request_id;
 pub mod routing;
 pub mod secure;
+pub mod store;
 pub mod upstreams;
 pub mod userset;
 
@@ -91,6 +92,12 @@ pub fn add_services(
         server.add_service(metrics::metrics_service(
             controller.clone(),
             &listen.to_string(),
+        ));
+    }
+    if let Some(store) = controller.store() {
+        server.add_service(background_service(
+            "redis store",
+            store::StoreService::new(store, controller.clone()),
         ));
     }
     if let Some(admin) = admin {

@@ -18,6 +18,7 @@ use crate::proxy::GatewayState;
 use crate::routing::{
     is_valid_user_id, percent_to_ppm, HeaderLookup, Matcher, Mode, Router, PERCENT_SCALE_PPM,
 };
+use crate::store::Store;
 use crate::upstreams::Pool;
 use crate::userset::UserSet;
 
@@ -137,6 +138,8 @@ pub struct Controller {
     source: ConfigSource,
     state: Arc<ArcSwap<GatewayState>>,
     state_file: Option<PathBuf>,
+    /// The Redis store, when configured (fixed at start, like the listeners).
+    store: Option<Arc<Store>>,
     inner: Mutex<Inner>,
 }
 
@@ -148,7 +151,20 @@ impl Controller {
             Some(path) => read_state_file(path)?,
             None => Overlay::default(),
         };
-        let (state, overlay_warnings) = build_state(&config, &overlay, None)?;
+        let store = match &config.store {
+            Some(store_config) => {
+                let sets: Vec<String> = config.store_sets.values().cloned().collect();
+                Some(Arc::new(Store::new(store_config.clone(), &sets)?))
+            }
+            None => None,
+        };
+        if store.is_some() {
+            warn!(
+                "store: user sets {:?} serve from their users files (or empty) until Redis is loaded",
+                config.store_sets.values().collect::<Vec<_>>()
+            );
+        }
+        let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref())?;
         for w in &overlay_warnings {
             warn!("state file: {w}");
         }
@@ -156,6 +172,7 @@ impl Controller {
             source,
             state: Arc::new(ArcSwap::from_pointee(state)),
             state_file,
+            store,
             inner: Mutex::new(Inner {
                 base: config,
                 overlay,
@@ -169,6 +186,35 @@ impl Controller {
     /// The state handle the proxy and the health checker read.
     pub fn state(&self) -> Arc<ArcSwap<GatewayState>> {
         self.state.clone()
+    }
+
+    /// The Redis store, when configured.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.clone()
+    }
+
+    /// The store and set behind a store-backed users rule.
+    pub fn store_set(&self, rule: &str) -> Option<(Arc<Store>, String)> {
+        let set = self.lock().base.store_sets.get(rule).cloned()?;
+        Some((self.store.clone()?, set))
+    }
+
+    /// Rebuilds the routing after the store's snapshots changed.
+    pub fn refresh_store(&self) {
+        let mut inner = self.lock();
+        let previous = self.state.load_full();
+        match build_state(
+            &inner.base,
+            &inner.overlay,
+            Some(&previous),
+            self.store.as_deref(),
+        ) {
+            Ok((state, _)) => {
+                inner.generation += 1;
+                self.state.store(Arc::new(state));
+            }
+            Err(e) => error!("store: cannot rebuild the routing: {e}"),
+        }
     }
 
     /// The current configuration generation (1 at start, +1 per applied change).
@@ -200,7 +246,8 @@ impl Controller {
                 warn!("reload: gateway.admin listen/state_file changed; these apply on restart only");
             }
             let previous = self.state.load_full();
-            let (state, warnings) = build_state(&config, &inner.overlay, Some(&previous))?;
+            let (state, warnings) =
+                build_state(&config, &inner.overlay, Some(&previous), self.store.as_deref())?;
             Ok((config, state, warnings))
         });
         let at = SystemTime::now();
@@ -331,8 +378,13 @@ impl Controller {
         let mut overlay = inner.overlay.clone();
         edit(&inner, &mut overlay)?;
         let previous = self.state.load_full();
-        let (state, warnings) =
-            build_state(&inner.base, &overlay, Some(&previous)).map_err(ApiError::internal)?;
+        let (state, warnings) = build_state(
+            &inner.base,
+            &overlay,
+            Some(&previous),
+            self.store.as_deref(),
+        )
+        .map_err(ApiError::internal)?;
         if let Some(path) = &self.state_file {
             write_state_file(path, &overlay).map_err(ApiError::internal)?;
         }
@@ -383,11 +435,18 @@ impl Controller {
                     }),
                     Matcher::Users { users } => {
                         let delta = inner.overlay.users.get(&rule.name);
+                        let store_set = inner.base.store_sets.get(&rule.name);
+                        let source = match (store_set, delta) {
+                            (Some(_), _) => "store",
+                            (None, Some(_)) => "file+api",
+                            (None, None) => "file",
+                        };
                         json!({
                             "kind": "users",
                             "group": router.group_name(rule.group),
                             "users": users.len(),
-                            "users_source": if delta.is_some() { "file+api" } else { "file" },
+                            "users_source": source,
+                            "users_store": store_set,
                             "api_added": delta.map_or(0, |d| d.add.len()),
                             "api_removed": delta.map_or(0, |d| d.remove.len()),
                         })
@@ -421,6 +480,16 @@ impl Controller {
             "groups": groups,
             "rules": rules,
             "overlay_warnings": inner.overlay_warnings,
+            "store": self.store.as_ref().map(|store| json!({
+                "redis": store.config.redacted_url(),
+                "connected": store.is_connected(),
+                "sets": store.staleness().into_iter().map(|(name, stale, members)| json!({
+                    "set": name,
+                    "loaded": stale.is_some(),
+                    "members": members,
+                    "stale_seconds": stale,
+                })).collect::<Vec<_>>(),
+            })),
             "last_reload": inner.last_reload.as_ref().map(|r| json!({
                 "at": humantime::format_rfc3339_seconds(r.at).to_string(),
                 "ok": r.error.is_none(),
@@ -507,8 +576,22 @@ fn build_state(
     config: &GatewayConfig,
     overlay: &Overlay,
     previous: Option<&GatewayState>,
+    store: Option<&Store>,
 ) -> Result<(GatewayState, Vec<String>), String> {
-    let (router, warnings) = apply_overlay(&config.router, overlay);
+    let (mut router, warnings) = apply_overlay(&config.router, overlay);
+    // Store-backed rules take the store's snapshot once one was loaded.
+    if let Some(store) = store {
+        for rule in &mut router.rules {
+            let Some(set) = config.store_sets.get(&rule.name) else {
+                continue;
+            };
+            if let (Matcher::Users { users }, Some(snapshot)) =
+                (&mut rule.matcher, store.snapshot(set))
+            {
+                *users = snapshot;
+            }
+        }
+    }
     let pools = config
         .groups
         .iter()

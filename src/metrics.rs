@@ -35,6 +35,8 @@ pub struct Metrics {
     pub users: IntGaugeVec,
     pub access_log_dropped: IntCounter,
     pub bad_signatures: IntCounter,
+    pub store_staleness: prometheus::GaugeVec,
+    pub store_connected: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -101,6 +103,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "gateway_cookie_signature_invalid_total",
         "Requests whose user cookie had a missing or wrong signature (treated as anonymous)",
     )?;
+    let store_staleness = prometheus::GaugeVec::new(
+        Opts::new(
+            "gateway_store_staleness_seconds",
+            "Seconds since each store-backed set was last known to match Redis (-1: never loaded)",
+        ),
+        &["set"],
+    )?;
+    let store_connected = IntGauge::new(
+        "gateway_store_connected",
+        "1 while the Redis store is connected and followed",
+    )?;
+    registry.register(Box::new(store_staleness.clone()))?;
+    registry.register(Box::new(store_connected.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(duration.clone()))?;
     registry.register(Box::new(connect_errors.clone()))?;
@@ -125,6 +140,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         users,
         access_log_dropped,
         bad_signatures,
+        store_staleness,
+        store_connected,
     })
 }
 
@@ -217,6 +234,14 @@ fn refresh(controller: &Controller) {
         }
     }
     m.generation.set(controller.generation() as i64);
+    if let Some(store) = controller.store() {
+        m.store_connected.set(i64::from(store.is_connected()));
+        for (set, stale, _) in store.staleness() {
+            m.store_staleness
+                .with_label_values(&[&set])
+                .set(stale.unwrap_or(-1.0));
+        }
+    }
     m.users.reset();
     for rule in &state.router.rules {
         if let Matcher::Users { users } = &rule.matcher {

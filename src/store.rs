@@ -1,0 +1,404 @@
+//! User segments in Redis, shared by every gateway node. Each node keeps an in-memory snapshot
+//! of each store-backed set (a compact [`UserSet`]); requests only ever read the snapshot.
+//!
+//! A background service loads every set with SSCAN when it connects, follows the pub/sub channel
+//! on which every admin write is announced, and re-reads everything at `resync_interval` to heal
+//! anything missed. When Redis is down or slow the last snapshot keeps serving; the service
+//! reconnects with backoff and `/status` and `/metrics` show how stale each set is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use log::{error, info, warn};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+
+use crate::live::Controller;
+use crate::userset::UserSet;
+
+/// Where the sets live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `redis://host:port/db` (a password in the URL is never shown).
+    pub url: String,
+    /// Key prefix: set `vip` is `<prefix>users:vip`; changes go out on `<prefix>events`.
+    pub prefix: String,
+    /// Full re-read of every set, to heal anything the channel missed.
+    pub resync_interval: Duration,
+    /// Bound on each Redis command.
+    pub timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn set_key(&self, set: &str) -> String {
+        format!("{}users:{set}", self.prefix)
+    }
+
+    pub fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// The URL with any password replaced, for logs and `/status`.
+    pub fn redacted_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+/// One change announced on the channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Change {
+    pub set: String,
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Default)]
+struct SetState {
+    snapshot: Option<Arc<UserSet>>,
+    /// When the snapshot was last known to match Redis.
+    synced_at: Option<Instant>,
+}
+
+/// The snapshots of every store-backed set, and the connection state.
+pub struct Store {
+    pub config: StoreConfig,
+    client: redis::Client,
+    sets: Mutex<BTreeMap<String, SetState>>,
+    connected: AtomicBool,
+}
+
+/// A store operation that failed (Redis down, slow or refusing).
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Store {
+    /// A store for `sets` (the set names the rules use). Nothing is contacted yet.
+    pub fn new(config: StoreConfig, sets: &[String]) -> Result<Store, String> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| format!("store: {}: {e}", config.redacted_url()))?;
+        let sets = sets
+            .iter()
+            .map(|s| (s.clone(), SetState::default()))
+            .collect();
+        Ok(Store {
+            config,
+            client,
+            sets: Mutex::new(sets),
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, SetState>> {
+        self.sets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current snapshot of `set`, once one was loaded from Redis.
+    pub fn snapshot(&self, set: &str) -> Option<Arc<UserSet>> {
+        self.lock().get(set).and_then(|s| s.snapshot.clone())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Seconds since each set was last known to match Redis (`None`: never loaded). While the
+    /// channel is up, sets are current.
+    pub fn staleness(&self) -> Vec<(String, Option<f64>, usize)> {
+        let connected = self.is_connected();
+        self.lock()
+            .iter()
+            .map(|(name, s)| {
+                let stale = s.synced_at.map(|at| {
+                    if connected {
+                        0.0
+                    } else {
+                        at.elapsed().as_secs_f64()
+                    }
+                });
+                (
+                    name.clone(),
+                    stale,
+                    s.snapshot.as_ref().map_or(0, |u| u.len()),
+                )
+            })
+            .collect()
+    }
+
+    fn set_snapshot(&self, set: &str, users: UserSet) {
+        let mut sets = self.lock();
+        let state = sets.entry(set.to_string()).or_default();
+        state.snapshot = Some(Arc::new(users));
+        state.synced_at = Some(Instant::now());
+    }
+
+    /// Applies a change to the local snapshot (idempotent). Returns whether the set is known.
+    pub fn apply(&self, change: &Change) -> bool {
+        let mut sets = self.lock();
+        let Some(state) = sets.get_mut(&change.set) else {
+            return false;
+        };
+        let Some(current) = &state.snapshot else {
+            // Not loaded yet: the next full load includes the change.
+            return false;
+        };
+        let removed: BTreeSet<&[u8]> = change.remove.iter().map(|s| s.as_bytes()).collect();
+        let kept = current.iter().filter(|id| !removed.contains(id));
+        let added = change.add.iter().map(|s| s.as_bytes());
+        state.snapshot = Some(Arc::new(UserSet::from_ids(kept.chain(added))));
+        true
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.config.timeout, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError(format!("{what}: {e}"))),
+            Err(_) => Err(StoreError(format!(
+                "{what}: no answer within {:?}",
+                self.config.timeout
+            ))),
+        }
+    }
+
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        self.timed("connect", self.client.get_multiplexed_async_connection())
+            .await
+    }
+
+    /// Writes a change to Redis (SADD / SREM) and announces it on the channel.
+    pub async fn write(&self, change: &Change) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let key = self.config.set_key(&change.set);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !change.add.is_empty() {
+            pipe.cmd("SADD").arg(&key).arg(&change.add).ignore();
+        }
+        if !change.remove.is_empty() {
+            pipe.cmd("SREM").arg(&key).arg(&change.remove).ignore();
+        }
+        let message = serde_json::to_string(change).map_err(|e| StoreError(e.to_string()))?;
+        pipe.cmd("PUBLISH")
+            .arg(self.config.channel())
+            .arg(message)
+            .ignore();
+        self.timed("write", pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Reads a whole set with SSCAN.
+    async fn load(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        set: &str,
+    ) -> Result<UserSet, StoreError> {
+        let key = self.config.set_key(set);
+        let mut cursor: u64 = 0;
+        let mut ids: Vec<u8> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = self
+                .timed(
+                    "SSCAN",
+                    redis::cmd("SSCAN")
+                        .arg(&key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(10_000)
+                        .query_async(conn),
+                )
+                .await?;
+            for id in batch {
+                ids.extend_from_slice(&id);
+                ids.push(b'\n');
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(UserSet::from_lines(&ids))
+    }
+
+    fn set_names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+/// Keeps the snapshots current and rebuilds the routing when they change.
+pub struct StoreService {
+    store: Arc<Store>,
+    controller: Arc<Controller>,
+}
+
+impl StoreService {
+    pub fn new(store: Arc<Store>, controller: Arc<Controller>) -> Self {
+        StoreService { store, controller }
+    }
+
+    /// Loads every set; each loaded set is swapped into the routing.
+    async fn full_sync(&self) -> Result<(), StoreError> {
+        let mut conn = self.store.connection().await?;
+        for set in self.store.set_names() {
+            let started = Instant::now();
+            let users = self.store.load(&mut conn, &set).await?;
+            let count = users.len();
+            self.store.set_snapshot(&set, users);
+            info!(
+                "store: loaded set {set} ({count} users) in {:?}",
+                started.elapsed()
+            );
+        }
+        self.controller.refresh_store();
+        Ok(())
+    }
+
+    /// One connected session: subscribe, load, then follow the channel and resync until the
+    /// connection fails or the server shuts down. Returns true on shutdown.
+    async fn session(&self, shutdown: &mut ShutdownWatch) -> Result<bool, StoreError> {
+        let mut pubsub = self
+            .store
+            .timed("subscribe", self.store.client.get_async_pubsub())
+            .await?;
+        self.store
+            .timed("subscribe", pubsub.subscribe(self.store.config.channel()))
+            .await?;
+        // Subscribed before loading, so no change between the two is lost.
+        self.full_sync().await?;
+        self.store.connected.store(true, Ordering::Release);
+        info!(
+            "store: connected to {}, following {}",
+            self.store.config.redacted_url(),
+            self.store.config.channel()
+        );
+        let mut messages = pubsub.into_on_message();
+        let mut resync = tokio::time::interval(self.store.config.resync_interval);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Err(StoreError("the channel closed".into()));
+                    };
+                    match serde_json::from_slice::<Change>(message.get_payload_bytes()) {
+                        Ok(change) => {
+                            if self.store.apply(&change) {
+                                self.controller.refresh_store();
+                            }
+                        }
+                        Err(e) => warn!("store: ignoring a malformed change message: {e}"),
+                    }
+                }
+                _ = resync.tick() => self.full_sync().await?,
+                _ = shutdown.changed() => return Ok(true),
+            }
+        }
+    }
+}
+
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[async_trait]
+impl BackgroundService for StoreService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = BACKOFF_MIN;
+        let mut warned = false;
+        loop {
+            let started = Instant::now();
+            match self.session(&mut shutdown).await {
+                Ok(_) => return,
+                Err(e) => {
+                    self.store.connected.store(false, Ordering::Release);
+                    if !warned || started.elapsed() > BACKOFF_MAX {
+                        error!(
+                            "store: {} unavailable ({e}); routing keeps the last snapshot; retrying",
+                            self.store.config.redacted_url()
+                        );
+                        warned = true;
+                    }
+                }
+            }
+            if started.elapsed() > BACKOFF_MAX * 2 {
+                backoff = BACKOFF_MIN;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_redaction() {
+        let config = StoreConfig {
+            url: "redis://user:secret@10.0.0.1:6379/0".into(),
+            prefix: "canary:".into(),
+            resync_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
+        };
+        assert_eq!(config.set_key("vip"), "canary:users:vip");
+        assert_eq!(config.channel(), "canary:events");
+        assert_eq!(config.redacted_url(), "redis://***@10.0.0.1:6379/0");
+        let plain = StoreConfig {
+            url: "redis://127.0.0.1/".into(),
+            ..config
+        };
+        assert_eq!(plain.redacted_url(), "redis://127.0.0.1/");
+    }
+
+    #[test]
+    fn changes_apply_idempotently() {
+        let config = StoreConfig {
+            url: "redis://127.0.0.1:1/".into(),
+            prefix: "t:".into(),
+            resync_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+        };
+        let store = Store::new(config, &["vip".into()]).expect("store");
+        let change = Change {
+            set: "vip".into(),
+            add: vec!["zed".into()],
+            remove: vec!["alice".into()],
+        };
+        assert!(!store.apply(&change), "nothing loaded yet");
+        store.set_snapshot("vip", UserSet::from_ids([&b"alice"[..], b"bob"]));
+        assert!(store.apply(&change));
+        assert!(store.apply(&change));
+        let snapshot = store.snapshot("vip").expect("snapshot");
+        assert_eq!(snapshot.len(), 2);
+        assert!(snapshot.contains(b"zed") && snapshot.contains(b"bob"));
+        assert!(!snapshot.contains(b"alice"));
+        assert!(!store.apply(&Change {
+            set: "other".into(),
+            add: vec![],
+            remove: vec![]
+        }));
+    }
+}
