@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
     });
     // 50 cookies of ~80 bytes (4 KB), none of them the routing cookie.
     let worst: String = (0..50)
-        .map(|i| format!("cookie_number_{i:02}={}", "v".repeat(60)))
+        .map(|i| format!("cookie_number_{i:02}={}", "v".repeat(62)))
         .collect::<Vec<_>>()
         .join("; ");
     assert!(worst.len() >= 4000, "{}", worst.len());

@@ -6,10 +6,37 @@
 
 use std::fmt;
 
-use crate::routing::fnv1a64;
-
 /// Table slot meaning "empty"; occupied slots hold `member index + 1`.
 const EMPTY: u32 = 0;
+
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The table's hash: 8 bytes at a time, then a murmur3 finaliser. Members come from the
+/// operator's lists, so a fixed seed is fine: lookups of absent ids stop at the first empty
+/// slot whatever they hash to.
+fn table_hash(bytes: &[u8]) -> u64 {
+    let mut h = MIX ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(MIX)
+            .rotate_left(29);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(MIX)
+            .rotate_left(29);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
 
 /// An immutable set of byte-string user ids.
 #[derive(Clone, Default)]
@@ -88,7 +115,7 @@ impl UserSet {
             return false;
         }
         let mask = self.slots.len() - 1;
-        let mut pos = (fnv1a64(&[id]) as usize) & mask;
+        let mut pos = (table_hash(id) as usize) & mask;
         loop {
             match self.slots[pos] {
                 EMPTY => return false,
@@ -134,7 +161,7 @@ impl UserSet {
     /// Places member `index` (1-based) into the table.
     fn place(&mut self, index: u32) {
         let mask = self.slots.len() - 1;
-        let mut pos = (fnv1a64(&[self.member(index as usize - 1)]) as usize) & mask;
+        let mut pos = (table_hash(self.member(index as usize - 1)) as usize) & mask;
         while self.slots[pos] != EMPTY {
             pos = (pos + 1) & mask;
         }
