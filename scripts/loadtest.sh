@@ -34,8 +34,6 @@ trap cleanup EXIT
 
 o1=$(free_port); o2=$(free_port)
 start_nginx_origins "$dir" "$o1" "$o2"
-taskset -pc 0 "$(cat "$dir/origins/nginx.pid")" >/dev/null
-for w in $(pgrep -P "$(cat "$dir/origins/nginx.pid")"); do taskset -pc 0 "$w" >/dev/null; done
 
 write_vip_file "$dir/vips.txt" 100000
 write_wrk_script "$dir/rotate.lua" 1000 10
@@ -121,7 +119,7 @@ MAP_HTTP='map_hash_max_size 262144;
     "~^\|1\|" stable;
     "~^\|0\|$" stable;
   }'
-LUA_HTTP='lua_package_path "/nonexistent/?.lua;";
+LUA_HTTP='
   init_by_lua_block {
     VIPS = {}
     for line in io.lines("'"$dir"'/vips.txt") do VIPS[line] = true end
@@ -136,7 +134,13 @@ LUA_ROUTE='set $backend stable;
         if ngx.crc32_short("loadtest:" .. user) % 100 < 10 then ngx.var.backend = "canary" end
       }'
 
-pin_nginx() { for w in $(pgrep -P "$(cat "$dir/$1/nginx.pid")"); do taskset -pc "$2" "$w" >/dev/null; done; }
+pin_nginx() {  # pin_nginx NAME CPUS: pins the master's workers (waits for the pid file)
+  local pidfile=$dir/$1/nginx.pid
+  for _ in $(seq 1 100); do [ -s "$pidfile" ] && break; sleep 0.05; done
+  [ -s "$pidfile" ] || { echo "nginx $1 did not start: $(tail -3 "$dir/$1/error.log" 2>/dev/null)" >&2; return 1; }
+  for _ in $(seq 1 100); do pgrep -P "$(cat "$pidfile")" >/dev/null && break; sleep 0.05; done
+  for w in $(pgrep -P "$(cat "$pidfile")"); do taskset -pc "$2" "$w" >/dev/null; done
+}
 
 start_target() {  # start_target NAME WORKERS CPUSET -> prints port
   local name=$1 workers=$2 cpus=$3 port
@@ -194,6 +198,7 @@ record() {  # record NAME "rps p50 p99 err non2xx"
 }
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
+pin_nginx origins 0
 echo "machine: $(nproc) cores, $(uname -r); wrk -t1 -c64, ${secs}s per run, $rounds rounds"
 targets=(gateway nginx-map openresty)
 for round in $(seq 1 "$rounds"); do
