@@ -34,6 +34,8 @@ pub struct GatewayState {
     pub pools: Vec<Arc<Pool>>,
     /// Response header naming the chosen group, if enabled.
     pub decision_header: Option<http::HeaderName>,
+    /// Each group's name as a header value, indexed by `GroupId` (built once, cloned cheaply).
+    group_values: Vec<HeaderValue>,
     /// Request counters and histograms resolved for this state's groups and rules.
     pub metrics: RequestMetrics,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -55,7 +57,14 @@ impl GatewayState {
             .map(|name| http::HeaderName::from_bytes(name.as_bytes()))
             .transpose()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let group_values = router
+            .group_names
+            .iter()
+            .map(|name| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(name.as_bytes())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(GatewayState {
+            group_values,
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits,
             metrics: RequestMetrics::new(&router),
@@ -133,7 +142,8 @@ pub struct RequestCtx {
     _in_flight: InFlightGuard,
     state: Option<Arc<GatewayState>>,
     decision: Option<Decision>,
-    request_id: String,
+    /// The request id, as sent upstream and back to the client.
+    request_id: HeaderValue,
     /// The group actually serving the request (differs from the decision after a fallback).
     served_group: Option<GroupId>,
     /// Servers that refused or timed out a connection for this request.
@@ -190,12 +200,16 @@ fn no_decision() -> Box<Error> {
 impl ProxyHttp for CanaryProxy {
     type CTX = RequestCtx;
 
+    /// No downstream modules: the gateway does not compress, and Pingora's default adds a
+    /// (disabled) compression module whose filters would still run on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _in_flight: self.in_flight.enter(),
             state: None,
             decision: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             served_group: None,
             failed_servers: Vec::new(),
             resend_retries: 0,
@@ -232,10 +246,9 @@ impl ProxyHttp for CanaryProxy {
         let request = session.req_header();
         let headers = &request.headers;
         ctx.request_id = match headers.get(X_REQUEST_ID) {
-            Some(id) if request_id::is_acceptable(id.as_bytes()) => {
-                String::from_utf8_lossy(id.as_bytes()).into_owned()
-            }
-            _ => request_id::generate(),
+            Some(id) if request_id::is_acceptable(id.as_bytes()) => id.clone(),
+            _ => HeaderValue::from_maybe_shared(Bytes::from(request_id::generate()))
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
         };
         ctx.client_ip = peer.map(|peer| client_ip(peer, headers, &state.trusted_proxies));
         let cookies = headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
@@ -318,10 +331,7 @@ impl ProxyHttp for CanaryProxy {
         }
         let wanted = router.group_name(decision.group);
         if ctx.failed_servers.is_empty() {
-            warn!(
-                "request {}: no healthy server for group {wanted}",
-                ctx.request_id
-            );
+            warn!("request {}: no healthy server for group {wanted}", ctx.id());
             Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no healthy upstream server",
@@ -329,7 +339,7 @@ impl ProxyHttp for CanaryProxy {
         } else {
             warn!(
                 "request {}: no server of group {wanted} (or its fallbacks) accepted a connection",
-                ctx.request_id
+                ctx.id()
             );
             Err(Error::explain(
                 ErrorType::HTTPStatus(502),
@@ -406,7 +416,7 @@ impl ProxyHttp for CanaryProxy {
                 response.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
                 response.set_content_length(body.len())?;
                 if !ctx.request_id.is_empty() {
-                    response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+                    response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
                 }
                 session
                     .as_downstream_mut()
@@ -417,7 +427,7 @@ impl ProxyHttp for CanaryProxy {
             if let Err(write_error) = written {
                 warn!(
                     "request {}: could not send the {code} response: {write_error}",
-                    ctx.request_id
+                    ctx.id()
                 );
             }
         }
@@ -453,7 +463,7 @@ impl ProxyHttp for CanaryProxy {
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
         upstream_request.insert_header(X_FORWARDED_PROTO, if tls { "https" } else { "http" })?;
-        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -507,7 +517,7 @@ impl ProxyHttp for CanaryProxy {
                 .map(|(start, end)| millis(end.saturating_duration_since(start)));
             log.log(&AccessRecord {
                 ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                request_id: &ctx.request_id,
+                request_id: ctx.id(),
                 client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 method: request.method.as_str(),
                 host,
@@ -537,13 +547,15 @@ impl ProxyHttp for CanaryProxy {
         if self.in_flight.is_closing() {
             session.set_keepalive(None);
         }
-        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         if let Some((state, decision)) = ctx.state.as_ref().zip(ctx.decision.as_ref()) {
             if let Some(name) = &state.decision_header {
                 let router = &state.router;
                 let served = ctx.served_group.unwrap_or(decision.group);
-                if served == decision.group {
-                    upstream_response.insert_header(name.clone(), router.group_name(served))?;
+                if let (true, Some(value)) =
+                    (served == decision.group, state.group_values.get(served.0))
+                {
+                    upstream_response.insert_header(name.clone(), value.clone())?;
                 } else {
                     let value = format!(
                         "{}; reason=fallback; from={}",
@@ -559,6 +571,11 @@ impl ProxyHttp for CanaryProxy {
 }
 
 impl RequestCtx {
+    /// The request id as text, for logs (it is always ASCII).
+    fn id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+
     fn served_group_name(&self) -> Option<&str> {
         let state = self.state.as_ref()?;
         Some(state.router.group_name(self.served_group?))
