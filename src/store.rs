@@ -160,9 +160,19 @@ impl Store {
             return false;
         };
         let removed: BTreeSet<&[u8]> = change.remove.iter().map(|s| s.as_bytes()).collect();
-        let kept = current.iter().filter(|id| !removed.contains(id));
-        let added = change.add.iter().map(|s| s.as_bytes());
-        state.snapshot = Some(Arc::new(UserSet::from_ids(kept.chain(added))));
+        let added_bytes: usize = change.add.iter().map(String::len).sum();
+        let mut next = UserSet::with_capacity(
+            current.len() + change.add.len(),
+            current.id_bytes() + added_bytes,
+        );
+        for id in current.iter().filter(|id| !removed.contains(id)) {
+            next.insert(id);
+        }
+        for id in &change.add {
+            next.insert(id.as_bytes());
+        }
+        next.shrink_to_fit();
+        state.snapshot = Some(Arc::new(next));
         true
     }
 
@@ -213,8 +223,12 @@ impl Store {
         set: &str,
     ) -> Result<UserSet, StoreError> {
         let key = self.config.set_key(set);
+        // Sized from SCARD up front, so a million members are not copied through growing buffers.
+        let members: usize = self
+            .timed("SCARD", redis::cmd("SCARD").arg(&key).query_async(conn))
+            .await?;
+        let mut users = UserSet::with_capacity(members, members * 16);
         let mut cursor: u64 = 0;
-        let mut ids: Vec<u8> = Vec::new();
         loop {
             let (next, batch): (u64, Vec<Vec<u8>>) = self
                 .timed(
@@ -227,16 +241,16 @@ impl Store {
                         .query_async(conn),
                 )
                 .await?;
-            for id in batch {
-                ids.extend_from_slice(&id);
-                ids.push(b'\n');
+            for id in &batch {
+                users.insert(id);
             }
             cursor = next;
             if cursor == 0 {
                 break;
             }
         }
-        Ok(UserSet::from_lines(&ids))
+        users.shrink_to_fit();
+        Ok(users)
     }
 
     fn set_names(&self) -> Vec<String> {

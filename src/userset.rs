@@ -99,6 +99,29 @@ impl UserSet {
         set
     }
 
+    /// An empty set with room for `members` ids totalling `bytes`, to be filled with
+    /// [`UserSet::insert`] before it is shared (a shared set is never changed).
+    pub fn with_capacity(members: usize, bytes: usize) -> Self {
+        let mut set = UserSet {
+            arena: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(members),
+            slots: Vec::new(),
+        };
+        set.resize_table(members);
+        set
+    }
+
+    /// Gives back spare capacity once building is done.
+    pub fn shrink_to_fit(&mut self) {
+        self.arena.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
+    /// Bytes of all member ids together.
+    pub fn id_bytes(&self) -> usize {
+        self.arena.len()
+    }
+
     /// Number of members.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -144,7 +167,8 @@ impl UserSet {
         &self.arena[start..self.ends[index] as usize]
     }
 
-    fn insert(&mut self, id: &[u8]) {
+    /// Adds `id` (ignored when empty or already present).
+    pub fn insert(&mut self, id: &[u8]) {
         if id.is_empty() || self.contains(id) {
             return;
         }
