@@ -188,10 +188,11 @@ run_wrk() {  # run_wrk PORT WRKCPUS -> "rps p50_us p99_us errors non2xx"
   echo "$rps $(g p50_us) $(g p99_us) $(( $(g connect) + $(g read) + $(g write) + $(g timeout) )) $non2xx"
 }
 
-declare -A rps_sum p50_list p99_list err_sum
+declare -A rps_sum rps_list p50_list p99_list err_sum
 record() {  # record NAME "rps p50 p99 err non2xx"
   read -r rps p50 p99 err non <<<"$2"
   rps_sum[$1]=$(awk "BEGIN{print ${rps_sum[$1]:-0} + $rps}")
+  rps_list[$1]="${rps_list[$1]:-} $rps"
   p50_list[$1]="${p50_list[$1]:-} $p50"; p99_list[$1]="${p99_list[$1]:-} $p99"
   err_sum[$1]=$(( ${err_sum[$1]:-0} + err + non ))
   printf "  %-18s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  errors %d\n" "$1" "$rps" "$p50" "$p99" $((err + non))
@@ -212,17 +213,17 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-summary() {  # summary TITLE ROUNDS names...
-  local title=$1 n=$2; shift 2
+summary() {  # summary TITLE ROUNDS names... (medians over rounds: the machine is shared and noisy)
+  local title=$1; shift 2
   echo; echo "$title"
   printf "  %-18s %12s %10s %10s %8s %10s\n" target "req/s" "p50 us" "p99 us" errors "vs openresty"
-  local base; base=$(awk "BEGIN{print ${rps_sum[$3]:-1} / $n}")
+  local base; base=$(median "${rps_list[$3]}")
   for t in "$@"; do
-    local avg; avg=$(awk "BEGIN{print ${rps_sum[$t]} / $n}")
+    local avg; avg=$(median "${rps_list[$t]}")
     printf "  %-18s %12.0f %10s %10s %8d %10.2fx\n" "$t" "$avg" "$(median "${p50_list[$t]}")" "$(median "${p99_list[$t]}")" "${err_sum[$t]}" "$(awk "BEGIN{print $avg / $base}")"
   done
 }
-summary "1 worker each (mean req/s over $rounds rounds, median latency):" "$rounds" gateway nginx-map openresty
+summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway nginx-map openresty
 
 echo; echo "2 workers each (no pinning, 1 round):"
 for t in gateway nginx-map openresty; do
