@@ -150,6 +150,9 @@ pub struct RequestCtx {
     failed_servers: Vec<SocketAddr>,
     /// Retries after the request had been sent upstream (at most one).
     resend_retries: u8,
+    /// The server that failed after the request was sent: the retry avoids it when another
+    /// server or a fallback group can take the request.
+    resend_failed: Option<SocketAddr>,
     started: Instant,
     /// When the first upstream server was picked, and when its response header arrived.
     upstream_started: Option<Instant>,
@@ -213,6 +216,7 @@ impl ProxyHttp for CanaryProxy {
             served_group: None,
             failed_servers: Vec::new(),
             resend_retries: 0,
+            resend_failed: None,
             started: Instant::now(),
             upstream_started: None,
             upstream_answered: None,
@@ -303,31 +307,46 @@ impl ProxyHttp for CanaryProxy {
             .ok_or_else(no_decision)?;
         let router = &state.router;
         // Follow the fallback chain (acyclic, checked at load) until a group has a healthy
-        // server that has not failed this request.
-        let mut group = decision.group;
-        for _ in 0..state.pools.len() {
-            let pool = state.pools.get(group.0).ok_or_else(no_decision)?;
-            let key = match pool.config.selection {
-                crate::upstreams::Selection::Consistent => {
-                    let headers = &session.req_header().headers;
-                    router
-                        .user_from_cookies(
-                            headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes()),
-                        )
-                        .unwrap_or_default()
+        // server that has not failed this request. A server that failed mid-request is avoided
+        // first, and used again (on a fresh connection) only when nothing else can serve.
+        let key = |selection| match selection {
+            crate::upstreams::Selection::Consistent => router
+                .user_from_cookies(
+                    session
+                        .req_header()
+                        .headers
+                        .get_all(COOKIE)
+                        .into_iter()
+                        .map(|v| v.as_bytes()),
+                )
+                .unwrap_or_default(),
+            crate::upstreams::Selection::RoundRobin => &[],
+        };
+        let mut avoid = ctx.failed_servers.clone();
+        avoid.extend(ctx.resend_failed);
+        let mut picked = None;
+        for exclude in [&avoid, &ctx.failed_servers] {
+            let mut group = decision.group;
+            for _ in 0..state.pools.len() {
+                let pool = state.pools.get(group.0).ok_or_else(no_decision)?;
+                if let Some(addr) = pool.select(key(pool.config.selection), exclude) {
+                    picked = Some((group, pool, addr));
+                    break;
                 }
-                crate::upstreams::Selection::RoundRobin => &[],
-            };
-            if let Some(addr) = pool.select(key, &ctx.failed_servers) {
-                ctx.served_group = Some(group);
-                ctx.upstream_addr = Some(addr);
-                ctx.upstream_started.get_or_insert_with(Instant::now);
-                return Ok(Box::new(pool.peer(addr)));
+                match pool.config.fallback {
+                    Some(next) => group = next,
+                    None => break,
+                }
             }
-            match pool.config.fallback {
-                Some(next) => group = next,
-                None => break,
+            if picked.is_some() {
+                break;
             }
+        }
+        if let Some((group, pool, addr)) = picked {
+            ctx.served_group = Some(group);
+            ctx.upstream_addr = Some(addr);
+            ctx.upstream_started.get_or_insert_with(Instant::now);
+            return Ok(Box::new(pool.peer(addr)));
         }
         let wanted = router.group_name(decision.group);
         if ctx.failed_servers.is_empty() {
@@ -393,6 +412,7 @@ impl ProxyHttp for CanaryProxy {
             );
         if retry {
             ctx.resend_retries += 1;
+            ctx.resend_failed = peer._address.as_inet().copied();
             if let Some(group) = ctx.served_group_name() {
                 METRICS.retries.with_label_values(&[group]).inc();
             }
