@@ -72,7 +72,7 @@ pub fn add_services(
     ));
     server.add_service(background_service(
         "reload on SIGHUP",
-        lifecycle::ReloadOnHangup::new(controller.clone()),
+        lifecycle::OnSignal::reload_on_hangup(controller.clone()),
     ));
     server.add_service(background_service(
         "close connections on upgrade",
@@ -84,7 +84,7 @@ pub fn add_services(
         exit_when_drained.before_exit(move || flushed.flush(std::time::Duration::from_secs(2)));
         server.add_service(background_service(
             "reopen access log on SIGUSR1",
-            lifecycle::ReopenLogOnUsr1::new(log),
+            lifecycle::OnSignal::reopen_log_on_usr1(log),
         ));
     }
     server.add_service(background_service("exit when drained", exit_when_drained));

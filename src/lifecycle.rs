@@ -1,4 +1,5 @@
-//! Process lifecycle: reload on SIGHUP, and a graceful shutdown that ends as soon as the
+//! Process lifecycle: actions on signals (SIGHUP reload, SIGUSR1 log reopen), closing client
+//! connections on upgrade, and a graceful shutdown that ends as soon as the
 //! requests in flight are done instead of always sleeping Pingora's whole grace period.
 
 use std::sync::Arc;
@@ -12,37 +13,67 @@ use pingora_core::services::background::BackgroundService;
 use crate::live::Controller;
 use crate::proxy::InFlight;
 
-/// Reloads the configuration whenever the process receives SIGHUP.
-pub struct ReloadOnHangup {
-    controller: Arc<Controller>,
+/// Runs `action` (on the blocking pool: loading a large users file is blocking work) every
+/// time the process receives `signal`, until shutdown.
+pub struct OnSignal {
+    signal: tokio::signal::unix::SignalKind,
+    /// What the action is, for logs ("reload the configuration").
+    what: &'static str,
+    action: Arc<dyn Fn() + Send + Sync>,
 }
 
-impl ReloadOnHangup {
-    pub fn new(controller: Arc<Controller>) -> Self {
-        ReloadOnHangup { controller }
+impl OnSignal {
+    pub fn new(
+        signal: tokio::signal::unix::SignalKind,
+        what: &'static str,
+        action: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        OnSignal {
+            signal,
+            what,
+            action: Arc::new(action),
+        }
+    }
+
+    /// SIGHUP reloads the configuration.
+    pub fn reload_on_hangup(controller: Arc<Controller>) -> Self {
+        Self::new(
+            tokio::signal::unix::SignalKind::hangup(),
+            "reload the configuration",
+            move || {
+                // The outcome (and any error) is logged and kept for /status by reload().
+                let _ = controller.reload();
+            },
+        )
+    }
+
+    /// SIGUSR1 reopens the access log (after logrotate moved the file).
+    pub fn reopen_log_on_usr1(log: crate::access_log::AccessLog) -> Self {
+        Self::new(
+            tokio::signal::unix::SignalKind::user_defined1(),
+            "reopen the access log",
+            move || log.reopen(),
+        )
     }
 }
 
 #[async_trait]
-impl BackgroundService for ReloadOnHangup {
+impl BackgroundService for OnSignal {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
+        let mut signals = match tokio::signal::unix::signal(self.signal) {
             Ok(s) => s,
             Err(e) => {
-                error!("cannot listen for SIGHUP, reload by signal is off: {e}");
+                error!("cannot listen for the signal to {}: {e}", self.what);
                 return;
             }
         };
         loop {
             tokio::select! {
-                _ = hangups.recv() => {
-                    info!("SIGHUP received, reloading the configuration");
-                    let controller = self.controller.clone();
-                    // Loading a large users file is blocking work.
-                    let outcome = tokio::task::spawn_blocking(move || controller.reload()).await;
-                    if let Err(e) = outcome {
-                        error!("reload task failed: {e}");
+                _ = signals.recv() => {
+                    info!("signal received: {}", self.what);
+                    let action = self.action.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || action()).await {
+                        error!("{} failed: {e}", self.what);
                     }
                 }
                 _ = shutdown.changed() => return,
@@ -143,39 +174,5 @@ impl BackgroundService for ExitWhenDrained {
             hook();
         }
         std::process::exit(0);
-    }
-}
-
-/// Reopens the access log on SIGUSR1 (after logrotate moved the file).
-pub struct ReopenLogOnUsr1 {
-    log: crate::access_log::AccessLog,
-}
-
-impl ReopenLogOnUsr1 {
-    pub fn new(log: crate::access_log::AccessLog) -> Self {
-        ReopenLogOnUsr1 { log }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for ReopenLogOnUsr1 {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut usr1 = match signal(SignalKind::user_defined1()) {
-            Ok(s) => s,
-            Err(e) => {
-                error!("cannot listen for SIGUSR1, log reopening is off: {e}");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = usr1.recv() => {
-                    info!("SIGUSR1: reopening the access log");
-                    self.log.reopen();
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
     }
 }
