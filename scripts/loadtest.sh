@@ -7,6 +7,8 @@
 #   nginx-map    nginx: map $cookie_canary_user (VIP list) + split_clients (10%)
 #   openresty    nginx + libnginx-mod-http-lua: Lua table of VIPs + crc32 percentage
 #                (the OpenResty equivalent; all ratios are to this one)
+#   pingora-bare examples/bare_proxy.rs: Pingora with no routing at all (one upstream), to
+#                tell the gateway's own cost from Pingora's
 # wrk: 1 thread, 64 connections, 1,000 rotating users (every 10th a VIP), 100,000-id VIP list.
 # Targets alternate over ROUNDS rounds of SECONDS each; then a 2-worker round (no pinning),
 # a gateway round with metrics + access log on, and memory figures (idle RSS, RSS with a
@@ -21,7 +23,9 @@ secs=${1:-10}
 rounds=${2:-3}
 bash scripts/setup.sh loadtest
 cargo build --release --quiet
+cargo build --release --quiet --example bare_proxy
 bin=$PWD/target/release/canary-gateway
+bare=$PWD/target/release/examples/bare_proxy
 ulimit -n 65536 2>/dev/null || true
 
 dir=$(mktemp -d /tmp/canary-loadtest.XXXXXX)
@@ -153,6 +157,9 @@ start_target() {  # start_target NAME WORKERS CPUSET -> prints port
       gateway_config "$name" "$port" "$workers" "$dir/vips.txt" "$extra"
       RUST_LOG=warn taskset -c "$cpus" "$bin" -c "$dir/$name.yaml" >>"$dir/$name.log" 2>&1 &
       pids+=($!); echo $! >"$dir/$name.run.pid" ;;
+    pingora-bare*)
+      RUST_LOG=warn taskset -c "$cpus" "$bare" "127.0.0.1:$port" "127.0.0.1:$o1" >>"$dir/$name.log" 2>&1 &
+      pids+=($!); echo $! >"$dir/$name.run.pid" ;;
     nginx-map*) nginx_proxy "$name" "$port" "$workers" "" "$MAP_HTTP"; pin_nginx "$name" "$cpus" ;;
     openresty*) nginx_proxy "$name" "$port" "$workers" "$LUA_ROUTE" "$LUA_HTTP"; pin_nginx "$name" "$cpus" ;;
   esac
@@ -162,7 +169,7 @@ start_target() {  # start_target NAME WORKERS CPUSET -> prints port
 
 stop_target() {  # stop_target NAME
   case $1 in
-    gateway*) kill -INT "$(cat "$dir/$1.run.pid")" 2>/dev/null || true ;;
+    gateway*|pingora-bare*) kill -INT "$(cat "$dir/$1.run.pid")" 2>/dev/null || true ;;
     *) stop_nginx "$dir/$1/nginx.pid" ;;
   esac
   sleep 0.5
@@ -201,12 +208,12 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{pr
 
 pin_nginx origins 0
 echo "machine: $(nproc) cores, $(uname -r); wrk -t1 -c64, ${secs}s per run, $rounds rounds"
-targets=(gateway nginx-map openresty)
+targets=(gateway pingora-bare nginx-map openresty)
 for round in $(seq 1 "$rounds"); do
   echo "round $round"
   for t in "${targets[@]}"; do
     port=$(start_target "$t" 1 1)
-    check_routing "$port"
+    [ "$t" = pingora-bare ] || check_routing "$port"
     taskset -c 0 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1  # warm-up
     record "$t" "$(run_wrk "$port" 0)"
     stop_target "$t"
@@ -217,13 +224,13 @@ summary() {  # summary TITLE ROUNDS names... (medians over rounds: the machine i
   local title=$1; shift 2
   echo; echo "$title"
   printf "  %-18s %12s %10s %10s %8s %10s\n" target "req/s" "p50 us" "p99 us" errors "vs openresty"
-  local base; base=$(median "${rps_list[$3]}")
+  local base; base=$(median "${rps_list[${@: -1}]}")  # the last target listed (openresty)
   for t in "$@"; do
     local avg; avg=$(median "${rps_list[$t]}")
     printf "  %-18s %12.0f %10s %10s %8d %10.2fx\n" "$t" "$avg" "$(median "${p50_list[$t]}")" "$(median "${p99_list[$t]}")" "${err_sum[$t]}" "$(awk "BEGIN{print $avg / $base}")"
   done
 }
-summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway nginx-map openresty
+summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora-bare nginx-map openresty
 
 echo; echo "2 workers each (no pinning, 1 round):"
 for t in gateway nginx-map openresty; do
@@ -234,16 +241,17 @@ for t in gateway nginx-map openresty; do
 done
 summary "2 workers each:" 1 gateway-2w nginx-map-2w openresty-2w
 
-echo; echo "cost of metrics + access log (gateway, 1 worker, 1 round each):"
-port=$(start_target gateway-observed 1 1)
-record gateway-observed "$(run_wrk "$port" 0)"
-stop_target gateway-observed
-lines=$(wc -l <"$dir/access.log")
-echo "  access log lines: $lines"
-port=$(start_target gateway 1 1)
-record gateway-plain "$(run_wrk "$port" 0)"
-stop_target gateway
-echo "  ratio observed / plain: $(awk "BEGIN{printf \"%.3f\", ${rps_sum[gateway-observed]} / ${rps_sum[gateway-plain]}}")"
+echo; echo "cost of metrics + access log (gateway, 1 worker, alternating over $rounds rounds):"
+for round in $(seq 1 "$rounds"); do
+  port=$(start_target gateway-observed 1 1)
+  record gateway-observed "$(run_wrk "$port" 0)"
+  stop_target gateway-observed
+  port=$(start_target gateway 1 1)
+  record gateway-plain "$(run_wrk "$port" 0)"
+  stop_target gateway
+done
+echo "  access log lines (all rounds): $(wc -l <"$dir/access.log")"
+echo "  ratio observed / plain (medians): $(awk "BEGIN{printf \"%.3f\", $(median "${rps_list[gateway-observed]}") / $(median "${rps_list[gateway-plain]}")}")"
 
 echo; echo "memory (gateway, 1 worker):"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
