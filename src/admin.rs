@@ -172,17 +172,7 @@ impl AdminApp {
         add: Vec<String>,
         remove: Vec<String>,
     ) -> Result<u64, ApiError> {
-        for (field, ids) in [("add", &add), ("remove", &remove)] {
-            if let Some(bad) = ids
-                .iter()
-                .find(|id| !crate::routing::is_valid_user_id(id.as_bytes()))
-            {
-                return Err(ApiError::bad_request(
-                    field,
-                    format!("{bad:?} is not a valid user id (1-256 cookie-safe characters)"),
-                ));
-            }
-        }
+        crate::live::check_user_ids(&add, &remove)?;
         let change = crate::store::Change { set, add, remove };
         store.write(&change).await.map_err(|e| ApiError {
             status: 503,

@@ -319,14 +319,7 @@ impl Controller {
         add: &[String],
         remove: &[String],
     ) -> Result<u64, ApiError> {
-        for (field, ids) in [("add", add), ("remove", remove)] {
-            if let Some(bad) = ids.iter().find(|id| !is_valid_user_id(id.as_bytes())) {
-                return Err(ApiError::bad_request(
-                    field,
-                    format!("{bad:?} is not a valid user id (1-256 cookie-safe characters)"),
-                ));
-            }
-        }
+        check_user_ids(add, remove)?;
         self.change(|inner, overlay| {
             match find_rule(&inner.base, rule)? {
                 Matcher::Users { .. } => {}
@@ -558,6 +551,19 @@ impl HeaderLookup for ExplainHeaders<'_> {
             .any(|r| matches!(&r.matcher, Matcher::Header { name: n, .. } if n == name));
         self.value.filter(|_| is_rule_header).map(str::as_bytes)
     }
+}
+
+/// Rejects user ids that could never come out of a cookie (400 naming `add` or `remove`).
+pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), ApiError> {
+    for (field, ids) in [("add", add), ("remove", remove)] {
+        if let Some(bad) = ids.iter().find(|id| !is_valid_user_id(id.as_bytes())) {
+            return Err(ApiError::bad_request(
+                field,
+                format!("{bad:?} is not a valid user id (1-256 cookie-safe characters)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn find_rule<'a>(config: &'a GatewayConfig, name: &str) -> Result<&'a Matcher, ApiError> {

@@ -62,17 +62,11 @@ impl UserSet {
         I: IntoIterator<Item = &'a [u8]>,
     {
         let ids = ids.into_iter();
-        let mut set = UserSet {
-            arena: Vec::new(),
-            ends: Vec::with_capacity(ids.size_hint().0),
-            slots: Vec::new(),
-        };
-        set.resize_table(ids.size_hint().0);
+        let mut set = UserSet::with_capacity(ids.size_hint().0, 0);
         for id in ids {
             set.insert(id);
         }
-        set.arena.shrink_to_fit();
-        set.ends.shrink_to_fit();
+        set.shrink_to_fit();
         set
     }
 
@@ -85,17 +79,11 @@ impl UserSet {
         });
         // A line count is a cheap capacity hint that avoids rehashing big files.
         let hint = text.iter().filter(|&&b| b == b'\n').count() + 1;
-        let mut set = UserSet {
-            arena: Vec::with_capacity(text.len()),
-            ends: Vec::with_capacity(hint),
-            slots: Vec::new(),
-        };
-        set.resize_table(hint);
+        let mut set = UserSet::with_capacity(hint, text.len());
         for id in lines {
             set.insert(id);
         }
-        set.arena.shrink_to_fit();
-        set.ends.shrink_to_fit();
+        set.shrink_to_fit();
         set
     }
 
