@@ -23,6 +23,7 @@ pub mod userset;
 
 use std::sync::Arc;
 
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 
@@ -63,7 +64,7 @@ pub fn add_services(
         guard::GuardedApp::new(http_proxy, head_limits),
     );
     for addr in &listen {
-        proxy.add_tcp(addr);
+        proxy.add_listener(plaintext_listener(addr));
     }
     server.add_service(proxy);
     server.add_service(background_service(
@@ -111,4 +112,13 @@ pub fn add_services(
         server.add_service(demo::demo_origin_service(origin));
     }
     Ok(controller)
+}
+
+/// A plaintext client listener without Pingora's 64 KiB L4 read buffer, which exists for TLS
+/// record reads. Over plaintext it only costs memory (64 KiB for every open connection, idle
+/// keep-alive ones included) and an extra copy of every byte read; Pingora reads the request
+/// head into its own buffer either way. Writes stay buffered, so a response head and a small
+/// body still leave in one write.
+fn plaintext_listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
