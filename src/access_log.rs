@@ -28,7 +28,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 pub struct AccessRecord<'a> {
     pub ts: String,
     pub request_id: &'a str,
-    pub client_ip: String,
+    pub client_ip: &'a str,
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,

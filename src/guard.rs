@@ -122,21 +122,30 @@ impl GuardedStream {
         self.lines = 0;
         self.seen_content_length = false;
         self.seen_transfer_encoding = false;
-        let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
-        match &mut self.deadline {
-            Some(sleep) => sleep.as_mut().reset(deadline),
-            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
     }
 
-    /// Scans newly read head bytes; returns a canned answer when a limit is passed or the
-    /// framing is ambiguous (`Content-Length` together with `Transfer-Encoding`).
+    /// Starts the head's deadline unless it runs already. Called only when a head did not
+    /// arrive whole in one read, so a request whose head comes in one read never touches the
+    /// timer. The head's first byte came in the read that armed it, so the deadline still counts
+    /// from that byte.
+    fn arm_deadline(&mut self) -> &mut Pin<Box<Sleep>> {
+        let timeout = self.limits.header_timeout;
+        self.deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+    }
+
+    /// Scans newly read head bytes a line at a time; returns a canned answer when a limit is
+    /// passed or the framing is ambiguous (`Content-Length` together with `Transfer-Encoding`).
     fn scan(&mut self, bytes: &[u8]) -> Option<&'static [u8]> {
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut rest = bytes;
+        while !rest.is_empty() {
             if self.phase == Phase::Idle {
                 self.start_head();
             }
-            self.head_bytes += 1;
+            let newline = memchr::memchr(b'\n', rest);
+            let segment = &rest[..newline.unwrap_or(rest.len())];
+            rest = &rest[newline.map_or(rest.len(), |at| at + 1)..];
+            self.head_bytes += segment.len() + usize::from(newline.is_some());
             if self.head_bytes > self.limits.max_header_bytes {
                 return Some(if self.lines == 0 {
                     RESPONSE_414
@@ -144,46 +153,54 @@ impl GuardedStream {
                     RESPONSE_431
                 });
             }
-            match b {
-                b'\n' if self.line_bytes == 0 => {
-                    if self.lines > 0 {
-                        // The blank line: the head is complete. Bytes after it in the same read
-                        // are a body or a pipelined request; the guard cannot tell which.
-                        self.phase = if i + 1 < bytes.len() {
-                            Phase::Unwatched
-                        } else {
-                            Phase::AfterHead
-                        };
-                        self.deadline = None;
-                        return None;
-                    }
-                    // Blank lines before the request line are ignored (RFC 9112 §2.2).
-                }
-                b'\n' => {
-                    if self.lines > 0 {
-                        let name = &self.line_start[..self.line_bytes.min(NAME_PREFIX)];
-                        self.seen_content_length |= name.starts_with(b"content-length:");
-                        self.seen_transfer_encoding |= name.starts_with(b"transfer-encoding:");
-                        if self.seen_content_length && self.seen_transfer_encoding {
-                            return Some(RESPONSE_400);
-                        }
-                    }
-                    self.lines += 1;
-                    self.line_bytes = 0;
-                    if self.lines > self.limits.max_headers + 1 {
-                        return Some(RESPONSE_431);
-                    }
-                }
-                b'\r' => {}
-                _ => {
-                    if let Some(slot) = self.line_start.get_mut(self.line_bytes) {
-                        *slot = b.to_ascii_lowercase();
-                    }
+            // Keep the line's first bytes, lower-cased and without CRs, to recognise its name;
+            // only count the rest.
+            let mut prefix_end = 0;
+            while let (Some(slot), Some(&b)) = (
+                self.line_start.get_mut(self.line_bytes),
+                segment.get(prefix_end),
+            ) {
+                prefix_end += 1;
+                if b != b'\r' {
+                    *slot = b.to_ascii_lowercase();
                     self.line_bytes += 1;
-                    if self.lines == 0 && self.line_bytes > self.limits.max_request_line {
-                        return Some(RESPONSE_414);
-                    }
                 }
+            }
+            let tail = &segment[prefix_end..];
+            self.line_bytes += tail.len() - memchr::memchr_iter(b'\r', tail).count();
+            if self.lines == 0 && self.line_bytes > self.limits.max_request_line {
+                return Some(RESPONSE_414);
+            }
+            if newline.is_none() {
+                break;
+            }
+            if self.line_bytes == 0 {
+                if self.lines > 0 {
+                    // The blank line: the head is complete. Bytes after it in the same read
+                    // are a body or a pipelined request; the guard cannot tell which.
+                    self.phase = if rest.is_empty() {
+                        Phase::AfterHead
+                    } else {
+                        Phase::Unwatched
+                    };
+                    self.deadline = None;
+                    return None;
+                }
+                // Blank lines before the request line are ignored (RFC 9112 §2.2).
+                continue;
+            }
+            if self.lines > 0 {
+                let name = &self.line_start[..self.line_bytes.min(NAME_PREFIX)];
+                self.seen_content_length |= name.starts_with(b"content-length:");
+                self.seen_transfer_encoding |= name.starts_with(b"transfer-encoding:");
+                if self.seen_content_length && self.seen_transfer_encoding {
+                    return Some(RESPONSE_400);
+                }
+            }
+            self.lines += 1;
+            self.line_bytes = 0;
+            if self.lines > self.limits.max_headers + 1 {
+                return Some(RESPONSE_431);
             }
         }
         None
@@ -253,6 +270,15 @@ impl AsyncRead for GuardedStream {
                     buf.set_filled(before);
                     this.rejection = Some((answer, 0));
                     return this.poll_rejection(cx).map(Err);
+                }
+                // A head still incomplete after this read: from now on it has a deadline.
+                if this.phase == Phase::Head && this.deadline.is_none() {
+                    // Polled once so the timer wakes this task; a zero timeout answers at once.
+                    if this.arm_deadline().as_mut().poll(cx).is_ready() {
+                        buf.set_filled(before);
+                        this.rejection = Some((RESPONSE_408, 0));
+                        return this.poll_rejection(cx).map(Err);
+                    }
                 }
             }
         }
@@ -436,6 +462,50 @@ mod tests {
         assert_eq!(scan_all(limits(), both).0, Some(RESPONSE_400));
         let pipelined = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
         assert_eq!(scan_all(limits(), pipelined), (None, Phase::Unwatched));
+    }
+
+    /// The answer and phase do not depend on how the head is cut into reads.
+    #[tokio::test]
+    async fn scanning_is_independent_of_read_boundaries() {
+        let long_name = format!(
+            "GET / HTTP/1.1\r\nx-a-very-long-header-name-{}: 1\r\n\r\n",
+            "n".repeat(30)
+        );
+        let inputs: Vec<&[u8]> = vec![
+            b"GET / HTTP/1.1\r\nHost: a\r\nCookie: theme=dark; canary_user=user-1\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nCont\rent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n",
+            b"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            long_name.as_bytes(),
+        ];
+        for input in inputs {
+            let (whole_answer, whole_phase) = scan_all(limits(), input);
+            for cut in 1..input.len() {
+                let (client, _server) = tokio::io::duplex(64);
+                let mut g = GuardedStream::new(Box::new(client), limits());
+                let answer = g.scan(&input[..cut]).or_else(|| g.scan(&input[cut..]));
+                // Bytes after the blank line in the same read leave the head unwatched; a cut
+                // at the very end of the head cannot produce that, so compare answers only then.
+                assert_eq!(answer, whole_answer, "{input:?} cut at {cut}");
+                if whole_answer.is_none() {
+                    assert_eq!(g.phase, whole_phase, "{input:?} cut at {cut}");
+                }
+            }
+        }
+        // Both framing headers seen although each name was split across reads.
+        let (client, _server) = tokio::io::duplex(64);
+        let mut g = GuardedStream::new(Box::new(client), limits());
+        let parts: [&[u8]; 4] = [
+            b"POST / HTTP/1.1\r\nconte",
+            b"nt-length: 5\r\ntransfer-enc",
+            b"oding: chunked\r",
+            b"\n\r\n",
+        ];
+        let answer = parts.iter().find_map(|part| g.scan(part));
+        assert_eq!(answer, Some(RESPONSE_400));
     }
 
     #[tokio::test]
