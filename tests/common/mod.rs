@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,12 +22,36 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_canary-gateway")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// Ports this test process has handed out. Tests run in parallel threads: without this, a port
+/// released by `free_port` for one test's gateway could be handed to another test's origin
+/// before that gateway binds it (seen once: an admin request answered by an origin).
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port that was free a moment ago on 127.0.0.1 and that no other part of this test process
+/// has been given.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A listener for a test's own server, on a port from `free_port` (never port 0, whose
+/// kernel-chosen port could be one just handed to another test).
+pub fn test_listener() -> TcpListener {
+    let start = Instant::now();
+    loop {
+        match TcpListener::bind(("127.0.0.1", free_port())) {
+            Ok(listener) => return listener,
+            Err(e) => assert!(start.elapsed() < READY_TIMEOUT, "no port to listen on: {e}"),
+        }
+    }
 }
 
 /// Waits, by connecting in a bounded loop, until something accepts on `addr`.
@@ -118,7 +142,7 @@ impl Origin {
 
     /// An origin that waits `delay` before answering each request.
     pub fn start_with_delay(name: &str, delay: Duration) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let listener = test_listener();
         let addr = listener.local_addr().expect("origin addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -623,7 +647,7 @@ impl Drop for OriginProcess {
 /// A websocket echo origin for one session: it answers `n` text messages with "echo: <msg>",
 /// then pushes "server push" on its own. Health-check connects are skipped.
 pub fn websocket_echo_origin(n: usize) -> (SocketAddr, thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind ws origin");
+    let listener = test_listener();
     let addr = listener.local_addr().expect("addr");
     let handle = thread::spawn(move || {
         let mut ws = loop {
