@@ -11,7 +11,8 @@
 #                tell the gateway's own cost from Pingora's
 # wrk: 1 thread, 64 connections, 1,000 rotating users (every 10th a VIP), 100,000-id VIP list.
 # Targets alternate over ROUNDS rounds of SECONDS each; then a 2-worker round (no pinning),
-# a gateway round with metrics + access log on, and memory figures (idle RSS, RSS with a
+# a gateway round with metrics + access log on, instruction counts per request under
+# callgrind (gateway, bare Pingora, OpenResty), and memory figures (idle RSS, RSS with a
 # 1,000,000-id list, RSS holding 10,000 idle keep-alive connections).
 #
 # Usage: scripts/loadtest.sh [SECONDS per run (10)] [ROUNDS (3)]
@@ -76,12 +77,12 @@ YAML
 }
 
 # --- nginx proxies (map / lua) ------------------------------------------------------------
-nginx_proxy() {  # nginx_proxy NAME PORT WORKERS ROUTING_BLOCK HTTP_EXTRA
+nginx_conf() {  # nginx_conf NAME PORT WORKERS ROUTING_BLOCK HTTP_EXTRA [PROCESS_LINES]
   mkdir -p "$dir/$1"
   cat >"$dir/$1/nginx.conf" <<NGINX
 $( [ "$1" != "${1#openresty}" ] && echo "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" )
 worker_processes $3;
-daemon on;
+${6:-daemon on;}
 pid $dir/$1/nginx.pid;
 error_log $dir/$1/error.log warn;
 events { worker_connections 20000; }
@@ -109,6 +110,9 @@ http {
   }
 }
 NGINX
+}
+nginx_proxy() {  # nginx_proxy NAME PORT WORKERS ROUTING_BLOCK HTTP_EXTRA: writes and starts
+  nginx_conf "$@"
   nginx -q -p "$dir/$1" -c "$dir/$1/nginx.conf"
 }
 
@@ -231,6 +235,49 @@ summary() {  # summary TITLE ROUNDS names... (medians over rounds: the machine i
   done
 }
 summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora-bare nginx-map openresty
+
+# Instructions per request, counted by callgrind: unlike req/s this does not depend on what
+# else the shared machine is doing, so it shows small changes and where the time goes. It
+# counts user space only; the kernel's share (about half of the CPU, see the README) is alike
+# for all three.
+instructions() {  # instructions NAME PORT CMD...: prints user-space instructions per request
+  local name=$1 port=$2; shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.$name.%p" "$@" >"$dir/$name.callgrind.log" 2>&1 &
+  local vpid=$!
+  wait_port "$port" >/dev/null
+  taskset -c 0 wrk -t1 -c16 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
+  callgrind_control -z "$vpid" >/dev/null 2>&1
+  local n
+  n=$(taskset -c 0 wrk -t1 -c16 -d8s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$vpid" >/dev/null 2>&1
+  kill -INT "$vpid"; wait "$vpid" 2>/dev/null || true
+  local total
+  total=$(callgrind_annotate "$dir/callgrind.$name.$vpid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "$name $n $((total / n)) $dir/callgrind.$name.$vpid.1"
+}
+echo; echo "instructions per request (callgrind, user space, 8 s of wrk -c16 after a 2 s warm-up):"
+port=$(free_port); gateway_config gateway-cg "$port" 1 "$dir/vips.txt" ""
+read -r _ n_gw ir_gw cg_gw < <(instructions gateway "$port" "$bin" -c "$dir/gateway-cg.yaml")
+port=$(free_port)
+read -r _ n_bare ir_bare _ < <(instructions pingora-bare "$port" "$bare" "127.0.0.1:$port" "127.0.0.1:$o1")
+port=$(free_port); nginx_conf openresty-cg "$port" 1 "$LUA_ROUTE" "$LUA_HTTP" "daemon off; master_process off;"
+read -r _ n_or ir_or _ < <(instructions openresty "$port" nginx -p "$dir/openresty-cg" -c "$dir/openresty-cg/nginx.conf")
+printf "  %-18s %12s %10s %12s\n" target requests "Ir/req" "vs openresty"
+for row in "gateway $n_gw $ir_gw" "pingora-bare $n_bare $ir_bare" "openresty $n_or $ir_or"; do
+  read -r t n ir <<<"$row"
+  printf "  %-18s %12d %10d %11.2fx\n" "$t" "$n" "$ir" "$(awk "BEGIN{print $ir / $ir_or}")"
+done
+echo "  where the gateway's instructions go (inclusive, per request):"
+callgrind_annotate --inclusive=yes --threshold=100 "$cg_gw" 2>/dev/null | awk -v n="$n_gw" '
+  { name = $0; sub(/^.*\?\?\?:/, "", name); sub(/ \[.*$/, "", name); sub(/^.*\.S:/, "", name) }
+  name ~ /CanaryProxy as pingora_proxy::proxy_trait::ProxyHttp>::[a-z_]+::\{\{closure\}\}$/ ||
+  name ~ /GuardedStream as tokio::io::async_read::AsyncRead>::poll_read$/ ||
+  name ~ /^(pingora_http::insert_header_value|__memcpy_avx_unaligned_erms|mi_free|mi_malloc_aligned)$/ ||
+  name ~ /Connector<C>::(get|release)_http_session::\{\{closure\}\}$/ ||
+  name ~ /HttpSession::read_request::\{\{closure\}\}$/ || name ~ /read_resp_header_parts::\{\{closure\}\}$/ ||
+  name ~ /pingora_timeout::timer::TimerManager::register_timer$/ {
+    gsub(",", "", $1); sub(/<canary_gateway::proxy::CanaryProxy as pingora_proxy::proxy_trait::ProxyHttp>::/, "hook ", name)
+    printf "    %8d  %s\n", $1 / n, name }' | head -20
 
 echo; echo "2 workers each (no pinning, 1 round):"
 for t in gateway nginx-map openresty; do

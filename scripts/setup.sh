@@ -2,7 +2,7 @@
 # Installs what building and testing canary-gateway needs, only when it is missing:
 #   cmake      - Pingora's zlib-ng build
 #   redis-server, wrk - the store tests and the access-log load test
-#   nginx + lua module, curl - the load-test scripts
+#   nginx + lua module, curl, valgrind - the load-test scripts
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
 
@@ -22,6 +22,7 @@ if [ "$what" = loadtest ]; then
   have wrk || need+=(wrk)
   have curl || need+=(curl)
   have python3 || need+=(python3)
+  have valgrind || need+=(valgrind)
 fi
 
 if ! have cargo; then
