@@ -267,7 +267,7 @@ for row in "gateway $n_gw $ir_gw" "pingora-bare $n_bare $ir_bare" "openresty $n_
   read -r t n ir <<<"$row"
   printf "  %-18s %12d %10d %11.2fx\n" "$t" "$n" "$ir" "$(awk "BEGIN{print $ir / $ir_or}")"
 done
-echo "  where the gateway's instructions go (inclusive, per request):"
+echo "  where the gateway's instructions go (per request; inclusive, so a row contains the rows it calls):"
 callgrind_annotate --inclusive=yes --threshold=100 "$cg_gw" 2>/dev/null | awk -v n="$n_gw" '
   { name = $0; sub(/^.*\?\?\?:/, "", name); sub(/ \[.*$/, "", name); sub(/^.*\.S:/, "", name) }
   name ~ /CanaryProxy as pingora_proxy::proxy_trait::ProxyHttp>::[a-z_]+::\{\{closure\}\}$/ ||
