@@ -4,16 +4,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use log::error;
-use serde::Serialize;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::metrics::METRICS;
+use crate::text;
+use log::error;
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 65_536;
@@ -23,10 +23,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// queue means a request never pays for waking the writer thread.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
-/// One request, as logged. Strings come from clients; serde_json escapes them.
-#[derive(Serialize)]
+/// One request, as logged: one JSON object per line.
 pub struct AccessRecord<'a> {
-    pub ts: String,
+    pub ts: SystemTime,
     pub request_id: &'a str,
     pub client_ip: &'a str,
     pub method: &'a str,
@@ -36,10 +35,58 @@ pub struct AccessRecord<'a> {
     pub group: &'a str,
     pub rule: &'a str,
     pub reason: &'a str,
-    pub upstream: Option<String>,
+    pub upstream: Option<SocketAddr>,
     pub bytes_sent: usize,
-    pub duration_ms: f64,
-    pub upstream_duration_ms: Option<f64>,
+    pub duration: Duration,
+    pub upstream_duration: Option<Duration>,
+}
+
+impl AccessRecord<'_> {
+    /// Appends the record as one JSON object (no newline). Written by hand: through serde_json
+    /// and `Display` a line cost about 7,600 instructions, most of the access log's price.
+    /// Strings that come from clients (host, path) are escaped; so are the others, which cost
+    /// little and keep the line valid whatever the configuration names things.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ts\":\"");
+        text::push_rfc3339_millis(out, self.ts);
+        out.extend_from_slice(b"\",\"request_id\":");
+        text::push_json_str(out, self.request_id);
+        out.extend_from_slice(b",\"client_ip\":");
+        text::push_json_str(out, self.client_ip);
+        out.extend_from_slice(b",\"method\":");
+        text::push_json_str(out, self.method);
+        out.extend_from_slice(b",\"host\":");
+        text::push_json_str(out, self.host);
+        out.extend_from_slice(b",\"path\":");
+        text::push_json_str(out, self.path);
+        out.extend_from_slice(b",\"status\":");
+        text::push_u64(out, u64::from(self.status));
+        out.extend_from_slice(b",\"group\":");
+        text::push_json_str(out, self.group);
+        out.extend_from_slice(b",\"rule\":");
+        text::push_json_str(out, self.rule);
+        out.extend_from_slice(b",\"reason\":");
+        text::push_json_str(out, self.reason);
+        out.extend_from_slice(b",\"upstream\":");
+        match self.upstream {
+            Some(addr) => {
+                out.push(b'"');
+                text::push_socket_addr(out, addr);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"bytes_sent\":");
+        text::push_u64(out, self.bytes_sent as u64);
+        out.extend_from_slice(b",\"duration_ms\":");
+        text::push_millis(out, self.duration);
+        out.extend_from_slice(b",\"upstream_duration_ms\":");
+        match self.upstream_duration {
+            Some(d) => text::push_millis(out, d),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+    }
 }
 
 enum Message {
@@ -78,9 +125,7 @@ impl AccessLog {
     /// Queues one record; never blocks.
     pub fn log(&self, record: &AccessRecord<'_>) {
         let mut line = Vec::with_capacity(384);
-        if serde_json::to_writer(&mut line, record).is_err() {
-            return;
-        }
+        record.write_json(&mut line);
         line.push(b'\n');
         match self.sender.try_send(Message::Line(line)) {
             Ok(()) => {}

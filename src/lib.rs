@@ -18,6 +18,7 @@ pub mod request_id;
 pub mod routing;
 pub mod secure;
 pub mod store;
+pub mod text;
 pub mod upstreams;
 pub mod userset;
 

@@ -543,12 +543,12 @@ impl ProxyHttp for CanaryProxy {
                 .or_else(|| request.uri.host())
                 .unwrap_or("");
             let path = String::from_utf8_lossy(request.raw_path());
-            let upstream_ms = ctx
+            let upstream_duration = ctx
                 .upstream_started
                 .zip(ctx.upstream_answered)
-                .map(|(start, end)| millis(end.saturating_duration_since(start)));
+                .map(|(start, end)| end.saturating_duration_since(start));
             log.log(&AccessRecord {
-                ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                ts: std::time::SystemTime::now(),
                 request_id: ctx.id(),
                 client_ip: ctx
                     .client_ip_value
@@ -566,10 +566,10 @@ impl ProxyHttp for CanaryProxy {
                 } else {
                     decision.reason.as_str()
                 },
-                upstream: ctx.upstream_addr.map(|a| a.to_string()),
+                upstream: ctx.upstream_addr,
                 bytes_sent: session.body_bytes_sent(),
-                duration_ms: millis(elapsed),
-                upstream_duration_ms: upstream_ms,
+                duration: elapsed,
+                upstream_duration,
             });
         }
     }
@@ -616,10 +616,6 @@ impl RequestCtx {
         let state = self.state.as_ref()?;
         Some(state.router.group_name(self.served_group?))
     }
-}
-
-fn millis(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The client address: `peer`, or when `peer` is a trusted proxy, the right-most
@@ -744,33 +740,12 @@ fn forwarded_for(headers: &HeaderMap, peer: Option<HeaderValue>) -> Option<Heade
     HeaderValue::from_str(&value).ok()
 }
 
-/// An address as header text. IPv4 is written by hand: `Ipv4Addr`'s `Display` goes through
-/// the formatting machinery, which cost about 2,600 instructions a request for two addresses.
+/// An address as header text, written without the formatting machinery (see `text`).
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    let IpAddr::V4(v4) = ip else {
-        return HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-    };
-    let mut text = [0u8; 15];
-    let mut len = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        let mut digits = [
-            b'.',
-            b'0' + octet / 100,
-            b'0' + octet / 10 % 10,
-            b'0' + octet % 10,
-        ];
-        let skip = match octet {
-            100.. => 1,
-            10..=99 => 2,
-            _ => 3,
-        };
-        digits[skip - 1] = b'.';
-        let part = &digits[if i == 0 { skip } else { skip - 1 }..];
-        text[len..len + part.len()].copy_from_slice(part);
-        len += part.len();
-    }
-    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+    let mut text = Vec::with_capacity(15);
+    crate::text::push_ip(&mut text, ip);
+    HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -845,29 +820,10 @@ mod tests {
     }
 
     #[test]
-    fn ip_values_match_display() {
-        let samples = [
-            "0.0.0.0",
-            "1.2.3.4",
-            "9.10.99.100",
-            "127.0.0.1",
-            "255.255.255.255",
-            "10.200.30.4",
-            "::1",
-            "2001:db8::7",
-            "::ffff:192.0.2.1",
-        ];
-        for text in samples {
+    fn ip_values_are_the_address_text() {
+        for text in ["127.0.0.1", "10.200.30.4", "2001:db8::7"] {
             let ip: IpAddr = text.parse().expect("ip");
-            assert_eq!(
-                ip_value(ip).to_str().expect("ascii"),
-                ip.to_string(),
-                "{text}"
-            );
-        }
-        for a in 0..=255u8 {
-            let ip = IpAddr::from([a, 255 - a, a / 3, 7]);
-            assert_eq!(ip_value(ip).to_str().expect("ascii"), ip.to_string());
+            assert_eq!(ip_value(ip), text);
         }
     }
 }
