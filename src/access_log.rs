@@ -47,27 +47,36 @@ impl AccessRecord<'_> {
     /// Strings that come from clients (host, path) are escaped; so are the others, which cost
     /// little and keep the line valid whatever the configuration names things.
     fn write_json(&self, out: &mut Vec<u8>) {
+        fn key(out: &mut Vec<u8>, name: &str) {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
         out.extend_from_slice(b"{\"ts\":\"");
         text::push_rfc3339_millis(out, self.ts);
-        out.extend_from_slice(b"\",\"request_id\":");
-        text::push_json_str(out, self.request_id);
-        out.extend_from_slice(b",\"client_ip\":");
-        text::push_json_str(out, self.client_ip);
-        out.extend_from_slice(b",\"method\":");
-        text::push_json_str(out, self.method);
-        out.extend_from_slice(b",\"host\":");
-        text::push_json_str(out, self.host);
-        out.extend_from_slice(b",\"path\":");
-        text::push_json_str(out, self.path);
-        out.extend_from_slice(b",\"status\":");
+        out.push(b'"');
+        let strings = [
+            ("request_id", self.request_id),
+            ("client_ip", self.client_ip),
+            ("method", self.method),
+            ("host", self.host),
+            ("path", self.path),
+        ];
+        for (name, value) in strings {
+            key(out, name);
+            text::push_json_str(out, value);
+        }
+        key(out, "status");
         text::push_u64(out, u64::from(self.status));
-        out.extend_from_slice(b",\"group\":");
-        text::push_json_str(out, self.group);
-        out.extend_from_slice(b",\"rule\":");
-        text::push_json_str(out, self.rule);
-        out.extend_from_slice(b",\"reason\":");
-        text::push_json_str(out, self.reason);
-        out.extend_from_slice(b",\"upstream\":");
+        for (name, value) in [
+            ("group", self.group),
+            ("rule", self.rule),
+            ("reason", self.reason),
+        ] {
+            key(out, name);
+            text::push_json_str(out, value);
+        }
+        key(out, "upstream");
         match self.upstream {
             Some(addr) => {
                 out.push(b'"');
@@ -76,11 +85,11 @@ impl AccessRecord<'_> {
             }
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"bytes_sent\":");
+        key(out, "bytes_sent");
         text::push_u64(out, self.bytes_sent as u64);
-        out.extend_from_slice(b",\"duration_ms\":");
+        key(out, "duration_ms");
         text::push_millis(out, self.duration);
-        out.extend_from_slice(b",\"upstream_duration_ms\":");
+        key(out, "upstream_duration_ms");
         match self.upstream_duration {
             Some(d) => text::push_millis(out, d),
             None => out.extend_from_slice(b"null"),
@@ -200,5 +209,53 @@ fn writer(
             out.flush().ok();
             last_flush = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        upstream: Option<SocketAddr>,
+        upstream_duration: Option<Duration>,
+    ) -> serde_json::Value {
+        let record = AccessRecord {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            request_id: "abc-1",
+            client_ip: "192.0.2.7",
+            method: "GET",
+            host: "evil\"host\\\n",
+            path: "/a?b=\u{1}",
+            status: 503,
+            group: "canary",
+            rule: "rollout",
+            reason: "percent",
+            upstream,
+            bytes_sent: 12,
+            duration: Duration::from_micros(1_500),
+            upstream_duration,
+        };
+        let mut line = Vec::new();
+        record.write_json(&mut line);
+        serde_json::from_slice(&line).expect("one valid JSON object")
+    }
+
+    #[test]
+    fn lines_are_json_with_every_field() {
+        let upstream: SocketAddr = "10.0.0.2:8080".parse().expect("addr");
+        let line = record(Some(upstream), Some(Duration::from_micros(250)));
+        assert_eq!(line["ts"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(line["host"], "evil\"host\\\n");
+        assert_eq!(line["path"], "/a?b=\u{1}");
+        assert_eq!(line["status"], 503);
+        assert_eq!(line["upstream"], "10.0.0.2:8080");
+        assert_eq!(line["bytes_sent"], 12);
+        assert_eq!(line["duration_ms"], 1.5);
+        assert_eq!(line["upstream_duration_ms"], 0.25);
+        assert_eq!(line.as_object().map(|o| o.len()), Some(14));
+        let unanswered = record(None, None);
+        assert!(unanswered["upstream"].is_null());
+        assert!(unanswered["upstream_duration_ms"].is_null());
     }
 }
