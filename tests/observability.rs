@@ -246,25 +246,36 @@ fn wrk_run_logs_every_request() {
         .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
     assert!(requests > 100, "{text}");
     assert!(!text.contains("Non-2xx"), "{text}");
-    // wrk may stop with requests still in flight; those are logged too, so allow its count of
-    // connections as the margin.
-    let lines = o.wait_log(requests);
+    // wrk may stop with requests still in flight; they finish (and are counted and logged)
+    // after it exits. Wait, bounded, until the request counter stops moving, then until the
+    // log has caught up with it.
+    let counted = || sum(&o.scrape(), "gateway_requests_total{", "") as usize;
+    let start = Instant::now();
+    let mut total = counted();
+    loop {
+        thread::sleep(Duration::from_millis(200));
+        let now = counted();
+        if now == total {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "requests still counted after 5 s"
+        );
+        total = now;
+    }
+    // In-flight requests are logged too, so allow wrk's count of connections as the margin.
     assert!(
-        lines.len() <= requests + 8,
-        "{} lines for {requests} requests",
-        lines.len()
+        (requests..=requests + 8).contains(&total),
+        "{total} requests counted for {requests} that wrk saw"
     );
+    let lines = o.wait_log(total);
+    assert_eq!(lines.len(), total, "metrics agree with the log");
     let ids: HashSet<&str> = lines
         .iter()
         .map(|l| l["request_id"].as_str().expect("id"))
         .collect();
     assert_eq!(ids.len(), lines.len(), "request ids are unique");
-    let m = o.scrape();
-    assert_eq!(
-        sum(&m, "gateway_requests_total{", "") as usize,
-        lines.len(),
-        "metrics agree with the log"
-    );
 }
 
 #[test]
