@@ -6,7 +6,7 @@
 //! anything missed. When Redis is down or slow the last snapshot keeps serving; the service
 //! reconnects with backoff and `/status` and `/metrics` show how stale each set is.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -159,19 +159,21 @@ impl Store {
             // Not loaded yet: the next full load includes the change.
             return false;
         };
-        let removed: BTreeSet<&[u8]> = change.remove.iter().map(|s| s.as_bytes()).collect();
-        let added_bytes: usize = change.add.iter().map(String::len).sum();
-        let mut next = UserSet::with_capacity(
-            current.len() + change.add.len(),
-            current.id_bytes() + added_bytes,
-        );
-        for id in current.iter().filter(|id| !removed.contains(id)) {
-            next.insert(id);
+        // A copy with the change applied: O(change) after the copy, where rebuilding a
+        // 1,000,000-member set took a few hundred milliseconds per change.
+        let mut next = UserSet::clone(current);
+        for id in &change.remove {
+            next.remove(id.as_bytes());
         }
+        let added_bytes: usize = change.add.iter().map(String::len).sum();
+        next.reserve(change.add.len(), added_bytes);
         for id in &change.add {
             next.insert(id.as_bytes());
         }
-        next.shrink_to_fit();
+        // Removed members keep their space until the set is compacted (or fully reloaded).
+        if next.removed_members() > next.len() / 2 {
+            next = next.compacted();
+        }
         state.snapshot = Some(Arc::new(next));
         true
     }

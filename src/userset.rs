@@ -2,7 +2,9 @@
 //!
 //! All ids live in one byte arena; an open-addressing table of `u32` indexes points into it.
 //! A million 10-byte ids cost about 24 MB instead of the ~60 MB of a `HashSet<String>`.
-//! Built once (from a users file or a list) and shared behind an `Arc`; never mutated.
+//! Built once (from a users file or a list) and shared behind an `Arc`; a shared set is never
+//! mutated. A change to a big set is a copy (a few memcpys) with the change applied: removed
+//! members are marked, not moved, so a change costs O(change) after the copy.
 
 use std::fmt;
 
@@ -47,6 +49,10 @@ pub struct UserSet {
     ends: Vec<u32>,
     /// Open-addressing table (linear probing), a power of two in size, at most 70% full.
     slots: Vec<u32>,
+    /// One bit per member, set when the member was removed after it was inserted. A removed
+    /// member keeps its bytes and its table slot until the set is compacted.
+    removed: Vec<u64>,
+    removed_count: usize,
 }
 
 impl fmt::Debug for UserSet {
@@ -93,10 +99,18 @@ impl UserSet {
         let mut set = UserSet {
             arena: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(members),
-            slots: Vec::new(),
+            ..UserSet::default()
         };
         set.resize_table(members);
         set
+    }
+
+    /// Makes room for `members` more ids totalling `bytes` (exactly, so a copied big set does
+    /// not double its arena for a few additions).
+    pub fn reserve(&mut self, members: usize, bytes: usize) {
+        self.arena.reserve_exact(bytes);
+        self.ends.reserve_exact(members);
+        self.resize_table(self.ends.len() + members);
     }
 
     /// Gives back spare capacity once building is done.
@@ -112,12 +126,27 @@ impl UserSet {
 
     /// Number of members.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ends.len() - self.removed_count
     }
 
     /// True when the set has no members.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
+    }
+
+    /// Members removed since the set was built, whose bytes and slots are still held.
+    pub fn removed_members(&self) -> usize {
+        self.removed_count
+    }
+
+    /// The same members without the space removed ones still hold.
+    pub fn compacted(&self) -> UserSet {
+        let mut set = UserSet::with_capacity(self.len(), self.arena.len());
+        for id in self.iter() {
+            set.insert(id);
+        }
+        set.shrink_to_fit();
+        set
     }
 
     /// Whether `id` is a member.
@@ -125,25 +154,66 @@ impl UserSet {
         if self.slots.is_empty() {
             return false;
         }
+        self.find(id).is_some()
+    }
+
+    /// The index of member `id`, if it is one (removed members are skipped: an id removed and
+    /// added again has a second, live entry further along its probe chain).
+    fn find(&self, id: &[u8]) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
         let mask = self.slots.len() - 1;
         let mut pos = (table_hash(id) as usize) & mask;
         loop {
             match self.slots[pos] {
-                EMPTY => return false,
-                slot if self.member(slot as usize - 1) == id => return true,
+                EMPTY => return None,
+                slot if self.member(slot as usize - 1) == id
+                    && !self.is_removed(slot as usize - 1) =>
+                {
+                    return Some(slot as usize - 1)
+                }
                 _ => pos = (pos + 1) & mask,
             }
         }
     }
 
+    /// Removes `id`; returns whether it was a member.
+    pub fn remove(&mut self, id: &[u8]) -> bool {
+        let Some(index) = self.find(id) else {
+            return false;
+        };
+        let words = self.ends.len().div_ceil(64);
+        if self.removed.len() < words {
+            self.removed.resize(words, 0);
+        }
+        if let Some(word) = self.removed.get_mut(index / 64) {
+            *word |= 1 << (index % 64);
+            self.removed_count += 1;
+        }
+        true
+    }
+
+    fn is_removed(&self, index: usize) -> bool {
+        self.removed_count > 0
+            && self
+                .removed
+                .get(index / 64)
+                .is_some_and(|word| word >> (index % 64) & 1 == 1)
+    }
+
     /// Iterates over the members in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        (0..self.len()).map(|i| self.member(i))
+        (0..self.ends.len())
+            .filter(|&i| !self.is_removed(i))
+            .map(|i| self.member(i))
     }
 
     /// Approximate heap bytes held by this set.
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + 4 * (self.ends.capacity() + self.slots.capacity())
+        self.arena.capacity()
+            + 4 * (self.ends.capacity() + self.slots.capacity())
+            + 8 * self.removed.capacity()
     }
 
     fn member(&self, index: usize) -> &[u8] {
@@ -160,13 +230,15 @@ impl UserSet {
         if id.is_empty() || self.contains(id) {
             return;
         }
-        if (self.len() + 1) * 10 > self.slots.len() * 7 {
-            self.resize_table((self.len() + 1) * 2);
+        // Removed members still take their slots: the load counts every entry.
+        let entries = self.ends.len() + 1;
+        if entries * 10 > self.slots.len() * 7 {
+            self.resize_table(entries * 2);
         }
         self.arena.extend_from_slice(id);
         // Arena offsets are u32: 4 GiB of ids is far past any sane users list.
         self.ends.push(self.arena.len() as u32);
-        let index = self.len() as u32;
+        let index = self.ends.len() as u32;
         self.place(index);
     }
 
@@ -182,14 +254,14 @@ impl UserSet {
 
     /// Rebuilds the table with room for `members` at under 70% load.
     fn resize_table(&mut self, members: usize) {
-        let wanted = (members.max(self.len()) * 10 / 7 + 1)
+        let wanted = (members.max(self.ends.len()) * 10 / 7 + 1)
             .next_power_of_two()
             .max(8);
         if wanted <= self.slots.len() {
             return;
         }
         self.slots = vec![EMPTY; wanted];
-        for index in 1..=self.len() as u32 {
+        for index in 1..=self.ends.len() as u32 {
             self.place(index);
         }
     }
@@ -231,6 +303,66 @@ mod tests {
         assert_eq!(set.len(), ids.len());
         assert!(ids.iter().all(|id| set.contains(id.as_bytes())));
         assert!(!set.contains(b"id10000"));
+    }
+
+    /// Random adds and removes (re-adding removed ids included) agree with a `HashSet`.
+    #[test]
+    fn removes_and_re_adds_match_a_hash_set() {
+        use std::collections::HashSet;
+        let mut set = UserSet::from_ids(
+            (0..200)
+                .map(|i| format!("u{i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|s| s.as_bytes()),
+        );
+        let mut model: HashSet<String> = (0..200).map(|i| format!("u{i}")).collect();
+        // A fixed xorshift sequence: the same operations every run.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = format!("u{}", x % 300);
+            if x % 3 == 0 {
+                assert_eq!(set.remove(id.as_bytes()), model.remove(&id), "remove {id}");
+            } else {
+                set.insert(id.as_bytes());
+                model.insert(id);
+            }
+        }
+        assert_eq!(set.len(), model.len());
+        for i in 0..300 {
+            let id = format!("u{i}");
+            assert_eq!(set.contains(id.as_bytes()), model.contains(&id), "{id}");
+        }
+        let members: HashSet<String> = set
+            .iter()
+            .map(|id| String::from_utf8(id.to_vec()).expect("utf-8"))
+            .collect();
+        assert_eq!(members, model);
+        assert!(set.removed_members() > 0, "the sequence removed something");
+        let compact = set.compacted();
+        assert_eq!(compact.removed_members(), 0);
+        assert_eq!(compact.len(), model.len());
+        assert!(compact.iter().all(|id| set.contains(id)));
+        assert!(!set.remove(b"never-there"));
+    }
+
+    #[test]
+    fn reserve_keeps_a_copied_set_tight() {
+        let ids: Vec<String> = (0..100_000).map(|i| format!("user{i:06}")).collect();
+        let set = UserSet::from_ids(ids.iter().map(|s| s.as_bytes()));
+        let mut copy = set.clone();
+        copy.reserve(1, 10);
+        copy.insert(b"user100000");
+        assert!(copy.contains(b"user100000") && copy.contains(b"user000000"));
+        assert!(
+            copy.heap_bytes() < set.heap_bytes() + 64,
+            "{} vs {}",
+            copy.heap_bytes(),
+            set.heap_bytes()
+        );
     }
 
     #[test]
