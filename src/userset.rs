@@ -324,7 +324,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let id = format!("u{}", x % 300);
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 assert_eq!(set.remove(id.as_bytes()), model.remove(&id), "remove {id}");
             } else {
                 set.insert(id.as_bytes());
