@@ -84,15 +84,21 @@ echo "RSS of the node with the set loaded: $(awk '/VmRSS/ {print $2}' "/proc/$pi
 read -r port_b admin_b pid_b < <(node b)
 wait_port "$admin_b"
 for _ in $(seq 1 600); do [ "$(loaded "$admin_b")" -ge "$members" ] && break; sleep 0.05; done
+# Alternately adds a new user and removes an existing member, each timed until node b routes
+# that user accordingly (VIPs go to canary, everyone else to stable).
 lat=()
 for i in $(seq 1 20); do
-  user=new-user-$i
+  if [ $((i % 2)) -eq 1 ]; then
+    user=new-user-$i; change="{\"add\": [\"$user\"]}"; want=canary
+  else
+    user=$(printf 'customer-%07d' "$i"); change="{\"remove\": [\"$user\"]}"; want=stable
+  fi
   t0=$(date +%s%N)
-  curl -s -o /dev/null -H "Authorization: Bearer $token" -X POST -d "{\"add\": [\"$user\"]}" "http://127.0.0.1:$admin_a/rules/vip/users"
+  curl -s -o /dev/null -H "Authorization: Bearer $token" -X POST -d "$change" "http://127.0.0.1:$admin_a/rules/vip/users"
   for _ in $(seq 1 2000); do
-    curl -s -D - -o /dev/null --cookie "canary_user=$user" "http://127.0.0.1:$port_b/" | grep -qi '^x-canary-group: canary' && break
+    curl -s -D - -o /dev/null --cookie "canary_user=$user" "http://127.0.0.1:$port_b/" | grep -qi "^x-canary-group: $want" && break
   done
   lat+=($(( ($(date +%s%N) - t0) / 1000000 )))
 done
 sorted=$(printf '%s\n' "${lat[@]}" | sort -n)
-echo "propagation node a -> node b over 20 changes (ms, includes the admin call and polling): min $(head -1 <<<"$sorted"), median $(sed -n 10p <<<"$sorted"), max $(tail -1 <<<"$sorted")"
+echo "propagation node a -> node b over 20 changes, 10 adds and 10 removes (ms, includes the admin call and polling): min $(head -1 <<<"$sorted"), median $(sed -n 10p <<<"$sorted"), max $(tail -1 <<<"$sorted")"
