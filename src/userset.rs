@@ -68,12 +68,7 @@ impl UserSet {
         I: IntoIterator<Item = &'a [u8]>,
     {
         let ids = ids.into_iter();
-        let mut set = UserSet::with_capacity(ids.size_hint().0, 0);
-        for id in ids {
-            set.insert(id);
-        }
-        set.shrink_to_fit();
-        set
+        Self::build(ids.size_hint().0, 0, ids)
     }
 
     /// Parses a users file: one id per line; blank lines and lines starting with `#` are
@@ -85,8 +80,14 @@ impl UserSet {
         });
         // A line count is a cheap capacity hint that avoids rehashing big files.
         let hint = text.iter().filter(|&&b| b == b'\n').count() + 1;
-        let mut set = UserSet::with_capacity(hint, text.len());
-        for id in lines {
+        Self::build(hint, text.len(), lines)
+    }
+
+    /// A set of `ids`, with room for `members` ids totalling `bytes` reserved up front and the
+    /// spare given back at the end.
+    fn build<'a>(members: usize, bytes: usize, ids: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut set = UserSet::with_capacity(members, bytes);
+        for id in ids {
             set.insert(id);
         }
         set.shrink_to_fit();
@@ -119,11 +120,6 @@ impl UserSet {
         self.ends.shrink_to_fit();
     }
 
-    /// Bytes of all member ids together.
-    pub fn id_bytes(&self) -> usize {
-        self.arena.len()
-    }
-
     /// Number of members.
     pub fn len(&self) -> usize {
         self.ends.len() - self.removed_count
@@ -141,19 +137,11 @@ impl UserSet {
 
     /// The same members without the space removed ones still hold.
     pub fn compacted(&self) -> UserSet {
-        let mut set = UserSet::with_capacity(self.len(), self.arena.len());
-        for id in self.iter() {
-            set.insert(id);
-        }
-        set.shrink_to_fit();
-        set
+        Self::build(self.len(), self.arena.len(), self.iter())
     }
 
     /// Whether `id` is a member.
     pub fn contains(&self, id: &[u8]) -> bool {
-        if self.slots.is_empty() {
-            return false;
-        }
         self.find(id).is_some()
     }
 
