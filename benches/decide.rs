@@ -4,8 +4,8 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Mode, Router, Rule};
-use canary_gateway::userset::UserSet;
+use canary_gateway::routing::UserSet;
+use canary_gateway::routing::{GroupId, Matcher, Mode, Percent, Router, Rule};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn router(rules: Vec<Rule>) -> Router {
@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
     let percent = router(vec![Rule {
         name: "rollout".into(),
         matcher: Matcher::Percent {
-            ppm: percent_to_ppm(10.0).unwrap_or_default(),
+            share: Percent::new(10.0).unwrap_or_default(),
             seed: b"2026-11-release"[..].into(),
         },
         group: GroupId(1),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use canary_gateway::config::{self, LoadedConfig};
-use canary_gateway::live::ConfigSource;
+use canary_gateway::state::ConfigSource;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 

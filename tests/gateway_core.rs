@@ -7,7 +7,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::thread;
 
-use canary_gateway::routing::{percent_bucket, percent_to_ppm};
 use common::*;
 
 /// stable + canary origins behind a gateway with the README's rule set.
@@ -37,23 +36,14 @@ fn setup(percent: f64) -> Setup {
     }
 }
 
-/// A user id inside (or outside) the rollout at `percent`.
-fn rollout_user(percent: f64, inside: bool) -> String {
-    let ppm = percent_to_ppm(percent).expect("valid percent");
-    (0..)
-        .map(|i| format!("user-{i}"))
-        .find(|u| (percent_bucket(SEED.as_bytes(), u.as_bytes()) < ppm) == inside)
-        .expect("found")
-}
-
 /// (what, request headers, origin body expected, decision header expected)
 type RoutingCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
 
 #[test]
 fn cookie_header_and_default_pick_the_group() {
     let s = setup(10.0);
-    let inside = format!("canary_user={}", rollout_user(10.0, true));
-    let outside = format!("canary_user={}", rollout_user(10.0, false));
+    let inside = format!("canary_user={}", rollout_user(SEED, 10.0, true));
+    let outside = format!("canary_user={}", rollout_user(SEED, 10.0, false));
     let cases: &[RoutingCase] = &[
         ("no cookie → default", vec![], "stable-origin", "stable"),
         (

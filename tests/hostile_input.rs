@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use canary_gateway::secure::signed_cookie_value;
+use canary_gateway::routing::signed::signed_cookie_value;
 use common::*;
 
 /// Small limits so the tests are quick.

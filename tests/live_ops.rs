@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use canary_gateway::routing::{percent_bucket, percent_to_ppm};
 use common::*;
 use serde_json::Value;
 
@@ -21,13 +20,14 @@ struct Live {
     canary: Origin,
     gateway: Gateway,
     admin: SocketAddr,
+    metrics: SocketAddr,
 }
 
 /// The gateway section with `percent` for the rollout and `vips` on the VIP list.
 fn section(
     stable: &Origin,
     canary: &Origin,
-    admin: SocketAddr,
+    (admin, metrics): (SocketAddr, SocketAddr),
     percent: f64,
     vips: &str,
 ) -> String {
@@ -36,7 +36,8 @@ fn section(
          \x20     - name: qa\n        header: x-canary-group\n\
          \x20     - name: vip\n        users: [{vips}]\n        group: stable\n\
          \x20     - name: rollout\n        percent: {percent}\n        seed: {SEED}\n        group: canary\n\
-         \x20 admin:\n    listen: \"{admin}\"\n    token: \"{TOKEN}\"\n    state_file: state.json\n",
+         \x20 admin:\n    listen: \"{admin}\"\n    token: \"{TOKEN}\"\n    state_file: state.json\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n",
         groups = groups_yaml(&[("stable", stable), ("canary", canary)])
     )
 }
@@ -45,13 +46,16 @@ fn start(percent: f64, vips: &str) -> Live {
     let stable = Origin::start("stable");
     let canary = Origin::start("canary");
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let gateway = Gateway::start(&section(&stable, &canary, admin, percent, vips));
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gateway = Gateway::start(&section(&stable, &canary, (admin, metrics), percent, vips));
     wait_for_port(admin);
+    wait_for_port(metrics);
     Live {
         stable,
         canary,
         gateway,
         admin,
+        metrics,
     }
 }
 
@@ -70,7 +74,13 @@ impl Live {
         let new = format!(
             "{head}gateway:\n  listen: [\"{}\"]\n{}",
             self.gateway.addr,
-            section(&self.stable, &self.canary, self.admin, percent, vips)
+            section(
+                &self.stable,
+                &self.canary,
+                (self.admin, self.metrics),
+                percent,
+                vips
+            )
         );
         std::fs::write(&self.gateway.config_path, new).expect("write config");
     }
@@ -81,6 +91,12 @@ impl Live {
         (r.status, json)
     }
 
+    /// Failed reloads so far (`gateway_reloads_total{result="error"}`).
+    fn reload_errors(&self) -> f64 {
+        let text = get(self.metrics, "/metrics", &[]).text();
+        metric_value(&text, "gateway_reloads_total{result=\"error\"}")
+    }
+
     fn status(&self) -> Value {
         let (code, json) = self.admin("GET", "/status", None);
         assert_eq!(code, 200, "{json}");
@@ -88,26 +104,10 @@ impl Live {
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn rollout_user(percent: f64, inside: bool) -> String {
-    let ppm = percent_to_ppm(percent).expect("valid");
-    (0..)
-        .map(|i| format!("user-{i}"))
-        .find(|u| (percent_bucket(SEED.as_bytes(), u.as_bytes()) < ppm) == inside)
-        .expect("found")
-}
-
 #[test]
 fn sighup_and_api_reload_change_routing_for_new_requests() {
     let live = start(0.0, "\"alice\"");
-    let user = rollout_user(50.0, true);
+    let user = rollout_user(SEED, 50.0, true);
     assert_eq!(live.group_of(&user), "stable");
     assert_eq!(live.status()["generation"], 1);
 
@@ -149,8 +149,12 @@ fn a_bad_reload_keeps_the_old_rules_and_is_reported() {
             .contains("percent: 140 is not in 0..=100"),
         "{body}"
     );
+    assert_eq!(live.reload_errors(), 1.0, "the API reload failed");
     live.gateway.signal("HUP");
-    thread::sleep(Duration::from_millis(300)); // give the signal a chance to be (wrongly) applied
+    // The signal's reload is observed failing, not assumed to have run.
+    wait_until("SIGHUP reload refused", Duration::from_secs(10), || {
+        live.reload_errors() == 2.0
+    });
     let status = live.status();
     assert_eq!(status["generation"], 1, "nothing was applied");
     assert_eq!(status["last_reload"]["ok"], false);
@@ -222,7 +226,7 @@ fn admin_api_requires_the_token_everywhere() {
 #[test]
 fn admin_endpoints_change_routing_and_reject_bad_input() {
     let live = start(0.0, "\"alice\"");
-    let user = rollout_user(30.0, true);
+    let user = rollout_user(SEED, 30.0, true);
     assert_eq!(live.group_of(&user), "stable");
 
     // Percentage.
@@ -363,7 +367,7 @@ fn admin_endpoints_change_routing_and_reject_bad_input() {
 #[test]
 fn api_changes_survive_restart_and_reload() {
     let mut live = start(0.0, "\"alice\"");
-    let user = rollout_user(40.0, true);
+    let user = rollout_user(SEED, 40.0, true);
     live.admin("PUT", "/rules/rollout/percent", Some(r#"{"percent": 40}"#));
     live.admin("POST", "/rules/vip/users", Some(r#"{"add": ["zed"]}"#));
     assert_eq!(live.group_of(&user), "canary");
@@ -432,7 +436,14 @@ fn in_flight_requests_finish_on_their_rules() {
     let slow = Origin::start_with_delay("slow-stable", Duration::from_millis(800));
     let canary = Origin::start("canary");
     let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let gateway = Gateway::start(&section(&slow, &canary, admin_addr, 0.0, "\"alice\""));
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gateway = Gateway::start(&section(
+        &slow,
+        &canary,
+        (admin_addr, metrics_addr),
+        0.0,
+        "\"alice\"",
+    ));
     wait_for_port(admin_addr);
     let addr = gateway.addr;
     let in_flight = thread::spawn(move || get(addr, "/", &[("Cookie", "canary_user=bob")]));
@@ -481,7 +492,17 @@ fn websocket_survives_reloads() {
     websocket_echo_rounds(&mut ws, 0..2);
     let r = admin(admin_addr, "POST", "/reload", Some(TOKEN), None);
     assert_eq!(r.status, 200, "{}", r.text());
+    let generation = || {
+        let r = admin(admin_addr, "GET", "/status", Some(TOKEN), None);
+        let status: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        status["generation"].as_u64().unwrap_or(0)
+    };
+    assert_eq!(generation(), 2, "the API reload applied");
     gateway.signal("HUP");
+    // The signal's reload is observed, so the socket below lives through it.
+    wait_until("SIGHUP reload", Duration::from_secs(10), || {
+        generation() == 3
+    });
     let r = admin(
         admin_addr,
         "POST",

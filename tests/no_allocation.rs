@@ -5,8 +5,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Mode, Router, Rule};
-use canary_gateway::userset::UserSet;
+use canary_gateway::routing::UserSet;
+use canary_gateway::routing::{GroupId, Matcher, Mode, Percent, Router, Rule};
 
 struct Counting;
 
@@ -50,7 +50,7 @@ fn decide_does_not_allocate() {
             Rule {
                 name: "rollout".into(),
                 matcher: Matcher::Percent {
-                    ppm: percent_to_ppm(50.0).expect("valid"),
+                    share: Percent::new(50.0).expect("valid"),
                     seed: b"s"[..].into(),
                 },
                 group: GroupId(1),

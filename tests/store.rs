@@ -118,15 +118,6 @@ impl Node {
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        thread::sleep(Duration::from_millis(5));
-    }
-    start.elapsed()
-}
-
 #[test]
 fn store_backed_set_routes_and_changes_reach_every_node() {
     let dir = TempDir::new("redis");

@@ -109,15 +109,6 @@ fn request_stream(
         .collect()
 }
 
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
-}
-
 /// One of three servers is SIGKILLed in the middle of a stream of GETs: no client sees an error.
 #[test]
 fn killing_one_server_loses_no_request() {

@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use canary_gateway::routing::{percent_to_ppm, GroupId, Matcher, Mode, Router, Rule};
-use canary_gateway::userset::UserSet;
+use canary_gateway::routing::{GroupId, Matcher, Mode, Percent, Router, Rule};
+use canary_gateway::routing::UserSet;
 use libfuzzer_sys::fuzz_target;
 
 fn routers() -> &'static [Router; 2] {
@@ -43,7 +43,7 @@ fn routers() -> &'static [Router; 2] {
                 Rule {
                     name: "rollout".into(),
                     matcher: Matcher::Percent {
-                        ppm: percent_to_ppm(33.3).unwrap_or(0),
+                        share: Percent::new(33.3).unwrap_or_default(),
                         seed: b"fuzz"[..].into(),
                     },
                     group: GroupId(1),

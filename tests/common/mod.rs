@@ -707,3 +707,38 @@ pub fn websocket_echo_rounds(
         assert_eq!(reply.to_text().expect("text"), format!("echo: hello {i}"));
     }
 }
+
+/// Polls `done` every 5 ms until it holds; fails the test naming `what` after `limit`.
+/// Returns how long it took.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+    start.elapsed()
+}
+
+/// The first user id `user-N` inside (`inside = true`) or outside a percentage rule with
+/// `seed` at `percent`.
+pub fn rollout_user(seed: &str, percent: f64, inside: bool) -> String {
+    let share = canary_gateway::routing::Percent::new(percent).expect("valid percent");
+    (0..)
+        .map(|i| format!("user-{i}"))
+        .find(|u| {
+            share.includes(canary_gateway::routing::percent_bucket(
+                seed.as_bytes(),
+                u.as_bytes(),
+            )) == inside
+        })
+        .expect("found")
+}
+
+/// The value of one series (`name{labels}` exactly as exported) in Prometheus text; 0 when the
+/// series is absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}

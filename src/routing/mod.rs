@@ -3,20 +3,68 @@
 //! Pure and synchronous: no Pingora types, no I/O, no locks, no logging. The proxy collects the
 //! request's facts (the Cookie header values and a way to read other headers), calls
 //! [`Router::decide`] once per request and keeps the [`Decision`] in its per-request context.
+//! The lowest layer: it imports nothing else from the crate.
+
+pub mod cidr;
+pub mod signed;
+pub mod userset;
 
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::cidr::Cidr;
-use crate::secure::{constant_time_eq, verify_signed};
-use crate::userset::UserSet;
+pub use cidr::Cidr;
+use signed::{constant_time_eq, verify_signed};
+pub use userset::UserSet;
 
 /// Longest user id the gateway accepts from the cookie; a longer value makes the user anonymous.
 pub const MAX_USER_ID_LEN: usize = 256;
 
 /// Parts-per-million scale of percentage rules: `percent: 0.5` is 5_000 ppm.
 pub const PERCENT_SCALE_PPM: u32 = 1_000_000;
+
+/// A share of users, validated once (0–100, decimals allowed) and kept in parts per million.
+/// The YAML, the admin API and the state file all go through [`Percent::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Deserialize)]
+#[serde(try_from = "f64")]
+pub struct Percent(u32);
+
+/// A percentage outside 0..=100 (or not a number).
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("{0} is not in 0..=100")]
+pub struct PercentOutOfRange(pub f64);
+
+impl Percent {
+    /// Validates `percent` (0–100), rounding to the nearest part per million.
+    pub fn new(percent: f64) -> Result<Percent, PercentOutOfRange> {
+        if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
+            return Err(PercentOutOfRange(percent));
+        }
+        Ok(Percent((percent * 10_000.0).round() as u32))
+    }
+
+    /// The share in parts per million (`0..=1_000_000`).
+    pub fn ppm(self) -> u32 {
+        self.0
+    }
+
+    /// The share as a percentage, as the file and the API write it.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) * 100.0 / f64::from(PERCENT_SCALE_PPM)
+    }
+
+    /// Whether a user in `bucket` (see [`percent_bucket`]) is inside this share.
+    pub fn includes(self, bucket: u32) -> bool {
+        bucket < self.0
+    }
+}
+
+impl TryFrom<f64> for Percent {
+    type Error = PercentOutOfRange;
+    fn try_from(percent: f64) -> Result<Self, Self::Error> {
+        Percent::new(percent)
+    }
+}
 
 /// Index of an upstream group in the gateway's group list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,8 +136,8 @@ pub enum Matcher {
     },
     /// Users on the list go to the rule's group.
     Users { users: Arc<UserSet> },
-    /// Users whose stable bucket is below `ppm` (parts per million) go to the rule's group.
-    Percent { ppm: u32, seed: Box<[u8]> },
+    /// Users whose stable bucket is inside `share` go to the rule's group.
+    Percent { share: Percent, seed: Box<[u8]> },
 }
 
 /// One routing rule, already validated.
@@ -190,8 +238,8 @@ impl Router {
                 Matcher::Users { users } => user
                     .filter(|id| users.contains(id))
                     .map(|_| (rule.group, Reason::UserList)),
-                Matcher::Percent { ppm, seed } => user
-                    .filter(|id| percent_bucket(seed, id) < *ppm)
+                Matcher::Percent { share, seed } => user
+                    .filter(|id| share.includes(percent_bucket(seed, id)))
                     .map(|_| (rule.group, Reason::Percent)),
             };
             if let Some((group, reason)) = matched {
@@ -398,10 +446,7 @@ pub fn percent_bucket(seed: &[u8], user_id: &[u8]) -> u32 {
 
 /// Converts a percentage (0–100, decimals allowed) to parts per million, rounding to the nearest.
 pub fn percent_to_ppm(percent: f64) -> Option<u32> {
-    if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
-        return None;
-    }
-    Some((percent * 10_000.0).round() as u32)
+    Percent::new(percent).ok().map(Percent::ppm)
 }
 
 #[cfg(test)]
@@ -420,7 +465,7 @@ mod tests {
         Rule {
             name: name.into(),
             matcher: Matcher::Percent {
-                ppm: percent_to_ppm(percent).expect("test percent in range"),
+                share: Percent::new(percent).expect("test percent in range"),
                 seed: seed.as_bytes().into(),
             },
             group,
@@ -848,7 +893,7 @@ mod tests {
     fn signed_cookies() {
         let mut r = router();
         r.signing_keys = vec![b"new"[..].into(), b"old"[..].into()];
-        let good = crate::secure::signed_cookie_value(b"old", "alice");
+        let good = signed::signed_cookie_value(b"old", "alice");
         let cookie = format!("canary_user={good}");
         assert_eq!(
             r.user_from_cookies_checked([cookie.as_bytes()]),

@@ -1,5 +1,6 @@
 //! The admin API: a JSON HTTP service on its own listener. Every request needs
-//! `Authorization: Bearer <token>`; the handlers call the live [`Controller`].
+//! `Authorization: Bearer <token>`; the handlers call the live [`Controller`]. Bodies are
+//! read into typed requests (unknown keys refused); answers are the views in `views`.
 
 use std::sync::Arc;
 
@@ -9,10 +10,15 @@ use log::info;
 use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::live::{ApiError, Controller, OverlayMode};
-use crate::secure::constant_time_eq;
+use super::views;
+use crate::routing::signed::constant_time_eq;
+use crate::routing::Percent;
+use crate::state::store::{Change, Store};
+use crate::state::{Controller, OverlayMode, StateError as ApiError};
 
 /// Largest request body the admin API reads.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -63,40 +69,14 @@ fn error_response(e: &ApiError) -> Response<Vec<u8>> {
 }
 
 fn plain_error(status: u16, message: &str) -> Response<Vec<u8>> {
-    error_response(&ApiError {
-        status,
-        field: None,
-        message: message.to_string(),
-    })
+    error_response(&ApiError::new(status, message))
 }
 
-/// Decodes one `application/x-www-form-urlencoded` query value.
-fn url_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The decoded value of query parameter `name`.
+/// The decoded value of query parameter `name` (`application/x-www-form-urlencoded`).
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| url_decode(v))
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Reads the request body, refusing more than [`MAX_ADMIN_BODY`] bytes.
@@ -106,60 +86,67 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_ADMIN_BODY {
-                    return Err(ApiError {
-                        status: 413,
-                        field: None,
-                        message: format!("request body over {MAX_ADMIN_BODY} bytes"),
-                    });
+                    return Err(ApiError::new(
+                        413,
+                        format!("request body over {MAX_ADMIN_BODY} bytes"),
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
             Err(e) => {
-                return Err(ApiError {
-                    status: 400,
-                    field: None,
-                    message: format!("cannot read the request body: {e}"),
-                })
+                return Err(ApiError::new(
+                    400,
+                    format!("cannot read the request body: {e}"),
+                ))
             }
         }
     }
 }
 
-/// The body as a JSON object.
-fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("body", "expected a JSON object")),
-        Err(e) => Err(ApiError::bad_request("body", format!("invalid JSON: {e}"))),
-    }
+/// `PUT /rules/{name}/percent`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PercentBody {
+    percent: Percent,
 }
 
-/// Rejects keys other than `allowed`.
-fn only_keys(map: &serde_json::Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
-    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad_request(
-            k,
-            format!("unknown field (expected: {})", allowed.join(", ")),
-        )),
-        None => Ok(()),
-    }
+/// `POST /rules/{name}/users`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
-/// A list of strings under `field` (missing = empty).
-fn string_list(map: &serde_json::Map<String, Value>, field: &str) -> Result<Vec<String>, ApiError> {
-    match map.get(field) {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::bad_request(field, "expected a list of strings"))
-            })
-            .collect(),
-        Some(_) => Err(ApiError::bad_request(field, "expected a list of strings")),
+/// `POST /promote`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    group: String,
+}
+
+/// The body as a typed request. Errors name the field at fault: the key whose value is wrong,
+/// the unknown key, or the missing one; `body` when it is no JSON object at all.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("body", format!("invalid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("body", "expected a JSON object"));
     }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let field = if path == "." {
+            // Unknown and missing keys are reported on the object; serde names them in `..`.
+            message.split('`').nth(1).unwrap_or("body").to_string()
+        } else {
+            path
+        };
+        ApiError::bad_request(&field, message)
+    })
 }
 
 impl AdminApp {
@@ -167,17 +154,15 @@ impl AdminApp {
     /// applies it at once too.
     async fn store_write(
         &self,
-        store: &crate::store::Store,
+        store: &Store,
         set: String,
         add: Vec<String>,
         remove: Vec<String>,
     ) -> Result<u64, ApiError> {
-        crate::live::check_user_ids(&add, &remove)?;
-        let change = crate::store::Change { set, add, remove };
-        store.write(&change).await.map_err(|e| ApiError {
-            status: 503,
-            field: None,
-            message: format!("the store is unavailable, nothing changed: {e}"),
+        crate::state::controller::check_user_ids(&add, &remove)?;
+        let change = Change { set, add, remove };
+        store.write(&change).await.map_err(|e| {
+            ApiError::unavailable(format!("the store is unavailable, nothing changed: {e}"))
         })?;
         if store.apply(&change) {
             self.controller.refresh_store();
@@ -208,30 +193,32 @@ impl AdminApp {
         let path = uri.path();
         let query = uri.query();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let not_allowed = || ApiError {
-            status: 405,
-            field: None,
-            message: format!("{method} is not allowed on {path}"),
-        };
+        let not_allowed = || ApiError::new(405, format!("{method} is not allowed on {path}"));
         let ok = |generation: u64| json!({ "ok": true, "generation": generation });
         match segments.as_slice() {
             ["status"] => match method {
-                Method::GET => Ok(self.controller.status()),
+                Method::GET => Ok(views::status(&self.controller.view())),
                 _ => Err(not_allowed()),
             },
             ["explain"] => match method {
                 Method::GET => {
                     let user = query_param(query, "user");
                     let header = query_param(query, "header");
-                    Ok(self.controller.explain(user.as_deref(), header.as_deref()))
+                    let explanation = self.controller.explain(user.as_deref(), header.as_deref());
+                    Ok(views::explain(
+                        &explanation,
+                        user.as_deref(),
+                        header.as_deref(),
+                    ))
                 }
                 _ => Err(not_allowed()),
             },
             ["reload"] => match method {
-                Method::POST => self.controller.reload().map(ok).map_err(|e| ApiError {
-                    status: 400,
-                    field: None,
-                    message: format!("reload refused, the running configuration stays: {e}"),
+                Method::POST => self.controller.reload().map(ok).map_err(|e| {
+                    ApiError::new(
+                        400,
+                        format!("reload refused, the running configuration stays: {e}"),
+                    )
                 }),
                 _ => Err(not_allowed()),
             },
@@ -248,36 +235,23 @@ impl AdminApp {
             },
             ["promote"] => match method {
                 Method::POST => {
-                    let body = json_object(&read_body(session).await?)?;
-                    only_keys(&body, &["group"])?;
-                    let group = body
-                        .get("group")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| ApiError::bad_request("group", "expected a group name"))?;
+                    let body: PromoteBody = parse_body(&read_body(session).await?)?;
                     self.controller
-                        .set_mode(OverlayMode::Promote(group.to_string()))
+                        .set_mode(OverlayMode::Promote(body.group))
                         .map(ok)
                 }
                 _ => Err(not_allowed()),
             },
             ["rules", name, "percent"] => match method {
                 Method::PUT => {
-                    let body = json_object(&read_body(session).await?)?;
-                    only_keys(&body, &["percent"])?;
-                    let percent = body
-                        .get("percent")
-                        .and_then(Value::as_f64)
-                        .ok_or_else(|| ApiError::bad_request("percent", "expected a number"))?;
-                    self.controller.set_percent(name, percent).map(ok)
+                    let body: PercentBody = parse_body(&read_body(session).await?)?;
+                    self.controller.set_percent(name, body.percent).map(ok)
                 }
                 _ => Err(not_allowed()),
             },
             ["rules", name, "users"] => match method {
                 Method::POST => {
-                    let body = json_object(&read_body(session).await?)?;
-                    only_keys(&body, &["add", "remove"])?;
-                    let add = string_list(&body, "add")?;
-                    let remove = string_list(&body, "remove")?;
+                    let UsersBody { add, remove } = parse_body(&read_body(session).await?)?;
                     if add.is_empty() && remove.is_empty() {
                         return Err(ApiError::bad_request("add", "nothing to add or remove"));
                     }
@@ -349,7 +323,32 @@ mod tests {
             Some("a b")
         );
         assert_eq!(query_param(Some("header=canary"), "user"), None);
-        assert_eq!(query_param(Some("user=%zz"), "user"), None);
+        assert_eq!(
+            query_param(Some("user=%zz"), "user").as_deref(),
+            Some("%zz"),
+            "a bad escape stays as it is"
+        );
         assert_eq!(query_param(None, "user"), None);
+    }
+
+    #[test]
+    fn bodies_name_the_field_at_fault() {
+        let field = |body: &str| match parse_body::<UsersBody>(body.as_bytes()) {
+            Ok(_) => None,
+            Err(e) => e.field,
+        };
+        assert_eq!(field(r#"{"add": ["a"]}"#), None);
+        assert_eq!(field(r#"{"add": "a"}"#).as_deref(), Some("add"));
+        assert_eq!(field(r#"{"remove": [1]}"#).as_deref(), Some("remove[0]"));
+        assert_eq!(field(r#"{"ad": []}"#).as_deref(), Some("ad"));
+        assert_eq!(field("[]").as_deref(), Some("body"));
+        assert_eq!(field("nope").as_deref(), Some("body"));
+        let percent = |body: &str| parse_body::<PercentBody>(body.as_bytes()).err();
+        let e = percent(r#"{"percent": 101}"#).expect("refused");
+        assert_eq!(e.field.as_deref(), Some("percent"));
+        assert_eq!(e.message, "101 is not in 0..=100");
+        assert!(percent(r#"{"percent": 2.5}"#).is_none());
+        let missing = parse_body::<PromoteBody>(b"{}").err().expect("refused");
+        assert_eq!(missing.field.as_deref(), Some("group"));
     }
 }

@@ -1,19 +1,22 @@
 //! The JSON access log: one object per line per request, written off the request path by a
 //! background thread (buffered, flushed at least once a second), reopened on SIGUSR1 so
 //! logrotate works. A full queue drops lines (counted in metrics) instead of slowing requests.
+//! The proxy hands records over through its [`RequestLog`] interface.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::metrics::METRICS;
-use crate::text;
 use log::error;
+
+use crate::config::AccessLogTarget as Target;
+use crate::proxy::{AccessRecord, RequestLog};
+use crate::state::metrics::METRICS;
+use crate::text;
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 65_536;
@@ -23,25 +26,12 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// queue means a request never pays for waking the writer thread.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
-/// One request, as logged: one JSON object per line.
-pub struct AccessRecord<'a> {
-    pub ts: SystemTime,
-    pub request_id: &'a str,
-    pub client_ip: &'a str,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub group: &'a str,
-    pub rule: &'a str,
-    pub reason: &'a str,
-    pub upstream: Option<SocketAddr>,
-    pub bytes_sent: usize,
-    pub duration: Duration,
-    pub upstream_duration: Option<Duration>,
+/// The log format.
+trait WriteJson {
+    fn write_json(&self, out: &mut Vec<u8>);
 }
 
-impl AccessRecord<'_> {
+impl WriteJson for AccessRecord<'_> {
     /// Appends the record as one JSON object (no newline). Written by hand: through serde_json
     /// and `Display` a line cost about 7,600 instructions, most of the access log's price.
     /// Strings that come from clients (host, path) are escaped; so are the others, which cost
@@ -104,13 +94,6 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
-/// Where lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Stdout,
-    File(PathBuf),
-}
-
 /// Handle to the access log; cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
@@ -131,18 +114,6 @@ impl AccessLog {
         Ok(AccessLog { sender, reopen })
     }
 
-    /// Queues one record; never blocks.
-    pub fn log(&self, record: &AccessRecord<'_>) {
-        let mut line = Vec::with_capacity(384);
-        record.write_json(&mut line);
-        line.push(b'\n');
-        match self.sender.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => METRICS.access_log_dropped.inc(),
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-
     /// Asks the writer to reopen the file (after logrotate moved it).
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
@@ -153,6 +124,20 @@ impl AccessLog {
         let (ack, done) = sync_channel(1);
         if self.sender.send(Message::Flush(ack)).is_ok() {
             done.recv_timeout(limit).ok();
+        }
+    }
+}
+
+impl RequestLog for AccessLog {
+    /// Queues one record; never blocks.
+    fn log(&self, record: &AccessRecord<'_>) {
+        let mut line = Vec::with_capacity(384);
+        record.write_json(&mut line);
+        line.push(b'\n');
+        match self.sender.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => METRICS.access_log_dropped.inc(),
+            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 }
@@ -215,6 +200,8 @@ fn writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use std::time::SystemTime;
 
     fn record(
         upstream: Option<SocketAddr>,

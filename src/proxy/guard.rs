@@ -27,29 +27,7 @@ use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// Limits on each request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
-    /// From the first byte of a request head to its end.
-    pub header_timeout: Duration,
-    /// Longest request line (method, target, version).
-    pub max_request_line: usize,
-    /// Largest request head, request line included.
-    pub max_header_bytes: usize,
-    /// Most header lines.
-    pub max_headers: usize,
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits {
-            header_timeout: Duration::from_secs(10),
-            max_request_line: 8 * 1024,
-            max_header_bytes: 32 * 1024,
-            max_headers: 100,
-        }
-    }
-}
+pub use crate::config::HeadLimits;
 
 const RESPONSE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n";
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";

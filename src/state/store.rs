@@ -18,41 +18,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
-use crate::live::Controller;
-use crate::userset::UserSet;
-
-/// Where the sets live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// `redis://host:port/db` (a password in the URL is never shown).
-    pub url: String,
-    /// Key prefix: set `vip` is `<prefix>users:vip`; changes go out on `<prefix>events`.
-    pub prefix: String,
-    /// Full re-read of every set, to heal anything the channel missed.
-    pub resync_interval: Duration,
-    /// Bound on each Redis command.
-    pub timeout: Duration,
-}
-
-impl StoreConfig {
-    pub fn set_key(&self, set: &str) -> String {
-        format!("{}users:{set}", self.prefix)
-    }
-
-    pub fn channel(&self) -> String {
-        format!("{}events", self.prefix)
-    }
-
-    /// The URL with any password replaced, for logs and `/status`.
-    pub fn redacted_url(&self) -> String {
-        match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
-            }
-            _ => self.url.clone(),
-        }
-    }
-}
+use super::StateError;
+use crate::config::StoreConfig;
+use crate::routing::UserSet;
 
 /// One change announced on the channel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -79,21 +47,11 @@ pub struct Store {
     connected: AtomicBool,
 }
 
-/// A store operation that failed (Redis down, slow or refusing).
-#[derive(Debug)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 impl Store {
     /// A store for `sets` (the set names the rules use). Nothing is contacted yet.
-    pub fn new(config: StoreConfig, sets: &[String]) -> Result<Store, String> {
+    pub fn new(config: StoreConfig, sets: &[String]) -> Result<Store, StateError> {
         let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("store: {}: {e}", config.redacted_url()))?;
+            .map_err(|e| StateError::internal(format!("store: {}: {e}", config.redacted_url())))?;
         let sets = sets
             .iter()
             .map(|s| (s.clone(), SetState::default()))
@@ -161,19 +119,10 @@ impl Store {
         };
         // A copy with the change applied: O(change) after the copy, where rebuilding a
         // 1,000,000-member set took a few hundred milliseconds per change.
-        let mut next = UserSet::clone(current);
-        for id in &change.remove {
-            next.remove(id.as_bytes());
-        }
-        let added_bytes: usize = change.add.iter().map(String::len).sum();
-        next.reserve(change.add.len(), added_bytes);
-        for id in &change.add {
-            next.insert(id.as_bytes());
-        }
-        // Removed members keep their space until the set is compacted (or fully reloaded).
-        if next.removed_members() > next.len() / 2 {
-            next = next.compacted();
-        }
+        let next = current.with_changes(
+            change.add.iter().map(String::as_bytes),
+            change.remove.iter().map(String::as_bytes),
+        );
         state.snapshot = Some(Arc::new(next));
         true
     }
@@ -182,24 +131,24 @@ impl Store {
         &self,
         what: &str,
         op: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, StateError> {
         match tokio::time::timeout(self.config.timeout, op).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError(format!("{what}: {e}"))),
-            Err(_) => Err(StoreError(format!(
+            Ok(Err(e)) => Err(StateError::unavailable(format!("{what}: {e}"))),
+            Err(_) => Err(StateError::unavailable(format!(
                 "{what}: no answer within {:?}",
                 self.config.timeout
             ))),
         }
     }
 
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StateError> {
         self.timed("connect", self.client.get_multiplexed_async_connection())
             .await
     }
 
     /// Writes a change to Redis (SADD / SREM) and announces it on the channel.
-    pub async fn write(&self, change: &Change) -> Result<(), StoreError> {
+    pub async fn write(&self, change: &Change) -> Result<(), StateError> {
         let mut conn = self.connection().await?;
         let key = self.config.set_key(&change.set);
         let mut pipe = redis::pipe();
@@ -210,7 +159,8 @@ impl Store {
         if !change.remove.is_empty() {
             pipe.cmd("SREM").arg(&key).arg(&change.remove).ignore();
         }
-        let message = serde_json::to_string(change).map_err(|e| StoreError(e.to_string()))?;
+        let message =
+            serde_json::to_string(change).map_err(|e| StateError::internal(e.to_string()))?;
         pipe.cmd("PUBLISH")
             .arg(self.config.channel())
             .arg(message)
@@ -223,7 +173,7 @@ impl Store {
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         set: &str,
-    ) -> Result<UserSet, StoreError> {
+    ) -> Result<UserSet, StateError> {
         let key = self.config.set_key(set);
         // Sized from SCARD up front, so a million members are not copied through growing buffers.
         let members: usize = self
@@ -260,19 +210,23 @@ impl Store {
     }
 }
 
-/// Keeps the snapshots current and rebuilds the routing when they change.
+/// What the store service calls after the snapshots changed (the controller's rebuild of the
+/// routing); a narrow handle so the store needs nothing else of the controller.
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
+/// Keeps the snapshots current and has the routing rebuilt when they change.
 pub struct StoreService {
     store: Arc<Store>,
-    controller: Arc<Controller>,
+    on_change: OnChange,
 }
 
 impl StoreService {
-    pub fn new(store: Arc<Store>, controller: Arc<Controller>) -> Self {
-        StoreService { store, controller }
+    pub fn new(store: Arc<Store>, on_change: OnChange) -> Self {
+        StoreService { store, on_change }
     }
 
     /// Loads every set; each loaded set is swapped into the routing.
-    async fn full_sync(&self) -> Result<(), StoreError> {
+    async fn full_sync(&self) -> Result<(), StateError> {
         let mut conn = self.store.connection().await?;
         for set in self.store.set_names() {
             let started = Instant::now();
@@ -284,13 +238,13 @@ impl StoreService {
                 started.elapsed()
             );
         }
-        self.controller.refresh_store();
+        (self.on_change)();
         Ok(())
     }
 
     /// One connected session: subscribe, load, then follow the channel and resync until the
     /// connection fails or the server shuts down. Returns true on shutdown.
-    async fn session(&self, shutdown: &mut ShutdownWatch) -> Result<bool, StoreError> {
+    async fn session(&self, shutdown: &mut ShutdownWatch) -> Result<bool, StateError> {
         let mut pubsub = self
             .store
             .timed("subscribe", self.store.client.get_async_pubsub())
@@ -313,12 +267,12 @@ impl StoreService {
             tokio::select! {
                 message = messages.next() => {
                     let Some(message) = message else {
-                        return Err(StoreError("the channel closed".into()));
+                        return Err(StateError::unavailable("the channel closed"));
                     };
                     match serde_json::from_slice::<Change>(message.get_payload_bytes()) {
                         Ok(change) => {
                             if self.store.apply(&change) {
-                                self.controller.refresh_store();
+                                (self.on_change)();
                             }
                         }
                         Err(e) => warn!("store: ignoring a malformed change message: {e}"),

@@ -1,17 +1,8 @@
-//! Upstream groups as pools of servers: one `pingora-load-balancing` balancer per group
-//! (weighted round robin or consistent hashing by user id), active health checks (TCP or HTTP),
-//! per-group timeouts and a fallback group for when no server is healthy.
+//! A group's servers at run time: the balancer, its health, and peers with the group's timeouts.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use log::info;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType};
 use pingora_http::RequestHeader;
@@ -20,83 +11,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
-use crate::proxy::GatewayState;
-use crate::routing::GroupId;
-
-/// How a group picks a server for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection {
-    /// Weighted round robin.
-    RoundRobin,
-    /// Consistent (ketama) hashing of the user id, so a user keeps hitting the same server.
-    Consistent,
-}
-
-/// What an active health check does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthProbe {
-    /// A TCP connect.
-    Tcp,
-    /// `GET path` with `Host: host`, healthy when the status is `expect_status`.
-    Http {
-        path: String,
-        host: String,
-        expect_status: u16,
-    },
-}
-
-/// An active health check of every server in a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheckConfig {
-    pub probe: HealthProbe,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Consecutive successes that mark an unhealthy server healthy.
-    pub rise: usize,
-    /// Consecutive failures that mark a healthy server unhealthy.
-    pub fall: usize,
-}
-
-/// Timeouts towards a group's servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub read: Duration,
-    pub write: Duration,
-    /// How long an idle pooled upstream connection is kept.
-    pub idle: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(2),
-            read: Duration::from_secs(60),
-            write: Duration::from_secs(60),
-            idle: Duration::from_secs(60),
-        }
-    }
-}
-
-/// One server of a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerConfig {
-    pub addr: SocketAddr,
-    pub weight: usize,
-}
-
-/// One upstream group, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupConfig {
-    pub name: String,
-    pub servers: Vec<ServerConfig>,
-    pub selection: Selection,
-    /// `None` turns active health checks off: every server is always considered healthy.
-    pub health_check: Option<HealthCheckConfig>,
-    pub timeouts: Timeouts,
-    /// Where this group's users go while none of its servers is healthy.
-    pub fallback: Option<GroupId>,
-}
+use super::{GroupConfig, HealthCheckConfig, HealthProbe, Selection};
 
 enum Balancer {
     RoundRobin(LoadBalancer<RoundRobin>),
@@ -146,13 +61,22 @@ impl Pool {
         Pool { config, balancer }
     }
 
-    /// A healthy server not in `exclude`; `key` (the user id) matters for consistent groups.
-    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
+    /// A healthy server that is neither in `failed` nor `avoid`. `key` (the user id) matters
+    /// for consistent groups only; round robin ignores it.
+    pub fn select(
+        &self,
+        key: &[u8],
+        failed: &[SocketAddr],
+        avoid: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
         let accept = |b: &Backend, healthy: bool| {
-            healthy && b.addr.as_inet().is_some_and(|a| !exclude.contains(a))
+            healthy
+                && b.addr
+                    .as_inet()
+                    .is_some_and(|a| !failed.contains(a) && Some(*a) != avoid)
         };
         let backend = match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::RoundRobin(lb) => lb.select_with(&[], MAX_SELECT_ITERATIONS, accept),
             Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
         }?;
         backend.addr.as_inet().copied()
@@ -245,62 +169,6 @@ fn build_health_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send 
                 }
             }));
             Box::new(check)
-        }
-    }
-}
-
-/// Background service that runs every group's health checks at that group's interval. It
-/// follows the live state, so pools swapped in by a reload are checked from then on.
-pub struct HealthChecker {
-    state: Arc<ArcSwap<GatewayState>>,
-}
-
-impl HealthChecker {
-    pub fn new(state: Arc<ArcSwap<GatewayState>>) -> Self {
-        HealthChecker { state }
-    }
-}
-
-/// How often the checker looks for a swapped state.
-const STATE_POLL: Duration = Duration::from_millis(250);
-
-#[async_trait]
-impl BackgroundService for HealthChecker {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut running: Option<(Arc<GatewayState>, Vec<tokio::task::JoinHandle<()>>)> = None;
-        loop {
-            let state = self.state.load_full();
-            if running
-                .as_ref()
-                .is_none_or(|(current, _)| !Arc::ptr_eq(current, &state))
-            {
-                if let Some((_, tasks)) = running.take() {
-                    tasks.iter().for_each(|t| t.abort());
-                }
-                let tasks = state
-                    .pools
-                    .iter()
-                    .filter_map(|pool| {
-                        let interval = pool.config.health_check.as_ref()?.interval;
-                        let pool = pool.clone();
-                        Some(tokio::spawn(async move {
-                            loop {
-                                pool.run_health_check().await;
-                                tokio::time::sleep(interval).await;
-                            }
-                        }))
-                    })
-                    .collect();
-                info!("health checks running for {} group(s)", state.pools.len());
-                running = Some((state, tasks));
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(STATE_POLL) => {}
-                _ = shutdown.changed() => break,
-            }
-        }
-        if let Some((_, tasks)) = running {
-            tasks.iter().for_each(|t| t.abort());
         }
     }
 }

@@ -1,25 +1,19 @@
 //! Prometheus metrics: request counts and latency per group, upstream errors, retries,
-//! fallbacks, server health, config generation, reloads and list sizes. Served as text on
-//! `gateway.metrics.listen` (`GET /metrics`).
+//! fallbacks, server health, config generation, reloads and list sizes. The registry lives
+//! here, beside the state that fills it; `ops::metrics` serves it on `gateway.metrics.listen`.
 //!
 //! The request path only touches pre-resolved counters and histograms (atomics); label lookups
 //! in the `prometheus` crate's maps happen when a state is built, on rare events (errors,
 //! fallbacks, unusual status codes) and at scrape time.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use async_trait::async_trait;
-use http::{Response, StatusCode};
-use pingora::apps::http_app::{HttpServer, ServeHttp};
-use pingora::protocols::http::ServerSession;
-use pingora::services::listening::Service;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
-use crate::live::Controller;
-use crate::routing::{Matcher, Router};
+use crate::routing::Router;
 
 /// Every metric the gateway exports, in its own registry.
 pub struct Metrics {
@@ -219,91 +213,4 @@ impl RequestMetrics {
             h.observe(seconds);
         }
     }
-}
-
-/// Refreshes the gauges that mirror live state (health, generation, list sizes).
-fn refresh(controller: &Controller) {
-    let m = &*METRICS;
-    let state = controller.state().load_full();
-    m.healthy.reset();
-    for pool in &state.pools {
-        for (addr, healthy) in pool.health() {
-            m.healthy
-                .with_label_values(&[&pool.config.name, &addr.to_string()])
-                .set(i64::from(healthy));
-        }
-    }
-    m.generation.set(controller.generation() as i64);
-    if let Some(store) = controller.store() {
-        m.store_connected.set(i64::from(store.is_connected()));
-        for (set, stale, _) in store.staleness() {
-            m.store_staleness
-                .with_label_values(&[&set])
-                .set(stale.unwrap_or(-1.0));
-        }
-    }
-    m.users.reset();
-    for rule in &state.router.rules {
-        if let Matcher::Users { users } = &rule.matcher {
-            m.users
-                .with_label_values(&[&rule.name])
-                .set(users.len() as i64);
-        }
-    }
-}
-
-/// Serves `GET /metrics`.
-pub struct MetricsApp {
-    controller: Arc<Controller>,
-}
-
-#[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = if session.req_header().uri.path() != "/metrics" {
-            (
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                b"try /metrics\n".to_vec(),
-            )
-        } else {
-            refresh(&self.controller);
-            let mut body = Vec::new();
-            let encoder = TextEncoder::new();
-            match encoder.encode(&METRICS.registry.gather(), &mut body) {
-                Ok(()) => (StatusCode::OK, "text/plain; version=0.0.4", body),
-                Err(e) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    format!("cannot encode metrics: {e}\n").into_bytes(),
-                ),
-            }
-        };
-        let length = body.len();
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(content_type),
-        );
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(length),
-        );
-        response
-    }
-}
-
-/// A listening service for `/metrics`.
-pub fn metrics_service(
-    controller: Arc<Controller>,
-    listen: &str,
-) -> Service<HttpServer<MetricsApp>> {
-    let mut service = Service::new(
-        "canary-gateway metrics".to_string(),
-        HttpServer::new_app(MetricsApp { controller }),
-    );
-    service.add_tcp(listen);
-    service
 }

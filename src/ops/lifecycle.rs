@@ -2,6 +2,7 @@
 //! connections on upgrade, and a graceful shutdown that ends as soon as the
 //! requests in flight are done instead of always sleeping Pingora's whole grace period.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use log::{error, info};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
-use crate::live::Controller;
+use super::access_log::AccessLog;
 use crate::proxy::InFlight;
+use crate::state::Controller;
 
 /// Runs `action` (on the blocking pool: loading a large users file is blocking work) every
 /// time the process receives `signal`, until shutdown.
@@ -48,7 +50,7 @@ impl OnSignal {
     }
 
     /// SIGUSR1 reopens the access log (after logrotate moved the file).
-    pub fn reopen_log_on_usr1(log: crate::access_log::AccessLog) -> Self {
+    pub fn reopen_log_on_usr1(log: AccessLog) -> Self {
         Self::new(
             tokio::signal::unix::SignalKind::user_defined1(),
             "reopen the access log",
@@ -120,18 +122,50 @@ impl BackgroundService for CloseConnectionsOnUpgrade {
 /// between accepting a connection and its request being counted.
 pub const QUIET_BEFORE_EXIT: Duration = Duration::from_millis(100);
 
+/// The drain rule: done once no request has been in flight for [`QUIET_BEFORE_EXIT`].
+#[derive(Debug, Default)]
+pub struct Drain {
+    quiet_since: Option<Instant>,
+}
+
+impl Drain {
+    /// Records how many requests are in flight at `now`; true once the process may exit.
+    pub fn observe(&mut self, in_flight: usize, now: Instant) -> bool {
+        if in_flight > 0 {
+            self.quiet_since = None;
+            return false;
+        }
+        let since = *self.quiet_since.get_or_insert(now);
+        now.duration_since(since) >= QUIET_BEFORE_EXIT
+    }
+}
+
 /// Once a graceful shutdown (SIGTERM, or SIGQUIT after an upgrade) has started, waits until no
-/// request has been in flight for [`QUIET_BEFORE_EXIT`], runs the exit hooks and ends the
-/// process. Pingora's grace period stays the upper bound.
+/// request has been in flight for [`QUIET_BEFORE_EXIT`], runs the exit hooks (the access log's
+/// flush), removes the pid file if it still names this process, and ends the process.
+///
+/// Why not Pingora's own path: in Pingora 0.9 `Server::run` sleeps the whole
+/// `grace_period_seconds` after broadcasting the shutdown (an uninterruptible
+/// `thread::sleep`), then shuts the runtimes down, which drops whatever tasks are left. There is
+/// no hook to end the grace period early, so a drained process would idle for the full period
+/// (5 s by default, longer where operators raised it for slow requests). Exiting here skips
+/// only that sleep, the runtimes' shutdown (every request is done by then; the access log is
+/// flushed by the hook) and Pingora's last execution-phase broadcasts, which nothing in the
+/// gateway subscribes to. Pingora never removes its pid file (`-d`), so this does, unless a
+/// newer process (after `-u`) has already written its own pid there. If requests never drain,
+/// Pingora's grace period ends the process as before.
 pub struct ExitWhenDrained {
     in_flight: InFlight,
+    pid_file: Option<PathBuf>,
     before_exit: Vec<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl ExitWhenDrained {
-    pub fn new(in_flight: InFlight) -> Self {
+    /// `pid_file`: Pingora's `pid_file`, removed at exit when it holds this process's pid.
+    pub fn new(in_flight: InFlight, pid_file: Option<PathBuf>) -> Self {
         ExitWhenDrained {
             in_flight,
+            pid_file,
             before_exit: Vec::new(),
         }
     }
@@ -140,6 +174,12 @@ impl ExitWhenDrained {
     pub fn before_exit(&mut self, hook: impl Fn() + Send + Sync + 'static) {
         self.before_exit.push(Box::new(hook));
     }
+}
+
+/// Removes `path` if it holds `pid` (a newer process's pid file is left alone).
+pub fn remove_pid_file_of(path: &Path, pid: u32) -> bool {
+    let ours = std::fs::read_to_string(path).is_ok_and(|text| text.trim() == pid.to_string());
+    ours && std::fs::remove_file(path).is_ok()
 }
 
 #[async_trait]
@@ -154,16 +194,8 @@ impl BackgroundService for ExitWhenDrained {
             "graceful shutdown: draining {} request(s) in flight",
             self.in_flight.count()
         );
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            if self.in_flight.count() == 0 {
-                let since = *quiet_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= QUIET_BEFORE_EXIT {
-                    break;
-                }
-            } else {
-                quiet_since = None;
-            }
+        let mut drain = Drain::default();
+        while !drain.observe(self.in_flight.count(), Instant::now()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         info!(
@@ -173,6 +205,49 @@ impl BackgroundService for ExitWhenDrained {
         for hook in &self.before_exit {
             hook();
         }
+        if let Some(path) = &self.pid_file {
+            if remove_pid_file_of(path, std::process::id()) {
+                info!("graceful shutdown: removed pid file {}", path.display());
+            }
+        }
         std::process::exit(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process may exit only after a full quiet period with nothing in flight; a request
+    /// arriving during the quiet period starts it over.
+    #[test]
+    fn drain_waits_for_a_quiet_period() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut drain = Drain::default();
+        assert!(!drain.observe(2, ms(0)));
+        assert!(!drain.observe(0, ms(10)), "quiet just started");
+        assert!(!drain.observe(0, ms(60)));
+        assert!(!drain.observe(1, ms(80)), "a request arrived");
+        assert!(!drain.observe(0, ms(150)));
+        assert!(!drain.observe(0, ms(249)));
+        assert!(drain.observe(0, ms(250)), "100 ms quiet");
+    }
+
+    #[test]
+    fn only_our_pid_file_is_removed() {
+        let dir = std::env::temp_dir().join(format!("cg-pid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("gateway.pid");
+        std::fs::write(&path, "4242\n").expect("write");
+        assert!(
+            !remove_pid_file_of(&path, 1),
+            "another process's file stays"
+        );
+        assert!(path.exists());
+        assert!(remove_pid_file_of(&path, 4242));
+        assert!(!path.exists());
+        assert!(!remove_pid_file_of(&path, 4242), "already gone");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

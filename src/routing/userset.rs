@@ -140,6 +140,32 @@ impl UserSet {
         Self::build(self.len(), self.arena.len(), self.iter())
     }
 
+    /// A copy with `remove` taken out and then `add` put in: the one way list changes are
+    /// applied (admin overlay and Redis store alike). O(size) for the copy, then O(change);
+    /// removed members keep their space until more than half the set is removed, then the
+    /// copy is compacted.
+    pub fn with_changes<'a, A, R>(&self, add: A, remove: R) -> UserSet
+    where
+        A: IntoIterator<Item = &'a [u8]>,
+        A::IntoIter: Clone,
+        R: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut next = self.clone();
+        for id in remove {
+            next.remove(id);
+        }
+        let add = add.into_iter();
+        let (members, bytes) = add.clone().fold((0, 0), |(n, b), id| (n + 1, b + id.len()));
+        next.reserve(members, bytes);
+        for id in add {
+            next.insert(id);
+        }
+        if next.removed_members() > next.len() / 2 {
+            next = next.compacted();
+        }
+        next
+    }
+
     /// Whether `id` is a member.
     pub fn contains(&self, id: &[u8]) -> bool {
         self.find(id).is_some()

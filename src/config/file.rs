@@ -1,0 +1,201 @@
+//! The file types: exactly what the YAML may contain, private to the config layer. Unknown
+//! keys are refused (`deny_unknown_fields`), so a typo fails at `-t`, not in production.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub(super) struct FileRoot {
+    pub(super) gateway: Option<FileGateway>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileGateway {
+    pub(super) listen: Vec<String>,
+    pub(super) groups: BTreeMap<String, FileGroup>,
+    pub(super) routing: FileRouting,
+    #[serde(default)]
+    pub(super) decision_header: Option<FileDecisionHeader>,
+    #[serde(default)]
+    pub(super) demo_origins: Vec<FileDemoOrigin>,
+    #[serde(default)]
+    pub(super) admin: Option<FileAdmin>,
+    #[serde(default)]
+    pub(super) metrics: Option<FileMetrics>,
+    #[serde(default)]
+    pub(super) access_log: Option<FileAccessLog>,
+    #[serde(default)]
+    pub(super) limits: Option<FileLimits>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub(super) store: Option<FileStore>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileStore {
+    pub(super) redis: String,
+    #[serde(default)]
+    pub(super) prefix: Option<String>,
+    #[serde(default)]
+    pub(super) resync_interval: Option<String>,
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLimits {
+    pub(super) header_timeout: Option<String>,
+    pub(super) body_timeout: Option<String>,
+    pub(super) max_request_line: Option<usize>,
+    pub(super) max_header_bytes: Option<usize>,
+    pub(super) max_headers: Option<usize>,
+    pub(super) max_body_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileMetrics {
+    pub(super) listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAccessLog {
+    pub(super) path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAdmin {
+    pub(super) listen: String,
+    pub(super) token: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) state_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileGroup {
+    pub(super) servers: Vec<FileServer>,
+    #[serde(default)]
+    pub(super) selection: Option<FileSelection>,
+    #[serde(default)]
+    pub(super) health_check: Option<FileHealthCheck>,
+    #[serde(default)]
+    pub(super) timeouts: Option<FileTimeouts>,
+    #[serde(default)]
+    pub(super) fallback: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum FileServer {
+    Addr(String),
+    Weighted(FileWeightedServer),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileWeightedServer {
+    pub(super) addr: String,
+    #[serde(default)]
+    pub(super) weight: Option<usize>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FileSelection {
+    RoundRobin,
+    Consistent,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FileProbe {
+    Tcp,
+    Http,
+    None,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileHealthCheck {
+    #[serde(rename = "type")]
+    pub(super) probe: FileProbe,
+    pub(super) path: Option<String>,
+    pub(super) host: Option<String>,
+    pub(super) expect_status: Option<u16>,
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) rise: Option<usize>,
+    pub(super) fall: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTimeouts {
+    pub(super) connect: Option<String>,
+    pub(super) read: Option<String>,
+    pub(super) write: Option<String>,
+    pub(super) idle: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRouting {
+    #[serde(default = "default_cookie")]
+    pub(super) cookie: String,
+    pub(super) default: String,
+    #[serde(default)]
+    pub(super) rules: Vec<FileRule>,
+    #[serde(default)]
+    pub(super) signing_key: Option<FileKeys>,
+    #[serde(default)]
+    pub(super) signing_key_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum FileKeys {
+    One(String),
+    Several(Vec<String>),
+}
+
+pub(super) fn default_cookie() -> String {
+    "canary_user".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRule {
+    pub(super) name: String,
+    pub(super) header: Option<String>,
+    pub(super) users: Option<Vec<String>>,
+    pub(super) users_file: Option<PathBuf>,
+    pub(super) percent: Option<f64>,
+    pub(super) seed: Option<String>,
+    pub(super) group: Option<String>,
+    pub(super) header_secret: Option<String>,
+    pub(super) from: Option<Vec<String>>,
+    pub(super) users_store: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum FileDecisionHeader {
+    Enabled(bool),
+    Name(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileDemoOrigin {
+    pub(super) listen: String,
+    pub(super) body: String,
+}

@@ -1,0 +1,289 @@
+//! Validation of the gateway section as a whole: listeners, the admin API, metrics, the access
+//! log, the store, limits and trusted proxies; routing and groups have files of their own.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileStore};
+use super::parse::{header_name, is_token_byte, positive_duration};
+use super::{
+    groups, routing, AccessLogTarget, AdminConfig, Cidr, DemoOrigin, GatewayConfig, HeadLimits,
+    KeyError, Limits, StoreConfig, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
+};
+use crate::routing::{GroupId, Mode, Router};
+
+pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
+    if file.listen.is_empty() {
+        return Err(("gateway.listen".into(), "needs at least one address".into()));
+    }
+    for (i, addr) in file.listen.iter().enumerate() {
+        addr.parse::<SocketAddr>().map_err(|e| {
+            (
+                format!("gateway.listen[{i}]"),
+                format!("{addr:?} is not an IP:port address ({e})"),
+            )
+        })?;
+    }
+
+    if file.groups.is_empty() {
+        return Err(("gateway.groups".into(), "needs at least one group".into()));
+    }
+    let group_names: Vec<String> = file.groups.keys().cloned().collect();
+    let group_id = |key: String, name: &str| -> Result<GroupId, KeyError> {
+        group_names
+            .iter()
+            .position(|g| g == name)
+            .map(GroupId)
+            .ok_or_else(|| {
+                (
+                    key,
+                    format!(
+                        "{name:?} is not a group (groups: {})",
+                        group_names.join(", ")
+                    ),
+                )
+            })
+    };
+    let mut groups = Vec::with_capacity(file.groups.len());
+    for (name, group) in &file.groups {
+        groups.push(groups::validate_group(name, group, &group_id)?);
+    }
+    groups::check_fallback_cycles(&groups)?;
+
+    let routing = &file.routing;
+    if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
+        return Err((
+            "gateway.routing.cookie".into(),
+            format!("{:?} is not a valid cookie name", routing.cookie),
+        ));
+    }
+    let default_group = group_id("gateway.routing.default".into(), &routing.default)?;
+    let mut rules = Vec::with_capacity(routing.rules.len());
+    for (i, rule) in routing.rules.iter().enumerate() {
+        let key = format!("gateway.routing.rules[{i}]");
+        if rule.name.is_empty() {
+            return Err((format!("{key}.name"), "must not be empty".into()));
+        }
+        if routing.rules[..i].iter().any(|r| r.name == rule.name) {
+            return Err((
+                format!("{key}.name"),
+                format!(
+                    "{:?} is used by an earlier rule; names must be unique",
+                    rule.name
+                ),
+            ));
+        }
+        rules.push(routing::validate_rule(rule, &key, base, &group_id)?);
+    }
+
+    let signing_keys = routing::signing_keys(routing)?;
+
+    let decision_header = match file.decision_header {
+        None | Some(FileDecisionHeader::Enabled(true)) => Some(DEFAULT_DECISION_HEADER.into()),
+        Some(FileDecisionHeader::Enabled(false)) => None,
+        Some(FileDecisionHeader::Name(name)) => {
+            Some(header_name(&name).map_err(|m| ("gateway.decision_header".to_string(), m))?)
+        }
+    };
+
+    let mut demo_origins = Vec::with_capacity(file.demo_origins.len());
+    for (i, origin) in file.demo_origins.into_iter().enumerate() {
+        origin.listen.parse::<SocketAddr>().map_err(|e| {
+            (
+                format!("gateway.demo_origins[{i}].listen"),
+                format!("{:?} is not an IP:port address ({e})", origin.listen),
+            )
+        })?;
+        demo_origins.push(DemoOrigin {
+            listen: origin.listen,
+            body: origin.body,
+        });
+    }
+
+    let admin = file
+        .admin
+        .map(|admin| validate_admin(admin, base))
+        .transpose()?;
+
+    let metrics_listen = file
+        .metrics
+        .map(|m| {
+            m.listen.parse::<SocketAddr>().map_err(|e| {
+                (
+                    "gateway.metrics.listen".to_string(),
+                    format!("{:?} is not an IP:port address ({e})", m.listen),
+                )
+            })
+        })
+        .transpose()?;
+    let access_log = file.access_log.map(|log| {
+        if log.path.as_os_str() == "-" {
+            AccessLogTarget::Stdout
+        } else {
+            AccessLogTarget::File(base.join(log.path))
+        }
+    });
+
+    let store = file.store.map(validate_store).transpose()?;
+    let mut store_sets = BTreeMap::new();
+    for (i, rule) in routing.rules.iter().enumerate() {
+        if let Some(set) = &rule.users_store {
+            let key = format!("gateway.routing.rules[{i}].users_store");
+            if store.is_none() {
+                return Err((key, "needs a `gateway.store` section".into()));
+            }
+            if set.is_empty() || !set.bytes().all(is_token_byte) {
+                return Err((key, format!("{set:?} is not a valid set name")));
+            }
+            store_sets.insert(rule.name.clone(), set.clone());
+        }
+    }
+    let limits = validate_limits(file.limits.unwrap_or_default())?;
+    let trusted_proxies = file
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Cidr::parse(c).map_err(|m| (format!("gateway.trusted_proxies[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(GatewayConfig {
+        store,
+        store_sets,
+        limits,
+        trusted_proxies,
+        metrics_listen,
+        access_log,
+        admin,
+        listen: file.listen,
+        groups,
+        router: Arc::new(Router {
+            group_names,
+            cookie: routing.cookie.clone(),
+            default_group,
+            rules,
+            mode: Mode::Rules,
+            signing_keys,
+        }),
+        decision_header,
+        demo_origins,
+    })
+}
+
+fn validate_store(file: FileStore) -> Result<StoreConfig, KeyError> {
+    if !(file.redis.starts_with("redis://") || file.redis.starts_with("rediss://")) {
+        return Err((
+            "gateway.store.redis".into(),
+            "must be a redis:// URL (value not shown)".into(),
+        ));
+    }
+    let duration = |k: &str, v: &Option<String>, d: Duration| {
+        v.as_ref().map_or(Ok(d), |v| {
+            positive_duration(v).map_err(|m| (format!("gateway.store.{k}"), m))
+        })
+    };
+    Ok(StoreConfig {
+        url: file.redis,
+        prefix: file.prefix.unwrap_or_else(|| "canary:".into()),
+        resync_interval: duration(
+            "resync_interval",
+            &file.resync_interval,
+            Duration::from_secs(60),
+        )?,
+        timeout: duration("timeout", &file.timeout, Duration::from_secs(2))?,
+    })
+}
+
+fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
+    let defaults = Limits::default();
+    let key = |k: &str| format!("gateway.limits.{k}");
+    let duration = |k: &str, v: &Option<String>, d: Duration| {
+        v.as_ref()
+            .map_or(Ok(d), |v| positive_duration(v).map_err(|m| (key(k), m)))
+    };
+    let size = |k: &str, v: Option<usize>, d: usize, min: usize| match v {
+        Some(n) if n < min => Err((key(k), format!("{n} is below the minimum {min}"))),
+        Some(n) => Ok(n),
+        None => Ok(d),
+    };
+    let head = HeadLimits {
+        header_timeout: duration(
+            "header_timeout",
+            &file.header_timeout,
+            defaults.head.header_timeout,
+        )?,
+        max_request_line: size(
+            "max_request_line",
+            file.max_request_line,
+            defaults.head.max_request_line,
+            64,
+        )?,
+        max_header_bytes: size(
+            "max_header_bytes",
+            file.max_header_bytes,
+            defaults.head.max_header_bytes,
+            1024,
+        )?,
+        max_headers: size(
+            "max_headers",
+            file.max_headers,
+            defaults.head.max_headers,
+            8,
+        )?,
+    };
+    Ok(Limits {
+        head,
+        body_timeout: duration("body_timeout", &file.body_timeout, defaults.body_timeout)?,
+        max_body_bytes: file.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+    })
+}
+
+fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError> {
+    let listen = admin.listen.parse::<SocketAddr>().map_err(|e| {
+        (
+            "gateway.admin.listen".to_string(),
+            format!("{:?} is not an IP:port address ({e})", admin.listen),
+        )
+    })?;
+    let token = match (admin.token, admin.token_env) {
+        (Some(token), None) => token,
+        (None, Some(var)) => std::env::var(&var).map_err(|_| {
+            (
+                "gateway.admin.token_env".to_string(),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        (Some(_), Some(_)) => {
+            return Err((
+                "gateway.admin".into(),
+                "set either `token` or `token_env`, not both".into(),
+            ))
+        }
+        (None, None) => {
+            let exposure = if listen.ip().is_loopback() {
+                "every admin request needs a bearer token"
+            } else {
+                "refusing to start an admin listener on a non-loopback address without a token"
+            };
+            return Err((
+                "gateway.admin".into(),
+                format!("{exposure}: set `token_env` (or `token`)"),
+            ));
+        }
+    };
+    if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err((
+            "gateway.admin.token".into(),
+            format!(
+                "the token must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters (value not shown)"
+            ),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token,
+        state_file: admin.state_file.map(|p| base.join(p)),
+    })
+}

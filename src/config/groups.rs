@@ -1,0 +1,183 @@
+//! Validation of `gateway.groups`: servers, selection, health checks, timeouts and fallbacks.
+
+use std::time::Duration;
+
+use super::file::{FileGroup, FileHealthCheck, FileProbe, FileSelection, FileServer};
+use super::parse::{positive_duration, resolve_server};
+use super::{
+    KeyError, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE,
+    DEFAULT_HEALTH_TIMEOUT,
+};
+use crate::routing::GroupId;
+use crate::upstreams::{
+    GroupConfig, HealthCheckConfig, HealthProbe, Selection, ServerConfig, Timeouts,
+};
+
+pub(super) fn validate_group(
+    name: &str,
+    group: &FileGroup,
+    group_id: &dyn Fn(String, &str) -> Result<GroupId, KeyError>,
+) -> Result<GroupConfig, KeyError> {
+    let key = format!("gateway.groups.{name}");
+    if group.servers.is_empty() {
+        return Err((format!("{key}.servers"), "needs at least one server".into()));
+    }
+    let mut servers = Vec::with_capacity(group.servers.len());
+    for (i, server) in group.servers.iter().enumerate() {
+        let server_key = format!("{key}.servers[{i}]");
+        let (addr, weight) = match server {
+            FileServer::Addr(addr) => (addr, 1),
+            FileServer::Weighted(s) => (&s.addr, s.weight.unwrap_or(1)),
+        };
+        if !(1..=1000).contains(&weight) {
+            return Err((
+                format!("{server_key}.weight"),
+                format!("{weight} is not in 1..=1000"),
+            ));
+        }
+        let addr = resolve_server(addr).map_err(|m| (server_key.clone(), m))?;
+        if servers.iter().any(|s: &ServerConfig| s.addr == addr) {
+            return Err((server_key, format!("{addr} is listed twice")));
+        }
+        servers.push(ServerConfig { addr, weight });
+    }
+
+    let health_check = match &group.health_check {
+        None => Some(HealthCheckConfig {
+            probe: HealthProbe::Tcp,
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            rise: DEFAULT_HEALTH_RISE,
+            fall: DEFAULT_HEALTH_FALL,
+        }),
+        Some(hc) => validate_health_check(hc, &format!("{key}.health_check"))?,
+    };
+
+    let t = group.timeouts.as_ref();
+    let defaults = Timeouts::default();
+    let timeout = |field: &str, value: Option<&String>, default: Duration| {
+        value.map_or(Ok(default), |v| {
+            positive_duration(v).map_err(|m| (format!("{key}.timeouts.{field}"), m))
+        })
+    };
+    let timeouts = Timeouts {
+        connect: timeout(
+            "connect",
+            t.and_then(|t| t.connect.as_ref()),
+            defaults.connect,
+        )?,
+        read: timeout("read", t.and_then(|t| t.read.as_ref()), defaults.read)?,
+        write: timeout("write", t.and_then(|t| t.write.as_ref()), defaults.write)?,
+        idle: timeout("idle", t.and_then(|t| t.idle.as_ref()), defaults.idle)?,
+    };
+
+    let fallback = match &group.fallback {
+        None => None,
+        Some(target) if target == name => {
+            return Err((
+                format!("{key}.fallback"),
+                "a group cannot fall back to itself".into(),
+            ))
+        }
+        Some(target) => Some(group_id(format!("{key}.fallback"), target)?),
+    };
+
+    Ok(GroupConfig {
+        name: name.to_string(),
+        servers,
+        selection: match group.selection {
+            None | Some(FileSelection::RoundRobin) => Selection::RoundRobin,
+            Some(FileSelection::Consistent) => Selection::Consistent,
+        },
+        health_check,
+        timeouts,
+        fallback,
+    })
+}
+
+fn validate_health_check(
+    hc: &FileHealthCheck,
+    key: &str,
+) -> Result<Option<HealthCheckConfig>, KeyError> {
+    let duration = |field: &str, value: &Option<String>, default: Duration| {
+        value.as_ref().map_or(Ok(default), |v| {
+            positive_duration(v).map_err(|m| (format!("{key}.{field}"), m))
+        })
+    };
+    let count = |field: &str, value: Option<usize>, default: usize| match value {
+        Some(0) => Err((format!("{key}.{field}"), "must be at least 1".to_string())),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let http_only = [
+        ("path", hc.path.is_some()),
+        ("host", hc.host.is_some()),
+        ("expect_status", hc.expect_status.is_some()),
+    ];
+    let probe = match hc.probe {
+        FileProbe::Http => {
+            let path = hc.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err((
+                    format!("{key}.path"),
+                    format!("{path:?} is not a request path"),
+                ));
+            }
+            let expect_status = hc.expect_status.unwrap_or(200);
+            if !(100..=599).contains(&expect_status) {
+                return Err((
+                    format!("{key}.expect_status"),
+                    format!("{expect_status} is not an HTTP status"),
+                ));
+            }
+            HealthProbe::Http {
+                path,
+                host: hc.host.clone().unwrap_or_else(|| "localhost".into()),
+                expect_status,
+            }
+        }
+        FileProbe::Tcp | FileProbe::None => {
+            if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
+                return Err((
+                    format!("{key}.{field}"),
+                    "only `type: http` checks take this key".into(),
+                ));
+            }
+            if hc.probe == FileProbe::None {
+                return Ok(None);
+            }
+            HealthProbe::Tcp
+        }
+    };
+    Ok(Some(HealthCheckConfig {
+        probe,
+        interval: duration("interval", &hc.interval, DEFAULT_HEALTH_INTERVAL)?,
+        timeout: duration("timeout", &hc.timeout, DEFAULT_HEALTH_TIMEOUT)?,
+        rise: count("rise", hc.rise, DEFAULT_HEALTH_RISE)?,
+        fall: count("fall", hc.fall, DEFAULT_HEALTH_FALL)?,
+    }))
+}
+
+/// Rejects fallback chains that loop (`a → b → a`).
+pub(super) fn check_fallback_cycles(groups: &[GroupConfig]) -> Result<(), KeyError> {
+    for (start, group) in groups.iter().enumerate() {
+        let mut chain = vec![start];
+        let mut next = group.fallback;
+        while let Some(GroupId(id)) = next {
+            if chain.contains(&id) {
+                let names: Vec<&str> = chain
+                    .iter()
+                    .chain(std::iter::once(&id))
+                    .map(|&i| groups[i].name.as_str())
+                    .collect();
+                return Err((
+                    format!("gateway.groups.{}.fallback", group.name),
+                    format!("fallback chain loops: {}", names.join(" -> ")),
+                ));
+            }
+            chain.push(id);
+            next = groups[id].fallback;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Configuration: one YAML file holds Pingora's server keys at top level and the gateway's own
+//! section under `gateway:`. The file is parsed once into private serde types (`file`),
+//! validated section by section (`gateway`, `routing`, `groups`), and turned into the typed
+//! runtime values below. Every error names the file, the key and the value.
+//!
+//! Above `routing` and `upstreams`, whose types it builds; nothing on the request path reads
+//! the file types.
+
+mod file;
+mod gateway;
+mod groups;
+mod parse;
+mod routing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::server::configuration::ServerConf;
+
+pub use crate::routing::Cidr;
+use crate::routing::Router;
+use crate::upstreams::GroupConfig;
+pub use parse::parse_duration;
+
+/// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
+pub const DEMO_CONFIG: &str = include_str!("../../conf/demo.yaml");
+/// Name used for the embedded demo configuration in messages.
+pub const DEMO_CONFIG_NAME: &str = "<built-in demo: conf/demo.yaml>";
+
+/// Drain time applied when the file does not set `grace_period_seconds`. Pingora's own default
+/// is 300 s, far past the ~10 s after which systemd or `docker stop` kill a process.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
+/// Time runtimes get to finish after the grace period when the file does not set it.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+
+/// A configuration problem: which file, which key, what is wrong. The config layer's one error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {}{message}", key_prefix(.key))]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// `key: ` before a message, nothing when the problem is the file as a whole.
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+/// Everything loaded from one configuration file.
+pub struct LoadedConfig {
+    /// Pingora's server settings, with the gateway's defaults applied where the file is silent.
+    pub server: ServerConf,
+    pub gateway: GatewayConfig,
+}
+
+/// The gateway's validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Addresses the proxy listens on.
+    pub listen: Vec<String>,
+    /// Upstream groups, indexed by [`GroupId`] (same order as `router.group_names`).
+    pub groups: Vec<GroupConfig>,
+    pub router: Arc<Router>,
+    /// Response header that names the chosen group; `None` when turned off.
+    pub decision_header: Option<String>,
+    /// Built-in demo origins to start in the same process (the demo config only, normally).
+    pub demo_origins: Vec<DemoOrigin>,
+    /// The admin API, when configured.
+    pub admin: Option<AdminConfig>,
+    /// Where `GET /metrics` is served, when configured.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The JSON access log, when configured.
+    pub access_log: Option<AccessLogTarget>,
+    /// Limits on client requests.
+    pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed when finding the client address.
+    pub trusted_proxies: Vec<Cidr>,
+    /// The Redis store for shared user sets, when configured.
+    pub store: Option<StoreConfig>,
+    /// Rules whose users come from the store: rule name → set name.
+    pub store_sets: BTreeMap<String, String>,
+}
+
+/// Limits on client requests (see the README's security section for the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub head: HeadLimits,
+    /// Total time allowed for a request body, and for each read of it.
+    pub body_timeout: Duration,
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head: HeadLimits::default(),
+            body_timeout: Duration::from_secs(30),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// Limits on a request head, enforced by the proxy's head guard before Pingora parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// From the first byte of a request head to its end.
+    pub header_timeout: Duration,
+    /// Longest request line (method, target, version).
+    pub max_request_line: usize,
+    /// Largest request head, request line included.
+    pub max_header_bytes: usize,
+    /// Most header lines.
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            header_timeout: Duration::from_secs(10),
+            max_request_line: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// Where the shared user sets live (`gateway.store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `redis://host:port/db` (a password in the URL is never shown).
+    pub url: String,
+    /// Key prefix: set `vip` is `<prefix>users:vip`; changes go out on `<prefix>events`.
+    pub prefix: String,
+    /// Full re-read of every set, to heal anything the channel missed.
+    pub resync_interval: Duration,
+    /// Bound on each Redis command.
+    pub timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn set_key(&self, set: &str) -> String {
+        format!("{}users:{set}", self.prefix)
+    }
+
+    pub fn channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// The URL with any password replaced, for logs and `/status`.
+    pub fn redacted_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+/// The admin API's listener, credentials and state file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer token every admin request must carry. Never logged or shown.
+    pub token: String,
+    /// Where changes made through the API are kept, so they survive restarts and reloads.
+    pub state_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .field("state_file", &self.state_file)
+            .finish()
+    }
+}
+
+/// A tiny origin served by the gateway process itself, for the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOrigin {
+    pub listen: String,
+    pub body: String,
+}
+
+/// Shortest admin token accepted: anything shorter is guessable.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Health check defaults: applied to a group without `health_check`, and to missing keys.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_HEALTH_RISE: usize = 1;
+pub const DEFAULT_HEALTH_FALL: usize = 2;
+
+/// Shortest accepted cookie signing key.
+pub const MIN_SIGNING_KEY_LEN: usize = 16;
+
+/// Default name of the response header that carries the decision.
+pub const DEFAULT_DECISION_HEADER: &str = "x-canary-group";
+
+/// Loads and validates the file at `path`.
+pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        key: String::new(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_str(&text, &name, base)
+}
+
+/// Loads the built-in demo configuration (relative paths resolve against the working directory).
+pub fn load_demo() -> Result<LoadedConfig, ConfigError> {
+    load_str(DEMO_CONFIG, DEMO_CONFIG_NAME, Path::new("."))
+}
+
+/// Parses and validates configuration text; `file` names it in errors and `base` is the folder
+/// relative paths resolve against.
+pub fn load_str(text: &str, file: &str, base: &Path) -> Result<LoadedConfig, ConfigError> {
+    let err = |key: &str, message: String| ConfigError {
+        file: file.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    let mut server = ServerConf::from_yaml(text).map_err(|e| {
+        // Pingora's message repeats the whole file; its cause is the useful part.
+        let cause = e
+            .root_cause()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        err("", format!("invalid server configuration: {cause}"))
+    })?;
+    server.grace_period_seconds = server
+        .grace_period_seconds
+        .or(Some(DEFAULT_GRACE_PERIOD_SECONDS));
+    server.graceful_shutdown_timeout_seconds = server
+        .graceful_shutdown_timeout_seconds
+        .or(Some(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS));
+
+    let root: file::FileRoot = serde_yaml::from_str(text).map_err(|e| err("", yaml_message(&e)))?;
+    let gateway = root
+        .gateway
+        .ok_or_else(|| err("gateway", "the section is missing".into()))?;
+    let gateway = gateway::validate(gateway, base).map_err(|(key, message)| err(&key, message))?;
+    Ok(LoadedConfig { server, gateway })
+}
+
+/// serde_yaml's message with the path made to read like our keys (`gateway.routing...`).
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    e.to_string()
+}
+
+/// A validation failure inside the gateway section: the key and what is wrong (the file is
+/// added by [`load_str`]).
+type KeyError = (String, String);

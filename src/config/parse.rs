@@ -1,0 +1,65 @@
+//! Parsers for the values the file writes as text: durations, server addresses, header names.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+pub(super) fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?} must be more than zero")),
+        d => Ok(d),
+    }
+}
+
+/// Resolves `host:port` once, at load time.
+pub(super) fn resolve_server(server: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = server.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !server.contains(':') {
+        return Err(format!("{server:?} needs a port (host:port)"));
+    }
+    // Fuzzing must not send DNS queries anywhere.
+    if cfg!(fuzzing) {
+        return Err(format!(
+            "{server:?}: host names are not resolved while fuzzing"
+        ));
+    }
+    server
+        .to_socket_addrs()
+        .map_err(|e| format!("{server:?} does not resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{server:?} resolves to no address"))
+}
+
+/// Validates an HTTP header name and returns it in lower case.
+pub(super) fn header_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// RFC 9110 `tchar`.
+pub(super) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

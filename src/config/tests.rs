@@ -1,0 +1,360 @@
+//! Unit tests of loading and validation: good files load into typed values, each bad key is
+//! named in its error.
+
+use super::*;
+use crate::routing::{GroupId, Matcher, Reason};
+use crate::upstreams::{HealthProbe, Selection, Timeouts};
+
+const GOOD: &str = r#"
+version: 1
+threads: 2
+gateway:
+  listen: ["127.0.0.1:8080"]
+  groups:
+    stable: { servers: ["127.0.0.1:10001"] }
+    canary: { servers: ["127.0.0.1:10002", "localhost:10003"] }
+  routing:
+    cookie: canary_user
+    default: stable
+    rules:
+      - name: qa-override
+        header: X-Canary-Group
+      - name: vip
+        users: ["alice", "bob"]
+        group: stable
+      - name: rollout
+        percent: 0.5
+        group: canary
+"#;
+
+fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
+    load_str(text, "test.yaml", Path::new("."))
+}
+
+fn error_of(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("config was accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn good_config_loads_into_typed_values() {
+    let loaded = load(GOOD).expect("valid");
+    assert_eq!(loaded.server.threads, 2);
+    assert_eq!(
+        loaded.server.grace_period_seconds,
+        Some(DEFAULT_GRACE_PERIOD_SECONDS)
+    );
+    let gw = loaded.gateway;
+    assert_eq!(gw.groups.len(), 2);
+    assert_eq!(gw.groups[0].name, "canary"); // groups are kept in name order
+    assert_eq!(gw.groups[0].servers.len(), 2);
+    assert_eq!(gw.decision_header.as_deref(), Some("x-canary-group"));
+    let r = &gw.router;
+    assert_eq!(r.group_name(r.default_group), "stable");
+    assert!(
+        matches!(&r.rules[0].matcher, Matcher::Header { name, .. } if name == "x-canary-group")
+    );
+    match &r.rules[2].matcher {
+        Matcher::Percent { share, seed } => {
+            assert_eq!(share.ppm(), 5_000);
+            assert_eq!(&**seed, b"rollout", "seed defaults to the rule name");
+        }
+        other => panic!("not a percent rule: {other:?}"),
+    }
+    let d = r.decide(Some(b"alice"), &[][..]);
+    assert_eq!(
+        (r.group_name(d.group), d.reason),
+        ("stable", Reason::UserList)
+    );
+}
+
+#[test]
+fn the_demo_config_is_valid() {
+    let demo = load_demo().expect("demo config valid");
+    assert_eq!(demo.gateway.demo_origins.len(), 2);
+}
+
+#[test]
+fn grace_period_from_the_file_wins() {
+    let text = GOOD.replace("threads: 2", "grace_period_seconds: 30");
+    assert_eq!(
+        load(&text).expect("valid").server.grace_period_seconds,
+        Some(30)
+    );
+}
+
+#[test]
+fn decision_header_setting() {
+    let off = GOOD.replace("  routing:", "  decision_header: false\n  routing:");
+    assert_eq!(load(&off).expect("valid").gateway.decision_header, None);
+    let named = GOOD.replace("  routing:", "  decision_header: X-Route\n  routing:");
+    assert_eq!(
+        load(&named)
+            .expect("valid")
+            .gateway
+            .decision_header
+            .as_deref(),
+        Some("x-route")
+    );
+}
+
+/// Each broken config is rejected with the key (and the value) named.
+#[test]
+fn errors_name_the_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "percent: 0.5",
+            "percent: 140",
+            &["gateway.routing.rules[2].percent", "140"],
+        ),
+        (
+            "percent: 0.5",
+            "percent: -1",
+            &["gateway.routing.rules[2].percent"],
+        ),
+        (
+            "group: canary",
+            "group: canarry",
+            &["gateway.routing.rules[2].group", "canarry"],
+        ),
+        (
+            "default: stable",
+            "default: nope",
+            &["gateway.routing.default", "nope"],
+        ),
+        (
+            "\"127.0.0.1:10001\"",
+            "\"127.0.0.1\"",
+            &["gateway.groups.stable.servers[0]", "port"],
+        ),
+        (
+            "[\"127.0.0.1:10001\"]",
+            "[]",
+            &["gateway.groups.stable.servers", "at least one"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[\"localhost:http\"]",
+            &["gateway.listen[0]", "localhost:http"],
+        ),
+        (
+            "name: rollout",
+            "name: vip",
+            &["gateway.routing.rules[2].name", "unique"],
+        ),
+        (
+            "cookie: canary_user",
+            "cookie: \"bad cookie\"",
+            &["gateway.routing.cookie"],
+        ),
+        (
+            "header: X-Canary-Group",
+            "header: \"x canary\"",
+            &["gateway.routing.rules[0].header"],
+        ),
+        ("percent: 0.5", "percnt: 0.5", &["percnt"]),
+        ("  listen:", "  lisen: x\n  listen:", &["lisen"]),
+        (
+            "users: [\"alice\", \"bob\"]",
+            "users_file: does/not/exist.txt",
+            &["gateway.routing.rules[1].users_file", "does/not/exist.txt"],
+        ),
+        (
+            "        group: stable\n",
+            "",
+            &["gateway.routing.rules[1].group", "target group"],
+        ),
+        (
+            "header: X-Canary-Group",
+            "header: x-a\n        percent: 3",
+            &["gateway.routing.rules[0]", "exactly one"],
+        ),
+        (
+            "threads: 2",
+            "threads: lots",
+            &["invalid server configuration"],
+        ),
+    ];
+    for (from, to, needles) in cases {
+        let text = GOOD.replacen(from, to, 1);
+        assert_ne!(text, GOOD, "test case did not change the config: {from}");
+        let message = error_of(&text);
+        assert!(message.starts_with("test.yaml: "), "{message}");
+        for needle in *needles {
+            assert!(
+                message.contains(needle),
+                "{to}: {message:?} lacks {needle:?}"
+            );
+        }
+    }
+}
+
+const POOLS: &str = r#"
+gateway:
+  listen: ["127.0.0.1:8080"]
+  groups:
+    a:
+      servers: ["127.0.0.1:1", { addr: "127.0.0.1:2", weight: 3 }]
+      selection: consistent
+      health_check: { type: http, path: /healthz, expect_status: 204, interval: 250ms, timeout: 1s, rise: 2, fall: 3 }
+      timeouts: { connect: 1s, read: 30s, write: 1m, idle: 90s }
+      fallback: b
+    b:
+      servers: ["127.0.0.1:3"]
+      health_check: { type: none }
+      fallback: c
+    c:
+      servers: ["127.0.0.1:4"]
+  routing:
+    default: a
+"#;
+
+#[test]
+fn pool_settings_are_typed() {
+    let gw = load(POOLS).expect("valid").gateway;
+    let a = &gw.groups[0];
+    assert_eq!(a.servers[1].weight, 3);
+    assert_eq!(a.selection, Selection::Consistent);
+    let hc = a.health_check.as_ref().expect("checked");
+    assert_eq!(hc.interval, Duration::from_millis(250));
+    assert_eq!((hc.rise, hc.fall), (2, 3));
+    assert!(
+        matches!(&hc.probe, HealthProbe::Http { path, expect_status: 204, .. } if path == "/healthz")
+    );
+    assert_eq!(a.timeouts.write, Duration::from_secs(60));
+    assert_eq!(a.timeouts.idle, Duration::from_secs(90));
+    assert_eq!(a.fallback, Some(GroupId(1)));
+    assert!(
+        gw.groups[1].health_check.is_none(),
+        "type: none turns checks off"
+    );
+    let default_check = gw.groups[2].health_check.as_ref().expect("default check");
+    assert_eq!(default_check.probe, HealthProbe::Tcp);
+    assert_eq!(default_check.interval, DEFAULT_HEALTH_INTERVAL);
+    assert_eq!(gw.groups[2].timeouts, Timeouts::default());
+}
+
+#[test]
+fn pool_errors_name_the_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "fallback: c\n",
+            "fallback: a\n",
+            &["fallback chain loops: a -> b -> a"],
+        ),
+        (
+            "fallback: b\n",
+            "fallback: a\n",
+            &["gateway.groups.a.fallback", "itself"],
+        ),
+        (
+            "fallback: b\n",
+            "fallback: zz\n",
+            &["gateway.groups.a.fallback", "zz"],
+        ),
+        (
+            "weight: 3",
+            "weight: 0",
+            &["gateway.groups.a.servers[1].weight"],
+        ),
+        (
+            "interval: 250ms",
+            "interval: 250",
+            &["gateway.groups.a.health_check.interval", "unit"],
+        ),
+        (
+            "interval: 250ms",
+            "interval: 0s",
+            &["gateway.groups.a.health_check.interval", "more than zero"],
+        ),
+        (
+            "read: 30s",
+            "read: soon",
+            &["gateway.groups.a.timeouts.read"],
+        ),
+        (
+            "rise: 2",
+            "rise: 0",
+            &["gateway.groups.a.health_check.rise"],
+        ),
+        (
+            "expect_status: 204",
+            "expect_status: 999",
+            &["gateway.groups.a.health_check.expect_status"],
+        ),
+        (
+            "path: /healthz",
+            "path: healthz",
+            &["gateway.groups.a.health_check.path"],
+        ),
+        (
+            "type: none",
+            "type: none, path: /x",
+            &["gateway.groups.b.health_check.path", "type: http"],
+        ),
+        ("type: none", "type: ping", &["unknown variant `ping`"]),
+        (
+            "selection: consistent",
+            "selection: random",
+            &["unknown variant `random`"],
+        ),
+        (
+            "\"127.0.0.1:3\"",
+            "\"127.0.0.1:1\", \"127.0.0.1:1\"",
+            &["gateway.groups.b.servers[1]", "twice"],
+        ),
+    ];
+    for (from, to, needles) in cases {
+        let text = POOLS.replacen(from, to, 1);
+        assert_ne!(text, POOLS, "test case did not change the config: {from}");
+        let message = error_of(&text);
+        for needle in *needles {
+            assert!(
+                message.contains(needle),
+                "{to}: {message:?} lacks {needle:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+    assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert!(parse_duration("2").is_err());
+    assert!(parse_duration("s").is_err());
+    assert!(parse_duration("2 days").is_err());
+}
+
+#[test]
+fn missing_gateway_section() {
+    assert!(error_of("version: 1\n").contains("gateway: the section is missing"));
+}
+
+#[test]
+fn users_file_resolves_against_the_config_folder() {
+    let dir = std::env::temp_dir().join(format!("cg-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("vips.txt"), "# vips\ncarol\n\ndave\n").expect("write");
+    let text = GOOD.replace(
+        "users: [\"alice\", \"bob\"]",
+        "users: [alice]\n        users_file: vips.txt",
+    );
+    let path = dir.join("gw.yaml");
+    std::fs::write(&path, text).expect("write");
+    let loaded = load_file(&path).expect("valid");
+    let r = &loaded.gateway.router;
+    for user in ["alice", "carol", "dave"] {
+        assert_eq!(
+            r.decide(Some(user.as_bytes()), &[][..]).reason,
+            Reason::UserList,
+            "{user}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

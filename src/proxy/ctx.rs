@@ -1,0 +1,140 @@
+//! The per-request context and the in-flight count that graceful shutdown waits on.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+use pingora_core::Result;
+
+use super::errors::no_decision;
+use crate::routing::{Decision, GroupId};
+use crate::state::GatewayState;
+
+/// Counts requests in progress, so a graceful shutdown can end as soon as they are done, and
+/// carries the "closing" flag: once set, every response closes its client connection, so
+/// keep-alive clients move to the new process during an upgrade instead of having an idle
+/// connection dropped under them when the old process stops.
+#[derive(Clone, Default)]
+pub struct InFlight {
+    requests: Arc<AtomicUsize>,
+    closing: Arc<AtomicBool>,
+}
+
+impl InFlight {
+    /// Requests now in progress.
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
+    }
+
+    /// From now on, answer with `Connection: close`.
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Marks one request in progress until the returned guard is dropped.
+    pub fn enter(&self) -> InFlightGuard {
+        self.requests.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.requests.clone())
+    }
+}
+
+/// Marks one request in progress until dropped with its context.
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Who the client is, worked out once in `request_filter` and read by every later step.
+#[derive(Default)]
+pub struct Client {
+    /// The client's address: the TCP peer, or behind trusted proxies the right-most
+    /// untrusted `X-Forwarded-For` address.
+    pub ip: Option<IpAddr>,
+    /// `ip` as header text, for `X-Real-IP` and the access log.
+    pub ip_value: Option<HeaderValue>,
+    /// The TCP peer as header text, appended to `X-Forwarded-For` (the same value as
+    /// `ip_value` unless the peer is a trusted proxy).
+    pub peer_value: Option<HeaderValue>,
+    /// The verified user id from the routing cookie (`None`: anonymous). Kept for consistent
+    /// selection, so the cookie is parsed and its signature checked once per request.
+    pub user: Option<Box<[u8]>>,
+}
+
+/// Per-request context: the state snapshot, the decision, the request id and what happened
+/// upstream (fallback, failed servers, retries).
+pub struct RequestCtx {
+    pub(super) _in_flight: InFlightGuard,
+    pub(super) state: Option<Arc<GatewayState>>,
+    pub(super) decision: Option<Decision>,
+    pub(super) client: Client,
+    /// The request id, as sent upstream and back to the client.
+    pub(super) request_id: HeaderValue,
+    /// The group actually serving the request (differs from the decision after a fallback).
+    pub(super) served_group: Option<GroupId>,
+    /// Servers that refused or timed out a connection for this request.
+    pub(super) failed_servers: Vec<SocketAddr>,
+    /// Retries after the request had been sent upstream (at most one).
+    pub(super) resend_retries: u8,
+    /// The server that failed after the request was sent: the retry avoids it when another
+    /// server or a fallback group can take the request.
+    pub(super) resend_failed: Option<SocketAddr>,
+    pub(super) started: Instant,
+    /// When the first upstream server was picked, and when its response header arrived.
+    pub(super) upstream_started: Option<Instant>,
+    pub(super) upstream_answered: Option<Instant>,
+    /// The last upstream server tried.
+    pub(super) upstream_addr: Option<SocketAddr>,
+    /// The status of an error response the gateway itself sent.
+    pub(super) error_status: Option<u16>,
+    /// Request body bytes received so far.
+    pub(super) body_bytes: u64,
+}
+
+impl RequestCtx {
+    pub(super) fn new(in_flight: &InFlight) -> Self {
+        RequestCtx {
+            _in_flight: in_flight.enter(),
+            state: None,
+            decision: None,
+            client: Client::default(),
+            request_id: HeaderValue::from_static(""),
+            served_group: None,
+            failed_servers: Vec::new(),
+            resend_retries: 0,
+            resend_failed: None,
+            started: Instant::now(),
+            upstream_started: None,
+            upstream_answered: None,
+            upstream_addr: None,
+            error_status: None,
+            body_bytes: 0,
+        }
+    }
+
+    /// The state and decision `request_filter` stored; an error if a hook runs before it.
+    pub(super) fn routed(&self) -> Result<(&Arc<GatewayState>, &Decision)> {
+        self.state
+            .as_ref()
+            .zip(self.decision.as_ref())
+            .ok_or_else(no_decision)
+    }
+
+    /// The request id as text, for logs (it is always ASCII).
+    pub(super) fn id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+
+    pub(super) fn served_group_name(&self) -> Option<&str> {
+        let state = self.state.as_ref()?;
+        Some(state.router.group_name(self.served_group?))
+    }
+}

@@ -1,0 +1,204 @@
+//! The client's address and nginx's forwarding headers: `X-Real-IP`, `X-Forwarded-For`
+//! (`$proxy_add_x_forwarded_for`), `X-Forwarded-Proto`.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use pingora_core::Result;
+use pingora_http::RequestHeader;
+
+use super::ctx::Client;
+use super::request_id::X_REQUEST_ID;
+use crate::routing::Cidr;
+
+const X_REAL_IP: &str = "x-real-ip";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Works out the client once per request: its address (believing `X-Forwarded-For` only from
+/// `trusted` peers) and both addresses as header text.
+pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Client {
+    let Some(peer) = peer else {
+        return Client::default();
+    };
+    let ip = client_ip(peer, headers, trusted);
+    let value = ip_value(ip);
+    let peer_value = if ip == peer {
+        value.clone()
+    } else {
+        ip_value(peer)
+    };
+    Client {
+        ip: Some(ip),
+        ip_value: Some(value),
+        peer_value: Some(peer_value),
+        user: None,
+    }
+}
+
+/// Sets the forwarding headers and the request id on the request that goes upstream.
+pub fn set_forwarding_headers(
+    upstream_request: &mut RequestHeader,
+    client: &Client,
+    tls: bool,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let forwarded_for = forwarded_for(&upstream_request.headers, client.peer_value.clone());
+    match &client.ip_value {
+        Some(value) => upstream_request.insert_header(X_REAL_IP, value.clone())?,
+        None => {
+            upstream_request.remove_header(X_REAL_IP);
+        }
+    }
+    match forwarded_for {
+        Some(value) => upstream_request.insert_header(X_FORWARDED_FOR, value)?,
+        None => {
+            upstream_request.remove_header(X_FORWARDED_FOR);
+        }
+    }
+    upstream_request.insert_header(X_FORWARDED_PROTO, if tls { "https" } else { "http" })?;
+    upstream_request.insert_header(X_REQUEST_ID, request_id.clone())?;
+    Ok(())
+}
+
+/// The client address: `peer`, or when `peer` is a trusted proxy, the right-most
+/// `X-Forwarded-For` address that is not (the left-most one when all are trusted).
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let lines: Vec<&HeaderValue> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+    for line in lines.iter().rev() {
+        let Ok(line) = line.to_str() else {
+            return client;
+        };
+        for hop in line.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(ip) {
+                        return ip;
+                    }
+                }
+                // An unparsable hop ends the trusted chain; keep the last good address.
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+/// `X-Forwarded-For` as nginx's `$proxy_add_x_forwarded_for` builds it: the client's values (all
+/// header lines, joined with ", ") with the peer's address appended.
+fn forwarded_for(headers: &HeaderMap, peer: Option<HeaderValue>) -> Option<HeaderValue> {
+    let mut lines = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|line| line.to_str().ok())
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .peekable();
+    if lines.peek().is_none() {
+        // The common case: no proxy in front, the value is the peer's address as it is.
+        return peer;
+    }
+    let mut value = String::new();
+    for line in lines.chain(peer.as_ref().and_then(|p| p.to_str().ok())) {
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str(line);
+    }
+    HeaderValue::from_str(&value).ok()
+}
+
+/// An address as header text, written without the formatting machinery (see `text`).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut text = Vec::with_capacity(15);
+    crate::text::push_ip(&mut text, ip);
+    HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_behind_trusted_proxies() {
+        let trusted = [
+            Cidr::parse("10.0.0.0/8").expect("cidr"),
+            Cidr::parse("192.168.1.1").expect("cidr"),
+        ];
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, "6.6.6.6, 203.0.113.5".parse().expect("v"));
+        headers.append(X_FORWARDED_FOR, "10.1.1.1".parse().expect("v"));
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(
+            client_ip(ip("198.51.100.9"), &headers, &trusted),
+            ip("198.51.100.9")
+        );
+        // Through trusted hops, the right-most untrusted address; spoofed entries to its left are ignored.
+        assert_eq!(
+            client_ip(ip("192.168.1.1"), &headers, &trusted),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(ip("10.9.9.9"), &HeaderMap::new(), &trusted),
+            ip("10.9.9.9")
+        );
+        let mut all_trusted = HeaderMap::new();
+        all_trusted.append(X_FORWARDED_FOR, "10.0.0.2, 10.0.0.3".parse().expect("v"));
+        assert_eq!(
+            client_ip(ip("10.0.0.4"), &all_trusted, &trusted),
+            ip("10.0.0.2")
+        );
+        let mut garbage = HeaderMap::new();
+        garbage.append(X_FORWARDED_FOR, "nonsense, 10.0.0.3".parse().expect("v"));
+        assert_eq!(
+            client_ip(ip("10.0.0.4"), &garbage, &trusted),
+            ip("10.0.0.3")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.4"), &headers, &[]),
+            ip("10.0.0.4"),
+            "no trusted proxies"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let peer = || Some(HeaderValue::from_static("192.0.2.7"));
+        let mut headers = HeaderMap::new();
+        assert_eq!(forwarded_for(&headers, peer()), peer());
+        headers.append(X_FORWARDED_FOR, "10.0.0.1".parse().expect("value"));
+        headers.append(
+            X_FORWARDED_FOR,
+            " 10.0.0.2, 10.0.0.3 ".parse().expect("value"),
+        );
+        headers.append(X_FORWARDED_FOR, "  ".parse().expect("value"));
+        assert_eq!(
+            forwarded_for(&headers, peer()),
+            Some(HeaderValue::from_static(
+                "10.0.0.1, 10.0.0.2, 10.0.0.3, 192.0.2.7"
+            ))
+        );
+        assert_eq!(
+            forwarded_for(&headers, None),
+            Some(HeaderValue::from_static("10.0.0.1, 10.0.0.2, 10.0.0.3"))
+        );
+        assert_eq!(forwarded_for(&HeaderMap::new(), None), None);
+    }
+
+    #[test]
+    fn ip_values_are_the_address_text() {
+        for text in ["127.0.0.1", "10.200.30.4", "2001:db8::7"] {
+            let ip: IpAddr = text.parse().expect("ip");
+            assert_eq!(ip_value(ip), text);
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The Pingora `ProxyHttp` implementation. Each hook is a few named steps: `request_filter`
+//! works out the client, the user and the request id once and calls `routing::decide()`; the
+//! later hooks read the decision from the per-request context, pick a server through the one
+//! fallback walk in `upstreams`, and set the forwarding headers.
+//!
+//! Above `state` (it reads the live [`GatewayState`]); below `ops`, which hands it an access
+//! log through the [`RequestLog`] interface.
+
+mod ctx;
+mod errors;
+mod forwarding;
+pub mod guard;
+pub mod request_id;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderMap, COOKIE};
+use log::warn;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use ctx::{InFlight, RequestCtx};
+use errors::{check_framing, error_status, has_body, send_error_response};
+use request_id::X_REQUEST_ID;
+
+use crate::routing::{HeaderLookup, Router};
+use crate::state::metrics::METRICS;
+use crate::state::GatewayState;
+use crate::upstreams;
+
+/// One request, as logged: one JSON object per line.
+pub struct AccessRecord<'a> {
+    pub ts: SystemTime,
+    pub request_id: &'a str,
+    pub client_ip: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub group: &'a str,
+    pub rule: &'a str,
+    pub reason: &'a str,
+    pub upstream: Option<SocketAddr>,
+    pub bytes_sent: usize,
+    pub duration: Duration,
+    pub upstream_duration: Option<Duration>,
+}
+
+/// Where the proxy sends a record of each request (the access log, in `ops`).
+pub trait RequestLog: Send + Sync {
+    /// Queues one record; must not block.
+    fn log(&self, record: &AccessRecord<'_>);
+}
+
+/// The gateway's proxy logic.
+pub struct CanaryProxy {
+    state: Arc<ArcSwap<GatewayState>>,
+    in_flight: InFlight,
+    access_log: Option<Arc<dyn RequestLog>>,
+}
+
+impl CanaryProxy {
+    pub fn new(
+        state: Arc<ArcSwap<GatewayState>>,
+        in_flight: InFlight,
+        access_log: Option<Arc<dyn RequestLog>>,
+    ) -> Self {
+        CanaryProxy {
+            state,
+            in_flight,
+            access_log,
+        }
+    }
+}
+
+/// Upper bound on connection attempts for one request (each to another server or group).
+const MAX_CONNECT_TRIES: usize = 8;
+
+/// Lets the router read Pingora's request headers without knowing their type.
+struct Headers<'a>(&'a HeaderMap, Option<std::net::IpAddr>);
+
+impl HeaderLookup for Headers<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| v.as_bytes())
+    }
+
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.1
+    }
+}
+
+/// The verified user id from the routing cookie; a bad signature is counted and treated as
+/// anonymous.
+fn user_id(router: &Router, headers: &HeaderMap) -> Option<Box<[u8]>> {
+    let cookies = headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
+    match router.user_from_cookies_checked(cookies) {
+        Ok(user) => user.map(Box::from),
+        Err(_) => {
+            METRICS.bad_signatures.inc();
+            None
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for CanaryProxy {
+    type CTX = RequestCtx;
+
+    /// No downstream modules: the gateway does not compress, and Pingora's default adds a
+    /// (disabled) compression module whose filters would still run on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(&self.in_flight)
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Bounds each read of the body; request_body_filter bounds the whole body.
+        let body_timeout = self.state.load().limits.body_timeout;
+        session.set_read_timeout(Some(body_timeout));
+        // Serve pipelined requests in order, each routed on its own (RFC 9112 §9.3.2), rather
+        // than dropping the later ones.
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let state = self.state.load_full();
+        let peer = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        let request = session.req_header();
+        let headers = &request.headers;
+        ctx.request_id = request_id::from_request(headers);
+        ctx.client = forwarding::client(peer, headers, &state.trusted_proxies);
+        ctx.client.user = user_id(&state.router, headers);
+        let facts = Headers(headers, ctx.client.ip);
+        ctx.decision = Some(state.router.decide(ctx.client.user.as_deref(), &facts));
+        let max_body_bytes = state.limits.max_body_bytes;
+        ctx.state = Some(state);
+        check_framing(request, max_body_bytes)?;
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(state) = &ctx.state else {
+            return Ok(());
+        };
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > state.limits.max_body_bytes {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the limit",
+            ));
+        }
+        if ctx.started.elapsed() > state.limits.body_timeout {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(408),
+                "request body took too long",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (state, decision) = ctx.routed()?;
+        let key = ctx.client.user.as_deref().unwrap_or_default();
+        let picked = upstreams::pick(
+            &state.pools,
+            decision.group,
+            key,
+            &ctx.failed_servers,
+            ctx.resend_failed,
+        )
+        .map(|pick| (pick.group, pick.addr, pick.pool.peer(pick.addr)));
+        let Some((group, addr, peer)) = picked else {
+            return Err(no_server(ctx));
+        };
+        ctx.served_group = Some(group);
+        ctx.upstream_addr = Some(addr);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent yet, so another server is safe for any method.
+        if let Some(addr) = peer._address.as_inet() {
+            ctx.failed_servers.push(*addr);
+        }
+        let retry = ctx.failed_servers.len() < MAX_CONNECT_TRIES;
+        count_retry(ctx, retry, true);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        // The request may have reached the origin: retry once, and only when repeating it is
+        // harmless (RFC 9110 §9.2.2) and there is no body to replay. A timeout is not retried:
+        // the client gets its 504 on time.
+        let request = session.req_header();
+        let retry = ctx.resend_retries == 0
+            && !matches!(e.esource(), pingora_core::ErrorSource::Downstream)
+            && request.method.is_idempotent()
+            && !has_body(&request.headers)
+            && !matches!(
+                e.etype(),
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            );
+        if retry {
+            ctx.resend_retries += 1;
+            ctx.resend_failed = peer._address.as_inet().copied();
+        }
+        count_retry(ctx, retry, false);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = error_status(e);
+        ctx.error_status = Some(code);
+        if code > 0 {
+            send_error_response(session, code, &ctx.request_id, ctx.id()).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        forwarding::set_forwarding_headers(upstream_request, &ctx.client, tls, &ctx.request_id)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_answered.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if self.in_flight.is_closing() {
+            session.set_keepalive(None);
+        }
+        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        set_decision_header(upstream_response, ctx)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let (Some(state), Some(decision)) = (ctx.state.as_ref(), ctx.decision.as_ref()) else {
+            return;
+        };
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.error_status)
+            .unwrap_or(0);
+        let served = ctx.served_group.unwrap_or(decision.group);
+        let elapsed = ctx.started.elapsed();
+        state.metrics.record(
+            served.0,
+            decision.rule.map(|r| r.0),
+            status,
+            elapsed.as_secs_f64(),
+        );
+        let fell_back = served != decision.group;
+        if fell_back {
+            let router = &state.router;
+            METRICS
+                .fallbacks
+                .with_label_values(&[router.group_name(decision.group), router.group_name(served)])
+                .inc();
+        }
+        if let Some(log) = &self.access_log {
+            log_request(log.as_ref(), session, ctx, status, elapsed);
+        }
+    }
+}
+
+/// The error for a request that no server can take: 503 when no server of the group (or its
+/// fallbacks) is healthy, 502 when the healthy ones all refused a connection.
+fn no_server(ctx: &RequestCtx) -> Box<Error> {
+    let wanted = ctx
+        .routed()
+        .map(|(state, decision)| state.router.group_name(decision.group))
+        .unwrap_or("?");
+    if ctx.failed_servers.is_empty() {
+        warn!("request {}: no healthy server for group {wanted}", ctx.id());
+        Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream server")
+    } else {
+        warn!(
+            "request {}: no server of group {wanted} (or its fallbacks) accepted a connection",
+            ctx.id()
+        );
+        Error::explain(
+            ErrorType::HTTPStatus(502),
+            "no upstream server accepted a connection",
+        )
+    }
+}
+
+/// Counts a failed connection (`connect`) and a retry, by the group that was being tried.
+fn count_retry(ctx: &RequestCtx, retry: bool, connect: bool) {
+    if let Some(group) = ctx.served_group_name() {
+        if connect {
+            METRICS.connect_errors.with_label_values(&[group]).inc();
+        }
+        if retry {
+            METRICS.retries.with_label_values(&[group]).inc();
+        }
+    }
+}
+
+/// The decision header: the serving group's name, or after a fallback
+/// `<served>; reason=fallback; from=<decided>`.
+fn set_decision_header(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    let Ok((state, decision)) = ctx.routed() else {
+        return Ok(());
+    };
+    let Some(name) = &state.decision_header else {
+        return Ok(());
+    };
+    let served = ctx.served_group.unwrap_or(decision.group);
+    match state.group_values.get(served.0) {
+        Some(value) if served == decision.group => {
+            response.insert_header(name.clone(), value.clone())?;
+        }
+        _ => {
+            let router = &state.router;
+            let value = format!(
+                "{}; reason=fallback; from={}",
+                router.group_name(served),
+                router.group_name(decision.group)
+            );
+            response.insert_header(name.clone(), value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands the request's record to the access log.
+fn log_request(
+    log: &dyn RequestLog,
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    elapsed: Duration,
+) {
+    let Ok((state, decision)) = ctx.routed() else {
+        return;
+    };
+    let router = &state.router;
+    let served = ctx.served_group.unwrap_or(decision.group);
+    let request = session.req_header();
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri.host())
+        .unwrap_or("");
+    let path = String::from_utf8_lossy(request.raw_path());
+    let upstream_duration = ctx
+        .upstream_started
+        .zip(ctx.upstream_answered)
+        .map(|(start, end)| end.saturating_duration_since(start));
+    log.log(&AccessRecord {
+        ts: SystemTime::now(),
+        request_id: ctx.id(),
+        client_ip: ctx
+            .client
+            .ip_value
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+        method: request.method.as_str(),
+        host,
+        path: &path,
+        status,
+        group: router.group_name(served),
+        rule: router.rule_name(decision),
+        reason: if served != decision.group {
+            "fallback"
+        } else {
+            decision.reason.as_str()
+        },
+        upstream: ctx.upstream_addr,
+        bytes_sent: session.body_bytes_sent(),
+        duration: elapsed,
+        upstream_duration,
+    });
+}

@@ -1,0 +1,130 @@
+//! Request ids: keep a client's `X-Request-Id` when it is safe to log, otherwise make a new one
+//! that reveals nothing (not the process, not how many requests came before it).
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use http::{HeaderMap, HeaderValue};
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Longest client-sent request id that is kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a client-sent request id may be kept: 1..=128 bytes of `[A-Za-z0-9._:-]`, so it
+/// can go into logs and headers without escaping.
+pub fn is_acceptable(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The request's id: the client's when acceptable, else a new one.
+pub fn from_request(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
+        Some(id) if is_acceptable(id.as_bytes()) => id.clone(),
+        _ => generate(),
+    }
+}
+
+/// A keyed permutation of 128-bit blocks: a three-round Feistel network whose round function
+/// is SipHash under a key drawn from the OS's randomness once per process (std's
+/// `RandomState`). Three rounds of a pseudo-random function make a pseudo-random permutation
+/// (Luby–Rackoff), so distinct counters give distinct ids that look random.
+struct Permutation {
+    key: RandomState,
+}
+
+impl Permutation {
+    fn apply(&self, (mut left, mut right): (u64, u64)) -> (u64, u64) {
+        for round in 0u8..3 {
+            let f = self.key.hash_one((round, right));
+            (left, right) = (right, left ^ f);
+        }
+        (left, right)
+    }
+}
+
+/// A new id: 32 lower-case hex digits, a per-process counter through a keyed permutation.
+/// Unique within the process (a permutation of distinct counters), unpredictable to anyone
+/// without the key (so two responses say nothing about the traffic between them), and, with
+/// a fresh key per process, different across processes and restarts. No allocation.
+pub fn generate() -> HeaderValue {
+    static PERMUTATION: OnceLock<Permutation> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let permutation = PERMUTATION.get_or_init(|| Permutation {
+        key: RandomState::new(),
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let (high, low) = permutation.apply((0, n));
+    let mut text = [0u8; 32];
+    let (first, second) = text.split_at_mut(16);
+    write_hex(high, first);
+    write_hex(low, second);
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Writes `value` as lower-case hex digits, most significant first, filling `out`.
+fn write_hex(mut value: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn acceptable_ids() {
+        assert!(is_acceptable(b"abc-123_X.y:z"));
+        assert!(is_acceptable("a".repeat(128).as_bytes()));
+        assert!(!is_acceptable("a".repeat(129).as_bytes()));
+        assert!(!is_acceptable(b""));
+        for bad in [&b"a b"[..], b"a\nb", b"a\"b", b"a/b", b"\xff"] {
+            assert!(!is_acceptable(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_unique_acceptable_and_reveal_no_counter() {
+        let ids: Vec<HeaderValue> = (0..10_000).map(|_| generate()).collect();
+        let distinct: HashSet<&HeaderValue> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "unique");
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(is_acceptable(id.as_bytes()));
+        }
+        // Consecutive ids share no prefix and no fixed difference: on average half the bits
+        // of two consecutive ids differ (a counter would change a few low bits).
+        let value =
+            |id: &HeaderValue| u128::from_str_radix(id.to_str().expect("ascii"), 16).expect("hex");
+        let differing: u32 = ids
+            .windows(2)
+            .map(|w| (value(&w[0]) ^ value(&w[1])).count_ones())
+            .sum();
+        let mean = f64::from(differing) / (ids.len() - 1) as f64;
+        assert!((60.0..68.0).contains(&mean), "mean differing bits {mean}");
+        assert_ne!(ids[0].as_bytes()[..16], ids[1].as_bytes()[..16]);
+    }
+
+    #[test]
+    fn the_permutation_is_keyed() {
+        let a = Permutation {
+            key: RandomState::new(),
+        };
+        let b = Permutation {
+            key: RandomState::new(),
+        };
+        assert_ne!(a.apply((0, 1)), b.apply((0, 1)));
+        assert_eq!(a.apply((0, 1)), a.apply((0, 1)));
+        assert_ne!(a.apply((0, 1)), a.apply((0, 2)));
+    }
+}

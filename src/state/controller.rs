@@ -1,0 +1,510 @@
+//! The controller owns the configuration file's settings plus the changes made through the
+//! admin API (the overlay, kept in the state file), builds a new [`GatewayState`] from them and
+//! swaps it in atomically. Requests never take its lock: they read the state through
+//! `arc-swap`, and a request in flight keeps the snapshot it started with.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use log::{error, info, warn};
+
+use super::metrics::METRICS;
+use super::overlay::{apply_overlay, read_state_file, write_state_file, Overlay, OverlayMode};
+use super::store::Store;
+use super::{GatewayState, StateError};
+use crate::config::{self, GatewayConfig};
+use crate::routing::{is_valid_user_id, Decision, HeaderLookup, Matcher, Percent, Router};
+use crate::upstreams::{self, Pool};
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// The built-in demo configuration.
+    Demo,
+}
+
+impl ConfigSource {
+    fn load(&self) -> Result<GatewayConfig, StateError> {
+        let loaded = match self {
+            ConfigSource::File(path) => config::load_file(path),
+            ConfigSource::Demo => config::load_demo(),
+        };
+        loaded
+            .map(|l| l.gateway)
+            .map_err(|e| StateError::new(400, e.to_string()))
+    }
+
+    /// The file's path (or the demo's name), for logs and `/status`.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(path) => path.display().to_string(),
+            ConfigSource::Demo => config::DEMO_CONFIG_NAME.to_string(),
+        }
+    }
+}
+
+/// The outcome of the last reload.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+struct Inner {
+    /// The configuration file's settings, as last loaded successfully.
+    base: GatewayConfig,
+    overlay: Overlay,
+    generation: u64,
+    last_reload: Option<ReloadOutcome>,
+    /// Overlay entries that no longer fit the file (a rule removed or changed kind).
+    overlay_warnings: Vec<String>,
+}
+
+/// Owns the live configuration and swaps new states in.
+pub struct Controller {
+    source: ConfigSource,
+    state: Arc<ArcSwap<GatewayState>>,
+    state_file: Option<PathBuf>,
+    /// The Redis store, when configured (fixed at start, like the listeners).
+    store: Option<Arc<Store>>,
+    inner: Mutex<Inner>,
+}
+
+impl Controller {
+    /// Builds the first state from `config` and the state file (if any).
+    pub fn new(source: ConfigSource, config: GatewayConfig) -> Result<Controller, StateError> {
+        let state_file = config.admin.as_ref().and_then(|a| a.state_file.clone());
+        let overlay = match &state_file {
+            Some(path) => read_state_file(path).map_err(StateError::internal)?,
+            None => Overlay::default(),
+        };
+        let store = match &config.store {
+            Some(store_config) => {
+                let sets: Vec<String> = config.store_sets.values().cloned().collect();
+                Some(Arc::new(Store::new(store_config.clone(), &sets)?))
+            }
+            None => None,
+        };
+        if store.is_some() {
+            warn!(
+                "store: user sets {:?} serve from their users files (or empty) until Redis is loaded",
+                config.store_sets.values().collect::<Vec<_>>()
+            );
+        }
+        let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref())?;
+        for w in &overlay_warnings {
+            warn!("state file: {w}");
+        }
+        Ok(Controller {
+            source,
+            state: Arc::new(ArcSwap::from_pointee(state)),
+            state_file,
+            store,
+            inner: Mutex::new(Inner {
+                base: config,
+                overlay,
+                generation: 1,
+                last_reload: None,
+                overlay_warnings,
+            }),
+        })
+    }
+
+    /// The state handle the proxy and the health checker read.
+    pub fn state(&self) -> Arc<ArcSwap<GatewayState>> {
+        self.state.clone()
+    }
+
+    /// The Redis store, when configured.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.clone()
+    }
+
+    /// The store and set behind a store-backed users rule.
+    pub fn store_set(&self, rule: &str) -> Option<(Arc<Store>, String)> {
+        let set = self.lock().base.store_sets.get(rule).cloned()?;
+        Some((self.store.clone()?, set))
+    }
+
+    /// Rebuilds the routing after the store's snapshots changed.
+    pub fn refresh_store(&self) {
+        let mut inner = self.lock();
+        let previous = self.state.load_full();
+        match build_state(
+            &inner.base,
+            &inner.overlay,
+            Some(&previous),
+            self.store.as_deref(),
+        ) {
+            Ok((state, _)) => {
+                inner.generation += 1;
+                self.state.store(Arc::new(state));
+            }
+            Err(e) => error!("store: cannot rebuild the routing: {e}"),
+        }
+    }
+
+    /// The current configuration generation (1 at start, +1 per applied change).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every change is applied by a
+        // single store at the end), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the configuration file (and users files), validates it and swaps it in. On
+    /// error the running configuration stays and the error is kept for `/status`.
+    pub fn reload(&self) -> Result<u64, StateError> {
+        let mut inner = self.lock();
+        let result = self.source.load().and_then(|config| {
+            if config.listen != inner.base.listen {
+                warn!(
+                    "reload: gateway.listen changed ({} -> {}); listener addresses cannot change on reload, restart (or upgrade with -u) to apply",
+                    inner.base.listen.join(", "),
+                    config.listen.join(", ")
+                );
+            }
+            let old_admin = inner.base.admin.as_ref().map(|a| (a.listen, &a.state_file));
+            let new_admin = config.admin.as_ref().map(|a| (a.listen, &a.state_file));
+            if old_admin != new_admin {
+                warn!("reload: gateway.admin listen/state_file changed; these apply on restart only");
+            }
+            let previous = self.state.load_full();
+            let (state, warnings) =
+                build_state(&config, &inner.overlay, Some(&previous), self.store.as_deref())?;
+            Ok((config, state, warnings))
+        });
+        let at = SystemTime::now();
+        match result {
+            Ok((config, state, warnings)) => {
+                for w in &warnings {
+                    warn!("reload: {w}");
+                }
+                // Keep the admin settings the process started with (listener, token, file).
+                let admin = inner.base.admin.clone();
+                inner.base = GatewayConfig { admin, ..config };
+                inner.overlay_warnings = warnings;
+                inner.generation += 1;
+                inner.last_reload = Some(ReloadOutcome { at, error: None });
+                self.state.store(Arc::new(state));
+                METRICS.reloads.with_label_values(&["ok"]).inc();
+                info!(
+                    "reload: {} applied, generation {}",
+                    self.source.describe(),
+                    inner.generation
+                );
+                Ok(inner.generation)
+            }
+            Err(e) => {
+                error!("reload refused, the running configuration stays: {e}");
+                METRICS.reloads.with_label_values(&["error"]).inc();
+                inner.last_reload = Some(ReloadOutcome {
+                    at,
+                    error: Some(e.to_string()),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// `PUT /rules/{name}/percent`.
+    pub fn set_percent(&self, rule: &str, percent: Percent) -> Result<u64, StateError> {
+        self.change(|inner, overlay| {
+            match find_rule(&inner.base, rule)? {
+                Matcher::Percent { .. } => {}
+                _ => {
+                    return Err(StateError::bad_request(
+                        "name",
+                        format!("rule {rule:?} is not a percent rule"),
+                    ))
+                }
+            }
+            overlay.percent.insert(rule.to_string(), percent.as_f64());
+            Ok(())
+        })
+    }
+
+    /// `POST /rules/{name}/users`.
+    pub fn change_users(
+        &self,
+        rule: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<u64, StateError> {
+        check_user_ids(add, remove)?;
+        self.change(|inner, overlay| {
+            match find_rule(&inner.base, rule)? {
+                Matcher::Users { .. } => {}
+                _ => {
+                    return Err(StateError::bad_request(
+                        "name",
+                        format!("rule {rule:?} is not a users rule"),
+                    ))
+                }
+            }
+            overlay
+                .users
+                .entry(rule.to_string())
+                .or_default()
+                .record(add, remove);
+            Ok(())
+        })
+    }
+
+    /// `POST /rollback`, `POST /promote`, `POST /resume`.
+    pub fn set_mode(&self, mode: OverlayMode) -> Result<u64, StateError> {
+        self.change(|inner, overlay| {
+            if let OverlayMode::Promote(group) = &mode {
+                if inner.base.router.group_by_name(group.as_bytes()).is_none() {
+                    return Err(StateError::bad_request(
+                        "group",
+                        format!(
+                            "{group:?} is not a group (groups: {})",
+                            inner.base.router.group_names.join(", ")
+                        ),
+                    ));
+                }
+            }
+            overlay.mode = mode.clone();
+            Ok(())
+        })
+    }
+
+    /// Applies an overlay edit: validate, persist, then swap in.
+    fn change(
+        &self,
+        edit: impl FnOnce(&Inner, &mut Overlay) -> Result<(), StateError>,
+    ) -> Result<u64, StateError> {
+        let mut inner = self.lock();
+        let mut overlay = inner.overlay.clone();
+        edit(&inner, &mut overlay)?;
+        let previous = self.state.load_full();
+        let (state, warnings) = build_state(
+            &inner.base,
+            &overlay,
+            Some(&previous),
+            self.store.as_deref(),
+        )?;
+        if let Some(path) = &self.state_file {
+            write_state_file(path, &overlay).map_err(StateError::internal)?;
+        }
+        inner.overlay = overlay;
+        inner.overlay_warnings = warnings;
+        inner.generation += 1;
+        self.state.store(Arc::new(state));
+        info!("admin change applied, generation {}", inner.generation);
+        Ok(inner.generation)
+    }
+
+    /// What `/status` shows of the controller, read under one lock.
+    pub fn view(&self) -> View {
+        let inner = self.lock();
+        View {
+            state: self.state.load_full(),
+            generation: inner.generation,
+            config_file: self.source.describe(),
+            state_file: self.state_file.clone(),
+            overlay: inner.overlay.clone(),
+            store_sets: inner.base.store_sets.clone(),
+            listen: inner.base.listen.clone(),
+            overlay_warnings: inner.overlay_warnings.clone(),
+            last_reload: inner.last_reload.clone(),
+            store: self.store.clone(),
+        }
+    }
+
+    /// `GET /explain`: what `decide()` says for this user (and override header value), and
+    /// where the fallback walk would serve it right now.
+    pub fn explain(&self, user: Option<&str>, header: Option<&str>) -> Explanation {
+        let state = self.state.load_full();
+        let valid_user = user
+            .filter(|u| is_valid_user_id(u.as_bytes()))
+            .map(str::as_bytes);
+        let headers = ExplainHeaders {
+            router: &state.router,
+            value: header,
+        };
+        let decision = state.router.decide(valid_user, &headers);
+        let group_healthy = state
+            .pools
+            .get(decision.group.0)
+            .is_some_and(|p| p.any_healthy());
+        let served_by = upstreams::pick(
+            &state.pools,
+            decision.group,
+            valid_user.unwrap_or_default(),
+            &[],
+            None,
+        )
+        .map(|pick| pick.group);
+        Explanation {
+            user_valid: valid_user.is_some(),
+            decision,
+            group_healthy,
+            served_by,
+            state,
+        }
+    }
+}
+
+/// A consistent read of the controller for `/status`.
+pub struct View {
+    pub state: Arc<GatewayState>,
+    pub generation: u64,
+    pub config_file: String,
+    pub state_file: Option<PathBuf>,
+    pub overlay: Overlay,
+    /// Rules whose users come from the store: rule name → set name.
+    pub store_sets: BTreeMap<String, String>,
+    pub listen: Vec<String>,
+    pub overlay_warnings: Vec<String>,
+    pub last_reload: Option<ReloadOutcome>,
+    pub store: Option<Arc<Store>>,
+}
+
+/// The answer of `GET /explain`.
+pub struct Explanation {
+    /// The state the decision was made on (for group and rule names).
+    pub state: Arc<GatewayState>,
+    pub user_valid: bool,
+    pub decision: Decision,
+    /// Whether the decided group has a healthy server.
+    pub group_healthy: bool,
+    /// The group the fallback walk picks now (`None`: nothing can serve).
+    pub served_by: Option<crate::routing::GroupId>,
+}
+
+/// Gives the explain endpoint's header value to every header rule.
+struct ExplainHeaders<'a> {
+    router: &'a Router,
+    value: Option<&'a str>,
+}
+
+impl HeaderLookup for ExplainHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        let is_rule_header = self
+            .router
+            .rules
+            .iter()
+            .any(|r| matches!(&r.matcher, Matcher::Header { name: n, .. } if n == name));
+        self.value.filter(|_| is_rule_header).map(str::as_bytes)
+    }
+}
+
+/// Rejects user ids that could never come out of a cookie (400 naming `add` or `remove`).
+pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateError> {
+    for (field, ids) in [("add", add), ("remove", remove)] {
+        if let Some(bad) = ids.iter().find(|id| !is_valid_user_id(id.as_bytes())) {
+            return Err(StateError::bad_request(
+                field,
+                format!("{bad:?} is not a valid user id (1-256 cookie-safe characters)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn find_rule<'a>(config: &'a GatewayConfig, name: &str) -> Result<&'a Matcher, StateError> {
+    config
+        .router
+        .rules
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| &r.matcher)
+        .ok_or_else(|| StateError::not_found(format!("no rule named {name:?}")))
+}
+
+/// Builds the runtime state from the file's configuration and the overlay. Pools whose group
+/// settings did not change are kept, with their health state, health-check task and
+/// connections.
+fn build_state(
+    config: &GatewayConfig,
+    overlay: &Overlay,
+    previous: Option<&GatewayState>,
+    store: Option<&Store>,
+) -> Result<(GatewayState, Vec<String>), StateError> {
+    let (mut router, warnings) = apply_overlay(&config.router, overlay);
+    // Store-backed rules take the store's snapshot once one was loaded.
+    if let Some(store) = store {
+        for rule in &mut router.rules {
+            let Some(set) = config.store_sets.get(&rule.name) else {
+                continue;
+            };
+            if let (Matcher::Users { users }, Some(snapshot)) =
+                (&mut rule.matcher, store.snapshot(set))
+            {
+                *users = snapshot;
+            }
+        }
+    }
+    let pools = config
+        .groups
+        .iter()
+        .map(|group| {
+            previous
+                .and_then(|p| p.pools.iter().find(|pool| pool.config == *group))
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Pool::new(group.clone())))
+        })
+        .collect();
+    let state = GatewayState::new(Arc::new(router), pools, config)?;
+    Ok((state, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_wins_over_earlier_add_and_back() {
+        let base = config::load_demo().expect("demo").gateway;
+        let controller = Controller::new(ConfigSource::Demo, base).expect("controller");
+        controller
+            .change_users("vip", &["zoe".into()], &["alice".into()])
+            .expect("change");
+        let status = controller.view();
+        let vip = &status.state.router.rules[1];
+        assert_eq!(vip.name, "vip");
+        let Matcher::Users { users } = &vip.matcher else {
+            panic!("vip is a users rule")
+        };
+        assert_eq!(users.len(), 2, "alice out, zoe in");
+        let rule = |user| {
+            let e = controller.explain(Some(user), None);
+            e.state.router.rule_name(&e.decision).to_string()
+        };
+        assert_eq!(rule("zoe"), "vip");
+        assert_eq!(rule("alice"), "default");
+        controller
+            .change_users("vip", &["alice".into()], &["zoe".into()])
+            .expect("change back");
+        assert_eq!(rule("alice"), "vip");
+        assert_eq!(controller.generation(), 3);
+    }
+
+    #[test]
+    fn api_errors_name_the_field() {
+        let base = config::load_demo().expect("demo").gateway;
+        let c = Controller::new(ConfigSource::Demo, base).expect("controller");
+        let five = Percent::new(5.0).expect("in range");
+        assert_eq!(
+            c.set_percent("vip", five).unwrap_err().field.as_deref(),
+            Some("name")
+        );
+        assert_eq!(c.set_percent("nope", five).unwrap_err().status, 404);
+        let bad = c
+            .change_users("vip", &["has space".into()], &[])
+            .unwrap_err();
+        assert_eq!(bad.field.as_deref(), Some("add"));
+        let bad = c.set_mode(OverlayMode::Promote("nope".into())).unwrap_err();
+        assert_eq!(bad.field.as_deref(), Some("group"));
+        assert_eq!(c.generation(), 1, "failed changes apply nothing");
+    }
+}
