@@ -238,7 +238,7 @@ summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora
 
 # Instructions per request, counted by callgrind: unlike req/s this does not depend on what
 # else the shared machine is doing, so it shows small changes and where the time goes. It
-# counts user space only; the kernel's share (about half of the CPU, see the README) is alike
+# counts user space only; the kernel's share (about half of the CPU, see docs/performance.md) is alike
 # for all three.
 instructions() {  # instructions NAME PORT CMD...: prints user-space instructions per request
   local name=$1 port=$2; shift 2

@@ -10,7 +10,7 @@ use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 
 /// mimalloc: fewer cycles per request than glibc malloc under Pingora's allocation pattern
-/// (measured in the README's performance section).
+/// (measured in docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -92,7 +92,7 @@ pub struct GatewayConfig {
     pub store_sets: BTreeMap<String, String>,
 }
 
-/// Limits on client requests (see the README's security section for the defaults).
+/// Limits on client requests (defaults in docs/security.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub head: HeadLimits,
