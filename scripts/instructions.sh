@@ -59,5 +59,5 @@ YAML
   callgrind_control -d "$vpid" >/dev/null 2>&1
   kill -INT "$vpid"; wait "$vpid" 2>/dev/null || true
   total=$(callgrind_annotate "$dir/callgrind.$vpid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  printf "%-60s %9d requests %8d instructions/request\n" "$bin" "$n" "$((total / n))"
+  printf "%-50s %7d requests %7d instructions/request  %s\n" "$bin" "$n" "$((total / n))" "$dir/callgrind.$vpid.1"
 done

@@ -52,6 +52,7 @@ pub(super) struct FileStore {
 pub(super) struct FileLimits {
     pub(super) header_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
+    pub(super) tunnel_idle_timeout: Option<String>,
     pub(super) max_request_line: Option<usize>,
     pub(super) max_header_bytes: Option<usize>,
     pub(super) max_headers: Option<usize>,

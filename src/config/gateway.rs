@@ -236,6 +236,11 @@ fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
     Ok(Limits {
         head,
         body_timeout: duration("body_timeout", &file.body_timeout, defaults.body_timeout)?,
+        tunnel_idle_timeout: duration(
+            "tunnel_idle_timeout",
+            &file.tunnel_idle_timeout,
+            defaults.tunnel_idle_timeout,
+        )?,
         max_body_bytes: file.max_body_bytes.unwrap_or(defaults.max_body_bytes),
     })
 }

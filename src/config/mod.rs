@@ -96,8 +96,11 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub head: HeadLimits,
-    /// Total time allowed for a request body, and for each read of it.
+    /// Deadline for the whole request body, counted from the end of the head.
     pub body_timeout: Duration,
+    /// An upgraded connection (WebSocket) with no traffic either way for this long is closed.
+    /// Tunnels have no body limits: this is what bounds them.
+    pub tunnel_idle_timeout: Duration,
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: u64,
 }
@@ -107,6 +110,7 @@ impl Default for Limits {
         Limits {
             head: HeadLimits::default(),
             body_timeout: Duration::from_secs(30),
+            tunnel_idle_timeout: Duration::from_secs(3600),
             max_body_bytes: 10 * 1024 * 1024,
         }
     }

@@ -40,16 +40,23 @@ impl InFlight {
     /// Marks one request in progress until the returned guard is dropped.
     pub fn enter(&self) -> InFlightGuard {
         self.requests.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.requests.clone())
+        InFlightGuard(self.clone())
     }
 }
 
 /// Marks one request in progress until dropped with its context.
-pub struct InFlightGuard(Arc<AtomicUsize>);
+pub struct InFlightGuard(InFlight);
+
+impl InFlightGuard {
+    /// Whether responses should close their connection now (see [`InFlight`]).
+    pub fn closing(&self) -> bool {
+        self.0.is_closing()
+    }
+}
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -72,7 +79,7 @@ pub struct Client {
 /// Per-request context: the state snapshot, the decision, the request id and what happened
 /// upstream (fallback, failed servers, retries).
 pub struct RequestCtx {
-    pub(super) _in_flight: InFlightGuard,
+    pub(super) in_flight: InFlightGuard,
     pub(super) state: Option<Arc<GatewayState>>,
     pub(super) decision: Option<Decision>,
     pub(super) client: Client,
@@ -102,7 +109,7 @@ pub struct RequestCtx {
 impl RequestCtx {
     pub(super) fn new(in_flight: &InFlight) -> Self {
         RequestCtx {
-            _in_flight: in_flight.enter(),
+            in_flight: in_flight.enter(),
             state: None,
             decision: None,
             client: Client::default(),

@@ -63,6 +63,8 @@ pub struct GuardedStream {
     line_start: [u8; NAME_PREFIX],
     seen_content_length: bool,
     seen_transfer_encoding: bool,
+    /// Spaces seen so far in the request line (exactly two: `method SP target SP version`).
+    request_line_spaces: u8,
     /// A canned answer being written before the connection is closed.
     rejection: Option<(&'static [u8], usize)>,
 }
@@ -89,6 +91,7 @@ impl GuardedStream {
             line_start: [0; NAME_PREFIX],
             seen_content_length: false,
             seen_transfer_encoding: false,
+            request_line_spaces: 0,
             rejection: None,
         }
     }
@@ -100,6 +103,29 @@ impl GuardedStream {
         self.lines = 0;
         self.seen_content_length = false;
         self.seen_transfer_encoding = false;
+        self.request_line_spaces = 0;
+    }
+
+    /// Checks request-line bytes as they arrive: the method is a token (RFC 9110 §9.1) and the
+    /// line holds no other space and no control byte (RFC 9112 §3), so junk before the method
+    /// or a space inside the target is refused instead of being re-encoded and forwarded.
+    fn request_line_ok(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            match b {
+                b' ' => {
+                    self.request_line_spaces += 1;
+                    if self.request_line_spaces > 2 {
+                        return false;
+                    }
+                }
+                // Line ends are CRLF; a CR elsewhere is Pingora's to refuse.
+                b'\r' => {}
+                0..=0x1f | 0x7f => return false,
+                _ if self.request_line_spaces == 0 && !is_token_byte(b) => return false,
+                _ => {}
+            }
+        }
+        true
     }
 
     /// Starts the head's deadline unless it runs already. Called only when a head did not
@@ -146,11 +172,19 @@ impl GuardedStream {
             }
             let tail = &segment[prefix_end..];
             self.line_bytes += tail.len() - memchr::memchr_iter(b'\r', tail).count();
-            if self.lines == 0 && self.line_bytes > self.limits.max_request_line {
-                return Some(RESPONSE_414);
+            if self.lines == 0 {
+                if self.line_bytes > self.limits.max_request_line {
+                    return Some(RESPONSE_414);
+                }
+                if !self.request_line_ok(segment) {
+                    return Some(RESPONSE_400);
+                }
             }
             if newline.is_none() {
                 break;
+            }
+            if self.lines == 0 && self.line_bytes > 0 && self.request_line_spaces != 2 {
+                return Some(RESPONSE_400);
             }
             if self.line_bytes == 0 {
                 if self.lines > 0 {
@@ -220,6 +254,11 @@ impl GuardedStream {
             _ => self.phase = Phase::Idle,
         }
     }
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl AsyncRead for GuardedStream {
@@ -440,6 +479,30 @@ mod tests {
         assert_eq!(scan_all(limits(), both).0, Some(RESPONSE_400));
         let pipelined = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
         assert_eq!(scan_all(limits(), pipelined), (None, Phase::Unwatched));
+    }
+
+    /// A request line is `method SP target SP version` with a token method; anything else is
+    /// answered 400 before Pingora parses (and would re-encode) it.
+    #[tokio::test]
+    async fn malformed_request_lines_are_refused() {
+        for good in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"M-SEARCH * HTTP/1.1\r\n\r\n",
+            b"OPTIONS /a?b=c%20d HTTP/1.0\r\n\r\n",
+        ] {
+            assert_eq!(scan_all(limits(), good).0, None, "{good:?}");
+        }
+        for bad in [
+            &b"Extra lineGET / HTTP/1.1\r\n\r\n"[..],
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GE(T / HTTP/1.1\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+            b"GET /\tx HTTP/1.1\r\n\r\n",
+            b"GET /\r\n\r\n",
+        ] {
+            assert_eq!(scan_all(limits(), bad).0, Some(RESPONSE_400), "{bad:?}");
+        }
     }
 
     /// The answer and phase do not depend on how the head is cut into reads.

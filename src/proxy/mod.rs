@@ -11,6 +11,7 @@ mod errors;
 mod forwarding;
 pub mod guard;
 pub mod request_id;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderMap, COOKIE};
 use log::warn;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -64,6 +66,8 @@ pub struct CanaryProxy {
     state: Arc<ArcSwap<GatewayState>>,
     in_flight: InFlight,
     access_log: Option<Arc<dyn RequestLog>>,
+    /// Connections for upgrade tunnels (Pingora's own pool serves every other request).
+    tunnels: TransportConnector,
 }
 
 impl CanaryProxy {
@@ -76,6 +80,7 @@ impl CanaryProxy {
             state,
             in_flight,
             access_log,
+            tunnels: TransportConnector::new(None),
         }
     }
 }
@@ -148,15 +153,19 @@ impl ProxyHttp for CanaryProxy {
         ctx.client.user = user_id(&state.router, headers);
         let facts = Headers(headers, ctx.client.ip);
         ctx.decision = Some(state.router.decide(ctx.client.user.as_deref(), &facts));
-        let max_body_bytes = state.limits.max_body_bytes;
+        let limits = state.limits;
         ctx.state = Some(state);
-        check_framing(request, max_body_bytes)?;
+        check_framing(request, limits.max_body_bytes)?;
+        if session.is_upgrade_req() {
+            tunnel::serve(&self.tunnels, session, ctx, limits.tunnel_idle_timeout).await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -171,12 +180,19 @@ impl ProxyHttp for CanaryProxy {
                 "request body over the limit",
             ));
         }
-        if ctx.started.elapsed() > state.limits.body_timeout {
+        // The body timeout is a deadline from the end of the head: each read may take only
+        // what is left of it, so a client that trickles bytes is cut off on time.
+        let left = state
+            .limits
+            .body_timeout
+            .saturating_sub(ctx.started.elapsed());
+        if left.is_zero() {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(408),
                 "request body took too long",
             ));
         }
+        session.set_read_timeout(Some(left));
         Ok(())
     }
 
@@ -185,23 +201,7 @@ impl ProxyHttp for CanaryProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (state, decision) = ctx.routed()?;
-        let key = ctx.client.user.as_deref().unwrap_or_default();
-        let picked = upstreams::pick(
-            &state.pools,
-            decision.group,
-            key,
-            &ctx.failed_servers,
-            ctx.resend_failed,
-        )
-        .map(|pick| (pick.group, pick.addr, pick.pool.peer(pick.addr)));
-        let Some((group, addr, peer)) = picked else {
-            return Err(no_server(ctx));
-        };
-        ctx.served_group = Some(group);
-        ctx.upstream_addr = Some(addr);
-        ctx.upstream_started.get_or_insert_with(Instant::now);
-        Ok(Box::new(peer))
+        next_peer(ctx)
     }
 
     fn fail_to_connect(
@@ -211,12 +211,7 @@ impl ProxyHttp for CanaryProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Nothing was sent yet, so another server is safe for any method.
-        if let Some(addr) = peer._address.as_inet() {
-            ctx.failed_servers.push(*addr);
-        }
-        let retry = ctx.failed_servers.len() < MAX_CONNECT_TRIES;
-        count_retry(ctx, retry, true);
+        let retry = connect_failed(ctx, peer);
         e.set_retry(retry);
         e
     }
@@ -232,7 +227,10 @@ impl ProxyHttp for CanaryProxy {
         let mut e = e.more_context(format!("peer: {peer}"));
         // The request may have reached the origin: retry once, and only when repeating it is
         // harmless (RFC 9110 §9.2.2) and there is no body to replay. A timeout is not retried:
-        // the client gets its 504 on time.
+        // the client gets its 504 on time. This is the only retry after a request was sent, and
+        // it never follows a request body (`has_body`) or an upgrade (upgrades never reach
+        // Pingora's loop: `tunnel` sends each handshake once), so no byte of a body or of a
+        // tunnel is ever sent upstream twice.
         let request = session.req_header();
         let retry = ctx.resend_retries == 0
             && !matches!(e.esource(), pingora_core::ErrorSource::Downstream)
@@ -296,11 +294,7 @@ impl ProxyHttp for CanaryProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if self.in_flight.is_closing() {
-            session.set_keepalive(None);
-        }
-        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-        set_decision_header(upstream_response, ctx)
+        set_response_headers(session, upstream_response, ctx)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -332,6 +326,53 @@ impl ProxyHttp for CanaryProxy {
             log_request(log.as_ref(), session, ctx, status, elapsed);
         }
     }
+}
+
+/// The next server for the request: the fallback walk over the decided group, skipping servers
+/// that failed this request. Used for every connection attempt, upgrades included.
+fn next_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    let (state, decision) = ctx.routed()?;
+    let key = ctx.client.user.as_deref().unwrap_or_default();
+    let picked = upstreams::pick(
+        &state.pools,
+        decision.group,
+        key,
+        &ctx.failed_servers,
+        ctx.resend_failed,
+    )
+    .map(|pick| (pick.group, pick.addr, pick.pool.peer(pick.addr)));
+    let Some((group, addr, peer)) = picked else {
+        return Err(no_server(ctx));
+    };
+    ctx.served_group = Some(group);
+    ctx.upstream_addr = Some(addr);
+    ctx.upstream_started.get_or_insert_with(Instant::now);
+    Ok(Box::new(peer))
+}
+
+/// Records a server that refused (or timed out) a connection; whether to try another. Nothing
+/// was sent to it, so another server is safe for any method.
+fn connect_failed(ctx: &mut RequestCtx, peer: &HttpPeer) -> bool {
+    if let Some(addr) = peer._address.as_inet() {
+        ctx.failed_servers.push(*addr);
+    }
+    let retry = ctx.failed_servers.len() < MAX_CONNECT_TRIES;
+    count_retry(ctx, retry, true);
+    retry
+}
+
+/// The headers the gateway adds to every response: the request id and the decision; and
+/// `Connection: close` while the process hands over to a new one.
+fn set_response_headers(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    if ctx.in_flight.closing() {
+        session.set_keepalive(None);
+    }
+    response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+    set_decision_header(response, ctx)
 }
 
 /// The error for a request that no server can take: 503 when no server of the group (or its
