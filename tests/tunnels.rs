@@ -29,6 +29,8 @@ fn big_config() -> WebSocketConfig {
 /// Counts handshakes and records every message it reads.
 struct WsOrigin {
     addr: SocketAddr,
+    /// The headers of the last handshake, lower-case names.
+    last_handshake: Arc<Mutex<Vec<(String, String)>>>,
     handshakes: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
@@ -43,10 +45,17 @@ impl WsOrigin {
         let handshakes = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, r, s) = (handshakes.clone(), received.clone(), stop.clone());
-        thread::spawn(move || accept_loop(listener, handler, h, r, s));
+        let last_handshake = Arc::new(Mutex::new(Vec::new()));
+        let seen = Seen {
+            handshakes: handshakes.clone(),
+            received: received.clone(),
+            last_handshake: last_handshake.clone(),
+        };
+        let s = stop.clone();
+        thread::spawn(move || accept_loop(listener, handler, seen, s));
         WsOrigin {
             addr,
+            last_handshake,
             handshakes,
             received,
             stop,
@@ -55,6 +64,16 @@ impl WsOrigin {
 
     fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// The values of header `name` in the last handshake.
+    fn handshake_header(&self, name: &str) -> Vec<String> {
+        let headers = self.last_handshake.lock().expect("lock");
+        headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     fn received(&self) -> Vec<Vec<u8>> {
@@ -70,24 +89,45 @@ impl Drop for WsOrigin {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    handler: Handler,
+/// What the origin records.
+#[derive(Clone)]
+struct Seen {
     handshakes: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-) {
+    last_handshake: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+// The callback's error type is tungstenite's (a whole HTTP response); it is never built here.
+#[allow(clippy::result_large_err)]
+fn accept_loop(listener: TcpListener, handler: Handler, seen: Seen, stop: Arc<AtomicBool>) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };
-        let (handshakes, received) = (handshakes.clone(), received.clone());
+        let seen = seen.clone();
         thread::spawn(move || {
             stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
-            if let Ok(ws) = tungstenite::accept_with_config(stream, Some(big_config())) {
-                handshakes.fetch_add(1, Ordering::SeqCst);
-                handler(ws, &received);
+            let record =
+                |request: &tungstenite::handshake::server::Request,
+                 response: tungstenite::handshake::server::Response| {
+                    let headers = request
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect();
+                    *seen.last_handshake.lock().expect("lock") = headers;
+                    Ok(response)
+                };
+            if let Ok(ws) = tungstenite::accept_hdr_with_config(stream, record, Some(big_config()))
+            {
+                seen.handshakes.fetch_add(1, Ordering::SeqCst);
+                handler(ws, &seen.received);
             }
         });
     }
@@ -169,13 +209,26 @@ fn gateway_for(origin: &WsOrigin, extra: &str) -> (Gateway, SocketAddr) {
 }
 
 fn client(gateway: SocketAddr) -> WebSocket<TcpStream> {
+    client_with(gateway, "Upgrade", &[])
+}
+
+/// A WebSocket client whose handshake carries `connection` and `extra` headers.
+fn client_with(
+    gateway: SocketAddr,
+    connection: &str,
+    extra: &[(&str, &str)],
+) -> WebSocket<TcpStream> {
     let stream = TcpStream::connect(gateway).expect("connect");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let request = tungstenite::http::Request::builder()
+    let mut request = tungstenite::http::Request::builder();
+    for (k, v) in extra {
+        request = request.header(*k, *v);
+    }
+    let request = request
         .uri(format!("ws://{gateway}/socket"))
         .header("Host", gateway.to_string())
         .header("Cookie", "canary_user=wsuser")
-        .header("Connection", "Upgrade")
+        .header("Connection", connection)
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
         .header(
@@ -231,6 +284,34 @@ fn sixteen_mib_messages_cross_both_ways() {
         "{}",
         gateway.log()
     );
+}
+
+/// The handshake reaches the origin as any request does: forwarding headers set by the
+/// gateway, the request id, and no header the client nominated in `Connection`.
+#[test]
+fn handshakes_carry_the_forwarding_headers() {
+    let origin = WsOrigin::start(echo);
+    let (gateway, _) = gateway_for(&origin, "");
+    let mut ws = client_with(
+        gateway.addr,
+        "Upgrade, X-Secret",
+        &[("X-Secret", "drop-me"), ("X-Real-IP", "6.6.6.6")],
+    );
+    ws.send(Message::text("hi")).expect("send");
+    ws.read().expect("echo");
+    assert_eq!(origin.handshake_header("x-real-ip"), vec!["127.0.0.1"]);
+    assert_eq!(
+        origin.handshake_header("x-forwarded-for"),
+        vec!["127.0.0.1"]
+    );
+    assert_eq!(origin.handshake_header("x-forwarded-proto"), vec!["http"]);
+    assert_eq!(origin.handshake_header("x-request-id").len(), 1);
+    assert!(
+        origin.handshake_header("x-secret").is_empty(),
+        "nominated header forwarded"
+    );
+    assert_eq!(origin.handshake_header("upgrade"), vec!["websocket"]);
+    ws.close(None).ok();
 }
 
 /// An origin that resets an open tunnel: the client sees its connection close; the origin saw

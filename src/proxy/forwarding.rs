@@ -9,8 +9,32 @@ use pingora_core::Result;
 use pingora_http::RequestHeader;
 
 use super::ctx::Client;
+use super::errors::bad_request;
 use super::request_id::X_REQUEST_ID;
 use crate::routing::Cidr;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they came.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+/// Headers a client may not nominate for removal in `Connection`: the gateway sets them.
+const PROTECTED: [&str; 4] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+/// Most names one request may nominate in `Connection` (a bound on the work per request).
+const MAX_NOMINATIONS: usize = 9;
 
 const X_REAL_IP: &str = "x-real-ip";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -35,6 +59,58 @@ pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Cl
         peer_value: Some(peer_value),
         user: None,
     }
+}
+
+/// Whether a request asks for a WebSocket (`Upgrade: websocket` over HTTP/1.1): the only
+/// upgrade the gateway passes on, as Pingora's default policy does for every other request.
+pub fn is_websocket_upgrade(request: &RequestHeader) -> bool {
+    request.version == http::Version::HTTP_11
+        && request
+            .headers
+            .get(http::header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Prepares a WebSocket handshake for the origin as the proxy prepares every request: headers
+/// the client nominated in `Connection` and the hop-by-hop headers are removed (nominating a
+/// protected header, more than a few, or something that is not a token is a 400), then the
+/// handshake's own `Connection: Upgrade` and `Upgrade: websocket` are set again.
+pub fn sanitize_websocket_request(request: &mut RequestHeader) -> Result<()> {
+    let mut nominated: Vec<http::HeaderName> = Vec::new();
+    for token in request
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+    {
+        let name = http::HeaderName::from_bytes(token)
+            .ok()
+            .filter(|_| token.iter().all(|&b| is_token_byte(b)))
+            .ok_or_else(|| bad_request("a Connection option that is not a token"))?;
+        if PROTECTED.contains(&name.as_str()) {
+            return Err(bad_request("a protected header nominated by Connection"));
+        }
+        if nominated.len() == MAX_NOMINATIONS {
+            return Err(bad_request("too many Connection options"));
+        }
+        nominated.push(name);
+    }
+    for name in &nominated {
+        request.remove_header(name);
+    }
+    for name in HOP_BY_HOP {
+        request.remove_header(name);
+    }
+    request.insert_header(http::header::CONNECTION, "Upgrade")?;
+    request.insert_header(http::header::UPGRADE, "websocket")?;
+    Ok(())
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Sets the forwarding headers and the request id on the request that goes upstream.
@@ -192,6 +268,52 @@ mod tests {
             Some(HeaderValue::from_static("10.0.0.1, 10.0.0.2, 10.0.0.3"))
         );
         assert_eq!(forwarded_for(&HeaderMap::new(), None), None);
+    }
+
+    fn handshake(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/socket", None).expect("request");
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).expect("header");
+        }
+        r
+    }
+
+    #[test]
+    fn websocket_handshakes_are_sanitized() {
+        let mut r = handshake(&[
+            ("host", "a"),
+            ("connection", "keep-alive, Upgrade, X-Secret"),
+            ("upgrade", "WebSocket"),
+            ("x-secret", "drop"),
+            ("keep-alive", "300"),
+            ("te", "trailers"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(is_websocket_upgrade(&r));
+        sanitize_websocket_request(&mut r).expect("sanitized");
+        let h = &r.headers;
+        assert_eq!(h.get("connection").expect("connection"), "Upgrade");
+        assert_eq!(h.get("upgrade").expect("upgrade"), "websocket");
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
+        assert!(h.get("te").is_none());
+        assert_eq!(h.get("sec-websocket-key").expect("kept"), "k");
+        assert_eq!(h.get("host").expect("kept"), "a");
+        for bad in [
+            "Upgrade, Host",
+            "Upgrade, X-Forwarded-For",
+            "Upgrade, \"x\"",
+        ] {
+            let mut r = handshake(&[("connection", bad), ("upgrade", "websocket")]);
+            assert!(sanitize_websocket_request(&mut r).is_err(), "{bad}");
+        }
+        let many = (0..10)
+            .map(|i| format!("x-{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut r = handshake(&[("connection", &many), ("upgrade", "websocket")]);
+        assert!(sanitize_websocket_request(&mut r).is_err(), "too many");
+        assert!(!is_websocket_upgrade(&handshake(&[("upgrade", "h2c")])));
+        assert!(!is_websocket_upgrade(&handshake(&[])));
     }
 
     #[test]

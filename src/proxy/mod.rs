@@ -156,7 +156,7 @@ impl ProxyHttp for CanaryProxy {
         let limits = state.limits;
         ctx.state = Some(state);
         check_framing(request, limits.max_body_bytes)?;
-        if session.is_upgrade_req() {
+        if session.is_upgrade_req() && forwarding::is_websocket_upgrade(session.req_header()) {
             tunnel::serve(&self.tunnels, session, ctx, limits.tunnel_idle_timeout).await?;
             return Ok(true);
         }

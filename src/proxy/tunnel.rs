@@ -1,4 +1,4 @@
-//! HTTP/1.1 upgrades (WebSockets) proxied by the gateway itself instead of Pingora's proxy
+//! WebSocket upgrades proxied by the gateway itself instead of Pingora's proxy
 //! loop: the handshake goes to one server picked by the same fallback walk, the origin's answer
 //! comes back, and after a `101` the two connections are spliced until either side closes or
 //! nothing has moved either way for `tunnel_idle_timeout`.
@@ -51,6 +51,7 @@ pub(super) async fn serve(
     let tls = session
         .digest()
         .is_some_and(|digest| digest.ssl_digest.is_some());
+    forwarding::sanitize_websocket_request(&mut request)?;
     forwarding::set_forwarding_headers(&mut request, &ctx.client, tls, &ctx.request_id)?;
     // From here on the handshake may have reached the origin: nothing is retried.
     upstream
