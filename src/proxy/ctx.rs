@@ -40,23 +40,16 @@ impl InFlight {
     /// Marks one request in progress until the returned guard is dropped.
     pub fn enter(&self) -> InFlightGuard {
         self.requests.fetch_add(1, Ordering::AcqRel);
-        InFlightGuard(self.clone())
+        InFlightGuard(self.requests.clone())
     }
 }
 
 /// Marks one request in progress until dropped with its context.
-pub struct InFlightGuard(InFlight);
-
-impl InFlightGuard {
-    /// Whether responses should close their connection now (see [`InFlight`]).
-    pub fn closing(&self) -> bool {
-        self.0.is_closing()
-    }
-}
+pub struct InFlightGuard(Arc<AtomicUsize>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -68,18 +61,18 @@ pub struct Client {
     pub ip: Option<IpAddr>,
     /// `ip` as header text, for `X-Real-IP` and the access log.
     pub ip_value: Option<HeaderValue>,
-    /// The TCP peer as header text, appended to `X-Forwarded-For` (the same value as
-    /// `ip_value` unless the peer is a trusted proxy).
-    pub peer_value: Option<HeaderValue>,
-    /// The verified user id from the routing cookie (`None`: anonymous). Kept for consistent
-    /// selection, so the cookie is parsed and its signature checked once per request.
+    /// The TCP peer as header text when it is not the client (a trusted proxy); `None` when
+    /// the peer is the client, whose `ip_value` then stands for it in `X-Forwarded-For`.
+    pub proxy_value: Option<HeaderValue>,
+    /// The verified user id from the routing cookie, kept (only) when a group selects servers
+    /// by user, so the cookie is parsed and its signature checked once per request.
     pub user: Option<Box<[u8]>>,
 }
 
 /// Per-request context: the state snapshot, the decision, the request id and what happened
 /// upstream (fallback, failed servers, retries).
 pub struct RequestCtx {
-    pub(super) in_flight: InFlightGuard,
+    pub(super) _in_flight: InFlightGuard,
     pub(super) state: Option<Arc<GatewayState>>,
     pub(super) decision: Option<Decision>,
     pub(super) client: Client,
@@ -109,7 +102,7 @@ pub struct RequestCtx {
 impl RequestCtx {
     pub(super) fn new(in_flight: &InFlight) -> Self {
         RequestCtx {
-            in_flight: in_flight.enter(),
+            _in_flight: in_flight.enter(),
             state: None,
             decision: None,
             client: Client::default(),

@@ -47,16 +47,10 @@ pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Cl
         return Client::default();
     };
     let ip = client_ip(peer, headers, trusted);
-    let value = ip_value(ip);
-    let peer_value = if ip == peer {
-        value.clone()
-    } else {
-        ip_value(peer)
-    };
     Client {
         ip: Some(ip),
-        ip_value: Some(value),
-        peer_value: Some(peer_value),
+        ip_value: Some(ip_value(ip)),
+        proxy_value: (ip != peer).then(|| ip_value(peer)),
         user: None,
     }
 }
@@ -120,7 +114,8 @@ pub fn set_forwarding_headers(
     tls: bool,
     request_id: &HeaderValue,
 ) -> Result<()> {
-    let forwarded_for = forwarded_for(&upstream_request.headers, client.peer_value.clone());
+    let peer_value = client.proxy_value.as_ref().or(client.ip_value.as_ref());
+    let forwarded_for = forwarded_for(&upstream_request.headers, peer_value.cloned());
     match &client.ip_value {
         Some(value) => upstream_request.insert_header(X_REAL_IP, value.clone())?,
         None => {

@@ -103,10 +103,10 @@ impl HeaderLookup for Headers<'_> {
 
 /// The verified user id from the routing cookie; a bad signature is counted and treated as
 /// anonymous.
-fn user_id(router: &Router, headers: &HeaderMap) -> Option<Box<[u8]>> {
+fn user_id<'a>(router: &Router, headers: &'a HeaderMap) -> Option<&'a [u8]> {
     let cookies = headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
     match router.user_from_cookies_checked(cookies) {
-        Ok(user) => user.map(Box::from),
+        Ok(user) => user,
         Err(_) => {
             METRICS.bad_signatures.inc();
             None
@@ -150,14 +150,27 @@ impl ProxyHttp for CanaryProxy {
         let headers = &request.headers;
         ctx.request_id = request_id::from_request(headers);
         ctx.client = forwarding::client(peer, headers, &state.trusted_proxies);
-        ctx.client.user = user_id(&state.router, headers);
+        let user = user_id(&state.router, headers);
         let facts = Headers(headers, ctx.client.ip);
-        ctx.decision = Some(state.router.decide(ctx.client.user.as_deref(), &facts));
+        ctx.decision = Some(state.router.decide(user, &facts));
+        if state.selects_by_user {
+            ctx.client.user = user.map(Box::from);
+        }
         let limits = state.limits;
         ctx.state = Some(state);
         check_framing(request, limits.max_body_bytes)?;
         if session.is_upgrade_req() && forwarding::is_websocket_upgrade(session.req_header()) {
-            tunnel::serve(&self.tunnels, session, ctx, limits.tunnel_idle_timeout).await?;
+            let closing = self.in_flight.is_closing();
+            // Boxed: the tunnel's future is large, and inline it would enlarge (and cost)
+            // every request's `request_filter` future.
+            Box::pin(tunnel::serve(
+                &self.tunnels,
+                session,
+                ctx,
+                limits.tunnel_idle_timeout,
+                closing,
+            ))
+            .await?;
             return Ok(true);
         }
         Ok(false)
@@ -294,7 +307,7 @@ impl ProxyHttp for CanaryProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        set_response_headers(session, upstream_response, ctx)
+        set_response_headers(session, upstream_response, ctx, self.in_flight.is_closing())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -367,8 +380,9 @@ fn set_response_headers(
     session: &mut Session,
     response: &mut ResponseHeader,
     ctx: &RequestCtx,
+    closing: bool,
 ) -> Result<()> {
-    if ctx.in_flight.closing() {
+    if closing {
         session.set_keepalive(None);
     }
     response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;

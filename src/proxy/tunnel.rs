@@ -40,6 +40,7 @@ pub(super) async fn serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
     idle: Duration,
+    closing: bool,
 ) -> Result<()> {
     // An upgrade handshake has no body (RFC 6455 §4.1); one with a body would have to be
     // forwarded before the switch, which nothing here relays.
@@ -64,7 +65,7 @@ pub(super) async fn serve(
         .resp_header()
         .cloned()
         .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response header"))?;
-    set_response_headers(session, &mut response, ctx)?;
+    set_response_headers(session, &mut response, ctx, closing)?;
     if upstream.was_upgraded() {
         session
             .write_response_header(Box::new(response), false)

@@ -22,7 +22,7 @@ pub use overlay::{Overlay, OverlayMode, UsersDelta};
 
 use crate::config::{Cidr, GatewayConfig, Limits};
 use crate::routing::Router;
-use crate::upstreams::Pool;
+use crate::upstreams::{Pool, Selection};
 use metrics::RequestMetrics;
 
 /// Everything a request needs to be routed, swapped as a whole when the configuration changes.
@@ -41,6 +41,9 @@ pub struct GatewayState {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
     pub limits: Limits,
+    /// Whether any group picks servers by user (consistent hashing), so the proxy keeps the
+    /// user id for server selection; otherwise it is not copied out of the request.
+    pub selects_by_user: bool,
 }
 
 impl GatewayState {
@@ -65,7 +68,11 @@ impl GatewayState {
             .map(|name| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(name.as_bytes())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(&e))?;
+        let selects_by_user = pools
+            .iter()
+            .any(|pool| pool.config.selection == Selection::Consistent);
         Ok(GatewayState {
+            selects_by_user,
             group_values,
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits,

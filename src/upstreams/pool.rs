@@ -22,6 +22,9 @@ enum Balancer {
 pub struct Pool {
     pub config: GroupConfig,
     balancer: Balancer,
+    /// The group's server when it has exactly one (the common `upstream v1` / `v2` shape):
+    /// selection is then a health lookup, without the balancer's iterator.
+    single: Option<(Backend, SocketAddr)>,
 }
 
 /// Bound on the balancer's search for an acceptable server (Pingora's `max_iterations`).
@@ -58,7 +61,19 @@ impl Pool {
                 Balancer::Consistent(lb) => lb.set_health_check(check),
             }
         }
-        Pool { config, balancer }
+        let single = match config.servers.as_slice() {
+            [only] => backends_of(&balancer)
+                .get_backend()
+                .iter()
+                .next()
+                .map(|backend| (backend.clone(), only.addr)),
+            _ => None,
+        };
+        Pool {
+            config,
+            balancer,
+            single,
+        }
     }
 
     /// A healthy server that is neither in `failed` nor `avoid`. `key` (the user id) matters
@@ -69,6 +84,12 @@ impl Pool {
         failed: &[SocketAddr],
         avoid: Option<SocketAddr>,
     ) -> Option<SocketAddr> {
+        if let Some((backend, addr)) = &self.single {
+            // What the balancer would do for one server: usable when healthy and not excluded.
+            let usable =
+                !failed.contains(addr) && Some(*addr) != avoid && self.backends().ready(backend);
+            return usable.then_some(*addr);
+        }
         let accept = |b: &Backend, healthy: bool| {
             healthy
                 && b.addr
@@ -114,10 +135,14 @@ impl Pool {
     }
 
     fn backends(&self) -> &Backends {
-        match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.backends(),
-            Balancer::Consistent(lb) => lb.backends(),
-        }
+        backends_of(&self.balancer)
+    }
+}
+
+fn backends_of(balancer: &Balancer) -> &Backends {
+    match balancer {
+        Balancer::RoundRobin(lb) => lb.backends(),
+        Balancer::Consistent(lb) => lb.backends(),
     }
 }
 
