@@ -10,18 +10,21 @@ use std::time::Duration;
 use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileStore};
 use super::parse::{header_name, is_token_byte, positive_duration};
 use super::{
-    groups, routing, AccessLogTarget, AdminConfig, Cidr, DemoOrigin, GatewayConfig, HeadLimits,
-    KeyError, Limits, StoreConfig, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
+    groups, key_error, routing, AccessLogTarget, AdminConfig, Cidr, DemoOrigin, GatewayConfig,
+    HeadLimits, KeyError, Limits, StoreConfig, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
 };
 use crate::routing::{GroupId, Mode, Router};
 
 pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
     if file.listen.is_empty() {
-        return Err(("gateway.listen".into(), "needs at least one address".into()));
+        return Err(key_error(
+            "gateway.listen".into(),
+            "needs at least one address".into(),
+        ));
     }
     for (i, addr) in file.listen.iter().enumerate() {
         addr.parse::<SocketAddr>().map_err(|e| {
-            (
+            key_error(
                 format!("gateway.listen[{i}]"),
                 format!("{addr:?} is not an IP:port address ({e})"),
             )
@@ -29,7 +32,10 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
     }
 
     if file.groups.is_empty() {
-        return Err(("gateway.groups".into(), "needs at least one group".into()));
+        return Err(key_error(
+            "gateway.groups".into(),
+            "needs at least one group".into(),
+        ));
     }
     let group_names: Vec<String> = file.groups.keys().cloned().collect();
     let group_id = |key: String, name: &str| -> Result<GroupId, KeyError> {
@@ -38,7 +44,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
             .position(|g| g == name)
             .map(GroupId)
             .ok_or_else(|| {
-                (
+                key_error(
                     key,
                     format!(
                         "{name:?} is not a group (groups: {})",
@@ -55,7 +61,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
 
     let routing = &file.routing;
     if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
-        return Err((
+        return Err(key_error(
             "gateway.routing.cookie".into(),
             format!("{:?} is not a valid cookie name", routing.cookie),
         ));
@@ -65,10 +71,10 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
     for (i, rule) in routing.rules.iter().enumerate() {
         let key = format!("gateway.routing.rules[{i}]");
         if rule.name.is_empty() {
-            return Err((format!("{key}.name"), "must not be empty".into()));
+            return Err(key_error(format!("{key}.name"), "must not be empty".into()));
         }
         if routing.rules[..i].iter().any(|r| r.name == rule.name) {
-            return Err((
+            return Err(key_error(
                 format!("{key}.name"),
                 format!(
                     "{:?} is used by an earlier rule; names must be unique",
@@ -84,15 +90,15 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
     let decision_header = match file.decision_header {
         None | Some(FileDecisionHeader::Enabled(true)) => Some(DEFAULT_DECISION_HEADER.into()),
         Some(FileDecisionHeader::Enabled(false)) => None,
-        Some(FileDecisionHeader::Name(name)) => {
-            Some(header_name(&name).map_err(|m| ("gateway.decision_header".to_string(), m))?)
-        }
+        Some(FileDecisionHeader::Name(name)) => Some(
+            header_name(&name).map_err(|m| key_error("gateway.decision_header".to_string(), m))?,
+        ),
     };
 
     let mut demo_origins = Vec::with_capacity(file.demo_origins.len());
     for (i, origin) in file.demo_origins.into_iter().enumerate() {
         origin.listen.parse::<SocketAddr>().map_err(|e| {
-            (
+            key_error(
                 format!("gateway.demo_origins[{i}].listen"),
                 format!("{:?} is not an IP:port address ({e})", origin.listen),
             )
@@ -112,7 +118,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         .metrics
         .map(|m| {
             m.listen.parse::<SocketAddr>().map_err(|e| {
-                (
+                key_error(
                     "gateway.metrics.listen".to_string(),
                     format!("{:?} is not an IP:port address ({e})", m.listen),
                 )
@@ -133,10 +139,10 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         if let Some(set) = &rule.users_store {
             let key = format!("gateway.routing.rules[{i}].users_store");
             if store.is_none() {
-                return Err((key, "needs a `gateway.store` section".into()));
+                return Err(key_error(key, "needs a `gateway.store` section".into()));
             }
             if set.is_empty() || !set.bytes().all(is_token_byte) {
-                return Err((key, format!("{set:?} is not a valid set name")));
+                return Err(key_error(key, format!("{set:?} is not a valid set name")));
             }
             store_sets.insert(rule.name.clone(), set.clone());
         }
@@ -146,7 +152,10 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         .trusted_proxies
         .iter()
         .enumerate()
-        .map(|(i, c)| Cidr::parse(c).map_err(|m| (format!("gateway.trusted_proxies[{i}]"), m)))
+        .map(|(i, c)| {
+            Cidr::parse(c)
+                .map_err(|e| key_error(format!("gateway.trusted_proxies[{i}]"), e.to_string()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     Ok(GatewayConfig {
@@ -174,14 +183,14 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
 
 fn validate_store(file: FileStore) -> Result<StoreConfig, KeyError> {
     if !(file.redis.starts_with("redis://") || file.redis.starts_with("rediss://")) {
-        return Err((
+        return Err(key_error(
             "gateway.store.redis".into(),
             "must be a redis:// URL (value not shown)".into(),
         ));
     }
     let duration = |k: &str, v: &Option<String>, d: Duration| {
         v.as_ref().map_or(Ok(d), |v| {
-            positive_duration(v).map_err(|m| (format!("gateway.store.{k}"), m))
+            positive_duration(v).map_err(|m| key_error(format!("gateway.store.{k}"), m))
         })
     };
     Ok(StoreConfig {
@@ -200,11 +209,12 @@ fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
     let defaults = Limits::default();
     let key = |k: &str| format!("gateway.limits.{k}");
     let duration = |k: &str, v: &Option<String>, d: Duration| {
-        v.as_ref()
-            .map_or(Ok(d), |v| positive_duration(v).map_err(|m| (key(k), m)))
+        v.as_ref().map_or(Ok(d), |v| {
+            positive_duration(v).map_err(|m| key_error(key(k), m))
+        })
     };
     let size = |k: &str, v: Option<usize>, d: usize, min: usize| match v {
-        Some(n) if n < min => Err((key(k), format!("{n} is below the minimum {min}"))),
+        Some(n) if n < min => Err(key_error(key(k), format!("{n} is below the minimum {min}"))),
         Some(n) => Ok(n),
         None => Ok(d),
     };
@@ -247,7 +257,7 @@ fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
 
 fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError> {
     let listen = admin.listen.parse::<SocketAddr>().map_err(|e| {
-        (
+        key_error(
             "gateway.admin.listen".to_string(),
             format!("{:?} is not an IP:port address ({e})", admin.listen),
         )
@@ -255,13 +265,13 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
     let token = match (admin.token, admin.token_env) {
         (Some(token), None) => token,
         (None, Some(var)) => std::env::var(&var).map_err(|_| {
-            (
+            key_error(
                 "gateway.admin.token_env".to_string(),
                 format!("environment variable {var} is not set"),
             )
         })?,
         (Some(_), Some(_)) => {
-            return Err((
+            return Err(key_error(
                 "gateway.admin".into(),
                 "set either `token` or `token_env`, not both".into(),
             ))
@@ -272,14 +282,14 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
             } else {
                 "refusing to start an admin listener on a non-loopback address without a token"
             };
-            return Err((
+            return Err(key_error(
                 "gateway.admin".into(),
                 format!("{exposure}: set `token_env` (or `token`)"),
             ));
         }
     };
     if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err((
+        return Err(key_error(
             "gateway.admin.token".into(),
             format!(
                 "the token must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters (value not shown)"

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::file::{FileGroup, FileHealthCheck, FileProbe, FileSelection, FileServer};
 use super::parse::{positive_duration, resolve_server};
 use super::{
-    KeyError, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE,
+    key_error, KeyError, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE,
     DEFAULT_HEALTH_TIMEOUT,
 };
 use crate::routing::GroupId;
@@ -20,7 +20,10 @@ pub(super) fn validate_group(
 ) -> Result<GroupConfig, KeyError> {
     let key = format!("gateway.groups.{name}");
     if group.servers.is_empty() {
-        return Err((format!("{key}.servers"), "needs at least one server".into()));
+        return Err(key_error(
+            format!("{key}.servers"),
+            "needs at least one server".into(),
+        ));
     }
     let mut servers = Vec::with_capacity(group.servers.len());
     for (i, server) in group.servers.iter().enumerate() {
@@ -30,14 +33,14 @@ pub(super) fn validate_group(
             FileServer::Weighted(s) => (&s.addr, s.weight.unwrap_or(1)),
         };
         if !(1..=1000).contains(&weight) {
-            return Err((
+            return Err(key_error(
                 format!("{server_key}.weight"),
                 format!("{weight} is not in 1..=1000"),
             ));
         }
-        let addr = resolve_server(addr).map_err(|m| (server_key.clone(), m))?;
+        let addr = resolve_server(addr).map_err(|m| key_error(server_key.clone(), m))?;
         if servers.iter().any(|s: &ServerConfig| s.addr == addr) {
-            return Err((server_key, format!("{addr} is listed twice")));
+            return Err(key_error(server_key, format!("{addr} is listed twice")));
         }
         servers.push(ServerConfig { addr, weight });
     }
@@ -57,7 +60,7 @@ pub(super) fn validate_group(
     let defaults = Timeouts::default();
     let timeout = |field: &str, value: Option<&String>, default: Duration| {
         value.map_or(Ok(default), |v| {
-            positive_duration(v).map_err(|m| (format!("{key}.timeouts.{field}"), m))
+            positive_duration(v).map_err(|m| key_error(format!("{key}.timeouts.{field}"), m))
         })
     };
     let timeouts = Timeouts {
@@ -74,7 +77,7 @@ pub(super) fn validate_group(
     let fallback = match &group.fallback {
         None => None,
         Some(target) if target == name => {
-            return Err((
+            return Err(key_error(
                 format!("{key}.fallback"),
                 "a group cannot fall back to itself".into(),
             ))
@@ -101,11 +104,14 @@ fn validate_health_check(
 ) -> Result<Option<HealthCheckConfig>, KeyError> {
     let duration = |field: &str, value: &Option<String>, default: Duration| {
         value.as_ref().map_or(Ok(default), |v| {
-            positive_duration(v).map_err(|m| (format!("{key}.{field}"), m))
+            positive_duration(v).map_err(|m| key_error(format!("{key}.{field}"), m))
         })
     };
     let count = |field: &str, value: Option<usize>, default: usize| match value {
-        Some(0) => Err((format!("{key}.{field}"), "must be at least 1".to_string())),
+        Some(0) => Err(key_error(
+            format!("{key}.{field}"),
+            "must be at least 1".to_string(),
+        )),
         Some(n) => Ok(n),
         None => Ok(default),
     };
@@ -118,14 +124,14 @@ fn validate_health_check(
         FileProbe::Http => {
             let path = hc.path.clone().unwrap_or_else(|| "/".into());
             if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err((
+                return Err(key_error(
                     format!("{key}.path"),
                     format!("{path:?} is not a request path"),
                 ));
             }
             let expect_status = hc.expect_status.unwrap_or(200);
             if !(100..=599).contains(&expect_status) {
-                return Err((
+                return Err(key_error(
                     format!("{key}.expect_status"),
                     format!("{expect_status} is not an HTTP status"),
                 ));
@@ -138,7 +144,7 @@ fn validate_health_check(
         }
         FileProbe::Tcp | FileProbe::None => {
             if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
-                return Err((
+                return Err(key_error(
                     format!("{key}.{field}"),
                     "only `type: http` checks take this key".into(),
                 ));
@@ -170,7 +176,7 @@ pub(super) fn check_fallback_cycles(groups: &[GroupConfig]) -> Result<(), KeyErr
                     .chain(std::iter::once(&id))
                     .map(|&i| groups[i].name.as_str())
                     .collect();
-                return Err((
+                return Err(key_error(
                     format!("gateway.groups.{}.fallback", group.name),
                     format!("fallback chain loops: {}", names.join(" -> ")),
                 ));

@@ -269,7 +269,10 @@ pub fn load_str(text: &str, file: &str, base: &Path) -> Result<LoadedConfig, Con
     let gateway = root
         .gateway
         .ok_or_else(|| err("gateway", "the section is missing".into()))?;
-    let gateway = gateway::validate(gateway, base).map_err(|(key, message)| err(&key, message))?;
+    let gateway = gateway::validate(gateway, base).map_err(|e| ConfigError {
+        file: file.to_string(),
+        ..e
+    })?;
     Ok(LoadedConfig { server, gateway })
 }
 
@@ -278,6 +281,15 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     e.to_string()
 }
 
-/// A validation failure inside the gateway section: the key and what is wrong (the file is
-/// added by [`load_str`]).
-type KeyError = (String, String);
+/// A validation failure inside the gateway section: a [`ConfigError`] whose file [`load_str`]
+/// fills in.
+type KeyError = ConfigError;
+
+/// The error for `key` (its value in `message`); the file is named by [`load_str`].
+fn key_error(key: String, message: String) -> KeyError {
+    ConfigError {
+        file: String::new(),
+        key,
+        message,
+    }
+}

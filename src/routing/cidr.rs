@@ -1,5 +1,7 @@
 //! IP networks in CIDR notation, for trusted proxies and the QA header's `from` list.
 
+use super::RoutingError;
+
 /// An IP network (`10.0.0.0/8`, `2001:db8::/32`, or a single address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -9,15 +11,14 @@ pub struct Cidr {
 
 impl Cidr {
     /// Parses `addr/prefix` or a bare address.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
+    pub fn parse(text: &str) -> Result<Cidr, RoutingError> {
         let (addr, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let network: std::net::IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let network: std::net::IpAddr = addr.trim().parse().map_err(|_| {
+            RoutingError::BadNetwork(format!("{text:?} is not an IP address or CIDR"))
+        })?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -26,7 +27,9 @@ impl Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: prefix must be 0..={max}"))?,
+                .ok_or_else(|| {
+                    RoutingError::BadNetwork(format!("{text:?}: prefix must be 0..={max}"))
+                })?,
         };
         Ok(Cidr { network, prefix })
     }

@@ -29,16 +29,25 @@ pub const PERCENT_SCALE_PPM: u32 = 1_000_000;
 #[serde(try_from = "f64")]
 pub struct Percent(u32);
 
-/// A percentage outside 0..=100 (or not a number).
-#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
-#[error("{0} is not in 0..=100")]
-pub struct PercentOutOfRange(pub f64);
+/// The routing layer's one error: a value that is not what a rule needs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoutingError {
+    /// A percentage outside 0..=100 (or not a number).
+    #[error("{0} is not in 0..=100")]
+    PercentOutOfRange(f64),
+    /// The user cookie carried a missing or wrong signature.
+    #[error("the user cookie's signature is missing or wrong")]
+    BadSignature,
+    /// Not an IP network (the message says why).
+    #[error("{0}")]
+    BadNetwork(String),
+}
 
 impl Percent {
     /// Validates `percent` (0–100), rounding to the nearest part per million.
-    pub fn new(percent: f64) -> Result<Percent, PercentOutOfRange> {
+    pub fn new(percent: f64) -> Result<Percent, RoutingError> {
         if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
-            return Err(PercentOutOfRange(percent));
+            return Err(RoutingError::PercentOutOfRange(percent));
         }
         Ok(Percent((percent * 10_000.0).round() as u32))
     }
@@ -60,7 +69,7 @@ impl Percent {
 }
 
 impl TryFrom<f64> for Percent {
-    type Error = PercentOutOfRange;
+    type Error = RoutingError;
     fn try_from(percent: f64) -> Result<Self, Self::Error> {
         Percent::new(percent)
     }
@@ -196,10 +205,6 @@ pub struct Router {
     pub signing_keys: Vec<Box<[u8]>>,
 }
 
-/// The user cookie carried a missing or wrong signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadSignature;
-
 impl Router {
     /// Decide the group for a request with user id `user` (from [`Router::user_from_cookies`]).
     /// Rules run in order; the first that matches decides. An operator override (`mode`)
@@ -276,7 +281,7 @@ impl Router {
     pub fn user_from_cookies_checked<'a, I>(
         &self,
         cookie_headers: I,
-    ) -> Result<Option<&'a [u8]>, BadSignature>
+    ) -> Result<Option<&'a [u8]>, RoutingError>
     where
         I: IntoIterator<Item = &'a [u8]>,
     {
@@ -286,7 +291,7 @@ impl Router {
         let user = if self.signing_keys.is_empty() {
             value
         } else {
-            verify_signed(value, &self.signing_keys).ok_or(BadSignature)?
+            verify_signed(value, &self.signing_keys).ok_or(RoutingError::BadSignature)?
         };
         Ok(Some(user).filter(|id| is_valid_user_id(id)))
     }
@@ -901,12 +906,12 @@ mod tests {
         );
         assert_eq!(
             r.user_from_cookies_checked([&b"canary_user=alice"[..]]),
-            Err(BadSignature)
+            Err(RoutingError::BadSignature)
         );
         let forged = format!("canary_user=bob.{}", &good[6..]);
         assert_eq!(
             r.user_from_cookies_checked([forged.as_bytes()]),
-            Err(BadSignature)
+            Err(RoutingError::BadSignature)
         );
         assert_eq!(r.user_from_cookies_checked([&b"other=1"[..]]), Ok(None));
         let d = r.decide(r.user_from_cookies([&b"canary_user=alice"[..]]), &[][..]);

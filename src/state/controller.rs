@@ -79,7 +79,7 @@ impl Controller {
     pub fn new(source: ConfigSource, config: GatewayConfig) -> Result<Controller, StateError> {
         let state_file = config.admin.as_ref().and_then(|a| a.state_file.clone());
         let overlay = match &state_file {
-            Some(path) => read_state_file(path).map_err(StateError::internal)?,
+            Some(path) => read_state_file(path)?,
             None => Overlay::default(),
         };
         let store = match &config.store {
@@ -293,7 +293,7 @@ impl Controller {
             self.store.as_deref(),
         )?;
         if let Some(path) = &self.state_file {
-            write_state_file(path, &overlay).map_err(StateError::internal)?;
+            write_state_file(path, &overlay)?;
         }
         inner.overlay = overlay;
         inner.overlay_warnings = warnings;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::StateError;
 use crate::routing::{Matcher, Mode, Percent, Router};
 
 /// Changes made through the admin API, laid over the configuration file. This is what the
@@ -105,19 +106,22 @@ pub fn apply_overlay(base: &Router, overlay: &Overlay) -> (Router, Vec<String>) 
 }
 
 /// Reads the state file; a missing file is an empty overlay.
-pub fn read_state_file(path: &Path) -> Result<Overlay, String> {
+pub fn read_state_file(path: &Path) -> Result<Overlay, StateError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        StateError::internal(format!("state file {}: {e}", path.display()))
+    };
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("state file {}: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| failed(&e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overlay::default()),
-        Err(e) => Err(format!("state file {}: {e}", path.display())),
+        Err(e) => Err(failed(&e)),
     }
 }
 
 /// Writes the state file atomically: a temporary file in the same folder, synced, renamed.
-pub fn write_state_file(path: &Path, overlay: &Overlay) -> Result<(), String> {
+pub fn write_state_file(path: &Path, overlay: &Overlay) -> Result<(), StateError> {
     use std::io::Write;
-    let text = serde_json::to_vec_pretty(overlay).map_err(|e| e.to_string())?;
+    let text =
+        serde_json::to_vec_pretty(overlay).map_err(|e| StateError::internal(e.to_string()))?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
@@ -127,7 +131,7 @@ pub fn write_state_file(path: &Path, overlay: &Overlay) -> Result<(), String> {
     };
     write().map_err(|e| {
         std::fs::remove_file(&tmp).ok();
-        format!("cannot write state file {}: {e}", path.display())
+        StateError::internal(format!("cannot write state file {}: {e}", path.display()))
     })
 }
 
