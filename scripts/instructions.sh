@@ -21,43 +21,11 @@ start_nginx_origins "$dir" "$o1" "$o2"
 write_vip_file "$dir/vips.txt" 100000
 write_wrk_script "$dir/rotate.lua" 1000 10
 
+i=1
 for bin in "$@"; do
   port=$(free_port)
-  cat >"$dir/gateway.yaml" <<YAML
-version: 1
-threads: 1
-work_stealing: false
-upstream_keepalive_pool_size: 256
-pid_file: $dir/gateway.pid
-upgrade_sock: $dir/gateway.upgrade.sock
-gateway:
-  listen: ["127.0.0.1:$port"]
-  groups:
-    stable: { servers: ["127.0.0.1:$o1"], health_check: { type: tcp, interval: 5s } }
-    canary: { servers: ["127.0.0.1:$o2"], health_check: { type: tcp, interval: 5s } }
-  routing:
-    cookie: canary_user
-    default: stable
-    rules:
-      - name: qa
-        header: x-canary-group
-      - name: vip
-        users_file: $dir/vips.txt
-        group: stable
-      - name: rollout
-        percent: 10
-        seed: loadtest
-        group: canary
-YAML
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.%p" \
-    "$bin" -c "$dir/gateway.yaml" >"$dir/callgrind.log" 2>&1 &
-  vpid=$!
-  wait_port "$port" >/dev/null
-  taskset -c 0 wrk -t1 -c16 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
-  callgrind_control -z "$vpid" >/dev/null 2>&1
-  n=$(taskset -c 0 wrk -t1 -c16 -d8s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
-  callgrind_control -d "$vpid" >/dev/null 2>&1
-  kill -INT "$vpid"; wait "$vpid" 2>/dev/null || true
-  total=$(callgrind_annotate "$dir/callgrind.$vpid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  printf "%-50s %7d requests %7d instructions/request  %s\n" "$bin" "$n" "$((total / n))" "$dir/callgrind.$vpid.1"
+  write_gateway_config "$dir/gateway" "$port" 1 "$dir/vips.txt" "$o1" "$o2"
+  read -r _ n per_request file < <(count_instructions "$dir" "run$i" "$port" "$bin" -c "$dir/gateway.yaml")
+  printf "%-50s %7d requests %7d instructions/request  %s\n" "$bin" "$n" "$per_request" "$file"
+  i=$((i + 1))
 done

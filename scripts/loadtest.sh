@@ -47,33 +47,7 @@ sed 's/$/ 1;/' "$dir/vips.txt" >"$dir/vips.map"
 
 # --- canary-gateway ---------------------------------------------------------------------
 gateway_config() {  # gateway_config NAME PORT THREADS USERS_FILE EXTRA
-  cat >"$dir/$1.yaml" <<YAML
-version: 1
-threads: $3
-work_stealing: false
-upstream_keepalive_pool_size: 256
-pid_file: $dir/$1.pid
-upgrade_sock: $dir/$1.upgrade.sock
-gateway:
-  listen: ["127.0.0.1:$2"]
-  groups:
-    stable: { servers: ["127.0.0.1:$o1"], health_check: { type: tcp, interval: 5s } }
-    canary: { servers: ["127.0.0.1:$o2"], health_check: { type: tcp, interval: 5s } }
-  routing:
-    cookie: canary_user
-    default: stable
-    rules:
-      - name: qa
-        header: x-canary-group
-      - name: vip
-        users_file: $4
-        group: stable
-      - name: rollout
-        percent: 10
-        seed: loadtest
-        group: canary
-$5
-YAML
+  write_gateway_config "$dir/$1" "$2" "$3" "$4" "$o1" "$o2" "$5"
 }
 
 # --- nginx proxies (map / lua) ------------------------------------------------------------
@@ -240,20 +214,8 @@ summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora
 # else the shared machine is doing, so it shows small changes and where the time goes. It
 # counts user space only; the kernel's share (about half of the CPU, see docs/performance.md) is alike
 # for all three.
-instructions() {  # instructions NAME PORT CMD...: prints user-space instructions per request
-  local name=$1 port=$2; shift 2
-  valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.$name.%p" "$@" >"$dir/$name.callgrind.log" 2>&1 &
-  local vpid=$!
-  wait_port "$port" >/dev/null
-  taskset -c 0 wrk -t1 -c16 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
-  callgrind_control -z "$vpid" >/dev/null 2>&1
-  local n
-  n=$(taskset -c 0 wrk -t1 -c16 -d8s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
-  callgrind_control -d "$vpid" >/dev/null 2>&1
-  kill -INT "$vpid"; wait "$vpid" 2>/dev/null || true
-  local total
-  total=$(callgrind_annotate "$dir/callgrind.$name.$vpid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  echo "$name $n $((total / n)) $dir/callgrind.$name.$vpid.1"
+instructions() {  # instructions NAME PORT CMD...: prints NAME, requests, instructions/request, file
+  count_instructions "$dir" "$@"
 }
 echo; echo "instructions per request (callgrind, user space, 8 s of wrk -c16 after a 2 s warm-up):"
 port=$(free_port); gateway_config gateway-cg "$port" 1 "$dir/vips.txt" ""

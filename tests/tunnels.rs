@@ -212,34 +212,19 @@ fn client(gateway: SocketAddr) -> WebSocket<TcpStream> {
     client_with(gateway, "Upgrade", &[])
 }
 
-/// A WebSocket client whose handshake carries `connection` and `extra` headers.
+/// A WebSocket client for big messages whose handshake carries `connection` and `extra`.
 fn client_with(
     gateway: SocketAddr,
     connection: &str,
     extra: &[(&str, &str)],
 ) -> WebSocket<TcpStream> {
-    let stream = TcpStream::connect(gateway).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let mut request = tungstenite::http::Request::builder();
-    for (k, v) in extra {
-        request = request.header(*k, *v);
-    }
-    let request = request
-        .uri(format!("ws://{gateway}/socket"))
-        .header("Host", gateway.to_string())
-        .header("Cookie", "canary_user=wsuser")
-        .header("Connection", connection)
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .expect("request");
-    let (ws, response) =
-        tungstenite::client::client_with_config(request, stream, Some(big_config()))
-            .expect("handshake through the gateway");
+    let (ws, response) = websocket_client_with(
+        gateway,
+        "canary_user=wsuser",
+        connection,
+        extra,
+        Some(big_config()),
+    );
     assert_eq!(response.status(), 101);
     assert!(response.headers().contains_key("x-request-id"));
     ws

@@ -73,3 +73,56 @@ with open(path, "w") as f:
         f.write(f"vip-{i * 10}\n")
 PY
 }
+
+# write_gateway_config BASE PORT THREADS USERS_FILE ORIGIN1 ORIGIN2 [EXTRA]: the load tests'
+# gateway config at BASE.yaml (pid file and upgrade socket beside it): stable and canary on the
+# two origins, the QA header, a VIP list from USERS_FILE and a 10% rollout; EXTRA is appended to
+# the gateway section.
+write_gateway_config() {
+  cat >"$1.yaml" <<YAML
+version: 1
+threads: $3
+work_stealing: false
+upstream_keepalive_pool_size: 256
+pid_file: $1.pid
+upgrade_sock: $1.upgrade.sock
+gateway:
+  listen: ["127.0.0.1:$2"]
+  groups:
+    stable: { servers: ["127.0.0.1:$5"], health_check: { type: tcp, interval: 5s } }
+    canary: { servers: ["127.0.0.1:$6"], health_check: { type: tcp, interval: 5s } }
+  routing:
+    cookie: canary_user
+    default: stable
+    rules:
+      - name: qa
+        header: x-canary-group
+      - name: vip
+        users_file: $4
+        group: stable
+      - name: rollout
+        percent: 10
+        seed: loadtest
+        group: canary
+${7:-}
+YAML
+}
+
+# count_instructions DIR NAME PORT CMD...: runs CMD under callgrind, warms it with 2 s of wrk,
+# then counts 8 s of wrk -c16 driven by DIR/rotate.lua on 127.0.0.1:PORT. Prints NAME, the
+# requests, the user-space instructions per request and the callgrind file.
+count_instructions() {
+  local dir=$1 name=$2 port=$3; shift 3
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.$name.%p" "$@" \
+    >"$dir/$name.callgrind.log" 2>&1 &
+  local vpid=$!
+  wait_port "$port" >/dev/null
+  taskset -c 0 wrk -t1 -c16 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
+  callgrind_control -z "$vpid" >/dev/null 2>&1
+  local n total
+  n=$(taskset -c 0 wrk -t1 -c16 -d8s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$vpid" >/dev/null 2>&1
+  kill -INT "$vpid"; wait "$vpid" 2>/dev/null || true
+  total=$(callgrind_annotate "$dir/callgrind.$name.$vpid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "$name $n $((total / n)) $dir/callgrind.$name.$vpid.1"
+}

@@ -217,15 +217,9 @@ impl Controller {
     /// `PUT /rules/{name}/percent`.
     pub fn set_percent(&self, rule: &str, percent: Percent) -> Result<u64, StateError> {
         self.change(|inner, overlay| {
-            match find_rule(&inner.base, rule)? {
-                Matcher::Percent { .. } => {}
-                _ => {
-                    return Err(StateError::bad_request(
-                        "name",
-                        format!("rule {rule:?} is not a percent rule"),
-                    ))
-                }
-            }
+            find_rule_of_kind(&inner.base, rule, "percent", |m| {
+                matches!(m, Matcher::Percent { .. })
+            })?;
             overlay.percent.insert(rule.to_string(), percent.as_f64());
             Ok(())
         })
@@ -240,15 +234,9 @@ impl Controller {
     ) -> Result<u64, StateError> {
         check_user_ids(add, remove)?;
         self.change(|inner, overlay| {
-            match find_rule(&inner.base, rule)? {
-                Matcher::Users { .. } => {}
-                _ => {
-                    return Err(StateError::bad_request(
-                        "name",
-                        format!("rule {rule:?} is not a users rule"),
-                    ))
-                }
-            }
+            find_rule_of_kind(&inner.base, rule, "users", |m| {
+                matches!(m, Matcher::Users { .. })
+            })?;
             overlay
                 .users
                 .entry(rule.to_string())
@@ -411,14 +399,29 @@ pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateErro
     Ok(())
 }
 
-fn find_rule<'a>(config: &'a GatewayConfig, name: &str) -> Result<&'a Matcher, StateError> {
-    config
+/// The file's rule `name`, which must be of `kind` (404 when there is none, 400 naming `name`
+/// when it is another kind).
+fn find_rule_of_kind(
+    config: &GatewayConfig,
+    name: &str,
+    kind: &str,
+    is_kind: impl Fn(&Matcher) -> bool,
+) -> Result<(), StateError> {
+    let matcher = config
         .router
         .rules
         .iter()
         .find(|r| r.name == name)
         .map(|r| &r.matcher)
-        .ok_or_else(|| StateError::not_found(format!("no rule named {name:?}")))
+        .ok_or_else(|| StateError::not_found(format!("no rule named {name:?}")))?;
+    if is_kind(matcher) {
+        Ok(())
+    } else {
+        Err(StateError::bad_request(
+            "name",
+            format!("rule {name:?} is not a {kind} rule"),
+        ))
+    }
 }
 
 /// Builds the runtime state from the file's configuration and the overlay. Pools whose group

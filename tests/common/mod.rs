@@ -677,13 +677,32 @@ pub fn websocket_client(
     tungstenite::WebSocket<TcpStream>,
     tungstenite::handshake::client::Response,
 ) {
+    websocket_client_with(gateway, cookie, "Upgrade", &[], None)
+}
+
+/// Opens a websocket through the gateway: `connection` is the handshake's `Connection` value,
+/// `extra` more headers, `config` the client's limits (tungstenite's defaults when `None`).
+pub fn websocket_client_with(
+    gateway: SocketAddr,
+    cookie: &str,
+    connection: &str,
+    extra: &[(&str, &str)],
+    config: Option<tungstenite::protocol::WebSocketConfig>,
+) -> (
+    tungstenite::WebSocket<TcpStream>,
+    tungstenite::handshake::client::Response,
+) {
     let stream = TcpStream::connect(gateway).expect("connect");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    let request = tungstenite::http::Request::builder()
+    let mut request = tungstenite::http::Request::builder();
+    for (k, v) in extra {
+        request = request.header(*k, *v);
+    }
+    let request = request
         .uri(format!("ws://{gateway}/socket"))
         .header("Host", gateway.to_string())
         .header("Cookie", cookie)
-        .header("Connection", "Upgrade")
+        .header("Connection", connection)
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
         .header(
@@ -692,7 +711,8 @@ pub fn websocket_client(
         )
         .body(())
         .expect("request");
-    tungstenite::client(request, stream).expect("handshake through gateway")
+    tungstenite::client::client_with_config(request, stream, config)
+        .expect("handshake through gateway")
 }
 
 /// Sends "hello i" and expects "echo: hello i", for i in `range`.
