@@ -142,23 +142,9 @@ impl ProxyHttp for CanaryProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.state.load_full();
-        let peer = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
-        let request = session.req_header();
-        let headers = &request.headers;
-        ctx.request_id = request_id::from_request(headers);
-        ctx.client = forwarding::client(peer, headers, &state.trusted_proxies);
-        let user = user_id(&state.router, headers);
-        let facts = Headers(headers, ctx.client.ip);
-        ctx.decision = Some(state.router.decide(user, &facts));
-        if state.selects_by_user {
-            ctx.client.user = user.map(Box::from);
-        }
         let limits = state.limits;
-        ctx.state = Some(state);
-        check_framing(request, limits.max_body_bytes)?;
+        route(session, ctx, state);
+        check_framing(session.req_header(), limits.max_body_bytes)?;
         if session.is_upgrade_req() && forwarding::is_websocket_upgrade(session.req_header()) {
             let closing = self.in_flight.is_closing();
             // Boxed: the tunnel's future is large, and inline it would enlarge (and cost)
@@ -183,30 +169,8 @@ impl ProxyHttp for CanaryProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(state) = &ctx.state else {
-            return Ok(());
-        };
-        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        if ctx.body_bytes > state.limits.max_body_bytes {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(413),
-                "request body over the limit",
-            ));
-        }
-        // The body timeout is a deadline from the end of the head: each read may take only
-        // what is left of it, so a client that trickles bytes is cut off on time.
-        let left = state
-            .limits
-            .body_timeout
-            .saturating_sub(ctx.started.elapsed());
-        if left.is_zero() {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(408),
-                "request body took too long",
-            ));
-        }
-        session.set_read_timeout(Some(left));
-        Ok(())
+        let received = body.as_ref().map_or(0, |b| b.len() as u64);
+        check_body(session, ctx, received)
     }
 
     async fn upstream_peer(
@@ -238,21 +202,7 @@ impl ProxyHttp for CanaryProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        // The request may have reached the origin: retry once, and only when repeating it is
-        // harmless (RFC 9110 §9.2.2) and there is no body to replay. A timeout is not retried:
-        // the client gets its 504 on time. This is the only retry after a request was sent, and
-        // it never follows a request body (`has_body`) or an upgrade (upgrades never reach
-        // Pingora's loop: `tunnel` sends each handshake once), so no byte of a body or of a
-        // tunnel is ever sent upstream twice.
-        let request = session.req_header();
-        let retry = ctx.resend_retries == 0
-            && !matches!(e.esource(), pingora_core::ErrorSource::Downstream)
-            && request.method.is_idempotent()
-            && !has_body(&request.headers)
-            && !matches!(
-                e.etype(),
-                ErrorType::ReadTimedout | ErrorType::WriteTimedout
-            );
+        let retry = may_resend(ctx, session.req_header(), &e);
         if retry {
             ctx.resend_retries += 1;
             ctx.resend_failed = peer._address.as_inet().copied();
@@ -339,6 +289,69 @@ impl ProxyHttp for CanaryProxy {
             log_request(log.as_ref(), session, ctx, status, elapsed);
         }
     }
+}
+
+/// Works out, once per request, what every later step reads from the context: the request
+/// id, the client, the verified user id and the routing decision.
+fn route(session: &Session, ctx: &mut RequestCtx, state: Arc<GatewayState>) {
+    let peer = session
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map(|addr| addr.ip());
+    let headers = &session.req_header().headers;
+    ctx.request_id = request_id::from_request(headers);
+    ctx.client = forwarding::client(peer, headers, &state.trusted_proxies);
+    let user = user_id(&state.router, headers);
+    ctx.decision = Some(state.router.decide(user, &Headers(headers, ctx.client.ip)));
+    if state.selects_by_user {
+        ctx.client.user = user.map(Box::from);
+    }
+    ctx.state = Some(state);
+}
+
+/// Counts a piece of the request body against the limits: 413 over `max_body_bytes`, 408 once
+/// the body deadline (`body_timeout` from the end of the head) has passed. Each read may take
+/// only what is left of the deadline, so a client that trickles bytes is cut off on time.
+fn check_body(session: &mut Session, ctx: &mut RequestCtx, received: u64) -> Result<()> {
+    let Some(state) = &ctx.state else {
+        return Ok(());
+    };
+    ctx.body_bytes += received;
+    if ctx.body_bytes > state.limits.max_body_bytes {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(413),
+            "request body over the limit",
+        ));
+    }
+    let left = state
+        .limits
+        .body_timeout
+        .saturating_sub(ctx.started.elapsed());
+    if left.is_zero() {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(408),
+            "request body took too long",
+        ));
+    }
+    session.set_read_timeout(Some(left));
+    Ok(())
+}
+
+/// Whether a request that failed after it was sent may be sent again: once, and only when
+/// repeating it is harmless (RFC 9110 §9.2.2) and there is no body to replay. A timeout is not
+/// retried: the client gets its 504 on time. This is the only retry after a request was sent,
+/// and it never follows a request body (`has_body`) or an upgrade (upgrades never reach
+/// Pingora's loop: `tunnel` sends each handshake once), so no byte of a body or of a tunnel is
+/// ever sent upstream twice.
+fn may_resend(ctx: &RequestCtx, request: &RequestHeader, e: &Error) -> bool {
+    ctx.resend_retries == 0
+        && !matches!(e.esource(), pingora_core::ErrorSource::Downstream)
+        && request.method.is_idempotent()
+        && !has_body(&request.headers)
+        && !matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        )
 }
 
 /// The next server for the request: the fallback walk over the decided group, skipping servers
@@ -500,4 +513,57 @@ fn log_request(
         duration: elapsed,
         upstream_duration,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_core::ErrorSource;
+
+    /// A request that failed after it was sent is sent again only when that is harmless: once,
+    /// idempotent, without a body, not after a timeout, not for a client-side failure.
+    #[test]
+    fn resending_is_limited_to_harmless_requests() {
+        let ctx = RequestCtx::new(&InFlight::default());
+        let request = |method: &str, headers: &[(&str, &str)]| {
+            let mut r = RequestHeader::build(method, b"/", None).expect("request");
+            for (k, v) in headers {
+                r.append_header(k.to_string(), *v).expect("header");
+            }
+            r
+        };
+        let upstream = |etype| Error::create(etype, ErrorSource::Upstream, None, None);
+        let reset = upstream(ErrorType::ConnectionClosed);
+        assert!(may_resend(&ctx, &request("GET", &[]), &reset));
+        assert!(
+            may_resend(&ctx, &request("PUT", &[]), &reset),
+            "PUT is idempotent"
+        );
+        assert!(!may_resend(&ctx, &request("POST", &[]), &reset));
+        let with_body = request("GET", &[("content-length", "3")]);
+        assert!(
+            !may_resend(&ctx, &with_body, &reset),
+            "a body is never replayed"
+        );
+        let chunked = request("PUT", &[("transfer-encoding", "chunked")]);
+        assert!(!may_resend(&ctx, &chunked, &reset));
+        let timeout = upstream(ErrorType::ReadTimedout);
+        assert!(
+            !may_resend(&ctx, &request("GET", &[]), &timeout),
+            "504 on time"
+        );
+        let client_gone = Error::create(
+            ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+            None,
+            None,
+        );
+        assert!(!may_resend(&ctx, &request("GET", &[]), &client_gone));
+        let mut again = RequestCtx::new(&InFlight::default());
+        again.resend_retries = 1;
+        assert!(
+            !may_resend(&again, &request("GET", &[]), &reset),
+            "at most once"
+        );
+    }
 }
