@@ -615,3 +615,60 @@ fn graceful_upgrade_drops_no_request() {
     new.kill().ok();
     new.wait().ok();
 }
+
+/// Health checks keep their timing across changes that leave a group as it is: twenty admin
+/// changes and a reload in a second start no extra probe of an unchanged group (each state
+/// swap used to restart every group's checks, probing every server at once).
+#[test]
+fn health_checks_keep_their_timing_across_changes() {
+    // A server that only counts the connections (TCP health probes) it accepts.
+    let listener = test_listener();
+    let probed = listener.local_addr().expect("addr");
+    let probes = Arc::new(AtomicUsize::new(0));
+    let counter = probes.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stream.is_ok() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let canary = Origin::start("canary");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let section = format!(
+        "  groups:\n    stable:\n      servers: [\"{probed}\"]\n\
+         \x20     health_check: {{ type: tcp, interval: 30s }}\n\
+         \x20   canary: {{ servers: [\"{}\"] }}\n\
+         \x20 routing:\n    default: stable\n    rules:\n\
+         \x20     - name: rollout\n        percent: 10\n        group: canary\n\
+         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n",
+        canary.addr
+    );
+    let gateway = Gateway::start(&section);
+    wait_for_port(admin_addr);
+    wait_until("first probe", Duration::from_secs(10), || {
+        probes.load(Ordering::SeqCst) >= 1
+    });
+    let first = probes.load(Ordering::SeqCst);
+    for percent in 0..20 {
+        let body = format!(r#"{{"percent": {percent}}}"#);
+        let r = admin(
+            admin_addr,
+            "PUT",
+            "/rules/rollout/percent",
+            Some(TOKEN),
+            Some(&body),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = admin(admin_addr, "POST", "/reload", Some(TOKEN), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The checker looks for swapped pools every 250 ms: give it several looks.
+    thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(
+        probes.load(Ordering::SeqCst),
+        first,
+        "an unchanged group was probed again before its 30 s interval"
+    );
+    assert!(gateway.log().contains("health checks"), "{}", gateway.log());
+}
