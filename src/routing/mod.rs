@@ -6,6 +6,7 @@
 //! The lowest layer: it imports nothing else from the crate.
 
 pub mod cidr;
+pub mod routes;
 pub mod signed;
 pub mod userset;
 
@@ -41,6 +42,9 @@ pub enum RoutingError {
     /// Not an IP network (the message says why).
     #[error("{0}")]
     BadNetwork(String),
+    /// A request path whose dot segments climb above `/`.
+    #[error("the path climbs above /")]
+    PathAboveRoot,
 }
 
 impl Percent {
