@@ -111,22 +111,25 @@ fn counters_move_by_exactly_the_requests_sent() {
     assert_eq!(total("canary"), 13.0);
     assert_eq!(total("stable"), 24.0);
     assert_eq!(
-        m.get("gateway_requests_total{group=\"canary\",rule=\"testers\",status=\"200\"}"),
+        m.get("gateway_requests_total{group=\"canary\",route=\"default\",rule=\"testers\",status=\"200\"}"),
         Some(&13.0)
     );
     assert_eq!(
-        m.get("gateway_requests_total{group=\"stable\",rule=\"default\",status=\"200\"}"),
+        m.get("gateway_requests_total{group=\"stable\",route=\"default\",rule=\"default\",status=\"200\"}"),
         Some(&24.0)
     );
     assert_eq!(
-        m.get("gateway_request_duration_seconds_count{group=\"canary\"}"),
+        m.get("gateway_request_duration_seconds_count{group=\"canary\",route=\"default\"}"),
         Some(&13.0)
     );
-    assert!(
-        m.contains_key("gateway_request_duration_seconds_bucket{group=\"stable\",le=\"0.005\"}")
-    );
+    assert!(m.contains_key(
+        "gateway_request_duration_seconds_bucket{group=\"stable\",route=\"default\",le=\"0.005\"}"
+    ));
     assert_eq!(m.get("gateway_config_generation"), Some(&1.0));
-    assert_eq!(m.get("gateway_users{rule=\"testers\"}"), Some(&2.0));
+    assert_eq!(
+        m.get("gateway_users{route=\"default\",rule=\"testers\"}"),
+        Some(&2.0)
+    );
     let healthy = format!(
         "gateway_upstream_healthy{{group=\"canary\",server=\"{}\"}}",
         o.canary.addr
@@ -145,6 +148,7 @@ fn log_line_per_request_with_every_field() {
     }
     let lines = o.wait_log(3);
     assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["route"] == "default"), "{lines:?}");
     let fields = [
         "ts",
         "request_id",
@@ -153,6 +157,7 @@ fn log_line_per_request_with_every_field() {
         "host",
         "path",
         "status",
+        "route",
         "group",
         "rule",
         "reason",
@@ -178,14 +183,15 @@ fn log_line_per_request_with_every_field() {
         assert_eq!(line["status"], 200);
         assert_eq!(line["client_ip"], "127.0.0.1");
     }
-    let logged: Vec<&str> = lines
-        .iter()
-        .map(|l| l["request_id"].as_str().expect("id"))
-        .collect();
-    assert_eq!(
-        logged, ids,
-        "one line per request, in order, with the ids the clients got"
-    );
+    // With two worker threads, a request's line can be written after the next request's (its
+    // client already has the answer): match lines to requests by id, not by position.
+    let line_of = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for request {id}: {lines:?}"))
+    };
+    let lines: Vec<&Value> = ids.iter().map(|id| line_of(id)).collect();
     assert_eq!(
         (
             lines[0]["group"].as_str(),
@@ -329,7 +335,8 @@ fn fallback_and_error_metrics() {
     // Requests are counted as they are logged, just after their responses.
     let start = Instant::now();
     let mut text = get(metrics, "/metrics", &[]).text();
-    while !text.contains("gateway_fallbacks_total{from=\"canary\",to=\"stable\"} 5")
+    while !text
+        .contains("gateway_fallbacks_total{from=\"canary\",route=\"default\",to=\"stable\"} 5")
         && start.elapsed() < Duration::from_secs(3)
     {
         thread::sleep(Duration::from_millis(20));
@@ -347,12 +354,12 @@ fn fallback_and_error_metrics() {
         5.0
     );
     assert_eq!(
-        value("gateway_fallbacks_total{from=\"canary\",to=\"stable\"}"),
+        value("gateway_fallbacks_total{from=\"canary\",route=\"default\",to=\"stable\"}"),
         5.0
     );
     assert_eq!(value("gateway_retries_total{group=\"canary\"}"), 5.0);
     assert_eq!(
-        value("gateway_requests_total{group=\"stable\",rule=\"default\",status=\"200\"}"),
+        value("gateway_requests_total{group=\"stable\",route=\"default\",rule=\"default\",status=\"200\"}"),
         5.0
     );
 }

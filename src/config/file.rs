@@ -16,7 +16,10 @@ pub(super) struct FileRoot {
 pub(super) struct FileGateway {
     pub(super) listen: Vec<String>,
     pub(super) groups: BTreeMap<String, FileGroup>,
-    pub(super) routing: FileRouting,
+    #[serde(default)]
+    pub(super) routing: Option<FileRouting>,
+    #[serde(default)]
+    pub(super) routes: Option<Vec<FileRoute>>,
     #[serde(default)]
     pub(super) decision_header: Option<FileDecisionHeader>,
     #[serde(default)]
@@ -92,6 +95,8 @@ pub(super) struct FileGroup {
     pub(super) timeouts: Option<FileTimeouts>,
     #[serde(default)]
     pub(super) fallback: Option<String>,
+    #[serde(default)]
+    pub(super) host_header: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +150,19 @@ pub(super) struct FileTimeouts {
     pub(super) read: Option<String>,
     pub(super) write: Option<String>,
     pub(super) idle: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRoute {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) hosts: Vec<String>,
+    #[serde(default)]
+    pub(super) paths: Vec<String>,
+    #[serde(default)]
+    pub(super) strip_prefix: bool,
+    pub(super) routing: FileRouting,
 }
 
 #[derive(Deserialize)]

@@ -1,19 +1,17 @@
 //! Validation of the gateway section as a whole: listeners, the admin API, metrics, the access
 //! log, the store, limits and trusted proxies; routing and groups have files of their own.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileStore};
-use super::parse::{header_name, is_token_byte, positive_duration};
+use super::parse::{header_name, positive_duration};
 use super::{
     groups, key_error, routing, AccessLogTarget, AdminConfig, Cidr, DemoOrigin, GatewayConfig,
     HeadLimits, KeyError, Limits, StoreConfig, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
 };
-use crate::routing::{GroupId, Mode, Router};
+use crate::routing::GroupId;
 
 pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
     if file.listen.is_empty() {
@@ -59,33 +57,17 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
     }
     groups::check_fallback_cycles(&groups)?;
 
-    let routing = &file.routing;
-    if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
-        return Err(key_error(
-            "gateway.routing.cookie".into(),
-            format!("{:?} is not a valid cookie name", routing.cookie),
-        ));
-    }
-    let default_group = group_id("gateway.routing.default".into(), &routing.default)?;
-    let mut rules = Vec::with_capacity(routing.rules.len());
-    for (i, rule) in routing.rules.iter().enumerate() {
-        let key = format!("gateway.routing.rules[{i}]");
-        if rule.name.is_empty() {
-            return Err(key_error(format!("{key}.name"), "must not be empty".into()));
-        }
-        if routing.rules[..i].iter().any(|r| r.name == rule.name) {
-            return Err(key_error(
-                format!("{key}.name"),
-                format!(
-                    "{:?} is used by an earlier rule; names must be unique",
-                    rule.name
-                ),
-            ));
-        }
-        rules.push(routing::validate_rule(rule, &key, base, &group_id)?);
-    }
-
-    let signing_keys = routing::signing_keys(routing)?;
+    let store = file.store.map(validate_store).transpose()?;
+    let routes = routing::validate_routes(
+        file.routing.as_ref(),
+        file.routes.as_deref(),
+        &routing::Context {
+            base,
+            group_names: &group_names,
+            group_id: &group_id,
+            has_store: store.is_some(),
+        },
+    )?;
 
     let decision_header = match file.decision_header {
         None | Some(FileDecisionHeader::Enabled(true)) => Some(DEFAULT_DECISION_HEADER.into()),
@@ -133,20 +115,6 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         }
     });
 
-    let store = file.store.map(validate_store).transpose()?;
-    let mut store_sets = BTreeMap::new();
-    for (i, rule) in routing.rules.iter().enumerate() {
-        if let Some(set) = &rule.users_store {
-            let key = format!("gateway.routing.rules[{i}].users_store");
-            if store.is_none() {
-                return Err(key_error(key, "needs a `gateway.store` section".into()));
-            }
-            if set.is_empty() || !set.bytes().all(is_token_byte) {
-                return Err(key_error(key, format!("{set:?} is not a valid set name")));
-            }
-            store_sets.insert(rule.name.clone(), set.clone());
-        }
-    }
     let limits = validate_limits(file.limits.unwrap_or_default())?;
     let trusted_proxies = file
         .trusted_proxies
@@ -160,7 +128,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
 
     Ok(GatewayConfig {
         store,
-        store_sets,
+        routes,
         limits,
         trusted_proxies,
         metrics_listen,
@@ -168,14 +136,6 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         admin,
         listen: file.listen,
         groups,
-        router: Arc::new(Router {
-            group_names,
-            cookie: routing.cookie.clone(),
-            default_group,
-            rules,
-            mode: Mode::Rules,
-            signing_keys,
-        }),
         decision_header,
         demo_origins,
     })

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::routing::GroupId;
 use crate::upstreams::{
-    GroupConfig, HealthCheckConfig, HealthProbe, Selection, ServerConfig, Timeouts,
+    GroupConfig, HealthCheckConfig, HealthProbe, HostHeader, Selection, ServerConfig, Timeouts,
 };
 
 pub(super) fn validate_group(
@@ -95,7 +95,29 @@ pub(super) fn validate_group(
         health_check,
         timeouts,
         fallback,
+        host_header: match group.host_header.as_deref() {
+            None | Some("client") => HostHeader::Client,
+            Some("server") => HostHeader::Server,
+            Some(name) => HostHeader::Name(
+                host_header_value(name).map_err(|m| key_error(format!("{key}.host_header"), m))?,
+            ),
+        },
     })
+}
+
+/// A fixed `Host` value: a host name with an optional port.
+fn host_header_value(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'));
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not `client`, `server` or a host name (with an optional port)"
+        ))
+    }
 }
 
 fn validate_health_check(

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
 
+use crate::routing::routes::RouteMatch;
 pub use crate::routing::Cidr;
 use crate::routing::Router;
 use crate::upstreams::GroupConfig;
@@ -69,9 +70,11 @@ pub struct LoadedConfig {
 pub struct GatewayConfig {
     /// Addresses the proxy listens on.
     pub listen: Vec<String>,
-    /// Upstream groups, indexed by [`GroupId`] (same order as `router.group_names`).
+    /// Upstream groups, indexed by `GroupId` (same order as every router's `group_names`).
     pub groups: Vec<GroupConfig>,
-    pub router: Arc<Router>,
+    /// The routes, in file order; a request is served by exactly one (see `routing::routes`).
+    /// A file with the single `gateway.routing` block has one route, `default`, for everything.
+    pub routes: Vec<RouteConfig>,
     /// Response header that names the chosen group; `None` when turned off.
     pub decision_header: Option<String>,
     /// Built-in demo origins to start in the same process (the demo config only, normally).
@@ -88,9 +91,41 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// The Redis store for shared user sets, when configured.
     pub store: Option<StoreConfig>,
+}
+
+/// One route: which requests it serves, and its own rules.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matching: RouteMatch,
+    /// `true`: the matched prefix is removed from the path sent upstream (`/api/x` → `/x`).
+    pub strip_prefix: bool,
+    pub router: Arc<Router>,
     /// Rules whose users come from the store: rule name → set name.
     pub store_sets: BTreeMap<String, String>,
 }
+
+impl GatewayConfig {
+    /// The route named `name`.
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// Every store-backed set the routes use, once each.
+    pub fn store_set_names(&self) -> Vec<String> {
+        let mut sets: Vec<String> = self
+            .routes
+            .iter()
+            .flat_map(|r| r.store_sets.values().cloned())
+            .collect();
+        sets.sort();
+        sets.dedup();
+        sets
+    }
+}
+
+/// The name of the one route a file with a plain `gateway.routing` block has.
+pub const DEFAULT_ROUTE: &str = "default";
 
 /// Limits on client requests (defaults in docs/security.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,50 +1,250 @@
-//! Validation of `gateway.routing`: the cookie's signing keys and each rule.
+//! Validation of the routes (`gateway.routes`, or the single `gateway.routing` block): hosts,
+//! paths, and each route's routing block — cookie, signing keys, rules.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::file::{FileKeys, FileRouting, FileRule};
-use super::parse::header_name;
-use super::{key_error, Cidr, KeyError, MIN_SIGNING_KEY_LEN};
-use crate::routing::{GroupId, Matcher, Percent, Rule, UserSet};
+use super::file::{FileKeys, FileRoute, FileRouting, FileRule};
+use super::parse::{header_name, is_token_byte};
+use super::{key_error, Cidr, KeyError, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
+use crate::routing::routes::{normalize_path, RouteMatch, RouteTable};
+use crate::routing::{GroupId, Matcher, Mode, Percent, Router, Rule, UserSet};
 
-pub(super) fn signing_keys(routing: &FileRouting) -> Result<Vec<Box<[u8]>>, KeyError> {
-    let (key, keys): (&str, Vec<String>) = match (&routing.signing_key, &routing.signing_key_env) {
+/// What validating routing blocks needs from the rest of the file.
+pub(super) struct Context<'a> {
+    pub(super) base: &'a Path,
+    pub(super) group_names: &'a [String],
+    pub(super) group_id: &'a dyn Fn(String, &str) -> Result<GroupId, KeyError>,
+    /// Whether `gateway.store` is configured (for `users_store`).
+    pub(super) has_store: bool,
+}
+
+/// The routes: exactly one of `routing` (one route, `default`, for every host and path) and
+/// `routes`.
+pub(super) fn validate_routes(
+    routing: Option<&FileRouting>,
+    routes: Option<&[FileRoute]>,
+    cx: &Context<'_>,
+) -> Result<Vec<RouteConfig>, KeyError> {
+    let routes = match (routing, routes) {
+        (Some(_), Some(_)) => {
+            return Err(key_error(
+                "gateway".into(),
+                "set either `routing` (one route) or `routes`, not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(key_error(
+                "gateway.routes".into(),
+                "the section is missing (or give a single `routing` block)".into(),
+            ))
+        }
+        (Some(routing), None) => {
+            let (router, store_sets) = validate_routing(routing, "gateway.routing", cx)?;
+            return Ok(vec![RouteConfig {
+                name: DEFAULT_ROUTE.into(),
+                matching: RouteMatch {
+                    hosts: Vec::new(),
+                    paths: vec!["/".into()],
+                },
+                strip_prefix: false,
+                router: Arc::new(router),
+                store_sets,
+            }]);
+        }
+        (None, Some(routes)) => routes,
+    };
+    if routes.is_empty() {
+        return Err(key_error(
+            "gateway.routes".into(),
+            "needs at least one route".into(),
+        ));
+    }
+    let mut out: Vec<RouteConfig> = Vec::with_capacity(routes.len());
+    for (i, route) in routes.iter().enumerate() {
+        let key = format!("gateway.routes[{i}]");
+        if route.name.is_empty() || !route.name.bytes().all(is_token_byte) {
+            return Err(key_error(
+                format!("{key}.name"),
+                format!("{:?} is not a valid route name (a token)", route.name),
+            ));
+        }
+        if out.iter().any(|r| r.name == route.name) {
+            return Err(key_error(
+                format!("{key}.name"),
+                format!(
+                    "{:?} is used by an earlier route; names must be unique",
+                    route.name
+                ),
+            ));
+        }
+        let matching = RouteMatch {
+            hosts: route
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(j, h)| route_host(h).map_err(|m| key_error(format!("{key}.hosts[{j}]"), m)))
+                .collect::<Result<_, _>>()?,
+            paths: if route.paths.is_empty() {
+                vec!["/".into()]
+            } else {
+                route
+                    .paths
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| {
+                        route_path(p).map_err(|m| key_error(format!("{key}.paths[{j}]"), m))
+                    })
+                    .collect::<Result<_, _>>()?
+            },
+        };
+        let (router, store_sets) = validate_routing(&route.routing, &format!("{key}.routing"), cx)?;
+        out.push(RouteConfig {
+            name: route.name.clone(),
+            matching,
+            strip_prefix: route.strip_prefix,
+            router: Arc::new(router),
+            store_sets,
+        });
+    }
+    let matches: Vec<RouteMatch> = out.iter().map(|r| r.matching.clone()).collect();
+    if let Err(c) = RouteTable::new(&matches) {
+        return Err(key_error(
+            format!("gateway.routes[{}]", c.second.0),
+            format!(
+                "host {} and path {:?} are also claimed by route {:?}",
+                c.host, c.path, out[c.first.0].name
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// A route host: a name (compared lower-case) or `*.` followed by one.
+fn route_host(host: &str) -> Result<String, String> {
+    let lower = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(lower)
+    } else {
+        Err(format!("{host:?} is not a host name or a `*.` wildcard"))
+    }
+}
+
+/// A route path prefix, normalized as request paths are.
+fn route_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') || path.contains(['?', '#']) {
+        return Err(format!("{path:?} is not a path prefix starting with /"));
+    }
+    let mut out = Vec::new();
+    normalize_path(path.as_bytes(), &mut out).map_err(|e| format!("{path:?}: {e}"))?;
+    String::from_utf8(out).map_err(|_| format!("{path:?} is not UTF-8"))
+}
+
+/// One routing block (`key` names it in errors): the router and its store-backed rules.
+fn validate_routing(
+    routing: &FileRouting,
+    key: &str,
+    cx: &Context<'_>,
+) -> Result<(Router, BTreeMap<String, String>), KeyError> {
+    if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
+        return Err(key_error(
+            format!("{key}.cookie"),
+            format!("{:?} is not a valid cookie name", routing.cookie),
+        ));
+    }
+    let default_group = (cx.group_id)(format!("{key}.default"), &routing.default)?;
+    let mut rules = Vec::with_capacity(routing.rules.len());
+    let mut store_sets = BTreeMap::new();
+    for (i, rule) in routing.rules.iter().enumerate() {
+        let rule_key = format!("{key}.rules[{i}]");
+        if rule.name.is_empty() {
+            return Err(key_error(
+                format!("{rule_key}.name"),
+                "must not be empty".into(),
+            ));
+        }
+        if routing.rules[..i].iter().any(|r| r.name == rule.name) {
+            return Err(key_error(
+                format!("{rule_key}.name"),
+                format!(
+                    "{:?} is used by an earlier rule; names must be unique",
+                    rule.name
+                ),
+            ));
+        }
+        rules.push(validate_rule(rule, &rule_key, cx.base, cx.group_id)?);
+        if let Some(set) = &rule.users_store {
+            let set_key = format!("{rule_key}.users_store");
+            if !cx.has_store {
+                return Err(key_error(set_key, "needs a `gateway.store` section".into()));
+            }
+            if set.is_empty() || !set.bytes().all(is_token_byte) {
+                return Err(key_error(
+                    set_key,
+                    format!("{set:?} is not a valid set name"),
+                ));
+            }
+            store_sets.insert(rule.name.clone(), set.clone());
+        }
+    }
+    let router = Router {
+        group_names: cx.group_names.to_vec(),
+        cookie: routing.cookie.clone(),
+        default_group,
+        rules,
+        mode: Mode::Rules,
+        signing_keys: signing_keys(routing, key)?,
+    };
+    Ok((router, store_sets))
+}
+
+fn signing_keys(routing: &FileRouting, prefix: &str) -> Result<Vec<Box<[u8]>>, KeyError> {
+    let (key, keys): (String, Vec<String>) = match (&routing.signing_key, &routing.signing_key_env)
+    {
         (None, None) => return Ok(Vec::new()),
         (Some(_), Some(_)) => {
             return Err(key_error(
-                "gateway.routing".into(),
+                prefix.into(),
                 "set either `signing_key` or `signing_key_env`, not both".into(),
             ))
         }
-        (Some(FileKeys::One(k)), None) => ("gateway.routing.signing_key", vec![k.clone()]),
-        (Some(FileKeys::Several(ks)), None) => ("gateway.routing.signing_key", ks.clone()),
+        (Some(FileKeys::One(k)), None) => (format!("{prefix}.signing_key"), vec![k.clone()]),
+        (Some(FileKeys::Several(ks)), None) => (format!("{prefix}.signing_key"), ks.clone()),
         (None, Some(var)) => {
             let value = std::env::var(var).map_err(|_| {
                 key_error(
-                    "gateway.routing.signing_key_env".to_string(),
+                    format!("{prefix}.signing_key_env"),
                     format!("environment variable {var} is not set"),
                 )
             })?;
             (
-                "gateway.routing.signing_key_env",
+                format!("{prefix}.signing_key_env"),
                 value.split(',').map(|k| k.trim().to_string()).collect(),
             )
         }
     };
     if keys.is_empty() {
-        return Err(key_error(key.into(), "needs at least one key".into()));
+        return Err(key_error(key, "needs at least one key".into()));
     }
     if keys.iter().any(|k| k.len() < MIN_SIGNING_KEY_LEN) {
         return Err(key_error(
-            key.into(),
+            key,
             format!("every key must be at least {MIN_SIGNING_KEY_LEN} bytes (value not shown)"),
         ));
     }
     Ok(keys.into_iter().map(|k| k.into_bytes().into()).collect())
 }
 
-pub(super) fn validate_rule(
+fn validate_rule(
     rule: &FileRule,
     key: &str,
     base: &Path,

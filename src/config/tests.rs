@@ -51,7 +51,9 @@ fn good_config_loads_into_typed_values() {
     assert_eq!(gw.groups[0].name, "canary"); // groups are kept in name order
     assert_eq!(gw.groups[0].servers.len(), 2);
     assert_eq!(gw.decision_header.as_deref(), Some("x-canary-group"));
-    let r = &gw.router;
+    assert_eq!(gw.routes.len(), 1);
+    assert_eq!(gw.routes[0].name, "default");
+    let r = &gw.routes[0].router;
     assert_eq!(r.group_name(r.default_group), "stable");
     assert!(
         matches!(&r.rules[0].matcher, Matcher::Header { name, .. } if name == "x-canary-group")
@@ -348,7 +350,7 @@ fn users_file_resolves_against_the_config_folder() {
     let path = dir.join("gw.yaml");
     std::fs::write(&path, text).expect("write");
     let loaded = load_file(&path).expect("valid");
-    let r = &loaded.gateway.router;
+    let r = &loaded.gateway.routes[0].router;
     for user in ["alice", "carol", "dave"] {
         assert_eq!(
             r.decide(Some(user.as_bytes()), &[][..]).reason,

@@ -59,6 +59,7 @@ impl WriteJson for AccessRecord<'_> {
         key(out, "status");
         text::push_u64(out, u64::from(self.status));
         for (name, value) in [
+            ("route", self.route),
             ("group", self.group),
             ("rule", self.rule),
             ("reason", self.reason),
@@ -215,6 +216,7 @@ mod tests {
             host: "evil\"host\\\n",
             path: "/a?b=\u{1}",
             status: 503,
+            route: "default",
             group: "canary",
             rule: "rollout",
             reason: "percent",
@@ -240,7 +242,8 @@ mod tests {
         assert_eq!(line["bytes_sent"], 12);
         assert_eq!(line["duration_ms"], 1.5);
         assert_eq!(line["upstream_duration_ms"], 0.25);
-        assert_eq!(line.as_object().map(|o| o.len()), Some(14));
+        assert_eq!(line["route"], "default");
+        assert_eq!(line.as_object().map(|o| o.len()), Some(15));
         let unanswered = record(None, None);
         assert!(unanswered["upstream"].is_null());
         assert!(unanswered["upstream_duration_ms"].is_null());

@@ -193,27 +193,41 @@ impl AdminApp {
         let path = uri.path();
         let query = uri.query();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // `/routes/{route}/...` names a route; the same paths without it mean every route
+        // (rollback, promote, resume) or the one route there is (rules).
+        let (route, rest) = match segments.as_slice() {
+            ["routes", route, rest @ ..] if !rest.is_empty() => (Some(*route), rest),
+            all => (None, all),
+        };
         let not_allowed = || ApiError::new(405, format!("{method} is not allowed on {path}"));
         let ok = |generation: u64| json!({ "ok": true, "generation": generation });
-        match segments.as_slice() {
-            ["status"] => match method {
+        match (route, rest) {
+            (None, ["status"]) => match method {
                 Method::GET => Ok(views::status(&self.controller.view())),
                 _ => Err(not_allowed()),
             },
-            ["explain"] => match method {
+            (None, ["explain"]) => match method {
                 Method::GET => {
-                    let user = query_param(query, "user");
-                    let header = query_param(query, "header");
-                    let explanation = self.controller.explain(user.as_deref(), header.as_deref());
+                    let param = |name| query_param(query, name);
+                    let (host, target, user, header) =
+                        (param("host"), param("path"), param("user"), param("header"));
+                    let explanation = self.controller.explain(
+                        host.as_deref(),
+                        target.as_deref(),
+                        user.as_deref(),
+                        header.as_deref(),
+                    )?;
                     Ok(views::explain(
                         &explanation,
+                        host.as_deref(),
+                        target.as_deref(),
                         user.as_deref(),
                         header.as_deref(),
                     ))
                 }
                 _ => Err(not_allowed()),
             },
-            ["reload"] => match method {
+            (None, ["reload"]) => match method {
                 Method::POST => self.controller.reload().map(ok).map_err(|e| {
                     ApiError::new(
                         400,
@@ -222,44 +236,57 @@ impl AdminApp {
                 }),
                 _ => Err(not_allowed()),
             },
-            ["rollback"] | ["resume"] => match method {
+            (_, ["rollback"] | ["resume"]) => match method {
                 Method::POST => {
-                    let mode = if segments[0] == "rollback" {
+                    let mode = if rest[0] == "rollback" {
                         OverlayMode::Rollback
                     } else {
                         OverlayMode::Rules
                     };
-                    self.controller.set_mode(mode).map(ok)
+                    let route = route
+                        .map(|r| self.controller.route_name(Some(r)))
+                        .transpose()?;
+                    self.controller.set_mode(route.as_deref(), mode).map(ok)
                 }
                 _ => Err(not_allowed()),
             },
-            ["promote"] => match method {
+            (_, ["promote"]) => match method {
                 Method::POST => {
+                    let route = route
+                        .map(|r| self.controller.route_name(Some(r)))
+                        .transpose()?;
                     let body: PromoteBody = parse_body(&read_body(session).await?)?;
                     self.controller
-                        .set_mode(OverlayMode::Promote(body.group))
+                        .set_mode(route.as_deref(), OverlayMode::Promote(body.group))
                         .map(ok)
                 }
                 _ => Err(not_allowed()),
             },
-            ["rules", name, "percent"] => match method {
+            (_, ["rules", name, "percent"]) => match method {
                 Method::PUT => {
+                    let route = self.controller.route_name(route)?;
                     let body: PercentBody = parse_body(&read_body(session).await?)?;
-                    self.controller.set_percent(name, body.percent).map(ok)
+                    self.controller
+                        .set_percent(&route, name, body.percent)
+                        .map(ok)
                 }
                 _ => Err(not_allowed()),
             },
-            ["rules", name, "users"] => match method {
+            (_, ["rules", name, "users"]) => match method {
                 Method::POST => {
+                    let route = self.controller.route_name(route)?;
                     let UsersBody { add, remove } = parse_body(&read_body(session).await?)?;
                     if add.is_empty() && remove.is_empty() {
                         return Err(ApiError::bad_request("add", "nothing to add or remove"));
                     }
-                    match self.controller.store_set(name) {
+                    match self.controller.store_set(&route, name) {
                         Some((store, set)) => {
                             self.store_write(&store, set, add, remove).await.map(ok)
                         }
-                        None => self.controller.change_users(name, &add, &remove).map(ok),
+                        None => self
+                            .controller
+                            .change_users(&route, name, &add, &remove)
+                            .map(ok),
                     }
                 }
                 _ => Err(not_allowed()),

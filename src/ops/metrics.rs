@@ -36,11 +36,13 @@ fn refresh(controller: &Controller) {
         }
     }
     m.users.reset();
-    for rule in &state.router.rules {
-        if let Matcher::Users { users } = &rule.matcher {
-            m.users
-                .with_label_values(&[&rule.name])
-                .set(users.len() as i64);
+    for route in &state.routes {
+        for rule in &route.router.rules {
+            if let Matcher::Users { users } = &rule.matcher {
+                m.users
+                    .with_label_values(&[&route.name, &rule.name])
+                    .set(users.len() as i64);
+            }
         }
     }
 }

@@ -3,14 +3,15 @@
 
 use serde_json::{json, Value};
 
-use crate::routing::Matcher;
+use crate::config::RouteConfig;
+use crate::routing::{Matcher, Mode, Router};
 use crate::state::{Explanation, OverlayMode, View};
-use crate::upstreams::HealthProbe;
+use crate::upstreams::{HealthProbe, HostHeader};
 
-/// `GET /status`.
+/// `GET /status`. With one route, its rules and mode also stand at the top level, as they did
+/// before routes existed.
 pub fn status(view: &View) -> Value {
     let state = &view.state;
-    let router = &state.router;
     let groups: Vec<Value> = state
         .pools
         .iter()
@@ -23,7 +24,12 @@ pub fn status(view: &View) -> Value {
                     "type": match hc.probe { HealthProbe::Tcp => "tcp", _ => "http" },
                     "interval_ms": hc.interval.as_millis() as u64,
                 })),
-                "fallback": c.fallback.map(|g| router.group_name(g)),
+                "fallback": c.fallback.map(|g| state.group_name(g)),
+                "host_header": match &c.host_header {
+                    HostHeader::Client => "client".to_string(),
+                    HostHeader::Server => "server".to_string(),
+                    HostHeader::Name(name) => name.clone(),
+                },
                 "servers": pool.health().iter().map(|(addr, healthy)| json!({
                     "addr": addr.to_string(),
                     "weight": c.servers.iter().find(|s| s.addr == *addr).map_or(1, |s| s.weight),
@@ -32,63 +38,20 @@ pub fn status(view: &View) -> Value {
             })
         })
         .collect();
-    let rules: Vec<Value> = router
-        .rules
+    let routes: Vec<Value> = view
+        .routes
         .iter()
-        .map(|rule| {
-            let mut v = match &rule.matcher {
-                Matcher::Header { name, secret, from } => json!({
-                    "kind": "header",
-                    "header": name,
-                    "needs_secret": secret.is_some(),
-                    "from": from.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                }),
-                Matcher::Users { users } => {
-                    let delta = view.overlay.users.get(&rule.name);
-                    let store_set = view.store_sets.get(&rule.name);
-                    let source = match (store_set, delta) {
-                        (Some(_), _) => "store",
-                        (None, Some(_)) => "file+api",
-                        (None, None) => "file",
-                    };
-                    json!({
-                        "kind": "users",
-                        "group": router.group_name(rule.group),
-                        "users": users.len(),
-                        "users_source": source,
-                        "users_store": store_set,
-                        "api_added": delta.map_or(0, |d| d.add.len()),
-                        "api_removed": delta.map_or(0, |d| d.remove.len()),
-                    })
-                }
-                Matcher::Percent { share, seed } => json!({
-                    "kind": "percent",
-                    "group": router.group_name(rule.group),
-                    "percent": share.as_f64(),
-                    "percent_source": if view.overlay.percent.contains_key(&rule.name) { "api" } else { "file" },
-                    "seed": String::from_utf8_lossy(seed),
-                }),
-            };
-            v["name"] = json!(rule.name);
-            v
-        })
+        .zip(&state.routes)
+        .map(|(config, live)| route_status(view, config, &live.router))
         .collect();
-    let mode = match router.mode {
-        crate::routing::Mode::Rules => json!("rules"),
-        crate::routing::Mode::Rollback => json!("rollback"),
-        crate::routing::Mode::Promote(g) => json!({ "promote": router.group_name(g) }),
-    };
-    json!({
+    let mut status = json!({
         "generation": view.generation,
         "config_file": view.config_file,
         "state_file": view.state_file.as_ref().map(|p| p.display().to_string()),
-        "mode": mode,
-        "mode_source": if view.overlay.mode == OverlayMode::Rules { "file" } else { "api" },
-        "default_group": router.group_name(router.default_group),
-        "cookie": router.cookie,
+        "global_mode": mode_json(&view.overlay.mode),
         "listen": view.listen,
         "groups": groups,
-        "rules": rules,
+        "routes": routes,
         "overlay_warnings": view.overlay_warnings,
         "store": view.store.as_ref().map(|store| json!({
             "redis": store.config.redacted_url(),
@@ -105,20 +68,110 @@ pub fn status(view: &View) -> Value {
             "ok": r.error.is_none(),
             "error": r.error,
         })),
+    });
+    if let [only] = routes.as_slice() {
+        for key in ["mode", "mode_source", "default_group", "cookie", "rules"] {
+            status[key] = only[key].clone();
+        }
+    }
+    status
+}
+
+/// One route in `/status`: what it matches, its override and its rules with their sources.
+fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
+    let name = router.group_names.as_slice();
+    let group = |g: crate::routing::GroupId| name.get(g.0).map_or("?", String::as_str);
+    let changes = view.overlay.route(&config.name);
+    let rules: Vec<Value> = router
+        .rules
+        .iter()
+        .map(|rule| {
+            let mut v = match &rule.matcher {
+                Matcher::Header { name, secret, from } => json!({
+                    "kind": "header",
+                    "header": name,
+                    "needs_secret": secret.is_some(),
+                    "from": from.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                }),
+                Matcher::Users { users } => {
+                    let delta = changes.and_then(|c| c.users.get(&rule.name));
+                    let store_set = config.store_sets.get(&rule.name);
+                    let source = match (store_set, delta) {
+                        (Some(_), _) => "store",
+                        (None, Some(_)) => "file+api",
+                        (None, None) => "file",
+                    };
+                    json!({
+                        "kind": "users",
+                        "group": group(rule.group),
+                        "users": users.len(),
+                        "users_source": source,
+                        "users_store": store_set,
+                        "api_added": delta.map_or(0, |d| d.add.len()),
+                        "api_removed": delta.map_or(0, |d| d.remove.len()),
+                    })
+                }
+                Matcher::Percent { share, seed } => json!({
+                    "kind": "percent",
+                    "group": group(rule.group),
+                    "percent": share.as_f64(),
+                    "percent_source": if changes.is_some_and(|c| c.percent.contains_key(&rule.name)) { "api" } else { "file" },
+                    "seed": String::from_utf8_lossy(seed),
+                }),
+            };
+            v["name"] = json!(rule.name);
+            v
+        })
+        .collect();
+    let mode = match router.mode {
+        Mode::Rules => json!("rules"),
+        Mode::Rollback => json!("rollback"),
+        Mode::Promote(g) => json!({ "promote": group(g) }),
+    };
+    let from_api = view.overlay.mode != OverlayMode::Rules
+        || changes.is_some_and(|c| c.mode != OverlayMode::Rules);
+    json!({
+        "name": config.name,
+        "hosts": config.matching.hosts,
+        "paths": config.matching.paths,
+        "strip_prefix": config.strip_prefix,
+        "mode": mode,
+        "mode_source": if from_api { "api" } else { "file" },
+        "default_group": group(router.default_group),
+        "cookie": router.cookie,
+        "rules": rules,
     })
 }
 
+fn mode_json(mode: &OverlayMode) -> Value {
+    match mode {
+        OverlayMode::Rules => json!("rules"),
+        OverlayMode::Rollback => json!("rollback"),
+        OverlayMode::Promote(group) => json!({ "promote": group }),
+    }
+}
+
 /// `GET /explain`.
-pub fn explain(e: &Explanation, user: Option<&str>, header: Option<&str>) -> Value {
-    let router = &e.state.router;
+pub fn explain(
+    e: &Explanation,
+    host: Option<&str>,
+    path: Option<&str>,
+    user: Option<&str>,
+    header: Option<&str>,
+) -> Value {
+    let route = e.route.and_then(|r| e.state.routes.get(r.0));
+    let decision = e.decision.as_ref();
     json!({
+        "host": host,
+        "path": path.unwrap_or("/"),
+        "route": route.map(|r| r.name.as_str()),
         "user": user,
         "user_valid": e.user_valid,
         "header": header,
-        "group": router.group_name(e.decision.group),
-        "rule": e.decision.rule.map(|_| router.rule_name(&e.decision)),
-        "reason": e.decision.reason.as_str(),
+        "group": decision.map(|d| e.state.group_name(d.group)),
+        "rule": route.zip(decision).filter(|(_, d)| d.rule.is_some()).map(|(r, d)| r.rule_name(d)),
+        "reason": decision.map_or("no_route", |d| d.reason.as_str()),
         "group_healthy": e.group_healthy,
-        "served_by": e.served_by.map(|g| router.group_name(g)),
+        "served_by": e.served_by.map(|g| e.state.group_name(g)),
     })
 }

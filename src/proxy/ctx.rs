@@ -9,8 +9,9 @@ use http::HeaderValue;
 use pingora_core::Result;
 
 use super::errors::no_decision;
+use crate::routing::routes::RouteId;
 use crate::routing::{Decision, GroupId};
-use crate::state::GatewayState;
+use crate::state::{GatewayState, RouteState};
 
 /// Counts requests in progress, so a graceful shutdown can end as soon as they are done, and
 /// carries the "closing" flag: once set, every response closes its client connection, so
@@ -74,6 +75,10 @@ pub struct Client {
 pub struct RequestCtx {
     pub(super) _in_flight: InFlightGuard,
     pub(super) state: Option<Arc<GatewayState>>,
+    /// The route serving the request (`None` before routing, or when no route matched).
+    pub(super) route: Option<RouteId>,
+    /// The length of the path prefix that chose the route (for `strip_prefix`).
+    pub(super) prefix_len: usize,
     pub(super) decision: Option<Decision>,
     pub(super) client: Client,
     /// The request id, as sent upstream and back to the client.
@@ -104,6 +109,8 @@ impl RequestCtx {
         RequestCtx {
             _in_flight: in_flight.enter(),
             state: None,
+            route: None,
+            prefix_len: 0,
             decision: None,
             client: Client::default(),
             request_id: HeaderValue::from_static(""),
@@ -128,6 +135,11 @@ impl RequestCtx {
             .ok_or_else(no_decision)
     }
 
+    /// The route serving the request, once routed.
+    pub(super) fn route_state(&self) -> Option<&RouteState> {
+        self.state.as_ref()?.routes.get(self.route?.0)
+    }
+
     /// The request id as text, for logs (it is always ASCII).
     pub(super) fn id(&self) -> &str {
         self.request_id.to_str().unwrap_or("")
@@ -135,6 +147,6 @@ impl RequestCtx {
 
     pub(super) fn served_group_name(&self) -> Option<&str> {
         let state = self.state.as_ref()?;
-        Some(state.router.group_name(self.served_group?))
+        Some(state.group_name(self.served_group?))
     }
 }

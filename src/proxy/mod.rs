@@ -32,10 +32,11 @@ pub use ctx::{InFlight, RequestCtx};
 use errors::{check_framing, error_status, has_body, send_error_response};
 use request_id::X_REQUEST_ID;
 
+use crate::routing::routes::{normalize_path, RouteId};
 use crate::routing::{HeaderLookup, Router};
-use crate::state::metrics::METRICS;
-use crate::state::GatewayState;
-use crate::upstreams;
+use crate::state::metrics::{self, METRICS};
+use crate::state::{GatewayState, RouteScratch};
+use crate::upstreams::{self, HostHeader};
 
 /// One request, as logged: one JSON object per line.
 pub struct AccessRecord<'a> {
@@ -46,6 +47,7 @@ pub struct AccessRecord<'a> {
     pub host: &'a str,
     pub path: &'a str,
     pub status: u16,
+    pub route: &'a str,
     pub group: &'a str,
     pub rule: &'a str,
     pub reason: &'a str,
@@ -143,7 +145,7 @@ impl ProxyHttp for CanaryProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.state.load_full();
         let limits = state.limits;
-        route(session, ctx, state);
+        route(session, ctx, state)?;
         check_framing(session.req_header(), limits.max_body_bytes)?;
         if session.is_upgrade_req() && forwarding::is_websocket_upgrade(session.req_header()) {
             let closing = self.in_flight.is_closing();
@@ -238,7 +240,8 @@ impl ProxyHttp for CanaryProxy {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        forwarding::set_forwarding_headers(upstream_request, &ctx.client, tls, &ctx.request_id)
+        forwarding::set_forwarding_headers(upstream_request, &ctx.client, tls, &ctx.request_id)?;
+        rewrite_for_upstream(upstream_request, ctx)
     }
 
     async fn upstream_response_filter(
@@ -261,29 +264,37 @@ impl ProxyHttp for CanaryProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let (Some(state), Some(decision)) = (ctx.state.as_ref(), ctx.decision.as_ref()) else {
-            return;
-        };
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .or(ctx.error_status)
             .unwrap_or(0);
-        let served = ctx.served_group.unwrap_or(decision.group);
         let elapsed = ctx.started.elapsed();
-        state.metrics.record(
-            served.0,
-            decision.rule.map(|r| r.0),
-            status,
-            elapsed.as_secs_f64(),
-        );
-        let fell_back = served != decision.group;
-        if fell_back {
-            let router = &state.router;
-            METRICS
-                .fallbacks
-                .with_label_values(&[router.group_name(decision.group), router.group_name(served)])
-                .inc();
+        match (ctx.route_state(), ctx.decision.as_ref()) {
+            (Some(route), Some(decision)) => {
+                let served = ctx.served_group.unwrap_or(decision.group);
+                route.metrics.record(
+                    served.0,
+                    decision.rule.map(|r| r.0),
+                    status,
+                    elapsed.as_secs_f64(),
+                );
+                if served != decision.group {
+                    if let Some(state) = &ctx.state {
+                        METRICS
+                            .fallbacks
+                            .with_label_values(&[
+                                &route.name,
+                                state.group_name(decision.group),
+                                state.group_name(served),
+                            ])
+                            .inc();
+                    }
+                }
+            }
+            // Routing itself answered: no route (404) or a path above `/` (400).
+            _ if ctx.state.is_some() => metrics::record_unrouted(status),
+            _ => return,
         }
         if let Some(log) = &self.access_log {
             log_request(log.as_ref(), session, ctx, status, elapsed);
@@ -292,21 +303,92 @@ impl ProxyHttp for CanaryProxy {
 }
 
 /// Works out, once per request, what every later step reads from the context: the request
-/// id, the client, the verified user id and the routing decision.
-fn route(session: &Session, ctx: &mut RequestCtx, state: Arc<GatewayState>) {
+/// id, the client, the route (404 when none matches), the verified user id and the route's
+/// decision.
+fn route(session: &Session, ctx: &mut RequestCtx, state: Arc<GatewayState>) -> Result<()> {
     let peer = session
         .client_addr()
         .and_then(|addr| addr.as_inet())
         .map(|addr| addr.ip());
-    let headers = &session.req_header().headers;
+    let request = session.req_header();
+    let headers = &request.headers;
     ctx.request_id = request_id::from_request(headers);
     ctx.client = forwarding::client(peer, headers, &state.trusted_proxies);
-    let user = user_id(&state.router, headers);
-    ctx.decision = Some(state.router.decide(user, &Headers(headers, ctx.client.ip)));
+    let found = find_route(&state, request)?;
+    let Some((route, prefix_len)) = found else {
+        ctx.state = Some(state);
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(404),
+            "no route for this host and path",
+        ));
+    };
+    let router = &state.routes[route.0].router;
+    let user = user_id(router, headers);
+    ctx.decision = Some(router.decide(user, &Headers(headers, ctx.client.ip)));
     if state.selects_by_user {
         ctx.client.user = user.map(Box::from);
     }
+    ctx.route = Some(route);
+    ctx.prefix_len = prefix_len;
     ctx.state = Some(state);
+    Ok(())
+}
+
+/// The route for the request's host (`Host`, or the target's authority) and path; a path that
+/// climbs above `/` is a 400.
+fn find_route(state: &GatewayState, request: &RequestHeader) -> Result<Option<(RouteId, usize)>> {
+    if state.table.is_none() {
+        return Ok(Some((RouteId(0), 0)));
+    }
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| request.uri.host().map(str::as_bytes))
+        .unwrap_or_default();
+    state
+        .find_route(host, request.raw_path(), &mut RouteScratch::default())
+        .map_err(|_| errors::bad_request("the path climbs above /"))
+}
+
+/// What the route and the serving group change in the request the upstream gets: the path
+/// without the route's prefix (`strip_prefix`), and the group's `host_header`.
+fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+    if ctx.route_state().is_some_and(|r| r.strip_prefix) && ctx.prefix_len > 0 {
+        let target = stripped_target(request.raw_path(), ctx.prefix_len)?;
+        request.set_uri(target);
+    }
+    let (Some(state), Some(group)) = (&ctx.state, ctx.served_group) else {
+        return Ok(());
+    };
+    match state.pools.get(group.0).map(|p| &p.config.host_header) {
+        Some(HostHeader::Server) => {
+            if let Some(addr) = ctx.upstream_addr {
+                request.insert_header(http::header::HOST, addr.to_string())?;
+            }
+        }
+        Some(HostHeader::Name(name)) => request.insert_header(http::header::HOST, name.as_str())?,
+        Some(HostHeader::Client) | None => {}
+    }
+    Ok(())
+}
+
+/// The target without the first `prefix_len` bytes of its normalized path (the matched route
+/// prefix), always starting with `/`, the query kept: `/api/x?q` with `/api/` → `/x?q`.
+fn stripped_target(raw: &[u8], prefix_len: usize) -> Result<http::Uri> {
+    let mut path = Vec::new();
+    normalize_path(raw, &mut path).map_err(|_| errors::bad_request("the path climbs above /"))?;
+    let rest = path.get(prefix_len..).unwrap_or_default();
+    let mut target = Vec::with_capacity(rest.len() + 1);
+    if !rest.starts_with(b"/") {
+        target.push(b'/');
+    }
+    target.extend_from_slice(rest);
+    if let Some(query) = raw.iter().position(|&b| b == b'?') {
+        target.extend_from_slice(&raw[query..]);
+    }
+    http::Uri::try_from(target)
+        .map_err(|_| Error::explain(ErrorType::InternalError, "stripped target is not a URI"))
 }
 
 /// Counts a piece of the request body against the limits: 413 over `max_body_bytes`, 408 once
@@ -407,7 +489,7 @@ fn set_response_headers(
 fn no_server(ctx: &RequestCtx) -> Box<Error> {
     let wanted = ctx
         .routed()
-        .map(|(state, decision)| state.router.group_name(decision.group))
+        .map(|(state, decision)| state.group_name(decision.group))
         .unwrap_or("?");
     if ctx.failed_servers.is_empty() {
         warn!("request {}: no healthy server for group {wanted}", ctx.id());
@@ -451,11 +533,10 @@ fn set_decision_header(response: &mut ResponseHeader, ctx: &RequestCtx) -> Resul
             response.insert_header(name.clone(), value.clone())?;
         }
         _ => {
-            let router = &state.router;
             let value = format!(
                 "{}; reason=fallback; from={}",
-                router.group_name(served),
-                router.group_name(decision.group)
+                state.group_name(served),
+                state.group_name(decision.group)
             );
             response.insert_header(name.clone(), value)?;
         }
@@ -471,11 +552,12 @@ fn log_request(
     status: u16,
     elapsed: Duration,
 ) {
-    let Ok((state, decision)) = ctx.routed() else {
+    let Some(state) = &ctx.state else {
         return;
     };
-    let router = &state.router;
-    let served = ctx.served_group.unwrap_or(decision.group);
+    let route = ctx.route_state();
+    let decision = ctx.decision.as_ref();
+    let served = ctx.served_group.or(decision.map(|d| d.group));
     let request = session.req_header();
     let host = request
         .headers
@@ -501,12 +583,13 @@ fn log_request(
         host,
         path: &path,
         status,
-        group: router.group_name(served),
-        rule: router.rule_name(decision),
-        reason: if served != decision.group {
-            "fallback"
-        } else {
-            decision.reason.as_str()
+        route: route.map_or(metrics::NO_ROUTE, |r| r.name.as_str()),
+        group: served.map_or("", |g| state.group_name(g)),
+        rule: route.zip(decision).map_or("", |(r, d)| r.rule_name(d)),
+        reason: match decision {
+            Some(d) if served != Some(d.group) => "fallback",
+            Some(d) => d.reason.as_str(),
+            None => "no_route",
         },
         upstream: ctx.upstream_addr,
         bytes_sent: session.body_bytes_sent(),
@@ -565,5 +648,19 @@ mod tests {
             !may_resend(&again, &request("GET", &[]), &reset),
             "at most once"
         );
+    }
+
+    #[test]
+    fn prefixes_are_stripped_from_the_normalized_path() {
+        let strip = |raw: &str, len| {
+            stripped_target(raw.as_bytes(), len)
+                .expect("uri")
+                .to_string()
+        };
+        assert_eq!(strip("/api/x?q=1", 5), "/x?q=1");
+        assert_eq!(strip("/api/x", 4), "/x");
+        assert_eq!(strip("/api", 4), "/");
+        assert_eq!(strip("/api/", 5), "/");
+        assert_eq!(strip("/x/../api/y", 5), "/y");
     }
 }

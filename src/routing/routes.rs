@@ -47,12 +47,12 @@ impl Prefixes {
         Ok(())
     }
 
-    /// The route of the longest prefix of `path`.
-    fn longest(&self, path: &[u8]) -> Option<RouteId> {
+    /// The route of the longest prefix of `path`, and that prefix's length.
+    fn longest(&self, path: &[u8]) -> Option<(RouteId, usize)> {
         self.lengths
             .iter()
             .filter(|&&len| len <= path.len())
-            .find_map(|&len| self.routes.get(&path[..len]).copied())
+            .find_map(|&len| Some((*self.routes.get(&path[..len])?, len)))
     }
 }
 
@@ -107,8 +107,9 @@ impl RouteTable {
     }
 
     /// The route for `host` (lower-case, no port, no trailing dot: see [`normalize_host`]) and
-    /// `path` (normalized: see [`normalize_path`]); `None` when no route matches.
-    pub fn find(&self, host: &[u8], path: &[u8]) -> Option<RouteId> {
+    /// `path` (normalized: see [`normalize_path`]) with the length of the path prefix that
+    /// matched; `None` when no route matches.
+    pub fn find(&self, host: &[u8], path: &[u8]) -> Option<(RouteId, usize)> {
         if let Some(route) = self.exact.get(host).and_then(|p| p.longest(path)) {
             return Some(route);
         }
@@ -254,7 +255,7 @@ mod tests {
         let (mut h, mut p) = (Vec::new(), Vec::new());
         let host = normalize_host(host.as_bytes(), &mut h)?;
         normalize_path(target.as_bytes(), &mut p).ok()?;
-        table.find(host, &p).map(|r| r.0)
+        table.find(host, &p).map(|(r, _)| r.0)
     }
 
     /// (what, host, target, expected route)
@@ -373,6 +374,19 @@ mod tests {
         assert_eq!(find(&t, "a.example", "/app/x"), Some(0));
         assert_eq!(find(&t, "a.example", "/other"), None);
         assert_eq!(find(&t, "b.example", "/app/x"), None);
+    }
+
+    #[test]
+    fn the_matched_prefix_length_is_returned() {
+        let t = table();
+        assert_eq!(
+            t.find(b"tools2online.com", b"/api/v2/x"),
+            Some((RouteId(4), 7))
+        );
+        assert_eq!(
+            t.find(b"other.example", b"/static/a"),
+            Some((RouteId(3), 8))
+        );
     }
 
     #[test]

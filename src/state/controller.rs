@@ -3,7 +3,6 @@
 //! swaps it in atomically. Requests never take its lock: they read the state through
 //! `arc-swap`, and a request in flight keeps the snapshot it started with.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -14,8 +13,9 @@ use log::{error, info, warn};
 use super::metrics::METRICS;
 use super::overlay::{apply_overlay, read_state_file, write_state_file, Overlay, OverlayMode};
 use super::store::Store;
-use super::{GatewayState, StateError};
-use crate::config::{self, GatewayConfig};
+use super::{GatewayState, RouteScratch, StateError};
+use crate::config::{self, GatewayConfig, RouteConfig};
+use crate::routing::routes::RouteId;
 use crate::routing::{is_valid_user_id, Decision, HeaderLookup, Matcher, Percent, Router};
 use crate::upstreams::{self, Pool};
 
@@ -83,16 +83,16 @@ impl Controller {
             None => Overlay::default(),
         };
         let store = match &config.store {
-            Some(store_config) => {
-                let sets: Vec<String> = config.store_sets.values().cloned().collect();
-                Some(Arc::new(Store::new(store_config.clone(), &sets)?))
-            }
+            Some(store_config) => Some(Arc::new(Store::new(
+                store_config.clone(),
+                &config.store_set_names(),
+            )?)),
             None => None,
         };
         if store.is_some() {
             warn!(
                 "store: user sets {:?} serve from their users files (or empty) until Redis is loaded",
-                config.store_sets.values().collect::<Vec<_>>()
+                config.store_set_names()
             );
         }
         let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref())?;
@@ -124,10 +124,39 @@ impl Controller {
         self.store.clone()
     }
 
-    /// The store and set behind a store-backed users rule.
-    pub fn store_set(&self, rule: &str) -> Option<(Arc<Store>, String)> {
-        let set = self.lock().base.store_sets.get(rule).cloned()?;
+    /// The store and set behind a store-backed users rule of `route` (see [`Self::route_name`]).
+    pub fn store_set(&self, route: &str, rule: &str) -> Option<(Arc<Store>, String)> {
+        let set = self
+            .lock()
+            .base
+            .route(route)?
+            .store_sets
+            .get(rule)
+            .cloned()?;
         Some((self.store.clone()?, set))
+    }
+
+    /// The route an admin request names: `Some(name)` must exist (404); `None` (the paths
+    /// without `/routes/{route}`) means the one route, and is refused when there are several.
+    pub fn route_name(&self, route: Option<&str>) -> Result<String, StateError> {
+        let inner = self.lock();
+        let routes = &inner.base.routes;
+        match route {
+            Some(name) if routes.iter().any(|r| r.name == name) => Ok(name.to_string()),
+            Some(name) => Err(StateError::not_found(format!("no route named {name:?}"))),
+            None => match routes.as_slice() {
+                [only] => Ok(only.name.clone()),
+                _ => Err(StateError::not_found(format!(
+                    "there are {} routes: use /routes/{{route}}/... (routes: {})",
+                    routes.len(),
+                    routes
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            },
+        }
     }
 
     /// Rebuilds the routing after the store's snapshots changed.
@@ -214,30 +243,38 @@ impl Controller {
         }
     }
 
-    /// `PUT /rules/{name}/percent`.
-    pub fn set_percent(&self, rule: &str, percent: Percent) -> Result<u64, StateError> {
+    /// `PUT /routes/{route}/rules/{rule}/percent`.
+    pub fn set_percent(
+        &self,
+        route: &str,
+        rule: &str,
+        percent: Percent,
+    ) -> Result<u64, StateError> {
         self.change(|inner, overlay| {
-            find_rule_of_kind(&inner.base, rule, "percent", |m| {
+            find_rule_of_kind(&inner.base, route, rule, "percent", |m| {
                 matches!(m, Matcher::Percent { .. })
             })?;
-            overlay.percent.insert(rule.to_string(), percent.as_f64());
+            let changes = overlay.routes.entry(route.to_string()).or_default();
+            changes.percent.insert(rule.to_string(), percent.as_f64());
             Ok(())
         })
     }
 
-    /// `POST /rules/{name}/users`.
+    /// `POST /routes/{route}/rules/{rule}/users`.
     pub fn change_users(
         &self,
+        route: &str,
         rule: &str,
         add: &[String],
         remove: &[String],
     ) -> Result<u64, StateError> {
         check_user_ids(add, remove)?;
         self.change(|inner, overlay| {
-            find_rule_of_kind(&inner.base, rule, "users", |m| {
+            find_rule_of_kind(&inner.base, route, rule, "users", |m| {
                 matches!(m, Matcher::Users { .. })
             })?;
-            overlay
+            let changes = overlay.routes.entry(route.to_string()).or_default();
+            changes
                 .users
                 .entry(rule.to_string())
                 .or_default()
@@ -246,21 +283,34 @@ impl Controller {
         })
     }
 
-    /// `POST /rollback`, `POST /promote`, `POST /resume`.
-    pub fn set_mode(&self, mode: OverlayMode) -> Result<u64, StateError> {
+    /// `POST /rollback|promote|resume` (`route: None`: every route; resuming clears every
+    /// route's own override too) and `POST /routes/{route}/rollback|promote|resume`.
+    pub fn set_mode(&self, route: Option<&str>, mode: OverlayMode) -> Result<u64, StateError> {
         self.change(|inner, overlay| {
             if let OverlayMode::Promote(group) = &mode {
-                if inner.base.router.group_by_name(group.as_bytes()).is_none() {
+                if !inner.base.groups.iter().any(|g| &g.name == group) {
+                    let names: Vec<&str> =
+                        inner.base.groups.iter().map(|g| g.name.as_str()).collect();
                     return Err(StateError::bad_request(
                         "group",
-                        format!(
-                            "{group:?} is not a group (groups: {})",
-                            inner.base.router.group_names.join(", ")
-                        ),
+                        format!("{group:?} is not a group (groups: {})", names.join(", ")),
                     ));
                 }
             }
-            overlay.mode = mode.clone();
+            match route {
+                Some(route) => {
+                    overlay.routes.entry(route.to_string()).or_default().mode = mode.clone();
+                }
+                None => {
+                    if mode == OverlayMode::Rules {
+                        overlay
+                            .routes
+                            .values_mut()
+                            .for_each(|r| r.mode = OverlayMode::Rules);
+                    }
+                    overlay.mode = mode.clone();
+                }
+            }
             Ok(())
         })
     }
@@ -300,7 +350,7 @@ impl Controller {
             config_file: self.source.describe(),
             state_file: self.state_file.clone(),
             overlay: inner.overlay.clone(),
-            store_sets: inner.base.store_sets.clone(),
+            routes: inner.base.routes.clone(),
             listen: inner.base.listen.clone(),
             overlay_warnings: inner.overlay_warnings.clone(),
             last_reload: inner.last_reload.clone(),
@@ -308,18 +358,44 @@ impl Controller {
         }
     }
 
-    /// `GET /explain`: what `decide()` says for this user (and override header value), and
-    /// where the fallback walk would serve it right now.
-    pub fn explain(&self, user: Option<&str>, header: Option<&str>) -> Explanation {
+    /// `GET /explain`: the route for `host` and `path` (when no host is given, any host; the
+    /// path defaults to `/`), what its rules decide for this user (and override header
+    /// value), and where the fallback walk would serve it right now.
+    pub fn explain(
+        &self,
+        host: Option<&str>,
+        path: Option<&str>,
+        user: Option<&str>,
+        header: Option<&str>,
+    ) -> Result<Explanation, StateError> {
         let state = self.state.load_full();
+        let mut scratch = RouteScratch::default();
+        let found = state
+            .find_route(
+                host.unwrap_or("").as_bytes(),
+                path.unwrap_or("/").as_bytes(),
+                &mut scratch,
+            )
+            .map_err(|e| StateError::bad_request("path", e.to_string()))?;
+        let Some((route, _)) = found else {
+            return Ok(Explanation {
+                state,
+                route: None,
+                user_valid: false,
+                decision: None,
+                group_healthy: false,
+                served_by: None,
+            });
+        };
+        let router = &state.routes[route.0].router;
         let valid_user = user
             .filter(|u| is_valid_user_id(u.as_bytes()))
             .map(str::as_bytes);
         let headers = ExplainHeaders {
-            router: &state.router,
+            router,
             value: header,
         };
-        let decision = state.router.decide(valid_user, &headers);
+        let decision = router.decide(valid_user, &headers);
         let group_healthy = state
             .pools
             .get(decision.group.0)
@@ -332,13 +408,14 @@ impl Controller {
             None,
         )
         .map(|pick| pick.group);
-        Explanation {
+        Ok(Explanation {
             user_valid: valid_user.is_some(),
-            decision,
+            route: Some(route),
+            decision: Some(decision),
             group_healthy,
             served_by,
             state,
-        }
+        })
     }
 }
 
@@ -349,8 +426,8 @@ pub struct View {
     pub config_file: String,
     pub state_file: Option<PathBuf>,
     pub overlay: Overlay,
-    /// Rules whose users come from the store: rule name → set name.
-    pub store_sets: BTreeMap<String, String>,
+    /// The file's routes (hosts, paths, store-backed rules).
+    pub routes: Vec<RouteConfig>,
     pub listen: Vec<String>,
     pub overlay_warnings: Vec<String>,
     pub last_reload: Option<ReloadOutcome>,
@@ -361,8 +438,10 @@ pub struct View {
 pub struct Explanation {
     /// The state the decision was made on (for group and rule names).
     pub state: Arc<GatewayState>,
+    /// The route that serves the host and path (`None`: no route, the request gets 404).
+    pub route: Option<RouteId>,
     pub user_valid: bool,
-    pub decision: Decision,
+    pub decision: Option<Decision>,
     /// Whether the decided group has a healthy server.
     pub group_healthy: bool,
     /// The group the fallback walk picks now (`None`: nothing can serve).
@@ -403,11 +482,15 @@ pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateErro
 /// when it is another kind).
 fn find_rule_of_kind(
     config: &GatewayConfig,
+    route: &str,
     name: &str,
     kind: &str,
     is_kind: impl Fn(&Matcher) -> bool,
 ) -> Result<(), StateError> {
-    let matcher = config
+    let route = config
+        .route(route)
+        .ok_or_else(|| StateError::not_found(format!("no route named {route:?}")))?;
+    let matcher = route
         .router
         .rules
         .iter()
@@ -433,17 +516,19 @@ fn build_state(
     previous: Option<&GatewayState>,
     store: Option<&Store>,
 ) -> Result<(GatewayState, Vec<String>), StateError> {
-    let (mut router, warnings) = apply_overlay(&config.router, overlay);
+    let (mut routers, warnings) = apply_overlay(&config.routes, overlay);
     // Store-backed rules take the store's snapshot once one was loaded.
     if let Some(store) = store {
-        for rule in &mut router.rules {
-            let Some(set) = config.store_sets.get(&rule.name) else {
-                continue;
-            };
-            if let (Matcher::Users { users }, Some(snapshot)) =
-                (&mut rule.matcher, store.snapshot(set))
-            {
-                *users = snapshot;
+        for (route, router) in config.routes.iter().zip(&mut routers) {
+            for rule in &mut router.rules {
+                let Some(set) = route.store_sets.get(&rule.name) else {
+                    continue;
+                };
+                if let (Matcher::Users { users }, Some(snapshot)) =
+                    (&mut rule.matcher, store.snapshot(set))
+                {
+                    *users = snapshot;
+                }
             }
         }
     }
@@ -457,7 +542,8 @@ fn build_state(
                 .unwrap_or_else(|| Arc::new(Pool::new(group.clone())))
         })
         .collect();
-    let state = GatewayState::new(Arc::new(router), pools, config)?;
+    let routers = routers.into_iter().map(Arc::new).collect();
+    let state = GatewayState::new(routers, pools, config)?;
     Ok((state, warnings))
 }
 
@@ -470,23 +556,26 @@ mod tests {
         let base = config::load_demo().expect("demo").gateway;
         let controller = Controller::new(ConfigSource::Demo, base).expect("controller");
         controller
-            .change_users("vip", &["zoe".into()], &["alice".into()])
+            .change_users("default", "vip", &["zoe".into()], &["alice".into()])
             .expect("change");
         let status = controller.view();
-        let vip = &status.state.router.rules[1];
+        let vip = &status.state.routes[0].router.rules[1];
         assert_eq!(vip.name, "vip");
         let Matcher::Users { users } = &vip.matcher else {
             panic!("vip is a users rule")
         };
         assert_eq!(users.len(), 2, "alice out, zoe in");
         let rule = |user| {
-            let e = controller.explain(Some(user), None);
-            e.state.router.rule_name(&e.decision).to_string()
+            let e = controller
+                .explain(None, None, Some(user), None)
+                .expect("explained");
+            let decision = e.decision.expect("a route serves every request");
+            e.state.routes[0].rule_name(&decision).to_string()
         };
         assert_eq!(rule("zoe"), "vip");
         assert_eq!(rule("alice"), "default");
         controller
-            .change_users("vip", &["alice".into()], &["zoe".into()])
+            .change_users("default", "vip", &["alice".into()], &["zoe".into()])
             .expect("change back");
         assert_eq!(rule("alice"), "vip");
         assert_eq!(controller.generation(), 3);
@@ -498,15 +587,29 @@ mod tests {
         let c = Controller::new(ConfigSource::Demo, base).expect("controller");
         let five = Percent::new(5.0).expect("in range");
         assert_eq!(
-            c.set_percent("vip", five).unwrap_err().field.as_deref(),
+            c.set_percent("default", "vip", five)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("name")
         );
-        assert_eq!(c.set_percent("nope", five).unwrap_err().status, 404);
+        assert_eq!(
+            c.set_percent("default", "nope", five).unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            c.set_percent("nope", "rollout", five).unwrap_err().status,
+            404
+        );
+        assert_eq!(c.route_name(Some("nope")).unwrap_err().status, 404);
+        assert_eq!(c.route_name(None).expect("the one route"), "default");
         let bad = c
-            .change_users("vip", &["has space".into()], &[])
+            .change_users("default", "vip", &["has space".into()], &[])
             .unwrap_err();
         assert_eq!(bad.field.as_deref(), Some("add"));
-        let bad = c.set_mode(OverlayMode::Promote("nope".into())).unwrap_err();
+        let bad = c
+            .set_mode(None, OverlayMode::Promote("nope".into()))
+            .unwrap_err();
         assert_eq!(bad.field.as_deref(), Some("group"));
         assert_eq!(c.generation(), 1, "failed changes apply nothing");
     }

@@ -6,7 +6,7 @@
 //! in the `prometheus` crate's maps happen when a state is built, on rare events (errors,
 //! fallbacks, unusual status codes) and at scrape time.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -38,19 +38,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let requests = IntCounterVec::new(
         Opts::new(
             "gateway_requests_total",
-            "Proxied requests by serving group, deciding rule and status sent",
+            "Proxied requests by route, serving group, deciding rule and status sent",
         ),
-        &["group", "rule", "status"],
+        &["route", "group", "rule", "status"],
     )?;
     let duration = HistogramVec::new(
         HistogramOpts::new(
             "gateway_request_duration_seconds",
-            "Request start to last byte sent, by serving group",
+            "Request start to last byte sent, by route and serving group",
         )
         .buckets(vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ]),
-        &["group"],
+        &["route", "group"],
     )?;
     let connect_errors = IntCounterVec::new(
         Opts::new(
@@ -68,7 +68,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "gateway_fallbacks_total",
             "Requests served by a fallback group because their group had no server",
         ),
-        &["from", "to"],
+        &["route", "from", "to"],
     )?;
     let healthy = IntGaugeVec::new(
         Opts::new(
@@ -86,8 +86,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["result"],
     )?;
     let users = IntGaugeVec::new(
-        Opts::new("gateway_users", "Users on each list rule"),
-        &["rule"],
+        Opts::new("gateway_users", "Users on each list rule, by route"),
+        &["route", "rule"],
     )?;
     let access_log_dropped = IntCounter::new(
         "gateway_access_log_dropped_total",
@@ -149,43 +149,33 @@ const COMMON_STATUSES: [u16; 16] = [
     200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 408, 413, 500, 502, 503, 504,
 ];
 
-/// Pre-resolved request counters and histograms for one state's groups and rules.
+/// The route label of requests no route matched.
+pub const NO_ROUTE: &str = "none";
+
+/// One route's request counters and histograms, resolved on first use per (group, rule) and
+/// then kept: a request only touches atomics. (Resolving every combination up front would cost
+/// routes × groups × rules × statuses label lookups on every state change.)
 pub struct RequestMetrics {
-    /// `[group][rule slot][status index]`; rule slot `rules.len()` is "default" (no rule).
-    counters: Vec<Vec<Vec<IntCounter>>>,
-    histograms: Vec<Histogram>,
+    route: String,
+    /// `[group × rule slot]`: the counters of the common statuses; rule slot `rules.len()` is
+    /// "default" (no rule).
+    counters: Vec<OnceLock<Box<[IntCounter]>>>,
+    histograms: Vec<OnceLock<Histogram>>,
     group_names: Vec<String>,
     rule_names: Vec<String>,
 }
 
 impl RequestMetrics {
-    pub fn new(router: &Router) -> Self {
-        let m = &*METRICS;
+    pub fn new(route: &str, router: &Router) -> Self {
         let mut rule_names: Vec<String> = router.rules.iter().map(|r| r.name.clone()).collect();
         rule_names.push("default".into());
-        let counters = router
-            .group_names
-            .iter()
-            .map(|group| {
-                rule_names
-                    .iter()
-                    .map(|rule| {
-                        COMMON_STATUSES
-                            .iter()
-                            .map(|s| m.requests.with_label_values(&[group, rule, &s.to_string()]))
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
-        let histograms = router
-            .group_names
-            .iter()
-            .map(|g| m.duration.with_label_values(&[g]))
-            .collect();
+        let groups = router.group_names.len();
         RequestMetrics {
-            counters,
-            histograms,
+            route: route.to_string(),
+            counters: (0..groups * rule_names.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            histograms: (0..groups).map(|_| OnceLock::new()).collect(),
             group_names: router.group_names.clone(),
             rule_names,
         }
@@ -193,24 +183,50 @@ impl RequestMetrics {
 
     /// Counts one finished request. `rule` is the rule index, or `None` for no rule.
     pub fn record(&self, group: usize, rule: Option<usize>, status: u16, seconds: f64) {
+        let m = &*METRICS;
         let slot = rule.unwrap_or(self.rule_names.len() - 1);
+        let group_name = self.group_names.get(group).map_or("?", String::as_str);
+        let rule_name = self.rule_names.get(slot).map_or("?", String::as_str);
+        let row = self
+            .counters
+            .get(group * self.rule_names.len() + slot)
+            .map(|row| {
+                row.get_or_init(|| {
+                    COMMON_STATUSES
+                        .iter()
+                        .map(|s| {
+                            m.requests.with_label_values(&[
+                                &self.route,
+                                group_name,
+                                rule_name,
+                                &s.to_string(),
+                            ])
+                        })
+                        .collect()
+                })
+            });
         let counter = COMMON_STATUSES
             .iter()
             .position(|s| *s == status)
-            .and_then(|i| self.counters.get(group)?.get(slot)?.get(i));
+            .and_then(|i| row?.get(i));
         match counter {
             Some(c) => c.inc(),
-            None => {
-                let group = self.group_names.get(group).map_or("?", String::as_str);
-                let rule = self.rule_names.get(slot).map_or("?", String::as_str);
-                METRICS
-                    .requests
-                    .with_label_values(&[group, rule, &status.to_string()])
-                    .inc();
-            }
+            None => m
+                .requests
+                .with_label_values(&[&self.route, group_name, rule_name, &status.to_string()])
+                .inc(),
         }
         if let Some(h) = self.histograms.get(group) {
-            h.observe(seconds);
+            h.get_or_init(|| m.duration.with_label_values(&[&self.route, group_name]))
+                .observe(seconds);
         }
     }
+}
+
+/// Counts a request that no route matched (its status, usually 404).
+pub fn record_unrouted(status: u16) {
+    METRICS
+        .requests
+        .with_label_values(&[NO_ROUTE, "", "", &status.to_string()])
+        .inc();
 }

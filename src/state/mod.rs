@@ -21,14 +21,19 @@ pub use error::StateError;
 pub use overlay::{Overlay, OverlayMode, UsersDelta};
 
 use crate::config::{Cidr, GatewayConfig, Limits};
-use crate::routing::Router;
+use crate::routing::routes::{normalize_host, normalize_path, RouteId, RouteTable};
+use crate::routing::{GroupId, Router, RoutingError};
 use crate::upstreams::{Pool, Selection};
 use metrics::RequestMetrics;
 
 /// Everything a request needs to be routed, swapped as a whole when the configuration changes.
 /// A request keeps the snapshot it started with until it ends.
 pub struct GatewayState {
-    pub router: Arc<Router>,
+    /// The routes, indexed by `RouteId`.
+    pub routes: Vec<RouteState>,
+    /// Host and path → route; `None` when the one route serves every host and path, so a
+    /// request needs no lookup.
+    pub table: Option<RouteTable>,
     /// One pool per group, indexed by `GroupId`.
     pub pools: Vec<Arc<Pool>>,
     /// Response header naming the chosen group, if enabled, as Pingora's case-keeping header
@@ -36,8 +41,6 @@ pub struct GatewayState {
     pub decision_header: Option<Bytes>,
     /// Each group's name as a header value, indexed by `GroupId` (built once, cloned cheaply).
     pub group_values: Vec<HeaderValue>,
-    /// Request counters and histograms resolved for this state's groups and rules.
-    pub metrics: RequestMetrics,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
     pub limits: Limits,
@@ -46,11 +49,21 @@ pub struct GatewayState {
     pub selects_by_user: bool,
 }
 
+/// One route at run time.
+pub struct RouteState {
+    pub name: String,
+    pub router: Arc<Router>,
+    pub strip_prefix: bool,
+    /// Request counters and histograms of this route's groups and rules.
+    pub metrics: RequestMetrics,
+}
+
 impl GatewayState {
-    /// Assembles a state; fails only when the decision header name is not a valid header name
-    /// (config validation already ensures it is).
+    /// Assembles a state from the routes' routers (in `config.routes` order, overlay and store
+    /// applied); fails only on what config validation already rules out (a bad decision header
+    /// name, conflicting routes).
     pub fn new(
-        router: Arc<Router>,
+        routers: Vec<Arc<Router>>,
         pools: Vec<Arc<Pool>>,
         config: &GatewayConfig,
     ) -> Result<Self, StateError> {
@@ -62,24 +75,95 @@ impl GatewayState {
             .transpose()
             .map_err(|e| invalid(&e))?
             .map(|name| Bytes::copy_from_slice(name.as_str().as_bytes()));
-        let group_values = router
-            .group_names
+        let group_values = config
+            .groups
             .iter()
+            .map(|g| &g.name)
             .map(|name| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(name.as_bytes())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(&e))?;
         let selects_by_user = pools
             .iter()
             .any(|pool| pool.config.selection == Selection::Consistent);
+        let catch_all = matches!(config.routes.as_slice(),
+            [only] if only.matching.hosts.is_empty() && only.matching.paths == ["/"]);
+        let table = if catch_all {
+            None
+        } else {
+            let matches: Vec<_> = config.routes.iter().map(|r| r.matching.clone()).collect();
+            Some(RouteTable::new(&matches).map_err(|c| {
+                invalid(&format!("routes {:?} and {:?} conflict", c.first, c.second))
+            })?)
+        };
+        let routes = config
+            .routes
+            .iter()
+            .zip(routers)
+            .map(|(route, router)| RouteState {
+                name: route.name.clone(),
+                metrics: RequestMetrics::new(&route.name, &router),
+                router,
+                strip_prefix: route.strip_prefix,
+            })
+            .collect();
         Ok(GatewayState {
             selects_by_user,
             group_values,
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits,
-            metrics: RequestMetrics::new(&router),
-            router,
+            routes,
+            table,
             pools,
             decision_header,
         })
+    }
+
+    /// The name of a group.
+    pub fn group_name(&self, group: GroupId) -> &str {
+        self.pools
+            .get(group.0)
+            .map_or("?", |p| p.config.name.as_str())
+    }
+
+    /// The route named `name`.
+    pub fn route_named(&self, name: &str) -> Option<(RouteId, &RouteState)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == name)
+            .map(|(i, r)| (RouteId(i), r))
+    }
+
+    /// The route for a request's host and target (see `routing::routes`) with the length of
+    /// the matched path prefix (for `strip_prefix`; the normalized path is left in `scratch`):
+    /// `Ok(None)` when no route matches, an error when the path climbs above `/`.
+    pub fn find_route(
+        &self,
+        host: &[u8],
+        target: &[u8],
+        scratch: &mut RouteScratch,
+    ) -> Result<Option<(RouteId, usize)>, RoutingError> {
+        let Some(table) = &self.table else {
+            return Ok(Some((RouteId(0), 0)));
+        };
+        normalize_path(target, &mut scratch.path)?;
+        // No usable host: only the routes for any host can match.
+        let host = normalize_host(host, &mut scratch.host).unwrap_or_default();
+        Ok(table.find(host, &scratch.path))
+    }
+}
+
+/// Buffers for normalizing a request's host and path (kept by the caller between uses).
+#[derive(Default)]
+pub struct RouteScratch {
+    pub host: Vec<u8>,
+    /// The normalized path of the last lookup.
+    pub path: Vec<u8>,
+}
+
+impl RouteState {
+    /// The route's rules' name, for a decision made on this route.
+    pub fn rule_name(&self, decision: &crate::routing::Decision) -> &str {
+        self.router.rule_name(decision)
     }
 }

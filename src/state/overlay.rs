@@ -8,13 +8,33 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::StateError;
+use crate::config::{RouteConfig, DEFAULT_ROUTE};
 use crate::routing::{Matcher, Mode, Percent, Router};
 
 /// Changes made through the admin API, laid over the configuration file. This is what the
-/// state file holds.
+/// state file holds: a global operator override and, per route, its own override, percentages
+/// and list changes. A state file of the single-route versions (top-level `percent` and
+/// `users`) loads into the route `default`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overlay {
+    /// Applies to every route (`POST /rollback`, `/promote`, `/resume`).
+    #[serde(default)]
+    pub mode: OverlayMode,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteOverlay>,
+    /// Single-route state files only; moved into `routes["default"]` when read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    percent: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    users: BTreeMap<String, UsersDelta>,
+}
+
+/// One route's changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteOverlay {
+    /// This route's override (`POST /routes/{route}/rollback`, ...); the global one wins.
     #[serde(default)]
     pub mode: OverlayMode,
     /// Percentage per rule name (written as a number, as in the file and the API).
@@ -23,6 +43,23 @@ pub struct Overlay {
     /// Users added to / removed from a list rule, per rule name.
     #[serde(default)]
     pub users: BTreeMap<String, UsersDelta>,
+}
+
+impl Overlay {
+    /// Moves a single-route state file's entries into the route `default`.
+    fn migrate(mut self) -> Overlay {
+        if !self.percent.is_empty() || !self.users.is_empty() {
+            let route = self.routes.entry(DEFAULT_ROUTE.to_string()).or_default();
+            route.percent.extend(std::mem::take(&mut self.percent));
+            route.users.extend(std::mem::take(&mut self.users));
+        }
+        self
+    }
+
+    /// The overlay of `route` (empty when it has none).
+    pub fn route(&self, route: &str) -> Option<&RouteOverlay> {
+        self.routes.get(route)
+    }
 }
 
 /// The operator override, by group name so it survives group reordering.
@@ -59,11 +96,42 @@ impl UsersDelta {
     }
 }
 
-/// The file's router with the API's changes applied; entries that no longer fit are reported.
-pub fn apply_overlay(base: &Router, overlay: &Overlay) -> (Router, Vec<String>) {
+/// The routes' routers with the API's changes applied (in `routes` order); entries that no
+/// longer fit are reported.
+pub fn apply_overlay(routes: &[RouteConfig], overlay: &Overlay) -> (Vec<Router>, Vec<String>) {
+    let mut warnings = Vec::new();
+    for name in overlay.routes.keys() {
+        if !routes.iter().any(|r| &r.name == name) {
+            warnings.push(format!("changes for route {name:?} ignored: no such route"));
+        }
+    }
+    let routers = routes
+        .iter()
+        .map(|route| {
+            let empty = RouteOverlay::default();
+            let changes = overlay.routes.get(&route.name).unwrap_or(&empty);
+            // The global override wins over the route's own.
+            let mode = match &overlay.mode {
+                OverlayMode::Rules => &changes.mode,
+                global => global,
+            };
+            let mut prefix = String::new();
+            if routes.len() > 1 {
+                prefix = format!("route {:?}: ", route.name);
+            }
+            let (router, route_warnings) = apply_route(&route.router, mode, changes);
+            warnings.extend(route_warnings.into_iter().map(|w| format!("{prefix}{w}")));
+            router
+        })
+        .collect();
+    (routers, warnings)
+}
+
+/// One route's router with its changes applied.
+fn apply_route(base: &Router, mode: &OverlayMode, changes: &RouteOverlay) -> (Router, Vec<String>) {
     let mut router = base.clone();
     let mut warnings = Vec::new();
-    router.mode = match &overlay.mode {
+    router.mode = match mode {
         OverlayMode::Rules => Mode::Rules,
         OverlayMode::Rollback => Mode::Rollback,
         OverlayMode::Promote(name) => match base.group_by_name(name.as_bytes()) {
@@ -76,7 +144,7 @@ pub fn apply_overlay(base: &Router, overlay: &Overlay) -> (Router, Vec<String>) 
             }
         },
     };
-    for (name, percent) in &overlay.percent {
+    for (name, percent) in &changes.percent {
         match router.rules.iter_mut().find(|r| &r.name == name) {
             Some(rule) => match (&mut rule.matcher, Percent::new(*percent)) {
                 (Matcher::Percent { share, .. }, Ok(new)) => *share = new,
@@ -87,7 +155,7 @@ pub fn apply_overlay(base: &Router, overlay: &Overlay) -> (Router, Vec<String>) 
             None => warnings.push(format!("percent for rule {name:?} ignored: no such rule")),
         }
     }
-    for (name, delta) in &overlay.users {
+    for (name, delta) in &changes.users {
         match router.rules.iter_mut().find(|r| &r.name == name) {
             Some(rule) => match &mut rule.matcher {
                 Matcher::Users { users } => {
@@ -111,7 +179,9 @@ pub fn read_state_file(path: &Path) -> Result<Overlay, StateError> {
         StateError::internal(format!("state file {}: {e}", path.display()))
     };
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| failed(&e)),
+        Ok(bytes) => serde_json::from_slice::<Overlay>(&bytes)
+            .map(Overlay::migrate)
+            .map_err(|e| failed(&e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overlay::default()),
         Err(e) => Err(failed(&e)),
     }
@@ -142,14 +212,22 @@ mod tests {
     #[test]
     fn overlay_entries_that_no_longer_fit_are_reported() {
         let base = crate::config::load_demo().expect("demo").gateway;
-        let overlay = Overlay {
+        let changes = RouteOverlay {
             mode: OverlayMode::Promote("gone".into()),
             percent: [("vip".to_string(), 5.0), ("nope".to_string(), 5.0)].into(),
             users: [("rollout".to_string(), UsersDelta::default())].into(),
         };
-        let (router, warnings) = apply_overlay(&base.router, &overlay);
-        assert_eq!(router.mode, Mode::Rules);
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        let overlay = Overlay {
+            routes: [
+                ("default".to_string(), changes),
+                ("missing".to_string(), RouteOverlay::default()),
+            ]
+            .into(),
+            ..Overlay::default()
+        };
+        let (routers, warnings) = apply_overlay(&base.routes, &overlay);
+        assert_eq!(routers[0].mode, Mode::Rules);
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
     }
 
     #[test]
@@ -158,16 +236,54 @@ mod tests {
         let mut delta = UsersDelta::default();
         delta.record(&["zoe".into(), "alice".into()], &["alice".into()]);
         assert!(delta.add.contains("zoe") && !delta.add.contains("alice"));
-        let overlay = Overlay {
-            users: [("vip".to_string(), delta)].into(),
-            ..Overlay::default()
-        };
-        let (router, warnings) = apply_overlay(&base.router, &overlay);
+        let mut overlay = Overlay::default();
+        overlay
+            .routes
+            .entry("default".into())
+            .or_default()
+            .users
+            .insert("vip".into(), delta);
+        let (routers, warnings) = apply_overlay(&base.routes, &overlay);
         assert!(warnings.is_empty(), "{warnings:?}");
-        let vip = router.rules.iter().find(|r| r.name == "vip").expect("vip");
+        let vip = routers[0]
+            .rules
+            .iter()
+            .find(|r| r.name == "vip")
+            .expect("vip");
         let Matcher::Users { users } = &vip.matcher else {
             panic!("vip is a users rule")
         };
         assert!(users.contains(b"zoe") && !users.contains(b"alice"));
+    }
+
+    /// A single-route state file (top-level `percent` and `users`) loads into route `default`
+    /// and is written back in the routes form.
+    #[test]
+    fn single_route_state_files_load_into_the_default_route() {
+        let old = r#"{"mode": "rollback", "percent": {"rollout": 25.0},
+                      "users": {"vip": {"add": ["zoe"], "remove": []}}}"#;
+        let overlay = serde_json::from_str::<Overlay>(old)
+            .expect("parses")
+            .migrate();
+        assert_eq!(overlay.mode, OverlayMode::Rollback);
+        let route = overlay.route("default").expect("default route");
+        assert_eq!(route.percent["rollout"], 25.0);
+        assert!(route.users["vip"].add.contains("zoe"));
+        let written = serde_json::to_value(&overlay).expect("serializes");
+        assert!(written.get("percent").is_none() && written.get("users").is_none());
+        assert_eq!(written["routes"]["default"]["percent"]["rollout"], 25.0);
+    }
+
+    /// The global override beats a route's own; a route's own applies to it alone.
+    #[test]
+    fn global_and_route_overrides() {
+        let base = crate::config::load_demo().expect("demo").gateway;
+        let mut overlay = Overlay::default();
+        overlay.routes.entry("default".into()).or_default().mode = OverlayMode::Rollback;
+        let (routers, _) = apply_overlay(&base.routes, &overlay);
+        assert_eq!(routers[0].mode, Mode::Rollback);
+        overlay.mode = OverlayMode::Promote("canary".into());
+        let (routers, _) = apply_overlay(&base.routes, &overlay);
+        assert!(matches!(routers[0].mode, Mode::Promote(_)));
     }
 }

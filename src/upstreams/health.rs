@@ -120,6 +120,7 @@ mod tests {
             }),
             timeouts: Timeouts::default(),
             fallback: None,
+            host_header: Default::default(),
         }))
     }
 

@@ -91,4 +91,19 @@ pub struct GroupConfig {
     pub timeouts: Timeouts,
     /// Where this group's users go while none of its servers is healthy.
     pub fallback: Option<GroupId>,
+    /// What the group's servers receive as `Host`.
+    pub host_header: HostHeader,
+}
+
+/// The `Host` a group's servers receive (nginx's `proxy_set_header Host $host` or
+/// `$proxy_host`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HostHeader {
+    /// The client's `Host`, unchanged.
+    #[default]
+    Client,
+    /// The server's own `ip:port`.
+    Server,
+    /// This name.
+    Name(String),
 }

@@ -66,6 +66,7 @@ mod tests {
             health_check: None,
             timeouts: Timeouts::default(),
             fallback: fallback.map(GroupId),
+            host_header: Default::default(),
         }))
     }
 
