@@ -99,6 +99,14 @@ pub(super) fn validate_routes(
                     .collect::<Result<_, _>>()?
             },
         };
+        for (field, values) in [("hosts", &matching.hosts), ("paths", &matching.paths)] {
+            if let Some(j) = (1..values.len()).find(|&j| values[..j].contains(&values[j])) {
+                return Err(key_error(
+                    format!("{key}.{field}[{j}]"),
+                    format!("{:?} is listed twice", values[j]),
+                ));
+            }
+        }
         let (router, store_sets) = validate_routing(&route.routing, &format!("{key}.routing"), cx)?;
         out.push(RouteConfig {
             name: route.name.clone(),

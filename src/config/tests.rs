@@ -360,3 +360,145 @@ fn users_file_resolves_against_the_config_folder() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The same gateway with `routes` in place of `routing`.
+const ROUTES: &str = r#"
+version: 1
+gateway:
+  listen: ["127.0.0.1:8080"]
+  groups:
+    web-v1: { servers: ["127.0.0.1:10001"] }
+    web-v2: { servers: ["127.0.0.1:10002"], host_header: server }
+    api-v1: { servers: ["127.0.0.1:10003"], host_header: "api.internal" }
+  routes:
+    - name: api
+      hosts: ["Tools2online.com", "www.tools2online.com."]
+      paths: ["/api/"]
+      strip_prefix: true
+      routing:
+        default: api-v1
+        rules:
+          - { name: rollout, percent: 5, group: api-v1 }
+    - name: web
+      hosts: ["tools2online.com", "*.tools2online.com"]
+      routing:
+        default: web-v1
+        rules:
+          - { name: rollout, percent: 20, group: web-v2 }
+"#;
+
+#[test]
+fn routes_load_into_typed_values() {
+    let gw = load(ROUTES).expect("valid").gateway;
+    let names: Vec<&str> = gw.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["api", "web"]);
+    let api = &gw.routes[0];
+    assert_eq!(
+        api.matching.hosts,
+        ["tools2online.com", "www.tools2online.com"],
+        "hosts lower-cased, trailing dot dropped"
+    );
+    assert_eq!(api.matching.paths, ["/api/"]);
+    assert!(api.strip_prefix);
+    assert_eq!(gw.routes[1].matching.paths, ["/"], "paths default to /");
+    assert_eq!(
+        gw.groups[0].host_header,
+        crate::upstreams::HostHeader::Name("api.internal".into())
+    );
+    assert_eq!(
+        gw.groups[2].host_header,
+        crate::upstreams::HostHeader::Server
+    );
+    assert_eq!(
+        gw.groups[1].host_header,
+        crate::upstreams::HostHeader::Client
+    );
+}
+
+#[test]
+fn route_errors_name_the_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "percent: 5,",
+            "percent: 140,",
+            &["gateway.routes[0].routing.rules[0].percent", "140"],
+        ),
+        (
+            "default: web-v1",
+            "default: nope",
+            &["gateway.routes[1].routing.default", "nope"],
+        ),
+        (
+            "name: web",
+            "name: api",
+            &["gateway.routes[1].name", "unique"],
+        ),
+        (
+            "\"*.tools2online.com\"",
+            "\"tools2online.com\"",
+            &["gateway.routes[1].hosts[1]", "twice"],
+        ),
+        (
+            "\"*.tools2online.com\"",
+            "\"a b\"",
+            &["gateway.routes[1].hosts[1]", "host name"],
+        ),
+        (
+            "\"*.tools2online.com\"",
+            "\"*.*.x\"",
+            &["gateway.routes[1].hosts[1]"],
+        ),
+        (
+            "paths: [\"/api/\"]",
+            "paths: [\"api\"]",
+            &["gateway.routes[0].paths[0]", "starting with /"],
+        ),
+        (
+            "paths: [\"/api/\"]",
+            "paths: [\"/../x\"]",
+            &["gateway.routes[0].paths[0]"],
+        ),
+        (
+            "host_header: server",
+            "host_header: \"a b\"",
+            &["gateway.groups.web-v2.host_header"],
+        ),
+        (
+            "strip_prefix: true",
+            "strip_prefix: true\n      strip: true",
+            &["unknown field `strip`"],
+        ),
+    ];
+    for (from, to, expected) in cases {
+        assert!(ROUTES.contains(from), "case does not apply: {from}");
+        let message = error_of(&ROUTES.replacen(from, to, 1));
+        for part in *expected {
+            assert!(message.contains(part), "{from} -> {to}: {message}");
+        }
+    }
+}
+
+#[test]
+fn same_host_and_prefix_in_two_routes_is_refused() {
+    let clash = ROUTES.replace(
+        "hosts: [\"tools2online.com\", \"*.tools2online.com\"]",
+        "hosts: [\"tools2online.com\"]\n      paths: [\"/api/\"]",
+    );
+    let message = error_of(&clash);
+    assert!(
+        message.contains("gateway.routes[1]") && message.contains("\"api\""),
+        "names both routes: {message}"
+    );
+}
+
+#[test]
+fn routing_and_routes_together_or_neither_are_refused() {
+    let both = ROUTES.replace("  routes:\n", "  routing: { default: web-v1 }\n  routes:\n");
+    assert!(error_of(&both).contains("not both"), "{}", error_of(&both));
+    let neither = ROUTES.split("  routes:").next().expect("head").to_string();
+    assert!(
+        error_of(&neither).contains("gateway.routes"),
+        "{}",
+        error_of(&neither)
+    );
+}

@@ -22,7 +22,7 @@ use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::errors::{bad_request, has_body};
-use super::{connect_failed, forwarding, next_peer, set_response_headers};
+use super::{connect_failed, forwarding, next_peer, rewrite_for_upstream, set_response_headers};
 
 /// How a tunnel ended, for the log.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,6 +54,7 @@ pub(super) async fn serve(
         .is_some_and(|digest| digest.ssl_digest.is_some());
     forwarding::sanitize_websocket_request(&mut request)?;
     forwarding::set_forwarding_headers(&mut request, &ctx.client, tls, &ctx.request_id)?;
+    rewrite_for_upstream(&mut request, ctx)?;
     // From here on the handshake may have reached the origin: nothing is retried.
     upstream
         .write_request_header(Box::new(request))

@@ -762,3 +762,13 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `GET path` with `Host: host` and `headers` on a fresh connection.
+pub fn get_host(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    Client::connect(addr).send_raw(request.as_bytes())
+}
