@@ -1,9 +1,11 @@
 //! Criterion benches of the pure routing core: cookie parsing plus `decide()` for each rule kind,
-//! with a 1,000,000-user list, and the worst case of a 4 KB Cookie header that matches nothing.
+//! with a 1,000,000-user list, the worst case of a 4 KB Cookie header that matches nothing, and
+//! route lookup plus decision among 1,000 routes.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
+use canary_gateway::routing::routes::{normalize_host, normalize_path, RouteMatch, RouteTable};
 use canary_gateway::routing::UserSet;
 use canary_gateway::routing::{GroupId, Matcher, Mode, Percent, Router, Rule};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -90,6 +92,40 @@ fn bench(c: &mut Criterion) {
             list.decide(user, no_headers)
         })
     });
+    g.finish();
+
+    // 1,000 routes: site<i>.test and *.site<i>.test with `/` and `/api/`, then a catch-all.
+    let mut matches: Vec<RouteMatch> = (0..999)
+        .map(|i| RouteMatch {
+            hosts: vec![format!("site{i}.test"), format!("*.site{i}.test")],
+            paths: vec!["/".into(), "/api/".into()],
+        })
+        .collect();
+    matches.push(RouteMatch {
+        hosts: Vec::new(),
+        paths: vec!["/".into()],
+    });
+    let table = RouteTable::new(&matches).unwrap_or_default();
+    let mut g = c.benchmark_group("route_1000");
+    let mut scratch = (Vec::new(), Vec::new());
+    for (name, host, target) in [
+        ("exact_host", "site500.test", "/api/items?page=2"),
+        ("wildcard_host", "m.site500.test", "/cart"),
+        ("catch_all", "other.example", "/some/page"),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let (host_buf, path_buf) = &mut scratch;
+                let host = normalize_host(black_box(host.as_bytes()), host_buf).unwrap_or_default();
+                if normalize_path(black_box(target.as_bytes()), path_buf).is_err() {
+                    return None;
+                }
+                let route = table.find(host, path_buf)?;
+                let user = percent.user_from_cookies([black_box(member)]);
+                Some((route, percent.decide(user, no_headers)))
+            })
+        });
+    }
     g.finish();
 }
 

@@ -5,6 +5,9 @@
 # to compare a change with the commit before it (build the other commit's binary elsewhere).
 # Only 127.0.0.1 is contacted; every process stops by itself.
 # Usage: scripts/instructions.sh [BINARY...]   (default: target/release/canary-gateway)
+#   ROUTES=N scripts/instructions.sh ...   the same rules as the last of N routes: N-1 routes for
+#   hosts site<i>.test and *.site<i>.test (paths / and /api/) come first, so every request takes
+#   the whole lookup (an exact miss, a wildcard per label, then the catch-all's prefixes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -25,6 +28,22 @@ i=1
 for bin in "$@"; do
   port=$(free_port)
   write_gateway_config "$dir/gateway" "$port" 1 "$dir/vips.txt" "$o1" "$o2"
+  if [ -n "${ROUTES:-}" ]; then
+    python3 - "$dir/gateway.yaml" "$ROUTES" <<'PY'
+import sys
+path, n = sys.argv[1], int(sys.argv[2])
+text = open(path).read()
+head, routing = text.split("  routing:\n", 1)
+rules = "".join("    " + line + "\n" for line in routing.rstrip("\n").split("\n"))
+routes = ["  routes:\n"]
+for i in range(n - 1):
+    routes.append(
+        f"    - name: site{i}\n      hosts: [\"site{i}.test\", \"*.site{i}.test\"]\n"
+        f"      paths: [\"/\", \"/api/\"]\n      routing: {{ default: stable }}\n")
+routes.append("    - name: catch-all\n      routing:\n" + rules)
+open(path, "w").write(head + "".join(routes))
+PY
+  fi
   read -r _ n per_request file < <(count_instructions "$dir" "run$i" "$port" "$bin" -c "$dir/gateway.yaml")
   printf "%-50s %7d requests %7d instructions/request  %s\n" "$bin" "$n" "$per_request" "$file"
   i=$((i + 1))
