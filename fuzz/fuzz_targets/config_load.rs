@@ -14,9 +14,12 @@ fuzz_target!(|data: &[u8]| {
     // does not exist.
     match canary_gateway::config::load_str(text, "fuzz.yaml", Path::new("/nonexistent-fuzz-dir")) {
         Ok(loaded) => {
-            let router = &loaded.gateway.router;
-            assert!(router.default_group.0 < router.group_names.len());
-            assert_eq!(loaded.gateway.groups.len(), router.group_names.len());
+            assert!(!loaded.gateway.routes.is_empty());
+            for route in &loaded.gateway.routes {
+                let router = &route.router;
+                assert!(router.default_group.0 < router.group_names.len());
+                assert_eq!(loaded.gateway.groups.len(), router.group_names.len());
+            }
         }
         Err(e) => assert!(e.to_string().starts_with("fuzz.yaml")),
     }

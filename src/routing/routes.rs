@@ -432,4 +432,39 @@ mod tests {
         assert_eq!(norm("/a/../../b").map_err(|_| ()), Err(()));
         assert_eq!(norm("/%2e%2e/b").map_err(|_| ()), Err(()));
     }
+
+    /// Random targets built from the bytes that matter (`/`, `.`, `%`, hex digits, `?`):
+    /// normalization never panics, and a normalized path starts with `/` and keeps no dot or
+    /// empty segment. (The `route_match` fuzz target checks the same on any bytes.)
+    #[test]
+    fn normalization_holds_on_random_targets() {
+        let alphabet = b"/./%2e2E2fFa?x";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let t = table();
+        let mut out = Vec::new();
+        for _ in 0..20_000 {
+            let len = next() % 24;
+            let target: Vec<u8> = (0..len)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            if normalize_path(&target, &mut out).is_err() {
+                continue;
+            }
+            assert!(out.starts_with(b"/"), "{target:?} -> {out:?}");
+            for segment in out.split(|&b| b == b'/').skip(1) {
+                assert!(segment != b"." && segment != b"..", "{target:?} -> {out:?}");
+            }
+            assert!(!out.windows(2).any(|w| w == b"//"), "{target:?} -> {out:?}");
+            assert!(
+                t.find(b"x.example", &out).is_some(),
+                "the catch-all takes every path"
+            );
+        }
+    }
 }
