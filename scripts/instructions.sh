@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh loadtest
 if [ $# -eq 0 ]; then
   cargo build --release --quiet
-  set -- "$PWD/target/release/canary-gateway"
+  set -- "${CARGO_TARGET_DIR:-$PWD/target}/release/canary-gateway"
 fi
 
 dir=$(mktemp -d /tmp/canary-instructions.XXXXXX)

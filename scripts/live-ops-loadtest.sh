@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 duration=${1:-30}
 bash scripts/setup.sh loadtest
 cargo build --release --quiet
-bin=$PWD/target/release/canary-gateway
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/canary-gateway
 
 dir=$(mktemp -d /tmp/canary-liveops.XXXXXX)
 gw_pid=""

@@ -25,8 +25,8 @@ rounds=${2:-3}
 bash scripts/setup.sh loadtest
 cargo build --release --quiet
 cargo build --release --quiet --example bare_proxy
-bin=$PWD/target/release/canary-gateway
-bare=$PWD/target/release/examples/bare_proxy
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/canary-gateway
+bare=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bare_proxy
 ulimit -n 65536 2>/dev/null || true
 
 dir=$(mktemp -d /tmp/canary-loadtest.XXXXXX)

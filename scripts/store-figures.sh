@@ -10,7 +10,7 @@ members=${1:-1000000}
 bash scripts/setup.sh test
 command -v redis-cli >/dev/null || { echo "redis-cli missing (package redis-tools)" >&2; exit 1; }
 cargo build --release --quiet
-bin=$PWD/target/release/canary-gateway
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/canary-gateway
 
 dir=$(mktemp -d /tmp/canary-store.XXXXXX)
 pids=()

@@ -47,12 +47,13 @@ pub(super) async fn serve(
     if has_body(&session.req_header().headers) {
         return Err(bad_request("an upgrade request with a body"));
     }
-    let mut upstream = connect(connector, ctx).await?;
     let mut request = session.req_header().clone();
+    forwarding::sanitize_websocket_request(&mut request)?;
+    let mut upstream = connect(connector, ctx).await?;
+    // After the connection: the serving group (and its `host_header`) is known only now.
     let tls = session
         .digest()
         .is_some_and(|digest| digest.ssl_digest.is_some());
-    forwarding::sanitize_websocket_request(&mut request)?;
     forwarding::set_forwarding_headers(&mut request, &ctx.client, tls, &ctx.request_id)?;
     rewrite_for_upstream(&mut request, ctx)?;
     // From here on the handshake may have reached the origin: nothing is retried.
