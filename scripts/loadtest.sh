@@ -162,7 +162,7 @@ check_routing() {
     echo "routing check failed on :$port (vip=$vip qa=$qa)" >&2; return 1; }
 }
 
-run_wrk() {  # run_wrk PORT WRKCPUS -> "rps p50_us p99_us errors non2xx"
+run_wrk() {  # run_wrk PORT WRKCPUS -> "rps p50_us p99_us errors non2xx requests"
   local out
   out=$(taskset -c "$2" wrk -t1 -c64 -d"${secs}s" --latency -s "$dir/rotate.lua" "http://127.0.0.1:$1/" 2>&1)
   local s rps non2xx
@@ -170,17 +170,37 @@ run_wrk() {  # run_wrk PORT WRKCPUS -> "rps p50_us p99_us errors non2xx"
   rps=$(sed -n 's/^Requests\/sec:[[:space:]]*\([0-9.]*\).*/\1/p' <<<"$out")
   non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: \([0-9]*\).*/\1/p' <<<"$out"); non2xx=${non2xx:-0}
   local g; g() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$s"; }
-  echo "$rps $(g p50_us) $(g p99_us) $(( $(g connect) + $(g read) + $(g write) + $(g timeout) )) $non2xx"
+  echo "$rps $(g p50_us) $(g p99_us) $(( $(g connect) + $(g read) + $(g write) + $(g timeout) )) $non2xx $(g requests)"
 }
 
-declare -A rps_sum rps_list p50_list p99_list err_sum
-record() {  # record NAME "rps p50 p99 err non2xx"
-  read -r rps p50 p99 err non <<<"$2"
+target_pids() {  # target_pids NAME: the processes that serve a target (nginx: master and workers)
+  case $1 in
+    gateway*|pingora-bare*) cat "$dir/$1.run.pid" ;;
+    *) local master; master=$(cat "$dir/$1/nginx.pid"); echo "$master" $(pgrep -P "$master") ;;
+  esac
+}
+
+# measure NAME PORT WRKCPUS: one wrk run with the CPU time the target's processes spent on it
+# (utime + stime from /proc/PID/stat): "rps p50 p99 errors non2xx cpu_us_per_request".
+measure() {
+  local pids before after out
+  pids=$(target_pids "$1")
+  before=$(cpu_ticks $pids)
+  out=$(run_wrk "$2" "$3")
+  after=$(cpu_ticks $pids)
+  read -r rps p50 p99 err non requests <<<"$out"
+  echo "$rps $p50 $p99 $err $non $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN{printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0)}')"
+}
+
+declare -A rps_sum rps_list p50_list p99_list err_sum cpu_list
+record() {  # record NAME "rps p50 p99 err non2xx cpu_us_per_request"
+  read -r rps p50 p99 err non cpu <<<"$2"
   rps_sum[$1]=$(awk "BEGIN{print ${rps_sum[$1]:-0} + $rps}")
   rps_list[$1]="${rps_list[$1]:-} $rps"
   p50_list[$1]="${p50_list[$1]:-} $p50"; p99_list[$1]="${p99_list[$1]:-} $p99"
+  cpu_list[$1]="${cpu_list[$1]:-} ${cpu:-0}"
   err_sum[$1]=$(( ${err_sum[$1]:-0} + err + non ))
-  printf "  %-18s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  errors %d\n" "$1" "$rps" "$p50" "$p99" $((err + non))
+  printf "  %-18s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  CPU %6.1f us/req  errors %d\n" "$1" "$rps" "$p50" "$p99" "${cpu:-0}" $((err + non))
 }
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
@@ -193,7 +213,7 @@ for round in $(seq 1 "$rounds"); do
     port=$(start_target "$t" 1 1)
     [ "$t" = pingora-bare ] || check_routing "$port"
     taskset -c 0 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1  # warm-up
-    record "$t" "$(run_wrk "$port" 0)"
+    record "$t" "$(measure "$t" "$port" 0)"
     stop_target "$t"
   done
 done
@@ -201,14 +221,31 @@ done
 summary() {  # summary TITLE ROUNDS names... (medians over rounds: the machine is shared and noisy)
   local title=$1; shift 2
   echo; echo "$title"
-  printf "  %-18s %12s %10s %10s %8s %10s\n" target "req/s" "p50 us" "p99 us" errors "vs openresty"
-  local base; base=$(median "${rps_list[${@: -1}]}")  # the last target listed (openresty)
+  printf "  %-18s %12s %10s %10s %12s %8s %10s\n" target "req/s" "p50 us" "p99 us" "CPU us/req" errors "vs last"
+  local base; base=$(median "${rps_list[${@: -1}]}")  # the last target listed
   for t in "$@"; do
     local avg; avg=$(median "${rps_list[$t]}")
-    printf "  %-18s %12.0f %10s %10s %8d %10.2fx\n" "$t" "$avg" "$(median "${p50_list[$t]}")" "$(median "${p99_list[$t]}")" "${err_sum[$t]}" "$(awk "BEGIN{print $avg / $base}")"
+    printf "  %-18s %12.0f %10s %10s %12s %8d %10.2fx\n" "$t" "$avg" "$(median "${p50_list[$t]}")" "$(median "${p99_list[$t]}")" "$(median "${cpu_list[$t]}")" "${err_sum[$t]}" "$(awk "BEGIN{print $avg / $base}")"
   done
 }
 summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora-bare nginx-map openresty
+
+# Threads sweep: the gateway's CPU per request at 1 and 2 threads, alternating, same run. With
+# 2 threads the proxy uses both cores (wrk and the origins share them), so compare CPU us per
+# request, not req/s.
+echo; echo "threads sweep (gateway, $rounds alternating rounds):"
+for round in $(seq 1 "$rounds"); do
+  for w in 1 2; do
+    cpus=1; [ "$w" = 2 ] && cpus=0-1
+    port=$(start_target "gateway-t$w" "$w" "$cpus")
+    taskset -c 0 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
+    record "gateway-t$w" "$(measure "gateway-t$w" "$port" 0)"
+    stop_target "gateway-t$w"
+  done
+done
+summary "threads sweep (medians):" "$rounds" gateway-t2 gateway-t1
+t1=$(median "${cpu_list[gateway-t1]}"); t2=$(median "${cpu_list[gateway-t2]}")
+echo "  CPU us per request, 2 threads / 1 thread: $(awk "BEGIN{printf \"%.2f\", $t2 / $t1}") (target <= 1.10)"
 
 # Instructions per request, counted by callgrind: unlike req/s this does not depend on what
 # else the shared machine is doing, so it shows small changes and where the time goes. It
@@ -245,7 +282,7 @@ echo; echo "2 workers each (no pinning, 1 round):"
 for t in gateway nginx-map openresty; do
   port=$(start_target "$t" 2 0-1)
   taskset -c 0-1 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
-  record "$t-2w" "$(run_wrk "$port" 0-1)"
+  record "$t-2w" "$(measure "$t" "$port" 0-1)"
   stop_target "$t"
 done
 summary "2 workers each:" 1 gateway-2w nginx-map-2w openresty-2w
@@ -253,10 +290,10 @@ summary "2 workers each:" 1 gateway-2w nginx-map-2w openresty-2w
 echo; echo "cost of metrics + access log (gateway, 1 worker, alternating over $rounds rounds):"
 for round in $(seq 1 "$rounds"); do
   port=$(start_target gateway-observed 1 1)
-  record gateway-observed "$(run_wrk "$port" 0)"
+  record gateway-observed "$(measure gateway-observed "$port" 0)"
   stop_target gateway-observed
   port=$(start_target gateway 1 1)
-  record gateway-plain "$(run_wrk "$port" 0)"
+  record gateway-plain "$(measure gateway "$port" 0)"
   stop_target gateway
 done
 echo "  access log lines (all rounds): $(wc -l <"$dir/access.log")"

@@ -126,3 +126,16 @@ count_instructions() {
   total=$(callgrind_annotate "$dir/callgrind.$name.$vpid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "$name $n $((total / n)) $dir/callgrind.$name.$vpid.1"
 }
+
+# cpu_ticks PID...: user + system CPU time of the processes, in clock ticks (getconf CLK_TCK
+# per second), from /proc/PID/stat (fields 14 and 15, counted after the command name).
+cpu_ticks() {
+  local total=0 pid stat
+  for pid in "$@"; do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    stat=${stat##*) }
+    # After ") ": state is field 3, so utime and stime are the 12th and 13th words here.
+    total=$(( total + $(awk '{print $12 + $13}' <<<"$stat") ))
+  done
+  echo "$total"
+}
