@@ -4,7 +4,6 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -237,19 +236,9 @@ fn wrk_run_logs_every_request() {
         "local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/r/\" .. n, { [\"Cookie\"] = \"canary_user=u\" .. (n % 50) })\nend\n",
     )
     .expect("script");
-    let out = Command::new("wrk")
-        .args(["-t1", "-c8", "-d2s", "-s"])
-        .arg(&script)
-        .arg(format!("http://{}/", o.gateway.addr))
-        .output()
-        .expect("wrk is installed by scripts/setup.sh test");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let requests: usize = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+    let url = format!("http://{}/", o.gateway.addr);
+    let script = script.to_str().expect("utf-8 path");
+    let (requests, text) = run_wrk(&["-t1", "-c8", "-d2s", "-s", script, &url]);
     assert!(requests > 100, "{text}");
     assert!(!text.contains("Non-2xx"), "{text}");
     // wrk may stop with requests still in flight; they finish (and are counted and logged)

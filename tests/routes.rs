@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -364,14 +363,7 @@ fn reloads_add_and_remove_routes_under_wrk() {
     let s = start(0, 0);
     let wrk = |path: &'static str| {
         let url = format!("http://{}{path}", s.gateway.addr);
-        thread::spawn(move || {
-            let out = Command::new("wrk")
-                .args(["-t1", "-c8", "-d3s", "-H", "Host: shop.test"])
-                .arg(url)
-                .output()
-                .expect("wrk is installed by scripts/setup.sh test");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
+        thread::spawn(move || run_wrk(&["-t1", "-c8", "-d3s", "-H", "Host: shop.test", &url]))
     };
     let (web, api) = (wrk("/"), wrk("/api/x"));
     let config = std::fs::read_to_string(&s.gateway.config_path).expect("config");
@@ -387,13 +379,7 @@ fn reloads_add_and_remove_routes_under_wrk() {
         thread::sleep(Duration::from_millis(300));
     }
     for (what, out) in [("web", web), ("api", api)] {
-        let text = out.join().expect("wrk thread");
-        let requests: usize = text
-            .lines()
-            .find(|l| l.contains("requests in"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+        let (requests, text) = out.join().expect("wrk thread");
         assert!(requests > 100, "{what}: {text}");
         assert!(!text.contains("Non-2xx"), "{what}: {text}");
         assert!(!text.contains("Socket errors"), "{what}: {text}");

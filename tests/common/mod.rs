@@ -772,3 +772,20 @@ pub fn get_host(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str
     request.push_str("\r\n");
     Client::connect(addr).send_raw(request.as_bytes())
 }
+
+/// Runs wrk (installed by `scripts/setup.sh test`) with `args` and returns the number of
+/// requests it completed and its whole output.
+pub fn run_wrk(args: &[&str]) -> (usize, String) {
+    let out = Command::new("wrk")
+        .args(args)
+        .output()
+        .expect("wrk is installed by scripts/setup.sh test");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
+    (requests, text)
+}
