@@ -44,20 +44,12 @@ pub fn admin_service(
 }
 
 fn json_response(status: u16, body: &Value) -> Response<Vec<u8>> {
-    let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
-    let length = bytes.len();
-    let mut response = Response::new(bytes);
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+    let mut response = super::http_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        "application/json",
+        serde_json::to_vec_pretty(body).unwrap_or_default(),
     );
-    headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(length),
-    );
-    headers.insert(
+    response.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );

@@ -17,18 +17,7 @@ pub struct FixedBodyApp {
 #[async_trait]
 impl ServeHttp for FixedBodyApp {
     async fn response(&self, _session: &mut ServerSession) -> Response<Vec<u8>> {
-        let mut response = Response::new(self.body.clone());
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(self.body.len()),
-        );
-        response
+        super::http_response(StatusCode::OK, "text/plain", self.body.clone())
     }
 }
 

@@ -74,19 +74,7 @@ impl ServeHttp for MetricsApp {
                 ),
             }
         };
-        let length = body.len();
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(content_type),
-        );
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(length),
-        );
-        response
+        super::http_response(status, content_type, body)
     }
 }
 
