@@ -3,6 +3,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+pub(super) use crate::routing::is_token_byte;
+
 /// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -57,9 +59,4 @@ pub(super) fn header_name(name: &str) -> Result<String, String> {
         return Err(format!("{name:?} is not a valid header name"));
     }
     Ok(name.to_ascii_lowercase())
-}
-
-/// RFC 9110 `tchar`.
-pub(super) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -11,7 +11,7 @@ use pingora_http::RequestHeader;
 use super::ctx::Client;
 use super::errors::bad_request;
 use super::request_id::X_REQUEST_ID;
-use crate::routing::Cidr;
+use crate::routing::{is_token_byte, Cidr};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they came.
 const HOP_BY_HOP: [&str; 10] = [
@@ -100,11 +100,6 @@ pub fn sanitize_websocket_request(request: &mut RequestHeader) -> Result<()> {
     request.insert_header(http::header::CONNECTION, "Upgrade")?;
     request.insert_header(http::header::UPGRADE, "websocket")?;
     Ok(())
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Sets the forwarding headers and the request id on the request that goes upstream.

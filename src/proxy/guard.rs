@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 pub use crate::config::HeadLimits;
+use crate::routing::is_token_byte;
 
 const RESPONSE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n";
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";
@@ -276,7 +277,7 @@ static REQUEST_LINE_BYTES: [u8; 256] = {
             TOKEN
         } else if c < 0x20 || c == 0x7f {
             CONTROL
-        } else if c.is_ascii_alphanumeric() || is_tchar_symbol(c) {
+        } else if is_token_byte(c) {
             TOKEN
         } else {
             VISIBLE
@@ -285,27 +286,6 @@ static REQUEST_LINE_BYTES: [u8; 256] = {
     }
     table
 };
-
-/// The symbols among RFC 9110's `tchar`.
-const fn is_tchar_symbol(c: u8) -> bool {
-    matches!(
-        c,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    )
-}
 
 impl AsyncRead for GuardedStream {
     fn poll_read(

@@ -411,6 +411,29 @@ pub fn is_valid_user_id(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.iter().all(|&b| is_cookie_octet(b))
 }
 
+/// RFC 9110 `tchar`, the bytes of a token (header names, methods, cookie names, options).
+/// `const`, so the head guard's byte table is built from it at compile time.
+pub const fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
 /// RFC 6265 §4.1.1 `cookie-octet`: visible ASCII except DQUOTE, comma, semicolon and backslash.
 fn is_cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
