@@ -68,6 +68,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
             has_store: store.is_some(),
         },
     )?;
+    let route_table = routing::route_table(&routes)?;
 
     let decision_header = match file.decision_header {
         None | Some(FileDecisionHeader::Enabled(true)) => Some(DEFAULT_DECISION_HEADER.into()),
@@ -129,6 +130,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
     Ok(GatewayConfig {
         store,
         routes,
+        route_table,
         limits,
         trusted_proxies,
         metrics_listen,

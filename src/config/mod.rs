@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
 
-use crate::routing::routes::RouteMatch;
+use crate::routing::routes::{RouteMatch, RouteTable};
 pub use crate::routing::Cidr;
 use crate::routing::Router;
 use crate::upstreams::GroupConfig;
@@ -75,6 +75,9 @@ pub struct GatewayConfig {
     /// The routes, in file order; a request is served by exactly one (see `routing::routes`).
     /// A file with the single `gateway.routing` block has one route, `default`, for everything.
     pub routes: Vec<RouteConfig>,
+    /// The host and path lookup over `routes`, built once at load; `None` when the one route
+    /// serves every host and path.
+    pub route_table: Option<Arc<RouteTable>>,
     /// Response header that names the chosen group; `None` when turned off.
     pub decision_header: Option<String>,
     /// Built-in demo origins to start in the same process (the demo config only, normally).

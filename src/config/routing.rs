@@ -116,17 +116,29 @@ pub(super) fn validate_routes(
             store_sets,
         });
     }
-    let matches: Vec<RouteMatch> = out.iter().map(|r| r.matching.clone()).collect();
-    if let Err(c) = RouteTable::new(&matches) {
-        return Err(key_error(
+    Ok(out)
+}
+
+/// The host and path lookup over `routes`, built once per load: `None` when one route serves
+/// every host and path (requests then need no lookup). Two routes claiming the same host and
+/// prefix is an error naming both.
+pub(super) fn route_table(routes: &[RouteConfig]) -> Result<Option<Arc<RouteTable>>, KeyError> {
+    if let [only] = routes {
+        if only.matching.hosts.is_empty() && only.matching.paths == ["/"] {
+            return Ok(None);
+        }
+    }
+    let matches: Vec<RouteMatch> = routes.iter().map(|r| r.matching.clone()).collect();
+    match RouteTable::new(&matches) {
+        Ok(table) => Ok(Some(Arc::new(table))),
+        Err(c) => Err(key_error(
             format!("gateway.routes[{}]", c.second.0),
             format!(
                 "host {} and path {:?} are also claimed by route {:?}",
-                c.host, c.path, out[c.first.0].name
+                c.host, c.path, routes[c.first.0].name
             ),
-        ));
+        )),
     }
-    Ok(out)
 }
 
 /// A route host: a name (compared lower-case) or `*.` followed by one.

@@ -31,9 +31,9 @@ use metrics::RequestMetrics;
 pub struct GatewayState {
     /// The routes, indexed by `RouteId`.
     pub routes: Vec<RouteState>,
-    /// Host and path → route; `None` when the one route serves every host and path, so a
-    /// request needs no lookup.
-    pub table: Option<RouteTable>,
+    /// Host and path → route (built once per configuration load); `None` when the one route
+    /// serves every host and path, so a request needs no lookup.
+    pub table: Option<Arc<RouteTable>>,
     /// One pool per group, indexed by `GroupId`.
     pub pools: Vec<Arc<Pool>>,
     /// Response header naming the chosen group, if enabled, as Pingora's case-keeping header
@@ -61,7 +61,7 @@ pub struct RouteState {
 impl GatewayState {
     /// Assembles a state from the routes' routers (in `config.routes` order, overlay and store
     /// applied); fails only on what config validation already rules out (a bad decision header
-    /// name, conflicting routes).
+    /// name).
     pub fn new(
         routers: Vec<Arc<Router>>,
         pools: Vec<Arc<Pool>>,
@@ -85,16 +85,6 @@ impl GatewayState {
         let selects_by_user = pools
             .iter()
             .any(|pool| pool.config.selection == Selection::Consistent);
-        let catch_all = matches!(config.routes.as_slice(),
-            [only] if only.matching.hosts.is_empty() && only.matching.paths == ["/"]);
-        let table = if catch_all {
-            None
-        } else {
-            let matches: Vec<_> = config.routes.iter().map(|r| r.matching.clone()).collect();
-            Some(RouteTable::new(&matches).map_err(|c| {
-                invalid(&format!("routes {:?} and {:?} conflict", c.first, c.second))
-            })?)
-        };
         let routes = config
             .routes
             .iter()
@@ -112,7 +102,7 @@ impl GatewayState {
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits,
             routes,
-            table,
+            table: config.route_table.clone(),
             pools,
             decision_header,
         })
@@ -123,15 +113,6 @@ impl GatewayState {
         self.pools
             .get(group.0)
             .map_or("?", |p| p.config.name.as_str())
-    }
-
-    /// The route named `name`.
-    pub fn route_named(&self, name: &str) -> Option<(RouteId, &RouteState)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.name == name)
-            .map(|(i, r)| (RouteId(i), r))
     }
 
     /// The route for a request's host and target (see `routing::routes`) with the length of
