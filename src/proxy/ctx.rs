@@ -77,8 +77,8 @@ pub struct RequestCtx {
     pub(super) state: Option<Arc<GatewayState>>,
     /// The route serving the request (`None` before routing, or when no route matched).
     pub(super) route: Option<RouteId>,
-    /// The length of the path prefix that chose the route (for `strip_prefix`).
-    pub(super) prefix_len: usize,
+    /// The target sent upstream when the route strips its prefix (`None`: the client's).
+    pub(super) upstream_target: Option<Box<http::Uri>>,
     pub(super) decision: Option<Decision>,
     pub(super) client: Client,
     /// The request id, as sent upstream and back to the client.
@@ -110,7 +110,7 @@ impl RequestCtx {
             _in_flight: in_flight.enter(),
             state: None,
             route: None,
-            prefix_len: 0,
+            upstream_target: None,
             decision: None,
             client: Client::default(),
             request_id: HeaderValue::from_static(""),

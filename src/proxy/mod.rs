@@ -32,7 +32,7 @@ pub use ctx::{InFlight, RequestCtx};
 use errors::{check_framing, error_status, has_body, send_error_response};
 use request_id::X_REQUEST_ID;
 
-use crate::routing::routes::{normalize_path, RouteId};
+use crate::routing::routes::RouteId;
 use crate::routing::{HeaderLookup, Router};
 use crate::state::metrics::{self, METRICS};
 use crate::state::{GatewayState, RouteScratch};
@@ -314,7 +314,8 @@ fn route(session: &Session, ctx: &mut RequestCtx, state: Arc<GatewayState>) -> R
     let headers = &request.headers;
     ctx.request_id = request_id::from_request(headers);
     ctx.client = forwarding::client(peer, headers, &state.trusted_proxies);
-    let found = find_route(&state, request)?;
+    let mut scratch = RouteScratch::default();
+    let found = find_route(&state, request, &mut scratch)?;
     let Some((route, prefix_len)) = found else {
         ctx.state = Some(state);
         return Err(Error::explain(
@@ -328,15 +329,23 @@ fn route(session: &Session, ctx: &mut RequestCtx, state: Arc<GatewayState>) -> R
     if state.selects_by_user {
         ctx.client.user = user.map(Box::from);
     }
+    // `strip_prefix`: the upstream's target, from the path normalized for the lookup.
+    if state.routes[route.0].strip_prefix && prefix_len > 0 {
+        let target = stripped_target(&scratch.path, prefix_len, request.raw_path())?;
+        ctx.upstream_target = Some(Box::new(target));
+    }
     ctx.route = Some(route);
-    ctx.prefix_len = prefix_len;
     ctx.state = Some(state);
     Ok(())
 }
 
-/// The route for the request's host (`Host`, or the target's authority) and path; a path that
-/// climbs above `/` is a 400.
-fn find_route(state: &GatewayState, request: &RequestHeader) -> Result<Option<(RouteId, usize)>> {
+/// The route for the request's host (`Host`, or the target's authority) and path (normalized
+/// into `scratch`); a path that climbs above `/` is a 400.
+fn find_route(
+    state: &GatewayState,
+    request: &RequestHeader,
+    scratch: &mut RouteScratch,
+) -> Result<Option<(RouteId, usize)>> {
     if state.table.is_none() {
         return Ok(Some((RouteId(0), 0)));
     }
@@ -347,16 +356,15 @@ fn find_route(state: &GatewayState, request: &RequestHeader) -> Result<Option<(R
         .or_else(|| request.uri.host().map(str::as_bytes))
         .unwrap_or_default();
     state
-        .find_route(host, request.raw_path(), &mut RouteScratch::default())
+        .find_route(host, request.raw_path(), scratch)
         .map_err(|_| errors::bad_request("the path climbs above /"))
 }
 
 /// What the route and the serving group change in the request the upstream gets: the path
 /// without the route's prefix (`strip_prefix`), and the group's `host_header`.
 fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
-    if ctx.route_state().is_some_and(|r| r.strip_prefix) && ctx.prefix_len > 0 {
-        let target = stripped_target(request.raw_path(), ctx.prefix_len)?;
-        request.set_uri(target);
+    if let Some(target) = &ctx.upstream_target {
+        request.set_uri(http::Uri::clone(target));
     }
     let (Some(state), Some(group)) = (&ctx.state, ctx.served_group) else {
         return Ok(());
@@ -373,12 +381,11 @@ fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result
     Ok(())
 }
 
-/// The target without the first `prefix_len` bytes of its normalized path (the matched route
-/// prefix), always starting with `/`, the query kept: `/api/x?q` with `/api/` → `/x?q`.
-fn stripped_target(raw: &[u8], prefix_len: usize) -> Result<http::Uri> {
-    let mut path = Vec::new();
-    normalize_path(raw, &mut path).map_err(|_| errors::bad_request("the path climbs above /"))?;
-    let rest = path.get(prefix_len..).unwrap_or_default();
+/// The target without the first `prefix_len` bytes of the normalized path (the matched route
+/// prefix), always starting with `/`, the query of the `raw` target kept: `/api/x?q` with
+/// `/api/` → `/x?q`.
+fn stripped_target(normalized: &[u8], prefix_len: usize, raw: &[u8]) -> Result<http::Uri> {
+    let rest = normalized.get(prefix_len..).unwrap_or_default();
     let mut target = Vec::with_capacity(rest.len() + 1);
     if !rest.starts_with(b"/") {
         target.push(b'/');
@@ -601,6 +608,7 @@ fn log_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::routes::normalize_path;
     use pingora_core::ErrorSource;
 
     /// A request that failed after it was sent is sent again only when that is harmless: once,
@@ -653,7 +661,9 @@ mod tests {
     #[test]
     fn prefixes_are_stripped_from_the_normalized_path() {
         let strip = |raw: &str, len| {
-            stripped_target(raw.as_bytes(), len)
+            let mut normalized = Vec::new();
+            normalize_path(raw.as_bytes(), &mut normalized).expect("normal path");
+            stripped_target(&normalized, len, raw.as_bytes())
                 .expect("uri")
                 .to_string()
         };
