@@ -84,18 +84,14 @@ impl Pool {
         failed: &[SocketAddr],
         avoid: Option<SocketAddr>,
     ) -> Option<SocketAddr> {
+        let excluded = |a: &SocketAddr| failed.contains(a) || Some(*a) == avoid;
         if let Some((backend, addr)) = &self.single {
             // What the balancer would do for one server: usable when healthy and not excluded.
-            let usable =
-                !failed.contains(addr) && Some(*addr) != avoid && self.backends().ready(backend);
+            let usable = !excluded(addr) && self.backends().ready(backend);
             return usable.then_some(*addr);
         }
-        let accept = |b: &Backend, healthy: bool| {
-            healthy
-                && b.addr
-                    .as_inet()
-                    .is_some_and(|a| !failed.contains(a) && Some(*a) != avoid)
-        };
+        let accept =
+            |b: &Backend, healthy: bool| healthy && b.addr.as_inet().is_some_and(|a| !excluded(a));
         let backend = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select_with(&[], MAX_SELECT_ITERATIONS, accept),
             Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
