@@ -34,6 +34,7 @@ use pingora_core::services::background::background_service;
 use crate::config::GatewayConfig;
 use crate::ops::{access_log, admin, demo, lifecycle, metrics};
 use crate::proxy::{guard, CanaryProxy, InFlight, RequestLog};
+use crate::state::rollout::RolloutService;
 use crate::state::store::StoreService;
 use crate::state::{ConfigSource, Controller};
 
@@ -109,14 +110,20 @@ pub fn add_services(
         ));
     }
     if let Some(store) = controller.store() {
+        let (sets, control) = (controller.clone(), controller.clone());
         server.add_service(background_service(
             "redis store",
-            StoreService::new(store, {
-                let controller = controller.clone();
-                Arc::new(move || controller.refresh_store())
-            }),
+            StoreService::new(
+                store,
+                Arc::new(move || sets.refresh_store()),
+                Arc::new(move |message| control.apply_remote(message)),
+            ),
         ));
     }
+    server.add_service(background_service(
+        "rollout plans",
+        RolloutService::new(controller.clone()),
+    ));
     if let Some(admin) = admin {
         server.add_service(admin::admin_service(
             controller.clone(),

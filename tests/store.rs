@@ -4,8 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -15,60 +13,6 @@ use common::*;
 use serde_json::Value;
 
 const TOKEN: &str = "store-test-token-0123456789";
-
-/// A redis-server process with an append-only file, so a SIGKILL loses nothing.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    fn start(dir: &Path, port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed by scripts/setup.sh test");
-        wait_for_port(format!("127.0.0.1:{port}").parse().expect("addr"));
-        Redis { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn sadd(&self, key: &str, members: &[&str]) {
-        let client = redis::Client::open(self.url()).expect("client");
-        let mut conn = client.get_connection().expect("connect to redis");
-        let _: () = redis::cmd("SADD")
-            .arg(key)
-            .arg(members)
-            .query(&mut conn)
-            .expect("SADD");
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 struct Node {
     gateway: Gateway,

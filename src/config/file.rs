@@ -203,6 +203,31 @@ pub(super) struct FileRule {
     pub(super) header_secret: Option<String>,
     pub(super) from: Option<Vec<String>>,
     pub(super) users_store: Option<String>,
+    pub(super) plan: Option<FilePlan>,
+}
+
+/// A rollout plan on a percent rule (`gateway.routing.rules[i].plan`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FilePlan {
+    pub(super) steps: Vec<f64>,
+    pub(super) hold: String,
+    #[serde(default)]
+    pub(super) min_requests: Option<u64>,
+    pub(super) baseline: String,
+    #[serde(default)]
+    pub(super) max_error_rate_increase: Option<f64>,
+    #[serde(default)]
+    pub(super) max_p99_ratio: Option<f64>,
+    #[serde(default)]
+    pub(super) on_failure: Option<FileOnFailure>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FileOnFailure {
+    Rollback,
+    Pause,
 }
 
 #[derive(Deserialize)]

@@ -25,7 +25,7 @@ use pingora_core::server::configuration::ServerConf;
 
 use crate::routing::routes::{RouteMatch, RouteTable};
 pub use crate::routing::Cidr;
-use crate::routing::Router;
+use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use parse::parse_duration;
 
@@ -106,7 +106,43 @@ pub struct RouteConfig {
     pub router: Arc<Router>,
     /// Rules whose users come from the store: rule name → set name.
     pub store_sets: BTreeMap<String, String>,
+    /// Rollout plans of this route's percent rules: rule name → plan.
+    pub plans: BTreeMap<String, PlanConfig>,
 }
+
+/// A rollout plan: the steps a percent rule walks up, and the figures each step must show
+/// before the next (`gateway.routes[i].routing.rules[j].plan`, see docs/rollouts.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanConfig {
+    /// The percentages, strictly increasing, each in `0..=100` (the first above 0).
+    pub steps: Vec<Percent>,
+    /// The least time at each step.
+    pub hold: Duration,
+    /// The least number of canary requests in a step before it is judged.
+    pub min_requests: u64,
+    /// The rule's group (the canary) and the group it is compared with.
+    pub group: String,
+    pub baseline: String,
+    /// Largest allowed canary 5xx share minus baseline 5xx share (`0.01`: one point).
+    pub max_error_rate_increase: f64,
+    /// Largest allowed canary p99 latency ÷ baseline p99 latency.
+    pub max_p99_ratio: f64,
+    pub on_failure: OnFailure,
+}
+
+/// What a plan does when a step's figures break a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The rule's percent goes to 0 and the plan stops.
+    Rollback,
+    /// The plan holds its step until resumed or aborted.
+    Pause,
+}
+
+/// Defaults of a plan's optional keys.
+pub const DEFAULT_PLAN_MIN_REQUESTS: u64 = 100;
+pub const DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE: f64 = 0.01;
+pub const DEFAULT_PLAN_MAX_P99_RATIO: f64 = 1.5;
 
 impl GatewayConfig {
     /// The route named `name`.

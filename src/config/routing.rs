@@ -5,9 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::file::{FileKeys, FileRoute, FileRouting, FileRule};
-use super::parse::{header_name, is_token_byte};
-use super::{key_error, Cidr, KeyError, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
+use super::file::{FileKeys, FileOnFailure, FilePlan, FileRoute, FileRouting, FileRule};
+use super::parse::{header_name, is_token_byte, parse_duration};
+use super::{
+    key_error, Cidr, KeyError, OnFailure, PlanConfig, RouteConfig,
+    DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE, DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
+    DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN,
+};
 use crate::routing::routes::{normalize_path, RouteMatch, RouteTable};
 use crate::routing::{GroupId, Matcher, Mode, Percent, Router, Rule, UserSet};
 
@@ -41,7 +45,7 @@ pub(super) fn validate_routes(
             ))
         }
         (Some(routing), None) => {
-            let (router, store_sets) = validate_routing(routing, "gateway.routing", cx)?;
+            let parts = validate_routing(routing, "gateway.routing", cx)?;
             return Ok(vec![RouteConfig {
                 name: DEFAULT_ROUTE.into(),
                 matching: RouteMatch {
@@ -49,8 +53,9 @@ pub(super) fn validate_routes(
                     paths: vec!["/".into()],
                 },
                 strip_prefix: false,
-                router: Arc::new(router),
-                store_sets,
+                router: Arc::new(parts.router),
+                store_sets: parts.store_sets,
+                plans: parts.plans,
             }]);
         }
         (None, Some(routes)) => routes,
@@ -107,13 +112,14 @@ pub(super) fn validate_routes(
                 ));
             }
         }
-        let (router, store_sets) = validate_routing(&route.routing, &format!("{key}.routing"), cx)?;
+        let parts = validate_routing(&route.routing, &format!("{key}.routing"), cx)?;
         out.push(RouteConfig {
             name: route.name.clone(),
             matching,
             strip_prefix: route.strip_prefix,
-            router: Arc::new(router),
-            store_sets,
+            router: Arc::new(parts.router),
+            store_sets: parts.store_sets,
+            plans: parts.plans,
         });
     }
     Ok(out)
@@ -169,12 +175,22 @@ fn route_path(path: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{path:?} is not UTF-8"))
 }
 
-/// One routing block (`key` names it in errors): the router and its store-backed rules.
+/// What one routing block becomes.
+struct RoutingParts {
+    router: Router,
+    /// Store-backed rules: rule name → set name.
+    store_sets: BTreeMap<String, String>,
+    /// Rollout plans: rule name → plan.
+    plans: BTreeMap<String, PlanConfig>,
+}
+
+/// One routing block (`key` names it in errors): the router, its store-backed rules and its
+/// rollout plans.
 fn validate_routing(
     routing: &FileRouting,
     key: &str,
     cx: &Context<'_>,
-) -> Result<(Router, BTreeMap<String, String>), KeyError> {
+) -> Result<RoutingParts, KeyError> {
     if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
         return Err(key_error(
             format!("{key}.cookie"),
@@ -184,6 +200,7 @@ fn validate_routing(
     let default_group = (cx.group_id)(format!("{key}.default"), &routing.default)?;
     let mut rules = Vec::with_capacity(routing.rules.len());
     let mut store_sets = BTreeMap::new();
+    let mut plans = BTreeMap::new();
     for (i, rule) in routing.rules.iter().enumerate() {
         let rule_key = format!("{key}.rules[{i}]");
         if rule.name.is_empty() {
@@ -215,6 +232,19 @@ fn validate_routing(
             }
             store_sets.insert(rule.name.clone(), set.clone());
         }
+        if let Some(plan) = &rule.plan {
+            let plan_key = format!("{rule_key}.plan");
+            let Some(group) = rule.group.as_ref().filter(|_| rule.percent.is_some()) else {
+                return Err(key_error(
+                    plan_key,
+                    "only a percent rule takes a plan".into(),
+                ));
+            };
+            plans.insert(
+                rule.name.clone(),
+                validate_plan(plan, &plan_key, group, cx)?,
+            );
+        }
     }
     let router = Router {
         group_names: cx.group_names.to_vec(),
@@ -224,7 +254,91 @@ fn validate_routing(
         mode: Mode::Rules,
         signing_keys: signing_keys(routing, key)?,
     };
-    Ok((router, store_sets))
+    Ok(RoutingParts {
+        router,
+        store_sets,
+        plans,
+    })
+}
+
+/// A rule's rollout plan; `group` is the rule's (canary) group.
+fn validate_plan(
+    plan: &FilePlan,
+    key: &str,
+    group: &str,
+    cx: &Context<'_>,
+) -> Result<PlanConfig, KeyError> {
+    if plan.steps.is_empty() {
+        return Err(key_error(
+            format!("{key}.steps"),
+            "needs at least one percentage".into(),
+        ));
+    }
+    let mut steps: Vec<Percent> = Vec::with_capacity(plan.steps.len());
+    for (i, step) in plan.steps.iter().enumerate() {
+        let step_key = format!("{key}.steps[{i}]");
+        let percent =
+            Percent::new(*step).map_err(|e| key_error(step_key.clone(), e.to_string()))?;
+        match steps.last() {
+            None if percent.ppm() == 0 => {
+                return Err(key_error(step_key, "the first step must be above 0".into()))
+            }
+            Some(before) if before.ppm() >= percent.ppm() => {
+                return Err(key_error(
+                    step_key,
+                    format!(
+                        "{step} is not above the step before ({}); steps only increase",
+                        before.as_f64()
+                    ),
+                ))
+            }
+            _ => steps.push(percent),
+        }
+    }
+    let hold = parse_duration(&plan.hold).map_err(|m| key_error(format!("{key}.hold"), m))?;
+    (cx.group_id)(format!("{key}.baseline"), &plan.baseline)?;
+    if plan.baseline == group {
+        return Err(key_error(
+            format!("{key}.baseline"),
+            format!("{group:?} is the rule's own group; compare it with another"),
+        ));
+    }
+    let max_error_rate_increase = plan
+        .max_error_rate_increase
+        .unwrap_or(DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE);
+    if !(0.0..=1.0).contains(&max_error_rate_increase) {
+        return Err(key_error(
+            format!("{key}.max_error_rate_increase"),
+            format!("{max_error_rate_increase} is not a share in 0..=1 (0.01 is one point)"),
+        ));
+    }
+    let max_p99_ratio = plan.max_p99_ratio.unwrap_or(DEFAULT_PLAN_MAX_P99_RATIO);
+    if !(max_p99_ratio.is_finite() && max_p99_ratio >= 1.0) {
+        return Err(key_error(
+            format!("{key}.max_p99_ratio"),
+            format!("{max_p99_ratio} is not a ratio of at least 1"),
+        ));
+    }
+    let min_requests = plan.min_requests.unwrap_or(DEFAULT_PLAN_MIN_REQUESTS);
+    if min_requests == 0 {
+        return Err(key_error(
+            format!("{key}.min_requests"),
+            "must be at least 1".into(),
+        ));
+    }
+    Ok(PlanConfig {
+        steps,
+        hold,
+        min_requests,
+        group: group.to_string(),
+        baseline: plan.baseline.clone(),
+        max_error_rate_increase,
+        max_p99_ratio,
+        on_failure: match plan.on_failure {
+            None | Some(FileOnFailure::Rollback) => OnFailure::Rollback,
+            Some(FileOnFailure::Pause) => OnFailure::Pause,
+        },
+    })
 }
 
 fn signing_keys(routing: &FileRouting, prefix: &str) -> Result<Vec<Box<[u8]>>, KeyError> {

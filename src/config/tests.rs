@@ -502,3 +502,108 @@ fn routing_and_routes_together_or_neither_are_refused() {
         error_of(&neither)
     );
 }
+
+/// `GOOD` with `plan` (YAML flow mapping) on its rollout rule.
+fn with_plan(plan: &str) -> String {
+    GOOD.replace(
+        "        percent: 0.5\n        group: canary\n",
+        &format!("        percent: 0.5\n        group: canary\n        plan: {plan}\n"),
+    )
+}
+
+#[test]
+fn plans_load_into_typed_values() {
+    let loaded = load(&with_plan(
+        "{ steps: [1, 5, 25, 50, 100], hold: 10m, min_requests: 500, baseline: stable, max_error_rate_increase: 0.02, max_p99_ratio: 2, on_failure: pause }",
+    ))
+    .expect("valid");
+    let plan = &loaded.gateway.routes[0].plans["rollout"];
+    let steps: Vec<f64> = plan.steps.iter().map(|p| p.as_f64()).collect();
+    assert_eq!(steps, [1.0, 5.0, 25.0, 50.0, 100.0]);
+    assert_eq!(plan.hold, Duration::from_secs(600));
+    assert_eq!(plan.min_requests, 500);
+    assert_eq!(
+        (plan.group.as_str(), plan.baseline.as_str()),
+        ("canary", "stable")
+    );
+    assert_eq!(plan.max_error_rate_increase, 0.02);
+    assert_eq!(plan.max_p99_ratio, 2.0);
+    assert_eq!(plan.on_failure, OnFailure::Pause);
+    let defaults = load(&with_plan("{ steps: [10], hold: 1s, baseline: stable }")).expect("valid");
+    let plan = &defaults.gateway.routes[0].plans["rollout"];
+    assert_eq!(plan.min_requests, DEFAULT_PLAN_MIN_REQUESTS);
+    assert_eq!(
+        plan.max_error_rate_increase,
+        DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE
+    );
+    assert_eq!(plan.max_p99_ratio, DEFAULT_PLAN_MAX_P99_RATIO);
+    assert_eq!(plan.on_failure, OnFailure::Rollback);
+}
+
+#[test]
+fn plan_errors_name_the_key() {
+    let key = "gateway.routing.rules[2].plan";
+    let cases = [
+        (
+            "{ steps: [], hold: 1s, baseline: stable }",
+            format!("{key}.steps: needs at least one"),
+        ),
+        (
+            "{ steps: [0, 5], hold: 1s, baseline: stable }",
+            format!("{key}.steps[0]: the first step must be above 0"),
+        ),
+        (
+            "{ steps: [5, 5], hold: 1s, baseline: stable }",
+            format!("{key}.steps[1]: 5 is not above the step before"),
+        ),
+        (
+            "{ steps: [5, 140], hold: 1s, baseline: stable }",
+            format!("{key}.steps[1]: 140 is not in 0..=100"),
+        ),
+        (
+            "{ steps: [5], hold: soon, baseline: stable }",
+            format!("{key}.hold: "),
+        ),
+        (
+            "{ steps: [5], hold: 1s, baseline: nope }",
+            format!("{key}.baseline: \"nope\" is not a group"),
+        ),
+        (
+            "{ steps: [5], hold: 1s, baseline: canary }",
+            format!("{key}.baseline: \"canary\" is the rule's own group"),
+        ),
+        (
+            "{ steps: [5], hold: 1s, baseline: stable, max_error_rate_increase: 2 }",
+            format!("{key}.max_error_rate_increase: 2 is not a share"),
+        ),
+        (
+            "{ steps: [5], hold: 1s, baseline: stable, max_p99_ratio: 0.5 }",
+            format!("{key}.max_p99_ratio: 0.5 is not a ratio"),
+        ),
+        (
+            "{ steps: [5], hold: 1s, baseline: stable, min_requests: 0 }",
+            format!("{key}.min_requests: must be at least 1"),
+        ),
+        (
+            "{ steps: [5], hold: 1s, baseline: stable, on_failure: panic }",
+            "unknown variant `panic`".to_string(),
+        ),
+        (
+            "{ steps: [5], hold: 1s, baseline: stable, stepz: 1 }",
+            "unknown field `stepz`".to_string(),
+        ),
+    ];
+    for (plan, expected) in cases {
+        let error = error_of(&with_plan(plan));
+        assert!(error.contains(&expected), "{plan}: {error}");
+    }
+    let on_users = GOOD.replace(
+        "        users: [\"alice\", \"bob\"]\n        group: stable\n",
+        "        users: [\"alice\", \"bob\"]\n        group: stable\n        plan: { steps: [5], hold: 1s, baseline: canary }\n",
+    );
+    let error = error_of(&on_users);
+    assert!(
+        error.contains("gateway.routing.rules[1].plan: only a percent rule takes a plan"),
+        "{error}"
+    );
+}

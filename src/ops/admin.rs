@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 use super::views;
 use crate::routing::signed::constant_time_eq;
 use crate::routing::Percent;
-use crate::state::store::{Change, Store};
-use crate::state::{Controller, OverlayMode, StateError as ApiError};
+use crate::state::audit::AUDIT_LIMIT;
+use crate::state::plan::PlanCommand;
+use crate::state::{Changed, Controller, OverlayMode, StateError as ApiError};
 
 /// Largest request body the admin API reads.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -142,24 +143,19 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 impl AdminApp {
-    /// A change to a store-backed rule goes to Redis (and from there to every node); this node
-    /// applies it at once too.
-    async fn store_write(
-        &self,
-        store: &Store,
-        set: String,
-        add: Vec<String>,
-        remove: Vec<String>,
-    ) -> Result<u64, ApiError> {
-        crate::state::controller::check_user_ids(&add, &remove)?;
-        let change = Change { set, add, remove };
-        store.write(&change).await.map_err(|e| {
-            ApiError::unavailable(format!("the store is unavailable, nothing changed: {e}"))
-        })?;
-        if store.apply(&change) {
-            self.controller.refresh_store();
-        }
-        Ok(self.controller.generation())
+    /// `GET /audit`: with a store, the trail every node writes to (this node's own copy when
+    /// Redis does not answer); without, this node's.
+    async fn audit(&self, limit: usize) -> Value {
+        let shared = match self.controller.store() {
+            Some(store) => Some(store.read_audit(limit).await),
+            None => None,
+        };
+        let (source, entries, error) = match shared {
+            Some(Ok(entries)) => ("store", entries, None),
+            Some(Err(e)) => ("node", self.controller.local_audit(limit), Some(e.message)),
+            None => ("node", self.controller.local_audit(limit), None),
+        };
+        json!({ "source": source, "store_error": error, "entries": entries })
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -192,7 +188,8 @@ impl AdminApp {
             all => (None, all),
         };
         let not_allowed = || ApiError::new(405, format!("{method} is not allowed on {path}"));
-        let ok = |generation: u64| json!({ "ok": true, "generation": generation });
+        let ok =
+            |c: Changed| json!({ "ok": true, "generation": c.generation, "version": c.version });
         match (route, rest) {
             (None, ["status"]) => match method {
                 Method::GET => Ok(views::status(&self.controller.view())),
@@ -219,13 +216,36 @@ impl AdminApp {
                 }
                 _ => Err(not_allowed()),
             },
+            (None, ["audit"]) => match method {
+                Method::GET => {
+                    let limit = match query_param(query, "limit") {
+                        None => AUDIT_LIMIT,
+                        Some(n) => n
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|n| (1..=AUDIT_LIMIT).contains(n))
+                            .ok_or_else(|| {
+                                ApiError::bad_request(
+                                    "limit",
+                                    format!("{n:?} is not a number in 1..={AUDIT_LIMIT}"),
+                                )
+                            })?,
+                    };
+                    Ok(self.audit(limit).await)
+                }
+                _ => Err(not_allowed()),
+            },
             (None, ["reload"]) => match method {
-                Method::POST => self.controller.reload().map(ok).map_err(|e| {
-                    ApiError::new(
-                        400,
-                        format!("reload refused, the running configuration stays: {e}"),
-                    )
-                }),
+                Method::POST => self
+                    .controller
+                    .reload()
+                    .map(|generation| json!({ "ok": true, "generation": generation }))
+                    .map_err(|e| {
+                        ApiError::new(
+                            400,
+                            format!("reload refused, the running configuration stays: {e}"),
+                        )
+                    }),
                 _ => Err(not_allowed()),
             },
             (_, ["rollback"] | ["resume"]) => match method {
@@ -238,7 +258,10 @@ impl AdminApp {
                     let route = route
                         .map(|r| self.controller.route_name(Some(r)))
                         .transpose()?;
-                    self.controller.set_mode(route.as_deref(), mode).map(ok)
+                    self.controller
+                        .set_mode(route.as_deref(), mode)
+                        .await
+                        .map(ok)
                 }
                 _ => Err(not_allowed()),
             },
@@ -250,6 +273,7 @@ impl AdminApp {
                     let body: PromoteBody = parse_body(&read_body(session).await?)?;
                     self.controller
                         .set_mode(route.as_deref(), OverlayMode::Promote(body.group))
+                        .await
                         .map(ok)
                 }
                 _ => Err(not_allowed()),
@@ -260,6 +284,7 @@ impl AdminApp {
                     let body: PercentBody = parse_body(&read_body(session).await?)?;
                     self.controller
                         .set_percent(&route, name, body.percent)
+                        .await
                         .map(ok)
                 }
                 _ => Err(not_allowed()),
@@ -271,15 +296,34 @@ impl AdminApp {
                     if add.is_empty() && remove.is_empty() {
                         return Err(ApiError::bad_request("add", "nothing to add or remove"));
                     }
-                    match self.controller.store_set(&route, name) {
-                        Some((store, set)) => {
-                            self.store_write(&store, set, add, remove).await.map(ok)
+                    let changed = match self.controller.store_set(&route, name) {
+                        Some(_) => {
+                            self.controller
+                                .change_store_users(&route, name, add, remove)
+                                .await
                         }
-                        None => self
-                            .controller
-                            .change_users(&route, name, &add, &remove)
-                            .map(ok),
-                    }
+                        None => {
+                            self.controller
+                                .change_users(&route, name, &add, &remove)
+                                .await
+                        }
+                    };
+                    changed.map(ok)
+                }
+                _ => Err(not_allowed()),
+            },
+            (_, ["rules", name, "plan", command]) => match method {
+                Method::POST => {
+                    let route = self.controller.route_name(route)?;
+                    let command = PlanCommand::parse(command).ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "no plan command {command:?} (start, pause, resume, abort)"
+                        ))
+                    })?;
+                    self.controller
+                        .plan_command(&route, name, command)
+                        .await
+                        .map(ok)
                 }
                 _ => Err(not_allowed()),
             },

@@ -3,8 +3,10 @@
 
 use serde_json::{json, Value};
 
-use crate::config::RouteConfig;
+use crate::config::{OnFailure, PlanConfig, RouteConfig};
 use crate::routing::{Matcher, Mode, Router};
+use crate::state::audit::unix_ms;
+use crate::state::plan::PlanStatus;
 use crate::state::{Explanation, OverlayMode, View};
 use crate::upstreams::{HealthProbe, HostHeader};
 
@@ -44,8 +46,25 @@ pub fn status(view: &View) -> Value {
         .zip(&state.routes)
         .map(|(config, live)| route_status(view, config, &live.router))
         .collect();
+    let plans: Vec<Value> = view
+        .routes
+        .iter()
+        .flat_map(|route| {
+            route
+                .plans
+                .iter()
+                .map(move |(rule, plan)| plan_status(view, &route.name, rule, plan))
+        })
+        .collect();
     let mut status = json!({
         "generation": view.generation,
+        "control": {
+            "version": view.control.version,
+            "source": view.control.source,
+            "node": view.control.node,
+            "plan_leader": view.control.leader,
+        },
+        "plans": plans,
         "config_file": view.config_file,
         "state_file": view.state_file.as_ref().map(|p| p.display().to_string()),
         "global_mode": mode_json(&view.overlay.mode),
@@ -115,7 +134,12 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
                     "kind": "percent",
                     "group": group(rule.group),
                     "percent": share.as_f64(),
-                    "percent_source": if changes.is_some_and(|c| c.percent.contains_key(&rule.name)) { "api" } else { "file" },
+                    "percent_source": changes
+                        .filter(|c| c.percent.contains_key(&rule.name))
+                        .map_or("file", |c| c.percent_by.get(&rule.name).map_or("api", String::as_str)),
+                    "plan": config.plans.get(&rule.name).map(|_| {
+                        view.overlay.plan(&config.name, &rule.name).map_or("not_started", |p| p.status.as_str())
+                    }),
                     "seed": String::from_utf8_lossy(seed),
                 }),
             };
@@ -140,6 +164,44 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         "default_group": group(router.default_group),
         "cookie": router.cookie,
         "rules": rules,
+    })
+}
+
+/// One rollout plan in `/status`: its settings, where it stands, the figures of the step as
+/// last judged on this node, and its last move with the reason.
+fn plan_status(view: &View, route: &str, rule: &str, plan: &PlanConfig) -> Value {
+    let state = view.overlay.plan(route, rule);
+    let report = view
+        .control
+        .reports
+        .get(&(route.to_string(), rule.to_string()))
+        .filter(|_| state.is_some_and(|s| s.status == PlanStatus::Running));
+    let steps: Vec<f64> = plan.steps.iter().map(|p| p.as_f64()).collect();
+    let in_step = state
+        .filter(|s| s.status.is_active())
+        .map(|s| unix_ms().saturating_sub(s.step_started_ms) as f64 / 1000.0);
+    json!({
+        "route": route,
+        "rule": rule,
+        "state": state.map_or("not_started", |s| s.status.as_str()),
+        "step": state.map(|s| s.step + 1),
+        "step_percent": state.and_then(|s| steps.get(s.step)),
+        "steps": steps,
+        "time_in_step_seconds": in_step,
+        "hold_seconds": plan.hold.as_secs_f64(),
+        "min_requests": plan.min_requests,
+        "group": plan.group,
+        "baseline": plan.baseline,
+        "max_error_rate_increase": plan.max_error_rate_increase,
+        "max_p99_ratio": plan.max_p99_ratio,
+        "on_failure": match plan.on_failure { OnFailure::Rollback => "rollback", OnFailure::Pause => "pause" },
+        "judging": report.map(|r| json!({
+            "at_ms": r.at_ms,
+            "canary": r.figures.canary,
+            "baseline": r.figures.baseline,
+            "verdict": r.verdict,
+        })),
+        "last_action": state.map(|s| &s.last_action),
     })
 }
 

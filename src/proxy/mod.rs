@@ -275,6 +275,7 @@ impl ProxyHttp for CanaryProxy {
                 let served = ctx.served_group.unwrap_or(decision.group);
                 route.metrics.record(
                     served.0,
+                    decision.group.0,
                     decision.rule.map(|r| r.0),
                     status,
                     elapsed.as_secs_f64(),

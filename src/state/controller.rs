@@ -3,20 +3,27 @@
 //! swaps it in atomically. Requests never take its lock: they read the state through
 //! `arc-swap`, and a request in flight keeps the snapshot it started with.
 
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use log::{error, info, warn};
 
+use super::audit::{self, AuditEntry};
+use super::cluster::ControlMessage;
+use super::figures::StepFigures;
 use super::metrics::METRICS;
-use super::overlay::{apply_overlay, read_state_file, write_state_file, Overlay, OverlayMode};
+use super::overlay::{apply_overlay, read_state_file, write_state_file, Overlay};
+use super::plan::{PlanState, PlanStatus};
 use super::store::Store;
 use super::{GatewayState, RouteScratch, StateError};
-use crate::config::{self, GatewayConfig, RouteConfig};
+use crate::config::{self, GatewayConfig, PlanConfig, RouteConfig};
 use crate::routing::routes::RouteId;
-use crate::routing::{is_valid_user_id, Decision, HeaderLookup, Matcher, Percent, Router};
+use crate::routing::{is_valid_user_id, Decision, HeaderLookup, Matcher, Router};
 use crate::upstreams::{self, Pool};
 
 /// Where the configuration comes from.
@@ -54,14 +61,17 @@ pub struct ReloadOutcome {
     pub error: Option<String>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// The configuration file's settings, as last loaded successfully.
-    base: GatewayConfig,
-    overlay: Overlay,
-    generation: u64,
+    pub(super) base: GatewayConfig,
+    /// The control state (with this node's audit trail).
+    pub(super) overlay: Overlay,
+    pub(super) generation: u64,
     last_reload: Option<ReloadOutcome>,
     /// Overlay entries that no longer fit the file (a rule removed or changed kind).
     overlay_warnings: Vec<String>,
+    /// Where the control state came from: `file` (the state file or nothing), `store`.
+    control_source: &'static str,
 }
 
 /// Owns the live configuration and swaps new states in.
@@ -70,8 +80,24 @@ pub struct Controller {
     state: Arc<ArcSwap<GatewayState>>,
     state_file: Option<PathBuf>,
     /// The Redis store, when configured (fixed at start, like the listeners).
-    store: Option<Arc<Store>>,
+    pub(super) store: Option<Arc<Store>>,
     inner: Mutex<Inner>,
+    /// Serializes this node's control changes (each is a round trip to Redis with a store).
+    pub(super) change_lock: tokio::sync::Mutex<()>,
+    /// This node's id (the plan lease names it).
+    node: String,
+    /// Whether this node holds the plan lease (always, without a store, while a plan runs).
+    leader: AtomicBool,
+    /// The last judgement of each running plan on this node.
+    reports: Mutex<BTreeMap<(String, String), PlanReport>>,
+}
+
+/// A plan's last judgement on this node, for `/status`.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub at_ms: u64,
+    pub figures: StepFigures,
+    pub verdict: String,
 }
 
 impl Controller {
@@ -110,8 +136,118 @@ impl Controller {
                 generation: 1,
                 last_reload: None,
                 overlay_warnings,
+                control_source: "file",
             }),
+            change_lock: tokio::sync::Mutex::new(()),
+            node: node_id(),
+            leader: AtomicBool::new(false),
+            reports: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// This node's id: host name, process id and a random part.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Relaxed);
+    }
+
+    /// Keeps a plan's last judgement for `/status` (`None`: the plan no longer runs here).
+    pub fn report(&self, route: &str, rule: &str, report: Option<PlanReport>) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (route.to_string(), rule.to_string());
+        match report {
+            Some(r) => reports.insert(key, r),
+            None => reports.remove(&key),
+        };
+    }
+
+    /// Applies a control state when it is newer than this node's: the one change path for
+    /// states made here and states from other nodes. The state file is written first; when
+    /// that fails and `strict` (no store holds the state), nothing is applied.
+    pub(super) fn apply_control(
+        &self,
+        next: Overlay,
+        changes: &[AuditEntry],
+        strict: bool,
+    ) -> Result<u64, StateError> {
+        let mut inner = self.lock();
+        if next.version <= inner.overlay.version {
+            return Ok(inner.generation);
+        }
+        let previous = self.state.load_full();
+        let (state, warnings) =
+            build_state(&inner.base, &next, Some(&previous), self.store.as_deref())?;
+        let mut overlay = next;
+        overlay.audit = inner.overlay.audit.clone();
+        audit::append(&mut overlay.audit, changes);
+        if let Some(path) = &self.state_file {
+            match write_state_file(path, &overlay) {
+                Err(e) if strict => return Err(e),
+                Err(e) => error!("{e}; the store holds the state, serving it"),
+                Ok(()) => {}
+            }
+        }
+        inner.overlay = overlay;
+        inner.overlay_warnings = warnings;
+        inner.generation += 1;
+        self.state.store(Arc::new(state));
+        export_control_metrics(&inner);
+        Ok(inner.generation)
+    }
+
+    /// A control state read from the store or announced by another node.
+    pub fn apply_remote(&self, message: ControlMessage) {
+        let version = message.control.version;
+        let mine = {
+            let mut inner = self.lock();
+            inner.control_source = "store";
+            inner.overlay.version
+        };
+        if version < mine {
+            warn!("store: its control state (version {version}) is older than this node's ({mine}); keeping this node's until the next change writes it");
+            return;
+        }
+        match self.apply_control(message.control, &message.changes, false) {
+            Ok(_) if version > mine => {
+                info!("control state version {version} applied from the store")
+            }
+            Ok(_) => {}
+            Err(e) => error!("store: cannot apply control state version {version}: {e}"),
+        }
+    }
+
+    /// The plans that run now, with their settings.
+    pub fn running_plans(&self) -> Vec<RunningPlan> {
+        let inner = self.lock();
+        let mut running = Vec::new();
+        for (route, changes) in &inner.overlay.routes {
+            for (rule, state) in &changes.plans {
+                let config = inner.base.route(route).and_then(|r| r.plans.get(rule));
+                if let (PlanStatus::Running, Some(config)) = (state.status, config) {
+                    running.push(RunningPlan {
+                        route: route.clone(),
+                        rule: rule.clone(),
+                        config: config.clone(),
+                        state: state.clone(),
+                    });
+                }
+            }
+        }
+        running
+    }
+
+    /// This node's audit trail, newest first.
+    pub fn local_audit(&self, limit: usize) -> Vec<AuditEntry> {
+        self.lock()
+            .overlay
+            .audit
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// The state handle the proxy and the health checker read.
@@ -182,7 +318,7 @@ impl Controller {
         self.lock().generation
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent data (every change is applied by a
         // single store at the end), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -243,110 +379,23 @@ impl Controller {
         }
     }
 
-    /// `PUT /routes/{route}/rules/{rule}/percent`.
-    pub fn set_percent(
-        &self,
-        route: &str,
-        rule: &str,
-        percent: Percent,
-    ) -> Result<u64, StateError> {
-        self.change(|inner, overlay| {
-            find_rule_of_kind(&inner.base, route, rule, "percent", |m| {
-                matches!(m, Matcher::Percent { .. })
-            })?;
-            let changes = overlay.routes.entry(route.to_string()).or_default();
-            changes.percent.insert(rule.to_string(), percent.as_f64());
-            Ok(())
-        })
-    }
-
-    /// `POST /routes/{route}/rules/{rule}/users`.
-    pub fn change_users(
-        &self,
-        route: &str,
-        rule: &str,
-        add: &[String],
-        remove: &[String],
-    ) -> Result<u64, StateError> {
-        check_user_ids(add, remove)?;
-        self.change(|inner, overlay| {
-            find_rule_of_kind(&inner.base, route, rule, "users", |m| {
-                matches!(m, Matcher::Users { .. })
-            })?;
-            let changes = overlay.routes.entry(route.to_string()).or_default();
-            changes
-                .users
-                .entry(rule.to_string())
-                .or_default()
-                .record(add, remove);
-            Ok(())
-        })
-    }
-
-    /// `POST /rollback|promote|resume` (`route: None`: every route; resuming clears every
-    /// route's own override too) and `POST /routes/{route}/rollback|promote|resume`.
-    pub fn set_mode(&self, route: Option<&str>, mode: OverlayMode) -> Result<u64, StateError> {
-        self.change(|inner, overlay| {
-            if let OverlayMode::Promote(group) = &mode {
-                if !inner.base.groups.iter().any(|g| &g.name == group) {
-                    let names: Vec<&str> =
-                        inner.base.groups.iter().map(|g| g.name.as_str()).collect();
-                    return Err(StateError::bad_request(
-                        "group",
-                        format!("{group:?} is not a group (groups: {})", names.join(", ")),
-                    ));
-                }
-            }
-            match route {
-                Some(route) => {
-                    overlay.routes.entry(route.to_string()).or_default().mode = mode.clone();
-                }
-                None => {
-                    if mode == OverlayMode::Rules {
-                        overlay
-                            .routes
-                            .values_mut()
-                            .for_each(|r| r.mode = OverlayMode::Rules);
-                    }
-                    overlay.mode = mode.clone();
-                }
-            }
-            Ok(())
-        })
-    }
-
-    /// Applies an overlay edit: validate, persist, then swap in.
-    fn change(
-        &self,
-        edit: impl FnOnce(&Inner, &mut Overlay) -> Result<(), StateError>,
-    ) -> Result<u64, StateError> {
-        let mut inner = self.lock();
-        let mut overlay = inner.overlay.clone();
-        edit(&inner, &mut overlay)?;
-        let previous = self.state.load_full();
-        let (state, warnings) = build_state(
-            &inner.base,
-            &overlay,
-            Some(&previous),
-            self.store.as_deref(),
-        )?;
-        if let Some(path) = &self.state_file {
-            write_state_file(path, &overlay)?;
-        }
-        inner.overlay = overlay;
-        inner.overlay_warnings = warnings;
-        inner.generation += 1;
-        self.state.store(Arc::new(state));
-        info!("admin change applied, generation {}", inner.generation);
-        Ok(inner.generation)
-    }
-
     /// What `/status` shows of the controller, read under one lock.
     pub fn view(&self) -> View {
         let inner = self.lock();
         View {
             state: self.state.load_full(),
             generation: inner.generation,
+            control: ControlView {
+                version: inner.overlay.version,
+                source: inner.control_source,
+                node: self.node.clone(),
+                leader: self.leader.load(Ordering::Relaxed),
+                reports: self
+                    .reports
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            },
             config_file: self.source.describe(),
             state_file: self.state_file.clone(),
             overlay: inner.overlay.clone(),
@@ -419,10 +468,30 @@ impl Controller {
     }
 }
 
+/// A plan that runs now.
+pub struct RunningPlan {
+    pub route: String,
+    pub rule: String,
+    pub config: PlanConfig,
+    pub state: PlanState,
+}
+
+/// The control state's standing on this node.
+pub struct ControlView {
+    pub version: u64,
+    /// `file` (the state file, or nothing yet) or `store` (read from Redis since start).
+    pub source: &'static str,
+    pub node: String,
+    /// Whether this node holds the plan lease.
+    pub leader: bool,
+    pub reports: BTreeMap<(String, String), PlanReport>,
+}
+
 /// A consistent read of the controller for `/status`.
 pub struct View {
     pub state: Arc<GatewayState>,
     pub generation: u64,
+    pub control: ControlView,
     pub config_file: String,
     pub state_file: Option<PathBuf>,
     pub overlay: Overlay,
@@ -465,6 +534,32 @@ impl HeaderLookup for ExplainHeaders<'_> {
     }
 }
 
+/// Sets the control-state gauges: the version and each plan's step.
+fn export_control_metrics(inner: &Inner) {
+    METRICS.control_version.set(inner.overlay.version as i64);
+    for (route, changes) in &inner.overlay.routes {
+        for (rule, plan) in &changes.plans {
+            let step = match plan.status {
+                PlanStatus::RolledBack => 0,
+                _ => plan.step as i64 + 1,
+            };
+            METRICS
+                .rollout_step
+                .with_label_values(&[route, rule])
+                .set(step);
+        }
+    }
+}
+
+/// A node id unique among the nodes sharing a store: host name, process id, a random part.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    format!("{host}:{}:{:08x}", std::process::id(), random as u32)
+}
+
 /// Rejects user ids that could never come out of a cookie (400 naming `add` or `remove`).
 pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateError> {
     for (field, ids) in [("add", add), ("remove", remove)] {
@@ -480,7 +575,7 @@ pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateErro
 
 /// The file's rule `name`, which must be of `kind` (404 when there is none, 400 naming `name`
 /// when it is another kind).
-fn find_rule_of_kind(
+pub(super) fn find_rule_of_kind(
     config: &GatewayConfig,
     route: &str,
     name: &str,
@@ -545,72 +640,4 @@ fn build_state(
     let routers = routers.into_iter().map(Arc::new).collect();
     let state = GatewayState::new(routers, pools, config)?;
     Ok((state, warnings))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remove_wins_over_earlier_add_and_back() {
-        let base = config::load_demo().expect("demo").gateway;
-        let controller = Controller::new(ConfigSource::Demo, base).expect("controller");
-        controller
-            .change_users("default", "vip", &["zoe".into()], &["alice".into()])
-            .expect("change");
-        let status = controller.view();
-        let vip = &status.state.routes[0].router.rules[1];
-        assert_eq!(vip.name, "vip");
-        let Matcher::Users { users } = &vip.matcher else {
-            panic!("vip is a users rule")
-        };
-        assert_eq!(users.len(), 2, "alice out, zoe in");
-        let rule = |user| {
-            let e = controller
-                .explain(None, None, Some(user), None)
-                .expect("explained");
-            let decision = e.decision.expect("a route serves every request");
-            e.state.routes[0].rule_name(&decision).to_string()
-        };
-        assert_eq!(rule("zoe"), "vip");
-        assert_eq!(rule("alice"), "default");
-        controller
-            .change_users("default", "vip", &["alice".into()], &["zoe".into()])
-            .expect("change back");
-        assert_eq!(rule("alice"), "vip");
-        assert_eq!(controller.generation(), 3);
-    }
-
-    #[test]
-    fn api_errors_name_the_field() {
-        let base = config::load_demo().expect("demo").gateway;
-        let c = Controller::new(ConfigSource::Demo, base).expect("controller");
-        let five = Percent::new(5.0).expect("in range");
-        assert_eq!(
-            c.set_percent("default", "vip", five)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("name")
-        );
-        assert_eq!(
-            c.set_percent("default", "nope", five).unwrap_err().status,
-            404
-        );
-        assert_eq!(
-            c.set_percent("nope", "rollout", five).unwrap_err().status,
-            404
-        );
-        assert_eq!(c.route_name(Some("nope")).unwrap_err().status, 404);
-        assert_eq!(c.route_name(None).expect("the one route"), "default");
-        let bad = c
-            .change_users("default", "vip", &["has space".into()], &[])
-            .unwrap_err();
-        assert_eq!(bad.field.as_deref(), Some("add"));
-        let bad = c
-            .set_mode(None, OverlayMode::Promote("nope".into()))
-            .unwrap_err();
-        assert_eq!(bad.field.as_deref(), Some("group"));
-        assert_eq!(c.generation(), 1, "failed changes apply nothing");
-    }
 }

@@ -6,13 +6,14 @@
 //! in the `prometheus` crate's maps happen when a state is built, on rare events (errors,
 //! fallbacks, unusual status codes) and at scrape time.
 
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
 
+use super::figures::{group_stats, GroupStats};
 use crate::routing::Router;
 
 /// Every metric the gateway exports, in its own registry.
@@ -31,6 +32,9 @@ pub struct Metrics {
     pub bad_signatures: IntCounter,
     pub store_staleness: prometheus::GaugeVec,
     pub store_connected: IntGauge,
+    pub control_version: IntGauge,
+    pub rollout_step: IntGaugeVec,
+    pub rollout_actions: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -108,6 +112,27 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "gateway_store_connected",
         "1 while the Redis store is connected and followed",
     )?;
+    let control_version = IntGauge::new(
+        "gateway_control_version",
+        "Version of the control state (percentages, overrides, lists, plans) this node applied",
+    )?;
+    let rollout_step = IntGaugeVec::new(
+        Opts::new(
+            "gateway_rollout_step",
+            "Step of each rollout plan, counted from 1 (0 after a rollback)",
+        ),
+        &["route", "rule"],
+    )?;
+    let rollout_actions = IntCounterVec::new(
+        Opts::new(
+            "gateway_rollout_actions_total",
+            "Rollout plan actions taken on this node (start, pause, resume, abort, advance, complete, rollback)",
+        ),
+        &["route", "rule", "action"],
+    )?;
+    registry.register(Box::new(control_version.clone()))?;
+    registry.register(Box::new(rollout_step.clone()))?;
+    registry.register(Box::new(rollout_actions.clone()))?;
     registry.register(Box::new(store_staleness.clone()))?;
     registry.register(Box::new(store_connected.clone()))?;
     registry.register(Box::new(requests.clone()))?;
@@ -136,6 +161,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         bad_signatures,
         store_staleness,
         store_connected,
+        control_version,
+        rollout_step,
+        rollout_actions,
     })
 }
 
@@ -161,6 +189,8 @@ pub struct RequestMetrics {
     /// "default" (no rule).
     counters: Vec<OnceLock<Box<[IntCounter]>>>,
     histograms: Vec<OnceLock<Histogram>>,
+    /// Per group: what rollout plans judge on (see `figures`).
+    stats: Vec<OnceLock<Arc<GroupStats>>>,
     group_names: Vec<String>,
     rule_names: Vec<String>,
 }
@@ -176,13 +206,24 @@ impl RequestMetrics {
                 .map(|_| OnceLock::new())
                 .collect(),
             histograms: (0..groups).map(|_| OnceLock::new()).collect(),
+            stats: (0..groups).map(|_| OnceLock::new()).collect(),
             group_names: router.group_names.clone(),
             rule_names,
         }
     }
 
-    /// Counts one finished request. `rule` is the rule index, or `None` for no rule.
-    pub fn record(&self, group: usize, rule: Option<usize>, status: u16, seconds: f64) {
+    /// Counts one finished request: `group` served it, `decided` is the group its rules chose
+    /// (they differ after a fallback), `rule` the rule index or `None` for no rule. A plan's
+    /// figures count the request for the decided group, as an error when it got a 5xx or its
+    /// group could not serve it.
+    pub fn record(
+        &self,
+        group: usize,
+        decided: usize,
+        rule: Option<usize>,
+        status: u16,
+        seconds: f64,
+    ) {
         let m = &*METRICS;
         let slot = rule.unwrap_or(self.rule_names.len() - 1);
         let group_name = self.group_names.get(group).map_or("?", String::as_str);
@@ -219,6 +260,12 @@ impl RequestMetrics {
         if let Some(h) = self.histograms.get(group) {
             h.get_or_init(|| m.duration.with_label_values(&[&self.route, group_name]))
                 .observe(seconds);
+        }
+        if let Some(stats) = self.stats.get(decided) {
+            let decided_name = self.group_names.get(decided).map_or("?", String::as_str);
+            stats
+                .get_or_init(|| group_stats(&self.route, decided_name))
+                .record(status >= 500 || group != decided, seconds);
         }
     }
 }

@@ -5,10 +5,16 @@
 //! Above `routing`, `upstreams` and `config`; below `proxy` and `ops`, which reach it through
 //! the controller's methods. The store reaches the controller only through a callback.
 
+pub mod audit;
+mod changes;
+pub mod cluster;
 pub mod controller;
 mod error;
+pub mod figures;
 pub mod metrics;
 pub mod overlay;
+pub mod plan;
+pub mod rollout;
 pub mod store;
 
 use std::sync::Arc;
@@ -16,7 +22,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderValue;
 
-pub use controller::{ConfigSource, Controller, Explanation, View};
+pub use changes::Changed;
+pub use controller::{
+    ConfigSource, ControlView, Controller, Explanation, PlanReport, RunningPlan, View,
+};
 pub use error::StateError;
 pub use overlay::{Overlay, OverlayMode, UsersDelta};
 

@@ -1,23 +1,31 @@
-//! The overlay: changes made through the admin API, laid over the configuration file's router,
-//! and the state file that keeps them across restarts.
+//! The overlay — the control state: changes made through the admin API and by rollout plans,
+//! laid over the configuration file's router, with a version that only grows — and the state
+//! file that keeps it (and this node's audit trail) across restarts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::audit::AuditEntry;
+use super::plan::PlanState;
 use super::StateError;
 use crate::config::{RouteConfig, DEFAULT_ROUTE};
 use crate::routing::{Matcher, Mode, Percent, Router};
 
-/// Changes made through the admin API, laid over the configuration file. This is what the
-/// state file holds: a global operator override and, per route, its own override, percentages
-/// and list changes. A state file of the single-route versions (top-level `percent` and
-/// `users`) loads into the route `default`.
+/// Changes made through the admin API and by plans, laid over the configuration file. This is
+/// the control state every node shares through the store, and what the state file holds: a
+/// global operator override and, per route, its own override, percentages, list changes and
+/// plans. A state file of the single-route versions (top-level `percent` and `users`) loads
+/// into the route `default`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overlay {
+    /// +1 per change; a node applies a control state only when its version is higher than the
+    /// one it has (0: no change was ever made).
+    #[serde(default)]
+    pub version: u64,
     /// Applies to every route (`POST /rollback`, `/promote`, `/resume`).
     #[serde(default)]
     pub mode: OverlayMode,
@@ -28,6 +36,10 @@ pub struct Overlay {
     percent: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     users: BTreeMap<String, UsersDelta>,
+    /// This node's audit trail, newest first (state file only: the store keeps the shared one
+    /// apart from the control state).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub audit: VecDeque<AuditEntry>,
 }
 
 /// One route's changes.
@@ -43,6 +55,12 @@ pub struct RouteOverlay {
     /// Users added to / removed from a list rule, per rule name.
     #[serde(default)]
     pub users: BTreeMap<String, UsersDelta>,
+    /// Who set each percentage: `api` or `plan`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub percent_by: BTreeMap<String, String>,
+    /// Rollout plans that were started, per rule name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plans: BTreeMap<String, PlanState>,
 }
 
 impl Overlay {
@@ -59,6 +77,21 @@ impl Overlay {
     /// The overlay of `route` (empty when it has none).
     pub fn route(&self, route: &str) -> Option<&RouteOverlay> {
         self.routes.get(route)
+    }
+
+    /// The state of the plan of `route`'s rule `rule`, once started.
+    pub fn plan(&self, route: &str, rule: &str) -> Option<&PlanState> {
+        self.routes.get(route)?.plans.get(rule)
+    }
+
+    /// The control state without the audit trail: what is shared through the store.
+    pub fn shared(&self) -> Overlay {
+        Overlay {
+            version: self.version,
+            mode: self.mode.clone(),
+            routes: self.routes.clone(),
+            ..Overlay::default()
+        }
     }
 }
 
@@ -216,6 +249,7 @@ mod tests {
             mode: OverlayMode::Promote("gone".into()),
             percent: [("vip".to_string(), 5.0), ("nope".to_string(), 5.0)].into(),
             users: [("rollout".to_string(), UsersDelta::default())].into(),
+            ..RouteOverlay::default()
         };
         let overlay = Overlay {
             routes: [

@@ -18,6 +18,8 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
+use super::audit::AuditEntry;
+use super::cluster::ControlMessage;
 use super::StateError;
 use crate::config::StoreConfig;
 use crate::routing::UserSet;
@@ -127,7 +129,7 @@ impl Store {
         true
     }
 
-    async fn timed<T>(
+    pub(super) async fn timed<T>(
         &self,
         what: &str,
         op: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -142,13 +144,14 @@ impl Store {
         }
     }
 
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StateError> {
+    pub(super) async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StateError> {
         self.timed("connect", self.client.get_multiplexed_async_connection())
             .await
     }
 
-    /// Writes a change to Redis (SADD / SREM) and announces it on the channel.
-    pub async fn write(&self, change: &Change) -> Result<(), StateError> {
+    /// Writes a change to Redis (SADD / SREM), adds `audit` to the shared trail and announces
+    /// the change on the channel, in one transaction.
+    pub async fn write(&self, change: &Change, audit: &AuditEntry) -> Result<(), StateError> {
         let mut conn = self.connection().await?;
         let key = self.config.set_key(&change.set);
         let mut pipe = redis::pipe();
@@ -159,6 +162,7 @@ impl Store {
         if !change.remove.is_empty() {
             pipe.cmd("SREM").arg(&key).arg(&change.remove).ignore();
         }
+        self.push_audit(&mut pipe, audit)?;
         let message =
             serde_json::to_string(change).map_err(|e| StateError::internal(e.to_string()))?;
         pipe.cmd("PUBLISH")
@@ -214,19 +218,43 @@ impl Store {
 /// routing); a narrow handle so the store needs nothing else of the controller.
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
-/// Keeps the snapshots current and has the routing rebuilt when they change.
+/// What the store service calls with a control state read from Redis or announced on the
+/// channel (the controller applies it when it is newer than its own).
+pub type OnControl = Arc<dyn Fn(ControlMessage) + Send + Sync>;
+
+/// One message on the events channel: a new control state or a change to a user set.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Event {
+    Control(ControlMessage),
+    Set(Change),
+}
+
+/// Keeps the snapshots and the control state current and has the routing rebuilt when they
+/// change.
 pub struct StoreService {
     store: Arc<Store>,
     on_change: OnChange,
+    on_control: OnControl,
 }
 
 impl StoreService {
-    pub fn new(store: Arc<Store>, on_change: OnChange) -> Self {
-        StoreService { store, on_change }
+    pub fn new(store: Arc<Store>, on_change: OnChange, on_control: OnControl) -> Self {
+        StoreService {
+            store,
+            on_change,
+            on_control,
+        }
     }
 
-    /// Loads every set; each loaded set is swapped into the routing.
+    /// Loads every set and the control state; each is swapped into the routing.
     async fn full_sync(&self) -> Result<(), StateError> {
+        if let Some(control) = self.store.read_control().await? {
+            (self.on_control)(ControlMessage {
+                control,
+                changes: Vec::new(),
+            });
+        }
         let mut conn = self.store.connection().await?;
         for set in self.store.set_names() {
             let started = Instant::now();
@@ -269,12 +297,13 @@ impl StoreService {
                     let Some(message) = message else {
                         return Err(StateError::unavailable("the channel closed"));
                     };
-                    match serde_json::from_slice::<Change>(message.get_payload_bytes()) {
-                        Ok(change) => {
+                    match serde_json::from_slice::<Event>(message.get_payload_bytes()) {
+                        Ok(Event::Set(change)) => {
                             if self.store.apply(&change) {
                                 (self.on_change)();
                             }
                         }
+                        Ok(Event::Control(control)) => (self.on_control)(control),
                         Err(e) => warn!("store: ignoring a malformed change message: {e}"),
                     }
                 }

@@ -142,6 +142,12 @@ impl Origin {
 
     /// An origin that waits `delay` before answering each request.
     pub fn start_with_delay(name: &str, delay: Duration) -> Origin {
+        Self::start_with(name, delay, 0)
+    }
+
+    /// An origin that answers every `fail_every`-th request (counted over all its
+    /// connections) with `500` instead (0: never), after waiting `delay`.
+    pub fn start_with(name: &str, delay: Duration, fail_every: usize) -> Origin {
         let listener = test_listener();
         let addr = listener.local_addr().expect("origin addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -153,15 +159,19 @@ impl Origin {
             connections: connections.clone(),
         };
         let body = name.to_string();
+        let answer = Arc::new(Answer {
+            body,
+            delay,
+            fail_every,
+            served: AtomicUsize::new(0),
+        });
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let requests = requests.clone();
                 let connections = connections.clone();
-                let body = body.clone();
-                thread::spawn(move || {
-                    serve_connection(stream, &body, delay, &requests, &connections)
-                });
+                let answer = answer.clone();
+                thread::spawn(move || serve_connection(stream, &answer, &requests, &connections));
             }
         });
         origin
@@ -181,13 +191,21 @@ impl Origin {
     }
 }
 
+/// How an [`Origin`] answers.
+struct Answer {
+    body: String,
+    delay: Duration,
+    fail_every: usize,
+    served: AtomicUsize,
+}
+
 fn serve_connection(
     stream: TcpStream,
-    body: &str,
-    delay: Duration,
+    answer: &Answer,
     requests: &Mutex<Vec<Recorded>>,
     connections: &AtomicUsize,
 ) {
+    let Answer { body, delay, .. } = answer;
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -203,10 +221,16 @@ fn serve_connection(
         }
         requests.lock().expect("origin lock").push(request);
         if !delay.is_zero() {
-            thread::sleep(delay);
+            thread::sleep(*delay);
         }
+        let n = answer.served.fetch_add(1, Ordering::SeqCst) + 1;
+        let status = if answer.fail_every > 0 && n % answer.fail_every == 0 {
+            "500 Internal Server Error"
+        } else {
+            "200 OK"
+        };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Origin: {body}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Origin: {body}\r\n\r\n{body}",
             body.len()
         );
         if writer.write_all(response.as_bytes()).is_err() {
@@ -788,4 +812,58 @@ pub fn run_wrk(args: &[&str]) -> (usize, String) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read wrk output: {text}"));
     (requests, text)
+}
+
+/// A redis-server process with an append-only file, so a SIGKILL loses nothing.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start(dir: &Path, port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed by scripts/setup.sh test");
+        wait_for_port(format!("127.0.0.1:{port}").parse().expect("addr"));
+        Redis { port, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn sadd(&self, key: &str, members: &[&str]) {
+        let client = redis::Client::open(self.url()).expect("client");
+        let mut conn = client.get_connection().expect("connect to redis");
+        let _: () = redis::cmd("SADD")
+            .arg(key)
+            .arg(members)
+            .query(&mut conn)
+            .expect("SADD");
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

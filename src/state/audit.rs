@@ -1,0 +1,100 @@
+//! The audit trail: every change to the control state — by an operator through the admin API
+//! or by a rollout plan — with when, who, what and the figures a plan acted on. Bounded to the
+//! last [`AUDIT_LIMIT`] entries; kept in the state file, and with a store in Redis for every
+//! node.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::figures::StepFigures;
+
+/// Entries kept, newest first, in the state file and in Redis.
+pub const AUDIT_LIMIT: usize = 1000;
+
+/// Who made a change: the admin API or a rollout plan.
+pub const ACTOR_API: &str = "api";
+pub const ACTOR_PLAN: &str = "plan";
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The control-state version the change produced (list changes in the store keep it).
+    pub version: u64,
+    /// `api` or `plan`.
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// `percent`, `users`, `rollback`, `promote`, `resume`, `plan_start`, `plan_advance`, ...
+    pub action: String,
+    /// What changed, in words.
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<StepFigures>,
+}
+
+impl AuditEntry {
+    /// An entry made now (the version is filled in when the change is applied).
+    pub fn now(
+        actor: &str,
+        route: Option<&str>,
+        rule: Option<&str>,
+        action: &str,
+        detail: String,
+    ) -> Self {
+        AuditEntry {
+            at_ms: unix_ms(),
+            version: 0,
+            actor: actor.to_string(),
+            route: route.map(str::to_string),
+            rule: rule.map(str::to_string),
+            action: action.to_string(),
+            detail,
+            figures: None,
+        }
+    }
+}
+
+/// Adds entries (oldest first) to a trail kept newest first, dropping the oldest past the limit.
+pub fn append(trail: &mut VecDeque<AuditEntry>, entries: &[AuditEntry]) {
+    for entry in entries {
+        trail.push_front(entry.clone());
+    }
+    trail.truncate(AUDIT_LIMIT);
+}
+
+/// The time now in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trail_is_bounded_and_newest_first() {
+        let mut trail = VecDeque::new();
+        let entries: Vec<AuditEntry> = (0..AUDIT_LIMIT + 5)
+            .map(|i| {
+                let mut e = AuditEntry::now(ACTOR_API, None, None, "percent", format!("{i}"));
+                e.version = i as u64;
+                e
+            })
+            .collect();
+        append(&mut trail, &entries[..3]);
+        assert_eq!(trail[0].version, 2, "newest first");
+        append(&mut trail, &entries[3..]);
+        assert_eq!(trail.len(), AUDIT_LIMIT);
+        assert_eq!(trail[0].version, (AUDIT_LIMIT + 4) as u64);
+        assert_eq!(trail[AUDIT_LIMIT - 1].version, 5, "the oldest dropped");
+    }
+}

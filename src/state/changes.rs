@@ -1,0 +1,713 @@
+//! Changes to the control state: percentages, list changes, overrides and rollout plans, made
+//! through the admin API or by a plan. Each is one versioned change (see [`Controller::change`]):
+//! with a store, Redis accepts it before any node applies it, so every node moves together;
+//! while Redis is unreachable a change answers 503 and changes nothing.
+
+use log::info;
+
+use super::audit::{AuditEntry, ACTOR_API, ACTOR_PLAN};
+use super::controller::{check_user_ids, find_rule_of_kind, Controller, Inner};
+use super::figures::StepFigures;
+use super::metrics::METRICS;
+use super::overlay::{Overlay, OverlayMode, RouteOverlay};
+use super::plan::{PlanAction, PlanCommand, PlanState, PlanStatus, Verdict};
+use super::store::Change;
+use super::StateError;
+use crate::config::{OnFailure, PlanConfig};
+use crate::routing::{Matcher, Percent};
+
+/// Tries at a change when other nodes keep writing first.
+const CHANGE_TRIES: usize = 5;
+
+/// What an applied change answers: the configuration generation and the control version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    pub generation: u64,
+    pub version: u64,
+}
+
+impl Controller {
+    /// Applies one change to the control state: `edit` checks it against the file's
+    /// configuration and makes it on a copy; the copy, one version up, is written to Redis
+    /// when there is a store (if another node wrote first, its state is applied here and the
+    /// edit made again on it), then applied here and written to the state file. `entry` says
+    /// what changed, for the audit trail.
+    pub(super) async fn change(
+        &self,
+        entry: AuditEntry,
+        mut edit: impl FnMut(&Inner, &mut Overlay) -> Result<(), StateError>,
+    ) -> Result<Changed, StateError> {
+        let _one_at_a_time = self.change_lock.lock().await;
+        for _ in 0..CHANGE_TRIES {
+            let (next, entry) = {
+                let inner = self.lock();
+                let mut next = inner.overlay.shared();
+                edit(&inner, &mut next)?;
+                next.version = inner.overlay.version + 1;
+                let entry = AuditEntry {
+                    version: next.version,
+                    ..entry.clone()
+                };
+                (next, entry)
+            };
+            let version = next.version;
+            if let Some(store) = &self.store {
+                let newer = store
+                    .write_control(&next, std::slice::from_ref(&entry))
+                    .await;
+                match newer {
+                    Ok(None) => {}
+                    Ok(Some(newer)) => {
+                        self.apply_control(newer, &[], false)?;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(StateError::unavailable(format!(
+                            "the store is unavailable, nothing changed: {e}"
+                        )))
+                    }
+                }
+            }
+            let generation = self.apply_control(next, &[entry.clone()], self.store.is_none())?;
+            info!(
+                "{} change applied, version {version}: {}",
+                entry.actor, entry.detail
+            );
+            return Ok(Changed {
+                generation,
+                version,
+            });
+        }
+        Err(StateError::new(
+            409,
+            "other nodes kept changing the control state; try again",
+        ))
+    }
+
+    /// `PUT /routes/{route}/rules/{rule}/percent`. Refused (409) while a plan owns the rule.
+    pub async fn set_percent(
+        &self,
+        route: &str,
+        rule: &str,
+        percent: Percent,
+    ) -> Result<Changed, StateError> {
+        let entry = AuditEntry::now(
+            ACTOR_API,
+            Some(route),
+            Some(rule),
+            "percent",
+            format!("percent set to {}", percent.as_f64()),
+        );
+        self.change(entry, |inner, overlay| {
+            find_rule_of_kind(&inner.base, route, rule, "percent", |m| {
+                matches!(m, Matcher::Percent { .. })
+            })?;
+            if let Some(plan) = overlay.plan(route, rule).filter(|p| p.status.is_active()) {
+                return Err(StateError::new(
+                    409,
+                    format!(
+                        "rule {rule:?} is driven by its rollout plan ({}); pause is not enough: abort the plan first",
+                        plan.status.as_str()
+                    ),
+                ));
+            }
+            set_rule_percent(route_of(overlay, route), rule, percent, ACTOR_API);
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /routes/{route}/rules/{rule}/users` on a list kept in the control state.
+    pub async fn change_users(
+        &self,
+        route: &str,
+        rule: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<Changed, StateError> {
+        check_user_ids(add, remove)?;
+        let entry = AuditEntry::now(
+            ACTOR_API,
+            Some(route),
+            Some(rule),
+            "users",
+            users_detail(add, remove),
+        );
+        self.change(entry, |inner, overlay| {
+            find_rule_of_kind(&inner.base, route, rule, "users", |m| {
+                matches!(m, Matcher::Users { .. })
+            })?;
+            route_of(overlay, route)
+                .users
+                .entry(rule.to_string())
+                .or_default()
+                .record(add, remove);
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /routes/{route}/rules/{rule}/users` on a store-backed list: the set in Redis
+    /// changes (and from there every node's); this node applies it at once too.
+    pub async fn change_store_users(
+        &self,
+        route: &str,
+        rule: &str,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Changed, StateError> {
+        check_user_ids(&add, &remove)?;
+        let (store, set) = self
+            .store_set(route, rule)
+            .ok_or_else(|| StateError::not_found(format!("rule {rule:?} has no store set")))?;
+        let mut entry = AuditEntry::now(
+            ACTOR_API,
+            Some(route),
+            Some(rule),
+            "users",
+            format!("set {set}: {}", users_detail(&add, &remove)),
+        );
+        entry.version = self.lock().overlay.version;
+        let change = Change { set, add, remove };
+        store.write(&change, &entry).await.map_err(|e| {
+            StateError::unavailable(format!("the store is unavailable, nothing changed: {e}"))
+        })?;
+        if store.apply(&change) {
+            self.refresh_store();
+        }
+        let mut inner = self.lock();
+        super::audit::append(&mut inner.overlay.audit, &[entry]);
+        Ok(Changed {
+            generation: inner.generation,
+            version: inner.overlay.version,
+        })
+    }
+
+    /// `POST /rollback|promote|resume` (`route: None`: every route; resuming clears every
+    /// route's own override too) and `POST /routes/{route}/rollback|promote|resume`.
+    pub async fn set_mode(
+        &self,
+        route: Option<&str>,
+        mode: OverlayMode,
+    ) -> Result<Changed, StateError> {
+        let (action, detail) = match &mode {
+            OverlayMode::Rules => ("resume", "rules run again".to_string()),
+            OverlayMode::Rollback => ("rollback", "every user to the default group".to_string()),
+            OverlayMode::Promote(group) => ("promote", format!("every user to group {group}")),
+        };
+        let entry = AuditEntry::now(ACTOR_API, route, None, action, detail);
+        self.change(entry, |inner, overlay| {
+            if let OverlayMode::Promote(group) = &mode {
+                if !inner.base.groups.iter().any(|g| &g.name == group) {
+                    let names: Vec<&str> =
+                        inner.base.groups.iter().map(|g| g.name.as_str()).collect();
+                    return Err(StateError::bad_request(
+                        "group",
+                        format!("{group:?} is not a group (groups: {})", names.join(", ")),
+                    ));
+                }
+            }
+            match route {
+                Some(route) => route_of(overlay, route).mode = mode.clone(),
+                None => {
+                    if mode == OverlayMode::Rules {
+                        overlay
+                            .routes
+                            .values_mut()
+                            .for_each(|r| r.mode = OverlayMode::Rules);
+                    }
+                    overlay.mode = mode.clone();
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /routes/{route}/rules/{rule}/plan/{start|pause|resume|abort}`: 404 when the rule
+    /// has no plan, 409 when the command does not apply to the plan's state.
+    pub async fn plan_command(
+        &self,
+        route: &str,
+        rule: &str,
+        command: PlanCommand,
+    ) -> Result<Changed, StateError> {
+        let action = format!("plan_{}", command.as_str());
+        let why = format!("{} through the admin API", command.as_str());
+        let entry = AuditEntry::now(ACTOR_API, Some(route), Some(rule), &action, why.clone());
+        self.change(entry, |inner, overlay| {
+            let plan = plan_config(inner, route, rule)?;
+            let status = overlay.plan(route, rule).map(|p| p.status);
+            if !command.allowed(status) {
+                let state = status.map_or("not started", PlanStatus::as_str);
+                return Err(StateError::new(
+                    409,
+                    format!(
+                        "the plan of rule {rule:?} is {state}: it cannot {}",
+                        command.as_str()
+                    ),
+                ));
+            }
+            let now = super::audit::unix_ms();
+            let changes = route_of(overlay, route);
+            let step = changes.plans.get(rule).map_or(0, |p| p.step);
+            let (status, step, percent) = match command {
+                PlanCommand::Start => (PlanStatus::Running, 0, Some(plan.steps[0])),
+                PlanCommand::Pause => (PlanStatus::Paused, step, None),
+                PlanCommand::Resume => (PlanStatus::Running, step, plan.steps.get(step).copied()),
+                PlanCommand::Abort => (PlanStatus::RolledBack, step, Some(zero())),
+            };
+            let last_action = PlanAction {
+                at_ms: now,
+                action: command.as_str().to_string(),
+                why: why.clone(),
+                figures: None,
+            };
+            let started = match changes.plans.get(rule) {
+                // A pause keeps the step's window; everything else opens a new one.
+                Some(p) if command == PlanCommand::Pause => p.step_started_ms,
+                _ => now,
+            };
+            changes.plans.insert(
+                rule.to_string(),
+                PlanState {
+                    status,
+                    step,
+                    step_started_ms: started,
+                    last_action,
+                },
+            );
+            if let Some(percent) = percent {
+                set_rule_percent(changes, rule, percent, ACTOR_PLAN);
+            }
+            Ok(())
+        })
+        .await
+        .inspect(|_| count_action(route, rule, command.as_str()))
+    }
+
+    /// A plan's judgement of its running step (made by the node holding the lease): a pass
+    /// moves to the next step (or completes the plan after the last), a failure rolls back or
+    /// pauses as the plan says. `step` and `started_ms` name the step judged; if the plan has
+    /// moved since, nothing changes (409).
+    pub async fn plan_verdict(
+        &self,
+        route: &str,
+        rule: &str,
+        (step, started_ms): (usize, u64),
+        verdict: &Verdict,
+        figures: StepFigures,
+    ) -> Result<Changed, StateError> {
+        let why = match verdict {
+            Verdict::Wait(_) => return Err(StateError::new(409, "nothing to do while waiting")),
+            Verdict::Pass(why) | Verdict::Fail(why) => why.clone(),
+        };
+        let planned = {
+            let inner = self.lock();
+            verdict_move(plan_config(&inner, route, rule)?, step, verdict)
+        };
+        let entry = AuditEntry {
+            figures: Some(figures.clone()),
+            ..AuditEntry::now(
+                ACTOR_PLAN,
+                Some(route),
+                Some(rule),
+                &format!("plan_{}", planned.action),
+                why.clone(),
+            )
+        };
+        let changed = self
+            .change(entry, |inner, overlay| {
+                let plan = plan_config(inner, route, rule)?;
+                let now = super::audit::unix_ms();
+                let changes = route_of(overlay, route);
+                let Some(state) = changes.plans.get_mut(rule).filter(|p| {
+                    p.status == PlanStatus::Running
+                        && p.step == step
+                        && p.step_started_ms == started_ms
+                }) else {
+                    return Err(StateError::new(
+                        409,
+                        "the plan has moved since it was judged",
+                    ));
+                };
+                let m = verdict_move(plan, step, verdict);
+                *state = PlanState {
+                    status: m.status,
+                    step: m.step,
+                    step_started_ms: if m.step != step { now } else { started_ms },
+                    last_action: PlanAction {
+                        at_ms: now,
+                        action: m.action.to_string(),
+                        why: why.clone(),
+                        figures: Some(figures.clone()),
+                    },
+                };
+                if let Some(percent) = m.percent {
+                    set_rule_percent(changes, rule, percent, ACTOR_PLAN);
+                }
+                Ok(())
+            })
+            .await?;
+        count_action(route, rule, planned.action);
+        let percent = planned
+            .percent
+            .map_or(String::new(), |p| format!(" to {}%", p.as_f64()));
+        info!(
+            "plan {route}/{rule}: {}{percent}; {why}; canary {:?}, baseline {:?}",
+            planned.action, figures.canary, figures.baseline
+        );
+        Ok(changed)
+    }
+}
+
+/// Where a judged step takes its plan.
+struct Move {
+    status: PlanStatus,
+    step: usize,
+    /// The rule's new percentage, if it changes.
+    percent: Option<Percent>,
+    /// `advance`, `complete`, `pause` or `rollback`.
+    action: &'static str,
+}
+
+/// A pass moves to the next step, or completes the plan after the last; a failure pauses or
+/// rolls back (percent 0), as the plan says.
+fn verdict_move(plan: &PlanConfig, step: usize, verdict: &Verdict) -> Move {
+    let pass = matches!(verdict, Verdict::Pass(_));
+    match plan.steps.get(step + 1) {
+        Some(next) if pass => Move {
+            status: PlanStatus::Running,
+            step: step + 1,
+            percent: Some(*next),
+            action: "advance",
+        },
+        None if pass => Move {
+            status: PlanStatus::Completed,
+            step,
+            percent: None,
+            action: "complete",
+        },
+        _ if plan.on_failure == OnFailure::Pause => Move {
+            status: PlanStatus::Paused,
+            step,
+            percent: None,
+            action: "pause",
+        },
+        _ => Move {
+            status: PlanStatus::RolledBack,
+            step,
+            percent: Some(zero()),
+            action: "rollback",
+        },
+    }
+}
+
+/// The plan of `route`'s rule `rule` (404 when there is none).
+fn plan_config<'a>(
+    inner: &'a Inner,
+    route: &str,
+    rule: &str,
+) -> Result<&'a PlanConfig, StateError> {
+    let route_config = inner
+        .base
+        .route(route)
+        .ok_or_else(|| StateError::not_found(format!("no route named {route:?}")))?;
+    route_config
+        .plans
+        .get(rule)
+        .ok_or_else(|| StateError::not_found(format!("rule {rule:?} has no rollout plan")))
+}
+
+/// The overlay of `route`, made when missing.
+fn route_of<'a>(overlay: &'a mut Overlay, route: &str) -> &'a mut RouteOverlay {
+    overlay.routes.entry(route.to_string()).or_default()
+}
+
+/// The one way a rule's percentage is set, with who set it.
+fn set_rule_percent(changes: &mut RouteOverlay, rule: &str, percent: Percent, by: &str) {
+    changes.percent.insert(rule.to_string(), percent.as_f64());
+    changes.percent_by.insert(rule.to_string(), by.to_string());
+}
+
+fn zero() -> Percent {
+    Percent::new(0.0).expect("0 is in 0..=100")
+}
+
+fn count_action(route: &str, rule: &str, action: &str) {
+    METRICS
+        .rollout_actions
+        .with_label_values(&[route, rule, action])
+        .inc();
+}
+
+/// A list change in words, naming at most a few ids.
+fn users_detail(add: &[String], remove: &[String]) -> String {
+    let some = |ids: &[String]| {
+        let mut text = ids.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if ids.len() > 5 {
+            text.push_str(&format!(" and {} more", ids.len() - 5));
+        }
+        text
+    };
+    match (add.is_empty(), remove.is_empty()) {
+        (false, true) => format!("added {}", some(add)),
+        (true, false) => format!("removed {}", some(remove)),
+        _ => format!("added {}; removed {}", some(add), some(remove)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::state::figures::FigureSummary;
+    use crate::state::ConfigSource;
+
+    fn controller() -> Controller {
+        let base = config::load_demo().expect("demo").gateway;
+        Controller::new(ConfigSource::Demo, base).expect("controller")
+    }
+
+    /// The demo with a plan on its rollout rule.
+    fn controller_with_plan(on_failure: &str) -> Controller {
+        let text = format!(
+            "gateway:\n  listen: [\"127.0.0.1:1\"]\n  groups:\n    stable: {{ servers: [\"127.0.0.1:2\"] }}\n    canary: {{ servers: [\"127.0.0.1:3\"] }}\n  routing:\n    default: stable\n    rules:\n      - name: rollout\n        percent: 1\n        group: canary\n        plan: {{ steps: [1, 5, 100], hold: 1s, min_requests: 10, baseline: stable, on_failure: {on_failure} }}\n"
+        );
+        let base = config::load_str(&text, "plan.yaml", std::path::Path::new("."))
+            .expect("valid")
+            .gateway;
+        Controller::new(ConfigSource::Demo, base).expect("controller")
+    }
+
+    fn percent_of(c: &Controller, rule: &str) -> f64 {
+        let view = c.view();
+        let rule = view.state.routes[0]
+            .router
+            .rules
+            .iter()
+            .find(|r| r.name == rule)
+            .expect("rule");
+        match &rule.matcher {
+            Matcher::Percent { share, .. } => share.as_f64(),
+            _ => panic!("a percent rule"),
+        }
+    }
+
+    fn figures() -> StepFigures {
+        let none = FigureSummary {
+            requests: 0,
+            errors: 0,
+            error_rate: 0.0,
+            p99_ms: None,
+        };
+        StepFigures {
+            canary: none.clone(),
+            baseline: none,
+        }
+    }
+
+    #[tokio::test]
+    async fn remove_wins_over_earlier_add_and_back() {
+        let controller = controller();
+        controller
+            .change_users("default", "vip", &["zoe".into()], &["alice".into()])
+            .await
+            .expect("change");
+        let status = controller.view();
+        let vip = &status.state.routes[0].router.rules[1];
+        assert_eq!(vip.name, "vip");
+        let Matcher::Users { users } = &vip.matcher else {
+            panic!("vip is a users rule")
+        };
+        assert_eq!(users.len(), 2, "alice out, zoe in");
+        let rule = |user| {
+            let e = controller
+                .explain(None, None, Some(user), None)
+                .expect("explained");
+            let decision = e.decision.expect("a route serves every request");
+            e.state.routes[0].rule_name(&decision).to_string()
+        };
+        assert_eq!(rule("zoe"), "vip");
+        assert_eq!(rule("alice"), "default");
+        let changed = controller
+            .change_users("default", "vip", &["alice".into()], &["zoe".into()])
+            .await
+            .expect("change back");
+        assert_eq!(rule("alice"), "vip");
+        assert_eq!(
+            changed,
+            Changed {
+                generation: 3,
+                version: 2
+            }
+        );
+        let trail = controller.local_audit(10);
+        assert_eq!(trail.len(), 2);
+        assert_eq!(trail[0].version, 2, "newest first");
+        assert_eq!(trail[0].detail, "added alice; removed zoe");
+        assert_eq!(trail[0].actor, ACTOR_API);
+    }
+
+    #[tokio::test]
+    async fn api_errors_name_the_field() {
+        let c = controller();
+        let five = Percent::new(5.0).expect("in range");
+        let err = c.set_percent("default", "vip", five).await.unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("name"));
+        assert_eq!(
+            c.set_percent("default", "nope", five)
+                .await
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(
+            c.set_percent("nope", "rollout", five)
+                .await
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(c.route_name(Some("nope")).unwrap_err().status, 404);
+        assert_eq!(c.route_name(None).expect("the one route"), "default");
+        let bad = c
+            .change_users("default", "vip", &["has space".into()], &[])
+            .await
+            .unwrap_err();
+        assert_eq!(bad.field.as_deref(), Some("add"));
+        let bad = c
+            .set_mode(None, OverlayMode::Promote("nope".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.field.as_deref(), Some("group"));
+        assert_eq!(c.generation(), 1, "failed changes apply nothing");
+        assert!(c.local_audit(10).is_empty(), "nor enter the trail");
+        let err = c
+            .plan_command("default", "rollout", PlanCommand::Start)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, 404, "the demo's rule has no plan");
+    }
+
+    /// start → 1%, a pass → 5%, a manual percent refused while the plan owns the rule, pause
+    /// and resume, a pass → 100%, a pass at the last step completes; the commands that do not
+    /// fit the state answer 409.
+    #[tokio::test]
+    async fn a_plan_walks_its_steps() {
+        let c = controller_with_plan("rollback");
+        let cmd = |command| c.plan_command("default", "rollout", command);
+        assert_eq!(cmd(PlanCommand::Pause).await.unwrap_err().status, 409);
+        cmd(PlanCommand::Start).await.expect("start");
+        assert_eq!(percent_of(&c, "rollout"), 1.0);
+        assert_eq!(
+            cmd(PlanCommand::Start).await.unwrap_err().status,
+            409,
+            "already running"
+        );
+        let plan = c.running_plans().pop().expect("running");
+        let step = (plan.state.step, plan.state.step_started_ms);
+        let pass = Verdict::Pass("fine".into());
+        c.plan_verdict("default", "rollout", step, &pass, figures())
+            .await
+            .expect("advance");
+        assert_eq!(percent_of(&c, "rollout"), 5.0);
+        let again = c
+            .plan_verdict("default", "rollout", step, &pass, figures())
+            .await;
+        assert_eq!(again.unwrap_err().status, 409, "a step is judged once");
+        let manual = c
+            .set_percent("default", "rollout", Percent::new(50.0).expect("ok"))
+            .await;
+        assert_eq!(
+            manual.unwrap_err().status,
+            409,
+            "the plan owns the percentage"
+        );
+        cmd(PlanCommand::Pause).await.expect("pause");
+        assert!(c.running_plans().is_empty());
+        cmd(PlanCommand::Resume).await.expect("resume");
+        let plan = c.running_plans().pop().expect("running again");
+        assert_eq!(plan.state.step, 1);
+        let step = (plan.state.step, plan.state.step_started_ms);
+        c.plan_verdict("default", "rollout", step, &pass, figures())
+            .await
+            .expect("to 100");
+        assert_eq!(percent_of(&c, "rollout"), 100.0);
+        let plan = c.running_plans().pop().expect("running at the last step");
+        let step = (plan.state.step, plan.state.step_started_ms);
+        c.plan_verdict("default", "rollout", step, &pass, figures())
+            .await
+            .expect("complete");
+        let view = c.view();
+        let state = view.overlay.plan("default", "rollout").expect("state");
+        assert_eq!(state.status, PlanStatus::Completed);
+        assert_eq!(state.last_action.action, "complete");
+        assert_eq!(
+            percent_of(&c, "rollout"),
+            100.0,
+            "completed stays at the last step"
+        );
+        let actions: Vec<String> = c
+            .local_audit(20)
+            .into_iter()
+            .rev()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "plan_start",
+                "plan_advance",
+                "plan_pause",
+                "plan_resume",
+                "plan_advance",
+                "plan_complete"
+            ]
+        );
+        c.set_percent("default", "rollout", Percent::new(50.0).expect("ok"))
+            .await
+            .expect("a finished plan no longer owns the percentage");
+    }
+
+    /// A failed step rolls back to 0% (on_failure: rollback) or holds it (pause).
+    #[tokio::test]
+    async fn a_failed_step_rolls_back_or_pauses() {
+        let fail = Verdict::Fail("too many errors".into());
+        for (on_failure, status, percent) in [
+            ("rollback", PlanStatus::RolledBack, 0.0),
+            ("pause", PlanStatus::Paused, 1.0),
+        ] {
+            let c = controller_with_plan(on_failure);
+            c.plan_command("default", "rollout", PlanCommand::Start)
+                .await
+                .expect("start");
+            let plan = c.running_plans().pop().expect("running");
+            let step = (plan.state.step, plan.state.step_started_ms);
+            c.plan_verdict("default", "rollout", step, &fail, figures())
+                .await
+                .expect("acted");
+            let view = c.view();
+            let state = view.overlay.plan("default", "rollout").expect("state");
+            assert_eq!(state.status, status, "{on_failure}");
+            assert_eq!(state.last_action.why, "too many errors");
+            assert_eq!(percent_of(&c, "rollout"), percent, "{on_failure}");
+        }
+        let c = controller_with_plan("rollback");
+        c.plan_command("default", "rollout", PlanCommand::Start)
+            .await
+            .expect("start");
+        c.plan_command("default", "rollout", PlanCommand::Abort)
+            .await
+            .expect("abort");
+        assert_eq!(
+            percent_of(&c, "rollout"),
+            0.0,
+            "abort sends the canary's users back"
+        );
+        c.plan_command("default", "rollout", PlanCommand::Start)
+            .await
+            .expect("start again");
+        assert_eq!(percent_of(&c, "rollout"), 1.0);
+    }
+}

@@ -1,0 +1,628 @@
+//! End-to-end tests of the shared control state and of rollout plans: real gateway nodes, a
+//! real `redis-server` (installed by `scripts/setup.sh test`), real origins — one that answers
+//! 5xx to every fifth request, one that is slow — and client threads sending traffic.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "control-test-token-0123456789";
+
+/// One gateway node: its proxy, admin and metrics addresses.
+struct Node {
+    gateway: Gateway,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+}
+
+/// How a node is set up.
+struct Setup<'a> {
+    stable: &'a Origin,
+    canary: &'a Origin,
+    /// The rollout rule's `plan:` (flow mapping), if any.
+    plan: Option<&'a str>,
+    redis_port: Option<u16>,
+    state_file: PathBuf,
+}
+
+fn start_node(setup: &Setup) -> Node {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let plan = setup
+        .plan
+        .map(|p| format!("        plan: {p}\n"))
+        .unwrap_or_default();
+    let store = setup
+        .redis_port
+        .map(|port| {
+            format!(
+                "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"cp:\", resync_interval: 30s, timeout: 500ms }}\n"
+            )
+        })
+        .unwrap_or_default();
+    let section = format!(
+        "{groups}  routing:\n    default: stable\n    rules:\n\
+         \x20     - name: rollout\n        percent: 10\n        group: canary\n{plan}\
+         {store}\
+         \x20 admin: {{ listen: \"{admin}\", token: \"{TOKEN}\", state_file: \"{state}\" }}\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n",
+        groups = groups_yaml(&[("stable", setup.stable), ("canary", setup.canary)]),
+        state = setup.state_file.display(),
+    );
+    let gateway = Gateway::start(&section);
+    wait_for_port(admin);
+    Node {
+        gateway,
+        admin,
+        metrics,
+    }
+}
+
+impl Node {
+    fn group_of(&self, client: &mut Client, user: &str) -> String {
+        let r = client.get("/", &[("Cookie", &format!("canary_user={user}"))]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.text()
+    }
+
+    /// The group of each of `users` users (`user-0`, `user-1`, ...), over one connection.
+    fn groups(&self, users: usize) -> Vec<String> {
+        let mut client = Client::connect(self.gateway.addr);
+        (0..users)
+            .map(|i| self.group_of(&mut client, &format!("user-{i}")))
+            .collect()
+    }
+
+    fn status(&self) -> Value {
+        let r = admin(self.admin, "GET", "/status", Some(TOKEN), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice(&r.body).expect("status json")
+    }
+
+    fn version(&self) -> u64 {
+        self.status()["control"]["version"]
+            .as_u64()
+            .expect("control version")
+    }
+
+    fn plan(&self) -> Value {
+        self.status()["plans"][0].clone()
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let r = admin(self.admin, method, path, Some(TOKEN), body);
+        let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, value)
+    }
+
+    fn metrics(&self) -> String {
+        get(self.metrics, "/metrics", &[]).text()
+    }
+}
+
+/// Both nodes at `version` within a second of the change; returns how long the second took.
+fn both_at(a: &Node, b: &Node, version: u64) -> Duration {
+    assert_eq!(a.version(), version, "the node that took the change");
+    wait_until(
+        "the other node applies the change",
+        Duration::from_secs(1),
+        || b.version() == version,
+    )
+}
+
+/// 5,000 users get the same group from both nodes; returns how many got `group`.
+fn same_answers(a: &Node, b: &Node, group: &str) -> usize {
+    let (from_a, from_b) = thread::scope(|s| {
+        let from_a = s.spawn(|| a.groups(5_000));
+        let from_b = s.spawn(|| b.groups(5_000));
+        (
+            from_a.join().expect("node a"),
+            from_b.join().expect("node b"),
+        )
+    });
+    let differ = from_a.iter().zip(&from_b).filter(|(x, y)| x != y).count();
+    assert_eq!(differ, 0, "users answered differently by the two nodes");
+    from_a.iter().filter(|g| *g == group).count()
+}
+
+#[test]
+fn changes_through_one_node_reach_every_node() {
+    let dir = TempDir::new("cp-redis");
+    let redis = Redis::start(dir.path(), free_port());
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let setup = |name: &str| Setup {
+        stable: &stable,
+        canary: &canary,
+        plan: None,
+        redis_port: Some(redis.port),
+        state_file: dir.path().join(format!("{name}.json")),
+    };
+    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
+    for n in [&a, &b] {
+        wait_until("connected to the store", Duration::from_secs(10), || {
+            n.status()["store"]["connected"] == true
+        });
+    }
+    let in_canary = same_answers(&a, &b, "canary");
+    assert!(
+        (350..=650).contains(&in_canary),
+        "10% of 5,000: {in_canary}"
+    );
+
+    let (status, answer) = a.call("PUT", "/rules/rollout/percent", Some(r#"{"percent": 50}"#));
+    assert_eq!(status, 200, "{answer}");
+    let took = both_at(&a, &b, 1);
+    let in_canary = same_answers(&a, &b, "canary");
+    assert!(
+        (2_250..=2_750).contains(&in_canary),
+        "50% of 5,000: {in_canary}"
+    );
+    eprintln!("percent change applied by the other node in {took:?}");
+
+    assert_eq!(a.call("POST", "/rollback", None).0, 200);
+    let took = both_at(&a, &b, 2);
+    assert_eq!(
+        same_answers(&a, &b, "stable"),
+        5_000,
+        "rollback: everyone on stable"
+    );
+    eprintln!("rollback applied by the other node in {took:?}");
+
+    let (status, _) = a.call("POST", "/promote", Some(r#"{"group": "canary"}"#));
+    assert_eq!(status, 200);
+    let took = both_at(&a, &b, 3);
+    assert_eq!(
+        same_answers(&a, &b, "canary"),
+        5_000,
+        "promote: everyone on canary"
+    );
+    eprintln!("promote applied by the other node in {took:?}");
+
+    // The shared trail holds every change, newest first, whichever node is asked.
+    let (_, trail) = b.call("GET", "/audit", None);
+    assert_eq!(trail["source"], "store");
+    let actions: Vec<&str> = trail["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(actions, ["promote", "rollback", "percent"]);
+    assert_eq!(trail["entries"][2]["detail"], "percent set to 50");
+    assert_eq!(trail["entries"][2]["actor"], "api");
+    // Each node keeps the state in its own state file too.
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("b.json")).expect("b's state file"))
+            .expect("json");
+    assert_eq!(file["version"], 3);
+    assert_eq!(file["mode"], serde_json::json!({ "promote": "canary" }));
+    assert_eq!(metric_value(&b.metrics(), "gateway_control_version"), 3.0);
+}
+
+/// Redis stopped: changes answer 503 and change nothing, both nodes keep serving the last
+/// state; Redis back: a change reaches both; a node started while Redis is down serves its
+/// state file.
+#[test]
+fn redis_down_changes_nothing_and_nodes_converge_after() {
+    let dir = TempDir::new("cp-redis");
+    let port = free_port();
+    let mut redis = Redis::start(dir.path(), port);
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let setup = |name: &str| Setup {
+        stable: &stable,
+        canary: &canary,
+        plan: None,
+        redis_port: Some(port),
+        state_file: dir.path().join(format!("{name}.json")),
+    };
+    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
+    for n in [&a, &b] {
+        wait_until("connected to the store", Duration::from_secs(10), || {
+            n.status()["store"]["connected"] == true
+        });
+    }
+    assert_eq!(
+        a.call("PUT", "/rules/rollout/percent", Some(r#"{"percent": 30}"#))
+            .0,
+        200
+    );
+    both_at(&a, &b, 1);
+    let before = same_answers(&a, &b, "canary");
+
+    redis.kill();
+    for n in [&a, &b] {
+        wait_until("the store is seen down", Duration::from_secs(10), || {
+            n.status()["store"]["connected"] == false
+        });
+    }
+    let (status, answer) = a.call("PUT", "/rules/rollout/percent", Some(r#"{"percent": 90}"#));
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nothing changed"),
+        "{answer}"
+    );
+    assert_eq!(b.call("POST", "/rollback", None).0, 503);
+    assert_eq!((a.version(), b.version()), (1, 1), "nothing changed");
+    assert_eq!(
+        same_answers(&a, &b, "canary"),
+        before,
+        "both serve the last state"
+    );
+
+    // A node started now has only its state file.
+    drop(a);
+    let a = start_node(&setup("a"));
+    let status = a.status();
+    assert_eq!(status["control"]["version"], 1, "{status}");
+    assert_eq!(status["control"]["source"], "file", "{status}");
+    assert_eq!(status["rules"][0]["percent"], 30.0, "{status}");
+    assert_eq!(same_answers(&a, &b, "canary"), before);
+
+    let _redis = Redis::start(dir.path(), port);
+    for n in [&a, &b] {
+        wait_until("reconnected", Duration::from_secs(15), || {
+            n.status()["store"]["connected"] == true
+        });
+    }
+    assert_eq!(a.status()["control"]["source"], "store");
+    assert_eq!(
+        b.call("PUT", "/rules/rollout/percent", Some(r#"{"percent": 60}"#))
+            .0,
+        200
+    );
+    let took = wait_until("node a applies the change", Duration::from_secs(1), || {
+        a.version() == 2
+    });
+    eprintln!("first change after the outage reached the other node in {took:?}");
+    let in_canary = same_answers(&a, &b, "canary");
+    assert!(
+        (2_700..=3_300).contains(&in_canary),
+        "60% of 5,000: {in_canary}"
+    );
+}
+
+/// Client threads sending requests for rotating users to some nodes, recording which group
+/// each user got.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+    seen: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+}
+
+impl Traffic {
+    /// `per_node` threads per address, cycling through `users` users.
+    fn start(addrs: &[SocketAddr], per_node: usize, users: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(HashMap::<String, Vec<String>>::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (n, addr) in addrs.iter().enumerate() {
+            for t in 0..per_node {
+                let (stop, seen, failures, addr) =
+                    (stop.clone(), seen.clone(), failures.clone(), *addr);
+                threads.push(thread::spawn(move || {
+                    let mut client = Client::connect(addr);
+                    let mut i = (n * per_node + t) * 7919;
+                    while !stop.load(Ordering::SeqCst) {
+                        let user = format!("user-{}", i % users);
+                        i += 1;
+                        let r = client.get("/", &[("Cookie", &format!("canary_user={user}"))]);
+                        let group = r.header("x-canary-group").unwrap_or("").to_string();
+                        if r.status != 200 && r.status != 500 {
+                            failures
+                                .lock()
+                                .expect("lock")
+                                .push(format!("{user}: {}", r.status));
+                        }
+                        let mut seen = seen.lock().expect("lock");
+                        let groups = seen.entry(user).or_default();
+                        if groups.last() != Some(&group) {
+                            groups.push(group);
+                        }
+                    }
+                }));
+            }
+        }
+        Traffic {
+            stop,
+            threads,
+            seen,
+            failures,
+        }
+    }
+
+    /// Stops the threads; returns each user's sequence of groups (repeats left out).
+    fn stop(self) -> HashMap<String, Vec<String>> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("traffic thread");
+        }
+        let failures = self.failures.lock().expect("lock");
+        assert!(
+            failures.is_empty(),
+            "failed requests: {:?}",
+            &failures[..failures.len().min(5)]
+        );
+        std::mem::take(&mut *self.seen.lock().expect("lock"))
+    }
+}
+
+/// The plan's status, once it reaches a state other than `running`, within `limit`.
+fn plan_outcome(node: &Node, limit: Duration) -> Value {
+    let mut plan = Value::Null;
+    wait_until("the plan finishes", limit, || {
+        plan = node.plan();
+        plan["state"] != "running"
+    });
+    plan
+}
+
+/// Without a store, one node judges its own traffic: a healthy canary walks every step to
+/// completion; users only ever move from stable to canary on the way.
+#[test]
+fn a_healthy_canary_walks_to_100_percent() {
+    let dir = TempDir::new("cp-plan");
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let node = start_node(&Setup {
+        stable: &stable,
+        canary: &canary,
+        plan: Some(
+            "{ steps: [5, 25, 50, 100], hold: 1s, min_requests: 20, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }",
+        ),
+        redis_port: None,
+        state_file: dir.path().join("state.json"),
+    });
+    assert_eq!(node.plan()["state"], "not_started");
+    let traffic = Traffic::start(&[node.gateway.addr], 2, 2_000);
+    let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
+    assert_eq!(status, 409, "a running plan cannot start: {answer}");
+    let started = Instant::now();
+    let plan = plan_outcome(&node, Duration::from_secs(60));
+    let seen = traffic.stop();
+    assert_eq!(plan["state"], "completed", "{plan}");
+    assert_eq!(plan["step"], 4);
+    eprintln!("healthy plan completed in {:?}: {plan}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "each step held 1 s"
+    );
+
+    let flipped: Vec<_> = seen
+        .iter()
+        .filter(|(_, groups)| {
+            groups
+                .windows(2)
+                .any(|w| w[0] == "canary" && w[1] == "stable")
+        })
+        .collect();
+    assert!(
+        flipped.is_empty(),
+        "users moved back from canary: {:?}",
+        &flipped[..flipped.len().min(3)]
+    );
+    assert!(
+        seen.values()
+            .filter(|g| g.contains(&"canary".to_string()))
+            .count()
+            > 1_000
+    );
+    assert_eq!(
+        same_group(&node, 500),
+        Some("canary".into()),
+        "at 100% everyone"
+    );
+
+    let (_, trail) = node.call("GET", "/audit", None);
+    assert_eq!(trail["source"], "node");
+    let entries = trail["entries"].as_array().expect("entries");
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "plan_complete",
+            "plan_advance",
+            "plan_advance",
+            "plan_advance",
+            "plan_start"
+        ]
+    );
+    assert_eq!(entries[0]["actor"], "plan");
+    assert!(
+        entries[0]["figures"]["canary"]["requests"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 20,
+        "{}",
+        entries[0]
+    );
+    let metrics = node.metrics();
+    let series = |action: &str| {
+        format!("gateway_rollout_actions_total{{action=\"{action}\",route=\"default\",rule=\"rollout\"}}")
+    };
+    assert_eq!(metric_value(&metrics, &series("advance")), 3.0, "{metrics}");
+    assert_eq!(metric_value(&metrics, &series("complete")), 1.0);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "gateway_rollout_step{route=\"default\",rule=\"rollout\"}"
+        ),
+        4.0
+    );
+}
+
+/// The group every one of `users` users gets, when they all get the same.
+fn same_group(node: &Node, users: usize) -> Option<String> {
+    let groups = node.groups(users);
+    let first = groups.first()?.clone();
+    groups.iter().all(|g| *g == first).then_some(first)
+}
+
+/// Two nodes with a store: a canary answering 5xx to 20% of requests is rolled back at its
+/// first step, and every user is on stable at once.
+#[test]
+fn an_erroring_canary_is_rolled_back() {
+    let dir = TempDir::new("cp-redis");
+    let redis = Redis::start(dir.path(), free_port());
+    let stable = Origin::start("stable");
+    let canary = Origin::start_with("canary", Duration::ZERO, 5);
+    let setup = |name: &str| {
+        Setup {
+        stable: &stable,
+        canary: &canary,
+        plan: Some(
+            "{ steps: [20, 50, 100], hold: 30s, min_requests: 40, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }",
+        ),
+        redis_port: Some(redis.port),
+        state_file: dir.path().join(format!("{name}.json")),
+    }
+    };
+    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
+    for n in [&a, &b] {
+        wait_until("connected to the store", Duration::from_secs(10), || {
+            n.status()["store"]["connected"] == true
+        });
+    }
+    let traffic = Traffic::start(&[a.gateway.addr, b.gateway.addr], 1, 1_000);
+    assert_eq!(b.call("POST", "/rules/rollout/plan/start", None).0, 200);
+    let plan = plan_outcome(&a, Duration::from_secs(30));
+    traffic.stop();
+    assert_eq!(plan["state"], "rolled_back", "{plan}");
+    assert_eq!(plan["step"], 1, "rolled back at its first step: {plan}");
+    let action = &plan["last_action"];
+    assert_eq!(action["action"], "rollback");
+    let rate = action["figures"]["canary"]["error_rate"]
+        .as_f64()
+        .expect("figures");
+    assert!(
+        (0.1..=0.3).contains(&rate),
+        "canary error share {rate}: {action}"
+    );
+    wait_until(
+        "node b applies the rollback",
+        Duration::from_secs(1),
+        || b.plan()["state"] == "rolled_back",
+    );
+    assert_eq!(same_group(&a, 1_000), Some("stable".into()));
+    assert_eq!(same_group(&b, 1_000), Some("stable".into()));
+    assert_eq!(a.status()["rules"][0]["percent"], 0.0);
+    assert_eq!(a.status()["rules"][0]["percent_source"], "plan");
+}
+
+/// A slow canary (p99 over the limit) pauses the plan at its step when `on_failure: pause`.
+#[test]
+fn a_slow_canary_pauses_the_plan() {
+    let dir = TempDir::new("cp-plan");
+    let stable = Origin::start("stable");
+    let canary = Origin::start_with_delay("canary", Duration::from_millis(60));
+    let node = start_node(&Setup {
+        stable: &stable,
+        canary: &canary,
+        plan: Some(
+            "{ steps: [20, 100], hold: 30s, min_requests: 20, baseline: stable, max_p99_ratio: 1.5, on_failure: pause }",
+        ),
+        redis_port: None,
+        state_file: dir.path().join("state.json"),
+    });
+    let traffic = Traffic::start(&[node.gateway.addr], 4, 1_000);
+    assert_eq!(node.call("POST", "/rules/rollout/plan/start", None).0, 200);
+    let plan = plan_outcome(&node, Duration::from_secs(30));
+    traffic.stop();
+    assert_eq!(plan["state"], "paused", "{plan}");
+    assert_eq!(plan["step"], 1);
+    assert_eq!(plan["last_action"]["action"], "pause");
+    let why = plan["last_action"]["why"].as_str().unwrap_or("");
+    assert!(why.contains("p99"), "{why}");
+    assert_eq!(
+        node.status()["rules"][0]["percent"],
+        20.0,
+        "held at its step"
+    );
+    let (status, _) = node.call("PUT", "/rules/rollout/percent", Some(r#"{"percent": 5}"#));
+    assert_eq!(status, 409, "a paused plan still owns the percentage");
+    assert_eq!(node.call("POST", "/rules/rollout/plan/abort", None).0, 200);
+    assert_eq!(node.plan()["state"], "rolled_back");
+    assert_eq!(same_group(&node, 300), Some("stable".into()));
+}
+
+/// Two nodes with a store: the node holding the plan lease is killed mid-plan; the other takes
+/// the lease and completes the plan.
+#[test]
+fn the_other_node_carries_on_when_the_lease_holder_dies() {
+    let dir = TempDir::new("cp-redis");
+    let redis = Redis::start(dir.path(), free_port());
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let setup = |name: &str| {
+        Setup {
+        stable: &stable,
+        canary: &canary,
+        plan: Some(
+            "{ steps: [5, 10, 20, 40, 60, 100], hold: 1s, min_requests: 10, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }",
+        ),
+        redis_port: Some(redis.port),
+        state_file: dir.path().join(format!("{name}.json")),
+    }
+    };
+    let mut nodes = vec![start_node(&setup("a")), start_node(&setup("b"))];
+    for n in &nodes {
+        wait_until("connected to the store", Duration::from_secs(10), || {
+            n.status()["store"]["connected"] == true
+        });
+    }
+    // Traffic on each node, so each adds to the step's figures.
+    let traffic: Vec<Traffic> = nodes
+        .iter()
+        .map(|n| Traffic::start(&[n.gateway.addr], 1, 2_000))
+        .collect();
+    assert_eq!(
+        nodes[0].call("POST", "/rules/rollout/plan/start", None).0,
+        200
+    );
+    wait_until("step 2", Duration::from_secs(30), || {
+        nodes[0].plan()["step"].as_u64().unwrap_or(0) >= 2
+    });
+    let leader = nodes
+        .iter()
+        .position(|n| n.status()["control"]["plan_leader"] == true)
+        .expect("a node holds the lease");
+    let mut traffic = traffic;
+    traffic.remove(leader).stop();
+    let step_at_kill = nodes[leader].plan()["step"].as_u64().unwrap_or(0);
+    let dead = nodes.remove(leader);
+    drop(dead); // SIGKILL: the lease is not given back, it expires
+    let survivor = &nodes[0];
+    let killed_at = Instant::now();
+    let plan = plan_outcome(survivor, Duration::from_secs(60));
+    for t in traffic {
+        t.stop();
+    }
+    assert_eq!(plan["state"], "completed", "{plan}");
+    assert!(
+        step_at_kill < 6,
+        "killed before the end (step {step_at_kill})"
+    );
+    let status = survivor.status();
+    assert_eq!(status["control"]["plan_leader"], true, "{status}");
+    eprintln!(
+        "the survivor completed the plan {:?} after the lease holder died (killed at step {step_at_kill})",
+        killed_at.elapsed()
+    );
+    assert!(survivor.gateway.log().contains("holds the plan lease"));
+}
