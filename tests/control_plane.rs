@@ -34,7 +34,15 @@ struct Setup<'a> {
     state_file: PathBuf,
 }
 
+/// How often nodes re-read the store in these tests.
+const RESYNC: &str = "30s";
+
 fn start_node(setup: &Setup) -> Node {
+    start_node_resync(setup, RESYNC)
+}
+
+/// A node that re-reads the store every `resync`.
+fn start_node_resync(setup: &Setup, resync: &str) -> Node {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let plan = setup
@@ -45,7 +53,7 @@ fn start_node(setup: &Setup) -> Node {
         .redis_port
         .map(|port| {
             format!(
-                "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"cp:\", resync_interval: 30s, timeout: 500ms }}\n"
+                "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"cp:\", resync_interval: {resync}, timeout: 500ms }}\n"
             )
         })
         .unwrap_or_default();
@@ -291,6 +299,46 @@ fn redis_down_changes_nothing_and_nodes_converge_after() {
         (2_700..=3_300).contains(&in_canary),
         "60% of 5,000: {in_canary}"
     );
+}
+
+/// A node that missed an announcement catches up from the stored state at its next resync.
+#[test]
+fn a_missed_announcement_is_caught_up_on_resync() {
+    let dir = TempDir::new("cp-redis");
+    let redis = Redis::start(dir.path(), free_port());
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let node = start_node_resync(
+        &Setup {
+            stable: &stable,
+            canary: &canary,
+            plan: None,
+            redis_port: Some(redis.port),
+            state_file: dir.path().join("a.json"),
+        },
+        "1s",
+    );
+    wait_until("connected to the store", Duration::from_secs(10), || {
+        node.status()["store"]["connected"] == true
+    });
+    // Another node's change, stored but never announced (as if the message was lost).
+    let doc = r#"{"version": 7, "mode": "rollback", "routes": {}}"#;
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_connection().expect("connect to redis");
+    let _: () = redis::cmd("HSET")
+        .arg("cp:control")
+        .arg("version")
+        .arg(7)
+        .arg("doc")
+        .arg(doc)
+        .query(&mut conn)
+        .expect("HSET");
+    let took = wait_until("caught up", Duration::from_secs(5), || node.version() == 7);
+    eprintln!("caught up on resync after {took:?}");
+    assert_eq!(node.status()["global_mode"], "rollback");
+    assert_eq!(same_group(&node, 300), Some("stable".into()));
+    // The next change through this node builds on the caught-up version.
+    assert_eq!(node.call("POST", "/resume", None).0, 200);
+    assert_eq!(node.version(), 8);
 }
 
 /// Client threads sending requests for rotating users to some nodes, recording which group

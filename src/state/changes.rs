@@ -68,7 +68,8 @@ impl Controller {
                     }
                 }
             }
-            let generation = self.apply_control(next, &[entry.clone()], self.store.is_none())?;
+            let generation =
+                self.apply_control(next, std::slice::from_ref(&entry), self.store.is_none())?;
             info!(
                 "{} change applied, version {version}: {}",
                 entry.actor, entry.detail

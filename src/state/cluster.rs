@@ -12,23 +12,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::audit::{AuditEntry, AUDIT_LIMIT};
 use super::figures::{Figures, BUCKETS};
-use super::overlay::Overlay;
+use super::overlay::{ControlMessage, Overlay};
 use super::store::Store;
 use super::StateError;
-
-/// A control state as announced on the channel: the state and the entries of the change that
-/// made it (none when it was re-read on a resync).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ControlMessage {
-    pub control: Overlay,
-    #[serde(default)]
-    pub changes: Vec<AuditEntry>,
-}
 
 /// Writes the control state if Redis holds an older version: the state, the audit entries and
 /// the announcement go in one step. Returns the newer state Redis holds instead, if any.

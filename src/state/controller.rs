@@ -14,10 +14,9 @@ use arc_swap::ArcSwap;
 use log::{error, info, warn};
 
 use super::audit::{self, AuditEntry};
-use super::cluster::ControlMessage;
 use super::figures::StepFigures;
 use super::metrics::METRICS;
-use super::overlay::{apply_overlay, read_state_file, write_state_file, Overlay};
+use super::overlay::{apply_overlay, read_state_file, write_state_file, ControlMessage, Overlay};
 use super::plan::{PlanState, PlanStatus};
 use super::store::Store;
 use super::{GatewayState, RouteScratch, StateError};
@@ -125,19 +124,32 @@ impl Controller {
         for w in &overlay_warnings {
             warn!("state file: {w}");
         }
+        if overlay.version > 0 {
+            info!(
+                "state file: control state version {} ({})",
+                overlay.version,
+                if store.is_some() {
+                    "served until the store answers"
+                } else {
+                    "this node's own"
+                }
+            );
+        }
+        let inner = Inner {
+            base: config,
+            overlay,
+            generation: 1,
+            last_reload: None,
+            overlay_warnings,
+            control_source: "file",
+        };
+        export_control_metrics(&inner);
         Ok(Controller {
             source,
             state: Arc::new(ArcSwap::from_pointee(state)),
             state_file,
             store,
-            inner: Mutex::new(Inner {
-                base: config,
-                overlay,
-                generation: 1,
-                last_reload: None,
-                overlay_warnings,
-                control_source: "file",
-            }),
+            inner: Mutex::new(inner),
             change_lock: tokio::sync::Mutex::new(()),
             node: node_id(),
             leader: AtomicBool::new(false),

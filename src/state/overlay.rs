@@ -42,6 +42,16 @@ pub struct Overlay {
     pub audit: VecDeque<AuditEntry>,
 }
 
+/// A control state as announced on the channel: the state and the entries of the change that
+/// made it (none when it was re-read on a resync).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlMessage {
+    pub control: Overlay,
+    #[serde(default)]
+    pub changes: Vec<AuditEntry>,
+}
+
 /// One route's changes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,7 +19,7 @@ use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEntry;
-use super::cluster::ControlMessage;
+use super::overlay::ControlMessage;
 use super::StateError;
 use crate::config::StoreConfig;
 use crate::routing::UserSet;

@@ -224,7 +224,7 @@ fn serve_connection(
             thread::sleep(*delay);
         }
         let n = answer.served.fetch_add(1, Ordering::SeqCst) + 1;
-        let status = if answer.fail_every > 0 && n % answer.fail_every == 0 {
+        let status = if answer.fail_every > 0 && n.is_multiple_of(answer.fail_every) {
             "500 Internal Server Error"
         } else {
             "200 OK"
