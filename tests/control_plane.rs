@@ -117,6 +117,15 @@ impl Node {
     }
 }
 
+/// Waits until each node follows the store.
+fn wait_connected(nodes: &[&Node]) {
+    for n in nodes {
+        wait_until("connected to the store", Duration::from_secs(10), || {
+            n.status()["store"]["connected"] == true
+        });
+    }
+}
+
 /// Both nodes at `version` within a second of the change; returns how long the second took.
 fn both_at(a: &Node, b: &Node, version: u64) -> Duration {
     assert_eq!(a.version(), version, "the node that took the change");
@@ -155,11 +164,7 @@ fn changes_through_one_node_reach_every_node() {
         state_file: dir.path().join(format!("{name}.json")),
     };
     let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
-    for n in [&a, &b] {
-        wait_until("connected to the store", Duration::from_secs(10), || {
-            n.status()["store"]["connected"] == true
-        });
-    }
+    wait_connected(&[&a, &b]);
     let in_canary = same_answers(&a, &b, "canary");
     assert!(
         (350..=650).contains(&in_canary),
@@ -233,11 +238,7 @@ fn redis_down_changes_nothing_and_nodes_converge_after() {
         state_file: dir.path().join(format!("{name}.json")),
     };
     let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
-    for n in [&a, &b] {
-        wait_until("connected to the store", Duration::from_secs(10), || {
-            n.status()["store"]["connected"] == true
-        });
-    }
+    wait_connected(&[&a, &b]);
     assert_eq!(
         a.call("PUT", "/rules/rollout/percent", Some(r#"{"percent": 30}"#))
             .0,
@@ -317,9 +318,7 @@ fn a_missed_announcement_is_caught_up_on_resync() {
         },
         "1s",
     );
-    wait_until("connected to the store", Duration::from_secs(10), || {
-        node.status()["store"]["connected"] == true
-    });
+    wait_connected(&[&node]);
     // Another node's change, stored but never announced (as if the message was lost).
     let doc = r#"{"version": 7, "mode": "rollback", "routes": {}}"#;
     let client = redis::Client::open(redis.url()).expect("client");
@@ -543,11 +542,7 @@ fn an_erroring_canary_is_rolled_back() {
     }
     };
     let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
-    for n in [&a, &b] {
-        wait_until("connected to the store", Duration::from_secs(10), || {
-            n.status()["store"]["connected"] == true
-        });
-    }
+    wait_connected(&[&a, &b]);
     let traffic = Traffic::start(&[a.gateway.addr, b.gateway.addr], 1, 1_000);
     assert_eq!(b.call("POST", "/rules/rollout/plan/start", None).0, 200);
     let plan = plan_outcome(&a, Duration::from_secs(30));
@@ -629,11 +624,7 @@ fn the_other_node_carries_on_when_the_lease_holder_dies() {
     }
     };
     let mut nodes = vec![start_node(&setup("a")), start_node(&setup("b"))];
-    for n in &nodes {
-        wait_until("connected to the store", Duration::from_secs(10), || {
-            n.status()["store"]["connected"] == true
-        });
-    }
+    wait_connected(&nodes.iter().collect::<Vec<_>>());
     // Traffic on each node, so each adds to the step's figures.
     let traffic: Vec<Traffic> = nodes
         .iter()

@@ -87,13 +87,7 @@ impl Store {
         let newer: Option<String> = self
             .timed("write control", cmd.query_async(&mut conn))
             .await?;
-        newer
-            .map(|doc| {
-                serde_json::from_str::<Overlay>(&doc).map_err(|e| {
-                    StateError::internal(format!("the control state in Redis does not parse: {e}"))
-                })
-            })
-            .transpose()
+        newer.as_deref().map(parse_control).transpose()
     }
 
     /// The control state Redis holds (`None`: no change was ever written).
@@ -108,12 +102,7 @@ impl Store {
                     .query_async(&mut conn),
             )
             .await?;
-        doc.map(|doc| {
-            serde_json::from_str::<Overlay>(&doc).map_err(|e| {
-                StateError::internal(format!("the control state in Redis does not parse: {e}"))
-            })
-        })
-        .transpose()
+        doc.as_deref().map(parse_control).transpose()
     }
 
     /// The audit trail, newest first, at most `limit` entries (entries that do not parse are
@@ -214,6 +203,13 @@ impl Store {
             .await?;
         Ok((figures_from(&fields, "c"), figures_from(&fields, "b")))
     }
+}
+
+/// The control state as Redis stores it.
+fn parse_control(doc: &str) -> Result<Overlay, StateError> {
+    serde_json::from_str(doc).map_err(|e| {
+        StateError::internal(format!("the control state in Redis does not parse: {e}"))
+    })
 }
 
 /// One side's figures from a figures hash.
