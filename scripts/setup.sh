@@ -2,6 +2,7 @@
 # Installs what building and testing canary-gateway needs, only when it is missing:
 #   cmake      - Pingora's zlib-ng build
 #   redis-server, wrk - the store tests and the access-log load test
+#   chromium   - the web page's tests drive a real headless browser
 #   nginx + lua module, curl, valgrind - the load-test scripts
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
@@ -15,6 +16,9 @@ have cc || need+=(gcc)
 if [ "$what" = test ] || [ "$what" = loadtest ]; then
   have redis-server || need+=(redis-server)
   have wrk || need+=(wrk)
+  have chromium || need+=(chromium)
+  # Text in the page's screenshots (the tests need none).
+  dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 fi
 if [ "$what" = loadtest ]; then
   have nginx || need+=(nginx-light)

@@ -34,6 +34,7 @@ use pingora_core::services::background::background_service;
 use crate::config::GatewayConfig;
 use crate::ops::{access_log, admin, demo, lifecycle, metrics};
 use crate::proxy::{guard, CanaryProxy, InFlight, RequestLog};
+use crate::state::history::HistoryService;
 use crate::state::rollout::RolloutService;
 use crate::state::store::StoreService;
 use crate::state::{ConfigSource, Controller};
@@ -124,11 +125,15 @@ pub fn add_services(
         "rollout plans",
         RolloutService::new(controller.clone()),
     ));
+    server.add_service(background_service(
+        "stats history",
+        HistoryService::new(controller.history()),
+    ));
     if let Some(admin) = admin {
         server.add_service(admin::admin_service(
             controller.clone(),
             &admin.listen.to_string(),
-            admin.token,
+            admin.tokens,
         ));
     }
     for origin in &demo_origins {

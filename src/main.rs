@@ -63,6 +63,8 @@ fn print_demo_help(listen: &str) {
          \x20 curl -i --cookie canary_user=alice http://{listen}/            # VIP: version 1\n\
          \x20 curl -i --cookie canary_user=user-6 http://{listen}/           # in the 10% rollout: version 2\n\
          \x20 curl -i --cookie canary_user=user-7 http://{listen}/           # not in the 10%: version 1\n\
-         \x20 curl -i -H 'x-canary-group: canary' http://{listen}/           # QA override: version 2\n"
+         \x20 curl -i -H 'x-canary-group: canary' http://{listen}/           # QA override: version 2\n\n\
+         The web page: http://127.0.0.1:9090/ui/ (token demo-operator-token, or demo-viewer-token to\n\
+         look without changing anything).\n"
     );
 }

@@ -211,7 +211,7 @@ fn changes_through_one_node_reach_every_node() {
         .collect();
     assert_eq!(actions, ["promote", "rollback", "percent"]);
     assert_eq!(trail["entries"][2]["detail"], "percent set to 50");
-    assert_eq!(trail["entries"][2]["actor"], "api");
+    assert_eq!(trail["entries"][2]["actor"], "admin", "the token's name");
     // Each node keeps the state in its own state file too.
     let file: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("b.json")).expect("b's state file"))

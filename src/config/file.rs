@@ -80,7 +80,26 @@ pub(super) struct FileAdmin {
     pub(super) listen: String,
     pub(super) token: Option<String>,
     pub(super) token_env: Option<String>,
+    #[serde(default)]
+    pub(super) tokens: Vec<FileAdminToken>,
     pub(super) state_file: Option<PathBuf>,
+}
+
+/// A named admin token (`gateway.admin.tokens[i]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAdminToken {
+    pub(super) name: String,
+    pub(super) token: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) role: FileRole,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FileRole {
+    Operator,
+    Viewer,
 }
 
 #[derive(Deserialize)]

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileStore};
-use super::parse::{header_name, positive_duration};
+use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileRole, FileStore};
+use super::parse::{header_name, is_token_byte, positive_duration};
 use super::{
-    groups, key_error, routing, AccessLogTarget, AdminConfig, Cidr, DemoOrigin, GatewayConfig,
-    HeadLimits, KeyError, Limits, StoreConfig, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
+    groups, key_error, routing, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
+    GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig, DEFAULT_ADMIN_TOKEN_NAME,
+    DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
 };
 use crate::routing::GroupId;
 
@@ -217,6 +218,42 @@ fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
     })
 }
 
+/// A secret given as `token` or `token_env` (`key` names the pair, `token_key` the value in
+/// errors): `None` when neither is set; it must be at least `MIN_ADMIN_TOKEN_LEN` visible
+/// characters.
+fn secret(
+    token: Option<String>,
+    token_env: Option<String>,
+    key: &str,
+    token_key: &str,
+) -> Result<Option<String>, KeyError> {
+    let token = match (token, token_env) {
+        (Some(token), None) => token,
+        (None, Some(var)) => std::env::var(&var).map_err(|_| {
+            key_error(
+                format!("{key}.token_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?,
+        (Some(_), Some(_)) => {
+            return Err(key_error(
+                key.into(),
+                "set either `token` or `token_env`, not both".into(),
+            ))
+        }
+        (None, None) => return Ok(None),
+    };
+    if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(key_error(
+            token_key.into(),
+            format!(
+                "the token must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters (value not shown)"
+            ),
+        ));
+    }
+    Ok(Some(token))
+}
+
 fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError> {
     let listen = admin.listen.parse::<SocketAddr>().map_err(|e| {
         key_error(
@@ -224,43 +261,68 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
             format!("{:?} is not an IP:port address ({e})", admin.listen),
         )
     })?;
-    let token = match (admin.token, admin.token_env) {
-        (Some(token), None) => token,
-        (None, Some(var)) => std::env::var(&var).map_err(|_| {
-            key_error(
-                "gateway.admin.token_env".to_string(),
-                format!("environment variable {var} is not set"),
-            )
-        })?,
-        (Some(_), Some(_)) => {
+    let mut tokens = Vec::new();
+    if let Some(token) = secret(
+        admin.token,
+        admin.token_env,
+        "gateway.admin",
+        "gateway.admin.token",
+    )? {
+        tokens.push(AdminToken {
+            name: DEFAULT_ADMIN_TOKEN_NAME.into(),
+            token,
+            role: Role::Operator,
+        });
+    }
+    for (i, named) in admin.tokens.into_iter().enumerate() {
+        let key = format!("gateway.admin.tokens[{i}]");
+        if named.name.is_empty() || !named.name.bytes().all(is_token_byte) {
             return Err(key_error(
-                "gateway.admin".into(),
-                "set either `token` or `token_env`, not both".into(),
-            ))
-        }
-        (None, None) => {
-            let exposure = if listen.ip().is_loopback() {
-                "every admin request needs a bearer token"
-            } else {
-                "refusing to start an admin listener on a non-loopback address without a token"
-            };
-            return Err(key_error(
-                "gateway.admin".into(),
-                format!("{exposure}: set `token_env` (or `token`)"),
+                format!("{key}.name"),
+                format!("{:?} is not a valid token name (a token)", named.name),
             ));
         }
-    };
-    if token.len() < MIN_ADMIN_TOKEN_LEN || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        if tokens.iter().any(|t| t.name == named.name) {
+            return Err(key_error(
+                format!("{key}.name"),
+                format!(
+                    "{:?} is used by another token; names must be unique",
+                    named.name
+                ),
+            ));
+        }
+        let token = secret(named.token, named.token_env, &key, &format!("{key}.token"))?
+            .ok_or_else(|| key_error(key.clone(), "set `token_env` (or `token`)".into()))?;
+        if tokens.iter().any(|t| t.token == token) {
+            return Err(key_error(
+                format!("{key}.token"),
+                "the same secret as another token (value not shown)".into(),
+            ));
+        }
+        let role = match named.role {
+            FileRole::Operator => Role::Operator,
+            FileRole::Viewer => Role::Viewer,
+        };
+        tokens.push(AdminToken {
+            name: named.name,
+            token,
+            role,
+        });
+    }
+    if tokens.is_empty() {
+        let exposure = if listen.ip().is_loopback() {
+            "every admin request needs a bearer token"
+        } else {
+            "refusing to start an admin listener on a non-loopback address without a token"
+        };
         return Err(key_error(
-            "gateway.admin.token".into(),
-            format!(
-                "the token must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters (value not shown)"
-            ),
+            "gateway.admin".into(),
+            format!("{exposure}: set `token_env` (or `token`, or `tokens`)"),
         ));
     }
     Ok(AdminConfig {
         listen,
-        token,
+        tokens,
         state_file: admin.state_file.map(|p| base.join(p)),
     })
 }

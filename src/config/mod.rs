@@ -221,6 +221,41 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
+/// One admin token: its name (the audit trail's actor), the secret and what it may do.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub name: String,
+    pub token: String,
+    pub role: Role,
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AdminToken({}, {:?}, ***)", self.name, self.role)
+    }
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything.
+    Operator,
+    /// Read everything, change nothing.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// The name of the operator token set by `gateway.admin.token` / `token_env`.
+pub const DEFAULT_ADMIN_TOKEN_NAME: &str = "admin";
+
 /// Where the shared user sets live (`gateway.store`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -258,8 +293,9 @@ impl StoreConfig {
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// The bearer token every admin request must carry. Never logged or shown.
-    pub token: String,
+    /// The bearer tokens admin requests may carry, with their names and roles (at least one).
+    /// Never logged or shown.
+    pub tokens: Vec<AdminToken>,
     /// Where changes made through the API are kept, so they survive restarts and reloads.
     pub state_file: Option<PathBuf>,
 }

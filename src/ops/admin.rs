@@ -15,9 +15,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::views;
+use crate::config::{AdminToken, Role};
 use crate::routing::signed::constant_time_eq;
 use crate::routing::Percent;
-use crate::state::audit::AUDIT_LIMIT;
+use crate::state::audit::{unix_ms, AUDIT_LIMIT};
+use crate::state::history;
 use crate::state::plan::PlanCommand;
 use crate::state::{Changed, Controller, OverlayMode, StateError as ApiError};
 
@@ -27,18 +29,18 @@ pub const MAX_ADMIN_BODY: usize = 64 * 1024;
 /// The admin API application.
 pub struct AdminApp {
     controller: Arc<Controller>,
-    token: String,
+    tokens: Vec<AdminToken>,
 }
 
-/// A listening service for the admin API on `listen`.
+/// A listening service for the admin API (and the web page, under `/ui/`) on `listen`.
 pub fn admin_service(
     controller: Arc<Controller>,
     listen: &str,
-    token: String,
+    tokens: Vec<AdminToken>,
 ) -> Service<HttpServer<AdminApp>> {
     let mut service = Service::new(
         "canary-gateway admin".to_string(),
-        HttpServer::new_app(AdminApp { controller, token }),
+        HttpServer::new_app(AdminApp { controller, tokens }),
     );
     service.add_tcp(listen);
     service
@@ -158,24 +160,30 @@ impl AdminApp {
         json!({ "source": source, "store_error": error, "entries": entries })
     }
 
-    fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(value) = session
+    /// The token the request carries (`Authorization: Bearer`), if it is one of ours. Every
+    /// token is compared, in constant time, so the time taken does not tell which matched.
+    fn authorized(&self, session: &ServerSession) -> Option<&AdminToken> {
+        let value = session
             .req_header()
             .headers
-            .get(http::header::AUTHORIZATION)
-        else {
-            return false;
+            .get(http::header::AUTHORIZATION)?
+            .as_bytes();
+        let presented = match value.get(..7) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
+            _ => return None,
         };
-        let value = value.as_bytes();
-        match value.get(..7) {
-            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
-                constant_time_eq(&value[7..], self.token.as_bytes())
-            }
-            _ => false,
-        }
+        self.tokens.iter().fold(None, |found, t| {
+            let same = constant_time_eq(presented, t.token.as_bytes());
+            found.or(same.then_some(t))
+        })
     }
 
-    async fn handle(&self, session: &mut ServerSession) -> Result<Value, ApiError> {
+    async fn handle(
+        &self,
+        session: &mut ServerSession,
+        who: &AdminToken,
+    ) -> Result<Value, ApiError> {
+        let actor = who.name.as_str();
         let method = session.req_header().method.clone();
         let uri = session.req_header().uri.clone();
         let path = uri.path();
@@ -193,6 +201,20 @@ impl AdminApp {
         match (route, rest) {
             (None, ["status"]) => match method {
                 Method::GET => Ok(views::status(&self.controller.view())),
+                _ => Err(not_allowed()),
+            },
+            (None, ["stats", "history"]) => match method {
+                Method::GET => {
+                    let series = self
+                        .controller
+                        .history()
+                        .view(unix_ms(), &history::readings());
+                    Ok(json!({ "bucket_seconds": history::BUCKET_SECONDS, "series": series }))
+                }
+                _ => Err(not_allowed()),
+            },
+            (None, ["whoami"]) => match method {
+                Method::GET => Ok(json!({ "name": who.name, "role": who.role.as_str() })),
                 _ => Err(not_allowed()),
             },
             (None, ["explain"]) => match method {
@@ -259,7 +281,7 @@ impl AdminApp {
                         .map(|r| self.controller.route_name(Some(r)))
                         .transpose()?;
                     self.controller
-                        .set_mode(route.as_deref(), mode)
+                        .set_mode(actor, route.as_deref(), mode)
                         .await
                         .map(ok)
                 }
@@ -272,7 +294,7 @@ impl AdminApp {
                         .transpose()?;
                     let body: PromoteBody = parse_body(&read_body(session).await?)?;
                     self.controller
-                        .set_mode(route.as_deref(), OverlayMode::Promote(body.group))
+                        .set_mode(actor, route.as_deref(), OverlayMode::Promote(body.group))
                         .await
                         .map(ok)
                 }
@@ -283,13 +305,20 @@ impl AdminApp {
                     let route = self.controller.route_name(route)?;
                     let body: PercentBody = parse_body(&read_body(session).await?)?;
                     self.controller
-                        .set_percent(&route, name, body.percent)
+                        .set_percent(actor, &route, name, body.percent)
                         .await
                         .map(ok)
                 }
                 _ => Err(not_allowed()),
             },
             (_, ["rules", name, "users"]) => match method {
+                Method::GET => {
+                    let route = self.controller.route_name(route)?;
+                    let user = query_param(query, "user")
+                        .ok_or_else(|| ApiError::bad_request("user", "give ?user=ID"))?;
+                    let member = self.controller.is_member(&route, name, &user)?;
+                    Ok(json!({ "route": route, "rule": name, "user": user, "member": member }))
+                }
                 Method::POST => {
                     let route = self.controller.route_name(route)?;
                     let UsersBody { add, remove } = parse_body(&read_body(session).await?)?;
@@ -299,12 +328,12 @@ impl AdminApp {
                     let changed = match self.controller.store_set(&route, name) {
                         Some(_) => {
                             self.controller
-                                .change_store_users(&route, name, add, remove)
+                                .change_store_users(actor, &route, name, add, remove)
                                 .await
                         }
                         None => {
                             self.controller
-                                .change_users(&route, name, &add, &remove)
+                                .change_users(actor, &route, name, &add, &remove)
                                 .await
                         }
                     };
@@ -321,7 +350,7 @@ impl AdminApp {
                         ))
                     })?;
                     self.controller
-                        .plan_command(&route, name, command)
+                        .plan_command(actor, &route, name, command)
                         .await
                         .map(ok)
                 }
@@ -335,6 +364,10 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The page itself holds no data: it is served without a token, and asks for one.
+        if let Some(page) = super::ui::page(session.req_header().uri.path()) {
+            return page;
+        }
         let query = session.req_header().uri.query().unwrap_or("");
         let token_in_query = query.split('&').any(|pair| {
             let key = pair.split('=').next().unwrap_or("");
@@ -348,21 +381,34 @@ impl ServeHttp for AdminApp {
                 "a token in the query string is refused; send Authorization: Bearer <token>",
             );
         }
-        if !self.authorized(session) {
+        let Some(who) = self.authorized(session) else {
             let mut response = plain_error(401, "missing or wrong bearer token");
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
             );
             return response;
-        }
+        };
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
-        let result = self.handle(session).await;
+        if who.role == Role::Viewer && method != Method::GET && method != Method::HEAD {
+            info!("admin: {method} {path} by viewer {} refused", who.name);
+            return plain_error(
+                403,
+                &format!(
+                    "token {:?} is a viewer: it can read everything and change nothing",
+                    who.name
+                ),
+            );
+        }
+        let result = self.handle(session, who).await;
         match &result {
             Ok(_) if method == Method::GET => {}
-            Ok(_) => info!("admin: {method} {path} applied"),
-            Err(e) => info!("admin: {method} {path} -> {} {}", e.status, e.message),
+            Ok(_) => info!("admin: {method} {path} applied (by {})", who.name),
+            Err(e) => info!(
+                "admin: {method} {path} by {} -> {} {}",
+                who.name, e.status, e.message
+            ),
         }
         match result {
             Ok(body) => json_response(200, &body),

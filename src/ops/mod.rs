@@ -1,4 +1,4 @@
-//! What operators touch: the admin API and its JSON views, the metrics endpoint, the access
+//! What operators touch: the admin API, its JSON views and the web page, the metrics endpoint, the access
 //! log, signals and drain, and the demo origins. The top layer: it may import every other
 //! layer and holds no state of its own that the proxy needs.
 
@@ -7,6 +7,7 @@ pub mod admin;
 pub mod demo;
 pub mod lifecycle;
 pub mod metrics;
+pub mod ui;
 pub mod views;
 
 /// A whole response with its `Content-Type` and `Content-Length`: what the admin API, the

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::config::{OnFailure, PlanConfig, RouteConfig};
 use crate::routing::{Matcher, Mode, Router};
-use crate::state::audit::unix_ms;
+use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::PlanStatus;
 use crate::state::{Explanation, OverlayMode, View};
 use crate::upstreams::{HealthProbe, HostHeader};
@@ -136,7 +136,11 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
                     "percent": share.as_f64(),
                     "percent_source": changes
                         .filter(|c| c.percent.contains_key(&rule.name))
-                        .map_or("file", |c| c.percent_by.get(&rule.name).map_or("api", String::as_str)),
+                        .map_or("file", |c| match c.percent_by.get(&rule.name) {
+                            Some(by) if by == ACTOR_PLAN => "plan",
+                            _ => "api",
+                        }),
+                    "percent_set_by": changes.and_then(|c| c.percent_by.get(&rule.name)),
                     "plan": config.plans.get(&rule.name).map(|_| {
                         view.overlay.plan(&config.name, &rule.name).map_or("not_started", |p| p.status.as_str())
                     }),

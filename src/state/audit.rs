@@ -13,8 +13,7 @@ use super::figures::StepFigures;
 /// Entries kept, newest first, in the state file and in Redis.
 pub const AUDIT_LIMIT: usize = 1000;
 
-/// Who made a change: the admin API or a rollout plan.
-pub const ACTOR_API: &str = "api";
+/// The actor of a plan's own moves (an admin change's actor is its token's name).
 pub const ACTOR_PLAN: &str = "plan";
 
 /// One change.
@@ -25,7 +24,7 @@ pub struct AuditEntry {
     pub at_ms: u64,
     /// The control-state version the change produced (list changes in the store keep it).
     pub version: u64,
-    /// `api` or `plan`.
+    /// The admin token's name (`admin` for `gateway.admin.token`), or `plan`.
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
@@ -85,7 +84,7 @@ mod tests {
         let mut trail = VecDeque::new();
         let entries: Vec<AuditEntry> = (0..AUDIT_LIMIT + 5)
             .map(|i| {
-                let mut e = AuditEntry::now(ACTOR_API, None, None, "percent", format!("{i}"));
+                let mut e = AuditEntry::now("admin", None, None, "percent", format!("{i}"));
                 e.version = i as u64;
                 e
             })

@@ -5,7 +5,7 @@
 
 use log::info;
 
-use super::audit::{AuditEntry, ACTOR_API, ACTOR_PLAN};
+use super::audit::{AuditEntry, ACTOR_PLAN};
 use super::controller::{check_user_ids, find_rule_of_kind, Controller, Inner};
 use super::figures::StepFigures;
 use super::metrics::METRICS;
@@ -88,12 +88,13 @@ impl Controller {
     /// `PUT /routes/{route}/rules/{rule}/percent`. Refused (409) while a plan owns the rule.
     pub async fn set_percent(
         &self,
+        actor: &str,
         route: &str,
         rule: &str,
         percent: Percent,
     ) -> Result<Changed, StateError> {
         let entry = AuditEntry::now(
-            ACTOR_API,
+            actor,
             Some(route),
             Some(rule),
             "percent",
@@ -112,7 +113,7 @@ impl Controller {
                     ),
                 ));
             }
-            set_rule_percent(route_of(overlay, route), rule, percent, ACTOR_API);
+            set_rule_percent(route_of(overlay, route), rule, percent, actor);
             Ok(())
         })
         .await
@@ -121,6 +122,7 @@ impl Controller {
     /// `POST /routes/{route}/rules/{rule}/users` on a list kept in the control state.
     pub async fn change_users(
         &self,
+        actor: &str,
         route: &str,
         rule: &str,
         add: &[String],
@@ -128,7 +130,7 @@ impl Controller {
     ) -> Result<Changed, StateError> {
         check_user_ids(add, remove)?;
         let entry = AuditEntry::now(
-            ACTOR_API,
+            actor,
             Some(route),
             Some(rule),
             "users",
@@ -152,6 +154,7 @@ impl Controller {
     /// changes (and from there every node's); this node applies it at once too.
     pub async fn change_store_users(
         &self,
+        actor: &str,
         route: &str,
         rule: &str,
         add: Vec<String>,
@@ -162,7 +165,7 @@ impl Controller {
             .store_set(route, rule)
             .ok_or_else(|| StateError::not_found(format!("rule {rule:?} has no store set")))?;
         let mut entry = AuditEntry::now(
-            ACTOR_API,
+            actor,
             Some(route),
             Some(rule),
             "users",
@@ -188,6 +191,7 @@ impl Controller {
     /// route's own override too) and `POST /routes/{route}/rollback|promote|resume`.
     pub async fn set_mode(
         &self,
+        actor: &str,
         route: Option<&str>,
         mode: OverlayMode,
     ) -> Result<Changed, StateError> {
@@ -196,7 +200,7 @@ impl Controller {
             OverlayMode::Rollback => ("rollback", "every user to the default group".to_string()),
             OverlayMode::Promote(group) => ("promote", format!("every user to group {group}")),
         };
-        let entry = AuditEntry::now(ACTOR_API, route, None, action, detail);
+        let entry = AuditEntry::now(actor, route, None, action, detail);
         self.change(entry, |inner, overlay| {
             if let OverlayMode::Promote(group) = &mode {
                 if !inner.base.groups.iter().any(|g| &g.name == group) {
@@ -229,13 +233,14 @@ impl Controller {
     /// has no plan, 409 when the command does not apply to the plan's state.
     pub async fn plan_command(
         &self,
+        actor: &str,
         route: &str,
         rule: &str,
         command: PlanCommand,
     ) -> Result<Changed, StateError> {
         let action = format!("plan_{}", command.as_str());
-        let why = format!("{} through the admin API", command.as_str());
-        let entry = AuditEntry::now(ACTOR_API, Some(route), Some(rule), &action, why.clone());
+        let why = format!("{} by {actor} through the admin API", command.as_str());
+        let entry = AuditEntry::now(actor, Some(route), Some(rule), &action, why.clone());
         self.change(entry, |inner, overlay| {
             let plan = plan_config(inner, route, rule)?;
             let status = overlay.plan(route, rule).map(|p| p.status);
@@ -465,6 +470,8 @@ mod tests {
     use crate::state::figures::FigureSummary;
     use crate::state::ConfigSource;
 
+    const ACTOR: &str = "alice";
+
     fn controller() -> Controller {
         let base = config::load_demo().expect("demo").gateway;
         Controller::new(ConfigSource::Demo, base).expect("controller")
@@ -512,7 +519,7 @@ mod tests {
     async fn remove_wins_over_earlier_add_and_back() {
         let controller = controller();
         controller
-            .change_users("default", "vip", &["zoe".into()], &["alice".into()])
+            .change_users(ACTOR, "default", "vip", &["zoe".into()], &["alice".into()])
             .await
             .expect("change");
         let status = controller.view();
@@ -532,7 +539,7 @@ mod tests {
         assert_eq!(rule("zoe"), "vip");
         assert_eq!(rule("alice"), "default");
         let changed = controller
-            .change_users("default", "vip", &["alice".into()], &["zoe".into()])
+            .change_users(ACTOR, "default", "vip", &["alice".into()], &["zoe".into()])
             .await
             .expect("change back");
         assert_eq!(rule("alice"), "vip");
@@ -547,24 +554,27 @@ mod tests {
         assert_eq!(trail.len(), 2);
         assert_eq!(trail[0].version, 2, "newest first");
         assert_eq!(trail[0].detail, "added alice; removed zoe");
-        assert_eq!(trail[0].actor, ACTOR_API);
+        assert_eq!(trail[0].actor, ACTOR);
     }
 
     #[tokio::test]
     async fn api_errors_name_the_field() {
         let c = controller();
         let five = Percent::new(5.0).expect("in range");
-        let err = c.set_percent("default", "vip", five).await.unwrap_err();
+        let err = c
+            .set_percent(ACTOR, "default", "vip", five)
+            .await
+            .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("name"));
         assert_eq!(
-            c.set_percent("default", "nope", five)
+            c.set_percent(ACTOR, "default", "nope", five)
                 .await
                 .unwrap_err()
                 .status,
             404
         );
         assert_eq!(
-            c.set_percent("nope", "rollout", five)
+            c.set_percent(ACTOR, "nope", "rollout", five)
                 .await
                 .unwrap_err()
                 .status,
@@ -573,22 +583,22 @@ mod tests {
         assert_eq!(c.route_name(Some("nope")).unwrap_err().status, 404);
         assert_eq!(c.route_name(None).expect("the one route"), "default");
         let bad = c
-            .change_users("default", "vip", &["has space".into()], &[])
+            .change_users(ACTOR, "default", "vip", &["has space".into()], &[])
             .await
             .unwrap_err();
         assert_eq!(bad.field.as_deref(), Some("add"));
         let bad = c
-            .set_mode(None, OverlayMode::Promote("nope".into()))
+            .set_mode(ACTOR, None, OverlayMode::Promote("nope".into()))
             .await
             .unwrap_err();
         assert_eq!(bad.field.as_deref(), Some("group"));
         assert_eq!(c.generation(), 1, "failed changes apply nothing");
         assert!(c.local_audit(10).is_empty(), "nor enter the trail");
         let err = c
-            .plan_command("default", "rollout", PlanCommand::Start)
+            .plan_command(ACTOR, "default", "vip", PlanCommand::Start)
             .await
             .unwrap_err();
-        assert_eq!(err.status, 404, "the demo's rule has no plan");
+        assert_eq!(err.status, 404, "the vip rule has no plan");
     }
 
     /// start → 1%, a pass → 5%, a manual percent refused while the plan owns the rule, pause
@@ -597,7 +607,7 @@ mod tests {
     #[tokio::test]
     async fn a_plan_walks_its_steps() {
         let c = controller_with_plan("rollback");
-        let cmd = |command| c.plan_command("default", "rollout", command);
+        let cmd = |command| c.plan_command(ACTOR, "default", "rollout", command);
         assert_eq!(cmd(PlanCommand::Pause).await.unwrap_err().status, 409);
         cmd(PlanCommand::Start).await.expect("start");
         assert_eq!(percent_of(&c, "rollout"), 1.0);
@@ -618,7 +628,7 @@ mod tests {
             .await;
         assert_eq!(again.unwrap_err().status, 409, "a step is judged once");
         let manual = c
-            .set_percent("default", "rollout", Percent::new(50.0).expect("ok"))
+            .set_percent(ACTOR, "default", "rollout", Percent::new(50.0).expect("ok"))
             .await;
         assert_eq!(
             manual.unwrap_err().status,
@@ -666,7 +676,7 @@ mod tests {
                 "plan_complete"
             ]
         );
-        c.set_percent("default", "rollout", Percent::new(50.0).expect("ok"))
+        c.set_percent(ACTOR, "default", "rollout", Percent::new(50.0).expect("ok"))
             .await
             .expect("a finished plan no longer owns the percentage");
     }
@@ -680,7 +690,7 @@ mod tests {
             ("pause", PlanStatus::Paused, 1.0),
         ] {
             let c = controller_with_plan(on_failure);
-            c.plan_command("default", "rollout", PlanCommand::Start)
+            c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start)
                 .await
                 .expect("start");
             let plan = c.running_plans().pop().expect("running");
@@ -695,10 +705,10 @@ mod tests {
             assert_eq!(percent_of(&c, "rollout"), percent, "{on_failure}");
         }
         let c = controller_with_plan("rollback");
-        c.plan_command("default", "rollout", PlanCommand::Start)
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start)
             .await
             .expect("start");
-        c.plan_command("default", "rollout", PlanCommand::Abort)
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Abort)
             .await
             .expect("abort");
         assert_eq!(
@@ -706,7 +716,7 @@ mod tests {
             0.0,
             "abort sends the canary's users back"
         );
-        c.plan_command("default", "rollout", PlanCommand::Start)
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start)
             .await
             .expect("start again");
         assert_eq!(percent_of(&c, "rollout"), 1.0);

@@ -15,6 +15,7 @@ use log::{error, info, warn};
 
 use super::audit::{self, AuditEntry};
 use super::figures::StepFigures;
+use super::history::History;
 use super::metrics::METRICS;
 use super::overlay::{apply_overlay, read_state_file, write_state_file, ControlMessage, Overlay};
 use super::plan::{PlanState, PlanStatus};
@@ -69,7 +70,8 @@ pub(super) struct Inner {
     last_reload: Option<ReloadOutcome>,
     /// Overlay entries that no longer fit the file (a rule removed or changed kind).
     overlay_warnings: Vec<String>,
-    /// Where the control state came from: `file` (the state file or nothing), `store`.
+    /// Where the control state came from: `local` (no store: this node's own), `file` (the
+    /// state file, until the store answers), `store`.
     control_source: &'static str,
 }
 
@@ -89,6 +91,8 @@ pub struct Controller {
     leader: AtomicBool,
     /// The last judgement of each running plan on this node.
     reports: Mutex<BTreeMap<(String, String), PlanReport>>,
+    /// The last hour of each route's and group's figures, for the web page.
+    history: Arc<History>,
 }
 
 /// A plan's last judgement on this node, for `/status`.
@@ -141,7 +145,7 @@ impl Controller {
             generation: 1,
             last_reload: None,
             overlay_warnings,
-            control_source: "file",
+            control_source: if store.is_some() { "file" } else { "local" },
         };
         export_control_metrics(&inner);
         Ok(Controller {
@@ -154,7 +158,13 @@ impl Controller {
             node: node_id(),
             leader: AtomicBool::new(false),
             reports: Mutex::new(BTreeMap::new()),
+            history: Arc::new(History::default()),
         })
+    }
+
+    /// The last hour of figures per route and group.
+    pub fn history(&self) -> Arc<History> {
+        self.history.clone()
     }
 
     /// This node's id: host name, process id and a random part.
@@ -228,6 +238,31 @@ impl Controller {
             }
             Ok(_) => {}
             Err(e) => error!("store: cannot apply control state version {version}: {e}"),
+        }
+    }
+
+    /// `GET /routes/{route}/rules/{rule}/users/{id}`: whether `id` is on the list now (404
+    /// for an unknown route or rule, 400 when the rule is no list).
+    pub fn is_member(&self, route: &str, rule: &str, id: &str) -> Result<bool, StateError> {
+        let state = self.state.load_full();
+        let live = state
+            .routes
+            .iter()
+            .find(|r| r.name == route)
+            .ok_or_else(|| StateError::not_found(format!("no route named {route:?}")))?;
+        let matcher = live
+            .router
+            .rules
+            .iter()
+            .find(|r| r.name == rule)
+            .map(|r| &r.matcher)
+            .ok_or_else(|| StateError::not_found(format!("no rule named {rule:?}")))?;
+        match matcher {
+            Matcher::Users { users } => Ok(users.contains(id.as_bytes())),
+            _ => Err(StateError::bad_request(
+                "name",
+                format!("rule {rule:?} is not a users rule"),
+            )),
         }
     }
 

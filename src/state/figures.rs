@@ -73,10 +73,17 @@ impl GroupStats {
     }
 }
 
-type StatsKey = (String, String);
+/// (route, group).
+pub type StatsKey = (String, String);
 
 static STATS: LazyLock<Mutex<HashMap<StatsKey, Arc<GroupStats>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Every (route, group) counted so far, with its counters.
+pub fn all_stats() -> Vec<(StatsKey, Arc<GroupStats>)> {
+    let stats = STATS.lock().unwrap_or_else(|p| p.into_inner());
+    stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
 
 /// The counters of `group` on `route` (made on first use, then the same for the process).
 pub fn group_stats(route: &str, group: &str) -> Arc<GroupStats> {
@@ -137,15 +144,20 @@ impl Figures {
         }
     }
 
-    /// The 99th percentile latency in milliseconds, as its bucket's upper edge (`None` with no
-    /// requests; the last bucket reads as its lower edge).
+    /// The 99th percentile latency in milliseconds (see [`Figures::quantile_ms`]).
     pub fn p99_ms(&self) -> Option<f64> {
+        self.quantile_ms(99)
+    }
+
+    /// The `percent`th percentile latency in milliseconds, as the upper edge of the bucket that
+    /// holds it (`None` with no requests; the last bucket reads as its lower edge).
+    pub fn quantile_ms(&self, percent: u64) -> Option<f64> {
         let total: u64 = self.buckets.iter().sum();
         if total == 0 {
             return None;
         }
-        // The smallest bucket by which at least 99% of requests are counted.
-        let rank = (total * 99).div_ceil(100);
+        // The smallest bucket by which at least `percent`% of requests are counted.
+        let rank = (total * percent).div_ceil(100).max(1);
         let mut seen = 0;
         for (i, count) in self.buckets.iter().enumerate() {
             seen += count;

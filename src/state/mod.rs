@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod controller;
 mod error;
 pub mod figures;
+pub mod history;
 pub mod metrics;
 pub mod overlay;
 pub mod plan;

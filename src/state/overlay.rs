@@ -65,7 +65,7 @@ pub struct RouteOverlay {
     /// Users added to / removed from a list rule, per rule name.
     #[serde(default)]
     pub users: BTreeMap<String, UsersDelta>,
-    /// Who set each percentage: `api` or `plan`.
+    /// Who set each percentage: an admin token's name, or `plan`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub percent_by: BTreeMap<String, String>,
     /// Rollout plans that were started, per rule name.

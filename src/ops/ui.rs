@@ -1,0 +1,99 @@
+//! The operator web page, served by the admin listener under `/ui/`. Its files are part of the
+//! binary; the page loads nothing from any other origin and reaches the gateway only through
+//! the admin API, with the token the operator typed (kept in `sessionStorage`).
+
+use http::{HeaderValue, Response, StatusCode};
+
+const INDEX: &str = include_str!("ui/index.html");
+const SCRIPT: &str = include_str!("ui/app.js");
+const STYLE: &str = include_str!("ui/app.css");
+
+/// Where the page may load from and talk to: this origin only, no inline script or style, no
+/// framing, no form posts elsewhere.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The answer for a path under `/ui` (`None`: not a page path).
+pub fn page(path: &str) -> Option<Response<Vec<u8>>> {
+    let (content_type, body) = match path {
+        "/ui" => {
+            let mut response = with_headers(super::http_response(
+                StatusCode::PERMANENT_REDIRECT,
+                "text/plain; charset=utf-8",
+                b"/ui/\n".to_vec(),
+            ));
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, HeaderValue::from_static("/ui/"));
+            return Some(response);
+        }
+        "/ui/" | "/ui/index.html" => ("text/html; charset=utf-8", INDEX),
+        "/ui/app.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "/ui/app.css" => ("text/css; charset=utf-8", STYLE),
+        p if p.starts_with("/ui/") => ("text/plain; charset=utf-8", "not found\n"),
+        _ => return None,
+    };
+    let status = if body == "not found\n" {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    Some(with_headers(super::http_response(
+        status,
+        content_type,
+        body.as_bytes().to_vec(),
+    )))
+}
+
+/// The headers every page response carries.
+fn with_headers(mut response: Response<Vec<u8>>) -> Response<Vec<u8>> {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_response_carries_the_headers() {
+        for path in ["/ui", "/ui/", "/ui/app.js", "/ui/app.css", "/ui/nope"] {
+            let r = page(path).expect("a page path");
+            let h = r.headers();
+            assert_eq!(
+                h["content-security-policy"], CONTENT_SECURITY_POLICY,
+                "{path}"
+            );
+            assert_eq!(h["x-frame-options"], "DENY");
+            assert_eq!(h["referrer-policy"], "no-referrer");
+        }
+        assert_eq!(page("/ui").expect("redirect").headers()["location"], "/ui/");
+        assert_eq!(page("/ui/nope").expect("404").status(), 404);
+        assert!(page("/status").is_none() && page("/uix").is_none());
+    }
+
+    /// The page has no inline script or style, and names no other origin.
+    #[test]
+    fn the_page_keeps_to_its_own_origin() {
+        assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
+        assert!(INDEX.contains(r#"<script src="app.js" defer></script>"#));
+        for file in [INDEX, SCRIPT, STYLE] {
+            assert!(!file.contains("http://") || file.contains("http://www.w3.org/2000/svg"));
+            assert!(!file.contains("https://"));
+            assert!(
+                !file.contains("innerHTML"),
+                "the DOM is built with textContent"
+            );
+        }
+    }
+}

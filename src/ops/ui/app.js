@@ -1,0 +1,503 @@
+// canary-gateway's operator page. Everything goes through the admin API on this origin with
+// the token kept in sessionStorage (sent as Authorization: Bearer, never in a URL or cookie).
+// The DOM is built with textContent only: nothing the API returns is parsed as HTML.
+"use strict";
+
+const TOKEN_KEY = "canary-gateway-token";
+const POLL_MS = 2000;
+const state = { who: null, status: null, history: null, signatures: {}, timer: null, lookups: {} };
+
+const $ = (id) => document.getElementById(id);
+
+/** An element with attributes (`on*` functions become listeners) and children. */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function replace(container, ...children) {
+  container.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined));
+}
+
+/** Calls the admin API; throws an Error with the API's own words when it refuses. */
+async function api(method, path, body, token) {
+  const headers = { Authorization: "Bearer " + (token || sessionStorage.getItem(TOKEN_KEY) || "") };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+    credentials: "omit",
+  });
+  let data = null;
+  try { data = await response.json(); } catch (_) { data = null; }
+  if (!response.ok) {
+    const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.field = data && data.field;
+    throw error;
+  }
+  return data;
+}
+
+function say(text, isError) {
+  const m = $("message");
+  m.textContent = text;
+  m.className = isError ? "error" : "";
+}
+
+/** Runs a change; shows what the API answered either way, then refreshes. */
+async function act(what, method, path, body) {
+  try {
+    const answer = await api(method, path, body);
+    say(`${what}: done (version ${answer.version ?? "-"})`);
+  } catch (e) {
+    say(`${what} refused: ${e.message}${e.field ? ` (field ${e.field})` : ""}`, true);
+  }
+  await refresh();
+}
+
+/** Asks for confirmation in a modal dialog; resolves true on Confirm. */
+function confirmAction(text) {
+  const dialog = $("confirm");
+  $("confirm-text").textContent = text;
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
+// ---------------------------------------------------------------- login
+
+function showLogin(error) {
+  clearTimeout(state.timer);
+  $("app").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  $("conn").textContent = "";
+  $("login-view").hidden = false;
+  $("login-error").textContent = error || "";
+  $("token").focus();
+}
+
+async function login(event) {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  try {
+    state.who = await api("GET", "/whoami", undefined, token);
+  } catch (e) {
+    $("login-error").textContent =
+      e.status === 401 ? "That token was refused." : `Cannot reach the gateway: ${e.message}`;
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  start();
+}
+
+function logout() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.signatures = {};
+  showLogin();
+}
+
+async function start() {
+  $("login-view").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = false;
+  if (!state.who) {
+    try { state.who = await api("GET", "/whoami"); } catch (e) {
+      if (e.status === 401) return showLogin("The stored token was refused; log in again.");
+    }
+  }
+  if (state.who) {
+    $("who").textContent = `${state.who.name} (${state.who.role})` +
+      (state.who.role === "viewer" ? " — read only: changes will be refused" : "");
+  }
+  await refresh();
+}
+
+// ---------------------------------------------------------------- polling
+
+async function refresh() {
+  clearTimeout(state.timer);
+  try {
+    const [status, history, audit] = await Promise.all([
+      api("GET", "/status"),
+      api("GET", "/stats/history"),
+      api("GET", "/audit?limit=50"),
+    ]);
+    state.status = status;
+    state.history = history;
+    $("conn").textContent = "live";
+    $("conn").className = "";
+    render(status, history, audit);
+  } catch (e) {
+    if (e.status === 401) return showLogin("The token was refused; log in again.");
+    // The gateway may be restarting: keep trying.
+    $("conn").textContent = "reconnecting…";
+    $("conn").className = "down";
+  }
+  state.timer = setTimeout(refresh, POLL_MS);
+}
+
+/**
+ * Re-renders a section when what it shows changed. The control that has focus keeps it, with
+ * what was typed into it, so a poll never takes a half-typed value away.
+ */
+function renderIfChanged(name, container, data, build) {
+  const signature = JSON.stringify(data);
+  if (state.signatures[name] === signature) return;
+  state.signatures[name] = signature;
+  const active = document.activeElement;
+  const keep = active && active.id && container.contains(active)
+    ? { id: active.id, value: active.value, typed: active.matches("input, textarea") }
+    : null;
+  build();
+  if (!keep) return;
+  const again = document.getElementById(keep.id);
+  if (!again) return;
+  if (keep.typed) again.value = keep.value;
+  again.focus();
+}
+
+function render(status, history, audit) {
+  renderOverview(status, history);
+  const rulesData = { routes: status.routes, mode: status.global_mode, groups: status.groups.map((g) => g.name) };
+  renderIfChanged("rules", $("rules"), rulesData, () => renderRules(status));
+  renderPlans(status);
+  renderIfChanged("audit", $("audit"), audit, () => renderAudit(audit));
+}
+
+// ---------------------------------------------------------------- overview
+
+function renderOverview(status, history) {
+  const store = status.store;
+  const reload = status.last_reload;
+  const meta = [
+    ["Configuration", `${status.config_file} — generation ${status.generation}`],
+    ["Control state", `version ${status.control.version} (` +
+      ({ store: "shared through the store", file: "from the state file: the store has not answered yet", local: "this node only: no store" }[status.control.source] || status.control.source) + ")" +
+      (status.control.plan_leader ? ", this node drives plans" : "")],
+    ["Global mode", modeText(status.global_mode)],
+    ["Last reload", reload ? (reload.ok ? `ok at ${reload.at}` : `FAILED at ${reload.at}: ${reload.error}`) : "none since start"],
+    ["Store", store ? `${store.redis} — ${store.connected ? "connected" : "NOT connected"}` +
+      store.sets.map((s) => `; set ${s.set}: ${s.members} users` +
+        (s.stale_seconds ? `, ${Math.round(s.stale_seconds)} s stale` : "")).join("") : "none (changes apply to this node only)"],
+  ];
+  if (status.overlay_warnings && status.overlay_warnings.length) {
+    meta.push(["Warnings", status.overlay_warnings.join("; ")]);
+  }
+  replace($("overview-meta"), meta.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+
+  const groups = el("div", { id: "groups-list" });
+  for (const g of status.groups) {
+    const series = (history.series || []).filter((s) => s.group === g.name);
+    groups.append(el("div", { class: "card group", "data-group": g.name },
+      el("h3", { text: `Group ${g.name}` }),
+      el("p", { class: "note", text: `${g.selection}` + (g.fallback ? `, falls back to ${g.fallback}` : "") }),
+      el("ul", {}, g.servers.map((s) => el("li", {},
+        `${s.addr} (weight ${s.weight}) `,
+        el("span", { class: s.healthy ? "healthy" : "unhealthy", text: s.healthy ? "healthy" : "unhealthy" })))),
+      series.map((s) => charts(s, history.bucket_seconds))));
+  }
+  replace($("overview-groups"), groups);
+
+  const routes = status.routes.map((r) => el("li", {},
+    el("strong", { text: r.name }), ` — hosts ${r.hosts.length ? r.hosts.join(", ") : "any"}, ` +
+    `paths ${r.paths.join(", ")}, default ${r.default_group}, mode ${modeText(r.mode)}`));
+  replace($("overview-routes"), el("h3", { text: "Routes" }), el("ul", { id: "routes-list" }, routes));
+}
+
+function modeText(mode) {
+  if (typeof mode === "string") return mode;
+  if (mode && mode.promote) return `promote ${mode.promote}`;
+  return JSON.stringify(mode);
+}
+
+/** Small charts of one route and group over the last hour: request rate, error share, p50/p99. */
+function charts(series, bucketSeconds) {
+  const points = series.points.concat(series.live.seconds > 0 ? [series.live] : []);
+  const rate = points.map((p) => (p.seconds > 0 ? p.requests / p.seconds : 0));
+  const errors = points.map((p) => (p.requests ? (100 * p.errors) / p.requests : 0));
+  const p50 = points.map((p) => p.p50_ms || 0);
+  const p99 = points.map((p) => p.p99_ms || 0);
+  const last = (xs) => (xs.length ? xs[xs.length - 1] : 0);
+  return el("div", { class: "charts", "aria-label": `route ${series.route}, last hour in ${bucketSeconds}-second buckets` },
+    chart(`route ${series.route}: requests/s, now ${last(rate).toFixed(1)}`, [rate], ["#0969da"]),
+    chart(`errors %, now ${last(errors).toFixed(2)}`, [errors], ["#cf222e"]),
+    chart(`p50 / p99 ms, now ${last(p50).toFixed(1)} / ${last(p99).toFixed(1)}`, [p50, p99], ["#1a7f37", "#9a6700"]));
+}
+
+function chart(title, lines, colors) {
+  const width = 220, height = 56, ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", title);
+  const max = Math.max(1e-9, ...lines.flat());
+  lines.forEach((values, i) => {
+    if (values.length === 1) values = [values[0], values[0]];
+    const n = Math.max(values.length - 1, 1);
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", colors[i]);
+    line.setAttribute("stroke-width", "1.5");
+    line.setAttribute("points", values.map((v, x) =>
+      `${((x / n) * (width - 4) + 2).toFixed(1)},${(height - 2 - (v / max) * (height - 6)).toFixed(1)}`).join(" "));
+    svg.append(line);
+  });
+  return el("div", { class: "chart" }, el("span", { text: title }), svg);
+}
+
+// ---------------------------------------------------------------- rules
+
+/** The API path of a rule, or of a route's action. */
+function routePath(status, route, rest) {
+  return status.routes.length === 1 ? `/${rest}` : `/routes/${encodeURIComponent(route)}/${rest}`;
+}
+
+/** Share of the last hour's requests served by groups other than `group` (on `route`, if given). */
+function shareElsewhere(group, route) {
+  const series = ((state.history && state.history.series) || []).filter((s) => !route || s.route === route);
+  let total = 0, other = 0;
+  for (const s of series) {
+    for (const p of s.points.concat([s.live])) {
+      total += p.requests;
+      if (s.group !== group) other += p.requests;
+    }
+  }
+  return total ? `${(100 * other / total).toFixed(1)}% of the last hour's ${total} requests` : "no requests seen in the last hour";
+}
+
+function renderRules(status) {
+  const groups = status.groups.map((g) => g.name);
+  replace($("global-actions"),
+    el("span", { text: `Every route (global mode: ${modeText(status.global_mode)}):` }),
+    el("button", { type: "button", class: "danger", id: "global-rollback", onclick: async () => {
+      const text = "Roll back every route: every user of every route goes to its route's default group at once " +
+        `(now served elsewhere: ${shareElsewhere(status.routes[0].default_group)}). Rules stay off until you resume.`;
+      if (await confirmAction(text)) act("Rollback", "POST", "/rollback");
+    } }, "Roll back everything"),
+    promoteControl(groups, "global", "/promote", "every user of every route"),
+    el("button", { type: "button", id: "global-resume", onclick: async () => {
+      if (await confirmAction("Resume the rules on every route: users go back to what their rules decide.")) {
+        act("Resume", "POST", "/resume");
+      }
+    } }, "Resume rules everywhere"));
+
+  replace($("rules-body"), status.routes.map((route) => el("div", { class: "card route", "data-route": route.name },
+    el("h3", { text: `Route ${route.name}` }),
+    el("p", { class: "note", text: `cookie ${route.cookie}; default group ${route.default_group}; mode ${modeText(route.mode)} (from ${route.mode_source})` }),
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "danger", onclick: async () => {
+        const text = `Roll back route ${route.name}: every user of this route goes to ${route.default_group} at once ` +
+          `(now served elsewhere: ${shareElsewhere(route.default_group, route.name)}).`;
+        if (await confirmAction(text)) act(`Rollback of ${route.name}`, "POST", `/routes/${encodeURIComponent(route.name)}/rollback`);
+      } }, `Roll back ${route.name}`),
+      promoteControl(groups, route.name, `/routes/${encodeURIComponent(route.name)}/promote`, `every user of route ${route.name}`),
+      el("button", { type: "button", onclick: async () => {
+        if (await confirmAction(`Resume the rules of route ${route.name}.`)) act(`Resume of ${route.name}`, "POST", `/routes/${encodeURIComponent(route.name)}/resume`);
+      } }, `Resume ${route.name}`)),
+    el("ol", { class: "rules" }, route.rules.map((rule) => el("li", { class: "rule", "data-rule": rule.name },
+      ruleView(status, route, rule)))))));
+}
+
+function promoteControl(groups, key, path, who) {
+  const id = `promote-${key}`;
+  const select = el("select", { id }, groups.map((g) => el("option", { value: g, text: g })));
+  return el("span", {},
+    el("label", { for: id, text: "Promote" }), select,
+    el("button", { type: "button", onclick: async () => {
+      const group = select.value;
+      if (await confirmAction(`Promote ${group}: ${who} goes to ${group} at once, whatever the rules say.`)) {
+        act(`Promote ${group}`, "POST", path, { group });
+      }
+    } }, "Promote"));
+}
+
+function ruleView(status, route, rule) {
+  const head = el("strong", { text: rule.name });
+  const id = (what) => `${what}-${route.name}-${rule.name}`.replace(/[^A-Za-z0-9_-]/g, "_");
+  if (rule.kind === "header") {
+    return [head, ` — header ${rule.header} names the group` + (rule.needs_secret ? " (with its secret)" : "")];
+  }
+  if (rule.kind === "percent") {
+    const input = el("input", { id: id("percent"), type: "number", min: "0", max: "100", step: "any", value: String(rule.percent), "aria-describedby": id("percent-note") });
+    const planNote = rule.plan && (rule.plan === "running" || rule.plan === "paused") ? ` Driven by its rollout plan (${rule.plan}).` : "";
+    return [head, ` — ${rule.percent}% of users to ${rule.group} (seed ${rule.seed}; set by ${rule.percent_source}${rule.percent_set_by ? `: ${rule.percent_set_by}` : ""}).${planNote}`,
+      el("form", { class: "inline", onsubmit: async (event) => {
+        event.preventDefault();
+        const next = Number(input.value);
+        if (input.value === "" || !(next >= 0 && next <= 100)) { say(`Percent for ${rule.name}: ${input.value} is not in 0..100`, true); return; }
+        const change = next >= rule.percent
+          ? `users already in stay in, and about ${(next - rule.percent).toFixed(2)}% more of all users move to ${rule.group}`
+          : `about ${(rule.percent - next).toFixed(2)}% of all users leave ${rule.group} (the rest of those in stay in)`;
+        if (await confirmAction(`Set ${rule.name} from ${rule.percent}% to ${next}% of users: ${change}.`)) {
+          act(`Percent of ${rule.name}`, "PUT", routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/percent`), { percent: next });
+        }
+      } },
+        el("label", { for: id("percent"), text: "New percent" }), input,
+        el("button", { type: "submit" }, "Set percent"),
+        el("span", { id: id("percent-note"), class: "note", text: "A stable hash: raising the share only adds users." }))];
+  }
+  // A users list.
+  const ids = el("textarea", { id: id("users"), "aria-describedby": id("users-note") });
+  const lookup = el("input", { id: id("lookup"), autocomplete: "off" });
+  // Kept in the page's state, so a re-render (a poll after a change) does not lose it.
+  const answerId = id("answer");
+  const answer = el("span", { id: answerId, class: "note", "aria-live": "polite", text: state.lookups[answerId] || "" });
+  const show = (text) => {
+    state.lookups[answerId] = text;
+    const current = document.getElementById(answerId);
+    if (current) current.textContent = text;
+  };
+  const parse = () => ids.value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
+  const change = (verb) => async () => {
+    const list = parse();
+    if (!list.length) { say(`Nothing to ${verb}: paste user ids first`, true); return; }
+    const what = `${verb === "add" ? "Add" : "Remove"} ${list.length} user id(s) ${verb === "add" ? "to" : "from"} list ${rule.name} (${rule.users} now); ` +
+      `they ${verb === "add" ? "go to" : "leave"} ${rule.group} on their next request unless an earlier rule decides.`;
+    if (await confirmAction(what)) {
+      await act(`${verb === "add" ? "Adding to" : "Removing from"} ${rule.name}`, "POST",
+        routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/users`), { [verb]: list });
+      ids.value = "";
+    }
+  };
+  return [head, ` — ${rule.users} users to ${rule.group} (${rule.users_source}` +
+    (rule.api_added || rule.api_removed ? `, +${rule.api_added} / -${rule.api_removed} through the API` : "") + ")",
+    el("div", {},
+      el("label", { for: id("users"), text: "User ids" }),
+      el("span", { id: id("users-note"), class: "note", text: " one per line, or separated by spaces or commas; thousands at once are fine" }),
+      ids,
+      el("div", { class: "actions" },
+        el("button", { type: "button", id: id("add"), onclick: change("add") }, "Add to list"),
+        el("button", { type: "button", id: id("remove"), onclick: change("remove") }, "Remove from list"))),
+    el("form", { class: "inline", onsubmit: async (event) => {
+      event.preventDefault();
+      const user = lookup.value.trim();
+      if (!user) return;
+      try {
+        const r = await api("GET", `/routes/${encodeURIComponent(route.name)}/rules/${encodeURIComponent(rule.name)}/users?user=${encodeURIComponent(user)}`);
+        show(`${user} is ${r.member ? "" : "not "}on list ${rule.name}`);
+      } catch (e) { show(`Lookup refused: ${e.message}`); }
+    } },
+      el("label", { for: id("lookup"), text: "Is this id on the list?" }), lookup,
+      el("button", { type: "submit" }, "Look up"), answer)];
+}
+
+// ---------------------------------------------------------------- explain
+
+async function explain(event) {
+  event.preventDefault();
+  const params = new URLSearchParams();
+  for (const name of ["user", "host", "path", "header"]) {
+    const value = $(`explain-${name}`).value.trim();
+    if (value) params.set(name, value);
+  }
+  try {
+    const e = await api("GET", `/explain?${params}`);
+    const rows = [
+      ["Route", e.route ?? "none (404)"],
+      ["Group", e.group ?? "-"],
+      ["Rule", e.rule ?? "default"],
+      ["Reason", e.reason],
+      ["User id", e.user ? `${e.user}${e.user_valid ? "" : " (not a valid id: anonymous)"}` : "none (anonymous)"],
+      ["Served by now", e.served_by ? `${e.served_by}${e.served_by !== e.group ? " (fallback)" : ""}` : "nothing can serve"],
+      ["Group healthy", e.group_healthy ? "yes" : "no"],
+    ];
+    replace($("explain-result"), rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k.toLowerCase().replace(/ /g, "-"), text: String(v) })]));
+  } catch (err) {
+    replace($("explain-result"), el("dt", { text: "Refused" }), el("dd", { class: "error", text: err.message }));
+  }
+}
+
+// ---------------------------------------------------------------- plans
+
+function figuresText(f) {
+  if (!f) return "-";
+  return `${f.requests} requests, ${(100 * f.error_rate).toFixed(2)}% errors, p99 ${f.p99_ms == null ? "-" : f.p99_ms.toFixed(1) + " ms"}`;
+}
+
+function renderPlans(status) {
+  const plans = status.plans || [];
+  const structure = plans.map((p) => [p.route, p.rule, p.state, p.step]);
+  renderIfChanged("plans", $("plans"), structure, () => replace($("plans-body"), plans.length
+    ? plans.map((p) => planCard(status, p))
+    : el("p", { class: "note", text: "No rule has a rollout plan (add `plan:` to a percent rule)." })));
+  // The figures change every poll: only they are redrawn.
+  for (const p of plans) {
+    const card = document.querySelector(`[data-plan="${CSS.escape(p.route + "/" + p.rule)}"]`);
+    if (card) replace(card.querySelector(".plan-live"), planLive(p));
+  }
+}
+
+function planLive(p) {
+  const j = p.judging;
+  const rows = [
+    ["Time in step", p.time_in_step_seconds == null ? "-" : `${p.time_in_step_seconds.toFixed(0)} s of ${p.hold_seconds} s`],
+    [`Canary (${p.group})`, j ? figuresText(j.canary) : "-"],
+    [`Baseline (${p.baseline})`, j ? figuresText(j.baseline) : "-"],
+    ["Limits", `at least ${p.min_requests} canary requests; errors at most +${(100 * p.max_error_rate_increase).toFixed(2)} points; p99 at most ${p.max_p99_ratio}× baseline`],
+    ["Verdict", j ? j.verdict : "-"],
+    ["Last move", p.last_action ? `${p.last_action.action}: ${p.last_action.why}` : "-"],
+  ];
+  return el("dl", { class: "meta" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+}
+
+function planCard(status, p) {
+  const path = (cmd) => routePath(status, p.route, `rules/${encodeURIComponent(p.rule)}/plan/${cmd}`);
+  const button = (cmd, label, text, danger) => el("button", { type: "button", id: `plan-${cmd}-${p.route}-${p.rule}`.replace(/[^A-Za-z0-9_-]/g, "_"), class: danger ? "danger" : null, onclick: async () => {
+    if (await confirmAction(text)) act(`Plan ${cmd} (${p.rule})`, "POST", path(cmd));
+  } }, label);
+  const where = p.step ? `${p.state.replace("_", " ")}, step ${p.step} of ${p.steps.length} (${p.step_percent}%)` : "not started";
+  return el("div", { class: "card plan", "data-plan": `${p.route}/${p.rule}` },
+    el("h3", { text: `${p.route} / ${p.rule}: ${where}` }),
+    el("p", { class: "note", text: `steps ${p.steps.join("% → ")}%; on failure: ${p.on_failure}` }),
+    el("div", { class: "plan-live" }, planLive(p)),
+    el("div", { class: "actions" },
+      button("start", "Start", `Start the plan of ${p.rule}: it goes to ${p.steps[0]}% of users now and steps up by itself while the canary does as well as ${p.baseline}.`),
+      button("pause", "Pause", `Pause the plan of ${p.rule}: it holds its step until resumed.`),
+      button("resume", "Resume", `Resume the plan of ${p.rule} from its step, with a new window for its figures.`),
+      button("abort", "Abort", `Abort the plan of ${p.rule}: the rule goes to 0% and every canary user of this rule goes back at once.`, true)));
+}
+
+// ---------------------------------------------------------------- audit
+
+function renderAudit(audit) {
+  $("audit-source").textContent = audit.source === "store"
+    ? "Every node's changes, from the store."
+    : "This node's changes" + (audit.store_error ? ` (the store did not answer: ${audit.store_error})` : ".");
+  replace($("audit-body"), audit.entries.map((e) => el("tr", {},
+    el("td", { text: new Date(e.at_ms).toISOString().replace("T", " ").slice(0, 19) }),
+    el("td", { text: e.actor }),
+    el("td", { text: e.route || "all" }),
+    el("td", { text: e.rule || "" }),
+    el("td", { text: e.action }),
+    el("td", { text: e.detail + (e.figures ? ` — canary ${figuresText(e.figures.canary)}; baseline ${figuresText(e.figures.baseline)}` : "") }),
+    el("td", { text: String(e.version) }))));
+}
+
+// ---------------------------------------------------------------- start
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  $("explain-form").addEventListener("submit", explain);
+  if (sessionStorage.getItem(TOKEN_KEY)) start();
+  else showLogin();
+});
