@@ -607,3 +607,79 @@ fn plan_errors_name_the_key() {
         "{error}"
     );
 }
+
+/// `GOOD` with an admin section (YAML, indented under `gateway:`).
+fn with_admin(admin: &str) -> String {
+    format!("{GOOD}  admin:\n{admin}")
+}
+
+#[test]
+fn admin_tokens_have_names_and_roles() {
+    let loaded = load(&with_admin(
+        "    listen: \"127.0.0.1:9901\"\n    token: \"operator-token-0123456789\"\n    tokens:\n      - { name: alice, token: \"alice-token-0123456789\", role: operator }\n      - { name: dash, token: \"dash-token-0123456789\", role: viewer }\n",
+    ))
+    .expect("valid");
+    let admin = loaded.gateway.admin.expect("admin");
+    let tokens: Vec<(&str, Role)> = admin
+        .tokens
+        .iter()
+        .map(|t| (t.name.as_str(), t.role))
+        .collect();
+    assert_eq!(
+        tokens,
+        [
+            (DEFAULT_ADMIN_TOKEN_NAME, Role::Operator),
+            ("alice", Role::Operator),
+            ("dash", Role::Viewer)
+        ]
+    );
+    assert!(
+        !format!("{:?}", admin.tokens).contains("0123456789"),
+        "secrets are not printed"
+    );
+    let only_named = load(&with_admin(
+        "    listen: \"127.0.0.1:9901\"\n    tokens: [{ name: dash, token: \"dash-token-0123456789\", role: viewer }]\n",
+    ))
+    .expect("named tokens alone are enough");
+    assert_eq!(only_named.gateway.admin.expect("admin").tokens.len(), 1);
+}
+
+#[test]
+fn admin_token_errors_name_the_key() {
+    let listen = "    listen: \"127.0.0.1:9901\"\n";
+    let cases = [
+        ("", "gateway.admin: every admin request needs a bearer token"),
+        (
+            "    tokens: [{ name: dash, token: \"short\", role: viewer }]\n",
+            "gateway.admin.tokens[0].token: the token must be at least",
+        ),
+        (
+            "    tokens: [{ name: dash, role: viewer }]\n",
+            "gateway.admin.tokens[0]: set `token_env`",
+        ),
+        (
+            "    tokens: [{ name: \"da sh\", token: \"dash-token-0123456789\", role: viewer }]\n",
+            "gateway.admin.tokens[0].name: \"da sh\" is not a valid token name",
+        ),
+        (
+            "    token: \"operator-token-0123456789\"\n    tokens: [{ name: admin, token: \"dash-token-0123456789\", role: viewer }]\n",
+            "gateway.admin.tokens[0].name: \"admin\" is used by another token",
+        ),
+        (
+            "    token: \"operator-token-0123456789\"\n    tokens: [{ name: dash, token: \"operator-token-0123456789\", role: viewer }]\n",
+            "gateway.admin.tokens[0].token: the same secret as another token",
+        ),
+        (
+            "    tokens: [{ name: dash, token: \"dash-token-0123456789\", role: root }]\n",
+            "unknown variant `root`",
+        ),
+        (
+            "    tokens: [{ name: dash, token_env: CANARY_TEST_UNSET_VARIABLE, role: viewer }]\n",
+            "gateway.admin.tokens[0].token_env: environment variable CANARY_TEST_UNSET_VARIABLE is not set",
+        ),
+    ];
+    for (tokens, expected) in cases {
+        let error = error_of(&with_admin(&format!("{listen}{tokens}")));
+        assert!(error.contains(expected), "{tokens}: {error}");
+    }
+}
