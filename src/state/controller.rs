@@ -245,25 +245,11 @@ impl Controller {
     /// for an unknown route or rule, 400 when the rule is no list).
     pub fn is_member(&self, route: &str, rule: &str, id: &str) -> Result<bool, StateError> {
         let state = self.state.load_full();
-        let live = state
-            .routes
-            .iter()
-            .find(|r| r.name == route)
-            .ok_or_else(|| StateError::not_found(format!("no route named {route:?}")))?;
-        let matcher = live
-            .router
-            .rules
-            .iter()
-            .find(|r| r.name == rule)
-            .map(|r| &r.matcher)
-            .ok_or_else(|| StateError::not_found(format!("no rule named {rule:?}")))?;
-        match matcher {
-            Matcher::Users { users } => Ok(users.contains(id.as_bytes())),
-            _ => Err(StateError::bad_request(
-                "name",
-                format!("rule {rule:?} is not a users rule"),
-            )),
-        }
+        let live = state.routes.iter().find(|r| r.name == route);
+        let matcher = rule_of_kind(live.map(|r| &*r.router), route, rule, "users", |m| {
+            matches!(m, Matcher::Users { .. })
+        })?;
+        Ok(matches!(matcher, Matcher::Users { users } if users.contains(id.as_bytes())))
     }
 
     /// The plans that run now, with their settings.
@@ -629,18 +615,30 @@ pub(super) fn find_rule_of_kind(
     kind: &str,
     is_kind: impl Fn(&Matcher) -> bool,
 ) -> Result<(), StateError> {
-    let route = config
-        .route(route)
-        .ok_or_else(|| StateError::not_found(format!("no route named {route:?}")))?;
-    let matcher = route
-        .router
+    let router = config.route(route).map(|r| &*r.router);
+    rule_of_kind(router, route, name, kind, is_kind).map(|_| ())
+}
+
+/// The matcher of rule `name` in `router` (the router of `route`, `None` when there is no such
+/// route: 404), which must be of `kind` (404 when there is no such rule, 400 naming `name` when
+/// it is another kind).
+fn rule_of_kind<'a>(
+    router: Option<&'a Router>,
+    route: &str,
+    name: &str,
+    kind: &str,
+    is_kind: impl Fn(&Matcher) -> bool,
+) -> Result<&'a Matcher, StateError> {
+    let router =
+        router.ok_or_else(|| StateError::not_found(format!("no route named {route:?}")))?;
+    let matcher = router
         .rules
         .iter()
         .find(|r| r.name == name)
         .map(|r| &r.matcher)
         .ok_or_else(|| StateError::not_found(format!("no rule named {name:?}")))?;
     if is_kind(matcher) {
-        Ok(())
+        Ok(matcher)
     } else {
         Err(StateError::bad_request(
             "name",

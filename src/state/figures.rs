@@ -168,6 +168,19 @@ impl Figures {
         Some(bucket_upper_ms(BUCKETS - 2))
     }
 
+    /// `requests` requests, `errors` of them failed, every one taking `ms` milliseconds (a
+    /// fixture for the tests of what reads figures).
+    #[cfg(test)]
+    pub fn at(requests: u64, errors: u64, ms: f64) -> Figures {
+        let mut buckets = vec![0; BUCKETS];
+        buckets[bucket_of(ms / 1000.0)] = requests;
+        Figures {
+            requests,
+            errors,
+            buckets,
+        }
+    }
+
     /// What the status, the log and the audit trail show of these figures.
     pub fn summary(&self) -> FigureSummary {
         FigureSummary {

@@ -176,31 +176,20 @@ mod tests {
         ("web".to_string(), "canary".to_string())
     }
 
-    /// A cumulative reading: `requests` so far, `errors` of them failed, all at `ms`.
-    fn reading(requests: u64, errors: u64, ms: f64) -> Figures {
-        let mut buckets = vec![0; BUCKETS];
-        buckets[bucket_of(ms / 1000.0)] = requests;
-        Figures {
-            requests,
-            errors,
-            buckets,
-        }
-    }
-
     #[test]
     fn buckets_hold_the_difference_between_samples() {
         let h = History::default();
         h.sample(0, vec![]);
         let other = ("web".to_string(), "stable".to_string());
-        let live = h.view(4_000, &[(other.clone(), reading(7, 0, 5.0))]);
+        let live = h.view(4_000, &[(other.clone(), Figures::at(7, 0, 5.0))]);
         assert_eq!(
             live[0].live.requests, 7,
             "counted before its first sample: live"
         );
         assert_eq!(live[0].live.seconds, 4.0);
-        h.sample(0, vec![(key(), reading(100, 1, 5.0))]);
-        h.sample(10_000, vec![(key(), reading(300, 11, 5.0))]);
-        let view = h.view(15_000, &[(key(), reading(350, 11, 5.0))]);
+        h.sample(0, vec![(key(), Figures::at(100, 1, 5.0))]);
+        h.sample(10_000, vec![(key(), Figures::at(300, 11, 5.0))]);
+        let view = h.view(15_000, &[(key(), Figures::at(350, 11, 5.0))]);
         let s = &view[0];
         assert_eq!(
             s.points.len(),
@@ -261,7 +250,7 @@ mod tests {
     fn an_hour_is_kept_and_no_more() {
         let h = History::default();
         for i in 0..(SLOTS as u64 + 50) {
-            h.sample(i * 10_000, vec![(key(), reading(i * 10, 0, 1.0))]);
+            h.sample(i * 10_000, vec![(key(), Figures::at(i * 10, 0, 1.0))]);
         }
         let view = h.view(0, &[(key(), Figures::default())]);
         let points = &view[0].points;

@@ -184,7 +184,6 @@ mod tests {
     use super::*;
     use crate::config::OnFailure;
     use crate::routing::Percent;
-    use crate::state::figures::{bucket_of, BUCKETS};
 
     fn plan() -> PlanConfig {
         PlanConfig {
@@ -199,17 +198,6 @@ mod tests {
             max_error_rate_increase: 0.01,
             max_p99_ratio: 1.5,
             on_failure: OnFailure::Rollback,
-        }
-    }
-
-    /// `requests` requests, `errors` of them failed, every one taking `ms` milliseconds.
-    fn figures(requests: u64, errors: u64, ms: f64) -> Figures {
-        let mut buckets = vec![0; BUCKETS];
-        buckets[bucket_of(ms / 1000.0)] = requests;
-        Figures {
-            requests,
-            errors,
-            buckets,
         }
     }
 
@@ -231,8 +219,8 @@ mod tests {
         let v = judge(
             &plan(),
             HELD,
-            &figures(499, 499, 900.0),
-            &figures(10_000, 0, 5.0),
+            &Figures::at(499, 499, 900.0),
+            &Figures::at(10_000, 0, 5.0),
         );
         assert_eq!(v, Verdict::Wait("499 of 500 canary requests".into()));
     }
@@ -243,8 +231,8 @@ mod tests {
         let v = judge(
             &plan(),
             HELD,
-            &figures(500, 5, 10.0),
-            &figures(5_000, 50, 10.0),
+            &Figures::at(500, 5, 10.0),
+            &Figures::at(5_000, 50, 10.0),
         );
         assert!(is_pass(&v), "{v:?}");
     }
@@ -255,8 +243,8 @@ mod tests {
         let v = judge(
             &plan(),
             Duration::from_secs(599),
-            &figures(5_000, 0, 10.0),
-            &figures(5_000, 0, 10.0),
+            &Figures::at(5_000, 0, 10.0),
+            &Figures::at(5_000, 0, 10.0),
         );
         assert!(is_wait(&v), "{v:?}");
     }
@@ -264,12 +252,12 @@ mod tests {
     /// The error share may grow by the limit and no more (1 point here).
     #[test]
     fn error_rate_increase_at_the_limit() {
-        let base = figures(10_000, 100, 10.0); // 1%
+        let base = Figures::at(10_000, 100, 10.0); // 1%
         assert!(
-            is_pass(&judge(&plan(), HELD, &figures(1_000, 20, 10.0), &base)),
+            is_pass(&judge(&plan(), HELD, &Figures::at(1_000, 20, 10.0), &base)),
             "2% = +1 point"
         );
-        let v = judge(&plan(), HELD, &figures(1_000, 21, 10.0), &base);
+        let v = judge(&plan(), HELD, &Figures::at(1_000, 21, 10.0), &base);
         assert!(is_fail(&v), "2.1% = +1.1 points: {v:?}");
     }
 
@@ -279,8 +267,8 @@ mod tests {
         let v = judge(
             &plan(),
             Duration::from_secs(1),
-            &figures(500, 100, 10.0),
-            &figures(5_000, 0, 10.0),
+            &Figures::at(500, 100, 10.0),
+            &Figures::at(5_000, 0, 10.0),
         );
         assert!(is_fail(&v), "{v:?}");
     }
@@ -289,14 +277,14 @@ mod tests {
     /// 11.3 → 16.0 ms (1.41x) and 10 → 17 ms as 11.3 → 19.0 ms (1.68x).
     #[test]
     fn p99_ratio_at_the_limit() {
-        let base = figures(5_000, 0, 10.0);
+        let base = Figures::at(5_000, 0, 10.0);
         assert!(is_pass(&judge(
             &plan(),
             HELD,
-            &figures(500, 0, 16.0),
+            &Figures::at(500, 0, 16.0),
             &base
         )));
-        let v = judge(&plan(), HELD, &figures(500, 0, 17.0), &base);
+        let v = judge(&plan(), HELD, &Figures::at(500, 0, 17.0), &base);
         assert!(is_fail(&v), "{v:?}");
     }
 
@@ -304,12 +292,17 @@ mod tests {
     /// as 0 and its p99 is not judged.
     #[test]
     fn thin_baseline_is_not_compared() {
-        let slow_thin_base = figures(49, 49, 1.0);
-        let v = judge(&plan(), HELD, &figures(500, 0, 900.0), &slow_thin_base);
+        let slow_thin_base = Figures::at(49, 49, 1.0);
+        let v = judge(&plan(), HELD, &Figures::at(500, 0, 900.0), &slow_thin_base);
         assert!(is_pass(&v), "{v:?}");
-        let v = judge(&plan(), HELD, &figures(500, 6, 10.0), &slow_thin_base);
+        let v = judge(&plan(), HELD, &Figures::at(500, 6, 10.0), &slow_thin_base);
         assert!(is_fail(&v), "1.2% against 0: {v:?}");
-        let v = judge(&plan(), HELD, &figures(500, 0, 900.0), &figures(50, 0, 1.0));
+        let v = judge(
+            &plan(),
+            HELD,
+            &Figures::at(500, 0, 900.0),
+            &Figures::at(50, 0, 1.0),
+        );
         assert!(is_fail(&v), "50 baseline requests are enough: {v:?}");
     }
 
