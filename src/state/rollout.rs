@@ -75,6 +75,10 @@ impl RolloutService {
         for plan in plans {
             match self.figures(&plan, counted).await {
                 Ok((canary, baseline)) => self.judge(&plan, leader, &canary, &baseline).await,
+                // Redis down: the store service says so; the plan waits, nobody acts on it.
+                Err(e) if e.status == 503 => {
+                    debug!("plan {}/{}: no figures: {e}", plan.route, plan.rule)
+                }
                 Err(e) => warn!(
                     "plan {}/{}: cannot read its figures: {e}",
                     plan.route, plan.rule
