@@ -9,8 +9,15 @@
 #                (the OpenResty equivalent; all ratios are to this one)
 #   pingora-bare examples/bare_proxy.rs: Pingora with no routing at all (one upstream), to
 #                tell the gateway's own cost from Pingora's
+#   nginx-plain  nginx proxy_pass to one upstream with the same headers and no routing: nginx's
+#                floor, beside bare Pingora's
+#   seed         the setup this gateway replaces: nginx + Lua asking a local redis-server
+#                `SISMEMBER canary:users:vip <id>` on every request (pooled ngx.socket.tcp, RESP
+#                written by hand: Debian has no lua-resty-redis); its CPU per request counts
+#                Redis's time too
 # wrk: 1 thread, 64 connections, 1,000 rotating users (every 10th a VIP), 100,000-id VIP list.
-# Targets alternate over ROUNDS rounds of SECONDS each; then a 2-worker round (no pinning),
+# Targets alternate over ROUNDS rounds of SECONDS each; then a threads sweep of the gateway (1
+# and 2 threads; with COMPARE_BIN=path also that binary, alternating), a 2-worker round (no pinning),
 # a gateway round with metrics + access log on, instruction counts per request under
 # callgrind (gateway, bare Pingora, OpenResty), and memory figures (idle RSS, RSS with a
 # 1,000,000-id list, RSS holding 10,000 idle keep-alive connections).
@@ -34,6 +41,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for f in "$dir"/*/nginx.pid; do stop_nginx "$f"; done
+  [ -s "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -41,6 +49,15 @@ o1=$(free_port); o2=$(free_port)
 start_nginx_origins "$dir" "$o1" "$o2"
 
 write_vip_file "$dir/vips.txt" 100000
+# The seed's Redis, with the same 100,000 VIP ids in canary:users:vip, pinned with the origins.
+rport=$(free_port)
+taskset -c 0 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no \
+  --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
+wait_port "$rport" >/dev/null
+awk '{printf "*3\r\n$4\r\nSADD\r\n$16\r\ncanary:users:vip\r\n$%d\r\n%s\r\n", length($0), $0}' "$dir/vips.txt" \
+  | redis-cli -p "$rport" --pipe >/dev/null
+echo "seed's redis: $(redis-cli -p "$rport" SCARD canary:users:vip) ids in canary:users:vip"
+
 write_wrk_script "$dir/rotate.lua" 1000 10
 # nginx map include: "vip-10 stable;" per line.
 sed 's/$/ 1;/' "$dir/vips.txt" >"$dir/vips.map"
@@ -54,7 +71,7 @@ gateway_config() {  # gateway_config NAME PORT THREADS USERS_FILE EXTRA
 nginx_conf() {  # nginx_conf NAME PORT WORKERS ROUTING_BLOCK HTTP_EXTRA [PROCESS_LINES]
   mkdir -p "$dir/$1"
   cat >"$dir/$1/nginx.conf" <<NGINX
-$( [ "$1" != "${1#openresty}" ] && echo "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" )
+$( [ "$1" != "${1#openresty}" ] || [ "$1" != "${1#seed}" ] && echo "load_module /usr/lib/nginx/modules/ndk_http_module.so; load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;" )
 worker_processes $3;
 ${6:-daemon on;}
 pid $dir/$1/nginx.pid;
@@ -116,6 +133,27 @@ LUA_ROUTE='set $backend stable;
         if ngx.crc32_short("loadtest:" .. user) % 100 < 10 then ngx.var.backend = "canary" end
       }'
 
+# The seed's recipe: the QA header, then Redis for the VIP list, then the 10% (same hash as the
+# OpenResty target). One pooled connection per worker and request, RESP written by hand.
+SEED_ROUTE='set $backend stable;
+      access_by_lua_block {
+        local qa = ngx.var.http_x_canary_group
+        if qa == "stable" or qa == "canary" then ngx.var.backend = qa return end
+        local user = ngx.var.cookie_canary_user
+        if not user or user == "" then return end
+        local sock = ngx.socket.tcp()
+        sock:settimeout(1000)
+        local ok = sock:connect("127.0.0.1", '"$rport"')
+        if not ok then return end
+        local key = "canary:users:vip"
+        sock:send("*3\r\n$9\r\nSISMEMBER\r\n$" .. #key .. "\r\n" .. key .. "\r\n$" .. #user .. "\r\n" .. user .. "\r\n")
+        local line = sock:receive("*l")
+        sock:setkeepalive(10000, 64)
+        if line == ":1" then return end
+        if ngx.crc32_short("loadtest:" .. user) % 100 < 10 then ngx.var.backend = "canary" end
+      }'
+PLAIN_ROUTE='set $backend stable;'
+
 pin_nginx() {  # pin_nginx NAME CPUS: pins the master's workers (waits for the pid file)
   local pidfile=$dir/$1/nginx.pid
   for _ in $(seq 1 100); do [ -s "$pidfile" ] && break; sleep 0.05; done
@@ -140,6 +178,8 @@ start_target() {  # start_target NAME WORKERS CPUSET -> prints port
       pids+=($!); echo $! >"$dir/$name.run.pid" ;;
     nginx-map*) nginx_proxy "$name" "$port" "$workers" "" "$MAP_HTTP"; pin_nginx "$name" "$cpus" ;;
     openresty*) nginx_proxy "$name" "$port" "$workers" "$LUA_ROUTE" "$LUA_HTTP"; pin_nginx "$name" "$cpus" ;;
+    seed*) nginx_proxy "$name" "$port" "$workers" "$SEED_ROUTE" ""; pin_nginx "$name" "$cpus" ;;
+    nginx-plain*) nginx_proxy "$name" "$port" "$workers" "$PLAIN_ROUTE" ""; pin_nginx "$name" "$cpus" ;;
   esac
   wait_port "$port" >/dev/null
   echo "$port"
@@ -176,6 +216,8 @@ run_wrk() {  # run_wrk PORT WRKCPUS -> "rps p50_us p99_us errors non2xx requests
 target_pids() {  # target_pids NAME: the processes that serve a target (nginx: master and workers)
   case $1 in
     gateway*|pingora-bare*) cat "$dir/$1.run.pid" ;;
+    # The seed's recipe works in Redis too: its CPU time counts.
+    seed*) local master; master=$(cat "$dir/$1/nginx.pid"); echo "$master" $(pgrep -P "$master") "$(cat "$dir/redis.pid")" ;;
     *) local master; master=$(cat "$dir/$1/nginx.pid"); echo "$master" $(pgrep -P "$master") ;;
   esac
 }
@@ -206,12 +248,12 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{pr
 
 pin_nginx origins 0
 echo "machine: $(nproc) cores, $(uname -r); wrk -t1 -c64, ${secs}s per run, $rounds rounds"
-targets=(gateway pingora-bare nginx-map openresty)
+targets=(gateway pingora-bare nginx-plain seed nginx-map openresty)
 for round in $(seq 1 "$rounds"); do
   echo "round $round"
   for t in "${targets[@]}"; do
     port=$(start_target "$t" 1 1)
-    [ "$t" = pingora-bare ] || check_routing "$port"
+    case $t in pingora-bare|nginx-plain) ;; *) check_routing "$port" ;; esac
     taskset -c 0 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1  # warm-up
     record "$t" "$(measure "$t" "$port" 0)"
     stop_target "$t"
@@ -228,24 +270,31 @@ summary() {  # summary TITLE ROUNDS names... (medians over rounds: the machine i
     printf "  %-18s %12.0f %10s %10s %12s %8d %10.2fx\n" "$t" "$avg" "$(median "${p50_list[$t]}")" "$(median "${p99_list[$t]}")" "$(median "${cpu_list[$t]}")" "${err_sum[$t]}" "$(awk "BEGIN{print $avg / $base}")"
   done
 }
-summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora-bare nginx-map openresty
+summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora-bare nginx-plain seed nginx-map openresty
 
 # Threads sweep: the gateway's CPU per request at 1 and 2 threads, alternating, same run. With
 # 2 threads the proxy uses both cores (wrk and the origins share them), so compare CPU us per
 # request, not req/s.
-echo; echo "threads sweep (gateway, $rounds alternating rounds):"
+echo; echo "threads sweep (gateway, $rounds alternating rounds${COMPARE_BIN:+; also $COMPARE_BIN as gateway-cmp}):"
+sweep=(gateway); [ -n "${COMPARE_BIN:-}" ] && sweep+=(gateway-cmp)
 for round in $(seq 1 "$rounds"); do
-  for w in 1 2; do
-    cpus=1; [ "$w" = 2 ] && cpus=0-1
-    port=$(start_target "gateway-t$w" "$w" "$cpus")
-    taskset -c 0 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
-    record "gateway-t$w" "$(measure "gateway-t$w" "$port" 0)"
-    stop_target "gateway-t$w"
+  for g in "${sweep[@]}"; do
+    for w in 1 2; do
+      cpus=1; [ "$w" = 2 ] && cpus=0-1
+      saved=$bin; [ "$g" = gateway-cmp ] && bin=$COMPARE_BIN
+      port=$(start_target "$g-t$w" "$w" "$cpus")
+      bin=$saved
+      taskset -c 0 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
+      record "$g-t$w" "$(measure "$g-t$w" "$port" 0)"
+      stop_target "$g-t$w"
+    done
   done
 done
-summary "threads sweep (medians):" "$rounds" gateway-t2 gateway-t1
-t1=$(median "${cpu_list[gateway-t1]}"); t2=$(median "${cpu_list[gateway-t2]}")
-echo "  CPU us per request, 2 threads / 1 thread: $(awk "BEGIN{printf \"%.2f\", $t2 / $t1}") (target <= 1.10)"
+for g in "${sweep[@]}"; do
+  summary "threads sweep, $g (medians):" "$rounds" "$g-t2" "$g-t1"
+  t1=$(median "${cpu_list[$g-t1]}"); t2=$(median "${cpu_list[$g-t2]}")
+  echo "  CPU us per request, 2 threads / 1 thread: $(awk "BEGIN{printf \"%.2f\", $t2 / $t1}") (target <= 1.10)"
+done
 
 # Instructions per request, counted by callgrind: unlike req/s this does not depend on what
 # else the shared machine is doing, so it shows small changes and where the time goes. It
@@ -279,13 +328,13 @@ callgrind_annotate --inclusive=yes --threshold=100 "$cg_gw" 2>/dev/null | awk -v
     printf "    %8d  %s\n", $1 / n, name }' | head -20
 
 echo; echo "2 workers each (no pinning, 1 round):"
-for t in gateway nginx-map openresty; do
+for t in gateway seed nginx-map openresty; do
   port=$(start_target "$t" 2 0-1)
   taskset -c 0-1 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
   record "$t-2w" "$(measure "$t" "$port" 0-1)"
   stop_target "$t"
 done
-summary "2 workers each:" 1 gateway-2w nginx-map-2w openresty-2w
+summary "2 workers each:" 1 gateway-2w seed-2w nginx-map-2w openresty-2w
 
 echo; echo "cost of metrics + access log (gateway, 1 worker, alternating over $rounds rounds):"
 for round in $(seq 1 "$rounds"); do

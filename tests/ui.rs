@@ -167,6 +167,24 @@ fn an_operator_runs_a_canary_from_the_page() {
     wait_until("the list change reaches the proxy", WAIT, || {
         site.group_of(&outside) == "canary"
     });
+    // Thousands pasted at once (over the API's 64 KiB body limit: the page sends batches).
+    let before = site.status()["rules"][2]["users"]
+        .as_u64()
+        .expect("beta's size");
+    browser.eval(
+        "document.getElementById('users-default-beta').value = Array.from({length: 5000}, (_, i) => 'pasted-customer-' + i).join('\\n')",
+    );
+    browser.click("#add-default-beta");
+    let said = browser.confirm();
+    assert!(said.contains("Add 5000 user id(s) to list beta"), "{said}");
+    browser.wait_for(
+        "5,000 ids added",
+        "document.getElementById('message').innerText.includes('done, 5000 id(s) in 3 request(s)')",
+        WAIT,
+    );
+    assert_eq!(site.status()["rules"][2]["users"], before + 5000);
+    assert_eq!(site.group_of("pasted-customer-4999"), "canary");
+
     browser.fill("#lookup-default-beta", &outside);
     browser.eval("document.getElementById('lookup-default-beta').form.requestSubmit()");
     browser.wait_for(

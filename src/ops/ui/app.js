@@ -373,8 +373,8 @@ function ruleView(status, route, rule) {
     const what = `${verb === "add" ? "Add" : "Remove"} ${list.length} user id(s) ${verb === "add" ? "to" : "from"} list ${rule.name} (${rule.users} now); ` +
       `they ${verb === "add" ? "go to" : "leave"} ${rule.group} on their next request unless an earlier rule decides.`;
     if (await confirmAction(what)) {
-      await act(`${verb === "add" ? "Adding to" : "Removing from"} ${rule.name}`, "POST",
-        routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/users`), { [verb]: list });
+      await sendInBatches(verb, list, rule.name,
+        routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/users`));
       ids.value = "";
     }
   };
@@ -398,6 +398,34 @@ function ruleView(status, route, rule) {
     } },
       el("label", { for: id("lookup"), text: "Is this id on the list?" }), lookup,
       el("button", { type: "submit" }, "Look up"), answer)];
+}
+
+/** The admin API reads at most 64 KiB a body: long lists go in batches well under that. */
+const BATCH_BYTES = 48 * 1024;
+
+async function sendInBatches(verb, list, ruleName, path) {
+  const batches = [[]];
+  let size = 0;
+  for (const id of list) {
+    if (size + id.length + 4 > BATCH_BYTES && batches[batches.length - 1].length) {
+      batches.push([]);
+      size = 0;
+    }
+    batches[batches.length - 1].push(id);
+    size += id.length + 4;
+  }
+  const doing = verb === "add" ? "Adding to" : "Removing from";
+  let done = 0, answer = null;
+  try {
+    for (const batch of batches) {
+      answer = await api("POST", path, { [verb]: batch });
+      done += batch.length;
+    }
+    say(`${doing} ${ruleName}: done, ${done} id(s) in ${batches.length} request(s) (version ${answer.version})`);
+  } catch (e) {
+    say(`${doing} ${ruleName} refused after ${done} of ${list.length} id(s): ${e.message}${e.field ? ` (field ${e.field})` : ""}`, true);
+  }
+  await refresh();
 }
 
 // ---------------------------------------------------------------- explain
