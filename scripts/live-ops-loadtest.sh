@@ -3,11 +3,12 @@
 # while it is hot-restarted 3 times (-u + SIGQUIT, scripts/hot-restart.sh) and its rollout
 # percentage is changed 20 times through the admin API. Prints requests, non-2xx and socket
 # errors; the target is 0 errors. Traffic goes to 127.0.0.1 only; it stops by itself.
-# Usage: scripts/live-ops-loadtest.sh [SECONDS (default 30)]
+# Usage: scripts/live-ops-loadtest.sh [SECONDS (default 30)] [THREADS (proxy workers, default 1)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
 duration=${1:-30}
+threads=${2:-1}
 bash scripts/setup.sh loadtest
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/canary-gateway
@@ -27,7 +28,7 @@ token=liveops-token-$(date +%s%N)
 export CANARY_ADMIN_TOKEN=$token
 cat >"$dir/gateway.yaml" <<YAML
 version: 1
-threads: 1
+threads: $threads
 pid_file: $dir/gateway.pid
 upgrade_sock: $dir/upgrade.sock
 grace_period_seconds: 10

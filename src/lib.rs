@@ -33,6 +33,7 @@ use pingora_core::services::background::background_service;
 
 use crate::config::GatewayConfig;
 use crate::ops::{access_log, admin, demo, lifecycle, metrics};
+use crate::proxy::workers::Worker;
 use crate::proxy::{guard, CanaryProxy, InFlight, RequestLog};
 use crate::state::history::HistoryService;
 use crate::state::rollout::RolloutService;
@@ -63,24 +64,18 @@ pub fn add_services(
     let state = controller.state();
     let in_flight = InFlight::default();
 
-    let http_proxy = pingora_proxy::http_proxy(
-        &server.configuration,
-        CanaryProxy::new(
-            state.clone(),
-            in_flight.clone(),
-            access_log
-                .clone()
-                .map(|log| Arc::new(log) as Arc<dyn RequestLog>),
-        ),
-    );
-    let mut proxy = pingora_core::services::listening::Service::new(
-        "canary-gateway proxy".to_string(),
-        guard::GuardedApp::new(http_proxy, head_limits),
-    );
-    for addr in &listen {
-        proxy.add_listener(plaintext_listener(addr));
+    // `threads: N` runs N single-thread proxy workers on the same sockets (proxy/workers.rs).
+    let log = access_log
+        .clone()
+        .map(|log| Arc::new(log) as Arc<dyn RequestLog>);
+    for index in 0..server.configuration.threads.max(1) {
+        let http_proxy = pingora_proxy::http_proxy(
+            &server.configuration,
+            CanaryProxy::new(state.clone(), in_flight.clone(), log.clone()),
+        );
+        let app = guard::GuardedApp::new(http_proxy, head_limits);
+        server.add_service(Worker::new(index, app, &listen, plaintext_listener));
     }
-    server.add_service(proxy);
     server.add_service(background_service(
         "health checks",
         upstreams::HealthChecker::new(Arc::new(move || state.load().pools.clone())),

@@ -384,7 +384,7 @@ fn api_changes_survive_restart_and_reload() {
 
     // Restart: a new process on the same config and state file.
     live.gateway.signal("KILL");
-    live.gateway.wait_exit(Duration::from_secs(5));
+    live.gateway.wait_status(Duration::from_secs(5));
     let dir = std::mem::replace(&mut live.gateway.dir, TempDir::new("unused"));
     let restarted =
         Gateway::start_with_file(dir, live.gateway.config_path.clone(), live.gateway.addr);
@@ -671,4 +671,60 @@ fn health_checks_keep_their_timing_across_changes() {
         "an unchanged group was probed again before its 30 s interval"
     );
     assert!(gateway.log().contains("health checks"), "{}", gateway.log());
+}
+
+/// The descriptors of the process that refer to the socket listening on `port` (found by the
+/// socket's inode in /proc/net/tcp).
+fn listening_descriptors(pid: u32, port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let inode = table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            // State 0A: listening.
+            (u16::from_str_radix(local_port, 16).ok()? == port && f.get(3)? == &"0A")
+                .then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .expect("a listening socket on the port");
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the gateway's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy() == wanted)
+        .count()
+}
+
+/// `threads: 2` runs two workers, each on its own duplicate of the listening socket (one more
+/// descriptor stays in Pingora's table): none is closed twice when they stop, and a graceful
+/// upgrade hands all three over. Both exits above are clean (`wait_exit` checks the status).
+#[test]
+fn each_worker_holds_its_own_listening_descriptor() {
+    let stable = Origin::start("stable");
+    let mut gateway = Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n",
+        groups_yaml(&[("stable", &stable)])
+    ));
+    let port = gateway.addr.port();
+    assert_eq!(
+        listening_descriptors(gateway.pid(), port),
+        3,
+        "the socket in the table, and one duplicate per worker"
+    );
+    assert_eq!(get(gateway.addr, "/", &[]).text(), "stable");
+    let mut new = gateway.spawn_upgrade(2);
+    gateway.signal("QUIT");
+    gateway.wait_exit(Duration::from_secs(30));
+    wait_until("the new process serves", Duration::from_secs(10), || {
+        std::panic::catch_unwind(|| get(gateway.addr, "/", &[]).text()).ok()
+            == Some("stable".into())
+    });
+    assert_eq!(
+        listening_descriptors(new.id(), port),
+        3,
+        "the new process took over the same three"
+    );
+    new.kill().ok();
+    new.wait().ok();
 }

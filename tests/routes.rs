@@ -185,15 +185,13 @@ fn unrouted_requests_get_404() {
     assert_eq!(r.status, 400);
     let after = s.web_v1.count() + s.web_v2.count() + s.api_v1.count() + s.api_v2.count();
     assert_eq!(after, before, "no origin reached");
-    let text = get(s.metrics, "/metrics", &[]).text();
-    assert_eq!(
-        metric_value(
-            &text,
-            "gateway_requests_total{group=\"\",route=\"none\",rule=\"\",status=\"404\"}"
-        ),
-        1.0,
-        "{text}"
-    );
+    // Counted when the request is logged, just after its answer was sent: wait for it.
+    let series = "gateway_requests_total{group=\"\",route=\"none\",rule=\"\",status=\"404\"}";
+    let count = || metric_value(&get(s.metrics, "/metrics", &[]).text(), series);
+    wait_until("the 404 is counted", Duration::from_secs(5), || {
+        count() >= 1.0
+    });
+    assert_eq!(count(), 1.0, "counted once");
 }
 
 /// Each route's rules are its own: a percentage, a rollback and a promote on one route leave

@@ -42,6 +42,8 @@ pub fn admin_service(
         "canary-gateway admin".to_string(),
         HttpServer::new_app(AdminApp { controller, tokens }),
     );
+    // Operators' traffic: one thread is plenty, whatever `threads` says.
+    service.threads = Some(1);
     service.add_tcp(listen);
     service
 }

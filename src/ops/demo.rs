@@ -30,6 +30,8 @@ pub fn demo_origin_service(origin: &DemoOrigin) -> Service<HttpServer<FixedBodyA
         format!("demo origin {}", origin.listen),
         HttpServer::new_app(app),
     );
+    // The demo origins: one thread is plenty, whatever `threads` says.
+    service.threads = Some(1);
     service.add_tcp(&origin.listen);
     service
 }

@@ -87,6 +87,8 @@ pub fn metrics_service(
         "canary-gateway metrics".to_string(),
         HttpServer::new_app(MetricsApp { controller }),
     );
+    // Operators' traffic: one thread is plenty, whatever `threads` says.
+    service.threads = Some(1);
     service.add_tcp(listen);
     service
 }

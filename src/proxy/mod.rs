@@ -12,6 +12,7 @@ mod forwarding;
 pub mod guard;
 pub mod request_id;
 mod tunnel;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -495,12 +495,25 @@ impl Gateway {
         send_signal(self.child.id(), name);
     }
 
-    /// Waits (bounded) for the process to exit; returns how long it took.
+    /// Waits (bounded) for a graceful exit, which must be a clean one (no abort — a listening
+    /// socket closed twice aborts the process —, no panic); returns how long it took.
     pub fn wait_exit(&mut self, limit: Duration) -> Duration {
         let start = Instant::now();
+        let status = self.wait_status(limit);
+        assert!(
+            status.success(),
+            "gateway exited with {status}; log:\n{}",
+            self.log()
+        );
+        start.elapsed()
+    }
+
+    /// Waits (bounded) for the process to end, however it ends.
+    pub fn wait_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
         loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return start.elapsed();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
             }
             assert!(
                 start.elapsed() < limit,
