@@ -36,12 +36,7 @@ fn node(stable: &Origin, canary: &Origin, redis_port: u16, fallback: &str) -> No
 
 impl Node {
     fn group_of(&self, user: &str) -> String {
-        get(
-            self.gateway.addr,
-            "/",
-            &[("Cookie", &format!("canary_user={user}"))],
-        )
-        .text()
+        group_of(self.gateway.addr, user)
     }
 
     fn status(&self) -> Value {

@@ -55,12 +55,7 @@ impl Site {
     }
 
     fn group_of(&self, user: &str) -> String {
-        get(
-            self.gateway.addr,
-            "/",
-            &[("Cookie", &format!("canary_user={user}"))],
-        )
-        .text()
+        group_of(self.gateway.addr, user)
     }
 }
 

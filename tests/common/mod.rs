@@ -419,6 +419,11 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     Client::connect(addr).get(path, headers)
 }
 
+/// The body (the origin's name) `user`'s request gets from the gateway at `addr`.
+pub fn group_of(addr: SocketAddr, user: &str) -> String {
+    get(addr, "/", &[("Cookie", &format!("canary_user={user}"))]).text()
+}
+
 /// A running gateway process; killed on drop.
 pub struct Gateway {
     pub addr: SocketAddr,
