@@ -394,10 +394,10 @@ fn config_test_flag_accepts_shipped_configs_and_names_bad_keys() {
 /// The bundled demo: no arguments → gateway on :8080 with origins on :10001 / :10002.
 #[test]
 fn demo_runs_with_no_arguments() {
-    for port in [8080, 10001, 10002] {
+    for port in [8080, 9090, 10001, 10002] {
         assert!(
             TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "port {port} is taken; the demo test needs 8080, 10001 and 10002 free"
+            "port {port} is taken; the demo test needs 8080, 9090, 10001 and 10002 free"
         );
     }
     let cwd = TempDir::new("demo");
@@ -415,12 +415,41 @@ fn demo_runs_with_no_arguments() {
     let vip = get(addr, "/", &[("Cookie", "canary_user=alice")]);
     let rolled = get(addr, "/", &[("Cookie", "canary_user=user-6")]);
     let qa = get(addr, "/", &[("x-canary-group", "canary")]);
+    // The web page and the admin API, with the demo's tokens.
+    let admin_addr: SocketAddr = "127.0.0.1:9090".parse().expect("addr");
+    wait_for_port(admin_addr);
+    let page = get(admin_addr, "/ui/", &[]);
+    let who = admin(
+        admin_addr,
+        "GET",
+        "/whoami",
+        Some("demo-viewer-token"),
+        None,
+    );
+    let refused = admin(
+        admin_addr,
+        "POST",
+        "/rollback",
+        Some("demo-viewer-token"),
+        None,
+    );
     child.kill().ok();
     let output = child.wait_with_output().expect("demo output");
     assert_eq!(v1.text(), "This is version 1\n");
     assert_eq!(vip.text(), "This is version 1\n");
     assert_eq!(rolled.text(), "This is version 2\n");
     assert_eq!(qa.text(), "This is version 2\n");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("canary-gateway"), "{}", page.text());
+    assert!(page
+        .header("content-security-policy")
+        .is_some_and(|csp| csp.starts_with("default-src 'self'")));
+    assert_eq!(who.status, 200, "{}", who.text());
+    assert!(who.text().contains("\"viewer\""), "{}", who.text());
+    assert_eq!(
+        refused.status, 403,
+        "the demo's viewer token changes nothing"
+    );
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(
         printed.contains("curl"),
