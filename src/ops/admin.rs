@@ -327,19 +327,10 @@ impl AdminApp {
                     if add.is_empty() && remove.is_empty() {
                         return Err(ApiError::bad_request("add", "nothing to add or remove"));
                     }
-                    let changed = match self.controller.store_set(&route, name) {
-                        Some(_) => {
-                            self.controller
-                                .change_store_users(actor, &route, name, add, remove)
-                                .await
-                        }
-                        None => {
-                            self.controller
-                                .change_users(actor, &route, name, &add, &remove)
-                                .await
-                        }
-                    };
-                    changed.map(ok)
+                    self.controller
+                        .change_users(actor, &route, name, add, remove)
+                        .await
+                        .map(ok)
                 }
                 _ => Err(not_allowed()),
             },

@@ -22,7 +22,7 @@ use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::Service;
 
 /// The key of `addr` for worker `index` in the table of listening sockets.
-pub fn worker_key(addr: &str, index: usize) -> String {
+fn worker_key(addr: &str, index: usize) -> String {
     format!("{addr}#worker-{index}")
 }
 

@@ -11,7 +11,7 @@ use super::figures::StepFigures;
 use super::metrics::METRICS;
 use super::overlay::{Overlay, OverlayMode, RouteOverlay};
 use super::plan::{PlanAction, PlanCommand, PlanState, PlanStatus, Verdict};
-use super::store::Change;
+use super::store::{Change, Store};
 use super::StateError;
 use crate::config::{OnFailure, PlanConfig};
 use crate::routing::{Matcher, Percent};
@@ -119,8 +119,31 @@ impl Controller {
         .await
     }
 
-    /// `POST /routes/{route}/rules/{rule}/users` on a list kept in the control state.
+    /// `POST /routes/{route}/rules/{rule}/users`: a store-backed list changes in Redis (and
+    /// from there on every node), any other list in the control state.
     pub async fn change_users(
+        &self,
+        actor: &str,
+        route: &str,
+        rule: &str,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Changed, StateError> {
+        check_user_ids(&add, &remove)?;
+        match self.store_set(route, rule) {
+            Some((store, set)) => {
+                self.change_set_users(actor, route, rule, &store, set, add, remove)
+                    .await
+            }
+            None => {
+                self.change_listed_users(actor, route, rule, &add, &remove)
+                    .await
+            }
+        }
+    }
+
+    /// A list kept in the control state.
+    async fn change_listed_users(
         &self,
         actor: &str,
         route: &str,
@@ -128,7 +151,6 @@ impl Controller {
         add: &[String],
         remove: &[String],
     ) -> Result<Changed, StateError> {
-        check_user_ids(add, remove)?;
         let entry = AuditEntry::now(
             actor,
             Some(route),
@@ -150,20 +172,19 @@ impl Controller {
         .await
     }
 
-    /// `POST /routes/{route}/rules/{rule}/users` on a store-backed list: the set in Redis
-    /// changes (and from there every node's); this node applies it at once too.
-    pub async fn change_store_users(
+    /// A store-backed list: the set in Redis changes (and from there every node's); this node
+    /// applies it at once too.
+    #[allow(clippy::too_many_arguments)]
+    async fn change_set_users(
         &self,
         actor: &str,
         route: &str,
         rule: &str,
+        store: &Store,
+        set: String,
         add: Vec<String>,
         remove: Vec<String>,
     ) -> Result<Changed, StateError> {
-        check_user_ids(&add, &remove)?;
-        let (store, set) = self
-            .store_set(route, rule)
-            .ok_or_else(|| StateError::not_found(format!("rule {rule:?} has no store set")))?;
         let mut entry = AuditEntry::now(
             actor,
             Some(route),
@@ -519,7 +540,13 @@ mod tests {
     async fn remove_wins_over_earlier_add_and_back() {
         let controller = controller();
         controller
-            .change_users(ACTOR, "default", "vip", &["zoe".into()], &["alice".into()])
+            .change_users(
+                ACTOR,
+                "default",
+                "vip",
+                vec!["zoe".into()],
+                vec!["alice".into()],
+            )
             .await
             .expect("change");
         let status = controller.view();
@@ -539,7 +566,13 @@ mod tests {
         assert_eq!(rule("zoe"), "vip");
         assert_eq!(rule("alice"), "default");
         let changed = controller
-            .change_users(ACTOR, "default", "vip", &["alice".into()], &["zoe".into()])
+            .change_users(
+                ACTOR,
+                "default",
+                "vip",
+                vec!["alice".into()],
+                vec!["zoe".into()],
+            )
             .await
             .expect("change back");
         assert_eq!(rule("alice"), "vip");
@@ -583,7 +616,7 @@ mod tests {
         assert_eq!(c.route_name(Some("nope")).unwrap_err().status, 404);
         assert_eq!(c.route_name(None).expect("the one route"), "default");
         let bad = c
-            .change_users(ACTOR, "default", "vip", &["has space".into()], &[])
+            .change_users(ACTOR, "default", "vip", vec!["has space".into()], vec![])
             .await
             .unwrap_err();
         assert_eq!(bad.field.as_deref(), Some("add"));

@@ -176,14 +176,10 @@ impl Controller {
         self.leader.store(leader, Ordering::Relaxed);
     }
 
-    /// Keeps a plan's last judgement for `/status` (`None`: the plan no longer runs here).
-    pub fn report(&self, route: &str, rule: &str, report: Option<PlanReport>) {
+    /// Keeps a plan's last judgement for `/status` (shown while the plan runs).
+    pub fn report(&self, route: &str, rule: &str, report: PlanReport) {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (route.to_string(), rule.to_string());
-        match report {
-            Some(r) => reports.insert(key, r),
-            None => reports.remove(&key),
-        };
+        reports.insert((route.to_string(), rule.to_string()), report);
     }
 
     /// Applies a control state when it is newer than this node's: the one change path for
@@ -241,7 +237,7 @@ impl Controller {
         }
     }
 
-    /// `GET /routes/{route}/rules/{rule}/users/{id}`: whether `id` is on the list now (404
+    /// `GET /routes/{route}/rules/{rule}/users?user=ID`: whether `id` is on the list now (404
     /// for an unknown route or rule, 400 when the rule is no list).
     pub fn is_member(&self, route: &str, rule: &str, id: &str) -> Result<bool, StateError> {
         let state = self.state.load_full();
@@ -431,7 +427,8 @@ impl Controller {
             },
             config_file: self.source.describe(),
             state_file: self.state_file.clone(),
-            overlay: inner.overlay.clone(),
+            // Without the audit trail, which `/status` does not show (the page polls it).
+            overlay: inner.overlay.shared(),
             routes: inner.base.routes.clone(),
             listen: inner.base.listen.clone(),
             overlay_warnings: inner.overlay_warnings.clone(),
@@ -512,7 +509,8 @@ pub struct RunningPlan {
 /// The control state's standing on this node.
 pub struct ControlView {
     pub version: u64,
-    /// `file` (the state file, or nothing yet) or `store` (read from Redis since start).
+    /// `local` (no store: this node's own), `file` (the state file, until the store answers)
+    /// or `store` (read from Redis since start).
     pub source: &'static str,
     pub node: String,
     /// Whether this node holds the plan lease.

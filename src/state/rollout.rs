@@ -130,11 +130,11 @@ impl RolloutService {
         self.controller.report(
             &plan.route,
             &plan.rule,
-            Some(PlanReport {
+            PlanReport {
                 at_ms: now,
                 figures: figures.clone(),
                 verdict: text,
-            }),
+            },
         );
         if !leader || matches!(verdict, Verdict::Wait(_)) {
             return;
