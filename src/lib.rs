@@ -33,7 +33,11 @@ use pingora_core::services::background::background_service;
 
 use crate::config::GatewayConfig;
 use crate::ops::{access_log, admin, demo, lifecycle, metrics};
-use crate::proxy::workers::Worker;
+use crate::config::ListenerKind;
+use crate::proxy::redirect::Redirector;
+use crate::proxy::tls::TlsApp;
+use crate::proxy::workers::{Endpoint, ListenerApp, Worker};
+use pingora_core::apps::http_app::HttpServer;
 use crate::proxy::{guard, CanaryProxy, InFlight, RequestLog};
 use crate::state::history::HistoryService;
 use crate::state::rollout::RolloutService;
@@ -69,12 +73,17 @@ pub fn add_services(
         .clone()
         .map(|log| Arc::new(log) as Arc<dyn RequestLog>);
     for index in 0..server.configuration.threads.max(1) {
-        let http_proxy = pingora_proxy::http_proxy(
+        let mut http_proxy = pingora_proxy::http_proxy(
             &server.configuration,
             CanaryProxy::new(state.clone(), in_flight.clone(), log.clone()),
         );
-        let app = guard::GuardedApp::new(http_proxy, head_limits);
-        server.add_service(Worker::new(index, app, &listen, plaintext_listener));
+        http_proxy.h2_options = Some(guard::h2_options(&head_limits));
+        let guarded = Arc::new(guard::GuardedApp::new(http_proxy, head_limits));
+        let endpoints = listen
+            .iter()
+            .map(|listener| endpoint(listener, &guarded, &state, &head_limits))
+            .collect();
+        server.add_service(Worker::new(index, endpoints));
     }
     server.add_service(background_service(
         "health checks",
@@ -135,6 +144,46 @@ pub fn add_services(
         server.add_service(demo::demo_origin_service(origin));
     }
     Ok(controller)
+}
+
+/// What serves `listener` in one worker.
+fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
+    listener: &config::Listener,
+    guarded: &Arc<guard::GuardedApp<A>>,
+    state: &Arc<arc_swap::ArcSwap<state::GatewayState>>,
+    limits: &config::HeadLimits,
+) -> Endpoint<A> {
+    let (app, settings): (_, fn(&str) -> ListenerConfig) = match &listener.kind {
+        ListenerKind::Plain => (ListenerApp::Plain(guarded.clone()), plaintext_listener),
+        ListenerKind::Tls(tls) => (
+            ListenerApp::Tls(Arc::new(TlsApp::new(
+                guarded.clone(),
+                listener.addr.clone(),
+                tls.clone(),
+                state.clone(),
+                limits.header_timeout,
+            ))),
+            tls_listener,
+        ),
+        ListenerKind::RedirectHttps { https_port } => (
+            ListenerApp::Redirect(Arc::new(HttpServer::new_app(Redirector::new(
+                state.clone(),
+                *https_port,
+            )))),
+            plaintext_listener,
+        ),
+    };
+    Endpoint {
+        addr: listener.addr.clone(),
+        app,
+        settings,
+    }
+}
+
+/// A TLS listener's TCP side, with Pingora's read buffer, which saves a read call per TLS
+/// record.
+fn tls_listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr)
 }
 
 /// A plaintext client listener without Pingora's 64 KiB L4 read buffer, which exists for TLS

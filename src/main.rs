@@ -32,6 +32,12 @@ fn main() -> ExitCode {
         }
     };
     let source = conf_path.as_deref().unwrap_or(config::DEMO_CONFIG_NAME);
+    for warning in canary_gateway::config::certificate_warnings(&gateway.listen, unix_now()) {
+        log::warn!("{warning}");
+        if opt.test {
+            println!("canary-gateway: warning: {warning}");
+        }
+    }
     if opt.test {
         println!("canary-gateway: configuration {source} is valid");
         return ExitCode::SUCCESS;
@@ -48,11 +54,17 @@ fn main() -> ExitCode {
         eprintln!("canary-gateway: cannot start: {e}");
         return ExitCode::FAILURE;
     }
-    log::info!("canary-gateway serving {} from {source}", listen.join(", "));
+    log::info!("canary-gateway serving {} from {source}", listen.iter().map(|l| l.describe()).collect::<Vec<_>>().join(", "));
     if conf_path.is_none() {
-        print_demo_help(&listen[0]);
+        print_demo_help(&listen[0].addr);
     }
     pingora.run_forever();
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn print_demo_help(listen: &str) {

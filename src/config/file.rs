@@ -14,7 +14,7 @@ pub(super) struct FileRoot {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileGateway {
-    pub(super) listen: Vec<String>,
+    pub(super) listen: Vec<FileListen>,
     pub(super) groups: BTreeMap<String, FileGroup>,
     #[serde(default)]
     pub(super) routing: Option<FileRouting>,
@@ -116,6 +116,68 @@ pub(super) struct FileGroup {
     pub(super) fallback: Option<String>,
     #[serde(default)]
     pub(super) host_header: Option<String>,
+    #[serde(default)]
+    pub(super) tls: Option<FileUpstreamTls>,
+}
+
+/// `gateway.groups.NAME.tls`: TLS towards the group's servers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileUpstreamTls {
+    #[serde(default)]
+    pub(super) sni: Option<String>,
+    #[serde(default)]
+    pub(super) verify: Option<bool>,
+    #[serde(default)]
+    pub(super) ca: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) http2: Option<bool>,
+}
+
+/// One entry of `gateway.listen`: an address (plaintext HTTP/1.1), or a listener with TLS or
+/// a redirect to https.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum FileListen {
+    Addr(String),
+    Listener(FileListener),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileListener {
+    pub(super) addr: String,
+    #[serde(default)]
+    pub(super) redirect_https: Option<bool>,
+    #[serde(default)]
+    pub(super) https_port: Option<u16>,
+    #[serde(default)]
+    pub(super) tls: Option<FileTls>,
+    #[serde(default)]
+    pub(super) http2: Option<bool>,
+    #[serde(default)]
+    pub(super) hsts: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTls {
+    pub(super) certificates: Vec<FileCertificate>,
+    #[serde(default)]
+    pub(super) default_certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) min_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCertificate {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
 }
 
 #[derive(Deserialize)]

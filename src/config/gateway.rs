@@ -8,27 +8,17 @@ use std::time::Duration;
 use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileRole, FileStore};
 use super::parse::{header_name, is_token_byte, positive_duration};
 use super::{
-    groups, key_error, routing, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
+    groups, key_error, tls, routing, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
     GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig, DEFAULT_ADMIN_TOKEN_NAME,
     DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
 };
 use crate::routing::GroupId;
 
 pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
-    if file.listen.is_empty() {
-        return Err(key_error(
-            "gateway.listen".into(),
-            "needs at least one address".into(),
-        ));
-    }
-    for (i, addr) in file.listen.iter().enumerate() {
-        addr.parse::<SocketAddr>().map_err(|e| {
-            key_error(
-                format!("gateway.listen[{i}]"),
-                format!("{addr:?} is not an IP:port address ({e})"),
-            )
-        })?;
-    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let listen = tls::validate_listeners(&file.listen, base, now)?;
 
     if file.groups.is_empty() {
         return Err(key_error(
@@ -54,7 +44,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
     };
     let mut groups = Vec::with_capacity(file.groups.len());
     for (name, group) in &file.groups {
-        groups.push(groups::validate_group(name, group, &group_id)?);
+        groups.push(groups::validate_group(name, group, &group_id, base, now)?);
     }
     groups::check_fallback_cycles(&groups)?;
 
@@ -137,7 +127,7 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         metrics_listen,
         access_log,
         admin,
-        listen: file.listen,
+        listen,
         groups,
         decision_header,
         demo_origins,

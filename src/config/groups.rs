@@ -17,6 +17,8 @@ pub(super) fn validate_group(
     name: &str,
     group: &FileGroup,
     group_id: &dyn Fn(String, &str) -> Result<GroupId, KeyError>,
+    base: &std::path::Path,
+    now: i64,
 ) -> Result<GroupConfig, KeyError> {
     let key = format!("gateway.groups.{name}");
     if group.servers.is_empty() {
@@ -102,6 +104,11 @@ pub(super) fn validate_group(
                 host_header_value(name).map_err(|m| key_error(format!("{key}.host_header"), m))?,
             ),
         },
+        tls: group
+            .tls
+            .as_ref()
+            .map(|tls| super::tls::validate_upstream_tls(tls, &format!("{key}.tls"), base, now))
+            .transpose()?,
     })
 }
 

@@ -13,6 +13,7 @@ mod parse;
 mod routing;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +29,7 @@ pub use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use parse::parse_duration;
+pub use tls::{certificate_warnings, Certificate, Listener, ListenerKind, TlsListener, TlsVersion, EXPIRY_WARNING_DAYS};
 
 /// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../conf/demo.yaml");
@@ -68,8 +70,8 @@ pub struct LoadedConfig {
 /// The gateway's validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// Addresses the proxy listens on.
-    pub listen: Vec<String>,
+    /// The proxy's listeners, in file order.
+    pub listen: Vec<Listener>,
     /// Upstream groups, indexed by `GroupId` (same order as every router's `group_names`).
     pub groups: Vec<GroupConfig>,
     /// The routes, in file order; a request is served by exactly one (see `routing::routes`).

@@ -67,6 +67,13 @@ impl WriteJson for AccessRecord<'_> {
             key(out, name);
             text::push_json_str(out, value);
         }
+        for (name, value) in [("tls_version", self.tls_version), ("alpn", self.alpn)] {
+            key(out, name);
+            match value {
+                Some(v) => text::push_json_str(out, v),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
         key(out, "upstream");
         match self.upstream {
             Some(addr) => {
@@ -220,6 +227,8 @@ mod tests {
             group: "canary",
             rule: "rollout",
             reason: "percent",
+            tls_version: Some("TLSv1.3"),
+            alpn: Some("h2"),
             upstream,
             bytes_sent: 12,
             duration: Duration::from_micros(1_500),
@@ -243,7 +252,9 @@ mod tests {
         assert_eq!(line["duration_ms"], 1.5);
         assert_eq!(line["upstream_duration_ms"], 0.25);
         assert_eq!(line["route"], "default");
-        assert_eq!(line.as_object().map(|o| o.len()), Some(15));
+        assert_eq!(line["tls_version"], "TLSv1.3");
+        assert_eq!(line["alpn"], "h2");
+        assert_eq!(line.as_object().map(|o| o.len()), Some(17));
         let unanswered = record(None, None);
         assert!(unanswered["upstream"].is_null());
         assert!(unanswered["upstream_duration_ms"].is_null());

@@ -35,6 +35,14 @@ fn refresh(controller: &Controller) {
                 .set(stale.unwrap_or(-1.0));
         }
     }
+    m.certificate_expiry.reset();
+    for (_, listener) in &state.tls {
+        for cert in &listener.certificates {
+            m.certificate_expiry
+                .with_label_values(&[&cert.label()])
+                .set(cert.not_after);
+        }
+    }
     m.users.reset();
     for route in &state.routes {
         for rule in &route.router.rules {

@@ -1,6 +1,8 @@
 //! The admin API's JSON views: `GET /status` and `GET /explain`, built from what the
 //! controller reports. Secrets (the admin token, signing keys, header secrets) never appear.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde_json::{json, Value};
 
 use crate::config::{OnFailure, PlanConfig, RouteConfig};
@@ -69,6 +71,7 @@ pub fn status(view: &View) -> Value {
         "state_file": view.state_file.as_ref().map(|p| p.display().to_string()),
         "global_mode": mode_json(&view.overlay.mode),
         "listen": view.listen,
+        "certificates": certificates(&view.state),
         "groups": groups,
         "routes": routes,
         "overlay_warnings": view.overlay_warnings,
@@ -94,6 +97,35 @@ pub fn status(view: &View) -> Value {
         }
     }
     status
+}
+
+/// The TLS listeners' certificates: names, expiry and whether it is near.
+fn certificates(state: &crate::state::GatewayState) -> Vec<Value> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut out = Vec::new();
+    for (addr, listener) in &state.tls {
+        for (i, cert) in listener.certificates.iter().enumerate() {
+            let expires = UNIX_EPOCH + Duration::from_secs(cert.not_after.max(0) as u64);
+            let days_left = (cert.not_after - now) / 86_400;
+            out.push(json!({
+                "listener": addr,
+                "cert": cert.cert_file.display().to_string(),
+                "names": cert.names,
+                "default": i == listener.default_certificate,
+                "key_type": cert.key_type,
+                "serial": cert.serial,
+                "not_after": humantime::format_rfc3339_seconds(expires).to_string(),
+                "days_left": days_left,
+                "warning": cert.expires_soon(now).map(|days| format!(
+                    "expires in {days} days (warning under {} days)",
+                    crate::config::EXPIRY_WARNING_DAYS
+                )),
+            }));
+        }
+    }
+    out
 }
 
 /// One route in `/status`: what it matches, its override and its rules with their sources.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::ALPN;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType,
@@ -439,10 +440,12 @@ pub struct GuardedApp<A> {
 
 impl<A> GuardedApp<A> {
     pub fn new(inner: A, limits: HeadLimits) -> Self {
-        GuardedApp {
-            inner: Arc::new(inner),
-            limits,
-        }
+        Self::shared(Arc::new(inner), limits)
+    }
+
+    /// The guard in front of an app that other listeners share too.
+    pub fn shared(inner: Arc<A>, limits: HeadLimits) -> Self {
+        GuardedApp { inner, limits }
     }
 }
 
@@ -453,6 +456,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // HTTP/2 (chosen by ALPN on a TLS listener) has no HTTP/1 heads to watch: its frames
+        // are bounded by the HTTP/2 settings instead (header list size, concurrent streams).
+        if matches!(session.selected_alpn_proto(), Some(ALPN::H2)) {
+            return self.inner.process_new(session, shutdown).await;
+        }
         let guarded: Stream = Box::new(GuardedStream::new(session, self.limits));
         self.inner.process_new(guarded, shutdown).await
     }
@@ -461,6 +469,30 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         self.inner.cleanup().await
     }
 }
+
+/// The HTTP/2 settings of the client side, bounded like HTTP/1: a request's header list is
+/// held to `max_header_bytes` (HEADERS and CONTINUATION frames together, so a CONTINUATION
+/// flood ends the connection), at most 100 streams run at once, and a client whose streams the
+/// gateway has to reset again and again (rapid reset, MadeYouReset) is sent away. The reset
+/// budgets are the `h2` crate's defaults, set here so they stay visible.
+pub fn h2_options(limits: &HeadLimits) -> pingora_core::protocols::http::v2::server::H2Options {
+    let mut options = pingora_core::protocols::http::v2::server::H2Options::new();
+    options
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS));
+    options
+}
+
+/// Streams a client may have open at once on one HTTP/2 connection.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams reset by the client before the gateway took them up, beyond which the connection
+/// is closed (rapid reset, CVE-2023-44487).
+pub const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the gateway had to reset for the client's errors, beyond which the connection is
+/// closed (MadeYouReset, CVE-2025-8671).
+pub const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 #[cfg(test)]
 mod tests {

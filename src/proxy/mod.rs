@@ -10,7 +10,9 @@ mod ctx;
 mod errors;
 mod forwarding;
 pub mod guard;
+pub mod redirect;
 pub mod request_id;
+pub mod tls;
 mod tunnel;
 pub mod workers;
 
@@ -22,6 +24,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderMap, COOKIE};
+use http::HeaderValue;
 use log::warn;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -52,6 +55,11 @@ pub struct AccessRecord<'a> {
     pub group: &'a str,
     pub rule: &'a str,
     pub reason: &'a str,
+    /// The TLS version (`TLSv1.3`), `None` over plaintext.
+    pub tls_version: Option<&'a str>,
+    /// The protocol ALPN chose (`h2`, `http/1.1`), `None` over plaintext. A TLS client that
+    /// offers no ALPN speaks HTTP/1.1 and is logged as `http/1.1`.
+    pub alpn: Option<&'a str>,
     pub upstream: Option<SocketAddr>,
     pub bytes_sent: usize,
     pub duration: Duration,
@@ -490,7 +498,23 @@ fn set_response_headers(
         session.set_keepalive(None);
     }
     response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+    if let Some(hsts) = hsts(session, ctx) {
+        response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+    }
     set_decision_header(response, ctx)
+}
+
+/// The `Strict-Transport-Security` value of the TLS listener that took the request, if it
+/// sets one (plaintext requests never get it).
+fn hsts(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
+    let state = ctx.state.as_ref()?;
+    if state.hsts.is_empty() {
+        return None;
+    }
+    let digest = session.digest()?;
+    digest.ssl_digest.as_ref()?;
+    let port = digest.socket_digest.as_ref()?.local_addr()?.as_inet()?.port();
+    state.hsts_for(port).cloned()
 }
 
 /// The error for a request that no server can take: 503 when no server of the group (or its
@@ -579,7 +603,10 @@ fn log_request(
         .upstream_started
         .zip(ctx.upstream_answered)
         .map(|(start, end)| end.saturating_duration_since(start));
+    let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
     log.log(&AccessRecord {
+        tls_version: tls.map(|t| t.version.as_ref()),
+        alpn: tls.map(|_| if session.is_http2() { "h2" } else { "http/1.1" }),
         ts: SystemTime::now(),
         request_id: ctx.id(),
         client_ip: ctx

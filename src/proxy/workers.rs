@@ -12,46 +12,100 @@
 //! graceful upgrade, whose workers find their keys there.
 
 use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use log::error;
+use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::Service;
+
+use super::guard::GuardedApp;
+use super::redirect::Redirector;
+use super::tls::TlsApp;
 
 /// The key of `addr` for worker `index` in the table of listening sockets.
 fn worker_key(addr: &str, index: usize) -> String {
     format!("{addr}#worker-{index}")
 }
 
-/// One proxy worker: a listening service with one thread, on its own duplicates of the
-/// listening sockets.
+/// What a worker runs on one listener: the guarded proxy (plaintext), TLS in front of it, or
+/// the redirect to https. The proxy itself is one per worker, shared by its listeners (one
+/// upstream pool per worker).
+pub enum ListenerApp<A> {
+    Plain(Arc<GuardedApp<A>>),
+    Tls(Arc<TlsApp<GuardedApp<A>>>),
+    Redirect(Arc<HttpServer<Redirector>>),
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        match self.as_ref() {
+            ListenerApp::Plain(app) => app.process_new(session, shutdown).await,
+            ListenerApp::Tls(app) => app.process_new(session, shutdown).await,
+            ListenerApp::Redirect(app) => app.process_new(session, shutdown).await,
+        }
+    }
+
+    async fn cleanup(&self) {
+        match self {
+            ListenerApp::Plain(app) => app.cleanup().await,
+            ListenerApp::Tls(app) => app.cleanup().await,
+            ListenerApp::Redirect(app) => app.cleanup().await,
+        }
+    }
+}
+
+/// One listener of a worker: its address, what serves it, and its listener settings (made
+/// for a key of the table of listening sockets; the address is never parsed from it: the
+/// socket is in the table by then).
+pub struct Endpoint<A> {
+    pub addr: String,
+    pub app: ListenerApp<A>,
+    pub settings: fn(&str) -> ListenerConfig,
+}
+
+/// One proxy worker: one thread serving all the listeners, each on the worker's own duplicate
+/// of its listening socket.
 pub struct Worker<A> {
-    inner: ListeningService<A>,
+    services: Vec<ListeningService<ListenerApp<A>>>,
+    name: String,
     index: usize,
     addrs: Vec<String>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
-    /// Worker `index` serving `app` on `addrs`; `listener` makes the listener settings for a
-    /// key (the address is never parsed from it: the socket is in the table by then).
-    pub fn new(
-        index: usize,
-        app: A,
-        addrs: &[String],
-        listener: impl Fn(&str) -> ListenerConfig,
-    ) -> Self {
-        let mut inner = ListeningService::new(format!("canary-gateway proxy worker {index}"), app);
-        inner.threads = Some(1);
-        for addr in addrs {
-            inner.add_listener(listener(&worker_key(addr, index)));
-        }
+    /// Worker `index` serving `endpoints`.
+    pub fn new(index: usize, endpoints: Vec<Endpoint<A>>) -> Self {
+        let name = format!("canary-gateway proxy worker {index}");
+        let addrs = endpoints.iter().map(|e| e.addr.clone()).collect();
+        let services = endpoints
+            .into_iter()
+            .map(|endpoint| {
+                let mut service = ListeningService::new(
+                    format!("{name} on {}", endpoint.addr),
+                    endpoint.app,
+                );
+                service.threads = Some(1);
+                service.add_listener((endpoint.settings)(&worker_key(&endpoint.addr, index)));
+                service
+            })
+            .collect();
         Worker {
-            inner,
+            services,
+            name,
             index,
-            addrs: addrs.to_vec(),
+            addrs,
         }
     }
 }
@@ -73,13 +127,15 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Worker<A> {
                 }
             }
         }
-        self.inner
-            .start_service(fds, shutdown, listeners_per_fd)
-            .await
+        // All the worker's listeners run on its one thread.
+        join_all(self.services.iter_mut().map(|service| {
+            service.start_service(fds.clone(), shutdown.clone(), listeners_per_fd)
+        }))
+        .await;
     }
 
     fn name(&self) -> &str {
-        Service::name(&self.inner)
+        &self.name
     }
 
     fn threads(&self) -> Option<usize> {
@@ -89,7 +145,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Worker<A> {
     /// Its own keys and the addresses whose sockets it duplicates, so that a graceful upgrade
     /// keeps both.
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        let mut keys = Service::listen_addresses(&self.inner)?;
+        let mut keys: Vec<String> = self
+            .services
+            .iter()
+            .filter_map(Service::listen_addresses)
+            .flatten()
+            .collect();
         keys.extend(self.addrs.iter().cloned());
         Some(keys)
     }

@@ -6,6 +6,7 @@
 //! The lowest layer: it imports nothing else from the crate.
 
 pub mod cidr;
+pub mod names;
 pub mod routes;
 pub mod signed;
 pub mod userset;

@@ -358,11 +358,18 @@ impl Controller {
     pub fn reload(&self) -> Result<u64, StateError> {
         let mut inner = self.lock();
         let result = self.source.load().and_then(|config| {
-            if config.listen != inner.base.listen {
+            let shape = |c: &GatewayConfig| {
+                c.listen
+                    .iter()
+                    .map(|l| l.describe())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if shape(&config) != shape(&inner.base) {
                 warn!(
-                    "reload: gateway.listen changed ({} -> {}); listener addresses cannot change on reload, restart (or upgrade with -u) to apply",
-                    inner.base.listen.join(", "),
-                    config.listen.join(", ")
+                    "reload: gateway.listen changed ({} -> {}); listener addresses and kinds cannot change on reload, restart (or upgrade with -u) to apply (certificates of a TLS listener can)",
+                    shape(&inner.base),
+                    shape(&config)
                 );
             }
             let old_admin = inner.base.admin.as_ref().map(|a| (a.listen, &a.state_file));
@@ -379,6 +386,9 @@ impl Controller {
         match result {
             Ok((config, state, warnings)) => {
                 for w in &warnings {
+                    warn!("reload: {w}");
+                }
+                for w in crate::config::certificate_warnings(&config.listen, (super::audit::unix_ms() / 1000) as i64) {
                     warn!("reload: {w}");
                 }
                 // Keep the admin settings the process started with (listener, token, file).
@@ -430,7 +440,7 @@ impl Controller {
             // Without the audit trail, which `/status` does not show (the page polls it).
             overlay: inner.overlay.shared(),
             routes: inner.base.routes.clone(),
-            listen: inner.base.listen.clone(),
+            listen: inner.base.listen.iter().map(|l| l.describe()).collect(),
             overlay_warnings: inner.overlay_warnings.clone(),
             last_reload: inner.last_reload.clone(),
             store: self.store.clone(),

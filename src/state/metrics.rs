@@ -35,6 +35,8 @@ pub struct Metrics {
     pub control_version: IntGauge,
     pub rollout_step: IntGaugeVec,
     pub rollout_actions: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub certificate_expiry: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -130,6 +132,22 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["route", "rule", "action"],
     )?;
+    let tls_handshakes = IntCounterVec::new(
+        Opts::new(
+            "gateway_tls_handshakes_total",
+            "TLS handshakes on the client listeners by result (ok, failed, timeout)",
+        ),
+        &["result"],
+    )?;
+    let certificate_expiry = IntGaugeVec::new(
+        Opts::new(
+            "gateway_certificate_expiry_seconds",
+            "When each served certificate expires, in seconds since the Unix epoch (subtract time() for the time left)",
+        ),
+        &["name"],
+    )?;
+    registry.register(Box::new(tls_handshakes.clone()))?;
+    registry.register(Box::new(certificate_expiry.clone()))?;
     registry.register(Box::new(control_version.clone()))?;
     registry.register(Box::new(rollout_step.clone()))?;
     registry.register(Box::new(rollout_actions.clone()))?;
@@ -164,6 +182,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         control_version,
         rollout_step,
         rollout_actions,
+        tls_handshakes,
+        certificate_expiry,
     })
 }
 

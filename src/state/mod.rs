@@ -30,7 +30,8 @@ pub use controller::{
 pub use error::StateError;
 pub use overlay::{Overlay, OverlayMode, UsersDelta};
 
-use crate::config::{Cidr, GatewayConfig, Limits};
+use crate::config::{Cidr, GatewayConfig, Limits, ListenerKind, TlsListener};
+use crate::routing::names::KnownHosts;
 use crate::routing::routes::{normalize_host, normalize_path, RouteId, RouteTable};
 use crate::routing::{GroupId, Router, RoutingError};
 use crate::upstreams::{Pool, Selection};
@@ -57,6 +58,12 @@ pub struct GatewayState {
     /// Whether any group picks servers by user (consistent hashing), so the proxy keeps the
     /// user id for server selection; otherwise it is not copied out of the request.
     pub selects_by_user: bool,
+    /// The TLS listeners by address, with their acceptors (certificates change on reload).
+    pub tls: Vec<(String, Arc<TlsListener>)>,
+    /// `Strict-Transport-Security` by local port, for the TLS listeners that set one.
+    pub hsts: Vec<(u16, HeaderValue)>,
+    /// The hosts a redirect listener sends on to https.
+    pub known_hosts: Arc<KnownHosts>,
 }
 
 /// One route at run time.
@@ -106,7 +113,37 @@ impl GatewayState {
                 strip_prefix: route.strip_prefix,
             })
             .collect();
+        let mut tls = Vec::new();
+        let mut hsts = Vec::new();
+        let mut known_hosts = KnownHosts::default();
+        for route in &config.routes {
+            known_hosts
+                .route_hosts
+                .extend(route.matching.hosts.iter().cloned());
+        }
+        for listener in &config.listen {
+            let ListenerKind::Tls(settings) = &listener.kind else {
+                continue;
+            };
+            tls.push((listener.addr.clone(), settings.clone()));
+            for cert in &settings.certificates {
+                known_hosts
+                    .certificate_names
+                    .extend(cert.names.iter().cloned());
+            }
+            let port = listener
+                .addr
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| invalid(&e))?
+                .port();
+            if let Some(value) = &settings.hsts {
+                hsts.push((port, HeaderValue::from_str(value).map_err(|e| invalid(&e))?));
+            }
+        }
         Ok(GatewayState {
+            tls,
+            hsts,
+            known_hosts: Arc::new(known_hosts),
             selects_by_user,
             group_values,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -116,6 +153,16 @@ impl GatewayState {
             pools,
             decision_header,
         })
+    }
+
+    /// The TLS settings now in force for the listener on `addr`.
+    pub fn tls_listener(&self, addr: &str) -> Option<&Arc<TlsListener>> {
+        self.tls.iter().find(|(a, _)| a == addr).map(|(_, t)| t)
+    }
+
+    /// The `Strict-Transport-Security` value of the TLS listener on local `port`, if set.
+    pub fn hsts_for(&self, port: u16) -> Option<&HeaderValue> {
+        self.hsts.iter().find(|(p, _)| *p == port).map(|(_, v)| v)
     }
 
     /// The name of a group.

@@ -121,6 +121,7 @@ mod tests {
             timeouts: Timeouts::default(),
             fallback: None,
             host_header: Default::default(),
+            tls: None,
         }))
     }
 

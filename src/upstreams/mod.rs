@@ -14,7 +14,11 @@ pub use pool::Pool;
 pub use walk::{pick, Pick};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use openssl::x509::X509;
+use pingora_core::utils::tls::CertKey;
 
 use crate::routing::GroupId;
 
@@ -93,6 +97,51 @@ pub struct GroupConfig {
     pub fallback: Option<GroupId>,
     /// What the group's servers receive as `Host`.
     pub host_header: HostHeader,
+    /// TLS towards the servers (and their health checks); `None`: plaintext.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS towards a group's servers.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The server name sent (SNI) and checked against the server's certificate.
+    pub sni: String,
+    /// Whether the server's certificate is verified (chain and name).
+    pub verify: bool,
+    /// The CA certificates to verify against; `None`: the system's roots.
+    pub ca: Option<Arc<Box<[X509]>>>,
+    /// The client certificate and key offered (mutual TLS).
+    pub client: Option<Arc<CertKey>>,
+    /// Whether HTTP/2 is offered to the servers (ALPN h2, then http/1.1).
+    pub http2: bool,
+    /// The bytes of the files behind `ca` and `client`, so that a reload that changes them
+    /// counts as a changed group (and gets a new pool).
+    pub source: Vec<u8>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.sni == other.sni
+            && self.verify == other.verify
+            && self.http2 == other.http2
+            && self.ca.is_some() == other.ca.is_some()
+            && self.client.is_some() == other.client.is_some()
+            && self.source == other.source
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("client_certificate", &self.client.is_some())
+            .field("http2", &self.http2)
+            .finish()
+    }
 }
 
 /// The `Host` a group's servers receive (nginx's `proxy_set_header Host $host` or

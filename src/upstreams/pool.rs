@@ -11,7 +11,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
-use super::{GroupConfig, HealthCheckConfig, HealthProbe, Selection};
+use super::{GroupConfig, HealthCheckConfig, HealthProbe, Selection, UpstreamTls};
 
 enum Balancer {
     RoundRobin(LoadBalancer<RoundRobin>),
@@ -55,7 +55,7 @@ impl Pool {
         };
         debug_assert!(updated, "static discovery completes immediately");
         if let Some(hc) = &config.health_check {
-            let check = build_health_check(hc);
+            let check = build_health_check(hc, config.tls.as_ref());
             match &mut balancer {
                 Balancer::RoundRobin(lb) => lb.set_health_check(check),
                 Balancer::Consistent(lb) => lb.set_health_check(check),
@@ -116,7 +116,14 @@ impl Pool {
 
     /// A peer for `addr` with this group's timeouts.
     pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &self.config.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
+                apply_tls(&mut peer, tls);
+                peer
+            }
+        };
         let t = &self.config.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
@@ -154,10 +161,37 @@ fn futures_now<F: std::future::Future<Output = pingora_core::Result<()>>>(future
     )
 }
 
-fn build_health_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send + Sync> {
+/// TLS towards a server: verification (chain and name, against the system roots or the
+/// group's CA), the client certificate, and ALPN (h2 only when the group asks for it).
+fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls) {
+    peer.options.verify_cert = tls.verify;
+    peer.options.verify_hostname = tls.verify;
+    peer.options.ca = tls.ca.clone();
+    peer.client_cert_key = tls.client.clone();
+    if tls.http2 {
+        peer.options.set_http_version(2, 1);
+    } else {
+        peer.options.set_http_version(1, 1);
+    }
+}
+
+fn build_health_check(
+    config: &HealthCheckConfig,
+    tls: Option<&UpstreamTls>,
+) -> Box<dyn HealthCheck + Send + Sync> {
     match &config.probe {
         HealthProbe::Tcp => {
-            let mut check = TcpHealthCheck::new();
+            // Over TLS, a health check completes the handshake (certificate verified).
+            let mut check = match tls {
+                None => TcpHealthCheck::new(),
+                Some(tls) => {
+                    let mut check = TcpHealthCheck::new_tls(&tls.sni);
+                    check.peer_template.options.verify_cert = tls.verify;
+                    check.peer_template.options.verify_hostname = tls.verify;
+                    check.peer_template.options.ca = tls.ca.clone();
+                    check
+                }
+            };
             check.consecutive_success = config.rise;
             check.consecutive_failure = config.fall;
             check.peer_template.options.connection_timeout = Some(config.timeout);
@@ -168,7 +202,13 @@ fn build_health_check(config: &HealthCheckConfig) -> Box<dyn HealthCheck + Send 
             host,
             expect_status,
         } => {
-            let mut check = HttpHealthCheck::new(host, false);
+            let mut check = HttpHealthCheck::new(host, tls.is_some());
+            if let Some(tls) = tls {
+                check.peer_template.sni = tls.sni.clone();
+                apply_tls(&mut check.peer_template, tls);
+                // The probe speaks HTTP/1.1 whatever the group's requests do.
+                check.peer_template.options.set_http_version(1, 1);
+            }
             check.consecutive_success = config.rise;
             check.consecutive_failure = config.fall;
             check.peer_template.options.connection_timeout = Some(config.timeout);

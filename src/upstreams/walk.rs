@@ -67,6 +67,7 @@ mod tests {
             timeouts: Timeouts::default(),
             fallback: fallback.map(GroupId),
             host_header: Default::default(),
+            tls: None,
         }))
     }
 

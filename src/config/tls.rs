@@ -1,0 +1,588 @@
+//! Validation of `gateway.listen` (plaintext, redirect and TLS listeners) and of a group's
+//! `tls`: certificate files are read, parsed and checked once here (the key matches, the
+//! certificate has not expired), and a TLS listener's acceptor is built here too, so a
+//! listener that loads is one OpenSSL will serve. Every error names its key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openssl::asn1::Asn1Time;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private};
+use openssl::ssl::{
+    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder,
+    SslContext, SslMethod, SslVersion,
+};
+use openssl::x509::X509;
+use pingora_core::utils::tls::CertKey;
+
+use super::file::{FileListen, FileListener, FileTls, FileUpstreamTls};
+use super::{key_error, KeyError};
+use crate::routing::names::pick_certificate;
+use crate::upstreams::UpstreamTls;
+
+/// A certificate expiring within this many days is a warning in the log and in `/status`.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// One proxy listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// `IP:port`.
+    pub addr: String,
+    pub kind: ListenerKind,
+}
+
+impl Listener {
+    /// The address and what it speaks: `0.0.0.0:443 (tls)`, `0.0.0.0:80 (redirect to https)`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            ListenerKind::Plain => self.addr.clone(),
+            ListenerKind::RedirectHttps { .. } => format!("{} (redirect to https)", self.addr),
+            ListenerKind::Tls(_) => format!("{} (tls)", self.addr),
+        }
+    }
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// Plaintext HTTP/1.1.
+    Plain,
+    /// Plaintext HTTP/1.1 answering every request with a 308 to https; nothing is proxied.
+    RedirectHttps {
+        /// The port named in the `Location` (left out when 443).
+        https_port: u16,
+    },
+    /// TLS, HTTP/2 and HTTP/1.1 by ALPN.
+    Tls(Arc<TlsListener>),
+}
+
+/// The oldest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// A TLS listener, ready to serve: its acceptor and what `/status` shows of it.
+pub struct TlsListener {
+    /// The OpenSSL acceptor: the default certificate's context, switching to another
+    /// certificate's context when the client's server name (SNI) is one of its names.
+    pub acceptor: SslAcceptor,
+    /// The certificates, in file order.
+    pub certificates: Vec<Certificate>,
+    /// Index of the certificate for clients without SNI or with an unknown name.
+    pub default_certificate: usize,
+    pub min_version: TlsVersion,
+    /// Whether ALPN offers h2 (before http/1.1).
+    pub http2: bool,
+    /// `Strict-Transport-Security` value for every response, when set.
+    pub hsts: Option<String>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("certificates", &self.certificates)
+            .field("default_certificate", &self.default_certificate)
+            .field("min_version", &self.min_version)
+            .field("http2", &self.http2)
+            .field("hsts", &self.hsts)
+            .finish()
+    }
+}
+
+/// What the gateway knows of one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Its DNS names (subject alternative names; the common name when it has none), lower case.
+    pub names: Vec<String>,
+    /// When it expires, in seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Its serial number, in hex.
+    pub serial: String,
+    /// `RSA`, `ECDSA` or `Ed25519`.
+    pub key_type: &'static str,
+}
+
+impl Certificate {
+    /// Days left when the certificate expires within [`EXPIRY_WARNING_DAYS`] of `now`.
+    pub fn expires_soon(&self, now: i64) -> Option<i64> {
+        let days = (self.not_after - now) / 86_400;
+        (days < EXPIRY_WARNING_DAYS).then_some(days)
+    }
+
+    /// A name to show it by: its first name, or its file.
+    pub fn label(&self) -> String {
+        self.names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.cert_file.display().to_string())
+    }
+}
+
+/// A warning for each certificate of `listeners` that expires within [`EXPIRY_WARNING_DAYS`]
+/// of `now` (seconds since the Unix epoch).
+pub fn certificate_warnings(listeners: &[Listener], now: i64) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, listener) in listeners.iter().enumerate() {
+        let ListenerKind::Tls(tls) = &listener.kind else {
+            continue;
+        };
+        for (j, cert) in tls.certificates.iter().enumerate() {
+            if let Some(days) = cert.expires_soon(now) {
+                warnings.push(format!(
+                    "gateway.listen[{i}].tls.certificates[{j}].cert: {} ({}) expires in {days} days",
+                    cert.cert_file.display(),
+                    cert.label()
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// A certificate file's chain and its key, read and checked.
+struct LoadedCertificate {
+    chain: Vec<X509>,
+    key: PKey<Private>,
+    info: Certificate,
+}
+
+/// Validates `gateway.listen`.
+pub(super) fn validate_listeners(
+    listen: &[FileListen],
+    base: &Path,
+    now: i64,
+) -> Result<Vec<Listener>, KeyError> {
+    if listen.is_empty() {
+        return Err(key_error(
+            "gateway.listen".into(),
+            "needs at least one address".into(),
+        ));
+    }
+    let mut listeners: Vec<Listener> = Vec::with_capacity(listen.len());
+    for (i, entry) in listen.iter().enumerate() {
+        let key = format!("gateway.listen[{i}]");
+        let listener = match entry {
+            FileListen::Addr(addr) => Listener {
+                addr: socket_addr(addr, &key)?,
+                kind: ListenerKind::Plain,
+            },
+            FileListen::Listener(l) => validate_listener(l, &key, base, now)?,
+        };
+        if listeners.iter().any(|other| other.addr == listener.addr) {
+            return Err(key_error(key, format!("{} is listed twice", listener.addr)));
+        }
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn socket_addr(addr: &str, key: &str) -> Result<String, KeyError> {
+    addr.parse::<std::net::SocketAddr>()
+        .map(|a| a.to_string())
+        .map_err(|e| {
+            key_error(
+                key.to_string(),
+                format!("{addr:?} is not an IP:port address ({e})"),
+            )
+        })
+}
+
+fn validate_listener(
+    l: &FileListener,
+    key: &str,
+    base: &Path,
+    now: i64,
+) -> Result<Listener, KeyError> {
+    let addr = socket_addr(&l.addr, &format!("{key}.addr"))?;
+    let redirect = l.redirect_https.unwrap_or(false);
+    let kind = match (&l.tls, redirect) {
+        (Some(_), true) => {
+            return Err(key_error(
+                format!("{key}.redirect_https"),
+                "a TLS listener cannot also redirect to https".into(),
+            ))
+        }
+        (Some(tls), false) => {
+            if l.https_port.is_some() {
+                return Err(key_error(
+                    format!("{key}.https_port"),
+                    "only a redirect_https listener names an https port".into(),
+                ));
+            }
+            let hsts = l
+                .hsts
+                .as_ref()
+                .map(|v| header_value(v, &format!("{key}.hsts")))
+                .transpose()?;
+            let tls = validate_tls(tls, l.http2.unwrap_or(true), hsts, key, base, now)?;
+            ListenerKind::Tls(Arc::new(tls))
+        }
+        (None, redirect) => {
+            for (set, name) in [(l.http2.is_some(), "http2"), (l.hsts.is_some(), "hsts")] {
+                if set {
+                    return Err(key_error(
+                        format!("{key}.{name}"),
+                        "needs a TLS listener (tls:)".into(),
+                    ));
+                }
+            }
+            if redirect {
+                let https_port = l.https_port.unwrap_or(443);
+                if https_port == 0 {
+                    return Err(key_error(
+                        format!("{key}.https_port"),
+                        "0 is not a port".into(),
+                    ));
+                }
+                ListenerKind::RedirectHttps { https_port }
+            } else if l.https_port.is_some() {
+                return Err(key_error(
+                    format!("{key}.https_port"),
+                    "only a redirect_https listener names an https port".into(),
+                ));
+            } else {
+                ListenerKind::Plain
+            }
+        }
+    };
+    Ok(Listener { addr, kind })
+}
+
+fn header_value(value: &str, key: &str) -> Result<String, KeyError> {
+    if value.is_empty() || !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(key_error(
+            key.to_string(),
+            format!("{value:?} is not a valid header value"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn validate_tls(
+    tls: &FileTls,
+    http2: bool,
+    hsts: Option<String>,
+    listener_key: &str,
+    base: &Path,
+    now: i64,
+) -> Result<TlsListener, KeyError> {
+    let key = format!("{listener_key}.tls");
+    if tls.certificates.is_empty() {
+        return Err(key_error(
+            format!("{key}.certificates"),
+            "needs at least one certificate".into(),
+        ));
+    }
+    let min_version = match tls.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::V1_2,
+        Some("1.3") => TlsVersion::V1_3,
+        Some(other) => {
+            return Err(key_error(
+                format!("{key}.min_version"),
+                format!("{other:?} is not \"1.2\" or \"1.3\""),
+            ))
+        }
+    };
+    let mut loaded = Vec::with_capacity(tls.certificates.len());
+    for (i, pair) in tls.certificates.iter().enumerate() {
+        let cert_key = format!("{key}.certificates[{i}]");
+        loaded.push(load_certificate(
+            &base.join(&pair.cert),
+            &base.join(&pair.key),
+            &cert_key,
+            now,
+        )?);
+    }
+    let default_certificate = match &tls.default_certificate {
+        None => 0,
+        Some(path) => {
+            let path = base.join(path);
+            loaded
+                .iter()
+                .position(|c| c.info.cert_file == path)
+                .ok_or_else(|| {
+                    key_error(
+                        format!("{key}.default_certificate"),
+                        format!("{} is not one of the certificates", path.display()),
+                    )
+                })?
+        }
+    };
+    let acceptor = build_acceptor(&loaded, default_certificate, min_version, http2)
+        .map_err(|e| key_error(key.clone(), format!("OpenSSL refused the settings: {e}")))?;
+    Ok(TlsListener {
+        acceptor,
+        certificates: loaded.into_iter().map(|c| c.info).collect(),
+        default_certificate,
+        min_version,
+        http2,
+        hsts,
+    })
+}
+
+/// Reads a PEM certificate chain and its key, and checks that they belong together and that
+/// the certificate has not expired. Errors name `key.cert` or `key.key`.
+fn load_certificate(
+    cert_file: &Path,
+    key_file: &Path,
+    key: &str,
+    now: i64,
+) -> Result<LoadedCertificate, KeyError> {
+    let cert_key = format!("{key}.cert");
+    let key_key = format!("{key}.key");
+    let chain = read_chain(cert_file, &cert_key)?;
+    let private_key = read_key(key_file, &key_key)?;
+    let leaf = &chain[0];
+    let matches = leaf
+        .public_key()
+        .map(|public| public.public_eq(&private_key))
+        .unwrap_or(false);
+    if !matches {
+        return Err(key_error(
+            key_key,
+            format!(
+                "{} is not the key of the certificate in {}",
+                key_file.display(),
+                cert_file.display()
+            ),
+        ));
+    }
+    let not_after = unix_time(leaf.not_after()).map_err(|e| {
+        key_error(
+            cert_key.clone(),
+            format!("{}: unreadable expiry ({e})", cert_file.display()),
+        )
+    })?;
+    if not_after <= now {
+        return Err(key_error(
+            cert_key,
+            format!(
+                "{} expired on {} (not after {})",
+                cert_file.display(),
+                leaf.not_after(),
+                not_after
+            ),
+        ));
+    }
+    let key_type = match private_key.id() {
+        Id::RSA => "RSA",
+        Id::EC => "ECDSA",
+        Id::ED25519 => "Ed25519",
+        _ => {
+            return Err(key_error(
+                key_key,
+                format!("{}: only RSA, ECDSA and Ed25519 keys", key_file.display()),
+            ))
+        }
+    };
+    let serial = leaf
+        .serial_number()
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+        .unwrap_or_default();
+    Ok(LoadedCertificate {
+        info: Certificate {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            names: dns_names(leaf),
+            not_after,
+            serial,
+            key_type,
+        },
+        chain,
+        key: private_key,
+    })
+}
+
+fn read_chain(file: &Path, key: &str) -> Result<Vec<X509>, KeyError> {
+    let pem = std::fs::read(file)
+        .map_err(|e| key_error(key.to_string(), format!("cannot read {}: {e}", file.display())))?;
+    let chain = X509::stack_from_pem(&pem).map_err(|e| {
+        key_error(
+            key.to_string(),
+            format!("{} is not a PEM certificate chain ({e})", file.display()),
+        )
+    })?;
+    if chain.is_empty() {
+        return Err(key_error(
+            key.to_string(),
+            format!("{} holds no certificate", file.display()),
+        ));
+    }
+    Ok(chain)
+}
+
+fn read_key(file: &Path, key: &str) -> Result<PKey<Private>, KeyError> {
+    let pem = std::fs::read(file)
+        .map_err(|e| key_error(key.to_string(), format!("cannot read {}: {e}", file.display())))?;
+    PKey::private_key_from_pem(&pem).map_err(|e| {
+        key_error(
+            key.to_string(),
+            format!("{} is not a PEM private key ({e})", file.display()),
+        )
+    })
+}
+
+/// The certificate's DNS names in lower case: its subject alternative names, or its common
+/// name when it has none.
+fn dns_names(cert: &X509) -> Vec<String> {
+    let mut names: Vec<String> = cert
+        .subject_alt_names()
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase()))
+            .collect();
+    }
+    names
+}
+
+/// An ASN.1 time as seconds since the Unix epoch.
+fn unix_time(time: &openssl::asn1::Asn1TimeRef) -> Result<i64, openssl::error::ErrorStack> {
+    let diff = Asn1Time::from_unix(0)?.diff(time)?;
+    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+/// ALPN protocol lists in wire format, in the server's order of preference.
+const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
+const ALPN_H1: &[u8] = b"\x08http/1.1";
+
+/// One certificate's context: Mozilla's "intermediate" profile (TLS 1.2 and 1.3, ECDHE with
+/// AEAD ciphers), the minimum version, ALPN and session resumption (OpenSSL's server session
+/// cache and tickets). Every certificate's context is set up alike, since switching context
+/// by SNI also switches the ALPN callback.
+fn context_builder(
+    cert: &LoadedCertificate,
+    min_version: TlsVersion,
+    http2: bool,
+) -> Result<SslAcceptorBuilder, openssl::error::ErrorStack> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    builder.set_min_proto_version(Some(match min_version {
+        TlsVersion::V1_2 => SslVersion::TLS1_2,
+        TlsVersion::V1_3 => SslVersion::TLS1_3,
+    }))?;
+    builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
+    builder.set_certificate(&cert.chain[0])?;
+    for extra in &cert.chain[1..] {
+        builder.add_extra_chain_cert(extra.clone())?;
+    }
+    builder.set_private_key(&cert.key)?;
+    builder.check_private_key()?;
+    builder.set_session_id_context(b"canary-gateway")?;
+    let protocols = if http2 { ALPN_H2_H1 } else { ALPN_H1 };
+    builder.set_alpn_select_callback(move |_, client| {
+        select_next_proto(protocols, client).ok_or(AlpnError::NOACK)
+    });
+    Ok(builder)
+}
+
+/// The listener's acceptor: the default certificate's context, with a server-name callback
+/// that switches to the certificate naming the client's SNI (exact names before wildcards).
+fn build_acceptor(
+    certificates: &[LoadedCertificate],
+    default: usize,
+    min_version: TlsVersion,
+    http2: bool,
+) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut contexts: Vec<SslContext> = Vec::with_capacity(certificates.len());
+    for cert in certificates {
+        contexts.push(context_builder(cert, min_version, http2)?.build().into_context());
+    }
+    let names: Vec<Vec<String>> = certificates.iter().map(|c| c.info.names.clone()).collect();
+    let mut builder = context_builder(&certificates[default], min_version, http2)?;
+    builder.set_servername_callback(move |ssl, _alert| {
+        let Some(name) = ssl.servername(NameType::HOST_NAME) else {
+            return Ok(());
+        };
+        let host = name.to_ascii_lowercase();
+        match pick_certificate(&names, &host) {
+            Some(i) if i != default => ssl
+                .set_ssl_context(&contexts[i])
+                .map_err(|_| SniError::ALERT_FATAL),
+            _ => Ok(()),
+        }
+    });
+    Ok(builder.build())
+}
+
+/// Validates a group's `tls`: the server name, verification, the CA file and the client
+/// certificate (both files or neither).
+pub(super) fn validate_upstream_tls(
+    tls: &FileUpstreamTls,
+    key: &str,
+    base: &Path,
+    now: i64,
+) -> Result<UpstreamTls, KeyError> {
+    let sni = tls.sni.clone().unwrap_or_default();
+    let verify = tls.verify.unwrap_or(true);
+    if verify && sni.is_empty() {
+        return Err(key_error(
+            format!("{key}.sni"),
+            "verification (the default) needs the server name to check the certificate against"
+                .into(),
+        ));
+    }
+    let ca = tls
+        .ca
+        .as_ref()
+        .map(|path| read_chain(&base.join(path), &format!("{key}.ca")))
+        .transpose()?;
+    let client = match (&tls.client_cert, &tls.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(client_key)) => {
+            let loaded = load_certificate(
+                &base.join(cert),
+                &base.join(client_key),
+                &format!("{key}.client"),
+                now,
+            )
+            .map_err(|mut e| {
+                e.key = e
+                    .key
+                    .replace(".client.cert", ".client_cert")
+                    .replace(".client.key", ".client_key");
+                e
+            })?;
+            Some(Arc::new(CertKey::new(loaded.chain, loaded.key)))
+        }
+        (Some(_), None) => {
+            return Err(key_error(
+                format!("{key}.client_key"),
+                "client_cert needs client_key".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(key_error(
+                format!("{key}.client_cert"),
+                "client_key needs client_cert".into(),
+            ))
+        }
+    };
+    let mut source = Vec::new();
+    for path in [&tls.ca, &tls.client_cert, &tls.client_key]
+        .into_iter()
+        .flatten()
+    {
+        source.extend(std::fs::read(base.join(path)).unwrap_or_default());
+    }
+    Ok(UpstreamTls {
+        sni,
+        verify,
+        ca: ca.map(|chain| Arc::new(chain.into_boxed_slice())),
+        client,
+        http2: tls.http2.unwrap_or(false),
+        source,
+    })
+}

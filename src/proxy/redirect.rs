@@ -1,0 +1,137 @@
+//! A redirect listener (`redirect_https: true`): every request gets a 308 to the same host and
+//! target over https; nothing is proxied. Only hosts that some route or certificate names are
+//! redirected (others get a 400), so a hostile `Host` cannot make the gateway send a client to
+//! another site.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::{header, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+
+use crate::routing::routes::normalize_host;
+use crate::state::GatewayState;
+
+/// Answers every request on a redirect listener.
+pub struct Redirector {
+    state: Arc<ArcSwap<GatewayState>>,
+    /// The port named in `Location` (left out when 443).
+    https_port: u16,
+}
+
+impl Redirector {
+    pub fn new(state: Arc<ArcSwap<GatewayState>>, https_port: u16) -> Self {
+        Redirector { state, https_port }
+    }
+}
+
+/// Where a request for `host` (the `Host` value) and `target` (its request target) goes:
+/// `Some(location)` when the host is known, `None` when the request must be refused.
+pub fn location(
+    known: &crate::routing::names::KnownHosts,
+    host: &[u8],
+    target: &[u8],
+    https_port: u16,
+) -> Option<String> {
+    let mut scratch = Vec::new();
+    let host = std::str::from_utf8(normalize_host(host, &mut scratch)?).ok()?;
+    if !known.contains(host) {
+        return None;
+    }
+    // An absolute-form target (`http://host/path`) keeps only its path and query.
+    let target = std::str::from_utf8(target).ok()?;
+    let path = match target.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return None;
+    }
+    Some(if https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{https_port}{path}")
+    })
+}
+
+fn answer(status: StatusCode, location: Option<String>, body: &str) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::CONTENT_LENGTH, body.len());
+    if let Some(location) = location {
+        builder = builder.header(header::LOCATION, location);
+    }
+    builder
+        .body(body.as_bytes().to_vec())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[async_trait]
+impl ServeHttp for Redirector {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let request = session.req_header();
+        let host = request
+            .headers
+            .get(header::HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| request.uri.authority().map(|a| a.as_str().as_bytes()))
+            .unwrap_or_default();
+        let known = self.state.load().known_hosts.clone();
+        match location(&known, host, request.raw_path(), self.https_port) {
+            Some(to) => answer(StatusCode::PERMANENT_REDIRECT, Some(to), "308 Permanent Redirect\n"),
+            None => answer(
+                StatusCode::BAD_REQUEST,
+                None,
+                "400 Bad Request: unknown host\n",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::names::KnownHosts;
+
+    fn known() -> KnownHosts {
+        KnownHosts {
+            route_hosts: vec!["shop.example.com".into()],
+            certificate_names: vec!["*.example.org".into()],
+        }
+    }
+
+    /// Same host (port dropped, case folded) and target; the https port only when not 443.
+    #[test]
+    fn known_hosts_keep_host_and_target() {
+        let k = known();
+        assert_eq!(
+            location(&k, b"Shop.Example.com:80", b"/a/b?c=1", 443).as_deref(),
+            Some("https://shop.example.com/a/b?c=1")
+        );
+        assert_eq!(
+            location(&k, b"www.example.org", b"/", 8443).as_deref(),
+            Some("https://www.example.org:8443/")
+        );
+        assert_eq!(
+            location(&k, b"www.example.org", b"http://www.example.org/x", 443).as_deref(),
+            Some("https://www.example.org/x")
+        );
+    }
+
+    /// Unknown hosts, hosts that are not DNS names and targets that are not paths are refused.
+    #[test]
+    fn hostile_hosts_and_targets_are_refused() {
+        let k = known();
+        assert_eq!(location(&k, b"evil.com", b"/", 443), None);
+        assert_eq!(location(&k, b"evil.com/x.example.org", b"/", 443), None);
+        assert_eq!(location(&k, b"", b"/", 443), None);
+        assert_eq!(location(&k, b"shop.example.com", b"*", 443), None);
+        assert_eq!(
+            location(&k, b"shop.example.com", b"//evil.com/", 443).as_deref(),
+            Some("https://shop.example.com//evil.com/")
+        );
+    }
+}
