@@ -164,6 +164,10 @@ fn futures_now<F: std::future::Future<Output = pingora_core::Result<()>>>(future
 /// TLS towards a server: verification (chain and name, against the system roots or the
 /// group's CA), the client certificate, and ALPN (h2 only when the group asks for it).
 fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls) {
+    // Pingora pools connections by address, SNI, verification flags and client certificate,
+    // not by CA: without this key a group trusting another CA could reuse a connection that
+    // a different group verified (or did not).
+    peer.group_key = tls.pool_key();
     peer.options.verify_cert = tls.verify;
     peer.options.verify_hostname = tls.verify;
     peer.options.ca = tls.ca.clone();

@@ -1,0 +1,573 @@
+//! TLS and HTTP/2 at the edge, end to end with certificates made at test time: SNI picks the
+//! certificate, old protocols and plaintext are refused, cookie routing over h2 streams of one
+//! connection, wss, the redirect listener, certificate rotation under load, hot restart with
+//! TLS listeners, upstream TLS (verification, client certificate, health checks) and the
+//! HTTP/2 attack classes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::tls::{connect_with, h2, served_serial, Ca, Issued, KeyKind, RawH2, TlsOrigin};
+use common::*;
+
+const TOKEN: &str = "tls-test-operator-token";
+
+/// A gateway with a plaintext listener (first, the readiness probe's), a TLS listener and a
+/// redirect listener, admin and metrics, and `rest` (groups and routing) after them.
+struct Edge {
+    gateway: Gateway,
+    plain: SocketAddr,
+    tls: SocketAddr,
+    redirect: SocketAddr,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+}
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
+}
+
+fn start_edge(dir: TempDir, tls_block: &str, rest: &str) -> Edge {
+    let (plain, tls, redirect, admin_addr, metrics) = (addr(), addr(), addr(), addr(), addr());
+    let config = format!(
+        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
+         gateway:\n  listen:\n    - \"{plain}\"\n\
+         \x20   - addr: \"{tls}\"\n{tls_block}\
+         \x20   - {{ addr: \"{redirect}\", redirect_https: true, https_port: {tls_port} }}\n\
+         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n\
+         \x20 access_log: {{ path: {d}/access.log }}\n{rest}",
+        d = dir.path().display(),
+        tls_port = tls.port(),
+    );
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let gateway = Gateway::start_with_file(dir, config_path, plain);
+    wait_for_port(tls);
+    Edge {
+        gateway,
+        plain,
+        tls,
+        redirect,
+        admin: admin_addr,
+        metrics,
+    }
+}
+
+/// The `tls:` block of the TLS listener for `certs`, default `default`, and more keys.
+fn tls_block(certs: &[&Issued], default: Option<&Issued>, more: &str) -> String {
+    let mut out = String::from("      tls:\n        certificates:\n");
+    for c in certs {
+        out.push_str(&format!(
+            "          - {{ cert: \"{}\", key: \"{}\" }}\n",
+            c.cert.display(),
+            c.key.display()
+        ));
+    }
+    if let Some(d) = default {
+        out.push_str(&format!(
+            "        default_certificate: \"{}\"\n",
+            d.cert.display()
+        ));
+    }
+    out.push_str(more);
+    out
+}
+
+fn routing(stable: &Origin, canary: &Origin) -> String {
+    format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n    canary: {{ servers: [\"{}\"] }}\n\
+         \x20 routing:\n    cookie: uid\n    default: stable\n    rules:\n\
+         \x20     - {{ name: beta, users: [bob, carol], group: canary }}\n",
+        stable.addr, canary.addr
+    )
+}
+
+fn metrics_text(edge: &Edge) -> String {
+    get(edge.metrics, "/metrics", &[]).text()
+}
+
+/// Runs curl with `args`; returns stdout (fails the test when curl fails).
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed by scripts/setup.sh test");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn resolve(name: &str, addr: SocketAddr) -> String {
+    format!("{name}:{}:127.0.0.1", addr.port())
+}
+
+/// Over TLS: HTTP/1.1 and HTTP/2 by ALPN, SNI picks the certificate (exact names before
+/// wildcards, the default for unknown or no names), routing by cookie over several h2
+/// streams on one connection, `X-Forwarded-Proto: https`, HSTS, the access log's TLS fields,
+/// `/status` and metrics; TLS 1.0/1.1 and plaintext on the TLS port are refused.
+#[test]
+fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
+    let dir = TempDir::new("tls-sni");
+    let ca = Ca::new("test CA");
+    let a = ca.issue(dir.path(), "a", &["a.test", "*.wild.test"], KeyKind::EcdsaP256, 0xA1, 90);
+    let b = ca.issue(dir.path(), "b", &["b.test", "exact.wild.test"], KeyKind::Rsa2048, 0xB2, 90);
+    let soon = ca.issue(dir.path(), "soon", &["soon.test"], KeyKind::EcdsaP256, 0x50, 5);
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let block = tls_block(&[&a, &b, &soon], Some(&b), "      hsts: \"max-age=31536000\"\n");
+    let edge = start_edge(dir, &block, &routing(&stable, &canary));
+
+    // SNI: exact names, the exact name over the wildcard, wildcards, the default otherwise.
+    assert_eq!(served_serial(edge.tls, Some("a.test")), a.serial);
+    assert_eq!(served_serial(edge.tls, Some("b.test")), b.serial);
+    assert_eq!(served_serial(edge.tls, Some("x.wild.test")), a.serial);
+    assert_eq!(served_serial(edge.tls, Some("exact.wild.test")), b.serial);
+    assert_eq!(served_serial(edge.tls, Some("unknown.test")), b.serial);
+    assert_eq!(served_serial(edge.tls, None), b.serial);
+    // The same with openssl's own client.
+    let s_client = Command::new("openssl")
+        .args(["s_client", "-connect", &edge.tls.to_string(), "-servername", "a.test"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let printed = String::from_utf8_lossy(&s_client.stdout);
+    assert!(printed.contains("CN = a.test"), "s_client: {printed}");
+
+    // HTTP/1.1 and HTTP/2 over TLS, routed by the cookie.
+    let url = format!("https://a.test:{}/", edge.tls.port());
+    let r = resolve("a.test", edge.tls);
+    let h1 = curl(&["-k", "--http1.1", "--resolve", &r, "-b", "uid=alice", "-w", "\n%{http_version} %header{x-canary-group} %header{strict-transport-security}", &url]);
+    assert_eq!(h1, "stable\n1.1 stable max-age=31536000");
+    let h2 = curl(&["-k", "--http2", "--resolve", &r, "-b", "uid=bob", "-w", "\n%{http_version} %header{x-canary-group}", &url]);
+    assert_eq!(h2, "canary\n2 canary");
+    assert_eq!(canary.last().one("x-forwarded-proto"), "https");
+
+    // Several users' requests as streams of one h2 connection.
+    let mut args: Vec<String> = vec!["-k".into(), "--http2".into(), "--resolve".into(), r.clone()];
+    let users = ["alice", "bob", "dave", "carol", "erin", "bob"];
+    for (i, user) in users.iter().enumerate() {
+        if i > 0 {
+            args.push("--next".into());
+            args.extend(["-k".into(), "--http2".into(), "--resolve".into(), r.clone()]);
+        }
+        args.extend([
+            "-o".into(),
+            "/dev/null".into(),
+            "-b".into(),
+            format!("uid={user}"),
+            "-w".into(),
+            "%{http_version} %{num_connects} %header{x-canary-group}\n".into(),
+            url.clone(),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let lines = curl(&args);
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(
+        lines,
+        ["2 1 stable", "2 0 canary", "2 0 stable", "2 0 canary", "2 0 stable", "2 0 canary"],
+        "one connection (new connections after the first: 0), each stream routed by its cookie"
+    );
+
+    // Plaintext listener: no HSTS, X-Forwarded-Proto http.
+    let plain = get(edge.plain, "/", &[("Cookie", "uid=bob")]);
+    assert_eq!(plain.text(), "canary");
+    assert_eq!(plain.header("strict-transport-security"), None);
+    assert_eq!(canary.last().one("x-forwarded-proto"), "http");
+
+    // TLS 1.0 and 1.1 are refused by the gateway (its failed-handshake count rises, so the
+    // client did offer them), and so is plaintext HTTP on the TLS port.
+    for version in [openssl::ssl::SslVersion::TLS1, openssl::ssl::SslVersion::TLS1_1] {
+        let before = metric_value(&metrics_text(&edge), "gateway_tls_handshakes_total{result=\"failed\"}");
+        let old = connect_with(edge.tls, Some("a.test"), |b| {
+            b.set_cipher_list("DEFAULT:@SECLEVEL=0").expect("ciphers");
+            b.set_min_proto_version(Some(version)).expect("min");
+            b.set_max_proto_version(Some(version)).expect("max");
+        });
+        assert!(old.is_err(), "{version:?} was accepted");
+        wait_until("the refused handshake counted", Duration::from_secs(5), || {
+            metric_value(&metrics_text(&edge), "gateway_tls_handshakes_total{result=\"failed\"}") > before
+        });
+    }
+    let mut raw = TcpStream::connect(edge.tls).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").expect("write");
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).ok();
+    assert!(!answer.starts_with(b"HTTP/"), "plaintext answered: {:?}", String::from_utf8_lossy(&answer));
+
+    // /status lists the certificates with names and expiry; the one expiring in 5 days warns.
+    let status: serde_json::Value = serde_json::from_str(
+        &admin(edge.admin, "GET", "/status", Some(TOKEN), None).text(),
+    )
+    .expect("json");
+    let certs = status["certificates"].as_array().expect("certificates");
+    assert_eq!(certs.len(), 3);
+    assert_eq!(certs[0]["names"], serde_json::json!(["a.test", "*.wild.test"]));
+    assert_eq!(certs[0]["key_type"], "ECDSA");
+    assert_eq!(certs[1]["key_type"], "RSA");
+    assert_eq!(certs[1]["default"], true);
+    assert!(certs[0]["warning"].is_null());
+    assert!(certs[2]["warning"].as_str().expect("warning").contains("expires in"));
+    assert!(edge.gateway.log().contains("soon.test) expires in"), "log: {}", edge.gateway.log());
+    let metrics = metrics_text(&edge);
+    assert!(metric_value(&metrics, "gateway_tls_handshakes_total{result=\"ok\"}") >= 8.0);
+    assert!(metric_value(&metrics, "gateway_certificate_expiry_seconds{name=\"a.test\"}") > 1.7e9);
+
+    // The access log has the TLS version and the protocol ALPN chose.
+    let log_path = edge.gateway.dir.path().join("access.log");
+    wait_until("access log lines", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log_path).unwrap_or_default().lines().count() >= 9
+    });
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log_path)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(lines.iter().any(|l| l["alpn"] == "h2" && l["tls_version"] == "TLSv1.3"));
+    assert!(lines.iter().any(|l| l["alpn"] == "http/1.1" && l["tls_version"] == "TLSv1.3"));
+    assert!(lines.iter().any(|l| l["alpn"].is_null() && l["tls_version"].is_null()));
+}
+
+/// `-t` refuses a certificate that does not parse, a key that is not the certificate's and an
+/// expired certificate, naming the key.
+#[test]
+fn bad_certificates_are_refused_naming_the_key() {
+    let dir = TempDir::new("tls-bad");
+    let ca = Ca::new("test CA");
+    let good = ca.issue(dir.path(), "good", &["good.test"], KeyKind::EcdsaP256, 1, 30);
+    let other = ca.issue(dir.path(), "other", &["other.test"], KeyKind::EcdsaP256, 2, 30);
+    let expired = ca.issue(dir.path(), "expired", &["old.test"], KeyKind::EcdsaP256, 3, -1);
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").expect("write");
+    let cases = [
+        (good.cert.clone(), other.key.clone(), "gateway.listen[1].tls.certificates[1].key", "is not the key of the certificate"),
+        (expired.cert.clone(), expired.key.clone(), "gateway.listen[1].tls.certificates[1].cert", "expired on"),
+        (garbage.clone(), good.key.clone(), "gateway.listen[1].tls.certificates[1].cert", "is not a PEM certificate chain"),
+    ];
+    for (cert, key, want_key, want_message) in cases {
+        let config = format!(
+            "gateway:\n  listen:\n    - \"127.0.0.1:1\"\n    - addr: \"127.0.0.1:2\"\n      tls:\n        certificates:\n\
+             \x20         - {{ cert: \"{}\", key: \"{}\" }}\n          - {{ cert: \"{}\", key: \"{}\" }}\n\
+             \x20 groups:\n    stable: {{ servers: [\"127.0.0.1:3\"] }}\n  routing: {{ default: stable }}\n",
+            good.cert.display(),
+            good.key.display(),
+            cert.display(),
+            key.display()
+        );
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, config).expect("write");
+        let out = run_binary(&["-t", "-c", path.to_str().expect("path")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted: {want_message}");
+        assert!(stderr.contains(want_key) && stderr.contains(want_message), "stderr: {stderr}");
+    }
+}
+
+/// The redirect listener answers 308 to https with the same host and target for a host some
+/// route or certificate names, 400 for any other host, and proxies nothing.
+#[test]
+fn redirect_listener_sends_known_hosts_to_https_only() {
+    let dir = TempDir::new("tls-redirect");
+    let ca = Ca::new("test CA");
+    let cert = ca.issue(dir.path(), "site", &["*.site.test"], KeyKind::EcdsaP256, 7, 30);
+    let stable = Origin::start("stable");
+    let rest = format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routes:\n\
+         \x20   - {{ name: shop, hosts: [shop.example.com], routing: {{ default: stable }} }}\n\
+         \x20   - {{ name: rest, routing: {{ default: stable }} }}\n",
+        stable.addr
+    );
+    let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
+    let port = edge.tls.port();
+    let r = get_host(edge.redirect, "shop.example.com", "/cart?item=1", &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some(format!("https://shop.example.com:{port}/cart?item=1").as_str()));
+    let r = get_host(edge.redirect, "WWW.Site.Test:80", "/", &[]);
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some(format!("https://www.site.test:{port}/").as_str()));
+    for host in ["evil.com", "evil.com/x.site.test", "site.test", "a.b.site.test"] {
+        let r = get_host(edge.redirect, host, "/", &[]);
+        assert_eq!(r.status, 400, "host {host}");
+        assert_eq!(r.header("location"), None);
+    }
+    assert_eq!(stable.count(), 0, "a redirect listener proxies nothing");
+}
+
+/// Certificates rotate on SIGHUP and on `POST /reload` while wrk runs over TLS: 0 failed
+/// requests, new handshakes see the new serial; a bad certificate is refused and the old one
+/// kept. Then a graceful upgrade (`-u`) keeps the TLS listener serving.
+#[test]
+fn certificates_rotate_under_load_and_survive_hot_restart() {
+    let dir = TempDir::new("tls-rotate");
+    let ca = Ca::new("test CA");
+    let first = ca.issue(dir.path(), "site", &["site.test"], KeyKind::EcdsaP256, 0x100, 30);
+    let stable = Origin::start("stable");
+    let rest = format!("  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n", stable.addr);
+    let mut edge = start_edge(dir, &tls_block(&[&first], None, ""), &rest);
+    assert_eq!(served_serial(edge.tls, Some("site.test")), "100");
+
+    // wrk keeps its connections open over TLS across both rotations.
+    let url = format!("https://127.0.0.1:{}/", edge.tls.port());
+    let load = thread::spawn(move || run_wrk(&["-t1", "-c8", "-d6s", &url]));
+    thread::sleep(Duration::from_millis(500));
+    let dir = edge.gateway.dir.path().to_path_buf();
+    ca.issue(&dir, "site", &["site.test"], KeyKind::EcdsaP256, 0x200, 30);
+    edge.gateway.signal("HUP");
+    wait_until("new handshakes get serial 200", Duration::from_secs(5), || {
+        served_serial(edge.tls, Some("site.test")) == "200"
+    });
+    ca.issue(&dir, "site", &["site.test"], KeyKind::Rsa2048, 0x300, 30);
+    let reload = admin(edge.admin, "POST", "/reload", Some(TOKEN), None);
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    assert_eq!(served_serial(edge.tls, Some("site.test")), "300");
+    // A key that is not the certificate's: refused, the running certificate stays.
+    let other = ca.issue(&dir, "other", &["other.test"], KeyKind::EcdsaP256, 0x400, 30);
+    std::fs::copy(&other.key, dir.join("site.key")).expect("copy");
+    let refused = admin(edge.admin, "POST", "/reload", Some(TOKEN), None);
+    assert_ne!(refused.status, 200);
+    assert!(refused.text().contains("certificates[0].key"), "{}", refused.text());
+    assert_eq!(served_serial(edge.tls, Some("site.test")), "300");
+    let (requests, output) = load.join().expect("wrk");
+    assert!(requests > 100, "wrk: {output}");
+    assert!(!output.contains("Socket errors") && !output.contains("Non-2xx"), "wrk: {output}");
+
+    // Graceful upgrade: the new process serves the TLS listener with the certificate it read.
+    ca.issue(&dir, "site", &["site.test"], KeyKind::EcdsaP256, 0x500, 30);
+    let mut new = edge.gateway.spawn_upgrade(2);
+    edge.gateway.signal("QUIT");
+    edge.gateway.wait_exit(Duration::from_secs(30));
+    wait_until("the new process serves TLS", Duration::from_secs(10), || {
+        std::panic::catch_unwind(|| served_serial(edge.tls, Some("site.test"))).ok() == Some("500".into())
+    });
+    let body = curl(&["-k", "--http2", &format!("https://127.0.0.1:{}/", edge.tls.port())]);
+    assert_eq!(body, "stable");
+    new.kill().ok();
+    new.wait().ok();
+}
+
+/// A websocket over TLS (`wss://`): the HTTP/1.1 upgrade through a TLS listener, both ways.
+#[test]
+fn websocket_round_trip_over_tls() {
+    let dir = TempDir::new("tls-wss");
+    let ca = Ca::new("test CA");
+    let cert = ca.issue(dir.path(), "ws", &["ws.test"], KeyKind::EcdsaP256, 9, 30);
+    let (ws_origin, handle) = websocket_echo_origin(3);
+    let rest = format!(
+        "  groups:\n    ws: {{ servers: [\"{ws_origin}\"], health_check: {{ type: none }} }}\n  routing: {{ default: ws }}\n"
+    );
+    let edge = start_edge(dir, &tls_block(&[&cert], None, "      http2: true\n"), &rest);
+    // ALPN http/1.1 only, as browsers open wss.
+    let tls = connect_with(edge.tls, Some("ws.test"), |b| {
+        b.set_alpn_protos(b"\x08http/1.1").expect("alpn");
+    })
+    .expect("handshake");
+    let request = tungstenite::http::Request::builder()
+        .uri("wss://ws.test/socket")
+        .header("Host", "ws.test")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", tungstenite::handshake::client::generate_key())
+        .body(())
+        .expect("request");
+    let (mut ws, response) = tungstenite::client::client(request, tls).expect("wss handshake");
+    assert_eq!(response.status().as_u16(), 101);
+    for i in 0..3 {
+        ws.send(tungstenite::Message::text(format!("hello {i}"))).expect("send");
+        assert_eq!(ws.read().expect("reply").to_text().expect("text"), format!("echo: hello {i}"));
+    }
+    assert_eq!(ws.read().expect("push").to_text().expect("text"), "server push");
+    ws.close(None).ok();
+    handle.join().expect("origin");
+}
+
+/// Upstream TLS: the server's certificate is verified against the group's CA (and its name),
+/// a client certificate is offered when the group has one, health checks speak TLS; a group
+/// whose CA does not match answers 502 with a clear log line, and its health check marks the
+/// server down.
+#[test]
+fn upstream_tls_verifies_servers_and_offers_client_certificates() {
+    let dir = TempDir::new("tls-upstream");
+    let ca = Ca::new("origin CA");
+    let wrong_ca = Ca::new("some other CA");
+    let origin_cert = ca.issue(dir.path(), "origin", &["origin.test"], KeyKind::EcdsaP256, 1, 30);
+    ca.issue(dir.path(), "client", &["gateway-client"], KeyKind::EcdsaP256, 2, 30);
+    ca.write_cert(&dir.path().join("ca.pem"));
+    wrong_ca.write_cert(&dir.path().join("wrong-ca.pem"));
+    let plain_origin = TlsOrigin::start("tls-origin", &origin_cert, None);
+    let mtls_origin = TlsOrigin::start("mtls-origin", &origin_cert, Some(&ca.cert));
+    let d = dir.path().display();
+    let rest = format!(
+        "  groups:\n\
+         \x20   verified: {{ servers: [\"{p}\"], tls: {{ sni: origin.test, ca: \"{d}/ca.pem\" }}, health_check: {{ type: tcp, interval: 300ms }} }}\n\
+         \x20   mutual: {{ servers: [\"{m}\"], tls: {{ sni: origin.test, ca: \"{d}/ca.pem\", client_cert: \"{d}/client.pem\", client_key: \"{d}/client.key\" }}, health_check: {{ type: none }} }}\n\
+         \x20   wrong: {{ servers: [\"{p}\"], tls: {{ sni: origin.test, ca: \"{d}/wrong-ca.pem\" }}, health_check: {{ type: none }} }}\n\
+         \x20   wrong_checked: {{ servers: [\"{p}\"], tls: {{ sni: origin.test, ca: \"{d}/wrong-ca.pem\" }}, health_check: {{ type: tcp, interval: 300ms }} }}\n\
+         \x20 routes:\n\
+         \x20   - {{ name: verified, paths: [/verified], routing: {{ default: verified }} }}\n\
+         \x20   - {{ name: mutual, paths: [/mutual], routing: {{ default: mutual }} }}\n\
+         \x20   - {{ name: wrong, paths: [/wrong], routing: {{ default: wrong }} }}\n\
+         \x20   - {{ name: rest, routing: {{ default: wrong_checked }} }}\n",
+        p = plain_origin.addr,
+        m = mtls_origin.addr,
+    );
+    let cert = ca.issue(dir.path(), "edge", &["edge.test"], KeyKind::EcdsaP256, 3, 30);
+    let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
+
+    let verified = get(edge.plain, "/verified", &[]);
+    assert_eq!((verified.status, verified.text().as_str()), (200, "tls-origin"));
+    assert_eq!(verified.header("x-client-cert"), Some("none"));
+    let mutual = get(edge.plain, "/mutual", &[]);
+    assert_eq!((mutual.status, mutual.text().as_str()), (200, "mtls-origin"));
+    assert_eq!(mutual.header("x-client-cert"), Some("gateway-client"));
+    let wrong = get(edge.plain, "/wrong", &[]);
+    assert_eq!(wrong.status, 502);
+    wait_until("a log line naming the verification failure", Duration::from_secs(5), || {
+        edge.gateway.log().contains("certificate verify failed")
+    });
+    // Health checks over TLS: the verified group's server is up, the wrong CA's is down.
+    wait_until("health over TLS", Duration::from_secs(10), || {
+        let status: serde_json::Value = serde_json::from_str(
+            &admin(edge.admin, "GET", "/status", Some(TOKEN), None).text(),
+        )
+        .expect("json");
+        let healthy = |group: &str| {
+            status["groups"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|g| g["name"] == group))
+                .map(|g| g["servers"][0]["healthy"].clone())
+        };
+        healthy("verified") == Some(serde_json::json!(true))
+            && healthy("wrong_checked") == Some(serde_json::json!(false))
+    });
+    assert_eq!(get(edge.plain, "/other", &[]).status, 503);
+}
+
+/// Floods an h2 connection, then checks the gateway closed it and still serves others.
+fn after_attack(edge: &Edge, attacker: &mut RawH2, what: &str) -> Option<u32> {
+    let code = attacker.until_closed(Duration::from_secs(15));
+    let url = format!("https://a.test:{}/", edge.tls.port());
+    let body = curl(&["-k", "--http2", "--resolve", &resolve("a.test", edge.tls), &url]);
+    assert_eq!(body, "stable", "after {what}, another client is served");
+    code
+}
+
+fn attack_edge(tag: &str) -> (Edge, Origin) {
+    let dir = TempDir::new(tag);
+    let ca = Ca::new("test CA");
+    let cert = ca.issue(dir.path(), "a", &["a.test"], KeyKind::EcdsaP256, 1, 30);
+    let stable = Origin::start("stable");
+    let rest = format!("  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n", stable.addr);
+    (start_edge(dir, &tls_block(&[&cert], None, ""), &rest), stable)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rapid reset (CVE-2023-44487): thousands of requests each cancelled at once. The gateway
+/// sends the client away (GOAWAY) and keeps serving others; the origin sees far fewer
+/// requests than were opened.
+#[test]
+fn h2_rapid_reset_is_cut_off() {
+    let (edge, stable) = attack_edge("tls-rapid-reset");
+    let mut attacker = RawH2::connect(edge.tls, "a.test");
+    let block = h2::get_block("a.test");
+    let opened = 5_000u32;
+    let mut burst = Vec::new();
+    let mut sent = 0;
+    for i in 0..opened {
+        let id = 2 * i + 1;
+        burst.extend(h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, id, &block));
+        burst.extend(h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
+        if burst.len() > 64 * 1024 {
+            if attacker.send(&burst).is_err() {
+                break;
+            }
+            sent = i + 1;
+            burst.clear();
+        }
+    }
+    attacker.send(&burst).ok();
+    let code = after_attack(&edge, &mut attacker, "rapid reset");
+    eprintln!("rapid reset: {sent}+ streams opened and reset, GOAWAY {code:?}, origin saw {}", stable.count());
+    assert_eq!(code, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
+    assert!(stable.count() < opened as usize / 10, "origin saw {}", stable.count());
+}
+
+/// CONTINUATION flood: one request whose header block never ends. The gateway closes the
+/// connection once the block passes the header limit, holding no more than that.
+#[test]
+fn h2_continuation_flood_is_cut_off() {
+    let (edge, _stable) = attack_edge("tls-continuation");
+    let rss_before = rss_kib(edge.gateway.pid());
+    let mut attacker = RawH2::connect(edge.tls, "a.test");
+    attacker
+        .send(&h2::frame(h2::HEADERS, h2::END_STREAM, 1, &h2::get_block("a.test")))
+        .expect("headers");
+    let mut fragment = Vec::new();
+    let mut i = 0;
+    while fragment.len() < 16_000 {
+        fragment.extend(h2::literal(&format!("x-flood-{i}"), &"a".repeat(100)));
+        i += 1;
+    }
+    let frame = h2::frame(h2::CONTINUATION, 0, 1, &fragment);
+    let mut sent = 0usize;
+    let total = 20 * 1024 * 1024;
+    while sent < total {
+        if attacker.send(&frame).is_err() {
+            break;
+        }
+        sent += frame.len();
+    }
+    assert!(sent < total, "the gateway took all {sent} bytes of one header block");
+    let code = after_attack(&edge, &mut attacker, "a CONTINUATION flood");
+    let rss_after = rss_kib(edge.gateway.pid());
+    eprintln!("continuation flood: closed after {sent} bytes, GOAWAY {code:?}, RSS {rss_before} -> {rss_after} KiB");
+    assert!(rss_after < rss_before + 32 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+}
+
+/// MadeYouReset (CVE-2025-8671): valid requests each followed by a frame that makes the
+/// gateway reset the stream itself (a zero WINDOW_UPDATE). Past its budget of such resets the
+/// gateway sends the client away, and keeps serving others.
+#[test]
+fn h2_made_you_reset_is_cut_off() {
+    let (edge, stable) = attack_edge("tls-made-you-reset");
+    let mut attacker = RawH2::connect(edge.tls, "a.test");
+    let block = h2::get_block("a.test");
+    let mut burst = Vec::new();
+    let mut sent = 0;
+    for i in 0..5_000u32 {
+        let id = 2 * i + 1;
+        burst.extend(h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, id, &block));
+        burst.extend(h2::frame(h2::WINDOW_UPDATE, 0, id, &0u32.to_be_bytes()));
+        if burst.len() > 64 * 1024 {
+            if attacker.send(&burst).is_err() {
+                break;
+            }
+            sent = i + 1;
+            burst.clear();
+        }
+    }
+    attacker.send(&burst).ok();
+    let code = after_attack(&edge, &mut attacker, "MadeYouReset");
+    eprintln!("MadeYouReset: {sent}+ streams, GOAWAY {code:?}, origin saw {}", stable.count());
+    assert!(code.is_none() || code == Some(0xb) || code == Some(0x1), "GOAWAY code {code:?}");
+    assert!(stable.count() < 5_000, "origin saw {}", stable.count());
+}
