@@ -544,8 +544,9 @@ fn h2_continuation_flood_is_cut_off() {
 }
 
 /// MadeYouReset (CVE-2025-8671): valid requests each followed by a frame that makes the
-/// gateway reset the stream itself (a zero WINDOW_UPDATE). Past its budget of such resets the
-/// gateway sends the client away, and keeps serving others.
+/// gateway reset the stream itself (a WINDOW_UPDATE that overflows the stream's window:
+/// FLOW_CONTROL_ERROR). Past its budget of such resets the gateway sends the client away, and
+/// keeps serving others.
 #[test]
 fn h2_made_you_reset_is_cut_off() {
     let (edge, stable) = attack_edge("tls-made-you-reset");
@@ -556,7 +557,7 @@ fn h2_made_you_reset_is_cut_off() {
     for i in 0..5_000u32 {
         let id = 2 * i + 1;
         burst.extend(h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, id, &block));
-        burst.extend(h2::frame(h2::WINDOW_UPDATE, 0, id, &0u32.to_be_bytes()));
+        burst.extend(h2::frame(h2::WINDOW_UPDATE, 0, id, &0x7fff_ffffu32.to_be_bytes()));
         if burst.len() > 64 * 1024 {
             if attacker.send(&burst).is_err() {
                 break;
@@ -568,6 +569,6 @@ fn h2_made_you_reset_is_cut_off() {
     attacker.send(&burst).ok();
     let code = after_attack(&edge, &mut attacker, "MadeYouReset");
     eprintln!("MadeYouReset: {sent}+ streams, GOAWAY {code:?}, origin saw {}", stable.count());
-    assert!(code.is_none() || code == Some(0xb) || code == Some(0x1), "GOAWAY code {code:?}");
+    assert_eq!(code, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
     assert!(stable.count() < 5_000, "origin saw {}", stable.count());
 }
