@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing canary-gateway needs, only when it is missing:
 #   cmake      - Pingora's zlib-ng build
+#   perl, make - TLS: Pingora's openssl backend builds OpenSSL from source (openssl-src)
 #   redis-server, wrk - the store tests and the access-log load test
 #   chromium   - the web page's tests drive a real headless browser
+#   curl, openssl - the TLS tests (HTTP/2 over TLS, s_client)
+#   nghttp2-client - h2load, the TLS load test's HTTP/2 client
 #   nginx + lua module, curl, valgrind - the load-test scripts
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
@@ -13,10 +16,14 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 have cmake || need+=(cmake)
 have cc || need+=(gcc)
+have make || need+=(make)
+perl -MIPC::Cmd -MFindBin -MFile::Compare -e1 >/dev/null 2>&1 || need+=(perl)
 if [ "$what" = test ] || [ "$what" = loadtest ]; then
   have redis-server || need+=(redis-server)
   have wrk || need+=(wrk)
   have chromium || need+=(chromium)
+  have curl || need+=(curl)
+  have openssl || need+=(openssl)
   # Text in the page's screenshots (the tests need none).
   dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 fi
@@ -27,6 +34,7 @@ if [ "$what" = loadtest ]; then
   have curl || need+=(curl)
   have python3 || need+=(python3)
   have valgrind || need+=(valgrind)
+  have h2load || need+=(nghttp2-client)
 fi
 
 if ! have cargo; then

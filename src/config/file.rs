@@ -140,11 +140,31 @@ pub(super) struct FileUpstreamTls {
 
 /// One entry of `gateway.listen`: an address (plaintext HTTP/1.1), or a listener with TLS or
 /// a redirect to https.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub(super) enum FileListen {
     Addr(String),
     Listener(FileListener),
+}
+
+// By hand rather than `untagged`, so that a mistake inside a listener (an unknown key, a wrong
+// type) is reported as itself, not as "no variant matched".
+impl<'de> Deserialize<'de> for FileListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an \"IP:port\" string or a listener ({ addr, tls, ... })")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileListen, E> {
+                Ok(FileListen::Addr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FileListen, A::Error> {
+                FileListener::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(FileListen::Listener)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]

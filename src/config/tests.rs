@@ -142,6 +142,56 @@ fn errors_name_the_key() {
             &["gateway.listen[0]", "localhost:http"],
         ),
         (
+            "[\"127.0.0.1:8080\"]",
+            "[{ addr: \"127.0.0.1:8080\", http2: true }]",
+            &["gateway.listen[0].http2", "needs a TLS listener"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[{ addr: \"127.0.0.1:8080\", hsts: \"max-age=1\" }]",
+            &["gateway.listen[0].hsts", "needs a TLS listener"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[{ addr: \"127.0.0.1:8080\", https_port: 8443 }]",
+            &["gateway.listen[0].https_port", "redirect_https"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[\"127.0.0.1:8080\", { addr: \"127.0.0.1:8080\", redirect_https: true }]",
+            &["gateway.listen[1]", "listed twice"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[{ addr: \"127.0.0.1:8443\", tls: { certificates: [] } }]",
+            &["gateway.listen[0].tls.certificates", "at least one"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[{ addr: \"127.0.0.1:8443\", tls: { certificates: [{ cert: missing.pem, key: missing.key }] } }]",
+            &["gateway.listen[0].tls.certificates[0].cert", "cannot read"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[{ addr: \"127.0.0.1:8443\", tls: { certs: [] } }]",
+            &["certs", "unknown field"],
+        ),
+        (
+            "[\"127.0.0.1:8080\"]",
+            "[{ addr: \"127.0.0.1:8443\", redirect_https: true, https_port: 0 }]",
+            &["gateway.listen[0].https_port", "not a port"],
+        ),
+        (
+            "stable: { servers: [\"127.0.0.1:10001\"] }",
+            "stable: { servers: [\"127.0.0.1:10001\"], tls: { verify: true } }",
+            &["gateway.groups.stable.tls.sni", "server name"],
+        ),
+        (
+            "stable: { servers: [\"127.0.0.1:10001\"] }",
+            "stable: { servers: [\"127.0.0.1:10001\"], tls: { verify: false, client_cert: a.pem } }",
+            &["gateway.groups.stable.tls.client_key", "client_cert needs client_key"],
+        ),
+        (
             "name: rollout",
             "name: vip",
             &["gateway.routing.rules[2].name", "unique"],

@@ -170,3 +170,31 @@ pub enum HostHeader {
     /// This name.
     Name(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(sni: &str, source: &[u8]) -> UpstreamTls {
+        UpstreamTls {
+            sni: sni.into(),
+            verify: true,
+            ca: None,
+            client: None,
+            http2: false,
+            source: source.to_vec(),
+        }
+    }
+
+    /// Groups that trust different CAs (or send another name) never share pooled connections.
+    #[test]
+    fn pool_keys_differ_with_the_trust_settings() {
+        let a = tls("api.internal", b"CA one");
+        assert_eq!(a.pool_key(), tls("api.internal", b"CA one").pool_key());
+        assert_ne!(a.pool_key(), tls("api.internal", b"CA two").pool_key());
+        assert_ne!(a.pool_key(), tls("other.internal", b"CA one").pool_key());
+        let mut unverified = tls("api.internal", b"CA one");
+        unverified.verify = false;
+        assert_ne!(a.pool_key(), unverified.pool_key());
+    }
+}
