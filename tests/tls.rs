@@ -143,6 +143,12 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
     let printed = String::from_utf8_lossy(&s_client.stdout);
     assert!(printed.contains("CN = a.test"), "s_client: {printed}");
 
+    // Session resumption: a session from one connection resumes on the next ones, whichever
+    // of the two workers takes them.
+    let dir = edge.gateway.dir.path();
+    assert_eq!(common::tls::resumed_connections(edge.tls, "a.test", 4, dir, &[]), 4);
+    assert_eq!(common::tls::resumed_connections(edge.tls, "b.test", 4, dir, &["-tls1_2"]), 4);
+
     // HTTP/1.1 and HTTP/2 over TLS, routed by the cookie.
     let url = format!("https://a.test:{}/", edge.tls.port());
     let r = resolve("a.test", edge.tls);
@@ -452,6 +458,46 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
             && healthy("wrong_checked") == Some(serde_json::json!(false))
     });
     assert_eq!(get(edge.plain, "/other", &[]).status, 503);
+}
+
+/// A group with `tls.http2: true` speaks HTTP/2 to its servers: here the server is a second
+/// gateway's TLS listener, whose access log shows the request arrived over h2; a group
+/// without it stays on HTTP/1.1 to the same server.
+#[test]
+fn upstream_http2_when_the_group_asks_for_it() {
+    let dir = TempDir::new("tls-upstream-h2");
+    let ca = Ca::new("inner CA");
+    let inner_cert = ca.issue(dir.path(), "inner", &["inner.test"], KeyKind::EcdsaP256, 1, 30);
+    ca.write_cert(&dir.path().join("ca.pem"));
+    let stable = Origin::start("stable");
+    let inner_dir = TempDir::new("tls-inner");
+    let inner_rest = format!("  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n", stable.addr);
+    let inner = start_edge(inner_dir, &tls_block(&[&inner_cert], None, ""), &inner_rest);
+    let d = dir.path().display();
+    let rest = format!(
+        "  groups:\n\
+         \x20   h2: {{ servers: [\"{i}\"], tls: {{ sni: inner.test, ca: \"{d}/ca.pem\", http2: true }} }}\n\
+         \x20   h1: {{ servers: [\"{i}\"], tls: {{ sni: inner.test, ca: \"{d}/ca.pem\" }} }}\n\
+         \x20 routes:\n\
+         \x20   - {{ name: h2, paths: [/h2], routing: {{ default: h2 }} }}\n\
+         \x20   - {{ name: h1, routing: {{ default: h1 }} }}\n",
+        i = inner.tls,
+    );
+    let outer_cert = ca.issue(dir.path(), "outer", &["outer.test"], KeyKind::EcdsaP256, 2, 30);
+    let outer = start_edge(dir, &tls_block(&[&outer_cert], None, ""), &rest);
+    assert_eq!(get(outer.plain, "/h2/x", &[]).text(), "stable");
+    assert_eq!(get(outer.plain, "/h1/y", &[]).text(), "stable");
+    let log_path = inner.gateway.dir.path().join("access.log");
+    let mut alpn_of = std::collections::HashMap::new();
+    wait_until("the inner gateway's log", Duration::from_secs(5), || {
+        for line in std::fs::read_to_string(&log_path).unwrap_or_default().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            alpn_of.insert(v["path"].as_str().unwrap_or("").to_string(), v["alpn"].clone());
+        }
+        alpn_of.contains_key("/h2/x") && alpn_of.contains_key("/h1/y")
+    });
+    assert_eq!(alpn_of["/h2/x"], "h2");
+    assert_eq!(alpn_of["/h1/y"], "http/1.1");
 }
 
 /// Floods an h2 connection, then checks the gateway closed it and still serves others.

@@ -194,6 +194,25 @@ pub fn connect_with(
         .map_err(|e| e.to_string())
 }
 
+/// Makes one connection with `openssl s_client` and saves its session, then `n` more offering
+/// it; returns how many of those resumed it (`Reused` in s_client's report).
+pub fn resumed_connections(addr: SocketAddr, sni: &str, n: usize, dir: &Path, extra: &[&str]) -> usize {
+    let session = dir.join(format!("session-{sni}-{}.pem", extra.join("")));
+    let s_client = |how: &str| {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string(), "-servername", sni, how])
+            .arg(&session)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = s_client("-sess_out");
+    assert!(first.contains("\nNew, "), "first connection: {first}");
+    (0..n).filter(|_| s_client("-sess_in").contains("\nReused, ")).count()
+}
+
 /// The serial (hex) of the certificate the gateway presents for `sni`.
 pub fn served_serial(addr: SocketAddr, sni: Option<&str>) -> String {
     let stream = connect_with(addr, sni, |_| {}).expect("TLS handshake");
