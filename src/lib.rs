@@ -32,17 +32,17 @@ use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 
 use crate::config::GatewayConfig;
-use crate::ops::{access_log, admin, demo, lifecycle, metrics};
 use crate::config::ListenerKind;
+use crate::ops::{access_log, admin, demo, lifecycle, metrics};
 use crate::proxy::redirect::Redirector;
 use crate::proxy::tls::TlsApp;
 use crate::proxy::workers::{Endpoint, ListenerApp, Worker};
-use pingora_core::apps::http_app::HttpServer;
 use crate::proxy::{guard, CanaryProxy, InFlight, RequestLog};
 use crate::state::history::HistoryService;
 use crate::state::rollout::RolloutService;
 use crate::state::store::StoreService;
 use crate::state::{ConfigSource, Controller};
+use pingora_core::apps::http_app::HttpServer;
 
 /// Adds every service the configuration asks for to `server`: the proxy, the health checks,
 /// reload on SIGHUP, the prompt graceful exit, the admin API and the demo origins. Returns the

@@ -54,7 +54,14 @@ fn main() -> ExitCode {
         eprintln!("canary-gateway: cannot start: {e}");
         return ExitCode::FAILURE;
     }
-    log::info!("canary-gateway serving {} from {source}", listen.iter().map(|l| l.describe()).collect::<Vec<_>>().join(", "));
+    log::info!(
+        "canary-gateway serving {} from {source}",
+        listen
+            .iter()
+            .map(|l| l.describe())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if conf_path.is_none() {
         print_demo_help(&listen[0].addr);
     }

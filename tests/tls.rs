@@ -120,11 +120,36 @@ fn resolve(name: &str, addr: SocketAddr) -> String {
 fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
     let dir = TempDir::new("tls-sni");
     let ca = Ca::new("test CA");
-    let a = ca.issue(dir.path(), "a", &["a.test", "*.wild.test"], KeyKind::EcdsaP256, 0xA1, 90);
-    let b = ca.issue(dir.path(), "b", &["b.test", "exact.wild.test"], KeyKind::Rsa2048, 0xB2, 90);
-    let soon = ca.issue(dir.path(), "soon", &["soon.test"], KeyKind::EcdsaP256, 0x50, 5);
+    let a = ca.issue(
+        dir.path(),
+        "a",
+        &["a.test", "*.wild.test"],
+        KeyKind::EcdsaP256,
+        0xA1,
+        90,
+    );
+    let b = ca.issue(
+        dir.path(),
+        "b",
+        &["b.test", "exact.wild.test"],
+        KeyKind::Rsa2048,
+        0xB2,
+        90,
+    );
+    let soon = ca.issue(
+        dir.path(),
+        "soon",
+        &["soon.test"],
+        KeyKind::EcdsaP256,
+        0x50,
+        5,
+    );
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
-    let block = tls_block(&[&a, &b, &soon], Some(&b), "      hsts: \"max-age=31536000\"\n");
+    let block = tls_block(
+        &[&a, &b, &soon],
+        Some(&b),
+        "      hsts: \"max-age=31536000\"\n",
+    );
     let edge = start_edge(dir, &block, &routing(&stable, &canary));
 
     // SNI: exact names, the exact name over the wildcard, wildcards, the default otherwise.
@@ -136,7 +161,13 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
     assert_eq!(served_serial(edge.tls, None), b.serial);
     // The same with openssl's own client.
     let s_client = Command::new("openssl")
-        .args(["s_client", "-connect", &edge.tls.to_string(), "-servername", "a.test"])
+        .args([
+            "s_client",
+            "-connect",
+            &edge.tls.to_string(),
+            "-servername",
+            "a.test",
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("openssl");
@@ -146,15 +177,41 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
     // Session resumption: a session from one connection resumes on the next ones, whichever
     // of the two workers takes them.
     let dir = edge.gateway.dir.path();
-    assert_eq!(common::tls::resumed_connections(edge.tls, "a.test", 4, dir, &[]), 4);
-    assert_eq!(common::tls::resumed_connections(edge.tls, "b.test", 4, dir, &["-tls1_2"]), 4);
+    assert_eq!(
+        common::tls::resumed_connections(edge.tls, "a.test", 4, dir, &[]),
+        4
+    );
+    assert_eq!(
+        common::tls::resumed_connections(edge.tls, "b.test", 4, dir, &["-tls1_2"]),
+        4
+    );
 
     // HTTP/1.1 and HTTP/2 over TLS, routed by the cookie.
     let url = format!("https://a.test:{}/", edge.tls.port());
     let r = resolve("a.test", edge.tls);
-    let h1 = curl(&["-k", "--http1.1", "--resolve", &r, "-b", "uid=alice", "-w", "\n%{http_version} %header{x-canary-group} %header{strict-transport-security}", &url]);
+    let h1 = curl(&[
+        "-k",
+        "--http1.1",
+        "--resolve",
+        &r,
+        "-b",
+        "uid=alice",
+        "-w",
+        "\n%{http_version} %header{x-canary-group} %header{strict-transport-security}",
+        &url,
+    ]);
     assert_eq!(h1, "stable\n1.1 stable max-age=31536000");
-    let h2 = curl(&["-k", "--http2", "--resolve", &r, "-b", "uid=bob", "-w", "\n%{http_version} %header{x-canary-group}", &url]);
+    let h2 = curl(&[
+        "-k",
+        "--http2",
+        "--resolve",
+        &r,
+        "-b",
+        "uid=bob",
+        "-w",
+        "\n%{http_version} %header{x-canary-group}",
+        &url,
+    ]);
     assert_eq!(h2, "canary\n2 canary");
     assert_eq!(canary.last().one("x-forwarded-proto"), "https");
 
@@ -181,7 +238,14 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
     let lines: Vec<&str> = lines.lines().collect();
     assert_eq!(
         lines,
-        ["2 1 stable", "2 0 canary", "2 0 stable", "2 0 canary", "2 0 stable", "2 0 canary"],
+        [
+            "2 1 stable",
+            "2 0 canary",
+            "2 0 stable",
+            "2 0 canary",
+            "2 0 stable",
+            "2 0 canary"
+        ],
         "one connection (new connections after the first: 0), each stream routed by its cookie"
     );
 
@@ -193,56 +257,98 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
 
     // TLS 1.0 and 1.1 are refused by the gateway (its failed-handshake count rises, so the
     // client did offer them), and so is plaintext HTTP on the TLS port.
-    for version in [openssl::ssl::SslVersion::TLS1, openssl::ssl::SslVersion::TLS1_1] {
-        let before = metric_value(&metrics_text(&edge), "gateway_tls_handshakes_total{result=\"failed\"}");
+    for version in [
+        openssl::ssl::SslVersion::TLS1,
+        openssl::ssl::SslVersion::TLS1_1,
+    ] {
+        let before = metric_value(
+            &metrics_text(&edge),
+            "gateway_tls_handshakes_total{result=\"failed\"}",
+        );
         let old = connect_with(edge.tls, Some("a.test"), |b| {
             b.set_cipher_list("DEFAULT:@SECLEVEL=0").expect("ciphers");
             b.set_min_proto_version(Some(version)).expect("min");
             b.set_max_proto_version(Some(version)).expect("max");
         });
         assert!(old.is_err(), "{version:?} was accepted");
-        wait_until("the refused handshake counted", Duration::from_secs(5), || {
-            metric_value(&metrics_text(&edge), "gateway_tls_handshakes_total{result=\"failed\"}") > before
-        });
+        wait_until(
+            "the refused handshake counted",
+            Duration::from_secs(5),
+            || {
+                metric_value(
+                    &metrics_text(&edge),
+                    "gateway_tls_handshakes_total{result=\"failed\"}",
+                ) > before
+            },
+        );
     }
     let mut raw = TcpStream::connect(edge.tls).expect("connect");
     raw.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").expect("write");
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .expect("write");
     let mut answer = Vec::new();
     raw.read_to_end(&mut answer).ok();
-    assert!(!answer.starts_with(b"HTTP/"), "plaintext answered: {:?}", String::from_utf8_lossy(&answer));
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plaintext answered: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
 
     // /status lists the certificates with names and expiry; the one expiring in 5 days warns.
-    let status: serde_json::Value = serde_json::from_str(
-        &admin(edge.admin, "GET", "/status", Some(TOKEN), None).text(),
-    )
-    .expect("json");
+    let status: serde_json::Value =
+        serde_json::from_str(&admin(edge.admin, "GET", "/status", Some(TOKEN), None).text())
+            .expect("json");
     let certs = status["certificates"].as_array().expect("certificates");
     assert_eq!(certs.len(), 3);
-    assert_eq!(certs[0]["names"], serde_json::json!(["a.test", "*.wild.test"]));
+    assert_eq!(
+        certs[0]["names"],
+        serde_json::json!(["a.test", "*.wild.test"])
+    );
     assert_eq!(certs[0]["key_type"], "ECDSA");
     assert_eq!(certs[1]["key_type"], "RSA");
     assert_eq!(certs[1]["default"], true);
     assert!(certs[0]["warning"].is_null());
-    assert!(certs[2]["warning"].as_str().expect("warning").contains("expires in"));
-    assert!(edge.gateway.log().contains("soon.test) expires in"), "log: {}", edge.gateway.log());
+    assert!(certs[2]["warning"]
+        .as_str()
+        .expect("warning")
+        .contains("expires in"));
+    assert!(
+        edge.gateway.log().contains("soon.test) expires in"),
+        "log: {}",
+        edge.gateway.log()
+    );
     let metrics = metrics_text(&edge);
     assert!(metric_value(&metrics, "gateway_tls_handshakes_total{result=\"ok\"}") >= 8.0);
-    assert!(metric_value(&metrics, "gateway_certificate_expiry_seconds{name=\"a.test\"}") > 1.7e9);
+    assert!(
+        metric_value(
+            &metrics,
+            "gateway_certificate_expiry_seconds{name=\"a.test\"}"
+        ) > 1.7e9
+    );
 
     // The access log has the TLS version and the protocol ALPN chose.
     let log_path = edge.gateway.dir.path().join("access.log");
     wait_until("access log lines", Duration::from_secs(5), || {
-        std::fs::read_to_string(&log_path).unwrap_or_default().lines().count() >= 9
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 9
     });
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log_path)
         .expect("log")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    assert!(lines.iter().any(|l| l["alpn"] == "h2" && l["tls_version"] == "TLSv1.3"));
-    assert!(lines.iter().any(|l| l["alpn"] == "http/1.1" && l["tls_version"] == "TLSv1.3"));
-    assert!(lines.iter().any(|l| l["alpn"].is_null() && l["tls_version"].is_null()));
+    assert!(lines
+        .iter()
+        .any(|l| l["alpn"] == "h2" && l["tls_version"] == "TLSv1.3"));
+    assert!(lines
+        .iter()
+        .any(|l| l["alpn"] == "http/1.1" && l["tls_version"] == "TLSv1.3"));
+    assert!(lines
+        .iter()
+        .any(|l| l["alpn"].is_null() && l["tls_version"].is_null()));
 }
 
 /// `-t` refuses a certificate that does not parse, a key that is not the certificate's and an
@@ -251,15 +357,55 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
 fn bad_certificates_are_refused_naming_the_key() {
     let dir = TempDir::new("tls-bad");
     let ca = Ca::new("test CA");
-    let good = ca.issue(dir.path(), "good", &["good.test"], KeyKind::EcdsaP256, 1, 30);
-    let other = ca.issue(dir.path(), "other", &["other.test"], KeyKind::EcdsaP256, 2, 30);
-    let expired = ca.issue(dir.path(), "expired", &["old.test"], KeyKind::EcdsaP256, 3, -1);
+    let good = ca.issue(
+        dir.path(),
+        "good",
+        &["good.test"],
+        KeyKind::EcdsaP256,
+        1,
+        30,
+    );
+    let other = ca.issue(
+        dir.path(),
+        "other",
+        &["other.test"],
+        KeyKind::EcdsaP256,
+        2,
+        30,
+    );
+    let expired = ca.issue(
+        dir.path(),
+        "expired",
+        &["old.test"],
+        KeyKind::EcdsaP256,
+        3,
+        -1,
+    );
     let garbage = dir.path().join("garbage.pem");
-    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").expect("write");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
     let cases = [
-        (good.cert.clone(), other.key.clone(), "gateway.listen[1].tls.certificates[1].key", "is not the key of the certificate"),
-        (expired.cert.clone(), expired.key.clone(), "gateway.listen[1].tls.certificates[1].cert", "expired on"),
-        (garbage.clone(), good.key.clone(), "gateway.listen[1].tls.certificates[1].cert", "is not a PEM certificate chain"),
+        (
+            good.cert.clone(),
+            other.key.clone(),
+            "gateway.listen[1].tls.certificates[1].key",
+            "is not the key of the certificate",
+        ),
+        (
+            expired.cert.clone(),
+            expired.key.clone(),
+            "gateway.listen[1].tls.certificates[1].cert",
+            "expired on",
+        ),
+        (
+            garbage.clone(),
+            good.key.clone(),
+            "gateway.listen[1].tls.certificates[1].cert",
+            "is not a PEM certificate chain",
+        ),
     ];
     for (cert, key, want_key, want_message) in cases {
         let config = format!(
@@ -276,7 +422,10 @@ fn bad_certificates_are_refused_naming_the_key() {
         let out = run_binary(&["-t", "-c", path.to_str().expect("path")]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "accepted: {want_message}");
-        assert!(stderr.contains(want_key) && stderr.contains(want_message), "stderr: {stderr}");
+        assert!(
+            stderr.contains(want_key) && stderr.contains(want_message),
+            "stderr: {stderr}"
+        );
     }
 }
 
@@ -286,7 +435,14 @@ fn bad_certificates_are_refused_naming_the_key() {
 fn redirect_listener_sends_known_hosts_to_https_only() {
     let dir = TempDir::new("tls-redirect");
     let ca = Ca::new("test CA");
-    let cert = ca.issue(dir.path(), "site", &["*.site.test"], KeyKind::EcdsaP256, 7, 30);
+    let cert = ca.issue(
+        dir.path(),
+        "site",
+        &["*.site.test"],
+        KeyKind::EcdsaP256,
+        7,
+        30,
+    );
     let stable = Origin::start("stable");
     let rest = format!(
         "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routes:\n\
@@ -298,11 +454,22 @@ fn redirect_listener_sends_known_hosts_to_https_only() {
     let port = edge.tls.port();
     let r = get_host(edge.redirect, "shop.example.com", "/cart?item=1", &[]);
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location"), Some(format!("https://shop.example.com:{port}/cart?item=1").as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://shop.example.com:{port}/cart?item=1").as_str())
+    );
     let r = get_host(edge.redirect, "WWW.Site.Test:80", "/", &[]);
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location"), Some(format!("https://www.site.test:{port}/").as_str()));
-    for host in ["evil.com", "evil.com/x.site.test", "site.test", "a.b.site.test"] {
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://www.site.test:{port}/").as_str())
+    );
+    for host in [
+        "evil.com",
+        "evil.com/x.site.test",
+        "site.test",
+        "a.b.site.test",
+    ] {
         let r = get_host(edge.redirect, host, "/", &[]);
         assert_eq!(r.status, 400, "host {host}");
         assert_eq!(r.header("location"), None);
@@ -317,9 +484,19 @@ fn redirect_listener_sends_known_hosts_to_https_only() {
 fn certificates_rotate_under_load_and_survive_hot_restart() {
     let dir = TempDir::new("tls-rotate");
     let ca = Ca::new("test CA");
-    let first = ca.issue(dir.path(), "site", &["site.test"], KeyKind::EcdsaP256, 0x100, 30);
+    let first = ca.issue(
+        dir.path(),
+        "site",
+        &["site.test"],
+        KeyKind::EcdsaP256,
+        0x100,
+        30,
+    );
     let stable = Origin::start("stable");
-    let rest = format!("  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n", stable.addr);
+    let rest = format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
+        stable.addr
+    );
     let mut edge = start_edge(dir, &tls_block(&[&first], None, ""), &rest);
     assert_eq!(served_serial(edge.tls, Some("site.test")), "100");
 
@@ -330,33 +507,58 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
     let dir = edge.gateway.dir.path().to_path_buf();
     ca.issue(&dir, "site", &["site.test"], KeyKind::EcdsaP256, 0x200, 30);
     edge.gateway.signal("HUP");
-    wait_until("new handshakes get serial 200", Duration::from_secs(5), || {
-        served_serial(edge.tls, Some("site.test")) == "200"
-    });
+    wait_until(
+        "new handshakes get serial 200",
+        Duration::from_secs(5),
+        || served_serial(edge.tls, Some("site.test")) == "200",
+    );
     ca.issue(&dir, "site", &["site.test"], KeyKind::Rsa2048, 0x300, 30);
     let reload = admin(edge.admin, "POST", "/reload", Some(TOKEN), None);
     assert_eq!(reload.status, 200, "{}", reload.text());
     assert_eq!(served_serial(edge.tls, Some("site.test")), "300");
     // A key that is not the certificate's: refused, the running certificate stays.
-    let other = ca.issue(&dir, "other", &["other.test"], KeyKind::EcdsaP256, 0x400, 30);
+    let other = ca.issue(
+        &dir,
+        "other",
+        &["other.test"],
+        KeyKind::EcdsaP256,
+        0x400,
+        30,
+    );
     std::fs::copy(&other.key, dir.join("site.key")).expect("copy");
     let refused = admin(edge.admin, "POST", "/reload", Some(TOKEN), None);
     assert_ne!(refused.status, 200);
-    assert!(refused.text().contains("certificates[0].key"), "{}", refused.text());
+    assert!(
+        refused.text().contains("certificates[0].key"),
+        "{}",
+        refused.text()
+    );
     assert_eq!(served_serial(edge.tls, Some("site.test")), "300");
     let (requests, output) = load.join().expect("wrk");
     assert!(requests > 100, "wrk: {output}");
-    assert!(!output.contains("Socket errors") && !output.contains("Non-2xx"), "wrk: {output}");
+    assert!(
+        !output.contains("Socket errors") && !output.contains("Non-2xx"),
+        "wrk: {output}"
+    );
 
     // Graceful upgrade: the new process serves the TLS listener with the certificate it read.
     ca.issue(&dir, "site", &["site.test"], KeyKind::EcdsaP256, 0x500, 30);
     let mut new = edge.gateway.spawn_upgrade(2);
     edge.gateway.signal("QUIT");
     edge.gateway.wait_exit(Duration::from_secs(30));
-    wait_until("the new process serves TLS", Duration::from_secs(10), || {
-        std::panic::catch_unwind(|| served_serial(edge.tls, Some("site.test"))).ok() == Some("500".into())
-    });
-    let body = curl(&["-k", "--http2", &format!("https://127.0.0.1:{}/", edge.tls.port())]);
+    wait_until(
+        "the new process serves TLS",
+        Duration::from_secs(10),
+        || {
+            std::panic::catch_unwind(|| served_serial(edge.tls, Some("site.test"))).ok()
+                == Some("500".into())
+        },
+    );
+    let body = curl(&[
+        "-k",
+        "--http2",
+        &format!("https://127.0.0.1:{}/", edge.tls.port()),
+    ]);
     assert_eq!(body, "stable");
     new.kill().ok();
     new.wait().ok();
@@ -372,7 +574,11 @@ fn websocket_round_trip_over_tls() {
     let rest = format!(
         "  groups:\n    ws: {{ servers: [\"{ws_origin}\"], health_check: {{ type: none }} }}\n  routing: {{ default: ws }}\n"
     );
-    let edge = start_edge(dir, &tls_block(&[&cert], None, "      http2: true\n"), &rest);
+    let edge = start_edge(
+        dir,
+        &tls_block(&[&cert], None, "      http2: true\n"),
+        &rest,
+    );
     // ALPN http/1.1 only, as browsers open wss.
     let tls = connect_with(edge.tls, Some("ws.test"), |b| {
         b.set_alpn_protos(b"\x08http/1.1").expect("alpn");
@@ -384,16 +590,26 @@ fn websocket_round_trip_over_tls() {
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", tungstenite::handshake::client::generate_key())
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
         .body(())
         .expect("request");
     let (mut ws, response) = tungstenite::client::client(request, tls).expect("wss handshake");
     assert_eq!(response.status().as_u16(), 101);
     for i in 0..3 {
-        ws.send(tungstenite::Message::text(format!("hello {i}"))).expect("send");
-        assert_eq!(ws.read().expect("reply").to_text().expect("text"), format!("echo: hello {i}"));
+        ws.send(tungstenite::Message::text(format!("hello {i}")))
+            .expect("send");
+        assert_eq!(
+            ws.read().expect("reply").to_text().expect("text"),
+            format!("echo: hello {i}")
+        );
     }
-    assert_eq!(ws.read().expect("push").to_text().expect("text"), "server push");
+    assert_eq!(
+        ws.read().expect("push").to_text().expect("text"),
+        "server push"
+    );
     ws.close(None).ok();
     handle.join().expect("origin");
 }
@@ -407,8 +623,22 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
     let dir = TempDir::new("tls-upstream");
     let ca = Ca::new("origin CA");
     let wrong_ca = Ca::new("some other CA");
-    let origin_cert = ca.issue(dir.path(), "origin", &["origin.test"], KeyKind::EcdsaP256, 1, 30);
-    ca.issue(dir.path(), "client", &["gateway-client"], KeyKind::EcdsaP256, 2, 30);
+    let origin_cert = ca.issue(
+        dir.path(),
+        "origin",
+        &["origin.test"],
+        KeyKind::EcdsaP256,
+        1,
+        30,
+    );
+    ca.issue(
+        dir.path(),
+        "client",
+        &["gateway-client"],
+        KeyKind::EcdsaP256,
+        2,
+        30,
+    );
     ca.write_cert(&dir.path().join("ca.pem"));
     wrong_ca.write_cert(&dir.path().join("wrong-ca.pem"));
     let plain_origin = TlsOrigin::start("tls-origin", &origin_cert, None);
@@ -428,26 +658,40 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
         p = plain_origin.addr,
         m = mtls_origin.addr,
     );
-    let cert = ca.issue(dir.path(), "edge", &["edge.test"], KeyKind::EcdsaP256, 3, 30);
+    let cert = ca.issue(
+        dir.path(),
+        "edge",
+        &["edge.test"],
+        KeyKind::EcdsaP256,
+        3,
+        30,
+    );
     let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
 
     let verified = get(edge.plain, "/verified", &[]);
-    assert_eq!((verified.status, verified.text().as_str()), (200, "tls-origin"));
+    assert_eq!(
+        (verified.status, verified.text().as_str()),
+        (200, "tls-origin")
+    );
     assert_eq!(verified.header("x-client-cert"), Some("none"));
     let mutual = get(edge.plain, "/mutual", &[]);
-    assert_eq!((mutual.status, mutual.text().as_str()), (200, "mtls-origin"));
+    assert_eq!(
+        (mutual.status, mutual.text().as_str()),
+        (200, "mtls-origin")
+    );
     assert_eq!(mutual.header("x-client-cert"), Some("gateway-client"));
     let wrong = get(edge.plain, "/wrong", &[]);
     assert_eq!(wrong.status, 502);
-    wait_until("a log line naming the verification failure", Duration::from_secs(5), || {
-        edge.gateway.log().contains("certificate verify failed")
-    });
+    wait_until(
+        "a log line naming the verification failure",
+        Duration::from_secs(5),
+        || edge.gateway.log().contains("certificate verify failed"),
+    );
     // Health checks over TLS: the verified group's server is up, the wrong CA's is down.
     wait_until("health over TLS", Duration::from_secs(10), || {
-        let status: serde_json::Value = serde_json::from_str(
-            &admin(edge.admin, "GET", "/status", Some(TOKEN), None).text(),
-        )
-        .expect("json");
+        let status: serde_json::Value =
+            serde_json::from_str(&admin(edge.admin, "GET", "/status", Some(TOKEN), None).text())
+                .expect("json");
         let healthy = |group: &str| {
             status["groups"]
                 .as_array()
@@ -467,11 +711,21 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
 fn upstream_http2_when_the_group_asks_for_it() {
     let dir = TempDir::new("tls-upstream-h2");
     let ca = Ca::new("inner CA");
-    let inner_cert = ca.issue(dir.path(), "inner", &["inner.test"], KeyKind::EcdsaP256, 1, 30);
+    let inner_cert = ca.issue(
+        dir.path(),
+        "inner",
+        &["inner.test"],
+        KeyKind::EcdsaP256,
+        1,
+        30,
+    );
     ca.write_cert(&dir.path().join("ca.pem"));
     let stable = Origin::start("stable");
     let inner_dir = TempDir::new("tls-inner");
-    let inner_rest = format!("  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n", stable.addr);
+    let inner_rest = format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
+        stable.addr
+    );
     let inner = start_edge(inner_dir, &tls_block(&[&inner_cert], None, ""), &inner_rest);
     let d = dir.path().display();
     let rest = format!(
@@ -483,16 +737,29 @@ fn upstream_http2_when_the_group_asks_for_it() {
          \x20   - {{ name: h1, routing: {{ default: h1 }} }}\n",
         i = inner.tls,
     );
-    let outer_cert = ca.issue(dir.path(), "outer", &["outer.test"], KeyKind::EcdsaP256, 2, 30);
+    let outer_cert = ca.issue(
+        dir.path(),
+        "outer",
+        &["outer.test"],
+        KeyKind::EcdsaP256,
+        2,
+        30,
+    );
     let outer = start_edge(dir, &tls_block(&[&outer_cert], None, ""), &rest);
     assert_eq!(get(outer.plain, "/h2/x", &[]).text(), "stable");
     assert_eq!(get(outer.plain, "/h1/y", &[]).text(), "stable");
     let log_path = inner.gateway.dir.path().join("access.log");
     let mut alpn_of = std::collections::HashMap::new();
     wait_until("the inner gateway's log", Duration::from_secs(5), || {
-        for line in std::fs::read_to_string(&log_path).unwrap_or_default().lines() {
+        for line in std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+        {
             let v: serde_json::Value = serde_json::from_str(line).expect("json");
-            alpn_of.insert(v["path"].as_str().unwrap_or("").to_string(), v["alpn"].clone());
+            alpn_of.insert(
+                v["path"].as_str().unwrap_or("").to_string(),
+                v["alpn"].clone(),
+            );
         }
         alpn_of.contains_key("/h2/x") && alpn_of.contains_key("/h1/y")
     });
@@ -504,7 +771,13 @@ fn upstream_http2_when_the_group_asks_for_it() {
 fn after_attack(edge: &Edge, attacker: &mut RawH2, what: &str) -> Option<u32> {
     let code = attacker.until_closed(Duration::from_secs(15));
     let url = format!("https://a.test:{}/", edge.tls.port());
-    let body = curl(&["-k", "--http2", "--resolve", &resolve("a.test", edge.tls), &url]);
+    let body = curl(&[
+        "-k",
+        "--http2",
+        "--resolve",
+        &resolve("a.test", edge.tls),
+        &url,
+    ]);
     assert_eq!(body, "stable", "after {what}, another client is served");
     code
 }
@@ -514,8 +787,14 @@ fn attack_edge(tag: &str) -> (Edge, Origin) {
     let ca = Ca::new("test CA");
     let cert = ca.issue(dir.path(), "a", &["a.test"], KeyKind::EcdsaP256, 1, 30);
     let stable = Origin::start("stable");
-    let rest = format!("  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n", stable.addr);
-    (start_edge(dir, &tls_block(&[&cert], None, ""), &rest), stable)
+    let rest = format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
+        stable.addr
+    );
+    (
+        start_edge(dir, &tls_block(&[&cert], None, ""), &rest),
+        stable,
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -540,7 +819,12 @@ fn h2_rapid_reset_is_cut_off() {
     let mut sent = 0;
     for i in 0..opened {
         let id = 2 * i + 1;
-        burst.extend(h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, id, &block));
+        burst.extend(h2::frame(
+            h2::HEADERS,
+            h2::END_HEADERS | h2::END_STREAM,
+            id,
+            &block,
+        ));
         burst.extend(h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
         if burst.len() > 64 * 1024 {
             if attacker.send(&burst).is_err() {
@@ -552,9 +836,16 @@ fn h2_rapid_reset_is_cut_off() {
     }
     attacker.send(&burst).ok();
     let code = after_attack(&edge, &mut attacker, "rapid reset");
-    eprintln!("rapid reset: {sent}+ streams opened and reset, GOAWAY {code:?}, origin saw {}", stable.count());
+    eprintln!(
+        "rapid reset: {sent}+ streams opened and reset, GOAWAY {code:?}, origin saw {}",
+        stable.count()
+    );
     assert_eq!(code, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
-    assert!(stable.count() < opened as usize / 10, "origin saw {}", stable.count());
+    assert!(
+        stable.count() < opened as usize / 10,
+        "origin saw {}",
+        stable.count()
+    );
 }
 
 /// CONTINUATION flood: one request whose header block never ends. The gateway closes the
@@ -565,7 +856,12 @@ fn h2_continuation_flood_is_cut_off() {
     let rss_before = rss_kib(edge.gateway.pid());
     let mut attacker = RawH2::connect(edge.tls, "a.test");
     attacker
-        .send(&h2::frame(h2::HEADERS, h2::END_STREAM, 1, &h2::get_block("a.test")))
+        .send(&h2::frame(
+            h2::HEADERS,
+            h2::END_STREAM,
+            1,
+            &h2::get_block("a.test"),
+        ))
         .expect("headers");
     let mut fragment = Vec::new();
     let mut i = 0;
@@ -582,11 +878,17 @@ fn h2_continuation_flood_is_cut_off() {
         }
         sent += frame.len();
     }
-    assert!(sent < total, "the gateway took all {sent} bytes of one header block");
+    assert!(
+        sent < total,
+        "the gateway took all {sent} bytes of one header block"
+    );
     let code = after_attack(&edge, &mut attacker, "a CONTINUATION flood");
     let rss_after = rss_kib(edge.gateway.pid());
     eprintln!("continuation flood: closed after {sent} bytes, GOAWAY {code:?}, RSS {rss_before} -> {rss_after} KiB");
-    assert!(rss_after < rss_before + 32 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
 }
 
 /// MadeYouReset (CVE-2025-8671): valid requests each followed by a frame that makes the
@@ -602,8 +904,18 @@ fn h2_made_you_reset_is_cut_off() {
     let mut sent = 0;
     for i in 0..5_000u32 {
         let id = 2 * i + 1;
-        burst.extend(h2::frame(h2::HEADERS, h2::END_HEADERS | h2::END_STREAM, id, &block));
-        burst.extend(h2::frame(h2::WINDOW_UPDATE, 0, id, &0x7fff_ffffu32.to_be_bytes()));
+        burst.extend(h2::frame(
+            h2::HEADERS,
+            h2::END_HEADERS | h2::END_STREAM,
+            id,
+            &block,
+        ));
+        burst.extend(h2::frame(
+            h2::WINDOW_UPDATE,
+            0,
+            id,
+            &0x7fff_ffffu32.to_be_bytes(),
+        ));
         if burst.len() > 64 * 1024 {
             if attacker.send(&burst).is_err() {
                 break;
@@ -614,7 +926,10 @@ fn h2_made_you_reset_is_cut_off() {
     }
     attacker.send(&burst).ok();
     let code = after_attack(&edge, &mut attacker, "MadeYouReset");
-    eprintln!("MadeYouReset: {sent}+ streams, GOAWAY {code:?}, origin saw {}", stable.count());
+    eprintln!(
+        "MadeYouReset: {sent}+ streams, GOAWAY {code:?}, origin saw {}",
+        stable.count()
+    );
     assert_eq!(code, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
     assert!(stable.count() < 5_000, "origin saw {}", stable.count());
 }

@@ -158,7 +158,10 @@ impl<'de> Deserialize<'de> for FileListen {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileListen, E> {
                 Ok(FileListen::Addr(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FileListen, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FileListen, A::Error> {
                 FileListener::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(FileListen::Listener)
             }

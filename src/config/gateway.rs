@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileRole, FileStore};
 use super::parse::{header_name, is_token_byte, positive_duration};
 use super::{
-    groups, key_error, tls, routing, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
+    groups, key_error, routing, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
     GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig, DEFAULT_ADMIN_TOKEN_NAME,
     DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
 };

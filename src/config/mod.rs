@@ -29,7 +29,10 @@ pub use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use parse::parse_duration;
-pub use tls::{certificate_warnings, Certificate, Listener, ListenerKind, TlsListener, TlsVersion, EXPIRY_WARNING_DAYS};
+pub use tls::{
+    certificate_warnings, Certificate, Listener, ListenerKind, TlsListener, TlsVersion,
+    EXPIRY_WARNING_DAYS,
+};
 
 /// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../conf/demo.yaml");

@@ -10,8 +10,8 @@ use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private};
 use openssl::ssl::{
-    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder,
-    SslContext, SslMethod, SslVersion,
+    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext,
+    SslMethod, SslVersion,
 };
 use openssl::x509::X509;
 use pingora_core::utils::tls::CertKey;
@@ -400,8 +400,12 @@ fn load_certificate(
 }
 
 fn read_chain(file: &Path, key: &str) -> Result<Vec<X509>, KeyError> {
-    let pem = std::fs::read(file)
-        .map_err(|e| key_error(key.to_string(), format!("cannot read {}: {e}", file.display())))?;
+    let pem = std::fs::read(file).map_err(|e| {
+        key_error(
+            key.to_string(),
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
     let chain = X509::stack_from_pem(&pem).map_err(|e| {
         key_error(
             key.to_string(),
@@ -418,8 +422,12 @@ fn read_chain(file: &Path, key: &str) -> Result<Vec<X509>, KeyError> {
 }
 
 fn read_key(file: &Path, key: &str) -> Result<PKey<Private>, KeyError> {
-    let pem = std::fs::read(file)
-        .map_err(|e| key_error(key.to_string(), format!("cannot read {}: {e}", file.display())))?;
+    let pem = std::fs::read(file).map_err(|e| {
+        key_error(
+            key.to_string(),
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
     PKey::private_key_from_pem(&pem).map_err(|e| {
         key_error(
             key.to_string(),
@@ -498,7 +506,11 @@ fn build_acceptor(
 ) -> Result<SslAcceptor, openssl::error::ErrorStack> {
     let mut contexts: Vec<SslContext> = Vec::with_capacity(certificates.len());
     for cert in certificates {
-        contexts.push(context_builder(cert, min_version, http2)?.build().into_context());
+        contexts.push(
+            context_builder(cert, min_version, http2)?
+                .build()
+                .into_context(),
+        );
     }
     let names: Vec<Vec<String>> = certificates.iter().map(|c| c.info.names.clone()).collect();
     let mut builder = context_builder(&certificates[default], min_version, http2)?;

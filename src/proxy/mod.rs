@@ -513,7 +513,12 @@ fn hsts(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
     }
     let digest = session.digest()?;
     digest.ssl_digest.as_ref()?;
-    let port = digest.socket_digest.as_ref()?.local_addr()?.as_inet()?.port();
+    let port = digest
+        .socket_digest
+        .as_ref()?
+        .local_addr()?
+        .as_inet()?
+        .port();
     state.hsts_for(port).cloned()
 }
 

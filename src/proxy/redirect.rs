@@ -81,7 +81,11 @@ impl ServeHttp for Redirector {
             .unwrap_or_default();
         let known = self.state.load().known_hosts.clone();
         match location(&known, host, request.raw_path(), self.https_port) {
-            Some(to) => answer(StatusCode::PERMANENT_REDIRECT, Some(to), "308 Permanent Redirect\n"),
+            Some(to) => answer(
+                StatusCode::PERMANENT_REDIRECT,
+                Some(to),
+                "308 Permanent Redirect\n",
+            ),
             None => answer(
                 StatusCode::BAD_REQUEST,
                 None,

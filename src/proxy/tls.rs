@@ -70,7 +70,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let Ok(tcp) = stream.into_any().downcast::<L4Stream>() else {
-            error!("TLS listener {}: the accepted connection is not a TCP stream", self.addr);
+            error!(
+                "TLS listener {}: the accepted connection is not a TCP stream",
+                self.addr
+            );
             return None;
         };
         let settings = self.settings();

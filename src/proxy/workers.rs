@@ -19,8 +19,8 @@ use futures_util::future::join_all;
 use log::error;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
 use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::Stream;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::Service;
@@ -92,10 +92,8 @@ impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
         let services = endpoints
             .into_iter()
             .map(|endpoint| {
-                let mut service = ListeningService::new(
-                    format!("{name} on {}", endpoint.addr),
-                    endpoint.app,
-                );
+                let mut service =
+                    ListeningService::new(format!("{name} on {}", endpoint.addr), endpoint.app);
                 service.threads = Some(1);
                 service.add_listener((endpoint.settings)(&worker_key(&endpoint.addr, index)));
                 service
@@ -128,9 +126,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Worker<A> {
             }
         }
         // All the worker's listeners run on its one thread.
-        join_all(self.services.iter_mut().map(|service| {
-            service.start_service(fds.clone(), shutdown.clone(), listeners_per_fd)
-        }))
+        join_all(
+            self.services.iter_mut().map(|service| {
+                service.start_service(fds.clone(), shutdown.clone(), listeners_per_fd)
+            }),
+        )
         .await;
     }
 

@@ -64,8 +64,7 @@ impl KnownHosts {
             && host
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        dns_name
-            && self.route_hosts.iter().any(|p| route_host_covers(p, host))
+        dns_name && self.route_hosts.iter().any(|p| route_host_covers(p, host))
             || self
                 .certificate_names
                 .iter()

@@ -388,7 +388,10 @@ impl Controller {
                 for w in &warnings {
                     warn!("reload: {w}");
                 }
-                for w in crate::config::certificate_warnings(&config.listen, (super::audit::unix_ms() / 1000) as i64) {
+                for w in crate::config::certificate_warnings(
+                    &config.listen,
+                    (super::audit::unix_ms() / 1000) as i64,
+                ) {
                     warn!("reload: {w}");
                 }
                 // Keep the admin settings the process started with (listener, token, file).

@@ -125,7 +125,12 @@ impl UpstreamTls {
     pub fn pool_key(&self) -> u64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         let flags = [u8::from(self.verify), u8::from(self.http2)];
-        for byte in self.sni.bytes().chain(flags).chain(self.source.iter().copied()) {
+        for byte in self
+            .sni
+            .bytes()
+            .chain(flags)
+            .chain(self.source.iter().copied())
+        {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }

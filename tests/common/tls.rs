@@ -101,7 +101,13 @@ impl Ca {
 
     /// A leaf certificate for `names` valid from an hour ago for `days` days (negative: it
     /// expired that long ago).
-    pub fn leaf(&self, names: &[&str], kind: KeyKind, serial_no: u32, days: i64) -> (X509, PKey<Private>) {
+    pub fn leaf(
+        &self,
+        names: &[&str],
+        kind: KeyKind,
+        serial_no: u32,
+        days: i64,
+    ) -> (X509, PKey<Private>) {
         let key = new_key(kind);
         let mut subject = X509NameBuilder::new().expect("name");
         subject
@@ -139,7 +145,15 @@ impl Ca {
 
     /// Writes a leaf (full chain: leaf then this CA) and its key to `dir/stem.pem` and
     /// `dir/stem.key`.
-    pub fn issue(&self, dir: &Path, stem: &str, names: &[&str], kind: KeyKind, serial_no: u32, days: i64) -> Issued {
+    pub fn issue(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        kind: KeyKind,
+        serial_no: u32,
+        days: i64,
+    ) -> Issued {
         let (cert, key) = self.leaf(names, kind, serial_no, days);
         let mut pem = cert.to_pem().expect("pem");
         pem.extend(self.cert.to_pem().expect("pem"));
@@ -149,7 +163,10 @@ impl Ca {
             serial: format!("{serial_no:X}"),
         };
         write_atomically(&issued.cert, &pem);
-        write_atomically(&issued.key, &key.private_key_to_pem_pkcs8().expect("key pem"));
+        write_atomically(
+            &issued.key,
+            &key.private_key_to_pem_pkcs8().expect("key pem"),
+        );
         issued
     }
 
@@ -196,11 +213,24 @@ pub fn connect_with(
 
 /// Makes one connection with `openssl s_client` and saves its session, then `n` more offering
 /// it; returns how many of those resumed it (`Reused` in s_client's report).
-pub fn resumed_connections(addr: SocketAddr, sni: &str, n: usize, dir: &Path, extra: &[&str]) -> usize {
+pub fn resumed_connections(
+    addr: SocketAddr,
+    sni: &str,
+    n: usize,
+    dir: &Path,
+    extra: &[&str],
+) -> usize {
     let session = dir.join(format!("session-{sni}-{}.pem", extra.join("")));
     let s_client = |how: &str| {
         let out = std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &addr.to_string(), "-servername", sni, how])
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                sni,
+                how,
+            ])
             .arg(&session)
             .args(extra)
             .stdin(std::process::Stdio::null())
@@ -210,7 +240,9 @@ pub fn resumed_connections(addr: SocketAddr, sni: &str, n: usize, dir: &Path, ex
     };
     let first = s_client("-sess_out");
     assert!(first.contains("\nNew, "), "first connection: {first}");
-    (0..n).filter(|_| s_client("-sess_in").contains("\nReused, ")).count()
+    (0..n)
+        .filter(|_| s_client("-sess_in").contains("\nReused, "))
+        .count()
 }
 
 /// The serial (hex) of the certificate the gateway presents for `sni`.
@@ -370,18 +402,24 @@ impl RawH2 {
         self.tls.get_ref().set_read_timeout(Some(limit)).ok();
         let start = std::time::Instant::now();
         loop {
-            assert!(start.elapsed() < limit, "the gateway kept the connection open");
+            assert!(
+                start.elapsed() < limit,
+                "the gateway kept the connection open"
+            );
             let mut head = [0u8; 9];
             if self.tls.read_exact(&mut head).is_err() {
                 return None;
             }
-            let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            let len =
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
             let mut payload = vec![0u8; len];
             if self.tls.read_exact(&mut payload).is_err() {
                 return None;
             }
             if head[3] == h2::GOAWAY && payload.len() >= 8 {
-                return Some(u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]));
+                return Some(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
             }
         }
     }
