@@ -767,6 +767,38 @@ fn upstream_http2_when_the_group_asks_for_it() {
     assert_eq!(alpn_of["/h1/y"], "http/1.1");
 }
 
+/// A client that opens a connection to the TLS port and never finishes the handshake is cut
+/// off after `limits.header_timeout`, counted as a timeout.
+#[test]
+fn stalled_handshakes_time_out() {
+    let dir = TempDir::new("tls-stalled");
+    let ca = Ca::new("test CA");
+    let cert = ca.issue(dir.path(), "a", &["a.test"], KeyKind::EcdsaP256, 1, 30);
+    let stable = Origin::start("stable");
+    let rest = format!(
+        "  limits: {{ header_timeout: 1s }}\n  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
+        stable.addr
+    );
+    let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
+    let timeouts = || {
+        metric_value(
+            &metrics_text(&edge),
+            "gateway_tls_handshakes_total{result=\"timeout\"}",
+        )
+    };
+    let before = timeouts();
+    let mut stalled = TcpStream::connect(edge.tls).expect("connect");
+    stalled.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    // Half a ClientHello record header, then nothing.
+    stalled.write_all(&[0x16, 0x03, 0x01]).expect("write");
+    let started = std::time::Instant::now();
+    let mut rest_of_it = Vec::new();
+    stalled.read_to_end(&mut rest_of_it).ok();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    assert_eq!(timeouts(), before + 1.0);
+}
+
 /// Floods an h2 connection, then checks the gateway closed it and still serves others.
 fn after_attack(edge: &Edge, attacker: &mut RawH2, what: &str) -> Option<u32> {
     let code = attacker.until_closed(Duration::from_secs(15));
