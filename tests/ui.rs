@@ -22,6 +22,7 @@ struct Site {
     admin: SocketAddr,
     _stable: Origin,
     _canary: Origin,
+    _certs: TempDir,
 }
 
 fn site() -> Site {
@@ -38,13 +39,30 @@ fn site() -> Site {
          \x20   tokens: [{{ name: dash, token: \"{VIEWER}\", role: viewer }}]\n",
         groups = groups_yaml(&[("stable", &stable), ("canary", &canary)])
     );
-    let gateway = Gateway::start(&section);
+    // A TLS listener whose certificate expires in 10 days: the overview warns.
+    let certs = TempDir::new("ui-certs");
+    let cert = common::tls::Ca::new("ui CA").issue(
+        certs.path(),
+        "ui",
+        &["ui.test"],
+        common::tls::KeyKind::EcdsaP256,
+        1,
+        10,
+    );
+    let tls = format!(
+        "    - addr: \"127.0.0.1:{}\"\n      tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\n",
+        free_port(),
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let gateway = Gateway::start_with_listeners(&tls, &section);
     wait_for_port(admin);
     Site {
         gateway,
         admin,
         _stable: stable,
         _canary: canary,
+        _certs: certs,
     }
 }
 
@@ -91,6 +109,11 @@ fn an_operator_runs_a_canary_from_the_page() {
         "the overview",
         "document.querySelectorAll('#groups-list .group').length === 2 && document.getElementById('conn').innerText === 'live'",
         WAIT,
+    );
+    let meta = browser.text("#overview-meta");
+    assert!(
+        meta.contains("ui.test on 127.0.0.1:") && meta.contains("EXPIRES IN"),
+        "{meta}"
     );
     let groups = browser.text("#overview-groups");
     assert!(

@@ -437,13 +437,19 @@ impl Gateway {
     /// Starts the binary with `gateway_section` (YAML, indented under `gateway:`, without the
     /// `listen` key) and waits until it accepts connections.
     pub fn start(gateway_section: &str) -> Gateway {
+        Self::start_with_listeners("", gateway_section)
+    }
+
+    /// As [`Gateway::start`], with more `gateway.listen` entries (YAML list items, indented
+    /// four spaces) after the plaintext one.
+    pub fn start_with_listeners(more_listen: &str, gateway_section: &str) -> Gateway {
         let dir = TempDir::new("gw");
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let config = format!(
             "version: 1\nthreads: 2\npid_file: {dir}/gw.pid\nupgrade_sock: {dir}/upgrade.sock\n\
              grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
-             gateway:\n  listen: [\"{addr}\"]\n{gateway_section}",
+             gateway:\n  listen:\n    - \"{addr}\"\n{more_listen}{gateway_section}",
             dir = dir.path().display()
         );
         let config_path = dir.path().join("gateway.yaml");

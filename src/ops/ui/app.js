@@ -198,6 +198,10 @@ function renderOverview(status, history) {
       store.sets.map((s) => `; set ${s.set}: ${s.members} users` +
         (s.stale_seconds ? `, ${Math.round(s.stale_seconds)} s stale` : "")).join("") : "none (changes apply to this node only)"],
   ];
+  for (const c of status.certificates || []) {
+    meta.push(["Certificate", `${c.names.join(", ")} on ${c.listener}${c.default ? " (default)" : ""}: ` +
+      `${c.key_type}, expires ${c.not_after} (${c.days_left} days)` + (c.warning ? ` — ${c.warning.toUpperCase()}` : "")]);
+  }
   if (status.overlay_warnings && status.overlay_warnings.length) {
     meta.push(["Warnings", status.overlay_warnings.join("; ")]);
   }
