@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing canary-gateway needs, only when it is missing:
 #   cmake      - Pingora's zlib-ng build
-#   perl, make - TLS: Pingora's openssl backend builds OpenSSL from source (openssl-src)
 #   redis-server, wrk - the store tests and the access-log load test
 #   chromium   - the web page's tests drive a real headless browser
-#   curl, openssl - the TLS tests (HTTP/2 over TLS, s_client)
+#   curl, openssl, libssl-dev, pkg-config - the TLS tests (HTTP/2 over TLS, s_client; the
+#              tests' own TLS client and certificates use the system OpenSSL)
 #   nghttp2-client - h2load, the TLS load test's HTTP/2 client
 #   nginx + lua module, curl, valgrind - the load-test scripts
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
@@ -16,14 +16,14 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 have cmake || need+=(cmake)
 have cc || need+=(gcc)
-have make || need+=(make)
-perl -MIPC::Cmd -MFindBin -MFile::Compare -e1 >/dev/null 2>&1 || need+=(perl)
 if [ "$what" = test ] || [ "$what" = loadtest ]; then
   have redis-server || need+=(redis-server)
   have wrk || need+=(wrk)
   have chromium || need+=(chromium)
   have curl || need+=(curl)
   have openssl || need+=(openssl)
+  have pkg-config || need+=(pkg-config)
+  dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
   # Text in the page's screenshots (the tests need none).
   dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 fi

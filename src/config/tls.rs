@@ -1,20 +1,23 @@
 //! Validation of `gateway.listen` (plaintext, redirect and TLS listeners) and of a group's
 //! `tls`: certificate files are read, parsed and checked once here (the key matches, the
 //! certificate has not expired), and a TLS listener's acceptor is built here too, so a
-//! listener that loads is one OpenSSL will serve. Every error names its key.
+//! listener that loads is one rustls will serve. Every error names its key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openssl::asn1::Asn1Time;
-use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Private};
-use openssl::ssl::{
-    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext,
-    SslMethod, SslVersion,
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::utils::tls::{CertKey, WrappedX509};
+use rustls::crypto::ring as crypto;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use x509_parser::oid_registry::{
+    OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
 };
-use openssl::x509::X509;
-use pingora_core::utils::tls::CertKey;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::file::{FileListen, FileListener, FileTls, FileUpstreamTls};
 use super::{key_error, KeyError};
@@ -66,9 +69,9 @@ pub enum TlsVersion {
 
 /// A TLS listener, ready to serve: its acceptor and what `/status` shows of it.
 pub struct TlsListener {
-    /// The OpenSSL acceptor: the default certificate's context, switching to another
-    /// certificate's context when the client's server name (SNI) is one of its names.
-    pub acceptor: SslAcceptor,
+    /// The rustls acceptor: certificates chosen by the client's server name (SNI), session
+    /// resumption by tickets and a session cache.
+    pub acceptor: Acceptor,
     /// The certificates, in file order.
     pub certificates: Vec<Certificate>,
     /// Index of the certificate for clients without SNI or with an unknown name.
@@ -146,8 +149,11 @@ pub fn certificate_warnings(listeners: &[Listener], now: i64) -> Vec<String> {
 
 /// A certificate file's chain and its key, read and checked.
 struct LoadedCertificate {
-    chain: Vec<X509>,
-    key: PKey<Private>,
+    /// The chain (leaf first) with its signing key, as rustls serves it.
+    certified: Arc<CertifiedKey>,
+    /// The chain and key as DER, for a client certificate.
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
     info: Certificate,
 }
 
@@ -314,7 +320,7 @@ fn validate_tls(
         }
     };
     let acceptor = build_acceptor(&loaded, default_certificate, min_version, http2)
-        .map_err(|e| key_error(key.clone(), format!("OpenSSL refused the settings: {e}")))?;
+        .map_err(|e| key_error(key.clone(), format!("rustls refused the settings: {e}")))?;
     Ok(TlsListener {
         acceptor,
         certificates: loaded.into_iter().map(|c| c.info).collect(),
@@ -337,12 +343,29 @@ fn load_certificate(
     let key_key = format!("{key}.key");
     let chain = read_chain(cert_file, &cert_key)?;
     let private_key = read_key(key_file, &key_key)?;
-    let leaf = &chain[0];
-    let matches = leaf
-        .public_key()
-        .map(|public| public.public_eq(&private_key))
-        .unwrap_or(false);
-    if !matches {
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|e| {
+        key_error(
+            cert_key.clone(),
+            format!(
+                "{}: the first certificate does not parse ({e})",
+                cert_file.display()
+            ),
+        )
+    })?;
+    let signing_key = crypto::default_provider()
+        .key_provider
+        .load_private_key(private_key.clone_key())
+        .map_err(|e| {
+            key_error(
+                key_key.clone(),
+                format!(
+                    "{}: an unusable key ({e}); RSA, ECDSA (P-256, P-384) or Ed25519",
+                    key_file.display()
+                ),
+            )
+        })?;
+    let certified = CertifiedKey::new(chain.clone(), signing_key);
+    if certified.keys_match().is_err() {
         return Err(key_error(
             key_key,
             format!(
@@ -352,83 +375,87 @@ fn load_certificate(
             ),
         ));
     }
-    let not_after = unix_time(leaf.not_after()).map_err(|e| {
-        key_error(
-            cert_key.clone(),
-            format!("{}: unreadable expiry ({e})", cert_file.display()),
-        )
-    })?;
+    let not_after = leaf.validity().not_after.timestamp();
     if not_after <= now {
         return Err(key_error(
             cert_key,
             format!(
                 "{} expired on {} (not after {})",
                 cert_file.display(),
-                leaf.not_after(),
+                leaf.validity().not_after,
                 not_after
             ),
         ));
     }
-    let key_type = match private_key.id() {
-        Id::RSA => "RSA",
-        Id::EC => "ECDSA",
-        Id::ED25519 => "Ed25519",
-        _ => {
-            return Err(key_error(
-                key_key,
-                format!("{}: only RSA, ECDSA and Ed25519 keys", key_file.display()),
-            ))
-        }
+    let algorithm = &leaf.public_key().algorithm.algorithm;
+    let key_type = if *algorithm == OID_PKCS1_RSAENCRYPTION {
+        "RSA"
+    } else if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        "ECDSA"
+    } else if *algorithm == OID_SIG_ED25519 {
+        "Ed25519"
+    } else {
+        "other"
     };
-    let serial = leaf
-        .serial_number()
-        .to_bn()
-        .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
-        .unwrap_or_default();
+    let info = Certificate {
+        cert_file: cert_file.to_path_buf(),
+        key_file: key_file.to_path_buf(),
+        names: dns_names(&leaf),
+        not_after,
+        serial: format!("{:X}", leaf.serial),
+        key_type,
+    };
     Ok(LoadedCertificate {
-        info: Certificate {
-            cert_file: cert_file.to_path_buf(),
-            key_file: key_file.to_path_buf(),
-            names: dns_names(leaf),
-            not_after,
-            serial,
-            key_type,
-        },
+        certified: Arc::new(certified),
         chain,
         key: private_key,
+        info,
     })
 }
 
-fn read_chain(file: &Path, key: &str) -> Result<Vec<X509>, KeyError> {
+fn read_chain(file: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, KeyError> {
     let pem = std::fs::read(file).map_err(|e| {
         key_error(
             key.to_string(),
             format!("cannot read {}: {e}", file.display()),
         )
     })?;
-    let chain = X509::stack_from_pem(&pem).map_err(|e| {
-        key_error(
-            key.to_string(),
-            format!("{} is not a PEM certificate chain ({e})", file.display()),
-        )
-    })?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            key_error(
+                key.to_string(),
+                format!("{} is not a PEM certificate chain ({e})", file.display()),
+            )
+        })?;
     if chain.is_empty() {
         return Err(key_error(
             key.to_string(),
             format!("{} holds no certificate", file.display()),
         ));
     }
+    for (i, cert) in chain.iter().enumerate() {
+        X509Certificate::from_der(cert).map_err(|e| {
+            key_error(
+                key.to_string(),
+                format!(
+                    "{} is not a PEM certificate chain (certificate {i}: {e})",
+                    file.display()
+                ),
+            )
+        })?;
+    }
     Ok(chain)
 }
 
-fn read_key(file: &Path, key: &str) -> Result<PKey<Private>, KeyError> {
+fn read_key(file: &Path, key: &str) -> Result<PrivateKeyDer<'static>, KeyError> {
     let pem = std::fs::read(file).map_err(|e| {
         key_error(
             key.to_string(),
             format!("cannot read {}: {e}", file.display()),
         )
     })?;
-    PKey::private_key_from_pem(&pem).map_err(|e| {
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         key_error(
             key.to_string(),
             format!("{} is not a PEM private key ({e})", file.display()),
@@ -438,95 +465,85 @@ fn read_key(file: &Path, key: &str) -> Result<PKey<Private>, KeyError> {
 
 /// The certificate's DNS names in lower case: its subject alternative names, or its common
 /// name when it has none.
-fn dns_names(cert: &X509) -> Vec<String> {
+fn dns_names(cert: &X509Certificate<'_>) -> Vec<String> {
     let mut names: Vec<String> = cert
-        .subject_alt_names()
-        .map(|sans| {
-            sans.iter()
-                .filter_map(|n| n.dnsname().map(str::to_ascii_lowercase))
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+                    _ => None,
+                })
                 .collect()
         })
         .unwrap_or_default();
     if names.is_empty() {
         names = cert
-            .subject_name()
-            .entries_by_nid(Nid::COMMONNAME)
-            .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase()))
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_ascii_lowercase))
             .collect();
     }
     names
 }
 
-/// An ASN.1 time as seconds since the Unix epoch.
-fn unix_time(time: &openssl::asn1::Asn1TimeRef) -> Result<i64, openssl::error::ErrorStack> {
-    let diff = Asn1Time::from_unix(0)?.diff(time)?;
-    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+/// Chooses a certificate by the client's server name (SNI): exact names before wildcards,
+/// the default for no name or an unknown one.
+#[derive(Debug)]
+struct SniResolver {
+    names: Vec<Vec<String>>,
+    keys: Vec<Arc<CertifiedKey>>,
+    default: usize,
 }
 
-/// ALPN protocol lists in wire format, in the server's order of preference.
-const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
-const ALPN_H1: &[u8] = b"\x08http/1.1";
-
-/// One certificate's context: Mozilla's "intermediate" profile (TLS 1.2 and 1.3, ECDHE with
-/// AEAD ciphers), the minimum version, ALPN and session resumption (OpenSSL's server session
-/// cache and tickets). Every certificate's context is set up alike, since switching context
-/// by SNI also switches the ALPN callback.
-fn context_builder(
-    cert: &LoadedCertificate,
-    min_version: TlsVersion,
-    http2: bool,
-) -> Result<SslAcceptorBuilder, openssl::error::ErrorStack> {
-    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-    builder.set_min_proto_version(Some(match min_version {
-        TlsVersion::V1_2 => SslVersion::TLS1_2,
-        TlsVersion::V1_3 => SslVersion::TLS1_3,
-    }))?;
-    builder.set_max_proto_version(Some(SslVersion::TLS1_3))?;
-    builder.set_certificate(&cert.chain[0])?;
-    for extra in &cert.chain[1..] {
-        builder.add_extra_chain_cert(extra.clone())?;
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello
+            .server_name()
+            .and_then(|name| pick_certificate(&self.names, &name.to_ascii_lowercase()))
+            .unwrap_or(self.default);
+        self.keys.get(chosen).cloned()
     }
-    builder.set_private_key(&cert.key)?;
-    builder.check_private_key()?;
-    builder.set_session_id_context(b"canary-gateway")?;
-    let protocols = if http2 { ALPN_H2_H1 } else { ALPN_H1 };
-    builder.set_alpn_select_callback(move |_, client| {
-        select_next_proto(protocols, client).ok_or(AlpnError::NOACK)
-    });
-    Ok(builder)
 }
 
-/// The listener's acceptor: the default certificate's context, with a server-name callback
-/// that switches to the certificate naming the client's SNI (exact names before wildcards).
+/// Sessions kept for resumption by session id (TLS 1.2 clients without tickets).
+const SESSION_CACHE_ENTRIES: usize = 10_000;
+
+/// The listener's acceptor: TLS 1.2 (unless `min_version` is 1.3) and 1.3 with rustls's
+/// cipher suites (ECDHE with AES-GCM or ChaCha20-Poly1305, the "intermediate" profile without
+/// its CBC and DHE suites), certificates by SNI, ALPN, session tickets (keys rotated by
+/// rustls) and a session cache.
 fn build_acceptor(
     certificates: &[LoadedCertificate],
     default: usize,
     min_version: TlsVersion,
     http2: bool,
-) -> Result<SslAcceptor, openssl::error::ErrorStack> {
-    let mut contexts: Vec<SslContext> = Vec::with_capacity(certificates.len());
-    for cert in certificates {
-        contexts.push(
-            context_builder(cert, min_version, http2)?
-                .build()
-                .into_context(),
-        );
-    }
-    let names: Vec<Vec<String>> = certificates.iter().map(|c| c.info.names.clone()).collect();
-    let mut builder = context_builder(&certificates[default], min_version, http2)?;
-    builder.set_servername_callback(move |ssl, _alert| {
-        let Some(name) = ssl.servername(NameType::HOST_NAME) else {
-            return Ok(());
-        };
-        let host = name.to_ascii_lowercase();
-        match pick_certificate(&names, &host) {
-            Some(i) if i != default => ssl
-                .set_ssl_context(&contexts[i])
-                .map_err(|_| SniError::ALERT_FATAL),
-            _ => Ok(()),
-        }
-    });
-    Ok(builder.build())
+) -> Result<Acceptor, rustls::Error> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let resolver = SniResolver {
+        names: certificates.iter().map(|c| c.info.names.clone()).collect(),
+        keys: certificates.iter().map(|c| c.certified.clone()).collect(),
+        default,
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::default_provider()))
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    config.ticketer = crypto::Ticketer::new()?;
+    Ok(Acceptor::from_server_config(Arc::new(config)))
 }
 
 /// Validates a group's `tls`: the server name, verification, the CA file and the client
@@ -567,7 +584,10 @@ pub(super) fn validate_upstream_tls(
                     .replace(".client.key", ".client_key");
                 e
             })?;
-            Some(Arc::new(CertKey::new(loaded.chain, loaded.key)))
+            Some(Arc::new(CertKey::new(
+                loaded.chain.iter().map(|c| c.to_vec()).collect(),
+                loaded.key.secret_der().to_vec(),
+            )))
         }
         (Some(_), None) => {
             return Err(key_error(
@@ -592,7 +612,12 @@ pub(super) fn validate_upstream_tls(
     Ok(UpstreamTls {
         sni,
         verify,
-        ca: ca.map(|chain| Arc::new(chain.into_boxed_slice())),
+        ca: ca.map(|chain| {
+            chain
+                .iter()
+                .map(|c| WrappedX509::new(c.to_vec(), pingora_core::utils::tls::parse_x509))
+                .collect::<Arc<[WrappedX509]>>()
+        }),
         client,
         http2: tls.http2.unwrap_or(false),
         source,

@@ -582,6 +582,15 @@ fn set_decision_header(response: &mut ResponseHeader, ctx: &RequestCtx) -> Resul
     Ok(())
 }
 
+/// The TLS version as OpenSSL and nginx name it (`TLSv1.3`); rustls says `TLSv1_3`.
+fn tls_version_name(version: &str) -> &str {
+    match version {
+        "TLSv1_3" => "TLSv1.3",
+        "TLSv1_2" => "TLSv1.2",
+        other => other,
+    }
+}
+
 /// Hands the request's record to the access log.
 fn log_request(
     log: &dyn RequestLog,
@@ -610,7 +619,7 @@ fn log_request(
         .map(|(start, end)| end.saturating_duration_since(start));
     let tls = session.digest().and_then(|d| d.ssl_digest.as_ref());
     log.log(&AccessRecord {
-        tls_version: tls.map(|t| t.version.as_ref()),
+        tls_version: tls.map(|t| tls_version_name(&t.version)),
         alpn: tls.map(|_| if session.is_http2() { "h2" } else { "http/1.1" }),
         ts: SystemTime::now(),
         request_id: ctx.id(),

@@ -17,8 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openssl::x509::X509;
-use pingora_core::utils::tls::CertKey;
+use pingora_core::utils::tls::{CertKey, WrappedX509};
 
 use crate::routing::GroupId;
 
@@ -109,7 +108,7 @@ pub struct UpstreamTls {
     /// Whether the server's certificate is verified (chain and name).
     pub verify: bool,
     /// The CA certificates to verify against; `None`: the system's roots.
-    pub ca: Option<Arc<Box<[X509]>>>,
+    pub ca: Option<Arc<[WrappedX509]>>,
     /// The client certificate and key offered (mutual TLS).
     pub client: Option<Arc<CertKey>>,
     /// Whether HTTP/2 is offered to the servers (ALPN h2, then http/1.1).

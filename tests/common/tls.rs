@@ -221,10 +221,13 @@ pub fn resumed_connections(
     extra: &[&str],
 ) -> usize {
     let session = dir.join(format!("session-{sni}-{}.pem", extra.join("")));
+    // Each sends a request and reads the answer to the end, so that the TLS 1.3 tickets
+    // (sent after the handshake) arrive before s_client saves or ends the session.
     let s_client = |how: &str| {
-        let out = std::process::Command::new("openssl")
+        let mut child = std::process::Command::new("openssl")
             .args([
                 "s_client",
+                "-ign_eof",
                 "-connect",
                 &addr.to_string(),
                 "-servername",
@@ -233,13 +236,26 @@ pub fn resumed_connections(
             ])
             .arg(&session)
             .args(extra)
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
             .expect("openssl s_client");
+        let request = format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(request.as_bytes())
+            .expect("request");
+        let out = child.wait_with_output().expect("s_client output");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let first = s_client("-sess_out");
-    assert!(first.contains("\nNew, "), "first connection: {first}");
+    assert!(
+        first.contains("\nNew, ") && first.contains("HTTP/1.1 200"),
+        "first connection: {first}"
+    );
     (0..n)
         .filter(|_| s_client("-sess_in").contains("\nReused, "))
         .count()

@@ -23,13 +23,21 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S
     let _ = s.shutdown().await;
 }
 
-fn rustls_config(provider: rustls::crypto::CryptoProvider, cert: &str, key: &str) -> Arc<rustls::ServerConfig> {
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert).expect("cert")))
-        .collect::<Result<Vec<_>, _>>()
-        .expect("certs");
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key).expect("key")))
-        .expect("key")
-        .expect("a key");
+fn rustls_config(
+    provider: rustls::crypto::CryptoProvider,
+    cert: &str,
+    key: &str,
+) -> Arc<rustls::ServerConfig> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).expect("cert"),
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .expect("certs");
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).expect("key"),
+    ))
+    .expect("key")
+    .expect("a key");
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .expect("versions")
@@ -49,18 +57,27 @@ async fn main() {
     let listener = TcpListener::bind(addr).await.expect("bind");
     match library.as_str() {
         "openssl" => {
-            let mut b = openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls_server())
-                .expect("acceptor");
+            let mut b = openssl::ssl::SslAcceptor::mozilla_intermediate_v5(
+                openssl::ssl::SslMethod::tls_server(),
+            )
+            .expect("acceptor");
             b.set_certificate_chain_file(cert).expect("cert");
-            b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM).expect("key");
+            b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
+                .expect("key");
             let acceptor = Arc::new(b.build());
             eprintln!("{}", openssl::version::version());
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else { return };
-                    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
+                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                        return;
+                    };
+                    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else {
+                        return;
+                    };
                     if std::pin::Pin::new(&mut tls).accept().await.is_ok() {
                         serve(tls).await;
                     }
@@ -75,7 +92,9 @@ async fn main() {
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(rustls_config(provider, cert, key));
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
