@@ -6,6 +6,7 @@
 //! Above `routing` and `upstreams`, whose types it builds; nothing on the request path reads
 //! the file types.
 
+mod certificates;
 mod file;
 mod gateway;
 mod groups;
@@ -28,11 +29,9 @@ use crate::routing::routes::{RouteMatch, RouteTable};
 pub use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
+pub use certificates::{Certificate, TlsVersion, EXPIRY_WARNING_DAYS};
 pub use parse::parse_duration;
-pub use tls::{
-    certificate_warnings, Certificate, Listener, ListenerKind, TlsListener, TlsVersion,
-    EXPIRY_WARNING_DAYS,
-};
+pub use tls::{certificate_warnings, Listener, ListenerKind, TlsListener};
 
 /// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../conf/demo.yaml");

@@ -1,0 +1,287 @@
+//! Certificate files into what rustls serves: a PEM chain and its key read and checked
+//! (the key is the certificate's, the certificate has not expired), the names, expiry and
+//! serial `/status` shows, and a listener's acceptor choosing among its certificates by SNI.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pingora_core::listeners::tls::Acceptor;
+use rustls::crypto::ring as crypto;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use x509_parser::oid_registry::{
+    OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
+};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use super::{key_error, KeyError};
+use crate::routing::names::pick_certificate;
+
+/// A certificate expiring within this many days is a warning in the log and in `/status`.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// The oldest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// What the gateway knows of one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Its DNS names (subject alternative names; the common name when it has none), lower case.
+    pub names: Vec<String>,
+    /// When it expires, in seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Its serial number, in hex.
+    pub serial: String,
+    /// `RSA`, `ECDSA` or `Ed25519`.
+    pub key_type: &'static str,
+}
+
+impl Certificate {
+    /// Days left when the certificate expires within [`EXPIRY_WARNING_DAYS`] of `now`.
+    pub fn expires_soon(&self, now: i64) -> Option<i64> {
+        let days = (self.not_after - now) / 86_400;
+        (days < EXPIRY_WARNING_DAYS).then_some(days)
+    }
+
+    /// A name to show it by: its first name, or its file.
+    pub fn label(&self) -> String {
+        self.names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.cert_file.display().to_string())
+    }
+}
+
+/// A certificate file's chain and its key, read and checked.
+pub(super) struct LoadedCertificate {
+    /// The chain (leaf first) with its signing key, as rustls serves it.
+    certified: Arc<CertifiedKey>,
+    /// The chain and key as DER, for a client certificate.
+    pub(super) chain: Vec<CertificateDer<'static>>,
+    pub(super) key: PrivateKeyDer<'static>,
+    pub(super) info: Certificate,
+}
+
+/// Reads a PEM certificate chain and its key, and checks that they belong together and that
+/// the certificate has not expired. Errors name `key.cert` or `key.key`.
+pub(super) fn load_certificate(
+    cert_file: &Path,
+    key_file: &Path,
+    key: &str,
+    now: i64,
+) -> Result<LoadedCertificate, KeyError> {
+    let cert_key = format!("{key}.cert");
+    let key_key = format!("{key}.key");
+    let chain = read_chain(cert_file, &cert_key)?;
+    let private_key = read_key(key_file, &key_key)?;
+    let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|e| {
+        key_error(
+            cert_key.clone(),
+            format!(
+                "{}: the first certificate does not parse ({e})",
+                cert_file.display()
+            ),
+        )
+    })?;
+    let signing_key = crypto::default_provider()
+        .key_provider
+        .load_private_key(private_key.clone_key())
+        .map_err(|e| {
+            key_error(
+                key_key.clone(),
+                format!(
+                    "{}: an unusable key ({e}); RSA, ECDSA (P-256, P-384) or Ed25519",
+                    key_file.display()
+                ),
+            )
+        })?;
+    let certified = CertifiedKey::new(chain.clone(), signing_key);
+    if certified.keys_match().is_err() {
+        return Err(key_error(
+            key_key,
+            format!(
+                "{} is not the key of the certificate in {}",
+                key_file.display(),
+                cert_file.display()
+            ),
+        ));
+    }
+    let not_after = leaf.validity().not_after.timestamp();
+    if not_after <= now {
+        return Err(key_error(
+            cert_key,
+            format!(
+                "{} expired on {} (not after {})",
+                cert_file.display(),
+                leaf.validity().not_after,
+                not_after
+            ),
+        ));
+    }
+    let algorithm = &leaf.public_key().algorithm.algorithm;
+    let key_type = if *algorithm == OID_PKCS1_RSAENCRYPTION {
+        "RSA"
+    } else if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        "ECDSA"
+    } else if *algorithm == OID_SIG_ED25519 {
+        "Ed25519"
+    } else {
+        "other"
+    };
+    let info = Certificate {
+        cert_file: cert_file.to_path_buf(),
+        key_file: key_file.to_path_buf(),
+        names: dns_names(&leaf),
+        not_after,
+        serial: format!("{:X}", leaf.serial),
+        key_type,
+    };
+    Ok(LoadedCertificate {
+        certified: Arc::new(certified),
+        chain,
+        key: private_key,
+        info,
+    })
+}
+
+pub(super) fn read_chain(file: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+    let pem = std::fs::read(file).map_err(|e| {
+        key_error(
+            key.to_string(),
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            key_error(
+                key.to_string(),
+                format!("{} is not a PEM certificate chain ({e})", file.display()),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(key_error(
+            key.to_string(),
+            format!("{} holds no certificate", file.display()),
+        ));
+    }
+    for (i, cert) in chain.iter().enumerate() {
+        X509Certificate::from_der(cert).map_err(|e| {
+            key_error(
+                key.to_string(),
+                format!(
+                    "{} is not a PEM certificate chain (certificate {i}: {e})",
+                    file.display()
+                ),
+            )
+        })?;
+    }
+    Ok(chain)
+}
+
+fn read_key(file: &Path, key: &str) -> Result<PrivateKeyDer<'static>, KeyError> {
+    let pem = std::fs::read(file).map_err(|e| {
+        key_error(
+            key.to_string(),
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        key_error(
+            key.to_string(),
+            format!("{} is not a PEM private key ({e})", file.display()),
+        )
+    })
+}
+
+/// The certificate's DNS names in lower case: its subject alternative names, or its common
+/// name when it has none.
+fn dns_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let mut names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_ascii_lowercase))
+            .collect();
+    }
+    names
+}
+
+/// Chooses a certificate by the client's server name (SNI): exact names before wildcards,
+/// the default for no name or an unknown one.
+#[derive(Debug)]
+struct SniResolver {
+    names: Vec<Vec<String>>,
+    keys: Vec<Arc<CertifiedKey>>,
+    default: usize,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello
+            .server_name()
+            .and_then(|name| pick_certificate(&self.names, &name.to_ascii_lowercase()))
+            .unwrap_or(self.default);
+        self.keys.get(chosen).cloned()
+    }
+}
+
+/// Sessions kept for resumption by session id (TLS 1.2 clients without tickets).
+const SESSION_CACHE_ENTRIES: usize = 10_000;
+
+/// The listener's acceptor: TLS 1.2 (unless `min_version` is 1.3) and 1.3 with rustls's
+/// cipher suites (ECDHE with AES-GCM or ChaCha20-Poly1305, the "intermediate" profile without
+/// its CBC and DHE suites), certificates by SNI, ALPN, session tickets (keys rotated by
+/// rustls) and a session cache.
+pub(super) fn build_acceptor(
+    certificates: &[LoadedCertificate],
+    default: usize,
+    min_version: TlsVersion,
+    http2: bool,
+) -> Result<Acceptor, rustls::Error> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let resolver = SniResolver {
+        names: certificates.iter().map(|c| c.info.names.clone()).collect(),
+        keys: certificates.iter().map(|c| c.certified.clone()).collect(),
+        default,
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::default_provider()))
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    config.ticketer = crypto::Ticketer::new()?;
+    Ok(Acceptor::from_server_config(Arc::new(config)))
+}
