@@ -144,9 +144,26 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
         0x50,
         5,
     );
+    // An RSA and an ECDSA certificate for one name: the client's signature algorithms choose.
+    let dual_rsa = ca.issue(
+        dir.path(),
+        "dual-rsa",
+        &["dual.test"],
+        KeyKind::Rsa2048,
+        0xD1,
+        90,
+    );
+    let dual_ec = ca.issue(
+        dir.path(),
+        "dual-ec",
+        &["dual.test"],
+        KeyKind::EcdsaP256,
+        0xD2,
+        90,
+    );
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
     let block = tls_block(
-        &[&a, &b, &soon],
+        &[&a, &b, &soon, &dual_rsa, &dual_ec],
         Some(&b),
         "      hsts: \"max-age=31536000\"\n",
     );
@@ -159,6 +176,22 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
     assert_eq!(served_serial(edge.tls, Some("exact.wild.test")), b.serial);
     assert_eq!(served_serial(edge.tls, Some("unknown.test")), b.serial);
     assert_eq!(served_serial(edge.tls, None), b.serial);
+    let serial_with = |sigalgs: &str| {
+        let tls = connect_with(edge.tls, Some("dual.test"), |c| {
+            c.set_sigalgs_list(sigalgs).expect("sigalgs");
+        })
+        .expect("handshake");
+        let cert = tls.ssl().peer_certificate().expect("a certificate");
+        let serial = cert.serial_number().to_bn().expect("bn");
+        serial.to_hex_str().expect("hex").to_string()
+    };
+    assert_eq!(serial_with("ECDSA+SHA256"), dual_ec.serial);
+    assert_eq!(serial_with("RSA-PSS+SHA256:RSA+SHA256"), dual_rsa.serial);
+    assert_eq!(
+        served_serial(edge.tls, Some("dual.test")),
+        dual_rsa.serial,
+        "both: the first"
+    );
     // The same with openssl's own client.
     let s_client = Command::new("openssl")
         .args([
@@ -299,7 +332,7 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
         serde_json::from_str(&admin(edge.admin, "GET", "/status", Some(TOKEN), None).text())
             .expect("json");
     let certs = status["certificates"].as_array().expect("certificates");
-    assert_eq!(certs.len(), 3);
+    assert_eq!(certs.len(), 5);
     assert_eq!(
         certs[0]["names"],
         serde_json::json!(["a.test", "*.wild.test"])

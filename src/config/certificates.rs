@@ -232,6 +232,7 @@ fn dns_names(cert: &X509Certificate<'_>) -> Vec<String> {
 }
 
 /// Chooses a certificate by the client's server name (SNI): exact names before wildcards,
+/// among several for one name the first whose key the client can verify (RSA beside ECDSA),
 /// the default for no name or an unknown one.
 #[derive(Debug)]
 struct SniResolver {
@@ -242,9 +243,15 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        let usable = |i: usize| {
+            self.keys
+                .get(i)
+                .is_some_and(|k| k.key.choose_scheme(schemes).is_some())
+        };
         let chosen = hello
             .server_name()
-            .and_then(|name| pick_certificate(&self.names, &name.to_ascii_lowercase()))
+            .and_then(|name| pick_certificate(&self.names, &name.to_ascii_lowercase(), usable))
             .unwrap_or(self.default);
         self.keys.get(chosen).cloned()
     }

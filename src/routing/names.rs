@@ -23,26 +23,40 @@ pub fn route_host_covers(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// The certificate for `host`, given each certificate's names: the first naming `host`
-/// exactly, else the first whose wildcard covers it; `None` when no certificate names it.
-pub fn pick_certificate<'a, I, N>(certificates: I, host: &str) -> Option<usize>
+/// The certificate for `host`, given each certificate's names: among those naming `host`
+/// exactly, else among those whose wildcard covers it, the first that `usable` accepts (the
+/// client can check its key type: RSA and ECDSA certificates for one name), or the first of
+/// them when it accepts none; `None` when no certificate names `host`.
+pub fn pick_certificate<'a, I, N>(
+    certificates: I,
+    host: &str,
+    usable: impl Fn(usize) -> bool,
+) -> Option<usize>
 where
     I: IntoIterator<Item = &'a N> + Clone,
     N: AsRef<[String]> + 'a,
 {
     let host = host.trim_end_matches('.');
-    let exact = certificates
-        .clone()
-        .into_iter()
-        .position(|names| names.as_ref().iter().any(|n| n == host));
-    exact.or_else(|| {
-        certificates.into_iter().position(|names| {
-            names
-                .as_ref()
-                .iter()
-                .any(|n| n.starts_with("*.") && certificate_covers(n, host))
-        })
-    })
+    let exact = |names: &N| names.as_ref().iter().any(|n| n == host);
+    let wildcard = |names: &N| {
+        names
+            .as_ref()
+            .iter()
+            .any(|n| n.starts_with("*.") && certificate_covers(n, host))
+    };
+    let pick = |class: &dyn Fn(&N) -> bool| {
+        let mut first = None;
+        for (i, names) in certificates.clone().into_iter().enumerate() {
+            if class(names) {
+                if usable(i) {
+                    return Some(i);
+                }
+                first.get_or_insert(i);
+            }
+        }
+        first
+    };
+    pick(&exact).or_else(|| pick(&wildcard))
 }
 
 /// The hosts a redirect listener sends on to https: those some route or some certificate
@@ -122,10 +136,33 @@ mod tests {
             vec!["api.example.com".to_string(), "example.com".to_string()],
             vec!["api.example.com".to_string()],
         ];
-        assert_eq!(pick_certificate(&certs, "api.example.com"), Some(1));
-        assert_eq!(pick_certificate(&certs, "api.example.com."), Some(1));
-        assert_eq!(pick_certificate(&certs, "www.example.com"), Some(0));
-        assert_eq!(pick_certificate(&certs, "example.com"), Some(1));
-        assert_eq!(pick_certificate(&certs, "other.org"), None);
+        let any = |_: usize| true;
+        assert_eq!(pick_certificate(&certs, "api.example.com", any), Some(1));
+        assert_eq!(pick_certificate(&certs, "api.example.com.", any), Some(1));
+        assert_eq!(pick_certificate(&certs, "www.example.com", any), Some(0));
+        assert_eq!(pick_certificate(&certs, "example.com", any), Some(1));
+        assert_eq!(pick_certificate(&certs, "other.org", any), None);
+    }
+
+    /// Among certificates for the same name, the first the client can use wins (an RSA and
+    /// an ECDSA certificate for one name); when it can use none, the first listed.
+    #[test]
+    fn the_client_picks_among_certificates_for_one_name() {
+        let certs = [
+            vec!["dual.example.com".to_string()],
+            vec!["dual.example.com".to_string()],
+        ];
+        assert_eq!(
+            pick_certificate(&certs, "dual.example.com", |i| i == 1),
+            Some(1)
+        );
+        assert_eq!(
+            pick_certificate(&certs, "dual.example.com", |i| i == 0),
+            Some(0)
+        );
+        assert_eq!(
+            pick_certificate(&certs, "dual.example.com", |_| false),
+            Some(0)
+        );
     }
 }
