@@ -11,7 +11,7 @@
 # h2load and the origin share CPU 0. CPU µs per request = the proxy's utime+stime over the
 # run (from /proc/PID/stat) / requests.
 #
-# Usage: scripts/tls-loadtest.sh [SECONDS per run (10)] [ROUNDS (3)]
+# Usage: [COMPARE_BIN=other-build] scripts/tls-loadtest.sh [SECONDS per run (10)] [ROUNDS (3)]
 # Traffic goes to 127.0.0.1 only; everything it starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,17 +41,21 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
   -keyout "$dir/bench.key" -out "$dir/bench.pem" 2>/dev/null
 
-gw_port=$(free_port); plain_port=$(free_port); nx_port=$(free_port)
-cat >"$dir/gateway.yaml" <<YAML
+# start_gateway NAME BIN: a gateway (threads: 1) with a TLS listener, pinned to CPU 1; sets
+# port_NAME and pid_NAME.
+start_gateway() {
+  local name=$1 binary=$2 port plain
+  port=$(free_port); plain=$(free_port)
+  cat >"$dir/$name.yaml" <<YAML
 version: 1
 threads: 1
 upstream_keepalive_pool_size: 256
-pid_file: $dir/gateway.pid
-upgrade_sock: $dir/gateway.upgrade.sock
+pid_file: $dir/$name.pid
+upgrade_sock: $dir/$name.upgrade.sock
 gateway:
   listen:
-    - "127.0.0.1:$plain_port"
-    - addr: "127.0.0.1:$gw_port"
+    - "127.0.0.1:$plain"
+    - addr: "127.0.0.1:$port"
       tls:
         certificates: [{ cert: "$dir/bench.pem", key: "$dir/bench.key" }]
   groups:
@@ -60,9 +64,19 @@ gateway:
     cookie: canary_user
     default: stable
 YAML
-RUST_LOG=warn taskset -c 1 "$bin" -c "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
-gw_pid=$!; pids+=("$gw_pid")
-wait_port "$gw_port" >/dev/null
+  RUST_LOG=warn taskset -c 1 "$binary" -c "$dir/$name.yaml" >"$dir/$name.log" 2>&1 &
+  pids+=("$!")
+  printf -v "pid_$name" '%s' "$!"
+  printf -v "port_$name" '%s' "$port"
+  wait_port "$port" >/dev/null
+}
+start_gateway gateway "$bin"
+gw_pid=$pid_gateway; gw_port=$port_gateway
+# COMPARE_BIN=path: a second build ("compare"), measured alternately with the others.
+if [ -n "${COMPARE_BIN:-}" ]; then
+  start_gateway compare "$COMPARE_BIN"
+fi
+nx_port=$(free_port)
 
 mkdir -p "$dir/nginx"
 cat >"$dir/nginx/nginx.conf" <<NGINX
@@ -136,16 +150,17 @@ echo "target   test        requests    req/s  cpu_us/req  errors   (${secs}s run
 for r in $(seq 1 "$rounds"); do
   for kind in handshakes keepalive h2; do
     run gateway "$gw_pid" "$kind" "$gw_port"
+    if [ -n "${COMPARE_BIN:-}" ]; then run compare "$pid_compare" "$kind" "$port_compare"; fi
     run nginx "$nx_pid" "$kind" "$nx_port"
   done
 done | tee "$dir/results.txt"
 
 echo
-echo "gateway / nginx, by test (mean of the rounds):"
+echo "gateway (and compare) / nginx, by test (mean of the rounds):"
 awk '{sum[$1" "$2]+=$4; cpu[$1" "$2]+=$5; n[$1" "$2]++}
-     END { for (k in sum) { split(k, p, " "); if (p[1]=="gateway") {
+     END { for (k in sum) { split(k, p, " "); if (p[1]=="gateway" || p[1]=="compare") {
        g=sum[k]/n[k]; x=sum["nginx "p[2]]/n["nginx "p[2]];
        gc=cpu[k]/n[k]; xc=cpu["nginx "p[2]]/n["nginx "p[2]];
-       printf "  %-10s req/s %8.0f vs %8.0f = %.2fx   cpu_us/req %6.1f vs %6.1f = %.2fx\n", p[2], g, x, g/x, gc, xc, gc/xc } } }' \
+       printf "  %-8s %-10s req/s %8.0f vs %8.0f = %.2fx   cpu_us/req %6.1f vs %6.1f = %.2fx\n", p[1], p[2], g, x, g/x, gc, xc, gc/xc } } }' \
   "$dir/results.txt" | sort
 echo "files: $dir"

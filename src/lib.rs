@@ -83,7 +83,7 @@ pub fn add_services(
             .iter()
             .map(|listener| endpoint(listener, &guarded, &state, &head_limits))
             .collect();
-        server.add_service(Worker::new(index, endpoints));
+        server.add_service(Worker::new(index, endpoints, client_listener));
     }
     server.add_service(background_service(
         "health checks",
@@ -153,44 +153,31 @@ fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
     state: &Arc<arc_swap::ArcSwap<state::GatewayState>>,
     limits: &config::HeadLimits,
 ) -> Endpoint<A> {
-    let (app, settings): (_, fn(&str) -> ListenerConfig) = match &listener.kind {
-        ListenerKind::Plain => (ListenerApp::Plain(guarded.clone()), plaintext_listener),
-        ListenerKind::Tls(tls) => (
-            ListenerApp::Tls(Arc::new(TlsApp::new(
-                guarded.clone(),
-                listener.addr.clone(),
-                tls.clone(),
-                state.clone(),
-                limits.header_timeout,
-            ))),
-            tls_listener,
-        ),
-        ListenerKind::RedirectHttps { https_port } => (
-            ListenerApp::Redirect(Arc::new(HttpServer::new_app(Redirector::new(
-                state.clone(),
-                *https_port,
-            )))),
-            plaintext_listener,
-        ),
+    let app = match &listener.kind {
+        ListenerKind::Plain => ListenerApp::Plain(guarded.clone()),
+        ListenerKind::Tls(tls) => ListenerApp::Tls(Arc::new(TlsApp::new(
+            guarded.clone(),
+            listener.addr.clone(),
+            tls.clone(),
+            state.clone(),
+            limits.header_timeout,
+        ))),
+        ListenerKind::RedirectHttps { https_port } => ListenerApp::Redirect(Arc::new(
+            HttpServer::new_app(Redirector::new(state.clone(), *https_port)),
+        )),
     };
     Endpoint {
         addr: listener.addr.clone(),
         app,
-        settings,
     }
 }
 
-/// A TLS listener's TCP side, with Pingora's read buffer, which saves a read call per TLS
-/// record.
-fn tls_listener(addr: &str) -> ListenerConfig {
-    ListenerConfig::tcp(addr)
-}
-
-/// A plaintext client listener without Pingora's 64 KiB L4 read buffer, which exists for TLS
-/// record reads. Over plaintext it only costs memory (64 KiB for every open connection, idle
-/// keep-alive ones included) and an extra copy of every byte read; Pingora reads the request
-/// head into its own buffer either way. Writes stay buffered, so a response head and a small
-/// body still leave in one write.
-fn plaintext_listener(addr: &str) -> ListenerConfig {
+/// A client listener without Pingora's 64 KiB L4 read buffer. Over plaintext it only costs
+/// memory (64 KiB for every open connection, idle keep-alive ones included) and an extra copy
+/// of every byte read, as Pingora reads the request head into its own buffer either way. Over
+/// TLS, rustls reads whole records into its own buffer: with the L4 buffer below it the
+/// gateway spent 4–8% more CPU per request (docs/performance.md#tls). Writes stay buffered, so
+/// a response head and a small body still leave in one write.
+fn client_listener(addr: &str) -> ListenerConfig {
     ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }

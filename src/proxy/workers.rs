@@ -66,13 +66,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
     }
 }
 
-/// One listener of a worker: its address, what serves it, and its listener settings (made
-/// for a key of the table of listening sockets; the address is never parsed from it: the
-/// socket is in the table by then).
+/// One listener of a worker: its address and what serves it.
 pub struct Endpoint<A> {
     pub addr: String,
     pub app: ListenerApp<A>,
-    pub settings: fn(&str) -> ListenerConfig,
 }
 
 /// One proxy worker: one thread serving all the listeners, each on the worker's own duplicate
@@ -85,8 +82,14 @@ pub struct Worker<A> {
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
-    /// Worker `index` serving `endpoints`.
-    pub fn new(index: usize, endpoints: Vec<Endpoint<A>>) -> Self {
+    /// Worker `index` serving `endpoints`; `listener` makes the listener settings for a key
+    /// of the table of listening sockets (the address is never parsed from it: the socket is
+    /// in the table by then).
+    pub fn new(
+        index: usize,
+        endpoints: Vec<Endpoint<A>>,
+        listener: impl Fn(&str) -> ListenerConfig,
+    ) -> Self {
         let name = format!("canary-gateway proxy worker {index}");
         let addrs = endpoints.iter().map(|e| e.addr.clone()).collect();
         let services = endpoints
@@ -95,7 +98,7 @@ impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
                 let mut service =
                     ListeningService::new(format!("{name} on {}", endpoint.addr), endpoint.app);
                 service.threads = Some(1);
-                service.add_listener((endpoint.settings)(&worker_key(&endpoint.addr, index)));
+                service.add_listener(listener(&worker_key(&endpoint.addr, index)));
                 service
             })
             .collect();
