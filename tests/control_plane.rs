@@ -392,6 +392,16 @@ impl Traffic {
     }
 
     /// Stops the threads; returns each user's sequence of groups (repeats left out).
+    /// How many users have been answered by `group` so far.
+    fn users_on(&self, group: &str) -> usize {
+        self.seen
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|groups| groups.iter().any(|g| g == group))
+            .count()
+    }
+
     fn stop(self) -> HashMap<String, Vec<String>> {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads {
@@ -440,6 +450,12 @@ fn a_healthy_canary_walks_to_100_percent() {
     assert_eq!(status, 409, "a running plan cannot start: {answer}");
     let started = Instant::now();
     let plan = plan_outcome(&node, Duration::from_secs(60));
+    // At 100% every request goes to canary: let the traffic reach half the users (how many it
+    // reached during the walk depends on the machine's speed), so the check below that nobody
+    // moved back covers many users.
+    wait_until("1,000 users on canary", Duration::from_secs(30), || {
+        traffic.users_on("canary") > 1_000
+    });
     let seen = traffic.stop();
     assert_eq!(plan["state"], "completed", "{plan}");
     assert_eq!(plan["step"], 4);
