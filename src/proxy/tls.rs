@@ -19,6 +19,7 @@ use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::server::handshake;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use prometheus::IntCounter;
 
 use crate::config::TlsListener;
 use crate::state::metrics::METRICS;
@@ -33,6 +34,15 @@ pub struct TlsApp<A> {
     initial: Arc<TlsListener>,
     state: Arc<ArcSwap<GatewayState>>,
     handshake_timeout: Duration,
+    /// `gateway_tls_handshakes_total` by result, resolved once (no label lookup, and so no
+    /// lock inside the metrics library, per connection).
+    handshakes: Handshakes,
+}
+
+struct Handshakes {
+    ok: IntCounter,
+    failed: IntCounter,
+    timeout: IntCounter,
 }
 
 impl<A> TlsApp<A> {
@@ -43,12 +53,18 @@ impl<A> TlsApp<A> {
         state: Arc<ArcSwap<GatewayState>>,
         handshake_timeout: Duration,
     ) -> Self {
+        let counter = |result: &str| METRICS.tls_handshakes.with_label_values(&[result]);
         TlsApp {
             inner,
             addr,
             initial,
             state,
             handshake_timeout,
+            handshakes: Handshakes {
+                ok: counter("ok"),
+                failed: counter("failed"),
+                timeout: counter("timeout"),
+            },
         }
     }
 
@@ -81,17 +97,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                METRICS.tls_handshakes.with_label_values(&["failed"]).inc();
+                self.handshakes.failed.inc();
                 debug!("TLS handshake on {} failed: {e}", self.addr);
                 return None;
             }
             Err(_) => {
-                METRICS.tls_handshakes.with_label_values(&["timeout"]).inc();
+                self.handshakes.timeout.inc();
                 debug!("TLS handshake on {} timed out", self.addr);
                 return None;
             }
         };
-        METRICS.tls_handshakes.with_label_values(&["ok"]).inc();
+        self.handshakes.ok.inc();
         drop(settings);
         self.inner.process_new(Box::new(tls), shutdown).await
     }
