@@ -34,7 +34,6 @@ pub enum TlsVersion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
     pub cert_file: PathBuf,
-    pub key_file: PathBuf,
     /// Its DNS names (subject alternative names; the common name when it has none), lower case.
     pub names: Vec<String>,
     /// When it expires, in seconds since the Unix epoch.
@@ -72,15 +71,16 @@ pub(super) struct LoadedCertificate {
 }
 
 /// Reads a PEM certificate chain and its key, and checks that they belong together and that
-/// the certificate has not expired. Errors name `key.cert` or `key.key`.
+/// the certificate has not expired. Errors name `cert_key` (the certificate file's key in the
+/// config) or `key_key` (the key file's).
 pub(super) fn load_certificate(
     cert_file: &Path,
     key_file: &Path,
-    key: &str,
+    cert_key: &str,
+    key_key: &str,
     now: i64,
 ) -> Result<LoadedCertificate, KeyError> {
-    let cert_key = format!("{key}.cert");
-    let key_key = format!("{key}.key");
+    let (cert_key, key_key) = (cert_key.to_string(), key_key.to_string());
     let chain = read_chain(cert_file, &cert_key)?;
     let private_key = read_key(key_file, &key_key)?;
     let (_, leaf) = X509Certificate::from_der(&chain[0]).map_err(|e| {
@@ -139,7 +139,6 @@ pub(super) fn load_certificate(
     };
     let info = Certificate {
         cert_file: cert_file.to_path_buf(),
-        key_file: key_file.to_path_buf(),
         names: dns_names(&leaf),
         not_after,
         serial: format!("{:X}", leaf.serial),

@@ -56,9 +56,6 @@ pub struct TlsListener {
     pub certificates: Vec<Certificate>,
     /// Index of the certificate for clients without SNI or with an unknown name.
     pub default_certificate: usize,
-    pub min_version: TlsVersion,
-    /// Whether ALPN offers h2 (before http/1.1).
-    pub http2: bool,
     /// `Strict-Transport-Security` value for every response, when set.
     pub hsts: Option<String>,
 }
@@ -68,8 +65,6 @@ impl std::fmt::Debug for TlsListener {
         f.debug_struct("TlsListener")
             .field("certificates", &self.certificates)
             .field("default_certificate", &self.default_certificate)
-            .field("min_version", &self.min_version)
-            .field("http2", &self.http2)
             .field("hsts", &self.hsts)
             .finish()
     }
@@ -145,6 +140,12 @@ fn validate_listener(
 ) -> Result<Listener, KeyError> {
     let addr = socket_addr(&l.addr, &format!("{key}.addr"))?;
     let redirect = l.redirect_https.unwrap_or(false);
+    if l.https_port.is_some() && !redirect {
+        return Err(key_error(
+            format!("{key}.https_port"),
+            "only a redirect_https listener names an https port".into(),
+        ));
+    }
     let kind = match (&l.tls, redirect) {
         (Some(_), true) => {
             return Err(key_error(
@@ -153,12 +154,6 @@ fn validate_listener(
             ))
         }
         (Some(tls), false) => {
-            if l.https_port.is_some() {
-                return Err(key_error(
-                    format!("{key}.https_port"),
-                    "only a redirect_https listener names an https port".into(),
-                ));
-            }
             let hsts = l
                 .hsts
                 .as_ref()
@@ -185,11 +180,6 @@ fn validate_listener(
                     ));
                 }
                 ListenerKind::RedirectHttps { https_port }
-            } else if l.https_port.is_some() {
-                return Err(key_error(
-                    format!("{key}.https_port"),
-                    "only a redirect_https listener names an https port".into(),
-                ));
             } else {
                 ListenerKind::Plain
             }
@@ -239,7 +229,8 @@ fn validate_tls(
         loaded.push(load_certificate(
             &base.join(&pair.cert),
             &base.join(&pair.key),
-            &cert_key,
+            &format!("{cert_key}.cert"),
+            &format!("{cert_key}.key"),
             now,
         )?);
     }
@@ -264,8 +255,6 @@ fn validate_tls(
         acceptor,
         certificates: loaded.into_iter().map(|c| c.info).collect(),
         default_certificate,
-        min_version,
-        http2,
         hsts,
     })
 }
@@ -298,20 +287,14 @@ pub(super) fn validate_upstream_tls(
             let loaded = load_certificate(
                 &base.join(cert),
                 &base.join(client_key),
-                &format!("{key}.client"),
+                &format!("{key}.client_cert"),
+                &format!("{key}.client_key"),
                 now,
-            )
-            .map_err(|mut e| {
-                e.key = e
-                    .key
-                    .replace(".client.cert", ".client_cert")
-                    .replace(".client.key", ".client_key");
-                e
-            })?;
-            Some(Arc::new(CertKey::new(
-                loaded.chain.iter().map(|c| c.to_vec()).collect(),
+            )?;
+            Some((
+                loaded.chain.iter().map(|c| c.to_vec()).collect::<Vec<_>>(),
                 loaded.key.secret_der().to_vec(),
-            )))
+            ))
         }
         (Some(_), None) => {
             return Err(key_error(
@@ -326,12 +309,15 @@ pub(super) fn validate_upstream_tls(
             ))
         }
     };
+    // What was read, as the identity of these settings (a reload that changes a file changes
+    // the group).
     let mut source = Vec::new();
-    for path in [&tls.ca, &tls.client_cert, &tls.client_key]
-        .into_iter()
-        .flatten()
-    {
-        source.extend(std::fs::read(base.join(path)).unwrap_or_default());
+    for cert in ca.iter().flatten() {
+        source.extend_from_slice(cert);
+    }
+    if let Some((chain, client_key)) = &client {
+        chain.iter().for_each(|c| source.extend_from_slice(c));
+        source.extend_from_slice(client_key);
     }
     Ok(UpstreamTls {
         sni,
@@ -342,7 +328,7 @@ pub(super) fn validate_upstream_tls(
                 .map(|c| WrappedX509::new(c.to_vec(), pingora_core::utils::tls::parse_x509))
                 .collect::<Arc<[WrappedX509]>>()
         }),
-        client,
+        client: client.map(|(chain, key)| Arc::new(CertKey::new(chain, key))),
         http2: tls.http2.unwrap_or(false),
         source,
     })
