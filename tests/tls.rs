@@ -12,7 +12,9 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::tls::{connect_with, h2, served_serial, Ca, Issued, KeyKind, RawH2, TlsOrigin};
+use common::tls::{
+    connect_with, h2, served_serial, served_serial_with, Ca, Issued, KeyKind, RawH2, TlsOrigin,
+};
 use common::*;
 
 const TOKEN: &str = "tls-test-operator-token";
@@ -177,13 +179,9 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
     assert_eq!(served_serial(edge.tls, Some("unknown.test")), b.serial);
     assert_eq!(served_serial(edge.tls, None), b.serial);
     let serial_with = |sigalgs: &str| {
-        let tls = connect_with(edge.tls, Some("dual.test"), |c| {
+        served_serial_with(edge.tls, Some("dual.test"), |c| {
             c.set_sigalgs_list(sigalgs).expect("sigalgs");
         })
-        .expect("handshake");
-        let cert = tls.ssl().peer_certificate().expect("a certificate");
-        let serial = cert.serial_number().to_bn().expect("bn");
-        serial.to_hex_str().expect("hex").to_string()
     };
     assert_eq!(serial_with("ECDSA+SHA256"), dual_ec.serial);
     assert_eq!(serial_with("RSA-PSS+SHA256:RSA+SHA256"), dual_rsa.serial);
@@ -618,28 +616,10 @@ fn websocket_round_trip_over_tls() {
         b.set_alpn_protos(b"\x08http/1.1").expect("alpn");
     })
     .expect("handshake");
-    let request = tungstenite::http::Request::builder()
-        .uri("wss://ws.test/socket")
-        .header("Host", "ws.test")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header(
-            "Sec-WebSocket-Key",
-            tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .expect("request");
+    let request = websocket_request("wss://ws.test/socket", "ws.test", "Upgrade", &[]);
     let (mut ws, response) = tungstenite::client::client(request, tls).expect("wss handshake");
     assert_eq!(response.status().as_u16(), 101);
-    for i in 0..3 {
-        ws.send(tungstenite::Message::text(format!("hello {i}")))
-            .expect("send");
-        assert_eq!(
-            ws.read().expect("reply").to_text().expect("text"),
-            format!("echo: hello {i}")
-        );
-    }
+    websocket_echo_rounds(&mut ws, 0..3);
     assert_eq!(
         ws.read().expect("push").to_text().expect("text"),
         "server push"
@@ -809,15 +789,7 @@ fn upstream_http2_when_the_group_asks_for_it() {
 /// off after `limits.header_timeout`, counted as a timeout.
 #[test]
 fn stalled_handshakes_time_out() {
-    let dir = TempDir::new("tls-stalled");
-    let ca = Ca::new("test CA");
-    let cert = ca.issue(dir.path(), "a", &["a.test"], KeyKind::EcdsaP256, 1, 30);
-    let stable = Origin::start("stable");
-    let rest = format!(
-        "  limits: {{ header_timeout: 1s }}\n  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
-        stable.addr
-    );
-    let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
+    let (edge, _stable) = one_origin_edge("tls-stalled", "  limits: { header_timeout: 1s }\n");
     let timeouts = || {
         metric_value(
             &metrics_text(&edge),
@@ -855,13 +827,15 @@ fn after_attack(edge: &Edge, attacker: &mut RawH2, what: &str) -> Option<u32> {
     code
 }
 
-fn attack_edge(tag: &str) -> (Edge, Origin) {
+/// A gateway with one TLS certificate (`a.test`) and one origin, `more` (YAML keys of the
+/// gateway section) added.
+fn one_origin_edge(tag: &str, more: &str) -> (Edge, Origin) {
     let dir = TempDir::new(tag);
     let ca = Ca::new("test CA");
     let cert = ca.issue(dir.path(), "a", &["a.test"], KeyKind::EcdsaP256, 1, 30);
     let stable = Origin::start("stable");
     let rest = format!(
-        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
+        "{more}  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
         stable.addr
     );
     (
@@ -884,30 +858,12 @@ fn rss_kib(pid: u32) -> u64 {
 /// requests than were opened.
 #[test]
 fn h2_rapid_reset_is_cut_off() {
-    let (edge, stable) = attack_edge("tls-rapid-reset");
+    let (edge, stable) = one_origin_edge("tls-rapid-reset", "");
     let mut attacker = RawH2::connect(edge.tls, "a.test");
-    let block = h2::get_block("a.test");
     let opened = 5_000u32;
-    let mut burst = Vec::new();
-    let mut sent = 0;
-    for i in 0..opened {
-        let id = 2 * i + 1;
-        burst.extend(h2::frame(
-            h2::HEADERS,
-            h2::END_HEADERS | h2::END_STREAM,
-            id,
-            &block,
-        ));
-        burst.extend(h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
-        if burst.len() > 64 * 1024 {
-            if attacker.send(&burst).is_err() {
-                break;
-            }
-            sent = i + 1;
-            burst.clear();
-        }
-    }
-    attacker.send(&burst).ok();
+    let sent = attacker.requests_followed_by(opened, "a.test", |id| {
+        h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes())
+    });
     let code = after_attack(&edge, &mut attacker, "rapid reset");
     eprintln!(
         "rapid reset: {sent}+ streams opened and reset, GOAWAY {code:?}, origin saw {}",
@@ -925,7 +881,7 @@ fn h2_rapid_reset_is_cut_off() {
 /// connection once the block passes the header limit, holding no more than that.
 #[test]
 fn h2_continuation_flood_is_cut_off() {
-    let (edge, _stable) = attack_edge("tls-continuation");
+    let (edge, _stable) = one_origin_edge("tls-continuation", "");
     let rss_before = rss_kib(edge.gateway.pid());
     let mut attacker = RawH2::connect(edge.tls, "a.test");
     attacker
@@ -970,34 +926,11 @@ fn h2_continuation_flood_is_cut_off() {
 /// keeps serving others.
 #[test]
 fn h2_made_you_reset_is_cut_off() {
-    let (edge, stable) = attack_edge("tls-made-you-reset");
+    let (edge, stable) = one_origin_edge("tls-made-you-reset", "");
     let mut attacker = RawH2::connect(edge.tls, "a.test");
-    let block = h2::get_block("a.test");
-    let mut burst = Vec::new();
-    let mut sent = 0;
-    for i in 0..5_000u32 {
-        let id = 2 * i + 1;
-        burst.extend(h2::frame(
-            h2::HEADERS,
-            h2::END_HEADERS | h2::END_STREAM,
-            id,
-            &block,
-        ));
-        burst.extend(h2::frame(
-            h2::WINDOW_UPDATE,
-            0,
-            id,
-            &0x7fff_ffffu32.to_be_bytes(),
-        ));
-        if burst.len() > 64 * 1024 {
-            if attacker.send(&burst).is_err() {
-                break;
-            }
-            sent = i + 1;
-            burst.clear();
-        }
-    }
-    attacker.send(&burst).ok();
+    let sent = attacker.requests_followed_by(5_000, "a.test", |id| {
+        h2::frame(h2::WINDOW_UPDATE, 0, id, &0x7fff_ffffu32.to_be_bytes())
+    });
     let code = after_attack(&edge, &mut attacker, "MadeYouReset");
     eprintln!(
         "MadeYouReset: {sent}+ streams, GOAWAY {code:?}, origin saw {}",

@@ -745,14 +745,33 @@ pub fn websocket_client_with(
 ) {
     let stream = TcpStream::connect(gateway).expect("connect");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut headers = extra.to_vec();
+    headers.push(("Cookie", cookie));
+    let request = websocket_request(
+        &format!("ws://{gateway}/socket"),
+        &gateway.to_string(),
+        connection,
+        &headers,
+    );
+    tungstenite::client::client_with_config(request, stream, config)
+        .expect("handshake through gateway")
+}
+
+/// A websocket handshake request for `uri` with `Host: host`, `Connection: connection` and
+/// `headers`.
+pub fn websocket_request(
+    uri: &str,
+    host: &str,
+    connection: &str,
+    headers: &[(&str, &str)],
+) -> tungstenite::http::Request<()> {
     let mut request = tungstenite::http::Request::builder();
-    for (k, v) in extra {
+    for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let request = request
-        .uri(format!("ws://{gateway}/socket"))
-        .header("Host", gateway.to_string())
-        .header("Cookie", cookie)
+    request
+        .uri(uri)
+        .header("Host", host)
         .header("Connection", connection)
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
@@ -761,14 +780,12 @@ pub fn websocket_client_with(
             tungstenite::handshake::client::generate_key(),
         )
         .body(())
-        .expect("request");
-    tungstenite::client::client_with_config(request, stream, config)
-        .expect("handshake through gateway")
+        .expect("request")
 }
 
 /// Sends "hello i" and expects "echo: hello i", for i in `range`.
-pub fn websocket_echo_rounds(
-    ws: &mut tungstenite::WebSocket<TcpStream>,
+pub fn websocket_echo_rounds<S: Read + Write>(
+    ws: &mut tungstenite::WebSocket<S>,
     range: std::ops::Range<usize>,
 ) {
     for i in range {

@@ -263,7 +263,17 @@ pub fn resumed_connections(
 
 /// The serial (hex) of the certificate the gateway presents for `sni`.
 pub fn served_serial(addr: SocketAddr, sni: Option<&str>) -> String {
-    let stream = connect_with(addr, sni, |_| {}).expect("TLS handshake");
+    served_serial_with(addr, sni, |_| {})
+}
+
+/// The serial (hex) of the certificate the gateway presents for `sni` to a client set up by
+/// `configure` (its signature algorithms, say).
+pub fn served_serial_with(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    configure: impl FnOnce(&mut SslConnectorBuilder),
+) -> String {
+    let stream = connect_with(addr, sni, configure).expect("TLS handshake");
     let cert = stream.ssl().peer_certificate().expect("a certificate");
     let hex = cert
         .serial_number()
@@ -410,6 +420,41 @@ impl RawH2 {
     /// Sends bytes; `Err` once the gateway has closed the connection.
     pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.tls.write_all(bytes)
+    }
+
+    /// Opens `n` streams, each a `GET /` on `authority` followed by the frames `then(stream id)`
+    /// makes, sent in 64 KiB bursts until the gateway closes the connection. Returns how many
+    /// had been sent by the last burst that went through.
+    pub fn requests_followed_by(
+        &mut self,
+        n: u32,
+        authority: &str,
+        then: impl Fn(u32) -> Vec<u8>,
+    ) -> u32 {
+        let block = h2::get_block(authority);
+        let mut burst = Vec::new();
+        let mut sent = 0;
+        for i in 0..n {
+            let id = 2 * i + 1;
+            burst.extend(h2::frame(
+                h2::HEADERS,
+                h2::END_HEADERS | h2::END_STREAM,
+                id,
+                &block,
+            ));
+            burst.extend(then(id));
+            if burst.len() > 64 * 1024 {
+                if self.send(&burst).is_err() {
+                    return sent;
+                }
+                sent = i + 1;
+                burst.clear();
+            }
+        }
+        if self.send(&burst).is_ok() {
+            sent = n;
+        }
+        sent
     }
 
     /// Reads frames until the gateway sends GOAWAY (returns its error code) or closes the
