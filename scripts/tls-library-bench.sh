@@ -27,9 +27,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
-  -keyout "$dir/bench.key" -out "$dir/bench.pem" 2>/dev/null
+write_bench_certificate "$dir"
 
 declare -A port pid
 for lib in openssl rustls-aws-lc rustls-ring; do
@@ -39,15 +37,7 @@ for lib in openssl rustls-aws-lc rustls-ring; do
   wait_port "${port[$lib]}" >/dev/null
 done
 port[nginx]=$(free_port)
-mkdir -p "$dir/nginx"
-cat >"$dir/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-worker_cpu_affinity 10;
-daemon on;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log warn;
-events { worker_connections 20000; }
-http {
+pid[nginx]=$(start_pinned_nginx "$dir/nginx" "${port[nginx]}" <<NGINX
   access_log off;
   server {
     listen 127.0.0.1:${port[nginx]} ssl reuseport backlog=4096;
@@ -56,11 +46,8 @@ http {
     ssl_protocols TLSv1.2 TLSv1.3;
     location / { return 200 "ok\n"; }
   }
-}
 NGINX
-nginx -q -p "$dir/nginx" -c "$dir/nginx/nginx.conf"
-wait_port "${port[nginx]}" >/dev/null
-pid[nginx]=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | head -1)
+)
 echo "OpenSSL in the responder: $(cat "$dir/openssl.log"); nginx: $(nginx -V 2>&1 | awk '/built with OpenSSL/ {print $4}')"
 
 ticks_per_s=$(getconf CLK_TCK)

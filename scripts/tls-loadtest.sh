@@ -37,9 +37,7 @@ taskset -p -c 0 "$(cat "$dir/origins/nginx.pid")" >/dev/null
 for child in $(pgrep -P "$(cat "$dir/origins/nginx.pid")"); do taskset -p -c 0 "$child" >/dev/null; done
 
 # The certificate both serve, made for this run (never kept).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
-  -keyout "$dir/bench.key" -out "$dir/bench.pem" 2>/dev/null
+write_bench_certificate "$dir"
 
 # start_gateway NAME BIN: a gateway (threads: 1) with a TLS listener, pinned to CPU 1; sets
 # port_NAME and pid_NAME.
@@ -78,15 +76,7 @@ if [ -n "${COMPARE_BIN:-}" ]; then
 fi
 nx_port=$(free_port)
 
-mkdir -p "$dir/nginx"
-cat >"$dir/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-worker_cpu_affinity 10;
-daemon on;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log warn;
-events { worker_connections 20000; }
-http {
+nx_pid=$(start_pinned_nginx "$dir/nginx" "$nx_port" <<NGINX
   access_log off;
   keepalive_requests 1000000;
   upstream stable { server 127.0.0.1:$o1; keepalive 256; }
@@ -107,11 +97,8 @@ http {
       proxy_set_header X-Forwarded-Proto \$scheme;
     }
   }
-}
 NGINX
-nginx -q -p "$dir/nginx" -c "$dir/nginx/nginx.conf"
-wait_port "$nx_port" >/dev/null
-nx_pid=$(pgrep -P "$(cat "$dir/nginx/nginx.pid")" | head -1)
+)
 
 # Both answer over TLS 1.3 with the same certificate.
 for port in "$gw_port" "$nx_port"; do

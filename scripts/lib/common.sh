@@ -36,6 +36,38 @@ NGINX
   wait_port "$p1" && wait_port "$p2"
 }
 
+# start_pinned_nginx DIR PORT: nginx with 1 worker pinned to CPU 1, from DIR/nginx.conf made
+# of the shared head and the `http { }` body read from stdin; waits until PORT accepts and
+# prints the worker's pid.
+start_pinned_nginx() {
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  {
+    cat <<NGINX
+worker_processes 1;
+worker_cpu_affinity 10;
+daemon on;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 20000; }
+NGINX
+    echo "http {"
+    cat
+    echo "}"
+  } >"$dir/nginx.conf"
+  nginx -q -p "$dir" -c "$dir/nginx.conf"
+  wait_port "$port" >/dev/null
+  pgrep -P "$(cat "$dir/nginx.pid")" | head -1
+}
+
+# write_bench_certificate DIR: an ECDSA P-256 certificate for bench.test, made for this run
+# (never kept), as DIR/bench.pem and DIR/bench.key.
+write_bench_certificate() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+    -keyout "$1/bench.key" -out "$1/bench.pem" 2>/dev/null
+}
+
 stop_nginx() {  # stop_nginx PIDFILE
   [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null || true
 }
