@@ -1,15 +1,17 @@
 //! The client's address and nginx's forwarding headers: `X-Real-IP`, `X-Forwarded-For`
 //! (`$proxy_add_x_forwarded_for`), `X-Forwarded-Proto`.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 
 use super::ctx::Client;
 use super::errors::bad_request;
+use super::headers::{edit_request, set_or_remove};
 use super::request_id::X_REQUEST_ID;
 use crate::routing::{is_token_byte, Cidr};
 
@@ -36,9 +38,9 @@ const PROTECTED: [&str; 4] = [
 /// Most names one request may nominate in `Connection` (a bound on the work per request).
 const MAX_NOMINATIONS: usize = 9;
 
-const X_REAL_IP: &str = "x-real-ip";
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Works out the client once per request: its address (believing `X-Forwarded-For` only from
 /// `trusted` peers) and both addresses as header text.
@@ -111,21 +113,14 @@ pub fn set_forwarding_headers(
 ) -> Result<()> {
     let peer_value = client.proxy_value.as_ref().or(client.ip_value.as_ref());
     let forwarded_for = forwarded_for(&upstream_request.headers, peer_value.cloned());
-    match &client.ip_value {
-        Some(value) => upstream_request.insert_header(X_REAL_IP, value.clone())?,
-        None => {
-            upstream_request.remove_header(X_REAL_IP);
-        }
-    }
-    match forwarded_for {
-        Some(value) => upstream_request.insert_header(X_FORWARDED_FOR, value)?,
-        None => {
-            upstream_request.remove_header(X_FORWARDED_FOR);
-        }
-    }
-    upstream_request.insert_header(X_FORWARDED_PROTO, if tls { "https" } else { "http" })?;
-    upstream_request.insert_header(X_REQUEST_ID, request_id.clone())?;
-    Ok(())
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    edit_request(upstream_request, 4, |headers| {
+        set_or_remove(headers, X_REAL_IP, client.ip_value.clone())?;
+        set_or_remove(headers, X_FORWARDED_FOR, forwarded_for)?;
+        headers.try_insert(X_FORWARDED_PROTO, proto)?;
+        headers.try_insert(X_REQUEST_ID, request_id.clone())?;
+        Ok(())
+    })
 }
 
 /// The client address: `peer`, or when `peer` is a trusted proxy, the right-most
@@ -136,7 +131,7 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
         return peer;
     }
     let mut client = peer;
-    let lines: Vec<&HeaderValue> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+    let lines: Vec<&HeaderValue> = headers.get_all(&X_FORWARDED_FOR).iter().collect();
     for line in lines.iter().rev() {
         let Ok(line) = line.to_str() else {
             return client;
@@ -161,7 +156,7 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
 /// header lines, joined with ", ") with the peer's address appended.
 fn forwarded_for(headers: &HeaderMap, peer: Option<HeaderValue>) -> Option<HeaderValue> {
     let mut lines = headers
-        .get_all(X_FORWARDED_FOR)
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|line| line.to_str().ok())
         .map(str::trim)
@@ -181,12 +176,27 @@ fn forwarded_for(headers: &HeaderMap, peer: Option<HeaderValue>) -> Option<Heade
     HeaderValue::from_str(&value).ok()
 }
 
-/// An address as header text, written without the formatting machinery (see `text`).
+/// An address as header text, written without the formatting machinery (see `text`). The
+/// last one written on this thread is kept: a keep-alive connection's requests, and a busy
+/// client's connections, all come from one address, and a kept value is shared, not copied.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    let mut text = Vec::with_capacity(15);
-    crate::text::push_ip(&mut text, ip);
-    HeaderValue::from_maybe_shared(Bytes::from(text))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((kept, value)) if *kept == ip => value.clone(),
+            _ => {
+                let mut text = Vec::with_capacity(15);
+                crate::text::push_ip(&mut text, ip);
+                let value = HeaderValue::from_maybe_shared(Bytes::from(text))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""));
+                *last = Some((ip, value.clone()));
+                value
+            }
+        }
+    })
 }
 
 #[cfg(test)]

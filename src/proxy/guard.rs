@@ -160,21 +160,27 @@ impl GuardedStream {
                     RESPONSE_431
                 });
             }
-            // Keep the line's first bytes, lower-cased and without CRs, to recognise its name;
-            // only count the rest.
-            let mut prefix_end = 0;
-            while let (Some(slot), Some(&b)) = (
-                self.line_start.get_mut(self.line_bytes),
-                segment.get(prefix_end),
-            ) {
-                prefix_end += 1;
-                if b != b'\r' {
-                    *slot = b.to_ascii_lowercase();
-                    self.line_bytes += 1;
+            // The usual case is a whole line in one read: its name is read in place. A line
+            // split across reads keeps its first bytes, lower-cased and without CRs, to
+            // recognise its name; the rest is only counted.
+            let whole_line = self.line_bytes == 0 && newline.is_some();
+            if whole_line {
+                self.line_bytes = segment.len() - memchr::memchr_iter(b'\r', segment).count();
+            } else {
+                let mut prefix_end = 0;
+                while let (Some(slot), Some(&b)) = (
+                    self.line_start.get_mut(self.line_bytes),
+                    segment.get(prefix_end),
+                ) {
+                    prefix_end += 1;
+                    if b != b'\r' {
+                        *slot = b.to_ascii_lowercase();
+                        self.line_bytes += 1;
+                    }
                 }
+                let tail = &segment[prefix_end..];
+                self.line_bytes += tail.len() - memchr::memchr_iter(b'\r', tail).count();
             }
-            let tail = &segment[prefix_end..];
-            self.line_bytes += tail.len() - memchr::memchr_iter(b'\r', tail).count();
             if self.lines == 0 {
                 if self.line_bytes > self.limits.max_request_line {
                     return Some(RESPONSE_414);
@@ -205,9 +211,13 @@ impl GuardedStream {
                 continue;
             }
             if self.lines > 0 {
-                let name = &self.line_start[..self.line_bytes.min(NAME_PREFIX)];
-                self.seen_content_length |= name.starts_with(b"content-length:");
-                self.seen_transfer_encoding |= name.starts_with(b"transfer-encoding:");
+                let name = if whole_line {
+                    &segment[..segment.len().min(NAME_PREFIX)]
+                } else {
+                    &self.line_start[..self.line_bytes.min(NAME_PREFIX)]
+                };
+                self.seen_content_length |= starts_with_name(name, b"content-length:");
+                self.seen_transfer_encoding |= starts_with_name(name, b"transfer-encoding:");
                 if self.seen_content_length && self.seen_transfer_encoding {
                     return Some(RESPONSE_400);
                 }
@@ -257,6 +267,12 @@ impl GuardedStream {
             _ => self.phase = Phase::Idle,
         }
     }
+}
+
+/// Whether a header line starts with `name` (lower-case, with its colon), in any case.
+fn starts_with_name(line: &[u8], name: &[u8]) -> bool {
+    line.get(..name.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(name))
 }
 
 /// Classes of request-line bytes, looked up per byte (one table load instead of a chain of

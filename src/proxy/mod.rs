@@ -10,6 +10,7 @@ mod ctx;
 mod errors;
 mod forwarding;
 pub mod guard;
+mod headers;
 pub mod redirect;
 pub mod request_id;
 pub mod tls;
@@ -24,7 +25,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderMap, COOKIE};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use log::warn;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -497,11 +498,18 @@ fn set_response_headers(
     if closing {
         session.set_keepalive(None);
     }
-    response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-    if let Some(hsts) = hsts(session, ctx) {
-        response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
-    }
-    set_decision_header(response, ctx)
+    let hsts = hsts(session, ctx);
+    let decision = decision_header(ctx);
+    headers::edit_response(response, 3, |headers| {
+        headers.try_insert(X_REQUEST_ID, ctx.request_id.clone())?;
+        if let Some(hsts) = hsts {
+            headers.try_insert(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        }
+        if let Some((name, value)) = decision {
+            headers.try_insert(name, value)?;
+        }
+        Ok(())
+    })
 }
 
 /// The `Strict-Transport-Security` value of the TLS listener that took the request, if it
@@ -558,28 +566,22 @@ fn count_retry(ctx: &RequestCtx, retry: bool, connect: bool) {
 
 /// The decision header: the serving group's name, or after a fallback
 /// `<served>; reason=fallback; from=<decided>`.
-fn set_decision_header(response: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
-    let Ok((state, decision)) = ctx.routed() else {
-        return Ok(());
-    };
-    let Some(name) = &state.decision_header else {
-        return Ok(());
-    };
+fn decision_header(ctx: &RequestCtx) -> Option<(HeaderName, HeaderValue)> {
+    let (state, decision) = ctx.routed().ok()?;
+    let name = state.decision_header.clone()?;
     let served = ctx.served_group.unwrap_or(decision.group);
-    match state.group_values.get(served.0) {
-        Some(value) if served == decision.group => {
-            response.insert_header(name.clone(), value.clone())?;
-        }
+    let value = match state.group_values.get(served.0) {
+        Some(value) if served == decision.group => value.clone(),
         _ => {
             let value = format!(
                 "{}; reason=fallback; from={}",
                 state.group_name(served),
                 state.group_name(decision.group)
             );
-            response.insert_header(name.clone(), value)?;
+            HeaderValue::from_str(&value).ok()?
         }
-    }
-    Ok(())
+    };
+    Some((name, value))
 }
 
 /// The TLS version as OpenSSL and nginx name it (`TLSv1.3`); rustls says `TLSv1_3`.

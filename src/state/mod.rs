@@ -47,9 +47,9 @@ pub struct GatewayState {
     pub table: Option<Arc<RouteTable>>,
     /// One pool per group, indexed by `GroupId`.
     pub pools: Vec<Arc<Pool>>,
-    /// Response header naming the chosen group, if enabled, as Pingora's case-keeping header
-    /// name (a shared `Bytes`: cloning it per request copies nothing).
-    pub decision_header: Option<Bytes>,
+    /// Response header naming the chosen group, if enabled (parsed once; a clone per request
+    /// copies nothing).
+    pub decision_header: Option<http::HeaderName>,
     /// Each group's name as a header value, indexed by `GroupId` (built once, cloned cheaply).
     pub group_values: Vec<HeaderValue>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -90,8 +90,7 @@ impl GatewayState {
             .as_deref()
             .map(|name| http::HeaderName::from_bytes(name.as_bytes()))
             .transpose()
-            .map_err(|e| invalid(&e))?
-            .map(|name| Bytes::copy_from_slice(name.as_str().as_bytes()));
+            .map_err(|e| invalid(&e))?;
         let group_values = config
             .groups
             .iter()
