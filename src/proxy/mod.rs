@@ -128,20 +128,20 @@ fn user_id<'a>(router: &Router, headers: &'a HeaderMap) -> Option<&'a [u8]> {
 
 #[async_trait]
 impl ProxyHttp for CanaryProxy {
-    type CTX = RequestCtx;
+    type CTX = Box<RequestCtx>;
 
     /// No downstream modules: the gateway does not compress, and Pingora's default adds a
     /// (disabled) compression module whose filters would still run on every request.
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(&self.in_flight)
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx::new(&self.in_flight))
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         // Bounds each read of the body; request_body_filter bounds the whole body.
         let body_timeout = self.state.load().limits.body_timeout;
@@ -152,7 +152,7 @@ impl ProxyHttp for CanaryProxy {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<bool> {
         let state = self.state.load_full();
         let limits = state.limits;
         route(session, ctx, state)?;
@@ -179,7 +179,7 @@ impl ProxyHttp for CanaryProxy {
         session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         let received = body.as_ref().map_or(0, |b| b.len() as u64);
         check_body(session, ctx, received)
@@ -188,7 +188,7 @@ impl ProxyHttp for CanaryProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         next_peer(ctx)
     }
@@ -197,7 +197,7 @@ impl ProxyHttp for CanaryProxy {
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let retry = connect_failed(ctx, peer);
@@ -210,7 +210,7 @@ impl ProxyHttp for CanaryProxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
@@ -228,7 +228,7 @@ impl ProxyHttp for CanaryProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
         let code = error_status(e);
         ctx.error_status = Some(code);
@@ -245,7 +245,7 @@ impl ProxyHttp for CanaryProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         let tls = session
             .digest()
@@ -258,7 +258,7 @@ impl ProxyHttp for CanaryProxy {
         &self,
         _session: &mut Session,
         _upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.upstream_answered.get_or_insert_with(Instant::now);
         Ok(())
@@ -268,12 +268,12 @@ impl ProxyHttp for CanaryProxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         set_response_headers(session, upstream_response, ctx, self.in_flight.is_closing())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
