@@ -165,7 +165,13 @@ impl GuardedStream {
             // recognise its name; the rest is only counted.
             let whole_line = self.line_bytes == 0 && newline.is_some();
             if whole_line {
-                self.line_bytes = segment.len() - memchr::memchr_iter(b'\r', segment).count();
+                // A line ends in one CR; a CR inside it (rare) is counted out too.
+                let body = segment.strip_suffix(b"\r").unwrap_or(segment);
+                let inner_crs = match memchr::memchr(b'\r', body) {
+                    Some(_) => memchr::memchr_iter(b'\r', body).count(),
+                    None => 0,
+                };
+                self.line_bytes = body.len() - inner_crs;
             } else {
                 let mut prefix_end = 0;
                 while let (Some(slot), Some(&b)) = (
