@@ -160,18 +160,14 @@ impl GuardedStream {
                     RESPONSE_431
                 });
             }
-            // The usual case is a whole line in one read: its name is read in place. A line
-            // split across reads keeps its first bytes, lower-cased and without CRs, to
-            // recognise its name; the rest is only counted.
-            let whole_line = self.line_bytes == 0 && newline.is_some();
+            // The usual case is a whole line in one read, with no CR before its end: its name
+            // is read in place. Any other line keeps its first bytes, lower-cased and without
+            // CRs, to recognise its name; the rest is only counted.
+            let body = segment.strip_suffix(b"\r").unwrap_or(segment);
+            let whole_line =
+                self.line_bytes == 0 && newline.is_some() && memchr::memchr(b'\r', body).is_none();
             if whole_line {
-                // A line ends in one CR; a CR inside it (rare) is counted out too.
-                let body = segment.strip_suffix(b"\r").unwrap_or(segment);
-                let inner_crs = match memchr::memchr(b'\r', body) {
-                    Some(_) => memchr::memchr_iter(b'\r', body).count(),
-                    None => 0,
-                };
-                self.line_bytes = body.len() - inner_crs;
+                self.line_bytes = body.len();
             } else {
                 let mut prefix_end = 0;
                 while let (Some(slot), Some(&b)) = (

@@ -152,7 +152,11 @@ impl ProxyHttp for CanaryProxy {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<bool> {
         let state = self.state.load_full();
         let limits = state.limits;
         route(session, ctx, state)?;
