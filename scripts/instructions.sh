@@ -8,6 +8,8 @@
 #   ROUTES=N scripts/instructions.sh ...   the same rules as the last of N routes: N-1 routes for
 #   hosts site<i>.test and *.site<i>.test (paths / and /api/) come first, so every request takes
 #   the whole lookup (an exact miss, a wildcard per label, then the catch-all's prefixes).
+#   BARE=1 scripts/instructions.sh ...   also bare Pingora (examples/bare_proxy.rs) without and
+#   with the gateway's upstream timeouts (--timeouts), and each build's ratio to both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/common.sh
@@ -25,6 +27,7 @@ write_vip_file "$dir/vips.txt" 100000
 write_wrk_script "$dir/rotate.lua" 1000 10
 
 i=1
+counts=(); bare_counts=()
 for bin in "$@"; do
   port=$(free_port)
   write_gateway_config "$dir/gateway" "$port" 1 "$dir/vips.txt" "$o1" "$o2"
@@ -46,5 +49,23 @@ PY
   fi
   read -r _ n per_request file < <(count_instructions "$dir" "run$i" "$port" "$bin" -c "$dir/gateway.yaml")
   printf "%-50s %7d requests %7d instructions/request  %s\n" "$bin" "$n" "$per_request" "$file"
+  counts+=("$bin $per_request")
   i=$((i + 1))
 done
+
+if [ -n "${BARE:-}" ]; then
+  cargo build --release --quiet --example bare_proxy
+  bare=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/bare_proxy
+  for flags in "" "--timeouts"; do
+    port=$(free_port)
+    # $flags unquoted: empty, or the one word --timeouts.
+    read -r _ n per_request file < <(count_instructions "$dir" "bare$flags" "$port" "$bare" "127.0.0.1:$port" "127.0.0.1:$o1" $flags)
+    printf "%-50s %7d requests %7d instructions/request  %s\n" "bare_proxy $flags" "$n" "$per_request" "$file"
+    bare_counts+=("$per_request")
+  done
+  for row in "${counts[@]}"; do
+    read -r bin per_request <<<"$row"
+    printf "%-50s / bare %.3f   / bare --timeouts %.3f\n" "$bin" \
+      "$(awk "BEGIN{print $per_request / ${bare_counts[0]}}")" "$(awk "BEGIN{print $per_request / ${bare_counts[1]}}")"
+  done
+fi
