@@ -32,7 +32,10 @@ fn main() -> ExitCode {
         }
     };
     let source = conf_path.as_deref().unwrap_or(config::DEMO_CONFIG_NAME);
-    for warning in canary_gateway::config::certificate_warnings(&gateway.listen, unix_now()) {
+    for warning in canary_gateway::config::certificate_warnings(
+        &gateway.listen,
+        canary_gateway::config::unix_now(),
+    ) {
         log::warn!("{warning}");
         if opt.test {
             println!("canary-gateway: warning: {warning}");
@@ -56,22 +59,12 @@ fn main() -> ExitCode {
     }
     log::info!(
         "canary-gateway serving {} from {source}",
-        listen
-            .iter()
-            .map(|l| l.describe())
-            .collect::<Vec<_>>()
-            .join(", ")
+        canary_gateway::config::describe_listeners(&listen)
     );
     if conf_path.is_none() {
         print_demo_help(&listen[0].addr);
     }
     pingora.run_forever();
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn print_demo_help(listen: &str) {

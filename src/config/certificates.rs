@@ -44,10 +44,22 @@ pub struct Certificate {
     pub key_type: &'static str,
 }
 
+/// The time now in seconds since the Unix epoch, as certificate expiry is kept.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 impl Certificate {
+    /// Whole days from `now` until the certificate expires (negative once it has).
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now) / 86_400
+    }
+
     /// Days left when the certificate expires within [`EXPIRY_WARNING_DAYS`] of `now`.
     pub fn expires_soon(&self, now: i64) -> Option<i64> {
-        let days = (self.not_after - now) / 86_400;
+        let days = self.days_left(now);
         (days < EXPIRY_WARNING_DAYS).then_some(days)
     }
 

@@ -15,9 +15,7 @@ use super::{
 use crate::routing::GroupId;
 
 pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = super::unix_now();
     let listen = tls::validate_listeners(&file.listen, base, now)?;
 
     if file.groups.is_empty() {

@@ -29,9 +29,9 @@ use crate::routing::routes::{RouteMatch, RouteTable};
 pub use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
-pub use certificates::{Certificate, TlsVersion, EXPIRY_WARNING_DAYS};
+pub use certificates::{unix_now, Certificate, TlsVersion, EXPIRY_WARNING_DAYS};
 pub use parse::parse_duration;
-pub use tls::{certificate_warnings, Listener, ListenerKind, TlsListener};
+pub use tls::{certificate_warnings, describe_listeners, Listener, ListenerKind, TlsListener};
 
 /// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
 pub const DEMO_CONFIG: &str = include_str!("../../conf/demo.yaml");

@@ -33,6 +33,15 @@ impl Listener {
     }
 }
 
+/// Every listener described, comma-separated, for logs and messages.
+pub fn describe_listeners(listeners: &[Listener]) -> String {
+    listeners
+        .iter()
+        .map(Listener::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What a listener speaks.
 #[derive(Debug, Clone)]
 pub enum ListenerKind {

@@ -1,7 +1,7 @@
 //! The admin API's JSON views: `GET /status` and `GET /explain`, built from what the
 //! controller reports. Secrets (the admin token, signing keys, header secrets) never appear.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -101,14 +101,11 @@ pub fn status(view: &View) -> Value {
 
 /// The TLS listeners' certificates: names, expiry and whether it is near.
 fn certificates(state: &crate::state::GatewayState) -> Vec<Value> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::config::unix_now();
     let mut out = Vec::new();
     for (addr, listener) in &state.tls {
         for (i, cert) in listener.certificates.iter().enumerate() {
             let expires = UNIX_EPOCH + Duration::from_secs(cert.not_after.max(0) as u64);
-            let days_left = (cert.not_after - now) / 86_400;
             out.push(json!({
                 "listener": addr,
                 "cert": cert.cert_file.display().to_string(),
@@ -117,7 +114,7 @@ fn certificates(state: &crate::state::GatewayState) -> Vec<Value> {
                 "key_type": cert.key_type,
                 "serial": cert.serial,
                 "not_after": humantime::format_rfc3339_seconds(expires).to_string(),
-                "days_left": days_left,
+                "days_left": cert.days_left(now),
                 "warning": cert.expires_soon(now).map(|days| format!(
                     "expires in {days} days (warning under {} days)",
                     crate::config::EXPIRY_WARNING_DAYS

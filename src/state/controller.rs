@@ -358,13 +358,7 @@ impl Controller {
     pub fn reload(&self) -> Result<u64, StateError> {
         let mut inner = self.lock();
         let result = self.source.load().and_then(|config| {
-            let shape = |c: &GatewayConfig| {
-                c.listen
-                    .iter()
-                    .map(|l| l.describe())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let shape = |c: &GatewayConfig| crate::config::describe_listeners(&c.listen);
             if shape(&config) != shape(&inner.base) {
                 warn!(
                     "reload: gateway.listen changed ({} -> {}); listener addresses and kinds cannot change on reload, restart (or upgrade with -u) to apply (certificates of a TLS listener can)",
@@ -388,10 +382,9 @@ impl Controller {
                 for w in &warnings {
                     warn!("reload: {w}");
                 }
-                for w in crate::config::certificate_warnings(
-                    &config.listen,
-                    (super::audit::unix_ms() / 1000) as i64,
-                ) {
+                for w in
+                    crate::config::certificate_warnings(&config.listen, crate::config::unix_now())
+                {
                     warn!("reload: {w}");
                 }
                 // Keep the admin settings the process started with (listener, token, file).
