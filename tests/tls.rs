@@ -51,7 +51,10 @@ fn start_edge(dir: TempDir, tls_block: &str, rest: &str) -> Edge {
     let config_path = dir.path().join("gateway.yaml");
     std::fs::write(&config_path, config).expect("write config");
     let gateway = Gateway::start_with_file(dir, config_path, plain);
-    wait_for_port(tls);
+    // Each listener is its own service and may come up after the plaintext one.
+    for listening in [tls, redirect, admin_addr, metrics] {
+        wait_for_port(listening);
+    }
     Edge {
         gateway,
         plain,
