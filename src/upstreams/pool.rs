@@ -25,6 +25,9 @@ pub struct Pool {
     /// The group's server when it has exactly one (the common `upstream v1` / `v2` shape):
     /// selection is then a health lookup, without the balancer's iterator.
     single: Option<(Backend, SocketAddr)>,
+    /// [`UpstreamTls::pool_key`] of the group's TLS settings, hashed once here rather than per
+    /// request (it covers the CA and client certificate files).
+    tls_pool_key: u64,
 }
 
 /// Bound on the balancer's search for an acceptable server (Pingora's `max_iterations`).
@@ -54,8 +57,9 @@ impl Pool {
             Balancer::Consistent(lb) => futures_now(lb.update()),
         };
         debug_assert!(updated, "static discovery completes immediately");
+        let tls_pool_key = config.tls.as_ref().map_or(0, UpstreamTls::pool_key);
         if let Some(hc) = &config.health_check {
-            let check = build_health_check(hc, config.tls.as_ref());
+            let check = build_health_check(hc, config.tls.as_ref(), tls_pool_key);
             match &mut balancer {
                 Balancer::RoundRobin(lb) => lb.set_health_check(check),
                 Balancer::Consistent(lb) => lb.set_health_check(check),
@@ -73,6 +77,7 @@ impl Pool {
             config,
             balancer,
             single,
+            tls_pool_key,
         }
     }
 
@@ -120,7 +125,7 @@ impl Pool {
             None => HttpPeer::new(addr, false, String::new()),
             Some(tls) => {
                 let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
-                apply_tls(&mut peer, tls);
+                apply_tls(&mut peer, tls, self.tls_pool_key);
                 peer
             }
         };
@@ -163,11 +168,12 @@ fn futures_now<F: std::future::Future<Output = pingora_core::Result<()>>>(future
 
 /// TLS towards a server: verification (chain and name, against the system roots or the
 /// group's CA), the client certificate, and ALPN (h2 only when the group asks for it).
-fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls) {
+/// `pool_key` is `tls.pool_key()`.
+fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls, pool_key: u64) {
     // Pingora pools connections by address, SNI, verification flags and client certificate,
     // not by CA: without this key a group trusting another CA could reuse a connection that
     // a different group verified (or did not).
-    peer.group_key = tls.pool_key();
+    peer.group_key = pool_key;
     peer.options.verify_cert = tls.verify;
     peer.options.verify_hostname = tls.verify;
     peer.options.ca = tls.ca.clone();
@@ -182,6 +188,7 @@ fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls) {
 fn build_health_check(
     config: &HealthCheckConfig,
     tls: Option<&UpstreamTls>,
+    tls_pool_key: u64,
 ) -> Box<dyn HealthCheck + Send + Sync> {
     match &config.probe {
         HealthProbe::Tcp => {
@@ -209,7 +216,7 @@ fn build_health_check(
             let mut check = HttpHealthCheck::new(host, tls.is_some());
             if let Some(tls) = tls {
                 check.peer_template.sni = tls.sni.clone();
-                apply_tls(&mut check.peer_template, tls);
+                apply_tls(&mut check.peer_template, tls, tls_pool_key);
                 // The probe speaks HTTP/1.1 whatever the group's requests do.
                 check.peer_template.options.set_http_version(1, 1);
             }
