@@ -417,12 +417,15 @@ impl Traffic {
     }
 }
 
-/// The plan's status, once it reaches a state other than `running`, within `limit`.
+/// The plan's status once it has started and stopped running (paused, rolled back or
+/// completed), within `limit`.
 fn plan_outcome(node: &Node, limit: Duration) -> Value {
     let mut plan = Value::Null;
+    // Not "not_started" either: a plan started through another node reaches this one a moment
+    // later, over the store.
     wait_until("the plan finishes", limit, || {
         plan = node.plan();
-        plan["state"] != "running"
+        plan["state"] != "running" && plan["state"] != "not_started"
     });
     plan
 }
