@@ -53,7 +53,7 @@ fn start_node_resync(setup: &Setup, resync: &str) -> Node {
         .redis_port
         .map(|port| {
             format!(
-                "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"cp:\", resync_interval: {resync}, timeout: 500ms }}\n"
+                "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"cp:\", resync_interval: {resync}, timeout: 2s }}\n"
             )
         })
         .unwrap_or_default();

@@ -707,10 +707,12 @@ fn each_worker_holds_its_own_listening_descriptor() {
         groups_yaml(&[("stable", &stable)])
     ));
     let port = gateway.addr.port();
-    assert_eq!(
-        listening_descriptors(gateway.pid(), port),
-        3,
-        "the socket in the table, and one duplicate per worker"
+    // The first worker may accept before the second has made its duplicate: wait for both.
+    let pid = gateway.pid();
+    wait_until(
+        "the socket in the table, and one duplicate per worker",
+        Duration::from_secs(5),
+        || listening_descriptors(pid, port) == 3,
     );
     assert_eq!(get(gateway.addr, "/", &[]).text(), "stable");
     let mut new = gateway.spawn_upgrade(2);
@@ -720,10 +722,11 @@ fn each_worker_holds_its_own_listening_descriptor() {
         std::panic::catch_unwind(|| get(gateway.addr, "/", &[]).text()).ok()
             == Some("stable".into())
     });
-    assert_eq!(
-        listening_descriptors(new.id(), port),
-        3,
-        "the new process took over the same three"
+    let new_pid = new.id();
+    wait_until(
+        "the new process took over the same three",
+        Duration::from_secs(5),
+        || listening_descriptors(new_pid, port) == 3,
     );
     new.kill().ok();
     new.wait().ok();

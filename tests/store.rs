@@ -25,7 +25,7 @@ fn node(stable: &Origin, canary: &Origin, redis_port: u16, fallback: &str) -> No
     let section = format!(
         "{groups}  routing:\n    default: stable\n    rules:\n\
          \x20     - name: vip\n        users_store: vip\n        users: [{fallback}]\n        group: canary\n\
-         \x20 store: {{ redis: \"redis://127.0.0.1:{redis_port}/0\", prefix: \"t:\", resync_interval: 30s, timeout: 500ms }}\n\
+         \x20 store: {{ redis: \"redis://127.0.0.1:{redis_port}/0\", prefix: \"t:\", resync_interval: 30s, timeout: 2s }}\n\
          \x20 admin: {{ listen: \"{admin}\", token: \"{TOKEN}\" }}\n",
         groups = groups_yaml(&[("stable", stable), ("canary", canary)])
     );
