@@ -78,7 +78,11 @@ pub fn add_services(
             CanaryProxy::new(state.clone(), in_flight.clone(), log.clone()),
         );
         http_proxy.h2_options = Some(guard::h2_options(&head_limits));
-        let guarded = Arc::new(guard::GuardedApp::new(http_proxy, head_limits));
+        let guarded = Arc::new(guard::GuardedApp::new(
+            http_proxy,
+            head_limits,
+            in_flight.clone(),
+        ));
         let endpoints = listen
             .iter()
             .map(|listener| endpoint(listener, &guarded, &state, &head_limits))
@@ -161,6 +165,7 @@ fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
             tls.clone(),
             state.clone(),
             limits.header_timeout,
+            guarded.in_flight().clone(),
         ))),
         ListenerKind::RedirectHttps { https_port } => ListenerApp::Redirect(Arc::new(
             HttpServer::new_app(Redirector::new(state.clone(), *https_port)),

@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -560,6 +561,109 @@ fn sigterm_drains_then_exits_promptly() {
     );
     assert!(took < Duration::from_secs(3), "busy exit took {took:?}");
     eprintln!("busy SIGTERM exit (1.5 s request in flight): {took:?}");
+}
+
+/// Whether the gateway has accepted the connection from `client` to its `port`: the server
+/// side of a connection still in the listening socket's queue has inode 0 in /proc/net/tcp.
+fn accepted(port: u16, client: SocketAddr) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let hex_port = |field: &str| {
+        field
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 9
+            && hex_port(f[1]) == Some(port)
+            && hex_port(f[2]) == Some(client.port())
+            && f[9] != "0"
+    })
+}
+
+/// A connection accepted before a graceful shutdown whose request arrives after it began is
+/// still answered, as nginx does: its client already sent, or is sending, that request. Only
+/// idle keep-alive connections are closed, which clients retry. (SIGTERM here; the old process
+/// of an upgrade shuts down through the same path after SIGQUIT.)
+#[test]
+fn a_request_on_a_connection_accepted_before_shutdown_is_answered() {
+    let stable = Origin::start("stable");
+    let mut gateway = Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n",
+        groups_yaml(&[("stable", &stable)])
+    ));
+    let stream = TcpStream::connect(gateway.addr).expect("connect");
+    let local = stream.local_addr().expect("local address");
+    let port = gateway.addr.port();
+    wait_until("the gateway accepts", Duration::from_secs(5), || {
+        accepted(port, local)
+    });
+    gateway.signal("TERM");
+    // Every proxy worker has stopped (the listening socket itself stays open until the
+    // process ends, kept for an upgrade): the shutdown is under way.
+    wait_until("the workers stop", Duration::from_secs(5), || {
+        let log = gateway.log();
+        let started = log
+            .matches("Starting service: canary-gateway proxy worker")
+            .count();
+        let stopped = log
+            .lines()
+            .filter(|l| l.contains("canary-gateway proxy worker") && l.ends_with("exited."))
+            .count();
+        started > 0 && stopped == started
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    writer
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    BufReader::new(stream).read_to_string(&mut answer).ok();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("stable"),
+        "answer: {answer:?}; log:\n{}",
+        gateway.log()
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+    gateway.wait_exit(Duration::from_secs(10));
+}
+
+/// A connection that stays silent through a graceful shutdown holds the process for at most
+/// the first-request grace (1 s), well inside Pingora's 5 s grace period, and is then closed
+/// without an answer.
+#[test]
+fn a_silent_connection_does_not_hold_a_shutdown() {
+    let stable = Origin::start("stable");
+    let mut gateway = Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n",
+        groups_yaml(&[("stable", &stable)])
+    ));
+    let mut silent = TcpStream::connect(gateway.addr).expect("connect");
+    let local = silent.local_addr().expect("local address");
+    let port = gateway.addr.port();
+    wait_until("the gateway accepts", Duration::from_secs(5), || {
+        accepted(port, local)
+    });
+    gateway.signal("TERM");
+    let took = gateway.wait_exit(Duration::from_secs(4));
+    assert!(
+        gateway.log().contains("graceful shutdown: drained"),
+        "exited by the drain, not by Pingora's grace period: {}",
+        gateway.log()
+    );
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    silent.read_to_end(&mut answer).ok();
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    eprintln!("SIGTERM exit with a silent connection open: {took:?}");
 }
 
 /// Graceful upgrade: a second process takes over the sockets (-u, then SIGQUIT to the old one)

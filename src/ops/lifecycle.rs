@@ -118,8 +118,10 @@ impl BackgroundService for CloseConnectionsOnUpgrade {
     }
 }
 
-/// How long no request may be in flight before a shutting-down process exits. Covers the gap
-/// between accepting a connection and its request being counted.
+/// How long no request may be in flight before a shutting-down process exits. A connection
+/// counts from its accept (its TLS handshake, then its first request head: `proxy::guard`) and
+/// each request from Pingora's reading its head; this covers the moments between one count
+/// ending and the next beginning, all within one poll of the connection's task.
 pub const QUIET_BEFORE_EXIT: Duration = Duration::from_millis(100);
 
 /// The drain rule: done once no request has been in flight for [`QUIET_BEFORE_EXIT`].

@@ -7,6 +7,11 @@
 //! and stops watching at the blank line that ends it. A response head written back
 //! (`HTTP/1.x NNN`) marks the start of the next request; `101 Switching Protocols` turns the
 //! guard off for the rest of the connection (websocket tunnels).
+//!
+//! A connection's first request head is read ahead of Pingora, and the connection counts as in
+//! flight until that head is handed over: a connection accepted before a graceful shutdown
+//! began still gets its first request answered (Pingora drops any connection still waiting in
+//! `read_request` when it shuts down, and the drain would otherwise exit under it).
 
 use std::fmt;
 use std::future::Future;
@@ -25,9 +30,10 @@ use pingora_core::protocols::{
     TimingDigest, UniqueID, UniqueIDType,
 };
 use pingora_core::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
+use super::ctx::{InFlight, InFlightGuard};
 pub use crate::config::HeadLimits;
 use crate::routing::is_token_byte;
 
@@ -52,6 +58,19 @@ enum Phase {
 /// How many bytes of each header line are kept to recognise its name.
 const NAME_PREFIX: usize = 20;
 
+/// How long a new connection may stay silent before its first request: the keep-alive timeout
+/// Pingora applies to a connection's first request too (it closed such connections after 60 s
+/// before the first head was read here).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection that was accepted before a graceful shutdown, and is still silent when
+/// the shutdown begins, may take to start its first request. Once its first byte is in, the
+/// head has the usual `header_timeout`.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Room made for each read of the first head.
+const FIRST_HEAD_READ: usize = 2048;
+
 /// A client connection with request-head limits.
 pub struct GuardedStream {
     inner: Stream,
@@ -69,6 +88,12 @@ pub struct GuardedStream {
     request_line_spaces: u8,
     /// A canned answer being written before the connection is closed.
     rejection: Option<(&'static [u8], usize)>,
+    /// The first request head, read ahead of Pingora ([`GuardedStream::read_first_head`]), and
+    /// how much of it Pingora has read.
+    first_head: Vec<u8>,
+    first_head_taken: usize,
+    /// Counts the connection in flight until Pingora has read its first head.
+    first_request: Option<InFlightGuard>,
 }
 
 impl fmt::Debug for GuardedStream {
@@ -95,7 +120,67 @@ impl GuardedStream {
             seen_transfer_encoding: false,
             request_line_spaces: 0,
             rejection: None,
+            first_head: Vec::new(),
+            first_head_taken: 0,
+            first_request: None,
         }
+    }
+
+    /// Reads the connection's first request head (through the guard's checks) and keeps it for
+    /// Pingora's first reads, so that Pingora finds the head complete at once even if a
+    /// shutdown has begun meanwhile. `in_flight` counts the connection until then. False when
+    /// the connection is done: closed, answered for a limit, or silent past
+    /// [`FIRST_BYTE_TIMEOUT`] (or, once `shutdown` fires, past [`FIRST_REQUEST_GRACE`]).
+    async fn read_first_head(&mut self, in_flight: &InFlight, shutdown: &ShutdownWatch) -> bool {
+        self.first_request = Some(in_flight.enter());
+        let mut shutdown = shutdown.clone();
+        let mut shutting_down = *shutdown.borrow();
+        let grace = || Instant::now() + FIRST_REQUEST_GRACE;
+        let mut silent_until = if shutting_down {
+            grace()
+        } else {
+            Instant::now() + FIRST_BYTE_TIMEOUT
+        };
+        let mut head = Vec::new();
+        while matches!(self.phase, Phase::Idle | Phase::Head) {
+            head.reserve(FIRST_HEAD_READ);
+            // Silence is timed until the first byte; after it, the head's own deadline runs
+            // inside `poll_read` (a 408 comes back here as an error).
+            let silent = self.phase == Phase::Idle;
+            tokio::select! {
+                biased;
+                read = self.read_buf(&mut head) => match read {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) => {}
+                },
+                _ = tokio::time::sleep_until(silent_until), if silent => return false,
+                _ = shutdown.changed(), if silent && !shutting_down => {
+                    shutting_down = true;
+                    silent_until = silent_until.min(grace());
+                }
+            }
+        }
+        self.first_head = head;
+        self.first_head_taken = 0;
+        true
+    }
+
+    /// Hands out what is left of the read-ahead first head; true if anything was.
+    fn take_first_head(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let rest = &self.first_head[self.first_head_taken..];
+        if rest.is_empty() {
+            return false;
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        self.first_head_taken += n;
+        if self.first_head_taken == self.first_head.len() {
+            // Pingora has the whole head and counts the request itself from here.
+            self.first_head = Vec::new();
+            self.first_head_taken = 0;
+            self.first_request = None;
+        }
+        true
     }
 
     fn start_head(&mut self) {
@@ -313,6 +398,9 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.take_first_head(buf) {
+            return Poll::Ready(Ok(()));
+        }
         if this.rejection.is_some() {
             return this.poll_rejection(cx).map(Err);
         }
@@ -446,24 +534,36 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        let ahead = &self.first_head[self.first_head_taken..];
+        if ahead.is_empty() {
+            return self.inner.try_peek(buf).await;
+        }
+        let n = ahead.len().min(buf.len());
+        buf[..n].copy_from_slice(&ahead[..n]);
+        Ok(n == buf.len())
     }
 }
 
-/// Wraps an application so every accepted connection gets the request-head guard.
+/// Wraps an application so every accepted connection gets the request-head guard, and its
+/// first request head is read ahead while the connection counts in `in_flight`.
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     limits: HeadLimits,
+    in_flight: InFlight,
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, limits: HeadLimits) -> Self {
-        Self::shared(Arc::new(inner), limits)
+    pub fn new(inner: A, limits: HeadLimits, in_flight: InFlight) -> Self {
+        GuardedApp {
+            inner: Arc::new(inner),
+            limits,
+            in_flight,
+        }
     }
 
-    /// The guard in front of an app that other listeners share too.
-    pub fn shared(inner: Arc<A>, limits: HeadLimits) -> Self {
-        GuardedApp { inner, limits }
+    /// What counts the connections this guard is reading first heads for.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 }
 
@@ -479,8 +579,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         if matches!(session.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.inner.process_new(session, shutdown).await;
         }
-        let guarded: Stream = Box::new(GuardedStream::new(session, self.limits));
-        self.inner.process_new(guarded, shutdown).await
+        let mut guarded = GuardedStream::new(session, self.limits);
+        if !guarded.read_first_head(&self.in_flight, shutdown).await {
+            return None;
+        }
+        self.inner.process_new(Box::new(guarded), shutdown).await
     }
 
     async fn cleanup(&self) {
@@ -644,5 +747,77 @@ mod tests {
         assert_eq!(g.phase, Phase::Unwatched);
         g.saw_write(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(g.phase, Phase::Unwatched, "a tunnel stays a tunnel");
+    }
+
+    /// The first head is read ahead across several writes and handed to the reader whole and
+    /// in order, with the body bytes behind it; the connection counts in flight until the
+    /// reader has all of it.
+    #[tokio::test]
+    async fn the_first_head_is_read_ahead_and_handed_over() {
+        use tokio::io::AsyncWriteExt;
+        let (client, mut peer) = tokio::io::duplex(4096);
+        let mut g = GuardedStream::new(Box::new(client), limits());
+        let in_flight = InFlight::default();
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(async move {
+            for part in [
+                &b"POST / HT"[..],
+                b"TP/1.1\r\nContent-Le",
+                b"ngth: 2\r\n\r\nok",
+            ] {
+                peer.write_all(part).await.expect("write");
+                tokio::task::yield_now().await;
+            }
+            peer
+        });
+        assert!(g.read_first_head(&in_flight, &shutdown).await);
+        let _peer = writer.await.expect("writer");
+        assert_eq!(
+            in_flight.count(),
+            1,
+            "counted until the reader has the head"
+        );
+        let sent = b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok";
+        let mut got = vec![0u8; sent.len()];
+        // Small reads, as a reader with little room would make.
+        for chunk in got.chunks_mut(7) {
+            g.read_exact(chunk).await.expect("read");
+        }
+        assert_eq!(got, sent);
+        assert_eq!(in_flight.count(), 0, "Pingora counts the request from here");
+    }
+
+    /// Over a limit while reading ahead: the canned answer goes out, the connection is done
+    /// and no longer counted.
+    #[tokio::test]
+    async fn a_first_head_over_a_limit_is_answered_while_reading_ahead() {
+        use tokio::io::AsyncWriteExt;
+        let (client, mut peer) = tokio::io::duplex(4096);
+        let mut g = GuardedStream::new(Box::new(client), limits());
+        let in_flight = InFlight::default();
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(40));
+        peer.write_all(long.as_bytes()).await.expect("write");
+        assert!(!g.read_first_head(&in_flight, &shutdown).await);
+        drop(g);
+        assert_eq!(in_flight.count(), 0);
+        let mut answer = Vec::new();
+        peer.read_to_end(&mut answer).await.expect("read");
+        assert_eq!(answer, RESPONSE_414);
+    }
+
+    /// A connection that closes before sending a whole head is done, and not counted.
+    #[tokio::test]
+    async fn a_connection_closed_before_its_first_head_is_done() {
+        use tokio::io::AsyncWriteExt;
+        let (client, mut peer) = tokio::io::duplex(4096);
+        let mut g = GuardedStream::new(Box::new(client), limits());
+        let in_flight = InFlight::default();
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        peer.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+        drop(peer);
+        assert!(!g.read_first_head(&in_flight, &shutdown).await);
+        drop(g);
+        assert_eq!(in_flight.count(), 0);
     }
 }

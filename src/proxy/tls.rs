@@ -1,7 +1,9 @@
 //! TLS termination on a listener: the handshake with the listener's acceptor as it stands in
 //! the live state (so a reload's new certificates serve the next handshake while established
 //! connections keep theirs), under the head deadline, counted by result; then the connection
-//! goes to the proxy as any other, HTTP/2 or HTTP/1.1 as ALPN chose.
+//! goes to the proxy as any other, HTTP/2 or HTTP/1.1 as ALPN chose. The connection counts
+//! in flight during its handshake, so a graceful shutdown waits for it (the guard then counts
+//! it until its first request head is read).
 //!
 //! The gateway runs the handshake itself rather than through Pingora's listener settings: so
 //! a certificate change needs no new listener, a failed or stalled handshake is counted, and
@@ -21,6 +23,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use prometheus::IntCounter;
 
+use super::ctx::InFlight;
 use crate::config::TlsListener;
 use crate::state::metrics::METRICS;
 use crate::state::GatewayState;
@@ -34,6 +37,7 @@ pub struct TlsApp<A> {
     initial: Arc<TlsListener>,
     state: Arc<ArcSwap<GatewayState>>,
     handshake_timeout: Duration,
+    in_flight: InFlight,
     /// `gateway_tls_handshakes_total` by result, resolved once (no label lookup, and so no
     /// lock inside the metrics library, per connection).
     handshakes: Handshakes,
@@ -52,6 +56,7 @@ impl<A> TlsApp<A> {
         initial: Arc<TlsListener>,
         state: Arc<ArcSwap<GatewayState>>,
         handshake_timeout: Duration,
+        in_flight: InFlight,
     ) -> Self {
         let counter = |result: &str| METRICS.tls_handshakes.with_label_values(&[result]);
         TlsApp {
@@ -60,6 +65,7 @@ impl<A> TlsApp<A> {
             initial,
             state,
             handshake_timeout,
+            in_flight,
             handshakes: Handshakes {
                 ok: counter("ok"),
                 failed: counter("failed"),
@@ -92,6 +98,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             );
             return None;
         };
+        let handshaking = self.in_flight.enter();
         let settings = self.settings();
         let handshake = handshake(&settings.acceptor, *tcp);
         let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
@@ -109,6 +116,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         };
         self.handshakes.ok.inc();
         drop(settings);
+        // The guard takes over counting the connection as soon as it is polled, within the
+        // drain's quiet period.
+        drop(handshaking);
         self.inner.process_new(Box::new(tls), shutdown).await
     }
 
