@@ -538,7 +538,7 @@ impl Gateway {
 
     /// Starts a second process on the same config with `-u` (graceful upgrade), logging to
     /// its own file in the same folder. It takes the sockets once this one gets SIGQUIT.
-    pub fn spawn_upgrade(&self, generation: usize) -> Child {
+    pub fn spawn_upgrade(&self, generation: usize) -> Upgraded {
         let log = std::fs::File::create(self.dir.path().join(format!("gateway-{generation}.log")))
             .expect("log file");
         std::fs::remove_file(self.dir.path().join("upgrade.sock")).ok();
@@ -561,7 +561,31 @@ impl Gateway {
             );
             thread::sleep(Duration::from_millis(10));
         }
-        child
+        Upgraded(child)
+    }
+}
+
+/// The process started by [`Gateway::spawn_upgrade`]; killed when dropped, so a failing test
+/// leaves no gateway behind.
+pub struct Upgraded(Child);
+
+impl std::ops::Deref for Upgraded {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Upgraded {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Upgraded {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
     }
 }
 
