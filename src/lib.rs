@@ -167,9 +167,15 @@ fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
             limits.header_timeout,
             guarded.in_flight().clone(),
         ))),
-        ListenerKind::RedirectHttps { https_port } => ListenerApp::Redirect(Arc::new(
-            HttpServer::new_app(Redirector::new(state.clone(), *https_port)),
-        )),
+        // The redirect listener gets the same head limits (and shutdown read-ahead) as the
+        // proxy's: it faces the same clients.
+        ListenerKind::RedirectHttps { https_port } => {
+            ListenerApp::Redirect(Arc::new(guard::GuardedApp::new(
+                HttpServer::new_app(Redirector::new(state.clone(), *https_port)),
+                *limits,
+                guarded.in_flight().clone(),
+            )))
+        }
     };
     Endpoint {
         addr: listener.addr.clone(),

@@ -510,6 +510,12 @@ fn redirect_listener_sends_known_hosts_to_https_only() {
         assert_eq!(r.header("location"), None);
     }
     assert_eq!(stable.count(), 0, "a redirect listener proxies nothing");
+    // The head guard stands in front of it as in front of the proxy: a request line over
+    // `limits.max_request_line` (8 KiB by default) is refused, not redirected.
+    let long = format!("/{}", "a".repeat(10 * 1024));
+    let r = get_host(edge.redirect, "shop.example.com", &long, &[]);
+    assert_eq!(r.status, 414);
+    assert_eq!(r.header("location"), None);
 }
 
 /// Certificates rotate on SIGHUP and on `POST /reload` while wrk runs over TLS: 0 failed

@@ -35,12 +35,12 @@ fn worker_key(addr: &str, index: usize) -> String {
 }
 
 /// What a worker runs on one listener: the guarded proxy (plaintext), TLS in front of it, or
-/// the redirect to https. The proxy itself is one per worker, shared by its listeners (one
-/// upstream pool per worker).
+/// the guarded redirect to https. The proxy itself is one per worker, shared by its listeners
+/// (one upstream pool per worker).
 pub enum ListenerApp<A> {
     Plain(Arc<GuardedApp<A>>),
     Tls(Arc<TlsApp<GuardedApp<A>>>),
-    Redirect(Arc<HttpServer<Redirector>>),
+    Redirect(Arc<GuardedApp<HttpServer<Redirector>>>),
 }
 
 #[async_trait]
