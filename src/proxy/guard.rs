@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::ALPN;
@@ -88,10 +89,9 @@ pub struct GuardedStream {
     request_line_spaces: u8,
     /// A canned answer being written before the connection is closed.
     rejection: Option<(&'static [u8], usize)>,
-    /// The first request head, read ahead of Pingora ([`GuardedStream::read_first_head`]), and
-    /// how much of it Pingora has read.
-    first_head: Vec<u8>,
-    first_head_taken: usize,
+    /// What is left of the first request head, read ahead of Pingora
+    /// ([`GuardedStream::read_first_head`]) for its first reads.
+    first_head: Bytes,
     /// Counts the connection in flight until Pingora has read its first head.
     first_request: Option<InFlightGuard>,
 }
@@ -120,8 +120,7 @@ impl GuardedStream {
             seen_transfer_encoding: false,
             request_line_spaces: 0,
             rejection: None,
-            first_head: Vec::new(),
-            first_head_taken: 0,
+            first_head: Bytes::new(),
             first_request: None,
         }
     }
@@ -141,7 +140,7 @@ impl GuardedStream {
         } else {
             Instant::now() + FIRST_BYTE_TIMEOUT
         };
-        let mut head = Vec::new();
+        let mut head = BytesMut::new();
         while matches!(self.phase, Phase::Idle | Phase::Head) {
             head.reserve(FIRST_HEAD_READ);
             // Silence is timed until the first byte; after it, the head's own deadline runs
@@ -160,24 +159,21 @@ impl GuardedStream {
                 }
             }
         }
-        self.first_head = head;
-        self.first_head_taken = 0;
+        self.first_head = head.freeze();
         true
     }
 
     /// Hands out what is left of the read-ahead first head; true if anything was.
     fn take_first_head(&mut self, buf: &mut ReadBuf<'_>) -> bool {
-        let rest = &self.first_head[self.first_head_taken..];
-        if rest.is_empty() {
+        if self.first_head.is_empty() {
             return false;
         }
-        let n = rest.len().min(buf.remaining());
-        buf.put_slice(&rest[..n]);
-        self.first_head_taken += n;
-        if self.first_head_taken == self.first_head.len() {
-            // Pingora has the whole head and counts the request itself from here.
-            self.first_head = Vec::new();
-            self.first_head_taken = 0;
+        let n = self.first_head.len().min(buf.remaining());
+        buf.put_slice(&self.first_head.split_to(n));
+        if self.first_head.is_empty() {
+            // Pingora has the whole head and counts the request itself from here. (The empty
+            // remainder still shares the buffer: let it go.)
+            self.first_head = Bytes::new();
             self.first_request = None;
         }
         true
@@ -534,12 +530,11 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let ahead = &self.first_head[self.first_head_taken..];
-        if ahead.is_empty() {
+        if self.first_head.is_empty() {
             return self.inner.try_peek(buf).await;
         }
-        let n = ahead.len().min(buf.len());
-        buf[..n].copy_from_slice(&ahead[..n]);
+        let n = self.first_head.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.first_head[..n]);
         Ok(n == buf.len())
     }
 }
@@ -749,16 +744,31 @@ mod tests {
         assert_eq!(g.phase, Phase::Unwatched, "a tunnel stays a tunnel");
     }
 
+    /// A guarded stream, the client's end of it, a connection count and a shutdown that has
+    /// not begun (the sender is returned so it stays open).
+    fn read_ahead_fixture() -> (
+        GuardedStream,
+        tokio::io::DuplexStream,
+        InFlight,
+        (tokio::sync::watch::Sender<bool>, ShutdownWatch),
+    ) {
+        let (client, peer) = tokio::io::duplex(4096);
+        let g = GuardedStream::new(Box::new(client), limits());
+        (
+            g,
+            peer,
+            InFlight::default(),
+            tokio::sync::watch::channel(false),
+        )
+    }
+
     /// The first head is read ahead across several writes and handed to the reader whole and
     /// in order, with the body bytes behind it; the connection counts in flight until the
     /// reader has all of it.
     #[tokio::test]
     async fn the_first_head_is_read_ahead_and_handed_over() {
         use tokio::io::AsyncWriteExt;
-        let (client, mut peer) = tokio::io::duplex(4096);
-        let mut g = GuardedStream::new(Box::new(client), limits());
-        let in_flight = InFlight::default();
-        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let (mut g, mut peer, in_flight, (_tx, shutdown)) = read_ahead_fixture();
         let writer = tokio::spawn(async move {
             for part in [
                 &b"POST / HT"[..],
@@ -792,10 +802,7 @@ mod tests {
     #[tokio::test]
     async fn a_first_head_over_a_limit_is_answered_while_reading_ahead() {
         use tokio::io::AsyncWriteExt;
-        let (client, mut peer) = tokio::io::duplex(4096);
-        let mut g = GuardedStream::new(Box::new(client), limits());
-        let in_flight = InFlight::default();
-        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let (mut g, mut peer, in_flight, (_tx, shutdown)) = read_ahead_fixture();
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(40));
         peer.write_all(long.as_bytes()).await.expect("write");
         assert!(!g.read_first_head(&in_flight, &shutdown).await);
@@ -810,10 +817,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closed_before_its_first_head_is_done() {
         use tokio::io::AsyncWriteExt;
-        let (client, mut peer) = tokio::io::duplex(4096);
-        let mut g = GuardedStream::new(Box::new(client), limits());
-        let in_flight = InFlight::default();
-        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let (mut g, mut peer, in_flight, (_tx, shutdown)) = read_ahead_fixture();
         peer.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
         drop(peer);
         assert!(!g.read_first_head(&in_flight, &shutdown).await);
