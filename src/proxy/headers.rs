@@ -31,10 +31,7 @@ pub fn edit_request<R>(
     let end_stream = request.send_end_stream();
     let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(request, empty));
-    let result = parts
-        .headers
-        .try_reserve(extra)
-        .and_then(|()| edit(&mut parts.headers));
+    let result = with_room(&mut parts.headers, extra, edit);
     *request = RequestHeader::from(parts);
     if let Some(raw) = raw_target {
         request.set_raw_path(&raw)?;
@@ -57,15 +54,22 @@ pub fn edit_response<R>(
         .map(str::to_owned);
     let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts = http::response::Parts::from(std::mem::replace(response, empty));
-    let result = parts
-        .headers
-        .try_reserve(extra)
-        .and_then(|()| edit(&mut parts.headers));
+    let result = with_room(&mut parts.headers, extra, edit);
     *response = ResponseHeader::from(parts);
     if reason.is_some() {
         response.set_reason_phrase(reason.as_deref())?;
     }
     result.map_err(too_many)
+}
+
+/// Makes room for `extra` more headers at once (one growth, not one per insert), then edits.
+fn with_room<R>(
+    headers: &mut HeaderMap,
+    extra: usize,
+    edit: impl FnOnce(&mut HeaderMap) -> Result<R, MaxSizeReached>,
+) -> Result<R, MaxSizeReached> {
+    headers.try_reserve(extra)?;
+    edit(headers)
 }
 
 /// Sets `name` to `value`, or removes it when there is no value.
