@@ -526,24 +526,26 @@ fn websocket_survives_reloads() {
     );
 }
 
+/// A gateway with one group, `stable` (served by `origin`), for everyone.
+fn stable_gateway(origin: &Origin) -> Gateway {
+    Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n",
+        groups_yaml(&[("stable", origin)])
+    ))
+}
+
 /// SIGTERM: an idle gateway exits at once; a busy one finishes the request in flight first.
 #[test]
 fn sigterm_drains_then_exits_promptly() {
     let stable = Origin::start("stable");
-    let mut idle = Gateway::start(&format!(
-        "{}  routing:\n    default: stable\n",
-        groups_yaml(&[("stable", &stable)])
-    ));
+    let mut idle = stable_gateway(&stable);
     idle.signal("TERM");
     let took = idle.wait_exit(Duration::from_secs(5));
     assert!(took < Duration::from_secs(1), "idle exit took {took:?}");
     eprintln!("idle SIGTERM exit: {took:?}");
 
     let slow = Origin::start_with_delay("slow", Duration::from_millis(1_500));
-    let mut busy = Gateway::start(&format!(
-        "{}  routing:\n    default: stable\n",
-        groups_yaml(&[("stable", &slow)])
-    ));
+    let mut busy = stable_gateway(&slow);
     let addr = busy.addr;
     let request = thread::spawn(move || get(addr, "/", &[]));
     wait_until("request reached the origin", Duration::from_secs(5), || {
@@ -563,23 +565,44 @@ fn sigterm_drains_then_exits_promptly() {
     eprintln!("busy SIGTERM exit (1.5 s request in flight): {took:?}");
 }
 
-/// Whether the gateway has accepted the connection from `client` to its `port`: the server
-/// side of a connection still in the listening socket's queue has inode 0 in /proc/net/tcp.
-fn accepted(port: u16, client: SocketAddr) -> bool {
+/// A row of /proc/net/tcp: the ports, the state (`0A`: listening) and the socket's inode.
+struct TcpRow {
+    local_port: u16,
+    remote_port: u16,
+    state: String,
+    inode: String,
+}
+
+fn tcp_table() -> Vec<TcpRow> {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let hex_port = |field: &str| {
-        field
-            .rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok())
-    };
-    table.lines().skip(1).any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        f.len() > 9
-            && hex_port(f[1]) == Some(port)
-            && hex_port(f[2]) == Some(client.port())
-            && f[9] != "0"
-    })
+    let hex_port = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(TcpRow {
+                local_port: hex_port(f.get(1)?)?,
+                remote_port: hex_port(f.get(2)?)?,
+                state: f.get(3)?.to_string(),
+                inode: f.get(9)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A connection to the gateway, once the gateway has accepted it: the server side of a
+/// connection still in the listening socket's queue has inode 0 in /proc/net/tcp.
+fn accepted_connection(gateway: &Gateway) -> TcpStream {
+    let stream = TcpStream::connect(gateway.addr).expect("connect");
+    let client = stream.local_addr().expect("local address").port();
+    let port = gateway.addr.port();
+    wait_until("the gateway accepts", Duration::from_secs(5), || {
+        tcp_table()
+            .iter()
+            .any(|r| r.local_port == port && r.remote_port == client && r.inode != "0")
+    });
+    stream
 }
 
 /// A connection accepted before a graceful shutdown whose request arrives after it began is
@@ -589,16 +612,8 @@ fn accepted(port: u16, client: SocketAddr) -> bool {
 #[test]
 fn a_request_on_a_connection_accepted_before_shutdown_is_answered() {
     let stable = Origin::start("stable");
-    let mut gateway = Gateway::start(&format!(
-        "{}  routing:\n    default: stable\n",
-        groups_yaml(&[("stable", &stable)])
-    ));
-    let stream = TcpStream::connect(gateway.addr).expect("connect");
-    let local = stream.local_addr().expect("local address");
-    let port = gateway.addr.port();
-    wait_until("the gateway accepts", Duration::from_secs(5), || {
-        accepted(port, local)
-    });
+    let mut gateway = stable_gateway(&stable);
+    let stream = accepted_connection(&gateway);
     gateway.signal("TERM");
     // Every proxy worker has stopped (the listening socket itself stays open until the
     // process ends, kept for an upgrade): the shutdown is under way.
@@ -640,16 +655,8 @@ fn a_request_on_a_connection_accepted_before_shutdown_is_answered() {
 #[test]
 fn a_silent_connection_does_not_hold_a_shutdown() {
     let stable = Origin::start("stable");
-    let mut gateway = Gateway::start(&format!(
-        "{}  routing:\n    default: stable\n",
-        groups_yaml(&[("stable", &stable)])
-    ));
-    let mut silent = TcpStream::connect(gateway.addr).expect("connect");
-    let local = silent.local_addr().expect("local address");
-    let port = gateway.addr.port();
-    wait_until("the gateway accepts", Duration::from_secs(5), || {
-        accepted(port, local)
-    });
+    let mut gateway = stable_gateway(&stable);
+    let mut silent = accepted_connection(&gateway);
     gateway.signal("TERM");
     let took = gateway.wait_exit(Duration::from_secs(4));
     assert!(
@@ -671,10 +678,7 @@ fn a_silent_connection_does_not_hold_a_shutdown() {
 #[test]
 fn graceful_upgrade_drops_no_request() {
     let stable = Origin::start("stable");
-    let mut old = Gateway::start(&format!(
-        "{}  routing:\n    default: stable\n",
-        groups_yaml(&[("stable", &stable)])
-    ));
+    let mut old = stable_gateway(&stable);
     let addr = old.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -700,7 +704,8 @@ fn graceful_upgrade_drops_no_request() {
     wait_until("traffic", Duration::from_secs(10), || {
         sent.load(Ordering::SeqCst) > 200
     });
-    let mut new = old.spawn_upgrade(2);
+    // Serves until the test ends (killed when dropped).
+    let _new = old.spawn_upgrade(2);
     old.signal("QUIT");
     let took = old.wait_exit(Duration::from_secs(30));
     let after = sent.load(Ordering::SeqCst);
@@ -716,8 +721,6 @@ fn graceful_upgrade_drops_no_request() {
     let total = sent.load(Ordering::SeqCst);
     assert_eq!(failures.load(Ordering::SeqCst), 0, "of {total} requests");
     eprintln!("upgrade: old process exited {took:?} after SIGQUIT; {total} requests, 0 failed");
-    new.kill().ok();
-    new.wait().ok();
 }
 
 /// Health checks keep their timing across changes that leave a group as it is: twenty admin
@@ -780,18 +783,11 @@ fn health_checks_keep_their_timing_across_changes() {
 /// The descriptors of the process that refer to the socket listening on `port` (found by the
 /// socket's inode in /proc/net/tcp).
 fn listening_descriptors(pid: u32, port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let inode = table
-        .lines()
-        .skip(1)
-        .find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f.get(1)?.rsplit(':').next()?;
-            // State 0A: listening.
-            (u16::from_str_radix(local_port, 16).ok()? == port && f.get(3)? == &"0A")
-                .then(|| f.get(9).map(|s| s.to_string()))?
-        })
-        .expect("a listening socket on the port");
+    let inode = tcp_table()
+        .into_iter()
+        .find(|r| r.local_port == port && r.state == "0A")
+        .expect("a listening socket on the port")
+        .inode;
     let wanted = format!("socket:[{inode}]");
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("the gateway's descriptors")
@@ -806,10 +802,7 @@ fn listening_descriptors(pid: u32, port: u16) -> usize {
 #[test]
 fn each_worker_holds_its_own_listening_descriptor() {
     let stable = Origin::start("stable");
-    let mut gateway = Gateway::start(&format!(
-        "{}  routing:\n    default: stable\n",
-        groups_yaml(&[("stable", &stable)])
-    ));
+    let mut gateway = stable_gateway(&stable);
     let port = gateway.addr.port();
     // The first worker may accept before the second has made its duplicate: wait for both.
     let pid = gateway.pid();
@@ -819,7 +812,7 @@ fn each_worker_holds_its_own_listening_descriptor() {
         || listening_descriptors(pid, port) == 3,
     );
     assert_eq!(get(gateway.addr, "/", &[]).text(), "stable");
-    let mut new = gateway.spawn_upgrade(2);
+    let new = gateway.spawn_upgrade(2);
     gateway.signal("QUIT");
     gateway.wait_exit(Duration::from_secs(30));
     wait_until("the new process serves", Duration::from_secs(10), || {
@@ -832,6 +825,4 @@ fn each_worker_holds_its_own_listening_descriptor() {
         Duration::from_secs(5),
         || listening_descriptors(new_pid, port) == 3,
     );
-    new.kill().ok();
-    new.wait().ok();
 }
