@@ -98,11 +98,15 @@ fn counters_move_by_exactly_the_requests_sent() {
         };
         assert_eq!(client.get("/", &[("Cookie", cookie)]).status, 200);
     }
-    // A request is counted when it is logged, just after its response went out.
+    // A request is counted when it is logged, just after its response went out; its count
+    // and its duration are two updates, so wait for both.
     let start = Instant::now();
     let mut m = o.scrape();
-    while sum(&m, "gateway_requests_total{", "") < 37.0 && start.elapsed() < Duration::from_secs(3)
-    {
+    let recorded = |m: &HashMap<String, f64>| {
+        sum(m, "gateway_requests_total{", "") >= 37.0
+            && sum(m, "gateway_request_duration_seconds_count{", "") >= 37.0
+    };
+    while !recorded(&m) && start.elapsed() < Duration::from_secs(3) {
         thread::sleep(Duration::from_millis(20));
         m = o.scrape();
     }
