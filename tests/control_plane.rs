@@ -67,7 +67,6 @@ fn start_node_resync(setup: &Setup, resync: &str) -> Node {
         state = setup.state_file.display(),
     );
     let gateway = Gateway::start(&section);
-    wait_for_port(admin);
     Node {
         gateway,
         admin,
@@ -120,20 +119,19 @@ impl Node {
 /// Waits until each node follows the store.
 fn wait_connected(nodes: &[&Node]) {
     for n in nodes {
-        wait_until("connected to the store", Duration::from_secs(10), || {
+        wait_until("connected to the store", READY_TIMEOUT, || {
             n.status()["store"]["connected"] == true
         });
     }
 }
 
-/// Both nodes at `version` within a second of the change; returns how long the second took.
+/// Both nodes at `version` after the change; returns how long the second took (a figure to
+/// print: the propagation's speed is measured, not bounded, so a loaded machine cannot fail it).
 fn both_at(a: &Node, b: &Node, version: u64) -> Duration {
     assert_eq!(a.version(), version, "the node that took the change");
-    wait_until(
-        "the other node applies the change",
-        Duration::from_secs(1),
-        || b.version() == version,
-    )
+    wait_until("the other node applies the change", READY_TIMEOUT, || {
+        b.version() == version
+    })
 }
 
 /// 5,000 users get the same group from both nodes; returns how many got `group`.
@@ -249,7 +247,7 @@ fn redis_down_changes_nothing_and_nodes_converge_after() {
 
     redis.kill();
     for n in [&a, &b] {
-        wait_until("the store is seen down", Duration::from_secs(10), || {
+        wait_until("the store is seen down", READY_TIMEOUT, || {
             n.status()["store"]["connected"] == false
         });
     }
@@ -291,7 +289,7 @@ fn redis_down_changes_nothing_and_nodes_converge_after() {
             .0,
         200
     );
-    let took = wait_until("node a applies the change", Duration::from_secs(1), || {
+    let took = wait_until("node a applies the change", READY_TIMEOUT, || {
         a.version() == 2
     });
     eprintln!("first change after the outage reached the other node in {took:?}");
@@ -331,7 +329,7 @@ fn a_missed_announcement_is_caught_up_on_resync() {
         .arg(doc)
         .query(&mut conn)
         .expect("HSET");
-    let took = wait_until("caught up", Duration::from_secs(5), || node.version() == 7);
+    let took = wait_until("caught up", READY_TIMEOUT, || node.version() == 7);
     eprintln!("caught up on resync after {took:?}");
     assert_eq!(node.status()["global_mode"], "rollback");
     assert_eq!(same_group(&node, 300), Some("stable".into()));
@@ -447,11 +445,12 @@ fn a_healthy_canary_walks_to_100_percent() {
     });
     assert_eq!(node.plan()["state"], "not_started");
     let traffic = Traffic::start(&[node.gateway.addr], 2, 2_000);
+    // Taken before the plan starts, so its four 1 s holds all lie after it.
+    let started = Instant::now();
     let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
     assert_eq!(status, 409, "a running plan cannot start: {answer}");
-    let started = Instant::now();
     let plan = plan_outcome(&node, Duration::from_secs(60));
     // At 100% every request goes to canary: let the traffic reach half the users (how many it
     // reached during the walk depends on the machine's speed), so the check below that nobody
@@ -570,18 +569,28 @@ fn an_erroring_canary_is_rolled_back() {
     assert_eq!(plan["step"], 1, "rolled back at its first step: {plan}");
     let action = &plan["last_action"];
     assert_eq!(action["action"], "rollback");
-    let rate = action["figures"]["canary"]["error_rate"]
-        .as_f64()
-        .expect("figures");
+    let canary_figures = &action["figures"]["canary"];
+    let rate = canary_figures["error_rate"].as_f64().expect("figures");
+    let requests = canary_figures["requests"].as_u64().expect("figures");
+    let errors = canary_figures["errors"].as_u64().expect("figures");
+    assert!(requests >= 40, "judged on min_requests at least: {action}");
+    assert_eq!(rate, errors as f64 / requests as f64, "{action}");
+    // Deterministic: the plan rolls back only when the canary's share exceeds the baseline's
+    // (0 here: stable never fails) by more than max_error_rate_increase (0.05).
+    assert!(rate > 0.05, "rolled back on its errors: {action}");
+    // The canary's origin fails one request in five, but the step's figures are a sample of
+    // its requests (two nodes, counted as each request is logged), so the share read varies
+    // around 0.2 with sigma = sqrt(p (1 - p) / n) for the n requests actually judged. Six
+    // sigma (n = 52: 0.2 +- 0.33) is broken by a fair sample far less than once in a million
+    // runs; the old 0.1..=0.3 (+-1.8 sigma at n = 52) failed once, at 16 of 52 (0.3077).
+    let sigma = (0.2 * 0.8 / requests as f64).sqrt();
     assert!(
-        (0.1..=0.3).contains(&rate),
-        "canary error share {rate}: {action}"
+        (rate - 0.2).abs() <= 6.0 * sigma,
+        "canary error share {rate} ({errors} of {requests}) is more than 6 sigma ({sigma:.3}) from 0.2: {action}"
     );
-    wait_until(
-        "node b applies the rollback",
-        Duration::from_secs(1),
-        || b.plan()["state"] == "rolled_back",
-    );
+    wait_until("node b applies the rollback", READY_TIMEOUT, || {
+        b.plan()["state"] == "rolled_back"
+    });
     assert_eq!(same_group(&a, 1_000), Some("stable".into()));
     assert_eq!(same_group(&b, 1_000), Some("stable".into()));
     assert_eq!(a.status()["rules"][0]["percent"], 0.0);

@@ -408,16 +408,16 @@ fn demo_runs_with_no_arguments() {
         .spawn()
         .expect("start demo");
     let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
-    wait_for_port(addr);
-    wait_for_port("127.0.0.1:10001".parse().expect("addr"));
-    wait_for_port("127.0.0.1:10002".parse().expect("addr"));
+    let admin_addr: SocketAddr = "127.0.0.1:9090".parse().expect("addr");
+    // The demo has no config file to read its listeners from: wait for each of them.
+    for port in [8080, 9090, 10001, 10002] {
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
     let v1 = get(addr, "/", &[]);
     let vip = get(addr, "/", &[("Cookie", "canary_user=alice")]);
     let rolled = get(addr, "/", &[("Cookie", "canary_user=user-6")]);
     let qa = get(addr, "/", &[("x-canary-group", "canary")]);
     // The web page and the admin API, with the demo's tokens.
-    let admin_addr: SocketAddr = "127.0.0.1:9090".parse().expect("addr");
-    wait_for_port(admin_addr);
     let page = get(admin_addr, "/ui/", &[]);
     let who = admin(
         admin_addr,

@@ -40,18 +40,16 @@ fn setup(extra: &str) -> Setup {
     }
 }
 
-/// Sends raw bytes and reads until the gateway closes (or 5 s); returns the first status code
-/// (None when the connection closed without an answer) and everything read.
+/// Sends raw bytes and reads until the gateway closes or one complete answer has come (a read
+/// waits at most `IO_TIMEOUT`); returns the first status code (None when the connection closed
+/// without an answer) and everything read.
 fn exchange(addr: SocketAddr, bytes: &[u8]) -> (Option<u16>, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.write_all(bytes).ok();
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
+    loop {
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -273,8 +271,17 @@ fn slowloris_connections_are_closed_and_others_served() {
         .collect();
     let start = Instant::now();
     let mut closed = [false; SLOW];
+    let mut served = 0;
     let mut served_meanwhile = 0;
-    while start.elapsed() < Duration::from_secs(6) && closed.iter().any(|c| !c) {
+    while closed.iter().any(|c| !c) {
+        assert!(
+            start.elapsed() < READY_TIMEOUT,
+            "{} slow connections still open after {READY_TIMEOUT:?}",
+            closed.iter().filter(|c| !**c).count()
+        );
+        let r = get(s.gateway.addr, "/", &[]);
+        assert_eq!(r.status, 200, "served while slow connections are open");
+        served += 1;
         for (i, c) in slow.iter_mut().enumerate() {
             if closed[i] {
                 continue;
@@ -294,25 +301,24 @@ fn slowloris_connections_are_closed_and_others_served() {
                 Err(_) => closed[i] = true,
             }
         }
-        let r = get(s.gateway.addr, "/", &[]);
-        assert_eq!(r.status, 200, "served while slow connections are open");
-        served_meanwhile += 1;
-        thread::sleep(Duration::from_millis(250));
+        // Served meanwhile: some slow connection was seen open after the answer came.
+        if closed.iter().any(|c| !c) {
+            served_meanwhile += 1;
+        }
+        thread::sleep(Duration::from_millis(100));
     }
     let took = start.elapsed();
-    assert!(
-        closed.iter().all(|c| *c),
-        "{} slow connections still open after {took:?}",
-        closed.iter().filter(|c| !**c).count()
-    );
     assert!(
         took >= Duration::from_millis(1_800),
         "closed before the 2 s header timeout: {took:?}"
     );
-    assert!(served_meanwhile >= 5);
+    // The first 1.8 s are inside every slow connection's header timeout: a fair run serves
+    // several requests in them, a loaded one at least one.
+    assert!(served_meanwhile >= 1, "no request served meanwhile");
+    eprintln!("slowloris: all closed after {took:?}; {served_meanwhile} of {served} requests served meanwhile");
     assert_eq!(
         s.stable.count(),
-        served_meanwhile,
+        served,
         "no slow request reached the origin"
     );
 }
@@ -321,17 +327,18 @@ fn slowloris_connections_are_closed_and_others_served() {
 #[test]
 fn slow_body_is_cut_off() {
     let s = setup("");
+    // Taken before the connection opens, so the gateway's timeout cannot start before it.
+    let start = Instant::now();
     let mut c = TcpStream::connect(s.gateway.addr).expect("connect");
     c.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
         .expect("head");
     c.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
-    let start = Instant::now();
     let mut answer = Vec::new();
     let closed = loop {
         assert!(
-            start.elapsed() < Duration::from_secs(8),
-            "slow body still open"
+            start.elapsed() < READY_TIMEOUT,
+            "slow body still open after {READY_TIMEOUT:?}"
         );
         if c.write_all(b"x").is_err() {
             break true;
@@ -349,8 +356,8 @@ fn slow_body_is_cut_off() {
     assert!(closed);
     let took = start.elapsed();
     assert!(
-        took >= Duration::from_millis(1_800) && took < Duration::from_secs(6),
-        "{took:?}"
+        took >= Duration::from_secs(2),
+        "cut off after {took:?}, before the 2 s body timeout"
     );
     let answer = String::from_utf8_lossy(&answer);
     assert!(
@@ -427,7 +434,6 @@ fn signed_user_cookies() {
         groups = groups_yaml(&[("stable", &stable), ("canary", &canary)])
     );
     let gateway = Gateway::start(&section);
-    wait_for_port(metrics);
     let cookie = |v: String| format!("canary_user={v}");
     let with = |c: &str| get(gateway.addr, "/", &[("Cookie", c)]).text();
     assert_eq!(
@@ -456,13 +462,14 @@ fn signed_user_cookies() {
     );
     let forged = signed_cookie_value(b"new-key-0123456789abcdef", "bob").replacen("bob", "tess", 1);
     assert_eq!(with(&cookie(forged)), "stable", "tag of another user");
-    let start = Instant::now();
-    loop {
-        let text = get(metrics, "/metrics", &[]).text();
-        if text.contains("gateway_cookie_signature_invalid_total 3") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(3), "{text}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let invalid = || {
+        metric_value(
+            &get(metrics, "/metrics", &[]).text(),
+            "gateway_cookie_signature_invalid_total",
+        )
+    };
+    wait_until("three bad signatures counted", READY_TIMEOUT, || {
+        invalid() >= 3.0
+    });
+    assert_eq!(invalid(), 3.0, "each bad signature counted once");
 }

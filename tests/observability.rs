@@ -5,7 +5,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -28,7 +28,6 @@ fn start() -> Observed {
         groups = groups_yaml(&[("stable", &stable), ("canary", &canary)])
     );
     let gateway = Gateway::start(&section);
-    wait_for_port(metrics);
     Observed {
         stable,
         canary,
@@ -62,19 +61,12 @@ impl Observed {
 
     /// Waits (bounded) until the log has `n` lines; the writer flushes within a second.
     fn wait_log(&self, n: usize) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
-            let lines = self.log_lines();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "{} of {n} log lines after 5 s",
-                lines.len()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        let mut lines = Vec::new();
+        wait_until(&format!("{n} log lines"), READY_TIMEOUT, || {
+            lines = self.log_lines();
+            lines.len() >= n
+        });
+        lines
     }
 }
 
@@ -100,16 +92,12 @@ fn counters_move_by_exactly_the_requests_sent() {
     }
     // A request is counted when it is logged, just after its response went out; its count
     // and its duration are two updates, so wait for both.
-    let start = Instant::now();
-    let mut m = o.scrape();
-    let recorded = |m: &HashMap<String, f64>| {
-        sum(m, "gateway_requests_total{", "") >= 37.0
-            && sum(m, "gateway_request_duration_seconds_count{", "") >= 37.0
-    };
-    while !recorded(&m) && start.elapsed() < Duration::from_secs(3) {
-        thread::sleep(Duration::from_millis(20));
+    let mut m = HashMap::new();
+    wait_until("37 requests counted and timed", READY_TIMEOUT, || {
         m = o.scrape();
-    }
+        sum(&m, "gateway_requests_total{", "") >= 37.0
+            && sum(&m, "gateway_request_duration_seconds_count{", "") >= 37.0
+    });
     let total = |group: &str| sum(&m, "gateway_requests_total{", &format!("group=\"{group}\""));
     assert_eq!(total("canary"), 13.0);
     assert_eq!(total("stable"), 24.0);
@@ -254,21 +242,25 @@ fn wrk_run_logs_every_request() {
     // wrk may stop with requests still in flight; they finish (and are counted and logged)
     // after it exits. Wait, bounded, until the request counter stops moving, then until the
     // log has caught up with it.
+    // A request reaches its origin before it is counted, and is counted before its line is
+    // written: once the origins' count, the counter and the log agree, twice 200 ms apart,
+    // nothing is left in flight.
     let counted = || sum(&o.scrape(), "gateway_requests_total{", "") as usize;
-    let start = Instant::now();
-    let mut total = counted();
-    loop {
-        thread::sleep(Duration::from_millis(200));
-        let now = counted();
-        if now == total {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "requests still counted after 5 s"
-        );
-        total = now;
-    }
+    let settled = || {
+        let at_origins = o.stable.count() + o.canary.count();
+        (at_origins == counted() && at_origins == o.log_lines().len()).then_some(at_origins)
+    };
+    let mut total = 0;
+    wait_until(
+        "the origins, the counter and the log agree",
+        READY_TIMEOUT,
+        || {
+            let first = settled();
+            thread::sleep(Duration::from_millis(200));
+            total = settled().unwrap_or(0);
+            first == Some(total)
+        },
+    );
     // In-flight requests are logged too, so allow wrk's count of connections as the margin.
     assert!(
         (requests..=requests + 8).contains(&total),
@@ -292,21 +284,12 @@ fn sigusr1_reopens_the_log_for_logrotate() {
     let rotated = o.gateway.dir.path().join("access.log.1");
     std::fs::rename(&path, &rotated).expect("rotate");
     o.gateway.signal("USR1");
-    let start = Instant::now();
     // Lines keep going to the old file until the writer reopens; keep sending until one lands
     // in the new file.
-    while !path.exists()
-        || std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .is_empty()
-    {
+    wait_until("a new log file after SIGUSR1", READY_TIMEOUT, || {
         get(o.gateway.addr, "/after", &[]);
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no new log file after SIGUSR1"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+        std::fs::read_to_string(&path).is_ok_and(|text| !text.is_empty())
+    });
     let old = std::fs::read_to_string(&rotated).expect("rotated file");
     assert!(old.contains("/before"));
     assert!(std::fs::read_to_string(&path)
@@ -326,21 +309,16 @@ fn fallback_and_error_metrics() {
         stable.addr
     );
     let gateway = Gateway::start(&section);
-    wait_for_port(metrics);
     for _ in 0..5 {
         let r = get(gateway.addr, "/", &[]);
         assert_eq!((r.status, r.text().as_str()), (200, "stable"));
     }
     // Requests are counted as they are logged, just after their responses.
-    let start = Instant::now();
-    let mut text = get(metrics, "/metrics", &[]).text();
-    while !text
-        .contains("gateway_fallbacks_total{from=\"canary\",route=\"default\",to=\"stable\"} 5")
-        && start.elapsed() < Duration::from_secs(3)
-    {
-        thread::sleep(Duration::from_millis(20));
+    let mut text = String::new();
+    wait_until("5 fallbacks counted", READY_TIMEOUT, || {
         text = get(metrics, "/metrics", &[]).text();
-    }
+        text.contains("gateway_fallbacks_total{from=\"canary\",route=\"default\",to=\"stable\"} 5")
+    });
     let value = |key: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(key))

@@ -74,8 +74,6 @@ fn start(api_percent: u32, web_percent: u32) -> Site {
         metrics,
         &routes,
     ));
-    wait_for_port(admin);
-    wait_for_port(metrics);
     Site {
         web_v1,
         web_v2,
@@ -188,9 +186,7 @@ fn unrouted_requests_get_404() {
     // Counted when the request is logged, just after its answer was sent: wait for it.
     let series = "gateway_requests_total{group=\"\",route=\"none\",rule=\"\",status=\"404\"}";
     let count = || metric_value(&get(s.metrics, "/metrics", &[]).text(), series);
-    wait_until("the 404 is counted", Duration::from_secs(5), || {
-        count() >= 1.0
-    });
+    wait_until("the 404 is counted", READY_TIMEOUT, || count() >= 1.0);
     assert_eq!(count(), 1.0, "counted once");
 }
 
@@ -335,7 +331,6 @@ fn a_single_route_state_file_still_loads() {
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, config).expect("config");
     let gateway = Gateway::start_with_file(dir, path, addr);
-    wait_for_port(admin_addr);
     let r = get(gateway.addr, "/", &[("Cookie", "canary_user=anyone")]);
     assert_eq!(
         r.text(),
@@ -364,6 +359,10 @@ fn reloads_add_and_remove_routes_under_wrk() {
         thread::spawn(move || run_wrk(&["-t1", "-c8", "-d3s", "-H", "Host: shop.test", &url]))
     };
     let (web, api) = (wrk("/"), wrk("/api/x"));
+    // The reloads happen under load: wait until both runs' requests arrive.
+    wait_until("both wrk runs reach their origins", READY_TIMEOUT, || {
+        s.web_v1.count() > 0 && s.api_v1.count() > 0
+    });
     let config = std::fs::read_to_string(&s.gateway.config_path).expect("config");
     for round in 0..6 {
         let with_blog = round % 2 == 1;

@@ -19,7 +19,7 @@ use common::*;
 
 const TOKEN: &str = "tls-test-operator-token";
 
-/// A gateway with a plaintext listener (first, the readiness probe's), a TLS listener and a
+/// A gateway with a plaintext listener (first), a TLS listener and a
 /// redirect listener, admin and metrics, and `rest` (groups and routing) after them.
 struct Edge {
     gateway: Gateway,
@@ -50,11 +50,8 @@ fn start_edge(dir: TempDir, tls_block: &str, rest: &str) -> Edge {
     );
     let config_path = dir.path().join("gateway.yaml");
     std::fs::write(&config_path, config).expect("write config");
+    // Waits for every listener of the file: plaintext, TLS, redirect, admin and metrics.
     let gateway = Gateway::start_with_file(dir, config_path, plain);
-    // Each listener is its own service and may come up after the plaintext one.
-    for listening in [tls, redirect, admin_addr, metrics] {
-        wait_for_port(listening);
-    }
     Edge {
         gateway,
         plain,
@@ -305,16 +302,12 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
             b.set_max_proto_version(Some(version)).expect("max");
         });
         assert!(old.is_err(), "{version:?} was accepted");
-        wait_until(
-            "the refused handshake counted",
-            Duration::from_secs(5),
-            || {
-                metric_value(
-                    &metrics_text(&edge),
-                    "gateway_tls_handshakes_total{result=\"failed\"}",
-                ) > before
-            },
-        );
+        wait_until("the refused handshake counted", READY_TIMEOUT, || {
+            metric_value(
+                &metrics_text(&edge),
+                "gateway_tls_handshakes_total{result=\"failed\"}",
+            ) > before
+        });
     }
     let mut raw = TcpStream::connect(edge.tls).expect("connect");
     raw.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -378,7 +371,7 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
             .count()
     };
     use serde_json::json;
-    wait_until("the access log's lines", Duration::from_secs(5), || {
+    wait_until("the access log's lines", READY_TIMEOUT, || {
         count(json!("h2"), json!("TLSv1.3")) >= 7
             && count(json!("http/1.1"), json!("TLSv1.3")) >= 1
             && count(json!("http/1.1"), json!("TLSv1.2")) >= 1
@@ -544,15 +537,16 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
     // wrk keeps its connections open over TLS across both rotations.
     let url = format!("https://127.0.0.1:{}/", edge.tls.port());
     let load = thread::spawn(move || run_wrk(&["-t1", "-c8", "-d6s", &url]));
-    thread::sleep(Duration::from_millis(500));
+    // The rotations happen while wrk's connections are open: wait until its requests arrive.
+    wait_until("wrk's requests reach the origin", READY_TIMEOUT, || {
+        stable.count() > 0
+    });
     let dir = edge.gateway.dir.path().to_path_buf();
     ca.issue(&dir, "site", &["site.test"], KeyKind::EcdsaP256, 0x200, 30);
     edge.gateway.signal("HUP");
-    wait_until(
-        "new handshakes get serial 200",
-        Duration::from_secs(5),
-        || served_serial(edge.tls, Some("site.test")) == "200",
-    );
+    wait_until("new handshakes get serial 200", READY_TIMEOUT, || {
+        served_serial(edge.tls, Some("site.test")) == "200"
+    });
     ca.issue(&dir, "site", &["site.test"], KeyKind::Rsa2048, 0x300, 30);
     let reload = admin(edge.admin, "POST", "/reload", Some(TOKEN), None);
     assert_eq!(reload.status, 200, "{}", reload.text());
@@ -588,14 +582,10 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
     let _new = edge.gateway.spawn_upgrade(2);
     edge.gateway.signal("QUIT");
     edge.gateway.wait_exit(Duration::from_secs(30));
-    wait_until(
-        "the new process serves TLS",
-        Duration::from_secs(10),
-        || {
-            std::panic::catch_unwind(|| served_serial(edge.tls, Some("site.test"))).ok()
-                == Some("500".into())
-        },
-    );
+    wait_until("the new process serves TLS", READY_TIMEOUT, || {
+        std::panic::catch_unwind(|| served_serial(edge.tls, Some("site.test"))).ok()
+            == Some("500".into())
+    });
     let body = curl(&[
         "-k",
         "--http2",
@@ -706,7 +696,7 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
     assert_eq!(wrong.status, 502);
     wait_until(
         "a log line naming the verification failure",
-        Duration::from_secs(5),
+        READY_TIMEOUT,
         || {
             edge.gateway
                 .log()
@@ -714,7 +704,7 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
         },
     );
     // Health checks over TLS: the verified group's server is up, the wrong CA's is down.
-    wait_until("health over TLS", Duration::from_secs(10), || {
+    wait_until("health over TLS", READY_TIMEOUT, || {
         let status: serde_json::Value =
             serde_json::from_str(&admin(edge.admin, "GET", "/status", Some(TOKEN), None).text())
                 .expect("json");
@@ -776,7 +766,7 @@ fn upstream_http2_when_the_group_asks_for_it() {
     assert_eq!(get(outer.plain, "/h1/y", &[]).text(), "stable");
     let log_path = inner.gateway.dir.path().join("access.log");
     let mut alpn_of = std::collections::HashMap::new();
-    wait_until("the inner gateway's log", Duration::from_secs(5), || {
+    wait_until("the inner gateway's log", READY_TIMEOUT, || {
         for line in std::fs::read_to_string(&log_path)
             .unwrap_or_default()
             .lines()
@@ -805,17 +795,31 @@ fn stalled_handshakes_time_out() {
         )
     };
     let before = timeouts();
+    let started = std::time::Instant::now();
     let mut stalled = TcpStream::connect(edge.tls).expect("connect");
-    stalled.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    stalled.set_read_timeout(Some(READY_TIMEOUT)).ok();
     // Half a ClientHello record header, then nothing.
     stalled.write_all(&[0x16, 0x03, 0x01]).expect("write");
-    let started = std::time::Instant::now();
     let mut rest_of_it = Vec::new();
-    stalled.read_to_end(&mut rest_of_it).ok();
+    let outcome = stalled.read_to_end(&mut rest_of_it);
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    // Closed by the gateway (end of stream or a reset), not given up on by this client.
+    if let Err(e) = &outcome {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "still open after {took:?}"
+        );
+    }
+    assert!(
+        took >= Duration::from_secs(1),
+        "closed after {took:?}, before the 1 s header timeout"
+    );
+    eprintln!("stalled handshake closed after {took:?}, header timeout 1 s");
     // The connection closes as the count is taken: wait for it (bounded).
-    wait_until("the timeout counted", Duration::from_secs(5), || {
+    wait_until("the timeout counted", READY_TIMEOUT, || {
         timeouts() == before + 1.0
     });
 }

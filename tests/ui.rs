@@ -56,7 +56,6 @@ fn site() -> Site {
         cert.key.display()
     );
     let gateway = Gateway::start_with_listeners(&tls, &section);
-    wait_for_port(admin);
     Site {
         gateway,
         admin,
@@ -360,7 +359,6 @@ fn a_viewer_looks_and_the_page_survives_a_restart() {
         WAIT,
     );
     site.gateway = Gateway::start_with_file(dir, path, addr);
-    wait_for_port(site.admin);
     browser.wait_for(
         "the page reconnects",
         "document.getElementById('conn').innerText === 'live'",

@@ -69,6 +69,53 @@ pub fn wait_for_port(addr: SocketAddr) {
     }
 }
 
+/// Waits, by connecting in a bounded loop, until something accepts on `addr`, failing at
+/// once (with `log()`) if `child` exits first.
+fn wait_listening(addr: SocketAddr, child: &mut Child, log: &dyn Fn() -> String) {
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("gateway exited early ({status}); log:\n{}", log());
+        }
+        assert!(
+            start.elapsed() < READY_TIMEOUT,
+            "gateway not listening on {addr} after {READY_TIMEOUT:?}; log:\n{}",
+            log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every address a gateway config file listens on: `gateway.listen` (plaintext, TLS and
+/// redirect listeners), `gateway.admin.listen`, `gateway.metrics.listen` and
+/// `gateway.demo_origins[].listen`. An unspecified IP (`0.0.0.0`) is reached on loopback.
+pub fn listeners_in(config: &str) -> Vec<SocketAddr> {
+    let root: serde_yaml::Value = serde_yaml::from_str(config).expect("config is YAML");
+    let gateway = &root["gateway"];
+    let mut texts: Vec<&str> = Vec::new();
+    for entry in gateway["listen"].as_sequence().into_iter().flatten() {
+        texts.extend(entry.as_str().or_else(|| entry["addr"].as_str()));
+    }
+    texts.extend(gateway["admin"]["listen"].as_str());
+    texts.extend(gateway["metrics"]["listen"].as_str());
+    for origin in gateway["demo_origins"].as_sequence().into_iter().flatten() {
+        texts.extend(origin["listen"].as_str());
+    }
+    texts
+        .into_iter()
+        .map(|text| {
+            let mut addr = std::net::ToSocketAddrs::to_socket_addrs(text)
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .unwrap_or_else(|| panic!("listener {text:?} is not an address"));
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            addr
+        })
+        .collect()
+}
+
 /// A fresh temporary folder, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -457,7 +504,8 @@ impl Gateway {
         Self::start_with_file(dir, config_path, addr)
     }
 
-    /// Starts the binary on an existing config file whose listen address is `addr`.
+    /// Starts the binary on an existing config file whose first listen address is `addr`, and
+    /// waits until every listener the file configures accepts connections.
     pub fn start_with_file(dir: TempDir, config_path: PathBuf, addr: SocketAddr) -> Gateway {
         let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
         let child = Command::new(binary())
@@ -478,19 +526,17 @@ impl Gateway {
         gateway
     }
 
+    /// Waits until `addr` and every listener in the config file accept connections. Each
+    /// listener (plaintext, TLS, redirect, admin, metrics, demo origins) is its own service
+    /// and may come up after the others, so each one is waited for.
     fn wait_ready(&mut self) {
-        let start = Instant::now();
-        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gateway exited early ({status}); log:\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < READY_TIMEOUT,
-                "gateway not listening on {} after {READY_TIMEOUT:?}; log:\n{}",
-                self.addr,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        let mut listeners = vec![self.addr];
+        listeners.extend(listeners_in(&text));
+        for addr in listeners {
+            wait_listening(addr, &mut self.child, &|| {
+                std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+            });
         }
     }
 
@@ -688,8 +734,8 @@ impl OriginProcess {
             d = dir.path().display()
         );
         let path = dir.path().join("origin.yaml");
-        std::fs::write(&path, config).expect("write origin config");
-        let child = Command::new(binary())
+        std::fs::write(&path, &config).expect("write origin config");
+        let mut child = Command::new(binary())
             .arg("-c")
             .arg(&path)
             .env("RUST_LOG", "warn")
@@ -697,7 +743,11 @@ impl OriginProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("start origin process");
-        wait_for_port(addr);
+        for listening in listeners_in(&config) {
+            wait_listening(listening, &mut child, &|| {
+                "(an origin process logs nothing)".into()
+            });
+        }
         OriginProcess {
             addr,
             name: name.to_string(),
