@@ -720,6 +720,68 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
     assert_eq!(get(edge.plain, "/other", &[]).status, 503);
 }
 
+/// A mutual-TLS group with the default health check, against an origin that speaks TLS 1.2 at
+/// most and requires the client certificate: the health check offers the group's certificate
+/// as requests do, so the server stays up and every request is served. (The check once
+/// handshook without it; in TLS 1.2 the origin refuses that handshake, the server was marked
+/// down and no request was served.)
+#[test]
+fn mutual_tls_health_checks_offer_the_client_certificate() {
+    let dir = TempDir::new("tls-mutual-checked");
+    let ca = Ca::new("origin CA");
+    let origin_cert = ca.issue(
+        dir.path(),
+        "origin",
+        &["origin.test"],
+        KeyKind::EcdsaP256,
+        1,
+        30,
+    );
+    ca.issue(
+        dir.path(),
+        "client",
+        &["gateway-client"],
+        KeyKind::EcdsaP256,
+        2,
+        30,
+    );
+    ca.write_cert(&dir.path().join("ca.pem"));
+    let origin = TlsOrigin::start_tls12("mtls12-origin", &origin_cert, Some(&ca.cert));
+    let d = dir.path().display();
+    // No `health_check` key: the default check (TCP with the TLS handshake, every 2 s, down
+    // after 2 failures).
+    let rest = format!(
+        "  groups:\n\
+         \x20   mutual: {{ servers: [\"{m}\"], tls: {{ sni: origin.test, ca: \"{d}/ca.pem\", client_cert: \"{d}/client.pem\", client_key: \"{d}/client.key\" }} }}\n\
+         \x20 routing: {{ default: mutual }}\n",
+        m = origin.addr,
+    );
+    let cert = ca.issue(
+        dir.path(),
+        "edge",
+        &["edge.test"],
+        KeyKind::EcdsaP256,
+        3,
+        30,
+    );
+    let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
+    // Checks run one pass after another, and nothing else connects yet: once the origin has
+    // seen a third connection, the outcomes of the first two checks (enough to mark the
+    // server down) have been applied.
+    wait_until("three health checks", Duration::from_secs(30), || {
+        origin.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3
+    });
+    let served = (0..10)
+        .map(|_| get(edge.plain, "/", &[]))
+        .filter(|r| {
+            r.status == 200
+                && r.text() == "mtls12-origin"
+                && r.header("x-client-cert") == Some("gateway-client")
+        })
+        .count();
+    assert_eq!(served, 10, "requests served through the mutual-TLS group");
+}
+
 /// A group with `tls.http2: true` speaks HTTP/2 to its servers: here the server is a second
 /// gateway's TLS listener, whose access log shows the request arrived over h2; a group
 /// without it stays on HTTP/1.1 to the same server.

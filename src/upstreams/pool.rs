@@ -4,14 +4,11 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType};
-use pingora_http::RequestHeader;
 use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
-use super::{GroupConfig, HealthCheckConfig, HealthProbe, Selection, UpstreamTls};
+use super::{GroupConfig, Selection, UpstreamTls};
 
 enum Balancer {
     RoundRobin(LoadBalancer<RoundRobin>),
@@ -59,7 +56,7 @@ impl Pool {
         debug_assert!(updated, "static discovery completes immediately");
         let tls_pool_key = config.tls.as_ref().map_or(0, UpstreamTls::pool_key);
         if let Some(hc) = &config.health_check {
-            let check = build_health_check(hc, config.tls.as_ref(), tls_pool_key);
+            let check = super::probe::health_check(hc, config.tls.as_ref(), tls_pool_key);
             match &mut balancer {
                 Balancer::RoundRobin(lb) => lb.set_health_check(check),
                 Balancer::Consistent(lb) => lb.set_health_check(check),
@@ -121,14 +118,7 @@ impl Pool {
 
     /// A peer for `addr` with this group's timeouts.
     pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = match &self.config.tls {
-            None => HttpPeer::new(addr, false, String::new()),
-            Some(tls) => {
-                let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
-                apply_tls(&mut peer, tls, self.tls_pool_key);
-                peer
-            }
-        };
+        let mut peer = server_peer(addr, self.config.tls.as_ref(), self.tls_pool_key);
         let t = &self.config.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
@@ -166,10 +156,16 @@ fn futures_now<F: std::future::Future<Output = pingora_core::Result<()>>>(future
     )
 }
 
-/// TLS towards a server: verification (chain and name, against the system roots or the
-/// group's CA), the client certificate, and ALPN (h2 only when the group asks for it).
-/// `pool_key` is `tls.pool_key()`.
-fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls, pool_key: u64) {
+/// How the gateway connects to one of a group's servers: plaintext, or TLS as the group's
+/// settings say (verification against the system roots or the group's CA, the client
+/// certificate, ALPN with h2 only when the group asks for it). The one description of that
+/// connection: requests and every health check start from it, so a check connects as
+/// requests do. `pool_key` is `tls.pool_key()`.
+pub(super) fn server_peer(addr: SocketAddr, tls: Option<&UpstreamTls>, pool_key: u64) -> HttpPeer {
+    let Some(tls) = tls else {
+        return HttpPeer::new(addr, false, String::new());
+    };
+    let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
     // Pingora pools connections by address, SNI, verification flags and client certificate,
     // not by CA: without this key a group trusting another CA could reuse a connection that
     // a different group verified (or did not).
@@ -183,64 +179,5 @@ fn apply_tls(peer: &mut HttpPeer, tls: &UpstreamTls, pool_key: u64) {
     } else {
         peer.options.set_http_version(1, 1);
     }
-}
-
-fn build_health_check(
-    config: &HealthCheckConfig,
-    tls: Option<&UpstreamTls>,
-    tls_pool_key: u64,
-) -> Box<dyn HealthCheck + Send + Sync> {
-    match &config.probe {
-        HealthProbe::Tcp => {
-            // Over TLS, a health check completes the handshake (certificate verified).
-            let mut check = match tls {
-                None => TcpHealthCheck::new(),
-                Some(tls) => {
-                    let mut check = TcpHealthCheck::new_tls(&tls.sni);
-                    check.peer_template.options.verify_cert = tls.verify;
-                    check.peer_template.options.verify_hostname = tls.verify;
-                    check.peer_template.options.ca = tls.ca.clone();
-                    check
-                }
-            };
-            check.consecutive_success = config.rise;
-            check.consecutive_failure = config.fall;
-            check.peer_template.options.connection_timeout = Some(config.timeout);
-            check
-        }
-        HealthProbe::Http {
-            path,
-            host,
-            expect_status,
-        } => {
-            let mut check = HttpHealthCheck::new(host, tls.is_some());
-            if let Some(tls) = tls {
-                check.peer_template.sni = tls.sni.clone();
-                apply_tls(&mut check.peer_template, tls, tls_pool_key);
-                // The probe speaks HTTP/1.1 whatever the group's requests do.
-                check.peer_template.options.set_http_version(1, 1);
-            }
-            check.consecutive_success = config.rise;
-            check.consecutive_failure = config.fall;
-            check.peer_template.options.connection_timeout = Some(config.timeout);
-            check.peer_template.options.read_timeout = Some(config.timeout);
-            if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
-                if req.insert_header("Host", host.as_str()).is_ok() {
-                    check.req = req;
-                }
-            }
-            let expect = *expect_status;
-            check.validator = Some(Box::new(move |response| {
-                if response.status.as_u16() == expect {
-                    Ok(())
-                } else {
-                    Error::e_explain(
-                        ErrorType::CustomCode("health check status", response.status.as_u16()),
-                        format!("expected status {expect}"),
-                    )
-                }
-            }));
-            Box::new(check)
-        }
-    }
+    peer
 }

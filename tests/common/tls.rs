@@ -18,7 +18,7 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::ssl::{
-    SslAcceptor, SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVerifyMode,
+    SslAcceptor, SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
@@ -289,11 +289,29 @@ pub fn served_serial_with(
 pub struct TlsOrigin {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
+    /// Connections accepted (TCP), whether or not their handshake then succeeded.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl TlsOrigin {
     pub fn start(name: &str, cert: &Issued, client_ca: Option<&X509>) -> TlsOrigin {
+        Self::start_with(name, cert, client_ca, None)
+    }
+
+    /// An origin that speaks TLS 1.2 at most: a client certificate it requires is refused
+    /// during the handshake (in TLS 1.3 the client learns of it only after its handshake).
+    pub fn start_tls12(name: &str, cert: &Issued, client_ca: Option<&X509>) -> TlsOrigin {
+        Self::start_with(name, cert, client_ca, Some(SslVersion::TLS1_2))
+    }
+
+    fn start_with(
+        name: &str,
+        cert: &Issued,
+        client_ca: Option<&X509>,
+        max_version: Option<SslVersion>,
+    ) -> TlsOrigin {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+        b.set_max_proto_version(max_version).expect("max version");
         b.set_certificate_chain_file(&cert.cert).expect("chain");
         b.set_private_key_file(&cert.key, openssl::ssl::SslFiletype::PEM)
             .expect("key");
@@ -308,9 +326,12 @@ impl TlsOrigin {
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(AtomicUsize::new(0));
         let counted = requests.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let name = name.to_string();
         thread::spawn(move || {
             for tcp in listener.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, counted, name) = (acceptor.clone(), counted.clone(), name.clone());
                 thread::spawn(move || {
                     tcp.set_read_timeout(Some(Duration::from_secs(30))).ok();
@@ -350,7 +371,11 @@ impl TlsOrigin {
                 });
             }
         });
-        TlsOrigin { addr, requests }
+        TlsOrigin {
+            addr,
+            requests,
+            connections,
+        }
     }
 }
 
