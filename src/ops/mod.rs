@@ -10,24 +10,5 @@ pub mod metrics;
 pub mod ui;
 pub mod views;
 
-/// A whole response with its `Content-Type` and `Content-Length`: what the admin API, the
-/// metrics endpoint and the demo origins answer.
-pub(crate) fn http_response(
-    status: http::StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> http::Response<Vec<u8>> {
-    let length = body.len();
-    let mut response = http::Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(length),
-    );
-    response
-}
+/// The one writer of whole responses, shared with the proxy's own answers.
+pub(crate) use crate::proxy::http_response;

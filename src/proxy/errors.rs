@@ -1,5 +1,8 @@
-//! Errors and the statuses they become: framing checks on the request head, and the mapping
-//! from a failed request to what the client is told (and whether it is told anything).
+//! Errors and the statuses they become: framing checks on the request head, the mapping
+//! from a failed request to what the client is told (and whether it is told anything), and
+//! the one writer of the answers the gateway makes itself (`<code> <reason>` bodies and whole
+//! responses: the proxy's errors, the head guard's, the redirect listener's, and `ops`' admin
+//! API, metrics endpoint and demo origins).
 
 use bytes::Bytes;
 use http::header::HeaderMap;
@@ -30,7 +33,7 @@ pub async fn send_error_response(
     log_id: &str,
 ) {
     let mut response = ServerSession::generate_error(code);
-    let body = Bytes::from(format!("{code} {}\n", error_text(code)));
+    let body = Bytes::from(status_body(code, None));
     let written = async {
         response.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
         response.set_content_length(body.len())?;
@@ -107,7 +110,53 @@ pub fn error_status(e: &Error) -> u16 {
     }
 }
 
-fn error_text(code: u16) -> &'static str {
+/// The body of a plain-text answer the gateway makes itself: `<code> <reason>\n`, or
+/// `<code> <reason>: <detail>\n` (`400 Bad Request: unknown host`).
+pub(crate) fn status_body(code: u16, detail: Option<&str>) -> String {
+    let reason = reason_phrase(code);
+    match detail {
+        None => format!("{code} {reason}\n"),
+        Some(detail) => format!("{code} {reason}: {detail}\n"),
+    }
+}
+
+/// A whole plain-text answer ([`status_body`]) written straight to a client connection that is
+/// then closed (HTTP/1.1, `Connection: close`): the head guard's answers, made before Pingora
+/// has a session to answer through.
+pub(crate) fn closing_response(code: u16) -> Vec<u8> {
+    let body = status_body(code, None);
+    format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason_phrase(code),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A whole response with its `Content-Type` and `Content-Length`: what the redirect listener,
+/// the admin API, the metrics endpoint and the demo origins answer.
+pub(crate) fn http_response(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> http::Response<Vec<u8>> {
+    let length = body.len();
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(length),
+    );
+    response
+}
+
+/// The standard reason phrase of `code`, `Error` for a code without one.
+fn reason_phrase(code: u16) -> &'static str {
     http::StatusCode::from_u16(code)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -146,6 +195,39 @@ mod tests {
             let e = error(etype.clone(), source.clone());
             assert_eq!(error_status(&e), status, "{etype:?} from {source:?}");
         }
+    }
+
+    /// Every answer the gateway makes itself has the bytes it had before the writers were one.
+    #[test]
+    fn own_answers_keep_their_bytes() {
+        assert_eq!(status_body(502, None), "502 Bad Gateway\n");
+        assert_eq!(status_body(599, None), "599 Error\n");
+        assert_eq!(status_body(308, None), "308 Permanent Redirect\n");
+        assert_eq!(
+            status_body(400, Some("unknown host")),
+            "400 Bad Request: unknown host\n"
+        );
+        let closing: [(u16, &[u8]); 4] = [
+            (400, b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n"),
+            (408, b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n"),
+            (414, b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\n414 URI Too Long\n"),
+            (431, b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n"),
+        ];
+        for (code, bytes) in closing {
+            assert_eq!(closing_response(code), bytes, "{code}");
+        }
+        let response = http_response(http::StatusCode::OK, "text/plain", b"ok".to_vec());
+        let headers: Vec<_> = response.headers().iter().collect();
+        assert_eq!(
+            headers,
+            [
+                (
+                    &http::header::CONTENT_TYPE,
+                    &http::HeaderValue::from_static("text/plain")
+                ),
+                (&http::header::CONTENT_LENGTH, &http::HeaderValue::from(2)),
+            ]
+        );
     }
 
     #[test]

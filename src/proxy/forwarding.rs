@@ -1,5 +1,5 @@
-//! The client's address and nginx's forwarding headers: `X-Real-IP`, `X-Forwarded-For`
-//! (`$proxy_add_x_forwarded_for`), `X-Forwarded-Proto`.
+//! The client's address, the host it asked for, and nginx's forwarding headers: `X-Real-IP`,
+//! `X-Forwarded-For` (`$proxy_add_x_forwarded_for`), `X-Forwarded-Proto`.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -55,6 +55,19 @@ pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Cl
         proxy_value: (ip != peer).then(|| ip_value(peer)),
         user: None,
     }
+}
+
+/// The host a request names, as sent: its `Host` header, else its target's host (an
+/// absolute-form target, or HTTP/2's `:authority`, without user info or port); empty when it
+/// names none. A `Host` keeps its port and case: the route lookup and the redirect listener
+/// normalize it (`routing::routes::normalize_host`), the access log records it as sent.
+pub(crate) fn request_host(request: &RequestHeader) -> &[u8] {
+    request
+        .headers
+        .get(http::header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| request.uri.host().map(str::as_bytes))
+        .unwrap_or_default()
 }
 
 /// Whether a request asks for a WebSocket (`Upgrade: websocket` over HTTP/1.1): the only
@@ -202,6 +215,39 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Host` wins (port and case as sent); without it the target's host (absolute form or
+    /// HTTP/2 `:authority`), without user info or port; without either, nothing.
+    #[test]
+    fn the_request_host_is_the_host_header_else_the_targets() {
+        let request = |target: &str, host: Option<&str>| {
+            let mut r = RequestHeader::build("GET", b"/", None).expect("request");
+            r.set_uri(target.parse().expect("uri"));
+            if let Some(host) = host {
+                r.insert_header("host", host).expect("host");
+            }
+            r
+        };
+        let cases: [(&str, Option<&str>, &[u8]); 6] = [
+            ("/a", Some("Shop.Example:8080"), b"Shop.Example:8080"),
+            (
+                "http://other.example/a",
+                Some("shop.example"),
+                b"shop.example",
+            ),
+            ("http://Shop.Example:8080/a", None, b"Shop.Example"),
+            ("https://user@shop.example/a", None, b"shop.example"),
+            ("http://[::1]:8080/a", None, b"[::1]"),
+            ("/a", None, b""),
+        ];
+        for (target, host, expected) in cases {
+            assert_eq!(
+                request_host(&request(target, host)),
+                expected,
+                "{target} with Host {host:?}"
+            );
+        }
+    }
 
     #[test]
     fn client_ip_behind_trusted_proxies() {

@@ -17,7 +17,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,13 +35,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::ctx::{InFlight, InFlightGuard};
+use super::errors::closing_response;
 pub use crate::config::HeadLimits;
 use crate::routing::is_token_byte;
 
-const RESPONSE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\n400 Bad Request\n";
-const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";
-const RESPONSE_414: &[u8] = b"HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\n414 URI Too Long\n";
-const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n";
+/// The canned answers to a head over a limit, written once by the gateway's one writer.
+static RESPONSE_400: LazyLock<Vec<u8>> = LazyLock::new(|| closing_response(400));
+static RESPONSE_408: LazyLock<Vec<u8>> = LazyLock::new(|| closing_response(408));
+static RESPONSE_414: LazyLock<Vec<u8>> = LazyLock::new(|| closing_response(414));
+static RESPONSE_431: LazyLock<Vec<u8>> = LazyLock::new(|| closing_response(431));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -236,9 +238,9 @@ impl GuardedStream {
             self.head_bytes += segment.len() + usize::from(newline.is_some());
             if self.head_bytes > self.limits.max_header_bytes {
                 return Some(if self.lines == 0 {
-                    RESPONSE_414
+                    &RESPONSE_414[..]
                 } else {
-                    RESPONSE_431
+                    &RESPONSE_431[..]
                 });
             }
             // The usual case is a whole line in one read, with no CR before its end: its name
@@ -266,17 +268,17 @@ impl GuardedStream {
             }
             if self.lines == 0 {
                 if self.line_bytes > self.limits.max_request_line {
-                    return Some(RESPONSE_414);
+                    return Some(&RESPONSE_414[..]);
                 }
                 if !self.request_line_ok(segment) {
-                    return Some(RESPONSE_400);
+                    return Some(&RESPONSE_400[..]);
                 }
             }
             if newline.is_none() {
                 break;
             }
             if self.lines == 0 && self.line_bytes > 0 && self.request_line_spaces != 2 {
-                return Some(RESPONSE_400);
+                return Some(&RESPONSE_400[..]);
             }
             if self.line_bytes == 0 {
                 if self.lines > 0 {
@@ -302,13 +304,13 @@ impl GuardedStream {
                 self.seen_content_length |= starts_with_name(name, b"content-length:");
                 self.seen_transfer_encoding |= starts_with_name(name, b"transfer-encoding:");
                 if self.seen_content_length && self.seen_transfer_encoding {
-                    return Some(RESPONSE_400);
+                    return Some(&RESPONSE_400[..]);
                 }
             }
             self.lines += 1;
             self.line_bytes = 0;
             if self.lines > self.limits.max_headers + 1 {
-                return Some(RESPONSE_431);
+                return Some(&RESPONSE_431[..]);
             }
         }
         None
@@ -403,7 +405,7 @@ impl AsyncRead for GuardedStream {
         if this.phase == Phase::Head {
             if let Some(deadline) = &mut this.deadline {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    this.rejection = Some((RESPONSE_408, 0));
+                    this.rejection = Some((&RESPONSE_408[..], 0));
                     return this.poll_rejection(cx).map(Err);
                 }
             }
@@ -422,7 +424,7 @@ impl AsyncRead for GuardedStream {
                     // Polled once so the timer wakes this task; a zero timeout answers at once.
                     if this.arm_deadline().as_mut().poll(cx).is_ready() {
                         buf.set_filled(before);
-                        this.rejection = Some((RESPONSE_408, 0));
+                        this.rejection = Some((&RESPONSE_408[..], 0));
                         return this.poll_rejection(cx).map(Err);
                     }
                 }
@@ -639,18 +641,21 @@ mod tests {
         let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(40));
         assert_eq!(
             scan_all(limits(), long_line.as_bytes()).0,
-            Some(RESPONSE_414)
+            Some(&RESPONSE_414[..])
         );
         let many = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\n\r\n";
-        assert_eq!(scan_all(limits(), many).0, Some(RESPONSE_431));
+        assert_eq!(scan_all(limits(), many).0, Some(&RESPONSE_431[..]));
         let three = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
         assert_eq!(scan_all(limits(), three).0, None);
         let big = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "v".repeat(200));
-        assert_eq!(scan_all(limits(), big.as_bytes()).0, Some(RESPONSE_431));
+        assert_eq!(
+            scan_all(limits(), big.as_bytes()).0,
+            Some(&RESPONSE_431[..])
+        );
         let partial = b"GET / HTTP/1.1\r\nHost";
         assert_eq!(scan_all(limits(), partial), (None, Phase::Head));
         let both = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-encoding: chunked\r\n\r\n";
-        assert_eq!(scan_all(limits(), both).0, Some(RESPONSE_400));
+        assert_eq!(scan_all(limits(), both).0, Some(&RESPONSE_400[..]));
         let pipelined = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
         assert_eq!(scan_all(limits(), pipelined), (None, Phase::Unwatched));
     }
@@ -675,7 +680,11 @@ mod tests {
             b"GET /\tx HTTP/1.1\r\n\r\n",
             b"GET /\r\n\r\n",
         ] {
-            assert_eq!(scan_all(limits(), bad).0, Some(RESPONSE_400), "{bad:?}");
+            assert_eq!(
+                scan_all(limits(), bad).0,
+                Some(&RESPONSE_400[..]),
+                "{bad:?}"
+            );
         }
     }
 
@@ -720,7 +729,7 @@ mod tests {
             b"\n\r\n",
         ];
         let answer = parts.iter().find_map(|part| g.scan(part));
-        assert_eq!(answer, Some(RESPONSE_400));
+        assert_eq!(answer, Some(&RESPONSE_400[..]));
     }
 
     #[tokio::test]
@@ -810,7 +819,7 @@ mod tests {
         assert_eq!(in_flight.count(), 0);
         let mut answer = Vec::new();
         peer.read_to_end(&mut answer).await.expect("read");
-        assert_eq!(answer, RESPONSE_414);
+        assert_eq!(answer, &RESPONSE_414[..]);
     }
 
     /// A connection that closes before sending a whole head is done, and not counted.

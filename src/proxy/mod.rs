@@ -34,6 +34,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use ctx::{InFlight, RequestCtx};
+pub(crate) use errors::http_response;
 use errors::{check_framing, error_status, has_body, send_error_response};
 use request_id::X_REQUEST_ID;
 
@@ -366,14 +367,12 @@ fn find_route(
     if state.table.is_none() {
         return Ok(Some((RouteId(0), 0)));
     }
-    let host = request
-        .headers
-        .get(http::header::HOST)
-        .map(|h| h.as_bytes())
-        .or_else(|| request.uri.host().map(str::as_bytes))
-        .unwrap_or_default();
     state
-        .find_route(host, request.raw_path(), scratch)
+        .find_route(
+            forwarding::request_host(request),
+            request.raw_path(),
+            scratch,
+        )
         .map_err(|_| errors::bad_request("the path climbs above /"))
 }
 
@@ -614,12 +613,7 @@ fn log_request(
     let decision = ctx.decision.as_ref();
     let served = ctx.served_group.or(decision.map(|d| d.group));
     let request = session.req_header();
-    let host = request
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri.host())
-        .unwrap_or("");
+    let host = std::str::from_utf8(forwarding::request_host(request)).unwrap_or_default();
     let path = String::from_utf8_lossy(request.raw_path());
     let upstream_duration = ctx
         .upstream_started

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::{header, Response, StatusCode};
+use http::{header, HeaderValue, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use super::errors::{http_response, status_body};
 use crate::routing::routes::normalize_host;
 use crate::state::GatewayState;
 
@@ -56,41 +57,32 @@ pub fn location(
     })
 }
 
-fn answer(status: StatusCode, location: Option<String>, body: &str) -> Response<Vec<u8>> {
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain")
-        .header(header::CONTENT_LENGTH, body.len());
+/// A plain-text answer (`<code> <reason>`, with `detail`), and `Location` when redirecting.
+fn answer(status: StatusCode, location: Option<String>, detail: Option<&str>) -> Response<Vec<u8>> {
+    let body = status_body(status.as_u16(), detail).into_bytes();
+    let mut response = http_response(status, "text/plain", body);
     if let Some(location) = location {
-        builder = builder.header(header::LOCATION, location);
+        match HeaderValue::try_from(location) {
+            Ok(value) => {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            // `location` refuses targets with control characters, so this is not reached;
+            // a redirect without its `Location` would be worse than a refusal.
+            Err(_) => return answer(StatusCode::BAD_REQUEST, None, Some("unknown host")),
+        }
     }
-    builder
-        .body(body.as_bytes().to_vec())
-        .unwrap_or_else(|_| Response::new(Vec::new()))
+    response
 }
 
 #[async_trait]
 impl ServeHttp for Redirector {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let request = session.req_header();
-        let host = request
-            .headers
-            .get(header::HOST)
-            .map(|h| h.as_bytes())
-            .or_else(|| request.uri.authority().map(|a| a.as_str().as_bytes()))
-            .unwrap_or_default();
+        let host = super::forwarding::request_host(request);
         let known = self.state.load().known_hosts.clone();
         match location(&known, host, request.raw_path(), self.https_port) {
-            Some(to) => answer(
-                StatusCode::PERMANENT_REDIRECT,
-                Some(to),
-                "308 Permanent Redirect\n",
-            ),
-            None => answer(
-                StatusCode::BAD_REQUEST,
-                None,
-                "400 Bad Request: unknown host\n",
-            ),
+            Some(to) => answer(StatusCode::PERMANENT_REDIRECT, Some(to), None),
+            None => answer(StatusCode::BAD_REQUEST, None, Some("unknown host")),
         }
     }
 }
