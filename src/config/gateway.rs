@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileRole, FileStore};
-use super::parse::{header_name, is_token_byte, positive_duration};
+use super::parse::{check_token, header_name, positive_duration};
 use super::{
     groups, key_error, routing, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
     GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig, DEFAULT_ADMIN_TOKEN_NAME,
@@ -264,12 +264,7 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
     }
     for (i, named) in admin.tokens.into_iter().enumerate() {
         let key = format!("gateway.admin.tokens[{i}]");
-        if named.name.is_empty() || !named.name.bytes().all(is_token_byte) {
-            return Err(key_error(
-                format!("{key}.name"),
-                format!("{:?} is not a valid token name (a token)", named.name),
-            ));
-        }
+        check_token(&named.name, "token name").map_err(|m| key_error(format!("{key}.name"), m))?;
         if tokens.iter().any(|t| t.name == named.name) {
             return Err(key_error(
                 format!("{key}.name"),

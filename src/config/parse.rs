@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-pub(super) use crate::routing::is_token_byte;
+use crate::routing::is_token_byte;
 
 /// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -53,10 +53,41 @@ pub(super) fn resolve_server(server: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{server:?} resolves to no address"))
 }
 
+/// The check of every name the file gives as a token (a route, an admin token, a cookie, a
+/// user set, a header): non-empty, HTTP token characters only (RFC 9110 §5.6.2). `what` names
+/// the kind of name in the error.
+pub(super) fn check_token(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(format!("{name:?} is not a valid {what} (a token)"));
+    }
+    Ok(())
+}
+
 /// Validates an HTTP header name and returns it in lower case.
 pub(super) fn header_name(name: &str) -> Result<String, String> {
-    if name.is_empty() || !name.bytes().all(is_token_byte) {
-        return Err(format!("{name:?} is not a valid header name"));
-    }
+    check_token(name, "header name")?;
     Ok(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name is a non-empty HTTP token; the error quotes it and says which kind of name.
+    #[test]
+    fn names_are_tokens() {
+        for good in ["canary_user", "x-route", "a.b~c!"] {
+            assert_eq!(check_token(good, "route name"), Ok(()), "{good}");
+        }
+        let cases = [
+            ("", "\"\" is not a valid cookie name (a token)"),
+            ("da sh", "\"da sh\" is not a valid cookie name (a token)"),
+            ("a:b", "\"a:b\" is not a valid cookie name (a token)"),
+            ("é", "\"é\" is not a valid cookie name (a token)"),
+        ];
+        for (bad, error) in cases {
+            assert_eq!(check_token(bad, "cookie name"), Err(error.to_string()));
+        }
+        assert_eq!(header_name("X-Route"), Ok("x-route".to_string()));
+    }
 }

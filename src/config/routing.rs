@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::file::{FileKeys, FileOnFailure, FilePlan, FileRoute, FileRouting, FileRule};
-use super::parse::{header_name, is_token_byte, parse_duration};
+use super::parse::{check_token, header_name, parse_duration};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, RouteConfig,
     DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE, DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
@@ -69,12 +69,7 @@ pub(super) fn validate_routes(
     let mut out: Vec<RouteConfig> = Vec::with_capacity(routes.len());
     for (i, route) in routes.iter().enumerate() {
         let key = format!("gateway.routes[{i}]");
-        if route.name.is_empty() || !route.name.bytes().all(is_token_byte) {
-            return Err(key_error(
-                format!("{key}.name"),
-                format!("{:?} is not a valid route name (a token)", route.name),
-            ));
-        }
+        check_token(&route.name, "route name").map_err(|m| key_error(format!("{key}.name"), m))?;
         if out.iter().any(|r| r.name == route.name) {
             return Err(key_error(
                 format!("{key}.name"),
@@ -191,12 +186,8 @@ fn validate_routing(
     key: &str,
     cx: &Context<'_>,
 ) -> Result<RoutingParts, KeyError> {
-    if routing.cookie.is_empty() || !routing.cookie.bytes().all(is_token_byte) {
-        return Err(key_error(
-            format!("{key}.cookie"),
-            format!("{:?} is not a valid cookie name", routing.cookie),
-        ));
-    }
+    check_token(&routing.cookie, "cookie name")
+        .map_err(|m| key_error(format!("{key}.cookie"), m))?;
     let default_group = (cx.group_id)(format!("{key}.default"), &routing.default)?;
     let mut rules = Vec::with_capacity(routing.rules.len());
     let mut store_sets = BTreeMap::new();
@@ -224,12 +215,7 @@ fn validate_routing(
             if !cx.has_store {
                 return Err(key_error(set_key, "needs a `gateway.store` section".into()));
             }
-            if set.is_empty() || !set.bytes().all(is_token_byte) {
-                return Err(key_error(
-                    set_key,
-                    format!("{set:?} is not a valid set name"),
-                ));
-            }
+            check_token(set, "set name").map_err(|m| key_error(set_key.clone(), m))?;
             store_sets.insert(rule.name.clone(), set.clone());
         }
         if let Some(plan) = &rule.plan {
