@@ -457,6 +457,60 @@ fn bad_certificates_are_refused_naming_the_key() {
     }
 }
 
+/// `-t` refuses an X.509 version 1 certificate (no extensions) with its own key as what it is,
+/// a certificate rustls cannot use, naming the certificate's key; it once said the key was
+/// not the certificate's. Both as a listener's certificate and as a group's client certificate.
+#[test]
+fn version_1_certificates_are_refused_for_their_version() {
+    let dir = TempDir::new("tls-v1");
+    let ca = Ca::new("test CA");
+    let good = ca.issue(
+        dir.path(),
+        "good",
+        &["good.test"],
+        KeyKind::EcdsaP256,
+        1,
+        30,
+    );
+    let v1 = ca.issue_v1(dir.path(), "v1", "v1.test", 2);
+    let (cert, key) = (v1.cert.display(), v1.key.display());
+    let group = "  groups:\n    stable: { servers: [\"127.0.0.1:3\"] }\n";
+    let cases = [
+        (
+            format!(
+                "    - addr: \"127.0.0.1:2\"\n      tls:\n        certificates:\n\
+                 \x20         - {{ cert: \"{}\", key: \"{}\" }}\n          - {{ cert: \"{cert}\", key: \"{key}\" }}\n{group}",
+                good.cert.display(),
+                good.key.display(),
+            ),
+            "gateway.listen[1].tls.certificates[1].cert",
+        ),
+        (
+            format!(
+                "{group}    mutual: {{ servers: [\"127.0.0.1:4\"], tls: {{ sni: origin.test, client_cert: \"{cert}\", client_key: \"{key}\" }} }}\n"
+            ),
+            "gateway.groups.mutual.tls.client_cert",
+        ),
+    ];
+    for (rest, want_key) in cases {
+        let config = format!(
+            "gateway:\n  listen:\n    - \"127.0.0.1:1\"\n{rest}  routing: {{ default: stable }}\n"
+        );
+        let path = dir.path().join("v1.yaml");
+        std::fs::write(&path, config).expect("write");
+        let out = run_binary(&["-t", "-c", path.to_str().expect("path")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted: {want_key}");
+        assert!(
+            stderr.contains(&format!(
+                "{want_key}: {cert}: an X.509 version 1 certificate"
+            )) && stderr.contains("re-issue it as version 3")
+                && !stderr.contains("is not the key"),
+            "stderr: {stderr}"
+        );
+    }
+}
+
 /// The redirect listener answers 308 to https with the same host and target for a host some
 /// route or certificate names, 400 for any other host, and proxies nothing.
 #[test]

@@ -11,11 +11,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{InconsistentKeys, ServerConfig};
 use x509_parser::oid_registry::{
     OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
 };
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Version};
 
 use super::{key_error, KeyError};
 use crate::routing::names::pick_certificate;
@@ -116,16 +116,53 @@ pub(super) fn load_certificate(
                 ),
             )
         })?;
-    let certified = CertifiedKey::new(chain.clone(), signing_key);
-    if certified.keys_match().is_err() {
+    // rustls reads the leaf with webpki, which takes version 3 only: an older one (what
+    // `openssl x509 -req` makes without `-extfile`) would fail the key check below as if the
+    // key were another certificate's.
+    if leaf.version() != X509Version::V3 {
         return Err(key_error(
-            key_key,
+            cert_key,
             format!(
-                "{} is not the key of the certificate in {}",
-                key_file.display(),
-                cert_file.display()
+                "{}: an X.509 version {} certificate, which rustls (webpki) does not accept; \
+                 re-issue it as version 3, with extensions (`openssl x509 -req ... -extfile ...`)",
+                cert_file.display(),
+                leaf.version().0 + 1
             ),
         ));
+    }
+    let certified = CertifiedKey::new(chain.clone(), signing_key);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            return Err(key_error(
+                key_key,
+                format!(
+                    "{} is not the key of the certificate in {}",
+                    key_file.display(),
+                    cert_file.display()
+                ),
+            ))
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            return Err(key_error(
+                key_key,
+                format!(
+                    "{}: cannot tell whether it is the key of the certificate in {}",
+                    key_file.display(),
+                    cert_file.display()
+                ),
+            ))
+        }
+        // The certificate itself is what rustls refused.
+        Err(e) => {
+            return Err(key_error(
+                cert_key,
+                format!(
+                    "{}: a certificate rustls cannot use ({e})",
+                    cert_file.display()
+                ),
+            ))
+        }
     }
     let not_after = leaf.validity().not_after.timestamp();
     if not_after <= now {

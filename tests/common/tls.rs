@@ -170,6 +170,39 @@ impl Ca {
         issued
     }
 
+    /// Writes an X.509 version 1 leaf for `name` (no extensions, as `openssl x509 -req` makes
+    /// without `-extfile`) and its own key to `dir/stem.pem` and `dir/stem.key`.
+    pub fn issue_v1(&self, dir: &Path, stem: &str, name: &str, serial_no: u32) -> Issued {
+        let key = new_key(KeyKind::EcdsaP256);
+        let mut subject = X509NameBuilder::new().expect("name");
+        subject
+            .append_entry_by_nid(Nid::COMMONNAME, name)
+            .expect("cn");
+        let subject = subject.build();
+        let mut b = X509Builder::new().expect("builder");
+        b.set_version(0).expect("v1");
+        b.set_serial_number(&serial(serial_no)).expect("serial");
+        b.set_subject_name(&subject).expect("subject");
+        b.set_issuer_name(self.cert.subject_name()).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&Asn1Time::from_unix(now() - 3600).expect("time"))
+            .expect("nb");
+        b.set_not_after(&Asn1Time::from_unix(now() + 30 * 86_400).expect("time"))
+            .expect("na");
+        b.sign(&self.key, MessageDigest::sha256()).expect("sign");
+        let issued = Issued {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+            serial: format!("{serial_no:X}"),
+        };
+        write_atomically(&issued.cert, &b.build().to_pem().expect("pem"));
+        write_atomically(
+            &issued.key,
+            &key.private_key_to_pem_pkcs8().expect("key pem"),
+        );
+        issued
+    }
+
     /// Writes this CA's certificate to `path`.
     pub fn write_cert(&self, path: &Path) {
         std::fs::write(path, self.cert.to_pem().expect("pem")).expect("write CA");
