@@ -6,6 +6,7 @@
 //! configuration files, the live state or the admin API.
 
 mod health;
+mod peer;
 mod pool;
 mod probe;
 mod walk;

@@ -8,6 +8,7 @@ use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
+use super::peer::server_peer;
 use super::{GroupConfig, Selection, UpstreamTls};
 
 enum Balancer {
@@ -154,30 +155,4 @@ fn futures_now<F: std::future::Future<Output = pingora_core::Result<()>>>(future
             .poll(&mut Context::from_waker(Waker::noop())),
         Poll::Ready(Ok(()))
     )
-}
-
-/// How the gateway connects to one of a group's servers: plaintext, or TLS as the group's
-/// settings say (verification against the system roots or the group's CA, the client
-/// certificate, ALPN with h2 only when the group asks for it). The one description of that
-/// connection: requests and every health check start from it, so a check connects as
-/// requests do. `pool_key` is `tls.pool_key()`.
-pub(super) fn server_peer(addr: SocketAddr, tls: Option<&UpstreamTls>, pool_key: u64) -> HttpPeer {
-    let Some(tls) = tls else {
-        return HttpPeer::new(addr, false, String::new());
-    };
-    let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
-    // Pingora pools connections by address, SNI, verification flags and client certificate,
-    // not by CA: without this key a group trusting another CA could reuse a connection that
-    // a different group verified (or did not).
-    peer.group_key = pool_key;
-    peer.options.verify_cert = tls.verify;
-    peer.options.verify_hostname = tls.verify;
-    peer.options.ca = tls.ca.clone();
-    peer.client_cert_key = tls.client.clone();
-    if tls.http2 {
-        peer.options.set_http_version(2, 1);
-    } else {
-        peer.options.set_http_version(1, 1);
-    }
-    peer
 }

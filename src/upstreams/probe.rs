@@ -11,7 +11,7 @@ use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
 use pingora_load_balancing::Backend;
 
-use super::pool::server_peer;
+use super::peer::server_peer;
 use super::{HealthCheckConfig, HealthProbe, UpstreamTls};
 
 /// The address in a check's peer template; each check replaces it with the server's.
