@@ -822,7 +822,7 @@ fn mutual_tls_health_checks_offer_the_client_certificate() {
     // Checks run one pass after another, and nothing else connects yet: once the origin has
     // seen a third connection, the outcomes of the first two checks (enough to mark the
     // server down) have been applied.
-    wait_until("three health checks", Duration::from_secs(30), || {
+    wait_until("three health checks", READY_TIMEOUT, || {
         origin.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3
     });
     let served = (0..10)
