@@ -1,6 +1,7 @@
-//! The operator web page, served by the admin listener under `/ui/`. Its files are part of the
-//! binary; the page loads nothing from any other origin and reaches the gateway only through
-//! the admin API, with the token the operator typed (kept in `sessionStorage`).
+//! The operator web page, served by the admin listener under `/ui/` (two rows of the admin
+//! API's route table). Its files are part of the binary; the page loads nothing from any other
+//! origin and reaches the gateway only through the admin API, with the token the operator typed
+//! (kept in `sessionStorage`).
 
 use http::{HeaderValue, Response, StatusCode};
 
@@ -14,36 +15,36 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The answer for a path under `/ui` (`None`: not a page path).
-pub fn page(path: &str) -> Option<Response<Vec<u8>>> {
-    let (content_type, body) = match path {
-        "/ui" => {
-            let mut response = with_headers(super::http_response(
-                StatusCode::PERMANENT_REDIRECT,
-                "text/plain; charset=utf-8",
-                b"/ui/\n".to_vec(),
-            ));
-            response
-                .headers_mut()
-                .insert(http::header::LOCATION, HeaderValue::from_static("/ui/"));
-            return Some(response);
-        }
-        "/ui/" | "/ui/index.html" => ("text/html; charset=utf-8", INDEX),
-        "/ui/app.js" => ("text/javascript; charset=utf-8", SCRIPT),
-        "/ui/app.css" => ("text/css; charset=utf-8", STYLE),
-        p if p.starts_with("/ui/") => ("text/plain; charset=utf-8", "not found\n"),
-        _ => return None,
+/// `/ui`: a redirect to `/ui/`, where the page's relative links work.
+pub(crate) fn redirect(_: &str) -> Response<Vec<u8>> {
+    let mut response = with_headers(super::http_response(
+        StatusCode::PERMANENT_REDIRECT,
+        "text/plain; charset=utf-8",
+        b"/ui/\n".to_vec(),
+    ));
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, HeaderValue::from_static("/ui/"));
+    response
+}
+
+/// `/ui/{file}`: one of the page's files (`""` is the page itself), or 404 in plain text.
+pub(crate) fn file(name: &str) -> Response<Vec<u8>> {
+    let (status, content_type, body) = match name {
+        "" | "index.html" => (StatusCode::OK, "text/html; charset=utf-8", INDEX),
+        "app.js" => (StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT),
+        "app.css" => (StatusCode::OK, "text/css; charset=utf-8", STYLE),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        ),
     };
-    let status = if body == "not found\n" {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::OK
-    };
-    Some(with_headers(super::http_response(
+    with_headers(super::http_response(
         status,
         content_type,
         body.as_bytes().to_vec(),
-    )))
+    ))
 }
 
 /// The headers every page response carries.
@@ -67,19 +68,17 @@ mod tests {
 
     #[test]
     fn every_page_response_carries_the_headers() {
-        for path in ["/ui", "/ui/", "/ui/app.js", "/ui/app.css", "/ui/nope"] {
-            let r = page(path).expect("a page path");
+        let answers = ["", "app.js", "app.css", "nope"].map(file);
+        for r in answers.iter().chain([&redirect("")]) {
             let h = r.headers();
-            assert_eq!(
-                h["content-security-policy"], CONTENT_SECURITY_POLICY,
-                "{path}"
-            );
+            assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY);
             assert_eq!(h["x-frame-options"], "DENY");
             assert_eq!(h["referrer-policy"], "no-referrer");
         }
-        assert_eq!(page("/ui").expect("redirect").headers()["location"], "/ui/");
-        assert_eq!(page("/ui/nope").expect("404").status(), 404);
-        assert!(page("/status").is_none() && page("/uix").is_none());
+        assert_eq!(redirect("").headers()["location"], "/ui/");
+        assert_eq!(redirect("").status(), 308);
+        assert_eq!(file("nope").status(), 404);
+        assert_eq!(file("index.html").status(), 200);
     }
 
     /// The page has no inline script or style, and names no other origin.

@@ -1,7 +1,7 @@
 //! Changes to the control state: percentages, list changes, overrides and rollout plans, made
 //! through the admin API or by a plan. Each is one versioned change (see [`Controller::change`]):
 //! with a store, Redis accepts it before any node applies it, so every node moves together;
-//! while Redis is unreachable a change answers 503 and changes nothing.
+//! while Redis is unreachable a change is refused as `Unavailable` and changes nothing.
 
 use log::info;
 
@@ -79,13 +79,12 @@ impl Controller {
                 version,
             });
         }
-        Err(StateError::new(
-            409,
+        Err(StateError::conflict(
             "other nodes kept changing the control state; try again",
         ))
     }
 
-    /// `PUT /routes/{route}/rules/{rule}/percent`. Refused (409) while a plan owns the rule.
+    /// `PUT /routes/{route}/rules/{rule}/percent`. Refused (`Conflict`) while a plan owns the rule.
     pub async fn set_percent(
         &self,
         actor: &str,
@@ -105,9 +104,7 @@ impl Controller {
                 matches!(m, Matcher::Percent { .. })
             })?;
             if let Some(plan) = overlay.plan(route, rule).filter(|p| p.status.is_active()) {
-                return Err(StateError::new(
-                    409,
-                    format!(
+                return Err(StateError::conflict(format!(
                         "rule {rule:?} is driven by its rollout plan ({}); pause is not enough: abort the plan first",
                         plan.status.as_str()
                     ),
@@ -227,7 +224,7 @@ impl Controller {
                 if !inner.base.groups.iter().any(|g| &g.name == group) {
                     let names: Vec<&str> =
                         inner.base.groups.iter().map(|g| g.name.as_str()).collect();
-                    return Err(StateError::bad_request(
+                    return Err(StateError::invalid_field(
                         "group",
                         format!("{group:?} is not a group (groups: {})", names.join(", ")),
                     ));
@@ -250,8 +247,8 @@ impl Controller {
         .await
     }
 
-    /// `POST /routes/{route}/rules/{rule}/plan/{start|pause|resume|abort}`: 404 when the rule
-    /// has no plan, 409 when the command does not apply to the plan's state.
+    /// `POST /routes/{route}/rules/{rule}/plan/{start|pause|resume|abort}`: `NotFound` when the
+    /// rule has no plan, `Conflict` when the command does not apply to the plan's state.
     pub async fn plan_command(
         &self,
         actor: &str,
@@ -267,13 +264,10 @@ impl Controller {
             let status = overlay.plan(route, rule).map(|p| p.status);
             if !command.allowed(status) {
                 let state = status.map_or("not started", PlanStatus::as_str);
-                return Err(StateError::new(
-                    409,
-                    format!(
-                        "the plan of rule {rule:?} is {state}: it cannot {}",
-                        command.as_str()
-                    ),
-                ));
+                return Err(StateError::conflict(format!(
+                    "the plan of rule {rule:?} is {state}: it cannot {}",
+                    command.as_str()
+                )));
             }
             let now = super::audit::unix_ms();
             let changes = route_of(overlay, route);
@@ -316,7 +310,7 @@ impl Controller {
     /// A plan's judgement of its running step (made by the node holding the lease): a pass
     /// moves to the next step (or completes the plan after the last), a failure rolls back or
     /// pauses as the plan says. `step` and `started_ms` name the step judged; if the plan has
-    /// moved since, nothing changes (409).
+    /// moved since, nothing changes (`Conflict`).
     pub async fn plan_verdict(
         &self,
         route: &str,
@@ -326,7 +320,7 @@ impl Controller {
         figures: StepFigures,
     ) -> Result<Changed, StateError> {
         let why = match verdict {
-            Verdict::Wait(_) => return Err(StateError::new(409, "nothing to do while waiting")),
+            Verdict::Wait(_) => return Err(StateError::conflict("nothing to do while waiting")),
             Verdict::Pass(why) | Verdict::Fail(why) => why.clone(),
         };
         let planned = {
@@ -353,8 +347,7 @@ impl Controller {
                         && p.step == step
                         && p.step_started_ms == started_ms
                 }) else {
-                    return Err(StateError::new(
-                        409,
+                    return Err(StateError::conflict(
                         "the plan has moved since it was judged",
                     ));
                 };
@@ -430,7 +423,7 @@ fn verdict_move(plan: &PlanConfig, step: usize, verdict: &Verdict) -> Move {
     }
 }
 
-/// The plan of `route`'s rule `rule` (404 when there is none).
+/// The plan of `route`'s rule `rule` (`NotFound` when there is none).
 fn plan_config<'a>(
     inner: &'a Inner,
     route: &str,
@@ -490,6 +483,7 @@ mod tests {
     use crate::config;
     use crate::state::figures::FigureSummary;
     use crate::state::ConfigSource;
+    use crate::state::ErrorKind;
 
     const ACTOR: &str = "alice";
 
@@ -603,17 +597,20 @@ mod tests {
             c.set_percent(ACTOR, "default", "nope", five)
                 .await
                 .unwrap_err()
-                .status,
-            404
+                .kind,
+            ErrorKind::NotFound
         );
         assert_eq!(
             c.set_percent(ACTOR, "nope", "rollout", five)
                 .await
                 .unwrap_err()
-                .status,
-            404
+                .kind,
+            ErrorKind::NotFound
         );
-        assert_eq!(c.route_name(Some("nope")).unwrap_err().status, 404);
+        assert_eq!(
+            c.route_name(Some("nope")).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
         assert_eq!(c.route_name(None).expect("the one route"), "default");
         let bad = c
             .change_users(ACTOR, "default", "vip", vec!["has space".into()], vec![])
@@ -631,7 +628,7 @@ mod tests {
             .plan_command(ACTOR, "default", "vip", PlanCommand::Start)
             .await
             .unwrap_err();
-        assert_eq!(err.status, 404, "the vip rule has no plan");
+        assert_eq!(err.kind, ErrorKind::NotFound, "the vip rule has no plan");
     }
 
     /// start → 1%, a pass → 5%, a manual percent refused while the plan owns the rule, pause
@@ -641,12 +638,15 @@ mod tests {
     async fn a_plan_walks_its_steps() {
         let c = controller_with_plan("rollback");
         let cmd = |command| c.plan_command(ACTOR, "default", "rollout", command);
-        assert_eq!(cmd(PlanCommand::Pause).await.unwrap_err().status, 409);
+        assert_eq!(
+            cmd(PlanCommand::Pause).await.unwrap_err().kind,
+            ErrorKind::Conflict
+        );
         cmd(PlanCommand::Start).await.expect("start");
         assert_eq!(percent_of(&c, "rollout"), 1.0);
         assert_eq!(
-            cmd(PlanCommand::Start).await.unwrap_err().status,
-            409,
+            cmd(PlanCommand::Start).await.unwrap_err().kind,
+            ErrorKind::Conflict,
             "already running"
         );
         let plan = c.running_plans().pop().expect("running");
@@ -659,13 +659,17 @@ mod tests {
         let again = c
             .plan_verdict("default", "rollout", step, &pass, figures())
             .await;
-        assert_eq!(again.unwrap_err().status, 409, "a step is judged once");
+        assert_eq!(
+            again.unwrap_err().kind,
+            ErrorKind::Conflict,
+            "a step is judged once"
+        );
         let manual = c
             .set_percent(ACTOR, "default", "rollout", Percent::new(50.0).expect("ok"))
             .await;
         assert_eq!(
-            manual.unwrap_err().status,
-            409,
+            manual.unwrap_err().kind,
+            ErrorKind::Conflict,
             "the plan owns the percentage"
         );
         cmd(PlanCommand::Pause).await.expect("pause");

@@ -42,7 +42,7 @@ impl ConfigSource {
         };
         loaded
             .map(|l| l.gateway)
-            .map_err(|e| StateError::new(400, e.to_string()))
+            .map_err(|e| StateError::invalid(e.to_string()))
     }
 
     /// The file's path (or the demo's name), for logs and `/status`.
@@ -237,8 +237,8 @@ impl Controller {
         }
     }
 
-    /// `GET /routes/{route}/rules/{rule}/users?user=ID`: whether `id` is on the list now (404
-    /// for an unknown route or rule, 400 when the rule is no list).
+    /// `GET /routes/{route}/rules/{rule}/users?user=ID`: whether `id` is on the list now
+    /// (`NotFound` for an unknown route or rule, `Invalid` when the rule is no list).
     pub fn is_member(&self, route: &str, rule: &str, id: &str) -> Result<bool, StateError> {
         let state = self.state.load_full();
         let live = state.routes.iter().find(|r| r.name == route);
@@ -301,7 +301,7 @@ impl Controller {
         Some((self.store.clone()?, set))
     }
 
-    /// The route an admin request names: `Some(name)` must exist (404); `None` (the paths
+    /// The route an admin request names: `Some(name)` must exist (`NotFound`); `None` (the paths
     /// without `/routes/{route}`) means the one route, and is refused when there are several.
     pub fn route_name(&self, route: Option<&str>) -> Result<String, StateError> {
         let inner = self.lock();
@@ -461,7 +461,7 @@ impl Controller {
                 path.unwrap_or("/").as_bytes(),
                 &mut scratch,
             )
-            .map_err(|e| StateError::bad_request("path", e.to_string()))?;
+            .map_err(|e| StateError::invalid_field("path", e.to_string()))?;
         let Some((route, _)) = found else {
             return Ok(Explanation {
                 state,
@@ -597,11 +597,11 @@ fn node_id() -> String {
     format!("{host}:{}:{:08x}", std::process::id(), random as u32)
 }
 
-/// Rejects user ids that could never come out of a cookie (400 naming `add` or `remove`).
+/// Rejects user ids that could never come out of a cookie (`Invalid`, naming `add` or `remove`).
 pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateError> {
     for (field, ids) in [("add", add), ("remove", remove)] {
         if let Some(bad) = ids.iter().find(|id| !is_valid_user_id(id.as_bytes())) {
-            return Err(StateError::bad_request(
+            return Err(StateError::invalid_field(
                 field,
                 format!("{bad:?} is not a valid user id (1-256 cookie-safe characters)"),
             ));
@@ -610,8 +610,8 @@ pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateErro
     Ok(())
 }
 
-/// The file's rule `name`, which must be of `kind` (404 when there is none, 400 naming `name`
-/// when it is another kind).
+/// The file's rule `name`, which must be of `kind` (`NotFound` when there is none, `Invalid`
+/// naming `name` when it is another kind).
 pub(super) fn find_rule_of_kind(
     config: &GatewayConfig,
     route: &str,
@@ -624,8 +624,8 @@ pub(super) fn find_rule_of_kind(
 }
 
 /// The matcher of rule `name` in `router` (the router of `route`, `None` when there is no such
-/// route: 404), which must be of `kind` (404 when there is no such rule, 400 naming `name` when
-/// it is another kind).
+/// route: `NotFound`), which must be of `kind` (`NotFound` when there is no such rule, `Invalid`
+/// naming `name` when it is another kind).
 fn rule_of_kind<'a>(
     router: Option<&'a Router>,
     route: &str,
@@ -644,7 +644,7 @@ fn rule_of_kind<'a>(
     if is_kind(matcher) {
         Ok(matcher)
     } else {
-        Err(StateError::bad_request(
+        Err(StateError::invalid_field(
             "name",
             format!("rule {name:?} is not a {kind} rule"),
         ))

@@ -1,44 +1,71 @@
-//! The state layer's one error: a change, reload or store operation that was refused, with the
-//! HTTP status the admin API answers with and the field at fault.
+//! The state layer's one error: a change, reload or store operation that was refused, with
+//! what kind of refusal it is and the field at fault. The admin API (in `ops/`) picks the HTTP
+//! status from the kind; this layer knows nothing of HTTP.
+
+/// What kind of refusal a [`StateError`] is: what a caller may do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong: a value out of range, a rule of another kind, a configuration
+    /// file that does not validate. [`StateError::field`] names the key when there is one.
+    Invalid,
+    /// What the request names (a route, a rule, a plan) does not exist.
+    NotFound,
+    /// The request does not fit the state it met: a plan owns the rule, the plan moved, other
+    /// nodes kept changing the control state. Asking again later may work.
+    Conflict,
+    /// The shared store (Redis) did not answer or refused: nothing changed, try again later.
+    Unavailable,
+    /// Something that should not fail did (serializing, the state file, a store document).
+    Internal,
+}
 
 /// A refused change or failed operation. `message` is what users see (`/status`, the admin
 /// API's `{"error", "field"}` answer, logs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct StateError {
-    pub status: u16,
+    pub kind: ErrorKind,
+    /// The request's key at fault (only for [`ErrorKind::Invalid`]).
     pub field: Option<String>,
     pub message: String,
 }
 
 impl StateError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
         StateError {
-            status,
+            kind,
             field: None,
             message: message.into(),
         }
     }
 
-    /// 400, naming the field at fault.
-    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
+    /// A wrong request that no single key is to blame for (a configuration that does not load).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::of(ErrorKind::Invalid, message)
+    }
+
+    /// A wrong request, naming the key at fault.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         StateError {
-            status: 400,
             field: Some(field.to_string()),
-            message: message.into(),
+            ..Self::invalid(message)
         }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, message)
+        Self::of(ErrorKind::NotFound, message)
     }
 
-    /// The Redis store did not answer or refused (503: try again later).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::of(ErrorKind::Conflict, message)
+    }
+
+    /// The Redis store did not answer or refused (try again later).
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(503, message)
+        Self::of(ErrorKind::Unavailable, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, message)
+        Self::of(ErrorKind::Internal, message)
     }
 }

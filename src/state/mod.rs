@@ -27,7 +27,7 @@ pub use changes::Changed;
 pub use controller::{
     ConfigSource, ControlView, Controller, Explanation, PlanReport, RunningPlan, View,
 };
-pub use error::StateError;
+pub use error::{ErrorKind, StateError};
 pub use overlay::{Overlay, OverlayMode, UsersDelta};
 
 use crate::config::{Cidr, GatewayConfig, Limits, ListenerKind, TlsListener};

@@ -21,7 +21,7 @@ use super::audit::unix_ms;
 use super::controller::{Controller, PlanReport, RunningPlan};
 use super::figures::{group_stats, Figures, StepFigures};
 use super::plan::{judge, Verdict};
-use super::StateError;
+use super::{ErrorKind, StateError};
 
 /// How often plans are judged and figures shared.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -76,7 +76,7 @@ impl RolloutService {
             match self.figures(&plan, counted).await {
                 Ok((canary, baseline)) => self.judge(&plan, leader, &canary, &baseline).await,
                 // Redis down: the store service says so; the plan waits, nobody acts on it.
-                Err(e) if e.status == 503 => {
+                Err(e) if e.kind == ErrorKind::Unavailable => {
                     debug!("plan {}/{}: no figures: {e}", plan.route, plan.rule)
                 }
                 Err(e) => warn!(
@@ -145,8 +145,8 @@ impl RolloutService {
             .plan_verdict(&plan.route, &plan.rule, step, &verdict, figures)
             .await
         {
-            // 409: another node moved the plan first; anything else is retried next tick.
-            if e.status == 409 {
+            // A conflict: another node moved the plan first; anything else is retried next tick.
+            if e.kind == ErrorKind::Conflict {
                 debug!("plan {}/{}: {e}", plan.route, plan.rule);
             } else {
                 warn!("plan {}/{}: cannot act: {e}", plan.route, plan.rule);

@@ -1,0 +1,111 @@
+//! The admin API's read endpoints (any role): status, history, who am I, explain, the audit
+//! trail, and whether a user is on a list.
+
+use serde_json::Value;
+
+use super::answer::{to_json, ApiError};
+use super::bodies::{Audit, History, Membership, WhoAmI};
+use super::request::Call;
+use crate::ops::views;
+use crate::state::audit::{unix_ms, AUDIT_LIMIT};
+use crate::state::history;
+
+/// `GET /status`.
+pub(super) async fn status(call: Call<'_>) -> Result<Value, ApiError> {
+    Ok(views::status(&call.controller.view()))
+}
+
+/// `GET /stats/history`.
+pub(super) async fn stats_history(call: Call<'_>) -> Result<Value, ApiError> {
+    let series = call
+        .controller
+        .history()
+        .view(unix_ms(), &history::readings());
+    to_json(&History {
+        bucket_seconds: history::BUCKET_SECONDS,
+        series,
+    })
+}
+
+/// `GET /whoami`: the token's name and role.
+pub(super) async fn whoami(call: Call<'_>) -> Result<Value, ApiError> {
+    to_json(&WhoAmI {
+        name: &call.who.name,
+        role: call.who.role.as_str(),
+    })
+}
+
+/// `GET /explain?host=&path=&user=&header=`: which route, group and rule a request would get.
+pub(super) async fn explain(call: Call<'_>) -> Result<Value, ApiError> {
+    let (host, path, user, header) = (
+        call.query("host"),
+        call.query("path"),
+        call.query("user"),
+        call.query("header"),
+    );
+    let (host, path, user, header) = (
+        host.as_deref(),
+        path.as_deref(),
+        user.as_deref(),
+        header.as_deref(),
+    );
+    let explanation = call.controller.explain(host, path, user, header)?;
+    Ok(views::explain(&explanation, host, path, user, header))
+}
+
+/// `GET /audit?limit=N`: with a store, the trail every node writes to (this node's own copy
+/// when Redis does not answer); without, this node's.
+pub(super) async fn audit(call: Call<'_>) -> Result<Value, ApiError> {
+    let limit = match call.query("limit") {
+        None => AUDIT_LIMIT,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=AUDIT_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "limit",
+                    format!("{n:?} is not a number in 1..={AUDIT_LIMIT}"),
+                )
+            })?,
+    };
+    let controller = call.controller;
+    let shared = match controller.store() {
+        Some(store) => Some(store.read_audit(limit).await),
+        None => None,
+    };
+    let answer = match shared {
+        Some(Ok(entries)) => Audit {
+            source: "store",
+            store_error: None,
+            entries,
+        },
+        Some(Err(e)) => Audit {
+            source: "node",
+            store_error: Some(e.message),
+            entries: controller.local_audit(limit),
+        },
+        None => Audit {
+            source: "node",
+            store_error: None,
+            entries: controller.local_audit(limit),
+        },
+    };
+    to_json(&answer)
+}
+
+/// `GET /rules/{rule}/users?user=ID`: whether the user is on the rule's list now.
+pub(super) async fn is_member(call: Call<'_>) -> Result<Value, ApiError> {
+    let route = call.controller.route_name(call.route)?;
+    let rule = call.params.get("rule");
+    let user = call
+        .query("user")
+        .ok_or_else(|| ApiError::bad_request("user", "give ?user=ID"))?;
+    let member = call.controller.is_member(&route, rule, &user)?;
+    to_json(&Membership {
+        route: &route,
+        rule,
+        user: &user,
+        member,
+    })
+}

@@ -1,0 +1,182 @@
+//! What a handler gets: the caller, the path's named segments, the query, and the body read
+//! (bounded) into a typed request that refuses unknown keys.
+
+use http::StatusCode;
+use pingora::protocols::http::ServerSession;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::answer::ApiError;
+use crate::config::AdminToken;
+use crate::state::Controller;
+
+/// Largest request body the admin API reads.
+pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// The named segments a route's path matched (`{rule}` in `/rules/{rule}/percent`), as sent
+/// (not decoded).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Params<'p>(Vec<(&'static str, &'p str)>);
+
+impl<'p> Params<'p> {
+    pub(super) fn push(&mut self, name: &'static str, value: &'p str) {
+        self.0.push((name, value));
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The last value matched: a page row's `{name*}` tail (`""` when there is none).
+    pub(super) fn tail(&self) -> &'p str {
+        self.0.last().map_or("", |(_, v)| v)
+    }
+
+    /// The segment named `name`; `""` when the route has none of that name (a mistake in the
+    /// table, which the router's tests would catch).
+    pub fn get(&self, name: &str) -> &'p str {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v)
+    }
+}
+
+/// One admin request, as a handler sees it.
+pub(crate) struct Call<'a> {
+    pub controller: &'a Controller,
+    /// The token the request came with (its role was checked before the handler runs).
+    pub who: &'a AdminToken,
+    /// `Some(route)` under `/routes/{route}/…` (rows served per route only); `None` otherwise.
+    pub route: Option<&'a str>,
+    /// The path's named segments.
+    pub params: Params<'a>,
+    query: Option<&'a str>,
+    session: &'a mut ServerSession,
+}
+
+impl<'a> Call<'a> {
+    pub(super) fn new(
+        controller: &'a Controller,
+        who: &'a AdminToken,
+        (route, params): (Option<&'a str>, Params<'a>),
+        query: Option<&'a str>,
+        session: &'a mut ServerSession,
+    ) -> Self {
+        Call {
+            controller,
+            who,
+            route,
+            params,
+            query,
+            session,
+        }
+    }
+
+    /// The decoded value of query parameter `name`.
+    pub fn query(&self, name: &str) -> Option<String> {
+        query_param(self.query, name)
+    }
+
+    /// The body as the typed request `T` (at most [`MAX_ADMIN_BODY`] bytes; see [`parse_body`]).
+    pub async fn body<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+        parse_body(&read_body(self.session).await?)
+    }
+}
+
+/// The decoded value of query parameter `name` (`application/x-www-form-urlencoded`).
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether the query carries a token (`token`, `access_token` or `bearer`, any case): refused,
+/// since a query ends up in logs and browser history.
+pub(crate) fn token_in_query(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let key = pair.split('=').next().unwrap_or("");
+        ["token", "access_token", "bearer"]
+            .iter()
+            .any(|k| key.eq_ignore_ascii_case(k))
+    })
+}
+
+/// Reads the request body, refusing more than [`MAX_ADMIN_BODY`] bytes.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body over {MAX_ADMIN_BODY} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The body as a typed request. Errors name the field at fault: the key whose value is wrong,
+/// the unknown key, or the missing one; `body` when it is no JSON object at all.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("body", format!("invalid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("body", "expected a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let field = if path == "." {
+            // Unknown and missing keys are reported on the object; serde names them in `..`.
+            message.split('`').nth(1).unwrap_or("body").to_string()
+        } else {
+            path
+        };
+        ApiError::bad_request(&field, message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            query_param(Some("user=a%2Bb&header=canary"), "user").as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(
+            query_param(Some("user=a+b"), "user").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(query_param(Some("header=canary"), "user"), None);
+        assert_eq!(
+            query_param(Some("user=%zz"), "user").as_deref(),
+            Some("%zz"),
+            "a bad escape stays as it is"
+        );
+        assert_eq!(query_param(None, "user"), None);
+    }
+
+    #[test]
+    fn a_token_in_the_query_is_seen_in_any_case() {
+        assert!(token_in_query("a=1&Token=x"));
+        assert!(token_in_query("access_token=x"));
+        assert!(token_in_query("BEARER"));
+        assert!(!token_in_query("user=token&tokens=1"));
+        assert!(!token_in_query(""));
+    }
+}

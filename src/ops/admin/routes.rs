@@ -1,0 +1,424 @@
+//! The admin API's route table — one row per endpoint: method, path with named segments, the
+//! role it needs, its handler — and the matcher that finds a request's row.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http::{Method, Response};
+use serde_json::Value;
+
+use super::answer::ApiError;
+use super::request::{Call, Params};
+use super::{changes, reads};
+use crate::config::Role;
+use crate::ops::ui;
+
+/// What an API handler's future gives: the JSON answer (200) or the error.
+pub(crate) type Answer<'a> = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send + 'a>>;
+
+/// An API endpoint's handler: an `async fn(Call) -> Result<Value, ApiError>`, boxed by
+/// [`handler!`] so every row has the same type.
+pub(crate) type ApiHandler = for<'a> fn(Call<'a>) -> Answer<'a>;
+
+/// A page handler: the response for what the row's `{name*}` tail matched.
+pub(crate) type PageHandler = fn(&str) -> Response<Vec<u8>>;
+
+/// Makes an [`ApiHandler`] of an `async fn(Call<'_>) -> Result<Value, ApiError>`.
+macro_rules! handler {
+    ($f:path) => {{
+        fn answer(call: Call<'_>) -> Answer<'_> {
+            Box::pin($f(call))
+        }
+        answer as ApiHandler
+    }};
+}
+
+/// The method an API row answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+    Put,
+}
+
+impl Verb {
+    fn admits(self, method: &Method) -> bool {
+        *method
+            == match self {
+                Verb::Get => Method::GET,
+                Verb::Post => Method::POST,
+                Verb::Put => Method::PUT,
+            }
+    }
+}
+
+/// How a row is served.
+pub(crate) enum Serve {
+    /// A file of the web page: any method, no token (the page holds no data: it asks for a
+    /// token and calls the API with it). Its path is matched exactly as sent.
+    Page(PageHandler),
+    /// An API endpoint: one method, the role it needs, and whether it is also served for one
+    /// route under `/routes/{route}/…`. Its path may carry extra slashes at either end.
+    Api {
+        verb: Verb,
+        role: Role,
+        per_route: bool,
+        handler: ApiHandler,
+    },
+}
+
+/// One row: a path pattern and how it is served. In a pattern, `{name}` matches one segment
+/// (possibly empty) and `{name*}`, last, the rest of the path; handlers read them by name.
+pub(crate) struct Route {
+    pub path: &'static str,
+    pub serve: Serve,
+}
+
+impl Route {
+    /// An endpoint of the whole gateway.
+    const fn api(verb: Verb, path: &'static str, role: Role, handler: ApiHandler) -> Route {
+        Route {
+            path,
+            serve: Serve::Api {
+                verb,
+                role,
+                per_route: false,
+                handler,
+            },
+        }
+    }
+
+    /// An endpoint served at `path` (the one route, or every route, as its handler says) and
+    /// at `/routes/{route}{path}` (that route).
+    const fn per_route(verb: Verb, path: &'static str, role: Role, handler: ApiHandler) -> Route {
+        Route {
+            path,
+            serve: Serve::Api {
+                verb,
+                role,
+                per_route: true,
+                handler,
+            },
+        }
+    }
+
+    const fn page(path: &'static str, handler: PageHandler) -> Route {
+        Route {
+            path,
+            serve: Serve::Page(handler),
+        }
+    }
+}
+
+use Role::{Operator, Viewer};
+use Verb::{Get, Post, Put};
+
+/// Every endpoint of the admin listener. Rows are tried in order; the first whose path and
+/// method fit serves the request.
+pub(crate) static ROUTES: &[Route] = &[
+    Route::page("/ui", ui::redirect),
+    Route::page("/ui/{file*}", ui::file),
+    Route::api(Get, "/status", Viewer, handler!(reads::status)),
+    Route::api(
+        Get,
+        "/stats/history",
+        Viewer,
+        handler!(reads::stats_history),
+    ),
+    Route::api(Get, "/whoami", Viewer, handler!(reads::whoami)),
+    Route::api(Get, "/explain", Viewer, handler!(reads::explain)),
+    Route::api(Get, "/audit", Viewer, handler!(reads::audit)),
+    Route::api(Post, "/reload", Operator, handler!(changes::reload)),
+    Route::per_route(Post, "/rollback", Operator, handler!(changes::rollback)),
+    Route::per_route(Post, "/resume", Operator, handler!(changes::resume)),
+    Route::per_route(Post, "/promote", Operator, handler!(changes::promote)),
+    Route::per_route(
+        Put,
+        "/rules/{rule}/percent",
+        Operator,
+        handler!(changes::set_percent),
+    ),
+    Route::per_route(
+        Get,
+        "/rules/{rule}/users",
+        Viewer,
+        handler!(reads::is_member),
+    ),
+    Route::per_route(
+        Post,
+        "/rules/{rule}/users",
+        Operator,
+        handler!(changes::change_users),
+    ),
+    Route::per_route(
+        Post,
+        "/rules/{rule}/plan/{command}",
+        Operator,
+        handler!(changes::plan_command),
+    ),
+];
+
+/// What the table holds for a request.
+pub(crate) enum Match<'p> {
+    /// A file of the web page, and what the row's tail matched.
+    Page(PageHandler, &'p str),
+    /// An API endpoint: its row, the route named by `/routes/{route}/…`, the named segments.
+    Api {
+        role: Role,
+        handler: ApiHandler,
+        route: Option<&'p str>,
+        params: Params<'p>,
+    },
+    /// A path some row serves, but not with this method (405).
+    WrongMethod,
+    /// No row serves the path (404).
+    NotFound,
+}
+
+impl Match<'_> {
+    /// The role the request needs: its row's. A request that no row serves needs what its
+    /// method would (a change needs an operator), so a viewer is refused every change before
+    /// learning whether the path exists — as the API always has.
+    pub fn role(&self, method: &Method) -> Role {
+        match self {
+            Match::Api { role, .. } => *role,
+            _ if method == Method::GET || method == Method::HEAD => Viewer,
+            _ => Operator,
+        }
+    }
+}
+
+/// Whether a token of role `have` may call a row that needs `need`.
+pub(crate) fn grants(have: Role, need: Role) -> bool {
+    have == Operator || need == Viewer
+}
+
+/// The row of `routes` that serves `method` on `path`.
+pub(crate) fn find<'p>(routes: &'static [Route], method: &Method, path: &'p str) -> Match<'p> {
+    let mut params = Params::default();
+    let exact = path.strip_prefix('/').unwrap_or(path);
+    for row in routes {
+        if let Serve::Page(page) = row.serve {
+            params.clear();
+            if match_path(row.path, exact, &mut params) {
+                return Match::Page(page, params.tail());
+            }
+        }
+    }
+    // Clients have always been allowed extra slashes at either end of an API path.
+    let trimmed = path.trim_matches('/');
+    let (route, rest) = match trimmed
+        .strip_prefix("routes/")
+        .and_then(|r| r.split_once('/'))
+    {
+        Some((route, rest)) => (Some(route), rest),
+        None => (None, trimmed),
+    };
+    let mut known = false;
+    for row in routes {
+        let Serve::Api {
+            verb,
+            role,
+            per_route,
+            handler,
+        } = row.serve
+        else {
+            continue;
+        };
+        if route.is_some() && !per_route {
+            continue;
+        }
+        params.clear();
+        if !match_path(row.path, rest, &mut params) {
+            continue;
+        }
+        if verb.admits(method) {
+            return Match::Api {
+                role,
+                handler,
+                route,
+                params,
+            };
+        }
+        known = true;
+    }
+    if known {
+        Match::WrongMethod
+    } else {
+        Match::NotFound
+    }
+}
+
+/// Whether `path` (without its leading `/`) fits `pattern`; the named segments go to `params`.
+fn match_path<'p>(pattern: &'static str, path: &'p str, params: &mut Params<'p>) -> bool {
+    let mut rest = Some(path);
+    for want in pattern.trim_start_matches('/').split('/') {
+        let Some(here) = rest else {
+            return false;
+        };
+        let name = want.strip_prefix('{').and_then(|w| w.strip_suffix('}'));
+        if let Some(tail) = name.and_then(|n| n.strip_suffix('*')) {
+            params.push(tail, here);
+            return true;
+        }
+        let (segment, after) = match here.split_once('/') {
+            Some((segment, after)) => (segment, Some(after)),
+            None => (here, None),
+        };
+        rest = after;
+        match name {
+            Some(name) => params.push(name, segment),
+            None if want == segment => {}
+            None => return false,
+        }
+    }
+    rest.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api<'p>(method: &Method, path: &'p str) -> Option<(Role, Option<&'p str>, Params<'p>)> {
+        match find(ROUTES, method, path) {
+            Match::Api {
+                role,
+                route,
+                params,
+                ..
+            } => Some((role, route, params)),
+            _ => None,
+        }
+    }
+
+    /// Named segments are read by name, with and without `/routes/{route}`.
+    #[test]
+    fn named_segments_are_matched() {
+        let (role, route, params) = api(&Method::PUT, "/rules/rollout/percent").expect("a row");
+        assert_eq!((role, route), (Operator, None));
+        assert_eq!(params.get("rule"), "rollout");
+        let (_, route, params) =
+            api(&Method::POST, "/routes/shop/rules/vip/plan/start").expect("a row");
+        assert_eq!(route, Some("shop"));
+        assert_eq!(
+            (params.get("rule"), params.get("command")),
+            ("vip", "start")
+        );
+        let (role, _, params) = api(&Method::GET, "/rules/vip/users").expect("the GET row");
+        assert_eq!((role, params.get("rule")), (Viewer, "vip"));
+        let (_, _, params) = api(&Method::GET, "/rules//users").expect("an empty segment");
+        assert_eq!(params.get("rule"), "");
+    }
+
+    /// Extra slashes at either end of an API path are ignored; not in the middle.
+    #[test]
+    fn api_paths_ignore_outer_slashes() {
+        assert!(api(&Method::GET, "//status//").is_some());
+        assert!(api(&Method::GET, "/stats/history/").is_some());
+        assert!(matches!(
+            find(ROUTES, &Method::GET, "/stats//history"),
+            Match::NotFound
+        ));
+    }
+
+    /// Only per-route rows are served under `/routes/{route}`.
+    #[test]
+    fn only_per_route_rows_take_a_route() {
+        assert!(api(&Method::POST, "/routes/shop/rollback").is_some());
+        assert!(matches!(
+            find(ROUTES, &Method::GET, "/routes/shop/status"),
+            Match::NotFound
+        ));
+        assert!(matches!(
+            find(ROUTES, &Method::GET, "/routes/shop"),
+            Match::NotFound
+        ));
+    }
+
+    /// 404 for a path no row has, 405 for a known path with another method.
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        for path in [
+            "/",
+            "/nope",
+            "/rules/vip",
+            "/rules/vip/percent/more",
+            "/statusx",
+        ] {
+            assert!(
+                matches!(find(ROUTES, &Method::GET, path), Match::NotFound),
+                "{path}"
+            );
+        }
+        for (method, path) in [
+            (Method::DELETE, "/status"),
+            (Method::HEAD, "/status"),
+            (Method::GET, "/rules/vip/percent"),
+            (Method::PUT, "/routes/shop/rules/vip/users"),
+        ] {
+            assert!(
+                matches!(find(ROUTES, &method, path), Match::WrongMethod),
+                "{method} {path}"
+            );
+        }
+    }
+
+    /// The page's paths are matched exactly, for any method; everything under `/ui/` is the
+    /// page's (its own 404), `/uix` is not.
+    #[test]
+    fn page_paths_are_exact() {
+        let page = |path| match find(ROUTES, &Method::POST, path) {
+            Match::Page(_, tail) => Some(tail),
+            _ => None,
+        };
+        assert_eq!(page("/ui"), Some(""));
+        assert_eq!(page("/ui/"), Some(""));
+        assert_eq!(page("/ui/app.js"), Some("app.js"));
+        assert_eq!(page("/ui//x/y"), Some("/x/y"));
+        assert_eq!(page("/uix"), None);
+        assert_eq!(page("//ui/"), None);
+        assert_eq!(page("/status"), None);
+    }
+
+    /// A viewer may call the read rows and no change: not a write row, not a write to a path
+    /// that does not exist; an operator may call every row.
+    #[test]
+    fn roles_come_from_the_row() {
+        let need = |method: Method, path| find(ROUTES, &method, path).role(&method);
+        assert!(!grants(Viewer, need(Method::PUT, "/rules/rollout/percent")));
+        assert!(!grants(Viewer, need(Method::POST, "/rules/vip/users")));
+        assert!(grants(Viewer, need(Method::GET, "/rules/vip/users")));
+        assert!(grants(Viewer, need(Method::GET, "/status")));
+        assert!(!grants(Viewer, need(Method::POST, "/nope")));
+        assert!(!grants(Viewer, need(Method::DELETE, "/status")));
+        assert!(grants(Viewer, need(Method::HEAD, "/status")));
+        for row in ROUTES {
+            if let Serve::Api { role, .. } = row.serve {
+                assert!(grants(Operator, role), "{}", row.path);
+            }
+        }
+    }
+
+    /// Every row's pattern is well formed: it starts with `/`, a tail is last, and no two
+    /// rows serve the same method on the same path.
+    #[test]
+    fn the_table_is_well_formed() {
+        let mut seen = Vec::new();
+        for row in ROUTES {
+            assert!(row.path.starts_with('/'), "{}", row.path);
+            let segments: Vec<&str> = row.path[1..].split('/').collect();
+            for (i, s) in segments.iter().enumerate() {
+                assert!(
+                    !s.ends_with("*}") || i + 1 == segments.len(),
+                    "{}",
+                    row.path
+                );
+                assert!(!s.is_empty(), "{}", row.path);
+            }
+            if let Serve::Api { verb, .. } = row.serve {
+                assert!(!seen.contains(&(verb, row.path)), "{}", row.path);
+                seen.push((verb, row.path));
+            }
+        }
+    }
+}
