@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileRole, FileStore};
+use super::spec::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileRole, FileStore};
 use super::parse::{check_token, header_name, positive_duration};
 use super::{
     groups, key_error, routing, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,

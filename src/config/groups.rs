@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::file::{FileGroup, FileHealthCheck, FileProbe, FileSelection, FileServer};
+use super::spec::{FileGroup, FileHealthCheck, FileProbe, FileSelection, FileServer};
 use super::parse::{positive_duration, resolve_server};
 use super::{
     key_error, KeyError, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE,

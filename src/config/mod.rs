@@ -7,7 +7,7 @@
 //! the file types.
 
 mod certificates;
-mod file;
+pub mod spec;
 mod gateway;
 mod groups;
 mod parse;
@@ -379,7 +379,7 @@ pub fn load_str(text: &str, file: &str, base: &Path) -> Result<LoadedConfig, Con
         .graceful_shutdown_timeout_seconds
         .or(Some(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS));
 
-    let root: file::FileRoot = serde_yaml::from_str(text).map_err(|e| err("", yaml_message(&e)))?;
+    let root: spec::FileRoot = serde_yaml::from_str(text).map_err(|e| err("", yaml_message(&e)))?;
     let gateway = root
         .gateway
         .ok_or_else(|| err("gateway", "the section is missing".into()))?;

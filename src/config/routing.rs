@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::file::{FileKeys, FileOnFailure, FilePlan, FileRoute, FileRouting, FileRule};
+use super::spec::{FileKeys, FileOnFailure, FilePlan, FileRoute, FileRouting, FileRule};
 use super::parse::{check_token, header_name, parse_duration};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, RouteConfig,

@@ -10,7 +10,7 @@ use pingora_core::listeners::tls::Acceptor;
 use pingora_core::utils::tls::{CertKey, WrappedX509};
 
 use super::certificates::{build_acceptor, load_certificate, read_chain, Certificate, TlsVersion};
-use super::file::{FileListen, FileListener, FileTls, FileUpstreamTls};
+use super::spec::{FileListen, FileListener, FileTls, FileUpstreamTls};
 use super::{key_error, KeyError};
 use crate::upstreams::UpstreamTls;
 
