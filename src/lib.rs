@@ -31,8 +31,8 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 
-use crate::config::GatewayConfig;
 use crate::config::ListenerKind;
+use crate::config::{GatewayConfig, GatewaySpec};
 use crate::ops::{access_log, admin, demo, lifecycle, metrics};
 use crate::proxy::redirect::Redirector;
 use crate::proxy::tls::TlsApp;
@@ -44,12 +44,13 @@ use crate::state::store::StoreService;
 use crate::state::{ConfigSource, Controller};
 use pingora_core::apps::http_app::HttpServer;
 
-/// Adds every service the configuration asks for to `server`: the proxy, the health checks,
-/// reload on SIGHUP, the prompt graceful exit, the admin API and the demo origins. Returns the
-/// controller that owns the live configuration.
+/// Adds every service the configuration (`gateway`, validated from `spec`) asks for to
+/// `server`: the proxy, the health checks, reload on SIGHUP, the prompt graceful exit, the
+/// admin API and the demo origins. Returns the controller that owns the live configuration.
 pub fn add_services(
     server: &mut Server,
     source: ConfigSource,
+    spec: GatewaySpec,
     gateway: GatewayConfig,
 ) -> Result<Arc<Controller>, String> {
     let listen = gateway.listen.clone();
@@ -64,7 +65,7 @@ pub fn add_services(
         ),
         None => None,
     };
-    let controller = Arc::new(Controller::new(source, gateway).map_err(|e| e.to_string())?);
+    let controller = Arc::new(Controller::new(source, spec, gateway).map_err(|e| e.to_string())?);
     let state = controller.state();
     let in_flight = InFlight::default();
 

@@ -24,7 +24,11 @@ fn main() -> ExitCode {
         Some(path) => config::load_file(Path::new(path)),
         None => config::load_demo(),
     };
-    let LoadedConfig { server, gateway } = match loaded {
+    let LoadedConfig {
+        server,
+        spec,
+        gateway,
+    } = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("canary-gateway: invalid configuration: {e}");
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
     };
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
     pingora.bootstrap();
-    if let Err(e) = canary_gateway::add_services(&mut pingora, config_source, gateway) {
+    if let Err(e) = canary_gateway::add_services(&mut pingora, config_source, spec, gateway) {
         eprintln!("canary-gateway: cannot start: {e}");
         return ExitCode::FAILURE;
     }

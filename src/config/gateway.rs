@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::spec::{FileAdmin, FileDecisionHeader, FileGateway, FileLimits, FileRole, FileStore};
+use http::{HeaderName, HeaderValue};
+
 use super::parse::{check_token, header_name, positive_duration};
+use super::spec::{AdminSpec, DecisionHeaderSpec, GatewaySpec, LimitsSpec, RoleSpec, StoreSpec};
 use super::{
     groups, key_error, routing, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
     GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig, DEFAULT_ADMIN_TOKEN_NAME,
@@ -14,7 +16,7 @@ use super::{
 };
 use crate::routing::GroupId;
 
-pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, KeyError> {
+pub(super) fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> {
     let now = super::unix_now();
     let listen = tls::validate_listeners(&file.listen, base, now)?;
 
@@ -45,8 +47,9 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         groups.push(groups::validate_group(name, group, &group_id, base, now)?);
     }
     groups::check_fallback_cycles(&groups)?;
+    let group_values = group_values(&group_names)?;
 
-    let store = file.store.map(validate_store).transpose()?;
+    let store = file.store.as_ref().map(validate_store).transpose()?;
     let routes = routing::validate_routes(
         file.routing.as_ref(),
         file.routes.as_deref(),
@@ -59,16 +62,10 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
     )?;
     let route_table = routing::route_table(&routes)?;
 
-    let decision_header = match file.decision_header {
-        None | Some(FileDecisionHeader::Enabled(true)) => Some(DEFAULT_DECISION_HEADER.into()),
-        Some(FileDecisionHeader::Enabled(false)) => None,
-        Some(FileDecisionHeader::Name(name)) => Some(
-            header_name(&name).map_err(|m| key_error("gateway.decision_header".to_string(), m))?,
-        ),
-    };
+    let decision_header = decision_header(file.decision_header.as_ref())?;
 
     let mut demo_origins = Vec::with_capacity(file.demo_origins.len());
-    for (i, origin) in file.demo_origins.into_iter().enumerate() {
+    for (i, origin) in file.demo_origins.iter().enumerate() {
         origin.listen.parse::<SocketAddr>().map_err(|e| {
             key_error(
                 format!("gateway.demo_origins[{i}].listen"),
@@ -76,18 +73,20 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
             )
         })?;
         demo_origins.push(DemoOrigin {
-            listen: origin.listen,
-            body: origin.body,
+            listen: origin.listen.clone(),
+            body: origin.body.clone(),
         });
     }
 
     let admin = file
         .admin
+        .as_ref()
         .map(|admin| validate_admin(admin, base))
         .transpose()?;
 
     let metrics_listen = file
         .metrics
+        .as_ref()
         .map(|m| {
             m.listen.parse::<SocketAddr>().map_err(|e| {
                 key_error(
@@ -97,15 +96,15 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
             })
         })
         .transpose()?;
-    let access_log = file.access_log.map(|log| {
+    let access_log = file.access_log.as_ref().map(|log| {
         if log.path.as_os_str() == "-" {
             AccessLogTarget::Stdout
         } else {
-            AccessLogTarget::File(base.join(log.path))
+            AccessLogTarget::File(base.join(&log.path))
         }
     });
 
-    let limits = validate_limits(file.limits.unwrap_or_default())?;
+    let limits = validate_limits(file.limits.as_ref().unwrap_or(&LimitsSpec::default()))?;
     let trusted_proxies = file
         .trusted_proxies
         .iter()
@@ -127,12 +126,42 @@ pub(super) fn validate(file: FileGateway, base: &Path) -> Result<GatewayConfig, 
         admin,
         listen,
         groups,
+        group_values,
         decision_header,
         demo_origins,
     })
 }
 
-fn validate_store(file: FileStore) -> Result<StoreConfig, KeyError> {
+/// `gateway.decision_header`: the header's name, `None` when turned off.
+fn decision_header(spec: Option<&DecisionHeaderSpec>) -> Result<Option<HeaderName>, KeyError> {
+    let key = || "gateway.decision_header".to_string();
+    let name = match spec {
+        None | Some(DecisionHeaderSpec::Enabled(true)) => DEFAULT_DECISION_HEADER,
+        Some(DecisionHeaderSpec::Enabled(false)) => return Ok(None),
+        Some(DecisionHeaderSpec::Name(name)) => name,
+    };
+    let name = header_name(name).map_err(|m| key_error(key(), m))?;
+    HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|e| key_error(key(), format!("{name:?} is not a valid header name ({e})")))
+}
+
+/// Each group's name as the decision header's value, indexed by `GroupId`.
+fn group_values(names: &[String]) -> Result<Vec<HeaderValue>, KeyError> {
+    names
+        .iter()
+        .map(|name| {
+            HeaderValue::from_str(name).map_err(|_| {
+                key_error(
+                    format!("gateway.groups.{name}"),
+                    format!("{name:?} cannot be sent as a header value (the decision header)"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn validate_store(file: &StoreSpec) -> Result<StoreConfig, KeyError> {
     if !(file.redis.starts_with("redis://") || file.redis.starts_with("rediss://")) {
         return Err(key_error(
             "gateway.store.redis".into(),
@@ -145,8 +174,8 @@ fn validate_store(file: FileStore) -> Result<StoreConfig, KeyError> {
         })
     };
     Ok(StoreConfig {
-        url: file.redis,
-        prefix: file.prefix.unwrap_or_else(|| "canary:".into()),
+        url: file.redis.clone(),
+        prefix: file.prefix.clone().unwrap_or_else(|| "canary:".into()),
         resync_interval: duration(
             "resync_interval",
             &file.resync_interval,
@@ -156,7 +185,7 @@ fn validate_store(file: FileStore) -> Result<StoreConfig, KeyError> {
     })
 }
 
-fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
+fn validate_limits(file: &LimitsSpec) -> Result<Limits, KeyError> {
     let defaults = Limits::default();
     let key = |k: &str| format!("gateway.limits.{k}");
     let duration = |k: &str, v: &Option<String>, d: Duration| {
@@ -210,14 +239,14 @@ fn validate_limits(file: FileLimits) -> Result<Limits, KeyError> {
 /// errors): `None` when neither is set; it must be at least `MIN_ADMIN_TOKEN_LEN` visible
 /// characters.
 fn secret(
-    token: Option<String>,
-    token_env: Option<String>,
+    token: Option<&String>,
+    token_env: Option<&String>,
     key: &str,
     token_key: &str,
 ) -> Result<Option<String>, KeyError> {
     let token = match (token, token_env) {
-        (Some(token), None) => token,
-        (None, Some(var)) => std::env::var(&var).map_err(|_| {
+        (Some(token), None) => token.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
             key_error(
                 format!("{key}.token_env"),
                 format!("environment variable {var} is not set"),
@@ -242,7 +271,7 @@ fn secret(
     Ok(Some(token))
 }
 
-fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError> {
+fn validate_admin(admin: &AdminSpec, base: &Path) -> Result<AdminConfig, KeyError> {
     let listen = admin.listen.parse::<SocketAddr>().map_err(|e| {
         key_error(
             "gateway.admin.listen".to_string(),
@@ -251,8 +280,8 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
     })?;
     let mut tokens = Vec::new();
     if let Some(token) = secret(
-        admin.token,
-        admin.token_env,
+        admin.token.as_ref(),
+        admin.token_env.as_ref(),
         "gateway.admin",
         "gateway.admin.token",
     )? {
@@ -262,7 +291,7 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
             role: Role::Operator,
         });
     }
-    for (i, named) in admin.tokens.into_iter().enumerate() {
+    for (i, named) in admin.tokens.iter().enumerate() {
         let key = format!("gateway.admin.tokens[{i}]");
         check_token(&named.name, "token name").map_err(|m| key_error(format!("{key}.name"), m))?;
         if tokens.iter().any(|t| t.name == named.name) {
@@ -274,8 +303,13 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
                 ),
             ));
         }
-        let token = secret(named.token, named.token_env, &key, &format!("{key}.token"))?
-            .ok_or_else(|| key_error(key.clone(), "set `token_env` (or `token`)".into()))?;
+        let token = secret(
+            named.token.as_ref(),
+            named.token_env.as_ref(),
+            &key,
+            &format!("{key}.token"),
+        )?
+        .ok_or_else(|| key_error(key.clone(), "set `token_env` (or `token`)".into()))?;
         if tokens.iter().any(|t| t.token == token) {
             return Err(key_error(
                 format!("{key}.token"),
@@ -283,11 +317,11 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
             ));
         }
         let role = match named.role {
-            FileRole::Operator => Role::Operator,
-            FileRole::Viewer => Role::Viewer,
+            RoleSpec::Operator => Role::Operator,
+            RoleSpec::Viewer => Role::Viewer,
         };
         tokens.push(AdminToken {
-            name: named.name,
+            name: named.name.clone(),
             token,
             role,
         });
@@ -306,6 +340,6 @@ fn validate_admin(admin: FileAdmin, base: &Path) -> Result<AdminConfig, KeyError
     Ok(AdminConfig {
         listen,
         tokens,
-        state_file: admin.state_file.map(|p| base.join(p)),
+        state_file: admin.state_file.as_ref().map(|p| base.join(p)),
     })
 }

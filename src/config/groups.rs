@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::spec::{FileGroup, FileHealthCheck, FileProbe, FileSelection, FileServer};
 use super::parse::{positive_duration, resolve_server};
+use super::spec::{GroupSpec, HealthCheckSpec, ProbeSpec, SelectionSpec, ServerSpec};
 use super::{
     key_error, KeyError, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE,
     DEFAULT_HEALTH_TIMEOUT,
@@ -15,7 +15,7 @@ use crate::upstreams::{
 
 pub(super) fn validate_group(
     name: &str,
-    group: &FileGroup,
+    group: &GroupSpec,
     group_id: &dyn Fn(String, &str) -> Result<GroupId, KeyError>,
     base: &std::path::Path,
     now: i64,
@@ -31,8 +31,8 @@ pub(super) fn validate_group(
     for (i, server) in group.servers.iter().enumerate() {
         let server_key = format!("{key}.servers[{i}]");
         let (addr, weight) = match server {
-            FileServer::Addr(addr) => (addr, 1),
-            FileServer::Weighted(s) => (&s.addr, s.weight.unwrap_or(1)),
+            ServerSpec::Addr(addr) => (addr, 1),
+            ServerSpec::Weighted(s) => (&s.addr, s.weight.unwrap_or(1)),
         };
         if !(1..=1000).contains(&weight) {
             return Err(key_error(
@@ -91,8 +91,8 @@ pub(super) fn validate_group(
         name: name.to_string(),
         servers,
         selection: match group.selection {
-            None | Some(FileSelection::RoundRobin) => Selection::RoundRobin,
-            Some(FileSelection::Consistent) => Selection::Consistent,
+            None | Some(SelectionSpec::RoundRobin) => Selection::RoundRobin,
+            Some(SelectionSpec::Consistent) => Selection::Consistent,
         },
         health_check,
         timeouts,
@@ -128,7 +128,7 @@ fn host_header_value(name: &str) -> Result<String, String> {
 }
 
 fn validate_health_check(
-    hc: &FileHealthCheck,
+    hc: &HealthCheckSpec,
     key: &str,
 ) -> Result<Option<HealthCheckConfig>, KeyError> {
     let duration = |field: &str, value: &Option<String>, default: Duration| {
@@ -150,7 +150,7 @@ fn validate_health_check(
         ("expect_status", hc.expect_status.is_some()),
     ];
     let probe = match hc.probe {
-        FileProbe::Http => {
+        ProbeSpec::Http => {
             let path = hc.path.clone().unwrap_or_else(|| "/".into());
             if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
                 return Err(key_error(
@@ -171,14 +171,14 @@ fn validate_health_check(
                 expect_status,
             }
         }
-        FileProbe::Tcp | FileProbe::None => {
+        ProbeSpec::Tcp | ProbeSpec::None => {
             if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
                 return Err(key_error(
                     format!("{key}.{field}"),
                     "only `type: http` checks take this key".into(),
                 ));
             }
-            if hc.probe == FileProbe::None {
+            if hc.probe == ProbeSpec::None {
                 return Ok(None);
             }
             HealthProbe::Tcp

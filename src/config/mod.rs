@@ -1,17 +1,18 @@
 //! Configuration: one YAML file holds Pingora's server keys at top level and the gateway's own
-//! section under `gateway:`. The file is parsed once into private serde types (`file`),
-//! validated section by section (`gateway`, `routing`, `groups`), and turned into the typed
-//! runtime values below. Every error names the file, the key and the value.
+//! section under `gateway:`. The section is parsed once into the public, serializable spec
+//! ([`spec::GatewaySpec`], what the file says and what `GET /config` shows), validated section
+//! by section (`gateway`, `routing`, `groups`) by [`spec::GatewaySpec::validate`], and turned
+//! into the typed runtime values below. Every error names the file, the key and the value.
 //!
 //! Above `routing` and `upstreams`, whose types it builds; nothing on the request path reads
-//! the file types.
+//! the spec.
 
 mod certificates;
-pub mod spec;
 mod gateway;
 mod groups;
 mod parse;
 mod routing;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -31,6 +32,7 @@ use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::{unix_now, Certificate, TlsVersion, EXPIRY_WARNING_DAYS};
 pub use parse::parse_duration;
+pub use spec::GatewaySpec;
 pub use tls::{certificate_warnings, describe_listeners, Listener, ListenerKind, TlsListener};
 
 /// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
@@ -66,6 +68,9 @@ fn key_prefix(key: &str) -> String {
 pub struct LoadedConfig {
     /// Pingora's server settings, with the gateway's defaults applied where the file is silent.
     pub server: ServerConf,
+    /// The gateway section as written.
+    pub spec: GatewaySpec,
+    /// The gateway section validated: what `spec` became.
     pub gateway: GatewayConfig,
 }
 
@@ -82,8 +87,11 @@ pub struct GatewayConfig {
     /// The host and path lookup over `routes`, built once at load; `None` when the one route
     /// serves every host and path.
     pub route_table: Option<Arc<RouteTable>>,
-    /// Response header that names the chosen group; `None` when turned off.
-    pub decision_header: Option<String>,
+    /// Each group's name as the decision header's value, indexed by `GroupId` (checked once
+    /// here; a clone per request copies nothing).
+    pub group_values: Vec<http::HeaderValue>,
+    /// Response header that names the chosen group (lower case); `None` when turned off.
+    pub decision_header: Option<http::HeaderName>,
     /// Built-in demo origins to start in the same process (the demo config only, normally).
     pub demo_origins: Vec<DemoOrigin>,
     /// The admin API, when configured.
@@ -379,20 +387,17 @@ pub fn load_str(text: &str, file: &str, base: &Path) -> Result<LoadedConfig, Con
         .graceful_shutdown_timeout_seconds
         .or(Some(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS));
 
-    let root: spec::FileRoot = serde_yaml::from_str(text).map_err(|e| err("", yaml_message(&e)))?;
-    let gateway = root
-        .gateway
-        .ok_or_else(|| err("gateway", "the section is missing".into()))?;
-    let gateway = gateway::validate(gateway, base).map_err(|e| ConfigError {
+    let in_file = |e: ConfigError| ConfigError {
         file: file.to_string(),
         ..e
-    })?;
-    Ok(LoadedConfig { server, gateway })
-}
-
-/// serde_yaml's message with the path made to read like our keys (`gateway.routing...`).
-fn yaml_message(e: &serde_yaml::Error) -> String {
-    e.to_string()
+    };
+    let spec = GatewaySpec::from_yaml(text).map_err(in_file)?;
+    let gateway = spec.validate(base).map_err(in_file)?;
+    Ok(LoadedConfig {
+        server,
+        spec,
+        gateway,
+    })
 }
 
 /// A validation failure inside the gateway section: a [`ConfigError`] whose file [`load_str`]

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::spec::{FileKeys, FileOnFailure, FilePlan, FileRoute, FileRouting, FileRule};
 use super::parse::{check_token, header_name, parse_duration};
+use super::spec::{FileOnFailure, FilePlan, FileRule, RouteSpec, RoutingSpec, SigningKeys};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, RouteConfig,
     DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE, DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
@@ -27,8 +27,8 @@ pub(super) struct Context<'a> {
 /// The routes: exactly one of `routing` (one route, `default`, for every host and path) and
 /// `routes`.
 pub(super) fn validate_routes(
-    routing: Option<&FileRouting>,
-    routes: Option<&[FileRoute]>,
+    routing: Option<&RoutingSpec>,
+    routes: Option<&[RouteSpec]>,
     cx: &Context<'_>,
 ) -> Result<Vec<RouteConfig>, KeyError> {
     let routes = match (routing, routes) {
@@ -182,7 +182,7 @@ struct RoutingParts {
 /// One routing block (`key` names it in errors): the router, its store-backed rules and its
 /// rollout plans.
 fn validate_routing(
-    routing: &FileRouting,
+    routing: &RoutingSpec,
     key: &str,
     cx: &Context<'_>,
 ) -> Result<RoutingParts, KeyError> {
@@ -327,7 +327,7 @@ fn validate_plan(
     })
 }
 
-fn signing_keys(routing: &FileRouting, prefix: &str) -> Result<Vec<Box<[u8]>>, KeyError> {
+fn signing_keys(routing: &RoutingSpec, prefix: &str) -> Result<Vec<Box<[u8]>>, KeyError> {
     let (key, keys): (String, Vec<String>) = match (&routing.signing_key, &routing.signing_key_env)
     {
         (None, None) => return Ok(Vec::new()),
@@ -337,8 +337,8 @@ fn signing_keys(routing: &FileRouting, prefix: &str) -> Result<Vec<Box<[u8]>>, K
                 "set either `signing_key` or `signing_key_env`, not both".into(),
             ))
         }
-        (Some(FileKeys::One(k)), None) => (format!("{prefix}.signing_key"), vec![k.clone()]),
-        (Some(FileKeys::Several(ks)), None) => (format!("{prefix}.signing_key"), ks.clone()),
+        (Some(SigningKeys::One(k)), None) => (format!("{prefix}.signing_key"), vec![k.clone()]),
+        (Some(SigningKeys::Several(ks)), None) => (format!("{prefix}.signing_key"), ks.clone()),
         (None, Some(var)) => {
             let value = std::env::var(var).map_err(|_| {
                 key_error(

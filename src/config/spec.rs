@@ -1,291 +1,483 @@
-//! The file types: exactly what the YAML may contain, private to the config layer. Unknown
-//! keys are refused (`deny_unknown_fields`), so a typo fails at `-t`, not in production.
+//! The configuration spec: exactly what the gateway section of the YAML may contain, as public
+//! serde types that the file deserializes into and that serialize back into the file's YAML.
+//! Unknown keys are refused (`deny_unknown_fields`), so a typo fails at `-t`, not in
+//! production. A spec is only text arranged as the file arranges it: [`GatewaySpec::validate`]
+//! is the one path from a spec to the typed, checked [`GatewayConfig`] the gateway runs.
+//!
+//! Optional keys left unset are left out when serialized, so the YAML reads like a file a
+//! person wrote and can be pasted into one.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::{ConfigError, GatewayConfig};
+
+/// The whole file as far as the gateway reads it: Pingora's keys at the top level are read by
+/// Pingora and ignored here.
 #[derive(Deserialize)]
 pub(super) struct FileRoot {
-    pub(super) gateway: Option<FileGateway>,
+    pub(super) gateway: Option<GatewaySpec>,
 }
 
-#[derive(Deserialize)]
+/// What [`GatewaySpec::to_yaml`] writes: the gateway section under its key.
+#[derive(Serialize)]
+struct SpecRoot<'a> {
+    gateway: &'a GatewaySpec,
+}
+
+/// What an inline secret is replaced with by [`GatewaySpec::redacted`].
+pub const REDACTED: &str = "<redacted>";
+
+/// The gateway section of the configuration file (`gateway:`), as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileGateway {
-    pub(super) listen: Vec<FileListen>,
-    pub(super) groups: BTreeMap<String, FileGroup>,
-    #[serde(default)]
-    pub(super) routing: Option<FileRouting>,
-    #[serde(default)]
-    pub(super) routes: Option<Vec<FileRoute>>,
-    #[serde(default)]
-    pub(super) decision_header: Option<FileDecisionHeader>,
-    #[serde(default)]
-    pub(super) demo_origins: Vec<FileDemoOrigin>,
-    #[serde(default)]
-    pub(super) admin: Option<FileAdmin>,
-    #[serde(default)]
-    pub(super) metrics: Option<FileMetrics>,
-    #[serde(default)]
-    pub(super) access_log: Option<FileAccessLog>,
-    #[serde(default)]
-    pub(super) limits: Option<FileLimits>,
-    #[serde(default)]
-    pub(super) trusted_proxies: Vec<String>,
-    #[serde(default)]
-    pub(super) store: Option<FileStore>,
+pub struct GatewaySpec {
+    /// The proxy's listeners (`gateway.listen`), at least one.
+    pub listen: Vec<ListenSpec>,
+    /// The upstream groups by name (`gateway.groups`), at least one.
+    pub groups: BTreeMap<String, GroupSpec>,
+    /// One routing block for every host and path; exactly one of `routing` and `routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingSpec>,
+    /// Routes by host and path prefix, each with its routing block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteSpec>>,
+    /// The response header naming the chosen group: `false` turns it off, a name renames it
+    /// (default `x-canary-group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_header: Option<DecisionHeaderSpec>,
+    /// Tiny origins served by the gateway process itself (the demo).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demo_origins: Vec<DemoOriginSpec>,
+    /// The admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSpec>,
+    /// The metrics endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
+    /// The JSON access log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
+    /// Limits on client requests (defaults in docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+    /// Networks (`10.0.0.0/8`, an address) whose `X-Forwarded-For` is believed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// The Redis store for shared user sets and control state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreSpec>,
 }
 
-#[derive(Deserialize)]
+impl GatewaySpec {
+    /// Reads the gateway section from a configuration file's text (Pingora's keys beside it
+    /// are ignored). Errors name the key; their `file` is left empty for the caller to fill.
+    pub fn from_yaml(text: &str) -> Result<GatewaySpec, ConfigError> {
+        let root: FileRoot = serde_yaml::from_str(text)
+            .map_err(|e| super::key_error(String::new(), e.to_string()))?;
+        root.gateway
+            .ok_or_else(|| super::key_error("gateway".into(), "the section is missing".into()))
+    }
+
+    /// The spec as a configuration file: `gateway:` and this section under it, unset optional
+    /// keys left out. [`GatewaySpec::from_yaml`] reads it back into an equal spec.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(&SpecRoot { gateway: self })
+    }
+
+    /// Checks every key and builds the typed configuration: the one validation path, used by
+    /// `-t`, at start and on reload. Relative paths resolve against `base_dir` (the file's
+    /// folder); errors name the key, their `file` is left empty for the caller to fill.
+    pub fn validate(&self, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
+        super::gateway::validate(self, base_dir)
+    }
+
+    /// A copy fit to show: every secret written inline (admin tokens, signing keys, header
+    /// secrets, a password in the store URL) replaced by [`REDACTED`]. Secrets referenced by
+    /// environment variable name (`token_env`, `signing_key_env`) are kept, being only names.
+    pub fn redacted(&self) -> GatewaySpec {
+        let mut spec = self.clone();
+        let hide = |secret: &mut Option<String>| {
+            if secret.is_some() {
+                *secret = Some(REDACTED.into());
+            }
+        };
+        if let Some(admin) = &mut spec.admin {
+            hide(&mut admin.token);
+            admin.tokens.iter_mut().for_each(|t| hide(&mut t.token));
+        }
+        if let Some(store) = &mut spec.store {
+            store.redis = redact_url_password(&store.redis);
+        }
+        let routes = spec.routes.iter_mut().flatten().map(|r| &mut r.routing);
+        for routing in spec.routing.iter_mut().chain(routes) {
+            if routing.signing_key.is_some() {
+                routing.signing_key = Some(SigningKeys::One(REDACTED.into()));
+            }
+            routing
+                .rules
+                .iter_mut()
+                .for_each(|rule| hide(&mut rule.header_secret));
+        }
+        spec
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:<redacted>@host` (`redis://secret@host` →
+/// `redis://<redacted>@host`); a URL without credentials as it is.
+fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let Some(at) = url[scheme_end..].rfind('@').map(|i| i + scheme_end) else {
+        return url.to_string();
+    };
+    let (scheme, credentials, host) = (&url[..scheme_end], &url[scheme_end..at], &url[at..]);
+    match credentials.split_once(':') {
+        Some((name, _)) => format!("{scheme}{name}:{REDACTED}{host}"),
+        None => format!("{scheme}{REDACTED}{host}"),
+    }
+}
+
+/// `gateway.store`: where shared user sets and the control state live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileStore {
-    pub(super) redis: String,
-    #[serde(default)]
-    pub(super) prefix: Option<String>,
-    #[serde(default)]
-    pub(super) resync_interval: Option<String>,
-    #[serde(default)]
-    pub(super) timeout: Option<String>,
+pub struct StoreSpec {
+    /// `redis://host:port/db` or `rediss://…`.
+    pub redis: String,
+    /// Key prefix (default `canary:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A duration (`60s`): how often every set is read again in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_interval: Option<String>,
+    /// A duration (`2s`): the bound on each Redis command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+/// `gateway.limits`: limits on client requests; each unset key keeps its default.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileLimits {
-    pub(super) header_timeout: Option<String>,
-    pub(super) body_timeout: Option<String>,
-    pub(super) tunnel_idle_timeout: Option<String>,
-    pub(super) max_request_line: Option<usize>,
-    pub(super) max_header_bytes: Option<usize>,
-    pub(super) max_headers: Option<usize>,
-    pub(super) max_body_bytes: Option<u64>,
+pub struct LimitsSpec {
+    /// A duration: from a request head's first byte to its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<String>,
+    /// A duration: the whole request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_timeout: Option<String>,
+    /// A duration: an upgraded connection with no traffic for this long is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_idle_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_headers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// `gateway.metrics`: where `GET /metrics` is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileMetrics {
-    pub(super) listen: String,
+pub struct MetricsSpec {
+    /// `IP:port`.
+    pub listen: String,
 }
 
-#[derive(Deserialize)]
+/// `gateway.access_log`: the JSON access log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileAccessLog {
-    pub(super) path: PathBuf,
+pub struct AccessLogSpec {
+    /// A file (relative to the configuration file's folder), or `-` for standard output.
+    pub path: PathBuf,
 }
 
-#[derive(Deserialize)]
+/// `gateway.admin`: the admin API's listener, tokens and state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileAdmin {
-    pub(super) listen: String,
-    pub(super) token: Option<String>,
-    pub(super) token_env: Option<String>,
-    #[serde(default)]
-    pub(super) tokens: Vec<FileAdminToken>,
-    pub(super) state_file: Option<PathBuf>,
+pub struct AdminSpec {
+    /// `IP:port`.
+    pub listen: String,
+    /// The operator token `admin`, inline (prefer `token_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The environment variable holding the operator token `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Named tokens with their roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<AdminTokenSpec>,
+    /// Where changes made through the API are kept (relative to the file's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
 }
 
-/// A named admin token (`gateway.admin.tokens[i]`).
-#[derive(Deserialize)]
+/// A named admin token (`gateway.admin.tokens[i]`): exactly one of `token` and `token_env`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileAdminToken {
-    pub(super) name: String,
-    pub(super) token: Option<String>,
-    pub(super) token_env: Option<String>,
-    pub(super) role: FileRole,
+pub struct AdminTokenSpec {
+    /// The name the audit trail shows.
+    pub name: String,
+    /// The secret, inline (prefer `token_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    pub role: RoleSpec,
 }
 
-#[derive(Deserialize, Clone, Copy)]
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum FileRole {
+pub enum RoleSpec {
     Operator,
     Viewer,
 }
 
-#[derive(Deserialize)]
+/// `gateway.groups.NAME`: an upstream group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileGroup {
-    pub(super) servers: Vec<FileServer>,
-    #[serde(default)]
-    pub(super) selection: Option<FileSelection>,
-    #[serde(default)]
-    pub(super) health_check: Option<FileHealthCheck>,
-    #[serde(default)]
-    pub(super) timeouts: Option<FileTimeouts>,
-    #[serde(default)]
-    pub(super) fallback: Option<String>,
-    #[serde(default)]
-    pub(super) host_header: Option<String>,
-    #[serde(default)]
-    pub(super) tls: Option<FileUpstreamTls>,
+pub struct GroupSpec {
+    /// Its servers, at least one.
+    pub servers: Vec<ServerSpec>,
+    /// How a server is picked (default `round_robin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionSpec>,
+    /// The health check (default: TCP connect every 2 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<TimeoutsSpec>,
+    /// The group served when none of this group's servers is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The `Host` sent upstream: `client` (default), `server` or a host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_header: Option<String>,
+    /// TLS towards the servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsSpec>,
 }
 
-/// `gateway.groups.NAME.tls`: TLS towards the group's servers.
-#[derive(Deserialize)]
+/// `gateway.groups.NAME.tls`: TLS towards the group's servers. Files are named by path
+/// (relative to the configuration file's folder), never inlined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileUpstreamTls {
-    #[serde(default)]
-    pub(super) sni: Option<String>,
-    #[serde(default)]
-    pub(super) verify: Option<bool>,
-    #[serde(default)]
-    pub(super) ca: Option<PathBuf>,
-    #[serde(default)]
-    pub(super) client_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub(super) client_key: Option<PathBuf>,
-    #[serde(default)]
-    pub(super) http2: Option<bool>,
+pub struct UpstreamTlsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<bool>,
 }
 
 /// One entry of `gateway.listen`: an address (plaintext HTTP/1.1), or a listener with TLS or
 /// a redirect to https.
-pub(super) enum FileListen {
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ListenSpec {
     Addr(String),
-    Listener(FileListener),
+    Listener(ListenerSpec),
 }
 
 // By hand rather than `untagged`, so that a mistake inside a listener (an unknown key, a wrong
 // type) is reported as itself, not as "no variant matched".
-impl<'de> Deserialize<'de> for FileListen {
+impl<'de> Deserialize<'de> for ListenSpec {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = FileListen;
+            type Value = ListenSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an \"IP:port\" string or a listener ({ addr, tls, ... })")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileListen, E> {
-                Ok(FileListen::Addr(v.to_string()))
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenSpec, E> {
+                Ok(ListenSpec::Addr(v.to_string()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
-            ) -> Result<FileListen, A::Error> {
-                FileListener::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(FileListen::Listener)
+            ) -> Result<ListenSpec, A::Error> {
+                ListenerSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ListenSpec::Listener)
             }
         }
         deserializer.deserialize_any(Visitor)
     }
 }
 
-#[derive(Deserialize)]
+/// A listener written as a map (`gateway.listen[i]`): TLS, or a redirect to https.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileListener {
-    pub(super) addr: String,
-    #[serde(default)]
-    pub(super) redirect_https: Option<bool>,
-    #[serde(default)]
-    pub(super) https_port: Option<u16>,
-    #[serde(default)]
-    pub(super) tls: Option<FileTls>,
-    #[serde(default)]
-    pub(super) http2: Option<bool>,
-    #[serde(default)]
-    pub(super) hsts: Option<String>,
+pub struct ListenerSpec {
+    /// `IP:port`.
+    pub addr: String,
+    /// Answer every request with a redirect to https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_https: Option<bool>,
+    /// The port a redirect names (default 443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Offer HTTP/2 by ALPN (default `true` on TLS listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<bool>,
+    /// `Strict-Transport-Security` on every response of a TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A listener's `tls`: its certificates and protocol floor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileTls {
-    pub(super) certificates: Vec<FileCertificate>,
-    #[serde(default)]
-    pub(super) default_certificate: Option<PathBuf>,
-    #[serde(default)]
-    pub(super) min_version: Option<String>,
+pub struct TlsSpec {
+    /// At least one; chosen by the client's server name.
+    pub certificates: Vec<CertificateSpec>,
+    /// The `cert` path of the certificate for clients without a known name (default: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_certificate: Option<PathBuf>,
+    /// `"1.2"` (default) or `"1.3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A certificate and its key, by file path (relative to the configuration file's folder);
+/// the key itself is never in the spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileCertificate {
-    pub(super) cert: PathBuf,
-    pub(super) key: PathBuf,
+pub struct CertificateSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
-#[derive(Deserialize)]
+/// A group's server: `host:port`, or with a weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(super) enum FileServer {
+pub enum ServerSpec {
     Addr(String),
-    Weighted(FileWeightedServer),
+    Weighted(WeightedServerSpec),
 }
 
-#[derive(Deserialize)]
+/// A server with a weight (`{ addr, weight }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileWeightedServer {
-    pub(super) addr: String,
-    #[serde(default)]
-    pub(super) weight: Option<usize>,
+pub struct WeightedServerSpec {
+    pub addr: String,
+    /// In `1..=1000` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<usize>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
+/// How a group picks a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum FileSelection {
+pub enum SelectionSpec {
     RoundRobin,
     Consistent,
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+/// A health check's kind (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum FileProbe {
+pub enum ProbeSpec {
     Tcp,
     Http,
     None,
 }
 
-#[derive(Deserialize)]
+/// `gateway.groups.NAME.health_check`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileHealthCheck {
+pub struct HealthCheckSpec {
     #[serde(rename = "type")]
-    pub(super) probe: FileProbe,
-    pub(super) path: Option<String>,
-    pub(super) host: Option<String>,
-    pub(super) expect_status: Option<u16>,
-    pub(super) interval: Option<String>,
-    pub(super) timeout: Option<String>,
-    pub(super) rise: Option<usize>,
-    pub(super) fall: Option<usize>,
+    pub probe: ProbeSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    /// A duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// A duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rise: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fall: Option<usize>,
 }
 
-#[derive(Deserialize)]
+/// `gateway.groups.NAME.timeouts`: durations towards the group's servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileTimeouts {
-    pub(super) connect: Option<String>,
-    pub(super) read: Option<String>,
-    pub(super) write: Option<String>,
-    pub(super) idle: Option<String>,
+pub struct TimeoutsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `gateway.routes[i]`: which requests a route serves, and its routing block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileRoute {
-    pub(super) name: String,
-    #[serde(default)]
-    pub(super) hosts: Vec<String>,
-    #[serde(default)]
-    pub(super) paths: Vec<String>,
-    #[serde(default)]
-    pub(super) strip_prefix: bool,
-    pub(super) routing: FileRouting,
+pub struct RouteSpec {
+    /// A token, unique among the routes.
+    pub name: String,
+    /// Host names or `*.` wildcards; none: every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Path prefixes; none: `/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Remove the matched prefix from the path sent upstream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_prefix: bool,
+    pub routing: RoutingSpec,
 }
 
-#[derive(Deserialize)]
+/// A routing block (`gateway.routing`, `gateway.routes[i].routing`): the user cookie, the
+/// default group and the ordered rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileRouting {
+pub struct RoutingSpec {
+    /// The cookie carrying the user id (default `canary_user`).
     #[serde(default = "default_cookie")]
-    pub(super) cookie: String,
-    pub(super) default: String,
-    #[serde(default)]
-    pub(super) rules: Vec<FileRule>,
-    #[serde(default)]
-    pub(super) signing_key: Option<FileKeys>,
-    #[serde(default)]
-    pub(super) signing_key_env: Option<String>,
+    pub cookie: String,
+    /// The group of a request no rule claims.
+    pub default: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<FileRule>,
+    /// The key(s) the cookie is signed with, inline (prefer `signing_key_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKeys>,
+    /// The environment variable holding the signing key(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_env: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// One signing key, or several (the first signs; all verify).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(super) enum FileKeys {
+pub enum SigningKeys {
     One(String),
     Several(Vec<String>),
 }
@@ -294,56 +486,285 @@ pub(super) fn default_cookie() -> String {
     "canary_user".into()
 }
 
-#[derive(Deserialize)]
+/// A rule as written (`….rules[i]`); its kind is the one of `header`, `users`/`users_file`/
+/// `users_store` or `percent` that is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileRule {
-    pub(super) name: String,
-    pub(super) header: Option<String>,
-    pub(super) users: Option<Vec<String>>,
-    pub(super) users_file: Option<PathBuf>,
-    pub(super) percent: Option<f64>,
-    pub(super) seed: Option<String>,
-    pub(super) group: Option<String>,
-    pub(super) header_secret: Option<String>,
-    pub(super) from: Option<Vec<String>>,
-    pub(super) users_store: Option<String>,
-    pub(super) plan: Option<FilePlan>,
+pub struct FileRule {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<FilePlan>,
 }
 
 /// A rollout plan on a percent rule (`gateway.routing.rules[i].plan`).
-#[derive(Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FilePlan {
-    pub(super) steps: Vec<f64>,
-    pub(super) hold: String,
-    #[serde(default)]
-    pub(super) min_requests: Option<u64>,
-    pub(super) baseline: String,
-    #[serde(default)]
-    pub(super) max_error_rate_increase: Option<f64>,
-    #[serde(default)]
-    pub(super) max_p99_ratio: Option<f64>,
-    #[serde(default)]
-    pub(super) on_failure: Option<FileOnFailure>,
+pub struct FilePlan {
+    pub steps: Vec<f64>,
+    /// A duration: the least time at each step.
+    pub hold: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// The group the canary is compared with.
+    pub baseline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate_increase: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<FileOnFailure>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
+/// What a plan does when a step's figures break a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum FileOnFailure {
+pub enum FileOnFailure {
     Rollback,
     Pause,
 }
 
-#[derive(Deserialize)]
+/// `gateway.decision_header`: `true`/`false`, or the header's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(super) enum FileDecisionHeader {
+pub enum DecisionHeaderSpec {
     Enabled(bool),
     Name(String),
 }
 
-#[derive(Deserialize)]
+/// `gateway.demo_origins[i]`: a tiny origin answering every request with `body`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileDemoOrigin {
-    pub(super) listen: String,
-    pub(super) body: String,
+pub struct DemoOriginSpec {
+    /// `IP:port`.
+    pub listen: String,
+    pub body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key the gateway section knows, each set to a value other than its default.
+    const EVERY_KEY: &str = r#"
+version: 1
+gateway:
+  listen:
+    - "127.0.0.1:8080"
+    - { addr: "127.0.0.1:8081", redirect_https: true, https_port: 8443 }
+    - addr: "127.0.0.1:8443"
+      http2: false
+      hsts: "max-age=31536000; includeSubDomains"
+      tls:
+        min_version: "1.3"
+        default_certificate: certs/b.pem
+        certificates:
+          - { cert: certs/a.pem, key: certs/a.key }
+          - { cert: certs/b.pem, key: certs/b.key }
+  groups:
+    stable:
+      servers: ["127.0.0.1:10001", { addr: "127.0.0.1:10002", weight: 3 }, { addr: "127.0.0.1:10003" }]
+      selection: consistent
+      health_check: { type: http, path: /health, host: app.internal, expect_status: 204, interval: 500ms, timeout: 250ms, rise: 2, fall: 3 }
+      timeouts: { connect: 1s, read: 10s, write: 10s, idle: 60s }
+      fallback: canary
+      host_header: app.internal:8080
+      tls: { sni: app.internal, verify: false, ca: certs/ca.pem, client_cert: certs/c.pem, client_key: certs/c.key, http2: true }
+    canary:
+      servers: ["127.0.0.1:10004"]
+      selection: round_robin
+      health_check: { type: none }
+  routes:
+    - name: api
+      hosts: [api.example.com, "*.example.net"]
+      paths: [/api, /v2]
+      strip_prefix: true
+      routing:
+        cookie: uid
+        default: stable
+        signing_key_env: SIGNING_KEYS
+        rules:
+          - { name: qa, header: x-canary-group, header_secret: "qa-secret-value", from: [10.0.0.0/8] }
+          - { name: vip, users: [alice, bob], group: stable }
+          - { name: listed, users_file: vip-users.txt, group: canary }
+          - { name: shared, users_store: beta, group: canary }
+          - name: rollout
+            percent: 12.5
+            seed: release-7
+            group: canary
+            plan: { steps: [5, 25, 100], hold: 10m, min_requests: 50, baseline: stable, max_error_rate_increase: 0.02, max_p99_ratio: 2, on_failure: pause }
+    - name: web
+      routing:
+        default: canary
+        signing_key: ["key-one-0123456789", "key-two-0123456789"]
+  decision_header: X-Route
+  demo_origins: [{ listen: "127.0.0.1:10001", body: "version 1" }]
+  admin:
+    listen: "127.0.0.1:9090"
+    token_env: ADMIN_TOKEN
+    tokens:
+      - { name: ci, token_env: CI_TOKEN, role: operator }
+      - { name: reader, token: "reader-token-0123456789", role: viewer }
+    state_file: state.json
+  metrics: { listen: "127.0.0.1:9091" }
+  access_log: { path: "-" }
+  limits: { header_timeout: 5s, body_timeout: 20s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576 }
+  trusted_proxies: [10.0.0.0/8, 192.0.2.1]
+  store: { redis: "redis://app:hunter2-secret@127.0.0.1:6379/0", prefix: "gw:", resync_interval: 30s, timeout: 1s }
+"#;
+
+    /// The other shapes: one routing block, one signing key, the decision header off.
+    const ONE_ROUTING_BLOCK: &str = r#"
+gateway:
+  listen: ["127.0.0.1:8080"]
+  groups:
+    stable: { servers: ["127.0.0.1:10001"] }
+  routing:
+    default: stable
+    signing_key: "only-key-0123456789"
+    rules: [{ name: qa, header: x-canary-group }]
+  decision_header: false
+  admin: { listen: "127.0.0.1:9090", token: "operator-token-0123456789" }
+"#;
+
+    fn round_trip(text: &str) -> (GatewaySpec, String) {
+        let spec = GatewaySpec::from_yaml(text).expect("the text parses");
+        let yaml = spec.to_yaml().expect("the spec serializes");
+        let again = GatewaySpec::from_yaml(&yaml)
+            .unwrap_or_else(|e| panic!("the written YAML parses back ({e}):\n{yaml}"));
+        assert_eq!(again, spec, "the written YAML is the same spec:\n{yaml}");
+        (spec, yaml)
+    }
+
+    /// Every key survives YAML → spec → YAML → spec.
+    #[test]
+    fn every_key_round_trips() {
+        for text in [EVERY_KEY, ONE_ROUTING_BLOCK] {
+            round_trip(text);
+        }
+        let (spec, _) = round_trip(EVERY_KEY);
+        assert_eq!(spec.listen.len(), 3);
+        assert_eq!(spec.routes.as_ref().map(Vec::len), Some(2));
+    }
+
+    /// Each shipped configuration is written back as a file that parses into the same spec
+    /// and validates exactly as the original does.
+    #[test]
+    fn shipped_configs_round_trip_and_validate_the_same() {
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&conf).expect("conf/") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            let (_, yaml) = round_trip(&text);
+            let outcome = |t: &str| {
+                super::super::load_str(t, "f.yaml", &conf)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            assert_eq!(outcome(&yaml), outcome(&text), "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 4, "every conf/*.yaml was read ({seen})");
+    }
+
+    /// Unset optional keys are left out, so the YAML reads like a hand-written file.
+    #[test]
+    fn unset_keys_are_left_out() {
+        let (_, yaml) = round_trip(
+            "gateway:\n  listen: [\"127.0.0.1:8080\"]\n  groups:\n    stable: { servers: [\"127.0.0.1:9000\"] }\n  routing: { default: stable }\n",
+        );
+        assert_eq!(
+            yaml,
+            "gateway:\n  listen:\n  - 127.0.0.1:8080\n  groups:\n    stable:\n      servers:\n      - 127.0.0.1:9000\n  routing:\n    cookie: canary_user\n    default: stable\n"
+        );
+    }
+
+    /// Unknown keys are refused with their path, as the file always was.
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = GatewaySpec::from_yaml(
+            &ONE_ROUTING_BLOCK.replace("default: stable", "defualt: stable"),
+        )
+        .expect_err("a typo");
+        assert!(e.message.contains("unknown field `defualt`"), "{e}");
+        let e = GatewaySpec::from_yaml("version: 1\n").expect_err("no section");
+        assert_eq!(
+            (e.key.as_str(), e.message.as_str()),
+            ("gateway", "the section is missing")
+        );
+    }
+
+    /// Inline secrets are replaced; variable names, paths and everything else stay.
+    #[test]
+    fn redacted_hides_every_inline_secret() {
+        for text in [EVERY_KEY, ONE_ROUTING_BLOCK] {
+            let spec = GatewaySpec::from_yaml(text).expect("parses");
+            let yaml = spec.redacted().to_yaml().expect("serializes");
+            for secret in [
+                "qa-secret-value",
+                "key-one-0123456789",
+                "key-two-0123456789",
+                "reader-token-0123456789",
+                "hunter2-secret",
+                "only-key-0123456789",
+                "operator-token-0123456789",
+            ] {
+                assert!(!yaml.contains(secret), "{secret} shown:\n{yaml}");
+            }
+            assert!(yaml.contains(REDACTED), "{yaml}");
+        }
+        let spec = GatewaySpec::from_yaml(EVERY_KEY)
+            .expect("parses")
+            .redacted();
+        let store = spec.store.as_ref().expect("store");
+        assert_eq!(store.redis, "redis://app:<redacted>@127.0.0.1:6379/0");
+        let admin = spec.admin.as_ref().expect("admin");
+        assert_eq!(admin.token_env.as_deref(), Some("ADMIN_TOKEN"));
+        assert_eq!(admin.tokens[0].token_env.as_deref(), Some("CI_TOKEN"));
+        let routing = &spec.routes.as_ref().expect("routes")[0].routing;
+        assert_eq!(routing.signing_key_env.as_deref(), Some("SIGNING_KEYS"));
+        assert_eq!(
+            spec.listen[2],
+            GatewaySpec::from_yaml(EVERY_KEY).expect("parses").listen[2],
+            "certificate paths stay"
+        );
+    }
+
+    #[test]
+    fn urls_without_a_password_stay() {
+        assert_eq!(
+            redact_url_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url_password("redis://:pw@h:1"),
+            "redis://:<redacted>@h:1"
+        );
+        assert_eq!(
+            redact_url_password("redis://pw@h:1"),
+            "redis://<redacted>@h:1"
+        );
+        assert_eq!(redact_url_password("not a url"), "not a url");
+    }
 }

@@ -50,7 +50,10 @@ fn good_config_loads_into_typed_values() {
     assert_eq!(gw.groups.len(), 2);
     assert_eq!(gw.groups[0].name, "canary"); // groups are kept in name order
     assert_eq!(gw.groups[0].servers.len(), 2);
-    assert_eq!(gw.decision_header.as_deref(), Some("x-canary-group"));
+    assert_eq!(
+        gw.decision_header.as_ref().map(|h| h.as_str()),
+        Some("x-canary-group")
+    );
     assert_eq!(gw.routes.len(), 1);
     assert_eq!(gw.routes[0].name, "default");
     let r = &gw.routes[0].router;
@@ -97,7 +100,8 @@ fn decision_header_setting() {
             .expect("valid")
             .gateway
             .decision_header
-            .as_deref(),
+            .as_ref()
+            .map(|h| h.as_str()),
         Some("x-route")
     );
 }
@@ -732,4 +736,39 @@ fn admin_token_errors_name_the_key() {
         let error = error_of(&with_admin(&format!("{listen}{tokens}")));
         assert!(error.contains(expected), "{tokens}: {error}");
     }
+}
+
+/// A group name the decision header cannot carry is refused at load, naming the group (it was
+/// found only when the state was built, without a key).
+#[test]
+fn group_names_must_fit_the_decision_header() {
+    let text = GOOD.replace(
+        "    canary: { servers: [\"127.0.0.1:10002\", \"localhost:10003\"] }",
+        "    canary: { servers: [\"127.0.0.1:10002\"] }\n    \"odd\\x7fname\": { servers: [\"127.0.0.1:10003\"] }",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.contains("gateway.groups.odd\u{7f}name: ")
+            && e.contains("cannot be sent as a header value"),
+        "{e}"
+    );
+    let loaded = load(GOOD).expect("valid").gateway;
+    let values: Vec<&str> = loaded
+        .group_values
+        .iter()
+        .map(|v| v.to_str().expect("ASCII"))
+        .collect();
+    assert_eq!(values, ["canary", "stable"], "indexed by GroupId");
+}
+
+/// A listener's port is parsed once, with its address (HSTS is chosen by it per response).
+#[test]
+fn listener_ports_are_typed() {
+    let text = GOOD.replace(
+        "listen: [\"127.0.0.1:8080\"]",
+        "listen: [\"127.0.0.1:8080\", \"[::1]:8081\"]",
+    );
+    let listen = load(&text).expect("valid").gateway.listen;
+    let ports: Vec<(&str, u16)> = listen.iter().map(|l| (l.addr.as_str(), l.port)).collect();
+    assert_eq!(ports, [("127.0.0.1:8080", 8080), ("[::1]:8081", 8081)]);
 }

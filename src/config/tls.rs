@@ -6,19 +6,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::utils::tls::{CertKey, WrappedX509};
 
 use super::certificates::{build_acceptor, load_certificate, read_chain, Certificate, TlsVersion};
-use super::spec::{FileListen, FileListener, FileTls, FileUpstreamTls};
+use super::spec::{ListenSpec, ListenerSpec, TlsSpec, UpstreamTlsSpec};
 use super::{key_error, KeyError};
 use crate::upstreams::UpstreamTls;
 
 /// One proxy listener.
 #[derive(Debug, Clone)]
 pub struct Listener {
-    /// `IP:port`.
+    /// `IP:port`, as Pingora binds it.
     pub addr: String,
+    /// The port of `addr` (the HSTS header is chosen by the local port).
+    pub port: u16,
     pub kind: ListenerKind,
 }
 
@@ -66,7 +69,7 @@ pub struct TlsListener {
     /// Index of the certificate for clients without SNI or with an unknown name.
     pub default_certificate: usize,
     /// `Strict-Transport-Security` value for every response, when set.
-    pub hsts: Option<String>,
+    pub hsts: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for TlsListener {
@@ -102,7 +105,7 @@ pub fn certificate_warnings(listeners: &[Listener], now: i64) -> Vec<String> {
 
 /// Validates `gateway.listen`.
 pub(super) fn validate_listeners(
-    listen: &[FileListen],
+    listen: &[ListenSpec],
     base: &Path,
     now: i64,
 ) -> Result<Vec<Listener>, KeyError> {
@@ -116,11 +119,15 @@ pub(super) fn validate_listeners(
     for (i, entry) in listen.iter().enumerate() {
         let key = format!("gateway.listen[{i}]");
         let listener = match entry {
-            FileListen::Addr(addr) => Listener {
-                addr: socket_addr(addr, &key)?,
-                kind: ListenerKind::Plain,
-            },
-            FileListen::Listener(l) => validate_listener(l, &key, base, now)?,
+            ListenSpec::Addr(addr) => {
+                let (addr, port) = socket_addr(addr, &key)?;
+                Listener {
+                    addr,
+                    port,
+                    kind: ListenerKind::Plain,
+                }
+            }
+            ListenSpec::Listener(l) => validate_listener(l, &key, base, now)?,
         };
         if listeners.iter().any(|other| other.addr == listener.addr) {
             return Err(key_error(key, format!("{} is listed twice", listener.addr)));
@@ -130,9 +137,10 @@ pub(super) fn validate_listeners(
     Ok(listeners)
 }
 
-fn socket_addr(addr: &str, key: &str) -> Result<String, KeyError> {
+/// An `IP:port` listener address: its canonical text and its port.
+fn socket_addr(addr: &str, key: &str) -> Result<(String, u16), KeyError> {
     addr.parse::<std::net::SocketAddr>()
-        .map(|a| a.to_string())
+        .map(|a| (a.to_string(), a.port()))
         .map_err(|e| {
             key_error(
                 key.to_string(),
@@ -142,12 +150,12 @@ fn socket_addr(addr: &str, key: &str) -> Result<String, KeyError> {
 }
 
 fn validate_listener(
-    l: &FileListener,
+    l: &ListenerSpec,
     key: &str,
     base: &Path,
     now: i64,
 ) -> Result<Listener, KeyError> {
-    let addr = socket_addr(&l.addr, &format!("{key}.addr"))?;
+    let (addr, port) = socket_addr(&l.addr, &format!("{key}.addr"))?;
     let redirect = l.redirect_https.unwrap_or(false);
     if l.https_port.is_some() && !redirect {
         return Err(key_error(
@@ -194,23 +202,26 @@ fn validate_listener(
             }
         }
     };
-    Ok(Listener { addr, kind })
+    Ok(Listener { addr, port, kind })
 }
 
-fn header_value(value: &str, key: &str) -> Result<String, KeyError> {
-    if value.is_empty() || !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
-        return Err(key_error(
+fn header_value(value: &str, key: &str) -> Result<HeaderValue, KeyError> {
+    let invalid = || {
+        key_error(
             key.to_string(),
             format!("{value:?} is not a valid header value"),
-        ));
+        )
+    };
+    if value.is_empty() || !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(invalid());
     }
-    Ok(value.to_string())
+    HeaderValue::from_str(value).map_err(|_| invalid())
 }
 
 fn validate_tls(
-    tls: &FileTls,
+    tls: &TlsSpec,
     http2: bool,
-    hsts: Option<String>,
+    hsts: Option<HeaderValue>,
     listener_key: &str,
     base: &Path,
     now: i64,
@@ -271,7 +282,7 @@ fn validate_tls(
 /// Validates a group's `tls`: the server name, verification, the CA file and the client
 /// certificate (both files or neither).
 pub(super) fn validate_upstream_tls(
-    tls: &FileUpstreamTls,
+    tls: &UpstreamTlsSpec,
     key: &str,
     base: &Path,
     now: i64,

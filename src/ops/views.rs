@@ -1,16 +1,23 @@
-//! The admin API's JSON views: `GET /status` and `GET /explain`, built from what the
-//! controller reports. Secrets (the admin token, signing keys, header secrets) never appear.
+//! The admin API's views: `GET /status` and `GET /explain` (JSON) and `GET /config` (YAML),
+//! built from what the controller reports. Secrets (the admin token, signing keys, header
+//! secrets) never appear.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::config::{OnFailure, PlanConfig, RouteConfig};
+use crate::config::{GatewaySpec, OnFailure, PlanConfig, RouteConfig};
 use crate::routing::{Matcher, Mode, Router};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::PlanStatus;
 use crate::state::{Explanation, OverlayMode, View};
 use crate::upstreams::{HealthProbe, HostHeader};
+
+/// `GET /config`: the gateway section in force as YAML, a file `-t` accepts, with every inline
+/// secret redacted (see [`GatewaySpec::redacted`]).
+pub fn config(spec: &GatewaySpec) -> Result<String, serde_yaml::Error> {
+    spec.redacted().to_yaml()
+}
 
 /// `GET /status`. With one route, its rules and mode also stand at the top level, as they did
 /// before routes existed.

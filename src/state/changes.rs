@@ -488,8 +488,8 @@ mod tests {
     const ACTOR: &str = "alice";
 
     fn controller() -> Controller {
-        let base = config::load_demo().expect("demo").gateway;
-        Controller::new(ConfigSource::Demo, base).expect("controller")
+        let loaded = config::load_demo().expect("demo");
+        Controller::new(ConfigSource::Demo, loaded.spec, loaded.gateway).expect("controller")
     }
 
     /// The demo with a plan on its rollout rule.
@@ -497,10 +497,9 @@ mod tests {
         let text = format!(
             "gateway:\n  listen: [\"127.0.0.1:1\"]\n  groups:\n    stable: {{ servers: [\"127.0.0.1:2\"] }}\n    canary: {{ servers: [\"127.0.0.1:3\"] }}\n  routing:\n    default: stable\n    rules:\n      - name: rollout\n        percent: 1\n        group: canary\n        plan: {{ steps: [1, 5, 100], hold: 1s, min_requests: 10, baseline: stable, on_failure: {on_failure} }}\n"
         );
-        let base = config::load_str(&text, "plan.yaml", std::path::Path::new("."))
-            .expect("valid")
-            .gateway;
-        Controller::new(ConfigSource::Demo, base).expect("controller")
+        let loaded =
+            config::load_str(&text, "plan.yaml", std::path::Path::new(".")).expect("valid");
+        Controller::new(ConfigSource::Demo, loaded.spec, loaded.gateway).expect("controller")
     }
 
     fn percent_of(c: &Controller, rule: &str) -> f64 {

@@ -21,7 +21,7 @@ use super::overlay::{apply_overlay, read_state_file, write_state_file, ControlMe
 use super::plan::{PlanState, PlanStatus};
 use super::store::Store;
 use super::{GatewayState, RouteScratch, StateError};
-use crate::config::{self, GatewayConfig, PlanConfig, RouteConfig};
+use crate::config::{self, GatewayConfig, GatewaySpec, PlanConfig, RouteConfig};
 use crate::routing::routes::RouteId;
 use crate::routing::{is_valid_user_id, Decision, HeaderLookup, Matcher, Router};
 use crate::upstreams::{self, Pool};
@@ -35,13 +35,14 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
-    fn load(&self) -> Result<GatewayConfig, StateError> {
+    /// The gateway section as written and as validated.
+    fn load(&self) -> Result<(GatewaySpec, GatewayConfig), StateError> {
         let loaded = match self {
             ConfigSource::File(path) => config::load_file(path),
             ConfigSource::Demo => config::load_demo(),
         };
         loaded
-            .map(|l| l.gateway)
+            .map(|l| (l.spec, l.gateway))
             .map_err(|e| StateError::invalid(e.to_string()))
     }
 
@@ -64,6 +65,8 @@ pub struct ReloadOutcome {
 pub(super) struct Inner {
     /// The configuration file's settings, as last loaded successfully.
     pub(super) base: GatewayConfig,
+    /// The gateway section `base` was validated from (with the admin settings in force).
+    spec: Arc<GatewaySpec>,
     /// The control state (with this node's audit trail).
     pub(super) overlay: Overlay,
     pub(super) generation: u64,
@@ -104,8 +107,12 @@ pub struct PlanReport {
 }
 
 impl Controller {
-    /// Builds the first state from `config` and the state file (if any).
-    pub fn new(source: ConfigSource, config: GatewayConfig) -> Result<Controller, StateError> {
+    /// Builds the first state from `config` (validated from `spec`) and the state file (if any).
+    pub fn new(
+        source: ConfigSource,
+        spec: GatewaySpec,
+        config: GatewayConfig,
+    ) -> Result<Controller, StateError> {
         let state_file = config.admin.as_ref().and_then(|a| a.state_file.clone());
         let overlay = match &state_file {
             Some(path) => read_state_file(path)?,
@@ -124,7 +131,7 @@ impl Controller {
                 config.store_set_names()
             );
         }
-        let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref())?;
+        let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref());
         for w in &overlay_warnings {
             warn!("state file: {w}");
         }
@@ -141,6 +148,7 @@ impl Controller {
         }
         let inner = Inner {
             base: config,
+            spec: Arc::new(spec),
             overlay,
             generation: 1,
             last_reload: None,
@@ -197,7 +205,7 @@ impl Controller {
         }
         let previous = self.state.load_full();
         let (state, warnings) =
-            build_state(&inner.base, &next, Some(&previous), self.store.as_deref())?;
+            build_state(&inner.base, &next, Some(&previous), self.store.as_deref());
         let mut overlay = next;
         overlay.audit = inner.overlay.audit.clone();
         audit::append(&mut overlay.audit, changes);
@@ -328,18 +336,20 @@ impl Controller {
     pub fn refresh_store(&self) {
         let mut inner = self.lock();
         let previous = self.state.load_full();
-        match build_state(
+        let (state, _) = build_state(
             &inner.base,
             &inner.overlay,
             Some(&previous),
             self.store.as_deref(),
-        ) {
-            Ok((state, _)) => {
-                inner.generation += 1;
-                self.state.store(Arc::new(state));
-            }
-            Err(e) => error!("store: cannot rebuild the routing: {e}"),
-        }
+        );
+        inner.generation += 1;
+        self.state.store(Arc::new(state));
+    }
+
+    /// The gateway section in force, as written in the file (the admin section as the process
+    /// started with it); changes made through the admin API are not in it.
+    pub fn spec(&self) -> Arc<GatewaySpec> {
+        self.lock().spec.clone()
     }
 
     /// The current configuration generation (1 at start, +1 per applied change).
@@ -357,7 +367,7 @@ impl Controller {
     /// error the running configuration stays and the error is kept for `/status`.
     pub fn reload(&self) -> Result<u64, StateError> {
         let mut inner = self.lock();
-        let result = self.source.load().and_then(|config| {
+        let result = self.source.load().map(|(spec, config)| {
             let shape = |c: &GatewayConfig| crate::config::describe_listeners(&c.listen);
             if shape(&config) != shape(&inner.base) {
                 warn!(
@@ -373,12 +383,12 @@ impl Controller {
             }
             let previous = self.state.load_full();
             let (state, warnings) =
-                build_state(&config, &inner.overlay, Some(&previous), self.store.as_deref())?;
-            Ok((config, state, warnings))
+                build_state(&config, &inner.overlay, Some(&previous), self.store.as_deref());
+            (spec, config, state, warnings)
         });
         let at = SystemTime::now();
         match result {
-            Ok((config, state, warnings)) => {
+            Ok((mut spec, config, state, warnings)) => {
                 for w in &warnings {
                     warn!("reload: {w}");
                 }
@@ -390,6 +400,8 @@ impl Controller {
                 // Keep the admin settings the process started with (listener, token, file).
                 let admin = inner.base.admin.clone();
                 inner.base = GatewayConfig { admin, ..config };
+                spec.admin = inner.spec.admin.clone();
+                inner.spec = Arc::new(spec);
                 inner.overlay_warnings = warnings;
                 inner.generation += 1;
                 inner.last_reload = Some(ReloadOutcome { at, error: None });
@@ -659,7 +671,7 @@ fn build_state(
     overlay: &Overlay,
     previous: Option<&GatewayState>,
     store: Option<&Store>,
-) -> Result<(GatewayState, Vec<String>), StateError> {
+) -> (GatewayState, Vec<String>) {
     let (mut routers, warnings) = apply_overlay(&config.routes, overlay);
     // Store-backed rules take the store's snapshot once one was loaded.
     if let Some(store) = store {
@@ -687,6 +699,6 @@ fn build_state(
         })
         .collect();
     let routers = routers.into_iter().map(Arc::new).collect();
-    let state = GatewayState::new(routers, pools, config)?;
-    Ok((state, warnings))
+    let state = GatewayState::new(routers, pools, config);
+    (state, warnings)
 }

@@ -20,7 +20,6 @@ pub mod store;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::HeaderValue;
 
 pub use changes::Changed;
@@ -77,27 +76,8 @@ pub struct RouteState {
 
 impl GatewayState {
     /// Assembles a state from the routes' routers (in `config.routes` order, overlay and store
-    /// applied); fails only on what config validation already rules out (a bad decision header
-    /// name).
-    pub fn new(
-        routers: Vec<Arc<Router>>,
-        pools: Vec<Arc<Pool>>,
-        config: &GatewayConfig,
-    ) -> Result<Self, StateError> {
-        let invalid = |e: &dyn std::fmt::Display| StateError::internal(e.to_string());
-        let decision_header = config
-            .decision_header
-            .as_deref()
-            .map(|name| http::HeaderName::from_bytes(name.as_bytes()))
-            .transpose()
-            .map_err(|e| invalid(&e))?;
-        let group_values = config
-            .groups
-            .iter()
-            .map(|g| &g.name)
-            .map(|name| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(name.as_bytes())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(&e))?;
+    /// applied). It only reads values that config validation parsed and checked.
+    pub fn new(routers: Vec<Arc<Router>>, pools: Vec<Arc<Pool>>, config: &GatewayConfig) -> Self {
         let selects_by_user = pools
             .iter()
             .any(|pool| pool.config.selection == Selection::Consistent);
@@ -130,28 +110,23 @@ impl GatewayState {
                     .certificate_names
                     .extend(cert.names.iter().cloned());
             }
-            let port = listener
-                .addr
-                .parse::<std::net::SocketAddr>()
-                .map_err(|e| invalid(&e))?
-                .port();
             if let Some(value) = &settings.hsts {
-                hsts.push((port, HeaderValue::from_str(value).map_err(|e| invalid(&e))?));
+                hsts.push((listener.port, value.clone()));
             }
         }
-        Ok(GatewayState {
+        GatewayState {
             tls,
             hsts,
             known_hosts: Arc::new(known_hosts),
             selects_by_user,
-            group_values,
+            group_values: config.group_values.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits,
             routes,
             table: config.route_table.clone(),
             pools,
-            decision_header,
-        })
+            decision_header: config.decision_header.clone(),
+        }
     }
 
     /// The TLS settings now in force for the listener on `addr`.

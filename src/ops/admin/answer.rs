@@ -1,5 +1,6 @@
 //! How the admin API answers: the HTTP error it sends (and the one place a state error's kind
-//! becomes an HTTP status), and the JSON response every endpoint's answer is written as.
+//! becomes an HTTP status), and the response an endpoint's answer is written as (JSON, or the
+//! YAML of `GET /config`).
 
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
@@ -78,13 +79,44 @@ pub(crate) fn to_json(answer: &impl Serialize) -> Result<Value, ApiError> {
     })
 }
 
+/// What an endpoint answers with 200: JSON (every endpoint but one), or a YAML document.
+pub(crate) enum Reply {
+    Json(Value),
+    /// A configuration file (`GET /config`).
+    Yaml(String),
+}
+
+impl From<Value> for Reply {
+    fn from(body: Value) -> Self {
+        Reply::Json(body)
+    }
+}
+
+impl Reply {
+    /// The answer as a 200 response.
+    pub fn response(self) -> Response<Vec<u8>> {
+        match self {
+            Reply::Json(body) => json_response(StatusCode::OK, &body),
+            Reply::Yaml(text) => uncached(crate::ops::http_response(
+                StatusCode::OK,
+                "application/yaml",
+                text.into_bytes(),
+            )),
+        }
+    }
+}
+
 /// `body` as pretty JSON with `status`; never cached.
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
-    let mut response = crate::ops::http_response(
+    uncached(crate::ops::http_response(
         status,
         "application/json",
         serde_json::to_vec_pretty(body).unwrap_or_default(),
-    );
+    ))
+}
+
+/// `response` marked never to be cached: admin answers are the state of one moment.
+fn uncached(mut response: Response<Vec<u8>>) -> Response<Vec<u8>> {
     response.headers_mut().insert(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),

@@ -14,10 +14,11 @@
 //!    `reads.rs` or `changes.rs` (or a new file for a new area). It reads named segments with
 //!    `call.params.get("rule")`, the query with `call.query("user")`, a typed body with
 //!    `call.body::<T>().await?` (`T` in `bodies.rs`, `#[serde(deny_unknown_fields)]`), and
-//!    returns `to_json(&answer)` of a `Serialize` answer. A `StateError` converts with `?`
+//!    returns `to_json(&answer)` of a `Serialize` answer (or, returning `Result<Reply, _>`,
+//!    another kind: `GET /config` answers `Reply::Yaml`). A `StateError` converts with `?`
 //!    (its kind picks the status, in `answer::status_of`).
 //! 2. Add its row to [`routes::ROUTES`]:
-//!    `Route::api(Get, "/config", Viewer, handler!(reads::config))` — or `Route::per_route`
+//!    `Route::api(Get, "/things", Viewer, handler!(reads::things))` — or `Route::per_route`
 //!    when it is also served under `/routes/{route}/…`.
 //!
 //! Nothing else: the role check, 404, 405, logging and the JSON answer follow from the row.
@@ -41,7 +42,7 @@ use pingora::services::listening::Service;
 use crate::config::{AdminToken, Role};
 use crate::routing::signed::constant_time_eq;
 use crate::state::Controller;
-use answer::{json_response, ApiError};
+use answer::ApiError;
 use request::Call;
 use routes::{Match, ROUTES};
 
@@ -155,7 +156,7 @@ impl ServeHttp for AdminApp {
             ),
         }
         match result {
-            Ok(body) => json_response(StatusCode::OK, &body),
+            Ok(reply) => reply.response(),
             Err(e) => e.response(),
         }
     }

@@ -1,9 +1,9 @@
-//! The admin API's read endpoints (any role): status, history, who am I, explain, the audit
-//! trail, and whether a user is on a list.
+//! The admin API's read endpoints (any role): status, history, who am I, the configuration,
+//! explain, the audit trail, and whether a user is on a list.
 
 use serde_json::Value;
 
-use super::answer::{to_json, ApiError};
+use super::answer::{to_json, ApiError, Reply};
 use super::bodies::{Audit, History, Membership, WhoAmI};
 use super::request::Call;
 use crate::ops::views;
@@ -33,6 +33,18 @@ pub(super) async fn whoami(call: Call<'_>) -> Result<Value, ApiError> {
         name: &call.who.name,
         role: call.who.role.as_str(),
     })
+}
+
+/// `GET /config`: the gateway section in force as YAML, inline secrets redacted.
+pub(super) async fn config(call: Call<'_>) -> Result<Reply, ApiError> {
+    views::config(&call.controller.spec())
+        .map(Reply::Yaml)
+        .map_err(|e| {
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot write the configuration: {e}"),
+            )
+        })
 }
 
 /// `GET /explain?host=&path=&user=&header=`: which route, group and rule a request would get.

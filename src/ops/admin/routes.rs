@@ -5,29 +5,29 @@ use std::future::Future;
 use std::pin::Pin;
 
 use http::{Method, Response};
-use serde_json::Value;
 
-use super::answer::ApiError;
+use super::answer::{ApiError, Reply};
 use super::request::{Call, Params};
 use super::{changes, reads};
 use crate::config::Role;
 use crate::ops::ui;
 
-/// What an API handler's future gives: the JSON answer (200) or the error.
-pub(crate) type Answer<'a> = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send + 'a>>;
+/// What an API handler's future gives: the answer (200) or the error.
+pub(crate) type Answer<'a> = Pin<Box<dyn Future<Output = Result<Reply, ApiError>> + Send + 'a>>;
 
-/// An API endpoint's handler: an `async fn(Call) -> Result<Value, ApiError>`, boxed by
-/// [`handler!`] so every row has the same type.
+/// An API endpoint's handler: an `async fn(Call) -> Result<Value, ApiError>` (JSON), or
+/// `-> Result<Reply, ApiError>` for another kind of answer, boxed by [`handler!`] so every row
+/// has the same type.
 pub(crate) type ApiHandler = for<'a> fn(Call<'a>) -> Answer<'a>;
 
 /// A page handler: the response for what the row's `{name*}` tail matched.
 pub(crate) type PageHandler = fn(&str) -> Response<Vec<u8>>;
 
-/// Makes an [`ApiHandler`] of an `async fn(Call<'_>) -> Result<Value, ApiError>`.
+/// Makes an [`ApiHandler`] of an `async fn(Call<'_>) -> Result<Value or Reply, ApiError>`.
 macro_rules! handler {
     ($f:path) => {{
         fn answer(call: Call<'_>) -> Answer<'_> {
-            Box::pin($f(call))
+            Box::pin(async move { $f(call).await.map(Reply::from) })
         }
         answer as ApiHandler
     }};
@@ -126,6 +126,7 @@ pub(crate) static ROUTES: &[Route] = &[
         handler!(reads::stats_history),
     ),
     Route::api(Get, "/whoami", Viewer, handler!(reads::whoami)),
+    Route::api(Get, "/config", Viewer, handler!(reads::config)),
     Route::api(Get, "/explain", Viewer, handler!(reads::explain)),
     Route::api(Get, "/audit", Viewer, handler!(reads::audit)),
     Route::api(Post, "/reload", Operator, handler!(changes::reload)),
