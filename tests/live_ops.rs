@@ -850,3 +850,122 @@ fn each_worker_holds_its_own_listening_descriptor() {
         || listening_descriptors(new_pid, port) == 3,
     );
 }
+
+/// The environment a gateway with `token_env` secrets runs with (set on its process only).
+const SPEC_ENV: [(&str, &str); 3] = [
+    ("CANARY_SPEC_OPERATOR", "spec-operator-token-0123456789"),
+    ("CANARY_SPEC_VIEWER", "spec-viewer-token-0123456789"),
+    ("CANARY_SPEC_SIGNING", "spec-signing-key-0123456789"),
+];
+
+/// A gateway process started with [`SPEC_ENV`], killed on drop.
+struct WithEnv(std::process::Child);
+
+impl Drop for WithEnv {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// The binary with `args` and [`SPEC_ENV`].
+fn spec_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(binary());
+    command
+        .args(args)
+        .envs(SPEC_ENV)
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// `GET /config` answers the running gateway section as YAML (for a viewer too) that `-t`
+/// accepts when written next to the original file, and that reads back as the original's spec;
+/// secrets referenced by variable name travel as names.
+#[test]
+fn get_config_answers_yaml_that_t_accepts() {
+    use canary_gateway::config::GatewaySpec;
+
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let dir = TempDir::new("spec");
+    std::fs::write(dir.path().join("vips.txt"), "alice\nbob\n").expect("users file");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let original = format!(
+        "version: 1\nthreads: 1\npid_file: {dir}/gw.pid\nupgrade_sock: {dir}/upgrade.sock\n\
+         gateway:\n  listen: [\"{addr}\"]\n{groups}\
+         \x20 routes:\n    - name: api\n      paths: [/api]\n      strip_prefix: true\n\
+         \x20     routing:\n        default: canary\n        signing_key_env: CANARY_SPEC_SIGNING\n\
+         \x20   - name: web\n      routing:\n        default: stable\n        rules:\n\
+         \x20         - {{ name: vip, users_file: vips.txt, group: canary }}\n\
+         \x20         - {{ name: rollout, percent: 12.5, seed: spec, group: canary }}\n\
+         \x20 decision_header: X-Route\n\
+         \x20 admin:\n    listen: \"{admin_addr}\"\n    token_env: CANARY_SPEC_OPERATOR\n\
+         \x20   tokens: [{{ name: viewer, token_env: CANARY_SPEC_VIEWER, role: viewer }}]\n",
+        dir = dir.path().display(),
+        groups = groups_yaml(&[("stable", &stable), ("canary", &canary)]),
+    );
+    let original_path = dir.path().join("gateway.yaml");
+    std::fs::write(&original_path, &original).expect("write config");
+    let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log");
+    let _gateway = WithEnv(
+        spec_command(&["-c", &original_path.to_string_lossy()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start canary-gateway"),
+    );
+    wait_for_port(addr);
+    wait_for_port(admin_addr);
+    let r = get(addr, "/", &[("Cookie", "canary_user=alice")]);
+    assert_eq!(
+        (r.status, r.header("x-route")),
+        (200, Some("canary")),
+        "the file is the one running"
+    );
+
+    let (_, viewer) = SPEC_ENV[1];
+    let served = admin(admin_addr, "GET", "/config", Some(viewer), None);
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert_eq!(served.header("content-type"), Some("application/yaml"));
+    let yaml = served.text();
+    for (_, secret) in SPEC_ENV {
+        assert!(!yaml.contains(secret), "{secret} shown:\n{yaml}");
+    }
+    assert!(yaml.contains("token_env: CANARY_SPEC_OPERATOR"), "{yaml}");
+
+    let written = dir.path().join("served.yaml");
+    std::fs::write(&written, &yaml).expect("write served config");
+    let checked = spec_command(&["-t", "-c", &written.to_string_lossy()])
+        .output()
+        .expect("run -t");
+    assert!(
+        checked.status.success(),
+        "-t refused GET /config's answer: {}\n{yaml}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(
+        GatewaySpec::from_yaml(&yaml).expect("served spec"),
+        GatewaySpec::from_yaml(&original).expect("original spec"),
+        "GET /config is the original file's spec:\n{yaml}"
+    );
+
+    let (_, operator) = SPEC_ENV[0];
+    let post = admin(admin_addr, "POST", "/config", Some(operator), Some("{}"));
+    assert_eq!(post.status, 405, "{}", post.text());
+    let anonymous = admin(admin_addr, "GET", "/config", None, None);
+    assert_eq!(anonymous.status, 401, "the configuration needs a token");
+}
+
+/// A secret written in the file (the admin token here) never leaves through `GET /config`:
+/// it is replaced, and the rest of the section is shown as written.
+#[test]
+fn get_config_never_shows_an_inline_secret() {
+    let live = start(10.0, "\"alice\"");
+    let r = admin(live.admin, "GET", "/config", Some(TOKEN), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let yaml = r.text();
+    assert!(!yaml.contains(TOKEN), "the token is shown:\n{yaml}");
+    assert!(yaml.contains("token: <redacted>"), "{yaml}");
+    assert!(yaml.contains("state_file: state.json"), "{yaml}");
+    assert!(yaml.contains(&format!("seed: {SEED}")), "{yaml}");
+}

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use http::HeaderValue;
+
 use super::parse::{positive_duration, resolve_server};
 use super::spec::{GroupSpec, HealthCheckSpec, ProbeSpec, SelectionSpec, ServerSpec};
 use super::{
@@ -113,18 +115,17 @@ pub(super) fn validate_group(
 }
 
 /// A fixed `Host` value: a host name with an optional port.
-fn host_header_value(name: &str) -> Result<String, String> {
+fn host_header_value(name: &str) -> Result<HeaderValue, String> {
     let valid = !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']'));
-    if valid {
-        Ok(name.to_string())
-    } else {
-        Err(format!(
-            "{name:?} is not `client`, `server` or a host name (with an optional port)"
-        ))
+    let invalid =
+        || format!("{name:?} is not `client`, `server` or a host name (with an optional port)");
+    if !valid {
+        return Err(invalid());
     }
+    HeaderValue::from_str(name).map_err(|_| invalid())
 }
 
 fn validate_health_check(

@@ -457,7 +457,7 @@ fn routes_load_into_typed_values() {
     assert_eq!(gw.routes[1].matching.paths, ["/"], "paths default to /");
     assert_eq!(
         gw.groups[0].host_header,
-        crate::upstreams::HostHeader::Name("api.internal".into())
+        crate::upstreams::HostHeader::Name(http::HeaderValue::from_static("api.internal"))
     );
     assert_eq!(
         gw.groups[2].host_header,

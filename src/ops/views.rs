@@ -39,7 +39,7 @@ pub fn status(view: &View) -> Value {
                 "host_header": match &c.host_header {
                     HostHeader::Client => "client".to_string(),
                     HostHeader::Server => "server".to_string(),
-                    HostHeader::Name(name) => name.clone(),
+                    HostHeader::Name(name) => String::from_utf8_lossy(name.as_bytes()).into_owned(),
                 },
                 "servers": pool.health().iter().map(|(addr, healthy)| json!({
                     "addr": addr.to_string(),

@@ -391,7 +391,7 @@ fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result
                 request.insert_header(http::header::HOST, addr.to_string())?;
             }
         }
-        Some(HostHeader::Name(name)) => request.insert_header(http::header::HOST, name.as_str())?,
+        Some(HostHeader::Name(name)) => request.insert_header(http::header::HOST, name.clone())?,
         Some(HostHeader::Client) | None => {}
     }
     Ok(())

@@ -163,8 +163,8 @@ pub enum HostHeader {
     Client,
     /// The server's own `ip:port`.
     Server,
-    /// This name.
-    Name(String),
+    /// This name (checked once at load, so a request only copies a reference).
+    Name(http::HeaderValue),
 }
 
 #[cfg(test)]
