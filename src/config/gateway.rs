@@ -16,7 +16,16 @@ use super::{
 };
 use crate::routing::GroupId;
 
-pub(super) fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> {
+impl GatewaySpec {
+    /// Checks every key and builds the typed configuration: the one validation path, used by
+    /// `-t`, at start and on reload. Relative paths resolve against `base_dir` (the file's
+    /// folder); errors name the key, their `file` is left empty for the caller to fill.
+    pub fn validate(&self, base_dir: &Path) -> Result<GatewayConfig, KeyError> {
+        validate(self, base_dir)
+    }
+}
+
+fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> {
     let now = super::unix_now();
     let listen = tls::validate_listeners(&file.listen, base, now)?;
 

@@ -2,17 +2,18 @@
 //! serde types that the file deserializes into and that serialize back into the file's YAML.
 //! Unknown keys are refused (`deny_unknown_fields`), so a typo fails at `-t`, not in
 //! production. A spec is only text arranged as the file arranges it: [`GatewaySpec::validate`]
-//! is the one path from a spec to the typed, checked [`GatewayConfig`] the gateway runs.
+//! (written beside the checks, in `gateway`) is the one path from a spec to the typed, checked
+//! [`super::GatewayConfig`] the gateway runs.
 //!
 //! Optional keys left unset are left out when serialized, so the YAML reads like a file a
 //! person wrote and can be pasted into one.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, GatewayConfig};
+use super::ConfigError;
 
 /// The whole file as far as the gateway reads it: Pingora's keys at the top level are read by
 /// Pingora and ignored here.
@@ -85,13 +86,6 @@ impl GatewaySpec {
     /// keys left out. [`GatewaySpec::from_yaml`] reads it back into an equal spec.
     pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
         serde_yaml::to_string(&SpecRoot { gateway: self })
-    }
-
-    /// Checks every key and builds the typed configuration: the one validation path, used by
-    /// `-t`, at start and on reload. Relative paths resolve against `base_dir` (the file's
-    /// folder); errors name the key, their `file` is left empty for the caller to fill.
-    pub fn validate(&self, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
-        super::gateway::validate(self, base_dir)
     }
 
     /// A copy fit to show: every secret written inline (admin tokens, signing keys, header
@@ -668,7 +662,7 @@ gateway:
     /// and validates exactly as the original does.
     #[test]
     fn shipped_configs_round_trip_and_validate_the_same() {
-        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
         let mut seen = 0;
         for entry in std::fs::read_dir(&conf).expect("conf/") {
             let path = entry.expect("entry").path();
