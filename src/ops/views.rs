@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::config::{GatewaySpec, OnFailure, PlanConfig, RouteConfig};
 use crate::routing::{Matcher, Mode, Router};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
+use crate::state::plan::verdict::{CONFIDENCE, MAX_MEDIAN_RATIO};
 use crate::state::plan::PlanStatus;
 use crate::state::{Explanation, OverlayMode, View};
 use crate::upstreams::{HealthProbe, HostHeader};
@@ -207,19 +208,38 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
     })
 }
 
-/// One rollout plan in `/status`: its settings, where it stands, the figures of the step as
-/// last judged on this node, and its last move with the reason.
+/// `GET /rules/{rule}/plan`: the plan of `route`'s rule `rule` as `/status` shows it (`None`
+/// when the rule has no plan).
+pub fn plan(view: &View, route: &str, rule: &str) -> Option<Value> {
+    let config = view.routes.iter().find(|r| r.name == route)?;
+    let plan = config.plans.get(rule)?;
+    Some(plan_status(view, route, rule, plan))
+}
+
+/// One rollout plan in `/status`: its settings, where it stands (a held plan's time in step
+/// stands still), the figures and tests of the step as last judged on this node, and its last
+/// move with the reason.
 fn plan_status(view: &View, route: &str, rule: &str, plan: &PlanConfig) -> Value {
     let state = view.overlay.plan(route, rule);
+    // Only a report of the window that runs now: after a hold, the old window's is stale.
     let report = view
         .control
         .reports
         .get(&(route.to_string(), rule.to_string()))
-        .filter(|_| state.is_some_and(|s| s.status == PlanStatus::Running));
+        .filter(|r| {
+            state.is_some_and(|s| {
+                s.status == PlanStatus::Running && s.step_started_ms == r.step_started_ms
+            })
+        });
     let steps: Vec<f64> = plan.steps.iter().map(|p| p.as_f64()).collect();
-    let in_step = state
-        .filter(|s| s.status.is_active())
-        .map(|s| unix_ms().saturating_sub(s.step_started_ms) as f64 / 1000.0);
+    // A held plan's clock stands still at the moment it was held.
+    let in_step = state.filter(|s| s.status.is_active()).map(|s| {
+        let until = match s.status {
+            PlanStatus::Held => s.last_action.at_ms,
+            _ => unix_ms(),
+        };
+        until.saturating_sub(s.step_started_ms) as f64 / 1000.0
+    });
     json!({
         "route": route,
         "rule": rule,
@@ -228,17 +248,21 @@ fn plan_status(view: &View, route: &str, rule: &str, plan: &PlanConfig) -> Value
         "step_percent": state.and_then(|s| steps.get(s.step)),
         "steps": steps,
         "time_in_step_seconds": in_step,
+        "step_started_ms": state.map(|s| s.step_started_ms),
         "hold_seconds": plan.hold.as_secs_f64(),
         "min_requests": plan.min_requests,
         "group": plan.group,
         "baseline": plan.baseline,
         "max_error_rate_increase": plan.max_error_rate_increase,
         "max_p99_ratio": plan.max_p99_ratio,
+        "max_median_ratio": MAX_MEDIAN_RATIO,
+        "confidence": CONFIDENCE,
         "on_failure": match plan.on_failure { OnFailure::Rollback => "rollback", OnFailure::Pause => "pause" },
         "judging": report.map(|r| json!({
             "at_ms": r.at_ms,
             "canary": r.figures.canary,
             "baseline": r.figures.baseline,
+            "tests": r.figures.tests,
             "verdict": r.verdict,
         })),
         "last_action": state.map(|s| &s.last_action),

@@ -10,10 +10,10 @@ use super::controller::{check_user_ids, find_rule_of_kind, Controller, Inner};
 use super::figures::StepFigures;
 use super::metrics::METRICS;
 use super::overlay::{Overlay, OverlayMode, RouteOverlay};
-use super::plan::{PlanAction, PlanCommand, PlanState, PlanStatus, Verdict};
+use super::plan::{transition, PlanAction, PlanCommand, PlanEvent, PlanState, PlanStatus, Verdict};
 use super::store::{Change, Store};
 use super::StateError;
-use crate::config::{OnFailure, PlanConfig};
+use crate::config::PlanConfig;
 use crate::routing::{Matcher, Percent};
 
 /// Tries at a change when other nodes keep writing first.
@@ -242,60 +242,76 @@ impl Controller {
                     overlay.mode = mode.clone();
                 }
             }
+            hold_or_release(overlay, actor, action);
             Ok(())
         })
         .await
     }
 
     /// `POST /routes/{route}/rules/{rule}/plan/{start|pause|resume|abort}`: `NotFound` when the
-    /// rule has no plan, `Conflict` when the command does not apply to the plan's state.
+    /// rule has no plan, `Conflict` when the command does not apply to the plan's state (see
+    /// [`transition`]: nothing starts or resumes while a rollback or promote covers the route),
+    /// and `Conflict` naming both percentages when starting would lower the rule's percentage
+    /// and `allow_decrease` is not set.
     pub async fn plan_command(
         &self,
         actor: &str,
         route: &str,
         rule: &str,
         command: PlanCommand,
+        allow_decrease: bool,
     ) -> Result<Changed, StateError> {
         let action = format!("plan_{}", command.as_str());
         let why = format!("{} by {actor} through the admin API", command.as_str());
         let entry = AuditEntry::now(actor, Some(route), Some(rule), &action, why.clone());
         self.change(entry, |inner, overlay| {
             let plan = plan_config(inner, route, rule)?;
-            let status = overlay.plan(route, rule).map(|p| p.status);
-            if !command.allowed(status) {
-                let state = status.map_or("not started", PlanStatus::as_str);
-                return Err(StateError::conflict(format!(
-                    "the plan of rule {rule:?} is {state}: it cannot {}",
-                    command.as_str()
-                )));
-            }
+            let overridden = is_overridden(overlay, route);
+            let current = overlay.plan(route, rule);
+            let status = current.map(|p| p.status);
+            let next = transition(status, PlanEvent::Command(command), overridden).map_err(|e| {
+                StateError::conflict(format!("the plan of rule {rule:?} cannot {}: {e}", command.as_str()))
+            })?;
+            let next = next.unwrap_or(PlanStatus::RolledBack);
             let now = super::audit::unix_ms();
-            let changes = route_of(overlay, route);
-            let step = changes.plans.get(rule).map_or(0, |p| p.step);
-            let (status, step, percent) = match command {
-                PlanCommand::Start => (PlanStatus::Running, 0, Some(plan.steps[0])),
-                PlanCommand::Pause => (PlanStatus::Paused, step, None),
-                PlanCommand::Resume => (PlanStatus::Running, step, plan.steps.get(step).copied()),
-                PlanCommand::Abort => (PlanStatus::RolledBack, step, Some(zero())),
+            let step = match command {
+                PlanCommand::Start => 0,
+                _ => current.map_or(0, |p| p.step),
             };
-            let last_action = PlanAction {
-                at_ms: now,
-                action: command.as_str().to_string(),
-                why: why.clone(),
-                figures: None,
+            let percent = match command {
+                PlanCommand::Start => {
+                    let first = plan.steps[0];
+                    let live = live_percent(inner, overlay, route, rule);
+                    if live > first.as_f64() && !allow_decrease {
+                        return Err(StateError::conflict(format!(
+                            "the plan of rule {rule:?} starts at {}% but the rule is at {live}% now: starting would move users back from the canary; send {{\"allow_decrease\": true}} to start anyway",
+                            first.as_f64()
+                        )));
+                    }
+                    Some(first)
+                }
+                PlanCommand::Pause => None,
+                PlanCommand::Resume => plan.steps.get(step).copied(),
+                PlanCommand::Abort => Some(zero()),
             };
-            let started = match changes.plans.get(rule) {
-                // A pause keeps the step's window; everything else opens a new one.
+            // A pause keeps the step's window; everything else opens a new one.
+            let started = match current {
                 Some(p) if command == PlanCommand::Pause => p.step_started_ms,
                 _ => now,
             };
+            let changes = route_of(overlay, route);
             changes.plans.insert(
                 rule.to_string(),
                 PlanState {
-                    status,
+                    status: next,
                     step,
                     step_started_ms: started,
-                    last_action,
+                    last_action: PlanAction {
+                        at_ms: now,
+                        action: command.as_str().to_string(),
+                        why: why.clone(),
+                        figures: None,
+                    },
                 },
             );
             if let Some(percent) = percent {
@@ -392,35 +408,116 @@ struct Move {
 }
 
 /// A pass moves to the next step, or completes the plan after the last; a failure pauses or
-/// rolls back (percent 0), as the plan says.
+/// rolls back (percent 0), as the plan says — the state machine's answer for a running plan.
 fn verdict_move(plan: &PlanConfig, step: usize, verdict: &Verdict) -> Move {
-    let pass = matches!(verdict, Verdict::Pass(_));
-    match plan.steps.get(step + 1) {
-        Some(next) if pass => Move {
-            status: PlanStatus::Running,
+    let next = plan.steps.get(step + 1).copied();
+    let event = match verdict {
+        Verdict::Pass(_) => PlanEvent::Pass {
+            last: next.is_none(),
+        },
+        _ => PlanEvent::Fail(plan.on_failure),
+    };
+    let status = match transition(Some(PlanStatus::Running), event, false) {
+        Ok(Some(status)) => status,
+        // A running plan always moves on a verdict; were it refused, it would stop safely.
+        _ => PlanStatus::Paused,
+    };
+    match status {
+        PlanStatus::Running => Move {
+            status,
             step: step + 1,
-            percent: Some(*next),
+            percent: next,
             action: "advance",
         },
-        None if pass => Move {
-            status: PlanStatus::Completed,
+        PlanStatus::Completed => Move {
+            status,
             step,
             percent: None,
             action: "complete",
         },
-        _ if plan.on_failure == OnFailure::Pause => Move {
-            status: PlanStatus::Paused,
-            step,
-            percent: None,
-            action: "pause",
-        },
-        _ => Move {
-            status: PlanStatus::RolledBack,
+        PlanStatus::RolledBack => Move {
+            status,
             step,
             percent: Some(zero()),
             action: "rollback",
         },
+        _ => Move {
+            status,
+            step,
+            percent: None,
+            action: "pause",
+        },
     }
+}
+
+/// Whether a rollback or promote covers `route` now (its own, or every route's).
+fn is_overridden(overlay: &Overlay, route: &str) -> bool {
+    overlay.mode != OverlayMode::Rules
+        || overlay
+            .route(route)
+            .is_some_and(|r| r.mode != OverlayMode::Rules)
+}
+
+/// After an override changed: holds every running plan a rollback or promote now covers (its
+/// step clock stops) and releases every held plan no override covers any more, with a new
+/// window for its step (its clock restarts and its figures start from nothing).
+fn hold_or_release(overlay: &mut Overlay, actor: &str, action: &str) {
+    let now = super::audit::unix_ms();
+    let routes: Vec<String> = overlay.routes.keys().cloned().collect();
+    for route in routes {
+        let event = if is_overridden(overlay, &route) {
+            PlanEvent::Override
+        } else {
+            PlanEvent::Release
+        };
+        let Some(changes) = overlay.routes.get_mut(&route) else {
+            continue;
+        };
+        for plan in changes.plans.values_mut() {
+            let Ok(Some(next)) = transition(Some(plan.status), event, event == PlanEvent::Override)
+            else {
+                continue;
+            };
+            if next == plan.status {
+                continue;
+            }
+            let (moved, why) = if event == PlanEvent::Override {
+                ("hold", format!("held by {actor}'s {action}: its step clock stops"))
+            } else {
+                (
+                    "release",
+                    format!("released by {actor}'s {action}: the step starts again with new figures"),
+                )
+            };
+            plan.status = next;
+            if next == PlanStatus::Running {
+                plan.step_started_ms = now;
+            }
+            plan.last_action = PlanAction {
+                at_ms: now,
+                action: moved.to_string(),
+                why,
+                figures: None,
+            };
+        }
+    }
+}
+
+/// The rule's percentage now: the control state's, else the file's (0 when it is no percent
+/// rule, which `plan_config` has ruled out).
+fn live_percent(inner: &Inner, overlay: &Overlay, route: &str, rule: &str) -> f64 {
+    if let Some(p) = overlay.route(route).and_then(|r| r.percent.get(rule)) {
+        return *p;
+    }
+    inner
+        .base
+        .route(route)
+        .and_then(|r| r.router.rules.iter().find(|x| x.name == rule))
+        .and_then(|r| match &r.matcher {
+            Matcher::Percent { share, .. } => Some(share.as_f64()),
+            _ => None,
+        })
+        .unwrap_or(0.0)
 }
 
 /// The plan of `route`'s rule `rule` (`NotFound` when there is none).
@@ -522,10 +619,12 @@ mod tests {
             errors: 0,
             error_rate: 0.0,
             p99_ms: None,
+            median_ms: None,
         };
         StepFigures {
             canary: none.clone(),
             baseline: none,
+            tests: Vec::new(),
         }
     }
 
@@ -624,7 +723,7 @@ mod tests {
         assert_eq!(c.generation(), 1, "failed changes apply nothing");
         assert!(c.local_audit(10).is_empty(), "nor enter the trail");
         let err = c
-            .plan_command(ACTOR, "default", "vip", PlanCommand::Start)
+            .plan_command(ACTOR, "default", "vip", PlanCommand::Start, false)
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound, "the vip rule has no plan");
@@ -636,7 +735,7 @@ mod tests {
     #[tokio::test]
     async fn a_plan_walks_its_steps() {
         let c = controller_with_plan("rollback");
-        let cmd = |command| c.plan_command(ACTOR, "default", "rollout", command);
+        let cmd = |command| c.plan_command(ACTOR, "default", "rollout", command, false);
         assert_eq!(
             cmd(PlanCommand::Pause).await.unwrap_err().kind,
             ErrorKind::Conflict
@@ -726,7 +825,7 @@ mod tests {
             ("pause", PlanStatus::Paused, 1.0),
         ] {
             let c = controller_with_plan(on_failure);
-            c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start)
+            c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start, false)
                 .await
                 .expect("start");
             let plan = c.running_plans().pop().expect("running");
@@ -741,10 +840,10 @@ mod tests {
             assert_eq!(percent_of(&c, "rollout"), percent, "{on_failure}");
         }
         let c = controller_with_plan("rollback");
-        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start)
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start, false)
             .await
             .expect("start");
-        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Abort)
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Abort, false)
             .await
             .expect("abort");
         assert_eq!(
@@ -752,9 +851,106 @@ mod tests {
             0.0,
             "abort sends the canary's users back"
         );
-        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start)
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start, false)
             .await
             .expect("start again");
+        assert_eq!(percent_of(&c, "rollout"), 1.0);
+    }
+
+    fn plan_state(c: &Controller) -> PlanState {
+        c.view()
+            .overlay
+            .plan("default", "rollout")
+            .expect("started")
+            .clone()
+    }
+
+    /// A rollback holds the running plan (its clock stops; verdicts on the old window are
+    /// refused); resuming the rules releases it with a new window; a plan cannot start or
+    /// resume under an override; a route override and the global one both hold, and only
+    /// when neither covers the route is the plan released.
+    #[tokio::test]
+    async fn an_override_holds_the_plan_and_resume_releases_it() {
+        let c = controller_with_plan("rollback");
+        let cmd = |command| c.plan_command(ACTOR, "default", "rollout", command, false);
+        cmd(PlanCommand::Start).await.expect("start");
+        let before = plan_state(&c);
+        let step = (before.step, before.step_started_ms);
+        c.set_mode(ACTOR, None, OverlayMode::Rollback)
+            .await
+            .expect("rollback");
+        let held = plan_state(&c);
+        assert_eq!(held.status, PlanStatus::Held);
+        assert_eq!(held.last_action.action, "hold");
+        assert_eq!(held.step_started_ms, before.step_started_ms);
+        assert!(c.running_plans().is_empty(), "a held plan is not judged");
+        let pass = Verdict::Pass("fine".into());
+        let late = c
+            .plan_verdict("default", "rollout", step, &pass, figures())
+            .await;
+        assert_eq!(late.unwrap_err().kind, ErrorKind::Conflict);
+        assert_eq!(
+            cmd(PlanCommand::Resume).await.unwrap_err().kind,
+            ErrorKind::Conflict,
+            "held: only resuming the rules releases it"
+        );
+        c.set_mode(ACTOR, Some("default"), OverlayMode::Promote("canary".into()))
+            .await
+            .expect("promote the route too");
+        c.set_mode(ACTOR, Some("default"), OverlayMode::Rules)
+            .await
+            .expect("resume the route");
+        assert_eq!(
+            plan_state(&c).status,
+            PlanStatus::Held,
+            "the global rollback still covers the route"
+        );
+        // A new window must be later than the old one's start.
+        while super::super::audit::unix_ms() <= before.step_started_ms {
+            tokio::task::yield_now().await;
+        }
+        c.set_mode(ACTOR, None, OverlayMode::Rules)
+            .await
+            .expect("resume everywhere");
+        let released = plan_state(&c);
+        assert_eq!(released.status, PlanStatus::Running);
+        assert_eq!(released.last_action.action, "release");
+        assert_eq!(released.step, before.step);
+        assert!(released.step_started_ms > before.step_started_ms);
+        assert_eq!(c.running_plans().len(), 1);
+        cmd(PlanCommand::Abort).await.expect("abort");
+        c.set_mode(ACTOR, None, OverlayMode::Rollback)
+            .await
+            .expect("rollback");
+        assert_eq!(
+            cmd(PlanCommand::Start).await.unwrap_err().kind,
+            ErrorKind::Conflict,
+            "nothing starts under an override"
+        );
+        assert_eq!(plan_state(&c).status, PlanStatus::RolledBack, "not held");
+    }
+
+    /// Starting below the rule's live percentage is refused naming both, unless allowed.
+    #[tokio::test]
+    async fn a_start_does_not_silently_lower_the_percentage() {
+        let c = controller_with_plan("rollback");
+        c.set_percent(ACTOR, "default", "rollout", Percent::new(25.0).expect("ok"))
+            .await
+            .expect("by hand");
+        let refused = c
+            .plan_command(ACTOR, "default", "rollout", PlanCommand::Start, false)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::Conflict);
+        assert!(
+            refused.message.contains("1%") && refused.message.contains("25%"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(percent_of(&c, "rollout"), 25.0, "nothing changed");
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start, true)
+            .await
+            .expect("allowed");
         assert_eq!(percent_of(&c, "rollout"), 1.0);
     }
 }

@@ -102,6 +102,8 @@ pub struct Controller {
 #[derive(Debug, Clone)]
 pub struct PlanReport {
     pub at_ms: u64,
+    /// The step window judged: a report of an older window (before a hold) is not shown.
+    pub step_started_ms: u64,
     pub figures: StepFigures,
     pub verdict: String,
 }

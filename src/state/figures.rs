@@ -168,6 +168,31 @@ impl Figures {
         Some(bucket_upper_ms(BUCKETS - 2))
     }
 
+    /// The median latency in milliseconds, read between its bucket's edges (log-linear, by
+    /// where the middle request falls among the bucket's requests), so medians compare finer
+    /// than the 19% of a bucket; 1 ms when it lies in the first bucket (`None` with no requests).
+    pub fn median_ms(&self) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let middle = total as f64 / 2.0;
+        let mut seen = 0.0;
+        for (i, &count) in self.buckets.iter().enumerate() {
+            let count = count as f64;
+            if count > 0.0 && seen + count >= middle {
+                if i == 0 {
+                    return Some(1.0);
+                }
+                let fraction = ((middle - seen) / count).clamp(0.0, 1.0);
+                let position = if i >= BUCKETS - 1 { 0.0 } else { fraction };
+                return Some(2f64.powf((i as f64 - 1.0 + position) / 4.0));
+            }
+            seen += count;
+        }
+        Some(bucket_upper_ms(BUCKETS - 2))
+    }
+
     /// `requests` requests, `errors` of them failed, every one taking `ms` milliseconds (a
     /// fixture for the tests of what reads figures).
     #[cfg(test)]
@@ -188,6 +213,7 @@ impl Figures {
             errors: self.errors,
             error_rate: self.error_rate(),
             p99_ms: self.p99_ms(),
+            median_ms: self.median_ms(),
         }
     }
 }
@@ -199,13 +225,44 @@ pub struct FigureSummary {
     pub errors: u64,
     pub error_rate: f64,
     pub p99_ms: Option<f64>,
+    /// Read between bucket edges (see [`Figures::median_ms`]).
+    #[serde(default)]
+    pub median_ms: Option<f64>,
 }
 
-/// The canary's and the baseline's figures over a step.
+/// The canary's and the baseline's figures over a step, and the tests judged on them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepFigures {
     pub canary: FigureSummary,
     pub baseline: FigureSummary,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestFigures>,
+}
+
+/// One statistical check of a step, as shown in `/status`, the audit trail and the log: what
+/// it compares, on how many requests, the statistic, the p-value, the confidence asked and the
+/// effect against its limit, and what it decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestFigures {
+    /// `errors`, `latency_shift` or `latency_tail`.
+    pub check: String,
+    /// `two_proportion_z`, `one_proportion_z` or `mann_whitney_u`.
+    pub test: String,
+    pub canary_n: u64,
+    pub baseline_n: u64,
+    /// The test's statistic (U for the rank test), and its standard normal z.
+    pub statistic: f64,
+    pub z: f64,
+    /// One-sided: the chance of a result this bad if the canary were no worse.
+    pub p_value: f64,
+    pub confidence: f64,
+    /// The measured effect (error points, median ratio, p99 ratio) and its limit.
+    pub effect: f64,
+    pub limit: f64,
+    /// Whether the samples are large enough to trust the test (else it is never significant).
+    pub enough: bool,
+    /// `pass`, `wait` (over the limit but not yet significant) or `fail`.
+    pub decision: String,
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use pingora_core::services::background::BackgroundService;
 use super::audit::unix_ms;
 use super::controller::{Controller, PlanReport, RunningPlan};
 use super::figures::{group_stats, Figures, StepFigures};
-use super::plan::{judge, Verdict};
+use super::plan::{judge, Judgement, Verdict};
 use super::{ErrorKind, StateError};
 
 /// How often plans are judged and figures shared.
@@ -117,10 +117,11 @@ impl RolloutService {
     async fn judge(&self, plan: &RunningPlan, leader: bool, canary: &Figures, baseline: &Figures) {
         let now = unix_ms();
         let in_step = Duration::from_millis(now.saturating_sub(plan.state.step_started_ms));
-        let verdict = judge(&plan.config, in_step, canary, baseline);
+        let Judgement { verdict, tests } = judge(&plan.config, in_step, canary, baseline);
         let figures = StepFigures {
             canary: canary.summary(),
             baseline: baseline.summary(),
+            tests,
         };
         let text = match &verdict {
             Verdict::Wait(why) => format!("waiting: {why}"),
@@ -132,6 +133,7 @@ impl RolloutService {
             &plan.rule,
             PlanReport {
                 at_ms: now,
+                step_started_ms: plan.state.step_started_ms,
                 figures: figures.clone(),
                 verdict: text,
             },

@@ -24,6 +24,15 @@ pub(crate) struct UsersBody {
     pub remove: Vec<String>,
 }
 
+/// `POST /rules/{rule}/plan/{command}` (the body may be empty).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PlanBody {
+    /// Lets `start` lower the rule's live percentage to the plan's first step.
+    #[serde(default)]
+    pub allow_decrease: bool,
+}
+
 /// `POST /promote`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

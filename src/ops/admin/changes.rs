@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde_json::Value;
 
 use super::answer::{to_json, ApiError};
-use super::bodies::{Applied, PercentBody, PromoteBody, Reloaded, UsersBody};
+use super::bodies::{Applied, PercentBody, PlanBody, PromoteBody, Reloaded, UsersBody};
 use super::request::Call;
 use crate::state::plan::PlanCommand;
 use crate::state::{Changed, OverlayMode};
@@ -95,8 +95,9 @@ pub(super) async fn change_users(mut call: Call<'_>) -> Result<Value, ApiError> 
     applied(changed)
 }
 
-/// `POST /rules/{rule}/plan/{start|pause|resume|abort}`.
-pub(super) async fn plan_command(call: Call<'_>) -> Result<Value, ApiError> {
+/// `POST /rules/{rule}/plan/{start|pause|resume|abort}`, with an optional body
+/// `{"allow_decrease": true}` that lets a start lower the rule's percentage.
+pub(super) async fn plan_command(mut call: Call<'_>) -> Result<Value, ApiError> {
     let route = call.controller.route_name(call.route)?;
     let command = call.params.get("command");
     let command = PlanCommand::parse(command).ok_or_else(|| {
@@ -104,10 +105,11 @@ pub(super) async fn plan_command(call: Call<'_>) -> Result<Value, ApiError> {
             "no plan command {command:?} (start, pause, resume, abort)"
         ))
     })?;
+    let body: PlanBody = call.optional_body().await?;
     let rule = call.params.get("rule");
     let changed = call
         .controller
-        .plan_command(&call.who.name, &route, rule, command)
+        .plan_command(&call.who.name, &route, rule, command, body.allow_decrease)
         .await?;
     applied(changed)
 }

@@ -82,6 +82,15 @@ impl<'a> Call<'a> {
     pub async fn body<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
         parse_body(&read_body(self.session).await?)
     }
+
+    /// The body as `T`, or `T::default()` when the request sends none (blank counts as none).
+    pub async fn optional_body<T: DeserializeOwned + Default>(&mut self) -> Result<T, ApiError> {
+        let body = read_body(self.session).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        parse_body(&body)
+    }
 }
 
 /// The decoded value of query parameter `name` (`application/x-www-form-urlencoded`).

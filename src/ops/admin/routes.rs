@@ -151,6 +151,7 @@ pub(crate) static ROUTES: &[Route] = &[
         Operator,
         handler!(changes::change_users),
     ),
+    Route::per_route(Get, "/rules/{rule}/plan", Viewer, handler!(reads::plan)),
     Route::per_route(
         Post,
         "/rules/{rule}/plan/{command}",
