@@ -17,6 +17,9 @@ use serde_json::Value;
 
 const TOKEN: &str = "control-test-token-0123456789";
 
+/// The body that lets a plan start below the rule's live percentage (10% in these tests).
+const ALLOW_DECREASE: &str = r#"{"allow_decrease": true}"#;
+
 /// One gateway node: its proxy, admin and metrics addresses.
 struct Node {
     gateway: Gateway,
@@ -447,7 +450,11 @@ fn a_healthy_canary_walks_to_100_percent() {
     let traffic = Traffic::start(&[node.gateway.addr], 2, 2_000);
     // Taken before the plan starts, so its four 1 s holds all lie after it.
     let started = Instant::now();
+    // The plan's first step (5%) is below the rule's 10%: refused unless allowed.
     let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
+    assert_eq!(status, 409, "a start lowering 10% to 5%: {answer}");
+    assert_eq!(node.plan()["state"], "not_started");
+    let (status, answer) = node.call("POST", "/rules/rollout/plan/start", Some(ALLOW_DECREASE));
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
     assert_eq!(status, 409, "a running plan cannot start: {answer}");
@@ -662,7 +669,9 @@ fn the_other_node_carries_on_when_the_lease_holder_dies() {
         .map(|n| Traffic::start(&[n.gateway.addr], 1, 2_000))
         .collect();
     assert_eq!(
-        nodes[0].call("POST", "/rules/rollout/plan/start", None).0,
+        nodes[0]
+            .call("POST", "/rules/rollout/plan/start", Some(ALLOW_DECREASE))
+            .0,
         200
     );
     wait_until("step 2", Duration::from_secs(30), || {
@@ -695,4 +704,106 @@ fn the_other_node_carries_on_when_the_lease_holder_dies() {
         killed_at.elapsed()
     );
     assert!(survivor.gateway.log().contains("holds the plan lease"));
+}
+
+/// Two nodes with a store: a rollback while the plan runs holds it on both nodes — its step
+/// clock stops and it does not advance although its hold has passed, with traffic — nothing
+/// starts or resumes it but resuming the rules, which releases it with a new window on both
+/// nodes; then it walks on to completion.
+#[test]
+fn a_rollback_holds_the_plan_on_every_node_until_resume() {
+    let dir = TempDir::new("cp-redis");
+    let redis = Redis::start(dir.path(), free_port());
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let setup = |name: &str| {
+        Setup {
+        stable: &stable,
+        canary: &canary,
+        plan: Some(
+            "{ steps: [10, 100], hold: 1s, min_requests: 10, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }",
+        ),
+        redis_port: Some(redis.port),
+        state_file: dir.path().join(format!("{name}.json")),
+    }
+    };
+    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
+    wait_connected(&[&a, &b]);
+    let traffic = Traffic::start(&[a.gateway.addr, b.gateway.addr], 1, 1_000);
+    assert_eq!(a.call("POST", "/rules/rollout/plan/start", None).0, 200);
+    wait_until("node b runs the plan", READY_TIMEOUT, || {
+        b.plan()["state"] == "running"
+    });
+    let (status, answer) = b.call("POST", "/rollback", None);
+    assert_eq!(status, 200, "{answer}");
+    for node in [&a, &b] {
+        wait_until("the plan is held", READY_TIMEOUT, || {
+            node.plan()["state"] == "held"
+        });
+    }
+    let frozen = a.plan();
+    assert_eq!(frozen["step"], 1, "{frozen}");
+    assert_eq!(frozen["last_action"]["action"], "hold", "{frozen}");
+    let clock = frozen["time_in_step_seconds"]
+        .as_f64()
+        .expect("a held plan's clock");
+    // Twice the step's hold passes while it is held, with traffic on both nodes.
+    let held_at = Instant::now();
+    wait_until("twice the hold passes", Duration::from_secs(10), || {
+        held_at.elapsed() >= Duration::from_secs(2)
+    });
+    for node in [&a, &b] {
+        let (status, plan) = node.call("GET", "/rules/rollout/plan", None);
+        assert_eq!(status, 200, "{plan}");
+        assert_eq!(plan["state"], "held", "{plan}");
+        assert_eq!(plan["step"], 1, "did not advance while held: {plan}");
+        assert_eq!(
+            plan["time_in_step_seconds"].as_f64(),
+            Some(clock),
+            "the step clock stands still: {plan}"
+        );
+        assert_eq!(
+            plan["judging"],
+            Value::Null,
+            "no verdict while held: {plan}"
+        );
+    }
+    let (status, answer) = a.call("POST", "/rules/rollout/plan/resume", None);
+    assert_eq!(status, 409, "only resuming the rules releases it: {answer}");
+    let (status, answer) = a.call("POST", "/rules/rollout/plan/start", None);
+    assert_eq!(status, 409, "a held plan cannot start: {answer}");
+
+    let (status, answer) = a.call("POST", "/resume", None);
+    assert_eq!(status, 200, "{answer}");
+    let held_ms = frozen["last_action"]["at_ms"].as_u64().expect("hold time");
+    for node in [&a, &b] {
+        wait_until("the plan is released", READY_TIMEOUT, || {
+            node.plan()["state"] != "held"
+        });
+        let plan = node.plan();
+        assert!(
+            plan["step_started_ms"].as_u64().unwrap_or(0) > held_ms,
+            "released with a new window, started after the hold: {plan}"
+        );
+    }
+    let plan = plan_outcome(&b, Duration::from_secs(60));
+    traffic.stop();
+    assert_eq!(plan["state"], "completed", "{plan}");
+    let (_, trail) = a.call("GET", "/audit", None);
+    let actions: Vec<&str> = trail["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .rev()
+        .map(|e| e["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "plan_start",
+            "rollback",
+            "resume",
+            "plan_advance",
+            "plan_complete"
+        ]
+    );
 }

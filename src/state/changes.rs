@@ -482,11 +482,16 @@ fn hold_or_release(overlay: &mut Overlay, actor: &str, action: &str) {
                 continue;
             }
             let (moved, why) = if event == PlanEvent::Override {
-                ("hold", format!("held by {actor}'s {action}: its step clock stops"))
+                (
+                    "hold",
+                    format!("held by {actor}'s {action}: its step clock stops"),
+                )
             } else {
                 (
                     "release",
-                    format!("released by {actor}'s {action}: the step starts again with new figures"),
+                    format!(
+                        "released by {actor}'s {action}: the step starts again with new figures"
+                    ),
                 )
             };
             plan.status = next;
@@ -894,9 +899,13 @@ mod tests {
             ErrorKind::Conflict,
             "held: only resuming the rules releases it"
         );
-        c.set_mode(ACTOR, Some("default"), OverlayMode::Promote("canary".into()))
-            .await
-            .expect("promote the route too");
+        c.set_mode(
+            ACTOR,
+            Some("default"),
+            OverlayMode::Promote("canary".into()),
+        )
+        .await
+        .expect("promote the route too");
         c.set_mode(ACTOR, Some("default"), OverlayMode::Rules)
             .await
             .expect("resume the route");

@@ -1,6 +1,5 @@
 //! The admin API's read endpoints (any role): status, a rollout plan, history, who am I, the
-//! configuration,
-//! explain, the audit trail, and whether a user is on a list.
+//! configuration, explain, the audit trail, and whether a user is on a list.
 
 use serde_json::Value;
 
@@ -20,8 +19,11 @@ pub(super) async fn status(call: Call<'_>) -> Result<Value, ApiError> {
 pub(super) async fn plan(call: Call<'_>) -> Result<Value, ApiError> {
     let route = call.controller.route_name(call.route)?;
     let rule = call.params.get("rule");
-    views::plan(&call.controller.view(), &route, rule)
-        .ok_or_else(|| ApiError::not_found(format!("rule {rule:?} of route {route:?} has no rollout plan")))
+    views::plan(&call.controller.view(), &route, rule).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "rule {rule:?} of route {route:?} has no rollout plan"
+        ))
+    })
 }
 
 /// `GET /stats/history`.

@@ -100,7 +100,6 @@ impl PlanCommand {
             PlanCommand::Abort => "abort",
         }
     }
-
 }
 
 /// What happens to a plan: an operator's command, a verdict on its running step, or an
@@ -109,7 +108,9 @@ impl PlanCommand {
 pub enum PlanEvent {
     Command(PlanCommand),
     /// The running step passed (`last`: it was the plan's last step).
-    Pass { last: bool },
+    Pass {
+        last: bool,
+    },
     /// The running step failed: the plan does what its `on_failure` says.
     Fail(OnFailure),
     /// A rollback or promote (of the route or of every route) now covers the plan's route.
@@ -138,9 +139,8 @@ pub fn transition(
 ) -> Result<Option<PlanStatus>, String> {
     use PlanStatus::*;
     let state = status.map_or("not started", PlanStatus::as_str);
-    let under_override = || {
-        Err("a rollback or promote holds its route: resume the route's rules first".to_string())
-    };
+    let under_override =
+        || Err("a rollback or promote holds its route: resume the route's rules first".to_string());
     let next = match (event, status) {
         (PlanEvent::Command(command), _) => {
             let to = match (command, status) {

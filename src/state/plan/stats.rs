@@ -193,7 +193,11 @@ mod tests {
             (8.0, 6.220_960_574_271_78e-16),
         ];
         for (z, p) in known {
-            assert!(close(upper_tail(z), p, 1e-6), "z {z}: {} vs {p}", upper_tail(z));
+            assert!(
+                close(upper_tail(z), p, 1e-6),
+                "z {z}: {} vs {p}",
+                upper_tail(z)
+            );
         }
         assert!(close(upper_tail(-1.0), 1.0 - 0.158_655_253_931_457, 1e-9));
         assert_eq!(upper_tail(f64::INFINITY), 0.0);
@@ -210,7 +214,10 @@ mod tests {
         // The case above the constant: z reads 3.9, but 0.2 expected slow canary requests
         // are too few to trust it.
         let rare = two_proportions(2, 63, 15, 5_000).expect("both sides");
-        assert!(rare.z > 3.5 && !rare.enough && !rare.significant(0.9), "{rare:?}");
+        assert!(
+            rare.z > 3.5 && !rare.enough && !rare.significant(0.9),
+            "{rare:?}"
+        );
         let better = two_proportions(0, 200, 80, 800).expect("both sides");
         assert!(better.z < 0.0 && !better.significant(0.5), "{better:?}");
         let none = two_proportions(0, 100, 0, 100).expect("both sides");
@@ -223,7 +230,10 @@ mod tests {
     #[test]
     fn one_proportion_against_a_limit() {
         let few = proportion_above(30, 100, 0.01).expect("requests");
-        assert!(!few.significant(0.9), "one error expected at the limit: too few: {few:?}");
+        assert!(
+            !few.significant(0.9),
+            "one error expected at the limit: too few: {few:?}"
+        );
         let small = proportion_above(6, 500, 0.01).expect("requests");
         assert!(!small.significant(0.99), "1.2% against 1%: {small:?}");
         let large = proportion_above(60, 500, 0.01).expect("requests");

@@ -104,7 +104,9 @@ impl Measured<'_> {
         };
         let text = match decision {
             Decision::Pass => what,
-            Decision::Wait => format!("{what} is over the limit but not yet significant ({significance})"),
+            Decision::Wait => {
+                format!("{what} is over the limit but not yet significant ({significance})")
+            }
             Decision::Fail => format!("{what} is over the limit ({significance})"),
         };
         Check {
@@ -142,7 +144,12 @@ impl Measured<'_> {
 ///
 /// A check over its limit but not yet significant waits (more requests decide it), however
 /// long the step has run. With every check passing and `hold` over, the step passes.
-pub fn judge(plan: &PlanConfig, in_step: Duration, canary: &Figures, baseline: &Figures) -> Judgement {
+pub fn judge(
+    plan: &PlanConfig,
+    in_step: Duration,
+    canary: &Figures,
+    baseline: &Figures,
+) -> Judgement {
     if canary.requests < plan.min_requests {
         return Judgement {
             verdict: Verdict::Wait(format!(

@@ -49,7 +49,11 @@ fn mixed(requests: u64, errors: u64, ms: f64, slow: u64, slow_ms: f64) -> Figure
 /// Too few canary requests: wait, however bad the figures and however long the step.
 #[test]
 fn too_few_requests_wait() {
-    let v = verdict(HELD, &Figures::at(499, 499, 900.0), &Figures::at(10_000, 0, 5.0));
+    let v = verdict(
+        HELD,
+        &Figures::at(499, 499, 900.0),
+        &Figures::at(10_000, 0, 5.0),
+    );
     assert_eq!(v, Verdict::Wait("499 of 500 canary requests".into()));
 }
 
@@ -88,10 +92,29 @@ fn healthy_step_waits_for_hold() {
 /// verdict). Over the limit fails only when significant; over but not significant waits.
 #[test]
 fn error_share_against_the_baseline() {
-    let rows: [(u64, u64, u64, fn(&Verdict) -> bool, &str); 6] = [
-        (20, 100, 10_000, is_pass, "2% vs 1% = +1 point: at the limit"),
-        (21, 10, 1_000, is_wait, "+1.1 points: over, but z 2.0 is not 99.9% sure"),
-        (21, 100, 10_000, is_fail, "+1.1 points on 10× the baseline: z 3.2"),
+    type Row = (u64, u64, u64, fn(&Verdict) -> bool, &'static str);
+    let rows: [Row; 6] = [
+        (
+            20,
+            100,
+            10_000,
+            is_pass,
+            "2% vs 1% = +1 point: at the limit",
+        ),
+        (
+            21,
+            10,
+            1_000,
+            is_wait,
+            "+1.1 points: over, but z 2.0 is not 99.9% sure",
+        ),
+        (
+            21,
+            100,
+            10_000,
+            is_fail,
+            "+1.1 points on 10× the baseline: z 3.2",
+        ),
         (40, 100, 10_000, is_fail, "+3 points: over and z ≈ 8"),
         (10, 100, 10_000, is_pass, "the same share"),
         (0, 100, 10_000, is_pass, "better than the baseline"),
@@ -127,9 +150,23 @@ fn a_canary_failing_one_request_in_five_fails() {
         max_p99_ratio: 20.0,
         ..plan()
     };
-    let early = judge(&plan, HELD, &Figures::at(40, 8, 1.0), &Figures::at(160, 0, 1.0));
-    assert!(is_wait(&early.verdict), "1.6 expected errors: {:?}", early.verdict);
-    let later = judge(&plan, HELD, &Figures::at(125, 25, 1.0), &Figures::at(500, 0, 1.0));
+    let early = judge(
+        &plan,
+        HELD,
+        &Figures::at(40, 8, 1.0),
+        &Figures::at(160, 0, 1.0),
+    );
+    assert!(
+        is_wait(&early.verdict),
+        "1.6 expected errors: {:?}",
+        early.verdict
+    );
+    let later = judge(
+        &plan,
+        HELD,
+        &Figures::at(125, 25, 1.0),
+        &Figures::at(500, 0, 1.0),
+    );
     assert!(is_fail(&later.verdict), "{:?}", later.verdict);
 }
 
@@ -160,7 +197,10 @@ fn a_tail_from_a_few_requests_waits() {
     let few = judge(&plan, HELD, &mixed(63, 0, 10.0, 2, 60.0), &base);
     assert!(is_wait(&few.verdict), "{:?}", few.verdict);
     let tail = &few.tests[1];
-    assert_eq!((tail.check.as_str(), tail.decision.as_str()), ("latency_tail", "wait"));
+    assert_eq!(
+        (tail.check.as_str(), tail.decision.as_str()),
+        ("latency_tail", "wait")
+    );
     assert!(tail.effect > 5.0 && !tail.enough, "{tail:?}");
     let many = judge(&plan, HELD, &mixed(2_000, 0, 10.0, 64, 60.0), &base);
     assert!(is_fail(&many.verdict), "{:?}", many.verdict);
@@ -175,7 +215,10 @@ fn thin_baseline_is_not_compared() {
     let v = verdict(HELD, &Figures::at(500, 0, 900.0), &slow_thin_base);
     assert!(is_pass(&v), "{v:?}");
     let v = verdict(HELD, &Figures::at(500, 6, 10.0), &slow_thin_base);
-    assert!(is_wait(&v), "1.2% against a limit of 1% on 500: not significant: {v:?}");
+    assert!(
+        is_wait(&v),
+        "1.2% against a limit of 1% on 500: not significant: {v:?}"
+    );
     let v = verdict(HELD, &Figures::at(500, 60, 10.0), &slow_thin_base);
     assert!(is_fail(&v), "12% against 1%: {v:?}");
     let v = verdict(HELD, &Figures::at(500, 0, 900.0), &Figures::at(50, 0, 1.0));
@@ -190,7 +233,12 @@ fn tiny_samples_wait() {
         min_requests: 10,
         ..plan()
     };
-    let v = judge(&plan, HELD, &Figures::at(12, 6, 30.0), &Figures::at(1_000, 0, 10.0));
+    let v = judge(
+        &plan,
+        HELD,
+        &Figures::at(12, 6, 30.0),
+        &Figures::at(1_000, 0, 10.0),
+    );
     assert!(is_wait(&v.verdict), "{:?}", v.verdict);
 }
 
@@ -297,7 +345,10 @@ fn a_canary_30_percent_slower_is_failed_within_two_steps() {
                 break;
             }
         }
-        assert!(failed_at.is_some(), "run {run}: not failed within two steps");
+        assert!(
+            failed_at.is_some(),
+            "run {run}: not failed within two steps"
+        );
     }
 }
 
