@@ -447,15 +447,18 @@ fn a_healthy_canary_walks_to_100_percent() {
         state_file: dir.path().join("state.json"),
     });
     assert_eq!(node.plan()["state"], "not_started");
-    let traffic = Traffic::start(&[node.gateway.addr], 2, 2_000);
-    // Taken before the plan starts, so its four 1 s holds all lie after it.
-    let started = Instant::now();
     // The plan's first step (5%) is below the rule's 10%: refused unless allowed.
     let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
     assert_eq!(status, 409, "a start lowering 10% to 5%: {answer}");
     assert_eq!(node.plan()["state"], "not_started");
+    // Taken before the plan starts, so its four 1 s holds all lie after it.
+    let started = Instant::now();
     let (status, answer) = node.call("POST", "/rules/rollout/plan/start", Some(ALLOW_DECREASE));
     assert_eq!(status, 200, "{answer}");
+    // The traffic starts at the plan's first step: the start itself moved the users between
+    // 5% and 10% back to stable (what the refusal above warns of), and from there on nobody
+    // may move back.
+    let traffic = Traffic::start(&[node.gateway.addr], 2, 2_000);
     let (status, answer) = node.call("POST", "/rules/rollout/plan/start", None);
     assert_eq!(status, 409, "a running plan cannot start: {answer}");
     let plan = plan_outcome(&node, Duration::from_secs(60));

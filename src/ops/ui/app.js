@@ -467,7 +467,8 @@ function figuresText(f) {
 
 function renderPlans(status) {
   const plans = status.plans || [];
-  const structure = plans.map((p) => [p.route, p.rule, p.state, p.step]);
+  // The rule's live percentage too: the start button's confirmation and body depend on it.
+  const structure = plans.map((p) => [p.route, p.rule, p.state, p.step, livePercent(status, p)]);
   renderIfChanged("plans", $("plans"), structure, () => replace($("plans-body"), plans.length
     ? plans.map((p) => planCard(status, p))
     : el("p", { class: "note", text: "No rule has a rollout plan (add `plan:` to a percent rule)." })));
@@ -491,18 +492,31 @@ function planLive(p) {
   return el("dl", { class: "meta" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
 }
 
+/** The live percentage of a plan's rule (0 when not found). */
+function livePercent(status, p) {
+  const route = (status.routes || []).find((r) => r.name === p.route);
+  const rule = route && (route.rules || []).find((r) => r.name === p.rule);
+  return rule ? rule.percent : 0;
+}
+
 function planCard(status, p) {
   const path = (cmd) => routePath(status, p.route, `rules/${encodeURIComponent(p.rule)}/plan/${cmd}`);
-  const button = (cmd, label, text, danger) => el("button", { type: "button", id: `plan-${cmd}-${p.route}-${p.rule}`.replace(/[^A-Za-z0-9_-]/g, "_"), class: danger ? "danger" : null, onclick: async () => {
-    if (await confirmAction(text)) act(`Plan ${cmd} (${p.rule})`, "POST", path(cmd));
+  const button = (cmd, label, text, danger, body) => el("button", { type: "button", id: `plan-${cmd}-${p.route}-${p.rule}`.replace(/[^A-Za-z0-9_-]/g, "_"), class: danger ? "danger" : null, onclick: async () => {
+    if (await confirmAction(text)) act(`Plan ${cmd} (${p.rule})`, "POST", path(cmd), body);
   } }, label);
+  // The API refuses a start that lowers the rule's percentage unless asked; the confirmation
+  // says how many users leave the canary, and confirming it asks.
+  const live = livePercent(status, p);
+  const lowers = live > p.steps[0];
+  const startText = `Start the plan of ${p.rule}: it goes to ${p.steps[0]}% of users now and steps up by itself while the canary does as well as ${p.baseline}.`
+    + (lowers ? ` This LOWERS the rule from ${live}% to ${p.steps[0]}%: about ${(live - p.steps[0]).toFixed(2)}% of all users leave ${p.group}.` : "");
   const where = p.step ? `${p.state.replace("_", " ")}, step ${p.step} of ${p.steps.length} (${p.step_percent}%)` : "not started";
   return el("div", { class: "card plan", "data-plan": `${p.route}/${p.rule}` },
     el("h3", { text: `${p.route} / ${p.rule}: ${where}` }),
     el("p", { class: "note", text: `steps ${p.steps.join("% → ")}%; on failure: ${p.on_failure}` }),
     el("div", { class: "plan-live" }, planLive(p)),
     el("div", { class: "actions" },
-      button("start", "Start", `Start the plan of ${p.rule}: it goes to ${p.steps[0]}% of users now and steps up by itself while the canary does as well as ${p.baseline}.`),
+      button("start", "Start", startText, false, lowers ? { allow_decrease: true } : undefined),
       button("pause", "Pause", `Pause the plan of ${p.rule}: it holds its step until resumed.`),
       button("resume", "Resume", `Resume the plan of ${p.rule} from its step, with a new window for its figures.`),
       button("abort", "Abort", `Abort the plan of ${p.rule}: the rule goes to 0% and every canary user of this rule goes back at once.`, true)));

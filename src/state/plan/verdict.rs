@@ -178,7 +178,12 @@ pub fn judge(
     };
     let has = |d: Decision| checks.iter().any(|c| c.decision == d);
     let verdict = if has(Decision::Fail) {
-        Verdict::Fail(sentence(Some(Decision::Fail)))
+        // The failing checks, then those over their limit but not yet significant.
+        let mut why = sentence(Some(Decision::Fail));
+        if has(Decision::Wait) {
+            why = format!("{why}; {}", sentence(Some(Decision::Wait)));
+        }
+        Verdict::Fail(why)
     } else if has(Decision::Wait) {
         Verdict::Wait(sentence(Some(Decision::Wait)))
     } else if in_step < plan.hold {
