@@ -7,18 +7,11 @@ use std::sync::Arc;
 
 use canary_gateway::routing::routes::{normalize_host, normalize_path, RouteMatch, RouteTable};
 use canary_gateway::routing::UserSet;
-use canary_gateway::routing::{GroupId, Matcher, Mode, Percent, Router, Rule};
+use canary_gateway::routing::{GroupId, Percent, RequestFacts, Router, Rule};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn router(rules: Vec<Rule>) -> Router {
-    Router {
-        group_names: vec!["stable".into(), "canary".into()],
-        cookie: "canary_user".into(),
-        default_group: GroupId(0),
-        rules,
-        mode: Mode::Rules,
-        signing_keys: Vec::new(),
-    }
+    Router::new(vec!["stable".into(), "canary".into()], GroupId(0)).with_rules(rules)
 }
 
 fn million_users() -> Arc<UserSet> {
@@ -28,28 +21,15 @@ fn million_users() -> Arc<UserSet> {
 
 fn bench(c: &mut Criterion) {
     let users = million_users();
-    let list = router(vec![Rule {
-        name: "vip".into(),
-        matcher: Matcher::Users { users },
-        group: GroupId(0),
-    }]);
-    let percent = router(vec![Rule {
-        name: "rollout".into(),
-        matcher: Matcher::Percent {
-            share: Percent::new(10.0).unwrap_or_default(),
-            seed: b"2026-11-release"[..].into(),
-        },
-        group: GroupId(1),
-    }]);
-    let header = router(vec![Rule {
-        name: "qa".into(),
-        matcher: Matcher::Header {
-            name: "x-canary-group".into(),
-            secret: None,
-            from: Vec::new(),
-        },
-        group: GroupId(0),
-    }]);
+    let list = router(vec![Rule::users("vip", users, GroupId(0))]);
+    let share = Percent::new(10.0).unwrap_or_default();
+    let percent = router(vec![Rule::percent(
+        "rollout",
+        share,
+        b"2026-11-release",
+        GroupId(1),
+    )]);
+    let header = router(vec![Rule::header("qa", "x-canary-group")]);
     let no_headers: &[(&str, &str)] = &[];
     let qa_headers: &[(&str, &str)] = &[("x-canary-group", "canary")];
 
@@ -59,25 +39,25 @@ fn bench(c: &mut Criterion) {
     g.bench_function("user_list_1m_hit", |b| {
         b.iter(|| {
             let user = list.user_from_cookies([black_box(member)]);
-            list.decide(user, no_headers)
+            list.decide(&RequestFacts::new(no_headers).with_user(user))
         })
     });
     g.bench_function("user_list_1m_miss", |b| {
         b.iter(|| {
             let user = list.user_from_cookies([black_box(stranger)]);
-            list.decide(user, no_headers)
+            list.decide(&RequestFacts::new(no_headers).with_user(user))
         })
     });
     g.bench_function("percent", |b| {
         b.iter(|| {
             let user = percent.user_from_cookies([black_box(member)]);
-            percent.decide(user, no_headers)
+            percent.decide(&RequestFacts::new(no_headers).with_user(user))
         })
     });
     g.bench_function("header", |b| {
         b.iter(|| {
             let user = header.user_from_cookies([black_box(member)]);
-            header.decide(user, black_box(qa_headers))
+            header.decide(&RequestFacts::new(black_box(qa_headers)).with_user(user))
         })
     });
     // 50 cookies of ~80 bytes (4 KB), none of them the routing cookie.
@@ -89,7 +69,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("worst_4k_cookie_50_no_match", |b| {
         b.iter(|| {
             let user = list.user_from_cookies([black_box(worst.as_bytes())]);
-            list.decide(user, no_headers)
+            list.decide(&RequestFacts::new(no_headers).with_user(user))
         })
     });
     g.finish();
@@ -122,7 +102,10 @@ fn bench(c: &mut Criterion) {
                 }
                 let route = table.find(host, path_buf)?;
                 let user = percent.user_from_cookies([black_box(member)]);
-                Some((route, percent.decide(user, no_headers)))
+                Some((
+                    route,
+                    percent.decide(&RequestFacts::new(no_headers).with_user(user)),
+                ))
             })
         });
     }

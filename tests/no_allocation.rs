@@ -1,5 +1,5 @@
-//! The routing decision allocates nothing: cookie parsing and `decide()` run under a counting
-//! global allocator and must not touch the heap.
+//! The routing decision allocates nothing: cookie parsing, the request's facts and `decide()`
+//! run under a counting global allocator and must not touch the heap.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use canary_gateway::routing::UserSet;
-use canary_gateway::routing::{percent_bucket, GroupId, Matcher, Mode, Percent, Router, Rule};
+use canary_gateway::routing::{percent_bucket, GroupId, Percent, RequestFacts, Router, Rule};
 
 struct Counting;
 
@@ -37,37 +37,16 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn decide_does_not_allocate() {
     let users = Arc::new(UserSet::from_ids([&b"alice"[..], b"bob"]));
-    let router = Router {
-        group_names: vec!["stable".into(), "canary".into()],
-        cookie: "canary_user".into(),
-        default_group: GroupId(0),
-        rules: vec![
-            Rule {
-                name: "qa".into(),
-                matcher: Matcher::Header {
-                    name: "x-canary-group".into(),
-                    secret: None,
-                    from: Vec::new(),
-                },
-                group: GroupId(0),
-            },
-            Rule {
-                name: "vip".into(),
-                matcher: Matcher::Users { users },
-                group: GroupId(0),
-            },
-            Rule {
-                name: "rollout".into(),
-                matcher: Matcher::Percent {
-                    share: Percent::new(50.0).expect("valid"),
-                    seed: b"s"[..].into(),
-                },
-                group: GroupId(1),
-            },
-        ],
-        mode: Mode::Rules,
-        signing_keys: Vec::new(),
-    };
+    let router = Router::new(vec!["stable".into(), "canary".into()], GroupId(0)).with_rules(vec![
+        Rule::header("qa", "x-canary-group"),
+        Rule::users("vip", users, GroupId(0)),
+        Rule::percent(
+            "rollout",
+            Percent::new(50.0).expect("valid"),
+            b"s",
+            GroupId(1),
+        ),
+    ]);
     let headers: &[(&str, &str)] = &[("x-other", "1")];
     let cookies: [&[u8]; 3] = [
         b"a=1; canary_user=alice",
@@ -91,7 +70,8 @@ fn decide_does_not_allocate() {
     for _ in 0..1000 {
         for (i, cookie) in cookies.iter().enumerate() {
             let user = router.user_from_cookies([*cookie]);
-            got[i][router.decide(user, headers).group.0] += 1;
+            let facts = RequestFacts::new(headers).with_user(user);
+            got[i][router.decide(&facts).group.0] += 1;
         }
     }
     COUNTING.with(|c| c.set(false));

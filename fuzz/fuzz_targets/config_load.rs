@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(!loaded.gateway.routes.is_empty());
             for route in &loaded.gateway.routes {
                 let router = &route.router;
-                assert!(router.default_group.0 < router.group_names.len());
-                assert_eq!(loaded.gateway.groups.len(), router.group_names.len());
+                assert!(router.default_group().0 < router.group_names().len());
+                assert_eq!(loaded.gateway.groups.len(), router.group_names().len());
             }
         }
         Err(e) => assert!(e.to_string().starts_with("fuzz.yaml")),

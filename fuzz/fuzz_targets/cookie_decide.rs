@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use canary_gateway::routing::{GroupId, Matcher, Mode, Percent, Router, Rule};
+use canary_gateway::routing::{GroupId, Percent, RequestFacts, Router, Rule, RuleKind};
 use canary_gateway::routing::UserSet;
 use libfuzzer_sys::fuzz_target;
 
@@ -12,48 +12,31 @@ fn routers() -> &'static [Router; 2] {
     static ROUTERS: OnceLock<[Router; 2]> = OnceLock::new();
     ROUTERS.get_or_init(|| {
         let users = Arc::new(UserSet::from_ids([&b"alice"[..], b"bob", b"a.b"]));
-        let plain = Router {
-            group_names: vec!["stable".into(), "canary".into(), "beta".into()],
-            cookie: "canary_user".into(),
-            default_group: GroupId(0),
-            rules: vec![
-                Rule {
-                    name: "qa".into(),
-                    matcher: Matcher::Header {
-                        name: "x-canary-group".into(),
-                        secret: None,
-                        from: Vec::new(),
-                    },
-                    group: GroupId(0),
+        let plain = Router::new(
+            vec!["stable".into(), "canary".into(), "beta".into()],
+            GroupId(0),
+        )
+        .with_rules(vec![
+            Rule::header("qa", "x-canary-group"),
+            Rule::new(
+                "qa-secret",
+                RuleKind::Header {
+                    header: "x-qa".into(),
+                    secret: Some(b"sekrit-value"[..].into()),
+                    from: Vec::new(),
                 },
-                Rule {
-                    name: "qa-secret".into(),
-                    matcher: Matcher::Header {
-                        name: "x-qa".into(),
-                        secret: Some(b"sekrit-value"[..].into()),
-                        from: Vec::new(),
-                    },
-                    group: GroupId(0),
-                },
-                Rule {
-                    name: "vip".into(),
-                    matcher: Matcher::Users { users },
-                    group: GroupId(2),
-                },
-                Rule {
-                    name: "rollout".into(),
-                    matcher: Matcher::Percent {
-                        share: Percent::new(33.3).unwrap_or_default(),
-                        seed: b"fuzz"[..].into(),
-                    },
-                    group: GroupId(1),
-                },
-            ],
-            mode: Mode::Rules,
-            signing_keys: Vec::new(),
-        };
-        let mut signed = plain.clone();
-        signed.signing_keys = vec![b"fuzzing-key-0123456789"[..].into()];
+            ),
+            Rule::users("vip", users, GroupId(2)),
+            Rule::percent(
+                "rollout",
+                Percent::new(33.3).unwrap_or_default(),
+                b"fuzz",
+                GroupId(1),
+            ),
+        ]);
+        let signed = plain
+            .clone()
+            .with_signing_keys(vec![b"fuzzing-key-0123456789"[..].into()]);
         [plain, signed]
     })
 }
@@ -70,8 +53,8 @@ fuzz_target!(|data: &[u8]| {
         if let Some(id) = user {
             assert!(canary_gateway::routing::is_valid_user_id(id));
         }
-        let decision = router.decide(user, &headers[..]);
-        assert!(decision.group.0 < router.group_names.len());
+        let decision = router.decide(&RequestFacts::new(&headers[..]).with_user(user));
+        assert!(decision.group.0 < router.group_names().len());
         let _ = router.rule_name(&decision);
     }
 });

@@ -12,6 +12,7 @@ mod gateway;
 mod groups;
 mod parse;
 mod routing;
+mod rules;
 pub mod spec;
 #[cfg(test)]
 mod tests;
@@ -31,7 +32,9 @@ pub use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::{unix_now, Certificate, TlsVersion, EXPIRY_WARNING_DAYS};
+pub(crate) use parse::check_token;
 pub use parse::parse_duration;
+pub use rules::{RuleKindSpec, RuleSpec};
 pub use spec::GatewaySpec;
 pub use tls::{certificate_warnings, describe_listeners, Listener, ListenerKind, TlsListener};
 

@@ -56,7 +56,7 @@ pub(super) fn resolve_server(server: &str) -> Result<SocketAddr, String> {
 /// The check of every name the file gives as a token (a route, an admin token, a cookie, a
 /// user set, a header): non-empty, HTTP token characters only (RFC 9110 §5.6.2). `what` names
 /// the kind of name in the error.
-pub(super) fn check_token(name: &str, what: &str) -> Result<(), String> {
+pub(crate) fn check_token(name: &str, what: &str) -> Result<(), String> {
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Err(format!("{name:?} is not a valid {what} (a token)"));
     }

@@ -1,19 +1,16 @@
 //! Validation of the routes (`gateway.routes`, or the single `gateway.routing` block): hosts,
-//! paths, and each route's routing block — cookie, signing keys, rules.
+//! paths, and each route's routing block — cookie, signing keys, rules (each rule in `rules`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::parse::{check_token, header_name, parse_duration};
-use super::spec::{FileOnFailure, FilePlan, FileRule, RouteSpec, RoutingSpec, SigningKeys};
-use super::{
-    key_error, Cidr, KeyError, OnFailure, PlanConfig, RouteConfig,
-    DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE, DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
-    DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN,
-};
+use super::parse::check_token;
+use super::rules::{build_rule, RuleSpec};
+use super::spec::{RouteSpec, RoutingSpec, SigningKeys};
+use super::{key_error, KeyError, PlanConfig, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
 use crate::routing::routes::{normalize_path, RouteMatch, RouteTable};
-use crate::routing::{GroupId, Matcher, Mode, Percent, Router, Rule, UserSet};
+use crate::routing::{GroupId, Router};
 
 /// What validating routing blocks needs from the rest of the file.
 pub(super) struct Context<'a> {
@@ -209,121 +206,24 @@ fn validate_routing(
                 ),
             ));
         }
-        rules.push(validate_rule(rule, &rule_key, cx.base, cx.group_id)?);
-        if let Some(set) = &rule.users_store {
-            let set_key = format!("{rule_key}.users_store");
-            if !cx.has_store {
-                return Err(key_error(set_key, "needs a `gateway.store` section".into()));
-            }
-            check_token(set, "set name").map_err(|m| key_error(set_key.clone(), m))?;
-            store_sets.insert(rule.name.clone(), set.clone());
+        let spec = RuleSpec::from_file(rule, &rule_key)?;
+        let built = build_rule(&spec, &rule_key, cx)?;
+        if let Some(set) = built.store_set {
+            store_sets.insert(spec.name.clone(), set);
         }
-        if let Some(plan) = &rule.plan {
-            let plan_key = format!("{rule_key}.plan");
-            let Some(group) = rule.group.as_ref().filter(|_| rule.percent.is_some()) else {
-                return Err(key_error(
-                    plan_key,
-                    "only a percent rule takes a plan".into(),
-                ));
-            };
-            plans.insert(
-                rule.name.clone(),
-                validate_plan(plan, &plan_key, group, cx)?,
-            );
+        if let Some(plan) = built.plan {
+            plans.insert(spec.name.clone(), plan);
         }
+        rules.push(built.rule);
     }
-    let router = Router {
-        group_names: cx.group_names.to_vec(),
-        cookie: routing.cookie.clone(),
-        default_group,
-        rules,
-        mode: Mode::Rules,
-        signing_keys: signing_keys(routing, key)?,
-    };
+    let router = Router::new(cx.group_names.to_vec(), default_group)
+        .with_cookie(routing.cookie.clone())
+        .with_rules(rules)
+        .with_signing_keys(signing_keys(routing, key)?);
     Ok(RoutingParts {
         router,
         store_sets,
         plans,
-    })
-}
-
-/// A rule's rollout plan; `group` is the rule's (canary) group.
-fn validate_plan(
-    plan: &FilePlan,
-    key: &str,
-    group: &str,
-    cx: &Context<'_>,
-) -> Result<PlanConfig, KeyError> {
-    if plan.steps.is_empty() {
-        return Err(key_error(
-            format!("{key}.steps"),
-            "needs at least one percentage".into(),
-        ));
-    }
-    let mut steps: Vec<Percent> = Vec::with_capacity(plan.steps.len());
-    for (i, step) in plan.steps.iter().enumerate() {
-        let step_key = format!("{key}.steps[{i}]");
-        let percent =
-            Percent::new(*step).map_err(|e| key_error(step_key.clone(), e.to_string()))?;
-        match steps.last() {
-            None if percent.ppm() == 0 => {
-                return Err(key_error(step_key, "the first step must be above 0".into()))
-            }
-            Some(before) if before.ppm() >= percent.ppm() => {
-                return Err(key_error(
-                    step_key,
-                    format!(
-                        "{step} is not above the step before ({}); steps only increase",
-                        before.as_f64()
-                    ),
-                ))
-            }
-            _ => steps.push(percent),
-        }
-    }
-    let hold = parse_duration(&plan.hold).map_err(|m| key_error(format!("{key}.hold"), m))?;
-    (cx.group_id)(format!("{key}.baseline"), &plan.baseline)?;
-    if plan.baseline == group {
-        return Err(key_error(
-            format!("{key}.baseline"),
-            format!("{group:?} is the rule's own group; compare it with another"),
-        ));
-    }
-    let max_error_rate_increase = plan
-        .max_error_rate_increase
-        .unwrap_or(DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE);
-    if !(0.0..=1.0).contains(&max_error_rate_increase) {
-        return Err(key_error(
-            format!("{key}.max_error_rate_increase"),
-            format!("{max_error_rate_increase} is not a share in 0..=1 (0.01 is one point)"),
-        ));
-    }
-    let max_p99_ratio = plan.max_p99_ratio.unwrap_or(DEFAULT_PLAN_MAX_P99_RATIO);
-    if !(max_p99_ratio.is_finite() && max_p99_ratio >= 1.0) {
-        return Err(key_error(
-            format!("{key}.max_p99_ratio"),
-            format!("{max_p99_ratio} is not a ratio of at least 1"),
-        ));
-    }
-    let min_requests = plan.min_requests.unwrap_or(DEFAULT_PLAN_MIN_REQUESTS);
-    if min_requests == 0 {
-        return Err(key_error(
-            format!("{key}.min_requests"),
-            "must be at least 1".into(),
-        ));
-    }
-    Ok(PlanConfig {
-        steps,
-        hold,
-        min_requests,
-        group: group.to_string(),
-        baseline: plan.baseline.clone(),
-        max_error_rate_increase,
-        max_p99_ratio,
-        on_failure: match plan.on_failure {
-            None | Some(FileOnFailure::Rollback) => OnFailure::Rollback,
-            Some(FileOnFailure::Pause) => OnFailure::Pause,
-        },
     })
 }
 
@@ -362,125 +262,4 @@ fn signing_keys(routing: &RoutingSpec, prefix: &str) -> Result<Vec<Box<[u8]>>, K
         ));
     }
     Ok(keys.into_iter().map(|k| k.into_bytes().into()).collect())
-}
-
-fn validate_rule(
-    rule: &FileRule,
-    key: &str,
-    base: &Path,
-    group_id: &dyn Fn(String, &str) -> Result<GroupId, KeyError>,
-) -> Result<Rule, KeyError> {
-    let has_users = rule.users.is_some() || rule.users_file.is_some() || rule.users_store.is_some();
-    let kinds = [rule.header.is_some(), has_users, rule.percent.is_some()]
-        .iter()
-        .filter(|&&k| k)
-        .count();
-    if kinds != 1 {
-        return Err(key_error(
-            key.to_string(),
-            format!(
-                "rule {:?} needs exactly one of `header`, `users`/`users_file`/`users_store` or `percent`",
-                rule.name
-            ),
-        ));
-    }
-    if rule.seed.is_some() && rule.percent.is_none() {
-        return Err(key_error(
-            format!("{key}.seed"),
-            "only percent rules take a seed".into(),
-        ));
-    }
-    let target = |what: &str| -> Result<GroupId, KeyError> {
-        match &rule.group {
-            Some(name) => group_id(format!("{key}.group"), name),
-            None => Err(key_error(
-                format!("{key}.group"),
-                format!("a {what} rule needs a target group"),
-            )),
-        }
-    };
-
-    if rule.header.is_none() && (rule.header_secret.is_some() || rule.from.is_some()) {
-        return Err(key_error(
-            key.to_string(),
-            "`header_secret` and `from` only go with a `header` rule".into(),
-        ));
-    }
-    if let Some(header) = &rule.header {
-        if rule.group.is_some() {
-            return Err(key_error(
-                format!("{key}.group"),
-                "a header rule takes its group from the header value; remove `group`".into(),
-            ));
-        }
-        let name = header_name(header).map_err(|m| key_error(format!("{key}.header"), m))?;
-        let secret = match &rule.header_secret {
-            Some(s) if s.len() < 8 || s.contains(':') => {
-                return Err(key_error(
-                    format!("{key}.header_secret"),
-                    "must be at least 8 characters without ':' (value not shown)".into(),
-                ))
-            }
-            other => other.as_ref().map(|s| s.as_bytes().into()),
-        };
-        let from = rule
-            .from
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, c)| {
-                Cidr::parse(c).map_err(|e| key_error(format!("{key}.from[{i}]"), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if rule.from.as_ref().is_some_and(|f| f.is_empty()) {
-            return Err(key_error(
-                format!("{key}.from"),
-                "needs at least one network".into(),
-            ));
-        }
-        return Ok(Rule {
-            name: rule.name.clone(),
-            matcher: Matcher::Header { name, secret, from },
-            group: GroupId(0),
-        });
-    }
-
-    if has_users {
-        let group = target("users")?;
-        let mut ids: Vec<u8> = Vec::new();
-        for id in rule.users.iter().flatten() {
-            ids.extend_from_slice(id.trim().as_bytes());
-            ids.push(b'\n');
-        }
-        if let Some(path) = &rule.users_file {
-            let full = base.join(path);
-            let text = std::fs::read(&full).map_err(|e| {
-                key_error(
-                    format!("{key}.users_file"),
-                    format!("cannot read {}: {e}", full.display()),
-                )
-            })?;
-            ids.extend_from_slice(&text);
-        }
-        return Ok(Rule {
-            name: rule.name.clone(),
-            matcher: Matcher::Users {
-                users: Arc::new(UserSet::from_lines(&ids)),
-            },
-            group,
-        });
-    }
-
-    let share = Percent::new(rule.percent.unwrap_or_default())
-        .map_err(|e| key_error(format!("{key}.percent"), e.to_string()))?;
-    let group = target("percent")?;
-    let seed = rule.seed.as_deref().unwrap_or(&rule.name);
-    Ok(Rule {
-        name: rule.name.clone(),
-        matcher: Matcher::Percent {
-            share,
-            seed: seed.as_bytes().into(),
-        },
-        group,
-    })
 }

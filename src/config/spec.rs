@@ -492,7 +492,11 @@ pub struct FileRule {
     pub users: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "write_percent"
+    )]
     pub percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<String>,
@@ -508,10 +512,28 @@ pub struct FileRule {
     pub plan: Option<FilePlan>,
 }
 
+/// A percentage as a person writes it: `5`, not `5.0`.
+fn percent_number(percent: f64) -> serde_yaml::Value {
+    if percent.fract() == 0.0 && (0.0..=1e15).contains(&percent) {
+        serde_yaml::Value::from(percent as u64)
+    } else {
+        serde_yaml::Value::from(percent)
+    }
+}
+
+fn write_percent<S: serde::Serializer>(percent: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    percent.map(percent_number).serialize(s)
+}
+
+fn write_steps<S: serde::Serializer>(steps: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(steps.iter().map(|&step| percent_number(step)))
+}
+
 /// A rollout plan on a percent rule (`gateway.routing.rules[i].plan`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePlan {
+    #[serde(serialize_with = "write_steps")]
     pub steps: Vec<f64>,
     /// A duration: the least time at each step.
     pub hold: String,

@@ -2,7 +2,7 @@
 //! named in its error.
 
 use super::*;
-use crate::routing::{GroupId, Matcher, Reason};
+use crate::routing::{GroupId, Reason, RequestFacts, RuleKind};
 use crate::upstreams::{HealthProbe, Selection, Timeouts};
 
 const GOOD: &str = r#"
@@ -26,6 +26,9 @@ gateway:
         percent: 0.5
         group: canary
 "#;
+
+/// A request without headers, for decisions that read only the user id.
+const NO_HEADERS: [(&str, &str); 0] = [];
 
 fn load(text: &str) -> Result<LoadedConfig, ConfigError> {
     load_str(text, "test.yaml", Path::new("."))
@@ -57,18 +60,18 @@ fn good_config_loads_into_typed_values() {
     assert_eq!(gw.routes.len(), 1);
     assert_eq!(gw.routes[0].name, "default");
     let r = &gw.routes[0].router;
-    assert_eq!(r.group_name(r.default_group), "stable");
+    assert_eq!(r.group_name(r.default_group()), "stable");
     assert!(
-        matches!(&r.rules[0].matcher, Matcher::Header { name, .. } if name == "x-canary-group")
+        matches!(r.rules()[0].kind(), RuleKind::Header { header, .. } if header == "x-canary-group")
     );
-    match &r.rules[2].matcher {
-        Matcher::Percent { share, seed } => {
+    match r.rules()[2].kind() {
+        RuleKind::Percent { share, seed, .. } => {
             assert_eq!(share.ppm(), 5_000);
             assert_eq!(&**seed, b"rollout", "seed defaults to the rule name");
         }
         other => panic!("not a percent rule: {other:?}"),
     }
-    let d = r.decide(Some(b"alice"), &[][..]);
+    let d = r.decide(&RequestFacts::new(&NO_HEADERS[..]).with_user(Some(b"alice")));
     assert_eq!(
         (r.group_name(d.group), d.reason),
         ("stable", Reason::UserList)
@@ -407,7 +410,8 @@ fn users_file_resolves_against_the_config_folder() {
     let r = &loaded.gateway.routes[0].router;
     for user in ["alice", "carol", "dave"] {
         assert_eq!(
-            r.decide(Some(user.as_bytes()), &[][..]).reason,
+            r.decide(&RequestFacts::new(&NO_HEADERS[..]).with_user(Some(user.as_bytes())))
+                .reason,
             Reason::UserList,
             "{user}"
         );

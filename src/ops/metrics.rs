@@ -10,7 +10,6 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use prometheus::{Encoder, TextEncoder};
 
-use crate::routing::Matcher;
 use crate::state::metrics::METRICS;
 use crate::state::Controller;
 
@@ -45,10 +44,10 @@ fn refresh(controller: &Controller) {
     }
     m.users.reset();
     for route in &state.routes {
-        for rule in &route.router.rules {
-            if let Matcher::Users { users } = &rule.matcher {
+        for rule in route.router.rules() {
+            if let Some(users) = rule.user_set() {
                 m.users
-                    .with_label_values(&[&route.name, &rule.name])
+                    .with_label_values(&[&route.name, rule.name()])
                     .set(users.len() as i64);
             }
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::config::{GatewaySpec, OnFailure, PlanConfig, RouteConfig};
-use crate::routing::{Matcher, Mode, Router};
+use crate::routing::{Mode, Router, RuleKind};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::verdict::{CONFIDENCE, MAX_MEDIAN_RATIO};
 use crate::state::plan::PlanStatus;
@@ -135,31 +135,36 @@ fn certificates(state: &crate::state::GatewayState) -> Vec<Value> {
 
 /// One route in `/status`: what it matches, its override and its rules with their sources.
 fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
-    let name = router.group_names.as_slice();
+    let name = router.group_names();
     let group = |g: crate::routing::GroupId| name.get(g.0).map_or("?", String::as_str);
     let changes = view.overlay.route(&config.name);
     let rules: Vec<Value> = router
-        .rules
+        .rules()
         .iter()
         .map(|rule| {
-            let mut v = match &rule.matcher {
-                Matcher::Header { name, secret, from } => json!({
-                    "kind": "header",
-                    "header": name,
+            let kind = rule.kind_name().as_str();
+            let mut v = match rule.kind() {
+                RuleKind::Header {
+                    header,
+                    secret,
+                    from,
+                } => json!({
+                    "kind": kind,
+                    "header": header,
                     "needs_secret": secret.is_some(),
                     "from": from.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                 }),
-                Matcher::Users { users } => {
-                    let delta = changes.and_then(|c| c.users.get(&rule.name));
-                    let store_set = config.store_sets.get(&rule.name);
+                RuleKind::Users { users, group: target } => {
+                    let delta = changes.and_then(|c| c.users.get(rule.name()));
+                    let store_set = config.store_sets.get(rule.name());
                     let source = match (store_set, delta) {
                         (Some(_), _) => "store",
                         (None, Some(_)) => "file+api",
                         (None, None) => "file",
                     };
                     json!({
-                        "kind": "users",
-                        "group": group(rule.group),
+                        "kind": kind,
+                        "group": group(*target),
                         "users": users.len(),
                         "users_source": source,
                         "users_store": store_set,
@@ -167,28 +172,32 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
                         "api_removed": delta.map_or(0, |d| d.remove.len()),
                     })
                 }
-                Matcher::Percent { share, seed } => json!({
-                    "kind": "percent",
-                    "group": group(rule.group),
+                RuleKind::Percent {
+                    share,
+                    seed,
+                    group: target,
+                } => json!({
+                    "kind": kind,
+                    "group": group(*target),
                     "percent": share.as_f64(),
                     "percent_source": changes
-                        .filter(|c| c.percent.contains_key(&rule.name))
-                        .map_or("file", |c| match c.percent_by.get(&rule.name) {
+                        .filter(|c| c.percent.contains_key(rule.name()))
+                        .map_or("file", |c| match c.percent_by.get(rule.name()) {
                             Some(by) if by == ACTOR_PLAN => "plan",
                             _ => "api",
                         }),
-                    "percent_set_by": changes.and_then(|c| c.percent_by.get(&rule.name)),
-                    "plan": config.plans.get(&rule.name).map(|_| {
-                        view.overlay.plan(&config.name, &rule.name).map_or("not_started", |p| p.status.as_str())
+                    "percent_set_by": changes.and_then(|c| c.percent_by.get(rule.name())),
+                    "plan": config.plans.get(rule.name()).map(|_| {
+                        view.overlay.plan(&config.name, rule.name()).map_or("not_started", |p| p.status.as_str())
                     }),
                     "seed": String::from_utf8_lossy(seed),
                 }),
             };
-            v["name"] = json!(rule.name);
+            v["name"] = json!(rule.name());
             v
         })
         .collect();
-    let mode = match router.mode {
+    let mode = match router.mode() {
         Mode::Rules => json!("rules"),
         Mode::Rollback => json!("rollback"),
         Mode::Promote(g) => json!({ "promote": group(g) }),
@@ -202,8 +211,8 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         "strip_prefix": config.strip_prefix,
         "mode": mode,
         "mode_source": if from_api { "api" } else { "file" },
-        "default_group": group(router.default_group),
-        "cookie": router.cookie,
+        "default_group": group(router.default_group()),
+        "cookie": router.cookie(),
         "rules": rules,
     })
 }

@@ -1,7 +1,7 @@
 //! The Pingora `ProxyHttp` implementation. Each hook is a few named steps: `request_filter`
-//! works out the client, the user and the request id once and calls `routing::decide()`; the
-//! later hooks read the decision from the per-request context, pick a server through the one
-//! fallback walk in `upstreams`, and set the forwarding headers.
+//! runs the request's steps once (`steps`: identify, match route, check policy, decide,
+//! rewrite); the later hooks read the decision from the per-request context, pick a server
+//! through the one fallback walk in `upstreams`, and set the forwarding headers.
 //!
 //! Above `state` (it reads the live [`GatewayState`]); below `ops`, which hands it an access
 //! log through the [`RequestLog`] interface.
@@ -13,6 +13,7 @@ pub mod guard;
 mod headers;
 pub mod redirect;
 pub mod request_id;
+mod steps;
 pub mod tls;
 mod tunnel;
 pub mod workers;
@@ -24,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderMap, COOKIE};
 use http::{HeaderName, HeaderValue};
 use log::warn;
 use pingora_core::connectors::TransportConnector;
@@ -38,10 +38,8 @@ pub(crate) use errors::http_response;
 use errors::{check_framing, error_status, has_body, send_error_response};
 use request_id::X_REQUEST_ID;
 
-use crate::routing::routes::RouteId;
-use crate::routing::{HeaderLookup, Router};
 use crate::state::metrics::{self, METRICS};
-use crate::state::{GatewayState, RouteScratch};
+use crate::state::GatewayState;
 use crate::upstreams::{self, HostHeader};
 
 /// One request, as logged: one JSON object per line.
@@ -101,32 +99,6 @@ impl CanaryProxy {
 /// Upper bound on connection attempts for one request (each to another server or group).
 const MAX_CONNECT_TRIES: usize = 8;
 
-/// Lets the router read Pingora's request headers without knowing their type.
-struct Headers<'a>(&'a HeaderMap, Option<std::net::IpAddr>);
-
-impl HeaderLookup for Headers<'_> {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.get(name).map(|v| v.as_bytes())
-    }
-
-    fn client_ip(&self) -> Option<std::net::IpAddr> {
-        self.1
-    }
-}
-
-/// The verified user id from the routing cookie; a bad signature is counted and treated as
-/// anonymous.
-fn user_id<'a>(router: &Router, headers: &'a HeaderMap) -> Option<&'a [u8]> {
-    let cookies = headers.get_all(COOKIE).into_iter().map(|v| v.as_bytes());
-    match router.user_from_cookies_checked(cookies) {
-        Ok(user) => user,
-        Err(_) => {
-            METRICS.bad_signatures.inc();
-            None
-        }
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for CanaryProxy {
     /// Boxed: Pingora moves each request's future twice per request, and the context (about
@@ -162,7 +134,7 @@ impl ProxyHttp for CanaryProxy {
     ) -> Result<bool> {
         let state = self.state.load_full();
         let limits = state.limits;
-        route(session, ctx, state)?;
+        steps::route(session, ctx, state)?;
         check_framing(session.req_header(), limits.max_body_bytes)?;
         if session.is_upgrade_req() && forwarding::is_websocket_upgrade(session.req_header()) {
             let closing = self.in_flight.is_closing();
@@ -320,62 +292,6 @@ impl ProxyHttp for CanaryProxy {
     }
 }
 
-/// Works out, once per request, what every later step reads from the context: the request
-/// id, the client, the route (404 when none matches), the verified user id and the route's
-/// decision.
-fn route(session: &Session, ctx: &mut RequestCtx, state: Arc<GatewayState>) -> Result<()> {
-    let peer = session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map(|addr| addr.ip());
-    let request = session.req_header();
-    let headers = &request.headers;
-    ctx.request_id = request_id::from_request(headers);
-    ctx.client = forwarding::client(peer, headers, &state.trusted_proxies);
-    let mut scratch = RouteScratch::default();
-    let found = find_route(&state, request, &mut scratch)?;
-    let Some((route, prefix_len)) = found else {
-        ctx.state = Some(state);
-        return Err(Error::explain(
-            ErrorType::HTTPStatus(404),
-            "no route for this host and path",
-        ));
-    };
-    let router = &state.routes[route.0].router;
-    let user = user_id(router, headers);
-    ctx.decision = Some(router.decide(user, &Headers(headers, ctx.client.ip)));
-    if state.selects_by_user {
-        ctx.client.user = user.map(Box::from);
-    }
-    // `strip_prefix`: the upstream's target, from the path normalized for the lookup.
-    if state.routes[route.0].strip_prefix && prefix_len > 0 {
-        let target = stripped_target(&scratch.path, prefix_len, request.raw_path())?;
-        ctx.upstream_target = Some(Box::new(target));
-    }
-    ctx.route = Some(route);
-    ctx.state = Some(state);
-    Ok(())
-}
-
-/// The route for the request's host (`Host`, or the target's authority) and path (normalized
-/// into `scratch`); a path that climbs above `/` is a 400.
-fn find_route(
-    state: &GatewayState,
-    request: &RequestHeader,
-    scratch: &mut RouteScratch,
-) -> Result<Option<(RouteId, usize)>> {
-    if state.table.is_none() {
-        return Ok(Some((RouteId(0), 0)));
-    }
-    state
-        .find_route(
-            forwarding::request_host(request),
-            request.raw_path(),
-            scratch,
-        )
-        .map_err(|_| errors::bad_request("the path climbs above /"))
-}
-
 /// What the route and the serving group change in the request the upstream gets: the path
 /// without the route's prefix (`strip_prefix`), and the group's `host_header`.
 fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
@@ -395,23 +311,6 @@ fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result
         Some(HostHeader::Client) | None => {}
     }
     Ok(())
-}
-
-/// The target without the first `prefix_len` bytes of the normalized path (the matched route
-/// prefix), always starting with `/`, the query of the `raw` target kept: `/api/x?q` with
-/// `/api/` → `/x?q`.
-fn stripped_target(normalized: &[u8], prefix_len: usize, raw: &[u8]) -> Result<http::Uri> {
-    let rest = normalized.get(prefix_len..).unwrap_or_default();
-    let mut target = Vec::with_capacity(rest.len() + 1);
-    if !rest.starts_with(b"/") {
-        target.push(b'/');
-    }
-    target.extend_from_slice(rest);
-    if let Some(query) = raw.iter().position(|&b| b == b'?') {
-        target.extend_from_slice(&raw[query..]);
-    }
-    http::Uri::try_from(target)
-        .map_err(|_| Error::explain(ErrorType::InternalError, "stripped target is not a URI"))
 }
 
 /// Counts a piece of the request body against the limits: 413 over `max_body_bytes`, 408 once
@@ -653,7 +552,6 @@ fn log_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::routes::normalize_path;
     use pingora_core::ErrorSource;
 
     /// A request that failed after it was sent is sent again only when that is harmless: once,
@@ -701,21 +599,5 @@ mod tests {
             !may_resend(&again, &request("GET", &[]), &reset),
             "at most once"
         );
-    }
-
-    #[test]
-    fn prefixes_are_stripped_from_the_normalized_path() {
-        let strip = |raw: &str, len| {
-            let mut normalized = Vec::new();
-            normalize_path(raw.as_bytes(), &mut normalized).expect("normal path");
-            stripped_target(&normalized, len, raw.as_bytes())
-                .expect("uri")
-                .to_string()
-        };
-        assert_eq!(strip("/api/x?q=1", 5), "/x?q=1");
-        assert_eq!(strip("/api/x", 4), "/x");
-        assert_eq!(strip("/api", 4), "/");
-        assert_eq!(strip("/api/", 5), "/");
-        assert_eq!(strip("/x/../api/y", 5), "/y");
     }
 }

@@ -14,7 +14,7 @@ use super::plan::{transition, PlanAction, PlanCommand, PlanEvent, PlanState, Pla
 use super::store::{Change, Store};
 use super::StateError;
 use crate::config::PlanConfig;
-use crate::routing::{Matcher, Percent};
+use crate::routing::{Kind, Percent};
 
 /// Tries at a change when other nodes keep writing first.
 const CHANGE_TRIES: usize = 5;
@@ -100,9 +100,7 @@ impl Controller {
             format!("percent set to {}", percent.as_f64()),
         );
         self.change(entry, |inner, overlay| {
-            find_rule_of_kind(&inner.base, route, rule, "percent", |m| {
-                matches!(m, Matcher::Percent { .. })
-            })?;
+            find_rule_of_kind(&inner.base, route, rule, Kind::Percent)?;
             if let Some(plan) = overlay.plan(route, rule).filter(|p| p.status.is_active()) {
                 return Err(StateError::conflict(format!(
                         "rule {rule:?} is driven by its rollout plan ({}); pause is not enough: abort the plan first",
@@ -156,9 +154,7 @@ impl Controller {
             users_detail(add, remove),
         );
         self.change(entry, |inner, overlay| {
-            find_rule_of_kind(&inner.base, route, rule, "users", |m| {
-                matches!(m, Matcher::Users { .. })
-            })?;
+            find_rule_of_kind(&inner.base, route, rule, Kind::Users)?;
             route_of(overlay, route)
                 .users
                 .entry(rule.to_string())
@@ -517,12 +513,9 @@ fn live_percent(inner: &Inner, overlay: &Overlay, route: &str, rule: &str) -> f6
     inner
         .base
         .route(route)
-        .and_then(|r| r.router.rules.iter().find(|x| x.name == rule))
-        .and_then(|r| match &r.matcher {
-            Matcher::Percent { share, .. } => Some(share.as_f64()),
-            _ => None,
-        })
-        .unwrap_or(0.0)
+        .and_then(|r| r.router.rule(rule))
+        .and_then(|r| r.share())
+        .map_or(0.0, |share| share.as_f64())
 }
 
 /// The plan of `route`'s rule `rule` (`NotFound` when there is none).
@@ -606,16 +599,8 @@ mod tests {
 
     fn percent_of(c: &Controller, rule: &str) -> f64 {
         let view = c.view();
-        let rule = view.state.routes[0]
-            .router
-            .rules
-            .iter()
-            .find(|r| r.name == rule)
-            .expect("rule");
-        match &rule.matcher {
-            Matcher::Percent { share, .. } => share.as_f64(),
-            _ => panic!("a percent rule"),
-        }
+        let rule = view.state.routes[0].router.rule(rule).expect("rule");
+        rule.share().expect("a percent rule").as_f64()
     }
 
     fn figures() -> StepFigures {
@@ -647,15 +632,16 @@ mod tests {
             .await
             .expect("change");
         let status = controller.view();
-        let vip = &status.state.routes[0].router.rules[1];
-        assert_eq!(vip.name, "vip");
-        let Matcher::Users { users } = &vip.matcher else {
-            panic!("vip is a users rule")
-        };
+        let vip = &status.state.routes[0].router.rules()[1];
+        assert_eq!(vip.name(), "vip");
+        let users = vip.user_set().expect("vip is a users rule");
         assert_eq!(users.len(), 2, "alice out, zoe in");
-        let rule = |user| {
+        let rule = |user: &str| {
             let e = controller
-                .explain(None, None, Some(user), None)
+                .explain(&crate::state::ExplainQuery {
+                    user: Some(user.into()),
+                    ..Default::default()
+                })
                 .expect("explained");
             let decision = e.decision.expect("a route serves every request");
             e.state.routes[0].rule_name(&decision).to_string()

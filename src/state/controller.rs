@@ -20,11 +20,10 @@ use super::metrics::METRICS;
 use super::overlay::{apply_overlay, read_state_file, write_state_file, ControlMessage, Overlay};
 use super::plan::{PlanState, PlanStatus};
 use super::store::Store;
-use super::{GatewayState, RouteScratch, StateError};
+use super::{GatewayState, StateError};
 use crate::config::{self, GatewayConfig, GatewaySpec, PlanConfig, RouteConfig};
-use crate::routing::routes::RouteId;
-use crate::routing::{is_valid_user_id, Decision, HeaderLookup, Matcher, Router};
-use crate::upstreams::{self, Pool};
+use crate::routing::{is_valid_user_id, Kind, Router, Rule};
+use crate::upstreams::Pool;
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -252,10 +251,10 @@ impl Controller {
     pub fn is_member(&self, route: &str, rule: &str, id: &str) -> Result<bool, StateError> {
         let state = self.state.load_full();
         let live = state.routes.iter().find(|r| r.name == route);
-        let matcher = rule_of_kind(live.map(|r| &*r.router), route, rule, "users", |m| {
-            matches!(m, Matcher::Users { .. })
-        })?;
-        Ok(matches!(matcher, Matcher::Users { users } if users.contains(id.as_bytes())))
+        let rule = rule_of_kind(live.map(|r| &*r.router), route, rule, Kind::Users)?;
+        Ok(rule
+            .user_set()
+            .is_some_and(|users| users.contains(id.as_bytes())))
     }
 
     /// The plans that run now, with their settings.
@@ -456,66 +455,6 @@ impl Controller {
             store: self.store.clone(),
         }
     }
-
-    /// `GET /explain`: the route for `host` and `path` (when no host is given, any host; the
-    /// path defaults to `/`), what its rules decide for this user (and override header
-    /// value), and where the fallback walk would serve it right now.
-    pub fn explain(
-        &self,
-        host: Option<&str>,
-        path: Option<&str>,
-        user: Option<&str>,
-        header: Option<&str>,
-    ) -> Result<Explanation, StateError> {
-        let state = self.state.load_full();
-        let mut scratch = RouteScratch::default();
-        let found = state
-            .find_route(
-                host.unwrap_or("").as_bytes(),
-                path.unwrap_or("/").as_bytes(),
-                &mut scratch,
-            )
-            .map_err(|e| StateError::invalid_field("path", e.to_string()))?;
-        let Some((route, _)) = found else {
-            return Ok(Explanation {
-                state,
-                route: None,
-                user_valid: false,
-                decision: None,
-                group_healthy: false,
-                served_by: None,
-            });
-        };
-        let router = &state.routes[route.0].router;
-        let valid_user = user
-            .filter(|u| is_valid_user_id(u.as_bytes()))
-            .map(str::as_bytes);
-        let headers = ExplainHeaders {
-            router,
-            value: header,
-        };
-        let decision = router.decide(valid_user, &headers);
-        let group_healthy = state
-            .pools
-            .get(decision.group.0)
-            .is_some_and(|p| p.any_healthy());
-        let served_by = upstreams::pick(
-            &state.pools,
-            decision.group,
-            valid_user.unwrap_or_default(),
-            &[],
-            None,
-        )
-        .map(|pick| pick.group);
-        Ok(Explanation {
-            user_valid: valid_user.is_some(),
-            route: Some(route),
-            decision: Some(decision),
-            group_healthy,
-            served_by,
-            state,
-        })
-    }
 }
 
 /// A plan that runs now.
@@ -552,37 +491,6 @@ pub struct View {
     pub overlay_warnings: Vec<String>,
     pub last_reload: Option<ReloadOutcome>,
     pub store: Option<Arc<Store>>,
-}
-
-/// The answer of `GET /explain`.
-pub struct Explanation {
-    /// The state the decision was made on (for group and rule names).
-    pub state: Arc<GatewayState>,
-    /// The route that serves the host and path (`None`: no route, the request gets 404).
-    pub route: Option<RouteId>,
-    pub user_valid: bool,
-    pub decision: Option<Decision>,
-    /// Whether the decided group has a healthy server.
-    pub group_healthy: bool,
-    /// The group the fallback walk picks now (`None`: nothing can serve).
-    pub served_by: Option<crate::routing::GroupId>,
-}
-
-/// Gives the explain endpoint's header value to every header rule.
-struct ExplainHeaders<'a> {
-    router: &'a Router,
-    value: Option<&'a str>,
-}
-
-impl HeaderLookup for ExplainHeaders<'_> {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        let is_rule_header = self
-            .router
-            .rules
-            .iter()
-            .any(|r| matches!(&r.matcher, Matcher::Header { name: n, .. } if n == name));
-        self.value.filter(|_| is_rule_header).map(str::as_bytes)
-    }
 }
 
 /// Sets the control-state gauges: the version and each plan's step.
@@ -630,37 +538,32 @@ pub(super) fn find_rule_of_kind(
     config: &GatewayConfig,
     route: &str,
     name: &str,
-    kind: &str,
-    is_kind: impl Fn(&Matcher) -> bool,
+    kind: Kind,
 ) -> Result<(), StateError> {
     let router = config.route(route).map(|r| &*r.router);
-    rule_of_kind(router, route, name, kind, is_kind).map(|_| ())
+    rule_of_kind(router, route, name, kind).map(|_| ())
 }
 
-/// The matcher of rule `name` in `router` (the router of `route`, `None` when there is no such
-/// route: `NotFound`), which must be of `kind` (`NotFound` when there is no such rule, `Invalid`
+/// Rule `name` in `router` (the router of `route`, `None` when there is no such route:
+/// `NotFound`), which must be of `kind` (`NotFound` when there is no such rule, `Invalid`
 /// naming `name` when it is another kind).
 fn rule_of_kind<'a>(
     router: Option<&'a Router>,
     route: &str,
     name: &str,
-    kind: &str,
-    is_kind: impl Fn(&Matcher) -> bool,
-) -> Result<&'a Matcher, StateError> {
+    kind: Kind,
+) -> Result<&'a Rule, StateError> {
     let router =
         router.ok_or_else(|| StateError::not_found(format!("no route named {route:?}")))?;
-    let matcher = router
-        .rules
-        .iter()
-        .find(|r| r.name == name)
-        .map(|r| &r.matcher)
+    let rule = router
+        .rule(name)
         .ok_or_else(|| StateError::not_found(format!("no rule named {name:?}")))?;
-    if is_kind(matcher) {
-        Ok(matcher)
+    if rule.kind_name() == kind {
+        Ok(rule)
     } else {
         Err(StateError::invalid_field(
             "name",
-            format!("rule {name:?} is not a {kind} rule"),
+            format!("rule {name:?} is not a {} rule", kind.as_str()),
         ))
     }
 }
@@ -678,14 +581,12 @@ fn build_state(
     // Store-backed rules take the store's snapshot once one was loaded.
     if let Some(store) = store {
         for (route, router) in config.routes.iter().zip(&mut routers) {
-            for rule in &mut router.rules {
-                let Some(set) = route.store_sets.get(&rule.name) else {
+            for rule in router.rules_mut() {
+                let Some(set) = route.store_sets.get(rule.name()) else {
                     continue;
                 };
-                if let (Matcher::Users { users }, Some(snapshot)) =
-                    (&mut rule.matcher, store.snapshot(set))
-                {
-                    *users = snapshot;
+                if let Some(snapshot) = store.snapshot(set) {
+                    rule.set_user_set(snapshot);
                 }
             }
         }

@@ -217,9 +217,13 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     pub fn new(route: &str, router: &Router) -> Self {
-        let mut rule_names: Vec<String> = router.rules.iter().map(|r| r.name.clone()).collect();
+        let mut rule_names: Vec<String> = router
+            .rules()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
         rule_names.push("default".into());
-        let groups = router.group_names.len();
+        let groups = router.group_names().len();
         RequestMetrics {
             route: route.to_string(),
             counters: (0..groups * rule_names.len())
@@ -227,7 +231,7 @@ impl RequestMetrics {
                 .collect(),
             histograms: (0..groups).map(|_| OnceLock::new()).collect(),
             stats: (0..groups).map(|_| OnceLock::new()).collect(),
-            group_names: router.group_names.clone(),
+            group_names: router.group_names().to_vec(),
             rule_names,
         }
     }

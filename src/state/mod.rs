@@ -10,6 +10,7 @@ mod changes;
 pub mod cluster;
 pub mod controller;
 mod error;
+mod explain;
 pub mod figures;
 pub mod history;
 pub mod metrics;
@@ -23,10 +24,9 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 pub use changes::Changed;
-pub use controller::{
-    ConfigSource, ControlView, Controller, Explanation, PlanReport, RunningPlan, View,
-};
+pub use controller::{ConfigSource, ControlView, Controller, PlanReport, RunningPlan, View};
 pub use error::{ErrorKind, StateError};
+pub use explain::{ExplainQuery, Explanation};
 pub use overlay::{Overlay, OverlayMode, UsersDelta};
 
 use crate::config::{Cidr, GatewayConfig, Limits, ListenerKind, TlsListener};

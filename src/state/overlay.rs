@@ -12,7 +12,7 @@ use super::audit::AuditEntry;
 use super::plan::PlanState;
 use super::StateError;
 use crate::config::{RouteConfig, DEFAULT_ROUTE};
-use crate::routing::{Matcher, Mode, Percent, Router};
+use crate::routing::{Mode, Percent, Router};
 
 /// Changes made through the admin API and by plans, laid over the configuration file. This is
 /// the control state every node shares through the store, and what the state file holds: a
@@ -174,7 +174,7 @@ pub fn apply_overlay(routes: &[RouteConfig], overlay: &Overlay) -> (Vec<Router>,
 fn apply_route(base: &Router, mode: &OverlayMode, changes: &RouteOverlay) -> (Router, Vec<String>) {
     let mut router = base.clone();
     let mut warnings = Vec::new();
-    router.mode = match mode {
+    router.set_mode(match mode {
         OverlayMode::Rules => Mode::Rules,
         OverlayMode::Rollback => Mode::Rollback,
         OverlayMode::Promote(name) => match base.group_by_name(name.as_bytes()) {
@@ -186,31 +186,34 @@ fn apply_route(base: &Router, mode: &OverlayMode, changes: &RouteOverlay) -> (Ro
                 Mode::Rules
             }
         },
-    };
+    });
     for (name, percent) in &changes.percent {
-        match router.rules.iter_mut().find(|r| &r.name == name) {
-            Some(rule) => match (&mut rule.matcher, Percent::new(*percent)) {
-                (Matcher::Percent { share, .. }, Ok(new)) => *share = new,
-                _ => warnings.push(format!(
-                    "percent for rule {name:?} ignored: not a percent rule now"
-                )),
-            },
+        match router.rule_mut(name) {
+            Some(rule) => {
+                let set = Percent::new(*percent).is_ok_and(|new| rule.set_share(new));
+                if !set {
+                    warnings.push(format!(
+                        "percent for rule {name:?} ignored: not a percent rule now"
+                    ));
+                }
+            }
             None => warnings.push(format!("percent for rule {name:?} ignored: no such rule")),
         }
     }
     for (name, delta) in &changes.users {
-        match router.rules.iter_mut().find(|r| &r.name == name) {
-            Some(rule) => match &mut rule.matcher {
-                Matcher::Users { users } => {
-                    let add = delta.add.iter().map(String::as_bytes);
-                    let remove = delta.remove.iter().map(String::as_bytes);
-                    *users = Arc::new(users.with_changes(add, remove));
-                }
-                _ => warnings.push(format!(
-                    "users for rule {name:?} ignored: not a users rule now"
-                )),
-            },
-            None => warnings.push(format!("users for rule {name:?} ignored: no such rule")),
+        let Some(rule) = router.rule_mut(name) else {
+            warnings.push(format!("users for rule {name:?} ignored: no such rule"));
+            continue;
+        };
+        let add = delta.add.iter().map(String::as_bytes);
+        let remove = delta.remove.iter().map(String::as_bytes);
+        match rule.user_set().map(|users| users.with_changes(add, remove)) {
+            Some(users) => {
+                rule.set_user_set(Arc::new(users));
+            }
+            None => warnings.push(format!(
+                "users for rule {name:?} ignored: not a users rule now"
+            )),
         }
     }
     (router, warnings)
@@ -270,7 +273,7 @@ mod tests {
             ..Overlay::default()
         };
         let (routers, warnings) = apply_overlay(&base.routes, &overlay);
-        assert_eq!(routers[0].mode, Mode::Rules);
+        assert_eq!(routers[0].mode(), Mode::Rules);
         assert_eq!(warnings.len(), 5, "{warnings:?}");
     }
 
@@ -289,14 +292,8 @@ mod tests {
             .insert("vip".into(), delta);
         let (routers, warnings) = apply_overlay(&base.routes, &overlay);
         assert!(warnings.is_empty(), "{warnings:?}");
-        let vip = routers[0]
-            .rules
-            .iter()
-            .find(|r| r.name == "vip")
-            .expect("vip");
-        let Matcher::Users { users } = &vip.matcher else {
-            panic!("vip is a users rule")
-        };
+        let vip = routers[0].rule("vip").expect("vip");
+        let users = vip.user_set().expect("vip is a users rule");
         assert!(users.contains(b"zoe") && !users.contains(b"alice"));
     }
 
@@ -325,9 +322,9 @@ mod tests {
         let mut overlay = Overlay::default();
         overlay.routes.entry("default".into()).or_default().mode = OverlayMode::Rollback;
         let (routers, _) = apply_overlay(&base.routes, &overlay);
-        assert_eq!(routers[0].mode, Mode::Rollback);
+        assert_eq!(routers[0].mode(), Mode::Rollback);
         overlay.mode = OverlayMode::Promote("canary".into());
         let (routers, _) = apply_overlay(&base.routes, &overlay);
-        assert!(matches!(routers[0].mode, Mode::Promote(_)));
+        assert!(matches!(routers[0].mode(), Mode::Promote(_)));
     }
 }

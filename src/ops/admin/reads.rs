@@ -6,9 +6,10 @@ use serde_json::Value;
 use super::answer::{to_json, ApiError, Reply};
 use super::bodies::{Audit, History, Membership, WhoAmI};
 use super::request::Call;
+use crate::config::check_token;
 use crate::ops::views;
 use crate::state::audit::{unix_ms, AUDIT_LIMIT};
-use crate::state::history;
+use crate::state::{history, ExplainQuery};
 
 /// `GET /status`.
 pub(super) async fn status(call: Call<'_>) -> Result<Value, ApiError> {
@@ -58,22 +59,45 @@ pub(super) async fn config(call: Call<'_>) -> Result<Reply, ApiError> {
         })
 }
 
-/// `GET /explain?host=&path=&user=&header=`: which route, group and rule a request would get.
+/// `GET /explain?host=&path=&user=&header=&header.NAME=&client=`: which route, group and rule
+/// a request would get.
 pub(super) async fn explain(call: Call<'_>) -> Result<Value, ApiError> {
-    let (host, path, user, header) = (
-        call.query("host"),
-        call.query("path"),
-        call.query("user"),
-        call.query("header"),
-    );
-    let (host, path, user, header) = (
-        host.as_deref(),
-        path.as_deref(),
-        user.as_deref(),
-        header.as_deref(),
-    );
-    let explanation = call.controller.explain(host, path, user, header)?;
-    Ok(views::explain(&explanation, host, path, user, header))
+    let q = explain_query(&call)?;
+    let explanation = call.controller.explain(&q)?;
+    Ok(views::explain(
+        &explanation,
+        q.host.as_deref(),
+        q.path.as_deref(),
+        q.user.as_deref(),
+        q.header.as_deref(),
+    ))
+}
+
+/// The request `GET /explain` describes: `host`, `path`, `user`, `header` (a value for every
+/// header rule), `header.NAME=VALUE` (a named header, repeatable) and `client` (an address).
+/// The first of a repeated parameter wins, as [`Call::query`] reads it.
+fn explain_query(call: &Call<'_>) -> Result<ExplainQuery, ApiError> {
+    let mut q = ExplainQuery {
+        host: call.query("host"),
+        path: call.query("path"),
+        user: call.query("user"),
+        header: call.query("header"),
+        ..ExplainQuery::default()
+    };
+    if let Some(client) = call.query("client") {
+        let ip = client.parse().map_err(|_| {
+            ApiError::bad_request("client", format!("{client:?} is not an IP address"))
+        })?;
+        q.client = Some(ip);
+    }
+    for (key, value) in call.query_pairs() {
+        let Some(name) = key.strip_prefix("header.") else {
+            continue;
+        };
+        check_token(name, "header name").map_err(|m| ApiError::bad_request("header", m))?;
+        q.headers.push((name.to_string(), value.into_owned()));
+    }
+    Ok(q)
 }
 
 /// `GET /audit?limit=N`: with a store, the trail every node writes to (this node's own copy

@@ -78,6 +78,11 @@ impl<'a> Call<'a> {
         query_param(self.query, name)
     }
 
+    /// Every decoded query pair, in order (for parameters whose names vary: `header.NAME`).
+    pub fn query_pairs(&self) -> form_urlencoded::Parse<'a> {
+        form_urlencoded::parse(self.query.unwrap_or_default().as_bytes())
+    }
+
     /// The body as the typed request `T` (at most [`MAX_ADMIN_BODY`] bytes; see [`parse_body`]).
     pub async fn body<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
         parse_body(&read_body(self.session).await?)

@@ -1,0 +1,171 @@
+//! `GET /explain`: what the gateway would do with a request described by its parts. The
+//! inputs become a [`RequestFacts`] and go through the same [`Router::decide`] and fallback
+//! walk as a real request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::controller::Controller;
+use super::{GatewayState, RouteScratch, StateError};
+use crate::routing::routes::RouteId;
+use crate::routing::{is_valid_user_id, Decision, GroupId, RequestFacts, Router, RuleKind};
+use crate::upstreams;
+
+/// The request that explain describes. Everything is optional: no host matches any host, the
+/// path defaults to `/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExplainQuery {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    /// The user id, as the routing cookie would carry it (unsigned).
+    pub user: Option<String>,
+    /// A value for every header rule's header (the original `header=` input), unless
+    /// `headers` names that header.
+    pub header: Option<String>,
+    /// Request headers by name (`header.NAME=VALUE`), in order.
+    pub headers: Vec<(String, String)>,
+    /// The client's address, which header rules with `from` read.
+    pub client: Option<IpAddr>,
+}
+
+/// The answer of `GET /explain`.
+pub struct Explanation {
+    /// The state the decision was made on (for group and rule names).
+    pub state: Arc<GatewayState>,
+    /// The route that serves the host and path (`None`: no route, the request gets 404).
+    pub route: Option<RouteId>,
+    pub user_valid: bool,
+    pub decision: Option<Decision>,
+    /// Whether the decided group has a healthy server.
+    pub group_healthy: bool,
+    /// The group the fallback walk picks now (`None`: nothing can serve).
+    pub served_by: Option<GroupId>,
+}
+
+impl Controller {
+    /// `GET /explain`: the route for the query's host and path, what its rules decide for the
+    /// request it describes, and where the fallback walk would serve it right now.
+    pub fn explain(&self, query: &ExplainQuery) -> Result<Explanation, StateError> {
+        let state = self.state().load_full();
+        let path = query.path.as_deref().unwrap_or("/");
+        let mut scratch = RouteScratch::default();
+        let found = state
+            .find_route(
+                query.host.as_deref().unwrap_or("").as_bytes(),
+                path.as_bytes(),
+                &mut scratch,
+            )
+            .map_err(|e| StateError::invalid_field("path", e.to_string()))?;
+        let Some((route, _)) = found else {
+            return Ok(Explanation {
+                state,
+                route: None,
+                user_valid: false,
+                decision: None,
+                group_healthy: false,
+                served_by: None,
+            });
+        };
+        let router = &state.routes[route.0].router;
+        let user = query
+            .user
+            .as_deref()
+            .map(str::as_bytes)
+            .filter(|u| is_valid_user_id(u));
+        let headers = explain_headers(router, query);
+        let facts = RequestFacts::new(headers.as_slice())
+            .with_target(path.as_bytes())
+            .with_client(query.client)
+            .with_user(user);
+        let decision = router.decide(&facts);
+        let group_healthy = state
+            .pools
+            .get(decision.group.0)
+            .is_some_and(|p| p.any_healthy());
+        let served_by = upstreams::pick(
+            &state.pools,
+            decision.group,
+            user.unwrap_or_default(),
+            &[],
+            None,
+        )
+        .map(|pick| pick.group);
+        Ok(Explanation {
+            user_valid: user.is_some(),
+            route: Some(route),
+            decision: Some(decision),
+            group_healthy,
+            served_by,
+            state,
+        })
+    }
+}
+
+/// The request headers explain decides on: the named ones, then the `header` value under the
+/// name of each header rule that the named ones leave out.
+fn explain_headers<'a>(router: &'a Router, query: &'a ExplainQuery) -> Vec<(&'a str, &'a str)> {
+    let mut headers: Vec<(&str, &str)> = query
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    if let Some(value) = &query.header {
+        for rule in router.rules() {
+            if let RuleKind::Header { header, .. } = rule.kind() {
+                if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(header)) {
+                    headers.push((header, value));
+                }
+            }
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::GroupId;
+
+    fn router() -> Router {
+        Router::new(vec!["stable".into(), "canary".into()], GroupId(0)).with_rules(vec![
+            crate::routing::Rule::header("qa", "x-canary-group"),
+            crate::routing::Rule::header("qa2", "x-qa"),
+        ])
+    }
+
+    /// The `header` value goes to every header rule's header that no named header sets.
+    #[test]
+    fn header_value_fills_each_header_rule() {
+        let query = ExplainQuery {
+            header: Some("canary".into()),
+            headers: vec![("X-QA".into(), "stable".into())],
+            ..ExplainQuery::default()
+        };
+        let r = router();
+        let headers = explain_headers(&r, &query);
+        assert_eq!(
+            headers,
+            [("X-QA", "stable"), ("x-canary-group", "canary")],
+            "named headers win over the shared value"
+        );
+    }
+
+    /// Named headers alone decide: a header no rule reads changes nothing.
+    #[test]
+    fn named_headers_reach_the_decision() {
+        let r = router();
+        let decide = |headers: Vec<(String, String)>| {
+            let query = ExplainQuery {
+                headers,
+                ..ExplainQuery::default()
+            };
+            let headers = explain_headers(&r, &query);
+            r.decide(&RequestFacts::new(headers.as_slice())).group
+        };
+        assert_eq!(decide(vec![("x-qa".into(), "canary".into())]), GroupId(1));
+        assert_eq!(
+            decide(vec![("x-other".into(), "canary".into())]),
+            GroupId(0)
+        );
+    }
+}
