@@ -10,9 +10,9 @@ use http::{HeaderName, HeaderValue};
 use super::parse::{check_token, header_name, positive_duration};
 use super::spec::{AdminSpec, DecisionHeaderSpec, GatewaySpec, LimitsSpec, RoleSpec, StoreSpec};
 use super::{
-    groups, key_error, routing, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr, DemoOrigin,
-    GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig, DEFAULT_ADMIN_TOKEN_NAME,
-    DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
+    groups, key_error, routing, rules, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr,
+    DemoOrigin, GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig,
+    DEFAULT_ADMIN_TOKEN_NAME, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
 };
 use crate::routing::GroupId;
 
@@ -62,7 +62,7 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
     let routes = routing::validate_routes(
         file.routing.as_ref(),
         file.routes.as_deref(),
-        &routing::Context {
+        &rules::Context {
             base,
             group_names: &group_names,
             group_id: &group_id,

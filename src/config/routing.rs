@@ -2,24 +2,14 @@
 //! paths, and each route's routing block — cookie, signing keys, rules (each rule in `rules`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::parse::check_token;
-use super::rules::{build_rule, RuleSpec};
+use super::rules::{build_rule, Context, RuleSpec};
 use super::spec::{RouteSpec, RoutingSpec, SigningKeys};
 use super::{key_error, KeyError, PlanConfig, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
 use crate::routing::routes::{normalize_path, RouteMatch, RouteTable};
-use crate::routing::{GroupId, Router};
-
-/// What validating routing blocks needs from the rest of the file.
-pub(super) struct Context<'a> {
-    pub(super) base: &'a Path,
-    pub(super) group_names: &'a [String],
-    pub(super) group_id: &'a dyn Fn(String, &str) -> Result<GroupId, KeyError>,
-    /// Whether `gateway.store` is configured (for `users_store`).
-    pub(super) has_store: bool,
-}
+use crate::routing::Router;
 
 /// The routes: exactly one of `routing` (one route, `default`, for every host and path) and
 /// `routes`.

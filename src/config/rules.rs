@@ -6,19 +6,27 @@
 //! `users_file` / `users_store`, `percent`). [`RuleSpec::from_file`] is the only place that
 //! reads it from the keys; everything after matches on [`RuleKindSpec`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::parse::{check_token, header_name, parse_duration};
-use super::routing::Context;
 use super::spec::{FileOnFailure, FilePlan, FileRule};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE,
     DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
 };
-use crate::routing::{Percent, Rule, RuleKind, UserSet};
+use crate::routing::{GroupId, Percent, Rule, RuleKind, UserSet};
+
+/// What validating routing blocks needs from the rest of the file.
+pub(super) struct Context<'a> {
+    pub(super) base: &'a Path,
+    pub(super) group_names: &'a [String],
+    pub(super) group_id: &'a dyn Fn(String, &str) -> Result<GroupId, KeyError>,
+    /// Whether `gateway.store` is configured (for `users_store`).
+    pub(super) has_store: bool,
+}
 
 /// One rule as the file (or the API) writes it: its name and its kind. Serialized back, it is
 /// the same YAML shape the file uses (no kind key; only the keys that are set).

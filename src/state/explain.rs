@@ -168,4 +168,43 @@ mod tests {
             GroupId(0)
         );
     }
+
+    fn demo() -> Controller {
+        let loaded = crate::config::load_demo().expect("demo");
+        Controller::new(
+            super::super::ConfigSource::Demo,
+            loaded.spec,
+            loaded.gateway,
+        )
+        .expect("controller")
+    }
+
+    /// A named header reaches the demo's QA rule; `header` still goes to every header rule;
+    /// a header of another name decides nothing.
+    #[test]
+    fn explain_decides_on_named_headers() {
+        let controller = demo();
+        let explain = |query: ExplainQuery| {
+            let e = controller.explain(&query).expect("explained");
+            let d = e.decision.expect("a route serves every request");
+            (e.state.group_name(d.group).to_string(), d.reason.as_str())
+        };
+        let named = ExplainQuery {
+            user: Some("alice".into()),
+            headers: vec![("X-Canary-Group".into(), "canary".into())],
+            ..ExplainQuery::default()
+        };
+        assert_eq!(explain(named), ("canary".to_string(), "header"));
+        let shared = ExplainQuery {
+            header: Some("canary".into()),
+            ..ExplainQuery::default()
+        };
+        assert_eq!(explain(shared), ("canary".to_string(), "header"));
+        let other = ExplainQuery {
+            user: Some("alice".into()),
+            headers: vec![("x-other".into(), "canary".into())],
+            ..ExplainQuery::default()
+        };
+        assert_eq!(explain(other), ("stable".to_string(), "user_list"));
+    }
 }
