@@ -477,7 +477,7 @@ pub enum SigningKeys {
 }
 
 pub(super) fn default_cookie() -> String {
-    "canary_user".into()
+    crate::routing::DEFAULT_COOKIE.into()
 }
 
 /// A rule as written (`….rules[i]`); its kind is the one of `header`, `users`/`users_file`/
