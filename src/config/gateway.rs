@@ -213,6 +213,12 @@ fn validate_limits(file: &LimitsSpec) -> Result<Limits, KeyError> {
             &file.header_timeout,
             defaults.head.header_timeout,
         )?,
+        keepalive_timeout: whole_seconds(duration(
+            "keepalive_timeout",
+            &file.keepalive_timeout,
+            defaults.head.keepalive_timeout,
+        )?)
+        .map_err(|m| key_error(key("keepalive_timeout"), m))?,
         max_request_line: size(
             "max_request_line",
             file.max_request_line,
@@ -242,6 +248,17 @@ fn validate_limits(file: &LimitsSpec) -> Result<Limits, KeyError> {
         )?,
         max_body_bytes: file.max_body_bytes.unwrap_or(defaults.max_body_bytes),
     })
+}
+
+/// A duration Pingora can only take in whole seconds (the HTTP/1.1 keep-alive timeout).
+fn whole_seconds(d: Duration) -> Result<Duration, String> {
+    if d.subsec_nanos() == 0 {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{d:?} is not a whole number of seconds (at least 1s)"
+        ))
+    }
 }
 
 /// A secret given as `token` or `token_env` (`key` names the pair, `token_key` the value in

@@ -210,6 +210,10 @@ impl Default for Limits {
 pub struct HeadLimits {
     /// From the first byte of a request head to its end.
     pub header_timeout: Duration,
+    /// How long a connection may wait for its next request: an HTTP/1.1 connection between
+    /// requests, an HTTP/2 connection with no stream open. A whole number of seconds, at
+    /// least one (Pingora counts HTTP/1.1 keep-alive in seconds).
+    pub keepalive_timeout: Duration,
     /// Longest request line (method, target, version).
     pub max_request_line: usize,
     /// Largest request head, request line included.
@@ -222,6 +226,7 @@ impl Default for HeadLimits {
     fn default() -> Self {
         HeadLimits {
             header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
             max_request_line: 8 * 1024,
             max_header_bytes: 32 * 1024,
             max_headers: 100,

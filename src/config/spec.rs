@@ -159,6 +159,9 @@ pub struct LimitsSpec {
     /// A duration: from a request head's first byte to its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<String>,
+    /// A duration in whole seconds: how long a connection may wait for its next request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_timeout: Option<String>,
     /// A duration: the whole request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_timeout: Option<String>,
@@ -641,7 +644,7 @@ gateway:
     state_file: state.json
   metrics: { listen: "127.0.0.1:9091" }
   access_log: { path: "-" }
-  limits: { header_timeout: 5s, body_timeout: 20s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576 }
+  limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576 }
   trusted_proxies: [10.0.0.0/8, 192.0.2.1]
   store: { redis: "redis://app:hunter2-secret@127.0.0.1:6379/0", prefix: "gw:", resync_interval: 30s, timeout: 1s }
 "#;

@@ -776,3 +776,38 @@ fn listener_ports_are_typed() {
     let ports: Vec<(&str, u16)> = listen.iter().map(|l| (l.addr.as_str(), l.port)).collect();
     assert_eq!(ports, [("127.0.0.1:8080", 8080), ("[::1]:8081", 8081)]);
 }
+
+/// `limits.keepalive_timeout` defaults to nginx's 75 s, takes whole seconds, and a value
+/// Pingora cannot take is refused with the key named.
+#[test]
+fn keepalive_timeout_is_whole_seconds() {
+    let limits =
+        |section: &str| GOOD.replacen("  routing:\n", &format!("{section}  routing:\n"), 1);
+    assert_eq!(
+        load(GOOD)
+            .expect("valid")
+            .gateway
+            .limits
+            .head
+            .keepalive_timeout,
+        Duration::from_secs(75)
+    );
+    let set = load(&limits("  limits: { keepalive_timeout: 2m }\n")).expect("valid");
+    assert_eq!(
+        set.gateway.limits.head.keepalive_timeout,
+        Duration::from_secs(120)
+    );
+    for (value, needle) in [
+        ("500ms", "whole number of seconds"),
+        ("0s", "more than zero"),
+        ("soon", "soon"),
+    ] {
+        let message = error_of(&limits(&format!(
+            "  limits: {{ keepalive_timeout: {value} }}\n"
+        )));
+        assert!(
+            message.contains("gateway.limits.keepalive_timeout") && message.contains(needle),
+            "{value}: {message}"
+        );
+    }
+}

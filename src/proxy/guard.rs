@@ -541,6 +541,19 @@ impl Peek for GuardedStream {
     }
 }
 
+/// Bounds the wait for the connection's next request by `keepalive_timeout`, when the request
+/// leaves the connection open. (Pingora bounds only the wait for a connection's first request;
+/// after it, an HTTP/1.1 request turns the wait into an unbounded one. HTTP/2 ignores this: its
+/// idle connections are the head guard's.)
+pub(crate) fn keep_alive_for(
+    session: &mut pingora_core::protocols::http::ServerSession,
+    limits: &HeadLimits,
+) {
+    if session.get_keepalive().is_some() {
+        session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+    }
+}
+
 /// Wraps an application so every accepted connection gets the request-head guard, and its
 /// first request head is read ahead while the connection counts in `in_flight`.
 pub struct GuardedApp<A> {
@@ -626,6 +639,7 @@ mod tests {
     fn limits() -> HeadLimits {
         HeadLimits {
             header_timeout: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(1),
             max_request_line: 32,
             max_header_bytes: 128,
             max_headers: 3,

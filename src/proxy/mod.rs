@@ -118,9 +118,10 @@ impl ProxyHttp for CanaryProxy {
         session: &mut Session,
         _ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
+        let limits = &self.state.load().limits;
         // Bounds each read of the body; request_body_filter bounds the whole body.
-        let body_timeout = self.state.load().limits.body_timeout;
-        session.set_read_timeout(Some(body_timeout));
+        session.set_read_timeout(Some(limits.body_timeout));
+        guard::keep_alive_for(session, &limits.head);
         // Serve pipelined requests in order, each routed on its own (RFC 9112 §9.3.2), rather
         // than dropping the later ones.
         session.set_pipelining_enabled(true);

@@ -77,9 +77,11 @@ fn answer(status: StatusCode, location: Option<String>, detail: Option<&str>) ->
 #[async_trait]
 impl ServeHttp for Redirector {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let state = self.state.load();
+        super::guard::keep_alive_for(session, &state.limits.head);
         let request = session.req_header();
         let host = super::forwarding::request_host(request);
-        let known = self.state.load().known_hosts.clone();
+        let known = state.known_hosts.clone();
         match location(&known, host, request.raw_path(), self.https_port) {
             Some(to) => answer(StatusCode::PERMANENT_REDIRECT, Some(to), None),
             None => answer(StatusCode::BAD_REQUEST, None, Some("unknown host")),

@@ -457,6 +457,13 @@ impl Client {
         }
     }
 
+    /// Reads until the gateway closes the connection: what came before the close, or `None`
+    /// if the connection was still open (a read waited `IO_TIMEOUT`) or was reset.
+    pub fn read_until_closed(&mut self) -> Option<Vec<u8>> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).ok().map(|_| rest)
+    }
+
     pub fn close(self) {
         self.writer.shutdown(Shutdown::Both).ok();
     }
