@@ -1067,3 +1067,128 @@ fn h2_made_you_reset_is_cut_off() {
     assert_eq!(code, Some(0xb), "GOAWAY with ENHANCE_YOUR_CALM");
     assert!(stable.count() < 5_000, "origin saw {}", stable.count());
 }
+
+/// The frames an HTTP/2 connection got before it closed, after `request` (frames sent once
+/// the connection is up), and how long after `request` the GOAWAY came. Panics unless the
+/// gateway sent a GOAWAY and then closed the connection.
+fn goaway_then_close(attacker: &mut RawH2, request: &[u8]) -> Duration {
+    attacker.send(request).expect("send");
+    let sent = std::time::Instant::now();
+    let (frames, closed) = attacker.frames_until_closed();
+    let kinds: Vec<u8> = frames.iter().map(|(kind, _)| *kind).collect();
+    assert!(
+        closed,
+        "still open after {:?}; frames {kinds:?}",
+        sent.elapsed()
+    );
+    let goaway = frames
+        .iter()
+        .find(|(kind, _)| *kind == h2::GOAWAY)
+        .unwrap_or_else(|| panic!("closed without a GOAWAY; frames {kinds:?}"));
+    goaway.1 - sent
+}
+
+/// A client that sends the preface and SETTINGS and nothing else is sent away with a GOAWAY
+/// after `keepalive_timeout` and closed (it never answers the PING that would let h2 close).
+#[test]
+fn an_idle_h2_connection_gets_goaway_then_close() {
+    let (edge, _stable) = one_origin_edge("tls-h2-idle", "  limits: { keepalive_timeout: 1s }\n");
+    let mut idle = RawH2::connect(edge.tls, "a.test");
+    let waited = goaway_then_close(&mut idle, &[]);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "GOAWAY after {waited:?}, before the 1 s keep-alive timeout"
+    );
+}
+
+/// Idle between streams: the deadline counts from the end of the last answer.
+#[test]
+fn an_h2_connection_idle_after_a_request_gets_goaway_then_close() {
+    let (edge, _stable) =
+        one_origin_edge("tls-h2-idle-after", "  limits: { keepalive_timeout: 1s }\n");
+    let mut client = RawH2::connect(edge.tls, "a.test");
+    let block = h2::get_block("a.test");
+    client
+        .send(&h2::frame(
+            h2::HEADERS,
+            h2::END_HEADERS | h2::END_STREAM,
+            1,
+            &block,
+        ))
+        .expect("request");
+    let mut body = Vec::new();
+    loop {
+        let (kind, flags, stream, payload) = client.read_frame().expect("the answer");
+        assert_ne!(kind, h2::GOAWAY, "sent away before the answer");
+        if kind == h2::DATA && stream == 1 {
+            body.extend(payload);
+            if flags & h2::END_STREAM != 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(body, b"stable");
+    let waited = goaway_then_close(&mut client, &[]);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "GOAWAY {waited:?} after the answer, before the 1 s keep-alive timeout"
+    );
+}
+
+/// A client that keeps opening streams within the timeout is served on one connection for
+/// longer than the timeout, without a GOAWAY.
+#[test]
+fn a_busy_h2_connection_stays_open() {
+    let (edge, stable) = one_origin_edge("tls-h2-busy", "  limits: { keepalive_timeout: 1s }\n");
+    let mut client = RawH2::connect(edge.tls, "a.test");
+    let block = h2::get_block("a.test");
+    let started = std::time::Instant::now();
+    let mut id = 1;
+    while started.elapsed() < Duration::from_secs(3) {
+        client
+            .send(&h2::frame(
+                h2::HEADERS,
+                h2::END_HEADERS | h2::END_STREAM,
+                id,
+                &block,
+            ))
+            .expect("request");
+        loop {
+            let (kind, flags, stream, _) = client.read_frame().expect("an answer");
+            assert_ne!(kind, h2::GOAWAY, "sent away while busy (stream {id})");
+            if kind == h2::DATA && stream == id && flags & h2::END_STREAM != 0 {
+                break;
+            }
+        }
+        id += 2;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let served = id / 2;
+    assert!(served >= 6, "only {served} requests");
+    assert_eq!(stable.count(), served as usize);
+}
+
+/// A HEADERS frame without END_HEADERS, then silence: the connection is sent away (GOAWAY)
+/// and closed after `header_timeout`, long before the keep-alive timeout.
+#[test]
+fn an_unfinished_h2_header_block_gets_goaway_then_close() {
+    let (edge, stable) = one_origin_edge(
+        "tls-h2-header-block",
+        "  limits: { header_timeout: 1s, keepalive_timeout: 1h }\n",
+    );
+    let mut client = RawH2::connect(edge.tls, "a.test");
+    let block = h2::get_block("a.test");
+    let waited = goaway_then_close(
+        &mut client,
+        &h2::frame(h2::HEADERS, h2::END_STREAM, 1, &block),
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "GOAWAY after {waited:?}, before the 1 s header timeout"
+    );
+    assert_eq!(
+        stable.count(),
+        0,
+        "the unfinished request reached no origin"
+    );
+}

@@ -418,6 +418,7 @@ pub mod h2 {
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
     pub const SETTINGS: u8 = 0x4;
+    pub const PING: u8 = 0x6;
     pub const GOAWAY: u8 = 0x7;
     pub const WINDOW_UPDATE: u8 = 0x8;
     pub const CONTINUATION: u8 = 0x9;
@@ -513,6 +514,50 @@ impl RawH2 {
             sent = n;
         }
         sent
+    }
+
+    /// Reads one frame: (type, flags, stream id, payload); `None` once the connection is
+    /// closed (or a read waited `IO_TIMEOUT`: see [`RawH2::frames_until_closed`]).
+    pub fn read_frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        self.tls
+            .get_ref()
+            .set_read_timeout(Some(super::IO_TIMEOUT))
+            .ok();
+        let mut head = [0u8; 9];
+        self.tls.read_exact(&mut head).ok()?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        self.tls.read_exact(&mut payload).ok()?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Some((head[3], head[4], stream, payload))
+    }
+
+    /// Reads frames until the connection ends: the frames' types with when each came, and
+    /// whether the gateway closed the connection (false: still open after a read waited
+    /// `IO_TIMEOUT`).
+    pub fn frames_until_closed(&mut self) -> (Vec<(u8, std::time::Instant)>, bool) {
+        let mut frames = Vec::new();
+        loop {
+            self.tls
+                .get_ref()
+                .set_read_timeout(Some(super::IO_TIMEOUT))
+                .ok();
+            let mut head = [0u8; 9];
+            if let Err(e) = self.tls.read_exact(&mut head) {
+                let open = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+                return (frames, !open);
+            }
+            let len =
+                (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if self.tls.read_exact(&mut payload).is_err() {
+                return (frames, true);
+            }
+            frames.push((head[3], std::time::Instant::now()));
+        }
     }
 
     /// Reads frames until the gateway sends GOAWAY (returns its error code) or closes the

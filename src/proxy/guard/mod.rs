@@ -24,15 +24,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::ALPN;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType,
-};
+use pingora_core::protocols::{Peek, Stream};
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+mod delegate;
+mod h2;
+
+pub use h2::{
+    h2_options, H2Stream, H2_MAX_CONCURRENT_STREAMS, H2_MAX_LOCAL_RESETS, H2_MAX_PENDING_RESETS,
+};
 
 use super::ctx::{InFlight, InFlightGuard};
 use super::errors::closing_response;
@@ -468,66 +471,7 @@ impl AsyncWrite for GuardedStream {
     }
 }
 
-#[async_trait]
-impl Shutdown for GuardedStream {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
-
-impl UniqueID for GuardedStream {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for GuardedStream {
-    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for GuardedStream {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for GuardedStream {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for GuardedStream {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
-    }
-}
+delegate::delegate_io!(GuardedStream);
 
 #[async_trait]
 impl Peek for GuardedStream {
@@ -571,6 +515,31 @@ impl<A> GuardedApp<A> {
         }
     }
 
+    /// Serves an HTTP/2 connection with its deadlines. Pingora gets the connection's own
+    /// shutdown signal, which the guard raises to send the client away and which follows the
+    /// server's.
+    async fn serve_h2(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream>
+    where
+        A: ServerApp + Send + Sync + 'static,
+    {
+        let (stream, own_shutdown, go_away) = H2Stream::new(session, self.limits, shutdown);
+        let serve = self.inner.process_new(Box::new(stream), &own_shutdown);
+        tokio::pin!(serve);
+        let mut server_shutdown = shutdown.clone();
+        let mut following = true;
+        loop {
+            tokio::select! {
+                served = &mut serve => return served,
+                changed = server_shutdown.changed(), if following => {
+                    following = false;
+                    if changed.is_ok() {
+                        go_away.send_replace(true);
+                    }
+                }
+            }
+        }
+    }
+
     /// What counts the connections this guard is reading first heads for.
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight
@@ -585,9 +554,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // HTTP/2 (chosen by ALPN on a TLS listener) has no HTTP/1 heads to watch: its frames
-        // are bounded by the HTTP/2 settings instead (header list size, concurrent streams).
+        // are bounded by the HTTP/2 settings (header list size, concurrent streams) and its
+        // idle and header-block deadlines by `H2Stream`.
         if matches!(session.selected_alpn_proto(), Some(ALPN::H2)) {
-            return self.inner.process_new(session, shutdown).await;
+            return self.serve_h2(session, shutdown).await;
         }
         let mut guarded = GuardedStream::new(session, self.limits);
         if !guarded.read_first_head(&self.in_flight, shutdown).await {
@@ -600,30 +570,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         self.inner.cleanup().await
     }
 }
-
-/// The HTTP/2 settings of the client side, bounded like HTTP/1: a request's header list is
-/// held to `max_header_bytes` (HEADERS and CONTINUATION frames together, so a CONTINUATION
-/// flood ends the connection), at most 100 streams run at once, and a client whose streams the
-/// gateway has to reset again and again (rapid reset, MadeYouReset) is sent away. The reset
-/// budgets are the `h2` crate's defaults, set here so they stay visible.
-pub fn h2_options(limits: &HeadLimits) -> pingora_core::protocols::http::v2::server::H2Options {
-    let mut options = pingora_core::protocols::http::v2::server::H2Options::new();
-    options
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS));
-    options
-}
-
-/// Streams a client may have open at once on one HTTP/2 connection.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
-/// Streams reset by the client before the gateway took them up, beyond which the connection
-/// is closed (rapid reset, CVE-2023-44487).
-pub const H2_MAX_PENDING_RESETS: usize = 20;
-/// Streams the gateway had to reset for the client's errors, beyond which the connection is
-/// closed (MadeYouReset, CVE-2025-8671).
-pub const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,491 @@
+//! Deadlines on an HTTP/2 client connection: one with no stream open is sent away (GOAWAY,
+//! then closed) after `keepalive_timeout`, and a header block (HEADERS and its CONTINUATION
+//! frames) must end within `header_timeout`; and the HTTP/2 settings of the client side.
+//!
+//! The `h2` crate has neither deadline, and Pingora's `h2_idle_timeout` drops the connection
+//! without a GOAWAY (and cannot see an unfinished header block, which is not a stream yet). So
+//! the guard follows the frame heads going by in each direction (nine bytes a frame; payloads
+//! are skipped, never copied) to know which streams are open and whether a header block is
+//! unfinished. When a deadline passes it raises the connection's own shutdown signal, which
+//! Pingora's accept loop answers with h2's graceful shutdown: a GOAWAY, after which h2 closes
+//! the connection once its streams are done and the client has answered a PING. A client that
+//! never answers would hold it, so once the GOAWAY is flushed the guard ends the connection
+//! itself: at once after an unfinished header block, after [`GOAWAY_GRACE`] otherwise.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::protocols::http::v2::server::H2Options;
+use pingora_core::protocols::{Peek, Stream};
+use pingora_core::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::delegate::delegate_io;
+use super::HeadLimits;
+
+/// The HTTP/2 settings of the client side, bounded like HTTP/1: a request's header list is
+/// held to `max_header_bytes` (HEADERS and CONTINUATION frames together, so a CONTINUATION
+/// flood ends the connection), at most 100 streams run at once, and a client whose streams the
+/// gateway has to reset again and again (rapid reset, MadeYouReset) is sent away. The reset
+/// budgets are the `h2` crate's defaults, set here so they stay visible.
+pub fn h2_options(limits: &HeadLimits) -> H2Options {
+    let mut options = H2Options::new();
+    options
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS));
+    options
+}
+
+/// Streams a client may have open at once on one HTTP/2 connection.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams reset by the client before the gateway took them up, beyond which the connection
+/// is closed (rapid reset, CVE-2023-44487).
+pub const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the gateway had to reset for the client's errors, beyond which the connection is
+/// closed (MadeYouReset, CVE-2025-8671).
+pub const H2_MAX_LOCAL_RESETS: usize = 1024;
+
+/// How long an idle connection sent away may take to close by itself (the client answering
+/// h2's PING, a request it sent before it saw the GOAWAY finishing) before the guard closes it.
+pub const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// Open streams tracked at most; past this many (the client opening streams faster than they
+/// are refused) the connection simply counts as busy until some end.
+const MAX_TRACKED_STREAMS: usize = 2 * H2_MAX_CONCURRENT_STREAMS as usize;
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PREFACE_LEN: usize = 24;
+
+/// A frame's nine-byte head (RFC 9113 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameHead {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+}
+
+/// Follows frame boundaries in one direction of a connection.
+#[derive(Debug, Default)]
+struct Frames {
+    /// Bytes of the client's connection preface still to pass (the reading side only).
+    preface: usize,
+    head: [u8; 9],
+    /// Bytes of `head` collected so far.
+    have: usize,
+    /// Payload bytes of the current frame still to pass.
+    payload: usize,
+    /// The current frame's type, and whether a GOAWAY has passed whole.
+    kind: u8,
+    goaway_passed: bool,
+}
+
+impl Frames {
+    fn after_preface() -> Self {
+        Frames::default()
+    }
+
+    fn before_preface() -> Self {
+        Frames {
+            preface: PREFACE_LEN,
+            ..Frames::default()
+        }
+    }
+
+    /// Passes `bytes`, calling `on_head` for each frame head completed in them.
+    fn pass(&mut self, mut bytes: &[u8], mut on_head: impl FnMut(FrameHead)) {
+        while !bytes.is_empty() {
+            if self.preface > 0 {
+                let n = self.preface.min(bytes.len());
+                self.preface -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if self.payload > 0 {
+                let n = self.payload.min(bytes.len());
+                self.payload -= n;
+                bytes = &bytes[n..];
+                self.frame_passed();
+                continue;
+            }
+            let n = (self.head.len() - self.have).min(bytes.len());
+            self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == self.head.len() {
+                self.have = 0;
+                let h = self.head;
+                self.payload = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                self.kind = h[3];
+                on_head(FrameHead {
+                    kind: h[3],
+                    flags: h[4],
+                    stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+                });
+                self.frame_passed();
+            }
+        }
+    }
+
+    fn frame_passed(&mut self) {
+        if self.payload == 0 && self.have == 0 && self.kind == GOAWAY {
+            self.goaway_passed = true;
+        }
+    }
+}
+
+/// Which deadline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// Streams are open: none.
+    Busy,
+    /// No stream open: `keepalive_timeout`.
+    Idle,
+    /// A header block is unfinished: `header_timeout`.
+    HeaderBlock,
+    /// Sent away after an idle time: [`GOAWAY_GRACE`] once the GOAWAY is out.
+    GoneIdle,
+    /// Sent away over an unfinished header block: closed once the GOAWAY is out.
+    GoneHeaderBlock,
+    /// The GOAWAY is out and the guard has ended the connection.
+    Closed,
+}
+
+/// An HTTP/2 client connection with its idle and header-block deadlines.
+pub struct H2Stream {
+    inner: Stream,
+    limits: HeadLimits,
+    from_client: Frames,
+    to_client: Frames,
+    /// Streams the client opened that have not ended (the gateway ended its side, or either
+    /// side reset them).
+    open: Vec<u32>,
+    /// The highest stream id the client has opened.
+    highest: u32,
+    /// A HEADERS frame without END_HEADERS came, and its last CONTINUATION has not.
+    header_block: bool,
+    deadline: Deadline,
+    timer: Pin<Box<Sleep>>,
+    /// Raised to have Pingora send the GOAWAY (it watches this as its shutdown signal).
+    go_away: Arc<watch::Sender<bool>>,
+}
+
+impl fmt::Debug for H2Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H2Stream")
+            .field("inner", &self.inner)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl H2Stream {
+    /// Wraps `inner`, whose idle deadline starts now; also returns the shutdown signal to hand
+    /// Pingora for this connection and its sender, which the caller raises when the server's
+    /// own `shutdown` does.
+    pub fn new(
+        inner: Stream,
+        limits: HeadLimits,
+        shutdown: &ShutdownWatch,
+    ) -> (Self, ShutdownWatch, Arc<watch::Sender<bool>>) {
+        let (go_away, watch) = watch::channel(*shutdown.borrow());
+        let go_away = Arc::new(go_away);
+        let stream = H2Stream {
+            inner,
+            limits,
+            from_client: Frames::before_preface(),
+            to_client: Frames::after_preface(),
+            open: Vec::new(),
+            highest: 0,
+            header_block: false,
+            deadline: Deadline::Idle,
+            timer: Box::pin(tokio::time::sleep(limits.keepalive_timeout)),
+            go_away: go_away.clone(),
+        };
+        (stream, watch, go_away)
+    }
+
+    fn client_sent(&mut self, head: FrameHead) {
+        match head.kind {
+            HEADERS => {
+                if head.stream > self.highest {
+                    self.highest = head.stream;
+                    if self.open.len() < MAX_TRACKED_STREAMS {
+                        self.open.push(head.stream);
+                    }
+                }
+                self.header_block = head.flags & END_HEADERS == 0;
+            }
+            CONTINUATION => self.header_block = head.flags & END_HEADERS == 0,
+            RST_STREAM => self.ended(head.stream),
+            _ => {}
+        }
+    }
+
+    fn gateway_sent(&mut self, head: FrameHead) {
+        let ends = match head.kind {
+            DATA | HEADERS => head.flags & END_STREAM != 0,
+            RST_STREAM => true,
+            _ => false,
+        };
+        if ends {
+            self.ended(head.stream);
+        }
+    }
+
+    fn ended(&mut self, stream: u32) {
+        if let Some(at) = self.open.iter().position(|&s| s == stream) {
+            self.open.swap_remove(at);
+        }
+    }
+
+    /// Moves to the deadline the connection's state calls for; a deadline already running for
+    /// the same reason keeps its time (frames other than a stream's start or end, PINGs
+    /// included, do not put it off).
+    fn update_deadline(&mut self) {
+        if !matches!(
+            self.deadline,
+            Deadline::Busy | Deadline::Idle | Deadline::HeaderBlock
+        ) {
+            return;
+        }
+        let wanted = if self.header_block {
+            Deadline::HeaderBlock
+        } else if self.open.is_empty() {
+            Deadline::Idle
+        } else {
+            Deadline::Busy
+        };
+        if wanted != self.deadline {
+            self.deadline = wanted;
+            match wanted {
+                Deadline::Idle => self.start_timer(self.limits.keepalive_timeout),
+                Deadline::HeaderBlock => self.start_timer(self.limits.header_timeout),
+                _ => {}
+            }
+        }
+    }
+
+    fn start_timer(&mut self, after: Duration) {
+        self.timer.as_mut().reset(Instant::now() + after);
+    }
+
+    /// Polls the running deadline: past it, raises the GOAWAY (or, with the GOAWAY out,
+    /// closes). True once the guard has closed the connection.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let timed = matches!(
+            self.deadline,
+            Deadline::Idle | Deadline::HeaderBlock | Deadline::GoneIdle
+        );
+        if !timed || self.timer.as_mut().poll(cx).is_pending() {
+            return self.deadline == Deadline::Closed;
+        }
+        match self.deadline {
+            Deadline::Idle => {
+                self.deadline = Deadline::GoneIdle;
+                // Timed again once the GOAWAY is out.
+                self.start_timer(Duration::from_secs(86_400));
+                self.go_away.send_replace(true);
+            }
+            Deadline::HeaderBlock => {
+                self.deadline = Deadline::GoneHeaderBlock;
+                self.go_away.send_replace(true);
+            }
+            // A request sent before the client saw the GOAWAY may still be answered.
+            Deadline::GoneIdle if !self.open.is_empty() => {
+                self.start_timer(GOAWAY_GRACE);
+                let _ = self.timer.as_mut().poll(cx);
+            }
+            _ => self.deadline = Deadline::Closed,
+        }
+        self.deadline == Deadline::Closed
+    }
+
+    /// Called once written bytes are flushed: a GOAWAY that h2 sent is now out.
+    fn flushed(&mut self, cx: &mut Context<'_>) {
+        if !self.to_client.goaway_passed {
+            return;
+        }
+        match self.deadline {
+            Deadline::GoneHeaderBlock => {
+                self.deadline = Deadline::Closed;
+                // h2 reads again and finds the connection ended.
+                cx.waker().wake_by_ref();
+            }
+            Deadline::GoneIdle => {
+                self.to_client.goaway_passed = false;
+                self.start_timer(GOAWAY_GRACE);
+                let _ = self.timer.as_mut().poll(cx);
+            }
+            _ => {}
+        }
+    }
+
+    /// Follows bytes h2 has written (accepted by the stream below).
+    fn wrote(&mut self, bytes: &[u8]) {
+        let mut frames = std::mem::take(&mut self.to_client);
+        frames.pass(bytes, |head| self.gateway_sent(head));
+        self.to_client = frames;
+        self.update_deadline();
+    }
+
+    /// Follows bytes read from the client.
+    fn read(&mut self, bytes: &[u8]) {
+        let mut frames = std::mem::take(&mut self.from_client);
+        frames.pass(bytes, |head| self.client_sent(head));
+        self.from_client = frames;
+        self.update_deadline();
+    }
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.poll_deadline(cx) {
+            // The end of the connection, as h2 sees it.
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result {
+            this.read(&buf.filled()[before..]);
+            // A deadline started by this read must wake this task when it passes.
+            if this.poll_deadline(cx) {
+                buf.set_filled(before);
+            }
+        }
+        result
+    }
+}
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            self.wrote(&buf[..n]);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = result {
+            for buf in bufs {
+                if n == 0 {
+                    break;
+                }
+                let taken = n.min(buf.len());
+                self.wrote(&buf[..taken]);
+                n -= taken;
+            }
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            self.flushed(cx);
+        }
+        result
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+delegate_io!(H2Stream);
+
+#[async_trait]
+impl Peek for H2Stream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload_len: usize) -> Vec<u8> {
+        let len = payload_len as u32;
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.resize(out.len() + payload_len, 0xaa);
+        out
+    }
+
+    /// The frame heads found, and whether a GOAWAY passed whole, do not depend on how the
+    /// bytes are cut into reads; the preface and payloads are passed over.
+    #[test]
+    fn frame_heads_are_found_across_any_cut() {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(frame(HEADERS, 0, 1, 20));
+        bytes.extend(frame(CONTINUATION, END_HEADERS, 1, 3));
+        bytes.extend(frame(DATA, END_STREAM, 1, 0));
+        bytes.extend(frame(GOAWAY, 0, 0, 8));
+        let expected = vec![
+            FrameHead {
+                kind: HEADERS,
+                flags: 0,
+                stream: 1,
+            },
+            FrameHead {
+                kind: CONTINUATION,
+                flags: END_HEADERS,
+                stream: 1,
+            },
+            FrameHead {
+                kind: DATA,
+                flags: END_STREAM,
+                stream: 1,
+            },
+            FrameHead {
+                kind: GOAWAY,
+                flags: 0,
+                stream: 0,
+            },
+        ];
+        for cut in 0..bytes.len() {
+            let mut frames = Frames::before_preface();
+            let mut seen = Vec::new();
+            frames.pass(&bytes[..cut], |h| seen.push(h));
+            assert!(!frames.goaway_passed || cut == bytes.len(), "cut at {cut}");
+            frames.pass(&bytes[cut..], |h| seen.push(h));
+            assert_eq!(seen, expected, "cut at {cut}");
+            assert!(frames.goaway_passed, "cut at {cut}");
+        }
+    }
+}
