@@ -50,6 +50,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    match canary_gateway::ops::descriptors::raise_open_files_limit() {
+        Ok(files) => log::info!(
+            "open files: {} descriptors (soft limit {} at start, hard limit {})",
+            files.limit,
+            files.before,
+            files
+                .hard
+                .map_or("unlimited".to_string(), |h| h.to_string())
+        ),
+        Err(e) => log::warn!("open files: cannot raise the soft limit to the hard one: {e}"),
+    }
     let listen = gateway.listen.clone();
     let config_source = match &conf_path {
         Some(path) => ConfigSource::File(path.into()),

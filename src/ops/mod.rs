@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod demo;
+pub mod descriptors;
 pub mod lifecycle;
 pub mod metrics;
 pub mod ui;

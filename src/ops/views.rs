@@ -79,6 +79,11 @@ pub fn status(view: &View) -> Value {
         "state_file": view.state_file.as_ref().map(|p| p.display().to_string()),
         "global_mode": mode_json(&view.overlay.mode),
         "listen": view.listen,
+        "open_files": super::descriptors::open_files().map(|files| json!({
+            "limit": files.limit,
+            "hard_limit": files.hard,
+            "at_start": files.before,
+        })),
         "certificates": certificates(&view.state),
         "groups": groups,
         "routes": routes,

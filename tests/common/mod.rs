@@ -514,15 +514,27 @@ impl Gateway {
     /// Starts the binary on an existing config file whose first listen address is `addr`, and
     /// waits until every listener the file configures accepts connections.
     pub fn start_with_file(dir: TempDir, config_path: PathBuf, addr: SocketAddr) -> Gateway {
+        Self::start_with_command(dir, config_path, addr, |_| {})
+    }
+
+    /// As [`Gateway::start_with_file`], with `customise` applied to the process's command
+    /// before it starts (descriptor limits, environment).
+    pub fn start_with_command(
+        dir: TempDir,
+        config_path: PathBuf,
+        addr: SocketAddr,
+        customise: impl FnOnce(&mut Command),
+    ) -> Gateway {
         let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start canary-gateway");
+            .stderr(log);
+        customise(&mut command);
+        let child = command.spawn().expect("start canary-gateway");
         let mut gateway = Gateway {
             addr,
             dir,
