@@ -55,15 +55,13 @@ fn an_idle_http1_connection_is_closed_after_the_keepalive_timeout() {
 fn a_busy_http1_connection_stays_open() {
     let (stable, gateway) = start();
     let mut client = Client::connect(gateway.addr);
-    let started = Instant::now();
-    let mut served = 0;
-    while started.elapsed() < KEEPALIVE * 3 {
+    // Seven requests a third of the timeout apart: the connection lives for twice the timeout.
+    let served = 7;
+    for _ in 0..served {
         let response = client.get("/", &[]);
         assert_eq!((response.status, response.text().as_str()), (200, "stable"));
-        served += 1;
         std::thread::sleep(KEEPALIVE / 3);
     }
-    assert!(served >= 6, "only {served} requests");
     assert_eq!(stable.count(), served, "every request reached the origin");
 }
 
