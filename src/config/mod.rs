@@ -142,6 +142,10 @@ pub struct PlanConfig {
     pub max_error_rate_increase: f64,
     /// Largest allowed canary p99 latency ÷ baseline p99 latency.
     pub max_p99_ratio: f64,
+    /// Largest allowed canary median latency ÷ baseline median (`max_median_ratio`); `None`
+    /// (the default) turns the median check off. Sub-millisecond medians move with the load
+    /// on each group's servers, so the check is only for plans that ask for it.
+    pub max_median_ratio: Option<f64>,
     pub on_failure: OnFailure,
 }
 

@@ -408,6 +408,14 @@ fn build_plan(
             format!("{max_p99_ratio} is not a ratio of at least 1"),
         ));
     }
+    if let Some(ratio) = plan.max_median_ratio {
+        if !(ratio.is_finite() && ratio >= 1.0) {
+            return Err(key_error(
+                format!("{key}.max_median_ratio"),
+                format!("{ratio} is not a ratio of at least 1"),
+            ));
+        }
+    }
     let min_requests = plan.min_requests.unwrap_or(DEFAULT_PLAN_MIN_REQUESTS);
     if min_requests == 0 {
         return Err(key_error(
@@ -423,6 +431,7 @@ fn build_plan(
         baseline: plan.baseline.clone(),
         max_error_rate_increase,
         max_p99_ratio,
+        max_median_ratio: plan.max_median_ratio,
         on_failure: match plan.on_failure {
             None | Some(FileOnFailure::Rollback) => OnFailure::Rollback,
             Some(FileOnFailure::Pause) => OnFailure::Pause,

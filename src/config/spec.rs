@@ -549,6 +549,8 @@ pub struct FilePlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_median_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<FileOnFailure>,
 }
 

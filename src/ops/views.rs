@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::config::{GatewaySpec, OnFailure, PlanConfig, RouteConfig};
 use crate::routing::{Mode, Router, RuleKind};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
-use crate::state::plan::verdict::{CONFIDENCE, MAX_MEDIAN_RATIO};
+use crate::state::plan::verdict::CONFIDENCE;
 use crate::state::plan::PlanStatus;
 use crate::state::{Explanation, OverlayMode, View};
 use crate::upstreams::{HealthProbe, HostHeader};
@@ -269,7 +269,7 @@ fn plan_status(view: &View, route: &str, rule: &str, plan: &PlanConfig) -> Value
         "baseline": plan.baseline,
         "max_error_rate_increase": plan.max_error_rate_increase,
         "max_p99_ratio": plan.max_p99_ratio,
-        "max_median_ratio": MAX_MEDIAN_RATIO,
+        "max_median_ratio": plan.max_median_ratio,
         "confidence": CONFIDENCE,
         "on_failure": match plan.on_failure { OnFailure::Rollback => "rollback", OnFailure::Pause => "pause" },
         "judging": report.map(|r| json!({

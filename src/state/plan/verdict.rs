@@ -15,10 +15,6 @@ use crate::state::figures::{bucket_of, Figures, TestFigures};
 /// few hundred requests is only by a many-sigma accident (see the simulation test below).
 pub const CONFIDENCE: f64 = 0.999;
 
-/// The largest canary median ÷ baseline median a step tolerates (medians read between bucket
-/// edges): a shift of the whole distribution by more than 20% fails once it is significant.
-pub const MAX_MEDIAN_RATIO: f64 = 1.2;
-
 /// The fewest baseline requests compared with (or `min_requests / 10`, when larger): below
 /// this the baseline is thin (as at 100%), its error share counts as 0 and latency is not
 /// compared; a rank test on fewer than 20 requests would not mean much.
@@ -139,7 +135,7 @@ impl Measured<'_> {
 /// - latency tail: the canary's p99 ÷ the baseline's over `max_p99_ratio`, and more canary
 ///   than baseline requests slower than `max_p99_ratio` × the baseline's p99, by the
 ///   two-proportion z-test on those shares;
-/// - latency shift: the canary's median ÷ the baseline's over [`MAX_MEDIAN_RATIO`], by the
+/// - latency shift (when the plan sets `max_median_ratio`): the canary's median ÷ the baseline's over it, by the
 ///   Mann–Whitney U rank test over the two histograms.
 ///
 /// A check over its limit but not yet significant waits (more requests decide it), however
@@ -163,7 +159,7 @@ pub fn judge(
     let mut checks = vec![errors(plan, canary, baseline, baseline_enough)];
     if baseline_enough {
         checks.extend(latency_tail(plan, canary, baseline));
-        checks.extend(latency_shift(canary, baseline));
+        checks.extend(latency_shift(plan, canary, baseline));
     }
     let sentence = |decision: Option<Decision>| {
         let mut texts: Vec<&str> = checks
@@ -281,14 +277,15 @@ fn latency_tail(plan: &PlanConfig, canary: &Figures, baseline: &Figures) -> Opti
     )
 }
 
-/// The shift check: the median ratio against [`MAX_MEDIAN_RATIO`], made significant by the
-/// Mann–Whitney U test over the two histograms.
-fn latency_shift(canary: &Figures, baseline: &Figures) -> Option<Check> {
+/// The shift check, when the plan sets `max_median_ratio`: the median ratio against it, made
+/// significant by the Mann–Whitney U test over the two histograms.
+fn latency_shift(plan: &PlanConfig, canary: &Figures, baseline: &Figures) -> Option<Check> {
+    let limit = plan.max_median_ratio?;
     let (c, b) = (canary.median_ms()?, baseline.median_ms()?);
     let rank = mann_whitney(&canary.buckets, &baseline.buckets)?;
     let ratio = c / b;
     let what = format!(
-        "median {c:.1} ms vs {b:.1} ms ({ratio:.2}x, limit {MAX_MEDIAN_RATIO:.2}x; canary slower in {:.0}% of pairs)",
+        "median {c:.1} ms vs {b:.1} ms ({ratio:.2}x, limit {limit:.2}x; canary slower in {:.0}% of pairs)",
         rank.slower_share * 100.0
     );
     Some(
@@ -300,9 +297,9 @@ fn latency_shift(canary: &Figures, baseline: &Figures) -> Option<Check> {
             statistic: rank.u,
             tested: rank.tested,
             effect: ratio,
-            limit: MAX_MEDIAN_RATIO,
+            limit,
         }
-        .judge(ratio > MAX_MEDIAN_RATIO, what),
+        .judge(ratio > limit, what),
     )
 }
 

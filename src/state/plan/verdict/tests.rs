@@ -18,6 +18,7 @@ fn plan() -> PlanConfig {
         baseline: "stable".into(),
         max_error_rate_increase: 0.01,
         max_p99_ratio: 1.5,
+        max_median_ratio: Some(1.2),
         on_failure: OnFailure::Rollback,
     }
 }
@@ -148,6 +149,7 @@ fn a_canary_failing_one_request_in_five_fails() {
         min_requests: 40,
         max_error_rate_increase: 0.05,
         max_p99_ratio: 20.0,
+        max_median_ratio: Some(1.2),
         ..plan()
     };
     let early = judge(
