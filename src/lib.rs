@@ -16,14 +16,43 @@
 //! 7. `ops` — admin API, metrics endpoint, access log, signals and drain, demo origins.
 //!
 //! This file only wires them together.
+//!
+//! # The library's API
+//!
+//! Every layer is crate-private (`pub(crate)`) but for the few items the binary (`main.rs`),
+//! the benches, the fuzz targets and the end-to-end tests use. Those are the whole public API;
+//! each type's fields stay private unless listed, so a new field breaks no caller:
+//!
+//! - [`add_services`] and [`ConfigSource`]: start the gateway in a Pingora server, and say
+//!   where its configuration came from (reload reads it again).
+//! - [`raise_open_files_limit`] and [`OpenFiles`]: the start-up descriptor limit and what
+//!   it became.
+//! - [`config`]: [`config::load_file`], [`config::load_demo`] and [`config::load_str`] read and
+//!   validate a file into a [`config::LoadedConfig`] (Pingora's settings, the
+//!   [`config::GatewaySpec`] as written — [`config::GatewaySpec::from_yaml`] — and the
+//!   validated [`config::GatewayConfig`], whose `listen`, `groups` and `routes` are readable);
+//!   [`config::ConfigError`] names the key at fault; [`config::certificate_warnings`] and
+//!   [`config::unix_now`] for the start-up expiry warnings, [`config::describe_listeners`] for
+//!   the start-up log line, [`config::DEMO_CONFIG_NAME`] for messages.
+//! - [`routing`]: the pure decision, built by constructors — [`routing::Router`]
+//!   (`new`, `with_rules`, `with_signing_keys`; `user_from_cookies`, `decide`, group and rule
+//!   names), [`routing::Rule`] (`header`, `users`, `percent`, or `new` from a
+//!   [`routing::RuleKind`]), [`routing::RequestFacts`] (what a request shows the rules),
+//!   [`routing::UserSet`], [`routing::Percent`] with [`routing::percent_bucket`],
+//!   [`routing::is_valid_user_id`]; [`routing::routes`] (route table and the host and path
+//!   normalisation) and [`routing::signed::signed_cookie_value`] (a signed user cookie, as
+//!   tests send it).
 
 pub mod config;
-pub mod ops;
-pub mod proxy;
+mod ops;
+mod proxy;
 pub mod routing;
-pub mod state;
-pub mod text;
-pub mod upstreams;
+mod state;
+mod text;
+mod upstreams;
+
+pub use ops::descriptors::{raise_open_files_limit, OpenFiles};
+pub use state::ConfigSource;
 
 use std::sync::Arc;
 
@@ -41,18 +70,19 @@ use crate::proxy::{guard, CanaryProxy, InFlight, RequestLog};
 use crate::state::history::HistoryService;
 use crate::state::rollout::RolloutService;
 use crate::state::store::StoreService;
-use crate::state::{ConfigSource, Controller};
+use crate::state::Controller;
 use pingora_core::apps::http_app::HttpServer;
 
 /// Adds every service the configuration (`gateway`, validated from `spec`) asks for to
 /// `server`: the proxy, the health checks, reload on SIGHUP, the prompt graceful exit, the
-/// admin API and the demo origins. Returns the controller that owns the live configuration.
+/// admin API and the demo origins. The controller that owns the live
+/// configuration lives on in the services.
 pub fn add_services(
     server: &mut Server,
     source: ConfigSource,
     spec: GatewaySpec,
     gateway: GatewayConfig,
-) -> Result<Arc<Controller>, String> {
+) -> Result<(), String> {
     let listen = gateway.listen.clone();
     let admin = gateway.admin.clone();
     let demo_origins = gateway.demo_origins.clone();
@@ -148,7 +178,7 @@ pub fn add_services(
     for origin in &demo_origins {
         server.add_service(demo::demo_origin_service(origin));
     }
-    Ok(controller)
+    Ok(())
 }
 
 /// What serves `listener` in one worker.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use canary_gateway::config::{self, LoadedConfig};
-use canary_gateway::state::ConfigSource;
+use canary_gateway::ConfigSource;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    match canary_gateway::ops::descriptors::raise_open_files_limit() {
+    match canary_gateway::raise_open_files_limit() {
         Ok(files) => log::info!(
             "open files: {} descriptors (soft limit {} at start, hard limit {})",
             files.limit,

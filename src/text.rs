@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Appends `n` in decimal.
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     // u64::MAX has 20 digits.
     let mut digits = [0u8; 20];
     let mut start = digits.len();
@@ -26,7 +26,7 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// Appends an address as `Display` writes it (IPv4 by hand, IPv6 through `Display`).
-pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -44,7 +44,7 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 }
 
 /// Appends a socket address as `Display` writes it (`1.2.3.4:80`, `[::1]:80`).
-pub fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+pub(crate) fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => push_ip(out, IpAddr::V4(*v4.ip())),
         SocketAddr::V6(v6) => {
@@ -58,7 +58,7 @@ pub fn push_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 }
 
 /// Appends a duration in milliseconds with three decimals (microsecond precision, rounded).
-pub fn push_millis(out: &mut Vec<u8>, d: Duration) {
+pub(crate) fn push_millis(out: &mut Vec<u8>, d: Duration) {
     let micros = (d.as_nanos() + 500) / 1000;
     let micros = u64::try_from(micros).unwrap_or(u64::MAX);
     push_u64(out, micros / 1000);
@@ -73,7 +73,7 @@ pub fn push_millis(out: &mut Vec<u8>, d: Duration) {
 
 /// Appends `t` as RFC 3339 UTC with milliseconds, `2026-11-27T16:20:01.123Z`. The date and
 /// time of day are formatted once per second per thread and reused.
-pub fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
+pub(crate) fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
     thread_local! {
         static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
     }
@@ -104,7 +104,7 @@ pub fn push_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
 
 /// Appends `s` as a JSON string: quoted, with `"`, `\` and control characters escaped. Runs of
 /// plain bytes are copied whole.
-pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();

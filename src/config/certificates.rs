@@ -21,27 +21,27 @@ use super::{key_error, KeyError};
 use crate::routing::names::pick_certificate;
 
 /// A certificate expiring within this many days is a warning in the log and in `/status`.
-pub const EXPIRY_WARNING_DAYS: i64 = 14;
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 14;
 
 /// The oldest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     V1_2,
     V1_3,
 }
 
 /// What the gateway knows of one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Certificate {
-    pub cert_file: PathBuf,
+pub(crate) struct Certificate {
+    pub(crate) cert_file: PathBuf,
     /// Its DNS names (subject alternative names; the common name when it has none), lower case.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// When it expires, in seconds since the Unix epoch.
-    pub not_after: i64,
+    pub(crate) not_after: i64,
     /// Its serial number, in hex.
-    pub serial: String,
+    pub(crate) serial: String,
     /// `RSA`, `ECDSA` or `Ed25519`.
-    pub key_type: &'static str,
+    pub(crate) key_type: &'static str,
 }
 
 /// The time now in seconds since the Unix epoch, as certificate expiry is kept.
@@ -53,18 +53,18 @@ pub fn unix_now() -> i64 {
 
 impl Certificate {
     /// Whole days from `now` until the certificate expires (negative once it has).
-    pub fn days_left(&self, now: i64) -> i64 {
+    pub(crate) fn days_left(&self, now: i64) -> i64 {
         (self.not_after - now) / 86_400
     }
 
     /// Days left when the certificate expires within [`EXPIRY_WARNING_DAYS`] of `now`.
-    pub fn expires_soon(&self, now: i64) -> Option<i64> {
+    pub(crate) fn expires_soon(&self, now: i64) -> Option<i64> {
         let days = self.days_left(now);
         (days < EXPIRY_WARNING_DAYS).then_some(days)
     }
 
     /// A name to show it by: its first name, or its file.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.names
             .first()
             .cloned()

@@ -20,7 +20,7 @@ impl GatewaySpec {
     /// Checks every key and builds the typed configuration: the one validation path, used by
     /// `-t`, at start and on reload. Relative paths resolve against `base_dir` (the file's
     /// folder); errors name the key, their `file` is left empty for the caller to fill.
-    pub fn validate(&self, base_dir: &Path) -> Result<GatewayConfig, KeyError> {
+    pub(crate) fn validate(&self, base_dir: &Path) -> Result<GatewayConfig, KeyError> {
         validate(self, base_dir)
     }
 }

@@ -1,7 +1,7 @@
 //! Configuration: one YAML file holds Pingora's server keys at top level and the gateway's own
 //! section under `gateway:`. The section is parsed once into the public, serializable spec
 //! ([`spec::GatewaySpec`], what the file says and what `GET /config` shows), validated section
-//! by section (`gateway`, `routing`, `groups`) by [`spec::GatewaySpec::validate`], and turned
+//! by section (`gateway`, `routing`, `groups`) by `GatewaySpec::validate`, and turned
 //! into the typed runtime values below. Every error names the file, the key and the value.
 //!
 //! Above `routing` and `upstreams`, whose types it builds; nothing on the request path reads
@@ -13,7 +13,7 @@ mod groups;
 mod parse;
 mod routing;
 mod rules;
-pub mod spec;
+pub(crate) mod spec;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -28,34 +28,34 @@ use std::time::Duration;
 use pingora_core::server::configuration::ServerConf;
 
 use crate::routing::routes::{RouteMatch, RouteTable};
-pub use crate::routing::Cidr;
+pub(crate) use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
-pub use certificates::{unix_now, Certificate, TlsVersion, EXPIRY_WARNING_DAYS};
+pub use certificates::unix_now;
+pub(crate) use certificates::EXPIRY_WARNING_DAYS;
 pub(crate) use parse::check_token;
-pub use parse::parse_duration;
-pub use rules::{RuleKindSpec, RuleSpec};
 pub use spec::GatewaySpec;
-pub use tls::{certificate_warnings, describe_listeners, Listener, ListenerKind, TlsListener};
+pub use tls::{certificate_warnings, describe_listeners};
+pub(crate) use tls::{Listener, ListenerKind, TlsListener};
 
 /// The demo configuration that `canary-gateway` runs when no `-c FILE` is given.
-pub const DEMO_CONFIG: &str = include_str!("../../conf/demo.yaml");
+pub(crate) const DEMO_CONFIG: &str = include_str!("../../conf/demo.yaml");
 /// Name used for the embedded demo configuration in messages.
 pub const DEMO_CONFIG_NAME: &str = "<built-in demo: conf/demo.yaml>";
 
 /// Drain time applied when the file does not set `grace_period_seconds`. Pingora's own default
 /// is 300 s, far past the ~10 s after which systemd or `docker stop` kill a process.
-pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
+pub(crate) const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
 /// Time runtimes get to finish after the grace period when the file does not set it.
-pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+pub(crate) const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
 /// A configuration problem: which file, which key, what is wrong. The config layer's one error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {}{message}", key_prefix(.key))]
 pub struct ConfigError {
-    pub file: String,
-    pub key: String,
-    pub message: String,
+    pub(crate) file: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 /// `key: ` before a message, nothing when the problem is the file as a whole.
@@ -89,69 +89,69 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// The host and path lookup over `routes`, built once at load; `None` when the one route
     /// serves every host and path.
-    pub route_table: Option<Arc<RouteTable>>,
+    pub(crate) route_table: Option<Arc<RouteTable>>,
     /// Each group's name as the decision header's value, indexed by `GroupId` (checked once
     /// here; a clone per request copies nothing).
-    pub group_values: Vec<http::HeaderValue>,
+    pub(crate) group_values: Vec<http::HeaderValue>,
     /// Response header that names the chosen group (lower case); `None` when turned off.
-    pub decision_header: Option<http::HeaderName>,
+    pub(crate) decision_header: Option<http::HeaderName>,
     /// Built-in demo origins to start in the same process (the demo config only, normally).
-    pub demo_origins: Vec<DemoOrigin>,
+    pub(crate) demo_origins: Vec<DemoOrigin>,
     /// The admin API, when configured.
-    pub admin: Option<AdminConfig>,
+    pub(crate) admin: Option<AdminConfig>,
     /// Where `GET /metrics` is served, when configured.
-    pub metrics_listen: Option<SocketAddr>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// The JSON access log, when configured.
-    pub access_log: Option<AccessLogTarget>,
+    pub(crate) access_log: Option<AccessLogTarget>,
     /// Limits on client requests.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Proxies whose `X-Forwarded-For` is believed when finding the client address.
-    pub trusted_proxies: Vec<Cidr>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
     /// The Redis store for shared user sets, when configured.
-    pub store: Option<StoreConfig>,
+    pub(crate) store: Option<StoreConfig>,
 }
 
 /// One route: which requests it serves, and its own rules.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    pub name: String,
-    pub matching: RouteMatch,
+    pub(crate) name: String,
+    pub(crate) matching: RouteMatch,
     /// `true`: the matched prefix is removed from the path sent upstream (`/api/x` → `/x`).
-    pub strip_prefix: bool,
+    pub(crate) strip_prefix: bool,
     pub router: Arc<Router>,
     /// Rules whose users come from the store: rule name → set name.
-    pub store_sets: BTreeMap<String, String>,
+    pub(crate) store_sets: BTreeMap<String, String>,
     /// Rollout plans of this route's percent rules: rule name → plan.
-    pub plans: BTreeMap<String, PlanConfig>,
+    pub(crate) plans: BTreeMap<String, PlanConfig>,
 }
 
 /// A rollout plan: the steps a percent rule walks up, and the figures each step must show
 /// before the next (`gateway.routes[i].routing.rules[j].plan`, see docs/rollouts.md).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlanConfig {
+pub(crate) struct PlanConfig {
     /// The percentages, strictly increasing, each in `0..=100` (the first above 0).
-    pub steps: Vec<Percent>,
+    pub(crate) steps: Vec<Percent>,
     /// The least time at each step.
-    pub hold: Duration,
+    pub(crate) hold: Duration,
     /// The least number of canary requests in a step before it is judged.
-    pub min_requests: u64,
+    pub(crate) min_requests: u64,
     /// The rule's group (the canary) and the group it is compared with.
-    pub group: String,
-    pub baseline: String,
+    pub(crate) group: String,
+    pub(crate) baseline: String,
     /// Largest allowed canary 5xx share minus baseline 5xx share (`0.01`: one point).
-    pub max_error_rate_increase: f64,
+    pub(crate) max_error_rate_increase: f64,
     /// Largest allowed canary p99 latency ÷ baseline p99 latency.
-    pub max_p99_ratio: f64,
+    pub(crate) max_p99_ratio: f64,
     /// Largest allowed canary median latency ÷ baseline median (`max_median_ratio`); `None`
     /// (the default) turns the median check off. Sub-millisecond medians move with the load
     /// on each group's servers, so the check is only for plans that ask for it.
-    pub max_median_ratio: Option<f64>,
-    pub on_failure: OnFailure,
+    pub(crate) max_median_ratio: Option<f64>,
+    pub(crate) on_failure: OnFailure,
 }
 
 /// What a plan does when a step's figures break a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFailure {
+pub(crate) enum OnFailure {
     /// The rule's percent goes to 0 and the plan stops.
     Rollback,
     /// The plan holds its step until resumed or aborted.
@@ -159,18 +159,18 @@ pub enum OnFailure {
 }
 
 /// Defaults of a plan's optional keys.
-pub const DEFAULT_PLAN_MIN_REQUESTS: u64 = 100;
-pub const DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE: f64 = 0.01;
-pub const DEFAULT_PLAN_MAX_P99_RATIO: f64 = 1.5;
+pub(crate) const DEFAULT_PLAN_MIN_REQUESTS: u64 = 100;
+pub(crate) const DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE: f64 = 0.01;
+pub(crate) const DEFAULT_PLAN_MAX_P99_RATIO: f64 = 1.5;
 
 impl GatewayConfig {
     /// The route named `name`.
-    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+    pub(crate) fn route(&self, name: &str) -> Option<&RouteConfig> {
         self.routes.iter().find(|r| r.name == name)
     }
 
     /// Every store-backed set the routes use, once each.
-    pub fn store_set_names(&self) -> Vec<String> {
+    pub(crate) fn store_set_names(&self) -> Vec<String> {
         let mut sets: Vec<String> = self
             .routes
             .iter()
@@ -183,19 +183,19 @@ impl GatewayConfig {
 }
 
 /// The name of the one route a file with a plain `gateway.routing` block has.
-pub const DEFAULT_ROUTE: &str = "default";
+pub(crate) const DEFAULT_ROUTE: &str = "default";
 
 /// Limits on client requests (defaults in docs/security.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub head: HeadLimits,
+pub(crate) struct Limits {
+    pub(crate) head: HeadLimits,
     /// Deadline for the whole request body, counted from the end of the head.
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// An upgraded connection (WebSocket) with no traffic either way for this long is closed.
     /// Tunnels have no body limits: this is what bounds them.
-    pub tunnel_idle_timeout: Duration,
+    pub(crate) tunnel_idle_timeout: Duration,
     /// Largest request body accepted (413 above it).
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
 }
 
 impl Default for Limits {
@@ -211,19 +211,19 @@ impl Default for Limits {
 
 /// Limits on a request head, enforced by the proxy's head guard before Pingora parses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     /// From the first byte of a request head to its end.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
     /// How long a connection may wait for its next request: an HTTP/1.1 connection between
     /// requests, an HTTP/2 connection with no stream open. A whole number of seconds, at
     /// least one (Pingora counts HTTP/1.1 keep-alive in seconds).
-    pub keepalive_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
     /// Longest request line (method, target, version).
-    pub max_request_line: usize,
+    pub(crate) max_request_line: usize,
     /// Largest request head, request line included.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Most header lines.
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
 }
 
 impl Default for HeadLimits {
@@ -240,17 +240,17 @@ impl Default for HeadLimits {
 
 /// Where access-log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLogTarget {
+pub(crate) enum AccessLogTarget {
     Stdout,
     File(PathBuf),
 }
 
 /// One admin token: its name (the audit trail's actor), the secret and what it may do.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken {
-    pub name: String,
-    pub token: String,
-    pub role: Role,
+pub(crate) struct AdminToken {
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) role: Role,
 }
 
 impl fmt::Debug for AdminToken {
@@ -261,7 +261,7 @@ impl fmt::Debug for AdminToken {
 
 /// What an admin token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Everything.
     Operator,
     /// Read everything, change nothing.
@@ -269,7 +269,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Operator => "operator",
             Role::Viewer => "viewer",
@@ -278,32 +278,32 @@ impl Role {
 }
 
 /// The name of the operator token set by `gateway.admin.token` / `token_env`.
-pub const DEFAULT_ADMIN_TOKEN_NAME: &str = "admin";
+pub(crate) const DEFAULT_ADMIN_TOKEN_NAME: &str = "admin";
 
 /// Where the shared user sets live (`gateway.store`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
+pub(crate) struct StoreConfig {
     /// `redis://host:port/db` (a password in the URL is never shown).
-    pub url: String,
+    pub(crate) url: String,
     /// Key prefix: set `vip` is `<prefix>users:vip`; changes go out on `<prefix>events`.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Full re-read of every set, to heal anything the channel missed.
-    pub resync_interval: Duration,
+    pub(crate) resync_interval: Duration,
     /// Bound on each Redis command.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl StoreConfig {
-    pub fn set_key(&self, set: &str) -> String {
+    pub(crate) fn set_key(&self, set: &str) -> String {
         format!("{}users:{set}", self.prefix)
     }
 
-    pub fn channel(&self) -> String {
+    pub(crate) fn channel(&self) -> String {
         format!("{}events", self.prefix)
     }
 
     /// The URL with any password replaced, for logs and `/status`.
-    pub fn redacted_url(&self) -> String {
+    pub(crate) fn redacted_url(&self) -> String {
         match (self.url.find("://"), self.url.rfind('@')) {
             (Some(scheme), Some(at)) if at > scheme => {
                 format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
@@ -315,13 +315,13 @@ impl StoreConfig {
 
 /// The admin API's listener, credentials and state file.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AdminConfig {
-    pub listen: SocketAddr,
+pub(crate) struct AdminConfig {
+    pub(crate) listen: SocketAddr,
     /// The bearer tokens admin requests may carry, with their names and roles (at least one).
     /// Never logged or shown.
-    pub tokens: Vec<AdminToken>,
+    pub(crate) tokens: Vec<AdminToken>,
     /// Where changes made through the API are kept, so they survive restarts and reloads.
-    pub state_file: Option<PathBuf>,
+    pub(crate) state_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for AdminConfig {
@@ -336,25 +336,25 @@ impl fmt::Debug for AdminConfig {
 
 /// A tiny origin served by the gateway process itself, for the demo.
 #[derive(Debug, Clone)]
-pub struct DemoOrigin {
-    pub listen: String,
-    pub body: String,
+pub(crate) struct DemoOrigin {
+    pub(crate) listen: String,
+    pub(crate) body: String,
 }
 
 /// Shortest admin token accepted: anything shorter is guessable.
-pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+pub(crate) const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// Health check defaults: applied to a group without `health_check`, and to missing keys.
-pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-pub const DEFAULT_HEALTH_RISE: usize = 1;
-pub const DEFAULT_HEALTH_FALL: usize = 2;
+pub(crate) const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_HEALTH_RISE: usize = 1;
+pub(crate) const DEFAULT_HEALTH_FALL: usize = 2;
 
 /// Shortest accepted cookie signing key.
-pub const MIN_SIGNING_KEY_LEN: usize = 16;
+pub(crate) const MIN_SIGNING_KEY_LEN: usize = 16;
 
 /// Default name of the response header that carries the decision.
-pub const DEFAULT_DECISION_HEADER: &str = "x-canary-group";
+pub(crate) const DEFAULT_DECISION_HEADER: &str = "x-canary-group";
 
 /// Loads and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::routing::is_token_byte;
 
 /// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')

@@ -32,14 +32,14 @@ pub(super) struct Context<'a> {
 /// the same YAML shape the file uses (no kind key; only the keys that are set).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "FileRule", into = "FileRule")]
-pub struct RuleSpec {
-    pub name: String,
-    pub kind: RuleKindSpec,
+pub(crate) struct RuleSpec {
+    pub(crate) name: String,
+    pub(crate) kind: RuleKindSpec,
 }
 
 /// What a rule tests, as written: one variant per kind, with only the keys that kind takes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RuleKindSpec {
+pub(crate) enum RuleKindSpec {
     /// `header: NAME`: a request header whose value names the group (QA override), optionally
     /// with `header_secret` (value `group:secret`) and `from` (client networks).
     Header {

@@ -29,47 +29,47 @@ struct SpecRoot<'a> {
 }
 
 /// What an inline secret is replaced with by [`GatewaySpec::redacted`].
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// The gateway section of the configuration file (`gateway:`), as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySpec {
     /// The proxy's listeners (`gateway.listen`), at least one.
-    pub listen: Vec<ListenSpec>,
+    pub(crate) listen: Vec<ListenSpec>,
     /// The upstream groups by name (`gateway.groups`), at least one.
-    pub groups: BTreeMap<String, GroupSpec>,
+    pub(crate) groups: BTreeMap<String, GroupSpec>,
     /// One routing block for every host and path; exactly one of `routing` and `routes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing: Option<RoutingSpec>,
+    pub(crate) routing: Option<RoutingSpec>,
     /// Routes by host and path prefix, each with its routing block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<Vec<RouteSpec>>,
+    pub(crate) routes: Option<Vec<RouteSpec>>,
     /// The response header naming the chosen group: `false` turns it off, a name renames it
     /// (default `x-canary-group`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision_header: Option<DecisionHeaderSpec>,
+    pub(crate) decision_header: Option<DecisionHeaderSpec>,
     /// Tiny origins served by the gateway process itself (the demo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub demo_origins: Vec<DemoOriginSpec>,
+    pub(crate) demo_origins: Vec<DemoOriginSpec>,
     /// The admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin: Option<AdminSpec>,
+    pub(crate) admin: Option<AdminSpec>,
     /// The metrics endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<MetricsSpec>,
+    pub(crate) metrics: Option<MetricsSpec>,
     /// The JSON access log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_log: Option<AccessLogSpec>,
+    pub(crate) access_log: Option<AccessLogSpec>,
     /// Limits on client requests (defaults in docs/security.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<LimitsSpec>,
+    pub(crate) limits: Option<LimitsSpec>,
     /// Networks (`10.0.0.0/8`, an address) whose `X-Forwarded-For` is believed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trusted_proxies: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
     /// The Redis store for shared user sets and control state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<StoreSpec>,
+    pub(crate) store: Option<StoreSpec>,
 }
 
 impl GatewaySpec {
@@ -84,14 +84,14 @@ impl GatewaySpec {
 
     /// The spec as a configuration file: `gateway:` and this section under it, unset optional
     /// keys left out. [`GatewaySpec::from_yaml`] reads it back into an equal spec.
-    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+    pub(crate) fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
         serde_yaml::to_string(&SpecRoot { gateway: self })
     }
 
     /// A copy fit to show: every secret written inline (admin tokens, signing keys, header
     /// secrets, a password in the store URL) replaced by [`REDACTED`]. Secrets referenced by
     /// environment variable name (`token_env`, `signing_key_env`) are kept, being only names.
-    pub fn redacted(&self) -> GatewaySpec {
+    pub(crate) fn redacted(&self) -> GatewaySpec {
         let mut spec = self.clone();
         let hide = |secret: &mut Option<String>| {
             if secret.is_some() {
@@ -138,101 +138,101 @@ fn redact_url_password(url: &str) -> String {
 /// `gateway.store`: where shared user sets and the control state live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoreSpec {
+pub(crate) struct StoreSpec {
     /// `redis://host:port/db` or `rediss://…`.
-    pub redis: String,
+    pub(crate) redis: String,
     /// Key prefix (default `canary:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// A duration (`60s`): how often every set is read again in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resync_interval: Option<String>,
+    pub(crate) resync_interval: Option<String>,
     /// A duration (`2s`): the bound on each Redis command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
 }
 
 /// `gateway.limits`: limits on client requests; each unset key keeps its default.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsSpec {
+pub(crate) struct LimitsSpec {
     /// A duration: from a request head's first byte to its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header_timeout: Option<String>,
+    pub(crate) header_timeout: Option<String>,
     /// A duration in whole seconds: how long a connection may wait for its next request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keepalive_timeout: Option<String>,
+    pub(crate) keepalive_timeout: Option<String>,
     /// A duration: the whole request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_timeout: Option<String>,
+    pub(crate) body_timeout: Option<String>,
     /// A duration: an upgraded connection with no traffic for this long is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tunnel_idle_timeout: Option<String>,
+    pub(crate) tunnel_idle_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_request_line: Option<usize>,
+    pub(crate) max_request_line: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_header_bytes: Option<usize>,
+    pub(crate) max_header_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_headers: Option<usize>,
+    pub(crate) max_headers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_body_bytes: Option<u64>,
+    pub(crate) max_body_bytes: Option<u64>,
 }
 
 /// `gateway.metrics`: where `GET /metrics` is served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsSpec {
+pub(crate) struct MetricsSpec {
     /// `IP:port`.
-    pub listen: String,
+    pub(crate) listen: String,
 }
 
 /// `gateway.access_log`: the JSON access log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AccessLogSpec {
+pub(crate) struct AccessLogSpec {
     /// A file (relative to the configuration file's folder), or `-` for standard output.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 /// `gateway.admin`: the admin API's listener, tokens and state file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminSpec {
+pub(crate) struct AdminSpec {
     /// `IP:port`.
-    pub listen: String,
+    pub(crate) listen: String,
     /// The operator token `admin`, inline (prefer `token_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// The environment variable holding the operator token `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_env: Option<String>,
+    pub(crate) token_env: Option<String>,
     /// Named tokens with their roles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tokens: Vec<AdminTokenSpec>,
+    pub(crate) tokens: Vec<AdminTokenSpec>,
     /// Where changes made through the API are kept (relative to the file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_file: Option<PathBuf>,
+    pub(crate) state_file: Option<PathBuf>,
 }
 
 /// A named admin token (`gateway.admin.tokens[i]`): exactly one of `token` and `token_env`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminTokenSpec {
+pub(crate) struct AdminTokenSpec {
     /// The name the audit trail shows.
-    pub name: String,
+    pub(crate) name: String,
     /// The secret, inline (prefer `token_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// The environment variable holding the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_env: Option<String>,
-    pub role: RoleSpec,
+    pub(crate) token_env: Option<String>,
+    pub(crate) role: RoleSpec,
 }
 
 /// What an admin token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RoleSpec {
+pub(crate) enum RoleSpec {
     Operator,
     Viewer,
 }
@@ -240,52 +240,52 @@ pub enum RoleSpec {
 /// `gateway.groups.NAME`: an upstream group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GroupSpec {
+pub(crate) struct GroupSpec {
     /// Its servers, at least one.
-    pub servers: Vec<ServerSpec>,
+    pub(crate) servers: Vec<ServerSpec>,
     /// How a server is picked (default `round_robin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selection: Option<SelectionSpec>,
+    pub(crate) selection: Option<SelectionSpec>,
     /// The health check (default: TCP connect every 2 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<HealthCheckSpec>,
+    pub(crate) health_check: Option<HealthCheckSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeouts: Option<TimeoutsSpec>,
+    pub(crate) timeouts: Option<TimeoutsSpec>,
     /// The group served when none of this group's servers is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<String>,
+    pub(crate) fallback: Option<String>,
     /// The `Host` sent upstream: `client` (default), `server` or a host name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_header: Option<String>,
+    pub(crate) host_header: Option<String>,
     /// TLS towards the servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<UpstreamTlsSpec>,
+    pub(crate) tls: Option<UpstreamTlsSpec>,
 }
 
 /// `gateway.groups.NAME.tls`: TLS towards the group's servers. Files are named by path
 /// (relative to the configuration file's folder), never inlined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamTlsSpec {
+pub(crate) struct UpstreamTlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sni: Option<String>,
+    pub(crate) sni: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<bool>,
+    pub(crate) verify: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_cert: Option<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_key: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http2: Option<bool>,
+    pub(crate) http2: Option<bool>,
 }
 
 /// One entry of `gateway.listen`: an address (plaintext HTTP/1.1), or a listener with TLS or
 /// a redirect to https.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum ListenSpec {
+pub(crate) enum ListenSpec {
     Addr(String),
     Listener(ListenerSpec),
 }
@@ -318,52 +318,52 @@ impl<'de> Deserialize<'de> for ListenSpec {
 /// A listener written as a map (`gateway.listen[i]`): TLS, or a redirect to https.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerSpec {
+pub(crate) struct ListenerSpec {
     /// `IP:port`.
-    pub addr: String,
+    pub(crate) addr: String,
     /// Answer every request with a redirect to https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect_https: Option<bool>,
+    pub(crate) redirect_https: Option<bool>,
     /// The port a redirect names (default 443).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub https_port: Option<u16>,
+    pub(crate) https_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsSpec>,
+    pub(crate) tls: Option<TlsSpec>,
     /// Offer HTTP/2 by ALPN (default `true` on TLS listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http2: Option<bool>,
+    pub(crate) http2: Option<bool>,
     /// `Strict-Transport-Security` on every response of a TLS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hsts: Option<String>,
+    pub(crate) hsts: Option<String>,
 }
 
 /// A listener's `tls`: its certificates and protocol floor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsSpec {
+pub(crate) struct TlsSpec {
     /// At least one; chosen by the client's server name.
-    pub certificates: Vec<CertificateSpec>,
+    pub(crate) certificates: Vec<CertificateSpec>,
     /// The `cert` path of the certificate for clients without a known name (default: the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_certificate: Option<PathBuf>,
+    pub(crate) default_certificate: Option<PathBuf>,
     /// `"1.2"` (default) or `"1.3"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_version: Option<String>,
+    pub(crate) min_version: Option<String>,
 }
 
 /// A certificate and its key, by file path (relative to the configuration file's folder);
 /// the key itself is never in the spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CertificateSpec {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct CertificateSpec {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// A group's server: `host:port`, or with a weight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum ServerSpec {
+pub(crate) enum ServerSpec {
     Addr(String),
     Weighted(WeightedServerSpec),
 }
@@ -371,17 +371,17 @@ pub enum ServerSpec {
 /// A server with a weight (`{ addr, weight }`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WeightedServerSpec {
-    pub addr: String,
+pub(crate) struct WeightedServerSpec {
+    pub(crate) addr: String,
     /// In `1..=1000` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<usize>,
+    pub(crate) weight: Option<usize>,
 }
 
 /// How a group picks a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SelectionSpec {
+pub(crate) enum SelectionSpec {
     RoundRobin,
     Consistent,
 }
@@ -389,7 +389,7 @@ pub enum SelectionSpec {
 /// A health check's kind (`type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ProbeSpec {
+pub(crate) enum ProbeSpec {
     Tcp,
     Http,
     None,
@@ -398,83 +398,83 @@ pub enum ProbeSpec {
 /// `gateway.groups.NAME.health_check`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthCheckSpec {
+pub(crate) struct HealthCheckSpec {
     #[serde(rename = "type")]
-    pub probe: ProbeSpec,
+    pub(crate) probe: ProbeSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expect_status: Option<u16>,
+    pub(crate) expect_status: Option<u16>,
     /// A duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<String>,
+    pub(crate) interval: Option<String>,
     /// A duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub(crate) timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rise: Option<usize>,
+    pub(crate) rise: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fall: Option<usize>,
+    pub(crate) fall: Option<usize>,
 }
 
 /// `gateway.groups.NAME.timeouts`: durations towards the group's servers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimeoutsSpec {
+pub(crate) struct TimeoutsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect: Option<String>,
+    pub(crate) connect: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read: Option<String>,
+    pub(crate) read: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write: Option<String>,
+    pub(crate) write: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle: Option<String>,
+    pub(crate) idle: Option<String>,
 }
 
 /// `gateway.routes[i]`: which requests a route serves, and its routing block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteSpec {
+pub(crate) struct RouteSpec {
     /// A token, unique among the routes.
-    pub name: String,
+    pub(crate) name: String,
     /// Host names or `*.` wildcards; none: every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     /// Path prefixes; none: `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
     /// Remove the matched prefix from the path sent upstream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub strip_prefix: bool,
-    pub routing: RoutingSpec,
+    pub(crate) strip_prefix: bool,
+    pub(crate) routing: RoutingSpec,
 }
 
 /// A routing block (`gateway.routing`, `gateway.routes[i].routing`): the user cookie, the
 /// default group and the ordered rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RoutingSpec {
+pub(crate) struct RoutingSpec {
     /// The cookie carrying the user id (default `canary_user`).
     #[serde(default = "default_cookie")]
-    pub cookie: String,
+    pub(crate) cookie: String,
     /// The group of a request no rule claims.
-    pub default: String,
+    pub(crate) default: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<FileRule>,
+    pub(crate) rules: Vec<FileRule>,
     /// The key(s) the cookie is signed with, inline (prefer `signing_key_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing_key: Option<SigningKeys>,
+    pub(crate) signing_key: Option<SigningKeys>,
     /// The environment variable holding the signing key(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing_key_env: Option<String>,
+    pub(crate) signing_key_env: Option<String>,
 }
 
 /// One signing key, or several (the first signs; all verify).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum SigningKeys {
+pub(crate) enum SigningKeys {
     One(String),
     Several(Vec<String>),
 }
@@ -487,32 +487,32 @@ pub(super) fn default_cookie() -> String {
 /// `users_store` or `percent` that is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRule {
-    pub name: String,
+pub(crate) struct FileRule {
+    pub(crate) name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
+    pub(crate) header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub users: Option<Vec<String>>,
+    pub(crate) users: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub users_file: Option<PathBuf>,
+    pub(crate) users_file: Option<PathBuf>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         serialize_with = "write_percent"
     )]
-    pub percent: Option<f64>,
+    pub(crate) percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<String>,
+    pub(crate) seed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header_secret: Option<String>,
+    pub(crate) header_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Vec<String>>,
+    pub(crate) from: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub users_store: Option<String>,
+    pub(crate) users_store: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<FilePlan>,
+    pub(crate) plan: Option<FilePlan>,
 }
 
 /// A percentage as a person writes it: `5`, not `5.0`.
@@ -535,29 +535,29 @@ fn write_steps<S: serde::Serializer>(steps: &[f64], s: S) -> Result<S::Ok, S::Er
 /// A rollout plan on a percent rule (`gateway.routing.rules[i].plan`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilePlan {
+pub(crate) struct FilePlan {
     #[serde(serialize_with = "write_steps")]
-    pub steps: Vec<f64>,
+    pub(crate) steps: Vec<f64>,
     /// A duration: the least time at each step.
-    pub hold: String,
+    pub(crate) hold: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_requests: Option<u64>,
+    pub(crate) min_requests: Option<u64>,
     /// The group the canary is compared with.
-    pub baseline: String,
+    pub(crate) baseline: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_error_rate_increase: Option<f64>,
+    pub(crate) max_error_rate_increase: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_p99_ratio: Option<f64>,
+    pub(crate) max_p99_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_median_ratio: Option<f64>,
+    pub(crate) max_median_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_failure: Option<FileOnFailure>,
+    pub(crate) on_failure: Option<FileOnFailure>,
 }
 
 /// What a plan does when a step's figures break a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FileOnFailure {
+pub(crate) enum FileOnFailure {
     Rollback,
     Pause,
 }
@@ -565,7 +565,7 @@ pub enum FileOnFailure {
 /// `gateway.decision_header`: `true`/`false`, or the header's name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum DecisionHeaderSpec {
+pub(crate) enum DecisionHeaderSpec {
     Enabled(bool),
     Name(String),
 }
@@ -573,10 +573,10 @@ pub enum DecisionHeaderSpec {
 /// `gateway.demo_origins[i]`: a tiny origin answering every request with `body`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DemoOriginSpec {
+pub(crate) struct DemoOriginSpec {
     /// `IP:port`.
-    pub listen: String,
-    pub body: String,
+    pub(crate) listen: String,
+    pub(crate) body: String,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Unit tests of loading and validation: good files load into typed values, each bad key is
 //! named in its error.
 
+use super::parse::parse_duration;
 use super::*;
 use crate::routing::{GroupId, Reason, RequestFacts, RuleKind};
 use crate::upstreams::{HealthProbe, Selection, Timeouts};

@@ -21,13 +21,13 @@ pub struct Listener {
     /// `IP:port`, as Pingora binds it.
     pub addr: String,
     /// The port of `addr` (the HSTS header is chosen by the local port).
-    pub port: u16,
-    pub kind: ListenerKind,
+    pub(crate) port: u16,
+    pub(crate) kind: ListenerKind,
 }
 
 impl Listener {
     /// The address and what it speaks: `0.0.0.0:443 (tls)`, `0.0.0.0:80 (redirect to https)`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.kind {
             ListenerKind::Plain => self.addr.clone(),
             ListenerKind::RedirectHttps { .. } => format!("{} (redirect to https)", self.addr),
@@ -47,7 +47,7 @@ pub fn describe_listeners(listeners: &[Listener]) -> String {
 
 /// What a listener speaks.
 #[derive(Debug, Clone)]
-pub enum ListenerKind {
+pub(crate) enum ListenerKind {
     /// Plaintext HTTP/1.1.
     Plain,
     /// Plaintext HTTP/1.1 answering every request with a 308 to https; nothing is proxied.
@@ -60,16 +60,16 @@ pub enum ListenerKind {
 }
 
 /// A TLS listener, ready to serve: its acceptor and what `/status` shows of it.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     /// The rustls acceptor: certificates chosen by the client's server name (SNI), session
     /// resumption by tickets and a session cache.
-    pub acceptor: Acceptor,
+    pub(crate) acceptor: Acceptor,
     /// The certificates, in file order.
-    pub certificates: Vec<Certificate>,
+    pub(crate) certificates: Vec<Certificate>,
     /// Index of the certificate for clients without SNI or with an unknown name.
-    pub default_certificate: usize,
+    pub(crate) default_certificate: usize,
     /// `Strict-Transport-Security` value for every response, when set.
-    pub hsts: Option<HeaderValue>,
+    pub(crate) hsts: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for TlsListener {
@@ -82,7 +82,7 @@ impl std::fmt::Debug for TlsListener {
     }
 }
 
-/// A warning for each certificate of `listeners` that expires within [`super::EXPIRY_WARNING_DAYS`]
+/// A warning for each certificate of `listeners` that expires within `EXPIRY_WARNING_DAYS`
 /// of `now` (seconds since the Unix epoch).
 pub fn certificate_warnings(listeners: &[Listener], now: i64) -> Vec<String> {
     let mut warnings = Vec::new();

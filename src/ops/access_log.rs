@@ -104,14 +104,14 @@ enum Message {
 
 /// Handle to the access log; cheap to clone.
 #[derive(Clone)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     sender: SyncSender<Message>,
     reopen: Arc<AtomicBool>,
 }
 
 impl AccessLog {
     /// Opens the target and starts the writer thread.
-    pub fn start(target: Target) -> std::io::Result<AccessLog> {
+    pub(crate) fn start(target: Target) -> std::io::Result<AccessLog> {
         let sink = open(&target)?;
         let (sender, receiver) = sync_channel(QUEUE_LINES);
         let reopen = Arc::new(AtomicBool::new(false));
@@ -123,12 +123,12 @@ impl AccessLog {
     }
 
     /// Asks the writer to reopen the file (after logrotate moved it).
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
     }
 
     /// Writes out everything queued so far, waiting at most `limit`.
-    pub fn flush(&self, limit: Duration) {
+    pub(crate) fn flush(&self, limit: Duration) {
         let (ack, done) = sync_channel(1);
         if self.sender.send(Message::Flush(ack)).is_ok() {
             done.recv_timeout(limit).ok();

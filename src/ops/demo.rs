@@ -10,7 +10,7 @@ use pingora::services::listening::Service;
 use crate::config::DemoOrigin;
 
 /// Answers every request with its body and `200 OK`.
-pub struct FixedBodyApp {
+pub(crate) struct FixedBodyApp {
     body: Vec<u8>,
 }
 
@@ -22,7 +22,7 @@ impl ServeHttp for FixedBodyApp {
 }
 
 /// A listening service for one demo origin.
-pub fn demo_origin_service(origin: &DemoOrigin) -> Service<HttpServer<FixedBodyApp>> {
+pub(crate) fn demo_origin_service(origin: &DemoOrigin) -> Service<HttpServer<FixedBodyApp>> {
     let app = FixedBodyApp {
         body: format!("{}\n", origin.body).into_bytes(),
     };

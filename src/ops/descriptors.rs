@@ -20,7 +20,7 @@ static OPEN_FILES: OnceLock<OpenFiles> = OnceLock::new();
 
 /// Raises the soft open-files limit to the hard one (where the hard one is unlimited, to the
 /// kernel's per-process ceiling, `/proc/sys/fs/nr_open`) and keeps the outcome for
-/// [`open_files`]. Done once, at start, before any listener is opened.
+/// `open_files`. Done once, at start, before any listener is opened.
 pub fn raise_open_files_limit() -> io::Result<OpenFiles> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -54,7 +54,7 @@ pub fn raise_open_files_limit() -> io::Result<OpenFiles> {
 }
 
 /// The open-files limit the process runs with, once [`raise_open_files_limit`] has run.
-pub fn open_files() -> Option<OpenFiles> {
+pub(crate) fn open_files() -> Option<OpenFiles> {
     OPEN_FILES.get().copied()
 }
 

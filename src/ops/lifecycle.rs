@@ -17,7 +17,7 @@ use crate::state::Controller;
 
 /// Runs `action` (on the blocking pool: loading a large users file is blocking work) every
 /// time the process receives `signal`, until shutdown.
-pub struct OnSignal {
+pub(crate) struct OnSignal {
     signal: tokio::signal::unix::SignalKind,
     /// What the action is, for logs ("reload the configuration").
     what: &'static str,
@@ -25,7 +25,7 @@ pub struct OnSignal {
 }
 
 impl OnSignal {
-    pub fn new(
+    pub(crate) fn new(
         signal: tokio::signal::unix::SignalKind,
         what: &'static str,
         action: impl Fn() + Send + Sync + 'static,
@@ -38,7 +38,7 @@ impl OnSignal {
     }
 
     /// SIGHUP reloads the configuration.
-    pub fn reload_on_hangup(controller: Arc<Controller>) -> Self {
+    pub(crate) fn reload_on_hangup(controller: Arc<Controller>) -> Self {
         Self::new(
             tokio::signal::unix::SignalKind::hangup(),
             "reload the configuration",
@@ -50,7 +50,7 @@ impl OnSignal {
     }
 
     /// SIGUSR1 reopens the access log (after logrotate moved the file).
-    pub fn reopen_log_on_usr1(log: AccessLog) -> Self {
+    pub(crate) fn reopen_log_on_usr1(log: AccessLog) -> Self {
         Self::new(
             tokio::signal::unix::SignalKind::user_defined1(),
             "reopen the access log",
@@ -87,12 +87,12 @@ impl BackgroundService for OnSignal {
 /// On SIGQUIT (the old process of a graceful upgrade), starts closing client connections after
 /// their next response, so keep-alive clients reconnect to the new process during Pingora's
 /// close period instead of losing a request when the old process stops.
-pub struct CloseConnectionsOnUpgrade {
+pub(crate) struct CloseConnectionsOnUpgrade {
     in_flight: InFlight,
 }
 
 impl CloseConnectionsOnUpgrade {
-    pub fn new(in_flight: InFlight) -> Self {
+    pub(crate) fn new(in_flight: InFlight) -> Self {
         CloseConnectionsOnUpgrade { in_flight }
     }
 }
@@ -122,17 +122,17 @@ impl BackgroundService for CloseConnectionsOnUpgrade {
 /// counts from its accept (its TLS handshake, then its first request head: `proxy::guard`) and
 /// each request from Pingora's reading its head; this covers the moments between one count
 /// ending and the next beginning, all within one poll of the connection's task.
-pub const QUIET_BEFORE_EXIT: Duration = Duration::from_millis(100);
+pub(crate) const QUIET_BEFORE_EXIT: Duration = Duration::from_millis(100);
 
 /// The drain rule: done once no request has been in flight for [`QUIET_BEFORE_EXIT`].
 #[derive(Debug, Default)]
-pub struct Drain {
+pub(crate) struct Drain {
     quiet_since: Option<Instant>,
 }
 
 impl Drain {
     /// Records how many requests are in flight at `now`; true once the process may exit.
-    pub fn observe(&mut self, in_flight: usize, now: Instant) -> bool {
+    pub(crate) fn observe(&mut self, in_flight: usize, now: Instant) -> bool {
         if in_flight > 0 {
             self.quiet_since = None;
             return false;
@@ -156,7 +156,7 @@ impl Drain {
 /// gateway subscribes to. Pingora never removes its pid file (`-d`), so this does, unless a
 /// newer process (after `-u`) has already written its own pid there. If requests never drain,
 /// Pingora's grace period ends the process as before.
-pub struct ExitWhenDrained {
+pub(crate) struct ExitWhenDrained {
     in_flight: InFlight,
     pid_file: Option<PathBuf>,
     before_exit: Vec<Box<dyn Fn() + Send + Sync>>,
@@ -164,7 +164,7 @@ pub struct ExitWhenDrained {
 
 impl ExitWhenDrained {
     /// `pid_file`: Pingora's `pid_file`, removed at exit when it holds this process's pid.
-    pub fn new(in_flight: InFlight, pid_file: Option<PathBuf>) -> Self {
+    pub(crate) fn new(in_flight: InFlight, pid_file: Option<PathBuf>) -> Self {
         ExitWhenDrained {
             in_flight,
             pid_file,
@@ -173,13 +173,13 @@ impl ExitWhenDrained {
     }
 
     /// Adds work to do right before exiting (flushing logs).
-    pub fn before_exit(&mut self, hook: impl Fn() + Send + Sync + 'static) {
+    pub(crate) fn before_exit(&mut self, hook: impl Fn() + Send + Sync + 'static) {
         self.before_exit.push(Box::new(hook));
     }
 }
 
 /// Removes `path` if it holds `pid` (a newer process's pid file is left alone).
-pub fn remove_pid_file_of(path: &Path, pid: u32) -> bool {
+pub(crate) fn remove_pid_file_of(path: &Path, pid: u32) -> bool {
     let ours = std::fs::read_to_string(path).is_ok_and(|text| text.trim() == pid.to_string());
     ours && std::fs::remove_file(path).is_ok()
 }

@@ -55,7 +55,7 @@ fn refresh(controller: &Controller) {
 }
 
 /// Serves `GET /metrics`.
-pub struct MetricsApp {
+pub(crate) struct MetricsApp {
     controller: Arc<Controller>,
 }
 
@@ -86,7 +86,7 @@ impl ServeHttp for MetricsApp {
 }
 
 /// A listening service for `/metrics`.
-pub fn metrics_service(
+pub(crate) fn metrics_service(
     controller: Arc<Controller>,
     listen: &str,
 ) -> Service<HttpServer<MetricsApp>> {

@@ -11,7 +11,7 @@ const STYLE: &str = include_str!("ui/app.css");
 
 /// Where the page may load from and talk to: this origin only, no inline script or style, no
 /// framing, no form posts elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 

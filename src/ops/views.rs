@@ -16,13 +16,13 @@ use crate::upstreams::{HealthProbe, HostHeader};
 
 /// `GET /config`: the gateway section in force as YAML, a file `-t` accepts, with every inline
 /// secret redacted (see [`GatewaySpec::redacted`]).
-pub fn config(spec: &GatewaySpec) -> Result<String, serde_yaml::Error> {
+pub(crate) fn config(spec: &GatewaySpec) -> Result<String, serde_yaml::Error> {
     spec.redacted().to_yaml()
 }
 
 /// `GET /status`. With one route, its rules and mode also stand at the top level, as they did
 /// before routes existed.
-pub fn status(view: &View) -> Value {
+pub(crate) fn status(view: &View) -> Value {
     let state = &view.state;
     let groups: Vec<Value> = state
         .pools
@@ -224,7 +224,7 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
 
 /// `GET /rules/{rule}/plan`: the plan of `route`'s rule `rule` as `/status` shows it (`None`
 /// when the rule has no plan).
-pub fn plan(view: &View, route: &str, rule: &str) -> Option<Value> {
+pub(crate) fn plan(view: &View, route: &str, rule: &str) -> Option<Value> {
     let config = view.routes.iter().find(|r| r.name == route)?;
     let plan = config.plans.get(rule)?;
     Some(plan_status(view, route, rule, plan))
@@ -292,7 +292,7 @@ fn mode_json(mode: &OverlayMode) -> Value {
 }
 
 /// `GET /explain`.
-pub fn explain(
+pub(crate) fn explain(
     e: &Explanation,
     host: Option<&str>,
     path: Option<&str>,

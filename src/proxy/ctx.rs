@@ -18,35 +18,35 @@ use crate::state::{GatewayState, RouteState};
 /// keep-alive clients move to the new process during an upgrade instead of having an idle
 /// connection dropped under them when the old process stops.
 #[derive(Clone, Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     requests: Arc<AtomicUsize>,
     closing: Arc<AtomicBool>,
 }
 
 impl InFlight {
     /// Requests now in progress.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.requests.load(Ordering::Acquire)
     }
 
     /// From now on, answer with `Connection: close`.
-    pub fn start_closing(&self) {
+    pub(crate) fn start_closing(&self) {
         self.closing.store(true, Ordering::Release);
     }
 
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
     }
 
     /// Marks one request in progress until the returned guard is dropped.
-    pub fn enter(&self) -> InFlightGuard {
+    pub(crate) fn enter(&self) -> InFlightGuard {
         self.requests.fetch_add(1, Ordering::AcqRel);
         InFlightGuard(self.requests.clone())
     }
 }
 
 /// Marks one request in progress until dropped with its context.
-pub struct InFlightGuard(Arc<AtomicUsize>);
+pub(crate) struct InFlightGuard(Arc<AtomicUsize>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
@@ -56,23 +56,23 @@ impl Drop for InFlightGuard {
 
 /// Who the client is, worked out once in `request_filter` and read by every later step.
 #[derive(Default)]
-pub struct Client {
+pub(crate) struct Client {
     /// The client's address: the TCP peer, or behind trusted proxies the right-most
     /// untrusted `X-Forwarded-For` address.
-    pub ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
     /// `ip` as header text, for `X-Real-IP` and the access log.
-    pub ip_value: Option<HeaderValue>,
+    pub(crate) ip_value: Option<HeaderValue>,
     /// The TCP peer as header text when it is not the client (a trusted proxy); `None` when
     /// the peer is the client, whose `ip_value` then stands for it in `X-Forwarded-For`.
-    pub proxy_value: Option<HeaderValue>,
+    pub(crate) proxy_value: Option<HeaderValue>,
     /// The verified user id from the routing cookie, kept (only) when a group selects servers
     /// by user, so the cookie is parsed and its signature checked once per request.
-    pub user: Option<Box<[u8]>>,
+    pub(crate) user: Option<Box<[u8]>>,
 }
 
 /// Per-request context: the state snapshot, the decision, the request id and what happened
 /// upstream (fallback, failed servers, retries).
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     pub(super) _in_flight: InFlightGuard,
     pub(super) state: Option<Arc<GatewayState>>,
     /// The route serving the request (`None` before routing, or when no route matched).

@@ -14,19 +14,19 @@ use pingora_proxy::Session;
 
 use super::request_id::X_REQUEST_ID;
 
-pub fn bad_request(why: &'static str) -> Box<Error> {
+pub(crate) fn bad_request(why: &'static str) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(400), why)
 }
 
 /// The error returned when a hook runs before `request_filter` made its decision; a bug, but
 /// one that must fail the request, not the process.
-pub fn no_decision() -> Box<Error> {
+pub(crate) fn no_decision() -> Box<Error> {
     Error::explain(ErrorType::InternalError, "routing decision missing")
 }
 
 /// Sends the gateway's own error response (`<code> <reason>` as text, with the request id).
 /// A response that cannot be written is logged: the client is gone.
-pub async fn send_error_response(
+pub(crate) async fn send_error_response(
     session: &mut Session,
     code: u16,
     request_id: &http::HeaderValue,
@@ -54,7 +54,7 @@ pub async fn send_error_response(
 /// Rejects requests whose framing is ambiguous, so nothing ambiguous reaches an origin:
 /// HTTP/1.1 without `Host`, `Content-Length` together with `Transfer-Encoding`; and bodies
 /// announced over the size limit.
-pub fn check_framing(request: &RequestHeader, max_body_bytes: u64) -> Result<()> {
+pub(crate) fn check_framing(request: &RequestHeader, max_body_bytes: u64) -> Result<()> {
     let headers = &request.headers;
     if request.version == http::Version::HTTP_11 && !headers.contains_key(http::header::HOST) {
         return Err(bad_request("HTTP/1.1 request without Host"));
@@ -79,7 +79,7 @@ pub fn check_framing(request: &RequestHeader, max_body_bytes: u64) -> Result<()>
 }
 
 /// Whether a request carries a body (a non-zero Content-Length or any Transfer-Encoding).
-pub fn has_body(headers: &HeaderMap) -> bool {
+pub(crate) fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(http::header::TRANSFER_ENCODING)
         || headers
             .get(http::header::CONTENT_LENGTH)
@@ -89,7 +89,7 @@ pub fn has_body(headers: &HeaderMap) -> bool {
 /// The status the client gets for a failed request: 504 for upstream timeouts, 502 for other
 /// upstream failures, 503 when no server is healthy, 400 for bad requests, 0 when the client
 /// is gone.
-pub fn error_status(e: &Error) -> u16 {
+pub(crate) fn error_status(e: &Error) -> u16 {
     use pingora_core::ErrorSource;
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,

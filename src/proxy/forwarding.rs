@@ -44,7 +44,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 
 /// Works out the client once per request: its address (believing `X-Forwarded-For` only from
 /// `trusted` peers) and both addresses as header text.
-pub fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Client {
+pub(crate) fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) -> Client {
     let Some(peer) = peer else {
         return Client::default();
     };
@@ -72,7 +72,7 @@ pub(crate) fn request_host(request: &RequestHeader) -> &[u8] {
 
 /// Whether a request asks for a WebSocket (`Upgrade: websocket` over HTTP/1.1): the only
 /// upgrade the gateway passes on, as Pingora's default policy does for every other request.
-pub fn is_websocket_upgrade(request: &RequestHeader) -> bool {
+pub(crate) fn is_websocket_upgrade(request: &RequestHeader) -> bool {
     request.version == http::Version::HTTP_11
         && request
             .headers
@@ -84,7 +84,7 @@ pub fn is_websocket_upgrade(request: &RequestHeader) -> bool {
 /// the client nominated in `Connection` and the hop-by-hop headers are removed (nominating a
 /// protected header, more than a few, or something that is not a token is a 400), then the
 /// handshake's own `Connection: Upgrade` and `Upgrade: websocket` are set again.
-pub fn sanitize_websocket_request(request: &mut RequestHeader) -> Result<()> {
+pub(crate) fn sanitize_websocket_request(request: &mut RequestHeader) -> Result<()> {
     let mut nominated: Vec<http::HeaderName> = Vec::new();
     for token in request
         .headers
@@ -118,7 +118,7 @@ pub fn sanitize_websocket_request(request: &mut RequestHeader) -> Result<()> {
 }
 
 /// Sets the forwarding headers and the request id on the request that goes upstream.
-pub fn set_forwarding_headers(
+pub(crate) fn set_forwarding_headers(
     upstream_request: &mut RequestHeader,
     client: &Client,
     tls: bool,

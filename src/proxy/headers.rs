@@ -19,7 +19,7 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 /// Runs `edit` on the request's header map, with room for `extra` more headers.
-pub fn edit_request<R>(
+pub(crate) fn edit_request<R>(
     request: &mut RequestHeader,
     extra: usize,
     edit: impl FnOnce(&mut HeaderMap) -> Result<R, MaxSizeReached>,
@@ -43,7 +43,7 @@ pub fn edit_request<R>(
 }
 
 /// Runs `edit` on the response's header map, with room for `extra` more headers.
-pub fn edit_response<R>(
+pub(crate) fn edit_response<R>(
     response: &mut ResponseHeader,
     extra: usize,
     edit: impl FnOnce(&mut HeaderMap) -> Result<R, MaxSizeReached>,
@@ -73,7 +73,7 @@ fn with_room<R>(
 }
 
 /// Sets `name` to `value`, or removes it when there is no value.
-pub fn set_or_remove(
+pub(crate) fn set_or_remove(
     headers: &mut HeaderMap,
     name: HeaderName,
     value: Option<HeaderValue>,

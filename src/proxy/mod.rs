@@ -9,14 +9,14 @@
 mod ctx;
 mod errors;
 mod forwarding;
-pub mod guard;
+pub(crate) mod guard;
 mod headers;
-pub mod redirect;
-pub mod request_id;
+pub(crate) mod redirect;
+pub(crate) mod request_id;
 mod steps;
-pub mod tls;
+pub(crate) mod tls;
 mod tunnel;
-pub mod workers;
+pub(crate) mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-pub use ctx::{InFlight, RequestCtx};
+pub(crate) use ctx::{InFlight, RequestCtx};
 pub(crate) use errors::http_response;
 use errors::{check_framing, error_status, has_body, send_error_response};
 use request_id::X_REQUEST_ID;
@@ -43,37 +43,37 @@ use crate::state::GatewayState;
 use crate::upstreams::{self, HostHeader};
 
 /// One request, as logged: one JSON object per line.
-pub struct AccessRecord<'a> {
-    pub ts: SystemTime,
-    pub request_id: &'a str,
-    pub client_ip: &'a str,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub route: &'a str,
-    pub group: &'a str,
-    pub rule: &'a str,
-    pub reason: &'a str,
+pub(crate) struct AccessRecord<'a> {
+    pub(crate) ts: SystemTime,
+    pub(crate) request_id: &'a str,
+    pub(crate) client_ip: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) status: u16,
+    pub(crate) route: &'a str,
+    pub(crate) group: &'a str,
+    pub(crate) rule: &'a str,
+    pub(crate) reason: &'a str,
     /// The TLS version (`TLSv1.3`), `None` over plaintext.
-    pub tls_version: Option<&'a str>,
+    pub(crate) tls_version: Option<&'a str>,
     /// The protocol ALPN chose (`h2`, `http/1.1`), `None` over plaintext. A TLS client that
     /// offers no ALPN speaks HTTP/1.1 and is logged as `http/1.1`.
-    pub alpn: Option<&'a str>,
-    pub upstream: Option<SocketAddr>,
-    pub bytes_sent: usize,
-    pub duration: Duration,
-    pub upstream_duration: Option<Duration>,
+    pub(crate) alpn: Option<&'a str>,
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) bytes_sent: usize,
+    pub(crate) duration: Duration,
+    pub(crate) upstream_duration: Option<Duration>,
 }
 
 /// Where the proxy sends a record of each request (the access log, in `ops`).
-pub trait RequestLog: Send + Sync {
+pub(crate) trait RequestLog: Send + Sync {
     /// Queues one record; must not block.
     fn log(&self, record: &AccessRecord<'_>);
 }
 
 /// The gateway's proxy logic.
-pub struct CanaryProxy {
+pub(crate) struct CanaryProxy {
     state: Arc<ArcSwap<GatewayState>>,
     in_flight: InFlight,
     access_log: Option<Arc<dyn RequestLog>>,
@@ -82,7 +82,7 @@ pub struct CanaryProxy {
 }
 
 impl CanaryProxy {
-    pub fn new(
+    pub(crate) fn new(
         state: Arc<ArcSwap<GatewayState>>,
         in_flight: InFlight,
         access_log: Option<Arc<dyn RequestLog>>,

@@ -16,21 +16,21 @@ use crate::routing::routes::normalize_host;
 use crate::state::GatewayState;
 
 /// Answers every request on a redirect listener.
-pub struct Redirector {
+pub(crate) struct Redirector {
     state: Arc<ArcSwap<GatewayState>>,
     /// The port named in `Location` (left out when 443).
     https_port: u16,
 }
 
 impl Redirector {
-    pub fn new(state: Arc<ArcSwap<GatewayState>>, https_port: u16) -> Self {
+    pub(crate) fn new(state: Arc<ArcSwap<GatewayState>>, https_port: u16) -> Self {
         Redirector { state, https_port }
     }
 }
 
 /// Where a request for `host` (the `Host` value) and `target` (its request target) goes:
 /// `Some(location)` when the host is known, `None` when the request must be refused.
-pub fn location(
+pub(crate) fn location(
     known: &crate::routing::names::KnownHosts,
     host: &[u8],
     target: &[u8],

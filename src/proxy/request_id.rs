@@ -8,14 +8,14 @@ use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-sent request id that is kept.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Whether a client-sent request id may be kept: 1..=128 bytes of `[A-Za-z0-9._:-]`, so it
 /// can go into logs and headers without escaping.
-pub fn is_acceptable(id: &[u8]) -> bool {
+pub(crate) fn is_acceptable(id: &[u8]) -> bool {
     !id.is_empty()
         && id.len() <= MAX_REQUEST_ID_LEN
         && id
@@ -24,7 +24,7 @@ pub fn is_acceptable(id: &[u8]) -> bool {
 }
 
 /// The request's id: the client's when acceptable, else a new one.
-pub fn from_request(headers: &HeaderMap) -> HeaderValue {
+pub(crate) fn from_request(headers: &HeaderMap) -> HeaderValue {
     match headers.get(X_REQUEST_ID) {
         Some(id) if is_acceptable(id.as_bytes()) => id.clone(),
         _ => generate(),
@@ -71,7 +71,7 @@ impl Permutation {
 /// Unique within the process (a permutation of distinct counters), unpredictable to anyone
 /// without the key (so two responses say nothing about the traffic between them), and, with
 /// a fresh key per process, different across processes and restarts. No allocation.
-pub fn generate() -> HeaderValue {
+pub(crate) fn generate() -> HeaderValue {
     static PERMUTATION: OnceLock<Permutation> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let permutation = PERMUTATION.get_or_init(Permutation::random);

@@ -29,7 +29,7 @@ use crate::state::metrics::METRICS;
 use crate::state::GatewayState;
 
 /// A TLS listener's connection handler in front of `inner` (the guarded proxy).
-pub struct TlsApp<A> {
+pub(crate) struct TlsApp<A> {
     inner: Arc<A>,
     addr: String,
     /// The settings the process started with, used should the live state lose this listener
@@ -50,7 +50,7 @@ struct Handshakes {
 }
 
 impl<A> TlsApp<A> {
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<A>,
         addr: String,
         initial: Arc<TlsListener>,

@@ -37,7 +37,7 @@ fn worker_key(addr: &str, index: usize) -> String {
 /// What a worker runs on one listener: the guarded proxy (plaintext), TLS in front of it, or
 /// the guarded redirect to https. The proxy itself is one per worker, shared by its listeners
 /// (one upstream pool per worker).
-pub enum ListenerApp<A> {
+pub(crate) enum ListenerApp<A> {
     Plain(Arc<GuardedApp<A>>),
     Tls(Arc<TlsApp<GuardedApp<A>>>),
     Redirect(Arc<GuardedApp<HttpServer<Redirector>>>),
@@ -67,14 +67,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
 }
 
 /// One listener of a worker: its address and what serves it.
-pub struct Endpoint<A> {
-    pub addr: String,
-    pub app: ListenerApp<A>,
+pub(crate) struct Endpoint<A> {
+    pub(crate) addr: String,
+    pub(crate) app: ListenerApp<A>,
 }
 
 /// One proxy worker: one thread serving all the listeners, each on the worker's own duplicate
 /// of its listening socket.
-pub struct Worker<A> {
+pub(crate) struct Worker<A> {
     services: Vec<ListeningService<ListenerApp<A>>>,
     name: String,
     index: usize,
@@ -85,7 +85,7 @@ impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
     /// Worker `index` serving `endpoints`; `listener` makes the listener settings for a key
     /// of the table of listening sockets (the address is never parsed from it: the socket is
     /// in the table by then).
-    pub fn new(
+    pub(crate) fn new(
         index: usize,
         endpoints: Vec<Endpoint<A>>,
         listener: impl Fn(&str) -> ListenerConfig,

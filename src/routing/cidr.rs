@@ -11,7 +11,7 @@ pub struct Cidr {
 
 impl Cidr {
     /// Parses `addr/prefix` or a bare address.
-    pub fn parse(text: &str) -> Result<Cidr, RoutingError> {
+    pub(crate) fn parse(text: &str) -> Result<Cidr, RoutingError> {
         let (addr, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
@@ -35,7 +35,7 @@ impl Cidr {
     }
 
     /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr;
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -2,12 +2,12 @@
 //! header parser (RFC 6265 §5.4, no allocation) and the checks every layer shares.
 
 /// Longest user id the gateway accepts from the cookie; a longer value makes the user anonymous.
-pub const MAX_USER_ID_LEN: usize = 256;
+pub(crate) const MAX_USER_ID_LEN: usize = 256;
 
 /// Finds cookie `name` in one or more `Cookie` header values (RFC 6265 §5.4 joins several header
 /// lines with "; ", so they are read in order as one list). The first occurrence wins. Pairs
 /// without `=` are skipped; surrounding spaces and one pair of double quotes are removed.
-pub fn find_cookie<'a, I>(cookie_headers: I, name: &[u8]) -> Option<&'a [u8]>
+pub(crate) fn find_cookie<'a, I>(cookie_headers: I, name: &[u8]) -> Option<&'a [u8]>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
@@ -72,14 +72,14 @@ fn trim_start_ows(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-/// A usable user id: 1..=[`MAX_USER_ID_LEN`] bytes, all RFC 6265 `cookie-octet`s.
+/// A usable user id: 1..=`MAX_USER_ID_LEN` (256) bytes, all RFC 6265 `cookie-octet`s.
 pub fn is_valid_user_id(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_USER_ID_LEN && id.iter().all(|&b| is_cookie_octet(b))
 }
 
 /// RFC 9110 `tchar`, the bytes of a token (header names, methods, cookie names, options).
 /// `const`, so the head guard's byte table is built from it at compile time.
-pub const fn is_token_byte(b: u8) -> bool {
+pub(crate) const fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

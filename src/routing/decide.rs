@@ -8,7 +8,7 @@ use super::signed::verify_signed;
 use super::{Decision, GroupId, Mode, Reason, RoutingError, RuleId};
 
 /// The cookie that carries the user id when none is configured.
-pub const DEFAULT_COOKIE: &str = "canary_user";
+pub(crate) const DEFAULT_COOKIE: &str = "canary_user";
 
 /// The ordered rule set of one route and everything `decide` needs. Built once (by the config
 /// layer, or by [`Router::new`] and its `with_*` methods in benches and tests); the controller
@@ -28,7 +28,7 @@ pub struct Router {
 
 impl Router {
     /// A router over `group_names` (indexed by [`GroupId`]) that sends everything to
-    /// `default_group`: no rules, mode [`Mode::Rules`], cookie [`DEFAULT_COOKIE`], unsigned.
+    /// `default_group`: no rules, mode `Mode::Rules`, cookie `DEFAULT_COOKIE`, unsigned.
     pub fn new(group_names: Vec<String>, default_group: GroupId) -> Router {
         Router {
             group_names,
@@ -41,7 +41,7 @@ impl Router {
     }
 
     /// The cookie that carries the user id (a token; the config layer checks).
-    pub fn with_cookie(mut self, cookie: impl Into<String>) -> Router {
+    pub(crate) fn with_cookie(mut self, cookie: impl Into<String>) -> Router {
         self.cookie = cookie.into();
         self
     }
@@ -59,7 +59,8 @@ impl Router {
     }
 
     /// The operator override (see [`Mode`]).
-    pub fn with_mode(mut self, mode: Mode) -> Router {
+    #[cfg(test)]
+    pub(crate) fn with_mode(mut self, mode: Mode) -> Router {
         self.mode = mode;
         self
     }
@@ -69,7 +70,7 @@ impl Router {
         &self.group_names
     }
 
-    pub fn cookie(&self) -> &str {
+    pub(crate) fn cookie(&self) -> &str {
         &self.cookie
     }
 
@@ -78,12 +79,12 @@ impl Router {
     }
 
     /// The rules, in the order they run.
-    pub fn rules(&self) -> &[Rule] {
+    pub(crate) fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
     /// The rule named `name`.
-    pub fn rule(&self, name: &str) -> Option<&Rule> {
+    pub(crate) fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name() == name)
     }
 
@@ -97,7 +98,7 @@ impl Router {
         &mut self.rules
     }
 
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         self.mode
     }
 
@@ -159,7 +160,7 @@ impl Router {
 
     /// As [`Router::user_from_cookies`], telling a bad signature apart from no cookie. With
     /// signing keys, the value must be `<user id>.<tag>`; the user id is returned.
-    pub fn user_from_cookies_checked<'a, I>(
+    pub(crate) fn user_from_cookies_checked<'a, I>(
         &self,
         cookie_headers: I,
     ) -> Result<Option<&'a [u8]>, RoutingError>
@@ -178,7 +179,7 @@ impl Router {
     }
 
     /// The group with this exact name.
-    pub fn group_by_name(&self, name: &[u8]) -> Option<GroupId> {
+    pub(crate) fn group_by_name(&self, name: &[u8]) -> Option<GroupId> {
         self.group_names
             .iter()
             .position(|g| g.as_bytes() == name)
@@ -209,7 +210,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::routing::{Cidr, Percent, RuleKind, UserSet, MAX_USER_ID_LEN};
+    use crate::routing::cookies::MAX_USER_ID_LEN;
+    use crate::routing::{Cidr, Percent, RuleKind, UserSet};
 
     const STABLE: GroupId = GroupId(0);
     const CANARY: GroupId = GroupId(1);

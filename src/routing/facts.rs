@@ -75,14 +75,14 @@ impl<'a, H: HeaderLookup + ?Sized> RequestFacts<'a, H> {
     /// The request target as received (path and query), which [`Self::query`] reads, for a
     /// header source that has none.
     #[inline]
-    pub fn with_target(mut self, target: &'a [u8]) -> Self {
+    pub(crate) fn with_target(mut self, target: &'a [u8]) -> Self {
         self.target = Some(target);
         self
     }
 
     /// The client's address as the gateway sees it (after trusted proxies).
     #[inline]
-    pub fn with_client(mut self, client: Option<IpAddr>) -> Self {
+    pub(crate) fn with_client(mut self, client: Option<IpAddr>) -> Self {
         self.client = client;
         self
     }
@@ -96,7 +96,7 @@ impl<'a, H: HeaderLookup + ?Sized> RequestFacts<'a, H> {
 
     /// The first value of header `name` (lower-case).
     #[inline]
-    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+    pub(crate) fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.headers.header(name)
     }
 
@@ -123,13 +123,13 @@ impl<'a, H: HeaderLookup + ?Sized> RequestFacts<'a, H> {
 
     /// The client's address, when known.
     #[inline]
-    pub fn client_ip(&self) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self) -> Option<IpAddr> {
         self.client
     }
 
     /// The verified user id, when the request has one.
     #[inline]
-    pub fn user(&self) -> Option<&'a [u8]> {
+    pub(crate) fn user(&self) -> Option<&'a [u8]> {
         self.user
     }
 }

@@ -7,25 +7,30 @@
 //! builds facts from its inputs and calls the same function.
 //! The lowest layer: it imports nothing else from the crate.
 
-pub mod cidr;
+pub(crate) mod cidr;
 mod cookies;
 mod decide;
 mod facts;
-pub mod names;
+pub(crate) mod names;
 mod percent;
 pub mod routes;
 mod rules;
 pub mod signed;
-pub mod userset;
+pub(crate) mod userset;
 
 use std::fmt;
 
-pub use cidr::Cidr;
-pub use cookies::{find_cookie, is_token_byte, is_valid_user_id, MAX_USER_ID_LEN};
-pub use decide::{Router, DEFAULT_COOKIE};
-pub use facts::{HeaderLookup, RequestFacts};
-pub use percent::{fnv1a64, percent_bucket, percent_to_ppm, Percent, PERCENT_SCALE_PPM};
-pub use rules::{Kind, Rule, RuleKind};
+pub(crate) use cidr::Cidr;
+pub use cookies::is_valid_user_id;
+pub(crate) use cookies::{find_cookie, is_token_byte};
+pub use decide::Router;
+pub(crate) use decide::DEFAULT_COOKIE;
+pub(crate) use facts::HeaderLookup;
+pub use facts::RequestFacts;
+pub(crate) use percent::fnv1a64;
+pub use percent::{percent_bucket, Percent};
+pub(crate) use rules::Kind;
+pub use rules::{Rule, RuleKind};
 pub use userset::UserSet;
 
 /// The routing layer's one error: a value that is not what a rule needs.
@@ -51,11 +56,11 @@ pub struct GroupId(pub usize);
 
 /// Index of a rule in the router's ordered rule list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RuleId(pub usize);
+pub(crate) struct RuleId(pub(crate) usize);
 
 /// Why a request went where it went. Shown in logs, the decision header and the explain endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// A header rule named the group.
     Header,
     /// The user id is on a rule's user list.
@@ -74,7 +79,7 @@ pub enum Reason {
 
 impl Reason {
     /// Lower-case name used in headers, logs and JSON.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Header => "header",
             Reason::UserList => "user_list",
@@ -98,13 +103,13 @@ impl fmt::Display for Reason {
 pub struct Decision {
     pub group: GroupId,
     /// The rule that decided, or `None` when the default group was used.
-    pub rule: Option<RuleId>,
-    pub reason: Reason,
+    pub(crate) rule: Option<RuleId>,
+    pub(crate) reason: Reason,
 }
 
 /// Whether the rules run, or an operator override sends everyone to one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// The rules decide (normal operation).
     #[default]
     Rules,

@@ -6,7 +6,7 @@
 //! covers any host ending in `.example.com` (see `routes`). Names are compared in lower case.
 
 /// Whether the certificate name `pattern` covers `host` (both lower case).
-pub fn certificate_covers(pattern: &str, host: &str) -> bool {
+pub(crate) fn certificate_covers(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => host
             .split_once('.')
@@ -16,7 +16,7 @@ pub fn certificate_covers(pattern: &str, host: &str) -> bool {
 }
 
 /// Whether the route host `pattern` covers `host` (both lower case).
-pub fn route_host_covers(pattern: &str, host: &str) -> bool {
+pub(crate) fn route_host_covers(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix('*') {
         Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
         None => pattern == host,
@@ -27,7 +27,7 @@ pub fn route_host_covers(pattern: &str, host: &str) -> bool {
 /// exactly, else among those whose wildcard covers it, the first that `usable` accepts (the
 /// client can check its key type: RSA and ECDSA certificates for one name), or the first of
 /// them when it accepts none; `None` when no certificate names `host`.
-pub fn pick_certificate<'a, I, N>(
+pub(crate) fn pick_certificate<'a, I, N>(
     certificates: I,
     host: &str,
     usable: impl Fn(usize) -> bool,
@@ -62,18 +62,18 @@ where
 /// The hosts a redirect listener sends on to https: those some route or some certificate
 /// names. Any other `Host` gets a 400, so a hostile `Host` cannot steer the redirect off-site.
 #[derive(Debug, Clone, Default)]
-pub struct KnownHosts {
+pub(crate) struct KnownHosts {
     /// Route hosts (`*.example.com`: any depth), lower case.
-    pub route_hosts: Vec<String>,
+    pub(crate) route_hosts: Vec<String>,
     /// Certificate names (`*.example.com`: one label), lower case.
-    pub certificate_names: Vec<String>,
+    pub(crate) certificate_names: Vec<String>,
 }
 
 impl KnownHosts {
     /// Whether `host` (lower case, without port) is named by a route or a certificate. Only
     /// DNS names qualify (letters, digits, `-` and `.`): a `Host` such as
     /// `evil.com/x.example.com` ends like a known domain but would send the client elsewhere.
-    pub fn contains(&self, host: &str) -> bool {
+    pub(crate) fn contains(&self, host: &str) -> bool {
         let dns_name = !host.is_empty()
             && host
                 .bytes()

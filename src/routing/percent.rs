@@ -4,7 +4,7 @@
 use super::RoutingError;
 
 /// Parts-per-million scale of percentage rules: `percent: 0.5` is 5_000 ppm.
-pub const PERCENT_SCALE_PPM: u32 = 1_000_000;
+pub(crate) const PERCENT_SCALE_PPM: u32 = 1_000_000;
 
 /// A share of users, validated once (0–100, decimals allowed) and kept in parts per million.
 /// The YAML, the admin API and the state file all go through [`Percent::new`].
@@ -22,12 +22,12 @@ impl Percent {
     }
 
     /// The share in parts per million (`0..=1_000_000`).
-    pub fn ppm(self) -> u32 {
+    pub(crate) fn ppm(self) -> u32 {
         self.0
     }
 
     /// The share as a percentage, as the file and the API write it.
-    pub fn as_f64(self) -> f64 {
+    pub(crate) fn as_f64(self) -> f64 {
         f64::from(self.0) * 100.0 / f64::from(PERCENT_SCALE_PPM)
     }
 
@@ -48,7 +48,7 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// 64-bit FNV-1a over the concatenation of `parts`.
-pub fn fnv1a64(parts: &[&[u8]]) -> u64 {
+pub(crate) fn fnv1a64(parts: &[&[u8]]) -> u64 {
     let mut hash = FNV_OFFSET;
     for part in parts {
         for &b in *part {
@@ -69,7 +69,8 @@ pub fn percent_bucket(seed: &[u8], user_id: &[u8]) -> u32 {
 }
 
 /// Converts a percentage (0–100, decimals allowed) to parts per million, rounding to the nearest.
-pub fn percent_to_ppm(percent: f64) -> Option<u32> {
+#[cfg(test)]
+pub(crate) fn percent_to_ppm(percent: f64) -> Option<u32> {
     Percent::new(percent).ok().map(Percent::ppm)
 }
 

@@ -15,7 +15,7 @@ use super::RoutingError;
 
 /// Index of a route in the route list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RouteId(pub usize);
+pub struct RouteId(pub(crate) usize);
 
 /// One route's matching criteria, as validated from the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,10 +68,10 @@ pub struct RouteTable {
 /// Two routes claim the same host and path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
-    pub first: RouteId,
-    pub second: RouteId,
-    pub host: String,
-    pub path: String,
+    pub(crate) first: RouteId,
+    pub(crate) second: RouteId,
+    pub(crate) host: String,
+    pub(crate) path: String,
 }
 
 impl RouteTable {

@@ -36,7 +36,7 @@ pub enum RuleKind {
 
 /// A rule kind's name, for the admin API (`"percent"`), errors and kind checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     Header,
     Users,
     Percent,
@@ -44,7 +44,7 @@ pub enum Kind {
 
 impl Kind {
     /// Lower-case name used in JSON and messages.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Header => "header",
             Kind::Users => "users",
@@ -98,16 +98,16 @@ impl Rule {
         )
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn kind(&self) -> &RuleKind {
+    pub(crate) fn kind(&self) -> &RuleKind {
         &self.kind
     }
 
     /// The kind's name.
-    pub fn kind_name(&self) -> Kind {
+    pub(crate) fn kind_name(&self) -> Kind {
         match self.kind {
             RuleKind::Header { .. } => Kind::Header,
             RuleKind::Users { .. } => Kind::Users,
@@ -115,16 +115,8 @@ impl Rule {
         }
     }
 
-    /// The group a match goes to; `None` for a header rule, whose group comes from the value.
-    pub fn target(&self) -> Option<GroupId> {
-        match self.kind {
-            RuleKind::Header { .. } => None,
-            RuleKind::Users { group, .. } | RuleKind::Percent { group, .. } => Some(group),
-        }
-    }
-
     /// The user list of a users rule.
-    pub fn user_set(&self) -> Option<&Arc<UserSet>> {
+    pub(crate) fn user_set(&self) -> Option<&Arc<UserSet>> {
         match &self.kind {
             RuleKind::Users { users, .. } => Some(users),
             _ => None,
@@ -132,7 +124,7 @@ impl Rule {
     }
 
     /// The share of a percent rule.
-    pub fn share(&self) -> Option<Percent> {
+    pub(crate) fn share(&self) -> Option<Percent> {
         match self.kind {
             RuleKind::Percent { share, .. } => Some(share),
             _ => None,

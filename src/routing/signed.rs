@@ -7,12 +7,12 @@ use subtle::ConstantTimeEq;
 
 /// Compares two byte strings in time that depends only on their lengths (`subtle`'s comparison,
 /// which keeps the compiler from turning it into an early-exit loop).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
 /// Length of an unpadded base64url HMAC-SHA256 tag.
-pub const TAG_LEN: usize = 43;
+pub(crate) const TAG_LEN: usize = 43;
 
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -35,7 +35,7 @@ fn base64url_32(bytes: &[u8; 32], out: &mut [u8; TAG_LEN]) {
 }
 
 /// The tag for `user_id` under `key`.
-pub fn sign_tag(key: &[u8], user_id: &[u8]) -> [u8; TAG_LEN] {
+pub(crate) fn sign_tag(key: &[u8], user_id: &[u8]) -> [u8; TAG_LEN] {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
     mac.update(user_id);
@@ -53,7 +53,7 @@ pub fn signed_cookie_value(key: &[u8], user_id: &str) -> String {
 
 /// Checks a signed cookie value against any of `keys`; returns the user id (everything before
 /// the last dot) when a key's tag matches.
-pub fn verify_signed<'a>(value: &'a [u8], keys: &[Box<[u8]>]) -> Option<&'a [u8]> {
+pub(crate) fn verify_signed<'a>(value: &'a [u8], keys: &[Box<[u8]>]) -> Option<&'a [u8]> {
     let dot = value.iter().rposition(|&b| b == b'.')?;
     let (user, tag) = (&value[..dot], &value[dot + 1..]);
     if user.is_empty() || tag.len() != TAG_LEN {

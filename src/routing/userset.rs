@@ -96,7 +96,7 @@ impl UserSet {
 
     /// An empty set with room for `members` ids totalling `bytes`, to be filled with
     /// [`UserSet::insert`] before it is shared (a shared set is never changed).
-    pub fn with_capacity(members: usize, bytes: usize) -> Self {
+    pub(crate) fn with_capacity(members: usize, bytes: usize) -> Self {
         let mut set = UserSet {
             arena: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(members),
@@ -108,14 +108,14 @@ impl UserSet {
 
     /// Makes room for `members` more ids totalling `bytes` (exactly, so a copied big set does
     /// not double its arena for a few additions).
-    pub fn reserve(&mut self, members: usize, bytes: usize) {
+    pub(crate) fn reserve(&mut self, members: usize, bytes: usize) {
         self.arena.reserve_exact(bytes);
         self.ends.reserve_exact(members);
         self.resize_table(self.ends.len() + members);
     }
 
     /// Gives back spare capacity once building is done.
-    pub fn shrink_to_fit(&mut self) {
+    pub(crate) fn shrink_to_fit(&mut self) {
         self.arena.shrink_to_fit();
         self.ends.shrink_to_fit();
     }
@@ -131,12 +131,12 @@ impl UserSet {
     }
 
     /// Members removed since the set was built, whose bytes and slots are still held.
-    pub fn removed_members(&self) -> usize {
+    pub(crate) fn removed_members(&self) -> usize {
         self.removed_count
     }
 
     /// The same members without the space removed ones still hold.
-    pub fn compacted(&self) -> UserSet {
+    pub(crate) fn compacted(&self) -> UserSet {
         Self::build(self.len(), self.arena.len(), self.iter())
     }
 
@@ -144,7 +144,7 @@ impl UserSet {
     /// applied (admin overlay and Redis store alike). O(size) for the copy, then O(change);
     /// removed members keep their space until more than half the set is removed, then the
     /// copy is compacted.
-    pub fn with_changes<'a, A, R>(&self, add: A, remove: R) -> UserSet
+    pub(crate) fn with_changes<'a, A, R>(&self, add: A, remove: R) -> UserSet
     where
         A: IntoIterator<Item = &'a [u8]>,
         A::IntoIter: Clone,
@@ -167,7 +167,7 @@ impl UserSet {
     }
 
     /// Whether `id` is a member.
-    pub fn contains(&self, id: &[u8]) -> bool {
+    pub(crate) fn contains(&self, id: &[u8]) -> bool {
         self.find(id).is_some()
     }
 
@@ -193,7 +193,7 @@ impl UserSet {
     }
 
     /// Removes `id`; returns whether it was a member.
-    pub fn remove(&mut self, id: &[u8]) -> bool {
+    pub(crate) fn remove(&mut self, id: &[u8]) -> bool {
         let Some(index) = self.find(id) else {
             return false;
         };
@@ -217,14 +217,15 @@ impl UserSet {
     }
 
     /// Iterates over the members in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         (0..self.ends.len())
             .filter(|&i| !self.is_removed(i))
             .map(|i| self.member(i))
     }
 
     /// Approximate heap bytes held by this set.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.arena.capacity()
             + 4 * (self.ends.capacity() + self.slots.capacity())
             + 8 * self.removed.capacity()
@@ -240,7 +241,7 @@ impl UserSet {
     }
 
     /// Adds `id` (ignored when empty or already present).
-    pub fn insert(&mut self, id: &[u8]) {
+    pub(crate) fn insert(&mut self, id: &[u8]) {
         if id.is_empty() || self.contains(id) {
             return;
         }

@@ -11,36 +11,36 @@ use serde::{Deserialize, Serialize};
 use super::figures::StepFigures;
 
 /// Entries kept, newest first, in the state file and in Redis.
-pub const AUDIT_LIMIT: usize = 1000;
+pub(crate) const AUDIT_LIMIT: usize = 1000;
 
 /// The actor of a plan's own moves (an admin change's actor is its token's name).
-pub const ACTOR_PLAN: &str = "plan";
+pub(crate) const ACTOR_PLAN: &str = "plan";
 
 /// One change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuditEntry {
+pub(crate) struct AuditEntry {
     /// Unix milliseconds.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// The control-state version the change produced (list changes in the store keep it).
-    pub version: u64,
+    pub(crate) version: u64,
     /// The admin token's name (`admin` for `gateway.admin.token`), or `plan`.
-    pub actor: String,
+    pub(crate) actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
+    pub(crate) route: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub(crate) rule: Option<String>,
     /// `percent`, `users`, `rollback`, `promote`, `resume`, `plan_start`, `plan_advance`, ...
-    pub action: String,
+    pub(crate) action: String,
     /// What changed, in words.
-    pub detail: String,
+    pub(crate) detail: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub figures: Option<StepFigures>,
+    pub(crate) figures: Option<StepFigures>,
 }
 
 impl AuditEntry {
     /// An entry made now (the version is filled in when the change is applied).
-    pub fn now(
+    pub(crate) fn now(
         actor: &str,
         route: Option<&str>,
         rule: Option<&str>,
@@ -61,7 +61,7 @@ impl AuditEntry {
 }
 
 /// Adds entries (oldest first) to a trail kept newest first, dropping the oldest past the limit.
-pub fn append(trail: &mut VecDeque<AuditEntry>, entries: &[AuditEntry]) {
+pub(crate) fn append(trail: &mut VecDeque<AuditEntry>, entries: &[AuditEntry]) {
     for entry in entries {
         trail.push_front(entry.clone());
     }
@@ -69,7 +69,7 @@ pub fn append(trail: &mut VecDeque<AuditEntry>, entries: &[AuditEntry]) {
 }
 
 /// The time now in Unix milliseconds.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -21,9 +21,9 @@ const CHANGE_TRIES: usize = 5;
 
 /// What an applied change answers: the configuration generation and the control version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Changed {
-    pub generation: u64,
-    pub version: u64,
+pub(crate) struct Changed {
+    pub(crate) generation: u64,
+    pub(crate) version: u64,
 }
 
 impl Controller {
@@ -85,7 +85,7 @@ impl Controller {
     }
 
     /// `PUT /routes/{route}/rules/{rule}/percent`. Refused (`Conflict`) while a plan owns the rule.
-    pub async fn set_percent(
+    pub(crate) async fn set_percent(
         &self,
         actor: &str,
         route: &str,
@@ -116,7 +116,7 @@ impl Controller {
 
     /// `POST /routes/{route}/rules/{rule}/users`: a store-backed list changes in Redis (and
     /// from there on every node), any other list in the control state.
-    pub async fn change_users(
+    pub(crate) async fn change_users(
         &self,
         actor: &str,
         route: &str,
@@ -203,7 +203,7 @@ impl Controller {
 
     /// `POST /rollback|promote|resume` (`route: None`: every route; resuming clears every
     /// route's own override too) and `POST /routes/{route}/rollback|promote|resume`.
-    pub async fn set_mode(
+    pub(crate) async fn set_mode(
         &self,
         actor: &str,
         route: Option<&str>,
@@ -249,7 +249,7 @@ impl Controller {
     /// [`transition`]: nothing starts or resumes while a rollback or promote covers the route),
     /// and `Conflict` naming both percentages when starting would lower the rule's percentage
     /// and `allow_decrease` is not set.
-    pub async fn plan_command(
+    pub(crate) async fn plan_command(
         &self,
         actor: &str,
         route: &str,
@@ -323,7 +323,7 @@ impl Controller {
     /// moves to the next step (or completes the plan after the last), a failure rolls back or
     /// pauses as the plan says. `step` and `started_ms` name the step judged; if the plan has
     /// moved since, nothing changes (`Conflict`).
-    pub async fn plan_verdict(
+    pub(crate) async fn plan_verdict(
         &self,
         route: &str,
         rule: &str,

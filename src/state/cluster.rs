@@ -59,7 +59,7 @@ impl Store {
     /// Writes `control` (with the entries of the change that made it) when Redis holds an
     /// older version. `Ok(None)`: written and announced; `Ok(Some(newer))`: another node wrote
     /// this version or a later one first, and nothing was written.
-    pub async fn write_control(
+    pub(crate) async fn write_control(
         &self,
         control: &Overlay,
         changes: &[AuditEntry],
@@ -91,7 +91,7 @@ impl Store {
     }
 
     /// The control state Redis holds (`None`: no change was ever written).
-    pub async fn read_control(&self) -> Result<Option<Overlay>, StateError> {
+    pub(crate) async fn read_control(&self) -> Result<Option<Overlay>, StateError> {
         let mut conn = self.connection().await?;
         let doc: Option<String> = self
             .timed(
@@ -107,7 +107,7 @@ impl Store {
 
     /// The audit trail, newest first, at most `limit` entries (entries that do not parse are
     /// left out).
-    pub async fn read_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StateError> {
+    pub(crate) async fn read_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StateError> {
         let mut conn = self.connection().await?;
         let entries: Vec<String> = self
             .timed(
@@ -142,7 +142,7 @@ impl Store {
     }
 
     /// Takes or renews the plan lease for `node`; `true` while this node holds it.
-    pub async fn take_lease(&self, node: &str, ttl: Duration) -> Result<bool, StateError> {
+    pub(crate) async fn take_lease(&self, node: &str, ttl: Duration) -> Result<bool, StateError> {
         let mut conn = self.connection().await?;
         let held: i64 = self
             .timed(
@@ -160,12 +160,12 @@ impl Store {
     }
 
     /// The Redis key of one step's figures.
-    pub fn figures_key(&self, route: &str, rule: &str, step_started_ms: u64) -> String {
+    pub(crate) fn figures_key(&self, route: &str, rule: &str, step_started_ms: u64) -> String {
         self.key(&format!("figures:{route}:{rule}:{step_started_ms}"))
     }
 
     /// Adds this node's new counts of a step (canary `c.`, baseline `b.`) to the sums.
-    pub async fn add_figures(
+    pub(crate) async fn add_figures(
         &self,
         key: &str,
         canary: &Figures,
@@ -193,7 +193,7 @@ impl Store {
     }
 
     /// A step's counts summed over every node: (canary, baseline).
-    pub async fn read_figures(&self, key: &str) -> Result<(Figures, Figures), StateError> {
+    pub(crate) async fn read_figures(&self, key: &str) -> Result<(Figures, Figures), StateError> {
         let mut conn = self.connection().await?;
         let fields: HashMap<String, u64> = self
             .timed(

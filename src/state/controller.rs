@@ -46,7 +46,7 @@ impl ConfigSource {
     }
 
     /// The file's path (or the demo's name), for logs and `/status`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             ConfigSource::File(path) => path.display().to_string(),
             ConfigSource::Demo => config::DEMO_CONFIG_NAME.to_string(),
@@ -56,9 +56,9 @@ impl ConfigSource {
 
 /// The outcome of the last reload.
 #[derive(Debug, Clone)]
-pub struct ReloadOutcome {
-    pub at: SystemTime,
-    pub error: Option<String>,
+pub(crate) struct ReloadOutcome {
+    pub(crate) at: SystemTime,
+    pub(crate) error: Option<String>,
 }
 
 pub(super) struct Inner {
@@ -78,7 +78,7 @@ pub(super) struct Inner {
 }
 
 /// Owns the live configuration and swaps new states in.
-pub struct Controller {
+pub(crate) struct Controller {
     source: ConfigSource,
     state: Arc<ArcSwap<GatewayState>>,
     state_file: Option<PathBuf>,
@@ -99,17 +99,17 @@ pub struct Controller {
 
 /// A plan's last judgement on this node, for `/status`.
 #[derive(Debug, Clone)]
-pub struct PlanReport {
-    pub at_ms: u64,
+pub(crate) struct PlanReport {
+    pub(crate) at_ms: u64,
     /// The step window judged: a report of an older window (before a hold) is not shown.
-    pub step_started_ms: u64,
-    pub figures: StepFigures,
-    pub verdict: String,
+    pub(crate) step_started_ms: u64,
+    pub(crate) figures: StepFigures,
+    pub(crate) verdict: String,
 }
 
 impl Controller {
     /// Builds the first state from `config` (validated from `spec`) and the state file (if any).
-    pub fn new(
+    pub(crate) fn new(
         source: ConfigSource,
         spec: GatewaySpec,
         config: GatewayConfig,
@@ -172,21 +172,21 @@ impl Controller {
     }
 
     /// The last hour of figures per route and group.
-    pub fn history(&self) -> Arc<History> {
+    pub(crate) fn history(&self) -> Arc<History> {
         self.history.clone()
     }
 
     /// This node's id: host name, process id and a random part.
-    pub fn node(&self) -> &str {
+    pub(crate) fn node(&self) -> &str {
         &self.node
     }
 
-    pub fn set_leader(&self, leader: bool) {
+    pub(crate) fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Relaxed);
     }
 
     /// Keeps a plan's last judgement for `/status` (shown while the plan runs).
-    pub fn report(&self, route: &str, rule: &str, report: PlanReport) {
+    pub(crate) fn report(&self, route: &str, rule: &str, report: PlanReport) {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         reports.insert((route.to_string(), rule.to_string()), report);
     }
@@ -226,7 +226,7 @@ impl Controller {
     }
 
     /// A control state read from the store or announced by another node.
-    pub fn apply_remote(&self, message: ControlMessage) {
+    pub(crate) fn apply_remote(&self, message: ControlMessage) {
         let version = message.control.version;
         let mine = {
             let mut inner = self.lock();
@@ -248,7 +248,7 @@ impl Controller {
 
     /// `GET /routes/{route}/rules/{rule}/users?user=ID`: whether `id` is on the list now
     /// (`NotFound` for an unknown route or rule, `Invalid` when the rule is no list).
-    pub fn is_member(&self, route: &str, rule: &str, id: &str) -> Result<bool, StateError> {
+    pub(crate) fn is_member(&self, route: &str, rule: &str, id: &str) -> Result<bool, StateError> {
         let state = self.state.load_full();
         let live = state.routes.iter().find(|r| r.name == route);
         let rule = rule_of_kind(live.map(|r| &*r.router), route, rule, Kind::Users)?;
@@ -258,7 +258,7 @@ impl Controller {
     }
 
     /// The plans that run now, with their settings.
-    pub fn running_plans(&self) -> Vec<RunningPlan> {
+    pub(crate) fn running_plans(&self) -> Vec<RunningPlan> {
         let inner = self.lock();
         let mut running = Vec::new();
         for (route, changes) in &inner.overlay.routes {
@@ -278,7 +278,7 @@ impl Controller {
     }
 
     /// This node's audit trail, newest first.
-    pub fn local_audit(&self, limit: usize) -> Vec<AuditEntry> {
+    pub(crate) fn local_audit(&self, limit: usize) -> Vec<AuditEntry> {
         self.lock()
             .overlay
             .audit
@@ -289,17 +289,17 @@ impl Controller {
     }
 
     /// The state handle the proxy and the health checker read.
-    pub fn state(&self) -> Arc<ArcSwap<GatewayState>> {
+    pub(crate) fn state(&self) -> Arc<ArcSwap<GatewayState>> {
         self.state.clone()
     }
 
     /// The Redis store, when configured.
-    pub fn store(&self) -> Option<Arc<Store>> {
+    pub(crate) fn store(&self) -> Option<Arc<Store>> {
         self.store.clone()
     }
 
     /// The store and set behind a store-backed users rule of `route` (see [`Self::route_name`]).
-    pub fn store_set(&self, route: &str, rule: &str) -> Option<(Arc<Store>, String)> {
+    pub(crate) fn store_set(&self, route: &str, rule: &str) -> Option<(Arc<Store>, String)> {
         let set = self
             .lock()
             .base
@@ -312,7 +312,7 @@ impl Controller {
 
     /// The route an admin request names: `Some(name)` must exist (`NotFound`); `None` (the paths
     /// without `/routes/{route}`) means the one route, and is refused when there are several.
-    pub fn route_name(&self, route: Option<&str>) -> Result<String, StateError> {
+    pub(crate) fn route_name(&self, route: Option<&str>) -> Result<String, StateError> {
         let inner = self.lock();
         let routes = &inner.base.routes;
         match route {
@@ -334,7 +334,7 @@ impl Controller {
     }
 
     /// Rebuilds the routing after the store's snapshots changed.
-    pub fn refresh_store(&self) {
+    pub(crate) fn refresh_store(&self) {
         let mut inner = self.lock();
         let previous = self.state.load_full();
         let (state, _) = build_state(
@@ -349,12 +349,12 @@ impl Controller {
 
     /// The gateway section in force, as written in the file (the admin section as the process
     /// started with it); changes made through the admin API are not in it.
-    pub fn spec(&self) -> Arc<GatewaySpec> {
+    pub(crate) fn spec(&self) -> Arc<GatewaySpec> {
         self.lock().spec.clone()
     }
 
     /// The current configuration generation (1 at start, +1 per applied change).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.lock().generation
     }
 
@@ -366,7 +366,7 @@ impl Controller {
 
     /// Re-reads the configuration file (and users files), validates it and swaps it in. On
     /// error the running configuration stays and the error is kept for `/status`.
-    pub fn reload(&self) -> Result<u64, StateError> {
+    pub(crate) fn reload(&self) -> Result<u64, StateError> {
         let mut inner = self.lock();
         let result = self.source.load().map(|(spec, config)| {
             let shape = |c: &GatewayConfig| crate::config::describe_listeners(&c.listen);
@@ -428,7 +428,7 @@ impl Controller {
     }
 
     /// What `/status` shows of the controller, read under one lock.
-    pub fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         let inner = self.lock();
         View {
             state: self.state.load_full(),
@@ -458,39 +458,39 @@ impl Controller {
 }
 
 /// A plan that runs now.
-pub struct RunningPlan {
-    pub route: String,
-    pub rule: String,
-    pub config: PlanConfig,
-    pub state: PlanState,
+pub(crate) struct RunningPlan {
+    pub(crate) route: String,
+    pub(crate) rule: String,
+    pub(crate) config: PlanConfig,
+    pub(crate) state: PlanState,
 }
 
 /// The control state's standing on this node.
-pub struct ControlView {
-    pub version: u64,
+pub(crate) struct ControlView {
+    pub(crate) version: u64,
     /// `local` (no store: this node's own), `file` (the state file, until the store answers)
     /// or `store` (read from Redis since start).
-    pub source: &'static str,
-    pub node: String,
+    pub(crate) source: &'static str,
+    pub(crate) node: String,
     /// Whether this node holds the plan lease.
-    pub leader: bool,
-    pub reports: BTreeMap<(String, String), PlanReport>,
+    pub(crate) leader: bool,
+    pub(crate) reports: BTreeMap<(String, String), PlanReport>,
 }
 
 /// A consistent read of the controller for `/status`.
-pub struct View {
-    pub state: Arc<GatewayState>,
-    pub generation: u64,
-    pub control: ControlView,
-    pub config_file: String,
-    pub state_file: Option<PathBuf>,
-    pub overlay: Overlay,
+pub(crate) struct View {
+    pub(crate) state: Arc<GatewayState>,
+    pub(crate) generation: u64,
+    pub(crate) control: ControlView,
+    pub(crate) config_file: String,
+    pub(crate) state_file: Option<PathBuf>,
+    pub(crate) overlay: Overlay,
     /// The file's routes (hosts, paths, store-backed rules).
-    pub routes: Vec<RouteConfig>,
-    pub listen: Vec<String>,
-    pub overlay_warnings: Vec<String>,
-    pub last_reload: Option<ReloadOutcome>,
-    pub store: Option<Arc<Store>>,
+    pub(crate) routes: Vec<RouteConfig>,
+    pub(crate) listen: Vec<String>,
+    pub(crate) overlay_warnings: Vec<String>,
+    pub(crate) last_reload: Option<ReloadOutcome>,
+    pub(crate) store: Option<Arc<Store>>,
 }
 
 /// Sets the control-state gauges: the version and each plan's step.
@@ -520,7 +520,7 @@ fn node_id() -> String {
 }
 
 /// Rejects user ids that could never come out of a cookie (`Invalid`, naming `add` or `remove`).
-pub fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateError> {
+pub(crate) fn check_user_ids(add: &[String], remove: &[String]) -> Result<(), StateError> {
     for (field, ids) in [("add", add), ("remove", remove)] {
         if let Some(bad) = ids.iter().find(|id| !is_valid_user_id(id.as_bytes())) {
             return Err(StateError::invalid_field(

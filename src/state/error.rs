@@ -4,7 +4,7 @@
 
 /// What kind of refusal a [`StateError`] is: what a caller may do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// The request is wrong: a value out of range, a rule of another kind, a configuration
     /// file that does not validate. [`StateError::field`] names the key when there is one.
     Invalid,
@@ -23,11 +23,11 @@ pub enum ErrorKind {
 /// API's `{"error", "field"}` answer, logs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct StateError {
-    pub kind: ErrorKind,
+pub(crate) struct StateError {
+    pub(crate) kind: ErrorKind,
     /// The request's key at fault (only for [`ErrorKind::Invalid`]).
-    pub field: Option<String>,
-    pub message: String,
+    pub(crate) field: Option<String>,
+    pub(crate) message: String,
 }
 
 impl StateError {
@@ -40,32 +40,32 @@ impl StateError {
     }
 
     /// A wrong request that no single key is to blame for (a configuration that does not load).
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::of(ErrorKind::Invalid, message)
     }
 
     /// A wrong request, naming the key at fault.
-    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         StateError {
             field: Some(field.to_string()),
             ..Self::invalid(message)
         }
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::of(ErrorKind::NotFound, message)
     }
 
-    pub fn conflict(message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
         Self::of(ErrorKind::Conflict, message)
     }
 
     /// The Redis store did not answer or refused (try again later).
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::of(ErrorKind::Unavailable, message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::of(ErrorKind::Internal, message)
     }
 }

@@ -14,38 +14,38 @@ use crate::upstreams;
 /// The request that explain describes. Everything is optional: no host matches any host, the
 /// path defaults to `/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExplainQuery {
-    pub host: Option<String>,
-    pub path: Option<String>,
+pub(crate) struct ExplainQuery {
+    pub(crate) host: Option<String>,
+    pub(crate) path: Option<String>,
     /// The user id, as the routing cookie would carry it (unsigned).
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// A value for every header rule's header (the original `header=` input), unless
     /// `headers` names that header.
-    pub header: Option<String>,
+    pub(crate) header: Option<String>,
     /// Request headers by name (`header.NAME=VALUE`), in order.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// The client's address, which header rules with `from` read.
-    pub client: Option<IpAddr>,
+    pub(crate) client: Option<IpAddr>,
 }
 
 /// The answer of `GET /explain`.
-pub struct Explanation {
+pub(crate) struct Explanation {
     /// The state the decision was made on (for group and rule names).
-    pub state: Arc<GatewayState>,
+    pub(crate) state: Arc<GatewayState>,
     /// The route that serves the host and path (`None`: no route, the request gets 404).
-    pub route: Option<RouteId>,
-    pub user_valid: bool,
-    pub decision: Option<Decision>,
+    pub(crate) route: Option<RouteId>,
+    pub(crate) user_valid: bool,
+    pub(crate) decision: Option<Decision>,
     /// Whether the decided group has a healthy server.
-    pub group_healthy: bool,
+    pub(crate) group_healthy: bool,
     /// The group the fallback walk picks now (`None`: nothing can serve).
-    pub served_by: Option<GroupId>,
+    pub(crate) served_by: Option<GroupId>,
 }
 
 impl Controller {
     /// `GET /explain`: the route for the query's host and path, what its rules decide for the
     /// request it describes, and where the fallback walk would serve it right now.
-    pub fn explain(&self, query: &ExplainQuery) -> Result<Explanation, StateError> {
+    pub(crate) fn explain(&self, query: &ExplainQuery) -> Result<Explanation, StateError> {
         let state = self.state().load_full();
         let path = query.path.as_deref().unwrap_or("/");
         let mut scratch = RouteScratch::default();

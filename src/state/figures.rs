@@ -15,15 +15,15 @@ use std::sync::{Arc, LazyLock, Mutex};
 use serde::{Deserialize, Serialize};
 
 /// Number of latency buckets.
-pub const BUCKETS: usize = 72;
+pub(crate) const BUCKETS: usize = 72;
 
 /// The upper edge of bucket `i`, in milliseconds (the last bucket has none).
-pub fn bucket_upper_ms(i: usize) -> f64 {
+pub(crate) fn bucket_upper_ms(i: usize) -> f64 {
     2f64.powf(i as f64 / 4.0)
 }
 
 /// The bucket of a latency.
-pub fn bucket_of(seconds: f64) -> usize {
+pub(crate) fn bucket_of(seconds: f64) -> usize {
     let ms = seconds * 1000.0;
     if ms.is_nan() || ms <= 1.0 {
         return 0;
@@ -35,7 +35,7 @@ pub fn bucket_of(seconds: f64) -> usize {
 
 /// Counters of one (route, group), shared by every state built while the process runs so a
 /// reload or an admin change does not reset them.
-pub struct GroupStats {
+pub(crate) struct GroupStats {
     requests: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
@@ -51,7 +51,7 @@ impl GroupStats {
     }
 
     /// Counts one finished request; `error`: a 5xx, or a request its group could not serve.
-    pub fn record(&self, error: bool, seconds: f64) {
+    pub(crate) fn record(&self, error: bool, seconds: f64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if error {
             self.errors.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +60,7 @@ impl GroupStats {
     }
 
     /// The counts so far.
-    pub fn read(&self) -> Figures {
+    pub(crate) fn read(&self) -> Figures {
         Figures {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
@@ -74,19 +74,19 @@ impl GroupStats {
 }
 
 /// (route, group).
-pub type StatsKey = (String, String);
+pub(crate) type StatsKey = (String, String);
 
 static STATS: LazyLock<Mutex<HashMap<StatsKey, Arc<GroupStats>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Every (route, group) counted so far, with its counters.
-pub fn all_stats() -> Vec<(StatsKey, Arc<GroupStats>)> {
+pub(crate) fn all_stats() -> Vec<(StatsKey, Arc<GroupStats>)> {
     let stats = STATS.lock().unwrap_or_else(|p| p.into_inner());
     stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// The counters of `group` on `route` (made on first use, then the same for the process).
-pub fn group_stats(route: &str, group: &str) -> Arc<GroupStats> {
+pub(crate) fn group_stats(route: &str, group: &str) -> Arc<GroupStats> {
     let mut stats = STATS.lock().unwrap_or_else(|p| p.into_inner());
     stats
         .entry((route.to_string(), group.to_string()))
@@ -96,17 +96,17 @@ pub fn group_stats(route: &str, group: &str) -> Arc<GroupStats> {
 
 /// Counts of one group over some span: requests, errors and the latency histogram.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Figures {
-    pub requests: u64,
-    pub errors: u64,
+pub(crate) struct Figures {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
     /// `BUCKETS` counts (empty when there were no requests).
     #[serde(default)]
-    pub buckets: Vec<u64>,
+    pub(crate) buckets: Vec<u64>,
 }
 
 impl Figures {
     /// What was counted between `earlier` and `self` (a reading minus an older one).
-    pub fn since(&self, earlier: &Figures) -> Figures {
+    pub(crate) fn since(&self, earlier: &Figures) -> Figures {
         Figures {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
@@ -120,7 +120,8 @@ impl Figures {
     }
 
     /// Adds another node's counts.
-    pub fn add(&mut self, other: &Figures) {
+    #[cfg(test)]
+    pub(crate) fn add(&mut self, other: &Figures) {
         self.requests += other.requests;
         self.errors += other.errors;
         if self.buckets.len() < other.buckets.len() {
@@ -131,12 +132,12 @@ impl Figures {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.requests == 0 && self.errors == 0 && self.buckets.iter().all(|&b| b == 0)
     }
 
     /// The share of requests that failed (0 with no requests).
-    pub fn error_rate(&self) -> f64 {
+    pub(crate) fn error_rate(&self) -> f64 {
         if self.requests == 0 {
             0.0
         } else {
@@ -145,13 +146,13 @@ impl Figures {
     }
 
     /// The 99th percentile latency in milliseconds (see [`Figures::quantile_ms`]).
-    pub fn p99_ms(&self) -> Option<f64> {
+    pub(crate) fn p99_ms(&self) -> Option<f64> {
         self.quantile_ms(99)
     }
 
     /// The `percent`th percentile latency in milliseconds, as the upper edge of the bucket that
     /// holds it (`None` with no requests; the last bucket reads as its lower edge).
-    pub fn quantile_ms(&self, percent: u64) -> Option<f64> {
+    pub(crate) fn quantile_ms(&self, percent: u64) -> Option<f64> {
         let total: u64 = self.buckets.iter().sum();
         if total == 0 {
             return None;
@@ -171,7 +172,7 @@ impl Figures {
     /// The median latency in milliseconds, read between its bucket's edges (log-linear, by
     /// where the middle request falls among the bucket's requests), so medians compare finer
     /// than the 19% of a bucket; 1 ms when it lies in the first bucket (`None` with no requests).
-    pub fn median_ms(&self) -> Option<f64> {
+    pub(crate) fn median_ms(&self) -> Option<f64> {
         let total: u64 = self.buckets.iter().sum();
         if total == 0 {
             return None;
@@ -196,7 +197,7 @@ impl Figures {
     /// `requests` requests, `errors` of them failed, every one taking `ms` milliseconds (a
     /// fixture for the tests of what reads figures).
     #[cfg(test)]
-    pub fn at(requests: u64, errors: u64, ms: f64) -> Figures {
+    pub(crate) fn at(requests: u64, errors: u64, ms: f64) -> Figures {
         let mut buckets = vec![0; BUCKETS];
         buckets[bucket_of(ms / 1000.0)] = requests;
         Figures {
@@ -207,7 +208,7 @@ impl Figures {
     }
 
     /// What the status, the log and the audit trail show of these figures.
-    pub fn summary(&self) -> FigureSummary {
+    pub(crate) fn summary(&self) -> FigureSummary {
         FigureSummary {
             requests: self.requests,
             errors: self.errors,
@@ -220,49 +221,49 @@ impl Figures {
 
 /// A step's figures for one group, as shown (no histogram).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FigureSummary {
-    pub requests: u64,
-    pub errors: u64,
-    pub error_rate: f64,
-    pub p99_ms: Option<f64>,
+pub(crate) struct FigureSummary {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) error_rate: f64,
+    pub(crate) p99_ms: Option<f64>,
     /// Read between bucket edges (see [`Figures::median_ms`]).
     #[serde(default)]
-    pub median_ms: Option<f64>,
+    pub(crate) median_ms: Option<f64>,
 }
 
 /// The canary's and the baseline's figures over a step, and the tests judged on them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepFigures {
-    pub canary: FigureSummary,
-    pub baseline: FigureSummary,
+pub(crate) struct StepFigures {
+    pub(crate) canary: FigureSummary,
+    pub(crate) baseline: FigureSummary,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tests: Vec<TestFigures>,
+    pub(crate) tests: Vec<TestFigures>,
 }
 
 /// One statistical check of a step, as shown in `/status`, the audit trail and the log: what
 /// it compares, on how many requests, the statistic, the p-value, the confidence asked and the
 /// effect against its limit, and what it decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestFigures {
+pub(crate) struct TestFigures {
     /// `errors`, `latency_shift` or `latency_tail`.
-    pub check: String,
+    pub(crate) check: String,
     /// `two_proportion_z`, `one_proportion_z` or `mann_whitney_u`.
-    pub test: String,
-    pub canary_n: u64,
-    pub baseline_n: u64,
+    pub(crate) test: String,
+    pub(crate) canary_n: u64,
+    pub(crate) baseline_n: u64,
     /// The test's statistic (U for the rank test), and its standard normal z.
-    pub statistic: f64,
-    pub z: f64,
+    pub(crate) statistic: f64,
+    pub(crate) z: f64,
     /// One-sided: the chance of a result this bad if the canary were no worse.
-    pub p_value: f64,
-    pub confidence: f64,
+    pub(crate) p_value: f64,
+    pub(crate) confidence: f64,
     /// The measured effect (error points, median ratio, p99 ratio) and its limit.
-    pub effect: f64,
-    pub limit: f64,
+    pub(crate) effect: f64,
+    pub(crate) limit: f64,
     /// Whether the samples are large enough to trust the test (else it is never significant).
-    pub enough: bool,
+    pub(crate) enough: bool,
     /// `pass`, `wait` (over the limit but not yet significant) or `fail`.
-    pub decision: String,
+    pub(crate) decision: String,
 }
 
 #[cfg(test)]

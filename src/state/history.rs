@@ -17,22 +17,22 @@ use super::audit::unix_ms;
 use super::figures::{all_stats, Figures, StatsKey};
 
 /// Length of one bucket.
-pub const BUCKET_SECONDS: u64 = 10;
+pub(crate) const BUCKET_SECONDS: u64 = 10;
 /// Buckets kept per route and group: one hour.
-pub const SLOTS: usize = 360;
+pub(crate) const SLOTS: usize = 360;
 
 /// One bucket of one (route, group).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Point {
+pub(crate) struct Point {
     /// When the bucket began, Unix milliseconds.
-    pub start_ms: u64,
+    pub(crate) start_ms: u64,
     /// How long it lasted (the live bucket: so far).
-    pub seconds: f64,
-    pub requests: u64,
+    pub(crate) seconds: f64,
+    pub(crate) requests: u64,
     /// Requests answered 5xx or that their group could not serve.
-    pub errors: u64,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
+    pub(crate) errors: u64,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
 }
 
 impl Point {
@@ -57,7 +57,7 @@ struct Series {
 
 /// The history of every (route, group) that served requests.
 #[derive(Default)]
-pub struct History {
+pub(crate) struct History {
     series: Mutex<BTreeMap<StatsKey, Series>>,
     /// When the last sample was taken.
     last_sample_ms: Mutex<Option<u64>>,
@@ -66,18 +66,18 @@ pub struct History {
 /// What `GET /stats/history` serves for one (route, group): the closed buckets, oldest first,
 /// and the live one since the last sample.
 #[derive(Debug, Clone, Serialize)]
-pub struct SeriesView {
-    pub route: String,
-    pub group: String,
-    pub points: Vec<Point>,
-    pub live: Point,
+pub(crate) struct SeriesView {
+    pub(crate) route: String,
+    pub(crate) group: String,
+    pub(crate) points: Vec<Point>,
+    pub(crate) live: Point,
 }
 
 impl History {
     /// Closes a bucket of every series from the counters' `readings` at `now_ms`; a series
     /// keeps at most [`SLOTS`] buckets. Counters appear on their first request, so a series
     /// not seen before counted everything since the last sample.
-    pub fn sample(&self, now_ms: u64, readings: Vec<(StatsKey, Figures)>) {
+    pub(crate) fn sample(&self, now_ms: u64, readings: Vec<(StatsKey, Figures)>) {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_sample = self
             .last_sample_ms
@@ -102,7 +102,7 @@ impl History {
     }
 
     /// Every series with its live bucket (from `readings` at `now_ms`).
-    pub fn view(&self, now_ms: u64, readings: &[(StatsKey, Figures)]) -> Vec<SeriesView> {
+    pub(crate) fn view(&self, now_ms: u64, readings: &[(StatsKey, Figures)]) -> Vec<SeriesView> {
         let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         readings
             .iter()
@@ -136,7 +136,7 @@ impl History {
 }
 
 /// The counters of every (route, group) now.
-pub fn readings() -> Vec<(StatsKey, Figures)> {
+pub(crate) fn readings() -> Vec<(StatsKey, Figures)> {
     all_stats()
         .into_iter()
         .map(|(key, stats)| (key, stats.read()))
@@ -144,12 +144,12 @@ pub fn readings() -> Vec<(StatsKey, Figures)> {
 }
 
 /// Closes a bucket every [`BUCKET_SECONDS`].
-pub struct HistoryService {
+pub(crate) struct HistoryService {
     history: Arc<History>,
 }
 
 impl HistoryService {
-    pub fn new(history: Arc<History>) -> Self {
+    pub(crate) fn new(history: Arc<History>) -> Self {
         HistoryService { history }
     }
 }

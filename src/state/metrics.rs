@@ -17,26 +17,26 @@ use super::figures::{group_stats, GroupStats};
 use crate::routing::Router;
 
 /// Every metric the gateway exports, in its own registry.
-pub struct Metrics {
-    pub registry: Registry,
-    pub requests: IntCounterVec,
-    pub duration: HistogramVec,
-    pub connect_errors: IntCounterVec,
-    pub retries: IntCounterVec,
-    pub fallbacks: IntCounterVec,
-    pub healthy: IntGaugeVec,
-    pub generation: IntGauge,
-    pub reloads: IntCounterVec,
-    pub users: IntGaugeVec,
-    pub access_log_dropped: IntCounter,
-    pub bad_signatures: IntCounter,
-    pub store_staleness: prometheus::GaugeVec,
-    pub store_connected: IntGauge,
-    pub control_version: IntGauge,
-    pub rollout_step: IntGaugeVec,
-    pub rollout_actions: IntCounterVec,
-    pub tls_handshakes: IntCounterVec,
-    pub certificate_expiry: IntGaugeVec,
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) duration: HistogramVec,
+    pub(crate) connect_errors: IntCounterVec,
+    pub(crate) retries: IntCounterVec,
+    pub(crate) fallbacks: IntCounterVec,
+    pub(crate) healthy: IntGaugeVec,
+    pub(crate) generation: IntGauge,
+    pub(crate) reloads: IntCounterVec,
+    pub(crate) users: IntGaugeVec,
+    pub(crate) access_log_dropped: IntCounter,
+    pub(crate) bad_signatures: IntCounter,
+    pub(crate) store_staleness: prometheus::GaugeVec,
+    pub(crate) store_connected: IntGauge,
+    pub(crate) control_version: IntGauge,
+    pub(crate) rollout_step: IntGaugeVec,
+    pub(crate) rollout_actions: IntCounterVec,
+    pub(crate) tls_handshakes: IntCounterVec,
+    pub(crate) certificate_expiry: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -189,7 +189,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
 
 /// The process's metrics. Building them cannot fail (fixed names and labels); if it ever did,
 /// that is a programming error caught by the first test.
-pub static METRICS: LazyLock<Metrics> =
+pub(crate) static METRICS: LazyLock<Metrics> =
     LazyLock::new(|| build().expect("metric names and labels are valid and unique"));
 
 /// Status codes whose request counters are resolved ahead of time.
@@ -198,12 +198,12 @@ const COMMON_STATUSES: [u16; 16] = [
 ];
 
 /// The route label of requests no route matched.
-pub const NO_ROUTE: &str = "none";
+pub(crate) const NO_ROUTE: &str = "none";
 
 /// One route's request counters and histograms, resolved on first use per (group, rule) and
 /// then kept: a request only touches atomics. (Resolving every combination up front would cost
 /// routes × groups × rules × statuses label lookups on every state change.)
-pub struct RequestMetrics {
+pub(crate) struct RequestMetrics {
     route: String,
     /// `[group × rule slot]`: the counters of the common statuses; rule slot `rules.len()` is
     /// "default" (no rule).
@@ -216,7 +216,7 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    pub fn new(route: &str, router: &Router) -> Self {
+    pub(crate) fn new(route: &str, router: &Router) -> Self {
         let mut rule_names: Vec<String> = router
             .rules()
             .iter()
@@ -240,7 +240,7 @@ impl RequestMetrics {
     /// (they differ after a fallback), `rule` the rule index or `None` for no rule. A plan's
     /// figures count the request for the decided group, as an error when it got a 5xx or its
     /// group could not serve it.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         group: usize,
         decided: usize,
@@ -295,7 +295,7 @@ impl RequestMetrics {
 }
 
 /// Counts a request that no route matched (its status, usually 404).
-pub fn record_unrouted(status: u16) {
+pub(crate) fn record_unrouted(status: u16) {
     METRICS
         .requests
         .with_label_values(&[NO_ROUTE, "", "", &status.to_string()])

@@ -5,29 +5,30 @@
 //! Above `routing`, `upstreams` and `config`; below `proxy` and `ops`, which reach it through
 //! the controller's methods. The store reaches the controller only through a callback.
 
-pub mod audit;
+pub(crate) mod audit;
 mod changes;
-pub mod cluster;
-pub mod controller;
+pub(crate) mod cluster;
+pub(crate) mod controller;
 mod error;
 mod explain;
-pub mod figures;
-pub mod history;
-pub mod metrics;
-pub mod overlay;
-pub mod plan;
-pub mod rollout;
-pub mod store;
+pub(crate) mod figures;
+pub(crate) mod history;
+pub(crate) mod metrics;
+pub(crate) mod overlay;
+pub(crate) mod plan;
+pub(crate) mod rollout;
+pub(crate) mod store;
 
 use std::sync::Arc;
 
 use http::HeaderValue;
 
-pub use changes::Changed;
-pub use controller::{ConfigSource, ControlView, Controller, PlanReport, RunningPlan, View};
-pub use error::{ErrorKind, StateError};
-pub use explain::{ExplainQuery, Explanation};
-pub use overlay::{Overlay, OverlayMode, UsersDelta};
+pub(crate) use changes::Changed;
+pub use controller::ConfigSource;
+pub(crate) use controller::{Controller, View};
+pub(crate) use error::{ErrorKind, StateError};
+pub(crate) use explain::{ExplainQuery, Explanation};
+pub(crate) use overlay::OverlayMode;
 
 use crate::config::{Cidr, GatewayConfig, Limits, ListenerKind, TlsListener};
 use crate::routing::names::KnownHosts;
@@ -38,46 +39,50 @@ use metrics::RequestMetrics;
 
 /// Everything a request needs to be routed, swapped as a whole when the configuration changes.
 /// A request keeps the snapshot it started with until it ends.
-pub struct GatewayState {
+pub(crate) struct GatewayState {
     /// The routes, indexed by `RouteId`.
-    pub routes: Vec<RouteState>,
+    pub(crate) routes: Vec<RouteState>,
     /// Host and path → route (built once per configuration load); `None` when the one route
     /// serves every host and path, so a request needs no lookup.
-    pub table: Option<Arc<RouteTable>>,
+    pub(crate) table: Option<Arc<RouteTable>>,
     /// One pool per group, indexed by `GroupId`.
-    pub pools: Vec<Arc<Pool>>,
+    pub(crate) pools: Vec<Arc<Pool>>,
     /// Response header naming the chosen group, if enabled (parsed once; a clone per request
     /// copies nothing).
-    pub decision_header: Option<http::HeaderName>,
+    pub(crate) decision_header: Option<http::HeaderName>,
     /// Each group's name as a header value, indexed by `GroupId` (built once, cloned cheaply).
-    pub group_values: Vec<HeaderValue>,
+    pub(crate) group_values: Vec<HeaderValue>,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<Cidr>,
-    pub limits: Limits,
+    pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) limits: Limits,
     /// Whether any group picks servers by user (consistent hashing), so the proxy keeps the
     /// user id for server selection; otherwise it is not copied out of the request.
-    pub selects_by_user: bool,
+    pub(crate) selects_by_user: bool,
     /// The TLS listeners by address, with their acceptors (certificates change on reload).
-    pub tls: Vec<(String, Arc<TlsListener>)>,
+    pub(crate) tls: Vec<(String, Arc<TlsListener>)>,
     /// `Strict-Transport-Security` by local port, for the TLS listeners that set one.
-    pub hsts: Vec<(u16, HeaderValue)>,
+    pub(crate) hsts: Vec<(u16, HeaderValue)>,
     /// The hosts a redirect listener sends on to https.
-    pub known_hosts: Arc<KnownHosts>,
+    pub(crate) known_hosts: Arc<KnownHosts>,
 }
 
 /// One route at run time.
-pub struct RouteState {
-    pub name: String,
-    pub router: Arc<Router>,
-    pub strip_prefix: bool,
+pub(crate) struct RouteState {
+    pub(crate) name: String,
+    pub(crate) router: Arc<Router>,
+    pub(crate) strip_prefix: bool,
     /// Request counters and histograms of this route's groups and rules.
-    pub metrics: RequestMetrics,
+    pub(crate) metrics: RequestMetrics,
 }
 
 impl GatewayState {
     /// Assembles a state from the routes' routers (in `config.routes` order, overlay and store
     /// applied). It only reads values that config validation parsed and checked.
-    pub fn new(routers: Vec<Arc<Router>>, pools: Vec<Arc<Pool>>, config: &GatewayConfig) -> Self {
+    pub(crate) fn new(
+        routers: Vec<Arc<Router>>,
+        pools: Vec<Arc<Pool>>,
+        config: &GatewayConfig,
+    ) -> Self {
         let selects_by_user = pools
             .iter()
             .any(|pool| pool.config.selection == Selection::Consistent);
@@ -130,17 +135,17 @@ impl GatewayState {
     }
 
     /// The TLS settings now in force for the listener on `addr`.
-    pub fn tls_listener(&self, addr: &str) -> Option<&Arc<TlsListener>> {
+    pub(crate) fn tls_listener(&self, addr: &str) -> Option<&Arc<TlsListener>> {
         self.tls.iter().find(|(a, _)| a == addr).map(|(_, t)| t)
     }
 
     /// The `Strict-Transport-Security` value of the TLS listener on local `port`, if set.
-    pub fn hsts_for(&self, port: u16) -> Option<&HeaderValue> {
+    pub(crate) fn hsts_for(&self, port: u16) -> Option<&HeaderValue> {
         self.hsts.iter().find(|(p, _)| *p == port).map(|(_, v)| v)
     }
 
     /// The name of a group.
-    pub fn group_name(&self, group: GroupId) -> &str {
+    pub(crate) fn group_name(&self, group: GroupId) -> &str {
         self.pools
             .get(group.0)
             .map_or("?", |p| p.config.name.as_str())
@@ -149,7 +154,7 @@ impl GatewayState {
     /// The route for a request's host and target (see `routing::routes`) with the length of
     /// the matched path prefix (for `strip_prefix`; the normalized path is left in `scratch`):
     /// `Ok(None)` when no route matches, an error when the path climbs above `/`.
-    pub fn find_route(
+    pub(crate) fn find_route(
         &self,
         host: &[u8],
         target: &[u8],
@@ -167,15 +172,15 @@ impl GatewayState {
 
 /// Buffers for normalizing a request's host and path (kept by the caller between uses).
 #[derive(Default)]
-pub struct RouteScratch {
-    pub host: Vec<u8>,
+pub(crate) struct RouteScratch {
+    pub(crate) host: Vec<u8>,
     /// The normalized path of the last lookup.
-    pub path: Vec<u8>,
+    pub(crate) path: Vec<u8>,
 }
 
 impl RouteState {
     /// The route's rules' name, for a decision made on this route.
-    pub fn rule_name(&self, decision: &crate::routing::Decision) -> &str {
+    pub(crate) fn rule_name(&self, decision: &crate::routing::Decision) -> &str {
         self.router.rule_name(decision)
     }
 }

@@ -21,16 +21,16 @@ use crate::routing::{Mode, Percent, Router};
 /// into the route `default`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Overlay {
+pub(crate) struct Overlay {
     /// +1 per change; a node applies a control state only when its version is higher than the
     /// one it has (0: no change was ever made).
     #[serde(default)]
-    pub version: u64,
+    pub(crate) version: u64,
     /// Applies to every route (`POST /rollback`, `/promote`, `/resume`).
     #[serde(default)]
-    pub mode: OverlayMode,
+    pub(crate) mode: OverlayMode,
     #[serde(default)]
-    pub routes: BTreeMap<String, RouteOverlay>,
+    pub(crate) routes: BTreeMap<String, RouteOverlay>,
     /// Single-route state files only; moved into `routes["default"]` when read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     percent: BTreeMap<String, f64>,
@@ -39,38 +39,38 @@ pub struct Overlay {
     /// This node's audit trail, newest first (state file only: the store keeps the shared one
     /// apart from the control state).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub audit: VecDeque<AuditEntry>,
+    pub(crate) audit: VecDeque<AuditEntry>,
 }
 
 /// A control state as announced on the channel: the state and the entries of the change that
 /// made it (none when it was re-read on a resync).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ControlMessage {
-    pub control: Overlay,
+pub(crate) struct ControlMessage {
+    pub(crate) control: Overlay,
     #[serde(default)]
-    pub changes: Vec<AuditEntry>,
+    pub(crate) changes: Vec<AuditEntry>,
 }
 
 /// One route's changes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteOverlay {
+pub(crate) struct RouteOverlay {
     /// This route's override (`POST /routes/{route}/rollback`, ...); the global one wins.
     #[serde(default)]
-    pub mode: OverlayMode,
+    pub(crate) mode: OverlayMode,
     /// Percentage per rule name (written as a number, as in the file and the API).
     #[serde(default)]
-    pub percent: BTreeMap<String, f64>,
+    pub(crate) percent: BTreeMap<String, f64>,
     /// Users added to / removed from a list rule, per rule name.
     #[serde(default)]
-    pub users: BTreeMap<String, UsersDelta>,
+    pub(crate) users: BTreeMap<String, UsersDelta>,
     /// Who set each percentage: an admin token's name, or `plan`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub percent_by: BTreeMap<String, String>,
+    pub(crate) percent_by: BTreeMap<String, String>,
     /// Rollout plans that were started, per rule name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub plans: BTreeMap<String, PlanState>,
+    pub(crate) plans: BTreeMap<String, PlanState>,
 }
 
 impl Overlay {
@@ -85,17 +85,17 @@ impl Overlay {
     }
 
     /// The overlay of `route` (empty when it has none).
-    pub fn route(&self, route: &str) -> Option<&RouteOverlay> {
+    pub(crate) fn route(&self, route: &str) -> Option<&RouteOverlay> {
         self.routes.get(route)
     }
 
     /// The state of the plan of `route`'s rule `rule`, once started.
-    pub fn plan(&self, route: &str, rule: &str) -> Option<&PlanState> {
+    pub(crate) fn plan(&self, route: &str, rule: &str) -> Option<&PlanState> {
         self.routes.get(route)?.plans.get(rule)
     }
 
     /// The control state without the audit trail: what is shared through the store.
-    pub fn shared(&self) -> Overlay {
+    pub(crate) fn shared(&self) -> Overlay {
         Overlay {
             version: self.version,
             mode: self.mode.clone(),
@@ -108,7 +108,7 @@ impl Overlay {
 /// The operator override, by group name so it survives group reordering.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OverlayMode {
+pub(crate) enum OverlayMode {
     #[default]
     Rules,
     Rollback,
@@ -118,16 +118,16 @@ pub enum OverlayMode {
 /// Users added to and removed from one list rule through the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UsersDelta {
+pub(crate) struct UsersDelta {
     #[serde(default)]
-    pub add: BTreeSet<String>,
+    pub(crate) add: BTreeSet<String>,
     #[serde(default)]
-    pub remove: BTreeSet<String>,
+    pub(crate) remove: BTreeSet<String>,
 }
 
 impl UsersDelta {
     /// Records a change: an id added is no longer removed and the other way round.
-    pub fn record(&mut self, add: &[String], remove: &[String]) {
+    pub(crate) fn record(&mut self, add: &[String], remove: &[String]) {
         for id in add {
             self.remove.remove(id);
             self.add.insert(id.clone());
@@ -141,7 +141,10 @@ impl UsersDelta {
 
 /// The routes' routers with the API's changes applied (in `routes` order); entries that no
 /// longer fit are reported.
-pub fn apply_overlay(routes: &[RouteConfig], overlay: &Overlay) -> (Vec<Router>, Vec<String>) {
+pub(crate) fn apply_overlay(
+    routes: &[RouteConfig],
+    overlay: &Overlay,
+) -> (Vec<Router>, Vec<String>) {
     let mut warnings = Vec::new();
     for name in overlay.routes.keys() {
         if !routes.iter().any(|r| &r.name == name) {
@@ -220,7 +223,7 @@ fn apply_route(base: &Router, mode: &OverlayMode, changes: &RouteOverlay) -> (Ro
 }
 
 /// Reads the state file; a missing file is an empty overlay.
-pub fn read_state_file(path: &Path) -> Result<Overlay, StateError> {
+pub(crate) fn read_state_file(path: &Path) -> Result<Overlay, StateError> {
     let failed = |e: &dyn std::fmt::Display| {
         StateError::internal(format!("state file {}: {e}", path.display()))
     };
@@ -234,7 +237,7 @@ pub fn read_state_file(path: &Path) -> Result<Overlay, StateError> {
 }
 
 /// Writes the state file atomically: a temporary file in the same folder, synced, renamed.
-pub fn write_state_file(path: &Path, overlay: &Overlay) -> Result<(), StateError> {
+pub(crate) fn write_state_file(path: &Path, overlay: &Overlay) -> Result<(), StateError> {
     use std::io::Write;
     let text =
         serde_json::to_vec_pretty(overlay).map_err(|e| StateError::internal(e.to_string()))?;

@@ -24,17 +24,17 @@ use super::plan::{judge, Judgement, Verdict};
 use super::{ErrorKind, StateError};
 
 /// How often plans are judged and figures shared.
-pub const TICK: Duration = Duration::from_millis(500);
+pub(crate) const TICK: Duration = Duration::from_millis(500);
 /// How long the plan lease lasts without renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(3);
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// Judges running plans and acts on them.
-pub struct RolloutService {
+pub(crate) struct RolloutService {
     controller: Arc<Controller>,
 }
 
 impl RolloutService {
-    pub fn new(controller: Arc<Controller>) -> Self {
+    pub(crate) fn new(controller: Arc<Controller>) -> Self {
         RolloutService { controller }
     }
 }

@@ -26,12 +26,12 @@ use crate::routing::UserSet;
 
 /// One change announced on the channel.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Change {
-    pub set: String,
+pub(crate) struct Change {
+    pub(crate) set: String,
     #[serde(default)]
-    pub add: Vec<String>,
+    pub(crate) add: Vec<String>,
     #[serde(default)]
-    pub remove: Vec<String>,
+    pub(crate) remove: Vec<String>,
 }
 
 #[derive(Default)]
@@ -42,8 +42,8 @@ struct SetState {
 }
 
 /// The snapshots of every store-backed set, and the connection state.
-pub struct Store {
-    pub config: StoreConfig,
+pub(crate) struct Store {
+    pub(crate) config: StoreConfig,
     client: redis::Client,
     sets: Mutex<BTreeMap<String, SetState>>,
     connected: AtomicBool,
@@ -51,7 +51,7 @@ pub struct Store {
 
 impl Store {
     /// A store for `sets` (the set names the rules use). Nothing is contacted yet.
-    pub fn new(config: StoreConfig, sets: &[String]) -> Result<Store, StateError> {
+    pub(crate) fn new(config: StoreConfig, sets: &[String]) -> Result<Store, StateError> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| StateError::internal(format!("store: {}: {e}", config.redacted_url())))?;
         let sets = sets
@@ -71,17 +71,17 @@ impl Store {
     }
 
     /// The current snapshot of `set`, once one was loaded from Redis.
-    pub fn snapshot(&self, set: &str) -> Option<Arc<UserSet>> {
+    pub(crate) fn snapshot(&self, set: &str) -> Option<Arc<UserSet>> {
         self.lock().get(set).and_then(|s| s.snapshot.clone())
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
 
     /// Seconds since each set was last known to match Redis (`None`: never loaded). While the
     /// channel is up, sets are current.
-    pub fn staleness(&self) -> Vec<(String, Option<f64>, usize)> {
+    pub(crate) fn staleness(&self) -> Vec<(String, Option<f64>, usize)> {
         let connected = self.is_connected();
         self.lock()
             .iter()
@@ -110,7 +110,7 @@ impl Store {
     }
 
     /// Applies a change to the local snapshot (idempotent). Returns whether the set is known.
-    pub fn apply(&self, change: &Change) -> bool {
+    pub(crate) fn apply(&self, change: &Change) -> bool {
         let mut sets = self.lock();
         let Some(state) = sets.get_mut(&change.set) else {
             return false;
@@ -151,7 +151,11 @@ impl Store {
 
     /// Writes a change to Redis (SADD / SREM), adds `audit` to the shared trail and announces
     /// the change on the channel, in one transaction.
-    pub async fn write(&self, change: &Change, audit: &AuditEntry) -> Result<(), StateError> {
+    pub(crate) async fn write(
+        &self,
+        change: &Change,
+        audit: &AuditEntry,
+    ) -> Result<(), StateError> {
         let mut conn = self.connection().await?;
         let key = self.config.set_key(&change.set);
         let mut pipe = redis::pipe();
@@ -216,11 +220,11 @@ impl Store {
 
 /// What the store service calls after the snapshots changed (the controller's rebuild of the
 /// routing); a narrow handle so the store needs nothing else of the controller.
-pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type OnChange = Arc<dyn Fn() + Send + Sync>;
 
 /// What the store service calls with a control state read from Redis or announced on the
 /// channel (the controller applies it when it is newer than its own).
-pub type OnControl = Arc<dyn Fn(ControlMessage) + Send + Sync>;
+pub(crate) type OnControl = Arc<dyn Fn(ControlMessage) + Send + Sync>;
 
 /// One message on the events channel: a new control state or a change to a user set.
 #[derive(Deserialize)]
@@ -232,14 +236,14 @@ enum Event {
 
 /// Keeps the snapshots and the control state current and has the routing rebuilt when they
 /// change.
-pub struct StoreService {
+pub(crate) struct StoreService {
     store: Arc<Store>,
     on_change: OnChange,
     on_control: OnControl,
 }
 
 impl StoreService {
-    pub fn new(store: Arc<Store>, on_change: OnChange, on_control: OnControl) -> Self {
+    pub(crate) fn new(store: Arc<Store>, on_change: OnChange, on_control: OnControl) -> Self {
         StoreService {
             store,
             on_change,

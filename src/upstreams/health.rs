@@ -16,15 +16,15 @@ use tokio::task::JoinHandle;
 use super::Pool;
 
 /// Where the checker finds the pools now in service (the live state's, read on each poll).
-pub type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
+pub(crate) type PoolSource = Arc<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
 
 /// Background service that runs every pool's health checks at its group's interval.
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     pools: PoolSource,
 }
 
 impl HealthChecker {
-    pub fn new(pools: PoolSource) -> Self {
+    pub(crate) fn new(pools: PoolSource) -> Self {
         HealthChecker { pools }
     }
 }

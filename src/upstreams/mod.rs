@@ -11,9 +11,9 @@ mod pool;
 mod probe;
 mod walk;
 
-pub use health::HealthChecker;
-pub use pool::Pool;
-pub use walk::{pick, Pick};
+pub(crate) use health::HealthChecker;
+pub(crate) use pool::Pool;
+pub(crate) use walk::pick;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::routing::{fnv1a64, GroupId};
 
 /// How a group picks a server for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection {
+pub(crate) enum Selection {
     /// Weighted round robin.
     RoundRobin,
     /// Consistent (ketama) hashing of the user id, so a user keeps hitting the same server.
@@ -34,7 +34,7 @@ pub enum Selection {
 
 /// What an active health check does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthProbe {
+pub(crate) enum HealthProbe {
     /// A TCP connect.
     Tcp,
     /// `GET path` with `Host: host`, healthy when the status is `expect_status`.
@@ -47,24 +47,24 @@ pub enum HealthProbe {
 
 /// An active health check of every server in a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheckConfig {
-    pub probe: HealthProbe,
-    pub interval: Duration,
-    pub timeout: Duration,
+pub(crate) struct HealthCheckConfig {
+    pub(crate) probe: HealthProbe,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
     /// Consecutive successes that mark an unhealthy server healthy.
-    pub rise: usize,
+    pub(crate) rise: usize,
     /// Consecutive failures that mark a healthy server unhealthy.
-    pub fall: usize,
+    pub(crate) fall: usize,
 }
 
 /// Timeouts towards a group's servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub read: Duration,
-    pub write: Duration,
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) read: Duration,
+    pub(crate) write: Duration,
     /// How long an idle pooled upstream connection is kept.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -80,50 +80,50 @@ impl Default for Timeouts {
 
 /// One server of a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerConfig {
-    pub addr: SocketAddr,
-    pub weight: usize,
+pub(crate) struct ServerConfig {
+    pub(crate) addr: SocketAddr,
+    pub(crate) weight: usize,
 }
 
 /// One upstream group, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
-    pub name: String,
-    pub servers: Vec<ServerConfig>,
-    pub selection: Selection,
+    pub(crate) name: String,
+    pub(crate) servers: Vec<ServerConfig>,
+    pub(crate) selection: Selection,
     /// `None` turns active health checks off: every server is always considered healthy.
-    pub health_check: Option<HealthCheckConfig>,
-    pub timeouts: Timeouts,
+    pub(crate) health_check: Option<HealthCheckConfig>,
+    pub(crate) timeouts: Timeouts,
     /// Where this group's users go while none of its servers is healthy.
-    pub fallback: Option<GroupId>,
+    pub(crate) fallback: Option<GroupId>,
     /// What the group's servers receive as `Host`.
-    pub host_header: HostHeader,
+    pub(crate) host_header: HostHeader,
     /// TLS towards the servers (and their health checks); `None`: plaintext.
-    pub tls: Option<UpstreamTls>,
+    pub(crate) tls: Option<UpstreamTls>,
 }
 
 /// TLS towards a group's servers.
 #[derive(Clone)]
-pub struct UpstreamTls {
+pub(crate) struct UpstreamTls {
     /// The server name sent (SNI) and checked against the server's certificate.
-    pub sni: String,
+    pub(crate) sni: String,
     /// Whether the server's certificate is verified (chain and name).
-    pub verify: bool,
+    pub(crate) verify: bool,
     /// The CA certificates to verify against; `None`: the system's roots.
-    pub ca: Option<Arc<[WrappedX509]>>,
+    pub(crate) ca: Option<Arc<[WrappedX509]>>,
     /// The client certificate and key offered (mutual TLS).
-    pub client: Option<Arc<CertKey>>,
+    pub(crate) client: Option<Arc<CertKey>>,
     /// Whether HTTP/2 is offered to the servers (ALPN h2, then http/1.1).
-    pub http2: bool,
+    pub(crate) http2: bool,
     /// The bytes of the files behind `ca` and `client`, so that a reload that changes them
     /// counts as a changed group (and gets a new pool).
-    pub source: Vec<u8>,
+    pub(crate) source: Vec<u8>,
 }
 
 impl UpstreamTls {
     /// A key that keeps the pooled connections of different TLS settings apart (FNV-1a over
     /// the settings and the CA and client certificate files).
-    pub fn pool_key(&self) -> u64 {
+    pub(crate) fn pool_key(&self) -> u64 {
         let flags = [u8::from(self.verify), u8::from(self.http2)];
         fnv1a64(&[self.sni.as_bytes(), &flags, &self.source])
     }
@@ -157,7 +157,7 @@ impl std::fmt::Debug for UpstreamTls {
 /// The `Host` a group's servers receive (nginx's `proxy_set_header Host $host` or
 /// `$proxy_host`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum HostHeader {
+pub(crate) enum HostHeader {
     /// The client's `Host`, unchanged.
     #[default]
     Client,

@@ -17,8 +17,8 @@ enum Balancer {
 }
 
 /// A group's servers at run time, with their health.
-pub struct Pool {
-    pub config: GroupConfig,
+pub(crate) struct Pool {
+    pub(crate) config: GroupConfig,
     balancer: Balancer,
     /// The group's server when it has exactly one (the common `upstream v1` / `v2` shape):
     /// selection is then a health lookup, without the balancer's iterator.
@@ -33,7 +33,7 @@ const MAX_SELECT_ITERATIONS: usize = 256;
 
 impl Pool {
     /// Builds the pool (all servers start healthy; the first health check corrects that).
-    pub fn new(config: GroupConfig) -> Pool {
+    pub(crate) fn new(config: GroupConfig) -> Pool {
         let backends: BTreeSet<Backend> = config
             .servers
             .iter()
@@ -81,7 +81,7 @@ impl Pool {
 
     /// A healthy server that is neither in `failed` nor `avoid`. `key` (the user id) matters
     /// for consistent groups only; round robin ignores it.
-    pub fn select(
+    pub(crate) fn select(
         &self,
         key: &[u8],
         failed: &[SocketAddr],
@@ -103,12 +103,12 @@ impl Pool {
     }
 
     /// Whether any server is currently healthy.
-    pub fn any_healthy(&self) -> bool {
+    pub(crate) fn any_healthy(&self) -> bool {
         self.health().iter().any(|(_, healthy)| *healthy)
     }
 
     /// Each server with its current health.
-    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+    pub(crate) fn health(&self) -> Vec<(SocketAddr, bool)> {
         let backends = self.backends();
         backends
             .get_backend()
@@ -118,7 +118,7 @@ impl Pool {
     }
 
     /// A peer for `addr` with this group's timeouts.
-    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
+    pub(crate) fn peer(&self, addr: SocketAddr) -> HttpPeer {
         let mut peer = server_peer(addr, self.config.tls.as_ref(), self.tls_pool_key);
         let t = &self.config.timeouts;
         peer.options.connection_timeout = Some(t.connect);
@@ -129,7 +129,7 @@ impl Pool {
     }
 
     /// Runs one health-check pass over every server, in parallel.
-    pub async fn run_health_check(&self) {
+    pub(crate) async fn run_health_check(&self) {
         self.backends().run_health_check(true).await;
     }
 

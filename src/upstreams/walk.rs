@@ -9,10 +9,10 @@ use super::Pool;
 use crate::routing::GroupId;
 
 /// Where a request goes: the group that serves it (the decided one or a fallback) and a server.
-pub struct Pick<'a> {
-    pub group: GroupId,
-    pub pool: &'a Arc<Pool>,
-    pub addr: SocketAddr,
+pub(crate) struct Pick<'a> {
+    pub(crate) group: GroupId,
+    pub(crate) pool: &'a Arc<Pool>,
+    pub(crate) addr: SocketAddr,
 }
 
 /// Picks a server for a request decided for `group`, following the fallback chain (acyclic,
@@ -20,7 +20,7 @@ pub struct Pick<'a> {
 /// refused this request a connection). `avoid` (a server that failed after the request was
 /// sent) is skipped on a first walk and used again, on a fresh connection, only when nothing
 /// else can serve. `key` is the user id, used by consistent groups. `None`: nothing can serve.
-pub fn pick<'a>(
+pub(crate) fn pick<'a>(
     pools: &'a [Arc<Pool>],
     group: GroupId,
     key: &[u8],

@@ -12,13 +12,13 @@ use crate::state::{ErrorKind, StateError};
 /// client reads. Answered as `{"error": message, "field": field}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    pub status: StatusCode,
-    pub field: Option<String>,
-    pub message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) field: Option<String>,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             field: None,
@@ -27,19 +27,19 @@ impl ApiError {
     }
 
     /// 400, naming the request's key at fault.
-    pub fn bad_request(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(field: &str, message: impl Into<String>) -> Self {
         ApiError {
             field: Some(field.to_string()),
             ..Self::new(StatusCode::BAD_REQUEST, message)
         }
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
     /// The answer: the error as JSON with its status.
-    pub fn response(&self) -> Response<Vec<u8>> {
+    pub(crate) fn response(&self) -> Response<Vec<u8>> {
         json_response(
             self.status,
             &json!({ "error": self.message, "field": self.field }),
@@ -94,7 +94,7 @@ impl From<Value> for Reply {
 
 impl Reply {
     /// The answer as a 200 response.
-    pub fn response(self) -> Response<Vec<u8>> {
+    pub(crate) fn response(self) -> Response<Vec<u8>> {
         match self {
             Reply::Json(body) => json_response(StatusCode::OK, &body),
             Reply::Yaml(text) => uncached(crate::ops::http_response(

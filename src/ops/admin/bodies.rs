@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PercentBody {
-    pub percent: Percent,
+    pub(crate) percent: Percent,
 }
 
 /// `POST /rules/{rule}/users`: at least one of the two lists must name someone.
@@ -19,9 +19,9 @@ pub(crate) struct PercentBody {
 #[serde(deny_unknown_fields)]
 pub(crate) struct UsersBody {
     #[serde(default)]
-    pub add: Vec<String>,
+    pub(crate) add: Vec<String>,
     #[serde(default)]
-    pub remove: Vec<String>,
+    pub(crate) remove: Vec<String>,
 }
 
 /// `POST /rules/{rule}/plan/{command}` (the body may be empty).
@@ -30,22 +30,22 @@ pub(crate) struct UsersBody {
 pub(crate) struct PlanBody {
     /// Lets `start` lower the rule's live percentage to the plan's first step.
     #[serde(default)]
-    pub allow_decrease: bool,
+    pub(crate) allow_decrease: bool,
 }
 
 /// `POST /promote`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PromoteBody {
-    pub group: String,
+    pub(crate) group: String,
 }
 
 /// What every change answers: the live state's generation and the control state's version.
 #[derive(Serialize)]
 pub(crate) struct Applied {
-    pub ok: bool,
-    pub generation: u64,
-    pub version: u64,
+    pub(crate) ok: bool,
+    pub(crate) generation: u64,
+    pub(crate) version: u64,
 }
 
 impl From<Changed> for Applied {
@@ -61,38 +61,38 @@ impl From<Changed> for Applied {
 /// `POST /reload`.
 #[derive(Serialize)]
 pub(crate) struct Reloaded {
-    pub ok: bool,
-    pub generation: u64,
+    pub(crate) ok: bool,
+    pub(crate) generation: u64,
 }
 
 /// `GET /whoami`.
 #[derive(Serialize)]
 pub(crate) struct WhoAmI<'a> {
-    pub name: &'a str,
-    pub role: &'static str,
+    pub(crate) name: &'a str,
+    pub(crate) role: &'static str,
 }
 
 /// `GET /rules/{rule}/users?user=ID`.
 #[derive(Serialize)]
 pub(crate) struct Membership<'a> {
-    pub route: &'a str,
-    pub rule: &'a str,
-    pub user: &'a str,
-    pub member: bool,
+    pub(crate) route: &'a str,
+    pub(crate) rule: &'a str,
+    pub(crate) user: &'a str,
+    pub(crate) member: bool,
 }
 
 /// `GET /stats/history`.
 #[derive(Serialize)]
 pub(crate) struct History {
-    pub bucket_seconds: u64,
-    pub series: Vec<SeriesView>,
+    pub(crate) bucket_seconds: u64,
+    pub(crate) series: Vec<SeriesView>,
 }
 
 /// `GET /audit`: where the entries come from (`store` or `node`) and, when the store did not
 /// answer, why.
 #[derive(Serialize)]
 pub(crate) struct Audit {
-    pub source: &'static str,
-    pub store_error: Option<String>,
-    pub entries: Vec<AuditEntry>,
+    pub(crate) source: &'static str,
+    pub(crate) store_error: Option<String>,
+    pub(crate) entries: Vec<AuditEntry>,
 }

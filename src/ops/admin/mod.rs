@@ -47,13 +47,13 @@ use request::Call;
 use routes::{Match, ROUTES};
 
 /// The admin API application.
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     controller: Arc<Controller>,
     tokens: Vec<AdminToken>,
 }
 
 /// A listening service for the admin API (and the web page, under `/ui/`) on `listen`.
-pub fn admin_service(
+pub(crate) fn admin_service(
     controller: Arc<Controller>,
     listen: &str,
     tokens: Vec<AdminToken>,

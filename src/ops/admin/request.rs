@@ -11,7 +11,7 @@ use crate::config::AdminToken;
 use crate::state::Controller;
 
 /// Largest request body the admin API reads.
-pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+pub(crate) const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// The named segments a route's path matched (`{rule}` in `/rules/{rule}/percent`), as sent
 /// (not decoded).
@@ -34,7 +34,7 @@ impl<'p> Params<'p> {
 
     /// The segment named `name`; `""` when the route has none of that name (a mistake in the
     /// table, which the router's tests would catch).
-    pub fn get(&self, name: &str) -> &'p str {
+    pub(crate) fn get(&self, name: &str) -> &'p str {
         self.0
             .iter()
             .find(|(n, _)| *n == name)
@@ -44,13 +44,13 @@ impl<'p> Params<'p> {
 
 /// One admin request, as a handler sees it.
 pub(crate) struct Call<'a> {
-    pub controller: &'a Controller,
+    pub(crate) controller: &'a Controller,
     /// The token the request came with (its role was checked before the handler runs).
-    pub who: &'a AdminToken,
+    pub(crate) who: &'a AdminToken,
     /// `Some(route)` under `/routes/{route}/…` (rows served per route only); `None` otherwise.
-    pub route: Option<&'a str>,
+    pub(crate) route: Option<&'a str>,
     /// The path's named segments.
-    pub params: Params<'a>,
+    pub(crate) params: Params<'a>,
     query: Option<&'a str>,
     session: &'a mut ServerSession,
 }
@@ -74,22 +74,24 @@ impl<'a> Call<'a> {
     }
 
     /// The decoded value of query parameter `name`.
-    pub fn query(&self, name: &str) -> Option<String> {
+    pub(crate) fn query(&self, name: &str) -> Option<String> {
         query_param(self.query, name)
     }
 
     /// Every decoded query pair, in order (for parameters whose names vary: `header.NAME`).
-    pub fn query_pairs(&self) -> form_urlencoded::Parse<'a> {
+    pub(crate) fn query_pairs(&self) -> form_urlencoded::Parse<'a> {
         form_urlencoded::parse(self.query.unwrap_or_default().as_bytes())
     }
 
     /// The body as the typed request `T` (at most [`MAX_ADMIN_BODY`] bytes; see [`parse_body`]).
-    pub async fn body<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+    pub(crate) async fn body<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
         parse_body(&read_body(self.session).await?)
     }
 
     /// The body as `T`, or `T::default()` when the request sends none (blank counts as none).
-    pub async fn optional_body<T: DeserializeOwned + Default>(&mut self) -> Result<T, ApiError> {
+    pub(crate) async fn optional_body<T: DeserializeOwned + Default>(
+        &mut self,
+    ) -> Result<T, ApiError> {
         let body = read_body(self.session).await?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(T::default());

@@ -70,8 +70,8 @@ pub(crate) enum Serve {
 /// One row: a path pattern and how it is served. In a pattern, `{name}` matches one segment
 /// (possibly empty) and `{name*}`, last, the rest of the path; handlers read them by name.
 pub(crate) struct Route {
-    pub path: &'static str,
-    pub serve: Serve,
+    pub(crate) path: &'static str,
+    pub(crate) serve: Serve,
 }
 
 impl Route {
@@ -181,7 +181,7 @@ impl Match<'_> {
     /// The role the request needs: its row's. A request that no row serves needs what its
     /// method would (a change needs an operator), so a viewer is refused every change before
     /// learning whether the path exists — as the API always has.
-    pub fn role(&self, method: &Method) -> Role {
+    pub(crate) fn role(&self, method: &Method) -> Role {
         match self {
             Match::Api { role, .. } => *role,
             _ if method == Method::GET || method == Method::HEAD => Viewer,

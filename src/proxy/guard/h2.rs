@@ -36,7 +36,7 @@ use super::HeadLimits;
 /// flood ends the connection), at most 100 streams run at once, and a client whose streams the
 /// gateway has to reset again and again (rapid reset, MadeYouReset) is sent away. The reset
 /// budgets are the `h2` crate's defaults, set here so they stay visible.
-pub fn h2_options(limits: &HeadLimits) -> H2Options {
+pub(crate) fn h2_options(limits: &HeadLimits) -> H2Options {
     let mut options = H2Options::new();
     options
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
@@ -47,17 +47,17 @@ pub fn h2_options(limits: &HeadLimits) -> H2Options {
 }
 
 /// Streams a client may have open at once on one HTTP/2 connection.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Streams reset by the client before the gateway took them up, beyond which the connection
 /// is closed (rapid reset, CVE-2023-44487).
-pub const H2_MAX_PENDING_RESETS: usize = 20;
+pub(crate) const H2_MAX_PENDING_RESETS: usize = 20;
 /// Streams the gateway had to reset for the client's errors, beyond which the connection is
 /// closed (MadeYouReset, CVE-2025-8671).
-pub const H2_MAX_LOCAL_RESETS: usize = 1024;
+pub(crate) const H2_MAX_LOCAL_RESETS: usize = 1024;
 
 /// How long an idle connection sent away may take to close by itself (the client answering
 /// h2's PING, a request it sent before it saw the GOAWAY finishing) before the guard closes it.
-pub const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Open streams tracked at most; past this many (the client opening streams faster than they
 /// are refused) the connection simply counts as busy until some end.
@@ -167,7 +167,7 @@ enum Deadline {
 }
 
 /// An HTTP/2 client connection with its idle and header-block deadlines.
-pub struct H2Stream {
+pub(crate) struct H2Stream {
     inner: Stream,
     limits: HeadLimits,
     from_client: Frames,
@@ -198,7 +198,7 @@ impl H2Stream {
     /// Wraps `inner`, whose idle deadline starts now; also returns the shutdown signal to hand
     /// Pingora for this connection and its sender, which the caller raises when the server's
     /// own `shutdown` does.
-    pub fn new(
+    pub(crate) fn new(
         inner: Stream,
         limits: HeadLimits,
         shutdown: &ShutdownWatch,

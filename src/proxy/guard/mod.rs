@@ -33,13 +33,11 @@ use tokio::time::{Instant, Sleep};
 mod delegate;
 mod h2;
 
-pub use h2::{
-    h2_options, H2Stream, H2_MAX_CONCURRENT_STREAMS, H2_MAX_LOCAL_RESETS, H2_MAX_PENDING_RESETS,
-};
+pub(crate) use h2::{h2_options, H2Stream};
 
 use super::ctx::{InFlight, InFlightGuard};
 use super::errors::closing_response;
-pub use crate::config::HeadLimits;
+pub(crate) use crate::config::HeadLimits;
 use crate::routing::is_token_byte;
 
 /// The canned answers to a head over a limit, written once by the gateway's one writer.
@@ -72,13 +70,13 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection that was accepted before a graceful shutdown, and is still silent when
 /// the shutdown begins, may take to start its first request. Once its first byte is in, the
 /// head has the usual `header_timeout`.
-pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Room made for each read of the first head.
 const FIRST_HEAD_READ: usize = 2048;
 
 /// A client connection with request-head limits.
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: Stream,
     limits: HeadLimits,
     phase: Phase,
@@ -111,7 +109,7 @@ impl fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    pub fn new(inner: Stream, limits: HeadLimits) -> Self {
+    pub(crate) fn new(inner: Stream, limits: HeadLimits) -> Self {
         GuardedStream {
             inner,
             limits,
@@ -500,14 +498,14 @@ pub(crate) fn keep_alive_for(
 
 /// Wraps an application so every accepted connection gets the request-head guard, and its
 /// first request head is read ahead while the connection counts in `in_flight`.
-pub struct GuardedApp<A> {
+pub(crate) struct GuardedApp<A> {
     inner: Arc<A>,
     limits: HeadLimits,
     in_flight: InFlight,
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, limits: HeadLimits, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: A, limits: HeadLimits, in_flight: InFlight) -> Self {
         GuardedApp {
             inner: Arc::new(inner),
             limits,
@@ -541,7 +539,7 @@ impl<A> GuardedApp<A> {
     }
 
     /// What counts the connections this guard is reading first heads for.
-    pub fn in_flight(&self) -> &InFlight {
+    pub(crate) fn in_flight(&self) -> &InFlight {
         &self.in_flight
     }
 }

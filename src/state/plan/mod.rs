@@ -3,20 +3,20 @@
 //! rule's verdicts ([`verdict`], on the tests of [`stats`]) and operator overrides — table-tested
 //! in `tests.rs`.
 
-pub mod stats;
-pub mod verdict;
+pub(crate) mod stats;
+pub(crate) mod verdict;
 
 use serde::{Deserialize, Serialize};
 
 use super::figures::StepFigures;
 use crate::config::OnFailure;
 
-pub use verdict::{judge, Judgement, Verdict};
+pub(crate) use verdict::{judge, Judgement, Verdict};
 
 /// Where a plan stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PlanStatus {
+pub(crate) enum PlanStatus {
     Running,
     Paused,
     /// Stopped by an operator override (a rollback or promote covering its route): its step
@@ -27,7 +27,7 @@ pub enum PlanStatus {
 }
 
 impl PlanStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PlanStatus::Running => "running",
             PlanStatus::Paused => "paused",
@@ -38,7 +38,7 @@ impl PlanStatus {
     }
 
     /// Running, paused or held: the plan owns the rule's percentage.
-    pub fn is_active(self) -> bool {
+    pub(crate) fn is_active(self) -> bool {
         matches!(
             self,
             PlanStatus::Running | PlanStatus::Paused | PlanStatus::Held
@@ -49,32 +49,32 @@ impl PlanStatus {
 /// One plan's state, part of the control state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlanState {
-    pub status: PlanStatus,
+pub(crate) struct PlanState {
+    pub(crate) status: PlanStatus,
     /// Index into the plan's steps.
-    pub step: usize,
+    pub(crate) step: usize,
     /// When the current step (or its window, after a resume) began, in Unix milliseconds.
-    pub step_started_ms: u64,
+    pub(crate) step_started_ms: u64,
     /// The plan's last move and why.
-    pub last_action: PlanAction,
+    pub(crate) last_action: PlanAction,
 }
 
 /// A move of a plan, as kept in its state and the audit trail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlanAction {
-    pub at_ms: u64,
+pub(crate) struct PlanAction {
+    pub(crate) at_ms: u64,
     /// `start`, `advance`, `complete`, `pause`, `resume`, `rollback`, `abort`, `hold` (an
     /// override stopped it) or `release` (the override was lifted).
-    pub action: String,
-    pub why: String,
+    pub(crate) action: String,
+    pub(crate) why: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub figures: Option<StepFigures>,
+    pub(crate) figures: Option<StepFigures>,
 }
 
 /// What an operator (or the plan itself) asks of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanCommand {
+pub(crate) enum PlanCommand {
     Start,
     Pause,
     Resume,
@@ -82,7 +82,7 @@ pub enum PlanCommand {
 }
 
 impl PlanCommand {
-    pub fn parse(text: &str) -> Option<PlanCommand> {
+    pub(crate) fn parse(text: &str) -> Option<PlanCommand> {
         match text {
             "start" => Some(PlanCommand::Start),
             "pause" => Some(PlanCommand::Pause),
@@ -92,7 +92,7 @@ impl PlanCommand {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PlanCommand::Start => "start",
             PlanCommand::Pause => "pause",
@@ -105,7 +105,7 @@ impl PlanCommand {
 /// What happens to a plan: an operator's command, a verdict on its running step, or an
 /// operator override beginning or ending on its route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanEvent {
+pub(crate) enum PlanEvent {
     Command(PlanCommand),
     /// The running step passed (`last`: it was the plan's last step).
     Pass {
@@ -132,7 +132,7 @@ pub enum PlanEvent {
 /// | held | – | paused | – | rolled back | – | – | same | running, new window |
 ///
 /// –: refused; ¹: refused while an override covers the route.
-pub fn transition(
+pub(crate) fn transition(
     status: Option<PlanStatus>,
     event: PlanEvent,
     overridden: bool,

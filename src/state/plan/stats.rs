@@ -14,9 +14,9 @@ pub(crate) const MIN_EXPECTED: f64 = 5.0;
 /// are large enough for the normal approximation behind both.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Tested {
-    pub z: f64,
-    pub p_value: f64,
-    pub enough: bool,
+    pub(crate) z: f64,
+    pub(crate) p_value: f64,
+    pub(crate) enough: bool,
 }
 
 impl Tested {
@@ -30,7 +30,7 @@ impl Tested {
 
     /// Whether the test rejects "no worse" at `confidence` (0.999: a fair sample is called
     /// worse at most once in a thousand); never on too few samples.
-    pub fn significant(&self, confidence: f64) -> bool {
+    pub(crate) fn significant(&self, confidence: f64) -> bool {
         self.enough && self.p_value <= 1.0 - confidence
     }
 }
@@ -124,11 +124,11 @@ pub(crate) fn proportion_above(errors: u64, n: u64, limit: f64) -> Option<Tested
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct RankTest {
     /// U of the canary: the pairs (canary, baseline) where the canary was slower, ties half.
-    pub u: f64,
+    pub(crate) u: f64,
     /// `u / (n_canary × n_baseline)`: the chance that a canary request is slower than a
     /// baseline one (ties half); 0.5 when neither is slower.
-    pub slower_share: f64,
-    pub tested: Tested,
+    pub(crate) slower_share: f64,
+    pub(crate) tested: Tested,
 }
 
 /// The rank test over `canary` and `baseline` bucket counts (`None` when a side is empty). The

@@ -13,16 +13,16 @@ use crate::state::figures::{bucket_of, Figures, TestFigures};
 /// the baseline) is found significantly worse by one check at one look at most once in a
 /// thousand, and it must be over the check's limit at the same time, which a fair sample of a
 /// few hundred requests is only by a many-sigma accident (see the simulation test below).
-pub const CONFIDENCE: f64 = 0.999;
+pub(crate) const CONFIDENCE: f64 = 0.999;
 
 /// The fewest baseline requests compared with (or `min_requests / 10`, when larger): below
 /// this the baseline is thin (as at 100%), its error share counts as 0 and latency is not
 /// compared; a rank test on fewer than 20 requests would not mean much.
-pub const MIN_BASELINE: u64 = 20;
+pub(crate) const MIN_BASELINE: u64 = 20;
 
 /// The judging rule's answer for a running step.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Not enough time or requests yet, or a limit is broken but not yet significantly (why).
     Wait(String),
     /// The step passed: go to the next step, or complete after the last.
@@ -33,9 +33,9 @@ pub enum Verdict {
 
 /// A verdict and the checks it rests on (shown in `/status` and kept with a plan's move).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    pub verdict: Verdict,
-    pub tests: Vec<TestFigures>,
+pub(crate) struct Judgement {
+    pub(crate) verdict: Verdict,
+    pub(crate) tests: Vec<TestFigures>,
 }
 
 /// What one check decided.
@@ -140,7 +140,7 @@ impl Measured<'_> {
 ///
 /// A check over its limit but not yet significant waits (more requests decide it), however
 /// long the step has run. With every check passing and `hold` over, the step passes.
-pub fn judge(
+pub(crate) fn judge(
     plan: &PlanConfig,
     in_step: Duration,
     canary: &Figures,
