@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::parse::check_token;
-use super::rules::{build_rule, Context, RuleSpec};
+use super::rules::{build_rule, Context};
 use super::spec::{RouteSpec, RoutingSpec, SigningKeys};
 use super::{key_error, KeyError, PlanConfig, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
 use crate::routing::routes::{normalize_path, RouteMatch, RouteTable};
@@ -196,13 +196,12 @@ fn validate_routing(
                 ),
             ));
         }
-        let spec = RuleSpec::from_file(rule, &rule_key)?;
-        let built = build_rule(&spec, &rule_key, cx)?;
+        let built = build_rule(rule, &rule_key, cx)?;
         if let Some(set) = built.store_set {
-            store_sets.insert(spec.name.clone(), set);
+            store_sets.insert(rule.name.clone(), set);
         }
         if let Some(plan) = built.plan {
-            plans.insert(spec.name.clone(), plan);
+            plans.insert(rule.name.clone(), plan);
         }
         rules.push(built.rule);
     }

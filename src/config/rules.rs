@@ -3,16 +3,21 @@
 //! [`routing::Rule`](crate::routing::Rule), with errors naming the key.
 //!
 //! The YAML has no kind key: a rule's kind is the key it sets (`header`, `users` /
-//! `users_file` / `users_store`, `percent`). [`RuleSpec::from_file`] is the only place that
-//! reads it from the keys; everything after matches on [`RuleKindSpec`].
+//! `users_file` / `users_store`, `percent`). `RuleSpec`'s `Deserialize` reads a rule's map once
+//! and decides its kind there (the only place that reads it from the keys); everything after
+//! matches on [`RuleKindSpec`], and `Serialize` writes the same flat shape back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::parse::{check_token, header_name, parse_duration};
-use super::spec::{FileOnFailure, FilePlan, FileRule};
+use super::spec::{percent_number, FileOnFailure, FilePlan};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE,
     DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
@@ -30,8 +35,7 @@ pub(super) struct Context<'a> {
 
 /// One rule as the file (or the API) writes it: its name and its kind. Serialized back, it is
 /// the same YAML shape the file uses (no kind key; only the keys that are set).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "FileRule", into = "FileRule")]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RuleSpec {
     pub(crate) name: String,
     pub(crate) kind: RuleKindSpec,
@@ -74,23 +78,90 @@ fn sub(key: &str, field: &str) -> String {
     }
 }
 
-impl RuleSpec {
-    /// The rule the file's keys describe (`key` names it in errors): exactly one kind, and only
-    /// keys that kind takes.
-    pub(super) fn from_file(rule: &FileRule, key: &str) -> Result<RuleSpec, KeyError> {
-        let whole = || {
-            if key.is_empty() {
-                format!("rule {:?}", rule.name)
-            } else {
-                key.to_string()
-            }
-        };
+/// Every key a rule may set, in the order a rule is written back.
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "header",
+    "users",
+    "users_file",
+    "percent",
+    "seed",
+    "group",
+    "header_secret",
+    "from",
+    "users_store",
+    "plan",
+];
+
+/// Where a [`RuleError`] that names one of the rule's keys puts it: the YAML reader prefixes
+/// an error with the path of the map it read (`gateway.routing.rules[1]: `), and a kind is
+/// only known once the whole map is read, so the key is written at the message's start and
+/// [`join_rule_key`] joins it to the path (`gateway.routing.rules[1].plan: `).
+const KEY_MARK: &str = ".";
+
+/// Joins the rule key a [`RuleError`] names to the path the YAML reader wrote before it.
+pub(super) fn join_rule_key(message: &str) -> String {
+    message.replacen(&format!("]: {KEY_MARK}"), "].", 1)
+}
+
+/// Why the keys of a rule do not make one rule: about one key (`field`), or the whole rule.
+#[derive(Debug)]
+struct RuleError {
+    field: Option<&'static str>,
+    message: String,
+}
+
+impl RuleError {
+    fn whole(message: String) -> RuleError {
+        RuleError {
+            field: None,
+            message,
+        }
+    }
+
+    fn key(field: &'static str, message: &str) -> RuleError {
+        RuleError {
+            field: Some(field),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "{KEY_MARK}{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// A rule's keys as read, before its kind is known.
+#[derive(Default)]
+struct RuleKeys {
+    name: Option<String>,
+    header: Option<String>,
+    users: Option<Vec<String>>,
+    users_file: Option<PathBuf>,
+    percent: Option<f64>,
+    seed: Option<String>,
+    group: Option<String>,
+    header_secret: Option<String>,
+    from: Option<Vec<String>>,
+    users_store: Option<String>,
+    plan: Option<FilePlan>,
+}
+
+impl RuleKeys {
+    /// The rule these keys describe: exactly one kind, and only keys that kind takes. The one
+    /// place a kind is read from the keys.
+    fn into_spec(self, name: String) -> Result<RuleSpec, RuleError> {
         let has_users =
-            rule.users.is_some() || rule.users_file.is_some() || rule.users_store.is_some();
+            self.users.is_some() || self.users_file.is_some() || self.users_store.is_some();
         let set: Vec<&str> = [
-            (rule.header.is_some(), "header"),
+            (self.header.is_some(), "header"),
             (has_users, "users"),
-            (rule.percent.is_some(), "percent"),
+            (self.percent.is_some(), "percent"),
         ]
         .into_iter()
         .filter_map(|(is_set, kind)| is_set.then_some(kind))
@@ -99,110 +170,141 @@ impl RuleSpec {
             "needs exactly one of `header`, `users`/`users_file`/`users_store` or `percent`";
         match set.as_slice() {
             [_] => {}
-            [] => return Err(key_error(whole(), format!("rule {:?} {needs}", rule.name))),
+            [] => return Err(RuleError::whole(format!("rule {name:?} {needs}"))),
             [first, rest @ ..] => {
-                return Err(key_error(
-                    whole(),
-                    format!(
-                        "rule {:?} sets both `{first}` and `{}`; a rule {needs}",
-                        rule.name,
-                        rest.join("` and `")
-                    ),
-                ))
+                return Err(RuleError::whole(format!(
+                    "rule {name:?} sets both `{first}` and `{}`; a rule {needs}",
+                    rest.join("` and `")
+                )))
             }
         }
-        if rule.seed.is_some() && rule.percent.is_none() {
-            return Err(key_error(
-                sub(key, "seed"),
-                "only percent rules take a seed".into(),
-            ));
+        if self.seed.is_some() && self.percent.is_none() {
+            return Err(RuleError::key("seed", "only percent rules take a seed"));
         }
-        if rule.plan.is_some() && rule.percent.is_none() {
-            return Err(key_error(
-                sub(key, "plan"),
-                "only a percent rule takes a plan".into(),
-            ));
+        if self.plan.is_some() && self.percent.is_none() {
+            return Err(RuleError::key("plan", "only a percent rule takes a plan"));
         }
-        if rule.header.is_none() && (rule.header_secret.is_some() || rule.from.is_some()) {
-            return Err(key_error(
-                whole(),
+        if self.header.is_none() && (self.header_secret.is_some() || self.from.is_some()) {
+            return Err(RuleError::whole(
                 "`header_secret` and `from` only go with a `header` rule".into(),
             ));
         }
-        let target = |what: &str| match &rule.group {
-            Some(group) => Ok(group.clone()),
-            None => Err(key_error(
-                sub(key, "group"),
-                format!("a {what} rule needs a target group"),
-            )),
+        let group = self.group;
+        let target = |what: &str| {
+            group.clone().ok_or_else(|| {
+                RuleError::key("group", &format!("a {what} rule needs a target group"))
+            })
         };
-        let kind = if let Some(header) = &rule.header {
-            if rule.group.is_some() {
-                return Err(key_error(
-                    sub(key, "group"),
-                    "a header rule takes its group from the header value; remove `group`".into(),
+        let kind = if let Some(header) = self.header {
+            if group.is_some() {
+                return Err(RuleError::key(
+                    "group",
+                    "a header rule takes its group from the header value; remove `group`",
                 ));
             }
             RuleKindSpec::Header {
-                header: header.clone(),
-                header_secret: rule.header_secret.clone(),
-                from: rule.from.clone(),
+                header,
+                header_secret: self.header_secret,
+                from: self.from,
             }
-        } else if let Some(percent) = rule.percent {
+        } else if let Some(percent) = self.percent {
             RuleKindSpec::Percent {
                 group: target("percent")?,
                 percent,
-                seed: rule.seed.clone(),
-                plan: rule.plan.clone(),
+                seed: self.seed,
+                plan: self.plan,
             }
         } else {
             RuleKindSpec::Users {
                 group: target("users")?,
-                users: rule.users.clone(),
-                users_file: rule.users_file.clone(),
-                users_store: rule.users_store.clone(),
+                users: self.users,
+                users_file: self.users_file,
+                users_store: self.users_store,
             }
         };
-        Ok(RuleSpec {
-            name: rule.name.clone(),
-            kind,
-        })
+        Ok(RuleSpec { name, kind })
     }
 }
 
-/// Reading a rule on its own (the API, a round trip): errors name the rule's keys.
-impl TryFrom<FileRule> for RuleSpec {
-    type Error = String;
-    fn try_from(rule: FileRule) -> Result<Self, Self::Error> {
-        RuleSpec::from_file(&rule, "").map_err(|e| e.to_string())
+/// Reads a rule's map once, then decides its kind from the keys it set ([`RuleKeys::into_spec`]).
+impl<'de> Deserialize<'de> for RuleSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RuleVisitor)
     }
 }
 
-/// Writing a rule back in the file's shape.
-impl From<RuleSpec> for FileRule {
-    fn from(spec: RuleSpec) -> FileRule {
-        let mut rule = FileRule {
-            name: spec.name,
-            header: None,
-            users: None,
-            users_file: None,
-            percent: None,
-            seed: None,
-            group: None,
-            header_secret: None,
-            from: None,
-            users_store: None,
-            plan: None,
-        };
-        match spec.kind {
+struct RuleVisitor;
+
+/// Reads the next value into `slot`, refusing a key written twice.
+fn read<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+    slot: &mut Option<T>,
+    key: &'static str,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(key));
+    }
+    *slot = map.next_value::<Option<T>>()?;
+    Ok(())
+}
+
+impl<'de> Visitor<'de> for RuleVisitor {
+    type Value = RuleSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a rule: a map with `name` and the keys of one kind")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RuleSpec, A::Error> {
+        let mut keys = RuleKeys::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" => read(&mut keys.name, "name", &mut map)?,
+                "header" => read(&mut keys.header, "header", &mut map)?,
+                "users" => read(&mut keys.users, "users", &mut map)?,
+                "users_file" => read(&mut keys.users_file, "users_file", &mut map)?,
+                "percent" => read(&mut keys.percent, "percent", &mut map)?,
+                "seed" => read(&mut keys.seed, "seed", &mut map)?,
+                "group" => read(&mut keys.group, "group", &mut map)?,
+                "header_secret" => read(&mut keys.header_secret, "header_secret", &mut map)?,
+                "from" => read(&mut keys.from, "from", &mut map)?,
+                "users_store" => read(&mut keys.users_store, "users_store", &mut map)?,
+                "plan" => read(&mut keys.plan, "plan", &mut map)?,
+                other => return Err(de::Error::unknown_field(other, RULE_KEYS)),
+            }
+        }
+        let name = keys
+            .name
+            .take()
+            .ok_or_else(|| de::Error::missing_field("name"))?;
+        keys.into_spec(name).map_err(de::Error::custom)
+    }
+}
+
+/// Writes a rule back in the file's shape: no kind key, only the keys that are set.
+impl Serialize for RuleSpec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
+        fn some<M: SerializeMap, T: Serialize + ?Sized>(
+            map: &mut M,
+            key: &str,
+            value: Option<&T>,
+        ) -> Result<(), M::Error> {
+            match value {
+                Some(value) => map.serialize_entry(key, value),
+                None => Ok(()),
+            }
+        }
+        match &self.kind {
             RuleKindSpec::Header {
                 header,
                 header_secret,
                 from,
             } => {
-                rule.header = Some(header);
-                rule.header_secret = header_secret;
-                rule.from = from;
+                map.serialize_entry("header", header)?;
+                some(&mut map, "header_secret", header_secret.as_ref())?;
+                some(&mut map, "from", from.as_ref())?;
             }
             RuleKindSpec::Users {
                 group,
@@ -210,10 +312,10 @@ impl From<RuleSpec> for FileRule {
                 users_file,
                 users_store,
             } => {
-                rule.group = Some(group);
-                rule.users = users;
-                rule.users_file = users_file;
-                rule.users_store = users_store;
+                some(&mut map, "users", users.as_ref())?;
+                some(&mut map, "users_file", users_file.as_ref())?;
+                map.serialize_entry("group", group)?;
+                some(&mut map, "users_store", users_store.as_ref())?;
             }
             RuleKindSpec::Percent {
                 group,
@@ -221,13 +323,13 @@ impl From<RuleSpec> for FileRule {
                 seed,
                 plan,
             } => {
-                rule.group = Some(group);
-                rule.percent = Some(percent);
-                rule.seed = seed;
-                rule.plan = plan;
+                map.serialize_entry("percent", &percent_number(*percent))?;
+                some(&mut map, "seed", seed.as_ref())?;
+                map.serialize_entry("group", group)?;
+                some(&mut map, "plan", plan.as_ref())?;
             }
         }
-        rule
+        map.end()
     }
 }
 
@@ -555,6 +657,34 @@ mod tests {
             (
                 "- name: x\n  users: [a]",
                 "group: a users rule needs a target group",
+            ),
+        ];
+        for (yaml, needle) in cases {
+            let error = serde_yaml::from_str::<Vec<RuleSpec>>(yaml)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(needle), "{yaml}: {error:?} lacks {needle:?}");
+        }
+    }
+
+    /// The hand-written reader refuses what the derived one refused: an unknown key, a key
+    /// written twice, a rule without a name, `from` without `header`.
+    #[test]
+    fn stray_keys_are_refused() {
+        let cases = [
+            (
+                "- name: x\n  percnt: 5\n  group: g",
+                "unknown field `percnt`",
+            ),
+            (
+                "- name: x\n  percent: 5\n  percent: 6\n  group: g",
+                "duplicate field `percent`",
+            ),
+            ("- percent: 5\n  group: g", "missing field `name`"),
+            (
+                "- name: x\n  users: [a]\n  group: g\n  from: [10.0.0.0/8]",
+                "only go with a `header` rule",
             ),
         ];
         for (yaml, needle) in cases {

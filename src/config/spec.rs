@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::rules::{join_rule_key, RuleKindSpec, RuleSpec};
 use super::ConfigError;
 
 /// The whole file as far as the gateway reads it: Pingora's keys at the top level are read by
@@ -77,7 +78,7 @@ impl GatewaySpec {
     /// are ignored). Errors name the key; their `file` is left empty for the caller to fill.
     pub fn from_yaml(text: &str) -> Result<GatewaySpec, ConfigError> {
         let root: FileRoot = serde_yaml::from_str(text)
-            .map_err(|e| super::key_error(String::new(), e.to_string()))?;
+            .map_err(|e| super::key_error(String::new(), join_rule_key(&e.to_string())))?;
         root.gateway
             .ok_or_else(|| super::key_error("gateway".into(), "the section is missing".into()))
     }
@@ -110,10 +111,11 @@ impl GatewaySpec {
             if routing.signing_key.is_some() {
                 routing.signing_key = Some(SigningKeys::One(REDACTED.into()));
             }
-            routing
-                .rules
-                .iter_mut()
-                .for_each(|rule| hide(&mut rule.header_secret));
+            for rule in &mut routing.rules {
+                if let RuleKindSpec::Header { header_secret, .. } = &mut rule.kind {
+                    hide(header_secret);
+                }
+            }
         }
         spec
     }
@@ -461,8 +463,9 @@ pub(crate) struct RoutingSpec {
     pub(crate) cookie: String,
     /// The group of a request no rule claims.
     pub(crate) default: String,
+    /// The rules in order, each of one kind ([`RuleSpec`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) rules: Vec<FileRule>,
+    pub(crate) rules: Vec<RuleSpec>,
     /// The key(s) the cookie is signed with, inline (prefer `signing_key_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) signing_key: Option<SigningKeys>,
@@ -483,49 +486,13 @@ pub(super) fn default_cookie() -> String {
     crate::routing::DEFAULT_COOKIE.into()
 }
 
-/// A rule as written (`….rules[i]`); its kind is the one of `header`, `users`/`users_file`/
-/// `users_store` or `percent` that is set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileRule {
-    pub(crate) name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) header: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) users: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) users_file: Option<PathBuf>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "write_percent"
-    )]
-    pub(crate) percent: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) seed: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) header_secret: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) from: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) users_store: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) plan: Option<FilePlan>,
-}
-
 /// A percentage as a person writes it: `5`, not `5.0`.
-fn percent_number(percent: f64) -> serde_yaml::Value {
+pub(super) fn percent_number(percent: f64) -> serde_yaml::Value {
     if percent.fract() == 0.0 && (0.0..=1e15).contains(&percent) {
         serde_yaml::Value::from(percent as u64)
     } else {
         serde_yaml::Value::from(percent)
     }
-}
-
-fn write_percent<S: serde::Serializer>(percent: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
-    percent.map(percent_number).serialize(s)
 }
 
 fn write_steps<S: serde::Serializer>(steps: &[f64], s: S) -> Result<S::Ok, S::Error> {
