@@ -17,7 +17,6 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::parse::{check_token, header_name, parse_duration};
-use super::spec::{percent_number, FileOnFailure, FilePlan};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE,
     DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
@@ -67,6 +66,49 @@ pub(crate) enum RuleKindSpec {
         seed: Option<String>,
         plan: Option<FilePlan>,
     },
+}
+
+/// A percentage as a person writes it: `5`, not `5.0`.
+fn percent_number(percent: f64) -> serde_yaml::Value {
+    if percent.fract() == 0.0 && (0.0..=1e15).contains(&percent) {
+        serde_yaml::Value::from(percent as u64)
+    } else {
+        serde_yaml::Value::from(percent)
+    }
+}
+
+fn write_steps<S: serde::Serializer>(steps: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(steps.iter().map(|&step| percent_number(step)))
+}
+
+/// A rollout plan on a percent rule (`gateway.routing.rules[i].plan`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilePlan {
+    #[serde(serialize_with = "write_steps")]
+    pub(crate) steps: Vec<f64>,
+    /// A duration: the least time at each step.
+    pub(crate) hold: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) min_requests: Option<u64>,
+    /// The group the canary is compared with.
+    pub(crate) baseline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_error_rate_increase: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_p99_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_median_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) on_failure: Option<FileOnFailure>,
+}
+
+/// What a plan does when a step's figures break a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FileOnFailure {
+    Rollback,
+    Pause,
 }
 
 /// `key.field`, or `field` alone when there is no key (a rule read on its own).

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::config::{GatewaySpec, OnFailure, PlanConfig, RouteConfig};
-use crate::routing::{Mode, Router, RuleKind};
+use crate::routing::{Mode, Router, Setting};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::verdict::CONFIDENCE;
 use crate::state::plan::PlanStatus;
@@ -147,57 +147,44 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         .rules()
         .iter()
         .map(|rule| {
-            let kind = rule.kind_name().as_str();
-            let mut v = match rule.kind() {
-                RuleKind::Header {
-                    header,
-                    secret,
-                    from,
-                } => json!({
-                    "kind": kind,
-                    "header": header,
-                    "needs_secret": secret.is_some(),
-                    "from": from.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                }),
-                RuleKind::Users { users, group: target } => {
-                    let delta = changes.and_then(|c| c.users.get(rule.name()));
-                    let store_set = config.store_sets.get(rule.name());
-                    let source = match (store_set, delta) {
-                        (Some(_), _) => "store",
-                        (None, Some(_)) => "file+api",
-                        (None, None) => "file",
-                    };
-                    json!({
-                        "kind": kind,
-                        "group": group(*target),
-                        "users": users.len(),
-                        "users_source": source,
-                        "users_store": store_set,
-                        "api_added": delta.map_or(0, |d| d.add.len()),
-                        "api_removed": delta.map_or(0, |d| d.remove.len()),
-                    })
-                }
-                RuleKind::Percent {
-                    share,
-                    seed,
-                    group: target,
-                } => json!({
-                    "kind": kind,
-                    "group": group(*target),
-                    "percent": share.as_f64(),
-                    "percent_source": changes
-                        .filter(|c| c.percent.contains_key(rule.name()))
-                        .map_or("file", |c| match c.percent_by.get(rule.name()) {
-                            Some(by) if by == ACTOR_PLAN => "plan",
-                            _ => "api",
-                        }),
-                    "percent_set_by": changes.and_then(|c| c.percent_by.get(rule.name())),
-                    "plan": config.plans.get(rule.name()).map(|_| {
-                        view.overlay.plan(&config.name, rule.name()).map_or("not_started", |p| p.status.as_str())
-                    }),
-                    "seed": String::from_utf8_lossy(seed),
-                }),
-            };
+            let mut v = json!({ "kind": rule.kind_name().as_str() });
+            for (key, setting) in rule.kind().settings() {
+                v[key] = match setting {
+                    Setting::Text(text) => json!(text),
+                    Setting::Flag(flag) => json!(flag),
+                    Setting::Texts(texts) => json!(texts),
+                    Setting::Group(g) => json!(group(g)),
+                    Setting::Count(n) => json!(n),
+                    Setting::Share(share) => json!(share),
+                };
+            }
+            // Where a list or a share came from is the controller's to say, not the rule's.
+            if rule.user_set().is_some() {
+                let delta = changes.and_then(|c| c.users.get(rule.name()));
+                let store_set = config.store_sets.get(rule.name());
+                v["users_source"] = json!(match (store_set, delta) {
+                    (Some(_), _) => "store",
+                    (None, Some(_)) => "file+api",
+                    (None, None) => "file",
+                });
+                v["users_store"] = json!(store_set);
+                v["api_added"] = json!(delta.map_or(0, |d| d.add.len()));
+                v["api_removed"] = json!(delta.map_or(0, |d| d.remove.len()));
+            }
+            if rule.share().is_some() {
+                v["percent_source"] = json!(changes
+                    .filter(|c| c.percent.contains_key(rule.name()))
+                    .map_or("file", |c| match c.percent_by.get(rule.name()) {
+                        Some(by) if by == ACTOR_PLAN => "plan",
+                        _ => "api",
+                    }));
+                v["percent_set_by"] = json!(changes.and_then(|c| c.percent_by.get(rule.name())));
+                v["plan"] = json!(config.plans.get(rule.name()).map(|_| {
+                    view.overlay
+                        .plan(&config.name, rule.name())
+                        .map_or("not_started", |p| p.status.as_str())
+                }));
+            }
             v["name"] = json!(rule.name());
             v
         })

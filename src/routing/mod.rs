@@ -29,7 +29,7 @@ pub(crate) use facts::HeaderLookup;
 pub use facts::RequestFacts;
 pub(crate) use percent::fnv1a64;
 pub use percent::{percent_bucket, Percent};
-pub(crate) use rules::Kind;
+pub(crate) use rules::{Kind, Setting};
 pub use rules::{Rule, RuleKind};
 pub use userset::UserSet;
 

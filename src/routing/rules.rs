@@ -1,6 +1,16 @@
 //! The rule model: one [`Rule`] is a name and a [`RuleKind`], the tagged enum of everything a
-//! rule can test. A new kind is a new variant here, its arm in [`Rule::matches`], its
-//! validation in `config` and its table test — nothing else matches on kinds.
+//! rule can test.
+//!
+//! A new kind touches two files, and the compiler points at every arm:
+//! - here: a [`RuleKind`] variant, a [`Kind`] (its name), its arms in [`RuleKind::name`],
+//!   [`RuleKind::settings`] (what `/status` shows) and [`Rule::matches`],
+//!   and a case in this file's table tests;
+//! - `config/rules.rs`: a `RuleKindSpec` variant, the keys that name it (`RuleKeys`, the
+//!   reader's key list, `RuleKeys::into_spec`, the writer's arm), its validation into this
+//!   [`RuleKind`] (`build_rule`), and cases in that file's table tests.
+//!
+//! Nothing else matches on every kind: views, the controller and explain ask for a kind's
+//! name, settings, user list or share.
 
 use std::sync::Arc;
 
@@ -32,6 +42,61 @@ pub enum RuleKind {
         seed: Box<[u8]>,
         group: GroupId,
     },
+}
+
+/// One setting of a rule, as a description shows it ([`RuleKind::settings`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Setting {
+    Text(String),
+    Flag(bool),
+    Texts(Vec<String>),
+    /// A group, which the reader names (the rule holds only its index).
+    Group(GroupId),
+    Count(usize),
+    Share(f64),
+}
+
+impl RuleKind {
+    /// The kind's name.
+    pub(crate) fn name(&self) -> Kind {
+        match self {
+            RuleKind::Header { .. } => Kind::Header,
+            RuleKind::Users { .. } => Kind::Users,
+            RuleKind::Percent { .. } => Kind::Percent,
+        }
+    }
+
+    /// What this rule is set to, as key/values, for showing it (`/status`): secrets only as
+    /// whether they are set, user lists only as their length. A new kind lists its settings
+    /// here, and every view of rules shows them.
+    pub(crate) fn settings(&self) -> Vec<(&'static str, Setting)> {
+        match self {
+            RuleKind::Header {
+                header,
+                secret,
+                from,
+            } => vec![
+                ("header", Setting::Text(header.clone())),
+                ("needs_secret", Setting::Flag(secret.is_some())),
+                (
+                    "from",
+                    Setting::Texts(from.iter().map(|c| c.to_string()).collect()),
+                ),
+            ],
+            RuleKind::Users { users, group } => vec![
+                ("group", Setting::Group(*group)),
+                ("users", Setting::Count(users.len())),
+            ],
+            RuleKind::Percent { share, seed, group } => vec![
+                ("group", Setting::Group(*group)),
+                ("percent", Setting::Share(share.as_f64())),
+                (
+                    "seed",
+                    Setting::Text(String::from_utf8_lossy(seed).into_owned()),
+                ),
+            ],
+        }
+    }
 }
 
 /// A rule kind's name, for the admin API (`"percent"`), errors and kind checks.
@@ -108,11 +173,7 @@ impl Rule {
 
     /// The kind's name.
     pub(crate) fn kind_name(&self) -> Kind {
-        match self.kind {
-            RuleKind::Header { .. } => Kind::Header,
-            RuleKind::Users { .. } => Kind::Users,
-            RuleKind::Percent { .. } => Kind::Percent,
-        }
+        self.kind.name()
     }
 
     /// The user list of a users rule.
@@ -199,6 +260,61 @@ fn header_group<'a>(value: &'a [u8], secret: Option<&[u8]>) -> Option<&'a [u8]> 
         Some(secret) => {
             let colon = value.iter().rposition(|&b| b == b':')?;
             constant_time_eq(&value[colon + 1..], secret).then_some(&value[..colon])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind describes itself by name and settings; secrets and user lists are not shown.
+    #[test]
+    fn kinds_describe_their_settings() {
+        let users = Arc::new(UserSet::from_lines(b"alice\nbob\n"));
+        let share = Percent::new(12.5).expect("share");
+        let cases = [
+            (
+                RuleKind::Header {
+                    header: "x-qa".into(),
+                    secret: Some(b"s3cret-value"[..].into()),
+                    from: vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
+                },
+                Kind::Header,
+                vec![
+                    ("header", Setting::Text("x-qa".into())),
+                    ("needs_secret", Setting::Flag(true)),
+                    ("from", Setting::Texts(vec!["10.0.0.0/8".into()])),
+                ],
+            ),
+            (
+                RuleKind::Users {
+                    users,
+                    group: GroupId(1),
+                },
+                Kind::Users,
+                vec![
+                    ("group", Setting::Group(GroupId(1))),
+                    ("users", Setting::Count(2)),
+                ],
+            ),
+            (
+                RuleKind::Percent {
+                    share,
+                    seed: b"seed-7"[..].into(),
+                    group: GroupId(0),
+                },
+                Kind::Percent,
+                vec![
+                    ("group", Setting::Group(GroupId(0))),
+                    ("percent", Setting::Share(12.5)),
+                    ("seed", Setting::Text("seed-7".into())),
+                ],
+            ),
+        ];
+        for (kind, name, settings) in cases {
+            assert_eq!(kind.name(), name);
+            assert_eq!(kind.settings(), settings, "{}", name.as_str());
         }
     }
 }
