@@ -31,6 +31,8 @@
 //!   validate a file into a [`config::LoadedConfig`] (Pingora's settings, the
 //!   [`config::GatewaySpec`] as written — [`config::GatewaySpec::from_yaml`] — and the
 //!   validated [`config::GatewayConfig`], whose `listen`, `groups` and `routes` are readable);
+//!   [`config::spec`] is the whole writable model of the file (every type and field public,
+//!   `Serialize` + `Deserialize`, `to_yaml` writes what `from_yaml` reads);
 //!   [`config::ConfigError`] names the key at fault; [`config::certificate_warnings`] and
 //!   [`config::unix_now`] for the start-up expiry warnings, [`config::describe_listeners`] for
 //!   the start-up log line, [`config::DEMO_CONFIG_NAME`] for messages.

@@ -13,7 +13,7 @@ mod groups;
 mod parse;
 mod routing;
 mod rules;
-pub(crate) mod spec;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -35,14 +35,14 @@ pub(super) struct Context<'a> {
 /// One rule as the file (or the API) writes it: its name and its kind. Serialized back, it is
 /// the same YAML shape the file uses (no kind key; only the keys that are set).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RuleSpec {
-    pub(crate) name: String,
-    pub(crate) kind: RuleKindSpec,
+pub struct RuleSpec {
+    pub name: String,
+    pub kind: RuleKindSpec,
 }
 
 /// What a rule tests, as written: one variant per kind, with only the keys that kind takes.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RuleKindSpec {
+pub enum RuleKindSpec {
     /// `header: NAME`: a request header whose value names the group (QA override), optionally
     /// with `header_secret` (value `group:secret`) and `from` (client networks).
     Header {
@@ -84,29 +84,29 @@ fn write_steps<S: serde::Serializer>(steps: &[f64], s: S) -> Result<S::Ok, S::Er
 /// A rollout plan on a percent rule (`gateway.routing.rules[i].plan`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FilePlan {
+pub struct FilePlan {
     #[serde(serialize_with = "write_steps")]
-    pub(crate) steps: Vec<f64>,
+    pub steps: Vec<f64>,
     /// A duration: the least time at each step.
-    pub(crate) hold: String,
+    pub hold: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) min_requests: Option<u64>,
+    pub min_requests: Option<u64>,
     /// The group the canary is compared with.
-    pub(crate) baseline: String,
+    pub baseline: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_error_rate_increase: Option<f64>,
+    pub max_error_rate_increase: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_p99_ratio: Option<f64>,
+    pub max_p99_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_median_ratio: Option<f64>,
+    pub max_median_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) on_failure: Option<FileOnFailure>,
+    pub on_failure: Option<FileOnFailure>,
 }
 
 /// What a plan does when a step's figures break a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum FileOnFailure {
+pub enum FileOnFailure {
     Rollback,
     Pause,
 }
@@ -268,7 +268,7 @@ impl RuleKeys {
     }
 }
 
-/// Reads a rule's map once, then decides its kind from the keys it set ([`RuleKeys::into_spec`]).
+/// Reads a rule's map once, then decides its kind from the keys it set (`RuleKeys::into_spec`).
 impl<'de> Deserialize<'de> for RuleSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(RuleVisitor)

@@ -1,9 +1,10 @@
 //! The configuration spec: exactly what the gateway section of the YAML may contain, as public
 //! serde types that the file deserializes into and that serialize back into the file's YAML.
 //! Unknown keys are refused (`deny_unknown_fields`), so a typo fails at `-t`, not in
-//! production. A spec is only text arranged as the file arranges it: [`GatewaySpec::validate`]
+//! production. A spec is only text arranged as the file arranges it: `GatewaySpec::validate`
 //! (written beside the checks, in `gateway`) is the one path from a spec to the typed, checked
-//! [`super::GatewayConfig`] the gateway runs.
+//! [`super::GatewayConfig`] the gateway runs; from outside the crate, [`super::load_str`] reads
+//! and validates a file's text through it.
 //!
 //! Optional keys left unset are left out when serialized, so the YAML reads like a file a
 //! person wrote and can be pasted into one.
@@ -13,7 +14,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::{join_rule_key, RuleKindSpec, RuleSpec};
+use super::rules::join_rule_key;
+pub use super::rules::{FileOnFailure, FilePlan, RuleKindSpec, RuleSpec};
 use super::ConfigError;
 
 /// The whole file as far as the gateway reads it: Pingora's keys at the top level are read by
@@ -30,47 +32,47 @@ struct SpecRoot<'a> {
 }
 
 /// What an inline secret is replaced with by [`GatewaySpec::redacted`].
-pub(crate) const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = "<redacted>";
 
 /// The gateway section of the configuration file (`gateway:`), as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySpec {
     /// The proxy's listeners (`gateway.listen`), at least one.
-    pub(crate) listen: Vec<ListenSpec>,
+    pub listen: Vec<ListenSpec>,
     /// The upstream groups by name (`gateway.groups`), at least one.
-    pub(crate) groups: BTreeMap<String, GroupSpec>,
+    pub groups: BTreeMap<String, GroupSpec>,
     /// One routing block for every host and path; exactly one of `routing` and `routes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) routing: Option<RoutingSpec>,
+    pub routing: Option<RoutingSpec>,
     /// Routes by host and path prefix, each with its routing block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) routes: Option<Vec<RouteSpec>>,
+    pub routes: Option<Vec<RouteSpec>>,
     /// The response header naming the chosen group: `false` turns it off, a name renames it
     /// (default `x-canary-group`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) decision_header: Option<DecisionHeaderSpec>,
+    pub decision_header: Option<DecisionHeaderSpec>,
     /// Tiny origins served by the gateway process itself (the demo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) demo_origins: Vec<DemoOriginSpec>,
+    pub demo_origins: Vec<DemoOriginSpec>,
     /// The admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) admin: Option<AdminSpec>,
+    pub admin: Option<AdminSpec>,
     /// The metrics endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) metrics: Option<MetricsSpec>,
+    pub metrics: Option<MetricsSpec>,
     /// The JSON access log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) access_log: Option<AccessLogSpec>,
+    pub access_log: Option<AccessLogSpec>,
     /// Limits on client requests (defaults in docs/security.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) limits: Option<LimitsSpec>,
+    pub limits: Option<LimitsSpec>,
     /// Networks (`10.0.0.0/8`, an address) whose `X-Forwarded-For` is believed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<String>,
     /// The Redis store for shared user sets and control state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) store: Option<StoreSpec>,
+    pub store: Option<StoreSpec>,
 }
 
 impl GatewaySpec {
@@ -85,14 +87,14 @@ impl GatewaySpec {
 
     /// The spec as a configuration file: `gateway:` and this section under it, unset optional
     /// keys left out. [`GatewaySpec::from_yaml`] reads it back into an equal spec.
-    pub(crate) fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
         serde_yaml::to_string(&SpecRoot { gateway: self })
     }
 
     /// A copy fit to show: every secret written inline (admin tokens, signing keys, header
     /// secrets, a password in the store URL) replaced by [`REDACTED`]. Secrets referenced by
     /// environment variable name (`token_env`, `signing_key_env`) are kept, being only names.
-    pub(crate) fn redacted(&self) -> GatewaySpec {
+    pub fn redacted(&self) -> GatewaySpec {
         let mut spec = self.clone();
         let hide = |secret: &mut Option<String>| {
             if secret.is_some() {
@@ -140,101 +142,101 @@ fn redact_url_password(url: &str) -> String {
 /// `gateway.store`: where shared user sets and the control state live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StoreSpec {
+pub struct StoreSpec {
     /// `redis://host:port/db` or `rediss://…`.
-    pub(crate) redis: String,
+    pub redis: String,
     /// Key prefix (default `canary:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) prefix: Option<String>,
+    pub prefix: Option<String>,
     /// A duration (`60s`): how often every set is read again in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) resync_interval: Option<String>,
+    pub resync_interval: Option<String>,
     /// A duration (`2s`): the bound on each Redis command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) timeout: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// `gateway.limits`: limits on client requests; each unset key keeps its default.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct LimitsSpec {
+pub struct LimitsSpec {
     /// A duration: from a request head's first byte to its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) header_timeout: Option<String>,
+    pub header_timeout: Option<String>,
     /// A duration in whole seconds: how long a connection may wait for its next request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) keepalive_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
     /// A duration: the whole request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) body_timeout: Option<String>,
+    pub body_timeout: Option<String>,
     /// A duration: an upgraded connection with no traffic for this long is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) tunnel_idle_timeout: Option<String>,
+    pub tunnel_idle_timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_request_line: Option<usize>,
+    pub max_request_line: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_header_bytes: Option<usize>,
+    pub max_header_bytes: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_headers: Option<usize>,
+    pub max_headers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) max_body_bytes: Option<u64>,
+    pub max_body_bytes: Option<u64>,
 }
 
 /// `gateway.metrics`: where `GET /metrics` is served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct MetricsSpec {
+pub struct MetricsSpec {
     /// `IP:port`.
-    pub(crate) listen: String,
+    pub listen: String,
 }
 
 /// `gateway.access_log`: the JSON access log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AccessLogSpec {
+pub struct AccessLogSpec {
     /// A file (relative to the configuration file's folder), or `-` for standard output.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
 }
 
 /// `gateway.admin`: the admin API's listener, tokens and state file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AdminSpec {
+pub struct AdminSpec {
     /// `IP:port`.
-    pub(crate) listen: String,
+    pub listen: String,
     /// The operator token `admin`, inline (prefer `token_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) token: Option<String>,
+    pub token: Option<String>,
     /// The environment variable holding the operator token `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) token_env: Option<String>,
+    pub token_env: Option<String>,
     /// Named tokens with their roles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) tokens: Vec<AdminTokenSpec>,
+    pub tokens: Vec<AdminTokenSpec>,
     /// Where changes made through the API are kept (relative to the file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) state_file: Option<PathBuf>,
+    pub state_file: Option<PathBuf>,
 }
 
 /// A named admin token (`gateway.admin.tokens[i]`): exactly one of `token` and `token_env`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AdminTokenSpec {
+pub struct AdminTokenSpec {
     /// The name the audit trail shows.
-    pub(crate) name: String,
+    pub name: String,
     /// The secret, inline (prefer `token_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) token: Option<String>,
+    pub token: Option<String>,
     /// The environment variable holding the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) token_env: Option<String>,
-    pub(crate) role: RoleSpec,
+    pub token_env: Option<String>,
+    pub role: RoleSpec,
 }
 
 /// What an admin token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum RoleSpec {
+pub enum RoleSpec {
     Operator,
     Viewer,
 }
@@ -242,52 +244,52 @@ pub(crate) enum RoleSpec {
 /// `gateway.groups.NAME`: an upstream group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct GroupSpec {
+pub struct GroupSpec {
     /// Its servers, at least one.
-    pub(crate) servers: Vec<ServerSpec>,
+    pub servers: Vec<ServerSpec>,
     /// How a server is picked (default `round_robin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) selection: Option<SelectionSpec>,
+    pub selection: Option<SelectionSpec>,
     /// The health check (default: TCP connect every 2 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) health_check: Option<HealthCheckSpec>,
+    pub health_check: Option<HealthCheckSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) timeouts: Option<TimeoutsSpec>,
+    pub timeouts: Option<TimeoutsSpec>,
     /// The group served when none of this group's servers is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) fallback: Option<String>,
+    pub fallback: Option<String>,
     /// The `Host` sent upstream: `client` (default), `server` or a host name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) host_header: Option<String>,
+    pub host_header: Option<String>,
     /// TLS towards the servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) tls: Option<UpstreamTlsSpec>,
+    pub tls: Option<UpstreamTlsSpec>,
 }
 
 /// `gateway.groups.NAME.tls`: TLS towards the group's servers. Files are named by path
 /// (relative to the configuration file's folder), never inlined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct UpstreamTlsSpec {
+pub struct UpstreamTlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) sni: Option<String>,
+    pub sni: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) verify: Option<bool>,
+    pub verify: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) ca: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) client_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) client_key: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) http2: Option<bool>,
+    pub http2: Option<bool>,
 }
 
 /// One entry of `gateway.listen`: an address (plaintext HTTP/1.1), or a listener with TLS or
 /// a redirect to https.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub(crate) enum ListenSpec {
+pub enum ListenSpec {
     Addr(String),
     Listener(ListenerSpec),
 }
@@ -320,52 +322,52 @@ impl<'de> Deserialize<'de> for ListenSpec {
 /// A listener written as a map (`gateway.listen[i]`): TLS, or a redirect to https.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ListenerSpec {
+pub struct ListenerSpec {
     /// `IP:port`.
-    pub(crate) addr: String,
+    pub addr: String,
     /// Answer every request with a redirect to https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) redirect_https: Option<bool>,
+    pub redirect_https: Option<bool>,
     /// The port a redirect names (default 443).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) https_port: Option<u16>,
+    pub https_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) tls: Option<TlsSpec>,
+    pub tls: Option<TlsSpec>,
     /// Offer HTTP/2 by ALPN (default `true` on TLS listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) http2: Option<bool>,
+    pub http2: Option<bool>,
     /// `Strict-Transport-Security` on every response of a TLS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) hsts: Option<String>,
+    pub hsts: Option<String>,
 }
 
 /// A listener's `tls`: its certificates and protocol floor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct TlsSpec {
+pub struct TlsSpec {
     /// At least one; chosen by the client's server name.
-    pub(crate) certificates: Vec<CertificateSpec>,
+    pub certificates: Vec<CertificateSpec>,
     /// The `cert` path of the certificate for clients without a known name (default: the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) default_certificate: Option<PathBuf>,
+    pub default_certificate: Option<PathBuf>,
     /// `"1.2"` (default) or `"1.3"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) min_version: Option<String>,
+    pub min_version: Option<String>,
 }
 
 /// A certificate and its key, by file path (relative to the configuration file's folder);
 /// the key itself is never in the spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CertificateSpec {
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
+pub struct CertificateSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A group's server: `host:port`, or with a weight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum ServerSpec {
+pub enum ServerSpec {
     Addr(String),
     Weighted(WeightedServerSpec),
 }
@@ -373,17 +375,17 @@ pub(crate) enum ServerSpec {
 /// A server with a weight (`{ addr, weight }`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct WeightedServerSpec {
-    pub(crate) addr: String,
+pub struct WeightedServerSpec {
+    pub addr: String,
     /// In `1..=1000` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) weight: Option<usize>,
+    pub weight: Option<usize>,
 }
 
 /// How a group picks a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum SelectionSpec {
+pub enum SelectionSpec {
     RoundRobin,
     Consistent,
 }
@@ -391,7 +393,7 @@ pub(crate) enum SelectionSpec {
 /// A health check's kind (`type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum ProbeSpec {
+pub enum ProbeSpec {
     Tcp,
     Http,
     None,
@@ -400,84 +402,84 @@ pub(crate) enum ProbeSpec {
 /// `gateway.groups.NAME.health_check`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct HealthCheckSpec {
+pub struct HealthCheckSpec {
     #[serde(rename = "type")]
-    pub(crate) probe: ProbeSpec,
+    pub probe: ProbeSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) path: Option<String>,
+    pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) host: Option<String>,
+    pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) expect_status: Option<u16>,
+    pub expect_status: Option<u16>,
     /// A duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) interval: Option<String>,
+    pub interval: Option<String>,
     /// A duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) timeout: Option<String>,
+    pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) rise: Option<usize>,
+    pub rise: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) fall: Option<usize>,
+    pub fall: Option<usize>,
 }
 
 /// `gateway.groups.NAME.timeouts`: durations towards the group's servers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct TimeoutsSpec {
+pub struct TimeoutsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) connect: Option<String>,
+    pub connect: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) read: Option<String>,
+    pub read: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) write: Option<String>,
+    pub write: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) idle: Option<String>,
+    pub idle: Option<String>,
 }
 
 /// `gateway.routes[i]`: which requests a route serves, and its routing block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RouteSpec {
+pub struct RouteSpec {
     /// A token, unique among the routes.
-    pub(crate) name: String,
+    pub name: String,
     /// Host names or `*.` wildcards; none: every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) hosts: Vec<String>,
+    pub hosts: Vec<String>,
     /// Path prefixes; none: `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) paths: Vec<String>,
+    pub paths: Vec<String>,
     /// Remove the matched prefix from the path sent upstream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub(crate) strip_prefix: bool,
-    pub(crate) routing: RoutingSpec,
+    pub strip_prefix: bool,
+    pub routing: RoutingSpec,
 }
 
 /// A routing block (`gateway.routing`, `gateway.routes[i].routing`): the user cookie, the
 /// default group and the ordered rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RoutingSpec {
+pub struct RoutingSpec {
     /// The cookie carrying the user id (default `canary_user`).
     #[serde(default = "default_cookie")]
-    pub(crate) cookie: String,
+    pub cookie: String,
     /// The group of a request no rule claims.
-    pub(crate) default: String,
+    pub default: String,
     /// The rules in order, each of one kind ([`RuleSpec`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) rules: Vec<RuleSpec>,
+    pub rules: Vec<RuleSpec>,
     /// The key(s) the cookie is signed with, inline (prefer `signing_key_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) signing_key: Option<SigningKeys>,
+    pub signing_key: Option<SigningKeys>,
     /// The environment variable holding the signing key(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) signing_key_env: Option<String>,
+    pub signing_key_env: Option<String>,
 }
 
 /// One signing key, or several (the first signs; all verify).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum SigningKeys {
+pub enum SigningKeys {
     One(String),
     Several(Vec<String>),
 }
@@ -489,7 +491,7 @@ pub(super) fn default_cookie() -> String {
 /// `gateway.decision_header`: `true`/`false`, or the header's name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum DecisionHeaderSpec {
+pub enum DecisionHeaderSpec {
     Enabled(bool),
     Name(String),
 }
@@ -497,10 +499,10 @@ pub(crate) enum DecisionHeaderSpec {
 /// `gateway.demo_origins[i]`: a tiny origin answering every request with `body`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DemoOriginSpec {
+pub struct DemoOriginSpec {
     /// `IP:port`.
-    pub(crate) listen: String,
-    pub(crate) body: String,
+    pub listen: String,
+    pub body: String,
 }
 
 #[cfg(test)]
