@@ -624,7 +624,9 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
     );
     assert_eq!(served_serial(edge.tls, Some("site.test")), "300");
     let (requests, output) = load.join().expect("wrk");
-    assert!(requests > 100, "wrk: {output}");
+    // How many requests fit in wrk's 6 s depends on the machine's load (32 under two busy
+    // loops once): the checks are that traffic flowed and none of it failed.
+    assert!(requests > 0, "wrk: {output}");
     assert!(
         !output.contains("Socket errors") && !output.contains("Non-2xx"),
         "wrk: {output}"
