@@ -128,6 +128,26 @@ fn wait_connected(nodes: &[&Node]) {
     }
 }
 
+/// Nodes `a` and `b` (state files in `dir`) sharing the store on `redis_port`, routing to the
+/// stable and canary origins with the rollout rule's `plan`, once both are connected.
+fn two_store_nodes(
+    dir: &std::path::Path,
+    redis_port: u16,
+    (stable, canary): (&Origin, &Origin),
+    plan: Option<&str>,
+) -> (Node, Node) {
+    let setup = |name: &str| Setup {
+        stable,
+        canary,
+        plan,
+        redis_port: Some(redis_port),
+        state_file: dir.join(format!("{name}.json")),
+    };
+    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
+    wait_connected(&[&a, &b]);
+    (a, b)
+}
+
 /// Both nodes at `version` after the change; returns how long the second took (a figure to
 /// print: the propagation's speed is measured, not bounded, so a loaded machine cannot fail it).
 fn both_at(a: &Node, b: &Node, version: u64) -> Duration {
@@ -157,15 +177,7 @@ fn changes_through_one_node_reach_every_node() {
     let dir = TempDir::new("cp-redis");
     let redis = Redis::start(dir.path(), free_port());
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
-    let setup = |name: &str| Setup {
-        stable: &stable,
-        canary: &canary,
-        plan: None,
-        redis_port: Some(redis.port),
-        state_file: dir.path().join(format!("{name}.json")),
-    };
-    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
-    wait_connected(&[&a, &b]);
+    let (a, b) = two_store_nodes(dir.path(), redis.port, (&stable, &canary), None);
     let in_canary = same_answers(&a, &b, "canary");
     assert!(
         (350..=650).contains(&in_canary),
@@ -558,19 +570,7 @@ fn an_erroring_canary_is_rolled_back() {
     let redis = Redis::start(dir.path(), free_port());
     let stable = Origin::start("stable");
     let canary = Origin::start_with("canary", Duration::ZERO, 5);
-    let setup = |name: &str| {
-        Setup {
-        stable: &stable,
-        canary: &canary,
-        plan: Some(
-            "{ steps: [20, 50, 100], hold: 30s, min_requests: 40, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }",
-        ),
-        redis_port: Some(redis.port),
-        state_file: dir.path().join(format!("{name}.json")),
-    }
-    };
-    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
-    wait_connected(&[&a, &b]);
+    let (a, b) = two_store_nodes(dir.path(), redis.port, (&stable, &canary), Some("{ steps: [20, 50, 100], hold: 30s, min_requests: 40, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }"));
     let traffic = Traffic::start(&[a.gateway.addr, b.gateway.addr], 1, 1_000);
     assert_eq!(b.call("POST", "/rules/rollout/plan/start", None).0, 200);
     let plan = plan_outcome(&a, Duration::from_secs(30));
@@ -653,19 +653,8 @@ fn the_other_node_carries_on_when_the_lease_holder_dies() {
     let dir = TempDir::new("cp-redis");
     let redis = Redis::start(dir.path(), free_port());
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
-    let setup = |name: &str| {
-        Setup {
-        stable: &stable,
-        canary: &canary,
-        plan: Some(
-            "{ steps: [5, 10, 20, 40, 60, 100], hold: 1s, min_requests: 10, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }",
-        ),
-        redis_port: Some(redis.port),
-        state_file: dir.path().join(format!("{name}.json")),
-    }
-    };
-    let mut nodes = vec![start_node(&setup("a")), start_node(&setup("b"))];
-    wait_connected(&nodes.iter().collect::<Vec<_>>());
+    let (a, b) = two_store_nodes(dir.path(), redis.port, (&stable, &canary), Some("{ steps: [5, 10, 20, 40, 60, 100], hold: 1s, min_requests: 10, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }"));
+    let mut nodes = vec![a, b];
     // Traffic on each node, so each adds to the step's figures.
     let traffic: Vec<Traffic> = nodes
         .iter()
@@ -718,19 +707,7 @@ fn a_rollback_holds_the_plan_on_every_node_until_resume() {
     let dir = TempDir::new("cp-redis");
     let redis = Redis::start(dir.path(), free_port());
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
-    let setup = |name: &str| {
-        Setup {
-        stable: &stable,
-        canary: &canary,
-        plan: Some(
-            "{ steps: [10, 100], hold: 1s, min_requests: 10, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }",
-        ),
-        redis_port: Some(redis.port),
-        state_file: dir.path().join(format!("{name}.json")),
-    }
-    };
-    let (a, b) = (start_node(&setup("a")), start_node(&setup("b")));
-    wait_connected(&[&a, &b]);
+    let (a, b) = two_store_nodes(dir.path(), redis.port, (&stable, &canary), Some("{ steps: [10, 100], hold: 1s, min_requests: 10, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 20 }"));
     let traffic = Traffic::start(&[a.gateway.addr, b.gateway.addr], 1, 1_000);
     assert_eq!(a.call("POST", "/rules/rollout/plan/start", None).0, 200);
     wait_until("node b runs the plan", READY_TIMEOUT, || {

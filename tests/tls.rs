@@ -385,22 +385,8 @@ fn tls_listener_serves_h1_and_h2_and_picks_certificates_by_sni() {
 fn bad_certificates_are_refused_naming_the_key() {
     let dir = TempDir::new("tls-bad");
     let ca = Ca::new("test CA");
-    let good = ca.issue(
-        dir.path(),
-        "good",
-        &["good.test"],
-        KeyKind::EcdsaP256,
-        1,
-        30,
-    );
-    let other = ca.issue(
-        dir.path(),
-        "other",
-        &["other.test"],
-        KeyKind::EcdsaP256,
-        2,
-        30,
-    );
+    let good = ca.issue_p256(dir.path(), "good", "good.test", 1);
+    let other = ca.issue_p256(dir.path(), "other", "other.test", 2);
     let expired = ca.issue(
         dir.path(),
         "expired",
@@ -464,14 +450,7 @@ fn bad_certificates_are_refused_naming_the_key() {
 fn version_1_certificates_are_refused_for_their_version() {
     let dir = TempDir::new("tls-v1");
     let ca = Ca::new("test CA");
-    let good = ca.issue(
-        dir.path(),
-        "good",
-        &["good.test"],
-        KeyKind::EcdsaP256,
-        1,
-        30,
-    );
+    let good = ca.issue_p256(dir.path(), "good", "good.test", 1);
     let v1 = ca.issue_v1(dir.path(), "v1", "v1.test", 2);
     let (cert, key) = (v1.cert.display(), v1.key.display());
     let group = "  groups:\n    stable: { servers: [\"127.0.0.1:3\"] }\n";
@@ -517,14 +496,7 @@ fn version_1_certificates_are_refused_for_their_version() {
 fn redirect_listener_sends_known_hosts_to_https_only() {
     let dir = TempDir::new("tls-redirect");
     let ca = Ca::new("test CA");
-    let cert = ca.issue(
-        dir.path(),
-        "site",
-        &["*.site.test"],
-        KeyKind::EcdsaP256,
-        7,
-        30,
-    );
+    let cert = ca.issue_p256(dir.path(), "site", "*.site.test", 7);
     let stable = Origin::start("stable");
     let rest = format!(
         "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routes:\n\
@@ -572,14 +544,7 @@ fn redirect_listener_sends_known_hosts_to_https_only() {
 fn certificates_rotate_under_load_and_survive_hot_restart() {
     let dir = TempDir::new("tls-rotate");
     let ca = Ca::new("test CA");
-    let first = ca.issue(
-        dir.path(),
-        "site",
-        &["site.test"],
-        KeyKind::EcdsaP256,
-        0x100,
-        30,
-    );
+    let first = ca.issue_p256(dir.path(), "site", "site.test", 0x100);
     let stable = Origin::start("stable");
     let rest = format!(
         "  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
@@ -596,7 +561,7 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
         stable.count() > 0
     });
     let dir = edge.gateway.dir.path().to_path_buf();
-    ca.issue(&dir, "site", &["site.test"], KeyKind::EcdsaP256, 0x200, 30);
+    ca.issue_p256(&dir, "site", "site.test", 0x200);
     edge.gateway.signal("HUP");
     wait_until("new handshakes get serial 200", READY_TIMEOUT, || {
         served_serial(edge.tls, Some("site.test")) == "200"
@@ -606,14 +571,7 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
     assert_eq!(reload.status, 200, "{}", reload.text());
     assert_eq!(served_serial(edge.tls, Some("site.test")), "300");
     // A key that is not the certificate's: refused, the running certificate stays.
-    let other = ca.issue(
-        &dir,
-        "other",
-        &["other.test"],
-        KeyKind::EcdsaP256,
-        0x400,
-        30,
-    );
+    let other = ca.issue_p256(&dir, "other", "other.test", 0x400);
     std::fs::copy(&other.key, dir.join("site.key")).expect("copy");
     let refused = admin(edge.admin, "POST", "/reload", Some(TOKEN), None);
     assert_ne!(refused.status, 200);
@@ -633,7 +591,7 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
     );
 
     // Graceful upgrade: the new process serves the TLS listener with the certificate it read.
-    ca.issue(&dir, "site", &["site.test"], KeyKind::EcdsaP256, 0x500, 30);
+    ca.issue_p256(&dir, "site", "site.test", 0x500);
     // Serves until the test ends (killed when dropped).
     let _new = edge.gateway.spawn_upgrade(2);
     edge.gateway.signal("QUIT");
@@ -655,7 +613,7 @@ fn certificates_rotate_under_load_and_survive_hot_restart() {
 fn websocket_round_trip_over_tls() {
     let dir = TempDir::new("tls-wss");
     let ca = Ca::new("test CA");
-    let cert = ca.issue(dir.path(), "ws", &["ws.test"], KeyKind::EcdsaP256, 9, 30);
+    let cert = ca.issue_p256(dir.path(), "ws", "ws.test", 9);
     let (ws_origin, handle) = websocket_echo_origin(3);
     let rest = format!(
         "  groups:\n    ws: {{ servers: [\"{ws_origin}\"], health_check: {{ type: none }} }}\n  routing: {{ default: ws }}\n"
@@ -682,6 +640,18 @@ fn websocket_round_trip_over_tls() {
     handle.join().expect("origin");
 }
 
+/// The files of the mutual-TLS tests in `dir`: `ca.pem` (the returned CA's certificate),
+/// `client.pem` and `client.key` (the gateway's client certificate, for `gateway-client`); and
+/// the origin's certificate (`origin.test`) and the edge's (`edge.test`), both from that CA.
+fn mutual_tls_files(dir: &std::path::Path) -> (Ca, Issued, Issued) {
+    let ca = Ca::new("origin CA");
+    let origin = ca.issue_p256(dir, "origin", "origin.test", 1);
+    ca.issue_p256(dir, "client", "gateway-client", 2);
+    ca.write_cert(&dir.join("ca.pem"));
+    let edge = ca.issue_p256(dir, "edge", "edge.test", 3);
+    (ca, origin, edge)
+}
+
 /// Upstream TLS: the server's certificate is verified against the group's CA (and its name),
 /// a client certificate is offered when the group has one, health checks speak TLS; a group
 /// whose CA does not match answers 502 with a clear log line, and its health check marks the
@@ -689,25 +659,8 @@ fn websocket_round_trip_over_tls() {
 #[test]
 fn upstream_tls_verifies_servers_and_offers_client_certificates() {
     let dir = TempDir::new("tls-upstream");
-    let ca = Ca::new("origin CA");
+    let (ca, origin_cert, cert) = mutual_tls_files(dir.path());
     let wrong_ca = Ca::new("some other CA");
-    let origin_cert = ca.issue(
-        dir.path(),
-        "origin",
-        &["origin.test"],
-        KeyKind::EcdsaP256,
-        1,
-        30,
-    );
-    ca.issue(
-        dir.path(),
-        "client",
-        &["gateway-client"],
-        KeyKind::EcdsaP256,
-        2,
-        30,
-    );
-    ca.write_cert(&dir.path().join("ca.pem"));
     wrong_ca.write_cert(&dir.path().join("wrong-ca.pem"));
     let plain_origin = TlsOrigin::start("tls-origin", &origin_cert, None);
     let mtls_origin = TlsOrigin::start("mtls-origin", &origin_cert, Some(&ca.cert));
@@ -725,14 +678,6 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
          \x20   - {{ name: rest, routing: {{ default: wrong_checked }} }}\n",
         p = plain_origin.addr,
         m = mtls_origin.addr,
-    );
-    let cert = ca.issue(
-        dir.path(),
-        "edge",
-        &["edge.test"],
-        KeyKind::EcdsaP256,
-        3,
-        30,
     );
     let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
 
@@ -784,24 +729,7 @@ fn upstream_tls_verifies_servers_and_offers_client_certificates() {
 #[test]
 fn mutual_tls_health_checks_offer_the_client_certificate() {
     let dir = TempDir::new("tls-mutual-checked");
-    let ca = Ca::new("origin CA");
-    let origin_cert = ca.issue(
-        dir.path(),
-        "origin",
-        &["origin.test"],
-        KeyKind::EcdsaP256,
-        1,
-        30,
-    );
-    ca.issue(
-        dir.path(),
-        "client",
-        &["gateway-client"],
-        KeyKind::EcdsaP256,
-        2,
-        30,
-    );
-    ca.write_cert(&dir.path().join("ca.pem"));
+    let (ca, origin_cert, cert) = mutual_tls_files(dir.path());
     let origin = TlsOrigin::start_tls12("mtls12-origin", &origin_cert, Some(&ca.cert));
     let d = dir.path().display();
     // No `health_check` key: the default check (TCP with the TLS handshake, every 2 s, down
@@ -811,14 +739,6 @@ fn mutual_tls_health_checks_offer_the_client_certificate() {
          \x20   mutual: {{ servers: [\"{m}\"], tls: {{ sni: origin.test, ca: \"{d}/ca.pem\", client_cert: \"{d}/client.pem\", client_key: \"{d}/client.key\" }} }}\n\
          \x20 routing: {{ default: mutual }}\n",
         m = origin.addr,
-    );
-    let cert = ca.issue(
-        dir.path(),
-        "edge",
-        &["edge.test"],
-        KeyKind::EcdsaP256,
-        3,
-        30,
     );
     let edge = start_edge(dir, &tls_block(&[&cert], None, ""), &rest);
     // Checks run one pass after another, and nothing else connects yet: once the origin has
@@ -845,14 +765,7 @@ fn mutual_tls_health_checks_offer_the_client_certificate() {
 fn upstream_http2_when_the_group_asks_for_it() {
     let dir = TempDir::new("tls-upstream-h2");
     let ca = Ca::new("inner CA");
-    let inner_cert = ca.issue(
-        dir.path(),
-        "inner",
-        &["inner.test"],
-        KeyKind::EcdsaP256,
-        1,
-        30,
-    );
+    let inner_cert = ca.issue_p256(dir.path(), "inner", "inner.test", 1);
     ca.write_cert(&dir.path().join("ca.pem"));
     let stable = Origin::start("stable");
     let inner_dir = TempDir::new("tls-inner");
@@ -871,14 +784,7 @@ fn upstream_http2_when_the_group_asks_for_it() {
          \x20   - {{ name: h1, routing: {{ default: h1 }} }}\n",
         i = inner.tls,
     );
-    let outer_cert = ca.issue(
-        dir.path(),
-        "outer",
-        &["outer.test"],
-        KeyKind::EcdsaP256,
-        2,
-        30,
-    );
+    let outer_cert = ca.issue_p256(dir.path(), "outer", "outer.test", 2);
     let outer = start_edge(dir, &tls_block(&[&outer_cert], None, ""), &rest);
     assert_eq!(get(outer.plain, "/h2/x", &[]).text(), "stable");
     assert_eq!(get(outer.plain, "/h1/y", &[]).text(), "stable");
@@ -962,7 +868,7 @@ fn after_attack(edge: &Edge, attacker: &mut RawH2, what: &str) -> Option<u32> {
 fn one_origin_edge(tag: &str, more: &str) -> (Edge, Origin) {
     let dir = TempDir::new(tag);
     let ca = Ca::new("test CA");
-    let cert = ca.issue(dir.path(), "a", &["a.test"], KeyKind::EcdsaP256, 1, 30);
+    let cert = ca.issue_p256(dir.path(), "a", "a.test", 1);
     let stable = Origin::start("stable");
     let rest = format!(
         "{more}  groups:\n    stable: {{ servers: [\"{}\"] }}\n  routing: {{ default: stable }}\n",
@@ -1090,6 +996,34 @@ fn goaway_then_close(attacker: &mut RawH2, request: &[u8]) -> Duration {
     goaway.1 - sent
 }
 
+/// Sends a GET (header block `block`) on stream `id` and reads until its answer ends; returns
+/// the answer's body. Panics if the gateway sends a GOAWAY first.
+fn get_without_goaway(client: &mut RawH2, id: u32, block: &[u8]) -> Vec<u8> {
+    client
+        .send(&h2::frame(
+            h2::HEADERS,
+            h2::END_HEADERS | h2::END_STREAM,
+            id,
+            block,
+        ))
+        .expect("request");
+    let mut body = Vec::new();
+    loop {
+        let (kind, flags, stream, payload) = client.read_frame().expect("the answer");
+        assert_ne!(
+            kind,
+            h2::GOAWAY,
+            "sent away before the answer on stream {id}"
+        );
+        if kind == h2::DATA && stream == id {
+            body.extend(payload);
+            if flags & h2::END_STREAM != 0 {
+                return body;
+            }
+        }
+    }
+}
+
 /// A client that sends the preface and SETTINGS and nothing else is sent away with a GOAWAY
 /// after `keepalive_timeout` and closed (it never answers the PING that would let h2 close).
 #[test]
@@ -1109,26 +1043,7 @@ fn an_h2_connection_idle_after_a_request_gets_goaway_then_close() {
     let (edge, _stable) =
         one_origin_edge("tls-h2-idle-after", "  limits: { keepalive_timeout: 1s }\n");
     let mut client = RawH2::connect(edge.tls, "a.test");
-    let block = h2::get_block("a.test");
-    client
-        .send(&h2::frame(
-            h2::HEADERS,
-            h2::END_HEADERS | h2::END_STREAM,
-            1,
-            &block,
-        ))
-        .expect("request");
-    let mut body = Vec::new();
-    loop {
-        let (kind, flags, stream, payload) = client.read_frame().expect("the answer");
-        assert_ne!(kind, h2::GOAWAY, "sent away before the answer");
-        if kind == h2::DATA && stream == 1 {
-            body.extend(payload);
-            if flags & h2::END_STREAM != 0 {
-                break;
-            }
-        }
-    }
+    let body = get_without_goaway(&mut client, 1, &h2::get_block("a.test"));
     assert_eq!(body, b"stable");
     let waited = goaway_then_close(&mut client, &[]);
     assert!(
@@ -1147,21 +1062,7 @@ fn a_busy_h2_connection_stays_open() {
     // Seven requests 300 ms apart: the connection lives for twice the timeout.
     let served = 7;
     for id in (1..).step_by(2).take(served) {
-        client
-            .send(&h2::frame(
-                h2::HEADERS,
-                h2::END_HEADERS | h2::END_STREAM,
-                id,
-                &block,
-            ))
-            .expect("request");
-        loop {
-            let (kind, flags, stream, _) = client.read_frame().expect("an answer");
-            assert_ne!(kind, h2::GOAWAY, "sent away while busy (stream {id})");
-            if kind == h2::DATA && stream == id && flags & h2::END_STREAM != 0 {
-                break;
-            }
-        }
+        get_without_goaway(&mut client, id, &block);
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(stable.count(), served);

@@ -675,6 +675,17 @@ mod tests {
         assert!(seen > 0, "the shipped configurations have rules");
     }
 
+    /// Each case's rules (YAML) are refused with an error that contains its text.
+    fn assert_refused(cases: &[(&str, &str)]) {
+        for (yaml, needle) in cases {
+            let error = serde_yaml::from_str::<Vec<RuleSpec>>(yaml)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(needle), "{yaml}: {error:?} lacks {needle:?}");
+        }
+    }
+
     /// A rule with two kinds' keys is refused, naming the rule and both keys.
     #[test]
     fn ambiguous_rules_name_both_keys() {
@@ -701,13 +712,7 @@ mod tests {
                 "group: a users rule needs a target group",
             ),
         ];
-        for (yaml, needle) in cases {
-            let error = serde_yaml::from_str::<Vec<RuleSpec>>(yaml)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(error.contains(needle), "{yaml}: {error:?} lacks {needle:?}");
-        }
+        assert_refused(&cases);
     }
 
     /// The hand-written reader refuses what the derived one refused: an unknown key, a key
@@ -729,13 +734,7 @@ mod tests {
                 "only go with a `header` rule",
             ),
         ];
-        for (yaml, needle) in cases {
-            let error = serde_yaml::from_str::<Vec<RuleSpec>>(yaml)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(error.contains(needle), "{yaml}: {error:?} lacks {needle:?}");
-        }
+        assert_refused(&cases);
     }
 
     /// In a file, the kind errors name the rule's key.

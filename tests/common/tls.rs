@@ -21,7 +21,7 @@ use openssl::ssl::{
     SslAcceptor, SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
-use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509};
 
 use super::test_listener;
 
@@ -66,21 +66,7 @@ pub struct Issued {
 impl Ca {
     pub fn new(name: &str) -> Ca {
         let key = new_key(KeyKind::EcdsaP256);
-        let mut subject = X509NameBuilder::new().expect("name");
-        subject
-            .append_entry_by_nid(Nid::COMMONNAME, name)
-            .expect("cn");
-        let subject = subject.build();
-        let mut b = X509Builder::new().expect("builder");
-        b.set_version(2).expect("v3");
-        b.set_serial_number(&serial(1)).expect("serial");
-        b.set_subject_name(&subject).expect("subject");
-        b.set_issuer_name(&subject).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&Asn1Time::from_unix(now() - 3600).expect("time"))
-            .expect("nb");
-        b.set_not_after(&Asn1Time::from_unix(now() + 30 * 86_400).expect("time"))
-            .expect("na");
+        let mut b = cert_builder(V3, 1, name, None, &key, thirty_days());
         b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
             .expect("ext");
         b.append_extension(
@@ -109,26 +95,19 @@ impl Ca {
         days: i64,
     ) -> (X509, PKey<Private>) {
         let key = new_key(kind);
-        let mut subject = X509NameBuilder::new().expect("name");
-        subject
-            .append_entry_by_nid(Nid::COMMONNAME, names.first().copied().unwrap_or("client"))
-            .expect("cn");
-        let subject = subject.build();
-        let mut b = X509Builder::new().expect("builder");
-        b.set_version(2).expect("v3");
-        b.set_serial_number(&serial(serial_no)).expect("serial");
-        b.set_subject_name(&subject).expect("subject");
-        b.set_issuer_name(self.cert.subject_name()).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        let (not_before, not_after) = if days >= 0 {
+        let valid = if days >= 0 {
             (now() - 3600, now() + days * 86_400)
         } else {
             (now() + (days - 10) * 86_400, now() + days * 86_400)
         };
-        b.set_not_before(&Asn1Time::from_unix(not_before).expect("time"))
-            .expect("nb");
-        b.set_not_after(&Asn1Time::from_unix(not_after).expect("time"))
-            .expect("na");
+        let mut b = cert_builder(
+            V3,
+            serial_no,
+            names.first().copied().unwrap_or("client"),
+            Some(self.cert.subject_name()),
+            &key,
+            valid,
+        );
         if !names.is_empty() {
             let mut san = SubjectAlternativeName::new();
             for n in names {
@@ -157,56 +136,89 @@ impl Ca {
         let (cert, key) = self.leaf(names, kind, serial_no, days);
         let mut pem = cert.to_pem().expect("pem");
         pem.extend(self.cert.to_pem().expect("pem"));
-        let issued = Issued {
-            cert: dir.join(format!("{stem}.pem")),
-            key: dir.join(format!("{stem}.key")),
-            serial: format!("{serial_no:X}"),
-        };
-        write_atomically(&issued.cert, &pem);
-        write_atomically(
-            &issued.key,
-            &key.private_key_to_pem_pkcs8().expect("key pem"),
-        );
-        issued
+        write_issued(dir, stem, serial_no, &pem, &key)
+    }
+
+    /// [`Ca::issue`] for the one name `name`: an ECDSA P-256 leaf valid for 30 days.
+    pub fn issue_p256(&self, dir: &Path, stem: &str, name: &str, serial_no: u32) -> Issued {
+        self.issue(dir, stem, &[name], KeyKind::EcdsaP256, serial_no, 30)
     }
 
     /// Writes an X.509 version 1 leaf for `name` (no extensions, as `openssl x509 -req` makes
     /// without `-extfile`) and its own key to `dir/stem.pem` and `dir/stem.key`.
     pub fn issue_v1(&self, dir: &Path, stem: &str, name: &str, serial_no: u32) -> Issued {
         let key = new_key(KeyKind::EcdsaP256);
-        let mut subject = X509NameBuilder::new().expect("name");
-        subject
-            .append_entry_by_nid(Nid::COMMONNAME, name)
-            .expect("cn");
-        let subject = subject.build();
-        let mut b = X509Builder::new().expect("builder");
-        b.set_version(0).expect("v1");
-        b.set_serial_number(&serial(serial_no)).expect("serial");
-        b.set_subject_name(&subject).expect("subject");
-        b.set_issuer_name(self.cert.subject_name()).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&Asn1Time::from_unix(now() - 3600).expect("time"))
-            .expect("nb");
-        b.set_not_after(&Asn1Time::from_unix(now() + 30 * 86_400).expect("time"))
-            .expect("na");
-        b.sign(&self.key, MessageDigest::sha256()).expect("sign");
-        let issued = Issued {
-            cert: dir.join(format!("{stem}.pem")),
-            key: dir.join(format!("{stem}.key")),
-            serial: format!("{serial_no:X}"),
-        };
-        write_atomically(&issued.cert, &b.build().to_pem().expect("pem"));
-        write_atomically(
-            &issued.key,
-            &key.private_key_to_pem_pkcs8().expect("key pem"),
+        let mut b = cert_builder(
+            V1,
+            serial_no,
+            name,
+            Some(self.cert.subject_name()),
+            &key,
+            thirty_days(),
         );
-        issued
+        b.sign(&self.key, MessageDigest::sha256()).expect("sign");
+        let pem = b.build().to_pem().expect("pem");
+        write_issued(dir, stem, serial_no, &pem, &key)
     }
 
     /// Writes this CA's certificate to `path`.
     pub fn write_cert(&self, path: &Path) {
         std::fs::write(path, self.cert.to_pem().expect("pem")).expect("write CA");
     }
+}
+
+/// X.509's version field for version 3 (extensions allowed) and version 1 (none).
+const V3: i32 = 2;
+const V1: i32 = 0;
+
+/// Valid from an hour ago for 30 days (Unix seconds).
+fn thirty_days() -> (i64, i64) {
+    (now() - 3600, now() + 30 * 86_400)
+}
+
+/// A certificate for `key` named `name` (common name), with `serial_no`, issued by `issuer`
+/// (`None`: itself) and `valid` from..until (Unix seconds); extensions and signing are the
+/// caller's.
+fn cert_builder(
+    version: i32,
+    serial_no: u32,
+    name: &str,
+    issuer: Option<&X509NameRef>,
+    key: &PKey<Private>,
+    valid: (i64, i64),
+) -> X509Builder {
+    let mut subject = X509NameBuilder::new().expect("name");
+    subject
+        .append_entry_by_nid(Nid::COMMONNAME, name)
+        .expect("cn");
+    let subject = subject.build();
+    let mut b = X509Builder::new().expect("builder");
+    b.set_version(version).expect("version");
+    b.set_serial_number(&serial(serial_no)).expect("serial");
+    b.set_subject_name(&subject).expect("subject");
+    b.set_issuer_name(issuer.unwrap_or(&subject))
+        .expect("issuer");
+    b.set_pubkey(key).expect("pubkey");
+    b.set_not_before(&Asn1Time::from_unix(valid.0).expect("time"))
+        .expect("nb");
+    b.set_not_after(&Asn1Time::from_unix(valid.1).expect("time"))
+        .expect("na");
+    b
+}
+
+/// Writes a certificate chain (`pem`) and `key` to `dir/stem.pem` and `dir/stem.key`.
+fn write_issued(dir: &Path, stem: &str, serial_no: u32, pem: &[u8], key: &PKey<Private>) -> Issued {
+    let issued = Issued {
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}.key")),
+        serial: format!("{serial_no:X}"),
+    };
+    write_atomically(&issued.cert, pem);
+    write_atomically(
+        &issued.key,
+        &key.private_key_to_pem_pkcs8().expect("key pem"),
+    );
+    issued
 }
 
 fn serial(n: u32) -> Asn1Integer {

@@ -1,10 +1,20 @@
 //! The Pingora stream traits a guard wrapper passes through to the stream it wraps (all but
-//! reading, writing and peeking, which the guards watch).
+//! reading, writing and peeking, which the guards watch), and its `Debug`.
 
 /// Implements Pingora's `Shutdown`, `UniqueID`, `Ssl` and digest traits for a wrapper whose
-/// `inner` field is the wrapped `Stream`, each by calling the same method on `inner`.
+/// `inner` field is the wrapped `Stream`, each by calling the same method on `inner`; and
+/// `Debug` (which Pingora's streams need), showing `inner` and the wrapper's `$state` field.
 macro_rules! delegate_io {
-    ($wrapper:ty) => {
+    ($wrapper:ident, $state:ident) => {
+        impl std::fmt::Debug for $wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($wrapper))
+                    .field("inner", &self.inner)
+                    .field(stringify!($state), &self.$state)
+                    .finish()
+            }
+        }
+
         #[async_trait::async_trait]
         impl pingora_core::protocols::Shutdown for $wrapper {
             async fn shutdown(&mut self) {

@@ -12,7 +12,6 @@
 //! never answers would hold it, so once the GOAWAY is flushed the guard ends the connection
 //! itself: at once after an unfinished header block, after [`GOAWAY_GRACE`] otherwise.
 
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -183,15 +182,6 @@ pub(crate) struct H2Stream {
     timer: Pin<Box<Sleep>>,
     /// Raised to have Pingora send the GOAWAY (it watches this as its shutdown signal).
     go_away: Arc<watch::Sender<bool>>,
-}
-
-impl fmt::Debug for H2Stream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("H2Stream")
-            .field("inner", &self.inner)
-            .field("deadline", &self.deadline)
-            .finish()
-    }
 }
 
 impl H2Stream {
@@ -426,7 +416,7 @@ impl AsyncWrite for H2Stream {
     }
 }
 
-delegate_io!(H2Stream);
+delegate_io!(H2Stream, deadline);
 
 #[async_trait]
 impl Peek for H2Stream {

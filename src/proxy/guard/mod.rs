@@ -13,7 +13,6 @@
 //! began still gets its first request answered (Pingora drops any connection still waiting in
 //! `read_request` when it shuts down, and the drain would otherwise exit under it).
 
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -97,15 +96,6 @@ pub(crate) struct GuardedStream {
     first_head: Bytes,
     /// Counts the connection in flight until Pingora has read its first head.
     first_request: Option<InFlightGuard>,
-}
-
-impl fmt::Debug for GuardedStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuardedStream")
-            .field("inner", &self.inner)
-            .field("phase", &self.phase)
-            .finish()
-    }
 }
 
 impl GuardedStream {
@@ -469,7 +459,7 @@ impl AsyncWrite for GuardedStream {
     }
 }
 
-delegate::delegate_io!(GuardedStream);
+delegate::delegate_io!(GuardedStream, phase);
 
 #[async_trait]
 impl Peek for GuardedStream {
