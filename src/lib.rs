@@ -149,6 +149,7 @@ pub fn add_services(
         server.add_service(metrics::metrics_service(
             controller.clone(),
             &listen.to_string(),
+            head_limits,
         ));
     }
     if let Some(store) = controller.store() {
@@ -175,6 +176,7 @@ pub fn add_services(
             controller.clone(),
             &admin.listen.to_string(),
             admin.tokens,
+            head_limits,
         ));
     }
     for origin in &demo_origins {

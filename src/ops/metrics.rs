@@ -10,6 +10,9 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use prometheus::{Encoder, TextEncoder};
 
+use crate::config::HeadLimits;
+use crate::proxy::guard::GuardedApp;
+use crate::proxy::InFlight;
 use crate::state::metrics::METRICS;
 use crate::state::Controller;
 
@@ -81,18 +84,29 @@ impl ServeHttp for MetricsApp {
                 ),
             }
         };
+        // A body sent with the request is not read through to reach a next request: the
+        // connection closes after the answer.
+        if !session.is_body_done() {
+            session.set_keepalive(None);
+        }
         super::http_response(status, content_type, body)
     }
 }
 
-/// A listening service for `/metrics`.
+/// A listening service for `/metrics`, behind the proxy's request-head guard with `limits`
+/// (its connections counted apart from the proxy's).
 pub(crate) fn metrics_service(
     controller: Arc<Controller>,
     listen: &str,
-) -> Service<HttpServer<MetricsApp>> {
+    limits: HeadLimits,
+) -> Service<GuardedApp<HttpServer<MetricsApp>>> {
     let mut service = Service::new(
         "canary-gateway metrics".to_string(),
-        HttpServer::new_app(MetricsApp { controller }),
+        GuardedApp::new(
+            HttpServer::new_app(MetricsApp { controller }),
+            limits,
+            InFlight::default(),
+        ),
     );
     // Operators' traffic: one thread is plenty, whatever `threads` says.
     service.threads = Some(1);

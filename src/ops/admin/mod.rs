@@ -26,6 +26,7 @@
 mod answer;
 mod bodies;
 mod changes;
+mod json;
 mod reads;
 mod request;
 mod routes;
@@ -39,7 +40,9 @@ use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
-use crate::config::{AdminToken, Role};
+use crate::config::{AdminToken, HeadLimits, Role};
+use crate::proxy::guard::GuardedApp;
+use crate::proxy::InFlight;
 use crate::routing::signed::constant_time_eq;
 use crate::state::Controller;
 use answer::ApiError;
@@ -52,15 +55,23 @@ pub(crate) struct AdminApp {
     tokens: Vec<AdminToken>,
 }
 
-/// A listening service for the admin API (and the web page, under `/ui/`) on `listen`.
+/// A listening service for the admin API (and the web page, under `/ui/`) on `listen`, behind
+/// the proxy's request-head guard with `limits` (408 / 414 / 431 before anything is parsed).
+/// Its connections are counted apart from the proxy's, so an operator's slow head never holds
+/// up a graceful exit.
 pub(crate) fn admin_service(
     controller: Arc<Controller>,
     listen: &str,
     tokens: Vec<AdminToken>,
-) -> Service<HttpServer<AdminApp>> {
+    limits: HeadLimits,
+) -> Service<GuardedApp<HttpServer<AdminApp>>> {
     let mut service = Service::new(
         "canary-gateway admin".to_string(),
-        HttpServer::new_app(AdminApp { controller, tokens }),
+        GuardedApp::new(
+            HttpServer::new_app(AdminApp { controller, tokens }),
+            limits,
+            InFlight::default(),
+        ),
     );
     // Operators' traffic: one thread is plenty, whatever `threads` says.
     service.threads = Some(1);
@@ -91,6 +102,23 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // A declared body over the limit is refused before any of it is read, whoever sends it.
+        let response = match request::declared_body_over_limit(session) {
+            Some(refused) => refused.response(),
+            None => self.answer(session).await,
+        };
+        // A body left unread (refused, or sent where none was wanted) is not read through to
+        // reach a next request: the connection closes after the answer.
+        if !session.is_body_done() {
+            session.set_keepalive(None);
+        }
+        response
+    }
+}
+
+impl AdminApp {
+    /// The answer to a request whose declared body (if any) is within the limit.
+    async fn answer(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let uri = session.req_header().uri.clone();
         let path = uri.path();

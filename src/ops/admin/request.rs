@@ -4,7 +4,6 @@
 use http::StatusCode;
 use pingora::protocols::http::ServerSession;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::answer::ApiError;
 use crate::config::AdminToken;
@@ -118,6 +117,28 @@ pub(crate) fn token_in_query(query: &str) -> bool {
     })
 }
 
+/// 413 when the request declares (`Content-Length`) a body over [`MAX_ADMIN_BODY`] bytes:
+/// answered before any of the body is read. (A chunked body is counted as it is read.)
+pub(crate) fn declared_body_over_limit(session: &ServerSession) -> Option<ApiError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        // Pingora refuses a malformed length before the request gets here; a number too long
+        // for u64 is over the limit all the same.
+        .unwrap_or(u64::MAX);
+    (declared > MAX_ADMIN_BODY as u64).then(|| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {declared} bytes is over the {MAX_ADMIN_BODY}-byte limit"),
+        )
+    })
+}
+
 /// Reads the request body, refusing more than [`MAX_ADMIN_BODY`] bytes.
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
@@ -143,11 +164,11 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// The body as a typed request. Errors name the field at fault: the key whose value is wrong,
-/// the unknown key, or the missing one; `body` when it is no JSON object at all.
+/// The body as a typed request, read strictly (a key given twice is refused, `-0` is 0: see
+/// `json`). Errors name the field at fault: the key whose value is wrong, the unknown, missing
+/// or duplicate key; `body` when it is no JSON object at all.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("body", format!("invalid JSON: {e}")))?;
+    let value = super::json::read_strict(body)?;
     if !value.is_object() {
         return Err(ApiError::bad_request("body", "expected a JSON object"));
     }
