@@ -39,6 +39,11 @@ pub enum RoutingError {
     /// A percentage outside 0..=100 (or not a number).
     #[error("{0} is not in 0..=100")]
     PercentOutOfRange(f64),
+    /// A percentage finer than the one part per million percentages are kept in.
+    #[error(
+        "{0} is finer than the resolution of 0.0001 (percentages are kept in parts per million)"
+    )]
+    PercentTooFine(f64),
     /// The user cookie carried a missing or wrong signature.
     #[error("the user cookie's signature is missing or wrong")]
     BadSignature,

@@ -13,12 +13,21 @@ pub(crate) const PERCENT_SCALE_PPM: u32 = 1_000_000;
 pub struct Percent(u32);
 
 impl Percent {
-    /// Validates `percent` (0–100), rounding to the nearest part per million.
+    /// Validates `percent` (0–100, `-0` read as 0) at the resolution it is kept in: one part
+    /// per million (0.0001 percent). A value finer than that (`1e-9`, `12.34567`) is refused
+    /// rather than silently rounded — `1e-9` would otherwise become 0 and send nobody.
     pub fn new(percent: f64) -> Result<Percent, RoutingError> {
         if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
             return Err(RoutingError::PercentOutOfRange(percent));
         }
-        Ok(Percent((percent * 10_000.0).round() as u32))
+        let scaled = percent * 10_000.0;
+        let ppm = scaled.round();
+        // The tolerance absorbs the float error of a decimal written with four places or
+        // fewer (12.3457 × 10,000 is 123456.99999999999), a few thousand ulps at most.
+        if (scaled - ppm).abs() > scaled * 1e-12 {
+            return Err(RoutingError::PercentTooFine(percent));
+        }
+        Ok(Percent(ppm as u32))
     }
 
     /// The share in parts per million (`0..=1_000_000`).
@@ -151,6 +160,31 @@ mod tests {
             common < a.len() / 4,
             "seeds overlap too much: {common} of {}",
             a.len()
+        );
+    }
+
+    /// Percentages are kept in parts per million: a finer value is refused, not rounded away.
+    #[test]
+    fn percent_resolution() {
+        assert_eq!(percent_to_ppm(0.0001), Some(1));
+        assert_eq!(percent_to_ppm(12.3457), Some(123_457));
+        assert_eq!(percent_to_ppm(33.3333), Some(333_333));
+        assert_eq!(percent_to_ppm(-0.0), Some(0), "-0 is 0");
+        for fine in [1e-9, 1e-12, 0.00005, 12.34567, 99.99999] {
+            assert_eq!(
+                Percent::new(fine),
+                Err(RoutingError::PercentTooFine(fine)),
+                "{fine}"
+            );
+        }
+        // Every stored share reads back through `as_f64` and is accepted again unchanged.
+        for ppm in [1, 7, 333_333, 123_457, 999_999, 1_000_000] {
+            let p = Percent(ppm);
+            assert_eq!(Percent::new(p.as_f64()), Ok(p), "{ppm}");
+        }
+        assert_eq!(
+            RoutingError::PercentTooFine(1e-9).to_string(),
+            "0.000000001 is finer than the resolution of 0.0001 (percentages are kept in parts per million)"
         );
     }
 
