@@ -17,7 +17,10 @@ use super::audit::{self, AuditEntry};
 use super::figures::StepFigures;
 use super::history::History;
 use super::metrics::METRICS;
-use super::overlay::{apply_overlay, read_state_file, write_state_file, ControlMessage, Overlay};
+use super::overlay::{
+    apply_overlay, read_state_file, remove_leftover_temp_files, write_state_file, ControlMessage,
+    Overlay,
+};
 use super::plan::{PlanState, PlanStatus};
 use super::store::Store;
 use super::{GatewayState, StateError};
@@ -115,6 +118,18 @@ impl Controller {
         config: GatewayConfig,
     ) -> Result<Controller, StateError> {
         let state_file = config.admin.as_ref().and_then(|a| a.state_file.clone());
+        if let Some(path) = &state_file {
+            let (removed, failed) = remove_leftover_temp_files(path);
+            for leftover in removed {
+                warn!(
+                    "state file: removed {}, left by a write cut short (its process is gone)",
+                    leftover.display()
+                );
+            }
+            for why in failed {
+                warn!("state file: {why}");
+            }
+        }
         let overlay = match &state_file {
             Some(path) => read_state_file(path)?,
             None => Overlay::default(),

@@ -3,7 +3,7 @@
 //! file that keeps it (and this node's audit trail) across restarts.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -192,14 +192,13 @@ fn apply_route(base: &Router, mode: &OverlayMode, changes: &RouteOverlay) -> (Ro
     });
     for (name, percent) in &changes.percent {
         match router.rule_mut(name) {
-            Some(rule) => {
-                let set = Percent::new(*percent).is_ok_and(|new| rule.set_share(new));
-                if !set {
-                    warnings.push(format!(
-                        "percent for rule {name:?} ignored: not a percent rule now"
-                    ));
-                }
-            }
+            Some(rule) => match Percent::new(*percent) {
+                Err(e) => warnings.push(format!("percent for rule {name:?} ignored: {e}")),
+                Ok(new) if !rule.set_share(new) => warnings.push(format!(
+                    "percent for rule {name:?} ignored: not a percent rule now"
+                )),
+                Ok(_) => {}
+            },
             None => warnings.push(format!("percent for rule {name:?} ignored: no such rule")),
         }
     }
@@ -236,12 +235,78 @@ pub(crate) fn read_state_file(path: &Path) -> Result<Overlay, StateError> {
     }
 }
 
+/// The temporary file a process writes the state file through: `state.tmp.<pid>` beside
+/// `state.json`.
+fn temp_path(path: &Path, pid: u32) -> PathBuf {
+    path.with_extension(format!("tmp.{pid}"))
+}
+
+/// Removes the temporary files that writes of the state file at `path` left behind when their
+/// process was killed mid-write (`kill -9`): `state.tmp.<pid>` beside `state.json`, for a
+/// `<pid>` that is no running process. A running one's file is left alone — during a graceful
+/// upgrade the old process may be writing it. Returns the files removed and, for each file
+/// that could not be, why.
+pub(crate) fn remove_leftover_temp_files(path: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    let (Some(stem), Some(dir)) = (path.file_stem(), path.parent()) else {
+        return (removed, failed);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (removed, failed);
+    };
+    let prefix = format!("{}.tmp.", stem.to_string_lossy());
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(&prefix))
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The name a write by `pid` would use (this also skips `0012`-style look-alikes).
+        if temp_path(path, pid).file_name() != Some(name.as_os_str()) || process_is_running(pid) {
+            continue;
+        }
+        let leftover = dir.join(&name);
+        match std::fs::remove_file(&leftover) {
+            Ok(()) => removed.push(leftover),
+            Err(e) => failed.push(format!("cannot remove {}: {e}", leftover.display())),
+        }
+    }
+    removed.sort();
+    (removed, failed)
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending anything; `EPERM` means it
+/// exists under another user).
+fn process_is_running(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Writes the state file atomically: a temporary file in the same folder, synced, renamed.
 pub(crate) fn write_state_file(path: &Path, overlay: &Overlay) -> Result<(), StateError> {
     use std::io::Write;
     let text =
         serde_json::to_vec_pretty(overlay).map_err(|e| StateError::internal(e.to_string()))?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let tmp = temp_path(path, std::process::id());
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&text)?;
@@ -278,6 +343,56 @@ mod tests {
         let (routers, warnings) = apply_overlay(&base.routes, &overlay);
         assert_eq!(routers[0].mode(), Mode::Rules);
         assert_eq!(warnings.len(), 5, "{warnings:?}");
+    }
+
+    /// A percentage the file holds for a percent rule but which is no valid share is warned
+    /// about by what is wrong with the value.
+    #[test]
+    fn a_bad_percent_in_the_file_is_warned_by_its_value() {
+        let base = crate::config::load_demo().expect("demo").gateway;
+        let mut overlay = Overlay::default();
+        let route = overlay.routes.entry("default".into()).or_default();
+        route.percent.insert("rollout".into(), 150.0);
+        route.percent.insert("vip".into(), 5.0);
+        let (_, warnings) = apply_overlay(&base.routes, &overlay);
+        assert_eq!(
+            warnings,
+            [
+                r#"percent for rule "rollout" ignored: 150 is not in 0..=100"#,
+                r#"percent for rule "vip" ignored: not a percent rule now"#,
+            ]
+        );
+    }
+
+    /// Temporary files of dead processes beside the state file go; a running process's file,
+    /// other files and other state files' temporaries stay.
+    #[test]
+    fn leftover_temp_files_of_dead_processes_are_removed() {
+        let dir = std::env::temp_dir().join(format!("overlay-tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("state.json");
+        // A process that has exited: its pid is free.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        child.wait().expect("wait");
+        let dead = child.id();
+        let names = [
+            format!("state.tmp.{dead}"),
+            format!("state.tmp.{}", std::process::id()),
+            "state.tmp.".to_string(),
+            "state.tmp.x1".to_string(),
+            format!("other.tmp.{dead}"),
+            "state.json".to_string(),
+        ];
+        for name in &names {
+            std::fs::write(dir.join(name), b"{").expect("plant");
+        }
+        let (removed, failed) = remove_leftover_temp_files(&path);
+        assert_eq!(removed, [dir.join(&names[0])]);
+        assert!(failed.is_empty(), "{failed:?}");
+        for name in &names[1..] {
+            assert!(dir.join(name).exists(), "{name} was kept");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
