@@ -125,6 +125,14 @@ fn errors_name_the_key() {
             &["gateway.routing.rules[2].percent"],
         ),
         (
+            "percent: 0.5",
+            "percent: 1e-9",
+            &[
+                "gateway.routing.rules[2].percent",
+                "finer than the resolution of 0.0001",
+            ],
+        ),
+        (
             "group: canary",
             "group: canarry",
             &["gateway.routing.rules[2].group", "canarry"],
