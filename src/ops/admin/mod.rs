@@ -1,10 +1,13 @@
 //! The admin API: a JSON HTTP service on its own listener, and the web page under `/ui/`.
 //! Every API request needs `Authorization: Bearer <token>`; the page needs none (it holds no
 //! data). Requests are served from one route table, [`routes::ROUTES`]; bodies are read into
-//! typed requests (unknown keys refused), and answers are typed bodies or the views in `views`.
+//! typed requests (unknown and repeated keys refused, in `json`), and answers are typed bodies
+//! or the views in `views`.
 //!
-//! What a request goes through, in [`AdminApp::response`]: the table finds its row (a page row
-//! is answered there); a token in the query is refused (400); the bearer token is checked
+//! What a request goes through: the listener's head guard (the proxy's head limits: 408, 414,
+//! 431) before Pingora parses it; then, in [`AdminApp::response`], a declared body over
+//! [`request::MAX_ADMIN_BODY`] is refused (413) before any of it is read; the table finds its
+//! row (a page row is answered there); a token in the query is refused (400); the bearer token is checked
 //! (401); the role the row needs is checked (403) — here and nowhere else; then 404 (no row
 //! has the path), 405 (no row has it with this method) or the row's handler.
 //!
