@@ -13,7 +13,8 @@
 //! 4. `config` — the file into validated, typed values.
 //! 5. `state` — the live state the data path reads, the controller, overlay, store, metrics.
 //! 6. `proxy` — the Pingora hooks, head guard, forwarding headers, request ids, error statuses.
-//! 7. `ops` — admin API, metrics endpoint, access log, signals and drain, demo origins.
+//! 7. `ops` — admin API, metrics endpoint, access log, webhook notices, signals and drain, demo
+//!    origins.
 //!
 //! This file only wires them together.
 //!
@@ -64,7 +65,7 @@ use pingora_core::services::background::background_service;
 
 use crate::config::ListenerKind;
 use crate::config::{GatewayConfig, GatewaySpec};
-use crate::ops::{access_log, admin, demo, lifecycle, metrics};
+use crate::ops::{access_log, admin, demo, lifecycle, metrics, notify};
 use crate::proxy::redirect::Redirector;
 use crate::proxy::tls::TlsApp;
 use crate::proxy::workers::{Endpoint, ListenerApp, Worker};
@@ -88,6 +89,7 @@ pub fn add_services(
     let listen = gateway.listen.clone();
     let admin = gateway.admin.clone();
     let demo_origins = gateway.demo_origins.clone();
+    let notify_hooks = gateway.notify.clone();
     let metrics_listen = gateway.metrics_listen;
     let head_limits = gateway.limits.head;
     let access_log = match &gateway.access_log {
@@ -98,6 +100,11 @@ pub fn add_services(
         None => None,
     };
     let controller = Arc::new(Controller::new(source, spec, gateway).map_err(|e| e.to_string())?);
+    if !notify_hooks.is_empty() {
+        let notifier = notify::Notifier::new(notify_hooks);
+        controller.set_notice_sink(notifier.sink());
+        server.add_service(background_service("webhook notices", notifier));
+    }
     let state = controller.state();
     let in_flight = InFlight::default();
 

@@ -124,7 +124,10 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    let notify = super::notify::validate_notify(&file.notify)?;
+
     Ok(GatewayConfig {
+        notify,
         store,
         routes,
         route_table,

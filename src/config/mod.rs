@@ -10,6 +10,7 @@
 mod certificates;
 mod gateway;
 mod groups;
+mod notify;
 mod parse;
 mod routing;
 mod rules;
@@ -32,6 +33,9 @@ pub(crate) use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::unix_now;
+#[cfg(test)]
+pub(crate) use notify::WebhookUrl;
+pub(crate) use notify::{NotifyEvent, NotifyFormat, NotifyHook};
 pub(crate) use certificates::EXPIRY_WARNING_DAYS;
 pub(crate) use parse::check_token;
 pub use spec::GatewaySpec;
@@ -109,6 +113,8 @@ pub struct GatewayConfig {
     pub(crate) trusted_proxies: Vec<Cidr>,
     /// The Redis store for shared user sets, when configured.
     pub(crate) store: Option<StoreConfig>,
+    /// Webhooks told about rollout events and admin changes (`gateway.notify`).
+    pub(crate) notify: Vec<NotifyHook>,
 }
 
 /// One route: which requests it serves, and its own rules.

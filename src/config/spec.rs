@@ -73,6 +73,9 @@ pub struct GatewaySpec {
     /// The Redis store for shared user sets and control state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreSpec>,
+    /// Webhooks told about rollout events and admin changes (docs/notify.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
 }
 
 impl GatewaySpec {
@@ -108,6 +111,9 @@ impl GatewaySpec {
         if let Some(store) = &mut spec.store {
             store.redis = redact_url_password(&store.redis);
         }
+        for hook in &mut spec.notify {
+            hook.webhook = redact_url_path(&hook.webhook);
+        }
         let routes = spec.routes.iter_mut().flatten().map(|r| &mut r.routing);
         for routing in spec.routing.iter_mut().chain(routes) {
             if routing.signing_key.is_some() {
@@ -137,6 +143,39 @@ fn redact_url_password(url: &str) -> String {
         Some((name, _)) => format!("{scheme}{name}:{REDACTED}{host}"),
         None => format!("{scheme}{REDACTED}{host}"),
     }
+}
+
+/// `https://hooks.example/services/T0/B0/secret` → `https://hooks.example/<redacted>`: a
+/// webhook's path (and query) often is its secret, as in Slack's incoming webhooks.
+fn redact_url_path(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return REDACTED.to_string();
+    };
+    match url[scheme_end..].find(['/', '?']) {
+        Some(i) => format!("{}/{REDACTED}", &url[..scheme_end + i]),
+        None => url.to_string(),
+    }
+}
+
+/// `gateway.notify[i]`: one webhook and the events it is told about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// `http://host:port/path` or `https://…`: where each event is posted.
+    pub webhook: String,
+    /// `json` (default: the event's fields and a Slack-compatible `text`) or `slack` (only
+    /// `{"text": …}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Of `advance`, `pause`, `rollback`, `complete`, `manual` (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// A duration (`5s`): the bound on one delivery attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Attempts after a failed one (default 3), with a doubling pause between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 /// `gateway.store`: where shared user sets and the control state live.

@@ -1,5 +1,5 @@
 //! What operators touch: the admin API, its JSON views and the web page, the metrics endpoint, the access
-//! log, signals and drain, and the demo origins. The top layer: it may import every other
+//! log, webhook notices, signals and drain, and the demo origins. The top layer: it may import every other
 //! layer and holds no state of its own that the proxy needs.
 
 pub(crate) mod access_log;
@@ -8,6 +8,7 @@ pub(crate) mod demo;
 pub(crate) mod descriptors;
 pub(crate) mod lifecycle;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod ui;
 pub(crate) mod views;
 

@@ -74,6 +74,7 @@ impl Controller {
                 "{} change applied, version {version}: {}",
                 entry.actor, entry.detail
             );
+            self.announce(&entry, generation);
             return Ok(Changed {
                 generation,
                 version,
@@ -193,12 +194,16 @@ impl Controller {
         if store.apply(&change) {
             self.refresh_store();
         }
-        let mut inner = self.lock();
-        super::audit::append(&mut inner.overlay.audit, &[entry]);
-        Ok(Changed {
-            generation: inner.generation,
-            version: inner.overlay.version,
-        })
+        let changed = {
+            let mut inner = self.lock();
+            super::audit::append(&mut inner.overlay.audit, std::slice::from_ref(&entry));
+            Changed {
+                generation: inner.generation,
+                version: inner.overlay.version,
+            }
+        };
+        self.announce(&entry, changed.generation);
+        Ok(changed)
     }
 
     /// `POST /rollback|promote|resume` (`route: None`: every route; resuming clears every

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -17,6 +17,7 @@ use super::audit::{self, AuditEntry};
 use super::figures::StepFigures;
 use super::history::History;
 use super::metrics::METRICS;
+use super::notice::{Notice, NoticeSink};
 use super::overlay::{
     apply_overlay, read_state_file, remove_leftover_temp_files, write_state_file, ControlMessage,
     Overlay,
@@ -98,6 +99,8 @@ pub(crate) struct Controller {
     reports: Mutex<BTreeMap<(String, String), PlanReport>>,
     /// The last hour of each route's and group's figures, for the web page.
     history: Arc<History>,
+    /// Where this node's changes are announced (`gateway.notify`), once installed.
+    notices: OnceLock<NoticeSink>,
 }
 
 /// A plan's last judgement on this node, for `/status`.
@@ -183,12 +186,27 @@ impl Controller {
             leader: AtomicBool::new(false),
             reports: Mutex::new(BTreeMap::new()),
             history: Arc::new(History::default()),
+            notices: OnceLock::new(),
         })
     }
 
     /// The last hour of figures per route and group.
     pub(crate) fn history(&self) -> Arc<History> {
         self.history.clone()
+    }
+
+    /// Installs where this node's changes are announced (once; a second sink is ignored).
+    pub(crate) fn set_notice_sink(&self, sink: NoticeSink) {
+        if self.notices.set(sink).is_err() {
+            warn!("notify: a notice sink was already installed");
+        }
+    }
+
+    /// Announces a change this node made (`entry` as applied, with its version).
+    pub(super) fn announce(&self, entry: &AuditEntry, generation: u64) {
+        if let Some(sink) = self.notices.get() {
+            sink(Notice::of(entry, generation, &self.node));
+        }
     }
 
     /// This node's id: host name, process id and a random part.
@@ -397,6 +415,9 @@ impl Controller {
             if old_admin != new_admin {
                 warn!("reload: gateway.admin listen/state_file changed; these apply on restart only");
             }
+            if config.notify != inner.base.notify {
+                warn!("reload: gateway.notify changed; webhooks apply on restart only");
+            }
             let previous = self.state.load_full();
             let (state, warnings) =
                 build_state(&config, &inner.overlay, Some(&previous), self.store.as_deref());
@@ -414,9 +435,16 @@ impl Controller {
                     warn!("reload: {w}");
                 }
                 // Keep the admin settings the process started with (listener, token, file).
+                // The webhooks too: the notifier was built from them at start.
                 let admin = inner.base.admin.clone();
-                inner.base = GatewayConfig { admin, ..config };
+                let notify = inner.base.notify.clone();
+                inner.base = GatewayConfig {
+                    admin,
+                    notify,
+                    ..config
+                };
                 spec.admin = inner.spec.admin.clone();
+                spec.notify = inner.spec.notify.clone();
                 inner.spec = Arc::new(spec);
                 inner.overlay_warnings = warnings;
                 inner.generation += 1;

@@ -37,6 +37,8 @@ pub(crate) struct Metrics {
     pub(crate) rollout_actions: IntCounterVec,
     pub(crate) tls_handshakes: IntCounterVec,
     pub(crate) certificate_expiry: IntGaugeVec,
+    pub(crate) notifications: IntCounterVec,
+    pub(crate) notification_retries: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -132,6 +134,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["route", "rule", "action"],
     )?;
+    let notifications = IntCounterVec::new(
+        Opts::new(
+            "gateway_notifications_total",
+            "Webhook notices by webhook (its index in gateway.notify) and result (sent, failed after every retry, dropped from a full queue)",
+        ),
+        &["webhook", "result"],
+    )?;
+    let notification_retries = IntCounterVec::new(
+        Opts::new(
+            "gateway_notification_retries_total",
+            "Webhook delivery attempts after a failed one, by webhook",
+        ),
+        &["webhook"],
+    )?;
     let tls_handshakes = IntCounterVec::new(
         Opts::new(
             "gateway_tls_handshakes_total",
@@ -147,6 +163,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["name"],
     )?;
     registry.register(Box::new(tls_handshakes.clone()))?;
+    registry.register(Box::new(notifications.clone()))?;
+    registry.register(Box::new(notification_retries.clone()))?;
     registry.register(Box::new(certificate_expiry.clone()))?;
     registry.register(Box::new(control_version.clone()))?;
     registry.register(Box::new(rollout_step.clone()))?;
@@ -184,6 +202,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         rollout_actions,
         tls_handshakes,
         certificate_expiry,
+        notifications,
+        notification_retries,
     })
 }
 

@@ -14,6 +14,7 @@ mod explain;
 pub(crate) mod figures;
 pub(crate) mod history;
 pub(crate) mod metrics;
+pub(crate) mod notice;
 pub(crate) mod overlay;
 pub(crate) mod plan;
 pub(crate) mod rollout;
