@@ -33,10 +33,10 @@ pub(crate) use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::unix_now;
+pub(crate) use certificates::EXPIRY_WARNING_DAYS;
 #[cfg(test)]
 pub(crate) use notify::WebhookUrl;
 pub(crate) use notify::{NotifyEvent, NotifyFormat, NotifyHook};
-pub(crate) use certificates::EXPIRY_WARNING_DAYS;
 pub(crate) use parse::check_token;
 pub use spec::GatewaySpec;
 pub use tls::{certificate_warnings, describe_listeners};

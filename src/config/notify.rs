@@ -180,21 +180,25 @@ fn webhook_url(text: &str) -> Result<WebhookUrl, String> {
     if authority.as_str().contains('@') {
         return Err("must not carry credentials before the host (value not shown)".into());
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if host.is_empty() {
         return Err("names no host (value not shown)".into());
     }
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let target = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     Ok(WebhookUrl {
         tls,
         host: host.to_string(),
         port,
         authority: authority.as_str().to_string(),
-        target: if target.is_empty() { "/".into() } else { target },
+        target: if target.is_empty() {
+            "/".into()
+        } else {
+            target
+        },
     })
 }
 
@@ -231,7 +235,10 @@ mod tests {
         );
         let tls = validate_hook(0, &spec("https://[::1]")).expect("valid");
         assert_eq!((tls.url.tls, tls.url.port), (true, 443));
-        assert_eq!((tls.url.host.as_str(), tls.url.target.as_str()), ("::1", "/"));
+        assert_eq!(
+            (tls.url.host.as_str(), tls.url.target.as_str()),
+            ("::1", "/")
+        );
         assert_eq!(tls.url.shown(), "https://[::1]");
     }
 
@@ -241,11 +248,23 @@ mod tests {
         let cases: [(&str, fn(&mut NotifySpec), &str); 8] = [
             ("webhook", |s| s.webhook = "ftp://x/y".into(), "http://"),
             ("webhook", |s| s.webhook = "/no/host".into(), "http://"),
-            ("webhook", |s| s.webhook = "http://u:p@x/".into(), "credentials"),
+            (
+                "webhook",
+                |s| s.webhook = "http://u:p@x/".into(),
+                "credentials",
+            ),
             ("format", |s| s.format = Some("xml".into()), "json or slack"),
-            ("events[1]", |s| s.events = Some(vec!["pause".into(), "held".into()]), "\"held\""),
+            (
+                "events[1]",
+                |s| s.events = Some(vec!["pause".into(), "held".into()]),
+                "\"held\"",
+            ),
             ("events", |s| s.events = Some(vec![]), "no event"),
-            ("timeout", |s| s.timeout = Some("0s".into()), "more than zero"),
+            (
+                "timeout",
+                |s| s.timeout = Some("0s".into()),
+                "more than zero",
+            ),
             ("retries", |s| s.retries = Some(11), "maximum 10"),
         ];
         for (key, edit, words) in cases {

@@ -129,20 +129,17 @@ fn tls_connector() -> TlsConnector {
         Err(e) => warn!("notify: cannot read the system's trusted roots: {e}"),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = match ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(builder) => builder
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-        // ring offers the default versions; were it ever refused, fall back to the defaults.
-        Err(e) => {
-            warn!("notify: TLS client settings: {e}");
-            ClientConfig::builder()
-                .with_root_certificates(RootCertStore::empty())
-                .with_no_client_auth()
-        }
-    };
+    let config =
+        match ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+            Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
+            // ring offers the default versions; were it ever refused, fall back to the defaults.
+            Err(e) => {
+                warn!("notify: TLS client settings: {e}");
+                ClientConfig::builder()
+                    .with_root_certificates(RootCertStore::empty())
+                    .with_no_client_auth()
+            }
+        };
     TlsConnector::from(Arc::new(config))
 }
 
@@ -267,7 +264,10 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         .write_all(request)
         .await
         .map_err(|e| format!("cannot send: {e}"))?;
-    stream.flush().await.map_err(|e| format!("cannot send: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("cannot send: {e}"))?;
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     let line_end = loop {
@@ -398,25 +398,25 @@ mod tests {
 
     #[test]
     fn the_json_body_carries_the_fields_and_a_text() {
-        let body: serde_json::Value =
+        let json: serde_json::Value =
             serde_json::from_str(&body(NotifyFormat::Json, &notice())).expect("JSON");
-        assert_eq!(body["event"], "rollback");
-        assert_eq!(body["events"], serde_json::json!(["rollback"]));
-        assert_eq!(body["action"], "plan_rollback");
-        assert_eq!(body["route"], "api");
-        assert_eq!(body["rule"], "rollout");
-        assert_eq!(body["actor"], "plan");
-        assert_eq!(body["version"], 12);
-        assert_eq!(body["generation"], 30);
-        assert_eq!(body["timestamp"], "2023-11-14T22:13:20.123Z");
-        assert_eq!(body["figures"]["canary"]["errors"], 20);
+        assert_eq!(json["event"], "rollback");
+        assert_eq!(json["events"], serde_json::json!(["rollback"]));
+        assert_eq!(json["action"], "plan_rollback");
+        assert_eq!(json["route"], "api");
+        assert_eq!(json["rule"], "rollout");
+        assert_eq!(json["actor"], "plan");
+        assert_eq!(json["version"], 12);
+        assert_eq!(json["generation"], 30);
+        assert_eq!(json["timestamp"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(json["figures"]["canary"]["errors"], 20);
         assert_eq!(
-            body["text"],
+            json["text"],
             "canary-gateway rollback: route api, rule rollout: plan_rollback by plan: errors 20% over stable's 0% (version 12); canary 100 requests, 20.00% errors, median 2.5 ms, baseline 400 requests, 0.00% errors, median 2.5 ms"
         );
         let slack: serde_json::Value =
             serde_json::from_str(&body(NotifyFormat::Slack, &notice())).expect("JSON");
-        assert_eq!(slack, serde_json::json!({ "text": body["text"] }));
+        assert_eq!(slack, serde_json::json!({ "text": json["text"] }));
     }
 
     #[test]
