@@ -1,0 +1,361 @@
+//! End-to-end tests of the plans' verdicts on real traffic through a real gateway, with test
+//! origins that draw each answer's delay (and 5xx) from a seeded random generator:
+//! identical canary and baseline distributions pass 200 plan steps without a pause or a
+//! rollback; a canary 30 % slower in its median is paused within two steps; a canary answering
+//! 5xx to 20 % of requests is rolled back at its first step.
+//!
+//! Every plan here has the same limits: min_requests 60, errors +5 points, p99 3x, median
+//! 1.15x — see [`PLAN`] for why they make the 200 fair steps safe. The fair and the slow plans
+//! hold each step 1 s; the 5xx plan 10 s (see its test).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "verdict-test-token-0123456789";
+
+/// The plans' settings (the flow mapping's keys but `on_failure`).
+///
+/// The fair test runs 8 plans of 25 steps: 200 steps, each judged on every 0.5 s tick from its
+/// 60th canary request until its 1 s hold is over (2-4 looks a step). A check fails a step only
+/// when the canary is over its limit AND the one-sided test is significant at 99.9 %; were the
+/// test alone the guard, 200 steps x 3 looks at 0.1 % would fail a fair run ~45 % of the time
+/// (1 - 0.999^600), so the limits are what keep a fair run safe, and they are set where a fair
+/// sample cannot reach them:
+/// - errors: the fair origins never answer 5xx, so the canary's share is 0 and never over +5
+///   points (the 5xx test shows the check still acts).
+/// - median 1.15x: the latency histogram's buckets are 2^(1/4) wide and a median is read by
+///   interpolating inside its bucket. The fair origins wait 19.2-20.6 ms, inside the bucket
+///   19.03-22.63 ms with 2 ms to spare for the gateway's own time, so both groups' medians lie
+///   in that bucket and differ by at most its width (1.19x) only if the two groups' shares of
+///   it differ wildly. For the canary's median to pass 1.15x the baseline's (about 20.8 ms),
+///   more than half the canary's requests must take over 22.63 ms, i.e. over 2 ms of gateway
+///   time; if a share q of requests does that, 30 of 60 canary requests doing so while the
+///   baseline's median stays below 20.8 ms is a binomial tail: for q = 0.1 (a badly loaded
+///   machine) P(X >= 30 | n = 60, q = 0.1) = 6e-15 a look, x 600 looks < 1e-11 a run — and
+///   the rank test must also find the canary slower at 99.9 % at the same look. Both groups
+///   are served interleaved from the same clients, so a loaded machine slows both alike.
+/// - p99 3x: a fair canary's p99 over 3x the baseline's (about 65 ms against a p99 near
+///   22-27 ms) needs 1 % of its requests stalled while the baseline's stay fast, AND the count
+///   of canary requests over 3x the baseline's p99 significant against the baseline's (about
+///   10 of 60 against none): a stall of the gateway or the machine hits requests of both
+///   groups in flight together, so that takes a run of stalls that pick canary requests only,
+///   which the interleaved traffic (a user's group is fixed, the users are cycled) does not
+///   make.
+/// The slow canary (x1.3: 24.96-26.78 ms, the buckets above) has a median ratio near 1.25 and
+/// every one of its requests slower than every baseline one: the rank test's z is over 8 at 60
+/// requests a side, so the first judged look fails it.
+const PLAN: &str = "min_requests: 60, baseline: stable, max_error_rate_increase: 0.05, max_p99_ratio: 3, max_median_ratio: 1.15";
+
+/// The plans' steps: 25 percentages from 38 to 62, so canary and baseline both see about half
+/// the traffic on every step.
+fn steps() -> String {
+    let steps: Vec<String> = (38..=62).map(|p| p.to_string()).collect();
+    format!("[{}]", steps.join(", "))
+}
+
+/// An origin answering each request after a delay drawn uniformly from `delay_ms`, with 500 for
+/// a share `errors` of requests; the draws come from one generator seeded with `seed`.
+struct SeededOrigin {
+    addr: SocketAddr,
+    served: Arc<AtomicUsize>,
+}
+
+/// splitmix64: a small, good, seedable generator (the tests need no crate for it).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl SeededOrigin {
+    fn start(name: &'static str, delay_ms: (f64, f64), errors: f64, seed: u64) -> SeededOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let rng = Arc::new(Mutex::new(Rng(seed)));
+        let served = Arc::new(AtomicUsize::new(0));
+        let counted = served.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (rng, served) = (rng.clone(), counted.clone());
+                thread::spawn(move || {
+                    let Ok(mut writer) = stream.try_clone() else {
+                        return;
+                    };
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        // A GET without a body: the head ends at the empty line.
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" || line == "\n" => break,
+                                Ok(_) => {}
+                            }
+                        }
+                        let (delay, fail) = {
+                            let mut rng = rng.lock().expect("rng");
+                            let d = delay_ms.0 + (delay_ms.1 - delay_ms.0) * rng.next();
+                            (d, rng.next() < errors)
+                        };
+                        thread::sleep(Duration::from_secs_f64(delay / 1000.0));
+                        served.fetch_add(1, Ordering::Relaxed);
+                        let status = if fail {
+                            "500 Internal Server Error"
+                        } else {
+                            "200 OK"
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{name}",
+                            name.len()
+                        );
+                        if writer.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SeededOrigin { addr, served }
+    }
+}
+
+/// A gateway with `routes` routes (`r0`, `r1`, ... on `/r0/`, `/r1/`, ...), each with the
+/// rollout rule at 38 % and its plan, and an admin API.
+struct Node {
+    gateway: Gateway,
+    admin: SocketAddr,
+    routes: usize,
+}
+
+fn start(
+    routes: usize,
+    (stable, canary): (&SeededOrigin, &SeededOrigin),
+    hold: &str,
+    on_failure: &str,
+) -> Node {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut section = format!(
+        "  groups:\n    stable: {{ servers: [\"{}\"] }}\n    canary: {{ servers: [\"{}\"] }}\n  routes:\n",
+        stable.addr, canary.addr
+    );
+    for i in 0..routes {
+        section.push_str(&format!(
+            "    - name: r{i}\n      paths: [\"/r{i}/\"]\n      routing:\n        default: stable\n        rules:\n          - name: rollout\n            percent: 38\n            group: canary\n            plan: {{ steps: {}, hold: {hold}, {PLAN}, on_failure: {on_failure} }}\n",
+            steps()
+        ));
+    }
+    section.push_str(&format!(
+        "  admin: {{ listen: \"{admin}\", token: \"{TOKEN}\" }}\n"
+    ));
+    Node {
+        gateway: Gateway::start(&section),
+        admin,
+        routes,
+    }
+}
+
+impl Node {
+    fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        let r = admin(self.admin, method, path, Some(TOKEN), None);
+        let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, value)
+    }
+
+    fn plans(&self) -> Vec<Value> {
+        let (status, answer) = self.call("GET", "/status");
+        assert_eq!(status, 200, "{answer}");
+        answer["plans"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn start_plans(&self) {
+        for i in 0..self.routes {
+            let (status, answer) =
+                self.call("POST", &format!("/routes/r{i}/rules/rollout/plan/start"));
+            assert_eq!(status, 200, "r{i}: {answer}");
+        }
+    }
+
+    /// Every plan once none runs any more.
+    fn outcome(&self, limit: Duration) -> Vec<Value> {
+        let mut plans = Vec::new();
+        wait_until("every plan stops running", limit, || {
+            plans = self.plans();
+            plans.len() == self.routes && plans.iter().all(|p| p["state"] != "running")
+        });
+        plans
+    }
+}
+
+/// `threads` client threads sending requests to every route in turn, as 5,000 users, until
+/// stopped; returns the number of requests answered.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<usize>>,
+}
+
+impl Traffic {
+    fn start(node: &Node, threads: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, addr, routes) = (stop.clone(), node.gateway.addr, node.routes);
+                thread::spawn(move || {
+                    let mut client = Client::connect(addr);
+                    let mut i = t * 7919;
+                    let mut sent = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let cookie = format!("canary_user=user-{}", i % 5000);
+                        let path = format!("/r{}/", i % routes);
+                        let r = client.get(&path, &[("Cookie", &cookie)]);
+                        assert!(r.status == 200 || r.status == 500, "{}", r.status);
+                        i += 1;
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Traffic { stop, threads }
+    }
+
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().expect("client thread"))
+            .sum()
+    }
+}
+
+/// The fair delays and the slow canary's (30 % slower, every draw).
+const FAIR_MS: (f64, f64) = (19.2, 20.6);
+const SLOW_MS: (f64, f64) = (FAIR_MS.0 * 1.3, FAIR_MS.1 * 1.3);
+
+/// 8 plans of 25 steps over a canary and a baseline with the same seeded delay distribution
+/// (different seeds): all 200 steps pass, no plan pauses (see [`PLAN`] for why a fair run
+/// fails far less than once in a million).
+#[test]
+fn two_hundred_fair_steps_pass() {
+    let stable = SeededOrigin::start("stable", FAIR_MS, 0.0, 1);
+    let canary = SeededOrigin::start("canary", FAIR_MS, 0.0, 2);
+    let node = start(8, (&stable, &canary), "1s", "pause");
+    node.start_plans();
+    let started = Instant::now();
+    let traffic = Traffic::start(&node, 32);
+    let plans = node.outcome(Duration::from_secs(600));
+    let sent = traffic.stop();
+    eprintln!(
+        "200 fair steps in {:?}: {sent} requests, stable served {}, canary {}",
+        started.elapsed(),
+        stable.served.load(Ordering::Relaxed),
+        canary.served.load(Ordering::Relaxed)
+    );
+    for plan in &plans {
+        assert_eq!(plan["state"], "completed", "{plan}");
+        assert_eq!(plan["step"], 25, "{plan}");
+    }
+    let (_, trail) = node.call("GET", "/audit?limit=1000");
+    let entries = trail["entries"].as_array().expect("entries");
+    let count = |action: &str| entries.iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("plan_advance"), 8 * 24, "24 advances a plan");
+    assert_eq!(count("plan_complete"), 8, "and its last step passed");
+    assert_eq!(count("plan_pause") + count("plan_rollback"), 0);
+    // Every passed step was judged on its own figures with the median compared.
+    let judged = entries
+        .iter()
+        .filter(|e| e["action"] == "plan_advance" || e["action"] == "plan_complete");
+    for entry in judged {
+        let figures = &entry["figures"];
+        assert!(
+            figures["canary"]["requests"].as_u64().unwrap_or(0) >= 60,
+            "{entry}"
+        );
+        let tests = figures["tests"].as_array().expect("tests");
+        assert!(
+            tests
+                .iter()
+                .any(|t| t["check"] == "latency_shift" && t["decision"] == "pass"),
+            "{entry}"
+        );
+    }
+}
+
+/// A canary 30 % slower in every draw (so in its median) is paused within two steps, by the
+/// median check.
+#[test]
+fn a_canary_thirty_percent_slower_is_paused_within_two_steps() {
+    let stable = SeededOrigin::start("stable", FAIR_MS, 0.0, 3);
+    let canary = SeededOrigin::start("canary", SLOW_MS, 0.0, 4);
+    let node = start(1, (&stable, &canary), "1s", "pause");
+    node.start_plans();
+    let traffic = Traffic::start(&node, 8);
+    let plan = node.outcome(Duration::from_secs(120)).remove(0);
+    traffic.stop();
+    assert_eq!(plan["state"], "paused", "{plan}");
+    let step = plan["step"].as_u64().unwrap_or(0);
+    assert!((1..=2).contains(&step), "paused at step {step}: {plan}");
+    let action = &plan["last_action"];
+    assert_eq!(action["action"], "pause");
+    let tests = action["figures"]["tests"].as_array().expect("tests");
+    let shift = tests
+        .iter()
+        .find(|t| t["check"] == "latency_shift")
+        .expect("the median check");
+    assert_eq!(shift["decision"], "fail", "{shift}");
+    assert_eq!(shift["test"], "mann_whitney_u");
+    assert!(shift["effect"].as_f64().unwrap_or(0.0) > 1.15, "{shift}");
+    assert!(shift["p_value"].as_f64().unwrap_or(1.0) < 0.001, "{shift}");
+    let errors = tests
+        .iter()
+        .find(|t| t["check"] == "errors")
+        .expect("errors");
+    assert_eq!(errors["decision"], "pass", "no errors: {errors}");
+}
+
+/// A canary answering 5xx to a seeded 20 % of requests is rolled back at its first step, by
+/// the error check. The step holds 10 s: a step passes only after its hold with the canary's
+/// share under the limit, and with a 1 s hold on a slow machine that could be judged on as few
+/// as 60 requests, where 3 or fewer errors (a share of 5 % or less) happen once in a thousand;
+/// by 10 s, at even 20 canary requests a second, the share rests on 200 requests, and 10 or
+/// fewer errors of 200 at 20 % happen about once in a billion. Over the limit, the step fails at the
+/// first look where the two-proportion test is significant: 12 errors of 60 against none of
+/// 60 baseline requests is z = 3.7 already.
+#[test]
+fn a_canary_with_twenty_percent_5xx_is_rolled_back_in_one_step() {
+    let stable = SeededOrigin::start("stable", FAIR_MS, 0.0, 5);
+    let canary = SeededOrigin::start("canary", FAIR_MS, 0.2, 6);
+    let node = start(1, (&stable, &canary), "10s", "rollback");
+    node.start_plans();
+    let traffic = Traffic::start(&node, 8);
+    let plan = node.outcome(Duration::from_secs(120)).remove(0);
+    traffic.stop();
+    assert_eq!(plan["state"], "rolled_back", "{plan}");
+    assert_eq!(plan["step"], 1, "at its first step: {plan}");
+    let action = &plan["last_action"];
+    assert_eq!(action["action"], "rollback");
+    let tests = action["figures"]["tests"].as_array().expect("tests");
+    let errors = tests
+        .iter()
+        .find(|t| t["check"] == "errors")
+        .expect("errors");
+    assert_eq!(errors["decision"], "fail", "{errors}");
+    assert!(errors["effect"].as_f64().unwrap_or(0.0) > 0.05, "{errors}");
+}
