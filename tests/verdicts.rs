@@ -282,6 +282,7 @@ fn two_hundred_fair_steps_pass() {
     let judged = entries
         .iter()
         .filter(|e| e["action"] == "plan_advance" || e["action"] == "plan_complete");
+    let (mut worst_ratio, mut worst_z) = (0f64, f64::MIN);
     for entry in judged {
         let figures = &entry["figures"];
         assert!(
@@ -289,13 +290,15 @@ fn two_hundred_fair_steps_pass() {
             "{entry}"
         );
         let tests = figures["tests"].as_array().expect("tests");
-        assert!(
-            tests
-                .iter()
-                .any(|t| t["check"] == "latency_shift" && t["decision"] == "pass"),
-            "{entry}"
-        );
+        let shift = tests
+            .iter()
+            .find(|t| t["check"] == "latency_shift")
+            .unwrap_or_else(|| panic!("the median compared: {entry}"));
+        assert_eq!(shift["decision"], "pass", "{entry}");
+        worst_ratio = worst_ratio.max(shift["effect"].as_f64().unwrap_or(0.0));
+        worst_z = worst_z.max(shift["z"].as_f64().unwrap_or(0.0));
     }
+    eprintln!("largest median ratio of the 200 steps {worst_ratio:.3} (limit 1.15), largest rank-test z {worst_z:.2} (3.09 at 99.9 %)");
 }
 
 /// A canary 30 % slower in every draw (so in its median) is paused within two steps, by the
