@@ -50,6 +50,7 @@ const TOKEN: &str = "verdict-test-token-0123456789";
 ///   groups in flight together, so that takes a run of stalls that pick canary requests only,
 ///   which the interleaved traffic (a user's group is fixed, the users are cycled) does not
 ///   make.
+///
 /// The slow canary (x1.3: 24.96-26.78 ms, the buckets above) has a median ratio near 1.25 and
 /// every one of its requests slower than every baseline one: the rank test's z is over 8 at 60
 /// requests a side, so the first judged look fails it.

@@ -242,10 +242,13 @@ mod tests {
         assert_eq!(tls.url.shown(), "https://[::1]");
     }
 
+    /// A key, how to spoil it, and words its error must hold.
+    type Case = (&'static str, fn(&mut NotifySpec), &'static str);
+
     /// One bad value per row, and the key its error names.
     #[test]
     fn errors_name_the_key() {
-        let cases: [(&str, fn(&mut NotifySpec), &str); 8] = [
+        let cases: [Case; 8] = [
             ("webhook", |s| s.webhook = "ftp://x/y".into(), "http://"),
             ("webhook", |s| s.webhook = "/no/host".into(), "http://"),
             (

@@ -614,6 +614,9 @@ gateway:
   limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576 }
   trusted_proxies: [10.0.0.0/8, 192.0.2.1]
   store: { redis: "redis://app:hunter2-secret@127.0.0.1:6379/0", prefix: "gw:", resync_interval: 30s, timeout: 1s }
+  notify:
+    - { webhook: "https://hooks.example.com/services/T0/B0/webhook-secret-path", format: slack, events: [rollback, pause], timeout: 2s, retries: 5 }
+    - { webhook: "http://127.0.0.1:9999" }
 "#;
 
     /// The other shapes: one routing block, one signing key, the decision header off.
@@ -715,6 +718,7 @@ gateway:
                 "hunter2-secret",
                 "only-key-0123456789",
                 "operator-token-0123456789",
+                "webhook-secret-path",
             ] {
                 assert!(!yaml.contains(secret), "{secret} shown:\n{yaml}");
             }
@@ -725,6 +729,8 @@ gateway:
             .redacted();
         let store = spec.store.as_ref().expect("store");
         assert_eq!(store.redis, "redis://app:<redacted>@127.0.0.1:6379/0");
+        assert_eq!(spec.notify[0].webhook, "https://hooks.example.com/<redacted>");
+        assert_eq!(spec.notify[1].webhook, "http://127.0.0.1:9999", "no path: nothing hidden");
         let admin = spec.admin.as_ref().expect("admin");
         assert_eq!(admin.token_env.as_deref(), Some("ADMIN_TOKEN"));
         assert_eq!(admin.tokens[0].token_env.as_deref(), Some("CI_TOKEN"));
