@@ -1,7 +1,7 @@
 //! The `canary-gateway` binary: parse Pingora's command line (`-c -t -u -d`), load and validate
 //! the configuration, wire the services and run. With no `-c`, run the bundled demo.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use canary_gateway::config::{self, LoadedConfig};
@@ -20,9 +20,15 @@ fn main() -> ExitCode {
     // We read the file ourselves (Pingora's keys and the gateway's section live in one file),
     // so Pingora gets the parsed ServerConf and no path.
     let conf_path = opt.conf.take();
-    let loaded = match &conf_path {
-        Some(path) => config::load_file(Path::new(path)),
-        None => config::load_demo(),
+    // The demo keeps its admin changes in a state file of the user's (not under -t).
+    let demo_state = match &conf_path {
+        None if !opt.test => demo_state_file(),
+        _ => None,
+    };
+    let loaded = match (&conf_path, &demo_state) {
+        (Some(path), _) => config::load_file(Path::new(path)),
+        (None, Some(state_file)) => config::load_demo_keeping(state_file),
+        (None, None) => config::load_demo(),
     };
     let LoadedConfig {
         server,
@@ -62,9 +68,10 @@ fn main() -> ExitCode {
         Err(e) => log::warn!("open files: cannot raise the soft limit to the hard one: {e}"),
     }
     let listen = gateway.listen.clone();
-    let config_source = match &conf_path {
-        Some(path) => ConfigSource::File(path.into()),
-        None => ConfigSource::Demo,
+    let config_source = match (&conf_path, &demo_state) {
+        (Some(path), _) => ConfigSource::File(path.into()),
+        (None, Some(state_file)) => ConfigSource::DemoKept(state_file.clone()),
+        (None, None) => ConfigSource::Demo,
     };
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
     pingora.bootstrap();
@@ -77,12 +84,35 @@ fn main() -> ExitCode {
         canary_gateway::config::describe_listeners(&listen)
     );
     if conf_path.is_none() {
-        print_demo_help(&listen[0].addr);
+        print_demo_help(&listen[0].addr, demo_state.as_deref());
     }
     pingora.run_forever();
 }
 
-fn print_demo_help(listen: &str) {
+/// The demo's state file, its folder made; `None` (changes not kept, said on the terminal)
+/// when the folder cannot be made.
+fn demo_state_file() -> Option<PathBuf> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "demo".into());
+    let file = config::demo_state_file(
+        std::env::var_os("XDG_STATE_HOME").as_deref(),
+        std::env::var_os("HOME").as_deref(),
+        &std::env::temp_dir(),
+        &user,
+    );
+    let folder = file.parent()?;
+    match std::fs::create_dir_all(folder) {
+        Ok(()) => Some(file),
+        Err(e) => {
+            eprintln!(
+                "canary-gateway: cannot make {} ({e}): the demo's changes will not be kept",
+                folder.display()
+            );
+            None
+        }
+    }
+}
+
+fn print_demo_help(listen: &str, state_file: Option<&Path>) {
     println!(
         "\ncanary-gateway demo on http://{listen} (origins: version 1 = stable, version 2 = canary)\n\
          Try:\n\
@@ -94,4 +124,12 @@ fn print_demo_help(listen: &str) {
          The web page: http://127.0.0.1:9090/ui/ (token demo-operator-token, or demo-viewer-token to\n\
          look without changing anything).\n"
     );
+    match state_file {
+        Some(path) => println!(
+            "Changes made on the page or through the admin API are kept in {}\n\
+             (and its audit trail): delete the file to start the demo afresh.\n",
+            path.display()
+        ),
+        None => println!("Changes made on the page are NOT kept: a restart undoes them.\n"),
+    }
 }

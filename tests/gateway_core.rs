@@ -401,18 +401,25 @@ fn demo_runs_with_no_arguments() {
         );
     }
     let cwd = TempDir::new("demo");
-    let mut child = std::process::Command::new(binary())
-        .current_dir(cwd.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start demo");
+    // The demo keeps its changes under XDG_STATE_HOME: here, not in the user's home.
+    let state_home = cwd.path().join("state");
+    let start_demo = || {
+        let child = std::process::Command::new(binary())
+            .current_dir(cwd.path())
+            .env("XDG_STATE_HOME", &state_home)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start demo");
+        // The demo has no config file to read its listeners from: wait for each of them.
+        for port in [8080, 9090, 10001, 10002] {
+            wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        child
+    };
+    let mut child = start_demo();
     let addr: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
     let admin_addr: SocketAddr = "127.0.0.1:9090".parse().expect("addr");
-    // The demo has no config file to read its listeners from: wait for each of them.
-    for port in [8080, 9090, 10001, 10002] {
-        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
     let v1 = get(addr, "/", &[]);
     let vip = get(addr, "/", &[("Cookie", "canary_user=alice")]);
     let rolled = get(addr, "/", &[("Cookie", "canary_user=user-6")]);
@@ -433,8 +440,16 @@ fn demo_runs_with_no_arguments() {
         Some("demo-viewer-token"),
         None,
     );
+    let changed = admin(
+        admin_addr,
+        "PUT",
+        "/rules/rollout/percent",
+        Some("demo-operator-token"),
+        Some(r#"{"percent": 30}"#),
+    );
     child.kill().ok();
     let output = child.wait_with_output().expect("demo output");
+    assert_eq!(changed.status, 200, "{}", changed.text());
     assert_eq!(v1.text(), "This is version 1\n");
     assert_eq!(vip.text(), "This is version 1\n");
     assert_eq!(rolled.text(), "This is version 2\n");
@@ -454,5 +469,41 @@ fn demo_runs_with_no_arguments() {
     assert!(
         printed.contains("curl"),
         "demo prints curl commands: {printed}"
+    );
+    let state_file = state_home.join("canary-gateway/demo-state.json");
+    assert!(
+        printed.contains(&format!("kept in {}", state_file.display())),
+        "the demo prints where it keeps its changes: {printed}"
+    );
+    assert!(state_file.exists(), "{} written", state_file.display());
+
+    // A restart keeps the change and its audit entry.
+    for port in [8080, 9090, 10001, 10002] {
+        wait_until("the first demo's port is free", READY_TIMEOUT, || {
+            TcpListener::bind(("127.0.0.1", port)).is_ok()
+        });
+    }
+    let mut again = start_demo();
+    let status = admin(
+        admin_addr,
+        "GET",
+        "/status",
+        Some("demo-viewer-token"),
+        None,
+    );
+    let trail = admin(admin_addr, "GET", "/audit", Some("demo-viewer-token"), None);
+    again.kill().ok();
+    again.wait().ok();
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("status JSON");
+    let rollout = status["rules"]
+        .as_array()
+        .and_then(|rules| rules.iter().find(|r| r["name"] == "rollout"))
+        .cloned()
+        .expect("the rollout rule");
+    assert_eq!(rollout["percent"], 30.0, "kept over the restart: {rollout}");
+    assert!(
+        trail.text().contains("percent set to 30"),
+        "{}",
+        trail.text()
     );
 }

@@ -379,6 +379,37 @@ pub fn load_demo() -> Result<LoadedConfig, ConfigError> {
     load_str(DEMO_CONFIG, DEMO_CONFIG_NAME, Path::new("."))
 }
 
+/// Loads the built-in demo with its admin changes kept in `state_file` (as if the file said
+/// `gateway.admin.state_file: <state_file>`), so a restart keeps them and their audit trail.
+pub fn load_demo_keeping(state_file: &Path) -> Result<LoadedConfig, ConfigError> {
+    let mut loaded = load_demo()?;
+    if let Some(admin) = &mut loaded.spec.admin {
+        admin.state_file = Some(state_file.to_path_buf());
+    }
+    if let Some(admin) = &mut loaded.gateway.admin {
+        admin.state_file = Some(state_file.to_path_buf());
+    }
+    Ok(loaded)
+}
+
+/// Where the demo keeps its changes: `$XDG_STATE_HOME/canary-gateway/demo-state.json`, else
+/// `$HOME/.local/state/canary-gateway/demo-state.json`, else (no home) under `temp` in a folder
+/// named for `user`. Empty variables count as unset, as the XDG specification says.
+pub fn demo_state_file(
+    xdg_state_home: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+    temp: &Path,
+    user: &str,
+) -> PathBuf {
+    let set = |v: Option<&std::ffi::OsStr>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    let folder = match (set(xdg_state_home), set(home)) {
+        (Some(state), _) if state.is_absolute() => state.join("canary-gateway"),
+        (_, Some(home)) => home.join(".local/state/canary-gateway"),
+        _ => temp.join(format!("canary-gateway-demo-{user}")),
+    };
+    folder.join("demo-state.json")
+}
+
 /// Parses and validates configuration text; `file` names it in errors and `base` is the folder
 /// relative paths resolve against.
 pub fn load_str(text: &str, file: &str, base: &Path) -> Result<LoadedConfig, ConfigError> {

@@ -729,8 +729,14 @@ gateway:
             .redacted();
         let store = spec.store.as_ref().expect("store");
         assert_eq!(store.redis, "redis://app:<redacted>@127.0.0.1:6379/0");
-        assert_eq!(spec.notify[0].webhook, "https://hooks.example.com/<redacted>");
-        assert_eq!(spec.notify[1].webhook, "http://127.0.0.1:9999", "no path: nothing hidden");
+        assert_eq!(
+            spec.notify[0].webhook,
+            "https://hooks.example.com/<redacted>"
+        );
+        assert_eq!(
+            spec.notify[1].webhook, "http://127.0.0.1:9999",
+            "no path: nothing hidden"
+        );
         let admin = spec.admin.as_ref().expect("admin");
         assert_eq!(admin.token_env.as_deref(), Some("ADMIN_TOKEN"));
         assert_eq!(admin.tokens[0].token_env.as_deref(), Some("CI_TOKEN"));

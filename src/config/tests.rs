@@ -85,6 +85,60 @@ fn the_demo_config_is_valid() {
     assert_eq!(demo.gateway.demo_origins.len(), 2);
 }
 
+/// The demo keeps its changes in the state file it is given, shown in the spec too.
+#[test]
+fn the_demo_keeps_its_changes_in_the_given_state_file() {
+    let file = Path::new("/var/tmp/demo-state.json");
+    let demo = load_demo_keeping(file).expect("demo config valid");
+    let admin = demo
+        .gateway
+        .admin
+        .as_ref()
+        .expect("the demo has an admin API");
+    assert_eq!(admin.state_file.as_deref(), Some(file));
+    let spec_admin = demo.spec.admin.as_ref().expect("admin");
+    assert_eq!(spec_admin.state_file.as_deref(), Some(file));
+    let plain = load_demo().expect("demo");
+    assert_eq!(plain.gateway.admin.expect("admin").state_file, None);
+}
+
+/// XDG_STATE_HOME (absolute, non-empty) first, then HOME, then a per-user temporary folder.
+#[test]
+fn the_demo_state_file_follows_xdg_then_home_then_temp() {
+    use std::ffi::OsStr;
+    let temp = Path::new("/tmp");
+    let path = |xdg: Option<&str>, home: Option<&str>| {
+        demo_state_file(xdg.map(OsStr::new), home.map(OsStr::new), temp, "ann")
+    };
+    let table = [
+        (Some("/s"), Some("/h"), "/s/canary-gateway/demo-state.json"),
+        (
+            Some(""),
+            Some("/h"),
+            "/h/.local/state/canary-gateway/demo-state.json",
+        ),
+        (
+            Some("rel"),
+            Some("/h"),
+            "/h/.local/state/canary-gateway/demo-state.json",
+        ),
+        (
+            None,
+            Some("/h"),
+            "/h/.local/state/canary-gateway/demo-state.json",
+        ),
+        (
+            None,
+            Some(""),
+            "/tmp/canary-gateway-demo-ann/demo-state.json",
+        ),
+        (None, None, "/tmp/canary-gateway-demo-ann/demo-state.json"),
+    ];
+    for (xdg, home, want) in table {
+        assert_eq!(path(xdg, home), Path::new(want), "{xdg:?} {home:?}");
+    }
+}
+
 #[test]
 fn grace_period_from_the_file_wins() {
     let text = GOOD.replace("threads: 2", "grace_period_seconds: 30");

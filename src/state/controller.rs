@@ -35,6 +35,8 @@ pub enum ConfigSource {
     File(PathBuf),
     /// The built-in demo configuration.
     Demo,
+    /// The built-in demo, its admin changes kept in this state file.
+    DemoKept(PathBuf),
 }
 
 impl ConfigSource {
@@ -43,6 +45,7 @@ impl ConfigSource {
         let loaded = match self {
             ConfigSource::File(path) => config::load_file(path),
             ConfigSource::Demo => config::load_demo(),
+            ConfigSource::DemoKept(state_file) => config::load_demo_keeping(state_file),
         };
         loaded
             .map(|l| (l.spec, l.gateway))
@@ -53,7 +56,7 @@ impl ConfigSource {
     pub(crate) fn describe(&self) -> String {
         match self {
             ConfigSource::File(path) => path.display().to_string(),
-            ConfigSource::Demo => config::DEMO_CONFIG_NAME.to_string(),
+            ConfigSource::Demo | ConfigSource::DemoKept(_) => config::DEMO_CONFIG_NAME.to_string(),
         }
     }
 }
