@@ -321,7 +321,7 @@ fn failing_webhooks_are_retried_and_hold_back_no_change() {
     let silent = Receiver::start(None);
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
     let notify = format!(
-        "    - {{ webhook: \"{}\", retries: 2 }}\n    - {{ webhook: \"{}\", timeout: 30s, retries: 0 }}\n",
+        "    - {{ webhook: \"{}\", retries: 2 }}\n    - {{ webhook: \"{}\", timeout: 10m, retries: 0 }}\n",
         failing.url("/fail"),
         silent.url("/silent"),
     );
