@@ -380,3 +380,83 @@ fn failing_webhooks_are_retried_and_hold_back_no_change() {
     let (status, _) = node.call("GET", "/status", None);
     assert_eq!(status, 200, "the admin API answers after it all");
 }
+
+/// `https://` webhooks: one whose certificate a CA the gateway trusts (through `SSL_CERT_FILE`,
+/// which the system's root store honours) issued gets the notice; one whose certificate an
+/// unknown CA issued is refused during the handshake, retried once, and counted failed.
+#[test]
+fn https_webhooks_check_the_certificate() {
+    use common::tls::{Ca, TlsOrigin};
+    let dir = TempDir::new("notify-tls");
+    let trusted = Ca::new("notify trusted CA");
+    let stranger = Ca::new("notify unknown CA");
+    let roots = dir.path().join("roots.pem");
+    trusted.write_cert(&roots);
+    let good = TlsOrigin::start(
+        "hook",
+        &trusted.issue_p256(dir.path(), "good", "localhost", 2),
+        None,
+    );
+    let bad = TlsOrigin::start(
+        "hook",
+        &stranger.issue_p256(dir.path(), "bad", "localhost", 3),
+        None,
+    );
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = format!(
+        "version: 1\nthreads: 1\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         gateway:\n  listen: [\"{addr}\"]\n{groups}  routing:\n    default: stable\n    rules:\n\
+         \x20     - {{ name: rollout, percent: 10, group: canary }}\n\
+         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
+         \x20 metrics: {{ listen: \"{metrics_addr}\" }}\n\
+         \x20 notify:\n\
+         \x20   - {{ webhook: \"https://localhost:{good}/hook\", retries: 0 }}\n\
+         \x20   - {{ webhook: \"https://localhost:{bad}/hook\", retries: 1 }}\n",
+        d = dir.path().display(),
+        groups = groups_yaml(&[("stable", &stable), ("canary", &canary)]),
+        good = good.addr.port(),
+        bad = bad.addr.port(),
+    );
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let gateway = Gateway::start_with_command(dir, config_path, addr, |command| {
+        command.env("SSL_CERT_FILE", &roots);
+    });
+    let node = Node {
+        gateway,
+        admin: admin_addr,
+        metrics: metrics_addr,
+    };
+    let (status, _) = node.call("PUT", "/rules/rollout/percent", Some(r#"{"percent": 20}"#));
+    assert_eq!(status, 200);
+    wait_until("the trusted webhook gets the notice", READY_TIMEOUT, || {
+        good.requests.load(Ordering::SeqCst) == 1
+    });
+    wait_until(
+        "the unknown CA's webhook counted failed",
+        READY_TIMEOUT,
+        || node.metric("gateway_notifications_total{result=\"failed\",webhook=\"1\"}") == 1.0,
+    );
+    assert_eq!(
+        node.metric("gateway_notifications_total{result=\"sent\",webhook=\"0\"}"),
+        1.0
+    );
+    assert_eq!(
+        bad.connections.load(Ordering::SeqCst),
+        2,
+        "two handshakes: the attempt and its retry"
+    );
+    assert_eq!(
+        bad.requests.load(Ordering::SeqCst),
+        0,
+        "no request over an unverified connection"
+    );
+    assert!(
+        node.gateway.log().contains("failed after 2 attempt(s)"),
+        "{}",
+        node.gateway.log()
+    );
+}

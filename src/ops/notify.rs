@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use log::{debug, warn};
+use log::{debug, error, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::tls::{ClientConfig, RootCertStore, ServerName, TlsConnector};
@@ -86,7 +86,7 @@ pub(crate) struct Notifier {
 impl Notifier {
     pub(crate) fn new(hooks: Vec<NotifyHook>) -> Notifier {
         let tls = if hooks.iter().any(|h| h.url.tls) {
-            Some(tls_connector())
+            tls_connector()
         } else {
             None
         };
@@ -118,8 +118,8 @@ impl Notifier {
 }
 
 /// A TLS client trusting the system's roots (a webhook whose certificate they do not vouch for
-/// fails, and is counted as failed).
-fn tls_connector() -> TlsConnector {
+/// fails, and is counted as failed); `None`, logged, if rustls refuses its own defaults.
+fn tls_connector() -> Option<TlsConnector> {
     let mut roots = RootCertStore::empty();
     match pingora_core::tls::load_native_certs() {
         Ok(certs) => {
@@ -129,18 +129,15 @@ fn tls_connector() -> TlsConnector {
         Err(e) => warn!("notify: cannot read the system's trusted roots: {e}"),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config =
-        match ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
-            Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
-            // ring offers the default versions; were it ever refused, fall back to the defaults.
-            Err(e) => {
-                warn!("notify: TLS client settings: {e}");
-                ClientConfig::builder()
-                    .with_root_certificates(RootCertStore::empty())
-                    .with_no_client_auth()
-            }
-        };
-    TlsConnector::from(Arc::new(config))
+    match ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+        Ok(builder) => Some(TlsConnector::from(Arc::new(
+            builder.with_root_certificates(roots).with_no_client_auth(),
+        ))),
+        Err(e) => {
+            error!("notify: no TLS client ({e}): https:// webhooks will fail");
+            None
+        }
+    }
 }
 
 #[async_trait]
