@@ -28,9 +28,9 @@ const TOKEN: &str = "verdict-test-token-0123456789";
 /// from its 100th canary request until its 1 s hold is over, which is 2 to 4 looks a step. A
 /// check fails a step only when the canary is over its limit AND the one-sided test is
 /// significant at 99.9 %. If the test alone were the guard, 200 steps × 3 looks at 0.1 % would
-/// fail a fair run about 45 % of the time (1 − 0.999^600). An earlier version of this test saw it: one fair
-/// step's rank test reached z 3.28, over the 3.09 that 99.9 % asks. So the limits are what keep a
-/// fair run safe, and they are set where a fair sample cannot reach them:
+/// fail a fair run about 45 % of the time (1 − 0.999^600). An earlier version of this test saw
+/// it: one fair step's rank test reached z 3.28, over the 3.09 that 99.9 % asks. So the limits
+/// are what keep a fair run safe, and they are set where a fair sample cannot reach them:
 /// - errors: the fair origins never answer 5xx. The canary's share is 0, never over +5 points.
 ///   The 5xx test shows that the check still acts.
 /// - median 1.15×: the latency histogram's buckets are 2^(1/4) wide, and a median is read by
