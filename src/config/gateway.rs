@@ -244,6 +244,7 @@ fn validate_limits(file: &LimitsSpec) -> Result<Limits, KeyError> {
     Ok(Limits {
         head,
         body_timeout: duration("body_timeout", &file.body_timeout, defaults.body_timeout)?,
+        send_timeout: duration("send_timeout", &file.send_timeout, defaults.send_timeout)?,
         tunnel_idle_timeout: duration(
             "tunnel_idle_timeout",
             &file.tunnel_idle_timeout,

@@ -197,6 +197,9 @@ pub(crate) struct Limits {
     pub(crate) head: HeadLimits,
     /// Deadline for the whole request body, counted from the end of the head.
     pub(crate) body_timeout: Duration,
+    /// How long a response may wait for the client to accept any of its bytes: past it an
+    /// HTTP/2 stream is reset and an HTTP/1.1 connection closed (nginx's `send_timeout`).
+    pub(crate) send_timeout: Duration,
     /// An upgraded connection (WebSocket) with no traffic either way for this long is closed.
     /// Tunnels have no body limits: this is what bounds them.
     pub(crate) tunnel_idle_timeout: Duration,
@@ -209,6 +212,7 @@ impl Default for Limits {
         Limits {
             head: HeadLimits::default(),
             body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
             max_body_bytes: 10 * 1024 * 1024,
         }

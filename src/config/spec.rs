@@ -208,6 +208,9 @@ pub struct LimitsSpec {
     /// A duration: the whole request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_timeout: Option<String>,
+    /// A duration: how long a response may wait for the client to accept any of its bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_timeout: Option<String>,
     /// A duration: an upgraded connection with no traffic for this long is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_idle_timeout: Option<String>,
@@ -611,7 +614,7 @@ gateway:
     state_file: state.json
   metrics: { listen: "127.0.0.1:9091" }
   access_log: { path: "-" }
-  limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576 }
+  limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, send_timeout: 45s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576 }
   trusted_proxies: [10.0.0.0/8, 192.0.2.1]
   store: { redis: "redis://app:hunter2-secret@127.0.0.1:6379/0", prefix: "gw:", resync_interval: 30s, timeout: 1s }
   notify:

@@ -840,6 +840,27 @@ fn listener_ports_are_typed() {
     assert_eq!(ports, [("127.0.0.1:8080", 8080), ("[::1]:8081", 8081)]);
 }
 
+/// `limits.send_timeout` defaults to nginx's 60 s, takes any positive duration, and a bad
+/// value is refused with the key named.
+#[test]
+fn send_timeout_defaults_to_nginx() {
+    let limits =
+        |section: &str| GOOD.replacen("  routing:\n", &format!("{section}  routing:\n"), 1);
+    assert_eq!(
+        load(GOOD).expect("valid").gateway.limits.send_timeout,
+        Duration::from_secs(60)
+    );
+    let set = load(&limits("  limits: { send_timeout: 1500ms }\n")).expect("valid");
+    assert_eq!(set.gateway.limits.send_timeout, Duration::from_millis(1500));
+    for (value, needle) in [("0s", "more than zero"), ("soon", "soon")] {
+        let message = error_of(&limits(&format!("  limits: {{ send_timeout: {value} }}\n")));
+        assert!(
+            message.contains("gateway.limits.send_timeout") && message.contains(needle),
+            "{value}: {message}"
+        );
+    }
+}
+
 /// `limits.keepalive_timeout` defaults to nginx's 75 s, takes whole seconds, and a value
 /// Pingora cannot take is refused with the key named.
 #[test]

@@ -32,14 +32,16 @@ use super::HeadLimits;
 
 /// The HTTP/2 settings of the client side, bounded like HTTP/1: a request's header list is
 /// held to `max_header_bytes` (HEADERS and CONTINUATION frames together, so a CONTINUATION
-/// flood ends the connection), at most 100 streams run at once, and a client whose streams the
-/// gateway has to reset again and again (rapid reset, MadeYouReset) is sent away. The reset
-/// budgets are the `h2` crate's defaults, set here so they stay visible.
+/// flood ends the connection), at most 100 streams run at once, each holding at most
+/// [`H2_MAX_SEND_BUFFER`] of response bytes the client is not taking, and a client whose
+/// streams the gateway has to reset again and again (rapid reset, MadeYouReset) is sent away.
+/// The reset budgets are the `h2` crate's defaults, set here so they stay visible.
 pub(crate) fn h2_options(limits: &HeadLimits) -> H2Options {
     let mut options = H2Options::new();
     options
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_send_buffer_size(H2_MAX_SEND_BUFFER)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS));
     options
@@ -47,6 +49,11 @@ pub(crate) fn h2_options(limits: &HeadLimits) -> H2Options {
 
 /// Streams a client may have open at once on one HTTP/2 connection.
 pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Response bytes h2 holds for one stream beyond what the client's window lets it send
+/// (the crate's default is 400 KiB): one read from the origin (Pingora reads 64 KiB at a time).
+/// With at most [`H2_MAX_CONCURRENT_STREAMS`] streams, a connection whose client stops
+/// reading holds at most 6.25 MiB here, for at most `limits.send_timeout`.
+pub(crate) const H2_MAX_SEND_BUFFER: usize = 64 * 1024;
 /// Streams reset by the client before the gateway took them up, beyond which the connection
 /// is closed (rapid reset, CVE-2023-44487).
 pub(crate) const H2_MAX_PENDING_RESETS: usize = 20;

@@ -1,0 +1,258 @@
+//! `limits.send_timeout` against a real gateway: HTTP/2 streams whose client accepts no
+//! response bytes (a zero flow-control window) are reset and the gateway's memory stays
+//! bounded meanwhile; an HTTP/1.1 client that never reads a large answer is disconnected.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::tls::{h2, Ca, RawH2};
+use common::*;
+
+/// The send timeout in these tests.
+const SEND_TIMEOUT: &str = "2s";
+
+/// An HTTP/1.1 origin whose every answer is `size` bytes of `x`, served on keep-alive
+/// connections, one small-stacked thread each (the test opens thousands).
+fn large_origin(size: usize) -> SocketAddr {
+    let listener = test_listener();
+    let addr = listener.local_addr().expect("origin addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let spawned = thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || serve_large(stream, size));
+            if spawned.is_err() {
+                // Out of threads: the connection is dropped, which the test would notice.
+                continue;
+            }
+        }
+    });
+    addr
+}
+
+fn serve_large(mut stream: TcpStream, size: usize) {
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        head.clear();
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if stream.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            left -= n;
+        }
+    }
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this test process's soft open-files limit to its hard one (the origin holds a
+/// connection per stalled stream).
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct on this stack.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
+/// A gateway with a plaintext listener and a TLS one (certificate for `a.test`) in front of
+/// `origin`, with `limits` (a YAML flow mapping); returns it and the TLS address.
+fn tls_gateway(tag: &str, origin: SocketAddr, limits: &str) -> (Gateway, SocketAddr) {
+    let dir = TempDir::new(tag);
+    let ca = Ca::new("test CA");
+    let cert = ca.issue_p256(dir.path(), "a", "a.test", 1);
+    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = format!(
+        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
+         gateway:\n  listen:\n    - \"{plain}\"\n\
+         \x20   - addr: \"{tls}\"\n      tls:\n        certificates:\n\
+         \x20         - {{ cert: \"{cert}\", key: \"{key}\" }}\n\
+         \x20 groups:\n    stable: {{ servers: [\"{origin}\"] }}\n\
+         \x20 routing: {{ default: stable }}\n  limits: {limits}\n",
+        d = dir.path().display(),
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+    );
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    (Gateway::start_with_file(dir, config_path, plain), tls)
+}
+
+/// What one zero-window connection saw.
+#[derive(Debug, Default)]
+struct Seen {
+    answered: usize,
+    data_bytes: usize,
+    reset: usize,
+}
+
+/// Opens `streams` GETs on one connection whose client first sets its initial stream window
+/// to zero, so no response byte can be sent; reads frames until every stream was reset or
+/// nothing came for `IO_TIMEOUT`. `answered` counts response heads, `reset` RST_STREAMs. The
+/// connection is returned open.
+fn zero_window_client(tls: SocketAddr, streams: u32) -> (Seen, RawH2) {
+    let mut client = RawH2::connect(tls, "a.test");
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+    let mut burst = h2::frame(h2::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]);
+    let block = h2::get_block("a.test");
+    for i in 0..streams {
+        burst.extend(h2::frame(
+            h2::HEADERS,
+            h2::END_HEADERS | h2::END_STREAM,
+            2 * i + 1,
+            &block,
+        ));
+    }
+    client.send(&burst).expect("requests");
+    let mut seen = Seen::default();
+    while seen.reset < streams as usize {
+        let Some((kind, _flags, stream, payload)) = client.read_frame() else {
+            break;
+        };
+        match kind {
+            h2::HEADERS if stream != 0 => seen.answered += 1,
+            h2::DATA => seen.data_bytes += payload.len(),
+            h2::RST_STREAM => seen.reset += 1,
+            _ => {}
+        }
+    }
+    (seen, client)
+}
+
+/// One wave of the attack: `connections` zero-window clients of `streams` GETs each, run at
+/// once. Returns what they saw, their connections (still open), the gateway's peak RSS
+/// (KiB) while they ran, and how long the wave took.
+fn zero_window_wave(
+    gateway: &Gateway,
+    tls: SocketAddr,
+    connections: usize,
+    streams: u32,
+) -> (Vec<Seen>, Vec<RawH2>, u64, Duration) {
+    let pid = gateway.pid();
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..connections)
+        .map(|_| thread::spawn(move || zero_window_client(tls, streams)))
+        .collect();
+    let sampler = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(Ordering::SeqCst) {
+                peak = peak.max(rss_kib(pid));
+                thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let (seen, open): (Vec<Seen>, Vec<RawH2>) = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .unzip();
+    let took = started.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let peak = sampler.join().expect("sampler");
+    (seen, open, peak, took)
+}
+
+/// What a stalled stream may hold in the gateway at most, in KiB: Pingora's read-ahead from
+/// the origin (its task queue and the batch being written: up to ten reads of at most 64 KiB),
+/// its 64 KiB read buffer for the origin connection, and 64 KiB for the stream's TLS, h2 and
+/// proxy state. h2's send buffer holds nothing: the window is zero.
+const STALLED_STREAM_KIB: u64 = 10 * 64 + 64 + 64;
+
+/// 20 connections × 100 GETs of a 1 MiB object, each client with a zero stream window: the
+/// gateway answers each (a response head needs no window) and resets every stream once
+/// `send_timeout` passes without a byte accepted. Memory: the peak stays under
+/// [`STALLED_STREAM_KIB`] a stream (2,000 streams: 1.5 GiB; measured about 0.3 MiB a
+/// stream), and a second wave while the first wave's connections stay open takes no more
+/// than half as much again: the first wave's streams were let go (before `send_timeout`
+/// existed they were held until the client left, and the second wave doubled the memory).
+#[test]
+fn stalled_h2_streams_are_reset_after_the_send_timeout() {
+    raise_open_files();
+    let (connections, per_connection) = (20, 100);
+    let total = connections * per_connection as usize;
+    let origin = large_origin(1024 * 1024);
+    let (gateway, tls) = tls_gateway(
+        "send-timeout-h2",
+        origin,
+        &format!("{{ send_timeout: {SEND_TIMEOUT}, keepalive_timeout: 1h }}"),
+    );
+    let rss_idle = rss_kib(gateway.pid());
+    let (first, _first_open, first_peak, took) =
+        zero_window_wave(&gateway, tls, connections, per_connection);
+    let (second, _second_open, second_peak, _) =
+        zero_window_wave(&gateway, tls, connections, per_connection);
+    let sum = |seen: &[Seen], f: fn(&Seen) -> usize| seen.iter().map(f).sum::<usize>();
+    eprintln!(
+        "zero-window streams, {total} a wave: answered {} + {}, reset {} + {}, data bytes {}; \
+         first wave took {took:?}; RSS idle {rss_idle} KiB, peak {first_peak} KiB, \
+         peak in the second wave {second_peak} KiB",
+        sum(&first, |s| s.answered),
+        sum(&second, |s| s.answered),
+        sum(&first, |s| s.reset),
+        sum(&second, |s| s.reset),
+        sum(&first, |s| s.data_bytes) + sum(&second, |s| s.data_bytes),
+    );
+    for (wave, seen) in [("first", &first), ("second", &second)] {
+        assert_eq!(sum(seen, |s| s.answered), total, "{wave} wave: {seen:?}");
+        assert_eq!(sum(seen, |s| s.data_bytes), 0, "no DATA fits a zero window");
+        assert_eq!(
+            sum(seen, |s| s.reset),
+            total,
+            "{wave} wave: every stalled stream is reset: {seen:?}"
+        );
+    }
+    let bound = rss_idle + total as u64 * STALLED_STREAM_KIB;
+    assert!(
+        first_peak < bound,
+        "RSS peaked at {first_peak} KiB, over {bound} KiB"
+    );
+    let first_growth = first_peak.saturating_sub(rss_idle);
+    assert!(
+        second_peak < first_peak + first_growth / 2,
+        "the second wave took RSS from {first_peak} to {second_peak} KiB: the first wave's \
+         streams are still held"
+    );
+    assert!(
+        took >= Duration::from_secs(2) - Duration::from_millis(100),
+        "every stream reset after {took:?}, before the send timeout"
+    );
+}
