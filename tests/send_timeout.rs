@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,26 +18,30 @@ use common::*;
 const SEND_TIMEOUT: &str = "2s";
 
 /// An HTTP/1.1 origin whose every answer is `size` bytes of `x`, served on keep-alive
-/// connections, one small-stacked thread each (the test opens thousands).
-fn large_origin(size: usize) -> SocketAddr {
+/// connections, one small-stacked thread each (the test opens thousands). Also returns the
+/// count of answers cut off by the gateway closing the connection.
+fn large_origin(size: usize) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = test_listener();
     let addr = listener.local_addr().expect("origin addr");
+    let cut = Arc::new(AtomicUsize::new(0));
+    let counted = cut.clone();
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
+            let cut = counted.clone();
             let spawned = thread::Builder::new()
                 .stack_size(64 * 1024)
-                .spawn(move || serve_large(stream, size));
+                .spawn(move || serve_large(stream, size, &cut));
             if spawned.is_err() {
                 // Out of threads: the connection is dropped, which the test would notice.
                 continue;
             }
         }
     });
-    addr
+    (addr, cut)
 }
 
-fn serve_large(mut stream: TcpStream, size: usize) {
+fn serve_large(mut stream: TcpStream, size: usize, cut: &AtomicUsize) {
     let chunk = vec![b'x'; 64 * 1024];
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -57,6 +61,7 @@ fn serve_large(mut stream: TcpStream, size: usize) {
         while left > 0 {
             let n = left.min(chunk.len());
             if stream.write_all(&chunk[..n]).is_err() {
+                cut.fetch_add(1, Ordering::SeqCst);
                 return;
             }
             left -= n;
@@ -209,7 +214,7 @@ fn stalled_h2_streams_are_reset_after_the_send_timeout() {
     raise_open_files();
     let (connections, per_connection) = (20, 100);
     let total = connections * per_connection as usize;
-    let origin = large_origin(1024 * 1024);
+    let (origin, _) = large_origin(1024 * 1024);
     let (gateway, tls) = tls_gateway(
         "send-timeout-h2",
         origin,
@@ -254,5 +259,55 @@ fn stalled_h2_streams_are_reset_after_the_send_timeout() {
     assert!(
         took >= Duration::from_secs(2) - Duration::from_millis(100),
         "every stream reset after {took:?}, before the send timeout"
+    );
+}
+
+/// An HTTP/1.1 client that asks for 64 MiB and reads nothing: once the socket buffers are full
+/// the gateway waits `send_timeout` for the client to take a byte, then closes the connection
+/// (and the origin's answer is cut off). Reading afterwards finds the answer short and the
+/// connection at its end.
+#[test]
+fn an_http1_client_that_never_reads_is_closed_after_the_send_timeout() {
+    let size = 64 * 1024 * 1024;
+    let (origin, cut) = large_origin(size);
+    let (gateway, _tls) = tls_gateway(
+        "send-timeout-h1",
+        origin,
+        &format!("{{ send_timeout: {SEND_TIMEOUT} }}"),
+    );
+    let mut client = TcpStream::connect(gateway.addr).expect("connect");
+    client
+        .write_all(b"GET /large HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .expect("request");
+    let sent = Instant::now();
+    // The gateway gives up on the client: it lets the origin connection go, cutting the
+    // answer off there.
+    let waited = wait_until("the origin's answer cut off", READY_TIMEOUT, || {
+        cut.load(Ordering::SeqCst) == 1
+    });
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let ended = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) => panic!(
+                "still open after {:?} ({e}); read {received} bytes",
+                sent.elapsed()
+            ),
+        }
+    };
+    eprintln!(
+        "HTTP/1.1 client reading nothing: {ended} after {waited:?}; {received} of {size} bytes"
+    );
+    assert!(
+        received < size,
+        "the whole answer was delivered ({received} bytes)"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) - Duration::from_millis(100),
+        "given up after {waited:?}, before the send timeout"
     );
 }
