@@ -913,11 +913,14 @@ fn h2_rapid_reset_is_cut_off() {
     );
 }
 
-/// CONTINUATION flood: one request whose header block never ends. The gateway closes the
-/// connection once the block passes the header limit, holding no more than that.
+/// CONTINUATION flood: one request whose header block never ends. The gateway sends the
+/// client away with a GOAWAY (ENHANCE_YOUR_CALM) once the block passes its limits, then ends
+/// the connection in order: the client's flood (16 MiB) is read and dropped, not answered
+/// with a TCP reset (which cut its writes short and could overtake the GOAWAY), and the
+/// client reads the GOAWAY and then the end of the stream. Memory stays bounded meanwhile.
 #[test]
-fn h2_continuation_flood_is_cut_off() {
-    let (edge, _stable) = one_origin_edge("tls-continuation", "");
+fn h2_continuation_flood_gets_goaway_then_close() {
+    let (edge, stable) = one_origin_edge("tls-continuation", "");
     let rss_before = rss_kib(edge.gateway.pid());
     let mut attacker = RawH2::connect(edge.tls, "a.test");
     attacker
@@ -936,20 +939,63 @@ fn h2_continuation_flood_is_cut_off() {
     }
     let frame = h2::frame(h2::CONTINUATION, 0, 1, &fragment);
     let mut sent = 0usize;
-    let total = 20 * 1024 * 1024;
+    // Several times what the socket buffers hold: closing without reading on would reset
+    // the connection under these writes.
+    let total = 16 * 1024 * 1024;
+    let mut write_error = None;
     while sent < total {
-        if attacker.send(&frame).is_err() {
+        if let Err(e) = attacker.send(&frame) {
+            write_error = Some(e);
             break;
         }
         sent += frame.len();
     }
-    assert!(
-        sent < total,
-        "the gateway took all {sent} bytes of one header block"
+    // Everything the gateway sent, to the end of the connection.
+    let mut frames = Vec::new();
+    let ending = loop {
+        match attacker.read_frame_or_end() {
+            Ok(Some((kind, _, _, payload))) => frames.push((kind, payload)),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let kinds: Vec<u8> = frames.iter().map(|(kind, _)| *kind).collect();
+    let goaway = frames
+        .iter()
+        .find(|(kind, payload)| *kind == h2::GOAWAY && payload.len() >= 8)
+        .map(|(_, p)| u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+    assert_eq!(
+        stable.count(),
+        0,
+        "the unfinished request reached no origin"
     );
-    let code = after_attack(&edge, &mut attacker, "a CONTINUATION flood");
+    let url = format!("https://a.test:{}/", edge.tls.port());
+    let body = curl(&[
+        "-k",
+        "--http2",
+        "--resolve",
+        &resolve("a.test", edge.tls),
+        &url,
+    ]);
+    assert_eq!(body, "stable", "after the flood, another client is served");
     let rss_after = rss_kib(edge.gateway.pid());
-    eprintln!("continuation flood: closed after {sent} bytes, GOAWAY {code:?}, RSS {rss_before} -> {rss_after} KiB");
+    eprintln!(
+        "continuation flood: sent {sent} bytes (write error {write_error:?}); frames {kinds:?}, \
+         GOAWAY {goaway:?}, ended {ending:?}; RSS {rss_before} -> {rss_after} KiB"
+    );
+    assert_eq!(
+        goaway,
+        Some(0xb),
+        "GOAWAY with ENHANCE_YOUR_CALM; frames {kinds:?}"
+    );
+    assert!(
+        ending.is_ok(),
+        "the connection ended with {ending:?}, not in order after the GOAWAY"
+    );
+    assert!(
+        write_error.is_none(),
+        "the flood's writes were cut by a reset after {sent} bytes: {write_error:?}"
+    );
     assert!(
         rss_after < rss_before + 32 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"

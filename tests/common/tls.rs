@@ -544,6 +544,26 @@ impl RawH2 {
         Some((head[3], head[4], stream, payload))
     }
 
+    /// Reads one frame: `Ok(None)` at the connection's orderly end (TLS close or TCP end of
+    /// stream), `Err` if it was reset or a read waited `IO_TIMEOUT`.
+    pub fn read_frame_or_end(&mut self) -> std::io::Result<Option<(u8, u8, u32, Vec<u8>)>> {
+        self.tls
+            .get_ref()
+            .set_read_timeout(Some(super::IO_TIMEOUT))
+            .ok();
+        let mut head = [0u8; 9];
+        match self.tls.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        self.tls.read_exact(&mut payload)?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Ok(Some((head[3], head[4], stream, payload)))
+    }
+
     /// Reads frames until the connection ends: the frames' types with when each came, and
     /// whether the gateway closed the connection (false: still open after a read waited
     /// `IO_TIMEOUT`).

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,6 +65,15 @@ pub(crate) const H2_MAX_LOCAL_RESETS: usize = 1024;
 /// h2's PING, a request it sent before it saw the GOAWAY finishing) before the guard closes it.
 pub(crate) const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a connection closed for the client's error keeps reading (and dropping) what the
+/// client still sends. Closing a socket with unread bytes sends a TCP reset, which may
+/// overtake the GOAWAY and makes the client's writes fail before it reads it; reading on for a
+/// moment (nginx's lingering close) lets the GOAWAY and the end of the stream arrive in order.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// Room for each read while lingering.
+const LINGER_READ: usize = 16 * 1024;
+
 /// Open streams tracked at most; past this many (the client opening streams faster than they
 /// are refused) the connection simply counts as busy until some end.
 const MAX_TRACKED_STREAMS: usize = 2 * H2_MAX_CONCURRENT_STREAMS as usize;
@@ -75,6 +84,7 @@ const RST_STREAM: u8 = 0x3;
 const GOAWAY: u8 = 0x7;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
+const NO_ERROR: u32 = 0x0;
 const END_HEADERS: u8 = 0x4;
 const PREFACE_LEN: usize = 24;
 
@@ -94,11 +104,16 @@ struct Frames {
     head: [u8; 9],
     /// Bytes of `head` collected so far.
     have: usize,
-    /// Payload bytes of the current frame still to pass.
+    /// Payload bytes of the current frame still to pass, and its whole length.
     payload: usize,
+    length: usize,
     /// The current frame's type, and whether a GOAWAY has passed whole.
     kind: u8,
     goaway_passed: bool,
+    /// The error code of the last GOAWAY that passed whole (`NO_ERROR` if none has), and the
+    /// one passing now.
+    goaway_error: u32,
+    passing_error: [u8; 4],
 }
 
 impl Frames {
@@ -124,6 +139,9 @@ impl Frames {
             }
             if self.payload > 0 {
                 let n = self.payload.min(bytes.len());
+                if self.kind == GOAWAY {
+                    self.keep_error_code(&bytes[..n]);
+                }
                 self.payload -= n;
                 bytes = &bytes[n..];
                 self.frame_passed();
@@ -137,7 +155,9 @@ impl Frames {
                 self.have = 0;
                 let h = self.head;
                 self.payload = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                self.length = self.payload;
                 self.kind = h[3];
+                self.passing_error = [0; 4];
                 on_head(FrameHead {
                     kind: h[3],
                     flags: h[4],
@@ -148,9 +168,24 @@ impl Frames {
         }
     }
 
+    /// Keeps the bytes of a GOAWAY's error code (payload bytes 4 to 7: RFC 9113 §6.8) among
+    /// `bytes`, the next ones of its payload.
+    fn keep_error_code(&mut self, bytes: &[u8]) {
+        let at = self.length - self.payload;
+        for (i, &b) in bytes.iter().enumerate().take(8usize.saturating_sub(at)) {
+            if let Some(slot) = (at + i)
+                .checked_sub(4)
+                .and_then(|k| self.passing_error.get_mut(k))
+            {
+                *slot = b;
+            }
+        }
+    }
+
     fn frame_passed(&mut self) {
         if self.payload == 0 && self.have == 0 && self.kind == GOAWAY {
             self.goaway_passed = true;
+            self.goaway_error = u32::from_be_bytes(self.passing_error);
         }
     }
 }
@@ -170,6 +205,9 @@ enum Deadline {
     GoneHeaderBlock,
     /// The GOAWAY is out and the guard has ended the connection.
     Closed,
+    /// h2 closed the connection after a GOAWAY for an error: what the client still sends is
+    /// read and dropped until it closes its side or [`LINGER`] passes.
+    Lingering,
 }
 
 /// An HTTP/2 client connection with its idle and header-block deadlines.
@@ -189,6 +227,8 @@ pub(crate) struct H2Stream {
     timer: Pin<Box<Sleep>>,
     /// Raised to have Pingora send the GOAWAY (it watches this as its shutdown signal).
     go_away: Arc<watch::Sender<bool>>,
+    /// Where bytes read while lingering go (allocated only then).
+    scratch: Vec<u8>,
 }
 
 impl H2Stream {
@@ -213,6 +253,7 @@ impl H2Stream {
             deadline: Deadline::Idle,
             timer: Box::pin(tokio::time::sleep(limits.keepalive_timeout)),
             go_away: go_away.clone(),
+            scratch: Vec::new(),
         };
         (stream, watch, go_away)
     }
@@ -333,6 +374,32 @@ impl H2Stream {
         }
     }
 
+    /// After the stream below is shut down: lingers (reading and dropping the client's bytes)
+    /// if the last GOAWAY h2 sent was for an error. `Ready` once done.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.deadline != Deadline::Lingering {
+            if self.to_client.goaway_error == NO_ERROR {
+                return Poll::Ready(());
+            }
+            self.deadline = Deadline::Lingering;
+            self.start_timer(LINGER);
+            self.scratch = vec![0; LINGER_READ];
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_ready() {
+                break;
+            }
+            let mut buf = ReadBuf::new(&mut self.scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                Poll::Ready(_) => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.scratch = Vec::new();
+        Poll::Ready(())
+    }
+
     /// Follows bytes h2 has written (accepted by the stream below).
     fn wrote(&mut self, bytes: &[u8]) {
         let mut frames = std::mem::take(&mut self.to_client);
@@ -418,8 +485,15 @@ impl AsyncWrite for H2Stream {
         result
     }
 
+    /// Shuts the stream below down (its end goes out after the GOAWAY), then lingers after an
+    /// error (see [`LINGER`]).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.deadline != Deadline::Lingering {
+            if let Err(e) = ready!(Pin::new(&mut self.inner).poll_shutdown(cx)) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        self.poll_linger(cx).map(Ok)
     }
 }
 
@@ -444,15 +518,18 @@ mod tests {
         out
     }
 
-    /// The frame heads found, and whether a GOAWAY passed whole, do not depend on how the
-    /// bytes are cut into reads; the preface and payloads are passed over.
+    /// The frame heads found, whether a GOAWAY passed whole and its error code, do not depend
+    /// on how the bytes are cut into reads; the preface and payloads are passed over.
     #[test]
     fn frame_heads_are_found_across_any_cut() {
         let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         bytes.extend(frame(HEADERS, 0, 1, 20));
         bytes.extend(frame(CONTINUATION, END_HEADERS, 1, 3));
         bytes.extend(frame(DATA, END_STREAM, 1, 0));
-        bytes.extend(frame(GOAWAY, 0, 0, 8));
+        // Last stream 1, ENHANCE_YOUR_CALM, four bytes of debug data.
+        let mut goaway = frame(GOAWAY, 0, 0, 12);
+        goaway[9..17].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0xb]);
+        bytes.extend(goaway);
         let expected = vec![
             FrameHead {
                 kind: HEADERS,
@@ -483,6 +560,7 @@ mod tests {
             frames.pass(&bytes[cut..], |h| seen.push(h));
             assert_eq!(seen, expected, "cut at {cut}");
             assert!(frames.goaway_passed, "cut at {cut}");
+            assert_eq!(frames.goaway_error, 0xb, "cut at {cut}");
         }
     }
 }
