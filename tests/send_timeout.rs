@@ -311,3 +311,62 @@ fn an_http1_client_that_never_reads_is_closed_after_the_send_timeout() {
         "given up after {waited:?}, before the send timeout"
     );
 }
+
+/// Linux's TCP state of an established connection (`include/net/tcp_states.h`).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The TCP state of `stream` ([`TCP_ESTABLISHED`] while the connection is up).
+fn tcp_state(stream: &TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO");
+        info.tcpi_state
+    }
+}
+
+/// An HTTP/2 client that sends PINGs and never reads: once the socket takes no more of the
+/// gateway's answers, h2 stops reading too, and the GOAWAY of the keep-alive deadline cannot
+/// go out either. After `send_timeout` without a byte taken, the gateway ends the connection
+/// itself (the client's socket leaves ESTABLISHED) instead of holding it for good.
+#[test]
+fn an_h2_connection_whose_client_stops_reading_is_closed_after_the_send_timeout() {
+    let (origin, _) = large_origin(1);
+    let (_gateway, tls) = tls_gateway(
+        "send-timeout-h2-socket",
+        origin,
+        &format!("{{ send_timeout: {SEND_TIMEOUT}, keepalive_timeout: 1s }}"),
+    );
+    let mut client = RawH2::connect(tls, "a.test");
+    let pings: Vec<u8> = (0..1024u64)
+        .flat_map(|i| h2::frame(h2::PING, 0, 0, &i.to_be_bytes()))
+        .collect();
+    client
+        .tls
+        .get_ref()
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .expect("write timeout");
+    let mut sent = 0usize;
+    // Until the gateway stops reading (a write waits 500 ms), or 256 MiB.
+    while sent < 256 << 20 && client.send(&pings).is_ok() {
+        sent += pings.len();
+    }
+    let socket = client.tls.get_ref();
+    let waited = wait_until("the gateway closing the connection", READY_TIMEOUT, || {
+        tcp_state(socket) != TCP_ESTABLISHED
+    });
+    eprintln!(
+        "h2 client that stopped reading: {sent} bytes of PINGs sent; connection ended \
+         {waited:?} after the client's writes stalled"
+    );
+    assert!(sent < 256 << 20, "the gateway read on without being read");
+}

@@ -222,6 +222,11 @@ fn validate_limits(file: &LimitsSpec) -> Result<Limits, KeyError> {
             defaults.head.keepalive_timeout,
         )?)
         .map_err(|m| key_error(key("keepalive_timeout"), m))?,
+        send_timeout: duration(
+            "send_timeout",
+            &file.send_timeout,
+            defaults.head.send_timeout,
+        )?,
         max_request_line: size(
             "max_request_line",
             file.max_request_line,
@@ -244,7 +249,6 @@ fn validate_limits(file: &LimitsSpec) -> Result<Limits, KeyError> {
     Ok(Limits {
         head,
         body_timeout: duration("body_timeout", &file.body_timeout, defaults.body_timeout)?,
-        send_timeout: duration("send_timeout", &file.send_timeout, defaults.send_timeout)?,
         tunnel_idle_timeout: duration(
             "tunnel_idle_timeout",
             &file.tunnel_idle_timeout,

@@ -197,9 +197,6 @@ pub(crate) struct Limits {
     pub(crate) head: HeadLimits,
     /// Deadline for the whole request body, counted from the end of the head.
     pub(crate) body_timeout: Duration,
-    /// How long a response may wait for the client to accept any of its bytes: past it an
-    /// HTTP/2 stream is reset and an HTTP/1.1 connection closed (nginx's `send_timeout`).
-    pub(crate) send_timeout: Duration,
     /// An upgraded connection (WebSocket) with no traffic either way for this long is closed.
     /// Tunnels have no body limits: this is what bounds them.
     pub(crate) tunnel_idle_timeout: Duration,
@@ -212,14 +209,14 @@ impl Default for Limits {
         Limits {
             head: HeadLimits::default(),
             body_timeout: Duration::from_secs(30),
-            send_timeout: Duration::from_secs(60),
             tunnel_idle_timeout: Duration::from_secs(3600),
             max_body_bytes: 10 * 1024 * 1024,
         }
     }
 }
 
-/// Limits on a request head, enforced by the proxy's head guard before Pingora parses it.
+/// Limits on a client connection's requests (heads, and the waits between and after them),
+/// enforced by the proxy's guard around the connection and by the hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeadLimits {
     /// From the first byte of a request head to its end.
@@ -228,6 +225,10 @@ pub(crate) struct HeadLimits {
     /// requests, an HTTP/2 connection with no stream open. A whole number of seconds, at
     /// least one (Pingora counts HTTP/1.1 keep-alive in seconds).
     pub(crate) keepalive_timeout: Duration,
+    /// How long a response may wait for the client to take any of its bytes: past it an
+    /// HTTP/1.1 connection is closed, an HTTP/2 stream reset (its client gives it no window),
+    /// and an HTTP/2 connection closed (its socket takes nothing). nginx's `send_timeout`.
+    pub(crate) send_timeout: Duration,
     /// Longest request line (method, target, version).
     pub(crate) max_request_line: usize,
     /// Largest request head, request line included.
@@ -241,6 +242,7 @@ impl Default for HeadLimits {
         HeadLimits {
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
             max_request_line: 8 * 1024,
             max_header_bytes: 32 * 1024,
             max_headers: 100,

@@ -847,11 +847,14 @@ fn send_timeout_defaults_to_nginx() {
     let limits =
         |section: &str| GOOD.replacen("  routing:\n", &format!("{section}  routing:\n"), 1);
     assert_eq!(
-        load(GOOD).expect("valid").gateway.limits.send_timeout,
+        load(GOOD).expect("valid").gateway.limits.head.send_timeout,
         Duration::from_secs(60)
     );
     let set = load(&limits("  limits: { send_timeout: 1500ms }\n")).expect("valid");
-    assert_eq!(set.gateway.limits.send_timeout, Duration::from_millis(1500));
+    assert_eq!(
+        set.gateway.limits.head.send_timeout,
+        Duration::from_millis(1500)
+    );
     for (value, needle) in [("0s", "more than zero"), ("soon", "soon")] {
         let message = error_of(&limits(&format!("  limits: {{ send_timeout: {value} }}\n")));
         assert!(

@@ -124,7 +124,7 @@ impl ProxyHttp for CanaryProxy {
         // Bounds each wait for the client to take response bytes: an HTTP/1.1 connection is
         // closed, an HTTP/2 stream reset (the stream's flow-control window, not the socket,
         // is what a stalled HTTP/2 client holds shut).
-        session.set_write_timeout(Some(limits.send_timeout));
+        session.set_write_timeout(Some(limits.head.send_timeout));
         guard::keep_alive_for(session, &limits.head);
         // Serve pipelined requests in order, each routed on its own (RFC 9112 §9.3.2), rather
         // than dropping the later ones.

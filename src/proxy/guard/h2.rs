@@ -11,6 +11,12 @@
 //! the connection once its streams are done and the client has answered a PING. A client that
 //! never answers would hold it, so once the GOAWAY is flushed the guard ends the connection
 //! itself: at once after an unfinished header block, after [`GOAWAY_GRACE`] otherwise.
+//!
+//! Writes have a deadline too: a connection whose socket takes no byte for `send_timeout` (a
+//! client that stopped reading) is ended, with what h2 and the streams held for it. (A stream
+//! the client gives no window is Pingora's: its write timeout, set from the same limit, resets
+//! the stream.) A connection h2 closes for the client's error lingers a moment, reading and
+//! dropping what the client still sends, so that the GOAWAY is not overtaken by a reset.
 
 use std::future::Future;
 use std::io;
@@ -229,6 +235,10 @@ pub(crate) struct H2Stream {
     go_away: Arc<watch::Sender<bool>>,
     /// Where bytes read while lingering go (allocated only then).
     scratch: Vec<u8>,
+    /// The send deadline: made the first time the socket takes nothing, running while
+    /// `send_blocked`.
+    send_timer: Option<Pin<Box<Sleep>>>,
+    send_blocked: bool,
 }
 
 impl H2Stream {
@@ -254,6 +264,8 @@ impl H2Stream {
             timer: Box::pin(tokio::time::sleep(limits.keepalive_timeout)),
             go_away: go_away.clone(),
             scratch: Vec::new(),
+            send_timer: None,
+            send_blocked: false,
         };
         (stream, watch, go_away)
     }
@@ -374,6 +386,41 @@ impl H2Stream {
         }
     }
 
+    /// The socket took no bytes: starts the send deadline unless it runs already; once past it,
+    /// the error that ends the connection.
+    fn write_blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let timeout = self.limits.send_timeout;
+        let timer = self
+            .send_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !self.send_blocked {
+            self.send_blocked = true;
+            timer.as_mut().reset(Instant::now() + timeout);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no response bytes within send_timeout",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Passes on a write's `result`: `Pending` runs the send deadline, anything else stops it.
+    fn timed_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.write_blocked(cx).map(Err),
+            done => {
+                self.send_blocked = false;
+                done
+            }
+        }
+    }
+
     /// After the stream below is shut down: lingers (reading and dropping the client's bytes)
     /// if the last GOAWAY h2 sent was for an error. `Ready` once done.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -451,7 +498,7 @@ impl AsyncWrite for H2Stream {
         if let Poll::Ready(Ok(n)) = result {
             self.wrote(&buf[..n]);
         }
-        result
+        self.timed_write(cx, result)
     }
 
     fn poll_write_vectored(
@@ -470,7 +517,7 @@ impl AsyncWrite for H2Stream {
                 n -= taken;
             }
         }
-        result
+        self.timed_write(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -482,14 +529,15 @@ impl AsyncWrite for H2Stream {
         if let Poll::Ready(Ok(())) = result {
             self.flushed(cx);
         }
-        result
+        self.timed_write(cx, result)
     }
 
     /// Shuts the stream below down (its end goes out after the GOAWAY), then lingers after an
     /// error (see [`LINGER`]).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.deadline != Deadline::Lingering {
-            if let Err(e) = ready!(Pin::new(&mut self.inner).poll_shutdown(cx)) {
+            let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+            if let Err(e) = ready!(self.timed_write(cx, result)) {
                 return Poll::Ready(Err(e));
             }
         }

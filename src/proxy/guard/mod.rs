@@ -574,6 +574,7 @@ mod tests {
         HeadLimits {
             header_timeout: Duration::from_secs(1),
             keepalive_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
             max_request_line: 32,
             max_header_bytes: 128,
             max_headers: 3,
