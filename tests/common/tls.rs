@@ -469,6 +469,9 @@ pub mod h2 {
     }
 }
 
+/// One frame as read: type, flags, stream id, payload.
+pub type Frame = (u8, u8, u32, Vec<u8>);
+
 /// A raw HTTP/2 connection over TLS (ALPN h2), for sending frames no proper client would.
 pub struct RawH2 {
     pub tls: SslStream<TcpStream>,
@@ -546,7 +549,7 @@ impl RawH2 {
 
     /// Reads one frame: `Ok(None)` at the connection's orderly end (TLS close or TCP end of
     /// stream), `Err` if it was reset or a read waited `IO_TIMEOUT`.
-    pub fn read_frame_or_end(&mut self) -> std::io::Result<Option<(u8, u8, u32, Vec<u8>)>> {
+    pub fn read_frame_or_end(&mut self) -> std::io::Result<Option<Frame>> {
         self.tls
             .get_ref()
             .set_read_timeout(Some(super::IO_TIMEOUT))
