@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use super::parse::{check_token, header_name, positive_duration};
 use super::spec::{AdminSpec, DecisionHeaderSpec, GatewaySpec, LimitsSpec, RoleSpec, StoreSpec};
 use super::{
-    groups, key_error, routing, rules, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr,
+    access, groups, key_error, routing, rules, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr,
     DemoOrigin, GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig,
     DEFAULT_ADMIN_TOKEN_NAME, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
 };
@@ -59,6 +59,12 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
     let group_values = group_values(&group_names)?;
 
     let store = file.store.as_ref().map(validate_store).transpose()?;
+    let default_access = file
+        .access
+        .as_ref()
+        .map(|spec| access::validate_access(spec, "gateway.access", base))
+        .transpose()?
+        .flatten();
     let routes = routing::validate_routes(
         file.routing.as_ref(),
         file.routes.as_deref(),
@@ -67,6 +73,7 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
             group_names: &group_names,
             group_id: &group_id,
             has_store: store.is_some(),
+            default_access,
         },
     )?;
     let route_table = routing::route_table(&routes)?;

@@ -7,6 +7,7 @@
 //! Above `routing` and `upstreams`, whose types it builds; nothing on the request path reads
 //! the spec.
 
+mod access;
 mod certificates;
 mod gateway;
 mod groups;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
 
+use crate::routing::access::Access;
 use crate::routing::routes::{RouteMatch, RouteTable};
 pub(crate) use crate::routing::Cidr;
 use crate::routing::{Percent, Router};
@@ -129,6 +131,8 @@ pub struct RouteConfig {
     pub(crate) store_sets: BTreeMap<String, String>,
     /// Rollout plans of this route's percent rules: rule name → plan.
     pub(crate) plans: BTreeMap<String, PlanConfig>,
+    /// Who may use the route (its own `access`, else `gateway.access`); `None`: anyone.
+    pub(crate) access: Option<Arc<Access>>,
 }
 
 /// A rollout plan: the steps a percent rule walks up, and the figures each step must show

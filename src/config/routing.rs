@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::access::validate_access;
 use super::parse::check_token;
 use super::rules::{build_rule, Context};
 use super::spec::{RouteSpec, RoutingSpec, SigningKeys};
@@ -43,6 +44,7 @@ pub(super) fn validate_routes(
                 router: Arc::new(parts.router),
                 store_sets: parts.store_sets,
                 plans: parts.plans,
+                access: cx.default_access.clone(),
             }]);
         }
         (None, Some(routes)) => routes,
@@ -94,6 +96,10 @@ pub(super) fn validate_routes(
                 ));
             }
         }
+        let access = match &route.access {
+            Some(spec) => validate_access(spec, &format!("{key}.access"), cx.base)?,
+            None => cx.default_access.clone(),
+        };
         let parts = validate_routing(&route.routing, &format!("{key}.routing"), cx)?;
         out.push(RouteConfig {
             name: route.name.clone(),
@@ -102,6 +108,7 @@ pub(super) fn validate_routes(
             router: Arc::new(parts.router),
             store_sets: parts.store_sets,
             plans: parts.plans,
+            access,
         });
     }
     Ok(out)

@@ -21,6 +21,7 @@ use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE,
     DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
 };
+use crate::routing::access::Access;
 use crate::routing::{GroupId, Percent, Rule, RuleKind, UserSet};
 
 /// What validating routing blocks needs from the rest of the file.
@@ -30,6 +31,8 @@ pub(super) struct Context<'a> {
     pub(super) group_id: &'a dyn Fn(String, &str) -> Result<GroupId, KeyError>,
     /// Whether `gateway.store` is configured (for `users_store`).
     pub(super) has_store: bool,
+    /// `gateway.access`, validated once: the policy of every route without its own.
+    pub(super) default_access: Option<Arc<Access>>,
 }
 
 /// One rule as the file (or the API) writes it: its name and its kind. Serialized back, it is

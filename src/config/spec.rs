@@ -76,6 +76,9 @@ pub struct GatewaySpec {
     /// Webhooks told about rollout events and admin changes (docs/notify.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySpec>,
+    /// Access control for every route that sets no `access` of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
 }
 
 impl GatewaySpec {
@@ -494,7 +497,37 @@ pub struct RouteSpec {
     /// Remove the matched prefix from the path sent upstream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strip_prefix: bool,
+    /// Who may use the route; replaces `gateway.access` as a whole (`access: {}`: anyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
     pub routing: RoutingSpec,
+}
+
+/// `access` (`gateway.access`, `gateway.routes[i].access`): which client addresses may use a
+/// route, and with `basic_auth` which users. See docs/security.md.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    /// Networks or addresses; when present, every other client is denied (`403`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Networks or addresses denied (`403`), checked before `allow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthSpec>,
+}
+
+/// `access.basic_auth`: users from an htpasswd file (bcrypt or SHA-crypt entries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthSpec {
+    /// The htpasswd file (relative to the configuration file's folder), read at load and on
+    /// every reload.
+    pub users_file: PathBuf,
+    /// The realm named in `WWW-Authenticate` (default `restricted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
 }
 
 /// A routing block (`gateway.routing`, `gateway.routes[i].routing`): the user cookie, the

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::config::{GatewaySpec, OnFailure, PlanConfig, RouteConfig};
+use crate::routing::access::Access;
 use crate::routing::{Mode, Router, Setting};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::verdict::CONFIDENCE;
@@ -201,11 +202,29 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         "hosts": config.matching.hosts,
         "paths": config.matching.paths,
         "strip_prefix": config.strip_prefix,
+        "access": config.access.as_deref().map(access_status),
         "mode": mode,
         "mode_source": if from_api { "api" } else { "file" },
         "default_group": group(router.default_group()),
         "cookie": router.cookie(),
         "rules": rules,
+    })
+}
+
+/// A route's access control in `/status`: its networks, and its htpasswd file's name and
+/// number of users (never a hash).
+fn access_status(access: &Access) -> Value {
+    let networks = |list: &[crate::routing::Cidr]| -> Vec<String> {
+        list.iter().map(ToString::to_string).collect()
+    };
+    json!({
+        "allow": access.allow().map(networks),
+        "deny": networks(access.deny()),
+        "basic_auth": access.basic().map(|basic| json!({
+            "users_file": basic.users_file(),
+            "realm": basic.realm(),
+            "users": basic.users().len(),
+        })),
     })
 }
 

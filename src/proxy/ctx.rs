@@ -9,6 +9,7 @@ use http::HeaderValue;
 use pingora_core::Result;
 
 use super::errors::no_decision;
+use crate::routing::access::Refusal;
 use crate::routing::routes::RouteId;
 use crate::routing::{Decision, GroupId};
 use crate::state::{GatewayState, RouteState};
@@ -102,6 +103,10 @@ pub(crate) struct RequestCtx {
     pub(super) error_status: Option<u16>,
     /// Request body bytes received so far.
     pub(super) body_bytes: u64,
+    /// Why the route's access control refused the request (`None`: it did not).
+    pub(super) refused: Option<Refusal>,
+    /// The route checks basic credentials: `Authorization` is not sent upstream.
+    pub(super) strip_authorization: bool,
 }
 
 impl RequestCtx {
@@ -124,6 +129,8 @@ impl RequestCtx {
             upstream_addr: None,
             error_status: None,
             body_bytes: 0,
+            refused: None,
+            strip_authorization: false,
         }
     }
 

@@ -24,13 +24,15 @@ pub(crate) fn no_decision() -> Box<Error> {
     Error::explain(ErrorType::InternalError, "routing decision missing")
 }
 
-/// Sends the gateway's own error response (`<code> <reason>` as text, with the request id).
-/// A response that cannot be written is logged: the client is gone.
+/// Sends the gateway's own error response (`<code> <reason>` as text, with the request id and
+/// `extra`, a header such as a 401's `WWW-Authenticate`). A response that cannot be written is
+/// logged: the client is gone.
 pub(crate) async fn send_error_response(
     session: &mut Session,
     code: u16,
     request_id: &http::HeaderValue,
     log_id: &str,
+    extra: Option<(http::HeaderName, http::HeaderValue)>,
 ) {
     let mut response = ServerSession::generate_error(code);
     let body = Bytes::from(status_body(code, None));
@@ -39,6 +41,9 @@ pub(crate) async fn send_error_response(
         response.set_content_length(body.len())?;
         if !request_id.is_empty() {
             response.insert_header(X_REQUEST_ID, request_id.clone())?;
+        }
+        if let Some((name, value)) = extra {
+            response.insert_header(name, value)?;
         }
         session
             .as_downstream_mut()

@@ -6,6 +6,7 @@
 //! Above `state` (it reads the live [`GatewayState`]); below `ops`, which hands it an access
 //! log through the [`RequestLog`] interface.
 
+mod access;
 mod ctx;
 mod errors;
 mod forwarding;
@@ -38,6 +39,7 @@ pub(crate) use errors::http_response;
 use errors::{check_framing, error_status, has_body, send_error_response};
 use request_id::X_REQUEST_ID;
 
+use crate::routing::access::Refusal;
 use crate::state::metrics::{self, METRICS};
 use crate::state::GatewayState;
 use crate::upstreams::{self, HostHeader};
@@ -139,7 +141,10 @@ impl ProxyHttp for CanaryProxy {
     ) -> Result<bool> {
         let state = self.state.load_full();
         let limits = state.limits;
-        steps::route(session, ctx, state)?;
+        if let Some(paused) = steps::route(session, ctx, state)? {
+            // Only for credentials not verified yet: boxed, so the common path's future stays small.
+            Box::pin(steps::verify_and_resume(session, ctx, paused)).await?;
+        }
         check_framing(session.req_header(), limits.max_body_bytes)?;
         if session.is_upgrade_req() && forwarding::is_websocket_upgrade(session.req_header()) {
             let closing = self.in_flight.is_closing();
@@ -217,7 +222,8 @@ impl ProxyHttp for CanaryProxy {
         let code = error_status(e);
         ctx.error_status = Some(code);
         if code > 0 {
-            send_error_response(session, code, &ctx.request_id, ctx.id()).await;
+            let challenge = challenge(ctx, code);
+            send_error_response(session, code, &ctx.request_id, ctx.id(), challenge).await;
         }
         FailToProxy {
             error_code: code,
@@ -287,6 +293,10 @@ impl ProxyHttp for CanaryProxy {
                     }
                 }
             }
+            // The route's access control refused the request (403, 401).
+            (Some(route), None) if ctx.refused.is_some() => {
+                metrics::record_refused(&route.name, status)
+            }
             // Routing itself answered: no route (404) or a path above `/` (400).
             _ if ctx.state.is_some() => metrics::record_unrouted(status),
             _ => return,
@@ -298,10 +308,14 @@ impl ProxyHttp for CanaryProxy {
 }
 
 /// What the route and the serving group change in the request the upstream gets: the path
-/// without the route's prefix (`strip_prefix`), and the group's `host_header`.
+/// without the route's prefix (`strip_prefix`), no `Authorization` when the route checked
+/// basic credentials, and the group's `host_header`.
 fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
     if let Some(target) = &ctx.upstream_target {
         request.set_uri(http::Uri::clone(target));
+    }
+    if ctx.strip_authorization {
+        request.remove_header(&http::header::AUTHORIZATION);
     }
     let (Some(state), Some(group)) = (&ctx.state, ctx.served_group) else {
         return Ok(());
@@ -439,6 +453,16 @@ fn hsts(session: &Session, ctx: &RequestCtx) -> Option<HeaderValue> {
     state.hsts_for(port).cloned()
 }
 
+/// `WWW-Authenticate` for a `401` the route's basic authentication answered.
+fn challenge(ctx: &RequestCtx, code: u16) -> Option<(HeaderName, HeaderValue)> {
+    if code != 401 || ctx.refused != Some(Refusal::Credentials) {
+        return None;
+    }
+    let basic = ctx.route_state()?.access.as_ref()?.basic()?;
+    let value = HeaderValue::from_str(basic.challenge()).ok()?;
+    Some((http::header::WWW_AUTHENTICATE, value))
+}
+
 /// The error for a request that no server can take: 503 when no server of the group (or its
 /// fallbacks) is healthy, 502 when the healthy ones all refused a connection.
 fn no_server(ctx: &RequestCtx) -> Box<Error> {
@@ -545,7 +569,7 @@ fn log_request(
         reason: match decision {
             Some(d) if served != Some(d.group) => "fallback",
             Some(d) => d.reason.as_str(),
-            None => "no_route",
+            None => ctx.refused.map_or("no_route", Refusal::as_str),
         },
         upstream: ctx.upstream_addr,
         bytes_sent: session.body_bytes_sent(),

@@ -11,19 +11,21 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
-use super::{errors, forwarding, request_id};
+use super::{access, errors, forwarding, request_id};
 use crate::routing::routes::RouteId;
 use crate::routing::{find_cookie, HeaderLookup, RequestFacts, Router};
 use crate::state::metrics::METRICS;
 use crate::state::{GatewayState, RouteScratch};
 
 /// Works out, once per request, what every later hook reads from the context: the request id,
-/// the client, the route (404 when none matches), the decision and the upstream's target.
+/// the client, the route (404 when none matches), the access check (403, 401), the decision
+/// and the upstream's target. `Ok(Some(_))`: the credentials must be checked first
+/// ([`access::verify`]), then [`resume`] finishes the steps.
 pub(super) fn route(
     session: &Session,
     ctx: &mut RequestCtx,
     state: Arc<GatewayState>,
-) -> Result<()> {
+) -> Result<Option<Paused>> {
     identify(session, ctx, &state);
     let request = session.req_header();
     let mut scratch = RouteScratch::default();
@@ -34,12 +36,65 @@ pub(super) fn route(
             "no route for this host and path",
         ));
     };
-    check_policy(&state, route, ctx)?;
+    ctx.route = Some(route);
+    match check_policy(&state, route, request, ctx) {
+        Ok(None) => {}
+        Ok(Some(unverified)) => {
+            ctx.state = Some(state);
+            return Ok(Some(Paused {
+                unverified,
+                scratch,
+                prefix_len,
+            }));
+        }
+        Err(e) => {
+            ctx.state = Some(state);
+            return Err(e);
+        }
+    }
     decide(&state, route, request, ctx);
     rewrite(&state, route, &scratch, prefix_len, request, ctx)?;
-    ctx.route = Some(route);
     ctx.state = Some(state);
-    Ok(())
+    Ok(None)
+}
+
+/// The steps stopped at the access check while credentials are verified: what the rest of
+/// them needs.
+pub(super) struct Paused {
+    pub(super) unverified: access::Unverified,
+    scratch: RouteScratch,
+    prefix_len: usize,
+}
+
+/// Finishes the steps after the credentials were verified: decide and rewrite.
+pub(super) fn resume(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    scratch: &RouteScratch,
+    prefix_len: usize,
+) -> Result<()> {
+    let (Some(state), Some(route)) = (ctx.state.clone(), ctx.route) else {
+        return Err(errors::no_decision());
+    };
+    let request = session.req_header();
+    decide(&state, route, request, ctx);
+    rewrite(&state, route, scratch, prefix_len, request, ctx)
+}
+
+/// Verifies the paused request's credentials off the event loop (a 401 when wrong), then
+/// finishes its steps.
+pub(super) async fn verify_and_resume(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    paused: Paused,
+) -> Result<()> {
+    let Paused {
+        unverified,
+        scratch,
+        prefix_len,
+    } = paused;
+    access::verify(unverified, ctx).await?;
+    resume(session, ctx, &scratch, prefix_len)
 }
 
 /// Identify: the request id (the client's, when well formed, or a new one) and the client's
@@ -75,11 +130,19 @@ fn match_route(
         .map_err(|_| errors::bad_request("the path climbs above /"))
 }
 
-/// Check the route's policy: where per-route access control and limits go (an error ends the
-/// request with its status). Routes have no policy yet, so every request passes.
+/// Check the route's policy: its access control (an error ends the request with its status;
+/// `Some` asks for the slow password check). A route without `access` pays one `Option` check.
 #[inline]
-fn check_policy(_state: &GatewayState, _route: RouteId, _ctx: &RequestCtx) -> Result<()> {
-    Ok(())
+fn check_policy(
+    state: &GatewayState,
+    route: RouteId,
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<Option<access::Unverified>> {
+    match &state.routes[route.0].access {
+        None => Ok(None),
+        Some(policy) => access::check(policy, ctx.client.ip, &request.headers, ctx),
+    }
 }
 
 /// Decide: the verified user id from the route's cookie, the request's facts, and the route's

@@ -1,5 +1,5 @@
 //! The per-user canary decision: the rule model, the request's facts, cookie parsing and
-//! stable hashing.
+//! stable hashing; and each route's access policy (addresses, htpasswd users).
 //!
 //! Pure and synchronous: no Pingora types, no I/O, no locks, no logging. The proxy fills a
 //! [`RequestFacts`] once per request (headers, target, client address, verified user id),
@@ -7,6 +7,7 @@
 //! builds facts from its inputs and calls the same function.
 //! The lowest layer: it imports nothing else from the crate.
 
+pub(crate) mod access;
 pub(crate) mod cidr;
 mod cookies;
 mod decide;

@@ -314,6 +314,15 @@ impl RequestMetrics {
     }
 }
 
+/// Counts a request a route's access control refused (403, 401): by route and status, with
+/// no group or rule, since it was never routed to one.
+pub(crate) fn record_refused(route: &str, status: u16) {
+    METRICS
+        .requests
+        .with_label_values(&[route, "", "", &status.to_string()])
+        .inc();
+}
+
 /// Counts a request that no route matched (its status, usually 404).
 pub(crate) fn record_unrouted(status: u16) {
     METRICS

@@ -32,6 +32,7 @@ pub(crate) use explain::{ExplainQuery, Explanation};
 pub(crate) use overlay::OverlayMode;
 
 use crate::config::{Cidr, GatewayConfig, Limits, ListenerKind, TlsListener};
+use crate::routing::access::Access;
 use crate::routing::names::KnownHosts;
 use crate::routing::routes::{normalize_host, normalize_path, RouteId, RouteTable};
 use crate::routing::{GroupId, Router, RoutingError};
@@ -72,6 +73,8 @@ pub(crate) struct RouteState {
     pub(crate) name: String,
     pub(crate) router: Arc<Router>,
     pub(crate) strip_prefix: bool,
+    /// Who may use the route; `None`: anyone (the request pays one `Option` check).
+    pub(crate) access: Option<Arc<Access>>,
     /// Request counters and histograms of this route's groups and rules.
     pub(crate) metrics: RequestMetrics,
 }
@@ -96,6 +99,7 @@ impl GatewayState {
                 metrics: RequestMetrics::new(&route.name, &router),
                 router,
                 strip_prefix: route.strip_prefix,
+                access: route.access.clone(),
             })
             .collect();
         let mut tls = Vec::new();
