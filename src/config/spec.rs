@@ -618,6 +618,10 @@ gateway:
       hosts: [api.example.com, "*.example.net"]
       paths: [/api, /v2]
       strip_prefix: true
+      access:
+        allow: ["10.0.0.0/8", "192.0.2.7"]
+        deny: ["10.9.0.0/16"]
+        basic_auth: { users_file: staging.htpasswd, realm: staging }
       routing:
         cookie: uid
         default: stable
@@ -653,6 +657,7 @@ gateway:
   notify:
     - { webhook: "https://hooks.example.com/services/T0/B0/webhook-secret-path", format: slack, events: [rollback, pause], timeout: 2s, retries: 5 }
     - { webhook: "http://127.0.0.1:9999" }
+  access: { deny: ["203.0.113.0/24"] }
 "#;
 
     /// The other shapes: one routing block, one signing key, the decision header off.
