@@ -6,6 +6,7 @@
 #   curl, openssl, libssl-dev, pkg-config - the TLS tests (HTTP/2 over TLS, s_client; the
 #              tests' own TLS client and certificates use the system OpenSSL)
 #   nghttp2-client - h2load, the TLS load test's HTTP/2 client
+#   apache2-utils - htpasswd, which writes the access tests' bcrypt and SHA-crypt users
 #   nginx + lua module, curl, valgrind - the load-test scripts
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
@@ -24,6 +25,7 @@ if [ "$what" = test ] || [ "$what" = loadtest ]; then
   have openssl || need+=(openssl)
   have pkg-config || need+=(pkg-config)
   dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+  have htpasswd || need+=(apache2-utils)
   # Text in the page's screenshots (the tests need none).
   dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 fi

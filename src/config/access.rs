@@ -69,7 +69,7 @@ fn basic_auth(spec: &BasicAuthSpec, key: &str, base: &Path) -> Result<BasicAuth,
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use super::super::{load_str, ConfigError, LoadedConfig};
 
@@ -102,10 +102,8 @@ gateway:
         dir
     }
 
-    fn load(dir: &PathBuf, default: &str, access: &str) -> Result<LoadedConfig, ConfigError> {
-        let text = ROUTES
-            .replace("DEFAULT", default)
-            .replace("ACCESS", access);
+    fn load(dir: &Path, default: &str, access: &str) -> Result<LoadedConfig, ConfigError> {
+        let text = ROUTES.replace("DEFAULT", default).replace("ACCESS", access);
         load_str(&text, "gw.yaml", dir)
     }
 
@@ -167,13 +165,25 @@ gateway:
             "weak",
             &[
                 ("plain.htpasswd", format!("{BCRYPT_LINE}\nbob:hunter2\n")),
-                ("des.htpasswd", format!("# ops\n{BCRYPT_LINE}\n\ncarol:rbirHIMA.Q9Ps\n")),
-                ("md5.htpasswd", "eve:$apr1$.0uyaTeH$pCMiFP2fGqBPUJbGfIynP.\n".into()),
+                (
+                    "des.htpasswd",
+                    format!("# ops\n{BCRYPT_LINE}\n\ncarol:rbirHIMA.Q9Ps\n"),
+                ),
+                (
+                    "md5.htpasswd",
+                    "eve:$apr1$.0uyaTeH$pCMiFP2fGqBPUJbGfIynP.\n".into(),
+                ),
             ],
         );
         let cases = [
-            ("plain.htpasswd", "line 2: user \"bob\": a plaintext password"),
-            ("des.htpasswd", "line 4: user \"carol\": a crypt(3) DES entry"),
+            (
+                "plain.htpasswd",
+                "line 2: user \"bob\": a plaintext password",
+            ),
+            (
+                "des.htpasswd",
+                "line 4: user \"carol\": a crypt(3) DES entry",
+            ),
             ("md5.htpasswd", "line 1: user \"eve\": an MD5 entry"),
         ];
         for (file, says) in cases {
@@ -211,7 +221,10 @@ gateway:
         let basic = staging.basic().expect("basic_auth");
         assert_eq!(basic.challenge(), "Basic realm=\"staging\"");
         assert_eq!(basic.users().len(), 1);
-        assert!(loaded.gateway.routes[1].access.is_some(), "public keeps the default");
+        assert!(
+            loaded.gateway.routes[1].access.is_some(),
+            "public keeps the default"
+        );
         let loaded = load(&dir, default, "access: {}").expect("valid");
         assert!(loaded.gateway.routes[0].access.is_none(), "opted out");
         let loaded = load(&dir, "", "").expect("valid");

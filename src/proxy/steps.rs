@@ -25,7 +25,7 @@ pub(super) fn route(
     session: &Session,
     ctx: &mut RequestCtx,
     state: Arc<GatewayState>,
-) -> Result<Option<Paused>> {
+) -> Result<Option<Box<Paused>>> {
     identify(session, ctx, &state);
     let request = session.req_header();
     let mut scratch = RouteScratch::default();
@@ -41,11 +41,12 @@ pub(super) fn route(
         Ok(None) => {}
         Ok(Some(unverified)) => {
             ctx.state = Some(state);
-            return Ok(Some(Paused {
+            // Boxed: only this rare path pays for carrying the steps' state.
+            return Ok(Some(Box::new(Paused {
                 unverified,
                 scratch,
                 prefix_len,
-            }));
+            })));
         }
         Err(e) => {
             ctx.state = Some(state);
@@ -86,13 +87,13 @@ pub(super) fn resume(
 pub(super) async fn verify_and_resume(
     session: &Session,
     ctx: &mut RequestCtx,
-    paused: Paused,
+    paused: Box<Paused>,
 ) -> Result<()> {
     let Paused {
         unverified,
         scratch,
         prefix_len,
-    } = paused;
+    } = *paused;
     access::verify(unverified, ctx).await?;
     resume(session, ctx, &scratch, prefix_len)
 }

@@ -381,7 +381,26 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect to gateway");
+        Self::from_stream(TcpStream::connect(addr).expect("connect to gateway"))
+    }
+
+    /// Connects from the local address `source` (any of 127/8 on Linux, whose loopback
+    /// interface takes the whole network), so the gateway sees that client address.
+    pub fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind the source address");
+        socket.connect(&addr.into()).expect("connect to gateway");
+        Self::from_stream(socket.into())
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
         stream.set_nodelay(true).ok();
         let writer = stream.try_clone().expect("clone stream");

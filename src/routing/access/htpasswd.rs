@@ -104,7 +104,9 @@ fn check_bcrypt(rest: &str) -> Result<(), String> {
         .filter(|c| (4..=31).contains(c))
         .ok_or("the cost is not in 04..=31")?;
     if !b[3..].iter().all(|&b| is_crypt_b64(b)) {
-        return Err(format!("cost {cost}: the salt and hash are not crypt base64"));
+        return Err(format!(
+            "cost {cost}: the salt and hash are not crypt base64"
+        ));
     }
     Ok(())
 }
@@ -188,15 +190,15 @@ impl Users {
                 .split_once(':')
                 .ok_or_else(|| error("expected `user:hash`".into()))?;
             if user.is_empty() || user.chars().any(char::is_control) {
-                return Err(error("the user name is empty or holds control characters".into()));
+                return Err(error(
+                    "the user name is empty or holds control characters".into(),
+                ));
             }
             let hash = PasswordHash::parse(hash.trim_end())
                 .map_err(|m| error(format!("user {user:?}: {m}")))?;
             let name: Box<[u8]> = user.as_bytes().into();
             if let Some(first) = lines_of.get(&name) {
-                return Err(error(format!(
-                    "user {user:?} is already on line {first}"
-                )));
+                return Err(error(format!("user {user:?} is already on line {first}")));
             }
             lines_of.insert(name.clone(), number);
             stand_in.get_or_insert_with(|| hash.clone());
@@ -259,8 +261,14 @@ mod tests {
             ("$apr1$.0uyaTeH$pCMiFP2fGqBPUJbGfIynP.", "MD5"),
             ("$1$abc$defdefdefdefdefdefdefd", "MD5"),
             ("{SHA}GpHWL3ymc5liWkNopqtdSjuqYHM=", "{SHA}"),
-            ("$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA", "unknown hash scheme"),
-            ("$2y$03$1J/N4hbX5sHvesS.6kKdLuhpJGjetmpFE1.pqsDdcMPqEVwdAKEWi", "cost"),
+            (
+                "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA",
+                "unknown hash scheme",
+            ),
+            (
+                "$2y$03$1J/N4hbX5sHvesS.6kKdLuhpJGjetmpFE1.pqsDdcMPqEVwdAKEWi",
+                "cost",
+            ),
             ("$2y$04$short", "53 characters"),
             ("$5$rounds=10$salt$hash", "rounds"),
             ("$6$salt$tooshort", "86 crypt base64"),
@@ -282,7 +290,11 @@ mod tests {
         let cases = [
             (format!("alice:{BCRYPT}\nbob:pw\n"), 2, "plaintext"),
             (format!("alice:{BCRYPT}\n\ncarol:rbirHIMA.Q9Ps\n"), 3, "DES"),
-            (format!("alice:{BCRYPT}\nalice:{SHA256}\n"), 2, "already on line 1"),
+            (
+                format!("alice:{BCRYPT}\nalice:{SHA256}\n"),
+                2,
+                "already on line 1",
+            ),
             ("just-a-name\n".to_string(), 1, "user:hash"),
             (format!(":{BCRYPT}\n"), 1, "empty"),
             ("# nobody\n\n".to_string(), 0, "no users"),
