@@ -137,7 +137,7 @@ fn auth_gateway(origin: &Origin, users_file: &Path) -> (Gateway, SocketAddr, Soc
          \x20   - name: staging\n      paths: [/staging]\n      access:\n        basic_auth: {{ users_file: \"{file}\", realm: \"staging area\" }}\n      routing: {{ default: web }}\n\
          \x20   - name: open\n      routing: {{ default: web }}\n\
          \x20 admin: {{ listen: \"{admin}\", token: \"{TOKEN}\" }}\n\
-         \x20 metrics: {{ listen: \"{metrics}\" }}\n",
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n  access_log: {{ path: access.log }}\n",
         groups = groups_yaml(&[("web", origin)]),
         file = users_file.display(),
     ));
@@ -234,6 +234,26 @@ fn basic_auth_checks_bcrypt_and_sha_crypt_users() {
     wait_until("the refusals are counted", READY_TIMEOUT, || {
         counted() == refused.len() as f64 + 1.0
     });
+    // And logged with the route and why.
+    let log = gateway.dir.path().join("access.log");
+    let refusals = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["reason"] == "auth_required")
+            .collect::<Vec<_>>()
+    };
+    wait_until("the refusals are logged", READY_TIMEOUT, || {
+        refusals().len() == refused.len() + 1
+    });
+    for line in refusals() {
+        assert_eq!(
+            (&line["route"], &line["status"]),
+            (&Value::from("staging"), &Value::from(401))
+        );
+        assert_eq!(line["group"], "", "{line}");
+    }
     // `/status` shows the route's access control, never a hash.
     let status = admin(admin_addr, "GET", "/status", Some(TOKEN), None);
     let json: Value = serde_json::from_slice(&status.body).expect("json");

@@ -267,6 +267,49 @@ mod tests {
         assert!(Access::new(None, Vec::new(), None).is_none());
     }
 
+    /// Credentials are checked once: unverified at first, verified after `remember`; wrong
+    /// passwords and unknown users never verify, and nothing unverified is remembered.
+    #[test]
+    fn credentials_are_verified_once_then_remembered() {
+        // Written by `htpasswd -nbB -C 4 u pw`.
+        let users =
+            Users::parse("alice:$2y$04$1J/N4hbX5sHvesS.6kKdLuhpJGjetmpFE1.pqsDdcMPqEVwdAKEWi\n")
+                .expect("valid");
+        let basic = BasicAuth::new(users, "staging", "staging.htpasswd".into());
+        assert_eq!(basic.challenge(), "Basic realm=\"staging\"");
+        let header = |pair: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        };
+        assert_eq!(basic.credentials(None), Credentials::Missing);
+        for wrong in ["alice:PW", "bob:pw", "alice:"] {
+            let value = header(wrong);
+            let Credentials::Unverified { pair, .. } = basic.credentials(Some(value.as_bytes()))
+            else {
+                panic!("{wrong}: not looked up as unverified");
+            };
+            assert!(!basic.verify(&pair), "{wrong}");
+        }
+        let right = header("alice:pw");
+        let Credentials::Unverified { pair, digest } = basic.credentials(Some(right.as_bytes()))
+        else {
+            panic!("unverified at first");
+        };
+        assert!(basic.verify(&pair));
+        basic.remember(&digest);
+        assert_eq!(
+            basic.credentials(Some(right.as_bytes())),
+            Credentials::Verified
+        );
+        let wrong = header("alice:PW");
+        assert!(matches!(
+            basic.credentials(Some(wrong.as_bytes())),
+            Credentials::Unverified { .. }
+        ));
+    }
+
     #[test]
     fn basic_credentials_are_decoded() {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
