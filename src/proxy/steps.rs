@@ -62,7 +62,7 @@ pub(super) fn route(
 /// The steps stopped at the access check while credentials are verified: what the rest of
 /// them needs.
 pub(super) struct Paused {
-    pub(super) unverified: access::Unverified,
+    unverified: access::Unverified,
     scratch: RouteScratch,
     prefix_len: usize,
 }
