@@ -66,6 +66,7 @@ use pingora_core::services::background::background_service;
 use crate::config::ListenerKind;
 use crate::config::{GatewayConfig, GatewaySpec};
 use crate::ops::{access_log, admin, demo, lifecycle, metrics, notify};
+use crate::proxy::connections::{Budgets, Connections};
 use crate::proxy::redirect::Redirector;
 use crate::proxy::tls::TlsApp;
 use crate::proxy::workers::{Endpoint, ListenerApp, Worker};
@@ -92,6 +93,14 @@ pub fn add_services(
     let notify_hooks = gateway.notify.clone();
     let metrics_listen = gateway.metrics_listen;
     let head_limits = gateway.limits.head;
+    // The open-files limit was raised at start; 1024 is Linux's usual soft limit otherwise.
+    let open_files = ops::descriptors::open_files().map_or(1024, |files| files.limit);
+    let budgets = Budgets::new(
+        &gateway,
+        server.configuration.threads.max(1),
+        server.configuration.upstream_keepalive_pool_size,
+        open_files,
+    );
     let access_log = match &gateway.access_log {
         Some(target) => Some(
             access_log::AccessLog::start(target.clone())
@@ -125,7 +134,10 @@ pub fn add_services(
         ));
         let endpoints = listen
             .iter()
-            .map(|listener| endpoint(listener, &guarded, &state, &head_limits))
+            .zip(&budgets.listeners)
+            .map(|(listener, connections)| {
+                endpoint(listener, &guarded, &state, &head_limits, connections)
+            })
             .collect();
         server.add_service(Worker::new(index, endpoints, client_listener));
     }
@@ -152,11 +164,12 @@ pub fn add_services(
         ));
     }
     server.add_service(background_service("exit when drained", exit_when_drained));
-    if let Some(listen) = metrics_listen {
+    if let (Some(listen), Some(connections)) = (metrics_listen, &budgets.metrics) {
         server.add_service(metrics::metrics_service(
             controller.clone(),
             &listen.to_string(),
             head_limits,
+            connections.clone(),
         ));
     }
     if let Some(store) = controller.store() {
@@ -179,12 +192,15 @@ pub fn add_services(
         HistoryService::new(controller.history()),
     ));
     if let Some(admin) = admin {
-        server.add_service(admin::admin_service(
-            controller.clone(),
-            &admin.listen.to_string(),
-            admin.tokens,
-            head_limits,
-        ));
+        if let Some(connections) = &budgets.admin {
+            server.add_service(admin::admin_service(
+                controller.clone(),
+                &admin.listen.to_string(),
+                admin.tokens,
+                head_limits,
+                connections.clone(),
+            ));
+        }
     }
     for origin in &demo_origins {
         server.add_service(demo::demo_origin_service(origin));
@@ -198,7 +214,9 @@ fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
     guarded: &Arc<guard::GuardedApp<A>>,
     state: &Arc<arc_swap::ArcSwap<state::GatewayState>>,
     limits: &config::HeadLimits,
+    connections: &Arc<Connections>,
 ) -> Endpoint<A> {
+    let guarded = Arc::new(guarded.for_listener(connections.clone()));
     let app = match &listener.kind {
         ListenerKind::Plain => ListenerApp::Plain(guarded.clone()),
         ListenerKind::Tls(tls) => ListenerApp::Tls(Arc::new(TlsApp::new(
@@ -211,17 +229,19 @@ fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
         ))),
         // The redirect listener gets the same head limits (and shutdown read-ahead) as the
         // proxy's: it faces the same clients.
-        ListenerKind::RedirectHttps { https_port } => {
-            ListenerApp::Redirect(Arc::new(guard::GuardedApp::new(
+        ListenerKind::RedirectHttps { https_port } => ListenerApp::Redirect(Arc::new(
+            guard::GuardedApp::new(
                 HttpServer::new_app(Redirector::new(state.clone(), *https_port)),
                 *limits,
                 guarded.in_flight().clone(),
-            )))
-        }
+            )
+            .for_listener(connections.clone()),
+        )),
     };
     Endpoint {
         addr: listener.addr.clone(),
         app,
+        connections: connections.clone(),
     }
 }
 

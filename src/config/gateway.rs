@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use super::parse::{check_token, header_name, positive_duration};
+use super::parse::{check_token, connection_count, header_name, positive_duration};
 use super::spec::{AdminSpec, DecisionHeaderSpec, GatewaySpec, LimitsSpec, RoleSpec, StoreSpec};
 use super::{
     access, groups, key_error, routing, rules, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr,
     DemoOrigin, GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig,
-    DEFAULT_ADMIN_TOKEN_NAME, DEFAULT_DECISION_HEADER, MIN_ADMIN_TOKEN_LEN,
+    DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMIN_TOKEN_NAME, DEFAULT_DECISION_HEADER,
+    MIN_ADMIN_TOKEN_LEN,
 };
 use crate::routing::GroupId;
 
@@ -262,6 +263,8 @@ fn validate_limits(file: &LimitsSpec) -> Result<Limits, KeyError> {
             defaults.tunnel_idle_timeout,
         )?,
         max_body_bytes: file.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        max_connections: connection_count(file.max_connections)
+            .map_err(|m| key_error(key("max_connections"), m))?,
     })
 }
 
@@ -382,5 +385,8 @@ fn validate_admin(admin: &AdminSpec, base: &Path) -> Result<AdminConfig, KeyErro
         listen,
         tokens,
         state_file: admin.state_file.as_ref().map(|p| base.join(p)),
+        max_connections: connection_count(admin.max_connections)
+            .map_err(|m| key_error("gateway.admin.max_connections".into(), m))?
+            .unwrap_or(DEFAULT_ADMIN_MAX_CONNECTIONS),
     })
 }

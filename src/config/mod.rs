@@ -206,6 +206,9 @@ pub(crate) struct Limits {
     pub(crate) tunnel_idle_timeout: Duration,
     /// Largest request body accepted (413 above it).
     pub(crate) max_body_bytes: u64,
+    /// Most client connections open at once on a proxy listener without its own
+    /// `max_connections`; `None`: derived from the open-files limit at start.
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl Default for Limits {
@@ -215,6 +218,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             tunnel_idle_timeout: Duration::from_secs(3600),
             max_body_bytes: 10 * 1024 * 1024,
+            max_connections: None,
         }
     }
 }
@@ -338,7 +342,14 @@ pub(crate) struct AdminConfig {
     pub(crate) tokens: Vec<AdminToken>,
     /// Where changes made through the API are kept, so they survive restarts and reloads.
     pub(crate) state_file: Option<PathBuf>,
+    /// Most connections open at once on the admin listener: its own budget, apart from the
+    /// proxy listeners', so a flood on those never keeps operators out.
+    pub(crate) max_connections: usize,
 }
+
+/// `gateway.admin.max_connections` when unset: operators, their scripts and a few browser
+/// tabs of the web page.
+pub(crate) const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 32;
 
 impl fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -25,6 +25,14 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// A `max_connections` value: at least one connection.
+pub(super) fn connection_count(value: Option<usize>) -> Result<Option<usize>, String> {
+    match value {
+        Some(0) => Err("0 would refuse every connection; at least 1".into()),
+        other => Ok(other),
+    }
+}
+
 pub(super) fn positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d.is_zero() => Err(format!("{text:?} must be more than zero")),

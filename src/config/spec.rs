@@ -225,6 +225,10 @@ pub struct LimitsSpec {
     pub max_headers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Most client connections open at once on each proxy listener that sets no
+    /// `max_connections` of its own (default: derived from the open-files limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// `gateway.metrics`: where `GET /metrics` is served.
@@ -261,6 +265,9 @@ pub struct AdminSpec {
     /// Where changes made through the API are kept (relative to the file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
+    /// Most connections open at once on the admin listener (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// A named admin token (`gateway.admin.tokens[i]`): exactly one of `token` and `token_env`.
@@ -384,6 +391,10 @@ pub struct ListenerSpec {
     /// `Strict-Transport-Security` on every response of a TLS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts: Option<String>,
+    /// Most client connections open at once on this listener (default:
+    /// `gateway.limits.max_connections`, else derived from the open-files limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
 /// A listener's `tls`: its certificates and protocol floor.
@@ -590,9 +601,10 @@ version: 1
 gateway:
   listen:
     - "127.0.0.1:8080"
-    - { addr: "127.0.0.1:8081", redirect_https: true, https_port: 8443 }
+    - { addr: "127.0.0.1:8081", redirect_https: true, https_port: 8443, max_connections: 100 }
     - addr: "127.0.0.1:8443"
       http2: false
+      max_connections: 2000
       hsts: "max-age=31536000; includeSubDomains"
       tls:
         min_version: "1.3"
@@ -649,9 +661,10 @@ gateway:
       - { name: ci, token_env: CI_TOKEN, role: operator }
       - { name: reader, token: "reader-token-0123456789", role: viewer }
     state_file: state.json
+    max_connections: 8
   metrics: { listen: "127.0.0.1:9091" }
   access_log: { path: "-" }
-  limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, send_timeout: 45s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576 }
+  limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, send_timeout: 45s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576, max_connections: 5000 }
   trusted_proxies: [10.0.0.0/8, 192.0.2.1]
   store: { redis: "redis://app:hunter2-secret@127.0.0.1:6379/0", prefix: "gw:", resync_interval: 30s, timeout: 1s }
   notify:

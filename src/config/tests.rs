@@ -898,3 +898,60 @@ fn keepalive_timeout_is_whole_seconds() {
         );
     }
 }
+
+/// `max_connections`: unset by default (derived at start), set for every proxy listener under
+/// `limits`, per listener on a listener written as a map, and for the admin API (default 32);
+/// zero is refused with the key named.
+#[test]
+fn max_connections_keys() {
+    let with = |section: &str| GOOD.replacen("  routing:\n", &format!("{section}  routing:\n"), 1);
+    let loaded = load(GOOD).expect("valid").gateway;
+    assert_eq!(loaded.limits.max_connections, None);
+    assert_eq!(loaded.listen[0].max_connections, None);
+    let set = load(&with("  limits: { max_connections: 500 }\n")).expect("valid");
+    assert_eq!(set.gateway.limits.max_connections, Some(500));
+    let listeners = GOOD.replace(
+        "listen: [\"127.0.0.1:8080\"]",
+        "listen: [\"127.0.0.1:8080\", { addr: \"127.0.0.1:8081\", max_connections: 40 }]",
+    );
+    let listen = load(&listeners).expect("valid").gateway.listen;
+    assert_eq!(
+        listen.iter().map(|l| l.max_connections).collect::<Vec<_>>(),
+        [None, Some(40)]
+    );
+    let admin = |extra: &str| {
+        with_admin(&format!(
+            "    listen: 127.0.0.1:9000\n    token: 0123456789abcdef0123456789abcdef\n{extra}"
+        ))
+    };
+    let admin_max = |text: &str| {
+        load(text)
+            .expect("valid")
+            .gateway
+            .admin
+            .expect("admin")
+            .max_connections
+    };
+    assert_eq!(admin_max(&admin("")), 32);
+    assert_eq!(admin_max(&admin("    max_connections: 5\n")), 5);
+    for (text, key) in [
+        (
+            with("  limits: { max_connections: 0 }\n"),
+            "gateway.limits.max_connections",
+        ),
+        (
+            listeners.replace("max_connections: 40", "max_connections: 0"),
+            "gateway.listen[1].max_connections",
+        ),
+        (
+            admin("    max_connections: 0\n"),
+            "gateway.admin.max_connections",
+        ),
+    ] {
+        let message = error_of(&text);
+        assert!(
+            message.contains(key) && message.contains("at least 1"),
+            "{message}"
+        );
+    }
+}

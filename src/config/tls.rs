@@ -11,6 +11,7 @@ use pingora_core::listeners::tls::Acceptor;
 use pingora_core::utils::tls::{CertKey, WrappedX509};
 
 use super::certificates::{build_acceptor, load_certificate, read_chain, Certificate, TlsVersion};
+use super::parse::connection_count;
 use super::spec::{ListenSpec, ListenerSpec, TlsSpec, UpstreamTlsSpec};
 use super::{key_error, KeyError};
 use crate::upstreams::UpstreamTls;
@@ -23,6 +24,8 @@ pub struct Listener {
     /// The port of `addr` (the HSTS header is chosen by the local port).
     pub(crate) port: u16,
     pub(crate) kind: ListenerKind,
+    /// `gateway.listen[i].max_connections`, when set.
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl Listener {
@@ -125,6 +128,7 @@ pub(super) fn validate_listeners(
                     addr,
                     port,
                     kind: ListenerKind::Plain,
+                    max_connections: None,
                 }
             }
             ListenSpec::Listener(l) => validate_listener(l, &key, base, now)?,
@@ -202,7 +206,14 @@ fn validate_listener(
             }
         }
     };
-    Ok(Listener { addr, port, kind })
+    let max_connections = connection_count(l.max_connections)
+        .map_err(|m| key_error(format!("{key}.max_connections"), m))?;
+    Ok(Listener {
+        addr,
+        port,
+        kind,
+        max_connections,
+    })
 }
 
 fn header_value(value: &str, key: &str) -> Result<HeaderValue, KeyError> {

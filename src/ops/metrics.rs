@@ -11,6 +11,7 @@ use pingora::services::listening::Service;
 use prometheus::{Encoder, TextEncoder};
 
 use crate::config::HeadLimits;
+use crate::proxy::connections::{listener_loads, AcceptGate, Connections, Limited};
 use crate::proxy::guard::GuardedApp;
 use crate::proxy::InFlight;
 use crate::state::metrics::METRICS;
@@ -44,6 +45,17 @@ fn refresh(controller: &Controller) {
                 .with_label_values(&[&cert.label()])
                 .set(cert.not_after);
         }
+    }
+    m.connections.reset();
+    m.connection_limit.reset();
+    for listener in listener_loads() {
+        let label = [listener.addr.as_str()];
+        m.connections
+            .with_label_values(&label)
+            .set(listener.open as i64);
+        m.connection_limit
+            .with_label_values(&label)
+            .set(listener.max_connections as i64);
     }
     m.users.reset();
     for route in &state.routes {
@@ -99,15 +111,21 @@ pub(crate) fn metrics_service(
     controller: Arc<Controller>,
     listen: &str,
     limits: HeadLimits,
-) -> Service<GuardedApp<HttpServer<MetricsApp>>> {
+    connections: Arc<Connections>,
+) -> Service<Limited<GuardedApp<HttpServer<MetricsApp>>>> {
     let mut service = Service::new(
         "canary-gateway metrics".to_string(),
-        GuardedApp::new(
-            HttpServer::new_app(MetricsApp { controller }),
-            limits,
-            InFlight::default(),
+        Limited::new(
+            GuardedApp::new(
+                HttpServer::new_app(MetricsApp { controller }),
+                limits,
+                InFlight::default(),
+            )
+            .for_listener(connections.clone()),
+            connections.clone(),
         ),
     );
+    service.set_connection_filter(AcceptGate::new(connections));
     // Operators' traffic: one thread is plenty, whatever `threads` says.
     service.threads = Some(1);
     service.add_tcp(listen);

@@ -7,6 +7,7 @@
 //! log through the [`RequestLog`] interface.
 
 mod access;
+pub(crate) mod connections;
 mod ctx;
 mod errors;
 mod forwarding;

@@ -25,6 +25,7 @@ use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::Service;
 
+use super::connections::{AcceptGate, Connections, Limited};
 use super::guard::GuardedApp;
 use super::redirect::Redirector;
 use super::tls::TlsApp;
@@ -66,16 +67,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
     }
 }
 
-/// One listener of a worker: its address and what serves it.
+/// One listener of a worker: its address, what serves it and the listener's budget of
+/// connections (one for the listener, shared by the workers).
 pub(crate) struct Endpoint<A> {
     pub(crate) addr: String,
     pub(crate) app: ListenerApp<A>,
+    pub(crate) connections: Arc<Connections>,
 }
 
 /// One proxy worker: one thread serving all the listeners, each on the worker's own duplicate
 /// of its listening socket.
 pub(crate) struct Worker<A> {
-    services: Vec<ListeningService<ListenerApp<A>>>,
+    services: Vec<ListeningService<Limited<ListenerApp<A>>>>,
     name: String,
     index: usize,
     addrs: Vec<String>,
@@ -95,8 +98,11 @@ impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
         let services = endpoints
             .into_iter()
             .map(|endpoint| {
-                let mut service =
-                    ListeningService::new(format!("{name} on {}", endpoint.addr), endpoint.app);
+                let mut service = ListeningService::new(
+                    format!("{name} on {}", endpoint.addr),
+                    Limited::new(endpoint.app, endpoint.connections.clone()),
+                );
+                service.set_connection_filter(AcceptGate::new(endpoint.connections));
                 service.threads = Some(1);
                 service.add_listener(listener(&worker_key(&endpoint.addr, index)));
                 service

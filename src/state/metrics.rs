@@ -39,6 +39,10 @@ pub(crate) struct Metrics {
     pub(crate) certificate_expiry: IntGaugeVec,
     pub(crate) notifications: IntCounterVec,
     pub(crate) notification_retries: IntCounterVec,
+    pub(crate) connections: IntGaugeVec,
+    pub(crate) connection_limit: IntGaugeVec,
+    pub(crate) connections_refused: IntCounterVec,
+    pub(crate) idle_connections_closed: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -162,6 +166,38 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["name"],
     )?;
+    let connections = IntGaugeVec::new(
+        Opts::new(
+            "gateway_connections",
+            "Client connections open on each listener (proxy, redirect, admin, metrics)",
+        ),
+        &["listener"],
+    )?;
+    let connection_limit = IntGaugeVec::new(
+        Opts::new(
+            "gateway_connection_limit",
+            "Most client connections each listener keeps open at once (max_connections)",
+        ),
+        &["listener"],
+    )?;
+    let connections_refused = IntCounterVec::new(
+        Opts::new(
+            "gateway_connections_refused_total",
+            "Connections closed as soon as accepted because their listener was full and had no idle connection to close",
+        ),
+        &["listener"],
+    )?;
+    let idle_connections_closed = IntCounterVec::new(
+        Opts::new(
+            "gateway_idle_connections_closed_total",
+            "Idle keep-alive connections closed to make room for a new connection on a full listener",
+        ),
+        &["listener"],
+    )?;
+    registry.register(Box::new(connections.clone()))?;
+    registry.register(Box::new(connection_limit.clone()))?;
+    registry.register(Box::new(connections_refused.clone()))?;
+    registry.register(Box::new(idle_connections_closed.clone()))?;
     registry.register(Box::new(tls_handshakes.clone()))?;
     registry.register(Box::new(notifications.clone()))?;
     registry.register(Box::new(notification_retries.clone()))?;
@@ -204,6 +240,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         certificate_expiry,
         notifications,
         notification_retries,
+        connections,
+        connection_limit,
+        connections_refused,
+        idle_connections_closed,
     })
 }
 

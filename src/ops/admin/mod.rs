@@ -44,6 +44,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
 use crate::config::{AdminToken, HeadLimits, Role};
+use crate::proxy::connections::{AcceptGate, Connections, Limited};
 use crate::proxy::guard::GuardedApp;
 use crate::proxy::InFlight;
 use crate::routing::signed::constant_time_eq;
@@ -67,15 +68,23 @@ pub(crate) fn admin_service(
     listen: &str,
     tokens: Vec<AdminToken>,
     limits: HeadLimits,
-) -> Service<GuardedApp<HttpServer<AdminApp>>> {
+    connections: Arc<Connections>,
+) -> Service<Limited<GuardedApp<HttpServer<AdminApp>>>> {
+    // Its own budget of connections: a flood on the proxy's listeners never keeps operators
+    // out, nor a flood here the proxy's clients.
     let mut service = Service::new(
         "canary-gateway admin".to_string(),
-        GuardedApp::new(
-            HttpServer::new_app(AdminApp { controller, tokens }),
-            limits,
-            InFlight::default(),
+        Limited::new(
+            GuardedApp::new(
+                HttpServer::new_app(AdminApp { controller, tokens }),
+                limits,
+                InFlight::default(),
+            )
+            .for_listener(connections.clone()),
+            connections.clone(),
         ),
     );
+    service.set_connection_filter(AcceptGate::new(connections));
     // Operators' traffic: one thread is plenty, whatever `threads` says.
     service.threads = Some(1);
     service.add_tcp(listen);

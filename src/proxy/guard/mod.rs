@@ -34,6 +34,7 @@ mod h2;
 
 pub(crate) use h2::{h2_options, H2Stream};
 
+use super::connections::{Connections, IdleWatch};
 use super::ctx::{InFlight, InFlightGuard};
 use super::errors::closing_response;
 pub(crate) use crate::config::HeadLimits;
@@ -96,6 +97,9 @@ pub(crate) struct GuardedStream {
     first_head: Bytes,
     /// Counts the connection in flight until Pingora has read its first head.
     first_request: Option<InFlightGuard>,
+    /// Its listener's view of it, so that a full listener can close it while it waits for its
+    /// next request (HTTP/1 connections past their first head only).
+    idle: Option<IdleWatch>,
 }
 
 impl GuardedStream {
@@ -115,6 +119,7 @@ impl GuardedStream {
             rejection: None,
             first_head: Bytes::new(),
             first_request: None,
+            idle: None,
         }
     }
 
@@ -402,7 +407,22 @@ impl AsyncRead for GuardedStream {
             }
         }
         let before = buf.filled().len();
+        // Pingora reads a request head into a buffer with room for one; while a response is
+        // under way it probes the connection with one-byte reads, which must not count as
+        // waiting.
+        let awaiting_head = this.phase == Phase::Idle && buf.remaining() > 1;
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(idle) = this.idle.as_ref().filter(|_| awaiting_head) {
+            match &result {
+                // Told to close by its full listener: the end of the connection.
+                Poll::Pending if idle.waiting(cx.waker()) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) if buf.filled().len() > before && !idle.busy() => {
+                    buf.set_filled(before);
+                    return Poll::Ready(Ok(()));
+                }
+                _ => {}
+            }
+        }
         if let Poll::Ready(Ok(())) = result {
             if matches!(this.phase, Phase::Idle | Phase::Head) {
                 if let Some(answer) = this.scan(&buf.filled()[before..]) {
@@ -492,6 +512,8 @@ pub(crate) struct GuardedApp<A> {
     inner: Arc<A>,
     limits: HeadLimits,
     in_flight: InFlight,
+    /// The listener's budget, whose full listener may close this app's idle connections.
+    connections: Option<Arc<Connections>>,
 }
 
 impl<A> GuardedApp<A> {
@@ -500,6 +522,18 @@ impl<A> GuardedApp<A> {
             inner: Arc::new(inner),
             limits,
             in_flight,
+            connections: None,
+        }
+    }
+
+    /// The same application and limits for one listener, whose full budget may close this
+    /// app's idle HTTP/1 connections.
+    pub(crate) fn for_listener(&self, connections: Arc<Connections>) -> Self {
+        GuardedApp {
+            inner: self.inner.clone(),
+            limits: self.limits,
+            in_flight: self.in_flight.clone(),
+            connections: Some(connections),
         }
     }
 
@@ -551,6 +585,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         if !guarded.read_first_head(&self.in_flight, shutdown).await {
             return None;
         }
+        guarded.idle = self.connections.as_ref().map(Connections::watch);
         self.inner.process_new(Box::new(guarded), shutdown).await
     }
 
