@@ -188,8 +188,8 @@ impl Connections {
     }
 
     /// Counts a newly accepted connection in, if the budget allows or an idle connection of
-    /// the listener could be told to close to make room (the count then passes the budget by
-    /// one until it has). `None`: the listener is full; close the connection.
+    /// the listener could be told to close to make room (the count then passes the budget until
+    /// it has closed). `None`: the listener is full; close the connection.
     pub(crate) fn admit(&self) -> Option<Permit<'_>> {
         let before = self.open.fetch_add(1, Ordering::Relaxed);
         let permit = Permit(self);
