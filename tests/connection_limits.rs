@@ -80,8 +80,9 @@ fn start(dir: TempDir, config: &str, addr: SocketAddr, nofile: Option<u64>) -> G
 }
 
 /// With 256 descriptors in all, 400 silent connections to proxy listener A fill A's budget
-/// only: the admin API answers, a request on listener B is proxied, A's extra connections are
-/// refused and counted, and the process never runs out of descriptors.
+/// only: the admin API answers, a request on listener B is proxied, A makes room for its extra
+/// connections by closing the silent ones that waited longest (counted), a request on A itself
+/// is served, and the process never runs out of descriptors.
 #[test]
 fn a_flood_on_one_listener_leaves_the_others_served() {
     let stable = Origin::start("stable");
@@ -124,13 +125,24 @@ fn a_flood_on_one_listener_leaves_the_others_served() {
         Duration::from_secs(60),
         || try_request(b, "/", None) == Some((200, "stable".to_string())),
     );
+    // Every flood connection is taken in at last (some wait in the kernel's accept queue),
+    // each closing a silent one that waited longer.
+    let over = (flood.len() as u64 - budget) as f64;
+    let closed_on_a = || {
+        try_request(metrics_addr, "/metrics", None).map_or(0.0, |(_, metrics)| {
+            metric_value(
+                &metrics,
+                &format!("gateway_idle_connections_closed_total{{listener=\"{a}\"}}"),
+            )
+        })
+    };
+    wait_until(
+        "A closes a silent connection for each one over its budget",
+        Duration::from_secs(60),
+        || closed_on_a() >= over,
+    );
     let (code, metrics) = try_request(metrics_addr, "/metrics", None).expect("metrics answer");
     assert_eq!(code, 200);
-    let refused = metric_value(
-        &metrics,
-        &format!("gateway_connections_refused_total{{listener=\"{a}\"}}"),
-    );
-    assert!(refused > 0.0, "refusals on A are counted:\n{metrics}");
     assert_eq!(
         metric_value(
             &metrics,
@@ -145,8 +157,13 @@ fn a_flood_on_one_listener_leaves_the_others_served() {
         on_a["open"].as_u64().expect("open") <= budget,
         "A never holds more than its budget: {on_a}"
     );
-    assert!(on_a["refused"].as_u64().expect("refused") > 0, "{on_a}");
     assert_eq!(listener(&now, b)["refused"], 0, "B refused nothing");
+    // A itself still serves a visitor: the silent connection that waited longest makes room.
+    wait_until(
+        "listener A proxies during the flood",
+        Duration::from_secs(60),
+        || try_request(a, "/", None) == Some((200, "stable".to_string())),
+    );
     let log = gateway.log();
     assert!(
         !log.contains("Too many open files") && !log.contains("Accept() failed"),

@@ -582,10 +582,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             return self.serve_h2(session, shutdown).await;
         }
         let mut guarded = GuardedStream::new(session, self.limits);
+        // Watched from the start: a connection that has sent nothing yet may be closed to make
+        // room on a full listener, as an idle keep-alive one may (nginx's "reusable"
+        // connections); one that has begun a head may not.
+        guarded.idle = self.connections.as_ref().map(Connections::watch);
         if !guarded.read_first_head(&self.in_flight, shutdown).await {
             return None;
         }
-        guarded.idle = self.connections.as_ref().map(Connections::watch);
         self.inner.process_new(Box::new(guarded), shutdown).await
     }
 
