@@ -293,7 +293,7 @@ fn admin_json_is_strict() {
     }
     let (_, audit) = ops.call("GET", "/audit", None);
     let text = audit.to_string();
-    assert!(text.contains("percent set to 0"), "{text}");
+    assert!(text.contains("% → 0%"), "{text}");
     assert!(
         !text.contains("-0"),
         "no negative zero in the audit: {text}"

@@ -223,7 +223,14 @@ fn changes_through_one_node_reach_every_node() {
         .map(|e| e["action"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(actions, ["promote", "rollback", "percent"]);
-    assert_eq!(trail["entries"][2]["detail"], "percent set to 50");
+    assert!(
+        trail["entries"][2]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("percent ") && d.ends_with(" → 50%")),
+        "{}",
+        trail["entries"][2]
+    );
+    assert_eq!(trail["entries"][2]["after"], "50%", "the value after");
     assert_eq!(trail["entries"][2]["actor"], "admin", "the token's name");
     // Each node keeps the state in its own state file too.
     let file: Value =

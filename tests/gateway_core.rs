@@ -501,9 +501,5 @@ fn demo_runs_with_no_arguments() {
         .cloned()
         .expect("the rollout rule");
     assert_eq!(rollout["percent"], 30.0, "kept over the restart: {rollout}");
-    assert!(
-        trail.text().contains("percent set to 30"),
-        "{}",
-        trail.text()
-    );
+    assert!(trail.text().contains("→ 30%"), "{}", trail.text());
 }

@@ -254,8 +254,44 @@ fn admin_endpoints_change_routing_and_reject_bad_input() {
         ),
         (Some("stable"), Some("vip"), Some("user_list"))
     );
+    assert_eq!(
+        (body["added"].as_u64(), body["removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{body}"
+    );
     let (_, explain) = live.admin("GET", "/explain?user=alice", None);
     assert_eq!(explain["rule"], Value::Null, "alice was removed: {explain}");
+
+    // Removing an id that is not on the list changes nothing and says so: no new version, no
+    // count moved, no audit entry.
+    let trail_before = live.admin("GET", "/audit", None).1["entries"]
+        .as_array()
+        .map(Vec::len);
+    let version = live.status()["control"]["version"].clone();
+    let (code, body) = live.admin("POST", "/rules/vip/users", Some(r#"{"remove": ["alice"]}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (
+            body["changed"].as_bool(),
+            body["removed"].as_u64(),
+            body["not_on"].as_u64()
+        ),
+        (Some(false), Some(0), Some(1)),
+        "{body}"
+    );
+    assert_eq!(live.status()["control"]["version"], version);
+    let vip = live.status()["rules"][1].clone();
+    assert_eq!(
+        (vip["api_added"].as_u64(), vip["api_removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{vip}"
+    );
+    assert_eq!(
+        live.admin("GET", "/audit", None).1["entries"]
+            .as_array()
+            .map(Vec::len),
+        trail_before
+    );
     let (_, explain) = live.admin("GET", "/explain?user=alice&header=canary", None);
     assert_eq!(
         (explain["group"].as_str(), explain["rule"].as_str()),
@@ -361,6 +397,49 @@ fn admin_endpoints_change_routing_and_reject_bad_input() {
         generation,
         "bad input applied nothing"
     );
+
+    // The trail: before and after, filters and paging (newest first).
+    let (_, all) = live.admin("GET", "/audit", None);
+    let entries = all["entries"].as_array().expect("entries").clone();
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["resume", "promote", "rollback", "users", "percent"],
+        "{all}"
+    );
+    assert_eq!(
+        (entries[4]["before"].as_str(), entries[4]["after"].as_str()),
+        (Some("0%"), Some("30%"))
+    );
+    assert_eq!(entries[4]["detail"], "percent 0% → 30%");
+    assert_eq!(
+        (entries[3]["before"].as_str(), entries[3]["after"].as_str()),
+        (Some("1 users"), Some("1 users"))
+    );
+    assert_eq!(
+        (entries[2]["before"].as_str(), entries[2]["after"].as_str()),
+        (Some("rules"), Some("rollback"))
+    );
+    let (_, vip) = live.admin("GET", "/audit?rule=vip", None);
+    assert_eq!(vip["entries"].as_array().map(Vec::len), Some(1), "{vip}");
+    let (_, nobody) = live.admin("GET", "/audit?actor=nobody", None);
+    assert_eq!(nobody["entries"], serde_json::json!([]));
+    let (_, page) = live.admin("GET", "/audit?limit=2", None);
+    assert_eq!(page["more"], true, "{page}");
+    assert_eq!(page["entries"].as_array().map(Vec::len), Some(2));
+    let before = page["next_before"].as_u64().expect("a cursor");
+    let (_, older) = live.admin("GET", &format!("/audit?limit=10&before={before}"), None);
+    assert_eq!(older["more"], false, "{older}");
+    assert!(older["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .all(|e| e["at_ms"].as_u64() < Some(before)));
+    let (code, bad) = live.admin("GET", "/audit?before=yesterday", None);
+    assert_eq!((code, bad["field"].as_str()), (400, Some("before")));
 }
 
 #[test]

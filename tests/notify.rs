@@ -296,7 +296,7 @@ fn a_rollback_is_posted_as_json_and_as_slack_text() {
         line(0)
     );
     assert_eq!(line(1), text, "the same line as the JSON body's");
-    assert!(line(2).contains("percent set to 5"), "{}", line(2));
+    assert!(line(2).contains("→ 5%"), "{}", line(2));
     assert!(
         line(3).starts_with("canary-gateway rollback: every route: rollback by admin"),
         "{}",

@@ -32,8 +32,14 @@ pub(crate) struct AuditEntry {
     pub(crate) rule: Option<String>,
     /// `percent`, `users`, `rollback`, `promote`, `resume`, `plan_start`, `plan_advance`, ...
     pub(crate) action: String,
-    /// What changed, in words.
+    /// What changed, in words (with the old and new values, e.g. `percent 10 → 25`).
     pub(crate) detail: String,
+    /// The value before the change, in words (`10%`, `rules`, `step 1 of 3 (10%)`, `3 users`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) before: Option<String>,
+    /// The value after the change, in the same words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) figures: Option<StepFigures>,
 }
@@ -55,8 +61,45 @@ impl AuditEntry {
             rule: rule.map(str::to_string),
             action: action.to_string(),
             detail,
+            before: None,
+            after: None,
             figures: None,
         }
+    }
+
+    /// Sets what the change moved from and to; the detail says it too (`what before → after`).
+    pub(crate) fn moved(&mut self, what: &str, before: String, after: String) {
+        self.detail = format!("{what} {before} → {after}");
+        self.before = Some(before);
+        self.after = Some(after);
+    }
+}
+
+/// Which entries `GET /audit` answers: each given field must match exactly (`before`: entries
+/// made before that Unix millisecond, for paging back).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AuditFilter {
+    pub(crate) route: Option<String>,
+    pub(crate) rule: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) before_ms: Option<u64>,
+}
+
+impl AuditFilter {
+    /// Whether it leaves anything out.
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == AuditFilter::default()
+    }
+
+    /// Whether `entry` is one the filter keeps.
+    pub(crate) fn keeps(&self, entry: &AuditEntry) -> bool {
+        let same = |want: &Option<String>, got: &Option<String>| {
+            want.as_ref().is_none_or(|w| got.as_ref() == Some(w))
+        };
+        same(&self.route, &entry.route)
+            && same(&self.rule, &entry.rule)
+            && self.actor.as_ref().is_none_or(|a| *a == entry.actor)
+            && self.before_ms.is_none_or(|b| entry.at_ms < b)
     }
 }
 
@@ -78,6 +121,40 @@ pub(crate) fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each field of the filter must match; `before` pages back by time.
+    #[test]
+    fn the_filter_keeps_what_matches_every_field() {
+        let entry = |actor: &str, route: Option<&str>, rule: Option<&str>, at_ms| AuditEntry {
+            at_ms,
+            ..AuditEntry::now(actor, route, rule, "percent", String::new())
+        };
+        let a = entry("alice", Some("web"), Some("rollout"), 100);
+        let global = entry("bob", None, None, 200);
+        let all = AuditFilter::default();
+        assert!(all.is_empty() && all.keeps(&a) && all.keeps(&global));
+        let web = AuditFilter {
+            route: Some("web".into()),
+            ..Default::default()
+        };
+        assert!(web.keeps(&a) && !web.keeps(&global));
+        let bob = AuditFilter {
+            actor: Some("bob".into()),
+            ..Default::default()
+        };
+        assert!(!bob.keeps(&a) && bob.keeps(&global));
+        let rule = AuditFilter {
+            rule: Some("rollout".into()),
+            route: Some("web".into()),
+            ..Default::default()
+        };
+        assert!(rule.keeps(&a) && !rule.keeps(&global));
+        let older = AuditFilter {
+            before_ms: Some(200),
+            ..Default::default()
+        };
+        assert!(older.keeps(&a) && !older.keeps(&global), "strictly before");
+    }
 
     #[test]
     fn the_trail_is_bounded_and_newest_first() {

@@ -3,10 +3,12 @@
 //! with a store, Redis accepts it before any node applies it, so every node moves together;
 //! while Redis is unreachable a change is refused as `Unavailable` and changes nothing.
 
+use std::collections::HashMap;
+
 use log::info;
 
 use super::audit::{AuditEntry, ACTOR_PLAN};
-use super::controller::{check_user_ids, find_rule_of_kind, Controller, Inner};
+use super::controller::{check_user_ids, find_rule_of_kind, rule_of_kind, Controller, Inner};
 use super::figures::StepFigures;
 use super::metrics::METRICS;
 use super::overlay::{Overlay, OverlayMode, RouteOverlay};
@@ -31,23 +33,21 @@ impl Controller {
     /// configuration and makes it on a copy; the copy, one version up, is written to Redis
     /// when there is a store (if another node wrote first, its state is applied here and the
     /// edit made again on it), then applied here and written to the state file. `entry` says
-    /// what changed, for the audit trail.
+    /// what changed, for the audit trail; `edit` may fill in what it moved from and to.
     pub(super) async fn change(
         &self,
         entry: AuditEntry,
-        mut edit: impl FnMut(&Inner, &mut Overlay) -> Result<(), StateError>,
+        mut edit: impl FnMut(&Inner, &mut Overlay, &mut AuditEntry) -> Result<(), StateError>,
     ) -> Result<Changed, StateError> {
         let _one_at_a_time = self.change_lock.lock().await;
         for _ in 0..CHANGE_TRIES {
             let (next, entry) = {
                 let inner = self.lock();
                 let mut next = inner.overlay.shared();
-                edit(&inner, &mut next)?;
+                let mut entry = entry.clone();
+                edit(&inner, &mut next, &mut entry)?;
                 next.version = inner.overlay.version + 1;
-                let entry = AuditEntry {
-                    version: next.version,
-                    ..entry.clone()
-                };
+                entry.version = next.version;
                 (next, entry)
             };
             let version = next.version;
@@ -100,8 +100,10 @@ impl Controller {
             "percent",
             format!("percent set to {}", percent.as_f64()),
         );
-        self.change(entry, |inner, overlay| {
+        self.change(entry, |inner, overlay, entry| {
             find_rule_of_kind(&inner.base, route, rule, Kind::Percent)?;
+            let before = live_percent(inner, overlay, route, rule);
+            entry.moved("percent", format!("{before}%"), format!("{}%", percent.as_f64()));
             if let Some(plan) = overlay.plan(route, rule).filter(|p| p.status.is_active()) {
                 return Err(StateError::conflict(format!(
                         "rule {rule:?} is driven by its rollout plan ({}); pause is not enough: abort the plan first",
@@ -116,7 +118,10 @@ impl Controller {
     }
 
     /// `POST /routes/{route}/rules/{rule}/users`: a store-backed list changes in Redis (and
-    /// from there on every node), any other list in the control state.
+    /// from there on every node), any other list in the control state. Only ids whose
+    /// membership changes count: adding an id already on the list or removing one that is not
+    /// on it changes nothing, and a request that changes nothing makes no version and no audit
+    /// entry (its answer says so).
     pub(crate) async fn change_users(
         &self,
         actor: &str,
@@ -124,18 +129,68 @@ impl Controller {
         rule: &str,
         add: Vec<String>,
         remove: Vec<String>,
-    ) -> Result<Changed, StateError> {
+    ) -> Result<UsersChanged, StateError> {
         check_user_ids(&add, &remove)?;
-        match self.store_set(route, rule) {
+        let effect = self.list_effect(route, rule, &add, &remove)?;
+        if effect.add.is_empty() && effect.remove.is_empty() {
+            let inner = self.lock();
+            return Ok(effect.answer(
+                Changed {
+                    generation: inner.generation,
+                    version: inner.overlay.version,
+                },
+                false,
+            ));
+        }
+        let changed = match self.store_set(route, rule) {
             Some((store, set)) => {
-                self.change_set_users(actor, route, rule, &store, set, add, remove)
-                    .await
+                self.change_set_users(actor, route, rule, &store, set, &effect)
+                    .await?
             }
             None => {
-                self.change_listed_users(actor, route, rule, &add, &remove)
-                    .await
+                self.change_listed_users(actor, route, rule, &effect)
+                    .await?
+            }
+        };
+        Ok(effect.answer(changed, true))
+    }
+
+    /// What a list change would do on the live list: the ids that change membership (the last
+    /// word on an id wins, as in one request `remove` comes after `add`) and those that do not.
+    fn list_effect(
+        &self,
+        route: &str,
+        rule: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<ListEffect, StateError> {
+        let state = self.state().load_full();
+        let live = state.routes.iter().find(|r| r.name == route);
+        let found = rule_of_kind(live.map(|r| &*r.router), route, rule, Kind::Users)?;
+        let set = found.user_set();
+        let was = |id: &str| set.is_some_and(|users| users.contains(id.as_bytes()));
+        let mut last: HashMap<&str, bool> = HashMap::new();
+        let mut order: Vec<&str> = Vec::new();
+        for (ids, on) in [(add, true), (remove, false)] {
+            for id in ids {
+                if last.insert(id.as_str(), on).is_none() {
+                    order.push(id.as_str());
+                }
             }
         }
+        let mut effect = ListEffect {
+            size: set.map_or(0, |users| users.len()),
+            ..ListEffect::default()
+        };
+        for id in order {
+            match (last[id], was(id)) {
+                (true, false) => effect.add.push(id.to_string()),
+                (false, true) => effect.remove.push(id.to_string()),
+                (true, true) => effect.already_on += 1,
+                (false, false) => effect.not_on += 1,
+            }
+        }
+        Ok(effect)
     }
 
     /// A list kept in the control state.
@@ -144,23 +199,29 @@ impl Controller {
         actor: &str,
         route: &str,
         rule: &str,
-        add: &[String],
-        remove: &[String],
+        effect: &ListEffect,
     ) -> Result<Changed, StateError> {
-        let entry = AuditEntry::now(
+        let mut entry = AuditEntry::now(
             actor,
             Some(route),
             Some(rule),
             "users",
-            users_detail(add, remove),
+            users_detail(&effect.add, &effect.remove),
         );
-        self.change(entry, |inner, overlay| {
+        effect.sizes(&mut entry);
+        self.change(entry, |inner, overlay, _| {
             find_rule_of_kind(&inner.base, route, rule, Kind::Users)?;
+            let file = inner
+                .base
+                .route(route)
+                .and_then(|r| r.router.rule(rule))
+                .and_then(|r| r.user_set());
+            let in_file = |id: &str| file.is_some_and(|users| users.contains(id.as_bytes()));
             route_of(overlay, route)
                 .users
                 .entry(rule.to_string())
                 .or_default()
-                .record(add, remove);
+                .record(&effect.add, &effect.remove, in_file);
             Ok(())
         })
         .await
@@ -168,7 +229,6 @@ impl Controller {
 
     /// A store-backed list: the set in Redis changes (and from there every node's); this node
     /// applies it at once too.
-    #[allow(clippy::too_many_arguments)]
     async fn change_set_users(
         &self,
         actor: &str,
@@ -176,18 +236,22 @@ impl Controller {
         rule: &str,
         store: &Store,
         set: String,
-        add: Vec<String>,
-        remove: Vec<String>,
+        effect: &ListEffect,
     ) -> Result<Changed, StateError> {
         let mut entry = AuditEntry::now(
             actor,
             Some(route),
             Some(rule),
             "users",
-            format!("set {set}: {}", users_detail(&add, &remove)),
+            format!("set {set}: {}", users_detail(&effect.add, &effect.remove)),
         );
+        effect.sizes(&mut entry);
         entry.version = self.lock().overlay.version;
-        let change = Change { set, add, remove };
+        let change = Change {
+            set,
+            add: effect.add.clone(),
+            remove: effect.remove.clone(),
+        };
         store.write(&change, &entry).await.map_err(|e| {
             StateError::unavailable(format!("the store is unavailable, nothing changed: {e}"))
         })?;
@@ -220,7 +284,7 @@ impl Controller {
             OverlayMode::Promote(group) => ("promote", format!("every user to group {group}")),
         };
         let entry = AuditEntry::now(actor, route, None, action, detail);
-        self.change(entry, |inner, overlay| {
+        self.change(entry, |inner, overlay, entry| {
             if let OverlayMode::Promote(group) = &mode {
                 if !inner.base.groups.iter().any(|g| &g.name == group) {
                     let names: Vec<&str> =
@@ -231,6 +295,14 @@ impl Controller {
                     ));
                 }
             }
+            let before = match route {
+                Some(route) => overlay
+                    .route(route)
+                    .map_or(OverlayMode::Rules, |r| r.mode.clone()),
+                None => overlay.mode.clone(),
+            };
+            entry.before = Some(mode_words(&before));
+            entry.after = Some(mode_words(&mode));
             match route {
                 Some(route) => route_of(overlay, route).mode = mode.clone(),
                 None => {
@@ -243,7 +315,19 @@ impl Controller {
                     overlay.mode = mode.clone();
                 }
             }
-            hold_or_release(overlay, actor, action);
+            let moved = hold_or_release(overlay, actor, action);
+            entry.detail = format!(
+                "{}: {} → {}{}",
+                entry.detail,
+                mode_words(&before),
+                mode_words(&mode),
+                match moved {
+                    (0, 0) => String::new(),
+                    (held, 0) => format!("; {held} plan(s) held"),
+                    (0, released) => format!("; {released} plan(s) released"),
+                    (held, released) => format!("; {held} plan(s) held, {released} released"),
+                }
+            );
             Ok(())
         })
         .await
@@ -265,10 +349,11 @@ impl Controller {
         let action = format!("plan_{}", command.as_str());
         let why = format!("{} by {actor} through the admin API", command.as_str());
         let entry = AuditEntry::now(actor, Some(route), Some(rule), &action, why.clone());
-        self.change(entry, |inner, overlay| {
+        self.change(entry, |inner, overlay, entry| {
             let plan = plan_config(inner, route, rule)?;
             let overridden = is_overridden(overlay, route);
             let current = overlay.plan(route, rule);
+            let before = plan_words(plan, current);
             let status = current.map(|p| p.status);
             let next = transition(status, PlanEvent::Command(command), overridden).map_err(|e| {
                 StateError::conflict(format!("the plan of rule {rule:?} cannot {}: {e}", command.as_str()))
@@ -300,6 +385,14 @@ impl Controller {
                 Some(p) if command == PlanCommand::Pause => p.step_started_ms,
                 _ => now,
             };
+            let live = live_percent(inner, overlay, route, rule);
+            entry.before = Some(before.clone());
+            entry.after = Some(step_words(plan, next, step));
+            entry.detail = format!(
+                "{why}: {before} → {}{}",
+                step_words(plan, next, step),
+                percent.map_or(String::new(), |p| format!("; percent {live}% → {}%", p.as_f64()))
+            );
             let changes = route_of(overlay, route);
             changes.plans.insert(
                 rule.to_string(),
@@ -355,9 +448,10 @@ impl Controller {
             )
         };
         let changed = self
-            .change(entry, |inner, overlay| {
+            .change(entry, |inner, overlay, entry| {
                 let plan = plan_config(inner, route, rule)?;
                 let now = super::audit::unix_ms();
+                let live = live_percent(inner, overlay, route, rule);
                 let changes = route_of(overlay, route);
                 let Some(state) = changes.plans.get_mut(rule).filter(|p| {
                     p.status == PlanStatus::Running
@@ -369,6 +463,19 @@ impl Controller {
                     ));
                 };
                 let m = verdict_move(plan, step, verdict);
+                let (before, after) = (
+                    step_words(plan, PlanStatus::Running, step),
+                    step_words(plan, m.status, m.step),
+                );
+                entry.detail = format!(
+                    "{why}: {before} → {after}{}",
+                    m.percent.map_or(String::new(), |p| format!(
+                        "; percent {live}% → {}%",
+                        p.as_f64()
+                    ))
+                );
+                entry.before = Some(before);
+                entry.after = Some(after);
                 *state = PlanState {
                     status: m.status,
                     step: m.step,
@@ -396,6 +503,56 @@ impl Controller {
         );
         Ok(changed)
     }
+}
+
+/// What a list change does to the live list (see [`Controller::change_users`]).
+#[derive(Debug, Default)]
+struct ListEffect {
+    /// Ids that join the list, in the order asked.
+    add: Vec<String>,
+    /// Ids that leave it.
+    remove: Vec<String>,
+    /// Ids asked to be added that were on it already.
+    already_on: usize,
+    /// Ids asked to be removed that were not on it.
+    not_on: usize,
+    /// The list's size before the change.
+    size: usize,
+}
+
+impl ListEffect {
+    /// The list's size before and after, in the audit entry.
+    fn sizes(&self, entry: &mut AuditEntry) {
+        let after = self.size + self.add.len() - self.remove.len().min(self.size);
+        entry.before = Some(format!("{} users", self.size));
+        entry.after = Some(format!("{after} users"));
+    }
+
+    fn answer(self, changed: Changed, made: bool) -> UsersChanged {
+        UsersChanged {
+            changed,
+            made,
+            added: self.add.len(),
+            removed: self.remove.len(),
+            already_on: self.already_on,
+            not_on: self.not_on,
+        }
+    }
+}
+
+/// What a list change answers: the versions, whether a change was made at all, and how many
+/// ids changed membership or were already where asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UsersChanged {
+    pub(crate) changed: Changed,
+    /// `false` when no id changed membership: no version, no audit entry.
+    pub(crate) made: bool,
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
+    /// Ids asked to be added that were on the list already.
+    pub(crate) already_on: usize,
+    /// Ids asked to be removed that were not on the list.
+    pub(crate) not_on: usize,
 }
 
 /// Where a judged step takes its plan.
@@ -462,8 +619,10 @@ fn is_overridden(overlay: &Overlay, route: &str) -> bool {
 /// After an override changed: holds every running plan a rollback or promote now covers (its
 /// step clock stops) and releases every held plan no override covers any more, with a new
 /// window for its step (its clock restarts and its figures start from nothing).
-fn hold_or_release(overlay: &mut Overlay, actor: &str, action: &str) {
+/// Answers how many plans it held and how many it released.
+fn hold_or_release(overlay: &mut Overlay, actor: &str, action: &str) -> (usize, usize) {
     let now = super::audit::unix_ms();
+    let (mut held, mut released) = (0, 0);
     let routes: Vec<String> = overlay.routes.keys().cloned().collect();
     for route in routes {
         let event = if is_overridden(overlay, &route) {
@@ -498,6 +657,9 @@ fn hold_or_release(overlay: &mut Overlay, actor: &str, action: &str) {
             plan.status = next;
             if next == PlanStatus::Running {
                 plan.step_started_ms = now;
+                released += 1;
+            } else {
+                held += 1;
             }
             plan.last_action = PlanAction {
                 at_ms: now,
@@ -507,6 +669,34 @@ fn hold_or_release(overlay: &mut Overlay, actor: &str, action: &str) {
             };
         }
     }
+    (held, released)
+}
+
+/// An override in the audit trail's words.
+fn mode_words(mode: &OverlayMode) -> String {
+    match mode {
+        OverlayMode::Rules => "rules".to_string(),
+        OverlayMode::Rollback => "rollback".to_string(),
+        OverlayMode::Promote(group) => format!("promote {group}"),
+    }
+}
+
+/// Where a plan stands, in the audit trail's words: `running, step 2 of 3 (50%)`.
+fn plan_words(plan: &PlanConfig, state: Option<&PlanState>) -> String {
+    match state {
+        None => "not started".to_string(),
+        Some(s) => step_words(plan, s.status, s.step),
+    }
+}
+
+fn step_words(plan: &PlanConfig, status: PlanStatus, step: usize) -> String {
+    let percent = plan.steps.get(step).map_or(0.0, |p| p.as_f64());
+    format!(
+        "{}, step {} of {} ({percent}%)",
+        status.as_str().replace('_', " "),
+        step + 1,
+        plan.steps.len()
+    )
 }
 
 /// The rule's percentage now: the control state's, else the file's (0 when it is no percent
@@ -665,17 +855,152 @@ mod tests {
             .expect("change back");
         assert_eq!(rule("alice"), "vip");
         assert_eq!(
-            changed,
+            changed.changed,
             Changed {
                 generation: 3,
                 version: 2
             }
         );
+        assert_eq!((changed.added, changed.removed), (1, 1));
         let trail = controller.local_audit(10);
         assert_eq!(trail.len(), 2);
         assert_eq!(trail[0].version, 2, "newest first");
         assert_eq!(trail[0].detail, "added alice; removed zoe");
         assert_eq!(trail[0].actor, ACTOR);
+        assert_eq!(
+            (trail[0].before.as_deref(), trail[0].after.as_deref()),
+            (Some("2 users"), Some("2 users"))
+        );
+        let view = controller.view();
+        let delta = &view.overlay.route("default").expect("changed").users["vip"];
+        assert!(
+            delta.add.is_empty() && delta.remove.is_empty(),
+            "back to the file's list: nothing counted as added or removed"
+        );
+    }
+
+    /// Removing an id that is not on the list, or adding one that is, changes nothing: no
+    /// version, no audit entry, no count moved; the answer says how many were not there.
+    #[tokio::test]
+    async fn a_change_that_changes_nothing_is_not_made() {
+        let c = controller();
+        let answer = c
+            .change_users(
+                ACTOR,
+                "default",
+                "vip",
+                vec!["alice".into()],
+                vec!["nobody".into()],
+            )
+            .await
+            .expect("answered");
+        assert!(!answer.made);
+        assert_eq!(
+            (
+                answer.added,
+                answer.removed,
+                answer.already_on,
+                answer.not_on
+            ),
+            (0, 0, 1, 1)
+        );
+        assert_eq!(answer.changed.version, 0, "no new version");
+        assert!(c.local_audit(10).is_empty(), "no audit entry");
+        let view = c.view();
+        assert!(
+            view.overlay
+                .route("default")
+                .is_none_or(|r| r.users.is_empty()),
+            "no count moved"
+        );
+        // Mixed: only the id that changes membership counts, in the entry too.
+        let answer = c
+            .change_users(
+                ACTOR,
+                "default",
+                "vip",
+                vec![],
+                vec!["alice".into(), "nobody".into()],
+            )
+            .await
+            .expect("answered");
+        assert!(answer.made);
+        assert_eq!((answer.removed, answer.not_on), (1, 1));
+        let trail = c.local_audit(10);
+        assert_eq!(trail.len(), 1);
+        assert_eq!(trail[0].detail, "removed alice");
+        assert_eq!(trail[0].before.as_deref(), Some("2 users"));
+        assert_eq!(trail[0].after.as_deref(), Some("1 users"));
+    }
+
+    /// Audit entries say what a change moved from and to, and a plan's step by name.
+    #[tokio::test]
+    async fn audit_entries_carry_before_and_after() {
+        let c = controller_with_plan("rollback");
+        c.set_percent(ACTOR, "default", "rollout", Percent::new(0.5).expect("ok"))
+            .await
+            .expect("by hand");
+        c.set_mode(ACTOR, None, OverlayMode::Rollback)
+            .await
+            .expect("rollback");
+        c.set_mode(ACTOR, None, OverlayMode::Rules)
+            .await
+            .expect("resume");
+        c.plan_command(ACTOR, "default", "rollout", PlanCommand::Start, false)
+            .await
+            .expect("start");
+        let plan = c.running_plans().pop().expect("running");
+        let step = (plan.state.step, plan.state.step_started_ms);
+        c.plan_verdict(
+            "default",
+            "rollout",
+            step,
+            &Verdict::Pass("fine".into()),
+            figures(),
+        )
+        .await
+        .expect("advance");
+        let trail = c.local_audit(10);
+        let said: Vec<(&str, &str, Option<&str>, Option<&str>)> = trail
+            .iter()
+            .rev()
+            .map(|e| {
+                (
+                    e.action.as_str(),
+                    e.detail.as_str(),
+                    e.before.as_deref(),
+                    e.after.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(said[0].0, "percent");
+        assert_eq!(said[0].1, "percent 1% → 0.5%");
+        assert_eq!(said[1].2..=said[1].3, Some("rules")..=Some("rollback"));
+        assert_eq!(said[2].2..=said[2].3, Some("rollback")..=Some("rules"));
+        assert_eq!(
+            (said[3].0, said[3].2, said[3].3),
+            (
+                "plan_start",
+                Some("not started"),
+                Some("running, step 1 of 3 (1%)")
+            )
+        );
+        assert!(said[3].1.contains("percent 0.5% → 1%"), "{}", said[3].1);
+        assert_eq!(
+            (said[4].0, said[4].2, said[4].3),
+            (
+                "plan_advance",
+                Some("running, step 1 of 3 (1%)"),
+                Some("running, step 2 of 3 (5%)")
+            )
+        );
+        assert!(
+            said[4].1.starts_with(
+                "fine: running, step 1 of 3 (1%) → running, step 2 of 3 (5%); percent 1% → 5%"
+            ),
+            "{}",
+            said[4].1
+        );
     }
 
     #[tokio::test]

@@ -593,7 +593,7 @@ pub(super) fn find_rule_of_kind(
 /// Rule `name` in `router` (the router of `route`, `None` when there is no such route:
 /// `NotFound`), which must be of `kind` (`NotFound` when there is no such rule, `Invalid`
 /// naming `name` when it is another kind).
-fn rule_of_kind<'a>(
+pub(super) fn rule_of_kind<'a>(
     router: Option<&'a Router>,
     route: &str,
     name: &str,

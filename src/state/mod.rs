@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-pub(crate) use changes::Changed;
+pub(crate) use changes::{Changed, UsersChanged};
 pub use controller::ConfigSource;
 pub(crate) use controller::{Controller, View};
 pub(crate) use error::{ErrorKind, StateError};

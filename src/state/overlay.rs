@@ -126,15 +126,26 @@ pub(crate) struct UsersDelta {
 }
 
 impl UsersDelta {
-    /// Records a change: an id added is no longer removed and the other way round.
-    pub(crate) fn record(&mut self, add: &[String], remove: &[String]) {
+    /// Records a change against the file's list (`in_file`): an id added is no longer removed
+    /// and the other way round, and the delta keeps only what differs from the file, so its
+    /// two sizes are the ids added to and removed from the file's list.
+    pub(crate) fn record(
+        &mut self,
+        add: &[String],
+        remove: &[String],
+        in_file: impl Fn(&str) -> bool,
+    ) {
         for id in add {
             self.remove.remove(id);
-            self.add.insert(id.clone());
+            if !in_file(id) {
+                self.add.insert(id.clone());
+            }
         }
         for id in remove {
             self.add.remove(id);
-            self.remove.insert(id.clone());
+            if in_file(id) {
+                self.remove.insert(id.clone());
+            }
         }
     }
 }
@@ -399,7 +410,13 @@ mod tests {
     fn user_changes_apply_on_the_file_list() {
         let base = crate::config::load_demo().expect("demo").gateway;
         let mut delta = UsersDelta::default();
-        delta.record(&["zoe".into(), "alice".into()], &["alice".into()]);
+        delta.record(&["zoe".into(), "alice".into()], &["alice".into()], |id| {
+            id == "alice"
+        });
+        assert!(
+            delta.remove.contains("alice"),
+            "alice is on the file's list"
+        );
         assert!(delta.add.contains("zoe") && !delta.add.contains("alice"));
         let mut overlay = Overlay::default();
         overlay

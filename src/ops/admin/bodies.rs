@@ -4,7 +4,7 @@
 use crate::routing::Percent;
 use crate::state::audit::AuditEntry;
 use crate::state::history::SeriesView;
-use crate::state::Changed;
+use crate::state::{Changed, UsersChanged};
 use serde::{Deserialize, Serialize};
 
 /// `PUT /rules/{rule}/percent`.
@@ -31,6 +31,36 @@ pub(crate) struct PlanBody {
     /// Lets `start` lower the rule's live percentage to the plan's first step.
     #[serde(default)]
     pub(crate) allow_decrease: bool,
+}
+
+/// What a list change answers: [`Applied`]'s fields, whether anything changed (`false`: no
+/// id changed membership, so no new version and no audit entry), the ids that joined and
+/// left, and those that were already where asked.
+#[derive(Serialize)]
+pub(crate) struct UsersApplied {
+    pub(crate) ok: bool,
+    pub(crate) changed: bool,
+    pub(crate) generation: u64,
+    pub(crate) version: u64,
+    pub(crate) added: usize,
+    pub(crate) removed: usize,
+    pub(crate) already_on: usize,
+    pub(crate) not_on: usize,
+}
+
+impl From<UsersChanged> for UsersApplied {
+    fn from(c: UsersChanged) -> Self {
+        UsersApplied {
+            ok: true,
+            changed: c.made,
+            generation: c.changed.generation,
+            version: c.changed.version,
+            added: c.added,
+            removed: c.removed,
+            already_on: c.already_on,
+            not_on: c.not_on,
+        }
+    }
 }
 
 /// `POST /promote`.
@@ -89,10 +119,12 @@ pub(crate) struct History {
 }
 
 /// `GET /audit`: where the entries come from (`store` or `node`) and, when the store did not
-/// answer, why.
+/// answer, why; whether older entries match too, and the `before` that pages to them.
 #[derive(Serialize)]
 pub(crate) struct Audit {
     pub(crate) source: &'static str,
     pub(crate) store_error: Option<String>,
+    pub(crate) more: bool,
+    pub(crate) next_before: Option<u64>,
     pub(crate) entries: Vec<AuditEntry>,
 }

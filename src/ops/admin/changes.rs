@@ -5,7 +5,9 @@ use http::StatusCode;
 use serde_json::Value;
 
 use super::answer::{to_json, ApiError};
-use super::bodies::{Applied, PercentBody, PlanBody, PromoteBody, Reloaded, UsersBody};
+use super::bodies::{
+    Applied, PercentBody, PlanBody, PromoteBody, Reloaded, UsersApplied, UsersBody,
+};
 use super::request::Call;
 use crate::state::plan::PlanCommand;
 use crate::state::{Changed, OverlayMode};
@@ -92,7 +94,7 @@ pub(super) async fn change_users(mut call: Call<'_>) -> Result<Value, ApiError> 
         .controller
         .change_users(&call.who.name, &route, rule, add, remove)
         .await?;
-    applied(changed)
+    to_json(&UsersApplied::from(changed))
 }
 
 /// `POST /rules/{rule}/plan/{start|pause|resume|abort}`, with an optional body

@@ -8,7 +8,7 @@ use super::bodies::{Audit, History, Membership, WhoAmI};
 use super::request::Call;
 use crate::config::check_token;
 use crate::ops::views;
-use crate::state::audit::{unix_ms, AUDIT_LIMIT};
+use crate::state::audit::{unix_ms, AuditFilter, AUDIT_LIMIT};
 use crate::state::{history, ExplainQuery};
 
 /// `GET /status`.
@@ -100,8 +100,11 @@ fn explain_query(call: &Call<'_>) -> Result<ExplainQuery, ApiError> {
     Ok(q)
 }
 
-/// `GET /audit?limit=N`: with a store, the trail every node writes to (this node's own copy
-/// when Redis does not answer); without, this node's.
+/// `GET /audit?limit=N&route=&rule=&actor=&before=MS`: with a store, the trail every node
+/// writes to (this node's own copy when Redis does not answer); without, this node's. Newest
+/// first; `route`, `rule` and `actor` keep the entries that name exactly that, `before` those
+/// made before that Unix millisecond; `more` says older entries match too, and `next_before`
+/// is the `before` that pages to them.
 pub(super) async fn audit(call: Call<'_>) -> Result<Value, ApiError> {
     let limit = match call.query("limit") {
         None => AUDIT_LIMIT,
@@ -116,29 +119,46 @@ pub(super) async fn audit(call: Call<'_>) -> Result<Value, ApiError> {
                 )
             })?,
     };
+    let named = |key: &str| call.query(key).filter(|v| !v.is_empty());
+    let filter = AuditFilter {
+        route: named("route"),
+        rule: named("rule"),
+        actor: named("actor"),
+        before_ms: match named("before") {
+            None => None,
+            Some(ms) => Some(ms.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("before", format!("{ms:?} is not Unix milliseconds"))
+            })?),
+        },
+    };
+    // Filtered, the whole trail is read (at most AUDIT_LIMIT entries); one more than asked
+    // says whether there are more.
+    let read = if filter.is_empty() {
+        (limit + 1).min(AUDIT_LIMIT)
+    } else {
+        AUDIT_LIMIT
+    };
     let controller = call.controller;
     let shared = match controller.store() {
-        Some(store) => Some(store.read_audit(limit).await),
+        Some(store) => Some(store.read_audit(read).await),
         None => None,
     };
-    let answer = match shared {
-        Some(Ok(entries)) => Audit {
-            source: "store",
-            store_error: None,
-            entries,
-        },
-        Some(Err(e)) => Audit {
-            source: "node",
-            store_error: Some(e.message),
-            entries: controller.local_audit(limit),
-        },
-        None => Audit {
-            source: "node",
-            store_error: None,
-            entries: controller.local_audit(limit),
-        },
+    let (source, store_error, entries) = match shared {
+        Some(Ok(entries)) => ("store", None, entries),
+        Some(Err(e)) => ("node", Some(e.message), controller.local_audit(read)),
+        None => ("node", None, controller.local_audit(read)),
     };
-    to_json(&answer)
+    let mut entries: Vec<_> = entries.into_iter().filter(|e| filter.keeps(e)).collect();
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next_before = entries.last().filter(|_| more).map(|e| e.at_ms);
+    to_json(&Audit {
+        source,
+        store_error,
+        more,
+        next_before,
+        entries,
+    })
 }
 
 /// `GET /rules/{rule}/users?user=ID`: whether the user is on the rule's list now.
