@@ -1,8 +1,10 @@
 //! The web page in a real headless Chromium (Debian's `chromium`, installed by
 //! `scripts/setup.sh test`), against a real gateway and origins: log in, read the overview,
-//! explain users, change a percentage and a list, roll back, as an operator; look without
-//! changing anything as a viewer; reconnect after a restart. The browser's every request is
-//! recorded: none may leave the admin origin.
+//! explain users, change a percentage and a list, run and hold a plan, roll back, as an
+//! operator; look without any change control as a viewer; reconnect after a restart; fit a
+//! 1,400-pixel desktop and a 390-pixel phone (every element's box inside the viewport, the
+//! confirmation dialog too). The browser's every request is recorded: none may leave the admin
+//! origin.
 
 mod common;
 
@@ -25,7 +27,8 @@ struct Site {
     _certs: TempDir,
 }
 
-fn site() -> Site {
+/// A gateway with a header rule, two lists and a planned 10% rollout; `kept`: with a state file.
+fn site(kept: bool) -> Site {
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let section = format!(
@@ -36,8 +39,9 @@ fn site() -> Site {
          \x20     - name: rollout\n        percent: 10\n        group: canary\n\
          \x20       plan: {{ steps: [10, 50, 100], hold: 30s, min_requests: 50, baseline: stable }}\n\
          \x20 admin:\n    listen: \"{admin}\"\n    token: \"{OPERATOR}\"\n\
-         \x20   tokens: [{{ name: dash, token: \"{VIEWER}\", role: viewer }}]\n",
-        groups = groups_yaml(&[("stable", &stable), ("canary", &canary)])
+         \x20   tokens: [{{ name: dash, token: \"{VIEWER}\", role: viewer }}]\n{state_file}",
+        groups = groups_yaml(&[("stable", &stable), ("canary", &canary)]),
+        state_file = if kept { "    state_file: state.json\n" } else { "" },
     );
     // A TLS listener whose certificate expires in 10 days: the overview warns.
     let certs = TempDir::new("ui-certs");
@@ -90,7 +94,7 @@ fn log_in(browser: &mut Browser, admin: SocketAddr, token: &str) {
 
 #[test]
 fn an_operator_runs_a_canary_from_the_page() {
-    let site = site();
+    let site = site(false);
     let mut browser = Browser::start();
 
     // A wrong token is refused, and nothing is shown.
@@ -120,6 +124,9 @@ fn an_operator_runs_a_canary_from_the_page() {
         "{groups}"
     );
     assert!(groups.contains("healthy"), "{groups}");
+    // No state file: the page says that a restart undoes every change.
+    let banner = browser.text("#banner-not-kept");
+    assert!(banner.contains("Changes are not kept"), "{banner}");
     assert!(browser.text("#who").contains("admin (operator)"));
     assert_eq!(
         browser.eval("sessionStorage.getItem('canary-gateway-token')"),
@@ -163,8 +170,8 @@ fn an_operator_runs_a_canary_from_the_page() {
         site.status()["rules"][3]["percent"] == 50.0
     });
     browser.wait_for(
-        "the page shows the change",
-        "document.getElementById('message').innerText.includes('Percent of rollout: done')",
+        "the answer beside the percent form",
+        "document.getElementById('result-percent-default-rollout').innerText.includes('Percent of rollout: done')",
         WAIT,
     );
     browser.wait_for(
@@ -195,12 +202,30 @@ fn an_operator_runs_a_canary_from_the_page() {
     let said = browser.confirm();
     assert!(said.contains("Add 5000 user id(s) to list beta"), "{said}");
     browser.wait_for(
-        "5,000 ids added",
-        "document.getElementById('message').innerText.includes('done, 5000 id(s) in 3 request(s)')",
+        "5,000 ids added, said beside the list",
+        "document.getElementById('result-users-default-beta').innerText.includes('done, 5000 id(s) in 3 request(s): 5000 added')",
         WAIT,
     );
     assert_eq!(site.status()["rules"][2]["users"], before + 5000);
     assert_eq!(site.group_of("pasted-customer-4999"), "canary");
+    assert_eq!(
+        browser.eval("document.getElementById('users-default-beta').value"),
+        "",
+        "all applied: the box is emptied"
+    );
+
+    // A batch with one bad id is refused: the pasted ids stay, to be corrected.
+    browser.fill("#users-default-beta", "keep-me-1\nbad;id");
+    browser.click("#add-default-beta");
+    browser.confirm();
+    browser.wait_for(
+        "the refusal beside the list",
+        "document.getElementById('result-users-default-beta').innerText.includes('refused')",
+        WAIT,
+    );
+    let kept = browser.eval("document.getElementById('users-default-beta').value");
+    assert_eq!(kept, "keep-me-1\nbad;id", "the pasted ids are kept");
+    browser.fill("#users-default-beta", "");
 
     browser.fill("#lookup-default-beta", &outside);
     browser.eval("document.getElementById('lookup-default-beta').form.requestSubmit()");
@@ -212,6 +237,31 @@ fn an_operator_runs_a_canary_from_the_page() {
         ),
         WAIT,
     );
+    // Removing that id takes the lookup's answer away (it is no longer true).
+    browser.fill("#users-default-beta", &outside);
+    browser.click("#remove-default-beta");
+    browser.confirm();
+    browser.wait_for(
+        "the removal",
+        "document.getElementById('result-users-default-beta').innerText.includes('1 removed')",
+        WAIT,
+    );
+    assert_eq!(
+        browser.text("#answer-default-beta"),
+        "",
+        "the answer is cleared"
+    );
+    // Removing it again changes nothing, and the page says so.
+    browser.fill("#users-default-beta", &outside);
+    browser.click("#remove-default-beta");
+    browser.confirm();
+    browser.wait_for(
+        "nothing removed",
+        "document.getElementById('result-users-default-beta').innerText.includes('nothing changed')",
+        WAIT,
+    );
+    let said = browser.text("#result-users-default-beta");
+    assert!(said.contains("0 removed, 1 not on the list"), "{said}");
 
     // Every control is labelled (keyboard and screen-reader use).
     let unlabelled = browser.eval(
@@ -243,7 +293,17 @@ fn an_operator_runs_a_canary_from_the_page() {
         "a PNG"
     );
 
-    // Start the rollout plan from the page, see it run, abort it.
+    // Start the rollout plan from the page, see it run, hold it with a rollback, abort it.
+    let enabled = |browser: &mut Browser| {
+        browser.eval(
+            "['plan-start', 'plan-pause', 'plan-resume', 'plan-abort', 'percent'].map(b => !document.getElementById(b + '-default-rollout').disabled)",
+        )
+    };
+    assert_eq!(
+        enabled(&mut browser),
+        serde_json::json!([true, false, false, false, true]),
+        "not started: only Start (and the percent box)"
+    );
     browser.click("#plan-start-default-rollout");
     let said = browser.confirm();
     assert!(said.contains("goes to 10% of users now"), "{said}");
@@ -255,25 +315,56 @@ fn an_operator_runs_a_canary_from_the_page() {
     assert_eq!(site.status()["plans"][0]["state"], "running");
     browser.wait_for(
         "the plan's figures against its limits",
-        "document.querySelector('[data-plan=\"default/rollout\"]').innerText.includes('waiting:')",
+        "document.querySelector('[data-plan=\"default/rollout\"]').innerText.includes('waiting')",
         WAIT,
+    );
+    assert_eq!(
+        enabled(&mut browser),
+        serde_json::json!([false, true, false, true, false]),
+        "running: Pause and Abort; the plan owns the percent box"
+    );
+    assert_eq!(
+        browser.eval("[...document.querySelectorAll('[data-plan=\"default/rollout\"] .steps li')].map(l => l.dataset.step)"),
+        serde_json::json!(["current", "pending", "pending"]),
+        "the progress line"
+    );
+
+    // Roll back through the page: every user on the default group, the plan held.
+    browser.click("#global-rollback");
+    let said = browser.confirm();
+    assert!(
+        said.contains("every user of every route goes to its route's default group")
+            && said.contains("default → stable"),
+        "{said}"
+    );
+    wait_until("rollback", WAIT, || {
+        site.status()["global_mode"] == "rollback"
+    });
+    browser.wait_for(
+        "the held banner",
+        "(document.getElementById('banner-held') || {innerText: ''}).innerText.includes('holds 1 plan')",
+        WAIT,
+    );
+    browser.wait_for(
+        "the held plan's buttons",
+        "document.querySelector('[data-plan=\"default/rollout\"]').dataset.state === 'held'",
+        WAIT,
+    );
+    assert_eq!(
+        enabled(&mut browser),
+        serde_json::json!([false, true, false, true, false]),
+        "held: Pause and Abort; Resume waits for the rules to resume"
     );
     browser.click("#plan-abort-default-rollout");
     browser.confirm();
     wait_until("aborted", WAIT, || {
         site.status()["plans"][0]["state"] == "rolled_back"
     });
-
-    // Roll back through the page: every user on the default group.
-    browser.click("#global-rollback");
-    let said = browser.confirm();
-    assert!(
-        said.contains("every user of every route goes to its route's default group"),
-        "{said}"
+    browser.wait_for(
+        "the answer beside the plan's buttons",
+        "document.getElementById('result-plan-default-rollout').innerText.includes('Plan abort (rollout): done')",
+        WAIT,
     );
-    wait_until("rollback", WAIT, || {
-        site.status()["global_mode"] == "rollback"
-    });
     for user in [
         inside.as_str(),
         outside.as_str(),
@@ -286,6 +377,43 @@ fn an_operator_runs_a_canary_from_the_page() {
     browser.wait_for(
         "the page shows the rollback",
         "document.getElementById('overview-meta').innerText.includes('rollback')",
+        WAIT,
+    );
+
+    // The audit trail: before and after, the step, local time with its zone, filters.
+    browser.wait_for(
+        "the trail shows the plan",
+        "document.getElementById('audit-body').innerText.includes('plan abort')",
+        WAIT,
+    );
+    let rows = browser.eval(
+        "[...document.querySelectorAll('#audit-body tr')].map(r => [...r.cells].map(c => c.innerText))",
+    );
+    let rows = rows.as_array().expect("rows").clone();
+    let row = |action: &str| {
+        rows.iter()
+            .find(|r| r[4] == action)
+            .unwrap_or_else(|| panic!("no {action} row in {rows:?}"))
+            .clone()
+    };
+    assert_eq!(
+        (row("percent")[5].clone(), row("percent")[6].clone()),
+        ("10%".into(), "50%".into())
+    );
+    assert_eq!(row("plan start")[6], "running, step 1 of 3 (10%)");
+    assert_eq!(row("plan abort")[5], "held, step 1 of 3 (10%)");
+    let when = row("percent")[0].as_str().unwrap_or("").to_string();
+    let (date, zone) = when.split_at(19.min(when.len()));
+    assert!(
+        date.len() == 19 && date.as_bytes()[4] == b'-' && date.as_bytes()[13] == b':',
+        "{when}"
+    );
+    assert!(zone.trim().len() >= 2, "a zone after the time: {when}");
+    browser.fill("#audit-rule", "beta");
+    browser.eval("document.getElementById('audit-filter').requestSubmit()");
+    browser.wait_for(
+        "only beta's entries",
+        "[...document.querySelectorAll('#audit-body tr')].every(r => r.cells[3].innerText === 'beta') && document.querySelectorAll('#audit-body tr').length === 5",
         WAIT,
     );
 
@@ -308,37 +436,37 @@ fn an_operator_runs_a_canary_from_the_page() {
     );
 }
 
-/// A viewer sees everything and its change is refused with the API's words; the page keeps
-/// working across a restart of the gateway.
+/// A viewer sees everything but no control that would change something (the API would
+/// refuse it); with a state file there is no "not kept" banner; the page keeps working across
+/// a restart of the gateway.
 #[test]
 fn a_viewer_looks_and_the_page_survives_a_restart() {
-    let mut site = site();
+    let mut site = site(true);
     let mut browser = Browser::start();
     log_in(&mut browser, site.admin, VIEWER);
     browser.wait_for(
-        "the overview",
-        "document.querySelectorAll('#groups-list .group').length === 2",
+        "the overview, rules and plans",
+        "document.querySelectorAll('#groups-list .group').length === 2 && document.querySelector('[data-plan]') && document.querySelector('[data-rule=beta]')",
         WAIT,
     );
     assert!(browser.text("#who").contains("dash (viewer)"));
     assert!(browser.text("#rules-body").contains("rollout"));
-    browser.fill("#percent-default-rollout", "30");
-    browser.eval("document.getElementById('percent-default-rollout').form.requestSubmit()");
-    browser.confirm();
-    browser.wait_for(
-        "the refusal",
-        "document.getElementById('message').innerText.includes('refused')",
-        WAIT,
-    );
-    let message = browser.text("#message");
-    assert!(
-        message.contains("is a viewer"),
-        "the API's words: {message}"
-    );
+    assert!(browser.text("[data-plan]").contains("not started"));
+    let buttons =
+        browser.eval("[...document.querySelectorAll('#app button')].map(b => b.innerText)");
     assert_eq!(
-        site.status()["rules"][3]["percent"],
-        10.0,
-        "nothing changed"
+        buttons,
+        serde_json::json!(["Look up", "Look up", "Explain", "Filter", "Newest", "Older"]),
+        "a viewer's page has only reading controls"
+    );
+    let change_controls = browser.eval(
+        "document.querySelectorAll('#app textarea, #app input[type=number], [id^=promote-], [id^=plan-], #global-rollback').length",
+    );
+    assert_eq!(change_controls, 0);
+    assert_eq!(
+        browser.eval("document.getElementById('banner-not-kept') === null"),
+        true,
+        "a state file keeps the changes: no banner"
     );
     let r = admin(site.admin, "POST", "/rollback", Some(VIEWER), None);
     assert_eq!(r.status, 403, "{}", r.text());
@@ -367,5 +495,116 @@ fn a_viewer_looks_and_the_page_survives_a_restart() {
     assert!(
         browser.text("#who").contains("dash (viewer)"),
         "still logged in"
+    );
+}
+
+/// Every visible element whose box is not inside a box that scrolls or clips on its own:
+/// those reaching past `width`, and the page's scroll width.
+fn overflow(browser: &mut Browser, width: u32) -> Value {
+    browser.eval(&format!(
+        "(() => {{
+          const bad = [];
+          for (const e of document.querySelectorAll('body *')) {{
+            const r = e.getBoundingClientRect();
+            if (r.width === 0 && r.height === 0) continue;
+            let p = e.parentElement, clipped = false;
+            for (; p && p !== document.body; p = p.parentElement) {{
+              if (['auto', 'scroll', 'hidden', 'clip'].includes(getComputedStyle(p).overflowX)) {{ clipped = true; break; }}
+            }}
+            if (!clipped && (r.left < -1 || r.right > {width} + 1)) {{
+              bad.push(e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(r.left) + '..' + Math.round(r.right));
+            }}
+          }}
+          return {{ scroll_width: document.documentElement.scrollWidth, inner_width: innerWidth, outside: bad.slice(0, 20) }};
+        }})()"
+    ))
+}
+
+/// At 1,400 and at 390 pixels (a phone) nothing reaches past the viewport's width and the
+/// page does not scroll sideways (the audit table scrolls inside its own box); the
+/// confirmation dialog is inside the viewport; the explain form's labels sit beside their
+/// fields in one column.
+#[test]
+fn the_page_fits_a_desktop_and_a_phone() {
+    let site = site(false);
+    // Entries for the audit table, which is the widest thing on the page.
+    for percent in [20, 30] {
+        let r = admin(
+            site.admin,
+            "PUT",
+            "/rules/rollout/percent",
+            Some(OPERATOR),
+            Some(&format!(r#"{{"percent": {percent}}}"#)),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut browser = Browser::start();
+    log_in(&mut browser, site.admin, OPERATOR);
+    browser.wait_for(
+        "the whole page",
+        "document.querySelectorAll('#groups-list .group').length === 2 && document.querySelector('[data-plan]') && document.querySelectorAll('#audit-body tr').length === 2",
+        WAIT,
+    );
+    for (width, height) in [(1400, 900), (390, 844)] {
+        browser.viewport(width, height);
+        let found = overflow(&mut browser, width);
+        assert_eq!(found["inner_width"], width, "{found}");
+        assert_eq!(
+            found["outside"],
+            serde_json::json!([]),
+            "at {width} px: {found}"
+        );
+        assert!(
+            found["scroll_width"].as_u64() <= Some(u64::from(width)),
+            "no sideways scroll at {width} px: {found}"
+        );
+        if width == 390 {
+            assert_eq!(
+                browser.eval("(() => { const b = document.querySelector('.table-scroll'); return b.scrollWidth > b.clientWidth; })()"),
+                true,
+                "the audit table scrolls inside its box"
+            );
+        }
+        // The explain form: each label on its field's row, the fields in one column.
+        let rows = browser.eval(
+            "[...document.querySelectorAll('#explain-form label')].map(l => { const a = l.getBoundingClientRect(), b = l.control.getBoundingClientRect(); return [Math.abs((a.top + a.bottom) / 2 - (b.top + b.bottom) / 2) < 4, Math.round(b.left)]; })",
+        );
+        let rows = rows.as_array().expect("labels").clone();
+        assert_eq!(rows.len(), 4);
+        assert!(
+            rows.iter().all(|r| r[0] == true),
+            "labels beside their fields at {width} px: {rows:?}"
+        );
+        assert!(
+            rows.iter().all(|r| r[1] == rows[0][1]),
+            "fields in one column at {width} px: {rows:?}"
+        );
+        // The confirmation dialog, with the longest text, inside the viewport.
+        browser.click("#global-rollback");
+        browser.wait_for(
+            "the dialog",
+            "document.getElementById('confirm').open",
+            WAIT,
+        );
+        let dialog = browser.eval(
+            "(() => { const r = document.getElementById('confirm').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()",
+        );
+        let [left, top, right, bottom] =
+            [0, 1, 2, 3].map(|i| dialog[i].as_f64().unwrap_or(f64::NAN));
+        assert!(
+            left >= 0.0 && top >= 0.0 && right <= f64::from(width) && bottom <= f64::from(height),
+            "the dialog at {width} px: {dialog}"
+        );
+        browser.click("#confirm-cancel");
+        browser.wait_for(
+            "the dialog closes",
+            "!document.getElementById('confirm').open",
+            WAIT,
+        );
+    }
+    assert_eq!(
+        site.status()["global_mode"],
+        "rules",
+        "cancelled: nothing changed"
     );
 }

@@ -222,6 +222,15 @@ impl Browser {
         text
     }
 
+    /// Lays the page out `width` × `height` CSS pixels wide (a phone at 390 × 844), as a
+    /// window of that size would; the page reflows at once.
+    pub fn viewport(&mut self, width: u32, height: u32) {
+        self.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        );
+    }
+
     /// Saves a PNG screenshot of the page.
     pub fn screenshot(&mut self, path: &Path) {
         let shot = self.command(

@@ -5,7 +5,13 @@
 
 const TOKEN_KEY = "canary-gateway-token";
 const POLL_MS = 2000;
-const state = { who: null, status: null, history: null, signatures: {}, timer: null, lookups: {} };
+const state = {
+  who: null, status: null, history: null, signatures: {}, timer: null, lookups: {},
+  // Each action's last answer, by the place it is shown (next to the control that caused it).
+  results: {},
+  // The audit trail's filter and page: `before` is the cursor of the page shown (null: newest).
+  audit: { route: "", rule: "", actor: "", before: null, newer: [] },
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -51,19 +57,51 @@ async function api(method, path, body, token) {
   return data;
 }
 
-function say(text, isError) {
+/** Whether the token is an operator's: only then are the change controls drawn. */
+function isOperator() {
+  return Boolean(state.who && state.who.role === "operator");
+}
+
+/**
+ * Shows an answer: next to the control that caused it when `key` names its place (see
+ * `resultSlot`), else at the top of the page.
+ */
+function say(text, isError, key) {
+  if (key) {
+    state.results[key] = { text, isError: Boolean(isError) };
+    const slot = document.getElementById(`result-${key}`);
+    if (slot) fillResult(slot, state.results[key]);
+    return;
+  }
   const m = $("message");
   m.textContent = text;
   m.className = isError ? "error" : "";
 }
 
-/** Runs a change; shows what the API answered either way, then refreshes. */
-async function act(what, method, path, body) {
+function fillResult(slot, result) {
+  slot.textContent = result ? result.text : "";
+  slot.className = "result" + (result && result.isError ? " error" : "");
+}
+
+/** The place beside a control where its answers appear; kept across re-renders. */
+function resultSlot(key) {
+  const slot = el("p", { id: `result-${key}`, role: "status", "aria-live": "polite" });
+  fillResult(slot, state.results[key]);
+  return slot;
+}
+
+/** A key usable in an element id. */
+function slug(...parts) {
+  return parts.join("-").replace(/[^A-Za-z0-9_-]/g, "_");
+}
+
+/** Runs a change; shows what the API answered either way (beside `key`'s control), then refreshes. */
+async function act(what, method, path, body, key) {
   try {
     const answer = await api(method, path, body);
-    say(`${what}: done (version ${answer.version ?? "-"})`);
+    say(`${what}: done (version ${answer.version ?? "-"})`, false, key);
   } catch (e) {
-    say(`${what} refused: ${e.message}${e.field ? ` (field ${e.field})` : ""}`, true);
+    say(`${what} refused: ${e.message}${e.field ? ` (field ${e.field})` : ""}`, true, key);
   }
   await refresh();
 }
@@ -123,11 +161,15 @@ async function start() {
       if (e.status === 401) return showLogin("The stored token was refused; log in again.");
     }
   }
+  showWho();
+  await refresh();
+}
+
+function showWho() {
   if (state.who) {
     $("who").textContent = `${state.who.name} (${state.who.role})` +
-      (state.who.role === "viewer" ? " — read only: changes will be refused" : "");
+      (state.who.role === "viewer" ? " — read only" : "");
   }
-  await refresh();
 }
 
 // ---------------------------------------------------------------- polling
@@ -135,10 +177,13 @@ async function start() {
 async function refresh() {
   clearTimeout(state.timer);
   try {
+    // Roles decide which controls are drawn: learn it again if the first try failed.
+    if (!state.who) state.who = await api("GET", "/whoami");
+    if ($("who").textContent === "") showWho();
     const [status, history, audit] = await Promise.all([
       api("GET", "/status"),
       api("GET", "/stats/history"),
-      api("GET", "/audit?limit=50"),
+      api("GET", auditPath()),
     ]);
     state.status = status;
     state.history = history;
@@ -175,11 +220,31 @@ function renderIfChanged(name, container, data, build) {
 }
 
 function render(status, history, audit) {
+  renderBanners(status);
   renderOverview(status, history);
-  const rulesData = { routes: status.routes, mode: status.global_mode, groups: status.groups.map((g) => g.name) };
+  const rulesData = { routes: status.routes, mode: status.global_mode, groups: status.groups.map((g) => g.name), operator: isOperator() };
   renderIfChanged("rules", $("rules"), rulesData, () => renderRules(status));
   renderPlans(status);
-  renderIfChanged("audit", $("audit"), audit, () => renderAudit(audit));
+  renderIfChanged("audit-routes", $("audit-route"), status.routes.map((r) => r.name), () => auditRoutes(status));
+  renderIfChanged("audit", $("audit-body"), audit, () => renderAudit(audit));
+}
+
+/** What the operator must know before acting: changes that a restart loses, plans held. */
+function renderBanners(status) {
+  const banners = [];
+  if (!status.state_file && !status.store) {
+    banners.push(el("p", { class: "banner warn", id: "banner-not-kept", text:
+      "Changes are not kept: this gateway has no state file (gateway.admin.state_file) and no store, " +
+      "so a restart undoes every change made here and forgets the audit trail." }));
+  }
+  const held = (status.plans || []).filter((p) => p.state === "held");
+  if (held.length) {
+    banners.push(el("p", { class: "banner warn", id: "banner-held", text:
+      `A rollback or promote holds ${held.length} plan${held.length === 1 ? "" : "s"} ` +
+      `(${held.map((p) => `${p.route}/${p.rule}`).join(", ")}): their step clocks are stopped. ` +
+      "Resuming the rules releases them, each with its step's clock restarted and its figures reset." }));
+  }
+  renderIfChanged("banners", $("banners"), banners.map((b) => b.textContent), () => replace($("banners"), banners));
 }
 
 // ---------------------------------------------------------------- overview
@@ -290,124 +355,164 @@ function shareElsewhere(group, route) {
 
 function renderRules(status) {
   const groups = status.groups.map((g) => g.name);
+  const operator = isOperator();
+  const heldBy = (route) => (status.plans || []).filter((p) => p.state === "held" && (!route || p.route === route)).length;
   replace($("global-actions"),
-    el("span", { text: `Every route (global mode: ${modeText(status.global_mode)}):` }),
-    el("button", { type: "button", class: "danger", id: "global-rollback", onclick: async () => {
-      const text = "Roll back every route: every user of every route goes to its route's default group at once " +
-        `(now served elsewhere: ${shareElsewhere(status.routes[0].default_group)}). Rules stay off until you resume.`;
-      if (await confirmAction(text)) act("Rollback", "POST", "/rollback");
-    } }, "Roll back everything"),
-    promoteControl(groups, "global", "/promote", "every user of every route"),
-    el("button", { type: "button", id: "global-resume", onclick: async () => {
-      if (await confirmAction("Resume the rules on every route: users go back to what their rules decide.")) {
-        act("Resume", "POST", "/resume");
-      }
-    } }, "Resume rules everywhere"));
+    el("span", { text: `Every route (global mode: ${modeText(status.global_mode)})` + (operator ? ":" : ".") }),
+    operator ? [
+      el("button", { type: "button", class: "danger", id: "global-rollback", onclick: async () => {
+        const text = "Roll back every route: every user of every route goes to its route's default group at once " +
+          `(${status.routes.map((r) => `${r.name} → ${r.default_group}`).join(", ")}; now served elsewhere: ` +
+          `${status.routes.map((r) => `${r.name}: ${shareElsewhere(r.default_group, r.name)}`).join("; ")}). ` +
+          "Rules stay off until you resume, and every running plan is held.";
+        if (await confirmAction(text)) act("Rollback", "POST", "/rollback", undefined, "global");
+      } }, "Roll back everything"),
+      promoteControl(groups, "global", "/promote", "every user of every route"),
+      el("button", { type: "button", id: "global-resume", onclick: async () => {
+        const held = heldBy();
+        if (await confirmAction("Resume the rules on every route: users go back to what their rules decide." +
+          (held ? ` ${held} held plan(s) run again, each with its step's clock restarted.` : ""))) {
+          act("Resume", "POST", "/resume", undefined, "global");
+        }
+      } }, "Resume rules everywhere"),
+      resultSlot("global")] : null);
 
   replace($("rules-body"), status.routes.map((route) => el("div", { class: "card route", "data-route": route.name },
     el("h3", { text: `Route ${route.name}` }),
     el("p", { class: "note", text: `cookie ${route.cookie}; default group ${route.default_group}; mode ${modeText(route.mode)} (from ${route.mode_source})` }),
-    el("div", { class: "actions" },
-      el("button", { type: "button", class: "danger", onclick: async () => {
+    operator ? [el("div", { class: "actions" },
+      el("button", { type: "button", class: "danger", id: slug("route-rollback", route.name), onclick: async () => {
         const text = `Roll back route ${route.name}: every user of this route goes to ${route.default_group} at once ` +
-          `(now served elsewhere: ${shareElsewhere(route.default_group, route.name)}).`;
-        if (await confirmAction(text)) act(`Rollback of ${route.name}`, "POST", `/routes/${encodeURIComponent(route.name)}/rollback`);
+          `(now served elsewhere: ${shareElsewhere(route.default_group, route.name)}). Its running plans are held.`;
+        if (await confirmAction(text)) act(`Rollback of ${route.name}`, "POST", `/routes/${encodeURIComponent(route.name)}/rollback`, undefined, slug("route", route.name));
       } }, `Roll back ${route.name}`),
-      promoteControl(groups, route.name, `/routes/${encodeURIComponent(route.name)}/promote`, `every user of route ${route.name}`),
+      promoteControl(groups, route.name, `/routes/${encodeURIComponent(route.name)}/promote`, `every user of route ${route.name}`, slug("route", route.name)),
       el("button", { type: "button", onclick: async () => {
-        if (await confirmAction(`Resume the rules of route ${route.name}.`)) act(`Resume of ${route.name}`, "POST", `/routes/${encodeURIComponent(route.name)}/resume`);
+        if (await confirmAction(`Resume the rules of route ${route.name}.`)) act(`Resume of ${route.name}`, "POST", `/routes/${encodeURIComponent(route.name)}/resume`, undefined, slug("route", route.name));
       } }, `Resume ${route.name}`)),
+    resultSlot(slug("route", route.name))] : null,
     el("ol", { class: "rules" }, route.rules.map((rule) => el("li", { class: "rule", "data-rule": rule.name },
       ruleView(status, route, rule)))))));
 }
 
-function promoteControl(groups, key, path, who) {
+function promoteControl(groups, key, path, who, resultKey) {
   const id = `promote-${key}`;
   const select = el("select", { id }, groups.map((g) => el("option", { value: g, text: g })));
-  return el("span", {},
-    el("label", { for: id, text: "Promote" }), select,
+  return el("span", { class: "promote" },
+    el("label", { for: id, text: "Send everyone to" }), select,
     el("button", { type: "button", onclick: async () => {
       const group = select.value;
       if (await confirmAction(`Promote ${group}: ${who} goes to ${group} at once, whatever the rules say.`)) {
-        act(`Promote ${group}`, "POST", path, { group });
+        act(`Promote ${group}`, "POST", path, { group }, resultKey || "global");
       }
     } }, "Promote"));
 }
 
+/** A plan that owns its rule's percentage: running, paused or held (or `null`). */
+function owningPlan(rule) {
+  return ["running", "paused", "held"].includes(rule.plan) ? rule.plan : null;
+}
+
 function ruleView(status, route, rule) {
   const head = el("strong", { text: rule.name });
-  const id = (what) => `${what}-${route.name}-${rule.name}`.replace(/[^A-Za-z0-9_-]/g, "_");
+  const id = (what) => slug(what, route.name, rule.name);
+  const operator = isOperator();
   if (rule.kind === "header") {
     return [head, ` — header ${rule.header} names the group` + (rule.needs_secret ? " (with its secret)" : "")];
   }
   if (rule.kind === "percent") {
-    const input = el("input", { id: id("percent"), type: "number", min: "0", max: "100", step: "any", value: String(rule.percent), "aria-describedby": id("percent-note") });
-    const planNote = rule.plan && (rule.plan === "running" || rule.plan === "paused") ? ` Driven by its rollout plan (${rule.plan}).` : "";
-    return [head, ` — ${rule.percent}% of users to ${rule.group} (seed ${rule.seed}; set by ${rule.percent_source}${rule.percent_set_by ? `: ${rule.percent_set_by}` : ""}).${planNote}`,
+    const owner = owningPlan(rule);
+    const planNote = owner ? ` Driven by its rollout plan (${owner}): abort the plan to set it by hand.` : "";
+    const line = [head, ` — ${rule.percent}% of users to ${rule.group} (seed ${rule.seed}; set by ${rule.percent_source}${rule.percent_set_by ? `: ${rule.percent_set_by}` : ""}).${planNote}`];
+    if (!operator) return line;
+    const input = el("input", { id: id("percent"), type: "number", min: "0", max: "100", step: "any", value: String(rule.percent), "aria-describedby": id("percent-note"), disabled: Boolean(owner) });
+    return [...line,
       el("form", { class: "inline", onsubmit: async (event) => {
         event.preventDefault();
+        const key = id("percent");
         const next = Number(input.value);
-        if (input.value === "" || !(next >= 0 && next <= 100)) { say(`Percent for ${rule.name}: ${input.value} is not in 0..100`, true); return; }
+        if (input.value === "" || !(next >= 0 && next <= 100)) { say(`Percent for ${rule.name}: ${input.value} is not in 0..100`, true, key); return; }
         const change = next >= rule.percent
           ? `users already in stay in, and about ${(next - rule.percent).toFixed(2)}% more of all users move to ${rule.group}`
           : `about ${(rule.percent - next).toFixed(2)}% of all users leave ${rule.group} (the rest of those in stay in)`;
         if (await confirmAction(`Set ${rule.name} from ${rule.percent}% to ${next}% of users: ${change}.`)) {
-          act(`Percent of ${rule.name}`, "PUT", routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/percent`), { percent: next });
+          act(`Percent of ${rule.name}`, "PUT", routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/percent`), { percent: next }, key);
         }
       } },
         el("label", { for: id("percent"), text: "New percent" }), input,
-        el("button", { type: "submit" }, "Set percent"),
-        el("span", { id: id("percent-note"), class: "note", text: "A stable hash: raising the share only adds users." }))];
+        el("button", { type: "submit", id: id("percent-set"), disabled: Boolean(owner) }, "Set percent"),
+        el("span", { id: id("percent-note"), class: "note", text: owner
+          ? `Its rollout plan (${owner}) sets it: abort the plan to set it by hand.`
+          : "A stable hash: raising the share only adds users." })),
+      resultSlot(id("percent"))];
   }
   // A users list.
-  const ids = el("textarea", { id: id("users"), "aria-describedby": id("users-note") });
   const lookup = el("input", { id: id("lookup"), autocomplete: "off" });
   // Kept in the page's state, so a re-render (a poll after a change) does not lose it.
   const answerId = id("answer");
-  const answer = el("span", { id: answerId, class: "note", "aria-live": "polite", text: state.lookups[answerId] || "" });
-  const show = (text) => {
-    state.lookups[answerId] = text;
+  const answer = el("span", { id: answerId, class: "note", "aria-live": "polite", text: (state.lookups[answerId] || {}).text || "" });
+  const show = (user, text) => {
+    state.lookups[answerId] = { user, text };
     const current = document.getElementById(answerId);
     if (current) current.textContent = text;
   };
+  const lookupForm = el("form", { class: "inline", onsubmit: async (event) => {
+    event.preventDefault();
+    const user = lookup.value.trim();
+    if (!user) return;
+    try {
+      const r = await api("GET", `/routes/${encodeURIComponent(route.name)}/rules/${encodeURIComponent(rule.name)}/users?user=${encodeURIComponent(user)}`);
+      show(user, `${user} is ${r.member ? "" : "not "}on list ${rule.name}`);
+    } catch (e) { show(user, `Lookup refused: ${e.message}`); }
+  } },
+    el("label", { for: id("lookup"), text: "Is this id on the list?" }), lookup,
+    el("button", { type: "submit" }, "Look up"), answer);
+  const summary = [head, ` — ${rule.users} users to ${rule.group} (${rule.users_source}` +
+    (rule.api_added || rule.api_removed ? `, +${rule.api_added} / -${rule.api_removed} through the API` : "") + ")"];
+  if (!operator) return [...summary, lookupForm];
+  const ids = el("textarea", { id: id("users"), "aria-describedby": id("users-note") });
   const parse = () => ids.value.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
   const change = (verb) => async () => {
+    const key = id("users");
     const list = parse();
-    if (!list.length) { say(`Nothing to ${verb}: paste user ids first`, true); return; }
+    if (!list.length) { say(`Nothing to ${verb}: paste user ids first`, true, key); return; }
     const what = `${verb === "add" ? "Add" : "Remove"} ${list.length} user id(s) ${verb === "add" ? "to" : "from"} list ${rule.name} (${rule.users} now); ` +
       `they ${verb === "add" ? "go to" : "leave"} ${rule.group} on their next request unless an earlier rule decides.`;
     if (await confirmAction(what)) {
-      await sendInBatches(verb, list, rule.name,
-        routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/users`));
-      ids.value = "";
+      const sent = ids.value;
+      // A lookup answer about an id the change touched is no longer true.
+      const applied = (done) => {
+        const looked = state.lookups[answerId];
+        if (looked && done.includes(looked.user)) show("", "");
+      };
+      const left = await sendInBatches(verb, list, rule.name,
+        routePath(status, route.name, `rules/${encodeURIComponent(rule.name)}/users`), key, applied);
+      // What was not applied stays, to be corrected and sent again; what was typed meanwhile
+      // is left alone (a re-render draws the box anew, empty unless it had the focus).
+      const box = document.getElementById(id("users"));
+      if (box && (box.value === sent || box.value === "")) box.value = left.join("\n");
     }
   };
-  return [head, ` — ${rule.users} users to ${rule.group} (${rule.users_source}` +
-    (rule.api_added || rule.api_removed ? `, +${rule.api_added} / -${rule.api_removed} through the API` : "") + ")",
+  return [...summary,
     el("div", {},
       el("label", { for: id("users"), text: "User ids" }),
       el("span", { id: id("users-note"), class: "note", text: " one per line, or separated by spaces or commas; thousands at once are fine" }),
       ids,
       el("div", { class: "actions" },
         el("button", { type: "button", id: id("add"), onclick: change("add") }, "Add to list"),
-        el("button", { type: "button", id: id("remove"), onclick: change("remove") }, "Remove from list"))),
-    el("form", { class: "inline", onsubmit: async (event) => {
-      event.preventDefault();
-      const user = lookup.value.trim();
-      if (!user) return;
-      try {
-        const r = await api("GET", `/routes/${encodeURIComponent(route.name)}/rules/${encodeURIComponent(rule.name)}/users?user=${encodeURIComponent(user)}`);
-        show(`${user} is ${r.member ? "" : "not "}on list ${rule.name}`);
-      } catch (e) { show(`Lookup refused: ${e.message}`); }
-    } },
-      el("label", { for: id("lookup"), text: "Is this id on the list?" }), lookup,
-      el("button", { type: "submit" }, "Look up"), answer)];
+        el("button", { type: "button", id: id("remove"), onclick: change("remove") }, "Remove from list")),
+      resultSlot(id("users"))),
+    lookupForm];
 }
 
 /** The admin API reads at most 64 KiB a body: long lists go in batches well under that. */
 const BATCH_BYTES = 48 * 1024;
 
-async function sendInBatches(verb, list, ruleName, path) {
+/**
+ * Sends `list` in batches; calls `applied` with the ids applied before the answer is shown;
+ * answers the ids not applied (those of the refused batch and after).
+ */
+async function sendInBatches(verb, list, ruleName, path, key, applied) {
   const batches = [[]];
   let size = 0;
   for (const id of list) {
@@ -419,17 +524,29 @@ async function sendInBatches(verb, list, ruleName, path) {
     size += id.length + 4;
   }
   const doing = verb === "add" ? "Adding to" : "Removing from";
-  let done = 0, answer = null;
+  let done = 0, answer = null, left = [];
+  const counts = { added: 0, removed: 0, already_on: 0, not_on: 0 };
+  const tally = () => verb === "add"
+    ? `${counts.added} added` + (counts.already_on ? `, ${counts.already_on} already on the list` : "")
+    : `${counts.removed} removed` + (counts.not_on ? `, ${counts.not_on} not on the list` : "");
   try {
     for (const batch of batches) {
       answer = await api("POST", path, { [verb]: batch });
+      for (const k of Object.keys(counts)) counts[k] += answer[k] || 0;
       done += batch.length;
     }
-    say(`${doing} ${ruleName}: done, ${done} id(s) in ${batches.length} request(s) (version ${answer.version})`);
+    applied(list);
+    const changed = counts.added + counts.removed > 0;
+    say(`${doing} ${ruleName}: ${changed ? "done" : "nothing changed"}, ${done} id(s) in ${batches.length} request(s): ${tally()}` +
+      (changed ? ` (version ${answer.version})` : ""), false, key);
   } catch (e) {
-    say(`${doing} ${ruleName} refused after ${done} of ${list.length} id(s): ${e.message}${e.field ? ` (field ${e.field})` : ""}`, true);
+    applied(list.slice(0, done));
+    left = list.slice(done);
+    say(`${doing} ${ruleName} refused after ${done} of ${list.length} id(s)` + (done ? ` (${tally()})` : "") +
+      `: ${e.message}${e.field ? ` (field ${e.field})` : ""}. The ${left.length} id(s) not applied are kept below.`, true, key);
   }
   await refresh();
+  return left;
 }
 
 // ---------------------------------------------------------------- explain
@@ -467,9 +584,10 @@ function figuresText(f) {
 
 function renderPlans(status) {
   const plans = status.plans || [];
-  // The rule's live percentage too: the start button's confirmation and body depend on it.
-  const structure = plans.map((p) => [p.route, p.rule, p.state, p.step, livePercent(status, p)]);
-  renderIfChanged("plans", $("plans"), structure, () => replace($("plans-body"), plans.length
+  // The rule's live percentage and the route's mode too: the buttons' state and the start
+  // button's confirmation depend on them.
+  const structure = plans.map((p) => [p.route, p.rule, p.state, p.step, livePercent(status, p), overridden(status, p.route)]);
+  renderIfChanged("plans", $("plans"), [structure, isOperator()], () => replace($("plans-body"), plans.length
     ? plans.map((p) => planCard(status, p))
     : el("p", { class: "note", text: "No rule has a rollout plan (add `plan:` to a percent rule)." })));
   // The figures change every poll: only they are redrawn.
@@ -479,17 +597,54 @@ function renderPlans(status) {
   }
 }
 
+/** Whether a rollback or promote covers `route` now (nothing starts or resumes under one). */
+function overridden(status, route) {
+  const r = (status.routes || []).find((x) => x.name === route);
+  return Boolean(r && r.mode !== "rules");
+}
+
+/** A confidence as a percentage: 0.999 → "99.9%". */
+function confidenceText(c) {
+  return `${Number((100 * c).toFixed(2))}%`;
+}
+
+/** A p-value as people read it. */
+function pText(p) {
+  if (p == null || Number.isNaN(p)) return "-";
+  return p < 0.001 ? "p < 0.001" : `p = ${p.toFixed(3)}`;
+}
+
+/** One statistical test of a step: what it compared, on how many requests, and what it found. */
+function testText(t) {
+  const sizes = `canary n = ${t.canary_n}, baseline n = ${t.baseline_n}`;
+  if (!t.enough) return `${t.check} (${t.test}): ${sizes}, too few to judge — ${t.decision}`;
+  return `${t.check} (${t.test}): ${sizes}; ${pText(t.p_value)} at ${confidenceText(t.confidence)} confidence; ` +
+    `effect ${Number(t.effect).toFixed(3)} against a limit of ${Number(t.limit).toFixed(3)} — ${t.decision}`;
+}
+
 function planLive(p) {
   const j = p.judging;
+  const figures = j || (p.last_action && p.last_action.figures ? { ...p.last_action.figures, verdict: null } : null);
   const rows = [
-    ["Time in step", p.time_in_step_seconds == null ? "-" : `${p.time_in_step_seconds.toFixed(0)} s of ${p.hold_seconds} s`],
-    [`Canary (${p.group})`, j ? figuresText(j.canary) : "-"],
-    [`Baseline (${p.baseline})`, j ? figuresText(j.baseline) : "-"],
-    ["Limits", `at least ${p.min_requests} canary requests; errors at most +${(100 * p.max_error_rate_increase).toFixed(2)} points; p99 at most ${p.max_p99_ratio}× baseline`],
-    ["Verdict", j ? j.verdict : "-"],
-    ["Last move", p.last_action ? `${p.last_action.action}: ${p.last_action.why}` : "-"],
+    ["Time in step", p.time_in_step_seconds == null ? "-" : `${p.time_in_step_seconds.toFixed(0)} s of ${p.hold_seconds} s` +
+      (p.state === "held" ? " (held: the clock is stopped)" : "")],
+    [`Canary (${p.group})`, figures ? figuresText(figures.canary) : "-"],
+    [`Baseline (${p.baseline})`, figures ? figuresText(figures.baseline) : "-"],
+    ["Limits", `at least ${p.min_requests} canary requests; errors at most +${(100 * p.max_error_rate_increase).toFixed(2)} points; p99 at most ${p.max_p99_ratio}× baseline` +
+      (p.max_median_ratio != null ? `; median at most ${p.max_median_ratio}× baseline` : "") +
+      `; differences must be significant at ${confidenceText(p.confidence)} confidence`],
   ];
+  for (const t of (figures && figures.tests) || []) rows.push(["Test", testText(t)]);
+  rows.push(["Verdict", j ? verdictText(j.verdict) : (p.state === "running" ? "waiting for the first figures" : "-")]);
+  rows.push(["Last move", p.last_action ? `${p.last_action.action}: ${p.last_action.why}` : "-"]);
   return el("dl", { class: "meta" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+}
+
+function verdictText(v) {
+  if (v == null) return "-";
+  if (typeof v === "string") return v;
+  const [kind, why] = Object.entries(v)[0] || ["", ""];
+  return `${kind}: ${why}`;
 }
 
 /** The live percentage of a plan's rule (0 when not found). */
@@ -499,11 +654,44 @@ function livePercent(status, p) {
   return rule ? rule.percent : 0;
 }
 
+/** The plan's steps as a line: done, current (or where it stopped), pending. */
+function progressLine(p) {
+  const at = p.step ? p.step - 1 : -1;
+  const done = (i) => p.state === "completed" ? i <= at : i < at;
+  const stateOf = (i) => {
+    if (done(i)) return "done";
+    if (i === at) return p.state === "rolled_back" ? "stopped" : "current";
+    return "pending";
+  };
+  const words = { done: "done", current: `current (${p.state.replace("_", " ")})`, stopped: "rolled back here", pending: "pending" };
+  return el("ol", { class: "steps", "aria-label": `steps of the plan of ${p.rule}` }, p.steps.map((percent, i) => {
+    const s = stateOf(i);
+    return el("li", { class: `step ${s}`, "data-step": s, title: `step ${i + 1}: ${percent}% — ${words[s]}` },
+      el("span", { class: "dot", "aria-hidden": "true" }),
+      el("span", { text: `${percent}%` }),
+      el("span", { class: "sr", text: ` step ${i + 1}, ${words[s]}` }));
+  }));
+}
+
 function planCard(status, p) {
   const path = (cmd) => routePath(status, p.route, `rules/${encodeURIComponent(p.rule)}/plan/${cmd}`);
-  const button = (cmd, label, text, danger, body) => el("button", { type: "button", id: `plan-${cmd}-${p.route}-${p.rule}`.replace(/[^A-Za-z0-9_-]/g, "_"), class: danger ? "danger" : null, onclick: async () => {
-    if (await confirmAction(text)) act(`Plan ${cmd} (${p.rule})`, "POST", path(cmd), body);
-  } }, label);
+  const key = slug("plan", p.route, p.rule);
+  const held = overridden(status, p.route);
+  // Which commands the plan's state allows (the API's own table, docs/rollouts.md); a
+  // disabled button says why beside it.
+  const active = ["running", "paused", "held"].includes(p.state);
+  const why = {
+    start: active ? `it is ${p.state}` : held ? "a rollback or promote covers the route: resume its rules first" : null,
+    pause: ["running", "held"].includes(p.state) ? null : `it is ${p.state.replace("_", " ")}`,
+    resume: p.state === "held" ? "it is held by a rollback or promote: resuming the rules releases it"
+      : p.state !== "paused" ? `it is ${p.state.replace("_", " ")}`
+      : held ? "a rollback or promote covers the route: resume its rules first" : null,
+    abort: active ? null : `it is ${p.state.replace("_", " ")}`,
+  };
+  const button = (cmd, label, text, danger, body) => el("button", { type: "button", id: slug("plan", cmd, p.route, p.rule), class: danger ? "danger" : null,
+    disabled: Boolean(why[cmd]), title: why[cmd] ? `Cannot ${cmd}: ${why[cmd]}` : null, onclick: async () => {
+      if (await confirmAction(text)) act(`Plan ${cmd} (${p.rule})`, "POST", path(cmd), body, key);
+    } }, label);
   // The API refuses a start that lowers the rule's percentage unless asked; the confirmation
   // says how many users leave the canary, and confirming it asks.
   const live = livePercent(status, p);
@@ -511,31 +699,93 @@ function planCard(status, p) {
   const startText = `Start the plan of ${p.rule}: it goes to ${p.steps[0]}% of users now and steps up by itself while the canary does as well as ${p.baseline}.`
     + (lowers ? ` This LOWERS the rule from ${live}% to ${p.steps[0]}%: about ${(live - p.steps[0]).toFixed(2)}% of all users leave ${p.group}.` : "");
   const where = p.step ? `${p.state.replace("_", " ")}, step ${p.step} of ${p.steps.length} (${p.step_percent}%)` : "not started";
-  return el("div", { class: "card plan", "data-plan": `${p.route}/${p.rule}` },
+  const reasons = Object.entries(why).filter(([, w]) => w).map(([cmd, w]) => `${cmd}: ${w}`);
+  return el("div", { class: "card plan", "data-plan": `${p.route}/${p.rule}`, "data-state": p.state },
     el("h3", { text: `${p.route} / ${p.rule}: ${where}` }),
+    progressLine(p),
     el("p", { class: "note", text: `steps ${p.steps.join("% → ")}%; on failure: ${p.on_failure}` }),
     el("div", { class: "plan-live" }, planLive(p)),
-    el("div", { class: "actions" },
-      button("start", "Start", startText, false, lowers ? { allow_decrease: true } : undefined),
-      button("pause", "Pause", `Pause the plan of ${p.rule}: it holds its step until resumed.`),
-      button("resume", "Resume", `Resume the plan of ${p.rule} from its step, with a new window for its figures.`),
-      button("abort", "Abort", `Abort the plan of ${p.rule}: the rule goes to 0% and every canary user of this rule goes back at once.`, true)));
+    isOperator() ? [
+      el("div", { class: "actions" },
+        button("start", "Start", startText, false, lowers ? { allow_decrease: true } : undefined),
+        button("pause", "Pause", `Pause the plan of ${p.rule}: it holds its step until resumed.`),
+        button("resume", "Resume", `Resume the plan of ${p.rule} from its step, with a new window for its figures.`),
+        button("abort", "Abort", `Abort the plan of ${p.rule}: the rule goes to 0% and every canary user of this rule goes back at once.`, true)),
+      reasons.length ? el("p", { class: "note", text: `Not now — ${reasons.join("; ")}.` }) : null,
+      resultSlot(key)] : null);
 }
 
 // ---------------------------------------------------------------- audit
 
+/** `GET /audit` with the filter and page the operator chose. */
+function auditPath() {
+  const q = new URLSearchParams({ limit: "50" });
+  for (const name of ["route", "rule", "actor"]) {
+    if (state.audit[name]) q.set(name, state.audit[name]);
+  }
+  if (state.audit.before != null) q.set("before", String(state.audit.before));
+  return `/audit?${q}`;
+}
+
+function auditRoutes(status) {
+  const select = $("audit-route");
+  const chosen = state.audit.route;
+  replace(select, el("option", { value: "", text: "any" }),
+    status.routes.map((r) => el("option", { value: r.name, text: r.name, selected: r.name === chosen })));
+}
+
+/** A time as the operator's clock shows it, with its zone: `2026-12-06 21:41:16 CET`. */
+function localTime(ms) {
+  const d = new Date(ms);
+  const pad = (n) => String(n).padStart(2, "0");
+  const zone = (new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(d)
+    .find((part) => part.type === "timeZoneName") || {}).value || "";
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone}`.trim();
+}
+
+/** An action as words: `plan_advance` → `plan advance`. */
+function actionText(action) {
+  return String(action).replace(/_/g, " ");
+}
+
 function renderAudit(audit) {
-  $("audit-source").textContent = audit.source === "store"
+  const filtered = ["route", "rule", "actor"].filter((k) => state.audit[k]).map((k) => `${k} ${state.audit[k]}`);
+  $("audit-source").textContent = (audit.source === "store"
     ? "Every node's changes, from the store."
-    : "This node's changes" + (audit.store_error ? ` (the store did not answer: ${audit.store_error})` : ".");
-  replace($("audit-body"), audit.entries.map((e) => el("tr", {},
-    el("td", { text: new Date(e.at_ms).toISOString().replace("T", " ").slice(0, 19) }),
+    : "This node's changes" + (audit.store_error ? ` (the store did not answer: ${audit.store_error})` : ".")) +
+    (filtered.length ? ` Only ${filtered.join(", ")}.` : "");
+  replace($("audit-body"), audit.entries.length ? audit.entries.map((e) => el("tr", {},
+    el("td", { class: "when", text: localTime(e.at_ms) }),
     el("td", { text: e.actor }),
     el("td", { text: e.route || "all" }),
     el("td", { text: e.rule || "" }),
-    el("td", { text: e.action }),
+    el("td", { text: actionText(e.action) }),
+    el("td", { "data-field": "before", text: e.before ?? "" }),
+    el("td", { "data-field": "after", text: e.after ?? "" }),
     el("td", { text: e.detail + (e.figures ? ` — canary ${figuresText(e.figures.canary)}; baseline ${figuresText(e.figures.baseline)}` : "") }),
-    el("td", { text: String(e.version) }))));
+    el("td", { text: String(e.version) })))
+    : el("tr", {}, el("td", { colspan: "9", class: "note", text: "No change matches." })));
+  const older = $("audit-older");
+  older.disabled = !audit.more;
+  older.onclick = () => {
+    state.audit.newer.push(state.audit.before);
+    state.audit.before = audit.next_before;
+    refresh();
+  };
+  $("audit-newest").disabled = state.audit.before == null;
+  const page = state.audit.newer.length + 1;
+  $("audit-page").textContent = `page ${page}` + (audit.more ? ", older entries follow" : ", the oldest kept");
+}
+
+function filterAudit(event) {
+  event.preventDefault();
+  state.audit.route = $("audit-route").value;
+  state.audit.rule = $("audit-rule").value.trim();
+  state.audit.actor = $("audit-actor").value.trim();
+  state.audit.before = null;
+  state.audit.newer = [];
+  refresh();
 }
 
 // ---------------------------------------------------------------- start
@@ -544,6 +794,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
   $("explain-form").addEventListener("submit", explain);
+  $("audit-filter").addEventListener("submit", filterAudit);
+  $("audit-newest").addEventListener("click", () => {
+    state.audit.before = null;
+    state.audit.newer = [];
+    refresh();
+  });
   if (sessionStorage.getItem(TOKEN_KEY)) start();
   else showLogin();
 });
