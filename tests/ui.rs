@@ -282,6 +282,30 @@ fn an_operator_runs_a_canary_from_the_page() {
         "[...document.querySelectorAll('[data-group=stable] .chart span')].some(s => /requests\\/s, now [0-9.]*[1-9]/.test(s.innerText))",
         WAIT,
     );
+    // Each chart has a value axis from 0, a time axis ending now, and a legend.
+    let labels = browser.eval(
+        "[...document.querySelectorAll('[data-group=stable] .chart svg')].map(svg => [...svg.querySelectorAll('text')].map(t => t.textContent))",
+    );
+    let labels = labels.as_array().expect("charts").clone();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    for chart in &labels {
+        let texts: Vec<&str> = chart
+            .as_array()
+            .expect("labels")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            texts.contains(&"0") && texts.iter().any(|t| t.ends_with(" now")),
+            "{texts:?}"
+        );
+    }
+    assert!(
+        labels[2]
+            .as_array()
+            .is_some_and(|t| t.contains(&"p50 ms".into()) && t.contains(&"p99 ms".into())),
+        "{labels:?}"
+    );
     let shot = TempDir::new("ui-shot");
     let path = std::env::var("CANARY_UI_SCREENSHOT")
         .map(std::path::PathBuf::from)
