@@ -102,9 +102,9 @@ fn explain_query(call: &Call<'_>) -> Result<ExplainQuery, ApiError> {
 
 /// `GET /audit?limit=N&route=&rule=&actor=&before=MS`: with a store, the trail every node
 /// writes to (this node's own copy when Redis does not answer); without, this node's. Newest
-/// first; `route`, `rule` and `actor` keep the entries that name exactly that, `before` those
-/// made before that Unix millisecond; `more` says older entries match too, and `next_before`
-/// is the `before` that pages to them.
+/// first by time; `route`, `rule` and `actor` keep the entries that name exactly that,
+/// `before` those made before that Unix millisecond; `more` says older entries match too, and
+/// `next_before` is the `before` that pages to them.
 pub(super) async fn audit(call: Call<'_>) -> Result<Value, ApiError> {
     let limit = match call.query("limit") {
         None => AUDIT_LIMIT,
@@ -131,13 +131,9 @@ pub(super) async fn audit(call: Call<'_>) -> Result<Value, ApiError> {
             })?),
         },
     };
-    // Filtered, the whole trail is read (at most AUDIT_LIMIT entries); one more than asked
-    // says whether there are more.
-    let read = if filter.is_empty() {
-        (limit + 1).min(AUDIT_LIMIT)
-    } else {
-        AUDIT_LIMIT
-    };
+    // The whole trail (at most AUDIT_LIMIT small entries) is read and ordered by time, so
+    // paging by time is exact even when nodes' clocks disagree about the order they wrote in.
+    let read = AUDIT_LIMIT;
     let controller = call.controller;
     let shared = match controller.store() {
         Some(store) => Some(store.read_audit(read).await),
@@ -149,8 +145,15 @@ pub(super) async fn audit(call: Call<'_>) -> Result<Value, ApiError> {
         None => ("node", None, controller.local_audit(read)),
     };
     let mut entries: Vec<_> = entries.into_iter().filter(|e| filter.keeps(e)).collect();
-    let more = entries.len() > limit;
-    entries.truncate(limit);
+    entries.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    // A page ends between two milliseconds (it may run past `limit` to do so), so the next
+    // page's `before` leaves nothing out.
+    let mut cut = limit.min(entries.len());
+    while cut > 0 && cut < entries.len() && entries[cut].at_ms == entries[cut - 1].at_ms {
+        cut += 1;
+    }
+    let more = entries.len() > cut;
+    entries.truncate(cut);
     let next_before = entries.last().filter(|_| more).map(|e| e.at_ms);
     to_json(&Audit {
         source,
