@@ -145,7 +145,7 @@ pub(super) async fn audit(call: Call<'_>) -> Result<Value, ApiError> {
         None => ("node", None, controller.local_audit(read)),
     };
     let mut entries: Vec<_> = entries.into_iter().filter(|e| filter.keeps(e)).collect();
-    entries.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
     // A page ends between two milliseconds (it may run past `limit` to do so), so the next
     // page's `before` leaves nothing out.
     let mut cut = limit.min(entries.len());
