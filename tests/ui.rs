@@ -148,7 +148,11 @@ fn an_operator_runs_a_canary_from_the_page() {
         (
             browser.text("[data-field=group]"),
             browser.text("[data-field=rule]"),
-            browser.text("[data-field=reason]"),
+            browser
+                .eval("document.querySelector('[data-field=reason]').dataset.code")
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
         )
     };
     let vip = explain(&mut browser, "alice");
@@ -494,6 +498,9 @@ fn a_viewer_looks_and_the_page_survives_a_restart() {
     );
     let r = admin(site.admin, "POST", "/rollback", Some(VIEWER), None);
     assert_eq!(r.status, 403, "{}", r.text());
+    // The browser's own request for an icon is no refusal.
+    let r = admin(site.admin, "GET", "/favicon.ico", None, None);
+    assert_eq!(r.status, 204, "{}", r.text());
 
     // The gateway stops: the page says so; it comes back on the same ports: the page
     // reconnects by itself with the token it holds.

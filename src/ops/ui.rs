@@ -47,6 +47,16 @@ pub(crate) fn file(name: &str) -> Response<Vec<u8>> {
     ))
 }
 
+/// `/favicon.ico`: nothing (204), without a token, so a browser's automatic request is no
+/// refusal in the logs.
+pub(crate) fn favicon(_: &str) -> Response<Vec<u8>> {
+    with_headers(super::http_response(
+        StatusCode::NO_CONTENT,
+        "text/plain; charset=utf-8",
+        Vec::new(),
+    ))
+}
+
 /// The headers every page response carries.
 fn with_headers(mut response: Response<Vec<u8>>) -> Response<Vec<u8>> {
     let headers = response.headers_mut();
@@ -69,7 +79,7 @@ mod tests {
     #[test]
     fn every_page_response_carries_the_headers() {
         let answers = ["", "app.js", "app.css", "nope"].map(file);
-        for r in answers.iter().chain([&redirect("")]) {
+        for r in answers.iter().chain([&redirect(""), &favicon("")]) {
             let h = r.headers();
             assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY);
             assert_eq!(h["x-frame-options"], "DENY");
@@ -78,6 +88,7 @@ mod tests {
         assert_eq!(redirect("").headers()["location"], "/ui/");
         assert_eq!(redirect("").status(), 308);
         assert_eq!(file("nope").status(), 404);
+        assert_eq!(favicon("").status(), 204);
         assert_eq!(file("index.html").status(), 200);
     }
 

@@ -118,6 +118,7 @@ use Verb::{Get, Post, Put};
 pub(crate) static ROUTES: &[Route] = &[
     Route::page("/ui", ui::redirect),
     Route::page("/ui/{file*}", ui::file),
+    Route::page("/favicon.ico", ui::favicon),
     Route::api(Get, "/status", Viewer, handler!(reads::status)),
     Route::api(
         Get,

@@ -253,7 +253,7 @@ function renderOverview(status, history) {
   const store = status.store;
   const reload = status.last_reload;
   const meta = [
-    ["Configuration", `${status.config_file} — generation ${status.generation}`],
+    ["Configuration", `${status.config_file} (live state #${status.generation}: one more at each reload or change)`],
     ["Control state", `version ${status.control.version} (` +
       ({ store: "shared through the store", file: "from the state file: the store has not answered yet", local: "this node only: no store" }[status.control.source] || status.control.source) + ")" +
       (status.control.plan_leader ? ", this node drives plans" : "")],
@@ -400,17 +400,28 @@ function routePath(status, route, rest) {
   return status.routes.length === 1 ? `/${rest}` : `/routes/${encodeURIComponent(route)}/${rest}`;
 }
 
-/** Share of the last hour's requests served by groups other than `group` (on `route`, if given). */
+/**
+ * Share of the requests served by groups other than `group` (on `route`, if given): in the
+ * last minute, which is what a change moves now, and over the last hour.
+ */
 function shareElsewhere(group, route) {
   const series = ((state.history && state.history.series) || []).filter((s) => !route || s.route === route);
-  let total = 0, other = 0;
-  for (const s of series) {
-    for (const p of s.points.concat([s.live])) {
-      total += p.requests;
-      if (s.group !== group) other += p.requests;
+  const since = Date.now() - 60 * 1000;
+  const share = (keep) => {
+    let total = 0, other = 0;
+    for (const s of series) {
+      for (const p of s.points.concat([s.live]).filter(keep)) {
+        total += p.requests;
+        if (s.group !== group) other += p.requests;
+      }
     }
-  }
-  return total ? `${(100 * other / total).toFixed(1)}% of the last hour's ${total} requests` : "no requests seen in the last hour";
+    return [total, total ? (100 * other / total).toFixed(1) : "0"];
+  };
+  const [minute, minuteShare] = share((p) => p.start_ms + 1000 * p.seconds > since);
+  const [hour, hourShare] = share(() => true);
+  if (!hour) return "no requests seen in the last hour";
+  return (minute ? `${minuteShare}% of the last minute's ${minute} requests` : "no requests in the last minute") +
+    `, ${hourShare}% of the last hour's ${hour}`;
 }
 
 function renderRules(status) {
@@ -611,6 +622,21 @@ async function sendInBatches(verb, list, ruleName, path, key, applied) {
 
 // ---------------------------------------------------------------- explain
 
+/** A decision's reason in words, with the code that logs and headers use. */
+function reasonText(code) {
+  const words = {
+    header: "the QA header named the group",
+    user_list: "the user id is on the rule's list",
+    percent: "the user id hashes into the rule's percentage",
+    default: "no rule matched: the route's default group",
+    anonymous: "no valid user id and no header rule matched: the default group",
+    rollback: "a rollback sends everyone to the default group",
+    promote: "a promote sends everyone to one group",
+    no_route: "no route serves this host and path",
+  }[code];
+  return words ? `${words} (${code})` : String(code);
+}
+
 async function explain(event) {
   event.preventDefault();
   const params = new URLSearchParams();
@@ -623,13 +649,14 @@ async function explain(event) {
     const rows = [
       ["Route", e.route ?? "none (404)"],
       ["Group", e.group ?? "-"],
-      ["Rule", e.rule ?? "default"],
-      ["Reason", e.reason],
+      ["Rule", e.rule ?? "none: the route's default group"],
+      ["Reason", reasonText(e.reason)],
       ["User id", e.user ? `${e.user}${e.user_valid ? "" : " (not a valid id: anonymous)"}` : "none (anonymous)"],
       ["Served by now", e.served_by ? `${e.served_by}${e.served_by !== e.group ? " (fallback)" : ""}` : "nothing can serve"],
       ["Group healthy", e.group_healthy ? "yes" : "no"],
     ];
-    replace($("explain-result"), rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k.toLowerCase().replace(/ /g, "-"), text: String(v) })]));
+    replace($("explain-result"), rows.flatMap(([k, v]) => [el("dt", { text: k }),
+      el("dd", { "data-field": k.toLowerCase().replace(/ /g, "-"), "data-code": k === "Reason" ? e.reason : null, text: String(v) })]));
   } catch (err) {
     replace($("explain-result"), el("dt", { text: "Refused" }), el("dd", { class: "error", text: err.message }));
   }
