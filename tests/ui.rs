@@ -157,6 +157,12 @@ fn an_operator_runs_a_canary_from_the_page() {
     };
     let vip = explain(&mut browser, "alice");
     assert_eq!(vip, ("stable".into(), "vip".into(), "user_list".into()));
+    // A QA header value that names no group is said so.
+    browser.fill("#explain-header", "nope");
+    explain(&mut browser, "alice");
+    let said = browser.text("[data-field=qa-header]");
+    assert!(said.contains("\"nope\" names no group"), "{said}");
+    browser.fill("#explain-header", "");
     let inside = rollout_user("rollout", 10.0, true);
     let rolled = explain(&mut browser, &inside);
     assert_eq!(

@@ -655,6 +655,14 @@ async function explain(event) {
       ["Served by now", e.served_by ? `${e.served_by}${e.served_by !== e.group ? " (fallback)" : ""}` : "nothing can serve"],
       ["Group healthy", e.group_healthy ? "yes" : "no"],
     ];
+    // A QA header value that decided nothing is said, not silently passed over.
+    const header = params.get("header");
+    if (header && e.reason !== "header") {
+      const groups = ((state.status && state.status.groups) || []).map((g) => g.name);
+      rows.push(["QA header", groups.length && !groups.includes(header)
+        ? `"${header}" names no group (groups: ${groups.join(", ")}): the header rules passed it over`
+        : `"${header}" did not decide (an override, a header rule's secret or an earlier rule came first)`]);
+    }
     replace($("explain-result"), rows.flatMap(([k, v]) => [el("dt", { text: k }),
       el("dd", { "data-field": k.toLowerCase().replace(/ /g, "-"), "data-code": k === "Reason" ? e.reason : null, text: String(v) })]));
   } catch (err) {
