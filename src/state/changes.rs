@@ -131,28 +131,69 @@ impl Controller {
         remove: Vec<String>,
     ) -> Result<UsersChanged, StateError> {
         check_user_ids(&add, &remove)?;
-        let effect = self.list_effect(route, rule, &add, &remove)?;
-        if effect.add.is_empty() && effect.remove.is_empty() {
-            let inner = self.lock();
-            return Ok(effect.answer(
-                Changed {
-                    generation: inner.generation,
-                    version: inner.overlay.version,
-                },
-                false,
-            ));
+        let mut effect = self.list_effect(route, rule, &add, &remove)?;
+        // With a store this node's copy may lag another node's change by a moment: before
+        // answering that nothing changes, ask Redis.
+        if effect.is_empty() {
+            if let Some(fresh) = self.fresh_list_effect(route, rule, &add, &remove).await? {
+                effect = fresh;
+            }
         }
+        if effect.is_empty() {
+            let inner = self.lock();
+            let now = Changed {
+                generation: inner.generation,
+                version: inner.overlay.version,
+            };
+            return Ok(effect.answer(now, false));
+        }
+        // The ids asked for are written, not only those this node sees change: adding and
+        // removing are idempotent, so the list ends right even if this node's copy lagged.
+        let asked_for = (add.as_slice(), remove.as_slice());
         let changed = match self.store_set(route, rule) {
             Some((store, set)) => {
-                self.change_set_users(actor, route, rule, &store, set, &effect)
+                self.change_set_users(actor, route, rule, &store, set, asked_for, &effect)
                     .await?
             }
             None => {
-                self.change_listed_users(actor, route, rule, &effect)
+                self.change_listed_users(actor, route, rule, asked_for, &effect)
                     .await?
             }
         };
         Ok(effect.answer(changed, true))
+    }
+
+    /// [`Self::list_effect`] from Redis, with a store: a store-backed set's members as Redis
+    /// holds them, or the control state once this node has applied any newer version Redis
+    /// holds. `None` without a store.
+    async fn fresh_list_effect(
+        &self,
+        route: &str,
+        rule: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<Option<ListEffect>, StateError> {
+        let unavailable =
+            |e: StateError| StateError::unavailable(format!("the store is unavailable: {e}"));
+        if let Some((store, set)) = self.store_set(route, rule) {
+            let ids: Vec<&str> = asked(add, remove).into_iter().map(|(id, _)| id).collect();
+            let members = store.members(&set, &ids).await.map_err(unavailable)?;
+            let on: std::collections::HashSet<&str> = ids
+                .iter()
+                .zip(members)
+                .filter_map(|(id, member)| member.then_some(*id))
+                .collect();
+            let size = self.list_effect(route, rule, &[], &[])?.size;
+            return Ok(Some(effect_of(add, remove, |id| on.contains(id), size)));
+        }
+        let Some(store) = self.store() else {
+            return Ok(None);
+        };
+        let shared = store.read_control().await.map_err(unavailable)?;
+        if let Some(newer) = shared.filter(|c| c.version > self.lock().overlay.version) {
+            self.apply_control(newer, &[], false)?;
+        }
+        self.list_effect(route, rule, add, remove).map(Some)
     }
 
     /// What a list change would do on the live list: the ids that change membership (the last
@@ -169,28 +210,12 @@ impl Controller {
         let found = rule_of_kind(live.map(|r| &*r.router), route, rule, Kind::Users)?;
         let set = found.user_set();
         let was = |id: &str| set.is_some_and(|users| users.contains(id.as_bytes()));
-        let mut last: HashMap<&str, bool> = HashMap::new();
-        let mut order: Vec<&str> = Vec::new();
-        for (ids, on) in [(add, true), (remove, false)] {
-            for id in ids {
-                if last.insert(id.as_str(), on).is_none() {
-                    order.push(id.as_str());
-                }
-            }
-        }
-        let mut effect = ListEffect {
-            size: set.map_or(0, |users| users.len()),
-            ..ListEffect::default()
-        };
-        for id in order {
-            match (last[id], was(id)) {
-                (true, false) => effect.add.push(id.to_string()),
-                (false, true) => effect.remove.push(id.to_string()),
-                (true, true) => effect.already_on += 1,
-                (false, false) => effect.not_on += 1,
-            }
-        }
-        Ok(effect)
+        Ok(effect_of(
+            add,
+            remove,
+            was,
+            set.map_or(0, |users| users.len()),
+        ))
     }
 
     /// A list kept in the control state.
@@ -199,6 +224,7 @@ impl Controller {
         actor: &str,
         route: &str,
         rule: &str,
+        (add, remove): (&[String], &[String]),
         effect: &ListEffect,
     ) -> Result<Changed, StateError> {
         let mut entry = AuditEntry::now(
@@ -221,7 +247,7 @@ impl Controller {
                 .users
                 .entry(rule.to_string())
                 .or_default()
-                .record(&effect.add, &effect.remove, in_file);
+                .record(add, remove, in_file);
             Ok(())
         })
         .await
@@ -229,6 +255,7 @@ impl Controller {
 
     /// A store-backed list: the set in Redis changes (and from there every node's); this node
     /// applies it at once too.
+    #[allow(clippy::too_many_arguments)]
     async fn change_set_users(
         &self,
         actor: &str,
@@ -236,6 +263,7 @@ impl Controller {
         rule: &str,
         store: &Store,
         set: String,
+        (add, remove): (&[String], &[String]),
         effect: &ListEffect,
     ) -> Result<Changed, StateError> {
         let mut entry = AuditEntry::now(
@@ -249,8 +277,8 @@ impl Controller {
         entry.version = self.lock().overlay.version;
         let change = Change {
             set,
-            add: effect.add.clone(),
-            remove: effect.remove.clone(),
+            add: add.to_vec(),
+            remove: remove.to_vec(),
         };
         store.write(&change, &entry).await.map_err(|e| {
             StateError::unavailable(format!("the store is unavailable, nothing changed: {e}"))
@@ -520,7 +548,54 @@ struct ListEffect {
     size: usize,
 }
 
+/// Each id asked for once, with the last word on it (`true`: add), in the order first asked
+/// (`remove` comes after `add` in one request).
+fn asked<'a>(add: &'a [String], remove: &'a [String]) -> Vec<(&'a str, bool)> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    let mut order: Vec<(&str, bool)> = Vec::new();
+    for (ids, on) in [(add, true), (remove, false)] {
+        for id in ids {
+            match last.get(id.as_str()) {
+                Some(&i) => order[i].1 = on,
+                None => {
+                    last.insert(id.as_str(), order.len());
+                    order.push((id.as_str(), on));
+                }
+            }
+        }
+    }
+    order
+}
+
+/// What adding `add` and then removing `remove` does to a list of `size` ids, of which `was`
+/// says who is on it.
+fn effect_of(
+    add: &[String],
+    remove: &[String],
+    was: impl Fn(&str) -> bool,
+    size: usize,
+) -> ListEffect {
+    let mut effect = ListEffect {
+        size,
+        ..ListEffect::default()
+    };
+    for (id, on) in asked(add, remove) {
+        match (on, was(id)) {
+            (true, false) => effect.add.push(id.to_string()),
+            (false, true) => effect.remove.push(id.to_string()),
+            (true, true) => effect.already_on += 1,
+            (false, false) => effect.not_on += 1,
+        }
+    }
+    effect
+}
+
 impl ListEffect {
+    /// Whether no id changes membership.
+    fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+
     /// The list's size before and after, in the audit entry.
     fn sizes(&self, entry: &mut AuditEntry) {
         let after = self.size + self.add.len() - self.remove.len().min(self.size);

@@ -176,6 +176,20 @@ impl Store {
         self.timed("write", pipe.query_async::<()>(&mut conn)).await
     }
 
+    /// Whether each of `ids` is in `set` now, as Redis holds it (one round trip).
+    pub(crate) async fn members(&self, set: &str, ids: &[&str]) -> Result<Vec<bool>, StateError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.connection().await?;
+        let key = self.config.set_key(set);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("SISMEMBER").arg(&key).arg(*id);
+        }
+        self.timed("SISMEMBER", pipe.query_async(&mut conn)).await
+    }
+
     /// Reads a whole set with SSCAN.
     async fn load(
         &self,
