@@ -13,6 +13,7 @@ mod error;
 mod explain;
 pub(crate) mod figures;
 pub(crate) mod history;
+mod lists;
 pub(crate) mod metrics;
 pub(crate) mod notice;
 pub(crate) mod overlay;
@@ -24,11 +25,12 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-pub(crate) use changes::{Changed, UsersChanged};
+pub(crate) use changes::Changed;
 pub use controller::ConfigSource;
 pub(crate) use controller::{Controller, View};
 pub(crate) use error::{ErrorKind, StateError};
 pub(crate) use explain::{ExplainQuery, Explanation};
+pub(crate) use lists::UsersChanged;
 pub(crate) use overlay::OverlayMode;
 
 use crate::config::{Cidr, GatewayConfig, Limits, ListenerKind, TlsListener};
