@@ -7,6 +7,18 @@ use http::{HeaderValue, Response, StatusCode};
 
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
+const CHARTS: &str = include_str!("ui/charts.js");
+const RULES: &str = include_str!("ui/rules.js");
+const PLANS: &str = include_str!("ui/plans.js");
+const AUDIT: &str = include_str!("ui/audit.js");
+/// The page's scripts by name, in the order the page loads them.
+const SCRIPTS: [(&str, &str); 5] = [
+    ("app.js", SCRIPT),
+    ("charts.js", CHARTS),
+    ("rules.js", RULES),
+    ("plans.js", PLANS),
+    ("audit.js", AUDIT),
+];
 const STYLE: &str = include_str!("ui/app.css");
 
 /// Where the page may load from and talk to: this origin only, no inline script or style, no
@@ -30,11 +42,15 @@ pub(crate) fn redirect(_: &str) -> Response<Vec<u8>> {
 
 /// `/ui/{file}`: one of the page's files (`""` is the page itself), or 404 in plain text.
 pub(crate) fn file(name: &str) -> Response<Vec<u8>> {
-    let (status, content_type, body) = match name {
-        "" | "index.html" => (StatusCode::OK, "text/html; charset=utf-8", INDEX),
-        "app.js" => (StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT),
-        "app.css" => (StatusCode::OK, "text/css; charset=utf-8", STYLE),
-        _ => (
+    let script = SCRIPTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, body)| *body);
+    let (status, content_type, body) = match (name, script) {
+        (_, Some(script)) => (StatusCode::OK, "text/javascript; charset=utf-8", script),
+        ("" | "index.html", _) => (StatusCode::OK, "text/html; charset=utf-8", INDEX),
+        ("app.css", _) => (StatusCode::OK, "text/css; charset=utf-8", STYLE),
+        (_, None) => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             "not found\n",
@@ -78,7 +94,7 @@ mod tests {
 
     #[test]
     fn every_page_response_carries_the_headers() {
-        let answers = ["", "app.js", "app.css", "nope"].map(file);
+        let answers = ["", "app.js", "plans.js", "app.css", "nope"].map(file);
         for r in answers.iter().chain([&redirect(""), &favicon("")]) {
             let h = r.headers();
             assert_eq!(h["content-security-policy"], CONTENT_SECURITY_POLICY);
@@ -96,8 +112,14 @@ mod tests {
     #[test]
     fn the_page_keeps_to_its_own_origin() {
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
-        assert!(INDEX.contains(r#"<script src="app.js" defer></script>"#));
-        for file in [INDEX, SCRIPT, STYLE] {
+        for (name, _) in SCRIPTS {
+            assert!(INDEX.contains(&format!(r#"<script src="{name}" defer></script>"#)));
+            assert_eq!(file(name).status(), 200, "{name}");
+        }
+        for file in [INDEX, STYLE]
+            .into_iter()
+            .chain(SCRIPTS.map(|(_, body)| body))
+        {
             assert!(!file.contains("http://") || file.contains("http://www.w3.org/2000/svg"));
             assert!(!file.contains("https://"));
             assert!(
