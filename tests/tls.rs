@@ -1083,6 +1083,25 @@ fn an_idle_h2_connection_gets_goaway_then_close() {
     );
 }
 
+/// A full TLS listener makes room for a new connection by sending its longest-idle HTTP/2
+/// connection away (GOAWAY, then closed), as nginx reuses an idle connection; the newer idle
+/// one stays served.
+#[test]
+fn a_full_listener_sends_its_longest_idle_h2_connection_away() {
+    let (edge, _stable) = one_origin_edge("tls-h2-budget", "  limits: { max_connections: 2 }\n");
+    let mut oldest = RawH2::connect(edge.tls, "a.test");
+    assert_eq!(oldest.read_frame().expect("SETTINGS").0, h2::SETTINGS);
+    let mut newer = RawH2::connect(edge.tls, "a.test");
+    assert_eq!(newer.read_frame().expect("SETTINGS").0, h2::SETTINGS);
+
+    let mut third = RawH2::connect(edge.tls, "a.test");
+    let body = get_without_goaway(&mut third, 1, &h2::get_block("a.test"));
+    assert_eq!(body, b"stable", "the new connection is served");
+    goaway_then_close(&mut oldest, &[]);
+    let body = get_without_goaway(&mut newer, 1, &h2::get_block("a.test"));
+    assert_eq!(body, b"stable", "the newer idle connection stays served");
+}
+
 /// Idle between streams: the deadline counts from the end of the last answer.
 #[test]
 fn an_h2_connection_idle_after_a_request_gets_goaway_then_close() {

@@ -212,7 +212,7 @@ impl Connections {
             .count()
     }
 
-    /// Watches an HTTP/1 connection of this listener, so that it can be closed while idle.
+    /// Watches a connection of this listener, so that it can be closed while idle.
     pub(crate) fn watch(self: &Arc<Self>) -> IdleWatch {
         let mark = Arc::new(IdleMark {
             state: AtomicU64::new(BUSY),

@@ -190,7 +190,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let idle_connections_closed = IntCounterVec::new(
         Opts::new(
             "gateway_idle_connections_closed_total",
-            "Idle HTTP/1 connections (keep-alive, or new and silent) closed to make room for a new connection on a full listener",
+            "Idle connections (HTTP/1 keep-alive or new and silent, HTTP/2 with no stream) closed to make room for a new connection on a full listener",
         ),
         &["listener"],
     )?;

@@ -35,6 +35,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::delegate::delegate_io;
 use super::HeadLimits;
+use crate::proxy::connections::IdleWatch;
 
 /// The HTTP/2 settings of the client side, bounded like HTTP/1: a request's header list is
 /// held to `max_header_bytes` (HEADERS and CONTINUATION frames together, so a CONTINUATION
@@ -239,6 +240,10 @@ pub(crate) struct H2Stream {
     /// `send_blocked`.
     send_timer: Option<Pin<Box<Sleep>>>,
     send_blocked: bool,
+    /// The connection's mark on its listener's budget: with no stream open it is idle, and a
+    /// full listener may send it away to make room (as nginx reuses an idle HTTP/2
+    /// connection).
+    idle: Option<IdleWatch>,
 }
 
 impl H2Stream {
@@ -249,6 +254,7 @@ impl H2Stream {
         inner: Stream,
         limits: HeadLimits,
         shutdown: &ShutdownWatch,
+        idle: Option<IdleWatch>,
     ) -> (Self, ShutdownWatch, Arc<watch::Sender<bool>>) {
         let (go_away, watch) = watch::channel(*shutdown.borrow());
         let go_away = Arc::new(go_away);
@@ -266,6 +272,7 @@ impl H2Stream {
             scratch: Vec::new(),
             send_timer: None,
             send_blocked: false,
+            idle,
         };
         (stream, watch, go_away)
     }
@@ -447,6 +454,29 @@ impl H2Stream {
         Poll::Ready(())
     }
 
+    /// Tells the listener's budget whether the connection is idle (no stream open, no header
+    /// block under way) or busy; told to make room while idle, it is sent away as its
+    /// `keepalive_timeout` would have sent it (GOAWAY, then closed).
+    fn follow_budget(&mut self, cx: &mut Context<'_>) {
+        let Some(idle) = &self.idle else {
+            return;
+        };
+        let told_to_close = match self.deadline {
+            Deadline::Idle => idle.waiting(cx.waker()),
+            Deadline::Busy | Deadline::HeaderBlock => !idle.busy(),
+            // Already on its way out.
+            _ => false,
+        };
+        if told_to_close {
+            // As the idle deadline passing does (a stream the client opened before it saw
+            // the GOAWAY gets `GOAWAY_GRACE`).
+            self.idle = None;
+            self.deadline = Deadline::GoneIdle;
+            self.start_timer(Duration::from_secs(86_400));
+            self.go_away.send_replace(true);
+        }
+    }
+
     /// Follows bytes h2 has written (accepted by the stream below).
     fn wrote(&mut self, bytes: &[u8]) {
         let mut frames = std::mem::take(&mut self.to_client);
@@ -471,6 +501,7 @@ impl AsyncRead for H2Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.follow_budget(cx);
         if this.poll_deadline(cx) {
             // The end of the connection, as h2 sees it.
             return Poll::Ready(Ok(()));
@@ -479,6 +510,7 @@ impl AsyncRead for H2Stream {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             this.read(&buf.filled()[before..]);
+            this.follow_budget(cx);
             // A deadline started by this read must wake this task when it passes.
             if this.poll_deadline(cx) {
                 buf.set_filled(before);

@@ -544,7 +544,8 @@ impl<A> GuardedApp<A> {
     where
         A: ServerApp + Send + Sync + 'static,
     {
-        let (stream, own_shutdown, go_away) = H2Stream::new(session, self.limits, shutdown);
+        let idle = self.connections.as_ref().map(Connections::watch);
+        let (stream, own_shutdown, go_away) = H2Stream::new(session, self.limits, shutdown, idle);
         let serve = self.inner.process_new(Box::new(stream), &own_shutdown);
         tokio::pin!(serve);
         let mut server_shutdown = shutdown.clone();
