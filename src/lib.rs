@@ -72,6 +72,7 @@ use crate::proxy::tls::TlsApp;
 use crate::proxy::workers::{Endpoint, ListenerApp, Worker};
 use crate::proxy::{guard, CanaryProxy, InFlight, RequestLog};
 use crate::state::history::HistoryService;
+use crate::state::ratelimit::SharedLimitsService;
 use crate::state::rollout::RolloutService;
 use crate::state::store::StoreService;
 use crate::state::Controller;
@@ -173,6 +174,10 @@ pub fn add_services(
         ));
     }
     if let Some(store) = controller.store() {
+        server.add_service(background_service(
+            "shared rate limits",
+            SharedLimitsService::new(store.rate_limits.clone()),
+        ));
         let (sets, control) = (controller.clone(), controller.clone());
         server.add_service(background_service(
             "redis store",

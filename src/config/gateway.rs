@@ -69,6 +69,7 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
     let routes = routing::validate_routes(
         file.routing.as_ref(),
         file.routes.as_deref(),
+        &file.rate_limits,
         &rules::Context {
             base,
             group_names: &group_names,

@@ -13,6 +13,7 @@ mod gateway;
 mod groups;
 mod notify;
 mod parse;
+mod ratelimit;
 mod routing;
 mod rules;
 pub mod spec;
@@ -133,6 +134,52 @@ pub struct RouteConfig {
     pub(crate) plans: BTreeMap<String, PlanConfig>,
     /// Who may use the route (its own `access`, else `gateway.access`); `None`: anyone.
     pub(crate) access: Option<Arc<Access>>,
+    /// The route's request rate limits (its own, else `gateway.rate_limits`); empty: none.
+    pub(crate) rate_limits: Vec<RateLimitConfig>,
+}
+
+/// One request rate limit of a route (docs/configuration.md#rate-limits): GCRA with nginx's
+/// `limit_req ... nodelay` meaning: a key may send `burst + 1` requests at once, then one per
+/// `interval`; a request over it is answered 429 and never reaches the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RateLimitConfig {
+    /// Unique among the route's limits.
+    pub(crate) name: String,
+    /// Normalized path prefixes the limit counts; empty: every request of the route.
+    pub(crate) paths: Vec<String>,
+    pub(crate) key: LimitKey,
+    /// The rate as written (`10/s`), for `/status`.
+    pub(crate) rate: String,
+    /// Time between two requests at the rate (GCRA's emission interval), at least 1 µs.
+    pub(crate) interval: Duration,
+    /// Requests admitted at once beyond the rate.
+    pub(crate) burst: u32,
+    /// Counted across every node through `gateway.store`.
+    pub(crate) shared: bool,
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LimitKey {
+    /// The client address, resolved through `trusted_proxies` (the `X-Real-IP` the origin gets).
+    ClientIp,
+    /// The verified user id from the route's cookie; a request without one is counted by its
+    /// client address.
+    User,
+    /// A request header's value; a request without the header is counted by its client
+    /// address.
+    Header(http::HeaderName),
+}
+
+impl LimitKey {
+    /// The key as the file writes it.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            LimitKey::ClientIp => "client_ip".into(),
+            LimitKey::User => "user".into(),
+            LimitKey::Header(name) => format!("header:{name}"),
+        }
+    }
 }
 
 /// A rollout plan: the steps a percent rule walks up, and the figures each step must show

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use super::access::validate_access;
 use super::parse::check_token;
+use super::ratelimit::validate_route_limits;
 use super::rules::{build_rule, Context};
-use super::spec::{RouteSpec, RoutingSpec, SigningKeys};
+use super::spec::{RateLimitSpec, RouteSpec, RoutingSpec, SigningKeys};
 use super::{key_error, KeyError, PlanConfig, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
 use crate::routing::routes::{normalize_path, RouteMatch, RouteTable};
 use crate::routing::Router;
@@ -17,6 +18,7 @@ use crate::routing::Router;
 pub(super) fn validate_routes(
     routing: Option<&RoutingSpec>,
     routes: Option<&[RouteSpec]>,
+    default_limits: &[RateLimitSpec],
     cx: &Context<'_>,
 ) -> Result<Vec<RouteConfig>, KeyError> {
     let routes = match (routing, routes) {
@@ -45,6 +47,12 @@ pub(super) fn validate_routes(
                 store_sets: parts.store_sets,
                 plans: parts.plans,
                 access: cx.default_access.clone(),
+                rate_limits: validate_route_limits(
+                    None,
+                    "gateway.routing",
+                    default_limits,
+                    cx.has_store,
+                )?,
             }]);
         }
         (None, Some(routes)) => routes,
@@ -101,6 +109,12 @@ pub(super) fn validate_routes(
             None => cx.default_access.clone(),
         };
         let parts = validate_routing(&route.routing, &format!("{key}.routing"), cx)?;
+        let rate_limits = validate_route_limits(
+            route.rate_limits.as_deref(),
+            &key,
+            default_limits,
+            cx.has_store,
+        )?;
         out.push(RouteConfig {
             name: route.name.clone(),
             matching,
@@ -109,6 +123,7 @@ pub(super) fn validate_routes(
             store_sets: parts.store_sets,
             plans: parts.plans,
             access,
+            rate_limits,
         });
     }
     Ok(out)
@@ -155,7 +170,7 @@ fn route_host(host: &str) -> Result<String, String> {
 }
 
 /// A route path prefix, normalized as request paths are.
-fn route_path(path: &str) -> Result<String, String> {
+pub(super) fn route_path(path: &str) -> Result<String, String> {
     if !path.starts_with('/') || path.contains(['?', '#']) {
         return Err(format!("{path:?} is not a path prefix starting with /"));
     }

@@ -79,6 +79,10 @@ pub struct GatewaySpec {
     /// Access control for every route that sets no `access` of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<AccessSpec>,
+    /// Request rate limits for every route that sets none of its own (`rate_limits`, not
+    /// `limits`: `gateway.limits` holds the connection and head limits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitSpec>,
 }
 
 impl GatewaySpec {
@@ -511,6 +515,9 @@ pub struct RouteSpec {
     /// Who may use the route; replaces `gateway.access` as a whole (`access: {}`: anyone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<AccessSpec>,
+    /// The route's request rate limits; unset: `gateway.rate_limits`; `[]`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<Vec<RateLimitSpec>>,
     pub routing: RoutingSpec,
 }
 
@@ -539,6 +546,28 @@ pub struct BasicAuthSpec {
     /// The realm named in `WWW-Authenticate` (default `restricted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+}
+
+/// One request rate limit (`gateway.rate_limits[i]`, `gateway.routes[i].rate_limits[j]`), as
+/// nginx's `limit_req` with `nodelay`: `rate` per key, `burst` more at once, refused with 429.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// A token, unique among the route's limits (the `limit` label of the metric).
+    pub name: String,
+    /// Path prefixes the limit counts; none: every request of the route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// What a request is counted by: `client_ip`, `user` or `header:NAME`.
+    pub key: String,
+    /// Requests per unit: `10/s`, `600/m`, `1000/h`.
+    pub rate: String,
+    /// Requests admitted at once beyond the rate (default 0), as nginx's `burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<i64>,
+    /// Counted once for every node through `gateway.store` (Redis).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// A routing block (`gateway.routing`, `gateway.routes[i].routing`): the user cookie, the

@@ -12,13 +12,47 @@ use crate::routing::{Mode, Router, Setting};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::verdict::CONFIDENCE;
 use crate::state::plan::PlanStatus;
-use crate::state::{Explanation, OverlayMode, View};
+use crate::state::ratelimit::KEYS_PER_LIMIT;
+use crate::state::{Explanation, GatewayState, OverlayMode, View};
 use crate::upstreams::{HealthProbe, HostHeader};
 
 /// `GET /config`: the gateway section in force as YAML, a file `-t` accepts, with every inline
 /// secret redacted (see [`GatewaySpec::redacted`]).
 pub(crate) fn config(spec: &GatewaySpec) -> Result<String, serde_yaml::Error> {
     spec.redacted().to_yaml()
+}
+
+/// Every route's rate limits: settings, where each counts (`local`, `redis`, or `local
+/// fallback` while Redis does not answer) and the keys its local table holds.
+fn rate_limits(state: &GatewayState) -> Vec<Value> {
+    let shared = state.shared_limits.as_deref();
+    state
+        .routes
+        .iter()
+        .filter_map(|route| route.limits.as_ref())
+        .flat_map(|limits| {
+            limits.limits.iter().map(move |limit| {
+                let c = &limit.config;
+                let counted = match (c.shared, shared) {
+                    (true, Some(shared)) => shared.mode(),
+                    _ => "local",
+                };
+                json!({
+                    "route": limits.route,
+                    "name": c.name,
+                    "paths": c.paths,
+                    "key": c.key.describe(),
+                    "rate": c.rate,
+                    "burst": c.burst,
+                    "shared": c.shared,
+                    "counted": counted,
+                    "fallback": c.shared && counted != "redis",
+                    "local_keys": limit.local_keys(),
+                    "local_key_capacity": KEYS_PER_LIMIT,
+                })
+            })
+        })
+        .collect()
 }
 
 /// `GET /status`. With one route, its rules and mode also stand at the top level, as they did
@@ -108,6 +142,7 @@ pub(crate) fn status(view: &View) -> Value {
                 "stale_seconds": stale,
             })).collect::<Vec<_>>(),
         })),
+        "rate_limits": rate_limits(state),
         "last_reload": view.last_reload.as_ref().map(|r| json!({
             "at": humantime::format_rfc3339_seconds(r.at).to_string(),
             "ok": r.error.is_none(),

@@ -67,7 +67,8 @@ pub(crate) struct Client {
     /// the peer is the client, whose `ip_value` then stands for it in `X-Forwarded-For`.
     pub(crate) proxy_value: Option<HeaderValue>,
     /// The verified user id from the routing cookie, kept (only) when a group selects servers
-    /// by user, so the cookie is parsed and its signature checked once per request.
+    /// by user or a rate limit of the route counts by user, so the cookie is parsed and its
+    /// signature checked once per request.
     pub(crate) user: Option<Box<[u8]>>,
 }
 

@@ -13,6 +13,7 @@ mod errors;
 mod forwarding;
 pub(crate) mod guard;
 mod headers;
+mod limits;
 pub(crate) mod redirect;
 pub(crate) mod request_id;
 mod steps;
@@ -142,11 +143,21 @@ impl ProxyHttp for CanaryProxy {
     ) -> Result<bool> {
         let state = self.state.load_full();
         let limits = state.limits;
-        if let Some(paused) = steps::route(session, ctx, state)? {
+        let paused = steps::route(session, ctx, state)?;
+        let counted = paused.is_some();
+        if let Some(paused) = paused {
+            // Rate limits first, as nginx's limit_req runs before auth_basic: a client guessing
+            // passwords is held to the limit before each slow password check.
+            if limits::refused(session, ctx).await? {
+                return Ok(true);
+            }
             // Only for credentials not verified yet: boxed, so the common path's future stays small.
             Box::pin(steps::verify_and_resume(session, ctx, paused)).await?;
         }
         check_framing(session.req_header(), limits.max_body_bytes)?;
+        if !counted && limits::refused(session, ctx).await? {
+            return Ok(true);
+        }
         if session.is_upgrade_req() && forwarding::is_websocket_upgrade(session.req_header()) {
             let closing = self.in_flight.is_closing();
             // Boxed: the tunnel's future is large, and inline it would enlarge (and cost)

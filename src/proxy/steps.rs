@@ -133,6 +133,7 @@ fn match_route(
 
 /// Check the route's policy: its access control (an error ends the request with its status;
 /// `Some` asks for the slow password check). A route without `access` pays one `Option` check.
+/// Rate limits run after the decision, in `limits` (they may wait on Redis and count by user).
 #[inline]
 fn check_policy(
     state: &GatewayState,
@@ -156,7 +157,11 @@ fn decide(state: &GatewayState, route: RouteId, request: &RequestHeader, ctx: &m
         .with_client(ctx.client.ip)
         .with_user(user);
     ctx.decision = Some(router.decide(&facts));
-    if state.selects_by_user {
+    let limits_by_user = state.routes[route.0]
+        .limits
+        .as_ref()
+        .is_some_and(|l| l.by_user);
+    if state.selects_by_user || limits_by_user {
         ctx.client.user = user.map(Box::from);
     }
 }

@@ -23,6 +23,7 @@ use super::overlay::{
     Overlay,
 };
 use super::plan::{PlanState, PlanStatus};
+use super::ratelimit::RouteLimits;
 use super::store::Store;
 use super::{GatewayState, StateError};
 use crate::config::{self, GatewayConfig, GatewaySpec, PlanConfig, RouteConfig};
@@ -648,6 +649,26 @@ fn build_state(
         })
         .collect();
     let routers = routers.into_iter().map(Arc::new).collect();
-    let state = GatewayState::new(routers, pools, config);
+    // Limits whose route and settings did not change are kept, with their counts.
+    let limits = config
+        .routes
+        .iter()
+        .map(|route| {
+            previous
+                .and_then(|p| p.routes.iter().find(|r| r.name == route.name))
+                .and_then(|r| r.limits.clone())
+                .filter(|l| l.same_as(&route.name, &route.rate_limits))
+                .or_else(|| RouteLimits::build(&route.name, &route.rate_limits))
+        })
+        .collect();
+    let shared_limits = store.map(|s| s.rate_limits.clone());
+    if let Some(shared) = &shared_limits {
+        let wanted = config
+            .routes
+            .iter()
+            .any(|r| r.rate_limits.iter().any(|l| l.shared));
+        shared.set_wanted(wanted);
+    }
+    let state = GatewayState::new(routers, pools, limits, shared_limits, config);
     (state, warnings)
 }

@@ -43,6 +43,8 @@ pub(crate) struct Metrics {
     pub(crate) connection_limit: IntGaugeVec,
     pub(crate) connections_refused: IntCounterVec,
     pub(crate) idle_connections_closed: IntCounterVec,
+    pub(crate) rate_limited: IntCounterVec,
+    pub(crate) rate_limit_fallback: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -152,6 +154,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["webhook"],
     )?;
+    let rate_limited = IntCounterVec::new(
+        Opts::new(
+            "gateway_rate_limited_total",
+            "Requests refused with 429 by a route's rate limit, by route and limit name",
+        ),
+        &["route", "limit"],
+    )?;
+    let rate_limit_fallback = IntGauge::new(
+        "gateway_rate_limit_fallback",
+        "1 while shared rate limits are counted by this node alone because Redis does not answer",
+    )?;
     let tls_handshakes = IntCounterVec::new(
         Opts::new(
             "gateway_tls_handshakes_total",
@@ -198,6 +211,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(connection_limit.clone()))?;
     registry.register(Box::new(connections_refused.clone()))?;
     registry.register(Box::new(idle_connections_closed.clone()))?;
+    registry.register(Box::new(rate_limited.clone()))?;
+    registry.register(Box::new(rate_limit_fallback.clone()))?;
     registry.register(Box::new(tls_handshakes.clone()))?;
     registry.register(Box::new(notifications.clone()))?;
     registry.register(Box::new(notification_retries.clone()))?;
@@ -244,6 +259,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         connection_limit,
         connections_refused,
         idle_connections_closed,
+        rate_limited,
+        rate_limit_fallback,
     })
 }
 

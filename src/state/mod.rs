@@ -18,6 +18,7 @@ pub(crate) mod metrics;
 pub(crate) mod notice;
 pub(crate) mod overlay;
 pub(crate) mod plan;
+pub(crate) mod ratelimit;
 pub(crate) mod rollout;
 pub(crate) mod store;
 
@@ -40,6 +41,7 @@ use crate::routing::routes::{normalize_host, normalize_path, RouteId, RouteTable
 use crate::routing::{GroupId, Router, RoutingError};
 use crate::upstreams::{Pool, Selection};
 use metrics::RequestMetrics;
+use ratelimit::{RouteLimits, SharedLimits};
 
 /// Everything a request needs to be routed, swapped as a whole when the configuration changes.
 /// A request keeps the snapshot it started with until it ends.
@@ -68,6 +70,8 @@ pub(crate) struct GatewayState {
     pub(crate) hsts: Vec<(u16, HeaderValue)>,
     /// The hosts a redirect listener sends on to https.
     pub(crate) known_hosts: Arc<KnownHosts>,
+    /// Where `shared` rate limits count (the store's Redis); `None` without `gateway.store`.
+    pub(crate) shared_limits: Option<Arc<SharedLimits>>,
 }
 
 /// One route at run time.
@@ -79,14 +83,20 @@ pub(crate) struct RouteState {
     pub(crate) access: Option<Arc<Access>>,
     /// Request counters and histograms of this route's groups and rules.
     pub(crate) metrics: RequestMetrics,
+    /// The route's rate limits; `None` when it has none (nothing is checked).
+    pub(crate) limits: Option<Arc<RouteLimits>>,
 }
 
 impl GatewayState {
     /// Assembles a state from the routes' routers (in `config.routes` order, overlay and store
     /// applied). It only reads values that config validation parsed and checked.
+    /// `limits`: each route's rate limits (in `config.routes` order), kept from the previous
+    /// state where unchanged; `shared_limits`: the store's connection for shared limits.
     pub(crate) fn new(
         routers: Vec<Arc<Router>>,
         pools: Vec<Arc<Pool>>,
+        limits: Vec<Option<Arc<RouteLimits>>>,
+        shared_limits: Option<Arc<SharedLimits>>,
         config: &GatewayConfig,
     ) -> Self {
         let selects_by_user = pools
@@ -96,12 +106,14 @@ impl GatewayState {
             .routes
             .iter()
             .zip(routers)
-            .map(|(route, router)| RouteState {
+            .zip(limits)
+            .map(|((route, router), limits)| RouteState {
                 name: route.name.clone(),
                 metrics: RequestMetrics::new(&route.name, &router),
                 router,
                 strip_prefix: route.strip_prefix,
                 access: route.access.clone(),
+                limits,
             })
             .collect();
         let mut tls = Vec::new();
@@ -127,6 +139,7 @@ impl GatewayState {
             }
         }
         GatewayState {
+            shared_limits,
             tls,
             hsts,
             known_hosts: Arc::new(known_hosts),

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::AuditEntry;
 use super::overlay::ControlMessage;
+use super::ratelimit::SharedLimits;
 use super::StateError;
 use crate::config::StoreConfig;
 use crate::routing::UserSet;
@@ -47,6 +48,8 @@ pub(crate) struct Store {
     client: redis::Client,
     sets: Mutex<BTreeMap<String, SetState>>,
     connected: AtomicBool,
+    /// The connection the shared rate limits count through (its own, kept by its service).
+    pub(crate) rate_limits: Arc<SharedLimits>,
 }
 
 impl Store {
@@ -58,7 +61,9 @@ impl Store {
             .iter()
             .map(|s| (s.clone(), SetState::default()))
             .collect();
+        let rate_limits = SharedLimits::new(&config).map_err(StateError::internal)?;
         Ok(Store {
+            rate_limits: Arc::new(rate_limits),
             config,
             client,
             sets: Mutex::new(sets),
