@@ -129,3 +129,128 @@ pub(crate) fn parse_rate(text: &str) -> Result<Duration, String> {
     }
     Ok(Duration::from_nanos(unit * 1_000_000_000 / count))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::load_str;
+
+    /// Two routes: `api` with its own limits, `web` with the gateway's default.
+    fn file(default: &str, api: &str, store: bool) -> String {
+        let store = if store {
+            "  store: { redis: \"redis://127.0.0.1:6379/0\" }\n"
+        } else {
+            ""
+        };
+        format!(
+            "gateway:\n  listen: [\"127.0.0.1:8080\"]\n  groups:\n    stable: {{ servers: [\"127.0.0.1:10001\"] }}\n{store}  rate_limits: [{default}]\n  routes:\n    - name: api\n      paths: [/api]\n      rate_limits: [{api}]\n      routing: {{ default: stable }}\n    - name: web\n      routing: {{ default: stable }}\n"
+        )
+    }
+
+    fn error_of(text: &str) -> String {
+        match load_str(text, "f.yaml", Path::new(".")) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const GOOD: &str = "{ name: login, paths: [/login, /api/auth/], key: client_ip, rate: 10/s, burst: 20 }";
+
+    /// A route's own limits, the default for a route without any, and every key kind.
+    #[test]
+    fn limits_load_per_route_and_by_default() {
+        let text = file(
+            "{ name: all, key: \"header:X-Api-Key\", rate: 600r/m }",
+            &format!("{GOOD}, {{ name: api-user, key: user, rate: 100/s, burst: 200, shared: true }}"),
+            true,
+        );
+        let loaded = load_str(&text, "f.yaml", Path::new(".")).expect("valid");
+        let api = &loaded.gateway.routes[0].rate_limits;
+        assert_eq!(api.len(), 2);
+        assert_eq!(api[0].name, "login");
+        assert_eq!(api[0].paths, ["/login", "/api/auth/"]);
+        assert_eq!(api[0].key, LimitKey::ClientIp);
+        assert_eq!(api[0].interval, Duration::from_millis(100));
+        assert_eq!(api[0].burst, 20);
+        assert!(!api[0].shared);
+        assert_eq!((api[1].key.clone(), api[1].shared), (LimitKey::User, true));
+        let web = &loaded.gateway.routes[1].rate_limits;
+        assert_eq!(web.len(), 1, "the gateway default");
+        assert_eq!(
+            web[0].key,
+            LimitKey::Header(http::HeaderName::from_static("x-api-key"))
+        );
+        assert_eq!(web[0].interval, Duration::from_millis(100), "600/m");
+        assert_eq!(web[0].burst, 0, "burst defaults to 0");
+        let none = load_str(&file(GOOD, "", false), "f.yaml", Path::new(".")).expect("valid");
+        assert!(none.gateway.routes[0].rate_limits.is_empty(), "[]: none");
+    }
+
+    /// Each bad value is refused naming its key.
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                "{ name: a, key: client_ip, rate: 10/x }",
+                "gateway.routes[0].rate_limits[0].rate: \"10/x\" is not a rate",
+            ),
+            (
+                "{ name: a, key: client_ip, rate: 0/s }",
+                "gateway.routes[0].rate_limits[0].rate: \"0/s\": the rate must be more than zero",
+            ),
+            (
+                "{ name: a, key: client_ip, rate: 10/s, burst: -1 }",
+                "gateway.routes[0].rate_limits[0].burst: -1 is not in 0..=1000000",
+            ),
+            (
+                "{ name: a, key: cookie, rate: 10/s }",
+                "gateway.routes[0].rate_limits[0].key: \"cookie\" is not a key: client_ip, user or header:NAME",
+            ),
+            (
+                "{ name: a, key: \"header:bad name\", rate: 10/s }",
+                "gateway.routes[0].rate_limits[0].key:",
+            ),
+            (
+                "{ name: a, key: user, rate: 10/s, shared: true }",
+                "gateway.routes[0].rate_limits[0].shared: a shared limit needs `gateway.store`",
+            ),
+            (
+                "{ name: a, paths: [login], key: user, rate: 10/s }",
+                "gateway.routes[0].rate_limits[0].paths[0]:",
+            ),
+            (
+                "{ name: a, key: user, rate: 1/s }, { name: a, key: user, rate: 2/s }",
+                "gateway.routes[0].rate_limits[1].name: \"a\" is used by an earlier limit",
+            ),
+            (
+                "{ name: \"a b\", key: user, rate: 1/s }",
+                "gateway.routes[0].rate_limits[0].name:",
+            ),
+        ];
+        for (api, expected) in cases {
+            let e = error_of(&file(GOOD, api, false));
+            assert!(e.contains(expected), "{api}: {e}");
+        }
+        let e = error_of(&file("{ name: d, key: client_ip, rate: 5/z }", "", false));
+        assert!(
+            e.contains("gateway.rate_limits[0].rate: \"5/z\""),
+            "the default is named as itself: {e}"
+        );
+        let e = error_of(&file(GOOD, "{ name: a, key: user, rate: 1/s, brust: 2 }", false));
+        assert!(e.contains("unknown field `brust`"), "{e}");
+    }
+
+    #[test]
+    fn rates_as_nginx_writes_them() {
+        assert_eq!(parse_rate("10/s"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_rate("10r/s"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_rate("30r/m"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_rate("1/h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_rate("1000000/s"), Ok(Duration::from_micros(1)));
+        for bad in ["10", "10/", "/s", "1.5/s", "-1/s", "2000000/s", "ten/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+}

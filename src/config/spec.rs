@@ -663,6 +663,9 @@ gateway:
         allow: ["10.0.0.0/8", "192.0.2.7"]
         deny: ["10.9.0.0/16"]
         basic_auth: { users_file: staging.htpasswd, realm: staging }
+      rate_limits:
+        - { name: login, paths: [/api/login], key: client_ip, rate: 10/s, burst: 20 }
+        - { name: per-user, key: user, rate: 100r/m, shared: true }
       routing:
         cookie: uid
         default: stable
@@ -695,6 +698,7 @@ gateway:
   access_log: { path: "-" }
   limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, send_timeout: 45s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576, max_connections: 5000 }
   trusted_proxies: [10.0.0.0/8, 192.0.2.1]
+  rate_limits: [{ name: by-key, key: "header:x-api-key", rate: 50/s, burst: 5 }]
   store: { redis: "redis://app:hunter2-secret@127.0.0.1:6379/0", prefix: "gw:", resync_interval: 30s, timeout: 1s }
   notify:
     - { webhook: "https://hooks.example.com/services/T0/B0/webhook-secret-path", format: slack, events: [rollback, pause], timeout: 2s, retries: 5 }

@@ -91,21 +91,24 @@ mod tests {
     use std::time::Duration;
 
     use governor::clock::FakeRelativeClock;
+    use governor::middleware::NoOpMiddleware;
     use governor::{Quota, RateLimiter};
 
     use super::*;
 
-    fn limiter(slots: usize) -> RateLimiter<u64, KeyTable, FakeRelativeClock> {
+    type Limiter = RateLimiter<u64, KeyTable, FakeRelativeClock, NoOpMiddleware<Nanos>>;
+
+    fn limiter(table: &KeyTable) -> Limiter {
         let quota = Quota::with_period(Duration::from_millis(100))
             .expect("period")
             .allow_burst(NonZeroU32::new(3).expect("3"));
-        RateLimiter::new(quota, KeyTable::new(slots), FakeRelativeClock::default())
+        RateLimiter::new(quota, table.clone(), FakeRelativeClock::default())
     }
 
     /// GCRA through the table: `burst` at once, then one per period, each key on its own.
     #[test]
     fn keys_are_limited_separately() {
-        let l = limiter(64);
+        let l = limiter(&KeyTable::new(64));
         for _ in 0..3 {
             assert!(l.check_key(&7).is_ok());
         }
@@ -120,7 +123,8 @@ mod tests {
     /// admitted, nothing wrongly refused).
     #[test]
     fn a_key_flood_stays_in_the_table() {
-        let l = limiter(16);
+        let table = KeyTable::new(16);
+        let l = limiter(&table);
         for _ in 0..3 {
             assert!(l.check_key(&1).is_ok());
         }
@@ -129,7 +133,6 @@ mod tests {
             let key = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             assert!(l.check_key(&key).is_ok(), "a new key is admitted");
         }
-        let table = l.into_state_store();
         assert_eq!(table.slots.len(), 16);
         assert_eq!(table.keys_in_use(), 16);
     }
