@@ -109,7 +109,7 @@ fn burst_of(nodes: &[SocketAddr], n: usize, headers: &[(&str, &str)]) -> (Tally,
 /// and stops after the last answer), so it admits at most `BURST + 1 + elapsed·RATE`
 /// (+1 for the slot the last instant may open), and at least that minus `RATE ×` the time the
 /// first request and the last answer spent in flight (~1 ms each here; a 100 ms stall costs
-/// 2 requests). Against ~1,800 refusals, 5 % is 90 requests: over 40 times the worst
+/// 2 requests). Against ~1,900 refusals, 5 % is 90 requests: over 40 times the worst
 /// deviation a stalled machine produces, so a correct limiter never fails it, while a limiter
 /// off by 10 % (or one ignoring the burst, or counting per node) does.
 fn expected_admitted(elapsed: f64, nodes_counting: f64) -> f64 {
@@ -216,6 +216,22 @@ fn a_header_key_separates_clients() {
         "1/m with the burst spent: about a minute, got {retry}"
     );
     assert_eq!(origin.count(), 9);
+}
+
+/// Keyed by user, each verified user id from the route's cookie has a limit of its own; a
+/// request without one counts by its client address.
+#[test]
+fn a_user_key_counts_each_user() {
+    let origin = Origin::start("stable");
+    let n = node(&origin, "{ name: per-user, key: user, rate: 1/m, burst: 1 }", None);
+    let addr = n.gateway.addr;
+    let statuses = |headers: &[(&str, &str)]| -> Vec<u16> {
+        (0..3).map(|_| get(addr, "/", headers).status).collect()
+    };
+    assert_eq!(statuses(&[("Cookie", "canary_user=alice")]), [200, 200, 429]);
+    assert_eq!(statuses(&[("Cookie", "canary_user=bob")]), [200, 200, 429]);
+    assert_eq!(statuses(&[]), [200, 200, 429], "anonymous: the address");
+    assert_eq!(origin.count(), 6);
 }
 
 /// A redis-server without persistence (every shared step writes a key) on `port`.
