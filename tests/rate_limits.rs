@@ -153,7 +153,11 @@ fn a_client_ip_limit_admits_the_rate_and_burst_and_refuses_the_rest() {
     );
     let (tally, elapsed) = burst_of(&[n.gateway.addr], 2000, &[]);
     assert_within_five_percent(&tally, elapsed, 2000);
-    assert_eq!(origin.count(), tally.admitted, "only admitted requests reach the origin");
+    assert_eq!(
+        origin.count(),
+        tally.admitted,
+        "only admitted requests reach the origin"
+    );
 
     let metrics = n.metrics();
     let series = "gateway_rate_limited_total{limit=\"login\",route=\"api\"}";
@@ -204,7 +208,11 @@ fn a_header_key_separates_clients() {
         [200, 200, 200, 429],
         "another key has its own limit"
     );
-    assert_eq!(statuses(&[]), [200, 200, 200, 429], "no header: the address");
+    assert_eq!(
+        statuses(&[]),
+        [200, 200, 200, 429],
+        "no header: the address"
+    );
     let refused = get(addr, "/", &[("X-Api-Key", "alice")]);
     assert_eq!(refused.status, 429);
     let retry: u64 = refused
@@ -223,12 +231,19 @@ fn a_header_key_separates_clients() {
 #[test]
 fn a_user_key_counts_each_user() {
     let origin = Origin::start("stable");
-    let n = node(&origin, "{ name: per-user, key: user, rate: 1/m, burst: 1 }", None);
+    let n = node(
+        &origin,
+        "{ name: per-user, key: user, rate: 1/m, burst: 1 }",
+        None,
+    );
     let addr = n.gateway.addr;
     let statuses = |headers: &[(&str, &str)]| -> Vec<u16> {
         (0..3).map(|_| get(addr, "/", headers).status).collect()
     };
-    assert_eq!(statuses(&[("Cookie", "canary_user=alice")]), [200, 200, 429]);
+    assert_eq!(
+        statuses(&[("Cookie", "canary_user=alice")]),
+        [200, 200, 429]
+    );
     assert_eq!(statuses(&[("Cookie", "canary_user=bob")]), [200, 200, 429]);
     assert_eq!(statuses(&[]), [200, 200, 429], "anonymous: the address");
     assert_eq!(origin.count(), 6);
@@ -318,26 +333,37 @@ fn redis_stopped_falls_back_to_the_local_limiter() {
     let first = get(addr, "/login", &key);
     assert_eq!(first.status, 200, "never refused because Redis is down");
     let status = n.status();
-    assert_eq!(status["rate_limits"][0]["counted"], "local fallback", "{status}");
+    assert_eq!(
+        status["rate_limits"][0]["counted"], "local fallback",
+        "{status}"
+    );
     assert_eq!(status["rate_limits"][0]["fallback"], true);
     assert!(
         n.metrics().contains("gateway_rate_limit_fallback 1"),
         "the fallback gauge"
     );
     assert!(
-        n.gateway.log().contains("shared limits are counted by each node on its own"),
+        n.gateway
+            .log()
+            .contains("shared limits are counted by each node on its own"),
         "the fallback is logged:\n{}",
         n.gateway.log()
     );
     // The local limiter holds the limit meanwhile: the burst, then refusals.
     let (tally, _) = burst_of(&[addr], 40, &key);
-    assert!(tally.admitted >= 10, "the burst is served: {}", tally.admitted);
+    assert!(
+        tally.admitted >= 10,
+        "the burst is served: {}",
+        tally.admitted
+    );
     assert!(tally.refused > 0, "and the limit still holds locally");
 
     let _redis = Redis::start(dir.path(), port);
-    wait_until("the shared limit counts in Redis again", READY_TIMEOUT, || {
-        n.counted() == "redis"
-    });
+    wait_until(
+        "the shared limit counts in Redis again",
+        READY_TIMEOUT,
+        || n.counted() == "redis",
+    );
     assert_eq!(get(addr, "/login", &[("X-Api-Key", "after")]).status, 200);
     assert!(n.metrics().contains("gateway_rate_limit_fallback 0"));
 }

@@ -4,6 +4,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::routing::is_token_byte;
+use crate::routing::routes::normalize_path;
 
 /// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -75,6 +76,16 @@ pub(crate) fn check_token(name: &str, what: &str) -> Result<(), String> {
 pub(super) fn header_name(name: &str) -> Result<String, String> {
     check_token(name, "header name")?;
     Ok(name.to_ascii_lowercase())
+}
+
+/// A path prefix (a route's, a rate limit's), normalized as request paths are.
+pub(super) fn route_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') || path.contains(['?', '#']) {
+        return Err(format!("{path:?} is not a path prefix starting with /"));
+    }
+    let mut out = Vec::new();
+    normalize_path(path.as_bytes(), &mut out).map_err(|e| format!("{path:?}: {e}"))?;
+    String::from_utf8(out).map_err(|_| format!("{path:?} is not UTF-8"))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::parse::{check_token, header_name};
+use super::parse::{check_token, header_name, route_path};
 use super::spec::RateLimitSpec;
 use super::{key_error, KeyError, LimitKey, RateLimitConfig};
 
@@ -53,9 +53,7 @@ fn validate_limit(
         .paths
         .iter()
         .enumerate()
-        .map(|(j, p)| {
-            super::routing::route_path(p).map_err(|m| key_error(format!("{key}.paths[{j}]"), m))
-        })
+        .map(|(j, p)| route_path(p).map_err(|m| key_error(format!("{key}.paths[{j}]"), m)))
         .collect::<Result<Vec<_>, _>>()?;
     let limit_key = limit_key(&spec.key).map_err(|m| key_error(format!("{key}.key"), m))?;
     let interval = parse_rate(&spec.rate).map_err(|m| key_error(format!("{key}.rate"), m))?;
@@ -156,14 +154,17 @@ mod tests {
         }
     }
 
-    const GOOD: &str = "{ name: login, paths: [/login, /api/auth/], key: client_ip, rate: 10/s, burst: 20 }";
+    const GOOD: &str =
+        "{ name: login, paths: [/login, /api/auth/], key: client_ip, rate: 10/s, burst: 20 }";
 
     /// A route's own limits, the default for a route without any, and every key kind.
     #[test]
     fn limits_load_per_route_and_by_default() {
         let text = file(
             "{ name: all, key: \"header:X-Api-Key\", rate: 600r/m }",
-            &format!("{GOOD}, {{ name: api-user, key: user, rate: 100/s, burst: 200, shared: true }}"),
+            &format!(
+                "{GOOD}, {{ name: api-user, key: user, rate: 100/s, burst: 200, shared: true }}"
+            ),
             true,
         );
         let loaded = load_str(&text, "f.yaml", Path::new(".")).expect("valid");
@@ -238,7 +239,11 @@ mod tests {
             e.contains("gateway.rate_limits[0].rate: \"5/z\""),
             "the default is named as itself: {e}"
         );
-        let e = error_of(&file(GOOD, "{ name: a, key: user, rate: 1/s, brust: 2 }", false));
+        let e = error_of(&file(
+            GOOD,
+            "{ name: a, key: user, rate: 1/s, brust: 2 }",
+            false,
+        ));
         assert!(e.contains("unknown field `brust`"), "{e}");
     }
 

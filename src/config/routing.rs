@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::access::validate_access;
-use super::parse::check_token;
+use super::parse::{check_token, route_path};
 use super::ratelimit::validate_route_limits;
 use super::rules::{build_rule, Context};
 use super::spec::{RateLimitSpec, RouteSpec, RoutingSpec, SigningKeys};
 use super::{key_error, KeyError, PlanConfig, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
-use crate::routing::routes::{normalize_path, RouteMatch, RouteTable};
+use crate::routing::routes::{RouteMatch, RouteTable};
 use crate::routing::Router;
 
 /// The routes: exactly one of `routing` (one route, `default`, for every host and path) and
@@ -167,16 +167,6 @@ fn route_host(host: &str) -> Result<String, String> {
     } else {
         Err(format!("{host:?} is not a host name or a `*.` wildcard"))
     }
-}
-
-/// A route path prefix, normalized as request paths are.
-pub(super) fn route_path(path: &str) -> Result<String, String> {
-    if !path.starts_with('/') || path.contains(['?', '#']) {
-        return Err(format!("{path:?} is not a path prefix starting with /"));
-    }
-    let mut out = Vec::new();
-    normalize_path(path.as_bytes(), &mut out).map_err(|e| format!("{path:?}: {e}"))?;
-    String::from_utf8(out).map_err(|_| format!("{path:?} is not UTF-8"))
 }
 
 /// What one routing block becomes.

@@ -57,7 +57,7 @@ impl Default for KeyTable {
 fn arrival(slot: &Slot) -> u64 {
     let read = slot
         .state
-        .measure_and_replace(&NotKeyed::NonKey, |prev| Err::<((), Nanos), _>(prev));
+        .measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>);
     read.err().flatten().map_or(0, Nanos::as_u64)
 }
 
