@@ -166,6 +166,24 @@ fn a_client_ip_limit_admits_the_rate_and_burst_and_refuses_the_rest() {
         tally.refused,
         "{metrics}"
     );
+    let requests = |group: &str, rule: &str, status: &str| {
+        let series = format!(
+            "gateway_requests_total{{group=\"{group}\",route=\"api\",rule=\"{rule}\",status=\"{status}\"}}"
+        );
+        metric_value(&metrics, &series) as usize
+    };
+    assert_eq!(
+        requests("", "", "429"),
+        tally.refused,
+        "429s are requests of the route, served by no group"
+    );
+    assert_eq!(requests("stable", "default", "200"), tally.admitted);
+    let timed = "gateway_request_duration_seconds_count{group=\"stable\",route=\"api\"}";
+    assert_eq!(
+        metric_value(&metrics, timed) as usize,
+        tally.admitted,
+        "only what the group served is in its latency"
+    );
     let other = get(n.gateway.addr, "/other", &[]);
     assert_eq!(other.status, 200, "a path the limit does not name");
 

@@ -108,6 +108,8 @@ pub(crate) struct RequestCtx {
     pub(super) refused: Option<Refusal>,
     /// The route checks basic credentials: `Authorization` is not sent upstream.
     pub(super) strip_authorization: bool,
+    /// Refused by a rate limit (429): no group served it.
+    pub(super) rate_limited: bool,
 }
 
 impl RequestCtx {
@@ -132,6 +134,7 @@ impl RequestCtx {
             body_bytes: 0,
             refused: None,
             strip_authorization: false,
+            rate_limited: false,
         }
     }
 

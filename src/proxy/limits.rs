@@ -52,6 +52,7 @@ async fn check(
         LimitVerdict::Admitted => Ok(false),
         LimitVerdict::Refused { retry_after, .. } => {
             ctx.error_status = Some(429);
+            ctx.rate_limited = true;
             let seconds = retry_after_seconds(retry_after);
             let retry_after = (http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
             send_error_response(session, 429, &ctx.request_id, ctx.id(), Some(retry_after)).await;

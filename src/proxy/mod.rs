@@ -283,6 +283,9 @@ impl ProxyHttp for CanaryProxy {
             .unwrap_or(0);
         let elapsed = ctx.started.elapsed();
         match (ctx.route_state(), ctx.decision.as_ref()) {
+            // A rate limit refused the request (429): as an access refusal, by route and
+            // status only, since no group served it (nor is it in a group's latency or figures).
+            (Some(route), _) if ctx.rate_limited => metrics::record_refused(&route.name, status),
             (Some(route), Some(decision)) => {
                 let served = ctx.served_group.unwrap_or(decision.group);
                 route.metrics.record(
@@ -576,9 +579,13 @@ fn log_request(
         path: &path,
         status,
         route: route.map_or(metrics::NO_ROUTE, |r| r.name.as_str()),
-        group: served.map_or("", |g| state.group_name(g)),
+        group: match served {
+            Some(g) if !ctx.rate_limited => state.group_name(g),
+            _ => "",
+        },
         rule: route.zip(decision).map_or("", |(r, d)| r.rule_name(d)),
         reason: match decision {
+            _ if ctx.rate_limited => "rate_limited",
             Some(d) if served != Some(d.group) => "fallback",
             Some(d) => d.reason.as_str(),
             None => ctx.refused.map_or("no_route", Refusal::as_str),

@@ -371,8 +371,8 @@ impl RequestMetrics {
     }
 }
 
-/// Counts a request a route's access control refused (403, 401): by route and status, with
-/// no group or rule, since it was never routed to one.
+/// Counts a request a route's access control (403, 401) or rate limit (429) refused: by route
+/// and status, with no group or rule, since no group served it.
 pub(crate) fn record_refused(route: &str, status: u16) {
     METRICS
         .requests
