@@ -232,7 +232,7 @@ struct LogThrottle {
 
 impl LogThrottle {
     fn refused(&self, route: &str, limit: &str, request_id: &str, client: Option<IpAddr>) {
-        let unlogged = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
         let now = STARTED.elapsed().as_secs();
         let next = self.next.load(Ordering::Relaxed);
         if now < next
@@ -243,10 +243,8 @@ impl LogThrottle {
         {
             return;
         }
-        let count = self
-            .unlogged
-            .swap(0, Ordering::Relaxed)
-            .max(unlogged.min(1));
+        // At least this refusal, even if another thread's line took the count meanwhile.
+        let count = self.unlogged.swap(0, Ordering::Relaxed).max(1);
         let client = client.map_or_else(|| "?".to_string(), |ip| ip.to_string());
         warn!(
             "rate limit {route}/{limit}: request {request_id} from {client} refused (429); {count} refused since the last line"
