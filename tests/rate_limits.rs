@@ -385,3 +385,60 @@ fn redis_stopped_falls_back_to_the_local_limiter() {
     assert_eq!(get(addr, "/login", &[("X-Api-Key", "after")]).status, 200);
     assert!(n.metrics().contains("gateway_rate_limit_fallback 0"));
 }
+
+/// On a route with `basic_auth`, a request whose password must be checked is counted first
+/// (nginx's `limit_req` runs before `auth_basic`): a client guessing passwords gets its burst
+/// of 401s, then 429s without a password check, right password or not; none reach the origin,
+/// and the 429s count for the route (not as unrouted requests).
+#[test]
+fn a_password_guesser_is_limited_before_the_password_check() {
+    use base64::Engine;
+    let dir = TempDir::new("htpasswd");
+    let file = dir.path().join("staging.htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-cbB", "-C", "5"])
+        .arg(&file)
+        .args(["alice", "alice-pw"])
+        .output()
+        .expect("run htpasswd (Debian: apache2-utils, installed by scripts/setup.sh test)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let basic = |password: &str| {
+        let pair = format!("alice:{password}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let origin = Origin::start("stable");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let section = format!(
+        "{groups}  routes:\n    - name: staging\n      access: {{ basic_auth: {{ users_file: \"{file}\" }} }}\n\
+         \x20     rate_limits: [{{ name: guess, key: client_ip, rate: 1/m, burst: 2 }}]\n      routing: {{ default: stable }}\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n",
+        groups = groups_yaml(&[("stable", &origin)]),
+        file = file.display()
+    );
+    let gateway = Gateway::start(&section);
+    let wrong = basic("guess");
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| get(gateway.addr, "/", &[("Authorization", wrong.as_str())]).status)
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    let right = basic("alice-pw");
+    let limited = get(gateway.addr, "/", &[("Authorization", right.as_str())]);
+    assert_eq!(
+        limited.status, 429,
+        "the address is held, right password or not"
+    );
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(origin.count(), 0);
+    let text = get(metrics, "/metrics", &[]).text();
+    let series = "gateway_rate_limited_total{limit=\"guess\",route=\"staging\"}";
+    assert_eq!(metric_value(&text, series), 2.0, "{text}");
+    let requests = "gateway_requests_total{group=\"\",route=\"staging\",rule=\"\",status=\"429\"}";
+    assert_eq!(metric_value(&text, requests), 2.0, "{text}");
+}
