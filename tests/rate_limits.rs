@@ -159,6 +159,21 @@ fn a_client_ip_limit_admits_the_rate_and_burst_and_refuses_the_rest() {
         "only admitted requests reach the origin"
     );
 
+    // The refusal counter moves before each 429 is sent; the request counters and the
+    // histogram in the logging hook, after the last answer may have been read: wait for them.
+    let requests = |metrics: &str, group: &str, rule: &str, status: &str| {
+        let series = format!(
+            "gateway_requests_total{{group=\"{group}\",route=\"api\",rule=\"{rule}\",status=\"{status}\"}}"
+        );
+        metric_value(metrics, &series) as usize
+    };
+    let timed = "gateway_request_duration_seconds_count{group=\"stable\",route=\"api\"}";
+    let counted = |metrics: &str| {
+        requests(metrics, "", "", "429") + requests(metrics, "stable", "default", "200") == 2000
+    };
+    wait_until("every request counted", READY_TIMEOUT, || {
+        counted(&n.metrics())
+    });
     let metrics = n.metrics();
     let series = "gateway_rate_limited_total{limit=\"login\",route=\"api\"}";
     assert_eq!(
@@ -166,19 +181,15 @@ fn a_client_ip_limit_admits_the_rate_and_burst_and_refuses_the_rest() {
         tally.refused,
         "{metrics}"
     );
-    let requests = |group: &str, rule: &str, status: &str| {
-        let series = format!(
-            "gateway_requests_total{{group=\"{group}\",route=\"api\",rule=\"{rule}\",status=\"{status}\"}}"
-        );
-        metric_value(&metrics, &series) as usize
-    };
     assert_eq!(
-        requests("", "", "429"),
+        requests(&metrics, "", "", "429"),
         tally.refused,
         "429s are requests of the route, served by no group"
     );
-    assert_eq!(requests("stable", "default", "200"), tally.admitted);
-    let timed = "gateway_request_duration_seconds_count{group=\"stable\",route=\"api\"}";
+    assert_eq!(
+        requests(&metrics, "stable", "default", "200"),
+        tally.admitted
+    );
     assert_eq!(
         metric_value(&metrics, timed) as usize,
         tally.admitted,
@@ -436,9 +447,12 @@ fn a_password_guesser_is_limited_before_the_password_check() {
     );
     assert!(limited.header("retry-after").is_some());
     assert_eq!(origin.count(), 0);
-    let text = get(metrics, "/metrics", &[]).text();
     let series = "gateway_rate_limited_total{limit=\"guess\",route=\"staging\"}";
-    assert_eq!(metric_value(&text, series), 2.0, "{text}");
     let requests = "gateway_requests_total{group=\"\",route=\"staging\",rule=\"\",status=\"429\"}";
-    assert_eq!(metric_value(&text, requests), 2.0, "{text}");
+    // The request counter moves in the logging hook, after the answer may have been read.
+    wait_until("both 429s counted for the route", READY_TIMEOUT, || {
+        metric_value(&get(metrics, "/metrics", &[]).text(), requests) == 2.0
+    });
+    let text = get(metrics, "/metrics", &[]).text();
+    assert_eq!(metric_value(&text, series), 2.0, "{text}");
 }
