@@ -456,3 +456,34 @@ fn a_password_guesser_is_limited_before_the_password_check() {
     let text = get(metrics, "/metrics", &[]).text();
     assert_eq!(metric_value(&text, series), 2.0, "{text}");
 }
+
+/// A limit of `gateway.rate_limits` is one count for every route that inherits it (as an nginx
+/// zone used in several locations); a route with its own `rate_limits: []` has none; refusals
+/// are counted by the route that answered them.
+#[test]
+fn a_gateway_wide_limit_is_one_count_across_routes() {
+    let origin = Origin::start("stable");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let section = format!(
+        "{groups}  rate_limits: [{{ name: per-ip, key: client_ip, rate: 1/m, burst: 2 }}]\n  routes:\n\
+         \x20   - name: a\n      paths: [/a]\n      routing: {{ default: stable }}\n\
+         \x20   - name: b\n      paths: [/b]\n      routing: {{ default: stable }}\n\
+         \x20   - name: free\n      paths: [/free]\n      rate_limits: []\n      routing: {{ default: stable }}\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n",
+        groups = groups_yaml(&[("stable", &origin)])
+    );
+    let gateway = Gateway::start(&section);
+    let status = |path: &str| get(gateway.addr, path, &[]).status;
+    assert_eq!(
+        [status("/a"), status("/b"), status("/a"), status("/b")],
+        [200, 200, 200, 429],
+        "three at once across both routes, then refused"
+    );
+    assert_eq!(status("/a"), 429);
+    assert_eq!(status("/free"), 200, "a route that opts out");
+    let text = get(metrics, "/metrics", &[]).text();
+    for (route, refused) in [("a", 1.0), ("b", 1.0)] {
+        let series = format!("gateway_rate_limited_total{{limit=\"per-ip\",route=\"{route}\"}}");
+        assert_eq!(metric_value(&text, &series), refused, "{text}");
+    }
+}

@@ -156,6 +156,9 @@ pub(crate) struct RateLimitConfig {
     pub(crate) burst: u32,
     /// Counted across every node through `gateway.store`.
     pub(crate) shared: bool,
+    /// From `gateway.rate_limits`: one count for every route that inherits it (as an nginx
+    /// zone used in several locations), not one per route.
+    pub(crate) gateway_wide: bool,
 }
 
 /// What a rate limit counts requests by.

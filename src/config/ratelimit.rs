@@ -21,14 +21,17 @@ pub(super) fn validate_route_limits(
     default: &[RateLimitSpec],
     has_store: bool,
 ) -> Result<Vec<RateLimitConfig>, KeyError> {
-    let (specs, key) = match route_limits {
-        Some(own) => (own, format!("{key}.rate_limits")),
-        None => (default, "gateway.rate_limits".to_string()),
+    let (specs, key, gateway_wide) = match route_limits {
+        Some(own) => (own, format!("{key}.rate_limits"), false),
+        None => (default, "gateway.rate_limits".to_string(), true),
     };
     let mut out: Vec<RateLimitConfig> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let key = format!("{key}[{i}]");
-        let limit = validate_limit(spec, &key, has_store)?;
+        let limit = RateLimitConfig {
+            gateway_wide,
+            ..validate_limit(spec, &key, has_store)?
+        };
         if out.iter().any(|l| l.name == limit.name) {
             return Err(key_error(
                 format!("{key}.name"),
@@ -81,6 +84,7 @@ fn validate_limit(
         interval,
         burst,
         shared: spec.shared,
+        gateway_wide: false,
     })
 }
 
@@ -185,6 +189,7 @@ mod tests {
         );
         assert_eq!(web[0].interval, Duration::from_millis(100), "600/m");
         assert_eq!(web[0].burst, 0, "burst defaults to 0");
+        assert!(web[0].gateway_wide && !api[0].gateway_wide);
         let none = load_str(&file(GOOD, "", false), "f.yaml", Path::new(".")).expect("valid");
         assert!(none.gateway.routes[0].rate_limits.is_empty(), "[]: none");
     }

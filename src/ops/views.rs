@@ -31,7 +31,8 @@ fn rate_limits(state: &GatewayState) -> Vec<Value> {
         .iter()
         .filter_map(|route| route.limits.as_ref())
         .flat_map(|limits| {
-            limits.limits.iter().map(move |limit| {
+            limits.limits.iter().map(move |route_limit| {
+                let limit = &route_limit.limit;
                 let c = &limit.config;
                 let counted = match (c.shared, shared) {
                     (true, Some(shared)) => shared.mode(),
@@ -45,6 +46,7 @@ fn rate_limits(state: &GatewayState) -> Vec<Value> {
                     "rate": c.rate,
                     "burst": c.burst,
                     "shared": c.shared,
+                    "gateway_wide": c.gateway_wide,
                     "counted": counted,
                     "fallback": c.shared && counted != "redis",
                     "local_keys": limit.local_keys(),

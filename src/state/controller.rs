@@ -23,7 +23,7 @@ use super::overlay::{
     Overlay,
 };
 use super::plan::{PlanState, PlanStatus};
-use super::ratelimit::RouteLimits;
+use super::ratelimit::{GatewayWide, RouteLimits};
 use super::store::Store;
 use super::{GatewayState, StateError};
 use crate::config::{self, GatewayConfig, GatewaySpec, PlanConfig, RouteConfig};
@@ -649,7 +649,13 @@ fn build_state(
         })
         .collect();
     let routers = routers.into_iter().map(Arc::new).collect();
-    // Limits whose route and settings did not change are kept, with their counts.
+    // Limits whose route and settings did not change are kept, with their counts; the
+    // gateway-wide ones are one count for every route that inherits them.
+    let mut wide = GatewayWide::from_previous(
+        previous
+            .into_iter()
+            .flat_map(|p| p.routes.iter().filter_map(|r| r.limits.as_deref())),
+    );
     let limits = config
         .routes
         .iter()
@@ -658,7 +664,7 @@ fn build_state(
                 .and_then(|p| p.routes.iter().find(|r| r.name == route.name))
                 .and_then(|r| r.limits.clone())
                 .filter(|l| l.same_as(&route.name, &route.rate_limits))
-                .or_else(|| RouteLimits::build(&route.name, &route.rate_limits))
+                .or_else(|| RouteLimits::build(&route.name, &route.rate_limits, &mut wide))
         })
         .collect();
     let shared_limits = store.map(|s| s.rate_limits.clone());

@@ -52,7 +52,8 @@ pub(crate) enum LimitVerdict {
     },
 }
 
-/// One limit at run time.
+/// One limit at run time: its count (local table, Redis key space) and log throttle. A limit of
+/// `gateway.rate_limits` is one `Limit` shared by every route that inherits it.
 pub(crate) struct Limit {
     pub(crate) config: RateLimitConfig,
     local: RateLimiter<u64, KeyTable, MonotonicClock>,
@@ -61,12 +62,11 @@ pub(crate) struct Limit {
     /// The seed of the local key hash (this process's own: a client cannot aim keys at one
     /// bucket of the table).
     hasher: std::hash::RandomState,
-    refused: IntCounter,
     log: LogThrottle,
 }
 
 impl Limit {
-    fn new(route: &str, config: RateLimitConfig) -> Limit {
+    fn new(config: RateLimitConfig) -> Limit {
         let capacity = NonZeroU32::new(config.burst.saturating_add(1)).unwrap_or(NonZeroU32::MIN);
         // The interval is at least 1 µs (config::ratelimit caps the rate), so the quota exists;
         // `Quota::per_second(MAX)` stands in only if that invariant were broken.
@@ -77,9 +77,6 @@ impl Limit {
         Limit {
             local: RateLimiter::new(quota, table.clone(), MonotonicClock),
             table,
-            refused: METRICS
-                .rate_limited
-                .with_label_values(&[route, config.name.as_str()]),
             hasher: std::hash::RandomState::new(),
             log: LogThrottle::default(),
             config,
@@ -108,12 +105,58 @@ impl Limit {
     pub(crate) fn local_keys(&self) -> usize {
         self.table.keys_in_use()
     }
+
+    /// The route part of its Redis keys: the route's name, `*` for a gateway-wide limit.
+    fn scope<'a>(&self, route: &'a str) -> &'a str {
+        if self.config.gateway_wide {
+            "*"
+        } else {
+            route
+        }
+    }
+}
+
+/// One of a route's limits: the limit (perhaps shared with other routes) and the route's own
+/// `gateway_rate_limited_total{route,limit}` series.
+pub(crate) struct RouteLimit {
+    pub(crate) limit: Arc<Limit>,
+    refused: IntCounter,
+}
+
+/// The gateway-wide limits (`gateway.rate_limits`) built so far for one state: every route
+/// that inherits them gets the same `Arc<Limit>`, and one that did not change since the last
+/// state is kept with its counts.
+#[derive(Default)]
+pub(crate) struct GatewayWide(Vec<Arc<Limit>>);
+
+impl GatewayWide {
+    /// Starts from the previous state's gateway-wide limits (`limits`: every route's).
+    pub(crate) fn from_previous<'a>(limits: impl Iterator<Item = &'a RouteLimits>) -> Self {
+        let mut kept: Vec<Arc<Limit>> = Vec::new();
+        for route in limits {
+            for l in route.limits.iter() {
+                if l.limit.config.gateway_wide && !kept.iter().any(|k| Arc::ptr_eq(k, &l.limit)) {
+                    kept.push(l.limit.clone());
+                }
+            }
+        }
+        GatewayWide(kept)
+    }
+
+    fn get(&mut self, config: &RateLimitConfig) -> Arc<Limit> {
+        if let Some(limit) = self.0.iter().find(|l| l.config == *config) {
+            return limit.clone();
+        }
+        let limit = Arc::new(Limit::new(config.clone()));
+        self.0.push(limit.clone());
+        limit
+    }
 }
 
 /// The limits of one route.
 pub(crate) struct RouteLimits {
     pub(crate) route: String,
-    pub(crate) limits: Box<[Limit]>,
+    pub(crate) limits: Box<[RouteLimit]>,
     /// Whether a limit counts by user, so the proxy keeps the verified user id.
     pub(crate) by_user: bool,
     /// Whether a limit matches `paths`, so the proxy gives it the normalized path.
@@ -121,8 +164,13 @@ pub(crate) struct RouteLimits {
 }
 
 impl RouteLimits {
-    /// The route's limits, `None` when it has none (then nothing is checked at all).
-    pub(crate) fn build(route: &str, configs: &[RateLimitConfig]) -> Option<Arc<RouteLimits>> {
+    /// The route's limits, `None` when it has none (then nothing is checked at all); its
+    /// gateway-wide ones come from (or go into) `wide`.
+    pub(crate) fn build(
+        route: &str,
+        configs: &[RateLimitConfig],
+        wide: &mut GatewayWide,
+    ) -> Option<Arc<RouteLimits>> {
         if configs.is_empty() {
             return None;
         }
@@ -132,7 +180,16 @@ impl RouteLimits {
             by_path: configs.iter().any(|c| !c.paths.is_empty()),
             limits: configs
                 .iter()
-                .map(|c| Limit::new(route, c.clone()))
+                .map(|c| RouteLimit {
+                    limit: if c.gateway_wide {
+                        wide.get(c)
+                    } else {
+                        Arc::new(Limit::new(c.clone()))
+                    },
+                    refused: METRICS
+                        .rate_limited
+                        .with_label_values(&[route, c.name.as_str()]),
+                })
                 .collect(),
         }))
     }
@@ -141,7 +198,11 @@ impl RouteLimits {
     pub(crate) fn same_as(&self, route: &str, configs: &[RateLimitConfig]) -> bool {
         self.route == route
             && self.limits.len() == configs.len()
-            && self.limits.iter().zip(configs).all(|(l, c)| l.config == *c)
+            && self
+                .limits
+                .iter()
+                .zip(configs)
+                .all(|(l, c)| l.limit.config == *c)
     }
 
     /// Counts the request against each limit that applies, in order; the first that refuses
@@ -155,7 +216,7 @@ impl RouteLimits {
         request_id: &str,
     ) -> LimitVerdict {
         let mut key_buf = Vec::new();
-        for limit in self.limits.iter() {
+        for RouteLimit { limit, refused } in self.limits.iter() {
             if !limit.applies_to(facts.path) {
                 continue;
             }
@@ -163,7 +224,8 @@ impl RouteLimits {
             let mut wait = None;
             let mut counted = false;
             if let (true, Some(shared)) = (limit.config.shared, shared) {
-                let redis_key = shared.redis_key(&self.route, &limit.config.name, &key_buf);
+                let scope = limit.scope(&self.route);
+                let redis_key = shared.redis_key(scope, &limit.config.name, &key_buf);
                 match shared
                     .step(&redis_key, limit.config.interval, limit.config.burst)
                     .await
@@ -180,7 +242,7 @@ impl RouteLimits {
                 wait = limit.check_local(&key_buf);
             }
             if let Some(wait) = wait {
-                limit.refused.inc();
+                refused.inc();
                 limit
                     .log
                     .refused(&self.route, &limit.config.name, request_id, facts.client_ip);
