@@ -87,10 +87,12 @@ impl SharedLimits {
     /// (hashed, so user ids and header values are not stored and the key size is bounded).
     pub(crate) fn redis_key(&self, route: &str, limit: &str, key: &[u8]) -> String {
         use sha2::{Digest, Sha256};
+        use std::fmt::Write;
         let digest = Sha256::digest(key);
         let mut out = format!("{}{route}:{limit}:", self.prefix);
         for b in &digest[..16] {
-            out.push_str(&format!("{b:02x}"));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{b:02x}");
         }
         out
     }
