@@ -10,8 +10,8 @@ use http::{HeaderName, HeaderValue};
 use super::parse::{check_token, connection_count, header_name, positive_duration};
 use super::spec::{AdminSpec, DecisionHeaderSpec, GatewaySpec, LimitsSpec, RoleSpec, StoreSpec};
 use super::{
-    access, groups, key_error, routing, rules, tls, AccessLogTarget, AdminConfig, AdminToken, Cidr,
-    DemoOrigin, GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig,
+    access, compress, groups, key_error, routing, rules, tls, AccessLogTarget, AdminConfig,
+    AdminToken, Cidr, DemoOrigin, GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig,
     DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMIN_TOKEN_NAME, DEFAULT_DECISION_HEADER,
     MIN_ADMIN_TOKEN_LEN,
 };
@@ -66,6 +66,10 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
         .map(|spec| access::validate_access(spec, "gateway.access", base))
         .transpose()?
         .flatten();
+    let default_compress = match &file.compress {
+        Some(spec) => compress::validate_compress(spec, "gateway.compress")?,
+        None => None,
+    };
     let routes = routing::validate_routes(
         file.routing.as_ref(),
         file.routes.as_deref(),
@@ -76,6 +80,7 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
             group_id: &group_id,
             has_store: store.is_some(),
             default_access,
+            default_compress,
         },
     )?;
     let route_table = routing::route_table(&routes)?;

@@ -9,6 +9,7 @@
 
 mod access;
 mod certificates;
+mod compress;
 mod gateway;
 mod groups;
 mod notify;
@@ -37,6 +38,7 @@ use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::unix_now;
 pub(crate) use certificates::EXPIRY_WARNING_DAYS;
+pub(crate) use compress::{Coding, CompressConfig};
 #[cfg(test)]
 pub(crate) use notify::WebhookUrl;
 pub(crate) use notify::{NotifyEvent, NotifyFormat, NotifyHook};
@@ -136,6 +138,9 @@ pub struct RouteConfig {
     pub(crate) access: Option<Arc<Access>>,
     /// The route's request rate limits (its own, else `gateway.rate_limits`); empty: none.
     pub(crate) rate_limits: Vec<RateLimitConfig>,
+    /// How the route's responses are compressed (its own `compress`, else
+    /// `gateway.compress`); `None`: not at all (the response pays one `Option` check).
+    pub(crate) compress: Option<Arc<CompressConfig>>,
 }
 
 /// One request rate limit of a route (docs/configuration.md#rate-limits): GCRA with nginx's

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::access::validate_access;
+use super::compress::route_compress;
 use super::parse::{check_token, route_path};
 use super::ratelimit::validate_route_limits;
 use super::rules::{build_rule, Context};
@@ -53,6 +54,7 @@ pub(super) fn validate_routes(
                     default_limits,
                     cx.has_store,
                 )?,
+                compress: cx.default_compress.clone(),
             }]);
         }
         (None, Some(routes)) => routes,
@@ -115,6 +117,7 @@ pub(super) fn validate_routes(
             default_limits,
             cx.has_store,
         )?;
+        let compress = route_compress(route.compress.as_ref(), &key, &cx.default_compress)?;
         out.push(RouteConfig {
             name: route.name.clone(),
             matching,
@@ -124,6 +127,7 @@ pub(super) fn validate_routes(
             plans: parts.plans,
             access,
             rate_limits,
+            compress,
         });
     }
     Ok(out)

@@ -83,6 +83,9 @@ pub struct GatewaySpec {
     /// `limits`: `gateway.limits` holds the connection and head limits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitSpec>,
+    /// Response compression for every route that sets no `compress` of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<CompressSpec>,
 }
 
 impl GatewaySpec {
@@ -518,7 +521,40 @@ pub struct RouteSpec {
     /// The route's request rate limits; unset: `gateway.rate_limits`; `[]`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<Vec<RateLimitSpec>>,
+    /// The route's response compression; replaces `gateway.compress` as a whole
+    /// (`compress: { algorithms: [] }`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<CompressSpec>,
     pub routing: RoutingSpec,
+}
+
+/// `compress` (`gateway.compress`, `gateway.routes[i].compress`): which responses are
+/// compressed, and how. Every key has a default (docs/configuration.md#compression).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressSpec {
+    /// Content codings offered, in the gateway's order of preference: `zstd`, `br`, `gzip`
+    /// (default all three, in that order); `[]`: no compression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
+    /// `default`, or 1 (fastest) to 9 (smallest) for every algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Scalar>,
+    /// Responses whose `Content-Length` is below this are sent as they are: bytes, or with
+    /// `k` / `m` (1024-based); default `1k`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<Scalar>,
+    /// Media types compressed (`text/html`, or `text/*`); default: a list of text types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+}
+
+/// A value the file may write as a number or as text (`level: 5`, `level: default`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Number(i64),
+    Text(String),
 }
 
 /// `access` (`gateway.access`, `gateway.routes[i].access`): which client addresses may use a

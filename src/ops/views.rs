@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::config::{GatewaySpec, OnFailure, PlanConfig, RouteConfig};
+use crate::config::{CompressConfig, GatewaySpec, OnFailure, PlanConfig, RouteConfig};
 use crate::routing::access::Access;
 use crate::routing::{Mode, Router, Setting};
 use crate::state::audit::{unix_ms, ACTOR_PLAN};
@@ -249,11 +249,23 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         "paths": config.matching.paths,
         "strip_prefix": config.strip_prefix,
         "access": config.access.as_deref().map(access_status),
+        "compress": config.compress.as_deref().map(compress_status),
         "mode": mode,
         "mode_source": if from_api { "api" } else { "file" },
         "default_group": group(router.default_group()),
         "cookie": router.cookie(),
         "rules": rules,
+    })
+}
+
+/// A route's compression in `/status`: the algorithms in order, the level, the smallest
+/// body compressed and the media types.
+fn compress_status(compress: &CompressConfig) -> Value {
+    json!({
+        "algorithms": compress.codings.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        "level": compress.level,
+        "min_size": compress.min_size,
+        "types": compress.types,
     })
 }
 

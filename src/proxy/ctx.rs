@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::HeaderValue;
 use pingora_core::Result;
 
+use super::compress::Encoder;
 use super::errors::no_decision;
 use crate::routing::access::Refusal;
 use crate::routing::routes::RouteId;
@@ -110,6 +111,8 @@ pub(crate) struct RequestCtx {
     pub(super) strip_authorization: bool,
     /// Refused by a rate limit (429): no group served it.
     pub(super) rate_limited: bool,
+    /// The response's encoder when the route compresses it (`None` on every other response).
+    pub(super) compress: Option<Box<Encoder>>,
 }
 
 impl RequestCtx {
@@ -135,6 +138,7 @@ impl RequestCtx {
             refused: None,
             strip_authorization: false,
             rate_limited: false,
+            compress: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! log through the [`RequestLog`] interface.
 
 mod access;
+mod compress;
 pub(crate) mod connections;
 mod ctx;
 mod errors;
@@ -109,8 +110,9 @@ impl ProxyHttp for CanaryProxy {
     /// 400 bytes) inline in it was copied each time and held by every parked connection.
     type CTX = Box<RequestCtx>;
 
-    /// No downstream modules: the gateway does not compress, and Pingora's default adds a
-    /// (disabled) compression module whose filters would still run on every request.
+    /// No downstream modules: Pingora's default adds a (disabled) compression module whose
+    /// filters would still run on every request; the routes that set `compress` are served by
+    /// `compress` from `response_filter` and `response_body_filter` instead.
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Box<RequestCtx> {
@@ -272,7 +274,23 @@ impl ProxyHttp for CanaryProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
+        if let Some(config) = ctx.route_state().and_then(|r| r.compress.clone()) {
+            ctx.compress = compress::start(&config, session.req_header(), upstream_response)?;
+        }
         set_response_headers(session, upstream_response, ctx, self.in_flight.is_closing())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(encoder) = ctx.compress.as_mut() {
+            encoder.encode(body, end_of_stream)?;
+        }
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {

@@ -34,7 +34,7 @@ pub(crate) use explain::{ExplainQuery, Explanation};
 pub(crate) use lists::UsersChanged;
 pub(crate) use overlay::OverlayMode;
 
-use crate::config::{Cidr, GatewayConfig, Limits, ListenerKind, TlsListener};
+use crate::config::{Cidr, CompressConfig, GatewayConfig, Limits, ListenerKind, TlsListener};
 use crate::routing::access::Access;
 use crate::routing::names::KnownHosts;
 use crate::routing::routes::{normalize_host, normalize_path, RouteId, RouteTable};
@@ -85,6 +85,8 @@ pub(crate) struct RouteState {
     pub(crate) metrics: RequestMetrics,
     /// The route's rate limits; `None` when it has none (nothing is checked).
     pub(crate) limits: Option<Arc<RouteLimits>>,
+    /// How the route's responses are compressed; `None`: not at all (one `Option` check).
+    pub(crate) compress: Option<Arc<CompressConfig>>,
 }
 
 impl GatewayState {
@@ -114,6 +116,7 @@ impl GatewayState {
                 strip_prefix: route.strip_prefix,
                 access: route.access.clone(),
                 limits,
+                compress: route.compress.clone(),
             })
             .collect();
         let mut tls = Vec::new();
