@@ -80,8 +80,8 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
             group_id: &group_id,
             has_store: store.is_some(),
             default_access,
-            default_compress,
         },
+        &default_compress,
     )?;
     let route_table = routing::route_table(&routes)?;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::access::validate_access;
-use super::compress::route_compress;
+use super::compress::{route_compress, CompressConfig};
 use super::parse::{check_token, route_path};
 use super::ratelimit::validate_route_limits;
 use super::rules::{build_rule, Context};
@@ -21,6 +21,7 @@ pub(super) fn validate_routes(
     routes: Option<&[RouteSpec]>,
     default_limits: &[RateLimitSpec],
     cx: &Context<'_>,
+    default_compress: &Option<Arc<CompressConfig>>,
 ) -> Result<Vec<RouteConfig>, KeyError> {
     let routes = match (routing, routes) {
         (Some(_), Some(_)) => {
@@ -54,7 +55,7 @@ pub(super) fn validate_routes(
                     default_limits,
                     cx.has_store,
                 )?,
-                compress: cx.default_compress.clone(),
+                compress: default_compress.clone(),
             }]);
         }
         (None, Some(routes)) => routes,
@@ -117,7 +118,7 @@ pub(super) fn validate_routes(
             default_limits,
             cx.has_store,
         )?;
-        let compress = route_compress(route.compress.as_ref(), &key, &cx.default_compress)?;
+        let compress = route_compress(route.compress.as_ref(), &key, default_compress)?;
         out.push(RouteConfig {
             name: route.name.clone(),
             matching,

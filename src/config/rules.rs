@@ -16,7 +16,6 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::compress::CompressConfig;
 use super::parse::{check_token, header_name, parse_duration};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE,
@@ -34,8 +33,6 @@ pub(super) struct Context<'a> {
     pub(super) has_store: bool,
     /// `gateway.access`, validated once: the policy of every route without its own.
     pub(super) default_access: Option<Arc<Access>>,
-    /// `gateway.compress`, validated once: the compression of every route without its own.
-    pub(super) default_compress: Option<Arc<CompressConfig>>,
 }
 
 /// One rule as the file (or the API) writes it: its name and its kind. Serialized back, it is

@@ -4,6 +4,8 @@
 //! `Content-Length`, a weakened `ETag`), and the body is encoded chunk by chunk with Pingora's
 //! encoders, never held whole.
 
+use std::io::Write;
+
 use bytes::Bytes;
 use http::header::{
     HeaderMap, HeaderValue, ACCEPT_ENCODING, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING,
@@ -11,25 +13,54 @@ use http::header::{
 };
 use http::{Method, StatusCode, Version};
 use pingora_core::protocols::http::compression::{Algorithm, Encode};
-use pingora_core::Result;
+use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::headers;
 use crate::config::{Coding, CompressConfig};
 
+/// The brotli window (as Pingora's encoder and nginx's `brotli_window` 512k use).
+const BROTLI_WINDOW_BITS: u32 = 19;
+/// The brotli encoder's input buffer.
+const BROTLI_BUFFER: usize = 4096;
+
 /// The encoder of one response being compressed.
-pub(crate) struct Encoder {
-    inner: Box<dyn Encode + Send + Sync>,
+pub(crate) enum Encoder {
+    /// Pingora's gzip and zstd encoders.
+    Pingora(Box<dyn Encode + Send + Sync>),
+    /// Brotli from the brotli crate: Pingora's brotli encoder only flushes at the end and
+    /// never writes the stream's last block, which decoders refuse as truncated.
+    /// `None` once finished.
+    Brotli(Option<Box<brotli::CompressorWriter<Vec<u8>>>>),
 }
 
 impl Encoder {
-    /// Encodes one body chunk in place; at the end, flushes what the encoder held back.
+    /// Encodes one body chunk in place; at the end, flushes what the encoder held back and
+    /// closes the stream.
     pub(super) fn encode(&mut self, body: &mut Option<Bytes>, end: bool) -> Result<()> {
         let input = body.as_deref().unwrap_or_default();
         if input.is_empty() && !end {
             return Ok(());
         }
-        let out = self.inner.encode(input, end)?;
+        let out: Bytes = match self {
+            Encoder::Pingora(inner) => inner.encode(input, end)?,
+            Encoder::Brotli(slot) => {
+                let Some(writer) = slot.as_mut() else {
+                    return Ok(());
+                };
+                writer.write_all(input).map_err(|e| {
+                    Error::because(ErrorType::InternalError, "while compressing with brotli", e)
+                })?;
+                if end {
+                    slot.take()
+                        .map(|w| w.into_inner())
+                        .unwrap_or_default()
+                        .into()
+                } else {
+                    std::mem::take(writer.get_mut()).into()
+                }
+            }
+        };
         *body = (!out.is_empty()).then_some(out);
         Ok(())
     }
@@ -49,12 +80,17 @@ pub(super) fn start(
     let chosen = negotiate(&config.codings, request.headers.get(ACCEPT_ENCODING));
     let chunked = request.version == Version::HTTP_11;
     let encoder = chosen.and_then(|(coding, level)| {
-        let algorithm = match coding {
-            Coding::Zstd => Algorithm::Zstd,
-            Coding::Br => Algorithm::Brotli,
-            Coding::Gzip => Algorithm::Gzip,
+        let encoder = match coding {
+            Coding::Zstd => Encoder::Pingora(Algorithm::Zstd.compressor(level)?),
+            Coding::Gzip => Encoder::Pingora(Algorithm::Gzip.compressor(level)?),
+            Coding::Br => Encoder::Brotli(Some(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                BROTLI_BUFFER,
+                level,
+                BROTLI_WINDOW_BITS,
+            )))),
         };
-        Some((coding, algorithm.compressor(level)?))
+        Some((coding, encoder))
     });
     headers::edit_response(response, 2, |headers| {
         add_vary(headers)?;
@@ -69,7 +105,7 @@ pub(super) fn start(
         }
         Ok(())
     })?;
-    Ok(encoder.map(|(_, inner)| Box::new(Encoder { inner })))
+    Ok(encoder.map(|(_, encoder)| Box::new(encoder)))
 }
 
 /// Whether the route compresses this response: not for `HEAD`, a range, an informational,

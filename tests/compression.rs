@@ -1,0 +1,320 @@
+//! End-to-end tests of per-route response compression: a real gateway in front of a real
+//! origin (a small HTTP/1.1 server in this process) that serves a ~20 KB HTML page and a few
+//! responses compression must leave alone. Compressed bodies are decoded with the flate2,
+//! brotli and zstd crates and compared byte for byte with the origin's.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// The page: about 20 KB of HTML with repetition, as a real page has.
+fn page() -> Vec<u8> {
+    let mut html =
+        String::from("<!doctype html>\n<html><head><title>Catalogue</title></head><body><ul>\n");
+    let mut i = 0u64;
+    while html.len() < 20_000 {
+        html.push_str(&format!(
+            "<li class=\"item\" data-id=\"{i}\"><a href=\"/items/{i}\">Item {i}</a> costs {}.{:02}</li>\n",
+            (i * 7919) % 1000,
+            (i * 31) % 100
+        ));
+        i += 1;
+    }
+    html.push_str("</ul></body></html>\n");
+    html.into_bytes()
+}
+
+/// What the origin answers for `path`: status, extra headers, body.
+fn answer(path: &str) -> (u16, Vec<(&'static str, String)>, Vec<u8>) {
+    let html = || ("Content-Type", "text/html; charset=utf-8".to_string());
+    let tail = path.rsplit('/').next().unwrap_or_default();
+    match tail {
+        "page.html" => (200, vec![html(), ("ETag", "\"v1\"".into())], page()),
+        "vary.html" => (200, vec![html(), ("Vary", "Cookie".into())], page()),
+        "encoded.html" => (
+            200,
+            vec![html(), ("Content-Encoding", "gzip".into())],
+            gzip(&page()),
+        ),
+        "small.html" => (200, vec![html()], b"<p>short</p>".repeat(10)),
+        "image.png" => (200, vec![("Content-Type", "image/png".into())], page()),
+        "not-modified.html" => (304, vec![("ETag", "\"v1\"".into())], Vec::new()),
+        _ => (
+            404,
+            vec![("Content-Type", "text/plain".into())],
+            b"no".to_vec(),
+        ),
+    }
+}
+
+/// Starts the origin: keep-alive HTTP/1.1, one thread per connection.
+fn start_origin() -> SocketAddr {
+    let listener = test_listener();
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || serve(listener));
+    addr
+}
+
+fn serve(listener: TcpListener) {
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || serve_connection(stream));
+    }
+}
+
+fn serve_connection(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or_default().to_string();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+        }
+        let (status, headers, body) = answer(&path);
+        let mut head = format!("HTTP/1.1 {status} X\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if status != 304 {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        if method != "HEAD" {
+            out.extend_from_slice(&body);
+        }
+        if writer.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => {
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .expect("gunzip");
+        }
+        "br" => {
+            brotli::Decompressor::new(body, 4096)
+                .read_to_end(&mut out)
+                .expect("brotli");
+        }
+        "zstd" => out = zstd::decode_all(body).expect("zstd"),
+        other => panic!("unexpected coding {other}"),
+    }
+    out
+}
+
+/// A gateway with a compressing route (`/`) and one without (`/plain/`), and an admin API.
+fn start() -> (Gateway, SocketAddr) {
+    let origin = start_origin();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gateway = Gateway::start(&format!(
+        "  admin: {{ listen: \"{admin}\", token: \"{TOKEN}\" }}\n\
+         \x20 groups:\n\
+         \x20   web: {{ servers: [\"{origin}\"] }}\n\
+         \x20 routes:\n\
+         \x20   - name: site\n\
+         \x20     compress: {{ algorithms: [zstd, br, gzip], level: default, min_size: 1k,\n\
+         \x20                 types: [text/html, text/css, application/javascript, application/json, image/svg+xml] }}\n\
+         \x20     routing: {{ default: web }}\n\
+         \x20   - name: plain\n\
+         \x20     paths: [\"/plain/\"]\n\
+         \x20     routing: {{ default: web }}\n"
+    ));
+    wait_for_port(admin);
+    (gateway, admin)
+}
+
+/// Each coding is chosen when it is the client's only one, the body decodes to the origin's
+/// bytes, `Content-Length` is gone, `Vary` names `Accept-Encoding` and the strong ETag is
+/// weakened. Prints the bytes sent for the page by each coding.
+#[test]
+fn each_coding_is_negotiated_and_decodes_to_the_origin_body() {
+    let (gateway, _) = start();
+    let original = page();
+    let plain = get(gateway.addr, "/page.html", &[]);
+    assert_eq!(plain.body, original);
+    println!("page: {} bytes as sent by the origin", original.len());
+    for coding in ["gzip", "br", "zstd"] {
+        let response = get(gateway.addr, "/page.html", &[("Accept-Encoding", coding)]);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("content-encoding"), Some(coding));
+        assert_eq!(response.header("content-length"), None);
+        assert_eq!(response.header("vary"), Some("Accept-Encoding"));
+        assert_eq!(response.header("etag"), Some("W/\"v1\""));
+        assert!(response.body.len() < original.len() / 3, "{coding} body");
+        assert_eq!(decode(coding, &response.body), original, "{coding}");
+        println!(
+            "page: {} bytes with {coding} (level default), {:.1} % of the origin's",
+            response.body.len(),
+            100.0 * response.body.len() as f64 / original.len() as f64
+        );
+    }
+    // The same on one keep-alive connection: each response framed on its own.
+    let mut client = Client::connect(gateway.addr);
+    for coding in ["zstd", "gzip", "br"] {
+        let response = client.get("/page.html", &[("Accept-Encoding", coding)]);
+        assert_eq!(
+            decode(coding, &response.body),
+            original,
+            "{coding} kept alive"
+        );
+    }
+}
+
+/// q-values choose (`q=0` refuses); equal ones go to the route's order; `identity` or no
+/// header gets the page as it is, without `Content-Encoding` (but with `Vary`).
+#[test]
+fn q_values_and_the_route_order_choose_the_coding() {
+    let (gateway, _) = start();
+    let cases = [
+        ("gzip;q=0, br", Some("br")),
+        ("gzip, br, zstd", Some("zstd")),
+        ("gzip;q=1, br;q=0.5", Some("gzip")),
+        ("*", Some("zstd")),
+        ("*, zstd;q=0", Some("br")),
+        ("identity", None),
+        ("gzip;q=0", None),
+    ];
+    for (accept, want) in cases {
+        let response = get(gateway.addr, "/page.html", &[("Accept-Encoding", accept)]);
+        assert_eq!(response.header("content-encoding"), want, "{accept}");
+        assert_eq!(response.header("vary"), Some("Accept-Encoding"), "{accept}");
+        let body = match want {
+            Some(coding) => decode(coding, &response.body),
+            None => response.body,
+        };
+        assert_eq!(body, page(), "{accept}");
+    }
+    let none = get(gateway.addr, "/page.html", &[]);
+    assert_eq!(none.header("content-encoding"), None);
+    assert_eq!(none.header("etag"), Some("\"v1\""));
+    let length = page().len().to_string();
+    assert_eq!(none.header("content-length"), Some(length.as_str()));
+    assert_eq!(none.body, page());
+}
+
+/// Responses compression must not touch: already encoded, HEAD, 304, below `min_size`, an
+/// unlisted type, and any response of a route without `compress`.
+#[test]
+fn responses_compression_must_not_touch_pass_as_they_are() {
+    let (gateway, _) = start();
+    let accept = [("Accept-Encoding", "gzip, br, zstd")];
+
+    let encoded = get(gateway.addr, "/encoded.html", &accept);
+    assert_eq!(encoded.header("content-encoding"), Some("gzip"));
+    assert_eq!(encoded.body, gzip(&page()), "passed byte for byte");
+    assert_eq!(decode("gzip", &encoded.body), page());
+
+    let not_modified = get(gateway.addr, "/not-modified.html", &accept);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("content-encoding"), None);
+    assert_eq!(not_modified.header("etag"), Some("\"v1\""));
+
+    let small = get(gateway.addr, "/small.html", &accept);
+    assert_eq!(small.header("content-encoding"), None);
+    assert_eq!(small.header("content-length"), Some("120"));
+    assert_eq!(small.body, b"<p>short</p>".repeat(10));
+
+    let image = get(gateway.addr, "/image.png", &accept);
+    assert_eq!(image.header("content-encoding"), None);
+    assert_eq!(image.header("vary"), None);
+    assert_eq!(image.body, page());
+
+    let other_route = get(gateway.addr, "/plain/page.html", &accept);
+    assert_eq!(other_route.header("content-encoding"), None);
+    assert_eq!(other_route.header("vary"), None);
+    assert_eq!(other_route.header("etag"), Some("\"v1\""));
+    assert_eq!(other_route.body, page());
+
+    // HEAD: the head as the origin sent it, with its length, and no body.
+    let mut stream = TcpStream::connect(gateway.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(
+            b"HEAD /page.html HTTP/1.1\r\nHost: test.local\r\nAccept-Encoding: gzip\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .expect("write");
+    let mut head = String::new();
+    stream.read_to_string(&mut head).expect("read until closed");
+    let lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!lower.contains("content-encoding"), "{head}");
+    assert!(
+        lower.contains(&format!("content-length: {}", page().len())),
+        "{head}"
+    );
+    assert!(head.ends_with("\r\n\r\n"), "no body after the head: {head}");
+}
+
+/// An origin's own `Vary` is kept, and `Accept-Encoding` is added beside it.
+#[test]
+fn vary_is_appended_to_the_origins() {
+    let (gateway, _) = start();
+    let response = get(gateway.addr, "/vary.html", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(response.header("content-encoding"), Some("gzip"));
+    let vary: Vec<&str> = response
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "vary")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(vary, ["Cookie", "Accept-Encoding"]);
+    assert_eq!(decode("gzip", &response.body), page());
+}
+
+/// `/status` shows each route's compression; a route without it shows `null`.
+#[test]
+fn status_shows_the_routes_compression() {
+    let (_gateway, admin_addr) = start();
+    let status = admin(admin_addr, "GET", "/status", Some(TOKEN), None);
+    assert_eq!(status.status, 200);
+    let json: Value = serde_json::from_slice(&status.body).expect("json");
+    let routes = json["routes"].as_array().expect("routes");
+    let route = |name: &str| {
+        routes
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("route {name} in {json}"))
+    };
+    let site = &route("site")["compress"];
+    assert_eq!(
+        site["algorithms"],
+        serde_json::json!(["zstd", "br", "gzip"])
+    );
+    assert_eq!(site["level"], "default");
+    assert_eq!(site["min_size"], 1024);
+    assert_eq!(site["types"][0], "text/html");
+    assert!(route("plain")["compress"].is_null());
+}
