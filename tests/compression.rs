@@ -7,12 +7,31 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
 const TOKEN: &str = "test-admin-token-0123456789";
+/// Set by the streaming test once it has received compressed bytes: only then does the origin
+/// send the second half of `stream.html`.
+static RELEASE: AtomicBool = AtomicBool::new(false);
+/// Each half of `stream.html`: text that compresses little, so encoders have output to send.
+const HALF: usize = 512 * 1024;
+
+/// Text of `len` bytes from a fixed pseudo-random sequence of letters (little redundancy).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            b'a' + ((x >> 33) % 26) as u8
+        })
+        .collect()
+}
 
 /// The page: about 20 KB of HTML with repetition, as a real page has.
 fn page() -> Vec<u8> {
@@ -88,6 +107,12 @@ fn serve_connection(stream: TcpStream) {
                 break;
             }
         }
+        if path.ends_with("stream.html") {
+            if stream_halves(&mut writer).is_err() {
+                return;
+            }
+            continue;
+        }
         let (status, headers, body) = answer(&path);
         let mut head = format!("HTTP/1.1 {status} X\r\n");
         for (name, value) in headers {
@@ -105,6 +130,25 @@ fn serve_connection(stream: TcpStream) {
             return;
         }
     }
+}
+
+/// `stream.html`, chunked: the first half, then (once the test says so) the second.
+fn stream_halves(writer: &mut TcpStream) -> std::io::Result<()> {
+    writer.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )?;
+    let chunk = |w: &mut TcpStream, data: &[u8]| {
+        w.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+        w.write_all(data)?;
+        w.write_all(b"\r\n")
+    };
+    chunk(writer, &noise(HALF, 1))?;
+    let waited = Instant::now();
+    while !RELEASE.load(Ordering::Acquire) && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    chunk(writer, &noise(HALF, 2))?;
+    writer.write_all(b"0\r\n\r\n")
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -317,4 +361,75 @@ fn status_shows_the_routes_compression() {
     assert_eq!(site["min_size"], 1024);
     assert_eq!(site["types"][0], "text/html");
     assert!(route("plain")["compress"].is_null());
+}
+
+/// The body is streamed: compressed bytes of the first half reach the client while the origin
+/// still holds back the second half (a gateway that buffered the whole body would send
+/// nothing until the origin's 30 s wait ran out, and the read below would fail first).
+#[test]
+fn compressed_bodies_are_streamed_not_buffered_whole() {
+    let (gateway, _) = start();
+    let mut whole = noise(HALF, 1);
+    whole.extend(noise(HALF, 2));
+    for coding in ["gzip", "br", "zstd"] {
+        RELEASE.store(false, Ordering::Release);
+        let mut stream = TcpStream::connect(gateway.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        stream
+            .write_all(
+                format!(
+                    "GET /stream.html HTTP/1.1\r\nHost: test.local\r\nAccept-Encoding: {coding}\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .expect("write");
+        let mut received = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        // The head, then at least 1 KiB of the compressed first half, before the release.
+        let head_end = loop {
+            let n = stream
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("{coding}: nothing streamed before the end: {e}"));
+            assert!(n > 0, "{coding}: closed early");
+            received.extend_from_slice(&buf[..n]);
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                if received.len() > at + 4 + 1024 {
+                    break at + 4;
+                }
+            }
+        };
+        RELEASE.store(true, Ordering::Release);
+        stream.read_to_end(&mut received).expect("the rest");
+        let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("content-encoding: {coding}")),
+            "{head}"
+        );
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let body = dechunk(&received[head_end..]);
+        assert_eq!(decode(coding, &body), whole, "{coding}");
+    }
+}
+
+/// The data of a chunked body (no trailers).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = std::str::from_utf8(&raw[..line_end]).expect("ascii");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }
