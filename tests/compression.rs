@@ -433,3 +433,63 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[size + 2..];
     }
 }
+
+/// Over HTTP/2 (TLS, ALPN) each coding is negotiated as over HTTP/1.1: DATA frames carry the
+/// compressed body, which curl (with its own decoders off) saves as it came.
+#[test]
+fn http2_responses_are_compressed_too() {
+    let dir = TempDir::new("compress-h2");
+    let ca = common::tls::Ca::new("test CA");
+    let cert = ca.issue_p256(dir.path(), "site", "site.test", 0xC1);
+    let origin = start_origin();
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gateway = Gateway::start_with_listeners(
+        &format!(
+            "    - addr: \"{tls}\"\n      tls:\n        certificates:\n\
+             \x20         - {{ cert: \"{}\", key: \"{}\" }}\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+        &format!(
+            "  groups:\n    web: {{ servers: [\"{origin}\"] }}\n\
+             \x20 compress: {{}}\n\
+             \x20 routing: {{ default: web }}\n"
+        ),
+    );
+    let resolve = format!("site.test:{}:127.0.0.1", tls.port());
+    let url = format!("https://site.test:{}/page.html", tls.port());
+    for coding in ["gzip", "br", "zstd"] {
+        let body_path = dir.path().join(format!("body.{coding}"));
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-k",
+                "--http2",
+                "--resolve",
+                &resolve,
+            ])
+            .args(["-H", &format!("Accept-Encoding: {coding}"), "-D", "-", "-o"])
+            .arg(&body_path)
+            .arg(&url)
+            .output()
+            .expect("curl is installed by scripts/setup.sh test");
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(head.starts_with("http/2 200"), "{head}");
+        assert!(
+            head.contains(&format!("content-encoding: {coding}")),
+            "{head}"
+        );
+        assert!(!head.contains("content-length"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        let body = std::fs::read(&body_path).expect("body");
+        assert_eq!(decode(coding, &body), page(), "{coding} over h2");
+    }
+    drop(gateway);
+}
