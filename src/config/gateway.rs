@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use super::parse::{check_token, connection_count, header_name, positive_duration};
 use super::spec::{AdminSpec, DecisionHeaderSpec, GatewaySpec, LimitsSpec, RoleSpec, StoreSpec};
 use super::{
-    access, compress, groups, key_error, routing, rules, tls, AccessLogTarget, AdminConfig,
+    access, compress, groups, key_error, pages, routing, rules, tls, AccessLogTarget, AdminConfig,
     AdminToken, Cidr, DemoOrigin, GatewayConfig, HeadLimits, KeyError, Limits, Role, StoreConfig,
     DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMIN_TOKEN_NAME, DEFAULT_DECISION_HEADER,
     MIN_ADMIN_TOKEN_LEN,
@@ -70,6 +70,19 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
         Some(spec) => compress::validate_compress(spec, "gateway.compress")?,
         None => None,
     };
+    let default_intercept = file.intercept_errors.unwrap_or(false);
+    let default_pages = pages::validate_pages(
+        &file.error_pages,
+        default_intercept,
+        "gateway.error_pages",
+        base,
+    )?;
+    if default_intercept && default_pages.is_none() {
+        return Err(key_error(
+            "gateway.intercept_errors".into(),
+            "needs `gateway.error_pages`".into(),
+        ));
+    }
     let routes = routing::validate_routes(
         file.routing.as_ref(),
         file.routes.as_deref(),
@@ -80,6 +93,8 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
             group_id: &group_id,
             has_store: store.is_some(),
             default_access,
+            default_pages: default_pages.clone(),
+            default_intercept,
         },
         &default_compress,
     )?;
@@ -141,6 +156,7 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
     let notify = super::notify::validate_notify(&file.notify)?;
 
     Ok(GatewayConfig {
+        error_pages: default_pages,
         notify,
         store,
         routes,

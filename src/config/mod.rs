@@ -13,6 +13,7 @@ mod compress;
 mod gateway;
 mod groups;
 mod notify;
+mod pages;
 mod parse;
 mod ratelimit;
 mod routing;
@@ -42,6 +43,7 @@ pub(crate) use compress::{Coding, CompressConfig};
 #[cfg(test)]
 pub(crate) use notify::WebhookUrl;
 pub(crate) use notify::{NotifyEvent, NotifyFormat, NotifyHook};
+pub(crate) use pages::{ErrorPage, ErrorPages};
 pub(crate) use parse::check_token;
 pub use spec::GatewaySpec;
 pub use tls::{certificate_warnings, describe_listeners};
@@ -96,6 +98,9 @@ pub struct GatewayConfig {
     /// The routes, in file order; a request is served by exactly one (see `routing::routes`).
     /// A file with the single `gateway.routing` block has one route, `default`, for everything.
     pub routes: Vec<RouteConfig>,
+    /// `gateway.error_pages`: the pages of requests no route serves (and the default of
+    /// every route without its own); `None`: none.
+    pub(crate) error_pages: Option<Arc<ErrorPages>>,
     /// The host and path lookup over `routes`, built once at load; `None` when the one route
     /// serves every host and path.
     pub(crate) route_table: Option<Arc<RouteTable>>,
@@ -141,6 +146,8 @@ pub struct RouteConfig {
     /// How the route's responses are compressed (its own `compress`, else
     /// `gateway.compress`); `None`: not at all (the response pays one `Option` check).
     pub(crate) compress: Option<Arc<CompressConfig>>,
+    /// The route's error pages (its own, else `gateway.error_pages`); `None`: none.
+    pub(crate) error_pages: Option<Arc<ErrorPages>>,
 }
 
 /// One request rate limit of a route (docs/configuration.md#rate-limits): GCRA with nginx's

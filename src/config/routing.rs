@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::access::validate_access;
 use super::compress::{route_compress, CompressConfig};
+use super::pages::route_pages;
 use super::parse::{check_token, route_path};
 use super::ratelimit::validate_route_limits;
 use super::rules::{build_rule, Context};
@@ -56,6 +57,7 @@ pub(super) fn validate_routes(
                     cx.has_store,
                 )?,
                 compress: default_compress.clone(),
+                error_pages: cx.default_pages.clone(),
             }]);
         }
         (None, Some(routes)) => routes,
@@ -119,6 +121,14 @@ pub(super) fn validate_routes(
             cx.has_store,
         )?;
         let compress = route_compress(route.compress.as_ref(), &key, default_compress)?;
+        let error_pages = route_pages(
+            route.error_pages.as_ref(),
+            route.intercept_errors,
+            &key,
+            cx.base,
+            &cx.default_pages,
+            cx.default_intercept,
+        )?;
         out.push(RouteConfig {
             name: route.name.clone(),
             matching,
@@ -129,6 +139,7 @@ pub(super) fn validate_routes(
             access,
             rate_limits,
             compress,
+            error_pages,
         });
     }
     Ok(out)

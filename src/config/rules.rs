@@ -33,6 +33,9 @@ pub(super) struct Context<'a> {
     pub(super) has_store: bool,
     /// `gateway.access`, validated once: the policy of every route without its own.
     pub(super) default_access: Option<Arc<Access>>,
+    /// `gateway.error_pages`, validated once, and `gateway.intercept_errors`.
+    pub(super) default_pages: Option<Arc<super::ErrorPages>>,
+    pub(super) default_intercept: bool,
 }
 
 /// One rule as the file (or the API) writes it: its name and its kind. Serialized back, it is

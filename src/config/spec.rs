@@ -86,6 +86,14 @@ pub struct GatewaySpec {
     /// Response compression for every route that sets no `compress` of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<CompressSpec>,
+    /// Error pages by status (files relative to the configuration file's folder) for every
+    /// route that sets none of its own, and for requests no route serves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_pages: BTreeMap<u16, PathBuf>,
+    /// `true`: the origin's own responses of a status in `error_pages` are replaced too
+    /// (default for every route; default `false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept_errors: Option<bool>,
 }
 
 impl GatewaySpec {
@@ -525,6 +533,13 @@ pub struct RouteSpec {
     /// (`compress: { algorithms: [] }`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<CompressSpec>,
+    /// The route's error pages by status; replaces `gateway.error_pages` as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_pages: Option<BTreeMap<u16, PathBuf>>,
+    /// `true`: the origin's own responses of a status in `error_pages` are replaced too;
+    /// unset: `gateway.intercept_errors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept_errors: Option<bool>,
     pub routing: RoutingSpec,
 }
 

@@ -250,6 +250,7 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         "strip_prefix": config.strip_prefix,
         "access": config.access.as_deref().map(access_status),
         "compress": config.compress.as_deref().map(compress_status),
+        "error_pages": config.error_pages.as_deref().map(error_pages_status),
         "mode": mode,
         "mode_source": if from_api { "api" } else { "file" },
         "default_group": group(router.default_group()),
@@ -267,6 +268,15 @@ fn compress_status(compress: &CompressConfig) -> Value {
         "min_size": compress.min_size,
         "types": compress.types,
     })
+}
+
+/// A route's error pages in `/status`: status → file, and `intercept_errors`.
+fn error_pages_status(pages: &crate::config::ErrorPages) -> Value {
+    let files: serde_json::Map<String, Value> = pages
+        .files()
+        .map(|(code, file)| (code.to_string(), json!(file)))
+        .collect();
+    json!({ "pages": files, "intercept_errors": pages.intercept })
 }
 
 /// A route's access control in `/status`: its networks, and its htpasswd file's name and

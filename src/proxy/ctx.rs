@@ -10,6 +10,7 @@ use pingora_core::Result;
 
 use super::compress::Encoder;
 use super::errors::no_decision;
+use crate::config::ErrorPage;
 use crate::routing::access::Refusal;
 use crate::routing::routes::RouteId;
 use crate::routing::{Decision, GroupId};
@@ -113,6 +114,9 @@ pub(crate) struct RequestCtx {
     pub(super) rate_limited: bool,
     /// The response's encoder when the route compresses it (`None` on every other response).
     pub(super) compress: Option<Box<Encoder>>,
+    /// The error page replacing the origin's body (`intercept_errors`): its chunks are
+    /// dropped and the page sent at the end.
+    pub(super) replacing_body: Option<Arc<ErrorPage>>,
 }
 
 impl RequestCtx {
@@ -139,6 +143,7 @@ impl RequestCtx {
             strip_authorization: false,
             rate_limited: false,
             compress: None,
+            replacing_body: None,
         }
     }
 
@@ -153,6 +158,16 @@ impl RequestCtx {
     /// The route serving the request, once routed.
     pub(super) fn route_state(&self) -> Option<&RouteState> {
         self.state.as_ref()?.routes.get(self.route?.0)
+    }
+
+    /// The error page for `status`: the route's, or with no route `gateway.error_pages`.
+    pub(super) fn error_page(&self, status: u16) -> Option<Arc<ErrorPage>> {
+        let state = self.state.as_ref()?;
+        let pages = match self.route {
+            Some(route) => state.routes.get(route.0)?.error_pages.as_ref()?,
+            None => state.error_pages.as_ref()?,
+        };
+        pages.get(status).cloned()
     }
 
     /// The request id as text, for logs (it is always ASCII).

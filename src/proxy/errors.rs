@@ -12,7 +12,10 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
+use std::sync::Arc;
+
 use super::request_id::X_REQUEST_ID;
+use crate::config::ErrorPage;
 
 pub(crate) fn bad_request(why: &'static str) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(400), why)
@@ -24,20 +27,24 @@ pub(crate) fn no_decision() -> Box<Error> {
     Error::explain(ErrorType::InternalError, "routing decision missing")
 }
 
-/// Sends the gateway's own error response (`<code> <reason>` as text, with the request id and
-/// `extra`, a header such as a 401's `WWW-Authenticate`). A response that cannot be written is
-/// logged: the client is gone.
+/// Sends the gateway's own error response (`page`, the route's error page for `code`, else
+/// `<code> <reason>` as text, with the request id and `extra`, a header such as a 401's
+/// `WWW-Authenticate`). A response that cannot be written is logged: the client is gone.
 pub(crate) async fn send_error_response(
     session: &mut Session,
     code: u16,
     request_id: &http::HeaderValue,
     log_id: &str,
     extra: Option<(http::HeaderName, http::HeaderValue)>,
+    page: Option<Arc<ErrorPage>>,
 ) {
     let mut response = ServerSession::generate_error(code);
-    let body = Bytes::from(status_body(code, None));
+    let (body, content_type) = match &page {
+        Some(page) => (page.body.clone(), page.content_type),
+        None => (Bytes::from(status_body(code, None)), "text/plain"),
+    };
     let written = async {
-        response.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+        response.insert_header(http::header::CONTENT_TYPE, content_type)?;
         response.set_content_length(body.len())?;
         if !request_id.is_empty() {
             response.insert_header(X_REQUEST_ID, request_id.clone())?;

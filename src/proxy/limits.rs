@@ -55,7 +55,16 @@ async fn check(
             ctx.rate_limited = true;
             let seconds = retry_after_seconds(retry_after);
             let retry_after = (http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
-            send_error_response(session, 429, &ctx.request_id, ctx.id(), Some(retry_after)).await;
+            let page = ctx.error_page(429);
+            send_error_response(
+                session,
+                429,
+                &ctx.request_id,
+                ctx.id(),
+                Some(retry_after),
+                page,
+            )
+            .await;
             Ok(true)
         }
     }

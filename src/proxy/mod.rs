@@ -42,6 +42,7 @@ pub(crate) use errors::http_response;
 use errors::{check_framing, error_status, has_body, send_error_response};
 use request_id::X_REQUEST_ID;
 
+use crate::config::ErrorPage;
 use crate::routing::access::Refusal;
 use crate::state::metrics::{self, METRICS};
 use crate::state::GatewayState;
@@ -237,7 +238,8 @@ impl ProxyHttp for CanaryProxy {
         ctx.error_status = Some(code);
         if code > 0 {
             let challenge = challenge(ctx, code);
-            send_error_response(session, code, &ctx.request_id, ctx.id(), challenge).await;
+            let page = ctx.error_page(code);
+            send_error_response(session, code, &ctx.request_id, ctx.id(), challenge, page).await;
         }
         FailToProxy {
             error_code: code,
@@ -274,8 +276,21 @@ impl ProxyHttp for CanaryProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
-        if let Some(config) = ctx.route_state().and_then(|r| r.compress.clone()) {
-            ctx.compress = compress::start(&config, session.req_header(), upstream_response)?;
+        // `intercept_errors`: one `Option` check for a route without error pages. A replaced
+        // response is the page as it is, never compressed.
+        if let Some(pages) = ctx.route_state().and_then(|r| r.error_pages.as_ref()) {
+            if pages.intercept {
+                if let Some(page) = pages.get(upstream_response.status.as_u16()) {
+                    let page = page.clone();
+                    replace_with_page(upstream_response, &page)?;
+                    ctx.replacing_body = Some(page);
+                }
+            }
+        }
+        if ctx.replacing_body.is_none() {
+            if let Some(config) = ctx.route_state().and_then(|r| r.compress.clone()) {
+                ctx.compress = compress::start(&config, session.req_header(), upstream_response)?;
+            }
         }
         set_response_headers(session, upstream_response, ctx, self.in_flight.is_closing())
     }
@@ -286,8 +301,14 @@ impl ProxyHttp for CanaryProxy {
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
-    ) -> Result<Option<std::time::Duration>> {
-        if let Some(encoder) = ctx.compress.as_mut() {
+    ) -> Result<Option<Duration>> {
+        if let Some(page) = &ctx.replacing_body {
+            // The origin's body is discarded; the page goes out once, at its end.
+            *body = end_of_stream.then(|| page.body.clone());
+            if end_of_stream {
+                ctx.replacing_body = None;
+            }
+        } else if let Some(encoder) = ctx.compress.as_mut() {
             encoder.encode(body, end_of_stream)?;
         }
         Ok(None)
@@ -466,6 +487,24 @@ fn set_response_headers(
         }
         Ok(())
     })
+}
+
+/// Turns the origin's response head into the error page's (`intercept_errors`): its type and
+/// length, and none of the origin's body framing, encoding or validators.
+fn replace_with_page(response: &mut ResponseHeader, page: &ErrorPage) -> Result<()> {
+    for name in [
+        http::header::CONTENT_ENCODING,
+        http::header::TRANSFER_ENCODING,
+        http::header::ETAG,
+        http::header::LAST_MODIFIED,
+        http::header::CONTENT_RANGE,
+        http::header::ACCEPT_RANGES,
+    ] {
+        response.remove_header(&name);
+    }
+    response.insert_header(http::header::CONTENT_TYPE, page.content_type)?;
+    response.insert_header(http::header::CONTENT_LENGTH, page.body.len())?;
+    Ok(())
 }
 
 /// The `Strict-Transport-Security` value of the TLS listener that took the request, if it

@@ -34,7 +34,9 @@ pub(crate) use explain::{ExplainQuery, Explanation};
 pub(crate) use lists::UsersChanged;
 pub(crate) use overlay::OverlayMode;
 
-use crate::config::{Cidr, CompressConfig, GatewayConfig, Limits, ListenerKind, TlsListener};
+use crate::config::{
+    Cidr, CompressConfig, ErrorPages, GatewayConfig, Limits, ListenerKind, TlsListener,
+};
 use crate::routing::access::Access;
 use crate::routing::names::KnownHosts;
 use crate::routing::routes::{normalize_host, normalize_path, RouteId, RouteTable};
@@ -48,6 +50,8 @@ use ratelimit::{RouteLimits, SharedLimits};
 pub(crate) struct GatewayState {
     /// The routes, indexed by `RouteId`.
     pub(crate) routes: Vec<RouteState>,
+    /// `gateway.error_pages`: the pages of requests no route serves; `None`: none.
+    pub(crate) error_pages: Option<Arc<ErrorPages>>,
     /// Host and path → route (built once per configuration load); `None` when the one route
     /// serves every host and path, so a request needs no lookup.
     pub(crate) table: Option<Arc<RouteTable>>,
@@ -87,6 +91,8 @@ pub(crate) struct RouteState {
     pub(crate) limits: Option<Arc<RouteLimits>>,
     /// How the route's responses are compressed; `None`: not at all (one `Option` check).
     pub(crate) compress: Option<Arc<CompressConfig>>,
+    /// The route's error pages; `None` when it has none.
+    pub(crate) error_pages: Option<Arc<ErrorPages>>,
 }
 
 impl GatewayState {
@@ -117,6 +123,7 @@ impl GatewayState {
                 access: route.access.clone(),
                 limits,
                 compress: route.compress.clone(),
+                error_pages: route.error_pages.clone(),
             })
             .collect();
         let mut tls = Vec::new();
@@ -151,6 +158,7 @@ impl GatewayState {
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits,
             routes,
+            error_pages: config.error_pages.clone(),
             table: config.route_table.clone(),
             pools,
             decision_header: config.decision_header.clone(),
