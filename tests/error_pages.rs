@@ -285,3 +285,92 @@ fn bad_page_files_are_refused_at_load() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The maintenance switch: on, every request of the route is answered 503 with its
+/// `Retry-After` and the route's 503 page (else a built-in page) without reaching the origin,
+/// while the QA override's requests pass; it is audited, shown in `/status`, kept across a
+/// restart through the state file, and off serves the route again.
+#[test]
+fn maintenance_switch_answers_503_but_lets_qa_through() {
+    let web = Origin::start("web");
+    let canary = Origin::start("canary");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gateway = start(&format!(
+        "  admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\", state_file: state.json }}\n\
+         {groups}\
+         \x20 routes:\n\
+         \x20   - name: shop\n      paths: [/shop]\n      error_pages: {{ 503: pages/oops.html }}\n\
+         \x20     routing:\n        default: web\n        rules: [{{ name: qa, header: x-canary-group }}]\n\
+         \x20   - name: other\n      routing: {{ default: web }}\n",
+        groups = groups_yaml(&[("web", &web), ("canary", &canary)]),
+    ));
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        admin(admin_addr, method, path, Some(TOKEN), body)
+    };
+    assert_eq!(get(gateway.addr, "/shop/a", &[]).status, 200);
+
+    let r = call(
+        "POST",
+        "/routes/shop/maintenance",
+        Some(r#"{"on": true, "retry_after": "10m"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call("POST", "/routes/other/maintenance", Some(r#"{"on": true}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    for bad in [
+        r#"{"on": true, "retry_after": "soon"}"#,
+        r#"{"on": false, "retry_after": "1m"}"#,
+    ] {
+        let r = call("POST", "/routes/shop/maintenance", Some(bad));
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+
+    let check_down = |gateway: &Gateway| {
+        let served = web.count();
+        let r = get(gateway.addr, "/shop/a", &[]);
+        assert_page(&r, 503, OOPS, "text/html; charset=utf-8");
+        assert_eq!(r.header("retry-after"), Some("600"));
+        let r = get(gateway.addr, "/elsewhere", &[]);
+        assert_eq!(r.status, 503);
+        assert!(r.text().contains("maintenance"), "{}", r.text());
+        assert_eq!(r.header("retry-after"), Some("300"));
+        assert_eq!(web.count(), served, "a request reached the origin");
+        // The QA override passes.
+        let r = get(gateway.addr, "/shop/a", &[("x-canary-group", "canary")]);
+        assert_eq!((r.status, r.text()), (200, "canary".to_string()));
+    };
+    check_down(&gateway);
+
+    let status = call("GET", "/status", None);
+    let json: serde_json::Value = serde_json::from_slice(&status.body).expect("json");
+    assert_eq!(
+        json["routes"][0]["maintenance"]["retry_after_secs"], 600,
+        "{json}"
+    );
+    let audit = call("GET", "/audit", None).text();
+    assert!(
+        audit.contains("maintenance off → on (Retry-After 600s)"),
+        "{audit}"
+    );
+
+    // A new process on the same state file is still in maintenance.
+    let mut gateway = gateway;
+    let dir = std::mem::replace(&mut gateway.dir, TempDir::new("unused"));
+    let (config_path, addr) = (gateway.config_path.clone(), gateway.addr);
+    drop(gateway);
+    let gateway = Gateway::start_with_file(dir, config_path, addr);
+    check_down(&gateway);
+
+    let r = call("POST", "/routes/shop/maintenance", Some(r#"{"on": false}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(gateway.addr, "/shop/a", &[]);
+    assert_eq!((r.status, r.text()), (200, "web".to_string()));
+    assert_eq!(
+        get(gateway.addr, "/elsewhere", &[]).status,
+        503,
+        "other stays down"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&call("GET", "/status", None).body).expect("json");
+    assert_eq!(json["routes"][0]["maintenance"], serde_json::Value::Null);
+}

@@ -44,7 +44,7 @@ pub(crate) use compress::{Coding, CompressConfig};
 pub(crate) use notify::WebhookUrl;
 pub(crate) use notify::{NotifyEvent, NotifyFormat, NotifyHook};
 pub(crate) use pages::{ErrorPage, ErrorPages};
-pub(crate) use parse::check_token;
+pub(crate) use parse::{check_token, parse_duration};
 pub use spec::GatewaySpec;
 pub use tls::{certificate_warnings, describe_listeners};
 pub(crate) use tls::{Listener, ListenerKind, TlsListener};

@@ -251,6 +251,10 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         "access": config.access.as_deref().map(access_status),
         "compress": config.compress.as_deref().map(compress_status),
         "error_pages": config.error_pages.as_deref().map(error_pages_status),
+        "maintenance": view.overlay.route(&config.name).and_then(|r| r.maintenance).map(|m| json!({
+            "on": true,
+            "retry_after_secs": m.retry_after_secs,
+        })),
         "mode": mode,
         "mode_source": if from_api { "api" } else { "file" },
         "default_group": group(router.default_group()),

@@ -117,6 +117,8 @@ pub(crate) struct RequestCtx {
     /// The error page replacing the origin's body (`intercept_errors`): its chunks are
     /// dropped and the page sent at the end.
     pub(super) replacing_body: Option<Arc<ErrorPage>>,
+    /// Answered 503 by the route's maintenance switch: no group served it.
+    pub(super) maintenance: bool,
 }
 
 impl RequestCtx {
@@ -144,6 +146,7 @@ impl RequestCtx {
             rate_limited: false,
             compress: None,
             replacing_body: None,
+            maintenance: false,
         }
     }
 

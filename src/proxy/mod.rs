@@ -157,6 +157,20 @@ impl ProxyHttp for CanaryProxy {
             // Only for credentials not verified yet: boxed, so the common path's future stays small.
             Box::pin(steps::verify_and_resume(session, ctx, paused)).await?;
         }
+        // The maintenance switch: one `Option` check for a route in service.
+        if let Some(retry_after) = ctx.route_state().and_then(|r| r.maintenance.clone()) {
+            if steps::in_maintenance(ctx) {
+                ctx.error_status = Some(503);
+                ctx.maintenance = true;
+                let page = ctx
+                    .error_page(503)
+                    .or_else(|| Some(MAINTENANCE_PAGE.clone()));
+                let retry_after = Some((http::header::RETRY_AFTER, retry_after));
+                send_error_response(session, 503, &ctx.request_id, ctx.id(), retry_after, page)
+                    .await;
+                return Ok(true);
+            }
+        }
         check_framing(session.req_header(), limits.max_body_bytes)?;
         if !counted && limits::refused(session, ctx).await? {
             return Ok(true);
@@ -324,7 +338,10 @@ impl ProxyHttp for CanaryProxy {
         match (ctx.route_state(), ctx.decision.as_ref()) {
             // A rate limit refused the request (429): as an access refusal, by route and
             // status only, since no group served it (nor is it in a group's latency or figures).
-            (Some(route), _) if ctx.rate_limited => metrics::record_refused(&route.name, status),
+            // So is a route in maintenance (503).
+            (Some(route), _) if ctx.rate_limited || ctx.maintenance => {
+                metrics::record_refused(&route.name, status)
+            }
             (Some(route), Some(decision)) => {
                 let served = ctx.served_group.unwrap_or(decision.group);
                 route.metrics.record(
@@ -488,6 +505,17 @@ fn set_response_headers(
         Ok(())
     })
 }
+
+/// The page a route in maintenance answers when it has no 503 page of its own.
+static MAINTENANCE_PAGE: std::sync::LazyLock<Arc<ErrorPage>> = std::sync::LazyLock::new(|| {
+    Arc::new(ErrorPage {
+        body: Bytes::from_static(
+            b"<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n<body><h1>Down for maintenance</h1><p>This service is down for maintenance. Please try again later.</p></body></html>\n",
+        ),
+        content_type: "text/html; charset=utf-8",
+        file: String::new(),
+    })
+});
 
 /// Turns the origin's response head into the error page's (`intercept_errors`): its type and
 /// length, and none of the origin's body framing, encoding or validators.

@@ -252,3 +252,11 @@ mod tests {
         assert_eq!(strip("/x/../api/y", 5), "/y");
     }
 }
+
+/// Whether a request of a route in maintenance is answered 503: every request but those the
+/// route's QA override (a `header` rule) sends to its group, and those not decided yet.
+pub(super) fn in_maintenance(ctx: &RequestCtx) -> bool {
+    !ctx.decision
+        .as_ref()
+        .is_some_and(|d| d.reason == crate::routing::Reason::Header)
+}

@@ -10,7 +10,7 @@ use super::audit::{AuditEntry, ACTOR_PLAN};
 use super::controller::{find_rule_of_kind, Controller, Inner};
 use super::figures::StepFigures;
 use super::metrics::METRICS;
-use super::overlay::{Overlay, OverlayMode, RouteOverlay};
+use super::overlay::{Maintenance, Overlay, OverlayMode, RouteOverlay};
 use super::plan::{transition, PlanAction, PlanCommand, PlanEvent, PlanState, PlanStatus, Verdict};
 use super::StateError;
 use crate::config::PlanConfig;
@@ -173,6 +173,41 @@ impl Controller {
                     (held, released) => format!("; {held} plan(s) held, {released} released"),
                 }
             );
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /routes/{route}/maintenance`: `Some(seconds)` answers every request of the route
+    /// (but the QA override's) 503 with that `Retry-After`; `None` serves it again.
+    pub(crate) async fn set_maintenance(
+        &self,
+        actor: &str,
+        route: &str,
+        retry_after_secs: Option<u64>,
+    ) -> Result<Changed, StateError> {
+        let words = |m: Option<u64>| match m {
+            Some(s) => format!("on (Retry-After {s}s)"),
+            None => "off".to_string(),
+        };
+        let entry = AuditEntry::now(
+            actor,
+            Some(route),
+            None,
+            "maintenance",
+            format!("maintenance {}", words(retry_after_secs)),
+        );
+        self.change(entry, |inner, overlay, entry| {
+            if !inner.base.routes.iter().any(|r| r.name == route) {
+                return Err(StateError::not_found(format!("no route named {route:?}")));
+            }
+            let before = overlay
+                .route(route)
+                .and_then(|r| r.maintenance)
+                .map(|m| m.retry_after_secs);
+            entry.moved("maintenance", words(before), words(retry_after_secs));
+            route_of(overlay, route).maintenance =
+                retry_after_secs.map(|retry_after_secs| Maintenance { retry_after_secs });
             Ok(())
         })
         .await

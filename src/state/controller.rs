@@ -3,6 +3,7 @@
 //! swaps it in atomically. Requests never take its lock: they read the state through
 //! `arc-swap`, and a request in flight keeps the snapshot it started with.
 
+use http::HeaderValue;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::path::PathBuf;
@@ -675,6 +676,12 @@ fn build_state(
             .any(|r| r.rate_limits.iter().any(|l| l.shared));
         shared.set_wanted(wanted);
     }
-    let state = GatewayState::new(routers, pools, limits, shared_limits, config);
+    let mut state = GatewayState::new(routers, pools, limits, shared_limits, config);
+    for route in &mut state.routes {
+        route.maintenance = overlay
+            .route(&route.name)
+            .and_then(|r| r.maintenance)
+            .map(|m| HeaderValue::from(m.retry_after_secs));
+    }
     (state, warnings)
 }

@@ -93,6 +93,8 @@ pub(crate) struct RouteState {
     pub(crate) compress: Option<Arc<CompressConfig>>,
     /// The route's error pages; `None` when it has none.
     pub(crate) error_pages: Option<Arc<ErrorPages>>,
+    /// The route is in maintenance: its `Retry-After` (seconds); `None`: serving.
+    pub(crate) maintenance: Option<HeaderValue>,
 }
 
 impl GatewayState {
@@ -124,6 +126,7 @@ impl GatewayState {
                 limits,
                 compress: route.compress.clone(),
                 error_pages: route.error_pages.clone(),
+                maintenance: None,
             })
             .collect();
         let mut tls = Vec::new();

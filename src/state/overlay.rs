@@ -71,6 +71,17 @@ pub(crate) struct RouteOverlay {
     /// Rollout plans that were started, per rule name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) plans: BTreeMap<String, PlanState>,
+    /// The maintenance switch (`POST /routes/{route}/maintenance`): while set, every request
+    /// of the route but the QA override's is answered 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) maintenance: Option<Maintenance>,
+}
+
+/// A route in maintenance: the `Retry-After` its 503s carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Maintenance {
+    pub(crate) retry_after_secs: u64,
 }
 
 impl Overlay {

@@ -63,6 +63,15 @@ impl From<UsersChanged> for UsersApplied {
     }
 }
 
+/// `POST /maintenance {"on", "retry_after"}` (`retry_after`: a duration, default `5m`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MaintenanceBody {
+    pub(crate) on: bool,
+    #[serde(default)]
+    pub(crate) retry_after: Option<String>,
+}
+
 /// `POST /promote`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,11 +6,12 @@ use serde_json::Value;
 
 use super::answer::{to_json, ApiError};
 use super::bodies::{
-    Applied, PercentBody, PlanBody, PromoteBody, Reloaded, UsersApplied, UsersBody,
+    Applied, MaintenanceBody, PercentBody, PlanBody, PromoteBody, Reloaded, UsersApplied, UsersBody,
 };
 use super::request::Call;
+use crate::config::parse_duration;
 use crate::state::plan::PlanCommand;
-use crate::state::{Changed, OverlayMode};
+use crate::state::{Changed, OverlayMode, StateError};
 
 fn applied(changed: Changed) -> Result<Value, ApiError> {
     to_json(&Applied::from(changed))
@@ -66,6 +67,45 @@ async fn set_mode(call: Call<'_>, mode: OverlayMode) -> Result<Value, ApiError> 
     let changed = call
         .controller
         .set_mode(&call.who.name, route.as_deref(), mode)
+        .await?;
+    applied(changed)
+}
+
+/// The `Retry-After` of a maintenance switch without `retry_after` (seconds).
+const DEFAULT_MAINTENANCE_RETRY_AFTER: u64 = 300;
+
+/// `POST /maintenance {"on": true, "retry_after": "10m"}` / `{"on": false}`: every request of
+/// the route (but the QA override's) is answered 503 with `Retry-After`, or served again.
+pub(super) async fn maintenance(mut call: Call<'_>) -> Result<Value, ApiError> {
+    let route = call.controller.route_name(call.route)?;
+    let body: MaintenanceBody = call.body().await?;
+    let retry_after = match (body.on, body.retry_after.as_deref()) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(StateError::invalid_field(
+                "retry_after",
+                "only with \"on\": true".to_string(),
+            )
+            .into())
+        }
+        (true, None) => Some(DEFAULT_MAINTENANCE_RETRY_AFTER),
+        (true, Some(text)) => {
+            let secs = parse_duration(text)
+                .map_err(|e| StateError::invalid_field("retry_after", e))?
+                .as_secs();
+            if secs == 0 {
+                return Err(StateError::invalid_field(
+                    "retry_after",
+                    "must be at least 1s".to_string(),
+                )
+                .into());
+            }
+            Some(secs)
+        }
+    };
+    let changed = call
+        .controller
+        .set_maintenance(&call.who.name, &route, retry_after)
         .await?;
     applied(changed)
 }

@@ -135,6 +135,12 @@ pub(crate) static ROUTES: &[Route] = &[
     Route::per_route(Post, "/resume", Operator, handler!(changes::resume)),
     Route::per_route(Post, "/promote", Operator, handler!(changes::promote)),
     Route::per_route(
+        Post,
+        "/maintenance",
+        Operator,
+        handler!(changes::maintenance),
+    ),
+    Route::per_route(
         Put,
         "/rules/{rule}/percent",
         Operator,
