@@ -794,3 +794,45 @@ fn a_rollback_holds_the_plan_on_every_node_until_resume() {
         ]
     );
 }
+
+/// The maintenance switch thrown on one node reaches the other through the store: both answer
+/// 503 with its `Retry-After` (and neither origin is asked); switched off on the other node,
+/// both serve again.
+#[test]
+fn maintenance_through_one_node_reaches_every_node() {
+    let dir = TempDir::new("cp-maint");
+    let redis = Redis::start(dir.path(), free_port());
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let (a, b) = two_store_nodes(dir.path(), redis.port, (&stable, &canary), None);
+
+    let (status, answer) = a.call(
+        "POST",
+        "/maintenance",
+        Some(r#"{"on": true, "retry_after": "1m"}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let took = both_at(&a, &b, 1);
+    eprintln!("maintenance applied by the other node in {took:?}");
+    let served = stable.count() + canary.count();
+    for node in [&a, &b] {
+        let r = get(node.gateway.addr, "/", &[]);
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("retry-after"), Some("60"));
+        assert_eq!(
+            node.status()["routes"][0]["maintenance"]["retry_after_secs"],
+            60
+        );
+    }
+    assert_eq!(
+        stable.count() + canary.count(),
+        served,
+        "an origin was asked"
+    );
+
+    let (status, answer) = b.call("POST", "/maintenance", Some(r#"{"on": false}"#));
+    assert_eq!(status, 200, "{answer}");
+    both_at(&b, &a, 2);
+    for node in [&a, &b] {
+        assert_eq!(get(node.gateway.addr, "/", &[]).status, 200);
+    }
+}

@@ -1,6 +1,6 @@
 //! End-to-end tests of error pages (`gateway.error_pages`, `gateway.routes[i].error_pages`,
 //! `intercept_errors`): the gateway's own errors (no route 404, no server 502, no healthy
-//! server 503, rate limit 429) answer with the configured file and its type; an origin's own
+//! server 503, rate limit 429, access control 403) answer with the configured file and its type; an origin's own
 //! 502 is replaced only where `intercept_errors` is on; a missing or oversized file is refused
 //! at load naming the key.
 
@@ -106,7 +106,7 @@ fn gateway_errors_use_the_pages() {
     let closed = free_port();
     let down = free_port();
     let gateway = start(&format!(
-        "  error_pages: {{ 404: pages/404.htm, 502: pages/oops.html, 503: pages/oops.html, 429: pages/slow.json }}\n\
+        "  error_pages: {{ 404: pages/404.htm, 502: pages/oops.html, 503: pages/oops.html, 429: pages/slow.json, 403: pages/slow.json }}\n\
          \x20 groups:\n\
          \x20   web: {{ servers: [\"{web}\"] }}\n\
          \x20   closed: {{ servers: [\"127.0.0.1:{closed}\"] }}\n\
@@ -117,6 +117,7 @@ fn gateway_errors_use_the_pages() {
          \x20   - name: down\n      paths: [/down]\n      routing: {{ default: down }}\n\
          \x20   - name: limited\n      paths: [/limited]\n      rate_limits: [{{ name: one, key: client_ip, rate: 1/m, burst: 1 }}]\n      routing: {{ default: web }}\n\
          \x20   - name: own\n      paths: [/own]\n      error_pages: {{ 502: pages/slow.json }}\n      routing: {{ default: closed }}\n\
+         \x20   - name: denied\n      paths: [/denied]\n      access: {{ deny: [\"127.0.0.1\"] }}\n      routing: {{ default: web }}\n\
          \x20   - name: plain\n      paths: [/plain]\n      error_pages: {{}}\n      routing: {{ default: closed }}\n",
         web = origin.addr,
     ));
@@ -160,6 +161,13 @@ fn gateway_errors_use_the_pages() {
         refused.header("retry-after").is_some(),
         "{:?}",
         refused.headers
+    );
+
+    assert_page(
+        &get(gateway.addr, "/denied/a", &[]),
+        403,
+        SLOW,
+        "application/json",
     );
 
     // The route's own pages replace the default as a whole.

@@ -231,6 +231,14 @@ fn stripped_target(normalized: &[u8], prefix_len: usize, raw: &[u8]) -> Result<h
         .map_err(|_| Error::explain(ErrorType::InternalError, "stripped target is not a URI"))
 }
 
+/// Whether a request of a route in maintenance is answered 503: every request but those the
+/// route's QA override (a `header` rule) sends to its group, and those not decided yet.
+pub(super) fn in_maintenance(ctx: &RequestCtx) -> bool {
+    !ctx.decision
+        .as_ref()
+        .is_some_and(|d| d.reason == crate::routing::Reason::Header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,12 +259,4 @@ mod tests {
         assert_eq!(strip("/api/", 5), "/");
         assert_eq!(strip("/x/../api/y", 5), "/y");
     }
-}
-
-/// Whether a request of a route in maintenance is answered 503: every request but those the
-/// route's QA override (a `header` rule) sends to its group, and those not decided yet.
-pub(super) fn in_maintenance(ctx: &RequestCtx) -> bool {
-    !ctx.decision
-        .as_ref()
-        .is_some_and(|d| d.reason == crate::routing::Reason::Header)
 }
