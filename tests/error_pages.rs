@@ -183,7 +183,8 @@ fn gateway_errors_use_the_pages() {
 }
 
 /// An origin's own 502 passes through untouched by default; with `intercept_errors: true`
-/// its body is discarded and the page sent with the page's type and length.
+/// its body is discarded and the page sent with the page's type and length; a reload reads
+/// the page file again.
 #[test]
 fn intercept_errors_replaces_the_origins_own_error() {
     let (broken, count) = broken_origin();
@@ -222,6 +223,18 @@ fn intercept_errors_replaces_the_origins_own_error() {
     assert_eq!(pages["pages"]["502"], "pages/oops.html", "{json}");
     assert_eq!(pages["intercept_errors"], true);
     assert_eq!(json["routes"][1]["error_pages"]["intercept_errors"], false);
+
+    // A reload reads the pages again.
+    let changed = "<html><body>Changed page.</body></html>\n";
+    std::fs::write(gateway.dir.path().join("pages/oops.html"), changed).expect("write");
+    let r = admin(admin_addr, "POST", "/reload", Some(TOKEN), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_page(
+        &get(gateway.addr, "/i/a", &[]),
+        502,
+        changed,
+        "text/html; charset=utf-8",
+    );
 }
 
 /// A page file that is missing, too large or of an unknown type is refused at load (`-t`),

@@ -133,17 +133,24 @@ pub(super) fn validate_pages(
         let size = std::fs::metadata(&path)
             .map_err(|e| key_error(key.clone(), format!("cannot read {}: {e}", path.display())))?
             .len();
-        if size > MAX_PAGE_BYTES {
-            return Err(key_error(
-                key,
+        let over = |size: u64| {
+            key_error(
+                key.clone(),
                 format!(
                     "{} is {size} bytes, over the {MAX_PAGE_BYTES}-byte limit",
                     path.display()
                 ),
-            ));
+            )
+        };
+        if size > MAX_PAGE_BYTES {
+            return Err(over(size));
         }
         let body = std::fs::read(&path)
             .map_err(|e| key_error(key.clone(), format!("cannot read {}: {e}", path.display())))?;
+        // The file may have grown since its size was read.
+        if body.len() as u64 > MAX_PAGE_BYTES {
+            return Err(over(body.len() as u64));
+        }
         pages.push((
             code,
             Arc::new(ErrorPage {
