@@ -1,8 +1,8 @@
 //! End-to-end tests of error pages (`gateway.error_pages`, `gateway.routes[i].error_pages`,
-//! `intercept_errors`): the gateway's own errors (no route 404, no server 502, no healthy
-//! server 503, rate limit 429, access control 403) answer with the configured file and its type; an origin's own
-//! 502 is replaced only where `intercept_errors` is on; a missing or oversized file is refused
-//! at load naming the key.
+//! `intercept_errors`) and the maintenance switch: the gateway's own errors answer with the
+//! configured file and its type; an origin's own 502 is replaced only where
+//! `intercept_errors` is on; a missing or oversized file is refused at load naming the key; a
+//! route in maintenance answers 503 with `Retry-After` except to the QA override.
 
 mod common;
 
@@ -25,6 +25,9 @@ fn write_pages(dir: &Path) {
     std::fs::write(pages.join("oops.html"), OOPS).expect("write");
     std::fs::write(pages.join("404.htm"), MISSING).expect("write");
     std::fs::write(pages.join("slow.json"), SLOW).expect("write");
+    // Written by `htpasswd -nbB -C 4 alice pw`.
+    let users = "alice:$2y$04$1J/N4hbX5sHvesS.6kKdLuhpJGjetmpFE1.pqsDdcMPqEVwdAKEWi\n";
+    std::fs::write(dir.join("users.htpasswd"), users).expect("write");
 }
 
 /// Starts a gateway on `section` (indented under `gateway:`, without `listen`) from a config
@@ -97,19 +100,22 @@ fn assert_page(r: &Response, status: u16, body: &str, content_type: &str) {
 }
 
 /// Every error the gateway makes itself answers with the configured page: no route (404, the
-/// `gateway.error_pages` default), a closed server port (502), no healthy server (503), a
-/// rate limit (429, keeping its `Retry-After`); a route with its own `error_pages` uses
-/// those instead, and a status without a page keeps the plain-text answer.
+/// `gateway.error_pages` default), a closed server port (502), no healthy server (503), a read
+/// timeout (504), a rate limit (429, keeping its `Retry-After`), access control (403, and 401
+/// keeping `WWW-Authenticate`); a route with its own `error_pages` uses those instead, and a
+/// status without a page keeps the plain-text answer.
 #[test]
 fn gateway_errors_use_the_pages() {
     let origin = Origin::start("web");
+    let slow = Origin::start_with_delay("slow", std::time::Duration::from_secs(3));
     let closed = free_port();
     let down = free_port();
     let gateway = start(&format!(
-        "  error_pages: {{ 404: pages/404.htm, 502: pages/oops.html, 503: pages/oops.html, 429: pages/slow.json, 403: pages/slow.json }}\n\
+        "  error_pages: {{ 404: pages/404.htm, 502: pages/oops.html, 503: pages/oops.html, 429: pages/slow.json, 403: pages/slow.json, 401: pages/slow.json, 504: pages/oops.html }}\n\
          \x20 groups:\n\
          \x20   web: {{ servers: [\"{web}\"] }}\n\
          \x20   closed: {{ servers: [\"127.0.0.1:{closed}\"] }}\n\
+         \x20   slow: {{ servers: [\"{slow}\"], timeouts: {{ read: 300ms }} }}\n\
          \x20   down:\n      servers: [\"127.0.0.1:{down}\"]\n      health_check: {{ type: tcp, interval: 200ms, fall: 1 }}\n\
          \x20 routes:\n\
          \x20   - name: api\n      paths: [/api]\n      routing: {{ default: web }}\n\
@@ -118,8 +124,11 @@ fn gateway_errors_use_the_pages() {
          \x20   - name: limited\n      paths: [/limited]\n      rate_limits: [{{ name: one, key: client_ip, rate: 1/m, burst: 1 }}]\n      routing: {{ default: web }}\n\
          \x20   - name: own\n      paths: [/own]\n      error_pages: {{ 502: pages/slow.json }}\n      routing: {{ default: closed }}\n\
          \x20   - name: denied\n      paths: [/denied]\n      access: {{ deny: [\"127.0.0.1\"] }}\n      routing: {{ default: web }}\n\
+         \x20   - name: locked\n      paths: [/locked]\n      access: {{ basic_auth: {{ users_file: users.htpasswd, realm: shop }} }}\n      routing: {{ default: web }}\n\
+         \x20   - name: slow\n      paths: [/slow]\n      routing: {{ default: slow }}\n\
          \x20   - name: plain\n      paths: [/plain]\n      error_pages: {{}}\n      routing: {{ default: closed }}\n",
         web = origin.addr,
+        slow = slow.addr,
     ));
     let r = get(gateway.addr, "/api/x", &[]);
     assert_eq!((r.status, r.text()), (200, "web".to_string()));
@@ -215,6 +224,22 @@ fn intercept_errors_replaces_the_origins_own_error() {
         before + 2,
         "the origin answered the intercepted requests itself"
     );
+
+    // A HEAD gets the page's head and no body; the next request on the connection is intact.
+    let mut stream = std::net::TcpStream::connect(gateway.addr).expect("connect");
+    stream
+        .write_all(
+            b"HEAD /i/a HTTP/1.1\r\nHost: a\r\n\r\nGET /i/a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .expect("write");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut both = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut both).expect("read");
+    assert_eq!(both.matches("HTTP/1.1 502").count(), 2, "{both}");
+    assert_eq!(both.matches(OOPS).count(), 1, "one body, the GET's: {both}");
+    assert!(both.ends_with(OOPS), "{both}");
 
     // `/status` shows each route's pages and whether it intercepts.
     let status = admin(admin_addr, "GET", "/status", Some(TOKEN), None);
