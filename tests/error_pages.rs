@@ -193,7 +193,7 @@ fn gateway_errors_use_the_pages() {
 
 /// An origin's own 502 passes through untouched by default; with `intercept_errors: true`
 /// its body is discarded and the page sent with the page's type and length; a reload reads
-/// the page file again.
+/// the page file again. A replaced response is never compressed.
 #[test]
 fn intercept_errors_replaces_the_origins_own_error() {
     let (broken, count) = broken_origin();
@@ -203,7 +203,7 @@ fn intercept_errors_replaces_the_origins_own_error() {
          \x20 error_pages: {{ 502: pages/oops.html }}\n\
          \x20 groups:\n    broken: {{ servers: [\"{broken}\"] }}\n\
          \x20 routes:\n\
-         \x20   - name: intercepted\n      paths: [/i]\n      intercept_errors: true\n      routing: {{ default: broken }}\n\
+         \x20   - name: intercepted\n      paths: [/i]\n      intercept_errors: true\n      compress: {{ algorithms: [gzip], min_size: 1, types: [text/html, text/plain] }}\n      routing: {{ default: broken }}\n\
          \x20   - name: passed\n      paths: [/p]\n      routing: {{ default: broken }}\n",
     ));
     let r = get(gateway.addr, "/p/a", &[]);
@@ -224,6 +224,11 @@ fn intercept_errors_replaces_the_origins_own_error() {
         before + 2,
         "the origin answered the intercepted requests itself"
     );
+
+    // The route compresses, but a replaced response is the page as it is.
+    let r = get(gateway.addr, "/i/a", &[("accept-encoding", "gzip")]);
+    assert_page(&r, 502, OOPS, "text/html; charset=utf-8");
+    assert_eq!(r.header("content-encoding"), None);
 
     // A HEAD gets the page's head and no body; the next request on the connection is intact.
     let mut stream = std::net::TcpStream::connect(gateway.addr).expect("connect");
