@@ -3,11 +3,11 @@
 # `gzip on` at the same level, proxying the same ~20 KB HTML page from the same origin, in one
 # run, alternating targets.
 #
-#   gw-off     gateway, no `compress`                  wrk -H 'Accept-Encoding: gzip'
-#   gw-gzip    gateway, compress [gzip] level 6        wrk -H 'Accept-Encoding: gzip'
-#   gw-br      gateway, compress [br] level 6          wrk -H 'Accept-Encoding: br'
-#   nx-off     nginx proxy_pass, gzip off              wrk -H 'Accept-Encoding: gzip'
-#   nx-gzip    nginx proxy_pass, gzip on, level 6      wrk -H 'Accept-Encoding: gzip'
+#   gw_off     gateway, no `compress`                  wrk -H 'Accept-Encoding: gzip'
+#   gw_gzip    gateway, compress [gzip] level 6        wrk -H 'Accept-Encoding: gzip'
+#   gw_br      gateway, compress [br] level 6          wrk -H 'Accept-Encoding: br'
+#   nx_off     nginx proxy_pass, gzip off              wrk -H 'Accept-Encoding: gzip'
+#   nx_gzip    nginx proxy_pass, gzip on, level 6      wrk -H 'Accept-Encoding: gzip'
 #
 # (Debian's nginx has no brotli module, so br has no nginx target; with one installed, add it.)
 # Every proxy: 1 worker (gateway threads: 1, nginx worker_processes 1) pinned to CPU 1; wrk
@@ -151,7 +151,7 @@ start_nginx nx_off "gzip off;"
 # gzip_types (naming it again only draws a warning).
 start_nginx nx_gzip "gzip on; gzip_comp_level $level; gzip_proxied any; gzip_min_length 1024; gzip_vary on;"
 
-# target NAME -> "PORT PID CODING"
+# The targets, in the order they run; each one's Accept-Encoding, port and pid.
 targets=(gw_off gw_gzip gw_br nx_off nx_gzip)
 coding() { case $1 in *_br) echo br ;; *) echo gzip ;; esac; }
 port_of() { local v="port_$1"; echo "${!v}"; }
