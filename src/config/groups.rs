@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use super::parse::{positive_duration, resolve_server};
+use super::parse::{parse_server, positive_duration, ServerAddr};
 use super::spec::{GroupSpec, HealthCheckSpec, ProbeSpec, SelectionSpec, ServerSpec};
 use super::{
     key_error, KeyError, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE,
@@ -12,7 +12,8 @@ use super::{
 };
 use crate::routing::GroupId;
 use crate::upstreams::{
-    GroupConfig, HealthCheckConfig, HealthProbe, HostHeader, Selection, ServerConfig, Timeouts,
+    GroupConfig, HealthCheckConfig, HealthProbe, HostHeader, NamedServer, ResolveConfig, Selection,
+    ServerConfig, Timeouts, DEFAULT_RESOLVE_INTERVAL,
 };
 
 pub(super) fn validate_group(
@@ -30,6 +31,7 @@ pub(super) fn validate_group(
         ));
     }
     let mut servers = Vec::with_capacity(group.servers.len());
+    let mut named = Vec::new();
     for (i, server) in group.servers.iter().enumerate() {
         let server_key = format!("{key}.servers[{i}]");
         let (addr, weight) = match server {
@@ -42,12 +44,45 @@ pub(super) fn validate_group(
                 format!("{weight} is not in 1..=1000"),
             ));
         }
-        let addr = resolve_server(addr).map_err(|m| key_error(server_key.clone(), m))?;
-        if servers.iter().any(|s: &ServerConfig| s.addr == addr) {
-            return Err(key_error(server_key, format!("{addr} is listed twice")));
+        match parse_server(addr).map_err(|m| key_error(server_key.clone(), m))? {
+            ServerAddr::Addr(addr) => {
+                if servers.iter().any(|s: &ServerConfig| s.addr == addr) {
+                    return Err(key_error(server_key, format!("{addr} is listed twice")));
+                }
+                servers.push(ServerConfig { addr, weight });
+            }
+            ServerAddr::Name(host, port) => {
+                if named
+                    .iter()
+                    .any(|n: &NamedServer| n.host == host && n.port == port)
+                {
+                    return Err(key_error(
+                        server_key,
+                        format!("{host}:{port} is listed twice"),
+                    ));
+                }
+                // Looked up in the background once the group is in service.
+                log::info!("{server_key}: {host}:{port} is resolved while the gateway runs");
+                named.push(NamedServer { host, port, weight });
+            }
         }
-        servers.push(ServerConfig { addr, weight });
     }
+    let resolve = ResolveConfig {
+        resolver: match &group.resolver {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                key_error(
+                    format!("{key}.resolver"),
+                    format!("{text:?} is not an ip:port address"),
+                )
+            })?),
+        },
+        interval: match &group.resolve_interval {
+            None => DEFAULT_RESOLVE_INTERVAL,
+            Some(text) => positive_duration(text)
+                .map_err(|m| key_error(format!("{key}.resolve_interval"), m))?,
+        },
+    };
 
     let health_check = match &group.health_check {
         None => Some(HealthCheckConfig {
@@ -92,6 +127,8 @@ pub(super) fn validate_group(
     Ok(GroupConfig {
         name: name.to_string(),
         servers,
+        named,
+        resolve,
         selection: match group.selection {
             None | Some(SelectionSpec::RoundRobin) => Selection::RoundRobin,
             Some(SelectionSpec::Consistent) => Selection::Consistent,

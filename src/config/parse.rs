@@ -1,6 +1,6 @@
 //! Parsers for the values the file writes as text: durations, server addresses, header names.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::routing::is_token_byte;
@@ -41,25 +41,41 @@ pub(super) fn positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Resolves `host:port` once, at load time.
-pub(super) fn resolve_server(server: &str) -> Result<SocketAddr, String> {
+/// A group's server as written: an address (`ip:port`, `[v6]:port`), or `name:port` with a DNS
+/// host name, which is looked up while the gateway runs (never here, so a name that does not
+/// resolve yet still loads).
+pub(super) enum ServerAddr {
+    Addr(SocketAddr),
+    Name(String, u16),
+}
+
+/// Parses a group's server (see [`ServerAddr`]); the error says what is wrong with it.
+pub(super) fn parse_server(server: &str) -> Result<ServerAddr, String> {
     if let Ok(addr) = server.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(ServerAddr::Addr(addr));
     }
-    if !server.contains(':') {
+    let Some((host, port)) = server.rsplit_once(':') else {
         return Err(format!("{server:?} needs a port (host:port)"));
-    }
-    // Fuzzing must not send DNS queries anywhere.
-    if cfg!(fuzzing) {
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(format!("{server:?}: {port:?} is not a port (1..=65535)")),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let all_digits = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if host.is_empty() || host.len() > 253 || all_digits || !host.split('.').all(label_ok) {
         return Err(format!(
-            "{server:?}: host names are not resolved while fuzzing"
+            "{server:?}: {host:?} is neither an IP address nor a DNS host name"
         ));
     }
-    server
-        .to_socket_addrs()
-        .map_err(|e| format!("{server:?} does not resolve: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{server:?} resolves to no address"))
+    Ok(ServerAddr::Name(host.to_ascii_lowercase(), port))
 }
 
 /// The check of every name the file gives as a token (a route, an admin token, a cookie, a

@@ -331,6 +331,12 @@ pub struct GroupSpec {
     /// TLS towards the servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsSpec>,
+    /// The DNS server (`ip:port`) that resolves `name:port` servers; default: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
+    /// How often `name:port` servers are resolved again (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_interval: Option<String>,
 }
 
 /// `gateway.groups.NAME.tls`: TLS towards the group's servers. Files are named by path

@@ -53,7 +53,10 @@ fn good_config_loads_into_typed_values() {
     let gw = loaded.gateway;
     assert_eq!(gw.groups.len(), 2);
     assert_eq!(gw.groups[0].name, "canary"); // groups are kept in name order
-    assert_eq!(gw.groups[0].servers.len(), 2);
+                                             // `localhost:10003` is a name: looked up while the gateway runs, not at load.
+    assert_eq!(gw.groups[0].servers.len(), 1);
+    assert_eq!(gw.groups[0].named.len(), 1);
+    assert_eq!(gw.groups[0].named[0].host, "localhost");
     assert_eq!(
         gw.decision_header.as_ref().map(|h| h.as_str()),
         Some("x-canary-group")
@@ -358,6 +361,37 @@ fn pool_settings_are_typed() {
     assert_eq!(gw.groups[2].timeouts, Timeouts::default());
 }
 
+/// A `name:port` server loads even when the name does not resolve (it is looked up while the
+/// gateway runs), with the group's resolver and interval.
+#[test]
+fn named_servers_load_without_resolving() {
+    let text = POOLS.replacen(
+        "servers: [\"127.0.0.1:3\"]",
+        "servers: [\"127.0.0.1:3\", { addr: \"nowhere.invalid:8080\", weight: 2 }]\n      \
+         resolver: \"127.0.0.1:5353\"\n      resolve_interval: 5s",
+        1,
+    );
+    assert_ne!(text, POOLS);
+    let gw = load(&text).expect("valid").gateway;
+    let b = &gw.groups[1];
+    assert_eq!(b.servers.len(), 1);
+    assert_eq!(b.named.len(), 1);
+    assert_eq!(
+        (b.named[0].host.as_str(), b.named[0].port, b.named[0].weight),
+        ("nowhere.invalid", 8080, 2)
+    );
+    assert_eq!(
+        b.resolve.resolver,
+        Some("127.0.0.1:5353".parse().expect("addr"))
+    );
+    assert_eq!(b.resolve.interval, Duration::from_secs(5));
+    assert_eq!(
+        gw.groups[0].resolve.interval,
+        Duration::from_secs(30),
+        "the default"
+    );
+}
+
 #[test]
 fn pool_errors_name_the_key() {
     let cases: &[(&str, &str, &[&str])] = &[
@@ -426,6 +460,34 @@ fn pool_errors_name_the_key() {
             "\"127.0.0.1:3\"",
             "\"127.0.0.1:1\", \"127.0.0.1:1\"",
             &["gateway.groups.b.servers[1]", "twice"],
+        ),
+        (
+            "\"127.0.0.1:3\"",
+            "\"bad_name!:80\"",
+            &[
+                "gateway.groups.b.servers[0]",
+                "neither an IP address nor a DNS host name",
+            ],
+        ),
+        (
+            "\"127.0.0.1:3\"",
+            "\"app.internal:0\"",
+            &["gateway.groups.b.servers[0]", "not a port"],
+        ),
+        (
+            "\"127.0.0.1:3\"",
+            "\"app.internal:80\", \"APP.internal:80\"",
+            &["gateway.groups.b.servers[1]", "twice"],
+        ),
+        (
+            "fallback: c\n",
+            "fallback: c\n      resolver: dns.internal\n",
+            &["gateway.groups.b.resolver", "ip:port"],
+        ),
+        (
+            "fallback: c\n",
+            "fallback: c\n      resolve_interval: 0s\n",
+            &["gateway.groups.b.resolve_interval", "more than zero"],
         ),
     ];
     for (from, to, needles) in cases {

@@ -29,6 +29,10 @@ fn refresh(controller: &Controller) {
                 .set(i64::from(healthy));
         }
     }
+    // The count lives in upstreams (below the metrics); catch the counter up with it.
+    let failures = crate::upstreams::resolve_failures();
+    m.resolve_failures
+        .inc_by(failures.saturating_sub(m.resolve_failures.get()));
     m.generation.set(controller.generation() as i64);
     if let Some(store) = controller.store() {
         m.store_connected.set(i64::from(store.is_connected()));

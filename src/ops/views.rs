@@ -81,8 +81,14 @@ pub(crate) fn status(view: &View) -> Value {
                 },
                 "servers": pool.health().iter().map(|(addr, healthy)| json!({
                     "addr": addr.to_string(),
-                    "weight": c.servers.iter().find(|s| s.addr == *addr).map_or(1, |s| s.weight),
+                    "weight": pool.weight(*addr),
                     "healthy": healthy,
+                })).collect::<Vec<_>>(),
+                "names": pool.names().iter().map(|n| json!({
+                    "name": n.name,
+                    "addrs": n.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "failures": n.failures,
+                    "error": n.error,
                 })).collect::<Vec<_>>(),
             })
         })

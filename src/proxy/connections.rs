@@ -509,7 +509,11 @@ impl Budgets {
         let budget = DescriptorBudget {
             open_files,
             workers,
-            servers: gateway.groups.iter().map(|g| g.servers.len()).sum(),
+            servers: gateway
+                .groups
+                .iter()
+                .map(|g| g.servers.len() + g.named.len())
+                .sum(),
             upstream_pool,
             operator_connections: admin_max.unwrap_or(0)
                 + gateway

@@ -25,6 +25,8 @@ pub(crate) struct Metrics {
     pub(crate) retries: IntCounterVec,
     pub(crate) fallbacks: IntCounterVec,
     pub(crate) healthy: IntGaugeVec,
+    /// Failed lookups of `name:port` servers (mirrors `upstreams::resolve_failures`).
+    pub(crate) resolve_failures: IntCounter,
     pub(crate) generation: IntGauge,
     pub(crate) reloads: IntCounterVec,
     pub(crate) users: IntGaugeVec,
@@ -106,6 +108,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let access_log_dropped = IntCounter::new(
         "gateway_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind",
+    )?;
+    let resolve_failures = IntCounter::new(
+        "gateway_upstream_resolve_failures_total",
+        "Failed DNS lookups of upstream servers given by name (the last good addresses were kept)",
     )?;
     let bad_signatures = IntCounter::new(
         "gateway_cookie_signature_invalid_total",
@@ -228,6 +234,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(retries.clone()))?;
     registry.register(Box::new(fallbacks.clone()))?;
     registry.register(Box::new(healthy.clone()))?;
+    registry.register(Box::new(resolve_failures.clone()))?;
     registry.register(Box::new(generation.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(users.clone()))?;
@@ -241,6 +248,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         retries,
         fallbacks,
         healthy,
+        resolve_failures,
         generation,
         reloads,
         users,

@@ -1,4 +1,5 @@
-//! Active health checks as one background service. Each pool's checks run as a task that
+//! Active health checks (and the lookups of servers given by name) as one background service.
+//! Each pool's checks run as a task that
 //! lives as long as the pool: a reload or an admin change that keeps a group's settings keeps
 //! its pool (and so its task, its timing and its servers' health); a new or changed group gets
 //! a new task, and a group that is gone has its task stopped.
@@ -35,7 +36,8 @@ const POOL_POLL: Duration = Duration::from_millis(250);
 /// A running pool's check task. The pool is held so its address, the map's key, stays unique.
 struct Running {
     _pool: Arc<Pool>,
-    task: JoinHandle<()>,
+    /// The health checks, then the name lookups (each when the group has them).
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// Brings `running` in line with `pools`: starts tasks for new pools, stops those of pools that
@@ -47,27 +49,36 @@ fn reconcile(running: &mut HashMap<usize, Running>, pools: &[Arc<Pool>]) -> bool
     running.retain(|id, r| {
         let keep = pools.iter().any(|p| key(p) == *id);
         if !keep {
-            r.task.abort();
+            r.tasks.iter().for_each(JoinHandle::abort);
             stopped += 1;
         }
         keep
     });
     let mut started = 0;
     for pool in pools {
-        let Some(interval) = pool.config.health_check.as_ref().map(|hc| hc.interval) else {
+        let interval = pool.config.health_check.as_ref().map(|hc| hc.interval);
+        if interval.is_none() && !pool.has_names() {
             continue;
-        };
+        }
         running.entry(key(pool)).or_insert_with(|| {
             started += 1;
-            let checked = pool.clone();
-            Running {
-                _pool: pool.clone(),
-                task: tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            if let Some(interval) = interval {
+                let checked = pool.clone();
+                tasks.push(tokio::spawn(async move {
                     loop {
                         checked.run_health_check().await;
                         tokio::time::sleep(interval).await;
                     }
-                }),
+                }));
+            }
+            if pool.has_names() {
+                let resolved = pool.clone();
+                tasks.push(tokio::spawn(async move { resolved.run_resolver().await }));
+            }
+            Running {
+                _pool: pool.clone(),
+                tasks,
             }
         });
     }
@@ -92,7 +103,9 @@ impl BackgroundService for HealthChecker {
                 _ = shutdown.changed() => break,
             }
         }
-        running.values().for_each(|r| r.task.abort());
+        running
+            .values()
+            .for_each(|r| r.tasks.iter().for_each(JoinHandle::abort));
     }
 }
 
@@ -110,6 +123,8 @@ mod tests {
                 addr: ([127, 0, 0, 1], port).into(),
                 weight: 1,
             }],
+            named: Vec::new(),
+            resolve: Default::default(),
             selection: Selection::RoundRobin,
             health_check: Some(HealthCheckConfig {
                 probe: HealthProbe::Tcp,
@@ -131,7 +146,7 @@ mod tests {
         let (a, b, c) = (pool(1), pool(2), pool(3));
         let mut running = HashMap::new();
         assert!(reconcile(&mut running, &[a.clone(), b.clone()]));
-        let task_a = running[&(Arc::as_ptr(&a) as usize)].task.id();
+        let task_a = running[&(Arc::as_ptr(&a) as usize)].tasks[0].id();
         assert!(
             !reconcile(&mut running, &[a.clone(), b.clone()]),
             "same pools: nothing restarts"
@@ -139,11 +154,13 @@ mod tests {
         assert!(reconcile(&mut running, &[a.clone(), c.clone()]));
         assert_eq!(running.len(), 2);
         assert_eq!(
-            running[&(Arc::as_ptr(&a) as usize)].task.id(),
+            running[&(Arc::as_ptr(&a) as usize)].tasks[0].id(),
             task_a,
             "the kept pool's task is the same task"
         );
         assert!(!running.contains_key(&(Arc::as_ptr(&b) as usize)));
-        running.values().for_each(|r| r.task.abort());
+        running
+            .values()
+            .for_each(|r| r.tasks.iter().for_each(JoinHandle::abort));
     }
 }

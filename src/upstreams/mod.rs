@@ -6,12 +6,14 @@
 //! configuration files, the live state or the admin API.
 
 mod health;
+mod names;
 mod peer;
 mod pool;
 mod probe;
 mod walk;
 
 pub(crate) use health::HealthChecker;
+pub(crate) use names::resolve_failures;
 pub(crate) use pool::Pool;
 pub(crate) use walk::pick;
 
@@ -85,11 +87,45 @@ pub(crate) struct ServerConfig {
     pub(crate) weight: usize,
 }
 
+/// A server given by name (`name:port`), resolved again while the gateway runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NamedServer {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) weight: usize,
+}
+
+/// How a group's named servers are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResolveConfig {
+    /// The DNS server asked; `None`: the system's resolver configuration.
+    pub(crate) resolver: Option<SocketAddr>,
+    /// How often names are resolved again (with `resolver`: the record's TTL, at most this).
+    pub(crate) interval: Duration,
+}
+
+/// Default of `gateway.groups.NAME.resolve_interval`.
+pub(crate) const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
+impl Default for ResolveConfig {
+    fn default() -> Self {
+        ResolveConfig {
+            resolver: None,
+            interval: DEFAULT_RESOLVE_INTERVAL,
+        }
+    }
+}
+
 /// One upstream group, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
     pub(crate) name: String,
+    /// Servers given as addresses.
     pub(crate) servers: Vec<ServerConfig>,
+    /// Servers given by name, resolved in the background (see `names`).
+    pub(crate) named: Vec<NamedServer>,
+    /// How `named` is resolved.
+    pub(crate) resolve: ResolveConfig,
     pub(crate) selection: Selection,
     /// `None` turns active health checks off: every server is always considered healthy.
     pub(crate) health_check: Option<HealthCheckConfig>,

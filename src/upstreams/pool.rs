@@ -1,13 +1,13 @@
 //! A group's servers at run time: the balancer, its health, and peers with the group's timeouts.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
+use super::names::{Discovery, NameState, Names};
 use super::peer::server_peer;
 use super::{GroupConfig, Selection, UpstreamTls};
 
@@ -26,6 +26,8 @@ pub(crate) struct Pool {
     /// [`UpstreamTls::pool_key`] of the group's TLS settings, hashed once here rather than per
     /// request (it covers the CA and client certificate files).
     tls_pool_key: u64,
+    /// The servers as discovered (address servers and names' last good addresses).
+    names: Arc<Names>,
 }
 
 /// Bound on the balancer's search for an acceptable server (Pingora's `max_iterations`).
@@ -34,27 +36,18 @@ const MAX_SELECT_ITERATIONS: usize = 256;
 impl Pool {
     /// Builds the pool (all servers start healthy; the first health check corrects that).
     pub(crate) fn new(config: GroupConfig) -> Pool {
-        let backends: BTreeSet<Backend> = config
-            .servers
-            .iter()
-            .map(|s| {
-                let mut backend = Backend::new_with_weight(&s.addr.to_string(), s.weight)
-                    .expect("a SocketAddr always formats to a parsable address");
-                backend.weight = s.weight;
-                backend
-            })
-            .collect();
-        let backends = || Backends::new(Static::new(backends.clone()));
+        let names = Names::new(&config);
+        let backends = || Backends::new(Box::new(Discovery(names.clone())));
         let mut balancer = match config.selection {
             Selection::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends())),
             Selection::Consistent => Balancer::Consistent(LoadBalancer::from_backends(backends())),
         };
-        // Static discovery never blocks, so the first update completes at once.
+        // The discovery only reads the current set, so the first update completes at once., so the first update completes at once.
         let updated = match &balancer {
             Balancer::RoundRobin(lb) => futures_now(lb.update()),
             Balancer::Consistent(lb) => futures_now(lb.update()),
         };
-        debug_assert!(updated, "static discovery completes immediately");
+        debug_assert!(updated, "discovery completes immediately");
         let tls_pool_key = config.tls.as_ref().map_or(0, UpstreamTls::pool_key);
         if let Some(hc) = &config.health_check {
             let check = super::probe::health_check(hc, config.tls.as_ref(), tls_pool_key);
@@ -64,7 +57,7 @@ impl Pool {
             }
         }
         let single = match config.servers.as_slice() {
-            [only] => backends_of(&balancer)
+            [only] if config.named.is_empty() => backends_of(&balancer)
                 .get_backend()
                 .iter()
                 .next()
@@ -76,6 +69,54 @@ impl Pool {
             balancer,
             single,
             tls_pool_key,
+            names,
+        }
+    }
+
+    /// The weight `addr` is served with (1 when it is not a server of the group).
+    pub(crate) fn weight(&self, addr: SocketAddr) -> usize {
+        self.backends()
+            .get_backend()
+            .iter()
+            .find(|b| b.addr.as_inet() == Some(&addr))
+            .map_or(1, |b| b.weight)
+    }
+
+    /// Whether the group has servers given by name (resolved by [`Pool::run_resolver`]).
+    pub(crate) fn has_names(&self) -> bool {
+        self.names.any()
+    }
+
+    /// Each named server with its last good addresses.
+    pub(crate) fn names(&self) -> Vec<NameState> {
+        self.names.states()
+    }
+
+    /// Resolves the group's names for as long as the pool is in service: each round that
+    /// changes an address updates the balancer (kept addresses keep their health).
+    pub(crate) async fn run_resolver(&self) {
+        let group = &self.config.name;
+        let resolver = loop {
+            match self.names.resolver() {
+                Ok(resolver) => break resolver,
+                Err(e) => {
+                    log::warn!("group {group}: no resolver ({e}); trying again");
+                    tokio::time::sleep(self.config.resolve.interval).await;
+                }
+            }
+        };
+        loop {
+            let (changed, wait) = self.names.resolve_once(group, &resolver).await;
+            if changed {
+                let updated = match &self.balancer {
+                    Balancer::RoundRobin(lb) => lb.update().await,
+                    Balancer::Consistent(lb) => lb.update().await,
+                };
+                if let Err(e) = updated {
+                    log::warn!("group {group}: updating the servers failed: {e}");
+                }
+            }
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -61,6 +61,8 @@ mod tests {
                     weight: 1,
                 })
                 .collect(),
+            named: Vec::new(),
+            resolve: Default::default(),
             selection,
             // No health checks: every server counts as healthy.
             health_check: None,

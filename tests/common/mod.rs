@@ -198,7 +198,17 @@ impl Origin {
     /// An origin that answers every `fail_every`-th request (counted over all its
     /// connections) with `500` instead (0: never), after waiting `delay`.
     pub fn start_with(name: &str, delay: Duration, fail_every: usize) -> Origin {
-        let listener = test_listener();
+        Self::serve(test_listener(), name, delay, fail_every)
+    }
+
+    /// An origin listening on `addr` (any loopback address: Linux routes all of 127/8 to `lo`,
+    /// so origins on 127.0.0.2 and 127.0.0.3 can share a port).
+    pub fn start_at(name: &str, addr: SocketAddr) -> Origin {
+        let listener = TcpListener::bind(addr).expect("bind the origin's address");
+        Self::serve(listener, name, Duration::ZERO, 0)
+    }
+
+    fn serve(listener: TcpListener, name: &str, delay: Duration, fail_every: usize) -> Origin {
         let addr = listener.local_addr().expect("origin addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));

@@ -1,0 +1,221 @@
+//! Servers given by name (`name:port`): a `pingora-load-balancing` discovery whose backends are
+//! the group's address servers plus each name's last good addresses, and the lookups that
+//! refresh them (`hickory-resolver`, against the group's `resolver` or the system's
+//! configuration). A failed lookup keeps the name's last good addresses; it is logged and
+//! counted. The balancer reads the discovered set through its own arc-swap, so requests never
+//! wait on a lookup.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::TokioResolver;
+use log::{info, warn};
+use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::Backend;
+
+use super::{GroupConfig, NamedServer, ResolveConfig};
+
+/// Failed lookups of every group's names since the process started (for `/metrics`).
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Failed lookups of server names since the process started.
+pub(crate) fn resolve_failures() -> u64 {
+    FAILURES.load(Ordering::Relaxed)
+}
+
+/// Shortest wait between two lookups of a name, whatever the record's TTL says.
+const MIN_RESOLVE_WAIT: Duration = Duration::from_secs(1);
+
+/// What is known of one named server, as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NameState {
+    /// `name:port` as configured.
+    pub(crate) name: String,
+    /// The last good addresses (empty until a lookup succeeds).
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Failed lookups of this name for this pool.
+    pub(crate) failures: u64,
+    /// The last lookup's error, if it failed.
+    pub(crate) error: Option<String>,
+}
+
+/// A group's servers as discovered: the address servers and the named ones' last good addresses.
+pub(super) struct Names {
+    statics: Vec<(SocketAddr, usize)>,
+    named: Vec<NamedServer>,
+    resolve: ResolveConfig,
+    /// What the balancer serves (read by [`Discovery`]).
+    current: ArcSwap<BTreeSet<Backend>>,
+    /// Per named server, in configuration order.
+    states: ArcSwap<Vec<NameState>>,
+}
+
+impl Names {
+    pub(super) fn new(config: &GroupConfig) -> Arc<Names> {
+        let names = Names {
+            statics: config.servers.iter().map(|s| (s.addr, s.weight)).collect(),
+            named: config.named.clone(),
+            resolve: config.resolve,
+            current: ArcSwap::from_pointee(BTreeSet::new()),
+            states: ArcSwap::from_pointee(
+                config
+                    .named
+                    .iter()
+                    .map(|n| NameState {
+                        name: format!("{}:{}", n.host, n.port),
+                        addrs: Vec::new(),
+                        failures: 0,
+                        error: None,
+                    })
+                    .collect(),
+            ),
+        };
+        names.publish();
+        Arc::new(names)
+    }
+
+    /// Whether the group has servers given by name.
+    pub(super) fn any(&self) -> bool {
+        !self.named.is_empty()
+    }
+
+    pub(super) fn states(&self) -> Vec<NameState> {
+        self.states.load().as_ref().clone()
+    }
+
+    /// Rebuilds the served set from the address servers and the names' last good addresses (an
+    /// address listed twice keeps its first weight).
+    fn publish(&self) {
+        let states = self.states.load();
+        let mut weights: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        for &(addr, weight) in &self.statics {
+            weights.entry(addr).or_insert(weight);
+        }
+        for (server, state) in self.named.iter().zip(states.iter()) {
+            for &addr in &state.addrs {
+                weights.entry(addr).or_insert(server.weight);
+            }
+        }
+        let backends = weights
+            .into_iter()
+            .filter_map(|(addr, weight)| {
+                let mut backend = Backend::new_with_weight(&addr.to_string(), weight).ok()?;
+                backend.weight = weight;
+                Some(backend)
+            })
+            .collect();
+        self.current.store(Arc::new(backends));
+    }
+
+    /// The resolver this group's lookups use.
+    pub(super) fn resolver(&self) -> Result<TokioResolver, String> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = match self.resolve.resolver {
+            Some(server) => {
+                let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+                for connection in &mut ns.connections {
+                    connection.port = server.port();
+                }
+                let mut builder = TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![ns]),
+                    provider,
+                );
+                builder.options_mut().use_hosts_file = ResolveHosts::Never;
+                builder
+            }
+            None => TokioResolver::builder(provider).map_err(|e| e.to_string())?,
+        };
+        let options = builder.options_mut();
+        options.timeout = Duration::from_secs(2);
+        options.attempts = 2;
+        if self.resolve.resolver.is_none() {
+            // The system's resolver: looked up every interval, so no answer is kept longer.
+            options.positive_max_ttl = Some(self.resolve.interval);
+        }
+        options.negative_max_ttl = Some(self.resolve.interval);
+        builder.build().map_err(|e| e.to_string())
+    }
+
+    /// Looks every name up once; a failure keeps the name's last good addresses. Returns
+    /// whether the served set changed and how long to wait before the next round.
+    pub(super) async fn resolve_once(
+        &self,
+        group: &str,
+        resolver: &TokioResolver,
+    ) -> (bool, Duration) {
+        let before = self.states.load_full();
+        let mut states = before.as_ref().clone();
+        let mut wait = self.resolve.interval;
+        for (server, state) in self.named.iter().zip(states.iter_mut()) {
+            let found = match resolver.lookup_ip(server.host.as_str()).await {
+                Ok(lookup) => {
+                    if self.resolve.resolver.is_some() {
+                        let ttl = lookup
+                            .valid_until()
+                            .saturating_duration_since(Instant::now());
+                        wait = wait.min(ttl);
+                    }
+                    let mut addrs: Vec<SocketAddr> = lookup
+                        .iter()
+                        .map(|ip| SocketAddr::new(ip, server.port))
+                        .collect();
+                    addrs.sort();
+                    addrs.dedup();
+                    if addrs.is_empty() {
+                        Err("no address".to_string())
+                    } else {
+                        Ok(addrs)
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match found {
+                Ok(addrs) => {
+                    if addrs != state.addrs {
+                        info!(
+                            "group {group}: {} now resolves to {addrs:?} (was {:?})",
+                            state.name, state.addrs
+                        );
+                        state.addrs = addrs;
+                    }
+                    state.error = None;
+                }
+                Err(error) => {
+                    FAILURES.fetch_add(1, Ordering::Relaxed);
+                    state.failures += 1;
+                    warn!(
+                        "group {group}: looking up {} failed ({error}); keeping {:?}",
+                        state.name, state.addrs
+                    );
+                    state.error = Some(error);
+                }
+            }
+        }
+        let changed = states
+            .iter()
+            .zip(before.iter())
+            .any(|(now, was)| now.addrs != was.addrs);
+        self.states.store(Arc::new(states));
+        if changed {
+            self.publish();
+        }
+        (changed, wait.max(MIN_RESOLVE_WAIT))
+    }
+}
+
+/// The discovery the group's balancer runs on `update()`: the current set, never a lookup.
+pub(super) struct Discovery(pub(super) Arc<Names>);
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> pingora_core::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        Ok((self.0.current.load().as_ref().clone(), HashMap::new()))
+    }
+}
