@@ -219,3 +219,88 @@ impl ServiceDiscovery for Discovery {
         Ok((self.0.current.load().as_ref().clone(), HashMap::new()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstreams::{NamedServer, Selection, ServerConfig, Timeouts};
+
+    fn names(resolver: SocketAddr) -> Arc<Names> {
+        Names::new(&GroupConfig {
+            name: "g".into(),
+            servers: vec![ServerConfig {
+                addr: ([127, 0, 0, 1], 9).into(),
+                weight: 1,
+            }],
+            named: vec![NamedServer {
+                host: "app.internal".into(),
+                port: 8080,
+                weight: 3,
+            }],
+            resolve: ResolveConfig {
+                resolver: Some(resolver),
+                interval: Duration::from_secs(5),
+            },
+            selection: Selection::RoundRobin,
+            health_check: None,
+            timeouts: Timeouts::default(),
+            fallback: None,
+            host_header: Default::default(),
+            tls: None,
+        })
+    }
+
+    fn served(names: &Names) -> Vec<(SocketAddr, usize)> {
+        names
+            .current
+            .load()
+            .iter()
+            .filter_map(|b| Some((*b.addr.as_inet()?, b.weight)))
+            .collect()
+    }
+
+    /// Before any lookup only the address servers are served; a name's addresses join with the
+    /// name's weight, and an address that is also a listed server keeps the listed weight.
+    #[test]
+    fn the_served_set_is_the_servers_and_the_names_addresses() {
+        let names = names(([127, 0, 0, 1], 53).into());
+        assert_eq!(served(&names), vec![(([127, 0, 0, 1], 9).into(), 1)]);
+        let mut states = names.states();
+        states[0].addrs = vec![([127, 0, 0, 1], 9).into(), ([10, 0, 0, 7], 8080).into()];
+        names.states.store(Arc::new(states));
+        names.publish();
+        assert_eq!(
+            served(&names),
+            vec![
+                (([10, 0, 0, 7], 8080).into(), 3),
+                (([127, 0, 0, 1], 9).into(), 1)
+            ]
+        );
+    }
+
+    /// A lookup that fails (nothing listens where the resolver should be) keeps the last good
+    /// addresses, records the error and counts the failure.
+    #[tokio::test]
+    async fn a_failed_lookup_keeps_the_last_good_addresses() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a port");
+        let names = names(closed);
+        let mut states = names.states();
+        let good: SocketAddr = ([10, 0, 0, 7], 8080).into();
+        states[0].addrs = vec![good];
+        names.states.store(Arc::new(states));
+        names.publish();
+        let failures = resolve_failures();
+        let resolver = names.resolver().expect("resolver");
+        let (changed, wait) = names.resolve_once("g", &resolver).await;
+        assert!(!changed);
+        assert!(wait >= MIN_RESOLVE_WAIT);
+        let state = &names.states()[0];
+        assert_eq!(state.addrs, vec![good]);
+        assert_eq!(state.failures, 1);
+        assert!(state.error.is_some());
+        assert!(resolve_failures() > failures);
+        assert!(served(&names).iter().any(|(a, _)| *a == good));
+    }
+}
