@@ -6,7 +6,7 @@
 //! wait on a lookup.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +46,32 @@ pub(crate) struct NameState {
     pub(crate) error: Option<String>,
 }
 
+/// The addresses a named server has when its pool is built, so that a new process (a start, a
+/// hot restart) does not answer 503 until the first background lookup: the system's resolver
+/// asked once, as nginx resolves its upstream names at start. Empty where a `resolver` is
+/// configured (that server is asked in the background only) or the lookup fails (logged; the
+/// background lookups go on).
+fn first_lookup(server: &NamedServer, system_resolver: bool) -> Vec<SocketAddr> {
+    if !system_resolver {
+        return Vec::new();
+    }
+    match (server.host.as_str(), server.port).to_socket_addrs() {
+        Ok(found) => {
+            let mut addrs: Vec<SocketAddr> = found.collect();
+            addrs.sort();
+            addrs.dedup();
+            addrs
+        }
+        Err(e) => {
+            warn!(
+                "{}:{} does not resolve yet ({e}); it is looked up again in the background",
+                server.host, server.port
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// A group's servers as discovered: the address servers and the named ones' last good addresses.
 pub(super) struct Names {
     statics: Vec<(SocketAddr, usize)>,
@@ -70,7 +96,7 @@ impl Names {
                     .iter()
                     .map(|n| NameState {
                         name: format!("{}:{}", n.host, n.port),
-                        addrs: Vec::new(),
+                        addrs: first_lookup(n, config.resolve.resolver.is_none()),
                         failures: 0,
                         error: None,
                     })
@@ -226,6 +252,10 @@ mod tests {
     use crate::upstreams::{NamedServer, Selection, ServerConfig, Timeouts};
 
     fn names(resolver: SocketAddr) -> Arc<Names> {
+        names_of("app.internal", Some(resolver))
+    }
+
+    fn names_of(host: &str, resolver: Option<SocketAddr>) -> Arc<Names> {
         Names::new(&GroupConfig {
             name: "g".into(),
             servers: vec![ServerConfig {
@@ -233,12 +263,12 @@ mod tests {
                 weight: 1,
             }],
             named: vec![NamedServer {
-                host: "app.internal".into(),
+                host: host.into(),
                 port: 8080,
                 weight: 3,
             }],
             resolve: ResolveConfig {
-                resolver: Some(resolver),
+                resolver,
                 interval: Duration::from_secs(5),
             },
             selection: Selection::RoundRobin,
@@ -257,6 +287,20 @@ mod tests {
             .iter()
             .filter_map(|b| Some((*b.addr.as_inet()?, b.weight)))
             .collect()
+    }
+
+    /// With the system's resolver a name is looked up once as its pool is built, so a new
+    /// process serves it at once; with a configured resolver it waits for the background.
+    #[test]
+    fn the_system_resolver_is_asked_once_at_build() {
+        let built = names_of("localhost", None);
+        assert!(
+            served(&built).contains(&(([127, 0, 0, 1], 8080).into(), 3)),
+            "localhost served from the start: {:?}",
+            served(&built)
+        );
+        let unresolved = names_of("localhost", Some(([127, 0, 0, 1], 9).into()));
+        assert_eq!(served(&unresolved), vec![(([127, 0, 0, 1], 9).into(), 1)]);
     }
 
     /// Before any lookup only the address servers are served; a name's addresses join with the
