@@ -285,6 +285,46 @@ fn sixteen_mib_messages_cross_both_ways() {
     );
 }
 
+/// On a route that compresses, a websocket is left alone: the `101` carries no
+/// `Content-Encoding` and the frames cross both ways byte for byte.
+#[test]
+fn a_compressing_route_leaves_websockets_alone() {
+    let origin = WsOrigin::start(echo);
+    let (gateway, _) = gateway_for(
+        &origin,
+        "  compress: { algorithms: [gzip, br, zstd], min_size: 1, types: [\"text/*\", \"application/*\"] }\n",
+    );
+    let (mut ws, response) = websocket_client_with(
+        gateway.addr,
+        "canary_user=wsuser",
+        "Upgrade",
+        &[("Accept-Encoding", "gzip, br, zstd")],
+        None,
+    );
+    assert_eq!(response.status(), 101);
+    assert!(
+        !response.headers().contains_key("content-encoding"),
+        "{:?}",
+        response.headers()
+    );
+    let text = "a text that compresses well ".repeat(200);
+    let binary: Vec<u8> = (0..64u32 << 10).map(|i| (i % 7) as u8).collect();
+    ws.send(Message::text(text.clone())).expect("send text");
+    assert_eq!(
+        ws.read()
+            .expect("text back")
+            .into_text()
+            .expect("text")
+            .as_str(),
+        text
+    );
+    ws.send(Message::binary(binary.clone()))
+        .expect("send binary");
+    assert!(ws.read().expect("binary back").into_data() == binary);
+    ws.close(None).ok();
+    assert_eq!(origin.handshakes(), 1);
+}
+
 /// The handshake reaches the origin as any request does: forwarding headers set by the
 /// gateway, the request id, and no header the client nominated in `Connection`.
 #[test]
