@@ -451,6 +451,28 @@ fn an_operator_runs_a_canary_from_the_page() {
         WAIT,
     );
 
+    // The route's maintenance switch: on answers 503 with Retry-After, off serves again.
+    browser.click("#route-maintenance-default");
+    let said = browser.confirm();
+    assert!(said.contains("every request answers 503"), "{said}");
+    wait_until("maintenance on", WAIT, || {
+        site.status()["routes"][0]["maintenance"]["on"] == true
+    });
+    let during = get(site.gateway.addr, "/", &[]);
+    assert_eq!(during.status, 503);
+    assert_eq!(during.header("retry-after"), Some("300"));
+    browser.wait_for(
+        "the page shows the maintenance",
+        "(document.getElementById('maintenance-note-default') || {innerText: ''}).innerText.includes('503') && document.getElementById('route-maintenance-default').innerText.startsWith('End maintenance')",
+        WAIT,
+    );
+    browser.click("#route-maintenance-default");
+    assert!(browser.confirm().contains("served again"));
+    wait_until("maintenance off", WAIT, || {
+        site.status()["routes"][0]["maintenance"].is_null()
+    });
+    assert_eq!(get(site.gateway.addr, "/", &[]).status, 200);
+
     // Nothing left the admin origin.
     browser.eval("1"); // reads the events still queued
     let origin = format!("http://{}/", site.admin);

@@ -60,6 +60,8 @@ function renderRules(status) {
   replace($("rules-body"), status.routes.map((route) => el("div", { class: "card route", "data-route": route.name },
     el("h3", { text: `Route ${route.name}` }),
     el("p", { class: "note", text: `cookie ${route.cookie}; default group ${route.default_group}; mode ${modeText(route.mode)} (from ${route.mode_source})` }),
+    route.maintenance ? el("p", { class: "note warn", id: slug("maintenance-note", route.name),
+      text: `In maintenance: every request answers 503 with Retry-After ${route.maintenance.retry_after_secs} s, except the QA override.` }) : null,
     operator ? [el("div", { class: "actions" },
       el("button", { type: "button", class: "danger", id: slug("route-rollback", route.name), onclick: async () => {
         const text = `Roll back route ${route.name}: every user of this route goes to ${route.default_group} at once ` +
@@ -69,10 +71,25 @@ function renderRules(status) {
       promoteControl(groups, route.name, `/routes/${encodeURIComponent(route.name)}/promote`, `every user of route ${route.name}`, slug("route", route.name)),
       el("button", { type: "button", onclick: async () => {
         if (await confirmAction(`Resume the rules of route ${route.name}.`)) act(`Resume of ${route.name}`, "POST", `/routes/${encodeURIComponent(route.name)}/resume`, undefined, slug("route", route.name));
-      } }, `Resume ${route.name}`)),
+      } }, `Resume ${route.name}`),
+      maintenanceControl(route)),
     resultSlot(slug("route", route.name))] : null,
     el("ol", { class: "rules" }, route.rules.map((rule) => el("li", { class: "rule", "data-rule": rule.name },
       ruleView(status, route, rule)))))));
+}
+
+/** The route's maintenance switch: on (every request 503 with Retry-After, the QA override passing) or off. */
+function maintenanceControl(route) {
+  const on = !route.maintenance;
+  const path = `/routes/${encodeURIComponent(route.name)}/maintenance`;
+  return el("button", { type: "button", class: on ? "danger" : "", id: slug("route-maintenance", route.name), onclick: async () => {
+    const text = on
+      ? `Maintenance for route ${route.name}: every request answers 503 with Retry-After 5 minutes (the route's 503 page if it has one), except the QA override, until you end it.`
+      : `End maintenance of route ${route.name}: its requests are served again.`;
+    if (await confirmAction(text)) {
+      act(on ? `Maintenance of ${route.name}` : `End of maintenance of ${route.name}`, "POST", path, { on }, slug("route", route.name));
+    }
+  } }, on ? `Maintenance ${route.name}` : `End maintenance of ${route.name}`);
 }
 
 function promoteControl(groups, key, path, who, resultKey) {
