@@ -44,33 +44,11 @@ pub(crate) enum ListenerApp<A> {
     Redirect(Arc<GuardedApp<HttpServer<Redirector>>>),
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ListenerApp<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        match self.as_ref() {
-            ListenerApp::Plain(app) => app.process_new(session, shutdown).await,
-            ListenerApp::Tls(app) => app.process_new(session, shutdown).await,
-            ListenerApp::Redirect(app) => app.process_new(session, shutdown).await,
-        }
-    }
-
-    async fn cleanup(&self) {
-        match self {
-            ListenerApp::Plain(app) => app.cleanup().await,
-            ListenerApp::Tls(app) => app.cleanup().await,
-            ListenerApp::Redirect(app) => app.cleanup().await,
-        }
-    }
-}
-
 /// A listener's app behind its budget of connections: each accepted connection is counted
 /// while it is served, or closed at once when the listener is full ([`Connections::admit`]).
-/// (The same as [`Limited`](super::connections::Limited) over a [`ListenerApp`], in one layer of futures instead of two:
-/// each layer costs instructions on every poll of every connection.)
+/// (What [`Limited`](super::connections::Limited) does for the admin and metrics listeners,
+/// here in the same layer of futures that picks the listener's app: each layer costs
+/// instructions on every poll of every connection.)
 pub(crate) struct BudgetedListener<A> {
     app: ListenerApp<A>,
     connections: Arc<Connections>,
