@@ -56,14 +56,7 @@ trap cleanup EXIT
 origin=$(free_port)
 mkdir -p "$dir/origin/www"
 head -c 1048576 /dev/zero >"$dir/origin/www/big"
-cat >"$dir/origin/nginx.conf" <<NGINX
-worker_processes 1;
-worker_cpu_affinity 01;
-daemon on;
-pid $dir/origin/nginx.pid;
-error_log $dir/origin/error.log warn;
-events { worker_connections 20000; }
-http {
+start_nginx_on_cpus 01 "$dir/origin" "$origin" >/dev/null <<NGINX
   access_log off;
   keepalive_requests 1000000;
   server {
@@ -71,10 +64,7 @@ http {
     location = /big { root $dir/origin/www; }
     location / { return 200 "This is version 1\n"; }
   }
-}
 NGINX
-nginx -q -p "$dir/origin" -c "$dir/origin/nginx.conf"
-wait_port "$origin" >/dev/null
 write_bench_certificate "$dir"
 
 # Ports: plain, second plain, TLS, admin; one set per target.
@@ -130,12 +120,7 @@ http {
     ssl_certificate_key $dir/bench.key;
     location / {
       proxy_pass http://stable;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
+      $NGINX_PROXY_HEADERS
     }
   }
   server { listen 127.0.0.1:$nx_admin; location / { return 200 "admin stand-in\n"; } }

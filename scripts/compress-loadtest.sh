@@ -67,14 +67,7 @@ page_bytes=$(stat -c %s "$dir/origin/www/page.html")
 
 # The origin: nginx, 1 worker on CPU 0, the page as a static file (text/html, Content-Length).
 origin=$(free_port)
-cat >"$dir/origin/nginx.conf" <<NGINX
-worker_processes 1;
-worker_cpu_affinity 01;
-daemon on;
-pid $dir/origin/nginx.pid;
-error_log $dir/origin/error.log warn;
-events { worker_connections 20000; }
-http {
+start_nginx_on_cpus 01 "$dir/origin" "$origin" >/dev/null <<NGINX
   access_log off;
   keepalive_requests 1000000;
   open_file_cache max=16;
@@ -83,10 +76,7 @@ http {
     listen 127.0.0.1:$origin reuseport backlog=4096;
     root $dir/origin/www;
   }
-}
 NGINX
-nginx -q -p "$dir/origin" -c "$dir/origin/nginx.conf"
-wait_port "$origin" >/dev/null
 
 # start_gateway NAME [COMPRESS]: a gateway (threads: 1) pinned to CPU 1, with COMPRESS as its
 # `gateway.compress` (none: no compression); sets port_NAME and pid_NAME.
@@ -132,12 +122,7 @@ start_nginx() {
     listen 127.0.0.1:$port reuseport backlog=4096;
     location / {
       proxy_pass http://stable;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
+      $NGINX_PROXY_HEADERS
     }
   }
 NGINX

@@ -89,12 +89,7 @@ http {
     location / {
       $4
       proxy_pass http://\$backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
+      $NGINX_PROXY_HEADERS
       proxy_set_header X-Request-Id \$request_id;
       add_header x-request-id \$request_id;
       add_header x-canary-group \$backend;

@@ -89,12 +89,7 @@ nx_pid=$(start_pinned_nginx "$dir/nginx" "$nx_port" <<NGINX
     http2_max_concurrent_streams 128;
     location / {
       proxy_pass http://stable;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
+      $NGINX_PROXY_HEADERS
     }
   }
 NGINX

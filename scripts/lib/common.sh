@@ -36,16 +36,30 @@ NGINX
   wait_port "$p1" && wait_port "$p2"
 }
 
+# The headers nginx sets when it proxies as the gateway does (inside a `location`).
+NGINX_PROXY_HEADERS='proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;'
+
 # start_pinned_nginx DIR PORT: nginx with 1 worker pinned to CPU 1, from DIR/nginx.conf made
 # of the shared head and the `http { }` body read from stdin; waits until PORT accepts and
 # prints the worker's pid.
 start_pinned_nginx() {
-  local dir=$1 port=$2
+  start_nginx_on_cpus 10 "$@"
+}
+
+# start_nginx_on_cpus MASK DIR PORT: start_pinned_nginx with the worker on the CPUs of MASK
+# (nginx's worker_cpu_affinity: 01 is CPU 0, 10 is CPU 1).
+start_nginx_on_cpus() {
+  local mask=$1 dir=$2 port=$3
   mkdir -p "$dir"
   {
     cat <<NGINX
 worker_processes 1;
-worker_cpu_affinity 10;
+worker_cpu_affinity $mask;
 daemon on;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
