@@ -11,6 +11,9 @@
 #                tell the gateway's own cost from Pingora's
 #   nginx-plain  nginx proxy_pass to one upstream with the same headers and no routing: nginx's
 #                floor, beside bare Pingora's
+#   haproxy      HAProxy (Debian's 2.6), nbthread 1: the QA header, req.cook() against the VIP
+#                list as a pattern file, crc32 of the cookie mod 100 for the 10%, the same
+#                forwarding headers (option forwardfor, X-Real-IP, X-Forwarded-Proto, X-Request-Id)
 #   seed         the setup this gateway replaces: nginx + Lua asking a local redis-server
 #                `SISMEMBER canary:users:vip <id>` on every request (pooled ngx.socket.tcp, RESP
 #                written by hand: Debian has no lua-resty-redis); its CPU per request counts
@@ -42,6 +45,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for f in "$dir"/*/nginx.pid; do stop_nginx "$f"; done
+  for f in "$dir"/*/haproxy.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   [ -s "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -150,6 +154,52 @@ SEED_ROUTE='set $backend stable;
       }'
 PLAIN_ROUTE='set $backend stable;'
 
+# --- HAProxy ------------------------------------------------------------------------------
+# The same routing as nginx-map: the QA header, then the VIP list (exact match against a pattern
+# file, which HAProxy indexes), then 10% of the other users by a hash of the cookie; no cookie ->
+# stable. Forwarding headers as nginx sets them; a request id made per request.
+haproxy_proxy() {  # haproxy_proxy NAME PORT THREADS CPUS: writes, starts and pins one process
+  mkdir -p "$dir/$1"
+  cat >"$dir/$1/haproxy.cfg" <<HAPROXY
+global
+  nbthread $3
+  cpu-map auto:1/1-$3 $4
+  maxconn 9000
+  pidfile $dir/$1/haproxy.pid
+  daemon
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 75s
+  option http-keep-alive
+  http-reuse always
+frontend edge
+  bind 127.0.0.1:$2
+  unique-id-format %{+X}o%[rand,hex]%[rand,hex]
+  http-request set-header X-Request-Id %[unique-id]
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-var(txn.qa) req.hdr(x-canary-group)
+  http-request set-var(txn.bucket) req.cook(canary_user),crc32(1),mod(100) if { req.cook(canary_user) -m len gt 0 }
+  use_backend stable if { var(txn.qa) -m str stable }
+  use_backend canary if { var(txn.qa) -m str canary }
+  use_backend stable if { req.cook(canary_user) -m str -f $dir/vips.txt }
+  use_backend canary if { var(txn.bucket) -m int lt 10 }
+  default_backend stable
+  http-response set-header x-request-id %[unique-id]
+backend stable
+  http-response set-header x-canary-group stable
+  server s1 127.0.0.1:$o1
+backend canary
+  http-response set-header x-canary-group canary
+  server c1 127.0.0.1:$o2
+HAPROXY
+  haproxy -q -f "$dir/$1/haproxy.cfg"
+}
+
 pin_nginx() {  # pin_nginx NAME CPUS: pins the master's workers (waits for the pid file)
   local pidfile=$dir/$1/nginx.pid
   for _ in $(seq 1 100); do [ -s "$pidfile" ] && break; sleep 0.05; done
@@ -176,6 +226,7 @@ start_target() {  # start_target NAME WORKERS CPUSET -> prints port
     openresty*) nginx_proxy "$name" "$port" "$workers" "$LUA_ROUTE" "$LUA_HTTP"; pin_nginx "$name" "$cpus" ;;
     seed*) nginx_proxy "$name" "$port" "$workers" "$SEED_ROUTE" ""; pin_nginx "$name" "$cpus" ;;
     nginx-plain*) nginx_proxy "$name" "$port" "$workers" "$PLAIN_ROUTE" ""; pin_nginx "$name" "$cpus" ;;
+    haproxy*) haproxy_proxy "$name" "$port" "$workers" "$cpus" ;;
   esac
   wait_port "$port" >/dev/null
   echo "$port"
@@ -184,6 +235,7 @@ start_target() {  # start_target NAME WORKERS CPUSET -> prints port
 stop_target() {  # stop_target NAME
   case $1 in
     gateway*|pingora-bare*) kill -INT "$(cat "$dir/$1.run.pid")" 2>/dev/null || true ;;
+    haproxy*) kill "$(cat "$dir/$1/haproxy.pid")" 2>/dev/null || true ;;
     *) stop_nginx "$dir/$1/nginx.pid" ;;
   esac
   sleep 0.5
@@ -213,6 +265,7 @@ target_pids() {  # target_pids NAME: the processes that serve a target (nginx: m
   case $1 in
     gateway*|pingora-bare*) cat "$dir/$1.run.pid" ;;
     # The seed's recipe works in Redis too: its CPU time counts.
+    haproxy*) cat "$dir/$1/haproxy.pid" ;;
     seed*) local master; master=$(cat "$dir/$1/nginx.pid"); echo "$master" $(pgrep -P "$master") "$(cat "$dir/redis.pid")" ;;
     *) local master; master=$(cat "$dir/$1/nginx.pid"); echo "$master" $(pgrep -P "$master") ;;
   esac
@@ -244,7 +297,7 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{pr
 
 pin_nginx origins 0
 echo "machine: $(nproc) cores, $(uname -r); wrk -t1 -c64, ${secs}s per run, $rounds rounds"
-targets=(gateway pingora-bare nginx-plain seed nginx-map openresty)
+targets=(gateway pingora-bare nginx-plain seed haproxy nginx-map openresty)
 for round in $(seq 1 "$rounds"); do
   echo "round $round"
   for t in "${targets[@]}"; do
@@ -266,7 +319,7 @@ summary() {  # summary TITLE ROUNDS names... (medians over rounds: the machine i
     printf "  %-18s %12.0f %10s %10s %12s %8d %10.2fx\n" "$t" "$avg" "$(median "${p50_list[$t]}")" "$(median "${p99_list[$t]}")" "$(median "${cpu_list[$t]}")" "${err_sum[$t]}" "$(awk "BEGIN{print $avg / $base}")"
   done
 }
-summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora-bare nginx-plain seed nginx-map openresty
+summary "1 worker each (medians over $rounds rounds):" "$rounds" gateway pingora-bare nginx-plain seed haproxy nginx-map openresty
 
 # Threads sweep: the gateway's CPU per request at 1 and 2 threads, alternating, same run. With
 # 2 threads the proxy uses both cores (wrk and the origins share them), so compare CPU us per
@@ -331,13 +384,13 @@ callgrind_annotate --inclusive=yes --threshold=100 "$cg_gw" 2>/dev/null | awk -v
     printf "    %8d  %s\n", $1 / n, name }' | head -20
 
 echo; echo "2 workers each (no pinning, 1 round):"
-for t in gateway seed nginx-map openresty; do
+for t in gateway seed haproxy nginx-map openresty; do
   port=$(start_target "$t" 2 0-1)
   taskset -c 0-1 wrk -t1 -c64 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
   record "$t-2w" "$(measure "$t" "$port" 0-1)"
   stop_target "$t"
 done
-summary "2 workers each:" 1 gateway-2w seed-2w nginx-map-2w openresty-2w
+summary "2 workers each:" 1 gateway-2w seed-2w haproxy-2w nginx-map-2w openresty-2w
 
 echo; echo "cost of metrics + access log (gateway, 1 worker, alternating over $rounds rounds):"
 for round in $(seq 1 "$rounds"); do

@@ -7,7 +7,7 @@
 #              tests' own TLS client and certificates use the system OpenSSL)
 #   nghttp2-client - h2load, the TLS load test's HTTP/2 client
 #   apache2-utils - htpasswd, which writes the access tests' bcrypt and SHA-crypt users
-#   nginx + lua module, curl, valgrind - the load-test scripts
+#   nginx + lua module, haproxy, curl, valgrind - the load-test scripts
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
 
@@ -37,6 +37,7 @@ if [ "$what" = loadtest ]; then
   have python3 || need+=(python3)
   have valgrind || need+=(valgrind)
   have h2load || need+=(nghttp2-client)
+  have haproxy || need+=(haproxy)
 fi
 
 if ! have cargo; then
