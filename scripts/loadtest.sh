@@ -107,17 +107,7 @@ nginx_proxy() {  # nginx_proxy NAME PORT WORKERS ROUTING_BLOCK HTTP_EXTRA: write
   nginx -q -p "$dir/$1" -c "$dir/$1/nginx.conf"
 }
 
-MAP_HTTP='map_hash_max_size 262144;
-  map_hash_bucket_size 64;
-  map $cookie_canary_user $is_vip { default 0; include '"$dir"'/vips.map; }
-  split_clients "loadtest:${cookie_canary_user}" $rollout { 10% canary; * stable; }
-  map "$http_x_canary_group|$is_vip|$cookie_canary_user" $backend {
-    default $rollout;
-    "~^stable\|" stable;
-    "~^canary\|" canary;
-    "~^\|1\|" stable;
-    "~^\|0\|$" stable;
-  }'
+MAP_HTTP=$(nginx_map_http "$dir/vips.map")
 LUA_HTTP='
   init_by_lua_block {
     VIPS = {}
@@ -155,48 +145,9 @@ SEED_ROUTE='set $backend stable;
 PLAIN_ROUTE='set $backend stable;'
 
 # --- HAProxy ------------------------------------------------------------------------------
-# The same routing as nginx-map: the QA header, then the VIP list (exact match against a pattern
-# file, which HAProxy indexes), then 10% of the other users by a hash of the cookie; no cookie ->
-# stable. Forwarding headers as nginx sets them; a request id made per request.
 haproxy_proxy() {  # haproxy_proxy NAME PORT THREADS CPUS: writes, starts and pins one process
   mkdir -p "$dir/$1"
-  cat >"$dir/$1/haproxy.cfg" <<HAPROXY
-global
-  nbthread $3
-  cpu-map auto:1/1-$3 $4
-  maxconn 9000
-  pidfile $dir/$1/haproxy.pid
-  daemon
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 75s
-  option http-keep-alive
-  http-reuse always
-frontend edge
-  bind 127.0.0.1:$2
-  unique-id-format %{+X}o%[rand,hex]%[rand,hex]
-  http-request set-header X-Request-Id %[unique-id]
-  option forwardfor
-  http-request set-header X-Real-IP %[src]
-  http-request set-header X-Forwarded-Proto http
-  http-request set-var(txn.qa) req.hdr(x-canary-group)
-  http-request set-var(txn.bucket) req.cook(canary_user),crc32(1),mod(100) if { req.cook(canary_user) -m len gt 0 }
-  use_backend stable if { var(txn.qa) -m str stable }
-  use_backend canary if { var(txn.qa) -m str canary }
-  use_backend stable if { req.cook(canary_user) -m str -f $dir/vips.txt }
-  use_backend canary if { var(txn.bucket) -m int lt 10 }
-  default_backend stable
-  http-response set-header x-request-id %[unique-id]
-backend stable
-  http-response set-header x-canary-group stable
-  server s1 127.0.0.1:$o1
-backend canary
-  http-response set-header x-canary-group canary
-  server c1 127.0.0.1:$o2
-HAPROXY
+  write_haproxy_config "$dir/$1" "$3" "$4" "$dir/vips.txt" "$o1" "$o2" "bind 127.0.0.1:$2"
   haproxy -q -f "$dir/$1/haproxy.cfg"
 }
 

@@ -8,6 +8,7 @@
 #   nghttp2-client - h2load, the TLS load test's HTTP/2 client
 #   apache2-utils - htpasswd, which writes the access tests' bcrypt and SHA-crypt users
 #   nginx + lua module, haproxy, curl, valgrind - the load-test scripts
+#   oha (built with cargo) - the fixed-rate latency client of scripts/edge-loadtest.sh
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
 
@@ -55,4 +56,10 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The constant-rate HTTP client the edge load test needs (not packaged by Debian 12).
+if [ "$what" = loadtest ] && ! have oha; then
+  echo "setup: building oha (cargo install --locked oha)" >&2
+  cargo install --locked --quiet oha
 fi

@@ -185,3 +185,76 @@ cpu_ticks() {
   done
   echo "$total"
 }
+
+# write_haproxy_config DIR THREADS CPUS VIPS_FILE ORIGIN1 ORIGIN2 BIND_LINE...: DIR/haproxy.cfg,
+# HAProxy doing the load tests' routing: the QA header, then the VIP list (exact match against
+# a pattern file, which HAProxy indexes), then 10% of the other users by a hash of the cookie;
+# no cookie -> stable. Forwarding headers as nginx sets them, a request id per request, one
+# process (pid in DIR/haproxy.pid) with THREADS threads on CPUS. Each BIND_LINE is a frontend
+# `bind` line, e.g. "bind 127.0.0.1:8443 ssl crt DIR/bench.both.pem alpn h2,http/1.1".
+write_haproxy_config() {
+  local dir=$1 threads=$2 cpus=$3 vips=$4 o1=$5 o2=$6; shift 6
+  {
+    cat <<HAPROXY
+global
+  nbthread $threads
+  cpu-map auto:1/1-$threads $cpus
+  maxconn ${HAPROXY_MAXCONN:-9000}
+  pidfile $dir/haproxy.pid
+  daemon
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 75s
+  option http-keep-alive
+  http-reuse always
+frontend edge
+HAPROXY
+    local line
+    for line in "$@"; do echo "  $line"; done
+    cat <<HAPROXY
+  unique-id-format %{+X}o%[rand,hex]%[rand,hex]
+  http-request set-header X-Request-Id %[unique-id]
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  http-request set-var(txn.qa) req.hdr(x-canary-group)
+  http-request set-var(txn.bucket) req.cook(canary_user),crc32(1),mod(100) if { req.cook(canary_user) -m len gt 0 }
+  use_backend stable if { var(txn.qa) -m str stable }
+  use_backend canary if { var(txn.qa) -m str canary }
+  use_backend stable if { req.cook(canary_user) -m str -f $vips }
+  use_backend canary if { var(txn.bucket) -m int lt 10 }
+  default_backend stable
+  http-response set-header x-request-id %[unique-id]
+backend stable
+  http-response set-header x-canary-group stable
+  server s1 127.0.0.1:$o1
+backend canary
+  http-response set-header x-canary-group canary
+  server c1 127.0.0.1:$o2
+HAPROXY
+  } >"$dir/haproxy.cfg"
+}
+
+# nginx_map_http VIPS_MAP: the `http { }` lines that give nginx the load tests' routing in
+# $backend: the QA header, then the VIP list (VIPS_MAP: "vip-10 1;" per line), then 10% of the
+# other users (split_clients on the cookie); no cookie -> stable.
+nginx_map_http() {
+  cat <<NGINX
+map_hash_max_size 262144;
+  map_hash_bucket_size 64;
+  map \$cookie_canary_user \$is_vip { default 0; include $1; }
+  split_clients "loadtest:\${cookie_canary_user}" \$rollout { 10% canary; * stable; }
+  map "\$http_x_canary_group|\$is_vip|\$cookie_canary_user" \$backend {
+    default \$rollout;
+    "~^stable\|" stable;
+    "~^canary\|" canary;
+    "~^\|1\|" stable;
+    "~^\|0\|\$" stable;
+  }
+NGINX
+}
