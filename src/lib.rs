@@ -221,9 +221,13 @@ fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
     limits: &config::HeadLimits,
     connections: &Arc<Connections>,
 ) -> Endpoint<A> {
-    let guarded = Arc::new(guarded.for_listener(connections.clone()));
+    let mut for_listener = guarded.for_listener(connections.clone());
+    if matches!(listener.kind, ListenerKind::Plain { h2c: true }) {
+        for_listener = for_listener.accepting_h2c();
+    }
+    let guarded = Arc::new(for_listener);
     let app = match &listener.kind {
-        ListenerKind::Plain => ListenerApp::Plain(guarded.clone()),
+        ListenerKind::Plain { .. } => ListenerApp::Plain(guarded.clone()),
         ListenerKind::Tls(tls) => ListenerApp::Tls(Arc::new(TlsApp::new(
             guarded.clone(),
             listener.addr.clone(),

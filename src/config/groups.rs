@@ -5,15 +5,15 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::parse::{parse_server, positive_duration, ServerAddr};
-use super::spec::{GroupSpec, HealthCheckSpec, ProbeSpec, SelectionSpec, ServerSpec};
+use super::spec::{GroupSpec, HealthCheckSpec, ProbeSpec, ProtocolSpec, SelectionSpec, ServerSpec};
 use super::{
     key_error, KeyError, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE,
     DEFAULT_HEALTH_TIMEOUT,
 };
 use crate::routing::GroupId;
 use crate::upstreams::{
-    GroupConfig, HealthCheckConfig, HealthProbe, HostHeader, NamedServer, ResolveConfig, Selection,
-    ServerConfig, Timeouts, DEFAULT_RESOLVE_INTERVAL,
+    GroupConfig, HealthCheckConfig, HealthProbe, HostHeader, NamedServer, Protocol, ResolveConfig,
+    Selection, ServerConfig, Timeouts, DEFAULT_MAX_STREAMS, DEFAULT_RESOLVE_INTERVAL,
 };
 
 pub(super) fn validate_group(
@@ -84,6 +84,7 @@ pub(super) fn validate_group(
         },
     };
 
+    let (protocol, max_streams) = validate_protocol(group, &key)?;
     let health_check = match &group.health_check {
         None => Some(HealthCheckConfig {
             probe: HealthProbe::Tcp,
@@ -94,6 +95,16 @@ pub(super) fn validate_group(
         }),
         Some(hc) => validate_health_check(hc, &format!("{key}.health_check"))?,
     };
+    if matches!(
+        health_check.as_ref().map(|hc| &hc.probe),
+        Some(HealthProbe::Grpc { .. })
+    ) && !protocol.multiplexed()
+    {
+        return Err(key_error(
+            format!("{key}.health_check.type"),
+            "a grpc check needs an HTTP/2 group (protocol: h2, h2c or auto)".into(),
+        ));
+    }
 
     let t = group.timeouts.as_ref();
     let defaults = Timeouts::default();
@@ -148,7 +159,72 @@ pub(super) fn validate_group(
             .as_ref()
             .map(|tls| super::tls::validate_upstream_tls(tls, &format!("{key}.tls"), base, now))
             .transpose()?,
+        protocol,
+        max_streams,
     })
+}
+
+/// Most streams a group may allow on one HTTP/2 connection (`max_streams_per_connection`).
+const MAX_STREAMS_LIMIT: usize = 10_000;
+
+/// `protocol` and `max_streams_per_connection`, checked against the group's TLS: `h2` needs
+/// TLS (ALPN), `h2c` is cleartext by definition, `auto` asks ALPN and so needs TLS too. A TLS
+/// group's `tls.http2: true` is the older spelling of `protocol: auto`.
+fn validate_protocol(group: &GroupSpec, key: &str) -> Result<(Protocol, usize), KeyError> {
+    let tls = group.tls.as_ref();
+    let tls_http2 = tls.and_then(|t| t.http2);
+    let protocol_key = format!("{key}.protocol");
+    let protocol = match (group.protocol, tls_http2) {
+        (None, Some(true)) => Protocol::Auto,
+        (None | Some(ProtocolSpec::H1), _) => Protocol::H1,
+        (Some(ProtocolSpec::H2), _) => Protocol::H2,
+        (Some(ProtocolSpec::H2c), _) => Protocol::H2c,
+        (Some(ProtocolSpec::Auto), _) => Protocol::Auto,
+    };
+    if group.protocol.is_some() && tls_http2.is_some() {
+        return Err(key_error(
+            format!("{key}.tls.http2"),
+            "give either protocol or tls.http2, not both".into(),
+        ));
+    }
+    match (protocol, tls.is_some()) {
+        (Protocol::H2, false) => {
+            return Err(key_error(
+                protocol_key,
+                "h2 needs TLS towards the servers (tls:); cleartext HTTP/2 is h2c".into(),
+            ))
+        }
+        (Protocol::Auto, false) => {
+            return Err(key_error(
+                protocol_key,
+                "auto chooses by ALPN and needs TLS towards the servers (tls:)".into(),
+            ))
+        }
+        (Protocol::H2c, true) => {
+            return Err(key_error(
+                protocol_key,
+                "h2c is cleartext HTTP/2; over TLS use h2".into(),
+            ))
+        }
+        _ => {}
+    }
+    let max_streams = match group.max_streams_per_connection {
+        None => DEFAULT_MAX_STREAMS,
+        Some(_) if !protocol.multiplexed() => {
+            return Err(key_error(
+                format!("{key}.max_streams_per_connection"),
+                "only an HTTP/2 group (protocol: h2, h2c or auto) multiplexes requests".into(),
+            ))
+        }
+        Some(n) if (1..=MAX_STREAMS_LIMIT).contains(&n) => n,
+        Some(n) => {
+            return Err(key_error(
+                format!("{key}.max_streams_per_connection"),
+                format!("{n} is not in 1..={MAX_STREAMS_LIMIT}"),
+            ))
+        }
+    };
+    Ok((protocol, max_streams))
 }
 
 /// A fixed `Host` value: a host name with an optional port.
@@ -187,7 +263,29 @@ fn validate_health_check(
         ("host", hc.host.is_some()),
         ("expect_status", hc.expect_status.is_some()),
     ];
+    if hc.service.is_some() && hc.probe != ProbeSpec::Grpc {
+        return Err(key_error(
+            format!("{key}.service"),
+            "only `type: grpc` checks take this key".into(),
+        ));
+    }
     let probe = match hc.probe {
+        ProbeSpec::Grpc => {
+            if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
+                return Err(key_error(
+                    format!("{key}.{field}"),
+                    "only `type: http` checks take this key".into(),
+                ));
+            }
+            let service = hc.service.clone().unwrap_or_default();
+            if service.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(key_error(
+                    format!("{key}.service"),
+                    format!("{service:?} is not a gRPC service name"),
+                ));
+            }
+            HealthProbe::Grpc { service }
+        }
         ProbeSpec::Http => {
             let path = hc.path.clone().unwrap_or_else(|| "/".into());
             if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {

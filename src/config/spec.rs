@@ -337,6 +337,22 @@ pub struct GroupSpec {
     /// How often `name:port` servers are resolved again (default 30 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_interval: Option<String>,
+    /// What the servers speak: `h1` (default), `h2` (TLS), `h2c` (cleartext) or `auto` (ALPN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ProtocolSpec>,
+    /// Most requests in flight on one HTTP/2 connection to a server (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_connection: Option<usize>,
+}
+
+/// `gateway.groups.NAME.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolSpec {
+    H1,
+    H2,
+    H2c,
+    Auto,
 }
 
 /// `gateway.groups.NAME.tls`: TLS towards the group's servers. Files are named by path
@@ -409,6 +425,9 @@ pub struct ListenerSpec {
     /// Offer HTTP/2 by ALPN (default `true` on TLS listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2: Option<bool>,
+    /// Accept cleartext HTTP/2 with prior knowledge beside HTTP/1.1 (plaintext listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2c: Option<bool>,
     /// `Strict-Transport-Security` on every response of a TLS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts: Option<String>,
@@ -473,6 +492,8 @@ pub enum SelectionSpec {
 pub enum ProbeSpec {
     Tcp,
     Http,
+    /// The gRPC health-checking protocol (`grpc.health.v1.Health/Check`).
+    Grpc,
     None,
 }
 
@@ -488,6 +509,9 @@ pub struct HealthCheckSpec {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_status: Option<u16>,
+    /// The service a `grpc` check asks about (default: the empty name, the whole server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// A duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,

@@ -4,7 +4,7 @@
 use super::parse::parse_duration;
 use super::*;
 use crate::routing::{GroupId, Reason, RequestFacts, RuleKind};
-use crate::upstreams::{HealthProbe, Selection, Timeouts};
+use crate::upstreams::{HealthProbe, Protocol, Selection, Timeouts, DEFAULT_MAX_STREAMS};
 
 const GOOD: &str = r#"
 version: 1
@@ -359,6 +359,94 @@ fn pool_settings_are_typed() {
     assert_eq!(default_check.probe, HealthProbe::Tcp);
     assert_eq!(default_check.interval, DEFAULT_HEALTH_INTERVAL);
     assert_eq!(gw.groups[2].timeouts, Timeouts::default());
+}
+
+/// `protocol` and `max_streams_per_connection` load typed: h1 by default, h2c with its stream
+/// limit, and `tls.http2: true` as `auto`.
+#[test]
+fn group_protocols_are_typed() {
+    let text = POOLS
+        .replacen(
+            "health_check: { type: none }",
+            "health_check: { type: grpc, service: pkg.Svc }\n      protocol: h2c\n      max_streams_per_connection: 7",
+            1,
+        );
+    let gw = load(&text).expect("valid").gateway;
+    assert_eq!(gw.groups[0].protocol, Protocol::H1);
+    assert_eq!(gw.groups[0].max_streams, DEFAULT_MAX_STREAMS);
+    assert_eq!(gw.groups[1].protocol, Protocol::H2c);
+    assert_eq!(gw.groups[1].max_streams, 7);
+    assert_eq!(
+        gw.groups[1]
+            .health_check
+            .as_ref()
+            .map(|hc| hc.probe.clone()),
+        Some(HealthProbe::Grpc {
+            service: "pkg.Svc".into()
+        })
+    );
+}
+
+/// Each protocol that does not fit the group's TLS (or its other keys) is refused by key.
+#[test]
+fn group_protocol_errors_name_the_key() {
+    let cases: &[(&str, &[&str])] = &[
+        ("protocol: h2", &["gateway.groups.c.protocol", "needs TLS"]),
+        (
+            "protocol: auto",
+            &["gateway.groups.c.protocol", "needs TLS"],
+        ),
+        ("protocol: h3", &["unknown variant `h3`"]),
+        (
+            "max_streams_per_connection: 5",
+            &[
+                "gateway.groups.c.max_streams_per_connection",
+                "HTTP/2 group",
+            ],
+        ),
+        (
+            "protocol: h2c\n      max_streams_per_connection: 0",
+            &[
+                "gateway.groups.c.max_streams_per_connection",
+                "not in 1..=10000",
+            ],
+        ),
+        (
+            "protocol: h2c\n      tls: { sni: a.internal }",
+            &["gateway.groups.c.protocol", "over TLS use h2"],
+        ),
+        (
+            "protocol: h2\n      tls: { sni: a.internal, http2: true }",
+            &["gateway.groups.c.tls.http2", "not both"],
+        ),
+        (
+            "health_check: { type: grpc }",
+            &["gateway.groups.c.health_check.type", "HTTP/2 group"],
+        ),
+        (
+            "protocol: h2c\n      health_check: { type: grpc, path: /x }",
+            &["gateway.groups.c.health_check.path", "type: http"],
+        ),
+        (
+            "health_check: { type: tcp, service: x }",
+            &["gateway.groups.c.health_check.service", "type: grpc"],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let text = POOLS.replacen(
+            "servers: [\"127.0.0.1:4\"]",
+            &format!("servers: [\"127.0.0.1:4\"]\n      {extra}"),
+            1,
+        );
+        assert_ne!(text, POOLS);
+        let message = error_of(&text);
+        for needle in *needles {
+            assert!(
+                message.contains(needle),
+                "{extra}: {message:?} lacks {needle:?}"
+            );
+        }
+    }
 }
 
 /// A `name:port` server loads even when the name does not resolve (it is looked up while the

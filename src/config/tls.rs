@@ -32,7 +32,8 @@ impl Listener {
     /// The address and what it speaks: `0.0.0.0:443 (tls)`, `0.0.0.0:80 (redirect to https)`.
     pub(crate) fn describe(&self) -> String {
         match &self.kind {
-            ListenerKind::Plain => self.addr.clone(),
+            ListenerKind::Plain { h2c: false } => self.addr.clone(),
+            ListenerKind::Plain { h2c: true } => format!("{} (h2c)", self.addr),
             ListenerKind::RedirectHttps { .. } => format!("{} (redirect to https)", self.addr),
             ListenerKind::Tls(_) => format!("{} (tls)", self.addr),
         }
@@ -51,8 +52,9 @@ pub fn describe_listeners(listeners: &[Listener]) -> String {
 /// What a listener speaks.
 #[derive(Debug, Clone)]
 pub(crate) enum ListenerKind {
-    /// Plaintext HTTP/1.1.
-    Plain,
+    /// Plaintext HTTP/1.1; with `h2c`, also HTTP/2 with prior knowledge (a connection that
+    /// starts with the HTTP/2 preface).
+    Plain { h2c: bool },
     /// Plaintext HTTP/1.1 answering every request with a 308 to https; nothing is proxied.
     RedirectHttps {
         /// The port named in the `Location` (left out when 443).
@@ -127,7 +129,7 @@ pub(super) fn validate_listeners(
                 Listener {
                     addr,
                     port,
-                    kind: ListenerKind::Plain,
+                    kind: ListenerKind::Plain { h2c: false },
                     max_connections: None,
                 }
             }
@@ -174,6 +176,12 @@ fn validate_listener(
                 "a TLS listener cannot also redirect to https".into(),
             ))
         }
+        (Some(_), false) if l.h2c.is_some() => {
+            return Err(key_error(
+                format!("{key}.h2c"),
+                "a TLS listener chooses HTTP/2 by ALPN (http2:); h2c is for plaintext ones".into(),
+            ))
+        }
         (Some(tls), false) => {
             let hsts = l
                 .hsts
@@ -184,6 +192,12 @@ fn validate_listener(
             ListenerKind::Tls(Arc::new(tls))
         }
         (None, redirect) => {
+            if l.h2c == Some(true) && redirect {
+                return Err(key_error(
+                    format!("{key}.h2c"),
+                    "a redirect_https listener proxies nothing; h2c is for proxy listeners".into(),
+                ));
+            }
             for (set, name) in [(l.http2.is_some(), "http2"), (l.hsts.is_some(), "hsts")] {
                 if set {
                     return Err(key_error(
@@ -202,7 +216,9 @@ fn validate_listener(
                 }
                 ListenerKind::RedirectHttps { https_port }
             } else {
-                ListenerKind::Plain
+                ListenerKind::Plain {
+                    h2c: l.h2c.unwrap_or(false),
+                }
             }
         }
     };

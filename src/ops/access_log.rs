@@ -92,6 +92,11 @@ impl WriteJson for AccessRecord<'_> {
             Some(d) => text::push_millis(out, d),
             None => out.extend_from_slice(b"null"),
         }
+        // Only on gRPC calls, so web requests' lines stay as they were.
+        if let Some(code) = self.grpc_status {
+            key(out, "grpc_status");
+            text::push_u64(out, u64::from(code));
+        }
         out.push(b'}');
     }
 }
@@ -214,6 +219,7 @@ mod tests {
     fn record(
         upstream: Option<SocketAddr>,
         upstream_duration: Option<Duration>,
+        grpc_status: Option<u16>,
     ) -> serde_json::Value {
         let record = AccessRecord {
             ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
@@ -233,6 +239,7 @@ mod tests {
             bytes_sent: 12,
             duration: Duration::from_micros(1_500),
             upstream_duration,
+            grpc_status,
         };
         let mut line = Vec::new();
         record.write_json(&mut line);
@@ -242,7 +249,7 @@ mod tests {
     #[test]
     fn lines_are_json_with_every_field() {
         let upstream: SocketAddr = "10.0.0.2:8080".parse().expect("addr");
-        let line = record(Some(upstream), Some(Duration::from_micros(250)));
+        let line = record(Some(upstream), Some(Duration::from_micros(250)), None);
         assert_eq!(line["ts"], "2026-11-18T11:06:40.123Z");
         assert_eq!(line["host"], "evil\"host\\\n");
         assert_eq!(line["path"], "/a?b=\u{1}");
@@ -255,8 +262,17 @@ mod tests {
         assert_eq!(line["tls_version"], "TLSv1.3");
         assert_eq!(line["alpn"], "h2");
         assert_eq!(line.as_object().map(|o| o.len()), Some(17));
-        let unanswered = record(None, None);
+        assert!(line.get("grpc_status").is_none(), "web requests have none");
+        let unanswered = record(None, None, None);
         assert!(unanswered["upstream"].is_null());
         assert!(unanswered["upstream_duration_ms"].is_null());
+    }
+
+    /// A gRPC call's line carries its `grpc_status` as a number.
+    #[test]
+    fn grpc_lines_carry_the_grpc_status() {
+        let line = record(None, None, Some(14));
+        assert_eq!(line["grpc_status"], 14);
+        assert_eq!(line.as_object().map(|o| o.len()), Some(18));
     }
 }

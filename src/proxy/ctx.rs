@@ -119,6 +119,9 @@ pub(crate) struct RequestCtx {
     pub(super) replacing_body: Option<Arc<ErrorPage>>,
     /// Answered 503 by the route's maintenance switch: no group served it.
     pub(super) maintenance: bool,
+    /// The `grpc-status` of the origin's trailers (a trailers-only answer carries it in its
+    /// head instead, which `logging` reads).
+    pub(super) grpc_status: Option<u16>,
 }
 
 impl RequestCtx {
@@ -147,6 +150,7 @@ impl RequestCtx {
             compress: None,
             replacing_body: None,
             maintenance: false,
+            grpc_status: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //! from a failed request to what the client is told (and whether it is told anything), and
 //! the one writer of the answers the gateway makes itself (`<code> <reason>` bodies and whole
 //! responses: the proxy's errors, the head guard's, the redirect listener's, and `ops`' admin
-//! API, metrics endpoint and demo origins).
+//! API, metrics endpoint and demo origins). A gRPC call gets its errors as gRPC statuses
+//! (`grpc`).
 
 use bytes::Bytes;
 use http::header::HeaderMap;
@@ -38,6 +39,9 @@ pub(crate) async fn send_error_response(
     extra: Option<(http::HeaderName, http::HeaderValue)>,
     page: Option<Arc<ErrorPage>>,
 ) {
+    if super::grpc::is_grpc(session.req_header()) {
+        return send_grpc_error(session, code, request_id, log_id).await;
+    }
     let mut response = ServerSession::generate_error(code);
     let (body, content_type) = match &page {
         Some(page) => (page.body.clone(), page.content_type),
@@ -60,6 +64,38 @@ pub(crate) async fn send_error_response(
     .await;
     if let Err(write_error) = written {
         warn!("request {log_id}: could not send the {code} response: {write_error}");
+    }
+}
+
+/// The gateway's own error for a gRPC call: a trailers-only answer (HTTP 200, the head
+/// carrying `grpc-status` and ending the stream), with the request id. gRPC clients read the
+/// status from it; an HTTP status other than 200 would be reported as a transport error.
+async fn send_grpc_error(
+    session: &mut Session,
+    code: u16,
+    request_id: &http::HeaderValue,
+    log_id: &str,
+) {
+    let written = async {
+        let mut response = super::grpc::trailers_only(code)?;
+        if !request_id.is_empty() {
+            response.insert_header(X_REQUEST_ID, request_id.clone())?;
+        }
+        match session.as_downstream_mut() {
+            // The head with END_STREAM: Pingora's `write_response_header` never ends an HTTP/2
+            // stream with its head, and an empty DATA frame after it would not be trailers-only.
+            ServerSession::H2(h2) => h2.write_response_header(Box::new(response), true),
+            downstream => {
+                // HTTP/1.1 has no trailers-only form: an empty body, delimited.
+                response.set_content_length(0)?;
+                downstream.write_response_header(Box::new(response)).await?;
+                downstream.finish_body().await
+            }
+        }
+    }
+    .await;
+    if let Err(write_error) = written {
+        warn!("request {log_id}: could not send the gRPC error for {code}: {write_error}");
     }
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod connections;
 mod ctx;
 mod errors;
 mod forwarding;
+mod grpc;
 pub(crate) mod guard;
 mod headers;
 mod limits;
@@ -70,6 +71,8 @@ pub(crate) struct AccessRecord<'a> {
     pub(crate) bytes_sent: usize,
     pub(crate) duration: Duration,
     pub(crate) upstream_duration: Option<Duration>,
+    /// The call's `grpc-status`, for gRPC requests that got one.
+    pub(crate) grpc_status: Option<u16>,
 }
 
 /// Where the proxy sends a record of each request (the access log, in `ops`).
@@ -205,10 +208,22 @@ impl ProxyHttp for CanaryProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
-        next_peer(ctx)
+        let mut peer = next_peer(ctx)?;
+        // A gRPC client's deadline bounds the wait for the origin when it is the shorter one:
+        // past it, the client gets DEADLINE_EXCEEDED from the gateway (and the origin's
+        // stream is reset) rather than a late answer it no longer wants.
+        if let Some(deadline) = grpc::timeout(session.req_header()) {
+            let left = deadline
+                .saturating_sub(ctx.started.elapsed())
+                .max(Duration::from_millis(1));
+            if peer.options.read_timeout.is_none_or(|read| left < read) {
+                peer.options.read_timeout = Some(left);
+            }
+        }
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -274,6 +289,16 @@ impl ProxyHttp for CanaryProxy {
         rewrite_for_upstream(upstream_request, ctx)
     }
 
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<()> {
+        ctx.grpc_status = grpc::status_of(trailers.get("grpc-status"));
+        Ok(())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -335,6 +360,17 @@ impl ProxyHttp for CanaryProxy {
             .or(ctx.error_status)
             .unwrap_or(0);
         let elapsed = ctx.started.elapsed();
+        let grpc_status = grpc_status(session, ctx);
+        if let (Some(code), Some(route)) = (grpc_status, ctx.route_state()) {
+            let group = match (&ctx.state, ctx.served_group) {
+                (Some(state), Some(group)) if !ctx.rate_limited => state.group_name(group),
+                _ => "",
+            };
+            METRICS
+                .grpc_responses
+                .with_label_values(&[&route.name, group, &code.to_string()])
+                .inc();
+        }
         match (ctx.route_state(), ctx.decision.as_ref()) {
             // A rate limit refused the request (429): as an access refusal, by route and
             // status only, since no group served it (nor is it in a group's latency or figures).
@@ -373,7 +409,7 @@ impl ProxyHttp for CanaryProxy {
             _ => return,
         }
         if let Some(log) = &self.access_log {
-            log_request(log.as_ref(), session, ctx, status, elapsed);
+            log_request(log.as_ref(), session, ctx, status, elapsed, grpc_status);
         }
     }
 }
@@ -439,6 +475,8 @@ fn check_body(session: &mut Session, ctx: &mut RequestCtx, received: u64) -> Res
 /// ever sent upstream twice.
 fn may_resend(ctx: &RequestCtx, request: &RequestHeader, e: &Error) -> bool {
     ctx.resend_retries == 0
+        // An HTTP/2 request's body has no length header: what was read of it says it has one.
+        && ctx.body_bytes == 0
         && !matches!(e.esource(), pingora_core::ErrorSource::Downstream)
         && request.method.is_idempotent()
         && !has_body(&request.headers)
@@ -633,6 +671,7 @@ fn log_request(
     ctx: &RequestCtx,
     status: u16,
     elapsed: Duration,
+    grpc_status: Option<u16>,
 ) {
     let Some(state) = &ctx.state else {
         return;
@@ -679,7 +718,20 @@ fn log_request(
         bytes_sent: session.body_bytes_sent(),
         duration: elapsed,
         upstream_duration,
+        grpc_status,
     });
+}
+
+/// The `grpc-status` a gRPC call ended with: the origin's trailers, else the head of a
+/// trailers-only answer (the origin's or the gateway's own error). `None` for other requests.
+fn grpc_status(session: &Session, ctx: &RequestCtx) -> Option<u16> {
+    if !grpc::is_grpc(session.req_header()) {
+        return None;
+    }
+    ctx.grpc_status.or_else(|| {
+        let head = session.response_written()?;
+        grpc::status_of(head.headers.get("grpc-status"))
+    })
 }
 
 #[cfg(test)]

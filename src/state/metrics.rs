@@ -47,6 +47,7 @@ pub(crate) struct Metrics {
     pub(crate) idle_connections_closed: IntCounterVec,
     pub(crate) rate_limited: IntCounterVec,
     pub(crate) rate_limit_fallback: IntGauge,
+    pub(crate) grpc_responses: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -167,6 +168,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["route", "limit"],
     )?;
+    let grpc_responses = IntCounterVec::new(
+        Opts::new(
+            "gateway_grpc_responses_total",
+            "gRPC calls by route, serving group and grpc-status (the origin's, or the gateway's own for the errors it makes)",
+        ),
+        &["route", "group", "grpc_status"],
+    )?;
     let rate_limit_fallback = IntGauge::new(
         "gateway_rate_limit_fallback",
         "1 while shared rate limits are counted by this node alone because Redis does not answer",
@@ -218,6 +226,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(connections_refused.clone()))?;
     registry.register(Box::new(idle_connections_closed.clone()))?;
     registry.register(Box::new(rate_limited.clone()))?;
+    registry.register(Box::new(grpc_responses.clone()))?;
     registry.register(Box::new(rate_limit_fallback.clone()))?;
     registry.register(Box::new(tls_handshakes.clone()))?;
     registry.register(Box::new(notifications.clone()))?;
@@ -269,6 +278,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         idle_connections_closed,
         rate_limited,
         rate_limit_fallback,
+        grpc_responses,
     })
 }
 

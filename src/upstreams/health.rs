@@ -137,6 +137,8 @@ mod tests {
             fallback: None,
             host_header: Default::default(),
             tls: None,
+            protocol: crate::upstreams::Protocol::H1,
+            max_streams: crate::upstreams::DEFAULT_MAX_STREAMS,
         }))
     }
 

@@ -45,7 +45,33 @@ pub(crate) enum HealthProbe {
         host: String,
         expect_status: u16,
     },
+    /// The gRPC health-checking protocol (`grpc.health.v1.Health/Check` for `service`, the
+    /// empty name asking about the server as a whole): healthy when the answer is `SERVING`.
+    Grpc { service: String },
 }
+
+/// What a group's servers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1, one request at a time on each connection.
+    H1,
+    /// HTTP/2 over TLS (ALPN offers `h2` only).
+    H2,
+    /// Cleartext HTTP/2 with prior knowledge: the connection starts with the HTTP/2 preface.
+    H2c,
+    /// Over TLS, whatever ALPN agrees on (`h2` preferred, then `http/1.1`).
+    Auto,
+}
+
+impl Protocol {
+    /// Whether requests may be multiplexed on one connection (HTTP/2 may be spoken).
+    pub(crate) fn multiplexed(self) -> bool {
+        !matches!(self, Protocol::H1)
+    }
+}
+
+/// Default of `gateway.groups.NAME.max_streams_per_connection`.
+pub(crate) const DEFAULT_MAX_STREAMS: usize = 100;
 
 /// An active health check of every server in a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +162,10 @@ pub struct GroupConfig {
     pub(crate) host_header: HostHeader,
     /// TLS towards the servers (and their health checks); `None`: plaintext.
     pub(crate) tls: Option<UpstreamTls>,
+    /// What the servers speak (requests and health checks alike).
+    pub(crate) protocol: Protocol,
+    /// Most requests in flight at once on one HTTP/2 connection to a server; ignored by `H1`.
+    pub(crate) max_streams: usize,
 }
 
 /// TLS towards a group's servers.

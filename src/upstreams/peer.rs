@@ -5,30 +5,48 @@ use std::net::SocketAddr;
 
 use pingora_core::upstreams::peer::HttpPeer;
 
-use super::UpstreamTls;
+use super::{Protocol, UpstreamTls};
 
 /// How the gateway connects to one of a group's servers: plaintext, or TLS as the group's
 /// settings say (verification against the system roots or the group's CA, the client
-/// certificate, ALPN with h2 only when the group asks for it). The one description of that
-/// connection: requests and every health check start from it, so a check connects as
-/// requests do. `pool_key` is `tls.pool_key()`.
-pub(super) fn server_peer(addr: SocketAddr, tls: Option<&UpstreamTls>, pool_key: u64) -> HttpPeer {
-    let Some(tls) = tls else {
-        return HttpPeer::new(addr, false, String::new());
+/// certificate); HTTP/1.1, HTTP/2 (by ALPN over TLS, by prior knowledge over plaintext) or
+/// whatever ALPN agrees on, as `protocol` says, with at most `max_streams` requests on one
+/// HTTP/2 connection. The one description of that connection: requests and every health
+/// check start from it, so a check connects as requests do. `pool_key` is `tls.pool_key()`.
+pub(super) fn server_peer(
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    pool_key: u64,
+    protocol: Protocol,
+    max_streams: usize,
+) -> HttpPeer {
+    let mut peer = match tls {
+        None => HttpPeer::new(addr, false, String::new()),
+        Some(tls) => {
+            let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
+            // Pingora pools connections by address, SNI, verification flags and client
+            // certificate, not by CA: without this key a group trusting another CA could reuse
+            // a connection that a different group verified (or did not).
+            peer.group_key = pool_key;
+            peer.options.verify_cert = tls.verify;
+            peer.options.verify_hostname = tls.verify;
+            peer.options.ca = tls.ca.clone();
+            peer.client_cert_key = tls.client.clone();
+            peer
+        }
     };
-    let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
-    // Pingora pools connections by address, SNI, verification flags and client certificate,
-    // not by CA: without this key a group trusting another CA could reuse a connection that
-    // a different group verified (or did not).
-    peer.group_key = pool_key;
-    peer.options.verify_cert = tls.verify;
-    peer.options.verify_hostname = tls.verify;
-    peer.options.ca = tls.ca.clone();
-    peer.client_cert_key = tls.client.clone();
-    if tls.http2 {
-        peer.options.set_http_version(2, 1);
-    } else {
-        peer.options.set_http_version(1, 1);
+    // Pingora speaks HTTP/2 over plaintext when the lowest version allowed is 2 (there is no
+    // ALPN to ask): that is h2c with prior knowledge. Config validation keeps `H2` and `Auto`
+    // to TLS groups and `H2c` to plaintext ones.
+    match protocol {
+        Protocol::H1 => peer.options.set_http_version(1, 1),
+        Protocol::H2 | Protocol::H2c => peer.options.set_http_version(2, 2),
+        Protocol::Auto => peer.options.set_http_version(2, 1),
+    }
+    // Pingora's default is one stream per HTTP/2 connection; the reuse hash covers it, so
+    // groups with different limits never share a connection.
+    if protocol.multiplexed() {
+        peer.options.max_h2_streams = max_streams.max(1);
     }
     peer
 }

@@ -50,7 +50,7 @@ impl Pool {
         debug_assert!(updated, "discovery completes immediately");
         let tls_pool_key = config.tls.as_ref().map_or(0, UpstreamTls::pool_key);
         if let Some(hc) = &config.health_check {
-            let check = super::probe::health_check(hc, config.tls.as_ref(), tls_pool_key);
+            let check = super::probe::health_check(hc, &config, tls_pool_key);
             match &mut balancer {
                 Balancer::RoundRobin(lb) => lb.set_health_check(check),
                 Balancer::Consistent(lb) => lb.set_health_check(check),
@@ -160,7 +160,13 @@ impl Pool {
 
     /// A peer for `addr` with this group's timeouts.
     pub(crate) fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = server_peer(addr, self.config.tls.as_ref(), self.tls_pool_key);
+        let mut peer = server_peer(
+            addr,
+            self.config.tls.as_ref(),
+            self.tls_pool_key,
+            self.config.protocol,
+            self.config.max_streams,
+        );
         let t = &self.config.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);

@@ -70,6 +70,8 @@ mod tests {
             fallback: fallback.map(GroupId),
             host_header: Default::default(),
             tls: None,
+            protocol: crate::upstreams::Protocol::H1,
+            max_streams: crate::upstreams::DEFAULT_MAX_STREAMS,
         }))
     }
 

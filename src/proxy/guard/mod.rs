@@ -30,7 +30,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 mod delegate;
+use delegate::delegate_io;
 mod h2;
+mod h2c;
 
 pub(crate) use h2::{h2_options, H2Stream};
 
@@ -479,7 +481,7 @@ impl AsyncWrite for GuardedStream {
     }
 }
 
-delegate::delegate_io!(GuardedStream, phase);
+delegate_io!(GuardedStream, phase);
 
 #[async_trait]
 impl Peek for GuardedStream {
@@ -514,6 +516,8 @@ pub(crate) struct GuardedApp<A> {
     in_flight: InFlight,
     /// The listener's budget, whose full listener may close this app's idle connections.
     connections: Option<Arc<Connections>>,
+    /// A plaintext listener that also takes HTTP/2 with prior knowledge (`h2c: true`).
+    h2c: bool,
 }
 
 impl<A> GuardedApp<A> {
@@ -523,6 +527,7 @@ impl<A> GuardedApp<A> {
             limits,
             in_flight,
             connections: None,
+            h2c: false,
         }
     }
 
@@ -534,7 +539,14 @@ impl<A> GuardedApp<A> {
             limits: self.limits,
             in_flight: self.in_flight.clone(),
             connections: Some(connections),
+            h2c: false,
         }
+    }
+
+    /// The same, also taking cleartext HTTP/2 with prior knowledge (an h2c listener).
+    pub(crate) fn accepting_h2c(mut self) -> Self {
+        self.h2c = true;
+        self
     }
 
     /// Serves an HTTP/2 connection with its deadlines. Pingora gets the connection's own
@@ -573,12 +585,18 @@ impl<A> GuardedApp<A> {
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     async fn process_new(
         self: &Arc<Self>,
-        session: Stream,
+        mut session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // HTTP/2 (chosen by ALPN on a TLS listener) has no HTTP/1 heads to watch: its frames
-        // are bounded by the HTTP/2 settings (header list size, concurrent streams) and its
-        // idle and header-block deadlines by `H2Stream`.
+        if self.h2c {
+            session = match h2c::sniff(session, shutdown).await? {
+                h2c::Protocol::H2(stream) => return self.serve_h2(stream, shutdown).await,
+                h2c::Protocol::H1(stream) => stream,
+            };
+        }
+        // HTTP/2 (chosen by ALPN on a TLS listener, or by its preface on an h2c one) has no
+        // HTTP/1 heads to watch: its frames are bounded by the HTTP/2 settings (header list
+        // size, concurrent streams) and its idle and header-block deadlines by `H2Stream`.
         if matches!(session.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.serve_h2(session, shutdown).await;
         }
