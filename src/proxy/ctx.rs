@@ -122,6 +122,9 @@ pub(crate) struct RequestCtx {
     /// The `grpc-status` of the origin's trailers (a trailers-only answer carries it in its
     /// head instead, which `logging` reads).
     pub(super) grpc_status: Option<u16>,
+    /// Held from picking a server of an HTTP/2-only group until a stream to it is had
+    /// (`Pool::connect_gate`).
+    pub(super) connect_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl RequestCtx {
@@ -151,6 +154,7 @@ impl RequestCtx {
             replacing_body: None,
             maintenance: false,
             grpc_status: None,
+            connect_permit: None,
         }
     }
 

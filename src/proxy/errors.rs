@@ -76,6 +76,10 @@ async fn send_grpc_error(
     request_id: &http::HeaderValue,
     log_id: &str,
 ) {
+    if session.response_written().is_some() {
+        // The origin's head is out: the stream ends (reset) without a status of ours.
+        return;
+    }
     let written = async {
         let mut response = super::grpc::trailers_only(code)?;
         if !request_id.is_empty() {

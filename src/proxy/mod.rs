@@ -211,7 +211,12 @@ impl ProxyHttp for CanaryProxy {
         session: &mut Session,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
-        let mut peer = next_peer(ctx)?;
+        let (mut peer, gate) = next_peer(ctx)?;
+        if let Some(gate) = gate {
+            // Released once Pingora has a stream for the request (`connected_to_upstream`),
+            // or when the connection fails; closed only if the pool is gone, then no wait.
+            ctx.connect_permit = gate.acquire_owned().await.ok();
+        }
         // A gRPC client's deadline bounds the wait for the origin when it is the shorter one:
         // past it, the client gets DEADLINE_EXCEEDED from the gateway (and the origin's
         // stream is reset) rather than a late answer it no longer wants.
@@ -226,6 +231,20 @@ impl ProxyHttp for CanaryProxy {
         Ok(peer)
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<()> {
+        ctx.connect_permit = None;
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -233,6 +252,7 @@ impl ProxyHttp for CanaryProxy {
         ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.connect_permit = None;
         let retry = connect_failed(ctx, peer);
         e.set_retry(retry);
         e
@@ -487,8 +507,11 @@ fn may_resend(ctx: &RequestCtx, request: &RequestHeader, e: &Error) -> bool {
 }
 
 /// The next server for the request: the fallback walk over the decided group, skipping servers
-/// that failed this request. Used for every connection attempt, upgrades included.
-fn next_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+/// that failed this request, with the server's connect gate when its group has one. Used for
+/// every connection attempt, upgrades included.
+fn next_peer(
+    ctx: &mut RequestCtx,
+) -> Result<(Box<HttpPeer>, Option<Arc<tokio::sync::Semaphore>>)> {
     let (state, decision) = ctx.routed()?;
     let key = ctx.client.user.as_deref().unwrap_or_default();
     let picked = upstreams::pick(
@@ -498,14 +521,17 @@ fn next_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         &ctx.failed_servers,
         ctx.resend_failed,
     )
-    .map(|pick| (pick.group, pick.addr, pick.pool.peer(pick.addr)));
-    let Some((group, addr, peer)) = picked else {
+    .map(|pick| {
+        let gate = pick.pool.connect_gate(pick.addr).cloned();
+        (pick.group, pick.addr, pick.pool.peer(pick.addr), gate)
+    });
+    let Some((group, addr, peer, gate)) = picked else {
         return Err(no_server(ctx));
     };
     ctx.served_group = Some(group);
     ctx.upstream_addr = Some(addr);
     ctx.upstream_started.get_or_insert_with(Instant::now);
-    Ok(Box::new(peer))
+    Ok((Box::new(peer), gate))
 }
 
 /// Records a server that refused (or timed out) a connection; whether to try another. Nothing

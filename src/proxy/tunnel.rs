@@ -88,7 +88,7 @@ pub(super) async fn serve(
 /// marked failed for this request and the next one is tried, as for any other request.
 async fn connect(connector: &TransportConnector, ctx: &mut RequestCtx) -> Result<UpstreamSession> {
     loop {
-        let mut peer = next_peer(ctx)?;
+        let (mut peer, _) = next_peer(ctx)?;
         // A tunnel is an HTTP/1.1 upgrade, also to a group that speaks h2 to its servers.
         peer.options.set_http_version(1, 1);
         match connector.new_stream(&*peer).await {

@@ -9,7 +9,10 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use super::names::{Discovery, NameState, Names};
 use super::peer::server_peer;
-use super::{GroupConfig, Selection, UpstreamTls};
+use super::{GroupConfig, Protocol, Selection, UpstreamTls};
+
+/// Gates per pool of an HTTP/2-only group; a server's is picked by its address's hash.
+const CONNECT_GATES: usize = 8;
 
 enum Balancer {
     RoundRobin(LoadBalancer<RoundRobin>),
@@ -28,6 +31,9 @@ pub(crate) struct Pool {
     tls_pool_key: u64,
     /// The servers as discovered (address servers and names' last good addresses).
     names: Arc<Names>,
+    /// For an HTTP/2-only group (`h2`, `h2c`): what a request holds from picking a server
+    /// until it has a stream on a connection to it (see [`Pool::connect_gate`]).
+    connect_gates: Vec<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Bound on the balancer's search for an acceptable server (Pingora's `max_iterations`).
@@ -64,13 +70,41 @@ impl Pool {
                 .map(|backend| (backend.clone(), only.addr)),
             _ => None,
         };
+        let connect_gates = match config.protocol {
+            Protocol::H2 | Protocol::H2c => (0..CONNECT_GATES)
+                .map(|_| Arc::new(tokio::sync::Semaphore::new(1)))
+                .collect(),
+            Protocol::H1 | Protocol::Auto => Vec::new(),
+        };
         Pool {
             config,
             balancer,
             single,
             tls_pool_key,
             names,
+            connect_gates,
         }
+    }
+
+    /// The gate a request to `addr` passes while Pingora finds it a stream, for HTTP/2-only
+    /// groups. Pingora puts a new HTTP/2 connection in its pool only once its handshake is
+    /// done, so requests arriving together would each open a connection of their own (100 at
+    /// once: 100 connections of one stream each). Through the gate, one at a time per server
+    /// takes a stream (at once on a pooled connection with a free stream, or after opening
+    /// one), so a server gets about ⌈concurrent requests / max_streams_per_connection⌉
+    /// connections. `None` for HTTP/1.1 and `auto` groups (an HTTP/1.1 connection serves one
+    /// request; gating its connects would queue them).
+    pub(crate) fn connect_gate(&self, addr: SocketAddr) -> Option<&Arc<tokio::sync::Semaphore>> {
+        if self.connect_gates.is_empty() {
+            return None;
+        }
+        let port = addr.port().to_be_bytes();
+        let hash = match addr.ip() {
+            std::net::IpAddr::V4(ip) => crate::routing::fnv1a64(&[&ip.octets(), &port]),
+            std::net::IpAddr::V6(ip) => crate::routing::fnv1a64(&[&ip.octets(), &port]),
+        };
+        self.connect_gates
+            .get((hash % CONNECT_GATES as u64) as usize)
     }
 
     /// The weight `addr` is served with (1 when it is not a server of the group).

@@ -145,6 +145,12 @@ impl HealthCheck for GrpcCheck {
         let mut req = RequestHeader::build("POST", GRPC_HEALTH_CHECK.as_bytes(), None)?;
         req.insert_header("content-type", "application/grpc")?;
         req.insert_header("te", "trailers")?;
+        // HTTP/2 needs an authority: the TLS server name, else the server's address.
+        let authority = match self.peer.sni.as_str() {
+            "" => target.addr.to_string(),
+            sni => sni.to_string(),
+        };
+        req.insert_header("host", authority)?;
         if let HttpSession::H1(_) = session {
             // gRPC needs HTTP/2 (trailers); a group whose server answered ALPN with
             // http/1.1 cannot be asked.

@@ -50,9 +50,18 @@ pub(crate) fn h2_options(limits: &HeadLimits) -> H2Options {
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_send_buffer_size(H2_MAX_SEND_BUFFER)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS));
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_RESETS))
+        .data_frame_budget(H2_DATA_FRAME_BUDGET);
     options
 }
+
+/// The budget of small DATA frames a client may have waiting for the gateway to read them
+/// (h2 charges each frame under 256 bytes the difference, and sends a client past the budget
+/// away with ENHANCE_YOUR_CALM). h2's default, half the connection window (32 KiB: about 130
+/// one-message frames of a few bytes), sent gRPC clients streaming small messages away while
+/// the origin was a moment behind; this allows about 4,000 such frames waiting per connection
+/// (a few hundred KiB of h2's bookkeeping at most), still bounded.
+pub(crate) const H2_DATA_FRAME_BUDGET: usize = 1 << 20;
 
 /// Streams a client may have open at once on one HTTP/2 connection.
 pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
