@@ -242,7 +242,9 @@ fn the_four_call_kinds_pass_over_h2c_and_tls() {
         assert_eq!(unary["code"], "OK");
         assert_eq!(unary["echo"], "hello");
         assert_eq!(unary["x-user"], "bob", "client metadata reaches the origin");
-        let request_id = unary["x-request-id"].as_str().expect("the origin got a request id");
+        let request_id = unary["x-request-id"]
+            .as_str()
+            .expect("the origin got a request id");
         assert_eq!(
             unary["headers"]["x-request-id"], request_id,
             "the same id comes back as metadata"
@@ -337,7 +339,12 @@ fn origin_statuses_and_trailers_arrive_unchanged() {
     let (v1, v2) = (GrpcOrigin::start("v1"), GrpcOrigin::start("v2"));
     let s = setup(v1.addr, v2.addr, "", "");
     for via in [Via::H2c(s.h2c), s.tls.clone()] {
-        for code in ["NOT_FOUND", "FAILED_PRECONDITION", "UNAVAILABLE", "INTERNAL"] {
+        for code in [
+            "NOT_FOUND",
+            "FAILED_PRECONDITION",
+            "UNAVAILABLE",
+            "INTERNAL",
+        ] {
             let answer = client(&via, "fail", &[code, "origin says no", "detail-42"]);
             assert_eq!(answer["code"], code);
             assert_eq!(answer["details"], "origin says no");
@@ -397,7 +404,10 @@ fn gateway_errors_are_grpc_statuses() {
     assert!(raw.header("x-request-id").is_some());
 
     // Web requests keep HTTP statuses.
-    assert_eq!(get(s.gateway.addr, "/other.Service/Method", &[]).status, 404);
+    assert_eq!(
+        get(s.gateway.addr, "/other.Service/Method", &[]).status,
+        404
+    );
     assert_eq!(get(s.gateway.addr, "/test.Denied/Call", &[]).status, 403);
     let log = std::fs::read_to_string(s.gateway.dir.path().join("access.log")).unwrap_or_default();
     for (path, code) in [("/test.Denied/Call", 7), ("/other.Service/Method", 12)] {
@@ -421,7 +431,10 @@ fn grpc_timeout_is_the_upstream_deadline() {
     let answer = client(&Via::H2c(s.h2c), "sleep", &["30", "0.5"]);
     assert_eq!(answer["code"], "DEADLINE_EXCEEDED", "{answer}");
     let elapsed = answer["elapsed"].as_f64().expect("elapsed");
-    assert!(elapsed < 20.0, "did not wait for the server's 30 s: {elapsed}");
+    assert!(
+        elapsed < 20.0,
+        "did not wait for the server's 30 s: {elapsed}"
+    );
 
     let started = Instant::now();
     let raw = raw_grpc(
@@ -503,7 +516,9 @@ fn concurrent_calls_share_few_upstream_connections() {
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let via = via.clone();
-            thread::spawn(move || client_with_authority(&via, "counted.test", "concurrent", &["250"]))
+            thread::spawn(move || {
+                client_with_authority(&via, "counted.test", "concurrent", &["250"])
+            })
         })
         .collect();
     let mut ok = 0;
@@ -546,7 +561,8 @@ fn websockets_are_unchanged_beside_an_http2_group() {
     let groups = format!(
         "    sockets: {{ servers: [\"{ws_origin}\"], protocol: h2c, health_check: {{ type: none }} }}\n"
     );
-    let routes = "    - name: sockets\n      paths: [/socket]\n      routing: { default: sockets }\n";
+    let routes =
+        "    - name: sockets\n      paths: [/socket]\n      routing: { default: sockets }\n";
     let s = setup(v1.addr, v2.addr, &groups, routes);
     let (mut ws, response) = websocket_client(s.gateway.addr, "canary_user=ws");
     assert_eq!(response.status(), 101);

@@ -722,6 +722,7 @@ gateway:
         certificates:
           - { cert: certs/a.pem, key: certs/a.key }
           - { cert: certs/b.pem, key: certs/b.key }
+    - { addr: "127.0.0.1:8082", h2c: true }
   groups:
     stable:
       servers: ["127.0.0.1:10001", { addr: "127.0.0.1:10002", weight: 3 }, { addr: "127.0.0.1:10003" }]
@@ -735,6 +736,11 @@ gateway:
       servers: ["127.0.0.1:10004"]
       selection: round_robin
       health_check: { type: none }
+    grpc:
+      servers: ["127.0.0.1:10005"]
+      protocol: h2c
+      max_streams_per_connection: 50
+      health_check: { type: grpc, service: pkg.Svc }
   routes:
     - name: api
       hosts: [api.example.com, "*.example.net"]
@@ -817,7 +823,7 @@ gateway:
             round_trip(text);
         }
         let (spec, _) = round_trip(EVERY_KEY);
-        assert_eq!(spec.listen.len(), 3);
+        assert_eq!(spec.listen.len(), 4);
         assert_eq!(spec.routes.as_ref().map(Vec::len), Some(2));
     }
 

@@ -509,9 +509,7 @@ fn may_resend(ctx: &RequestCtx, request: &RequestHeader, e: &Error) -> bool {
 /// The next server for the request: the fallback walk over the decided group, skipping servers
 /// that failed this request, with the server's connect gate when its group has one. Used for
 /// every connection attempt, upgrades included.
-fn next_peer(
-    ctx: &mut RequestCtx,
-) -> Result<(Box<HttpPeer>, Option<Arc<tokio::sync::Semaphore>>)> {
+fn next_peer(ctx: &mut RequestCtx) -> Result<(Box<HttpPeer>, Option<Arc<tokio::sync::Semaphore>>)> {
     let (state, decision) = ctx.routed()?;
     let key = ctx.client.user.as_deref().unwrap_or_default();
     let picked = upstreams::pick(
