@@ -7,6 +7,8 @@
 #              tests' own TLS client and certificates use the system OpenSSL)
 #   nghttp2-client - h2load, the TLS load test's HTTP/2 client
 #   apache2-utils - htpasswd, which writes the access tests' bcrypt and SHA-crypt users
+#   python3-grpcio - the gRPC origins and clients of tests/grpc.rs (run by /usr/bin/python3,
+#              the system Python the Debian package installs into)
 #   nginx + lua module, haproxy, curl, valgrind - the load-test scripts
 #   oha (built with cargo) - the fixed-rate latency client of scripts/edge-loadtest.sh
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
@@ -27,6 +29,7 @@ if [ "$what" = test ] || [ "$what" = loadtest ]; then
   have pkg-config || need+=(pkg-config)
   dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
   have htpasswd || need+=(apache2-utils)
+  /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need+=(python3-grpcio)
   # Text in the page's screenshots (the tests need none).
   dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 fi
