@@ -160,8 +160,9 @@ fn relay(a: TcpStream, b: TcpStream) {
 const SEED: &str = "grpc-canary";
 
 /// A gateway with a plaintext listener, an h2c listener and a TLS listener, two h2c groups
-/// (`v1`, `v2`, checked by `grpc.health.v1`) behind a 50 % canary by the cookie's user id, and
-/// routes for each error the gateway makes itself.
+/// (`v1`, `v2`, checked by `grpc.health.v1`; a generous check timeout, as the Python origins
+/// answer slowly while the tests run side by side) behind a 50 % canary by the cookie's user
+/// id, and routes for each error the gateway makes itself.
 struct Setup {
     gateway: Gateway,
     h2c: SocketAddr,
@@ -194,8 +195,8 @@ fn setup(v1: SocketAddr, v2: SocketAddr, extra_groups: &str, extra_routes: &str)
     );
     let section = format!(
         "  groups:\n\
-         \x20   v1: {{ servers: [\"{v1}\"], protocol: h2c, max_streams_per_connection: 100, health_check: {{ type: grpc, interval: 300ms }} }}\n\
-         \x20   v2: {{ servers: [\"{v2}\"], protocol: h2c, max_streams_per_connection: 100, health_check: {{ type: grpc, interval: 300ms }} }}\n\
+         \x20   v1: {{ servers: [\"{v1}\"], protocol: h2c, max_streams_per_connection: 100, health_check: {{ type: grpc, interval: 300ms, timeout: 5s, fall: 3 }} }}\n\
+         \x20   v2: {{ servers: [\"{v2}\"], protocol: h2c, max_streams_per_connection: 100, health_check: {{ type: grpc, interval: 300ms, timeout: 5s, fall: 3 }} }}\n\
          \x20   refusing: {{ servers: [\"127.0.0.1:{closed}\"], protocol: h2c, health_check: {{ type: none }} }}\n\
          \x20   dead: {{ servers: [\"127.0.0.1:{closed}\"], protocol: h2c, health_check: {{ type: tcp, interval: 100ms, fall: 1 }} }}\n\
          {extra_groups}\
