@@ -361,10 +361,26 @@ fn origin_statuses_and_trailers_arrive_unchanged() {
 #[test]
 fn gateway_errors_are_grpc_statuses() {
     let (v1, v2) = (GrpcOrigin::start("v1"), GrpcOrigin::start("v2"));
-    let s = setup(v1.addr, v2.addr, "", "");
+    // An HTTP/1.1 origin in an h2c group with a gRPC check: the check marks it down (a request
+    // to a server thought healthy would fail its connection instead: 502, not 503).
+    let web = Origin::start("web");
+    let groups = format!(
+        "    notgrpc: {{ servers: [\"{}\"], protocol: h2c, health_check: {{ type: grpc, interval: 100ms, fall: 1 }} }}\n",
+        web.addr
+    );
+    let routes =
+        "    - name: notgrpc\n      paths: [/test.NotGrpc/]\n      routing: { default: notgrpc }\n";
+    let s = setup(v1.addr, v2.addr, &groups, routes);
     let via = Via::H2c(s.h2c);
-    // The dead group's one server is marked down by its checks.
-    thread::sleep(Duration::from_millis(500));
+    // The dead and notgrpc groups' servers are marked down by their checks.
+    wait_until(
+        "the gRPC check marks the HTTP/1.1 origin down",
+        Duration::from_secs(20),
+        || {
+            client(&via, "call", &["/test.NotGrpc/Call"])["details"]
+                == "gateway: 503 Service Unavailable"
+        },
+    );
     let cases = [
         ("/other.Service/Method", "UNIMPLEMENTED"),
         ("/test.Refusing/Call", "UNAVAILABLE"),
