@@ -179,7 +179,8 @@ pub(crate) struct UpstreamTls {
     pub(crate) ca: Option<Arc<[WrappedX509]>>,
     /// The client certificate and key offered (mutual TLS).
     pub(crate) client: Option<Arc<CertKey>>,
-    /// Whether HTTP/2 is offered to the servers (ALPN h2, then http/1.1).
+    /// `tls.http2` as written (the older spelling of `protocol: auto`, which is what the
+    /// peer is built from); part of the pool key, as it always was.
     pub(crate) http2: bool,
     /// The bytes of the files behind `ca` and `client`, so that a reload that changes them
     /// counts as a changed group (and gets a new pool).
