@@ -55,6 +55,7 @@ mod text;
 mod upstreams;
 
 pub use ops::descriptors::{raise_open_files_limit, OpenFiles};
+pub use ops::import::run as import_command;
 pub use state::ConfigSource;
 
 use std::sync::Arc;

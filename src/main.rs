@@ -1,5 +1,6 @@
 //! The `canary-gateway` binary: parse Pingora's command line (`-c -t -u -d`), load and validate
-//! the configuration, wire the services and run. With no `-c`, run the bundled demo.
+//! the configuration, wire the services and run. With no `-c`, run the bundled demo;
+//! `canary-gateway import nginx FILE` translates an nginx configuration instead (docs/migrating-from-nginx.md).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +16,11 @@ use pingora_core::server::Server;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // `canary-gateway import nginx FILE …`: a subcommand beside Pingora's options.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("import") {
+        return ExitCode::from(canary_gateway::import_command(&args[2..]));
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut opt = Opt::parse_args();
     // We read the file ourselves (Pingora's keys and the gateway's section live in one file),

@@ -12,6 +12,7 @@ mod certificates;
 mod compress;
 mod gateway;
 mod groups;
+pub mod import;
 mod notify;
 mod pages;
 mod parse;

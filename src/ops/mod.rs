@@ -6,6 +6,7 @@ pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod demo;
 pub(crate) mod descriptors;
+pub mod import;
 pub(crate) mod lifecycle;
 pub(crate) mod metrics;
 pub(crate) mod notify;

@@ -1,0 +1,3 @@
+//! Importers: other proxies' configuration files translated into the gateway's spec.
+
+pub mod nginx;

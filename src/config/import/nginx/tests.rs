@@ -1,0 +1,1 @@
+//! Translation table tests: nginx snippets and the spec and report entries they become.
