@@ -81,7 +81,10 @@ pub fn run(args: &[String]) -> u8 {
     match &report_to {
         Some(path) => {
             if let Err(e) = std::fs::write(path, &report) {
-                eprintln!("canary-gateway: import: cannot write {}: {e}", path.display());
+                eprintln!(
+                    "canary-gateway: import: cannot write {}: {e}",
+                    path.display()
+                );
                 return 2;
             }
             // The summary lines on the terminal too.

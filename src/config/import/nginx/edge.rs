@@ -57,9 +57,26 @@ impl Level {
     pub fn under(&self, parent: &Level) -> Level {
         let mut l = self.clone();
         inherit!(
-            l, parent, gzip, gzip_types, gzip_level, gzip_min, access_rules, auth, auth_file,
-            limit_req, error_pages, intercept, connect, read, send, host_header, root,
-            ssl_certificate, ssl_certificate_key, ssl_protocols
+            l,
+            parent,
+            gzip,
+            gzip_types,
+            gzip_level,
+            gzip_min,
+            access_rules,
+            auth,
+            auth_file,
+            limit_req,
+            error_pages,
+            intercept,
+            connect,
+            read,
+            send,
+            host_header,
+            root,
+            ssl_certificate,
+            ssl_certificate_key,
+            ssl_protocols
         );
         for (k, v) in &parent.vars {
             l.vars.entry(k.clone()).or_insert_with(|| v.clone());
@@ -314,33 +331,70 @@ fn gateway_wide(d: &Directive, top: bool, key: &str, report: &mut Report) {
     if top {
         report.add(d, Verdict::Translated, false, key.to_string());
     } else {
-        report.add(d, Verdict::Approximated, false, format!("{key}, for the whole gateway (nginx: this block only)"));
+        report.add(
+            d,
+            Verdict::Approximated,
+            false,
+            format!("{key}, for the whole gateway (nginx: this block only)"),
+        );
     }
 }
 
 fn read_proxy_header(d: &Directive, level: &mut Level, report: &mut Report) {
     let (name, value) = (d.arg(0).to_ascii_lowercase(), d.arg(1));
-    let done = |why: &str, report: &mut Report| report.add(d, Verdict::DoneByGateway, false, why.to_string());
+    let done = |why: &str, report: &mut Report| {
+        report.add(d, Verdict::DoneByGateway, false, why.to_string())
+    };
     match (name.as_str(), value) {
         ("host", "$host" | "$http_host") => {
             level.host_header = Some("client".into());
-            done("the gateway sends the client's Host (host_header: client, the default)", report)
+            done(
+                "the gateway sends the client's Host (host_header: client, the default)",
+                report,
+            )
         }
         ("host", "$proxy_host") => {
             level.host_header = Some("server".into());
-            report.add(d, Verdict::Translated, false, "host_header: server on the groups this block proxies to");
+            report.add(
+                d,
+                Verdict::Translated,
+                false,
+                "host_header: server on the groups this block proxies to",
+            );
         }
         ("host", v) if !v.contains('$') => {
             level.host_header = Some(v.to_string());
-            report.add(d, Verdict::Translated, false, "host_header on the groups this block proxies to");
+            report.add(
+                d,
+                Verdict::Translated,
+                false,
+                "host_header on the groups this block proxies to",
+            );
         }
-        ("x-real-ip", "$remote_addr") => done("the gateway sets X-Real-IP (the client address through trusted_proxies)", report),
-        ("x-forwarded-for", "$proxy_add_x_forwarded_for" | "$remote_addr") => done("the gateway appends the client to X-Forwarded-For", report),
-        ("x-forwarded-proto" | "x-forwarded-scheme", "$scheme") => done("the gateway sets X-Forwarded-Proto", report),
-        ("x-forwarded-host", "$host" | "$http_host") => done("the gateway sets X-Forwarded-Host", report),
+        ("x-real-ip", "$remote_addr") => done(
+            "the gateway sets X-Real-IP (the client address through trusted_proxies)",
+            report,
+        ),
+        ("x-forwarded-for", "$proxy_add_x_forwarded_for" | "$remote_addr") => {
+            done("the gateway appends the client to X-Forwarded-For", report)
+        }
+        ("x-forwarded-proto" | "x-forwarded-scheme", "$scheme") => {
+            done("the gateway sets X-Forwarded-Proto", report)
+        }
+        ("x-forwarded-host", "$host" | "$http_host") => {
+            done("the gateway sets X-Forwarded-Host", report)
+        }
         ("x-forwarded-port", _) => done("the gateway forwards what the client sent", report),
-        ("upgrade", "$http_upgrade") | ("connection", _) => done("the gateway passes websocket upgrades through itself", report),
-        _ => report.add(d, Verdict::NotTranslated, false, "the gateway sets no extra upstream headers"),
+        ("upgrade", "$http_upgrade") | ("connection", _) => done(
+            "the gateway passes websocket upgrades through itself",
+            report,
+        ),
+        _ => report.add(
+            d,
+            Verdict::NotTranslated,
+            false,
+            "the gateway sets no extra upstream headers",
+        ),
     }
 }
 
@@ -366,7 +420,10 @@ fn read_error_page(d: &Directive, level: &mut Level, ctx: &mut Context, report: 
         }
         for inner in loc.children() {
             match inner.name.as_str() {
-                "root" => file = Some(absolute(ctx.prefix, inner.arg(0)).join(uri.trim_start_matches('/'))),
+                "root" => {
+                    file =
+                        Some(absolute(ctx.prefix, inner.arg(0)).join(uri.trim_start_matches('/')))
+                }
                 "alias" => file = Some(absolute(ctx.prefix, inner.arg(0))),
                 _ => {}
             }
@@ -375,13 +432,28 @@ fn read_error_page(d: &Directive, level: &mut Level, ctx: &mut Context, report: 
             break;
         }
     }
-    let file = file.or_else(|| level.root.as_ref().map(|r| absolute(ctx.prefix, r).join(uri.trim_start_matches('/'))));
+    let file = file.or_else(|| {
+        level
+            .root
+            .as_ref()
+            .map(|r| absolute(ctx.prefix, r).join(uri.trim_start_matches('/')))
+    });
     let Some(file) = file else {
-        return report.add(d, Verdict::NotTranslated, false, "no root or alias says which file the page is");
+        return report.add(
+            d,
+            Verdict::NotTranslated,
+            false,
+            "no root or alias says which file the page is",
+        );
     };
     let pages = level.error_pages.get_or_insert_with(BTreeMap::new);
     for c in codes.iter().filter(|c| (400..=599).contains(*c)) {
         pages.insert(*c, file.clone());
     }
-    report.add(d, Verdict::Translated, false, format!("error_pages → {}", file.display()));
+    report.add(
+        d,
+        Verdict::Translated,
+        false,
+        format!("error_pages → {}", file.display()),
+    );
 }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 pub use report::{Entry, Report, Verdict};
-pub use syntax::SyntaxError;
 use syntax::Pos;
+pub use syntax::SyntaxError;
 pub use translate::{Origins, Translation};
 
 use crate::config::spec::GatewaySpec;
@@ -105,7 +105,10 @@ pub fn write_yaml(t: &Translation, source: &Path) -> Result<String, String> {
             ("listen", Value::Sequence(items)) => {
                 out.push_str("  listen:\n");
                 for (i, item) in items.iter().enumerate() {
-                    out.push_str(&comment(t.origins.listen.get(i).map_or(&[], Vec::as_slice), 2));
+                    out.push_str(&comment(
+                        t.origins.listen.get(i).map_or(&[], Vec::as_slice),
+                        2,
+                    ));
                     out.push_str(&indented(&Value::Sequence(vec![item.clone()]), 2)?);
                 }
             }
@@ -142,7 +145,9 @@ pub fn write_yaml(t: &Translation, source: &Path) -> Result<String, String> {
     }
     let again = GatewaySpec::from_yaml(&out).map_err(|e| format!("{e}\n{out}"))?;
     if again != t.spec {
-        return Err(format!("the written file does not read back as the spec:\n{out}"));
+        return Err(format!(
+            "the written file does not read back as the spec:\n{out}"
+        ));
     }
     Ok(out)
 }

@@ -61,7 +61,10 @@ pub type GroupOf<'f> = dyn Fn(&str) -> Option<String> + 'f;
 /// The variable `$name` / `${name}` alone, or `None`.
 pub fn variable(text: &str) -> Option<&str> {
     let v = text.strip_prefix('$')?;
-    let v = v.strip_prefix('{').and_then(|v| v.strip_suffix('}')).unwrap_or(v);
+    let v = v
+        .strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or(v);
     (!v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(v)
 }
 
@@ -98,7 +101,11 @@ pub fn routing_block(
     let mut choices = Vec::new();
     for d in ifs {
         let text = d.args.join(" ");
-        let inner = text.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        let inner = text
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .trim();
         let cond: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
         let mut chosen = None;
         for inner in d.children() {
@@ -113,7 +120,11 @@ pub fn routing_block(
                 _ => {}
             }
         }
-        choices.push(Choice { d, cond, target: chosen });
+        choices.push(Choice {
+            d,
+            cond,
+            target: chosen,
+        });
     }
     for c in choices.iter().rev() {
         if_rule(c, &mut block, group_of, report);
@@ -127,7 +138,9 @@ pub fn routing_block(
         .default
         .ok_or_else(|| "no group is chosen when no rule applies".to_string())?;
     Ok(RoutingSpec {
-        cookie: block.cookie.unwrap_or_else(crate::config::spec::default_cookie),
+        cookie: block
+            .cookie
+            .unwrap_or_else(crate::config::spec::default_cookie),
         default,
         rules: block.rules,
         signing_key: None,
@@ -137,7 +150,9 @@ pub fn routing_block(
 
 fn if_rule(c: &Choice, block: &mut Block, group_of: &GroupOf, report: &mut Report) {
     let d = c.d;
-    let no = |why: &str, report: &mut Report| report.add(d, Verdict::NotTranslated, true, why.to_string());
+    let no = |why: &str, report: &mut Report| {
+        report.add(d, Verdict::NotTranslated, true, why.to_string())
+    };
     let cond: Vec<&str> = c.cond.iter().map(String::as_str).collect();
     match (cond.as_slice(), &c.target) {
         (_, None) => no("it chooses no group (only `proxy_pass` or `set` of proxy_pass's variable are read)", report),
@@ -183,7 +198,8 @@ fn variable_rules(
         return match variable(value) {
             Some(inner) => variable_rules(inner, sets, block, vars, group_of, report),
             None => {
-                block.default = Some(group_of(value).ok_or_else(|| format!("${v} is {value:?}, no upstream"))?);
+                block.default =
+                    Some(group_of(value).ok_or_else(|| format!("${v} is {value:?}, no upstream"))?);
                 Ok(())
             }
         };
@@ -194,7 +210,9 @@ fn variable_rules(
     if let Some(split) = vars.splits.get(v).copied() {
         return split_rules(v, split, block, vars, group_of, report);
     }
-    Err(format!("${v} is set by nothing the importer reads (a map, split_clients or set)"))
+    Err(format!(
+        "${v} is set by nothing the importer reads (a map, split_clients or set)"
+    ))
 }
 
 fn map_rules(
@@ -210,7 +228,12 @@ fn map_rules(
     let mut rep = Report::default();
     let source = variable(map.arg(0)).unwrap_or("");
     let Some(cookie) = source.strip_prefix("cookie_") else {
-        rep.add(map, Verdict::NotTranslated, true, "maps something other than a cookie: needs a rule condition (`when:`)");
+        rep.add(
+            map,
+            Verdict::NotTranslated,
+            true,
+            "maps something other than a cookie: needs a rule condition (`when:`)",
+        );
         if first {
             report.entries.extend(rep.entries);
         }
@@ -254,9 +277,22 @@ fn map_rules(
         if default_variable.is_none() && default.as_deref() == Some(g.as_str()) {
             continue;
         }
-        block.push(&format!("users-{g}"), RuleKindSpec::Users { group: g, users: Some(users), users_file: None, users_store: None });
+        block.push(
+            &format!("users-{g}"),
+            RuleKindSpec::Users {
+                group: g,
+                users: Some(users),
+                users_file: None,
+                users_store: None,
+            },
+        );
     }
-    rep.add(map, Verdict::Translated, true, format!("cookie `{cookie}` is the user id; each listed user a `users` rule"));
+    rep.add(
+        map,
+        Verdict::Translated,
+        true,
+        format!("cookie `{cookie}` is the user id; each listed user a `users` rule"),
+    );
     if first {
         report.entries.extend(rep.entries);
     }
@@ -286,7 +322,15 @@ fn split_rules(
             block.use_cookie(cookie)?;
             rep.add(split, Verdict::Approximated, true, format!("percent rules by cookie `{cookie}`: the same shares, but the gateway's sticky hash (FNV-1a) picks other users than nginx's MurmurHash2"));
         }
-        None => rep.add(split, Verdict::Approximated, true, format!("percent rules, sticky by the user cookie rather than by {}: the point of a canary", split.arg(0))),
+        None => rep.add(
+            split,
+            Verdict::Approximated,
+            true,
+            format!(
+                "percent rules, sticky by the user cookie rather than by {}: the point of a canary",
+                split.arg(0)
+            ),
+        ),
     }
     let mut total = 0.0;
     let mut default = None;
@@ -305,8 +349,21 @@ fn split_rules(
             Some(p) => {
                 // Consecutive shares of one hash: the same seed, cumulative percentages.
                 total += p;
-                block.push(&format!("percent-{group}"), RuleKindSpec::Percent { group, percent: (total * 10_000.0).round() / 10_000.0, seed: Some(seed.clone()), plan: None });
-                rep.add(e, Verdict::Translated, true, format!("a percent rule up to {total}% of the hash"));
+                block.push(
+                    &format!("percent-{group}"),
+                    RuleKindSpec::Percent {
+                        group,
+                        percent: (total * 10_000.0).round() / 10_000.0,
+                        seed: Some(seed.clone()),
+                        plan: None,
+                    },
+                );
+                rep.add(
+                    e,
+                    Verdict::Translated,
+                    true,
+                    format!("a percent rule up to {total}% of the hash"),
+                );
             }
             None => rep.add(e, Verdict::NotTranslated, true, "not a percentage"),
         }

@@ -519,7 +519,8 @@ mod tests {
     /// Variables, with and without braces, stay as written.
     #[test]
     fn variables() {
-        let tree = parse("split_clients \"${cookie_uid}\" $v { 10% v2; * v1; }\nproxy_pass http://$v;");
+        let tree =
+            parse("split_clients \"${cookie_uid}\" $v { 10% v2; * v1; }\nproxy_pass http://$v;");
         assert_eq!(tree[0].args, ["${cookie_uid}", "$v"]);
         assert_eq!(tree[0].children()[1].args, ["v1"]);
         let tree = parse("set $x ${a}b;");
@@ -538,7 +539,10 @@ mod tests {
             error("a {\n  listen 80\n}\n"),
             "t.conf:2:3: unexpected \"}\": the directive has no \";\""
         );
-        assert_eq!(error("x \"abc\n\n"), "t.conf:1:3: unterminated quoted string");
+        assert_eq!(
+            error("x \"abc\n\n"),
+            "t.conf:1:3: unterminated quoted string"
+        );
         assert_eq!(error("  ;"), "t.conf:1:3: unexpected \";\"");
         assert_eq!(
             error("listen 80"),
@@ -579,7 +583,11 @@ mod tests {
             ("[!a-c]*", "beta", false),
             ("*", "", true),
         ] {
-            assert_eq!(wildcard(pattern.as_bytes(), name.as_bytes()), hit, "{pattern} {name}");
+            assert_eq!(
+                wildcard(pattern.as_bytes(), name.as_bytes()),
+                hit,
+                "{pattern} {name}"
+            );
         }
     }
 }

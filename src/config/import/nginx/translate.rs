@@ -91,6 +91,7 @@ fn fixed(name: &str) -> Option<(Verdict, bool, &'static str)> {
         "proxy_ssl_server_name" | "proxy_ssl_name" | "proxy_ssl_verify" | "proxy_ssl_trusted_certificate" => {
             (NotTranslated, false, "set the group's tls (sni, verify, ca) by hand")
         }
+        "proxy_ignore_client_abort" | "client_body_temp_path" | "proxy_temp_path" => (DoneByGateway, false, "the gateway streams bodies and ends the upstream request with the client's"),
         "proxy_cache" | "proxy_cache_path" | "proxy_cache_valid" | "proxy_cache_key" | "proxy_cache_bypass"
         | "proxy_no_cache" | "proxy_cache_use_stale" | "proxy_cache_lock" => (NotTranslated, false, "the gateway has no cache"),
         "lua_package_path" | "lua_package_cpath" | "lua_shared_dict" | "lua_code_cache" | "init_by_lua_block"
@@ -106,9 +107,15 @@ fn fixed(name: &str) -> Option<(Verdict, bool, &'static str)> {
 
 /// Whether `d` is OpenResty code that may decide where a request goes.
 fn routing_lua(d: &Directive) -> bool {
-    ["access_by_lua", "rewrite_by_lua", "balancer_by_lua", "content_by_lua", "set_by_lua"]
-        .iter()
-        .any(|p| d.name.starts_with(p))
+    [
+        "access_by_lua",
+        "rewrite_by_lua",
+        "balancer_by_lua",
+        "content_by_lua",
+        "set_by_lua",
+    ]
+    .iter()
+    .any(|p| d.name.starts_with(p))
 }
 
 fn lua_entry(d: &Directive, report: &mut Report) {
@@ -180,10 +187,18 @@ pub fn translate(tree: &[Directive], prefix: &Path) -> Translation {
                 if let Some(up) = upstream::translate(d, &mut w.report) {
                     let name = up.name.clone();
                     w.upstreams.insert(d.arg(0).to_string(), name.clone());
-                    w.origins.groups.entry(name.clone()).or_default().push(d.at.clone());
+                    w.origins
+                        .groups
+                        .entry(name.clone())
+                        .or_default()
+                        .push(d.at.clone());
                     w.groups.insert(name, up.group);
                     if let Some((b, group)) = up.backup {
-                        w.origins.groups.entry(b.clone()).or_default().push(d.at.clone());
+                        w.origins
+                            .groups
+                            .entry(b.clone())
+                            .or_default()
+                            .push(d.at.clone());
                         w.groups.insert(b, group);
                     }
                 }
@@ -226,9 +241,17 @@ pub fn translate(tree: &[Directive], prefix: &Path) -> Translation {
                 }
             }
             "resolver" => resolver = Some(d),
-            "resolver_timeout" => w.report.add(d, Verdict::DoneByGateway, false, "lookups are bounded by the gateway"),
+            "resolver_timeout" => w.report.add(
+                d,
+                Verdict::DoneByGateway,
+                false,
+                "lookups are bounded by the gateway",
+            ),
             "server" => servers.push(*d),
-            "set_real_ip_from" => w.report.add(d, Verdict::Translated, false, "gateway.trusted_proxies"),
+            "set_real_ip_from" => {
+                w.report
+                    .add(d, Verdict::Translated, false, "gateway.trusted_proxies")
+            }
             _ => {}
         }
     }
@@ -247,12 +270,23 @@ pub fn translate(tree: &[Directive], prefix: &Path) -> Translation {
     for d in &flat {
         if matches!(
             d.name.as_str(),
-            "upstream" | "map" | "split_clients" | "limit_req_zone" | "resolver" | "resolver_timeout" | "server" | "set_real_ip_from"
+            "upstream"
+                | "map"
+                | "split_clients"
+                | "limit_req_zone"
+                | "resolver"
+                | "resolver_timeout"
+                | "server"
+                | "set_real_ip_from"
         ) {
             continue;
         }
         if edge::read(d, &mut http, &mut ctx, &mut w.report) {
-            w.origins.keys.entry(key_of(&d.name)).or_default().push(d.at.clone());
+            w.origins
+                .keys
+                .entry(key_of(&d.name))
+                .or_default()
+                .push(d.at.clone());
             continue;
         }
         other(d, &mut w.report);
@@ -265,12 +299,56 @@ pub fn translate(tree: &[Directive], prefix: &Path) -> Translation {
             }
         }
     }
-    for s in &servers {
-        w.server(s, &http, &mut vars);
+    // Each address's default server: the one marked default_server, else the first.
+    let mut defaults: Vec<(String, usize, bool)> = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let listens: Vec<&Directive> = s.children().iter().filter(|l| l.name == "listen").collect();
+        let items: Vec<(String, bool)> = if listens.is_empty() {
+            vec![("0.0.0.0:80".into(), false)]
+        } else {
+            listens
+                .iter()
+                .filter_map(|l| {
+                    Some((
+                        listen_addr(l.arg(0))?,
+                        l.args
+                            .iter()
+                            .any(|a| a == "default_server" || a == "default"),
+                    ))
+                })
+                .collect()
+        };
+        for (addr, explicit) in items {
+            match defaults.iter_mut().find(|(a, ..)| *a == addr) {
+                Some(entry) if explicit && !entry.2 => *entry = (addr, i, true),
+                Some(_) => {}
+                None => defaults.push((addr, i, explicit)),
+            }
+        }
+    }
+    for (i, s) in servers.iter().enumerate() {
+        let default_of: Vec<String> = defaults
+            .iter()
+            .filter(|(_, j, _)| *j == i)
+            .map(|(a, ..)| a.clone())
+            .collect();
+        w.server(s, &http, &mut vars, &default_of);
     }
     for (v, d) in vars.maps.iter().chain(vars.splits.iter()) {
-        if !vars.reported.contains(v) {
-            w.report.add(d, Verdict::NotTranslated, false, "not used by a proxy_pass the importer read");
+        if d.arg(0) == "$http_upgrade" {
+            w.report.add(
+                d,
+                Verdict::DoneByGateway,
+                false,
+                "the gateway passes websocket upgrades through itself",
+            );
+        } else if !vars.reported.contains(v) {
+            w.report.add(
+                d,
+                Verdict::NotTranslated,
+                false,
+                "not used by a proxy_pass the importer read",
+            );
         }
     }
     w.apply_group_settings();
@@ -317,7 +395,10 @@ fn key_of(name: &str) -> &'static str {
         "limit_req" => "rate_limits",
         "error_page" => "error_pages",
         "proxy_intercept_errors" => "intercept_errors",
-        "client_max_body_size" | "client_header_timeout" | "client_body_timeout" | "send_timeout"
+        "client_max_body_size"
+        | "client_header_timeout"
+        | "client_body_timeout"
+        | "send_timeout"
         | "keepalive_timeout" => "limits",
         _ => "groups",
     }
@@ -330,8 +411,23 @@ fn other(d: &Directive, report: &mut Report) {
     } else if routing_lua(d) {
         lua_entry(d, report);
     } else {
-        let routing = matches!(d.name.as_str(), "return" | "rewrite" | "if" | "location" | "proxy_pass" | "grpc_pass" | "fastcgi_pass" | "uwsgi_pass");
-        report.add(d, Verdict::NotTranslated, routing, "no counterpart in the gateway");
+        let routing = matches!(
+            d.name.as_str(),
+            "return"
+                | "rewrite"
+                | "if"
+                | "location"
+                | "proxy_pass"
+                | "grpc_pass"
+                | "fastcgi_pass"
+                | "uwsgi_pass"
+        );
+        report.add(
+            d,
+            Verdict::NotTranslated,
+            routing,
+            "no counterpart in the gateway",
+        );
     }
 }
 
@@ -400,7 +496,9 @@ fn https_redirect(d: &Directive) -> bool {
         && matches!(d.arg(0), "301" | "302" | "307" | "308")
         && matches!(
             d.arg(1),
-            "https://$host$request_uri" | "https://$server_name$request_uri" | "https://$http_host$request_uri"
+            "https://$host$request_uri"
+                | "https://$server_name$request_uri"
+                | "https://$http_host$request_uri"
         )
 }
 
@@ -422,12 +520,23 @@ impl Walk<'_> {
         self.listeners.last_mut().expect("just pushed")
     }
 
-    fn server(&mut self, s: &Directive, http: &Level, vars: &mut Variables) {
-        self.report.add(s, Verdict::Translated, true, "its listeners and routes");
-        let locations: Vec<&Directive> = s.children().iter().filter(|d| d.name == "location").collect();
+    fn server(&mut self, s: &Directive, http: &Level, vars: &mut Variables, default_of: &[String]) {
+        self.report
+            .add(s, Verdict::Translated, true, "its listeners and routes");
+        let locations: Vec<&Directive> = s
+            .children()
+            .iter()
+            .filter(|d| d.name == "location")
+            .collect();
         let mut level = Level::default();
         let zones = self.zones.clone();
-        let mut ctx = Context { prefix: self.prefix, zones: &zones, locations: &locations, limits: &mut self.limits, top: false };
+        let mut ctx = Context {
+            prefix: self.prefix,
+            zones: &zones,
+            locations: &locations,
+            limits: &mut self.limits,
+            top: false,
+        };
         let mut listens = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let mut redirect_all = false;
@@ -449,7 +558,8 @@ impl Walk<'_> {
                 }
                 "http2" => {
                     http2 = d.arg(0) == "on";
-                    self.report.add(d, Verdict::Translated, false, "listen[].http2");
+                    self.report
+                        .add(d, Verdict::Translated, false, "listen[].http2");
                 }
                 _ => {
                     if !edge::read(d, &mut level, &mut ctx, &mut self.report) {
@@ -460,7 +570,12 @@ impl Walk<'_> {
         }
         let level = level.under(http);
         if listens.is_empty() {
-            self.report.add(s, Verdict::Translated, true, "no listen: nginx's default, port 80");
+            self.report.add(
+                s,
+                Verdict::Translated,
+                true,
+                "no listen: nginx's default, port 80",
+            );
         }
         // Hosts.
         let mut hosts = Vec::new();
@@ -477,7 +592,8 @@ impl Walk<'_> {
             }
         }
         for d in s.children().iter().filter(|d| d.name == "server_name") {
-            self.report.add(d, Verdict::Translated, true, "the routes' hosts");
+            self.report
+                .add(d, Verdict::Translated, true, "the routes' hosts");
         }
         // Listeners.
         let mut default_here = false;
@@ -489,36 +605,50 @@ impl Walk<'_> {
                 .iter()
                 .filter_map(|l| {
                     let Some(addr) = listen_addr(l.arg(0)) else {
-                        self.report.add(l, Verdict::NotTranslated, true, "UNIX sockets: the gateway listens on TCP");
+                        self.report.add(
+                            l,
+                            Verdict::NotTranslated,
+                            true,
+                            "UNIX sockets: the gateway listens on TCP",
+                        );
                         return None;
                     };
                     let ssl = l.args.iter().any(|a| a == "ssl");
                     let h2 = l.args.iter().any(|a| a == "http2");
-                    let default = l.args.iter().any(|a| a == "default_server" || a == "default");
+                    let default = l
+                        .args
+                        .iter()
+                        .any(|a| a == "default_server" || a == "default");
                     Some((addr, ssl, h2, default, l.at.clone()))
                 })
                 .collect()
         };
-        for (i, (addr, ssl, h2, default, at)) in listen_items.iter().enumerate() {
+        for (i, (addr, ssl, h2, _, at)) in listen_items.iter().enumerate() {
             let d = listens.get(i).copied();
             let v6 = addr.starts_with("[::]:");
             if v6 {
                 let v4 = format!("0.0.0.0:{}", &addr[5..]);
                 if listen_items.iter().any(|(a, ..)| *a == v4) {
                     if let Some(d) = d {
-                        self.report.add(d, Verdict::DoneByGateway, false, format!("the gateway's {v4} listener takes IPv6 too (dual-stack socket)"));
+                        self.report.add(d, Verdict::NotTranslated, false, format!("IPv6 beside {v4}: gateway listeners set no ipv6only, so list `[::]:{}` alone (it takes IPv4 too) if you want both", &addr[5..]));
                     }
                     continue;
                 }
             }
             let redirect = redirect_all || (redirect_plain && !ssl);
-            let fresh = !self.listeners.iter().any(|l| l.addr == *addr);
             let cert = match (&level.ssl_certificate, &level.ssl_certificate_key) {
-                (Some(c), Some(k)) if *ssl => Some(CertificateSpec { cert: c.clone(), key: k.clone() }),
+                (Some(c), Some(k)) if *ssl => Some(CertificateSpec {
+                    cert: c.clone(),
+                    key: k.clone(),
+                }),
                 _ => None,
             };
             let min_version = level.ssl_protocols.as_ref().map(|p| {
-                if p.iter().any(|v| v != "TLSv1.3") { "1.2".to_string() } else { "1.3".to_string() }
+                if p.iter().any(|v| v != "TLSv1.3") {
+                    "1.2".to_string()
+                } else {
+                    "1.3".to_string()
+                }
             });
             let https_port = self.https_port.unwrap_or(443);
             let l = self.listener(addr);
@@ -530,45 +660,93 @@ impl Walk<'_> {
                     l.certificates.push(c);
                 }
             }
-            if min_version.is_some() && (l.min_version.is_none() || min_version.as_deref() == Some("1.2")) {
+            if min_version.is_some()
+                && (l.min_version.is_none() || min_version.as_deref() == Some("1.2"))
+            {
                 l.min_version = min_version;
             }
             let conflict = if redirect {
-                if l.proxies { true } else { l.redirect_to = Some(https_port); false }
+                if l.proxies {
+                    true
+                } else {
+                    l.redirect_to = Some(https_port);
+                    false
+                }
             } else {
                 l.proxies = true;
                 let was = l.redirect_to.take().is_some();
-                if was { l.redirect_to = None; }
+                if was {
+                    l.redirect_to = None;
+                }
                 was
             };
             if !redirect {
                 plain_ports.push(addr.clone());
-                default_here |= *default || fresh;
+                default_here |= default_of.contains(addr);
             }
             if let Some(d) = d {
                 if conflict {
                     self.report.add(d, Verdict::NotTranslated, true, "one server redirects to https here and another proxies: a gateway listener does one or the other");
                 } else if *ssl && level.ssl_certificate.is_none() {
-                    self.report.add(d, Verdict::NotTranslated, true, "ssl without an ssl_certificate");
+                    self.report.add(
+                        d,
+                        Verdict::NotTranslated,
+                        true,
+                        "ssl without an ssl_certificate",
+                    );
                 } else if redirect {
                     self.report.add(d, Verdict::Approximated, true, format!("a redirect_https listener to port {https_port} (308, keeping the method; nginx: the return's status)"));
                 } else if !ssl && (*h2 || http2) {
-                    self.report.add(d, Verdict::Approximated, true, "plaintext HTTP/1.1 (the gateway offers HTTP/2 over TLS only)");
+                    self.report.add(
+                        d,
+                        Verdict::Approximated,
+                        true,
+                        "plaintext HTTP/1.1 (the gateway offers HTTP/2 over TLS only)",
+                    );
                 } else {
-                    self.report.add(d, Verdict::Translated, true, if *ssl { "a TLS listener" } else { "a listener" });
+                    self.report.add(
+                        d,
+                        Verdict::Translated,
+                        true,
+                        if *ssl { "a TLS listener" } else { "a listener" },
+                    );
                 }
             }
         }
-        for d in s.children().iter().filter(|d| d.name == "return" && https_redirect(d)) {
-            self.report.add(d, Verdict::Approximated, true, "the listener redirects every request to https (308)");
+        for d in s
+            .children()
+            .iter()
+            .filter(|d| d.name == "return" && https_redirect(d))
+        {
+            self.report.add(
+                d,
+                Verdict::Approximated,
+                true,
+                "the listener redirects every request to https (308)",
+            );
         }
         for d in &server_ifs {
-            self.report.add(d, Verdict::Approximated, true, "the plaintext listeners redirect every request to https (308)");
-            self.report.add(&d.children()[0], Verdict::Approximated, true, "the redirect_https listener");
+            self.report.add(
+                d,
+                Verdict::Approximated,
+                true,
+                "the plaintext listeners redirect every request to https (308)",
+            );
+            self.report.add(
+                &d.children()[0],
+                Verdict::Approximated,
+                true,
+                "the redirect_https listener",
+            );
         }
         if plain_ports.is_empty() {
             for l in &locations {
-                self.report.add(l, Verdict::DoneByGateway, false, "this server only redirects to https");
+                self.report.add(
+                    l,
+                    Verdict::DoneByGateway,
+                    false,
+                    "this server only redirects to https",
+                );
             }
             return;
         }
@@ -589,7 +767,15 @@ impl Walk<'_> {
             .collect();
         let server_name = hosts.first().cloned().unwrap_or_else(|| "default".into());
         for loc in &locations {
-            self.location(loc, &level, http, vars, &route_hosts, &server_name, &error_uris);
+            self.location(
+                loc,
+                &level,
+                http,
+                vars,
+                &route_hosts,
+                &server_name,
+                &error_uris,
+            );
         }
     }
 
@@ -611,7 +797,13 @@ impl Walk<'_> {
         };
         let mut level = Level::default();
         let zones = self.zones.clone();
-        let mut ctx = Context { prefix: self.prefix, zones: &zones, locations: &[], limits: &mut self.limits, top: false };
+        let mut ctx = Context {
+            prefix: self.prefix,
+            zones: &zones,
+            locations: &[],
+            limits: &mut self.limits,
+            top: false,
+        };
         let mut pass = None;
         let mut ifs = Vec::new();
         let mut nested = Vec::new();
@@ -638,9 +830,15 @@ impl Walk<'_> {
         }
         let Some(pass) = pass else {
             if modifier == "=" && error_uris.iter().any(|u| u == path) {
-                self.report.add(loc, Verdict::Translated, false, "the page of error_pages");
+                self.report
+                    .add(loc, Verdict::Translated, false, "the page of error_pages");
             } else {
-                self.report.add(loc, Verdict::NotTranslated, true, "proxies nothing (files, returns and scripts have no counterpart)");
+                self.report.add(
+                    loc,
+                    Verdict::NotTranslated,
+                    true,
+                    "proxies nothing (files, returns and scripts have no counterpart)",
+                );
             }
             return;
         };
@@ -649,15 +847,39 @@ impl Walk<'_> {
             "=" => Some("an exact location, written as a prefix: it also matches longer paths"),
             _ => {
                 self.report.add(loc, Verdict::NotTranslated, true, "regular-expression locations have no counterpart (a route matches path prefixes)");
-                self.report.add(pass, Verdict::NotTranslated, true, "its location is not translated");
+                self.report.add(
+                    pass,
+                    Verdict::NotTranslated,
+                    true,
+                    "its location is not translated",
+                );
                 return;
             }
         };
         // proxy_pass's URL: variables set to plain text are read in.
-        let url = expand_vars(pass.arg(0), &level.vars);
-        let Some((target, uri, tls)) = self.proxy_url(&url) else {
-            self.report.add(loc, Verdict::NotTranslated, true, "its proxy_pass is not translated");
-            self.report.add(pass, Verdict::NotTranslated, true, "only http:// and https:// to an upstream, an address or a variable are read");
+        // (not those an `if` may change: they decide the routing).
+        let mut fixed_vars = level.vars.clone();
+        for d in ifs.iter().flat_map(|i| i.children()) {
+            if d.name == "set" {
+                if let Some(v) = routing::variable(d.arg(0)) {
+                    fixed_vars.remove(v);
+                }
+            }
+        }
+        let url = expand_vars(pass.arg(0), &fixed_vars);
+        let Some((target, uri, tls)) = self.proxy_url(&url, &pass.at) else {
+            self.report.add(
+                loc,
+                Verdict::NotTranslated,
+                true,
+                "its proxy_pass is not translated",
+            );
+            self.report.add(
+                pass,
+                Verdict::NotTranslated,
+                true,
+                "only http:// and https:// to an upstream, an address or a variable are read",
+            );
             return;
         };
         let (strip, strip_note) = match uri.as_deref() {
@@ -677,7 +899,9 @@ impl Walk<'_> {
         let mut extra_groups = Vec::new();
         let proxy_url_of = |d: &Directive| -> Option<Target> {
             let url = expand_vars(d.arg(0), &sets);
-            let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))?;
             let host = rest.split('/').next().unwrap_or(rest);
             match routing::variable(host) {
                 Some(v) => Some(Target::Variable(v.to_string())),
@@ -688,31 +912,57 @@ impl Walk<'_> {
             Target::Group(g) => Target::Group(g),
             Target::Variable(v) => Target::Variable(v),
         };
-        let routing = routing::routing_block(target, &ifs, &sets, vars, &group_of, &proxy_url_of, &mut self.report);
+        let routing = routing::routing_block(
+            target,
+            &ifs,
+            &sets,
+            vars,
+            &group_of,
+            &proxy_url_of,
+            &mut self.report,
+        );
         let routing = match routing {
             Ok(r) => r,
             Err(why) => {
                 self.report.add(pass, Verdict::NotTranslated, true, why);
-                self.report.add(loc, Verdict::NotTranslated, true, "its proxy_pass is not translated");
+                self.report.add(
+                    loc,
+                    Verdict::NotTranslated,
+                    true,
+                    "its proxy_pass is not translated",
+                );
                 return;
             }
         };
         extra_groups.push(routing.default.clone());
         for r in &routing.rules {
             match &r.kind {
-                crate::config::spec::RuleKindSpec::Users { group, .. } | crate::config::spec::RuleKindSpec::Percent { group, .. } => extra_groups.push(group.clone()),
+                crate::config::spec::RuleKindSpec::Users { group, .. }
+                | crate::config::spec::RuleKindSpec::Percent { group, .. } => {
+                    extra_groups.push(group.clone())
+                }
                 _ => {}
             }
         }
         if tls {
             for g in &extra_groups {
                 if let Some(group) = self.groups.get_mut(g) {
-                    group.tls.get_or_insert(UpstreamTlsSpec { sni: None, verify: Some(false), ca: None, client_cert: None, client_key: None, http2: None });
+                    group.tls.get_or_insert(UpstreamTlsSpec {
+                        sni: None,
+                        verify: Some(false),
+                        ca: None,
+                        client_cert: None,
+                        client_key: None,
+                        http2: None,
+                    });
                 }
             }
         }
         for g in &extra_groups {
-            self.group_settings.entry(g.clone()).or_default().push((level.clone(), pass.at.clone()));
+            self.group_settings
+                .entry(g.clone())
+                .or_default()
+                .push((level.clone(), pass.at.clone()));
         }
         let note = match (approx_path, strip_note) {
             (Some(a), _) | (None, Some(a)) => Some(a),
@@ -720,13 +970,22 @@ impl Walk<'_> {
         };
         match note {
             Some(n) => self.report.add(pass, Verdict::Approximated, true, n),
-            None => self.report.add(pass, Verdict::Translated, true, format!("the route's routing (default {})", routing.default)),
+            None => self.report.add(
+                pass,
+                Verdict::Translated,
+                true,
+                format!("the route's routing (default {})", routing.default),
+            ),
         }
         let _ = lua;
         let mut route = RouteSpec {
             name: String::new(),
             hosts: hosts.to_vec(),
-            paths: if path == "/" { Vec::new() } else { vec![path.to_string()] },
+            paths: if path == "/" {
+                Vec::new()
+            } else {
+                vec![path.to_string()]
+            },
             strip_prefix: strip,
             access: None,
             rate_limits: None,
@@ -743,7 +1002,16 @@ impl Walk<'_> {
             route.rate_limits = Some(level.rate_limits());
         }
         if level.compress() != http.compress() {
-            route.compress = Some(level.compress().unwrap_or(crate::config::spec::CompressSpec { algorithms: Some(Vec::new()), level: None, min_size: None, types: None }));
+            route.compress = Some(
+                level
+                    .compress()
+                    .unwrap_or(crate::config::spec::CompressSpec {
+                        algorithms: Some(Vec::new()),
+                        level: None,
+                        min_size: None,
+                        types: None,
+                    }),
+            );
         }
         if level.error_pages() != http.error_pages() {
             route.error_pages = Some(level.error_pages());
@@ -752,10 +1020,22 @@ impl Walk<'_> {
             route.intercept_errors = level.intercept;
         }
         // The same route from another server block (a host served on 80 and 443).
-        if let Some(same) = self.routes.iter().find(|r| r.hosts == route.hosts && r.paths == route.paths) {
-            let same_route = RouteSpec { name: same.name.clone(), ..route.clone() } == *same;
+        if let Some(same) = self
+            .routes
+            .iter()
+            .find(|r| r.hosts == route.hosts && r.paths == route.paths)
+        {
+            let same_route = RouteSpec {
+                name: same.name.clone(),
+                ..route.clone()
+            } == *same;
             let why = if same_route {
-                self.report.add(loc, Verdict::Translated, true, format!("the same as route {}", same.name));
+                self.report.add(
+                    loc,
+                    Verdict::Translated,
+                    true,
+                    format!("the same as route {}", same.name),
+                );
                 return;
             } else {
                 format!("another server serves the same host and path differently (route {}): the gateway's routes are not per listener", same.name)
@@ -763,7 +1043,7 @@ impl Walk<'_> {
             self.report.add(loc, Verdict::NotTranslated, true, why);
             return;
         }
-        let mut name = token(&format!("{server_name}{}", if path == "/" { String::new() } else { format!("-{path}") }));
+        let mut name = token(&format!("{server_name}-{}", path.trim_matches('/')));
         let base = name.clone();
         let mut n = 2;
         while self.routes.iter().any(|r| r.name == name) {
@@ -771,15 +1051,21 @@ impl Walk<'_> {
             n += 1;
         }
         route.name = name.clone();
-        self.report.add(loc, Verdict::Translated, true, format!("route {name}"));
-        let note = (hosts.is_empty() && !self.default_names.is_empty()).then(|| format!("the default server ({}): every host no other route names", self.default_names.join(" ")));
+        self.report
+            .add(loc, Verdict::Translated, true, format!("route {name}"));
+        let note = (hosts.is_empty() && !self.default_names.is_empty()).then(|| {
+            format!(
+                "the default server ({}): every host no other route names",
+                self.default_names.join(" ")
+            )
+        });
         self.origins.routes.push((loc.at.clone(), note));
         self.routes.push(route);
     }
 
     /// `proxy_pass`'s URL: the target, its URI part (`None`: the client's path as it is) and
     /// whether it is https. An address no upstream names becomes a group of its own.
-    fn proxy_url(&mut self, url: &str) -> Option<(Target, Option<String>, bool)> {
+    fn proxy_url(&mut self, url: &str, at: &Pos) -> Option<(Target, Option<String>, bool)> {
         let (rest, tls) = match url.strip_prefix("http://") {
             Some(r) => (r, false),
             None => (url.strip_prefix("https://")?, true),
@@ -800,18 +1086,25 @@ impl Walk<'_> {
         }
         let addr = upstream::server_addr(host, if tls { 443 } else { 80 })?;
         let name = token(&addr);
+        self.origins
+            .groups
+            .entry(name.clone())
+            .or_default()
+            .push(at.clone());
         self.upstreams.insert(host.to_string(), name.clone());
-        self.groups.entry(name.clone()).or_insert_with(|| GroupSpec {
-            servers: vec![ServerSpec::Addr(addr)],
-            selection: None,
-            health_check: None,
-            timeouts: None,
-            fallback: None,
-            host_header: None,
-            tls: None,
-            resolver: None,
-            resolve_interval: None,
-        });
+        self.groups
+            .entry(name.clone())
+            .or_insert_with(|| GroupSpec {
+                servers: vec![ServerSpec::Addr(addr)],
+                selection: None,
+                health_check: None,
+                timeouts: None,
+                fallback: None,
+                host_header: None,
+                tls: None,
+                resolver: None,
+                resolve_interval: None,
+            });
         Some((Target::Group(name), uri, tls))
     }
 
@@ -821,10 +1114,19 @@ impl Walk<'_> {
         let mut names: Vec<&String> = self.group_settings.keys().collect();
         names.sort();
         for name in names {
-            let Some(group) = self.groups.get_mut(name) else { continue };
+            let Some(group) = self.groups.get_mut(name) else {
+                continue;
+            };
             let levels = &self.group_settings[name];
             let (first, at) = &levels[0];
-            let t = |l: &Level| (l.connect.clone(), l.read.clone(), l.send.clone(), l.host_header.clone());
+            let t = |l: &Level| {
+                (
+                    l.connect.clone(),
+                    l.read.clone(),
+                    l.send.clone(),
+                    l.host_header.clone().filter(|h| h != "client"),
+                )
+            };
             if levels.iter().any(|(l, _)| t(l) != t(first)) {
                 self.report.entries.push(super::report::Entry {
                     at: at.clone(),
@@ -835,11 +1137,20 @@ impl Walk<'_> {
                 });
             }
             if first.connect.is_some() || first.read.is_some() || first.send.is_some() {
-                let timeouts = group.timeouts.get_or_insert(TimeoutsSpec { connect: None, read: None, write: None, idle: None });
+                let timeouts = group.timeouts.get_or_insert(TimeoutsSpec {
+                    connect: None,
+                    read: None,
+                    write: None,
+                    idle: None,
+                });
                 timeouts.connect = first.connect.clone();
                 timeouts.read = first.read.clone();
                 timeouts.write = first.send.clone();
-                self.origins.groups.entry(name.clone()).or_default().push(at.clone());
+                self.origins
+                    .groups
+                    .entry(name.clone())
+                    .or_default()
+                    .push(at.clone());
             }
             if let Some(h) = &first.host_header {
                 if h != "client" {
@@ -851,25 +1162,47 @@ impl Walk<'_> {
 
     fn resolver(&mut self, d: &Directive) {
         let addr = d.arg(0);
-        let addr = if addr.contains(':') && !addr.starts_with('[') { addr.to_string() } else { format!("{addr}:53") };
-        let valid = d.args.iter().find_map(|a| a.strip_prefix("valid=")).and_then(super::values::duration);
+        let addr = if addr.contains(':') && !addr.starts_with('[') {
+            addr.to_string()
+        } else {
+            format!("{addr}:53")
+        };
+        let valid = d
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("valid="))
+            .and_then(super::values::duration);
         let mut named = 0;
         for (name, group) in self.groups.iter_mut() {
             let by_name = group.servers.iter().any(|s| {
-                let a = match s { ServerSpec::Addr(a) => a, ServerSpec::Weighted(w) => &w.addr };
-                a.rsplit_once(':').is_some_and(|(h, _)| h.parse::<std::net::IpAddr>().is_err() && !h.starts_with('['))
+                let a = match s {
+                    ServerSpec::Addr(a) => a,
+                    ServerSpec::Weighted(w) => &w.addr,
+                };
+                a.rsplit_once(':').is_some_and(|(h, _)| {
+                    h.parse::<std::net::IpAddr>().is_err() && !h.starts_with('[')
+                })
             });
             if by_name {
                 group.resolver = Some(addr.clone());
                 group.resolve_interval = valid.clone();
-                self.origins.groups.entry(name.clone()).or_default().push(d.at.clone());
+                self.origins
+                    .groups
+                    .entry(name.clone())
+                    .or_default()
+                    .push(d.at.clone());
                 named += 1;
             }
         }
         if named > 0 {
             self.report.add(d, Verdict::Translated, false, "the resolver (and resolve_interval from valid=) of the groups with servers by name");
         } else {
-            self.report.add(d, Verdict::DoneByGateway, false, "no server is named by a host name: nothing to resolve");
+            self.report.add(
+                d,
+                Verdict::DoneByGateway,
+                false,
+                "no server is named by a host name: nothing to resolve",
+            );
         }
     }
 }
@@ -896,7 +1229,9 @@ fn expand_vars(text: &str, vars: &HashMap<String, String>) -> String {
             let end = inner.find('}').unwrap_or(inner.len());
             (&inner[..end], end + 2)
         } else {
-            let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
             (&after[..end], end)
         };
         match vars.get(name).filter(|v| !v.contains('$')) {

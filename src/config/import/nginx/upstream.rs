@@ -44,7 +44,12 @@ pub fn translate(block: &Directive, report: &mut Report) -> Option<Upstream> {
         match d.name.as_str() {
             "server" => {
                 let Some(addr) = server_addr(d.arg(0), 80) else {
-                    report.add(d, Verdict::NotTranslated, true, "UNIX sockets are not a gateway server address");
+                    report.add(
+                        d,
+                        Verdict::NotTranslated,
+                        true,
+                        "UNIX sockets are not a gateway server address",
+                    );
                     continue;
                 };
                 let mut weight = None;
@@ -68,7 +73,9 @@ pub fn translate(block: &Directive, report: &mut Report) -> Option<Upstream> {
                         }
                         "backup" => backup = true,
                         "down" => down = true,
-                        "resolve" => notes.push("resolve: names are looked up while the gateway runs".into()),
+                        "resolve" => {
+                            notes.push("resolve: names are looked up while the gateway runs".into())
+                        }
                         _ => {
                             verdict = Verdict::Approximated;
                             notes.push(format!("{key}: no counterpart, left out"));
@@ -100,7 +107,12 @@ pub fn translate(block: &Directive, report: &mut Report) -> Option<Upstream> {
                 };
                 report.add(d, verdict, true, why);
             }
-            "keepalive" => report.add(d, Verdict::DoneByGateway, false, "the gateway keeps a pool of idle upstream connections itself"),
+            "keepalive" => report.add(
+                d,
+                Verdict::DoneByGateway,
+                false,
+                "the gateway keeps a pool of idle upstream connections itself",
+            ),
             "keepalive_timeout" => match duration(d.arg(0)) {
                 Some(t) => {
                     idle = Some(t);
@@ -108,13 +120,28 @@ pub fn translate(block: &Directive, report: &mut Report) -> Option<Upstream> {
                 }
                 None => report.add(d, Verdict::NotTranslated, false, "not a duration"),
             },
-            "keepalive_requests" | "keepalive_time" | "zone" => report.add(d, Verdict::DoneByGateway, false, "pooled connections and shared state are the gateway's own"),
+            "keepalive_requests" | "keepalive_time" | "zone" => report.add(
+                d,
+                Verdict::DoneByGateway,
+                false,
+                "pooled connections and shared state are the gateway's own",
+            ),
             "ip_hash" | "hash" => {
                 selection = Some(SelectionSpec::Consistent);
                 report.add(d, Verdict::Approximated, true, "selection: consistent, hashed by the user id rather than the client address or key");
             }
-            "least_conn" | "random" => report.add(d, Verdict::NotTranslated, false, "the gateway balances by weighted round robin or a consistent hash"),
-            _ => report.add(d, Verdict::NotTranslated, false, "no counterpart in a gateway group"),
+            "least_conn" | "random" => report.add(
+                d,
+                Verdict::NotTranslated,
+                false,
+                "the gateway balances by weighted round robin or a consistent hash",
+            ),
+            _ => report.add(
+                d,
+                Verdict::NotTranslated,
+                false,
+                "no counterpart in a gateway group",
+            ),
         }
     }
     if servers.is_empty() && backups.is_empty() {
@@ -125,7 +152,11 @@ pub fn translate(block: &Directive, report: &mut Report) -> Option<Upstream> {
         servers = std::mem::take(&mut backups);
     }
     let health_check = fall.map(|fall| HealthCheckSpec {
-        probe: if fall == 0 { ProbeSpec::None } else { ProbeSpec::Tcp },
+        probe: if fall == 0 {
+            ProbeSpec::None
+        } else {
+            ProbeSpec::Tcp
+        },
         path: None,
         host: None,
         expect_status: None,
