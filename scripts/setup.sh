@@ -9,7 +9,8 @@
 #   apache2-utils - htpasswd, which writes the access tests' bcrypt and SHA-crypt users
 #   python3-grpcio - the gRPC origins and clients of tests/grpc.rs (run by /usr/bin/python3,
 #              the system Python the Debian package installs into)
-#   nginx + lua module, haproxy, curl, valgrind - the load-test scripts
+#   nginx + lua module - the import tests' reverse check (tests/nginx_import.rs) and the load tests
+#   haproxy, curl, valgrind - the load-test scripts
 #   oha (built with cargo) - the fixed-rate latency client of scripts/edge-loadtest.sh
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
@@ -30,12 +31,12 @@ if [ "$what" = test ] || [ "$what" = loadtest ]; then
   dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
   have htpasswd || need+=(apache2-utils)
   /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need+=(python3-grpcio)
+  have nginx || need+=(nginx-light)
+  dpkg -s libnginx-mod-http-lua >/dev/null 2>&1 || need+=(libnginx-mod-http-lua)
   # Text in the page's screenshots (the tests need none).
   dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 fi
 if [ "$what" = loadtest ]; then
-  have nginx || need+=(nginx-light)
-  dpkg -s libnginx-mod-http-lua >/dev/null 2>&1 || need+=(libnginx-mod-http-lua)
   have wrk || need+=(wrk)
   have curl || need+=(curl)
   have python3 || need+=(python3)

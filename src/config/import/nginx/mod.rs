@@ -4,12 +4,16 @@
 //! they came from, with a [`Report`] of what became of every directive.
 
 mod edge;
+mod location;
 mod report;
 mod routing;
+mod server;
 pub mod syntax;
+mod table;
 mod translate;
 mod upstream;
 mod values;
+mod walk;
 
 use std::path::{Path, PathBuf};
 

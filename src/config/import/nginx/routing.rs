@@ -320,7 +320,7 @@ fn split_rules(
     match by_cookie {
         Some(cookie) => {
             block.use_cookie(cookie)?;
-            rep.add(split, Verdict::Approximated, true, format!("percent rules by cookie `{cookie}`: the same shares, but the gateway's sticky hash (FNV-1a) picks other users than nginx's MurmurHash2"));
+            rep.add(split, Verdict::Approximated, true, format!("percent rules by cookie `{cookie}`: the same shares, but the gateway's sticky hash (FNV-1a) picks other users than nginx's MurmurHash2; and requests without the cookie go to the default, where nginx hashes the empty string into its first share"));
         }
         None => rep.add(
             split,

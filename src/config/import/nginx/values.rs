@@ -37,7 +37,7 @@ pub fn duration(text: &str) -> Option<String> {
     if !number.is_empty() {
         ms += number.parse::<u64>().ok()? * 1_000;
     }
-    Some(if ms % 1_000 == 0 {
+    Some(if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
