@@ -79,7 +79,7 @@ fn every_fixture_imports_and_passes_dash_t() {
         let conf = dir.path().join("conf");
         copy_dir(&fixture(name), &conf);
         if name == "npm" {
-            write_npm_certificate(&conf, &["app.example.com"]);
+            write_npm_certificate(&conf, &["app.example.com", "ws.example.com"]);
         }
         let out = dir.path().join("gateway.yaml");
         let report = dir.path().join("report.txt");
@@ -285,6 +285,35 @@ const fn plain(
     }
 }
 
+/// A websocket origin at port `10005` of the fixtures: every text message is answered with
+/// "echo: " and the message, on as many sessions as come.
+fn websocket_echo_server() -> SocketAddr {
+    let listener = test_listener();
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            thread::spawn(move || {
+                let Ok(mut ws) = tungstenite::accept(stream) else {
+                    return;
+                };
+                while let Ok(msg) = ws.read() {
+                    if let Ok(text) = msg.to_text() {
+                        if msg.is_text()
+                            && ws
+                                .send(tungstenite::Message::text(format!("echo: {text}")))
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A fixture served by nginx and by the gateway with the imported file.
 struct Pair {
     origins: Vec<Origin>,
@@ -303,6 +332,7 @@ fn start_pair(name: &str, listen: &[u16], fragment: bool, tls_names: &[&str]) ->
     let conf = dir.path().join("conf");
     copy_dir(&fixture(name), &conf);
     std::fs::create_dir_all(conf.join("logs")).expect("logs dir");
+    let websockets = websocket_echo_server();
     let origins: Vec<Origin> = (1..=4)
         .map(|n| Origin::start(&format!("origin-{n}")))
         .collect();
@@ -316,6 +346,7 @@ fn start_pair(name: &str, listen: &[u16], fragment: bool, tls_names: &[&str]) ->
         for (n, o) in origins.iter().enumerate() {
             t = t.replace(&format!("1000{}", n + 1), &o.addr.port().to_string());
         }
+        t = t.replace("10005", &websockets.port().to_string());
         for (p, nginx, _) in &ports {
             for end in [";", " "] {
                 t = t.replace(
@@ -559,10 +590,16 @@ fn reverse_check_multisite() {
     );
 }
 
-/// Nginx Proxy Manager's proxy host: port 80 redirects to https, 443 proxies.
+/// Nginx Proxy Manager's proxy hosts: port 80 redirects to https, 443 proxies by host, and
+/// the websocket host carries a session over TLS both ways.
 #[test]
 fn reverse_check_npm() {
-    let pair = start_pair("npm", &[80, 443], false, &["app.example.com"]);
+    let pair = start_pair(
+        "npm",
+        &[80, 443],
+        false,
+        &["app.example.com", "ws.example.com"],
+    );
     pair.compare(80, &[plain("app.example.com", "/login?next=/", &[])]);
     pair.compare(
         443,
