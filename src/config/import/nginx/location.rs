@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::edge::{self, Context, Level};
-use super::report::Verdict;
+use super::report::{Report, Verdict};
 use super::routing::{self, Target, Variables};
 use super::syntax::{Directive, Pos};
 use super::table::{lua_entry, other, routing_lua};
@@ -62,7 +62,20 @@ impl Walk<'_> {
         for n in nested {
             self.location(n, &level, http, vars, hosts, server_name, error_uris);
         }
+        // The `if`s of a location that does not become a route are reported here (those of
+        // a route, by its routing block).
+        let ifs_not_read = |report: &mut Report| {
+            for d in &ifs {
+                report.add(
+                    d,
+                    Verdict::NotTranslated,
+                    true,
+                    "its location is not translated",
+                );
+            }
+        };
         let Some(pass) = pass else {
+            ifs_not_read(&mut self.report);
             if modifier == "=" && error_uris.iter().any(|u| u == path) {
                 self.report
                     .add(loc, Verdict::Translated, false, "the page of error_pages");
@@ -80,6 +93,7 @@ impl Walk<'_> {
             "" | "^~" => None,
             "=" => Some("an exact location, written as a prefix: it also matches longer paths"),
             _ => {
+                ifs_not_read(&mut self.report);
                 self.report.add(loc, Verdict::NotTranslated, true, "regular-expression locations have no counterpart (a route matches path prefixes)");
                 self.report.add(
                     pass,
@@ -102,6 +116,7 @@ impl Walk<'_> {
         }
         let url = expand_vars(pass.arg(0), &fixed_vars);
         let Some((target, uri, tls)) = self.proxy_url(&url, &pass.at) else {
+            ifs_not_read(&mut self.report);
             self.report.add(
                 loc,
                 Verdict::NotTranslated,
@@ -122,6 +137,7 @@ impl Walk<'_> {
             Some("/") if path.ends_with('/') => (true, None),
             Some("/") => (true, Some("strip_prefix: nginx keeps the slash after the prefix (/api/x → //x), the gateway sends /x")),
             Some(u) => {
+                ifs_not_read(&mut self.report);
                 self.report.add(pass, Verdict::NotTranslated, true, format!("replaces the prefix with {u}: a route only strips it"));
                 self.report.add(loc, Verdict::NotTranslated, true, "its proxy_pass is not translated");
                 return;

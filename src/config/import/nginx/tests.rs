@@ -144,7 +144,7 @@ fn locations_become_routes() {
          location /other/ { proxy_pass http://v1/v2/; }\n\
          location = /exact { proxy_pass http://v1; }\n\
          location ~ \\.php$ { proxy_pass http://v1; }\n\
-         location /files/ { root /srv; }\n}",
+         location /files/ { if ($http_x) { return 403; } root /srv; }\n}",
     );
     let r = routes(&t);
     let api = r.iter().find(|r| r.paths == ["/api/"]).expect("/api/");
@@ -169,7 +169,12 @@ fn locations_become_routes() {
         Some(Verdict::Approximated),
         "location ="
     );
-    assert_eq!(t.report.routing_left_over(), 5, "{}", t.report);
+    assert_eq!(
+        verdict(&t, "if ($http_x)"),
+        Verdict::NotTranslated,
+        "reported with its location"
+    );
+    assert_eq!(t.report.routing_left_over(), 6, "{}", t.report);
 }
 
 /// A map on the user cookie → user lists; its regex entries need rule conditions and are
