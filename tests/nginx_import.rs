@@ -369,6 +369,26 @@ fn start_pair(name: &str, listen: &[u16], fragment: bool, tls_names: &[&str]) ->
             .collect()
     };
     edit_files(&conf, &edit);
+    // nginx's temporary folders in the test's own folder, so it runs as any user (Debian's
+    // defaults are under /var/lib/nginx).
+    let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|kind| format!("{kind}_temp_path {}/{kind};\n", scratch.display()))
+        .collect();
+    if !fragment {
+        let main = conf.join("nginx.conf");
+        let text = std::fs::read_to_string(&main).expect("nginx.conf");
+        let temp: String = temp
+            .lines()
+            .filter(|l| !text.contains(l.split(' ').next().unwrap_or(l)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(
+            &main,
+            text.replacen("http {", &format!("http {{\n{temp}"), 1),
+        )
+        .expect("write");
+    }
     if !tls_names.is_empty() {
         write_npm_certificate(&conf, tls_names);
     }
@@ -383,7 +403,7 @@ fn start_pair(name: &str, listen: &[u16], fragment: bool, tls_names: &[&str]) ->
         std::fs::write(
             &main,
             format!(
-                "{lua}events {{}}\nhttp {{\n  access_log off;\n  include {};\n}}\n",
+                "{lua}events {{}}\nhttp {{\n  access_log off;\n{temp}  include {};\n}}\n",
                 file.display()
             ),
         )
