@@ -349,6 +349,8 @@ impl Walk<'_> {
                 tls: None,
                 resolver: None,
                 resolve_interval: None,
+                protocol: None,
+                max_streams_per_connection: None,
             });
         Some((Target::Group(name), uri, tls))
     }

@@ -48,6 +48,7 @@ pub(super) fn to_listen(l: &Listener) -> ListenSpec {
             http2: None,
             hsts: None,
             max_connections: None,
+            h2c: None,
         });
     }
     if l.ssl && !l.certificates.is_empty() {
@@ -63,6 +64,20 @@ pub(super) fn to_listen(l: &Listener) -> ListenSpec {
             http2: (!l.http2).then_some(false),
             hsts: None,
             max_connections: None,
+            h2c: None,
+        });
+    }
+    if l.http2 && !l.ssl {
+        // nginx's plaintext `http2` is HTTP/2 with prior knowledge beside HTTP/1.1.
+        return ListenSpec::Listener(ListenerSpec {
+            addr: l.addr.clone(),
+            redirect_https: None,
+            https_port: None,
+            tls: None,
+            http2: None,
+            hsts: None,
+            max_connections: None,
+            h2c: Some(true),
         });
     }
     ListenSpec::Addr(l.addr.clone())
@@ -284,9 +299,9 @@ impl Walk<'_> {
                 } else if !ssl && (*h2 || http2) {
                     self.report.add(
                         d,
-                        Verdict::Approximated,
+                        Verdict::Translated,
                         true,
-                        "plaintext HTTP/1.1 (the gateway offers HTTP/2 over TLS only)",
+                        "a listener with h2c: true (HTTP/2 with prior knowledge beside HTTP/1.1)",
                     );
                 } else {
                     self.report.add(

@@ -164,6 +164,7 @@ pub fn translate(block: &Directive, report: &mut Report) -> Option<Upstream> {
         timeout: None,
         rise: None,
         fall: (fall > 0).then_some(fall),
+        service: None,
     });
     let group = |servers: Vec<ServerSpec>, fallback: Option<String>| GroupSpec {
         servers,
@@ -180,6 +181,8 @@ pub fn translate(block: &Directive, report: &mut Report) -> Option<Upstream> {
         tls: None,
         resolver: None,
         resolve_interval: None,
+        protocol: None,
+        max_streams_per_connection: None,
     };
     let backup_name = format!("{name}-backup");
     let backup = (!backups.is_empty()).then(|| (backup_name.clone(), group(backups, None)));
