@@ -83,6 +83,16 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
             "needs `gateway.error_pages`".into(),
         ));
     }
+    let trusted_proxies = file
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Cidr::parse(c)
+                .map_err(|e| key_error(format!("gateway.trusted_proxies[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
     let routes = routing::validate_routes(
         file.routing.as_ref(),
         file.routes.as_deref(),
@@ -95,6 +105,7 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
             default_access,
             default_pages: default_pages.clone(),
             default_intercept,
+            trusted_proxies: &trusted_proxies,
         },
         &default_compress,
     )?;
@@ -143,16 +154,6 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
     });
 
     let limits = validate_limits(file.limits.as_ref().unwrap_or(&LimitsSpec::default()))?;
-    let trusted_proxies = file
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            Cidr::parse(c)
-                .map_err(|e| key_error(format!("gateway.trusted_proxies[{i}]"), e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
     let notify = super::notify::validate_notify(&file.notify)?;
 
     Ok(GatewayConfig {
@@ -164,6 +165,7 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
         limits,
         trusted_proxies,
         metrics_listen,
+        log_user_id: file.access_log.as_ref().is_some_and(|log| log.user_id),
         access_log,
         admin,
         listen,

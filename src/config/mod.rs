@@ -12,6 +12,7 @@ mod certificates;
 mod compress;
 mod gateway;
 mod groups;
+mod identity;
 pub mod import;
 mod notify;
 mod pages;
@@ -118,6 +119,8 @@ pub struct GatewayConfig {
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// The JSON access log, when configured.
     pub(crate) access_log: Option<AccessLogTarget>,
+    /// `access_log.user_id`: the log writes each request's user id (off: only its source).
+    pub(crate) log_user_id: bool,
     /// Limits on client requests.
     pub(crate) limits: Limits,
     /// Proxies whose `X-Forwarded-For` is believed when finding the client address.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::routing::is_token_byte;
 use crate::routing::routes::normalize_path;
 
-/// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
+/// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`, `365d`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -21,7 +21,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
+        "d" => value * 86400.0,
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m, h or d")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }

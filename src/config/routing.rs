@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::access::validate_access;
 use super::compress::{route_compress, CompressConfig};
+use super::identity::route_identity;
 use super::pages::route_pages;
 use super::parse::{check_token, route_path};
 use super::ratelimit::validate_route_limits;
@@ -201,8 +202,7 @@ fn validate_routing(
     key: &str,
     cx: &Context<'_>,
 ) -> Result<RoutingParts, KeyError> {
-    check_token(&routing.cookie, "cookie name")
-        .map_err(|m| key_error(format!("{key}.cookie"), m))?;
+    let identity = route_identity(routing, key, cx.base, cx.trusted_proxies)?;
     let default_group = (cx.group_id)(format!("{key}.default"), &routing.default)?;
     let mut rules = Vec::with_capacity(routing.rules.len());
     let mut store_sets = BTreeMap::new();
@@ -234,7 +234,8 @@ fn validate_routing(
         rules.push(built.rule);
     }
     let router = Router::new(cx.group_names.to_vec(), default_group)
-        .with_cookie(routing.cookie.clone())
+        .with_cookie(identity.cookie)
+        .with_identity(identity.identity)
         .with_rules(rules)
         .with_signing_keys(signing_keys(routing, key)?);
     Ok(RoutingParts {

@@ -36,6 +36,8 @@ pub(super) struct Context<'a> {
     /// `gateway.error_pages`, validated once, and `gateway.intercept_errors`.
     pub(super) default_pages: Option<Arc<super::ErrorPages>>,
     pub(super) default_intercept: bool,
+    /// `gateway.trusted_proxies`: where an identity `header` is believed from by default.
+    pub(super) trusted_proxies: &'a [crate::routing::Cidr],
 }
 
 /// One rule as the file (or the API) writes it: its name and its kind. Serialized back, it is

@@ -260,6 +260,9 @@ pub struct MetricsSpec {
 pub struct AccessLogSpec {
     /// A file (relative to the configuration file's folder), or `-` for standard output.
     pub path: PathBuf,
+    /// Write each request's user id (default `false`: only which source gave it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_id: bool,
 }
 
 /// `gateway.admin`: the admin API's listener, tokens and state file.
@@ -656,9 +659,13 @@ pub struct RateLimitSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingSpec {
-    /// The cookie carrying the user id (default `canary_user`).
-    #[serde(default = "default_cookie")]
-    pub cookie: String,
+    /// The cookie carrying the user id (default `canary_user`); the same as
+    /// `identity: [{cookie: NAME}]`, and not to be given with `identity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Where the user id comes from, in order; the first source with an id wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Vec<IdentitySpec>>,
     /// The group of a request no rule claims.
     pub default: String,
     /// The rules in order, each of one kind ([`RuleSpec`]).
@@ -672,16 +679,93 @@ pub struct RoutingSpec {
     pub signing_key_env: Option<String>,
 }
 
+/// `routing.identity[i]`: one identity source; exactly one of `cookie`, `header`, `jwt` and
+/// `assign` (`from` goes with `header`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Client networks the header is believed from (default `gateway.trusted_proxies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign: Option<AssignSpec>,
+}
+
+/// `identity[i].jwt`: a verified token's claim is the user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSpec {
+    /// The claim that is the user id, a dotted path (default `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// A JWKS file (relative to the configuration file's folder), re-read on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<PathBuf>,
+    /// The environment variable holding the HS256 secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    pub algorithms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Allowed clock skew for `exp` and `nbf` (default `0s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<String>,
+    /// Read the token from this header instead of `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Read the token from this cookie instead of `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// `identity[i].assign`: the visitor cookie the gateway sets for a visitor with no id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignSpec {
+    /// Default `canary_vid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Default `365d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// `lax` (default), `strict` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
+    /// `auto` (default: on TLS listeners), `true` or `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<SecureSpec>,
+    /// Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `assign.secure`: `auto`, or on/off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SecureSpec {
+    On(bool),
+    Mode(String),
+}
+
 /// One signing key, or several (the first signs; all verify).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SigningKeys {
     One(String),
     Several(Vec<String>),
-}
-
-pub(super) fn default_cookie() -> String {
-    crate::routing::DEFAULT_COOKIE.into()
 }
 
 /// `gateway.decision_header`: `true`/`false`, or the header's name.

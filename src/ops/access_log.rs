@@ -63,6 +63,7 @@ impl WriteJson for AccessRecord<'_> {
             ("group", self.group),
             ("rule", self.rule),
             ("reason", self.reason),
+            ("identity", self.identity),
         ] {
             key(out, name);
             text::push_json_str(out, value);
@@ -73,6 +74,10 @@ impl WriteJson for AccessRecord<'_> {
                 Some(v) => text::push_json_str(out, v),
                 None => out.extend_from_slice(b"null"),
             }
+        }
+        if let Some(user) = self.user_id {
+            key(out, "user_id");
+            text::push_json_str(out, user);
         }
         key(out, "upstream");
         match self.upstream {
@@ -233,6 +238,8 @@ mod tests {
             group: "canary",
             rule: "rollout",
             reason: "percent",
+            identity: "assigned_new",
+            user_id: Some("visitor-1"),
             tls_version: Some("TLSv1.3"),
             alpn: Some("h2"),
             upstream,
@@ -259,6 +266,8 @@ mod tests {
         assert_eq!(line["duration_ms"], 1.5);
         assert_eq!(line["upstream_duration_ms"], 0.25);
         assert_eq!(line["route"], "default");
+        assert_eq!(line["identity"], "assigned_new");
+        assert_eq!(line["user_id"], "visitor-1");
         assert_eq!(line["tls_version"], "TLSv1.3");
         assert_eq!(line["alpn"], "h2");
         assert_eq!(line.as_object().map(|o| o.len()), Some(17));

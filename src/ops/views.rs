@@ -391,6 +391,7 @@ pub(crate) fn explain(
         "route": route.map(|r| r.name.as_str()),
         "user": user,
         "user_valid": e.user_valid,
+        "identity": e.id_source.as_str(),
         "header": header,
         "group": decision.map(|d| e.state.group_name(d.group)),
         "rule": route.zip(decision).filter(|(_, d)| d.rule.is_some()).map(|(r, d)| r.rule_name(d)),

@@ -13,7 +13,7 @@ use super::errors::no_decision;
 use crate::config::ErrorPage;
 use crate::routing::access::Refusal;
 use crate::routing::routes::RouteId;
-use crate::routing::{Decision, GroupId};
+use crate::routing::{Decision, GroupId, IdSource};
 use crate::state::{GatewayState, RouteState};
 
 /// Counts requests in progress, so a graceful shutdown can end as soon as they are done, and
@@ -68,9 +68,9 @@ pub(crate) struct Client {
     /// The TCP peer as header text when it is not the client (a trusted proxy); `None` when
     /// the peer is the client, whose `ip_value` then stands for it in `X-Forwarded-For`.
     pub(crate) proxy_value: Option<HeaderValue>,
-    /// The verified user id from the routing cookie, kept (only) when a group selects servers
-    /// by user or a rate limit of the route counts by user, so the cookie is parsed and its
-    /// signature checked once per request.
+    /// The verified user id (from the route's identity sources), kept (only) when a group
+    /// selects servers by user, a rate limit of the route counts by user, or the access log
+    /// writes it (`access_log.user_id`), so it is resolved once per request.
     pub(crate) user: Option<Box<[u8]>>,
 }
 
@@ -125,6 +125,10 @@ pub(crate) struct RequestCtx {
     /// Held from picking a server of an HTTP/2-only group until a stream to it is had
     /// (`Pool::connect_gate`).
     pub(super) connect_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Which identity source gave the user id (`None` before the decision).
+    pub(super) id_source: Option<IdSource>,
+    /// The `Set-Cookie` of a new visitor id (`assign`), added to the response.
+    pub(super) set_cookie: Option<HeaderValue>,
 }
 
 impl RequestCtx {
@@ -155,6 +159,8 @@ impl RequestCtx {
             maintenance: false,
             grpc_status: None,
             connect_permit: None,
+            id_source: None,
+            set_cookie: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod forwarding;
 mod grpc;
 pub(crate) mod guard;
 mod headers;
+mod identity;
 mod limits;
 pub(crate) mod redirect;
 pub(crate) mod request_id;
@@ -45,6 +46,7 @@ use request_id::X_REQUEST_ID;
 
 use crate::config::ErrorPage;
 use crate::routing::access::Refusal;
+use crate::routing::IdSource;
 use crate::state::metrics::{self, METRICS};
 use crate::state::GatewayState;
 use crate::upstreams::{self, HostHeader};
@@ -62,6 +64,10 @@ pub(crate) struct AccessRecord<'a> {
     pub(crate) group: &'a str,
     pub(crate) rule: &'a str,
     pub(crate) reason: &'a str,
+    /// Which identity source gave the user id (`cookie`, …, `none`; empty when not decided).
+    pub(crate) identity: &'a str,
+    /// The user id, only with `access_log.user_id: true`.
+    pub(crate) user_id: Option<&'a str>,
     /// The TLS version (`TLSv1.3`), `None` over plaintext.
     pub(crate) tls_version: Option<&'a str>,
     /// The protocol ALPN chose (`h2`, `http/1.1`), `None` over plaintext. A TLS client that
@@ -351,6 +357,7 @@ impl ProxyHttp for CanaryProxy {
                 ctx.compress = compress::start(&config, session.req_header(), upstream_response)?;
             }
         }
+        identity::set_visitor_cookie(upstream_response, ctx)?;
         set_response_headers(session, upstream_response, ctx, self.in_flight.is_closing())
     }
 
@@ -737,6 +744,15 @@ fn log_request(
             Some(d) if served != Some(d.group) => "fallback",
             Some(d) => d.reason.as_str(),
             None => ctx.refused.map_or("no_route", Refusal::as_str),
+        },
+        identity: ctx.id_source.map_or("", IdSource::as_str),
+        user_id: if state.log_user_id {
+            ctx.client
+                .user
+                .as_deref()
+                .map(|u| std::str::from_utf8(u).unwrap_or_default())
+        } else {
+            None
         },
         upstream: ctx.upstream_addr,
         bytes_sent: session.body_bytes_sent(),

@@ -3,6 +3,7 @@
 //! the upstream gets. Each step reads what the ones before left in the [`RequestCtx`]; the
 //! later hooks only read the context. A new per-request job is a new step here.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{HeaderMap, COOKIE};
@@ -11,9 +12,9 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
-use super::{access, errors, forwarding, request_id};
+use super::{access, errors, forwarding, identity, request_id};
 use crate::routing::routes::RouteId;
-use crate::routing::{find_cookie, HeaderLookup, RequestFacts, Router};
+use crate::routing::{find_cookie, HeaderLookup, IdSource, RequestFacts, Router};
 use crate::state::metrics::METRICS;
 use crate::state::{GatewayState, RouteScratch};
 
@@ -53,7 +54,7 @@ pub(super) fn route(
             return Err(e);
         }
     }
-    decide(&state, route, request, ctx);
+    decide(session, &state, route, ctx);
     rewrite(&state, route, &scratch, prefix_len, request, ctx)?;
     ctx.state = Some(state);
     Ok(None)
@@ -77,9 +78,15 @@ pub(super) fn resume(
     let (Some(state), Some(route)) = (ctx.state.clone(), ctx.route) else {
         return Err(errors::no_decision());
     };
-    let request = session.req_header();
-    decide(&state, route, request, ctx);
-    rewrite(&state, route, scratch, prefix_len, request, ctx)
+    decide(session, &state, route, ctx);
+    rewrite(
+        &state,
+        route,
+        scratch,
+        prefix_len,
+        session.req_header(),
+        ctx,
+    )
 }
 
 /// Verifies the paused request's credentials off the event loop (a 401 when wrong), then
@@ -147,22 +154,44 @@ fn check_policy(
     }
 }
 
-/// Decide: the verified user id from the route's cookie, the request's facts, and the route's
-/// decision; the user id is kept for server selection when a group picks servers by user.
-fn decide(state: &GatewayState, route: RouteId, request: &RequestHeader, ctx: &mut RequestCtx) {
-    let router = &state.routes[route.0].router;
-    let user = user_id(router, &request.headers);
+/// Decide: the user id (from the route's cookie alone, or through its identity sources), the
+/// request's facts, and the route's decision; the user id is kept for server selection when a
+/// group picks servers by user, for rate limits by user and for the access log's `user_id`.
+fn decide(session: &Session, state: &GatewayState, route: RouteId, ctx: &mut RequestCtx) {
+    let request = session.req_header();
+    let route_state = &state.routes[route.0];
+    let router = &route_state.router;
     let head = Head(request);
+    let (user, source) = match router.identity() {
+        // The cookie alone: nothing is paid for the other sources.
+        None => {
+            let user = user_id(router, &request.headers);
+            let source = if user.is_some() {
+                IdSource::Cookie
+            } else {
+                IdSource::None
+            };
+            (user.map(Cow::Borrowed), source)
+        }
+        Some(sources) => {
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            let resolved = identity::resolve(sources, router, &head, ctx, tls);
+            for _ in 0..resolved.bad_signatures {
+                METRICS.bad_signatures.inc();
+            }
+            route_state.metrics.count_jwt_invalid(resolved.jwt_invalid);
+            (resolved.user, resolved.source)
+        }
+    };
+    route_state.metrics.count_identity(source);
+    ctx.id_source = Some(source);
     let facts = RequestFacts::new(&head)
         .with_client(ctx.client.ip)
-        .with_user(user);
+        .with_user(user.as_deref());
     ctx.decision = Some(router.decide(&facts));
-    let limits_by_user = state.routes[route.0]
-        .limits
-        .as_ref()
-        .is_some_and(|l| l.by_user);
-    if state.selects_by_user || limits_by_user {
-        ctx.client.user = user.map(Box::from);
+    let limits_by_user = route_state.limits.as_ref().is_some_and(|l| l.by_user);
+    if state.selects_by_user || limits_by_user || state.log_user_id {
+        ctx.client.user = user.map(|u| Box::from(&*u));
     }
 }
 

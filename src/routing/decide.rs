@@ -1,8 +1,11 @@
 //! The router of one route: its groups, user cookie, ordered rules and operator mode, and
 //! [`Router::decide`], the decision every request (and explain) goes through.
 
+use std::sync::Arc;
+
 use super::cookies::{find_cookie, is_valid_user_id};
 use super::facts::{HeaderLookup, RequestFacts};
+use super::identity::Identity;
 use super::rules::Rule;
 use super::signed::verify_signed;
 use super::{Decision, GroupId, Mode, Reason, RoutingError, RuleId};
@@ -24,6 +27,9 @@ pub struct Router {
     mode: Mode,
     /// When not empty, the user cookie must be signed (`<id>.<tag>`) with one of these keys.
     signing_keys: Vec<Box<[u8]>>,
+    /// The identity sources beyond the one cookie (`routing.identity`); `None`: the user id
+    /// is the cookie's alone (the path that pays nothing for the other sources).
+    identity: Option<Arc<Identity>>,
 }
 
 impl Router {
@@ -37,7 +43,24 @@ impl Router {
             rules: Vec::new(),
             mode: Mode::Rules,
             signing_keys: Vec::new(),
+            identity: None,
         }
+    }
+
+    /// The identity sources in order (none: the cookie alone).
+    pub(crate) fn with_identity(mut self, identity: Option<Arc<Identity>>) -> Router {
+        self.identity = identity;
+        self
+    }
+
+    /// The identity sources, when the route has more than its cookie.
+    pub(crate) fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
+    }
+
+    /// The keys the user cookie (and the visitor cookie) are signed with.
+    pub(crate) fn signing_keys(&self) -> &[Box<[u8]>] {
+        &self.signing_keys
     }
 
     /// The cookie that carries the user id (a token; the config layer checks).

@@ -2,13 +2,17 @@
 //! inputs become a [`RequestFacts`] and go through the same [`Router::decide`] and fallback
 //! walk as a real request.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::controller::Controller;
 use super::{GatewayState, RouteScratch, StateError};
+use crate::routing::identity::Uncached;
 use crate::routing::routes::RouteId;
-use crate::routing::{is_valid_user_id, Decision, GroupId, RequestFacts, Router, RuleKind};
+use crate::routing::{
+    is_valid_user_id, Decision, GroupId, IdSource, RequestFacts, Router, RuleKind,
+};
 use crate::upstreams;
 
 /// The request that explain describes. Everything is optional: no host matches any host, the
@@ -35,6 +39,10 @@ pub(crate) struct Explanation {
     /// The route that serves the host and path (`None`: no route, the request gets 404).
     pub(crate) route: Option<RouteId>,
     pub(crate) user_valid: bool,
+    /// Which identity source gave the id: `cookie` for the `user` input, else the route's
+    /// sources over the given headers (`assigned_new`: a new visitor id would be made; the
+    /// decision shown is then the anonymous one).
+    pub(crate) id_source: IdSource,
     pub(crate) decision: Option<Decision>,
     /// Whether the decided group has a healthy server.
     pub(crate) group_healthy: bool,
@@ -61,6 +69,7 @@ impl Controller {
                 state,
                 route: None,
                 user_valid: false,
+                id_source: IdSource::None,
                 decision: None,
                 group_healthy: false,
                 served_by: None,
@@ -73,6 +82,29 @@ impl Controller {
             .map(str::as_bytes)
             .filter(|u| is_valid_user_id(u));
         let headers = explain_headers(router, query);
+        let (user, id_source): (Option<Cow<'_, [u8]>>, IdSource) = match (user, router.identity()) {
+            (Some(user), _) => (Some(Cow::Borrowed(user)), IdSource::Cookie),
+            (None, Some(identity)) => {
+                let r = identity.resolve(
+                    headers.as_slice(),
+                    query.client,
+                    router.signing_keys(),
+                    &Uncached,
+                );
+                (r.user, r.source)
+            }
+            (None, None) => {
+                let cookies = headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+                    .map(|(_, v)| v.as_bytes());
+                match router.user_from_cookies(cookies) {
+                    Some(user) => (Some(Cow::Borrowed(user)), IdSource::Cookie),
+                    None => (None, IdSource::None),
+                }
+            }
+        };
+        let user = user.as_deref();
         let facts = RequestFacts::new(headers.as_slice())
             .with_target(path.as_bytes())
             .with_client(query.client)
@@ -92,6 +124,7 @@ impl Controller {
         .map(|pick| pick.group);
         Ok(Explanation {
             user_valid: user.is_some(),
+            id_source,
             route: Some(route),
             decision: Some(decision),
             group_healthy,

@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 use super::figures::{group_stats, GroupStats};
-use crate::routing::Router;
+use crate::routing::{IdSource, Router};
 
 /// Every metric the gateway exports, in its own registry.
 pub(crate) struct Metrics {
@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     pub(crate) users: IntGaugeVec,
     pub(crate) access_log_dropped: IntCounter,
     pub(crate) bad_signatures: IntCounter,
+    pub(crate) identity: IntCounterVec,
     pub(crate) store_staleness: prometheus::GaugeVec,
     pub(crate) store_connected: IntGauge,
     pub(crate) control_version: IntGauge,
@@ -117,6 +118,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let bad_signatures = IntCounter::new(
         "gateway_cookie_signature_invalid_total",
         "Requests whose user cookie had a missing or wrong signature (treated as anonymous)",
+    )?;
+    let identity = IntCounterVec::new(
+        Opts::new(
+            "gateway_identity_total",
+            "Requests by route and the identity source that gave the user id (cookie, header, \
+             jwt, assigned, assigned_new, none), and tokens that failed verification (jwt_invalid)",
+        ),
+        &["route", "source"],
     )?;
     let store_staleness = prometheus::GaugeVec::new(
         Opts::new(
@@ -249,6 +258,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(users.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
     registry.register(Box::new(bad_signatures.clone()))?;
+    registry.register(Box::new(identity.clone()))?;
     Ok(Metrics {
         registry,
         requests,
@@ -263,6 +273,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         users,
         access_log_dropped,
         bad_signatures,
+        identity,
         store_staleness,
         store_connected,
         control_version,
@@ -308,6 +319,9 @@ pub(crate) struct RequestMetrics {
     stats: Vec<OnceLock<Arc<GroupStats>>>,
     group_names: Vec<String>,
     rule_names: Vec<String>,
+    /// `gateway_identity_total` of this route: one counter per [`IdSource`], then
+    /// `jwt_invalid`.
+    identity: OnceLock<Box<[IntCounter]>>,
 }
 
 impl RequestMetrics {
@@ -328,6 +342,34 @@ impl RequestMetrics {
             stats: (0..groups).map(|_| OnceLock::new()).collect(),
             group_names: router.group_names().to_vec(),
             rule_names,
+            identity: OnceLock::new(),
+        }
+    }
+
+    fn identity_counters(&self) -> &[IntCounter] {
+        self.identity.get_or_init(|| {
+            IdSource::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .chain(["jwt_invalid"])
+                .map(|source| METRICS.identity.with_label_values(&[&self.route, source]))
+                .collect()
+        })
+    }
+
+    /// Counts the source that gave a request's user id.
+    pub(crate) fn count_identity(&self, source: IdSource) {
+        if let Some(c) = self.identity_counters().get(source.index()) {
+            c.inc();
+        }
+    }
+
+    /// Counts tokens that failed verification (none: nothing is touched).
+    pub(crate) fn count_jwt_invalid(&self, tokens: u32) {
+        if tokens > 0 {
+            if let Some(c) = self.identity_counters().get(IdSource::ALL.len()) {
+                c.inc_by(u64::from(tokens));
+            }
         }
     }
 

@@ -68,6 +68,8 @@ pub(crate) struct GatewayState {
     /// Whether any group picks servers by user (consistent hashing), so the proxy keeps the
     /// user id for server selection; otherwise it is not copied out of the request.
     pub(crate) selects_by_user: bool,
+    /// `access_log.user_id`: the request keeps its user id for the access log.
+    pub(crate) log_user_id: bool,
     /// The TLS listeners by address, with their acceptors (certificates change on reload).
     pub(crate) tls: Vec<(String, Arc<TlsListener>)>,
     /// `Strict-Transport-Security` by local port, for the TLS listeners that set one.
@@ -157,6 +159,7 @@ impl GatewayState {
             hsts,
             known_hosts: Arc::new(known_hosts),
             selects_by_user,
+            log_user_id: config.log_user_id && config.access_log.is_some(),
             group_values: config.group_values.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits,

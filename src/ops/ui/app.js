@@ -329,6 +329,7 @@ async function explain(event) {
       ["Rule", e.rule ?? "none: the route's default group"],
       ["Reason", reasonText(e.reason)],
       ["User id", e.user ? `${e.user}${e.user_valid ? "" : " (not a valid id: anonymous)"}` : "none (anonymous)"],
+      ["Identity source", e.identity ?? "none"],
       ["Served by now", e.served_by ? `${e.served_by}${e.served_by !== e.group ? " (fallback)" : ""}` : "nothing can serve"],
       ["Group healthy", e.group_healthy ? "yes" : "no"],
     ];

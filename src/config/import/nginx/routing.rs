@@ -138,9 +138,12 @@ pub fn routing_block(
         .default
         .ok_or_else(|| "no group is chosen when no rule applies".to_string())?;
     Ok(RoutingSpec {
-        cookie: block
-            .cookie
-            .unwrap_or_else(crate::config::spec::default_cookie),
+        cookie: Some(
+            block
+                .cookie
+                .unwrap_or_else(|| crate::routing::DEFAULT_COOKIE.into()),
+        ),
+        identity: None,
         default,
         rules: block.rules,
         signing_key: None,

@@ -1,0 +1,136 @@
+//! The identity steps of a route with `routing.identity`: resolving the user id through its
+//! sources (the pure part is `routing::identity`), a new visitor id when `assign` is reached,
+//! the per-thread cache of verified tokens, and the `Set-Cookie` that hands a new visitor id
+//! out (**set visitor cookie**, in `response_filter`).
+//!
+//! The token cache is per worker thread (a `thread_local`), as Pingora keeps per-thread
+//! pools: no lock, no contention, and a cache miss on another thread only costs one more
+//! verification. The cache is never borrowed across a verification.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use http::HeaderValue;
+use pingora_http::ResponseHeader;
+
+use super::ctx::RequestCtx;
+use crate::routing::identity::{new_visitor, Resolved, TokenCheck};
+use crate::routing::{HeaderLookup, IdSource, Identity, JwtVerifier, Router};
+
+/// Verified tokens one worker thread keeps (all routes together). When full, expired entries
+/// are dropped; if none had expired, the whole cache is (a bounded, simple eviction: a flood of
+/// valid tokens costs re-verification, never memory).
+pub(crate) const TOKEN_CACHE_ENTRIES: usize = 10_000;
+
+/// A verified token: the user id and when it expires (Unix seconds).
+struct Entry {
+    user: Box<[u8]>,
+    exp: u64,
+}
+
+/// Tokens by verifier (a reload makes new verifiers, so old entries are never hit again)
+/// and token text.
+#[derive(Default)]
+struct TokenCache {
+    by_verifier: HashMap<u64, HashMap<Box<str>, Entry>>,
+    entries: usize,
+}
+
+thread_local! {
+    static TOKENS: RefCell<TokenCache> = RefCell::new(TokenCache::default());
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The proxy's [`TokenCheck`]: a token verified on this thread before is not verified again
+/// before its `exp`.
+pub(crate) struct CachedTokens;
+
+impl TokenCheck for CachedTokens {
+    fn check(&self, verifier: &JwtVerifier, token: &str) -> Option<Box<[u8]>> {
+        let now = now_secs();
+        let hit = TOKENS.with(|cache| {
+            let cache = cache.borrow();
+            let entry = cache.by_verifier.get(&verifier.id)?.get(token)?;
+            (entry.exp > now).then(|| entry.user.clone())
+        });
+        if hit.is_some() {
+            return hit;
+        }
+        let verified = verifier.verify(token)?;
+        let user = verified.user.clone();
+        TOKENS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.entries >= TOKEN_CACHE_ENTRIES {
+                let mut left = 0;
+                cache.by_verifier.retain(|_, tokens| {
+                    tokens.retain(|_, e| e.exp > now);
+                    left += tokens.len();
+                    !tokens.is_empty()
+                });
+                cache.entries = left;
+                if left >= TOKEN_CACHE_ENTRIES {
+                    cache.by_verifier.clear();
+                    cache.entries = 0;
+                }
+            }
+            let previous = cache.by_verifier.entry(verifier.id).or_default().insert(
+                token.into(),
+                Entry {
+                    user: verified.user,
+                    exp: verified.exp,
+                },
+            );
+            if previous.is_none() {
+                cache.entries += 1;
+            }
+        });
+        Some(user)
+    }
+}
+
+/// The user id of a request on a route with identity sources, and where it came from. A
+/// visitor reaching `assign` without an id gets a new one now (this request's decision uses
+/// it) and `ctx.set_cookie` carries it out.
+pub(super) fn resolve<'a, H: HeaderLookup + ?Sized>(
+    identity: &Identity,
+    router: &Router,
+    headers: &'a H,
+    ctx: &mut RequestCtx,
+    tls: bool,
+) -> Resolved<'a> {
+    let mut resolved =
+        identity.resolve(headers, ctx.client.ip, router.signing_keys(), &CachedTokens);
+    if resolved.source == IdSource::AssignedNew {
+        if let Some(cookie) = identity.assign() {
+            let mut random = [0u8; 16];
+            if getrandom::fill(&mut random).is_ok() {
+                let (id, value) = new_visitor(&random, router.signing_keys());
+                ctx.set_cookie = HeaderValue::from_str(&cookie.set_cookie(&value, tls)).ok();
+                resolved.user = Some(Cow::Owned(id.into_bytes()));
+            } else {
+                // No randomness: the visitor stays anonymous rather than getting a guessable id.
+                resolved.source = IdSource::None;
+            }
+        }
+    }
+    resolved
+}
+
+/// Set visitor cookie: the one `Set-Cookie` of a new visitor id, on the response (the
+/// origin's own `Set-Cookie` headers are kept).
+pub(super) fn set_visitor_cookie(
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> pingora_core::Result<()> {
+    if let Some(value) = ctx.set_cookie.take() {
+        // `append`: the origin may set cookies of its own.
+        response.append_header(http::header::SET_COOKIE, value)?;
+    }
+    Ok(())
+}
