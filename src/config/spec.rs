@@ -855,6 +855,12 @@ gateway:
       routing:
         default: canary
         signing_key: ["key-one-0123456789", "key-two-0123456789"]
+        identity:
+          - cookie: uid
+          - { header: x-user-id, from: [10.0.0.0/8] }
+          - jwt: { claim: user.id, keys_file: jwks.json, algorithms: [RS256, ES256], issuer: "https://auth.example.com", audience: web, leeway: 30s, header: x-token }
+          - jwt: { secret_env: JWT_SECRET, algorithms: [HS256], cookie: token }
+          - assign: { cookie: canary_vid, max_age: 365d, same_site: lax, secure: auto, http_only: true, domain: example.com, path: / }
   decision_header: X-Route
   demo_origins: [{ listen: "127.0.0.1:10001", body: "version 1" }]
   admin:
@@ -866,7 +872,7 @@ gateway:
     state_file: state.json
     max_connections: 8
   metrics: { listen: "127.0.0.1:9091" }
-  access_log: { path: "-" }
+  access_log: { path: "-", user_id: true }
   limits: { header_timeout: 5s, keepalive_timeout: 30s, body_timeout: 20s, send_timeout: 45s, tunnel_idle_timeout: 30m, max_request_line: 4096, max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576, max_connections: 5000 }
   trusted_proxies: [10.0.0.0/8, 192.0.2.1]
   rate_limits: [{ name: by-key, key: "header:x-api-key", rate: 50/s, burst: 5 }]
@@ -943,7 +949,7 @@ gateway:
         );
         assert_eq!(
             yaml,
-            "gateway:\n  listen:\n  - 127.0.0.1:8080\n  groups:\n    stable:\n      servers:\n      - 127.0.0.1:9000\n  routing:\n    cookie: canary_user\n    default: stable\n"
+            "gateway:\n  listen:\n  - 127.0.0.1:8080\n  groups:\n    stable:\n      servers:\n      - 127.0.0.1:9000\n  routing:\n    default: stable\n"
         );
     }
 

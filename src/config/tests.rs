@@ -275,6 +275,66 @@ fn errors_name_the_key() {
             &["gateway.routing.cookie"],
         ),
         (
+            "cookie: canary_user",
+            "cookie: canary_user\n    identity: [{ cookie: uid }]",
+            &["gateway.routing.cookie", "not both"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ assign: {} }, { cookie: uid }]",
+            &["gateway.routing.identity[1]", "`assign` must be last"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ cookie: uid, header: x-user }]",
+            &["gateway.routing.identity[0]", "exactly one"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ header: x-user-id }]",
+            &["gateway.routing.identity[0].from", "trusted_proxies"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ header: x-user-id, from: [10.0.0.300/8] }]",
+            &["gateway.routing.identity[0].from[0]"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ cookie: uid }, { cookie: vid }, { jwt: { keys_file: k.json, algorithms: [RS256, XS1] } }]",
+            &["gateway.routing.identity[2].jwt.algorithms[1]", "XS1"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ jwt: { keys_file: does/not/exist.json, algorithms: [RS256] } }]",
+            &["gateway.routing.identity[0].jwt.keys_file", "does/not/exist.json"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ jwt: { secret_env: CANARY_TEST_UNSET_VAR, algorithms: [RS256] } }]",
+            &["gateway.routing.identity[0].jwt.algorithms", "HS256 only"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ jwt: { algorithms: [HS256] } }]",
+            &["gateway.routing.identity[0].jwt", "keys_file"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ assign: { same_site: sometimes } }]",
+            &["gateway.routing.identity[0].assign.same_site", "sometimes"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ assign: { max_age: 10 } }]",
+            &["gateway.routing.identity[0].assign.max_age", "unit"],
+        ),
+        (
+            "cookie: canary_user",
+            "identity: [{ assign: { same_site: none, secure: false } }]",
+            &["gateway.routing.identity[0].assign.same_site", "Secure"],
+        ),
+        (
             "header: X-Canary-Group",
             "header: \"x canary\"",
             &["gateway.routing.rules[0].header"],
@@ -1104,4 +1164,39 @@ fn max_connections_keys() {
             "{message}"
         );
     }
+}
+
+/// `routing.cookie` alone and `identity: [{cookie}]` alone are the same fast path (no identity
+/// sources); more sources build them, with the header's `from` defaulting to
+/// `gateway.trusted_proxies`.
+#[test]
+fn identity_sources_load() {
+    let loaded = load(GOOD).expect("good");
+    assert!(loaded.gateway.routes[0].router.identity().is_none());
+    let one = GOOD.replace("cookie: canary_user", "identity: [{ cookie: uid }]");
+    let loaded = load(&one).expect("one cookie source");
+    let router = &loaded.gateway.routes[0].router;
+    assert!(router.identity().is_none());
+    assert_eq!(router.cookie(), "uid");
+    let more = GOOD
+        .replace(
+            "cookie: canary_user",
+            "identity: [{ cookie: uid }, { header: x-user-id }, { assign: { max_age: 2d } }]",
+        )
+        .replace("  routing:", "  trusted_proxies: [10.0.0.0/8]\n  routing:");
+    let loaded = load(&more).expect("three sources");
+    let identity = loaded.gateway.routes[0]
+        .router
+        .identity()
+        .expect("sources beyond the cookie");
+    let assign = identity.assign().expect("assign");
+    assert_eq!(assign.max_age.as_secs(), 2 * 86400);
+    let headers = [("x-user-id", "alice")];
+    let trusted = identity.resolve(
+        &headers[..],
+        Some("10.1.1.1".parse().expect("ip")),
+        &[],
+        &crate::routing::identity::Uncached,
+    );
+    assert_eq!(trusted.user.as_deref(), Some(&b"alice"[..]));
 }

@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(line["user_id"], "visitor-1");
         assert_eq!(line["tls_version"], "TLSv1.3");
         assert_eq!(line["alpn"], "h2");
-        assert_eq!(line.as_object().map(|o| o.len()), Some(17));
+        assert_eq!(line.as_object().map(|o| o.len()), Some(19));
         assert!(line.get("grpc_status").is_none(), "web requests have none");
         let unanswered = record(None, None, None);
         assert!(unanswered["upstream"].is_null());
