@@ -105,6 +105,7 @@ fn assigned_visitors_are_sticky_and_a_ramp_only_adds() {
     assert_eq!(ids.len(), JARS, "every visitor id is new");
     let in_canary = jars.iter().filter(|(_, g, _)| g == "canary").count();
     let share = in_canary as f64 / JARS as f64;
+    eprintln!("canary share at 10 %: {share}");
     assert!((0.05..=0.15).contains(&share), "canary share {share}");
 
     let ramp = admin(
@@ -131,6 +132,7 @@ fn assigned_visitors_are_sticky_and_a_ramp_only_adds() {
     }
     // σ at 25 % over 1,000 is 1.37 points: ±7 points is 5.1 σ.
     let share = after as f64 / JARS as f64;
+    eprintln!("canary share after the ramp to 25 %: {share}");
     assert!(
         (0.18..=0.32).contains(&share),
         "canary share after the ramp {share}"
@@ -409,17 +411,35 @@ fn jwt_tokens_route_by_sub_and_invalid_ones_are_no_id() {
 fn the_header_source_is_believed_from_trusted_addresses_only() {
     let stable = Origin::start("stable");
     let canary = Origin::start("canary");
-    let start = |trusted: &str| {
+    let start = |trusted: &str, admin_addr: SocketAddr| {
         Gateway::start(&format!(
-            "  trusted_proxies: [\"{trusted}\"]\n{}\
+            "  trusted_proxies: [\"{trusted}\"]\n\
+             \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n{}\
              \x20 routing:\n    default: stable\n    identity:\n      - header: x-user-id\n\
              \x20   rules:\n      - {{ name: testers, users: [alice], group: canary }}\n",
             groups_yaml(&[("stable", &stable), ("canary", &canary)])
         ))
     };
-    let untrusted = start("10.0.0.0/8");
-    let trusted = start("127.0.0.0/8");
+    let untrusted = start("10.0.0.0/8", addr());
+    let admin_addr = addr();
+    let trusted = start("127.0.0.0/8", admin_addr);
     let ask = |g: &Gateway| get(g.addr, "/", &[("X-User-Id", "alice")]).text();
     assert_eq!(ask(&trusted), "canary", "believed from a trusted address");
     assert_eq!(ask(&untrusted), "stable", "ignored from any other");
+
+    // Explain says which source gave the id, for the client address it is given.
+    let explain = |client: &str| {
+        let r = admin(
+            admin_addr,
+            "GET",
+            &format!("/explain?header.x-user-id=alice&client={client}"),
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        (v["identity"].clone(), v["group"].clone())
+    };
+    assert_eq!(explain("127.0.0.1"), ("header".into(), "canary".into()));
+    assert_eq!(explain("192.0.2.1"), ("none".into(), "stable".into()));
 }
