@@ -157,6 +157,11 @@ fn an_operator_runs_a_canary_from_the_page() {
     };
     let vip = explain(&mut browser, "alice");
     assert_eq!(vip, ("stable".into(), "vip".into(), "user_list".into()));
+    assert_eq!(
+        browser.text("[data-field=identity-source]"),
+        "cookie",
+        "the page says which identity source gave the id"
+    );
     // A QA header value that names no group is said so.
     browser.fill("#explain-header", "nope");
     explain(&mut browser, "alice");

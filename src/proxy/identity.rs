@@ -134,3 +134,98 @@ pub(super) fn set_visitor_cookie(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::jwt::{JwtSettings, TokenFrom};
+
+    const SECRET: &[u8] = b"a-test-secret-of-enough-length!!";
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::from_secret(
+            JwtSettings {
+                claim: "sub".into(),
+                algorithms: vec![jsonwebtoken::Algorithm::HS256],
+                issuer: None,
+                audience: None,
+                leeway_secs: 0,
+                from: TokenFrom::Bearer,
+            },
+            SECRET,
+        )
+    }
+
+    fn token(sub: &str) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": sub, "exp": now_secs() + 600}),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .expect("encode")
+    }
+
+    fn cached(verifier: &JwtVerifier, token: &str) -> bool {
+        TOKENS.with(|c| {
+            c.borrow()
+                .by_verifier
+                .get(&verifier.id)
+                .is_some_and(|t| t.contains_key(token))
+        })
+    }
+
+    /// A verified token is cached under its verifier and answered from the cache; another
+    /// verifier (a reload's) does not see it; an invalid token is never cached.
+    #[test]
+    fn verified_tokens_are_cached_per_verifier() {
+        let (v, reloaded) = (verifier(), verifier());
+        let t = token("alice");
+        assert_eq!(CachedTokens.check(&v, &t).as_deref(), Some(&b"alice"[..]));
+        assert!(cached(&v, &t));
+        assert!(!cached(&reloaded, &t), "a new verifier starts empty");
+        assert_eq!(CachedTokens.check(&v, &t).as_deref(), Some(&b"alice"[..]));
+        assert_eq!(CachedTokens.check(&v, "x.y.z"), None);
+        assert!(!cached(&v, "x.y.z"));
+    }
+
+    /// An expired entry is not answered from the cache, and the cache stays bounded.
+    #[test]
+    fn the_cache_is_bounded_and_expiry_is_kept() {
+        let v = verifier();
+        TOKENS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.by_verifier.entry(v.id).or_default().insert(
+                "stale".into(),
+                Entry {
+                    user: b"ghost"[..].into(),
+                    exp: now_secs() - 1,
+                },
+            );
+            c.entries += 1;
+        });
+        assert_eq!(
+            CachedTokens.check(&v, "stale"),
+            None,
+            "expired: verified again"
+        );
+        TOKENS.with(|c| {
+            let mut c = c.borrow_mut();
+            let tokens = c.by_verifier.entry(v.id).or_default();
+            for i in 0..TOKEN_CACHE_ENTRIES {
+                tokens.insert(
+                    format!("t{i}").into(),
+                    Entry {
+                        user: b"u"[..].into(),
+                        exp: now_secs() + 600,
+                    },
+                );
+            }
+            c.entries = TOKEN_CACHE_ENTRIES + 1;
+        });
+        let t = token("bob");
+        assert_eq!(CachedTokens.check(&v, &t).as_deref(), Some(&b"bob"[..]));
+        let entries = TOKENS.with(|c| c.borrow().entries);
+        assert!(entries <= TOKEN_CACHE_ENTRIES, "{entries}");
+        assert!(cached(&v, &t));
+    }
+}
