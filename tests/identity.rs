@@ -426,6 +426,14 @@ fn the_header_source_is_believed_from_trusted_addresses_only() {
     let ask = |g: &Gateway| get(g.addr, "/", &[("X-User-Id", "alice")]).text();
     assert_eq!(ask(&trusted), "canary", "believed from a trusted address");
     assert_eq!(ask(&untrusted), "stable", "ignored from any other");
+    // Through a trusted proxy, the proxy that sent the header is what `from` checks, not the
+    // client address behind it.
+    let forwarded = get(
+        trusted.addr,
+        "/",
+        &[("X-User-Id", "alice"), ("X-Forwarded-For", "203.0.113.9")],
+    );
+    assert_eq!(forwarded.text(), "canary", "sent by a trusted proxy");
 
     // Explain says which source gave the id, for the client address it is given.
     let explain = |client: &str| {

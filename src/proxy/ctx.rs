@@ -60,6 +60,9 @@ impl Drop for InFlightGuard {
 /// Who the client is, worked out once in `request_filter` and read by every later step.
 #[derive(Default)]
 pub(crate) struct Client {
+    /// The TCP peer's address (a trusted proxy, or the client itself): who sent the headers,
+    /// which an identity `header` source's `from` is checked against.
+    pub(crate) peer: Option<IpAddr>,
     /// The client's address: the TCP peer, or behind trusted proxies the right-most
     /// untrusted `X-Forwarded-For` address.
     pub(crate) ip: Option<IpAddr>,

@@ -50,6 +50,7 @@ pub(crate) fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]
     };
     let ip = client_ip(peer, headers, trusted);
     Client {
+        peer: Some(peer),
         ip: Some(ip),
         ip_value: Some(ip_value(ip)),
         proxy_value: (ip != peer).then(|| ip_value(peer)),

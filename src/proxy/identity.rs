@@ -30,11 +30,17 @@ struct Entry {
 }
 
 /// Tokens by verifier (a reload makes new verifiers, so old entries are never hit again)
-/// and token text.
+/// and the SHA-256 of the token text (32 bytes a token, whatever its length, so the cache's
+/// memory is bounded by its entry count; hashing a token costs far less than verifying it).
 #[derive(Default)]
 struct TokenCache {
-    by_verifier: HashMap<u64, HashMap<Box<str>, Entry>>,
+    by_verifier: HashMap<u64, HashMap<[u8; 32], Entry>>,
     entries: usize,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 thread_local! {
@@ -54,9 +60,10 @@ pub(crate) struct CachedTokens;
 impl TokenCheck for CachedTokens {
     fn check(&self, verifier: &JwtVerifier, token: &str) -> Option<Box<[u8]>> {
         let now = now_secs();
+        let key = digest(token);
         let hit = TOKENS.with(|cache| {
             let cache = cache.borrow();
-            let entry = cache.by_verifier.get(&verifier.id)?.get(token)?;
+            let entry = cache.by_verifier.get(&verifier.id)?.get(&key)?;
             (entry.exp > now).then(|| entry.user.clone())
         });
         if hit.is_some() {
@@ -80,7 +87,7 @@ impl TokenCheck for CachedTokens {
                 }
             }
             let previous = cache.by_verifier.entry(verifier.id).or_default().insert(
-                token.into(),
+                key,
                 Entry {
                     user: verified.user,
                     exp: verified.exp,
@@ -104,8 +111,12 @@ pub(super) fn resolve<'a, H: HeaderLookup + ?Sized>(
     ctx: &mut RequestCtx,
     tls: bool,
 ) -> Resolved<'a> {
-    let mut resolved =
-        identity.resolve(headers, ctx.client.ip, router.signing_keys(), &CachedTokens);
+    let mut resolved = identity.resolve(
+        headers,
+        ctx.client.peer,
+        router.signing_keys(),
+        &CachedTokens,
+    );
     if resolved.source == IdSource::AssignedNew {
         if let Some(cookie) = identity.assign() {
             let mut random = [0u8; 16];
@@ -170,7 +181,7 @@ mod tests {
             c.borrow()
                 .by_verifier
                 .get(&verifier.id)
-                .is_some_and(|t| t.contains_key(token))
+                .is_some_and(|t| t.contains_key(&digest(token)))
         })
     }
 
@@ -195,7 +206,7 @@ mod tests {
         TOKENS.with(|c| {
             let mut c = c.borrow_mut();
             c.by_verifier.entry(v.id).or_default().insert(
-                "stale".into(),
+                digest("stale"),
                 Entry {
                     user: b"ghost"[..].into(),
                     exp: now_secs() - 1,
@@ -213,7 +224,7 @@ mod tests {
             let tokens = c.by_verifier.entry(v.id).or_default();
             for i in 0..TOKEN_CACHE_ENTRIES {
                 tokens.insert(
-                    format!("t{i}").into(),
+                    digest(&format!("t{i}")),
                     Entry {
                         user: b"u"[..].into(),
                         exp: now_secs() + 600,

@@ -20,7 +20,8 @@ use super::signed::{sign_tag, verify_signed};
 pub(crate) enum Source {
     /// The id is this cookie's value (signed when the route has signing keys).
     Cookie(Box<str>),
-    /// The id is this header's value, believed only from a client in `from`.
+    /// The id is this header's value, believed only when the peer that sent it (the TCP
+    /// peer: the auth layer or proxy in front, not the client address behind it) is in `from`.
     Header { name: Box<str>, from: Vec<Cidr> },
     /// The id is a claim of a verified token.
     Jwt(Arc<JwtVerifier>),
@@ -180,12 +181,13 @@ impl Identity {
 
     /// The request's user id: each source in order, the first that yields a valid id wins.
     /// A cookie (and the visitor cookie) must be signed with one of `keys` when there are any;
-    /// a header is believed only from a client in its `from`; a token must pass `tokens`.
+    /// a header is believed only when `peer` (the address that sent the request: the TCP peer)
+    /// is in its `from`; a token must pass `tokens`.
     /// Reaching `assign` without a valid visitor cookie gives `assigned_new` with no id yet.
     pub(crate) fn resolve<'a, H: HeaderLookup + ?Sized>(
         &self,
         headers: &'a H,
-        client: Option<IpAddr>,
+        peer: Option<IpAddr>,
         keys: &[Box<[u8]>],
         tokens: &dyn TokenCheck,
     ) -> Resolved<'a> {
@@ -202,7 +204,7 @@ impl Identity {
                     IdSource::Cookie,
                 ),
                 Source::Header { name, from } => {
-                    let believed = client.is_some_and(|ip| from.iter().any(|c| c.contains(ip)));
+                    let believed = peer.is_some_and(|ip| from.iter().any(|c| c.contains(ip)));
                     let value = believed
                         .then(|| headers.header(name))
                         .flatten()
@@ -362,7 +364,7 @@ mod tests {
             (IdSource::AssignedNew, None)
         );
         let none = identity().resolve(&h[..], None, &[], &Uncached);
-        assert_eq!(none.source, IdSource::AssignedNew, "no client address");
+        assert_eq!(none.source, IdSource::AssignedNew, "no peer address");
     }
 
     /// A user id wins over the visitor cookie (the one switch a visitor makes when logging in).

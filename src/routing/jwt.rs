@@ -227,7 +227,9 @@ impl JwtVerifier {
                     .ok()
                     .map(|data| data.claims)
             })?;
-        let exp = claims.get("exp")?.as_u64()?;
+        let exp = claims.get("exp")?;
+        // NumericDate may carry a fraction (RFC 7519 §2); the whole second is enough here.
+        let exp = exp.as_u64().or_else(|| exp.as_f64().map(|f| f as u64))?;
         let mut value = &claims;
         for part in &self.claim {
             value = value.get(&**part)?;
