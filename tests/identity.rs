@@ -411,18 +411,30 @@ fn jwt_tokens_route_by_sub_and_invalid_ones_are_no_id() {
 fn the_header_source_is_believed_from_trusted_addresses_only() {
     let stable = Origin::start("stable");
     let canary = Origin::start("canary");
-    let start = |trusted: &str, admin_addr: SocketAddr| {
+    let logs = TempDir::new("id-logs");
+    let start = |trusted: &str, admin_addr: SocketAddr, log: &str| {
         Gateway::start(&format!(
             "  trusted_proxies: [\"{trusted}\"]\n\
-             \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n{}\
+             \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
+             \x20 access_log: {log}\n{}\
              \x20 routing:\n    default: stable\n    identity:\n      - header: x-user-id\n\
              \x20   rules:\n      - {{ name: testers, users: [alice], group: canary }}\n",
             groups_yaml(&[("stable", &stable), ("canary", &canary)])
         ))
     };
-    let untrusted = start("10.0.0.0/8", addr());
+    let untrusted_log = logs.path().join("untrusted.log");
+    let trusted_log = logs.path().join("trusted.log");
+    let untrusted = start(
+        "10.0.0.0/8",
+        addr(),
+        &format!("{{ path: \"{}\" }}", untrusted_log.display()),
+    );
     let admin_addr = addr();
-    let trusted = start("127.0.0.0/8", admin_addr);
+    let trusted = start(
+        "127.0.0.0/8",
+        admin_addr,
+        &format!("{{ path: \"{}\", user_id: true }}", trusted_log.display()),
+    );
     let ask = |g: &Gateway| get(g.addr, "/", &[("X-User-Id", "alice")]).text();
     assert_eq!(ask(&trusted), "canary", "believed from a trusted address");
     assert_eq!(ask(&untrusted), "stable", "ignored from any other");
@@ -434,6 +446,27 @@ fn the_header_source_is_believed_from_trusted_addresses_only() {
         &[("X-User-Id", "alice"), ("X-Forwarded-For", "203.0.113.9")],
     );
     assert_eq!(forwarded.text(), "canary", "sent by a trusted proxy");
+
+    // The access log says which source gave the id; the id itself only with `user_id: true`.
+    let line_of = |path: &std::path::Path| {
+        let mut line = String::new();
+        wait_until("an access log line", READY_TIMEOUT, || {
+            line = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            !line.is_empty()
+        });
+        serde_json::from_str::<serde_json::Value>(&line).expect("a JSON line")
+    };
+    let trusted_line = line_of(&trusted_log);
+    assert_eq!(trusted_line["identity"], "header", "{trusted_line}");
+    assert_eq!(trusted_line["user_id"], "alice", "{trusted_line}");
+    let untrusted_line = line_of(&untrusted_log);
+    assert_eq!(untrusted_line["identity"], "none", "{untrusted_line}");
+    assert!(untrusted_line.get("user_id").is_none(), "{untrusted_line}");
 
     // Explain says which source gave the id, for the client address it is given.
     let explain = |client: &str| {
