@@ -413,3 +413,108 @@ mod tests {
         assert_eq!(bearer_token(b"Bear"), None);
     }
 }
+
+/// The asymmetric algorithms, with keys made at test time (no private key is committed).
+#[cfg(test)]
+mod asymmetric {
+    use super::*;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+    use openssl::bn::BigNumContext;
+    use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn settings(algorithms: Vec<Algorithm>) -> JwtSettings {
+        JwtSettings {
+            claim: "sub".into(),
+            algorithms,
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+            from: TokenFrom::Bearer,
+        }
+    }
+
+    fn sign(alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        let claims =
+            serde_json::json!({"sub": "zoe", "exp": jsonwebtoken::get_current_timestamp() + 60});
+        jsonwebtoken::encode(&header, &claims, key).expect("sign")
+    }
+
+    fn ec(nid: Nid, size: usize) -> (String, EncodingKey) {
+        let group = EcGroup::from_curve_name(nid).expect("curve");
+        let key = EcKey::generate(&group).expect("EC key");
+        let mut ctx = BigNumContext::new().expect("ctx");
+        let point = key
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .expect("point");
+        let (x, y) = point[1..].split_at(size);
+        let crv = if size == 32 { "P-256" } else { "P-384" };
+        let jwk = format!(
+            r#"{{"kty":"EC","kid":"ec","crv":"{crv}","x":"{}","y":"{}"}}"#,
+            b64(x),
+            b64(y)
+        );
+        let der = PKey::from_ec_key(key)
+            .expect("pkey")
+            .private_key_to_pkcs8()
+            .expect("pkcs8");
+        (jwk, EncodingKey::from_ec_der(&der))
+    }
+
+    /// RS384, ES384 and EdDSA tokens verify under their JWKS keys; a `kid` naming another key,
+    /// and a token of an algorithm the list leaves out, do not.
+    #[test]
+    fn every_listed_algorithm_verifies() {
+        let rsa = Rsa::generate(2048).expect("RSA key");
+        let rsa_jwk = format!(
+            r#"{{"kty":"RSA","kid":"rsa","n":"{}","e":"{}"}}"#,
+            b64(&rsa.n().to_vec()),
+            b64(&rsa.e().to_vec())
+        );
+        let rsa_key = EncodingKey::from_rsa_der(&rsa.private_key_to_der().expect("der"));
+        let (p384_jwk, p384_key) = ec(Nid::SECP384R1, 48);
+        let ed = PKey::generate_ed25519().expect("Ed25519 key");
+        let ed_jwk = format!(
+            r#"{{"kty":"OKP","kid":"ed","crv":"Ed25519","x":"{}"}}"#,
+            b64(&ed.raw_public_key().expect("raw"))
+        );
+        let ed_key = EncodingKey::from_ed_der(&ed.private_key_to_pkcs8().expect("pkcs8"));
+        let jwks = format!(r#"{{"keys":[{rsa_jwk},{p384_jwk},{ed_jwk}]}}"#);
+        let all = vec![Algorithm::RS384, Algorithm::ES384, Algorithm::EdDSA];
+        let v = JwtVerifier::from_jwks(settings(all), &jwks).expect("keys");
+        for (alg, kid, key) in [
+            (Algorithm::RS384, "rsa", &rsa_key),
+            (Algorithm::ES384, "ec", &p384_key),
+            (Algorithm::EdDSA, "ed", &ed_key),
+        ] {
+            let user = v.verify(&sign(alg, kid, key)).map(|x| x.user);
+            assert_eq!(user.as_deref(), Some(&b"zoe"[..]), "{alg:?}");
+        }
+        assert_eq!(
+            v.verify(&sign(Algorithm::RS384, "ed", &rsa_key)),
+            None,
+            "the kid names a key of another family"
+        );
+        assert_eq!(
+            v.verify(&sign(Algorithm::RS256, "rsa", &rsa_key)),
+            None,
+            "RS256 is not listed"
+        );
+        let only_rs = JwtVerifier::from_jwks(settings(vec![Algorithm::RS384]), &jwks).expect("rsa");
+        assert_eq!(
+            only_rs.verify(&sign(Algorithm::EdDSA, "ed", &ed_key)),
+            None,
+            "EdDSA is not listed (its key is not even loaded)"
+        );
+    }
+}
