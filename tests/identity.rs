@@ -482,5 +482,12 @@ fn the_header_source_is_believed_from_trusted_addresses_only() {
         (v["identity"].clone(), v["group"].clone())
     };
     assert_eq!(explain("127.0.0.1"), ("header".into(), "canary".into()));
+    let status = admin(admin_addr, "GET", "/status", Some(TOKEN), None);
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("json");
+    assert_eq!(
+        status["routes"][0]["identity"],
+        serde_json::json!(["header:x-user-id"]),
+        "{status}"
+    );
     assert_eq!(explain("192.0.2.1"), ("none".into(), "stable".into()));
 }

@@ -265,6 +265,10 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
         "mode_source": if from_api { "api" } else { "file" },
         "default_group": group(router.default_group()),
         "cookie": router.cookie(),
+        "identity": router.identity().map_or_else(
+            || vec![format!("cookie:{}", router.cookie())],
+            |i| i.describe(),
+        ),
         "rules": rules,
     })
 }

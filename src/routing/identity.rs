@@ -171,6 +171,20 @@ impl Identity {
         Identity { sources }
     }
 
+    /// The sources in order, as `/status` shows them: `cookie:NAME`, `header:NAME`,
+    /// `jwt`, `assign:NAME` (no keys, no secrets).
+    pub(crate) fn describe(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|s| match s {
+                Source::Cookie(name) => format!("cookie:{name}"),
+                Source::Header { name, .. } => format!("header:{name}"),
+                Source::Jwt(_) => "jwt".to_string(),
+                Source::Assign(cookie) => format!("assign:{}", cookie.name),
+            })
+            .collect()
+    }
+
     /// The visitor cookie, when the route assigns ids.
     pub(crate) fn assign(&self) -> Option<&AssignCookie> {
         self.sources.iter().find_map(|s| match s {
