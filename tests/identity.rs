@@ -212,6 +212,36 @@ fn a_tls_listener_sets_secure() {
     assert!(!set.contains("Secure"), "{set}");
 }
 
+/// With a signing key, the visitor id is handed out signed; a visitor cookie written by the
+/// visitor (unsigned, or with a wrong tag) is no id: a new one is set.
+#[test]
+fn signed_visitor_ids_cannot_be_chosen() {
+    let stable = Origin::start("stable");
+    let gateway = Gateway::start(&format!(
+        "{}  routing:\n    default: stable\n    signing_key: \"a-signing-key-0123456789\"\n\
+         \x20   identity:\n      - assign: {{ cookie: vid }}\n",
+        groups_yaml(&[("stable", &stable)])
+    ));
+    let first = get(gateway.addr, "/", &[]);
+    let set = first.header("set-cookie").expect("a visitor cookie");
+    let pair = cookie_pair(set).to_string();
+    let value = pair.strip_prefix("vid=").expect("vid");
+    let (id, tag) = value.rsplit_once('.').expect("<id>.<tag>");
+    assert_eq!(id.len(), 32, "128 bits as hex: {id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert_eq!(tag.len(), 43, "an HMAC-SHA256 tag: {tag}");
+    let back = get(gateway.addr, "/", &[("Cookie", &pair)]);
+    assert_eq!(back.header("set-cookie"), None, "a signed id is kept");
+    for forged in [format!("vid={id}"), format!("vid=my-own-id.{tag}")] {
+        let r = get(gateway.addr, "/", &[("Cookie", &forged)]);
+        assert_eq!(r.status, 200);
+        let set = r
+            .header("set-cookie")
+            .unwrap_or_else(|| panic!("{forged}: not accepted"));
+        assert_ne!(cookie_pair(set), forged, "a new id is set");
+    }
+}
+
 /// Test-time keys: an RSA and a P-256 key, their JWKS, and tokens they sign.
 struct Keys {
     rsa_der: Vec<u8>,
