@@ -282,6 +282,6 @@ mod tests {
     fn grpc_lines_carry_the_grpc_status() {
         let line = record(None, None, Some(14));
         assert_eq!(line["grpc_status"], 14);
-        assert_eq!(line.as_object().map(|o| o.len()), Some(18));
+        assert_eq!(line.as_object().map(|o| o.len()), Some(20));
     }
 }
