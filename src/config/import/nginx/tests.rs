@@ -188,7 +188,10 @@ fn cookie_maps_become_user_lists() {
     );
     let routing = &routes(&t)[0].routing;
     assert_eq!(
-        (routing.cookie.as_str(), routing.default.as_str()),
+        (
+            routing.cookie.as_deref().unwrap_or_default(),
+            routing.default.as_str()
+        ),
         ("uid", "v1")
     );
     assert_eq!(routing.rules.len(), 1);
@@ -210,7 +213,10 @@ fn split_clients_become_percent_rules() {
     );
     let routing = &routes(&t)[0].routing;
     assert_eq!(
-        (routing.cookie.as_str(), routing.default.as_str()),
+        (
+            routing.cookie.as_deref().unwrap_or_default(),
+            routing.default.as_str()
+        ),
         ("canary_user", "a")
     );
     let shares: Vec<(String, f64, Option<String>)> = routing
@@ -253,7 +259,10 @@ fn if_blocks_become_rules_or_are_reported() {
     );
     assert!(r[2].routing.rules.is_empty());
     let d = &r[3].routing;
-    assert_eq!((d.cookie.as_str(), d.default.as_str()), ("uid", "v1"));
+    assert_eq!(
+        (d.cookie.as_deref().unwrap_or_default(), d.default.as_str()),
+        ("uid", "v1")
+    );
     assert!(
         matches!(&d.rules[0].kind, RuleKindSpec::Users { group, users: Some(u), .. } if group == "v2" && u == &["alice"])
     );
