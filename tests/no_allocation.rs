@@ -88,3 +88,71 @@ fn decide_does_not_allocate() {
         "each cookie's group on every one of its 1,000 decisions"
     );
 }
+
+/// Conditions (`when:`) read borrowed facts: once a pattern's matcher has warmed up on this
+/// thread, header, cookie, query, client and method conditions allocate nothing.
+#[test]
+fn conditions_do_not_allocate() {
+    use canary_gateway::routing::{Condition, RuleKind, ValueTest, When};
+    let pattern = regex::bytes::Regex::new(r"^5\.").expect("pattern");
+    let when = When::new(vec![
+        Condition::Method(vec!["GET".into()]),
+        Condition::Client(vec![]),
+        Condition::Header {
+            name: "x-app-version".into(),
+            test: ValueTest::Matches(pattern),
+        },
+    ]);
+    let when_open = When::new(vec![
+        Condition::Method(vec!["GET".into()]),
+        Condition::Header {
+            name: "x-app-version".into(),
+            test: ValueTest::Matches(regex::bytes::Regex::new(r"^5\.").expect("pattern")),
+        },
+        Condition::Cookie {
+            name: "beta".into(),
+            test: ValueTest::Equals(b"always"[..].into()),
+        },
+        Condition::Query {
+            name: "region".into(),
+            test: ValueTest::Present(true),
+        },
+    ]);
+    let router = Router::new(vec!["stable".into(), "canary".into()], GroupId(0)).with_rules(vec![
+        Rule::new("office", RuleKind::Match { group: GroupId(1) }).with_when(when),
+        Rule::new("app", RuleKind::Match { group: GroupId(1) }).with_when(when_open),
+    ]);
+    let yes: &[(&str, &str)] = &[("x-app-version", "5.1"), ("cookie", "a=1; beta=always")];
+    let no: &[(&str, &str)] = &[("x-app-version", "4.1"), ("cookie", "beta=always")];
+    let client = Some("192.0.2.1".parse().expect("ip"));
+    let decide = |headers, target: &'static [u8]| {
+        let facts = RequestFacts::new(headers)
+            .with_target(target)
+            .with_method("GET")
+            .with_client(client);
+        router.decide(&facts).group.0
+    };
+    // The first match on this thread sets up the pattern's cache.
+    assert_eq!(decide(yes, b"/?region=eu"), 1);
+    let mut got = [0usize; 2];
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..1000 {
+        got[decide(yes, b"/?region=eu")] += 1;
+        got[decide(no, b"/?region=eu")] += 1;
+        got[decide(yes, b"/?other=1")] += 1;
+    }
+    COUNTING.with(|c| c.set(false));
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    assert_eq!(
+        after - before,
+        0,
+        "conditions allocated {} times",
+        after - before
+    );
+    assert_eq!(
+        got,
+        [2000, 1000],
+        "only the request meeting every condition is canary"
+    );
+}

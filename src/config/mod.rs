@@ -152,6 +152,9 @@ pub struct RouteConfig {
     pub(crate) compress: Option<Arc<CompressConfig>>,
     /// The route's error pages (its own, else `gateway.error_pages`); `None`: none.
     pub(crate) error_pages: Option<Arc<ErrorPages>>,
+    /// `routing.upstream_header`: the header that carries the served group to the origin;
+    /// `None`: not sent.
+    pub(crate) upstream_header: Option<http::HeaderName>,
 }
 
 /// One request rate limit of a route (docs/configuration.md#rate-limits): GCRA with nginx's

@@ -8,11 +8,14 @@ use super::access::validate_access;
 use super::compress::{route_compress, CompressConfig};
 use super::identity::route_identity;
 use super::pages::route_pages;
-use super::parse::{check_token, route_path};
+use super::parse::{check_token, header_name, route_path};
 use super::ratelimit::validate_route_limits;
 use super::rules::{build_rule, Context};
-use super::spec::{RateLimitSpec, RouteSpec, RoutingSpec, SigningKeys};
-use super::{key_error, KeyError, PlanConfig, RouteConfig, DEFAULT_ROUTE, MIN_SIGNING_KEY_LEN};
+use super::spec::{DecisionHeaderSpec, RateLimitSpec, RouteSpec, RoutingSpec, SigningKeys};
+use super::{
+    key_error, KeyError, PlanConfig, RouteConfig, DEFAULT_DECISION_HEADER, DEFAULT_ROUTE,
+    MIN_SIGNING_KEY_LEN,
+};
 use crate::routing::routes::{RouteMatch, RouteTable};
 use crate::routing::Router;
 
@@ -59,6 +62,7 @@ pub(super) fn validate_routes(
                 )?,
                 compress: default_compress.clone(),
                 error_pages: cx.default_pages.clone(),
+                upstream_header: parts.upstream_header,
             }]);
         }
         (None, Some(routes)) => routes,
@@ -141,6 +145,7 @@ pub(super) fn validate_routes(
             rate_limits,
             compress,
             error_pages,
+            upstream_header: parts.upstream_header,
         });
     }
     Ok(out)
@@ -193,6 +198,8 @@ struct RoutingParts {
     store_sets: BTreeMap<String, String>,
     /// Rollout plans: rule name → plan.
     plans: BTreeMap<String, PlanConfig>,
+    /// `upstream_header`, validated.
+    upstream_header: Option<http::HeaderName>,
 }
 
 /// One routing block (`key` names it in errors): the router, its store-backed rules and its
@@ -242,7 +249,25 @@ fn validate_routing(
         router,
         store_sets,
         plans,
+        upstream_header: upstream_header(routing.upstream_header.as_ref(), key)?,
     })
+}
+
+/// `upstream_header`: its name (default `x-canary-group`), `None` when turned off.
+fn upstream_header(
+    spec: Option<&DecisionHeaderSpec>,
+    key: &str,
+) -> Result<Option<http::HeaderName>, KeyError> {
+    let key = format!("{key}.upstream_header");
+    let name = match spec {
+        None | Some(DecisionHeaderSpec::Enabled(true)) => DEFAULT_DECISION_HEADER,
+        Some(DecisionHeaderSpec::Enabled(false)) => return Ok(None),
+        Some(DecisionHeaderSpec::Name(name)) => name,
+    };
+    let name = header_name(name).map_err(|m| key_error(key.clone(), m))?;
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|e| key_error(key, format!("{name:?} is not a valid header name ({e})")))
 }
 
 fn signing_keys(routing: &RoutingSpec, prefix: &str) -> Result<Vec<Box<[u8]>>, KeyError> {

@@ -2,8 +2,9 @@
 //! (kind explicit), decided once from the YAML's keys; and its validation into a
 //! [`routing::Rule`](crate::routing::Rule), with errors naming the key.
 //!
-//! The YAML has no kind key: a rule's kind is the key it sets (`header`, `users` /
-//! `users_file` / `users_store`, `percent`). `RuleSpec`'s `Deserialize` reads a rule's map once
+//! The YAML has no kind key: a rule's kind is the key it sets (`header` / `from_header`,
+//! `users` / `users_file` / `users_store`, `percent`, or none of them: `when` + `group`, a
+//! match rule). Any rule may carry `when:` ([`WhenSpec`], built by `build_when`). `RuleSpec`'s `Deserialize` reads a rule's map once
 //! and decides its kind there (the only place that reads it from the keys); everything after
 //! matches on [`RuleKindSpec`], and `Serialize` writes the same flat shape back.
 
@@ -22,7 +23,8 @@ use super::{
     DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
 };
 use crate::routing::access::Access;
-use crate::routing::{GroupId, Percent, Rule, RuleKind, UserSet};
+use crate::routing::{Condition, GroupId, Percent, Rule, RuleKind, UserSet, ValueTest, When};
+use regex::bytes::RegexBuilder;
 
 /// What validating routing blocks needs from the rest of the file.
 pub(super) struct Context<'a> {
@@ -45,8 +47,44 @@ pub(super) struct Context<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSpec {
     pub name: String,
+    /// The rule's conditions (`when:`), any kind.
+    pub when: Option<WhenSpec>,
     pub kind: RuleKindSpec,
 }
+
+/// A rule's `when:` as written: every condition set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<ValueSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<ValueSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<ValueSpec>,
+    /// Client networks (CIDR), the address as resolved through `trusted_proxies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Vec<String>>,
+    /// Methods, upper-case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Vec<String>>,
+}
+
+/// A named value's test: `name` and exactly one of `equals`, `matches`, `present`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+/// The most memory a `matches` pattern may compile to; a larger one is refused at load.
+pub(crate) const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 /// What a rule tests, as written: one variant per kind, with only the keys that kind takes.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +95,11 @@ pub enum RuleKindSpec {
         header: String,
         header_secret: Option<String>,
         from: Option<Vec<String>>,
+        /// Written as `from_header:` (the lane pattern's spelling) rather than `header:`.
+        spelled_from_header: bool,
     },
+    /// `when:` and `group:` only: every request that passes the conditions goes to `group`.
+    Match { group: String },
     /// A user list to `group`: ids inline (`users`), from a file (`users_file`, read at load)
     /// and/or from a shared store set (`users_store`); at least one of them.
     Users {
@@ -131,7 +173,9 @@ fn sub(key: &str, field: &str) -> String {
 /// Every key a rule may set, in the order a rule is written back.
 const RULE_KEYS: &[&str] = &[
     "name",
+    "when",
     "header",
+    "from_header",
     "users",
     "users_file",
     "percent",
@@ -190,7 +234,9 @@ impl fmt::Display for RuleError {
 #[derive(Default)]
 struct RuleKeys {
     name: Option<String>,
+    when: Option<WhenSpec>,
     header: Option<String>,
+    from_header: Option<String>,
     users: Option<Vec<String>>,
     users_file: Option<PathBuf>,
     percent: Option<f64>,
@@ -206,20 +252,28 @@ impl RuleKeys {
     /// The rule these keys describe: exactly one kind, and only keys that kind takes. The one
     /// place a kind is read from the keys.
     fn into_spec(self, name: String) -> Result<RuleSpec, RuleError> {
+        if self.header.is_some() && self.from_header.is_some() {
+            return Err(RuleError::whole(format!(
+                "rule {name:?} sets both `header` and `from_header`; they are one key (use one)"
+            )));
+        }
+        let spelled_from_header = self.from_header.is_some();
+        let header = self.header.or(self.from_header);
         let has_users =
             self.users.is_some() || self.users_file.is_some() || self.users_store.is_some();
         let set: Vec<&str> = [
-            (self.header.is_some(), "header"),
+            (header.is_some(), "header"),
             (has_users, "users"),
             (self.percent.is_some(), "percent"),
         ]
         .into_iter()
         .filter_map(|(is_set, kind)| is_set.then_some(kind))
         .collect();
-        let needs =
-            "needs exactly one of `header`, `users`/`users_file`/`users_store` or `percent`";
+        let needs = "needs exactly one of `header`, `users`/`users_file`/`users_store` or \
+             `percent` (or only `when` and `group`)";
         match set.as_slice() {
             [_] => {}
+            [] if self.when.is_some() => {}
             [] => return Err(RuleError::whole(format!("rule {name:?} {needs}"))),
             [first, rest @ ..] => {
                 return Err(RuleError::whole(format!(
@@ -234,7 +288,7 @@ impl RuleKeys {
         if self.plan.is_some() && self.percent.is_none() {
             return Err(RuleError::key("plan", "only a percent rule takes a plan"));
         }
-        if self.header.is_none() && (self.header_secret.is_some() || self.from.is_some()) {
+        if header.is_none() && (self.header_secret.is_some() || self.from.is_some()) {
             return Err(RuleError::whole(
                 "`header_secret` and `from` only go with a `header` rule".into(),
             ));
@@ -245,7 +299,7 @@ impl RuleKeys {
                 RuleError::key("group", &format!("a {what} rule needs a target group"))
             })
         };
-        let kind = if let Some(header) = self.header {
+        let kind = if let Some(header) = header {
             if group.is_some() {
                 return Err(RuleError::key(
                     "group",
@@ -256,6 +310,7 @@ impl RuleKeys {
                 header,
                 header_secret: self.header_secret,
                 from: self.from,
+                spelled_from_header,
             }
         } else if let Some(percent) = self.percent {
             RuleKindSpec::Percent {
@@ -264,15 +319,23 @@ impl RuleKeys {
                 seed: self.seed,
                 plan: self.plan,
             }
-        } else {
+        } else if has_users {
             RuleKindSpec::Users {
                 group: target("users")?,
                 users: self.users,
                 users_file: self.users_file,
                 users_store: self.users_store,
             }
+        } else {
+            RuleKindSpec::Match {
+                group: target("match")?,
+            }
         };
-        Ok(RuleSpec { name, kind })
+        Ok(RuleSpec {
+            name,
+            when: self.when,
+            kind,
+        })
     }
 }
 
@@ -310,7 +373,9 @@ impl<'de> Visitor<'de> for RuleVisitor {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "name" => read(&mut keys.name, "name", &mut map)?,
+                "when" => read(&mut keys.when, "when", &mut map)?,
                 "header" => read(&mut keys.header, "header", &mut map)?,
+                "from_header" => read(&mut keys.from_header, "from_header", &mut map)?,
                 "users" => read(&mut keys.users, "users", &mut map)?,
                 "users_file" => read(&mut keys.users_file, "users_file", &mut map)?,
                 "percent" => read(&mut keys.percent, "percent", &mut map)?,
@@ -346,13 +411,20 @@ impl Serialize for RuleSpec {
                 None => Ok(()),
             }
         }
+        some(&mut map, "when", self.when.as_ref())?;
         match &self.kind {
             RuleKindSpec::Header {
                 header,
                 header_secret,
                 from,
+                spelled_from_header,
             } => {
-                map.serialize_entry("header", header)?;
+                let key = if *spelled_from_header {
+                    "from_header"
+                } else {
+                    "header"
+                };
+                map.serialize_entry(key, header)?;
                 some(&mut map, "header_secret", header_secret.as_ref())?;
                 some(&mut map, "from", from.as_ref())?;
             }
@@ -378,6 +450,7 @@ impl Serialize for RuleSpec {
                 map.serialize_entry("group", group)?;
                 some(&mut map, "plan", plan.as_ref())?;
             }
+            RuleKindSpec::Match { group } => map.serialize_entry("group", group)?,
         }
         map.end()
     }
@@ -398,14 +471,146 @@ pub(super) fn build_rule(
     key: &str,
     cx: &Context<'_>,
 ) -> Result<BuiltRule, KeyError> {
+    let mut built = build_kind(spec, key, cx)?;
+    if let Some(when) = &spec.when {
+        let when = build_when(when, &sub(key, "when"))?;
+        built.rule = built.rule.with_when(when);
+    }
+    Ok(built)
+}
+
+/// Validates a `when:` (`key` names it) into the router's conditions, the cheap ones (method,
+/// client) first; each pattern is compiled here, once, within [`REGEX_SIZE_LIMIT`].
+pub(super) fn build_when(spec: &WhenSpec, key: &str) -> Result<When, KeyError> {
+    let mut conditions = Vec::new();
+    if let Some(methods) = &spec.method {
+        let method_key = sub(key, "method");
+        if methods.is_empty() {
+            return Err(key_error(method_key, "needs at least one method".into()));
+        }
+        for (i, method) in methods.iter().enumerate() {
+            check_token(method, "method")
+                .map_err(|m| key_error(format!("{method_key}[{i}]"), m))?;
+            if method.bytes().any(|b| b.is_ascii_lowercase()) {
+                return Err(key_error(
+                    format!("{method_key}[{i}]"),
+                    format!("{method:?}: methods are compared exactly; write them upper-case"),
+                ));
+            }
+        }
+        conditions.push(Condition::Method(methods.clone()));
+    }
+    if let Some(networks) = &spec.client {
+        let client_key = sub(key, "client");
+        if networks.is_empty() {
+            return Err(key_error(client_key, "needs at least one network".into()));
+        }
+        let nets = networks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Cidr::parse(c).map_err(|e| key_error(format!("{client_key}[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        conditions.push(Condition::Client(nets));
+    }
+    if let Some(value) = &spec.header {
+        let header_key = sub(key, "header");
+        let name = header_name(&value.name).map_err(|m| key_error(sub(&header_key, "name"), m))?;
+        let test = value_test(value, &header_key)?;
+        conditions.push(Condition::Header { name, test });
+    }
+    if let Some(value) = &spec.cookie {
+        let cookie_key = sub(key, "cookie");
+        check_token(&value.name, "cookie name")
+            .map_err(|m| key_error(sub(&cookie_key, "name"), m))?;
+        let test = value_test(value, &cookie_key)?;
+        conditions.push(Condition::Cookie {
+            name: value.name.clone(),
+            test,
+        });
+    }
+    if let Some(value) = &spec.query {
+        let query_key = sub(key, "query");
+        if value.name.is_empty() || value.name.contains(['&', '=', '#', '?']) {
+            return Err(key_error(
+                sub(&query_key, "name"),
+                format!("{:?} is not a query parameter name", value.name),
+            ));
+        }
+        let test = value_test(value, &query_key)?;
+        conditions.push(Condition::Query {
+            name: value.name.clone(),
+            test,
+        });
+    }
+    if conditions.is_empty() {
+        return Err(key_error(
+            key.into(),
+            "needs at least one condition (`header`, `cookie`, `query`, `client` or `method`)"
+                .into(),
+        ));
+    }
+    Ok(When::new(conditions))
+}
+
+/// The test of a header, cookie or query condition: exactly one of `equals`, `matches`,
+/// `present`; a pattern compiled now, within the size limit.
+fn value_test(value: &ValueSpec, key: &str) -> Result<ValueTest, KeyError> {
+    match (&value.equals, &value.matches, value.present) {
+        (Some(equals), None, None) => Ok(ValueTest::Equals(equals.as_bytes().into())),
+        (None, Some(pattern), None) => RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(ValueTest::Matches)
+            .map_err(|e| {
+                let why = match e {
+                    regex::Error::CompiledTooBig(limit) => {
+                        format!("{pattern:?} compiles to more than {limit} bytes; simplify it")
+                    }
+                    other => format!("{pattern:?} is not a valid pattern: {other}"),
+                };
+                key_error(sub(key, "matches"), why)
+            }),
+        (None, None, Some(present)) => Ok(ValueTest::Present(present)),
+        _ => Err(key_error(
+            key.into(),
+            "needs exactly one of `equals`, `matches` or `present`".into(),
+        )),
+    }
+}
+
+/// Validates a rule's kind into the router's rule (its conditions are added by
+/// [`build_rule`]).
+fn build_kind(spec: &RuleSpec, key: &str, cx: &Context<'_>) -> Result<BuiltRule, KeyError> {
     let name = spec.name.clone();
     match &spec.kind {
+        RuleKindSpec::Match { group } => {
+            let group = (cx.group_id)(sub(key, "group"), group)?;
+            Ok(BuiltRule {
+                rule: Rule::new(name, RuleKind::Match { group }),
+                store_set: None,
+                plan: None,
+            })
+        }
         RuleKindSpec::Header {
             header,
             header_secret,
             from,
+            ..
         } => {
-            let header = header_name(header).map_err(|m| key_error(sub(key, "header"), m))?;
+            let header_key = if matches!(
+                spec.kind,
+                RuleKindSpec::Header {
+                    spelled_from_header: true,
+                    ..
+                }
+            ) {
+                "from_header"
+            } else {
+                "header"
+            };
+            let header = header_name(header).map_err(|m| key_error(sub(key, header_key), m))?;
             let secret = match header_secret {
                 Some(s) if s.len() < 8 || s.contains(':') => {
                     return Err(key_error(

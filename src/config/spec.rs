@@ -677,6 +677,10 @@ pub struct RoutingSpec {
     /// The environment variable holding the signing key(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key_env: Option<String>,
+    /// The header that tells the origin the group that served the request (default
+    /// `x-canary-group`; `false`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_header: Option<DecisionHeaderSpec>,
 }
 
 /// `routing.identity[i]`: one identity source; exactly one of `cookie`, `header`, `jwt` and

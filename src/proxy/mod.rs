@@ -443,7 +443,9 @@ impl ProxyHttp for CanaryProxy {
 
 /// What the route and the serving group change in the request the upstream gets: the path
 /// without the route's prefix (`strip_prefix`), no `Authorization` when the route checked
-/// basic credentials, and the group's `host_header`.
+/// basic credentials, none of the headers the route's header rules read (a QA override and
+/// its secret stay at the gateway), the served group in `routing.upstream_header` (any value
+/// the client sent replaced), and the group's `host_header`.
 fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
     if let Some(target) = &ctx.upstream_target {
         request.set_uri(http::Uri::clone(target));
@@ -454,6 +456,17 @@ fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result
     let (Some(state), Some(group)) = (&ctx.state, ctx.served_group) else {
         return Ok(());
     };
+    if let Some(route) = ctx.route_state() {
+        for header in route.router.override_headers() {
+            request.remove_header(header);
+        }
+        if let Some(name) = &route.upstream_header {
+            request.remove_header(name);
+            if let Some(value) = state.group_values.get(group.0) {
+                request.insert_header(name.clone(), value.clone())?;
+            }
+        }
+    }
     match state.pools.get(group.0).map(|p| &p.config.host_header) {
         Some(HostHeader::Server) => {
             if let Some(addr) = ctx.upstream_addr {

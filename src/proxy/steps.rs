@@ -186,6 +186,7 @@ fn decide(session: &Session, state: &GatewayState, route: RouteId, ctx: &mut Req
     route_state.metrics.count_identity(source);
     ctx.id_source = Some(source);
     let facts = RequestFacts::new(&head)
+        .with_method(request.method.as_str())
         .with_client(ctx.client.ip)
         .with_user(user.as_deref());
     ctx.decision = Some(router.decide(&facts));

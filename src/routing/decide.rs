@@ -13,6 +13,15 @@ use super::{Decision, GroupId, Mode, Reason, RoutingError, RuleId};
 /// The cookie that carries the user id when none is configured.
 pub(crate) const DEFAULT_COOKIE: &str = "canary_user";
 
+/// One rule's part in a decision, as explain shows it ([`Router::trace`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RuleTrace {
+    /// Each condition of the rule's `when:` (described) and whether it holds.
+    pub(crate) conditions: Vec<(String, bool)>,
+    /// The group the rule would send the request to, when it takes it.
+    pub(crate) takes: Option<GroupId>,
+}
+
 /// The ordered rule set of one route and everything `decide` needs. Built once (by the config
 /// layer, or by [`Router::new`] and its `with_*` methods in benches and tests); the controller
 /// changes its own copies and swaps them in whole.
@@ -106,6 +115,15 @@ impl Router {
         &self.rules
     }
 
+    /// The headers the header rules read a group from (QA overrides, lanes), lower-case: the
+    /// proxy keeps them from the origin.
+    pub(crate) fn override_headers(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().filter_map(|rule| match rule.kind() {
+            super::RuleKind::Header { header, .. } => Some(header.as_str()),
+            _ => None,
+        })
+    }
+
     /// The rule named `name`.
     pub(crate) fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name() == name)
@@ -171,6 +189,32 @@ impl Router {
         }
     }
 
+    /// What each rule makes of the request, in order, for explain: its conditions' results
+    /// and whether it would take the request (the first that would is the one `decide`
+    /// uses, unless an operator override comes first). Allocates; never on the request path.
+    pub(crate) fn trace<H: HeaderLookup + ?Sized>(
+        &self,
+        facts: &RequestFacts<'_, H>,
+    ) -> Vec<RuleTrace> {
+        self.rules
+            .iter()
+            .map(|rule| RuleTrace {
+                conditions: rule
+                    .when()
+                    .map(|when| {
+                        when.conditions()
+                            .iter()
+                            .map(|c| (c.describe(), c.holds(facts)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                takes: rule
+                    .matches(facts, |name| self.group_by_name(name))
+                    .map(|(group, _)| group),
+            })
+            .collect()
+    }
+
     /// The user id from the routing cookie across all `Cookie` header values, in order.
     pub fn user_from_cookies<'a, I>(&self, cookie_headers: I) -> Option<&'a [u8]>
     where
@@ -234,7 +278,7 @@ mod tests {
 
     use super::*;
     use crate::routing::cookies::MAX_USER_ID_LEN;
-    use crate::routing::{Cidr, Percent, RuleKind, UserSet};
+    use crate::routing::{Cidr, Condition, Percent, RuleKind, UserSet, ValueTest, When};
 
     const STABLE: GroupId = GroupId(0);
     const CANARY: GroupId = GroupId(1);
@@ -601,6 +645,283 @@ mod tests {
         assert_eq!(r.user_from_cookies_checked([&b"other=1"[..]]), Ok(None));
         let d = decide(&r, Some("canary_user=alice"), &[]);
         assert_eq!(d.reason, Reason::Anonymous, "an unsigned VIP is anonymous");
+    }
+
+    // Conditions (`when:`).
+
+    /// A request with these headers, target, method and client, decided by `r`.
+    fn decide_facts(
+        r: &Router,
+        headers: &[(&str, &str)],
+        target: &str,
+        method: &str,
+        client: &str,
+        user: Option<&str>,
+    ) -> (GroupId, Option<usize>, Reason) {
+        let facts = RequestFacts::new(headers)
+            .with_target(target.as_bytes())
+            .with_method(method)
+            .with_client(Some(client.parse().expect("ip")))
+            .with_user(user.map(str::as_bytes));
+        outcome(r.decide(&facts))
+    }
+
+    fn test(kind: &str, name: &str, value: ValueTest) -> Condition {
+        let name = name.to_string();
+        match kind {
+            "header" => Condition::Header { name, test: value },
+            "cookie" => Condition::Cookie { name, test: value },
+            _ => Condition::Query { name, test: value },
+        }
+    }
+
+    fn equals(v: &str) -> ValueTest {
+        ValueTest::Equals(v.as_bytes().into())
+    }
+
+    /// The issue's example rules: opt-in and opt-out cookies, an app version pattern, an office
+    /// network with methods, and a query-scoped percentage; default stable.
+    fn conditional_router() -> Router {
+        let when = |c: Vec<Condition>| When::new(c);
+        Router::new(vec!["stable".into(), "canary".into()], STABLE).with_rules(vec![
+            Rule::new("beta-opt-in", RuleKind::Match { group: CANARY })
+                .with_when(when(vec![test("cookie", "beta", equals("always"))])),
+            Rule::new("opt-out", RuleKind::Match { group: STABLE }).with_when(when(vec![test(
+                "cookie",
+                "beta",
+                equals("never"),
+            )])),
+            Rule::new("app-v5", RuleKind::Match { group: CANARY }).with_when(when(vec![test(
+                "header",
+                "x-app-version",
+                ValueTest::Matches(regex::bytes::Regex::new(r"^5\.").expect("re")),
+            )])),
+            Rule::new("office", RuleKind::Match { group: CANARY }).with_when(when(vec![
+                Condition::Method(vec!["GET".into(), "HEAD".into()]),
+                Condition::Client(vec![Cidr::parse("192.0.2.0/24").expect("cidr")]),
+            ])),
+            Rule::percent("rollout", share(10.0), b"eu", CANARY).with_when(when(vec![test(
+                "query",
+                "region",
+                equals("eu"),
+            )])),
+        ])
+    }
+
+    /// Each conditional rule takes the requests its conditions describe, and only those; a
+    /// condition in front of a percent rule narrows it, the share still applies.
+    #[test]
+    fn conditions_table() {
+        let r = conditional_router();
+        let inside = find_user("eu", 10.0, true);
+        let outside = find_user("eu", 10.0, false);
+        let out = "198.51.100.1";
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            (GroupId, Option<usize>, Reason),
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "opt-in cookie",
+                vec![("cookie", "beta=always")],
+                "/",
+                "GET",
+                out,
+                None,
+                (CANARY, Some(0), Reason::Condition),
+            ),
+            (
+                "opt-out cookie",
+                vec![("cookie", "beta=never")],
+                "/",
+                "GET",
+                out,
+                None,
+                (STABLE, Some(1), Reason::Condition),
+            ),
+            (
+                "other cookie value",
+                vec![("cookie", "beta=maybe")],
+                "/",
+                "GET",
+                out,
+                None,
+                (STABLE, None, Reason::Anonymous),
+            ),
+            (
+                "opt-out beats a later app rule",
+                vec![("cookie", "beta=never"), ("x-app-version", "5.0")],
+                "/",
+                "GET",
+                out,
+                None,
+                (STABLE, Some(1), Reason::Condition),
+            ),
+            (
+                "app version matches",
+                vec![("x-app-version", "5.1.0")],
+                "/",
+                "POST",
+                out,
+                None,
+                (CANARY, Some(2), Reason::Condition),
+            ),
+            (
+                "app version does not match",
+                vec![("x-app-version", "15.1")],
+                "/",
+                "POST",
+                out,
+                None,
+                (STABLE, None, Reason::Anonymous),
+            ),
+            (
+                "office GET",
+                vec![],
+                "/",
+                "GET",
+                "192.0.2.44",
+                None,
+                (CANARY, Some(3), Reason::Condition),
+            ),
+            (
+                "office POST is not listed",
+                vec![],
+                "/",
+                "POST",
+                "192.0.2.44",
+                None,
+                (STABLE, None, Reason::Anonymous),
+            ),
+            (
+                "GET outside the office",
+                vec![],
+                "/",
+                "GET",
+                out,
+                None,
+                (STABLE, None, Reason::Anonymous),
+            ),
+            (
+                "eu user inside the share",
+                vec![],
+                "/?region=eu",
+                "POST",
+                out,
+                Some(&inside),
+                (CANARY, Some(4), Reason::Percent),
+            ),
+            (
+                "eu user outside the share",
+                vec![],
+                "/?region=eu",
+                "POST",
+                out,
+                Some(&outside),
+                (STABLE, None, Reason::Default),
+            ),
+            (
+                "user inside the share, not eu",
+                vec![],
+                "/?region=us",
+                "POST",
+                out,
+                Some(&inside),
+                (STABLE, None, Reason::Default),
+            ),
+            (
+                "eu without a user",
+                vec![],
+                "/?region=eu",
+                "POST",
+                out,
+                None,
+                (STABLE, None, Reason::Anonymous),
+            ),
+        ];
+        for (what, headers, target, method, client, user, expected) in cases {
+            let got = decide_facts(&r, &headers, target, method, client, user);
+            assert_eq!(got, expected, "{what}");
+        }
+    }
+
+    /// The lane rule: a group named by a header is believed only from internal callers that
+    /// send it; an unknown group name falls through.
+    #[test]
+    fn lane_rule_from_internal_callers() {
+        let r = Router::new(vec!["stable".into(), "canary".into()], STABLE).with_rules(vec![
+            Rule::header("lane", "x-canary-group").with_when(When::new(vec![
+                test("header", "x-canary-group", ValueTest::Present(true)),
+                Condition::Client(vec![Cidr::parse("10.0.0.0/8").expect("cidr")]),
+            ])),
+        ]);
+        let lane = [("x-canary-group", "canary")];
+        let unknown = [("x-canary-group", "v9")];
+        let cases = [
+            (
+                "internal caller",
+                &lane[..],
+                "10.2.3.4",
+                (CANARY, Some(0), Reason::Header),
+            ),
+            (
+                "outside caller",
+                &lane[..],
+                "192.0.2.1",
+                (STABLE, None, Reason::Anonymous),
+            ),
+            (
+                "unknown group",
+                &unknown[..],
+                "10.2.3.4",
+                (STABLE, None, Reason::Anonymous),
+            ),
+            (
+                "no header",
+                &[][..],
+                "10.2.3.4",
+                (STABLE, None, Reason::Anonymous),
+            ),
+        ];
+        for (what, headers, client, expected) in cases {
+            assert_eq!(
+                decide_facts(&r, headers, "/", "GET", client, None),
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    /// The trace shows each rule's conditions with their results and which rules would take
+    /// the request.
+    #[test]
+    fn trace_shows_each_condition() {
+        let r = conditional_router();
+        let facts = RequestFacts::new(&[("x-app-version", "5.3")][..])
+            .with_method("POST")
+            .with_client(Some("192.0.2.1".parse().expect("ip")));
+        let trace = r.trace(&facts);
+        assert_eq!(trace.len(), 5);
+        assert_eq!(
+            trace[0].conditions,
+            vec![(r#"cookie beta equals "always""#.to_string(), false)]
+        );
+        assert_eq!(trace[0].takes, None);
+        assert_eq!(trace[2].takes, Some(CANARY));
+        assert_eq!(
+            trace[3].conditions,
+            vec![
+                ("method in GET, HEAD".to_string(), false),
+                ("client in 192.0.2.0/24".to_string(), true),
+            ]
+        );
+        assert_eq!(trace[3].takes, None);
+        assert_eq!(r.decide(&facts).rule, Some(RuleId(2)));
     }
 
     #[test]

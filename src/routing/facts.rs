@@ -46,7 +46,8 @@ impl HeaderLookup for [(&str, &str)] {
 }
 
 /// The facts of one request that rules read: its headers (and through them its cookies), its
-/// target (and through it the query), the client's address and the verified user id.
+/// target (and through it the query), the method, the client's address and the verified user
+/// id.
 ///
 /// Built by the proxy once per request from the request head it already holds; every field
 /// borrows, so building it costs a few stores. `H` is the header source (the proxy's header
@@ -56,6 +57,7 @@ pub struct RequestFacts<'a, H: HeaderLookup + ?Sized> {
     headers: &'a H,
     target: Option<&'a [u8]>,
     client: Option<IpAddr>,
+    method: Option<&'a str>,
     user: Option<&'a [u8]>,
 }
 
@@ -68,6 +70,7 @@ impl<'a, H: HeaderLookup + ?Sized> RequestFacts<'a, H> {
             headers,
             target: None,
             client: None,
+            method: None,
             user: None,
         }
     }
@@ -75,15 +78,22 @@ impl<'a, H: HeaderLookup + ?Sized> RequestFacts<'a, H> {
     /// The request target as received (path and query), which [`Self::query`] reads, for a
     /// header source that has none.
     #[inline]
-    pub(crate) fn with_target(mut self, target: &'a [u8]) -> Self {
+    pub fn with_target(mut self, target: &'a [u8]) -> Self {
         self.target = Some(target);
         self
     }
 
     /// The client's address as the gateway sees it (after trusted proxies).
     #[inline]
-    pub(crate) fn with_client(mut self, client: Option<IpAddr>) -> Self {
+    pub fn with_client(mut self, client: Option<IpAddr>) -> Self {
         self.client = client;
+        self
+    }
+
+    /// The request's method, as sent (`GET`).
+    #[inline]
+    pub fn with_method(mut self, method: &'a str) -> Self {
+        self.method = Some(method);
         self
     }
 
@@ -125,6 +135,12 @@ impl<'a, H: HeaderLookup + ?Sized> RequestFacts<'a, H> {
     #[inline]
     pub(crate) fn client_ip(&self) -> Option<IpAddr> {
         self.client
+    }
+
+    /// The request's method, when known.
+    #[inline]
+    pub(crate) fn method(&self) -> Option<&'a str> {
+        self.method
     }
 
     /// The verified user id, when the request has one.

@@ -9,6 +9,7 @@
 
 pub(crate) mod access;
 pub(crate) mod cidr;
+mod conditions;
 mod cookies;
 mod decide;
 mod facts;
@@ -24,6 +25,7 @@ pub(crate) mod userset;
 use std::fmt;
 
 pub(crate) use cidr::Cidr;
+pub use conditions::{Condition, ValueTest, When};
 pub use cookies::is_valid_user_id;
 pub(crate) use cookies::{find_cookie, is_token_byte};
 pub use decide::Router;
@@ -78,6 +80,8 @@ pub(crate) enum Reason {
     UserList,
     /// The user id hashed into a percentage rule's share.
     Percent,
+    /// A rule of only conditions (`when:` and `group:`) took the request.
+    Condition,
     /// A user id was present but no rule matched.
     Default,
     /// No usable user id (no cookie, or a malformed one) and no header rule matched.
@@ -95,6 +99,7 @@ impl Reason {
             Reason::Header => "header",
             Reason::UserList => "user_list",
             Reason::Percent => "percent",
+            Reason::Condition => "condition",
             Reason::Default => "default",
             Reason::Anonymous => "anonymous",
             Reason::Rollback => "rollback",

@@ -9,11 +9,15 @@
 //!   reader's key list, `RuleKeys::into_spec`, the writer's arm), its validation into this
 //!   [`RuleKind`] (`build_rule`), and cases in that file's table tests.
 //!
+//! Any rule may also carry conditions ([`When`], `when:` in the file): they are checked before
+//! the kind's own test, and a rule whose conditions fail does not apply.
+//!
 //! Nothing else matches on every kind: views, the controller and explain ask for a kind's
 //! name, settings, user list or share.
 
 use std::sync::Arc;
 
+use super::conditions::When;
 use super::cookies::trim_ows;
 use super::facts::{HeaderLookup, RequestFacts};
 use super::percent::{percent_bucket, Percent};
@@ -42,6 +46,9 @@ pub enum RuleKind {
         seed: Box<[u8]>,
         group: GroupId,
     },
+    /// Every request that passes the rule's conditions goes to `group` (a rule of only
+    /// `when:` and `group:`).
+    Match { group: GroupId },
 }
 
 /// One setting of a rule, as a description shows it ([`RuleKind::settings`]).
@@ -63,6 +70,7 @@ impl RuleKind {
             RuleKind::Header { .. } => Kind::Header,
             RuleKind::Users { .. } => Kind::Users,
             RuleKind::Percent { .. } => Kind::Percent,
+            RuleKind::Match { .. } => Kind::Match,
         }
     }
 
@@ -95,6 +103,7 @@ impl RuleKind {
                     Setting::Text(String::from_utf8_lossy(seed).into_owned()),
                 ),
             ],
+            RuleKind::Match { group } => vec![("group", Setting::Group(*group))],
         }
     }
 }
@@ -105,6 +114,7 @@ pub(crate) enum Kind {
     Header,
     Users,
     Percent,
+    Match,
 }
 
 impl Kind {
@@ -114,6 +124,7 @@ impl Kind {
             Kind::Header => "header",
             Kind::Users => "users",
             Kind::Percent => "percent",
+            Kind::Match => "match",
         }
     }
 }
@@ -123,6 +134,8 @@ impl Kind {
 pub struct Rule {
     name: String,
     kind: RuleKind,
+    /// The rule's conditions; boxed so a rule without them stays small.
+    when: Option<Box<When>>,
 }
 
 impl Rule {
@@ -131,7 +144,19 @@ impl Rule {
         Rule {
             name: name.into(),
             kind,
+            when: None,
         }
+    }
+
+    /// This rule, applying only when every condition of `when` holds.
+    pub fn with_when(mut self, when: When) -> Rule {
+        self.when = Some(Box::new(when));
+        self
+    }
+
+    /// The rule's conditions, when it has any.
+    pub(crate) fn when(&self) -> Option<&When> {
+        self.when.as_deref()
     }
 
     /// A QA header rule on `header` (lower-case), without secret or network restriction.
@@ -224,6 +249,12 @@ impl Rule {
         facts: &RequestFacts<'_, H>,
         group_by_name: impl Fn(&[u8]) -> Option<GroupId>,
     ) -> Option<(GroupId, Reason)> {
+        // A rule without conditions pays one check here.
+        if let Some(when) = &self.when {
+            if !when.holds(facts) {
+                return None;
+            }
+        }
         match &self.kind {
             RuleKind::Header {
                 header,
@@ -248,6 +279,7 @@ impl Rule {
                 .user()
                 .filter(|id| share.includes(percent_bucket(seed, id)))
                 .map(|_| (*group, Reason::Percent)),
+            RuleKind::Match { group } => Some((*group, Reason::Condition)),
         }
     }
 }
@@ -310,6 +342,11 @@ mod tests {
                     ("percent", Setting::Share(12.5)),
                     ("seed", Setting::Text("seed-7".into())),
                 ],
+            ),
+            (
+                RuleKind::Match { group: GroupId(2) },
+                Kind::Match,
+                vec![("group", Setting::Group(GroupId(2)))],
             ),
         ];
         for (kind, name, settings) in cases {

@@ -97,6 +97,8 @@ pub(crate) struct RouteState {
     pub(crate) error_pages: Option<Arc<ErrorPages>>,
     /// The route is in maintenance: its `Retry-After` (seconds); `None`: serving.
     pub(crate) maintenance: Option<HeaderValue>,
+    /// The header that tells the origin the served group; `None`: not sent.
+    pub(crate) upstream_header: Option<http::HeaderName>,
 }
 
 impl GatewayState {
@@ -129,6 +131,7 @@ impl GatewayState {
                 compress: route.compress.clone(),
                 error_pages: route.error_pages.clone(),
                 maintenance: None,
+                upstream_header: route.upstream_header.clone(),
             })
             .collect();
         let mut tls = Vec::new();

@@ -45,7 +45,11 @@ impl Block {
             unique = format!("{name}-{n}");
             n += 1;
         }
-        self.rules.push(RuleSpec { name: unique, kind });
+        self.rules.push(RuleSpec {
+            name: unique,
+            when: None,
+            kind,
+        });
     }
 }
 
@@ -148,6 +152,7 @@ pub fn routing_block(
         rules: block.rules,
         signing_key: None,
         signing_key_env: None,
+        upstream_header: None,
     })
 }
 
@@ -161,7 +166,7 @@ fn if_rule(c: &Choice, block: &mut Block, group_of: &GroupOf, report: &mut Repor
         (_, None) => no("it chooses no group (only `proxy_pass` or `set` of proxy_pass's variable are read)", report),
         ([var], Some(Target::Variable(v))) if variable(var).is_some_and(|h| h == v && h.starts_with("http_")) => {
             let header = v["http_".len()..].replace('_', "-");
-            block.push(&format!("header-{header}"), RuleKindSpec::Header { header: header.clone(), header_secret: None, from: None });
+            block.push(&format!("header-{header}"), RuleKindSpec::Header { header: header.clone(), header_secret: None, from: None, spelled_from_header: false });
             report.add(d, Verdict::Translated, true, format!("a header rule: `{header}` names the group"));
         }
         ([var, "=", value], Some(Target::Group(g))) => {
@@ -171,7 +176,7 @@ fn if_rule(c: &Choice, block: &mut Block, group_of: &GroupOf, report: &mut Repor
             match variable(var) {
                 Some(h) if h.starts_with("http_") && g == value => {
                     let header = h["http_".len()..].replace('_', "-");
-                    block.push(&format!("header-{header}"), RuleKindSpec::Header { header: header.clone(), header_secret: None, from: None });
+                    block.push(&format!("header-{header}"), RuleKindSpec::Header { header: header.clone(), header_secret: None, from: None, spelled_from_header: false });
                     report.add(d, Verdict::Approximated, true, format!("a header rule on `{header}`: it also honours the names of the other groups, not only {value}"));
                 }
                 Some(cookie) if cookie.starts_with("cookie_") => {
