@@ -13,7 +13,7 @@ use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::verdict::CONFIDENCE;
 use crate::state::plan::PlanStatus;
 use crate::state::ratelimit::KEYS_PER_LIMIT;
-use crate::state::{Explanation, GatewayState, OverlayMode, View};
+use crate::state::{ExplainQuery, Explanation, GatewayState, OverlayMode, View, EXPLAIN_METHOD};
 use crate::upstreams::{HealthProbe, HostHeader};
 
 /// `GET /config`: the gateway section in force as YAML, a file `-t` accepts, with every inline
@@ -211,6 +211,11 @@ fn route_status(view: &View, config: &RouteConfig, router: &Router) -> Value {
                     Setting::Share(share) => json!(share),
                 };
             }
+            if let Some(when) = rule.when() {
+                let conditions: Vec<String> =
+                    when.conditions().iter().map(|c| c.describe()).collect();
+                v["when"] = json!(conditions);
+            }
             // Where a list or a share came from is the controller's to say, not the rule's.
             if rule.user_set().is_some() {
                 let delta = changes.and_then(|c| c.users.get(rule.name()));
@@ -380,23 +385,52 @@ fn mode_json(mode: &OverlayMode) -> Value {
 }
 
 /// `GET /explain`.
-pub(crate) fn explain(
-    e: &Explanation,
-    host: Option<&str>,
-    path: Option<&str>,
-    user: Option<&str>,
-    header: Option<&str>,
-) -> Value {
+pub(crate) fn explain(e: &Explanation, q: &ExplainQuery) -> Value {
     let route = e.route.and_then(|r| e.state.routes.get(r.0));
     let decision = e.decision.as_ref();
+    let pairs = |pairs: &[(String, String)]| -> Value {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    // Each rule in order: whether its conditions all hold and where it would send the request.
+    let rules: Vec<Value> = route
+        .map(|r| {
+            r.router
+                .rules()
+                .iter()
+                .zip(&e.rules)
+                .map(|(rule, trace)| {
+                    json!({
+                        "rule": rule.name(),
+                        "kind": rule.kind_name().as_str(),
+                        "conditions": trace.conditions.iter().map(|(text, holds)| json!({
+                            "condition": text,
+                            "holds": holds,
+                        })).collect::<Vec<_>>(),
+                        "conditions_hold": trace.conditions.iter().all(|(_, holds)| *holds),
+                        "takes": trace.takes.map(|g| e.state.group_name(g)),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     json!({
-        "host": host,
-        "path": path.unwrap_or("/"),
+        "host": q.host.as_deref(),
+        "path": q.path.as_deref().unwrap_or("/"),
+        "method": q.method.as_deref().unwrap_or(EXPLAIN_METHOD),
+        "client": q.client.map(|ip| ip.to_string()),
+        "headers": pairs(&q.headers),
+        "cookies": pairs(&q.cookies),
+        "query": pairs(&q.query),
+        "rules": rules,
         "route": route.map(|r| r.name.as_str()),
-        "user": user,
+        "user": q.user.as_deref(),
         "user_valid": e.user_valid,
         "identity": e.id_source.as_str(),
-        "header": header,
+        "header": q.header.as_deref(),
         "group": decision.map(|d| e.state.group_name(d.group)),
         "rule": route.zip(decision).filter(|(_, d)| d.rule.is_some()).map(|(r, d)| r.rule_name(d)),
         "reason": decision.map_or("no_route", |d| d.reason.as_str()),

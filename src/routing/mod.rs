@@ -28,6 +28,7 @@ pub(crate) use cidr::Cidr;
 pub use conditions::{Condition, ValueTest, When};
 pub use cookies::is_valid_user_id;
 pub(crate) use cookies::{find_cookie, is_token_byte};
+pub(crate) use decide::RuleTrace;
 pub use decide::Router;
 pub(crate) use decide::DEFAULT_COOKIE;
 pub(crate) use facts::HeaderLookup;

@@ -11,7 +11,7 @@ use super::{GatewayState, RouteScratch, StateError};
 use crate::routing::identity::Uncached;
 use crate::routing::routes::RouteId;
 use crate::routing::{
-    is_valid_user_id, Decision, GroupId, IdSource, RequestFacts, Router, RuleKind,
+    is_valid_user_id, Decision, GroupId, IdSource, RequestFacts, Router, RuleKind, RuleTrace,
 };
 use crate::upstreams;
 
@@ -28,9 +28,18 @@ pub(crate) struct ExplainQuery {
     pub(crate) header: Option<String>,
     /// Request headers by name (`header.NAME=VALUE`), in order.
     pub(crate) headers: Vec<(String, String)>,
-    /// The client's address, which header rules with `from` read.
+    /// The client's address, which header rules with `from` and `client` conditions read.
     pub(crate) client: Option<IpAddr>,
+    /// Cookies by name (`cookie.NAME=VALUE`), in order, sent as one more `Cookie` header.
+    pub(crate) cookies: Vec<(String, String)>,
+    /// Query parameters (`query.NAME=VALUE`), in order, added to the path's query as given.
+    pub(crate) query: Vec<(String, String)>,
+    /// The method (`GET` when not given).
+    pub(crate) method: Option<String>,
 }
+
+/// The method explain assumes when none is given.
+pub(crate) const EXPLAIN_METHOD: &str = "GET";
 
 /// The answer of `GET /explain`.
 pub(crate) struct Explanation {
@@ -48,6 +57,9 @@ pub(crate) struct Explanation {
     pub(crate) group_healthy: bool,
     /// The group the fallback walk picks now (`None`: nothing can serve).
     pub(crate) served_by: Option<GroupId>,
+    /// Each rule of the route, in order: its conditions' results and where it would send the
+    /// request (empty without a route).
+    pub(crate) rules: Vec<RuleTrace>,
 }
 
 impl Controller {
@@ -73,6 +85,7 @@ impl Controller {
                 decision: None,
                 group_healthy: false,
                 served_by: None,
+                rules: Vec::new(),
             });
         };
         let router = &state.routes[route.0].router;
@@ -81,7 +94,12 @@ impl Controller {
             .as_deref()
             .map(str::as_bytes)
             .filter(|u| is_valid_user_id(u));
-        let headers = explain_headers(router, query);
+        let mut headers = explain_headers(router, query);
+        let cookie_line = cookie_line(&query.cookies);
+        if let Some(line) = &cookie_line {
+            headers.push(("cookie", line));
+        }
+        let target = explain_target(path, &query.query);
         let (user, id_source): (Option<Cow<'_, [u8]>>, IdSource) = match (user, router.identity()) {
             (Some(user), _) => (Some(Cow::Borrowed(user)), IdSource::Cookie),
             (None, Some(identity)) => {
@@ -106,10 +124,12 @@ impl Controller {
         };
         let user = user.as_deref();
         let facts = RequestFacts::new(headers.as_slice())
-            .with_target(path.as_bytes())
+            .with_target(target.as_bytes())
+            .with_method(query.method.as_deref().unwrap_or(EXPLAIN_METHOD))
             .with_client(query.client)
             .with_user(user);
         let decision = router.decide(&facts);
+        let rules = router.trace(&facts);
         let group_healthy = state
             .pools
             .get(decision.group.0)
@@ -129,9 +149,38 @@ impl Controller {
             decision: Some(decision),
             group_healthy,
             served_by,
+            rules,
             state,
         })
     }
+}
+
+/// The explain cookies as one `Cookie` header line (`a=1; b=2`); `None` when there are none.
+fn cookie_line(cookies: &[(String, String)]) -> Option<String> {
+    (!cookies.is_empty()).then(|| {
+        cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// The path with the explain query parameters added to its query (as given, not encoded).
+fn explain_target(path: &str, query: &[(String, String)]) -> String {
+    let mut target = path.to_string();
+    for (i, (name, value)) in query.iter().enumerate() {
+        let sep = if i == 0 && !path.contains('?') {
+            '?'
+        } else {
+            '&'
+        };
+        target.push(sep);
+        target.push_str(name);
+        target.push('=');
+        target.push_str(value);
+    }
+    target
 }
 
 /// The request headers explain decides on: the named ones, then the `header` value under the
@@ -181,6 +230,18 @@ mod tests {
             [("X-QA", "stable"), ("x-canary-group", "canary")],
             "named headers win over the shared value"
         );
+    }
+
+    /// Cookies become one `Cookie` line; query parameters join the path's own query.
+    #[test]
+    fn cookies_and_query_inputs() {
+        assert_eq!(cookie_line(&[]), None);
+        let cookies = [("beta".into(), "always".into()), ("t".into(), "1".into())];
+        assert_eq!(cookie_line(&cookies).as_deref(), Some("beta=always; t=1"));
+        let query = [("region".into(), "eu".into()), ("x".into(), "".into())];
+        assert_eq!(explain_target("/shop", &query), "/shop?region=eu&x=");
+        assert_eq!(explain_target("/shop?a=1", &query[..1]), "/shop?a=1&region=eu");
+        assert_eq!(explain_target("/", &[]), "/");
     }
 
     /// Named headers alone decide: a header no rule reads changes nothing.

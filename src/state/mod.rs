@@ -30,7 +30,7 @@ pub(crate) use changes::Changed;
 pub use controller::ConfigSource;
 pub(crate) use controller::{Controller, View};
 pub(crate) use error::{ErrorKind, StateError};
-pub(crate) use explain::{ExplainQuery, Explanation};
+pub(crate) use explain::{ExplainQuery, Explanation, EXPLAIN_METHOD};
 pub(crate) use lists::UsersChanged;
 pub(crate) use overlay::OverlayMode;
 

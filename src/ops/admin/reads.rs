@@ -59,22 +59,17 @@ pub(super) async fn config(call: Call<'_>) -> Result<Reply, ApiError> {
         })
 }
 
-/// `GET /explain?host=&path=&user=&header=&header.NAME=&client=`: which route, group and rule
-/// a request would get.
+/// `GET /explain?host=&path=&user=&header=&header.NAME=&cookie.NAME=&query.NAME=&client=&method=`:
+/// which route, group and rule a request would get, and each rule's conditions.
 pub(super) async fn explain(call: Call<'_>) -> Result<Value, ApiError> {
     let q = explain_query(&call)?;
     let explanation = call.controller.explain(&q)?;
-    Ok(views::explain(
-        &explanation,
-        q.host.as_deref(),
-        q.path.as_deref(),
-        q.user.as_deref(),
-        q.header.as_deref(),
-    ))
+    Ok(views::explain(&explanation, &q))
 }
 
 /// The request `GET /explain` describes: `host`, `path`, `user`, `header` (a value for every
-/// header rule), `header.NAME=VALUE` (a named header, repeatable) and `client` (an address).
+/// header rule), `header.NAME=VALUE` (a named header, repeatable), `cookie.NAME=VALUE` and
+/// `query.NAME=VALUE` (repeatable), `client` (an address) and `method` (default `GET`).
 /// The first of a repeated parameter wins, as [`Call::query`] reads it.
 fn explain_query(call: &Call<'_>) -> Result<ExplainQuery, ApiError> {
     let mut q = ExplainQuery {
@@ -82,8 +77,12 @@ fn explain_query(call: &Call<'_>) -> Result<ExplainQuery, ApiError> {
         path: call.query("path"),
         user: call.query("user"),
         header: call.query("header"),
+        method: call.query("method").filter(|m| !m.is_empty()),
         ..ExplainQuery::default()
     };
+    if let Some(method) = &q.method {
+        check_token(method, "method").map_err(|m| ApiError::bad_request("method", m))?;
+    }
     if let Some(client) = call.query("client") {
         let ip = client.parse().map_err(|_| {
             ApiError::bad_request("client", format!("{client:?} is not an IP address"))
@@ -91,11 +90,27 @@ fn explain_query(call: &Call<'_>) -> Result<ExplainQuery, ApiError> {
         q.client = Some(ip);
     }
     for (key, value) in call.query_pairs() {
-        let Some(name) = key.strip_prefix("header.") else {
-            continue;
-        };
-        check_token(name, "header name").map_err(|m| ApiError::bad_request("header", m))?;
-        q.headers.push((name.to_string(), value.into_owned()));
+        if let Some(name) = key.strip_prefix("header.") {
+            check_token(name, "header name").map_err(|m| ApiError::bad_request("header", m))?;
+            q.headers.push((name.to_string(), value.into_owned()));
+        } else if let Some(name) = key.strip_prefix("cookie.") {
+            check_token(name, "cookie name").map_err(|m| ApiError::bad_request("cookie", m))?;
+            if value.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+                return Err(ApiError::bad_request(
+                    "cookie",
+                    format!("the value of cookie {name:?} cannot hold ';' or control bytes"),
+                ));
+            }
+            q.cookies.push((name.to_string(), value.into_owned()));
+        } else if let Some(name) = key.strip_prefix("query.") {
+            if name.is_empty() || name.contains(['&', '=', '#', '?']) {
+                return Err(ApiError::bad_request(
+                    "query",
+                    format!("{name:?} is not a query parameter name"),
+                ));
+            }
+            q.query.push((name.to_string(), value.into_owned()));
+        }
     }
     Ok(q)
 }

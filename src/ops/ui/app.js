@@ -305,6 +305,7 @@ function reasonText(code) {
     header: "the QA header named the group",
     user_list: "the user id is on the rule's list",
     percent: "the user id hashes into the rule's percentage",
+    condition: "every condition of the rule held",
     default: "no rule matched: the route's default group",
     anonymous: "no valid user id and no header rule matched: the default group",
     rollback: "a rollback sends everyone to the default group",
@@ -317,9 +318,21 @@ function reasonText(code) {
 async function explain(event) {
   event.preventDefault();
   const params = new URLSearchParams();
-  for (const name of ["user", "host", "path", "header"]) {
+  for (const name of ["user", "host", "path", "header", "method", "client"]) {
     const value = $(`explain-${name}`).value.trim();
     if (value) params.set(name, value);
+  }
+  // Headers as `Name: value; Name: value`, cookies as a Cookie header, query as a query string.
+  for (const entry of $("explain-headers").value.split(";")) {
+    const colon = entry.indexOf(":");
+    if (colon > 0) params.append(`header.${entry.slice(0, colon).trim()}`, entry.slice(colon + 1).trim());
+  }
+  for (const entry of $("explain-cookies").value.split(";")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) params.append(`cookie.${entry.slice(0, eq).trim()}`, entry.slice(eq + 1).trim());
+  }
+  for (const [name, value] of new URLSearchParams($("explain-query").value.trim().replace(/^\?/, ""))) {
+    params.append(`query.${name}`, value);
   }
   try {
     const e = await api("GET", `/explain?${params}`);
@@ -341,8 +354,16 @@ async function explain(event) {
         ? `"${header}" names no group (groups: ${groups.join(", ")}): the header rules passed it over`
         : `"${header}" did not decide (an override, a header rule's secret or an earlier rule came first)`]);
     }
+    // Each rule in order: where it would send the request, and each condition's result.
+    const ruleRows = (e.rules || []).flatMap((r) => [
+      el("dt", { text: `Rule ${r.rule}` }),
+      el("dd", { "data-explain-rule": r.rule, "data-takes": r.takes ?? "" },
+        r.takes ? `would send it to ${r.takes}` : "passes it on",
+        r.conditions.length ? el("ul", { class: "conditions" }, r.conditions.map((c) =>
+          el("li", { "data-holds": String(c.holds), text: `${c.holds ? "✓ holds" : "✗ fails"}: ${c.condition}` }))) : null),
+    ]);
     replace($("explain-result"), rows.flatMap(([k, v]) => [el("dt", { text: k }),
-      el("dd", { "data-field": k.toLowerCase().replace(/ /g, "-"), "data-code": k === "Reason" ? e.reason : null, text: String(v) })]));
+      el("dd", { "data-field": k.toLowerCase().replace(/ /g, "-"), "data-code": k === "Reason" ? e.reason : null, text: String(v) })]), ruleRows);
   } catch (err) {
     replace($("explain-result"), el("dt", { text: "Refused" }), el("dd", { class: "error", text: err.message }));
   }

@@ -114,13 +114,18 @@ function ruleView(status, route, rule) {
   const head = el("strong", { text: rule.name });
   const id = (what) => slug(what, route.name, rule.name);
   const operator = isOperator();
+  // A rule's conditions (`when:`) narrow whatever its kind does.
+  const when = rule.when && rule.when.length ? ` when ${rule.when.join(" and ")}` : "";
   if (rule.kind === "header") {
-    return [head, ` — header ${rule.header} names the group` + (rule.needs_secret ? " (with its secret)" : "")];
+    return [head, ` — header ${rule.header} names the group` + (rule.needs_secret ? " (with its secret)" : "") + when];
+  }
+  if (rule.kind === "match") {
+    return [head, ` — every request${when} to ${rule.group}`];
   }
   if (rule.kind === "percent") {
     const owner = owningPlan(rule);
     const planNote = owner ? ` Driven by its rollout plan (${owner}): abort the plan to set it by hand.` : "";
-    const line = [head, ` — ${rule.percent}% of users to ${rule.group} (seed ${rule.seed}; set by ${rule.percent_source}${rule.percent_set_by ? `: ${rule.percent_set_by}` : ""}).${planNote}`];
+    const line = [head, ` — ${rule.percent}% of users${when} to ${rule.group} (seed ${rule.seed}; set by ${rule.percent_source}${rule.percent_set_by ? `: ${rule.percent_set_by}` : ""}).${planNote}`];
     if (!operator) return line;
     const input = el("input", { id: id("percent"), type: "number", min: "0", max: "100", step: "any", value: String(rule.percent), "aria-describedby": id("percent-note"), disabled: Boolean(owner) });
     return [...line,
@@ -164,7 +169,7 @@ function ruleView(status, route, rule) {
   } },
     el("label", { for: id("lookup"), text: "Is this id on the list?" }), lookup,
     el("button", { type: "submit" }, "Look up"), answer);
-  const summary = [head, ` — ${rule.users} users to ${rule.group} (${rule.users_source}` +
+  const summary = [head, ` — ${rule.users} users${when} to ${rule.group} (${rule.users_source}` +
     (rule.api_added || rule.api_removed ? `, +${rule.api_added} / -${rule.api_removed} through the API` : "") + ")"];
   if (!operator) return [...summary, lookupForm];
   const ids = el("textarea", { id: id("users"), "aria-describedby": id("users-note") });
