@@ -825,6 +825,22 @@ mod tests {
 - name: plain
   percent: 0
   group: canary
+- name: app-v5
+  when:
+    header: { name: x-app-version, matches: "^5\\." }
+    cookie: { name: beta, equals: always }
+    query: { name: region, present: true }
+    client: ["10.0.0.0/8"]
+    method: [GET]
+  group: canary
+- name: lane
+  when: { header: { name: x-canary-group, present: true } }
+  from_header: x-canary-group
+  from: ["10.0.0.0/8"]
+- name: eu
+  when: { query: { name: region, equals: eu } }
+  percent: 10
+  group: canary
 "#;
 
     /// Each rule's kind comes from the key it sets, with that kind's keys only.
@@ -833,7 +849,7 @@ mod tests {
         let rules: Vec<RuleSpec> = serde_yaml::from_str(RULES).expect("rules");
         assert!(matches!(
             &rules[0].kind,
-            RuleKindSpec::Header { header, header_secret: Some(_), from: Some(from) }
+            RuleKindSpec::Header { header, header_secret: Some(_), from: Some(from), .. }
                 if header == "X-Canary-Group" && from.len() == 2
         ));
         assert!(matches!(
@@ -845,6 +861,24 @@ mod tests {
             &rules[2].kind,
             RuleKindSpec::Percent { percent, seed: Some(_), plan: Some(_), .. } if *percent == 12.5
         ));
+    }
+
+    /// A rule of only `when` and `group` is a match rule; `from_header` is the header kind;
+    /// `when` goes with any kind.
+    #[test]
+    fn when_and_match_rules() {
+        let rules: Vec<RuleSpec> = serde_yaml::from_str(RULES).expect("rules");
+        assert!(matches!(&rules[4].kind, RuleKindSpec::Match { group } if group == "canary"));
+        let when = rules[4].when.as_ref().expect("when");
+        assert_eq!(when.method.as_deref(), Some(&["GET".to_string()][..]));
+        assert!(matches!(
+            &rules[5].kind,
+            RuleKindSpec::Header { header, spelled_from_header: true, from: Some(_), .. }
+                if header == "x-canary-group"
+        ));
+        assert!(matches!(&rules[6].kind, RuleKindSpec::Percent { .. }));
+        assert!(rules[6].when.is_some());
+        assert!(rules[0].when.is_none());
     }
 
     /// YAML → rules → YAML gives the same YAML (only the keys that were set), and reading it
@@ -948,6 +982,106 @@ mod tests {
             ),
         ];
         assert_refused(&cases);
+    }
+
+    /// A file with `rules` (YAML, indented for `gateway.routes[0].routing.rules`), loaded: its
+    /// error, or "" when it loads.
+    fn load_rules(rules: &str) -> String {
+        let text = format!(
+            "gateway:\n  listen: [\"127.0.0.1:1\"]\n  groups:\n    stable: {{ servers: [\"127.0.0.1:2\"] }}\n    canary: {{ servers: [\"127.0.0.1:3\"] }}\n  routes:\n    - name: web\n      routing:\n        default: stable\n        rules:\n{rules}"
+        );
+        super::super::load_str(&text, "t.yaml", std::path::Path::new("."))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Each bad `when` is refused at load with its key named; good ones load.
+    #[test]
+    fn when_errors_name_the_key() {
+        let ok = "          - { name: ok, when: { method: [GET] }, group: canary }\n";
+        let cases = [
+            (
+                "          - { name: bad, when: { header: { name: x-v, matches: \"(unclosed\" } }, group: canary }\n",
+                "t.yaml: gateway.routes[0].routing.rules[1].when.header.matches: \"(unclosed\" is not a valid pattern",
+            ),
+            (
+                "          - { name: big, when: { header: { name: x-v, matches: \"\\\\w{1000}\\\\w{1000}\" } }, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when.header.matches: \"\\\\w{1000}\\\\w{1000}\" compiles to more than",
+            ),
+            (
+                "          - { name: two, when: { cookie: { name: beta, equals: a, present: true } }, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when.cookie: needs exactly one of `equals`, `matches` or `present`",
+            ),
+            (
+                "          - { name: none, when: { query: { name: q } }, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when.query: needs exactly one of",
+            ),
+            (
+                "          - { name: hname, when: { header: { name: \"x v\", present: true } }, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when.header.name: ",
+            ),
+            (
+                "          - { name: cidr, when: { client: [10.0.0.0/8, nope] }, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when.client[1]: ",
+            ),
+            (
+                "          - { name: noclient, when: { client: [] }, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when.client: needs at least one network",
+            ),
+            (
+                "          - { name: lower, when: { method: [get] }, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when.method[0]: \"get\": methods are compared exactly",
+            ),
+            (
+                "          - { name: empty, when: {}, group: canary }\n",
+                "gateway.routes[0].routing.rules[1].when: needs at least one condition",
+            ),
+            (
+                "          - { name: nogroup, when: { method: [GET] } }\n",
+                "gateway.routes[0].routing.rules[1].group: a match rule needs a target group",
+            ),
+            (
+                "          - { name: ghost, when: { method: [GET] }, group: nope }\n",
+                "gateway.routes[0].routing.rules[1].group: ",
+            ),
+            (
+                "          - { name: typo, when: { heder: { name: x, present: true } }, group: canary }\n",
+                "unknown field `heder`",
+            ),
+            (
+                "          - { name: both, header: x-a, from_header: x-b }\n",
+                "sets both `header` and `from_header`",
+            ),
+            (
+                "          - { name: badlane, from_header: \"x y\" }\n",
+                "gateway.routes[0].routing.rules[1].from_header: ",
+            ),
+        ];
+        assert_eq!(load_rules(ok), "", "a good when loads");
+        for (rule, needle) in cases {
+            let error = load_rules(&format!("{ok}{rule}"));
+            assert!(error.contains(needle), "{rule}: {error:?} lacks {needle:?}");
+        }
+    }
+
+    /// `upstream_header`: on by default, another name, or off; a bad name is a keyed error.
+    #[test]
+    fn upstream_header_setting() {
+        let load = |extra: &str| {
+            let text = format!(
+                "gateway:\n  listen: [\"127.0.0.1:1\"]\n  groups:\n    stable: {{ servers: [\"127.0.0.1:2\"] }}\n  routing:\n    default: stable\n{extra}"
+            );
+            super::super::load_str(&text, "t.yaml", std::path::Path::new("."))
+                .map(|c| c.gateway.routes[0].upstream_header.as_ref().map(|h| h.to_string()))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(load(""), Ok(Some("x-canary-group".into())));
+        assert_eq!(load("    upstream_header: true\n"), Ok(Some("x-canary-group".into())));
+        assert_eq!(load("    upstream_header: X-Served\n"), Ok(Some("x-served".into())));
+        assert_eq!(load("    upstream_header: false\n"), Ok(None));
+        let bad = load("    upstream_header: \"x served\"\n").expect_err("refused");
+        assert!(bad.contains("gateway.routing.upstream_header: "), "{bad}");
     }
 
     /// In a file, the kind errors name the rule's key.

@@ -845,11 +845,14 @@ gateway:
         cookie: uid
         default: stable
         signing_key_env: SIGNING_KEYS
+        upstream_header: x-served-group
         rules:
           - { name: qa, header: x-canary-group, header_secret: "qa-secret-value", from: [10.0.0.0/8] }
           - { name: vip, users: [alice, bob], group: stable }
           - { name: listed, users_file: vip-users.txt, group: canary }
           - { name: shared, users_store: beta, group: canary }
+          - { name: lane, when: { header: { name: x-canary-group, present: true }, client: [10.0.0.0/8] }, from_header: x-canary-group }
+          - { name: app-v5, when: { header: { name: x-app-version, matches: "^5\\." }, cookie: { name: beta, equals: always }, query: { name: region, present: false }, method: [GET, HEAD] }, group: canary }
           - name: rollout
             percent: 12.5
             seed: release-7
@@ -896,6 +899,7 @@ gateway:
   routing:
     default: stable
     signing_key: "only-key-0123456789"
+    upstream_header: false
     rules: [{ name: qa, header: x-canary-group }]
   decision_header: false
   admin: { listen: "127.0.0.1:9090", token: "operator-token-0123456789" }
