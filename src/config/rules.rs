@@ -1073,12 +1073,23 @@ mod tests {
                 "gateway:\n  listen: [\"127.0.0.1:1\"]\n  groups:\n    stable: {{ servers: [\"127.0.0.1:2\"] }}\n  routing:\n    default: stable\n{extra}"
             );
             super::super::load_str(&text, "t.yaml", std::path::Path::new("."))
-                .map(|c| c.gateway.routes[0].upstream_header.as_ref().map(|h| h.to_string()))
+                .map(|c| {
+                    c.gateway.routes[0]
+                        .upstream_header
+                        .as_ref()
+                        .map(|h| h.to_string())
+                })
                 .map_err(|e| e.to_string())
         };
         assert_eq!(load(""), Ok(Some("x-canary-group".into())));
-        assert_eq!(load("    upstream_header: true\n"), Ok(Some("x-canary-group".into())));
-        assert_eq!(load("    upstream_header: X-Served\n"), Ok(Some("x-served".into())));
+        assert_eq!(
+            load("    upstream_header: true\n"),
+            Ok(Some("x-canary-group".into()))
+        );
+        assert_eq!(
+            load("    upstream_header: X-Served\n"),
+            Ok(Some("x-served".into()))
+        );
         assert_eq!(load("    upstream_header: false\n"), Ok(None));
         let bad = load("    upstream_header: \"x served\"\n").expect_err("refused");
         assert!(bad.contains("gateway.routing.upstream_header: "), "{bad}");

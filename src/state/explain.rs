@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(cookie_line(&cookies).as_deref(), Some("beta=always; t=1"));
         let query = [("region".into(), "eu".into()), ("x".into(), "".into())];
         assert_eq!(explain_target("/shop", &query), "/shop?region=eu&x=");
-        assert_eq!(explain_target("/shop?a=1", &query[..1]), "/shop?a=1&region=eu");
+        assert_eq!(
+            explain_target("/shop?a=1", &query[..1]),
+            "/shop?a=1&region=eu"
+        );
         assert_eq!(explain_target("/", &[]), "/");
     }
 
