@@ -27,7 +27,8 @@ struct Site {
     _certs: TempDir,
 }
 
-/// A gateway with a header rule, two lists and a planned 10% rollout; `kept`: with a state file.
+/// A gateway with a header rule, two lists, a planned 10% rollout and a rule of conditions;
+/// `kept`: with a state file.
 fn site(kept: bool) -> Site {
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -38,6 +39,11 @@ fn site(kept: bool) -> Site {
          \x20     - {{ name: beta, users: [carol], group: canary }}\n\
          \x20     - name: rollout\n        percent: 10\n        group: canary\n\
          \x20       plan: {{ steps: [10, 50, 100], hold: 30s, min_requests: 50, baseline: stable }}\n\
+         \x20     - name: app-v5\n        group: canary\n        when:\n\
+         \x20         header: {{ name: x-app-version, matches: \"^5\\\\.\" }}\n\
+         \x20         cookie: {{ name: beta, equals: always }}\n\
+         \x20         query: {{ name: region, equals: eu }}\n\
+         \x20         client: [192.0.2.0/24]\n          method: [GET]\n\
          \x20 admin:\n    listen: \"{admin}\"\n    token: \"{OPERATOR}\"\n\
          \x20   tokens: [{{ name: dash, token: \"{VIEWER}\", role: viewer }}]\n{state_file}",
         groups = groups_yaml(&[("stable", &stable), ("canary", &canary)]),
@@ -174,6 +180,48 @@ fn an_operator_runs_a_canary_from_the_page() {
         rolled,
         ("canary".into(), "rollout".into(), "percent".into())
     );
+
+    // Explain a request by its headers, cookies, query, client and method: a POST fails the
+    // conditional rule's method condition, and the page says which condition failed.
+    browser.fill("#explain-headers", "X-App-Version: 5.1; X-Other: 1");
+    browser.fill("#explain-cookies", "beta=always; theme=dark");
+    browser.fill("#explain-query", "region=eu&page=2");
+    browser.fill("#explain-client", "192.0.2.7");
+    browser.fill("#explain-method", "POST");
+    let posted = explain(&mut browser, "");
+    assert_eq!(
+        posted,
+        (
+            "stable".into(),
+            "none: the route's default group".into(),
+            "anonymous".into()
+        )
+    );
+    let failed = browser.eval(
+        "[...document.querySelectorAll('[data-explain-rule=app-v5] li[data-holds=false]')].map(li => li.innerText)",
+    );
+    assert_eq!(
+        failed,
+        serde_json::json!(["✗ fails: method in GET"]),
+        "only the method failed"
+    );
+    assert_eq!(
+        browser.eval(
+            "document.querySelectorAll('[data-explain-rule=app-v5] li[data-holds=true]').length"
+        ),
+        4,
+        "client, header, cookie and query held"
+    );
+    browser.fill("#explain-method", "GET");
+    let got = explain(&mut browser, "");
+    assert_eq!(got, ("canary".into(), "app-v5".into(), "condition".into()));
+    assert_eq!(
+        browser.eval("document.querySelector('[data-explain-rule=app-v5]').dataset.takes"),
+        "canary"
+    );
+    for field in ["headers", "cookies", "query", "client", "method"] {
+        browser.fill(&format!("#explain-{field}"), "");
+    }
 
     // Change the percentage: the dialog says what happens before anything changes.
     browser.fill("#percent-default-rollout", "50");
@@ -634,7 +682,7 @@ fn the_page_fits_a_desktop_and_a_phone() {
             "[...document.querySelectorAll('#explain-form label')].map(l => { const a = l.getBoundingClientRect(), b = l.control.getBoundingClientRect(); return [Math.abs((a.top + a.bottom) / 2 - (b.top + b.bottom) / 2) < 4, Math.round(b.left)]; })",
         );
         let rows = rows.as_array().expect("labels").clone();
-        assert_eq!(rows.len(), 4);
+        assert_eq!(rows.len(), 9);
         assert!(
             rows.iter().all(|r| r[0] == true),
             "labels beside their fields at {width} px: {rows:?}"
