@@ -379,6 +379,11 @@ fn config_test_flag_accepts_shipped_configs_and_names_bad_keys() {
             "users_file: missing.txt",
             "gateway.routing.rules[1].users_file",
         ),
+        (
+            "equals: always",
+            "matches: \"(always\"",
+            "gateway.routing.rules[3].when.cookie.matches: \"(always\" is not a valid pattern: unclosed group",
+        ),
     ];
     for (from, to, message) in broken {
         let path = dir.path().join("broken.yaml");

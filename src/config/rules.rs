@@ -568,7 +568,14 @@ fn value_test(value: &ValueSpec, key: &str) -> Result<ValueTest, KeyError> {
                     regex::Error::CompiledTooBig(limit) => {
                         format!("{pattern:?} compiles to more than {limit} bytes; simplify it")
                     }
-                    other => format!("{pattern:?} is not a valid pattern: {other}"),
+                    // The parser's message draws the pattern with a caret over lines; its
+                    // last line says what is wrong, which fits a one-line error.
+                    other => {
+                        let text = other.to_string();
+                        let what = text.lines().last().unwrap_or_default();
+                        let what = what.trim().trim_start_matches("error: ");
+                        format!("{pattern:?} is not a valid pattern: {what}")
+                    }
                 };
                 key_error(sub(key, "matches"), why)
             }),
