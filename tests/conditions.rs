@@ -50,6 +50,16 @@ fn conditional_rules() -> &'static str {
      \x20     - { name: everyone, percent: 100, group: canary }\n"
 }
 
+/// (what, client address, method, target, headers, the group that must serve it)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    &'a str,
+);
+
 /// Each condition kind routes as written: cookie equals, header pattern, query value, client
 /// network with methods, present and absent; an opt-out before a 100% rollout keeps a user
 /// on stable. The body (which origin answered), the decision header and the group the origin
@@ -64,7 +74,7 @@ fn each_condition_kind_routes_as_written() {
     );
     let gateway = Gateway::start(&section);
     let out = "127.0.0.3";
-    let cases: [(&str, &str, &str, &str, Vec<(&str, &str)>, &str); 14] = [
+    let cases: [Case; 14] = [
         ("nothing matches", out, "GET", "/", vec![], "stable"),
         (
             "opt-in cookie",
