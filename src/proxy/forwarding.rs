@@ -118,22 +118,24 @@ pub(crate) fn sanitize_websocket_request(request: &mut RequestHeader) -> Result<
     Ok(())
 }
 
-/// Sets the forwarding headers and the request id on the request that goes upstream.
+/// Sets the forwarding headers and the request id on the request that goes upstream, and
+/// runs `more` (the decision's headers) in the same edit of the header map.
 pub(crate) fn set_forwarding_headers(
     upstream_request: &mut RequestHeader,
     client: &Client,
     tls: bool,
     request_id: &HeaderValue,
+    more: impl FnOnce(&mut http::HeaderMap) -> std::result::Result<(), http::header::MaxSizeReached>,
 ) -> Result<()> {
     let peer_value = client.proxy_value.as_ref().or(client.ip_value.as_ref());
     let forwarded_for = forwarded_for(&upstream_request.headers, peer_value.cloned());
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    edit_request(upstream_request, 4, |headers| {
+    edit_request(upstream_request, 5, |headers| {
         set_or_remove(headers, X_REAL_IP, client.ip_value.clone())?;
         set_or_remove(headers, X_FORWARDED_FOR, forwarded_for)?;
         headers.try_insert(X_FORWARDED_PROTO, proto)?;
         headers.try_insert(X_REQUEST_ID, request_id.clone())?;
-        Ok(())
+        more(headers)
     })
 }
 

@@ -311,7 +311,13 @@ impl ProxyHttp for CanaryProxy {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        forwarding::set_forwarding_headers(upstream_request, &ctx.client, tls, &ctx.request_id)?;
+        forwarding::set_forwarding_headers(
+            upstream_request,
+            &ctx.client,
+            tls,
+            &ctx.request_id,
+            upstream_decision(ctx),
+        )?;
         rewrite_for_upstream(upstream_request, ctx)
     }
 
@@ -441,11 +447,36 @@ impl ProxyHttp for CanaryProxy {
     }
 }
 
+/// What the decision changes in the request's headers on the way upstream, run inside the
+/// forwarding headers' one edit of the map: none of the headers the route's header rules read
+/// (a QA override and its secret, a lane, stay at the gateway), and the served group in
+/// `routing.upstream_header` (any value the client sent replaced). Nothing is allocated: the
+/// names are the route's own, the value is the group's, made at load.
+pub(super) fn upstream_decision(
+    ctx: &RequestCtx,
+) -> impl FnOnce(&mut http::HeaderMap) -> std::result::Result<(), http::header::MaxSizeReached> + '_
+{
+    move |headers| {
+        let (Some(state), Some(route)) = (&ctx.state, ctx.route_state()) else {
+            return Ok(());
+        };
+        for header in route.router.override_headers() {
+            headers.remove(header);
+        }
+        if let Some(name) = &route.upstream_header {
+            let value = ctx
+                .served_group
+                .and_then(|group| state.group_values.get(group.0))
+                .cloned();
+            headers::set_or_remove(headers, name.clone(), value)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the route and the serving group change in the request the upstream gets: the path
 /// without the route's prefix (`strip_prefix`), no `Authorization` when the route checked
-/// basic credentials, none of the headers the route's header rules read (a QA override and
-/// its secret stay at the gateway), the served group in `routing.upstream_header` (any value
-/// the client sent replaced), and the group's `host_header`.
+/// basic credentials, and the group's `host_header`.
 fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
     if let Some(target) = &ctx.upstream_target {
         request.set_uri(http::Uri::clone(target));
@@ -456,17 +487,6 @@ fn rewrite_for_upstream(request: &mut RequestHeader, ctx: &RequestCtx) -> Result
     let (Some(state), Some(group)) = (&ctx.state, ctx.served_group) else {
         return Ok(());
     };
-    if let Some(route) = ctx.route_state() {
-        for header in route.router.override_headers() {
-            request.remove_header(header);
-        }
-        if let Some(name) = &route.upstream_header {
-            request.remove_header(name);
-            if let Some(value) = state.group_values.get(group.0) {
-                request.insert_header(name.clone(), value.clone())?;
-            }
-        }
-    }
     match state.pools.get(group.0).map(|p| &p.config.host_header) {
         Some(HostHeader::Server) => {
             if let Some(addr) = ctx.upstream_addr {

@@ -22,7 +22,10 @@ use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
 use super::errors::{bad_request, has_body};
-use super::{connect_failed, forwarding, next_peer, rewrite_for_upstream, set_response_headers};
+use super::{
+    connect_failed, forwarding, next_peer, rewrite_for_upstream, set_response_headers,
+    upstream_decision,
+};
 
 /// How a tunnel ended, for the log.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,7 +57,13 @@ pub(super) async fn serve(
     let tls = session
         .digest()
         .is_some_and(|digest| digest.ssl_digest.is_some());
-    forwarding::set_forwarding_headers(&mut request, &ctx.client, tls, &ctx.request_id)?;
+    forwarding::set_forwarding_headers(
+        &mut request,
+        &ctx.client,
+        tls,
+        &ctx.request_id,
+        upstream_decision(ctx),
+    )?;
     rewrite_for_upstream(&mut request, ctx)?;
     // From here on the handshake may have reached the origin: nothing is retried.
     upstream
