@@ -89,6 +89,40 @@ pub(crate) fn check_token(name: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Headers that carry the request itself or the gateway's own forwarding: a header rule may
+/// not read its group from one (its header is removed before the request goes upstream), nor
+/// may `upstream_header` overwrite one.
+const REQUEST_HEADERS_KEPT: [&str; 16] = [
+    "host",
+    "cookie",
+    "authorization",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+];
+
+/// A header name (lower-cased) that the gateway may remove from or set on the upstream
+/// request: not one of the request's own headers or the forwarding headers.
+pub(super) fn decision_header_name(name: &str) -> Result<String, String> {
+    let name = header_name(name)?;
+    if REQUEST_HEADERS_KEPT.contains(&name.as_str()) {
+        return Err(format!(
+            "{name:?} carries the request itself or its forwarding; name a header of its own"
+        ));
+    }
+    Ok(name)
+}
+
 /// Validates an HTTP header name and returns it in lower case.
 pub(super) fn header_name(name: &str) -> Result<String, String> {
     check_token(name, "header name")?;

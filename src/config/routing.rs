@@ -8,7 +8,7 @@ use super::access::validate_access;
 use super::compress::{route_compress, CompressConfig};
 use super::identity::route_identity;
 use super::pages::route_pages;
-use super::parse::{check_token, header_name, route_path};
+use super::parse::{check_token, decision_header_name, route_path};
 use super::ratelimit::validate_route_limits;
 use super::rules::{build_rule, Context};
 use super::spec::{DecisionHeaderSpec, RateLimitSpec, RouteSpec, RoutingSpec, SigningKeys};
@@ -264,7 +264,7 @@ fn upstream_header(
         Some(DecisionHeaderSpec::Enabled(false)) => return Ok(None),
         Some(DecisionHeaderSpec::Name(name)) => name,
     };
-    let name = header_name(name).map_err(|m| key_error(key.clone(), m))?;
+    let name = decision_header_name(name).map_err(|m| key_error(key.clone(), m))?;
     http::HeaderName::from_bytes(name.as_bytes())
         .map(Some)
         .map_err(|e| key_error(key, format!("{name:?} is not a valid header name ({e})")))

@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::parse::{check_token, header_name, parse_duration};
+use super::parse::{check_token, decision_header_name, header_name, parse_duration};
 use super::{
     key_error, Cidr, KeyError, OnFailure, PlanConfig, DEFAULT_PLAN_MAX_ERROR_RATE_INCREASE,
     DEFAULT_PLAN_MAX_P99_RATIO, DEFAULT_PLAN_MIN_REQUESTS,
@@ -617,7 +617,8 @@ fn build_kind(spec: &RuleSpec, key: &str, cx: &Context<'_>) -> Result<BuiltRule,
             } else {
                 "header"
             };
-            let header = header_name(header).map_err(|m| key_error(sub(key, header_key), m))?;
+            let header =
+                decision_header_name(header).map_err(|m| key_error(sub(key, header_key), m))?;
             let secret = match header_secret {
                 Some(s) if s.len() < 8 || s.contains(':') => {
                     return Err(key_error(
@@ -1064,6 +1065,10 @@ mod tests {
                 "          - { name: badlane, from_header: \"x y\" }\n",
                 "gateway.routes[0].routing.rules[1].from_header: ",
             ),
+            (
+                "          - { name: eats-cookies, header: Cookie }\n",
+                "gateway.routes[0].routing.rules[1].header: \"cookie\" carries the request itself",
+            ),
         ];
         assert_eq!(load_rules(ok), "", "a good when loads");
         for (rule, needle) in cases {
@@ -1100,6 +1105,11 @@ mod tests {
         assert_eq!(load("    upstream_header: false\n"), Ok(None));
         let bad = load("    upstream_header: \"x served\"\n").expect_err("refused");
         assert!(bad.contains("gateway.routing.upstream_header: "), "{bad}");
+        let bad = load("    upstream_header: Host\n").expect_err("refused");
+        assert!(
+            bad.contains("gateway.routing.upstream_header: \"host\" carries the request"),
+            "{bad}"
+        );
     }
 
     /// In a file, the kind errors name the rule's key.
