@@ -1,5 +1,5 @@
-//! Criterion benches of the pure routing core: cookie parsing plus `decide()` for each rule kind,
-//! with a 1,000,000-user list, the worst case of a 4 KB Cookie header that matches nothing, and
+//! Criterion benches of the pure routing core: cookie parsing plus `decide()` for each rule kind
+//! (and a rule with a pattern condition), with a 1,000,000-user list, the worst case of a 4 KB Cookie header that matches nothing, and
 //! route lookup plus decision among 1,000 routes.
 
 use std::hint::black_box;
@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use canary_gateway::routing::routes::{normalize_host, normalize_path, RouteMatch, RouteTable};
 use canary_gateway::routing::UserSet;
-use canary_gateway::routing::{GroupId, Percent, RequestFacts, Router, Rule};
+use canary_gateway::routing::{
+    Condition, GroupId, Percent, RequestFacts, Router, Rule, RuleKind, ValueTest, When,
+};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn router(rules: Vec<Rule>) -> Router {
@@ -60,6 +62,30 @@ fn bench(c: &mut Criterion) {
             header.decide(&RequestFacts::new(black_box(qa_headers)).with_user(user))
         })
     });
+    // A match rule with a pattern on a header (compiled once, as at load), then a percent
+    // rule: the request matches the pattern; and one that does not.
+    let pattern = regex::bytes::Regex::new(r"^5\.").unwrap_or_else(|e| panic!("{e}"));
+    let conditional = router(vec![
+        Rule::new("app-v5", RuleKind::Match { group: GroupId(1) }).with_when(When::new(vec![
+            Condition::Header {
+                name: "x-app-version".into(),
+                test: ValueTest::Matches(pattern),
+            },
+        ])),
+        Rule::percent("rollout", share, b"2026-11-release", GroupId(1)),
+    ]);
+    for (name, version) in [
+        ("regex_condition_hit", "5.2.1"),
+        ("regex_condition_miss", "4.9.0"),
+    ] {
+        let headers: &[(&str, &str)] = &[("x-app-version", version)];
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let user = conditional.user_from_cookies([black_box(member)]);
+                conditional.decide(&RequestFacts::new(black_box(headers)).with_user(user))
+            })
+        });
+    }
     // 50 cookies of ~80 bytes (4 KB), none of them the routing cookie.
     let worst: String = (0..50)
         .map(|i| format!("cookie_number_{i:02}={}", "v".repeat(62)))
