@@ -450,8 +450,8 @@ impl ProxyHttp for CanaryProxy {
 /// What the decision changes in the request's headers on the way upstream, run inside the
 /// forwarding headers' one edit of the map: none of the headers the route's header rules read
 /// (a QA override and its secret, a lane, stay at the gateway), and the served group in
-/// `routing.upstream_header` (any value the client sent replaced). Nothing is allocated: the
-/// names are the route's own, the value is the group's, made at load.
+/// `routing.upstream_header` (any value the client sent replaced). No name or value is built
+/// per request: the names are the route's, the value the group's, both made at load.
 pub(super) fn upstream_decision(
     ctx: &RequestCtx,
 ) -> impl FnOnce(&mut http::HeaderMap) -> std::result::Result<(), http::header::MaxSizeReached> + '_
