@@ -129,11 +129,10 @@ pub fn add_services(
             CanaryProxy::new(state.clone(), in_flight.clone(), log.clone()),
         );
         http_proxy.h2_options = Some(guard::h2_options(&head_limits));
-        let guarded = Arc::new(guard::GuardedApp::new(
-            http_proxy,
-            head_limits,
-            in_flight.clone(),
-        ));
+        let guarded = Arc::new(
+            guard::GuardedApp::new(http_proxy, head_limits, in_flight.clone())
+                .waiting_between_requests(state.clone()),
+        );
         let endpoints = listen
             .iter()
             .zip(&budgets.listeners)
@@ -215,7 +214,7 @@ pub fn add_services(
 }
 
 /// What serves `listener` in one worker.
-fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
+fn endpoint<A: pingora_core::apps::HttpServerApp + Send + Sync + 'static>(
     listener: &config::Listener,
     guarded: &Arc<guard::GuardedApp<A>>,
     state: &Arc<arc_swap::ArcSwap<state::GatewayState>>,
@@ -245,6 +244,7 @@ fn endpoint<A: pingora_core::apps::ServerApp + Send + Sync + 'static>(
                 *limits,
                 guarded.in_flight().clone(),
             )
+            .waiting_between_requests(state.clone())
             .for_listener(connections.clone()),
         )),
     };

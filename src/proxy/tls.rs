@@ -100,7 +100,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         };
         let handshaking = self.in_flight.enter();
         let settings = self.settings();
-        let handshake = handshake(&settings.acceptor, *tcp);
+        // Boxed: this future lives as long as the connection, and would otherwise be as large
+        // as the handshake's state machine (rustls's) all that time.
+        let handshake = Box::pin(handshake(&settings.acceptor, *tcp));
         let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use log::error;
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::Stream;
 use pingora_core::server::{ListenFds, ShutdownWatch};
@@ -55,7 +55,7 @@ pub(crate) struct BudgetedListener<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for BudgetedListener<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for BudgetedListener<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
@@ -99,7 +99,7 @@ pub(crate) struct Worker<A> {
     addrs: Vec<String>,
 }
 
-impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> Worker<A> {
     /// Worker `index` serving `endpoints`; `listener` makes the listener settings for a key
     /// of the table of listening sockets (the address is never parsed from it: the socket is
     /// in the table by then).
@@ -136,7 +136,7 @@ impl<A: ServerApp + Send + Sync + 'static> Worker<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> Service for Worker<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> Service for Worker<A> {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,

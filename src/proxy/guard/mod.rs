@@ -20,9 +20,11 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::ALPN;
 use pingora_core::protocols::{Peek, Stream};
 use pingora_core::server::ShutdownWatch;
@@ -41,6 +43,7 @@ use super::ctx::{InFlight, InFlightGuard};
 use super::errors::closing_response;
 pub(crate) use crate::config::HeadLimits;
 use crate::routing::is_token_byte;
+use crate::state::GatewayState;
 
 /// The canned answers to a head over a limit, written once by the gateway's one writer.
 static RESPONSE_400: LazyLock<Vec<u8>> = LazyLock::new(|| closing_response(400));
@@ -102,6 +105,9 @@ pub(crate) struct GuardedStream {
     /// Its listener's view of it, so that a full listener can close it while it waits for its
     /// next request (HTTP/1 connections past their first head only).
     idle: Option<IdleWatch>,
+    /// Bytes were read after the current request's head (its body, or Pingora's probe reads
+    /// while the response is under way): Pingora may hold some of them for the next request.
+    read_past_head: bool,
 }
 
 impl GuardedStream {
@@ -122,6 +128,7 @@ impl GuardedStream {
             first_head: Bytes::new(),
             first_request: None,
             idle: None,
+            read_past_head: false,
         }
     }
 
@@ -181,6 +188,7 @@ impl GuardedStream {
 
     fn start_head(&mut self) {
         self.phase = Phase::Head;
+        self.read_past_head = false;
         self.head_bytes = 0;
         self.line_bytes = 0;
         self.lines = 0;
@@ -426,6 +434,9 @@ impl AsyncRead for GuardedStream {
             }
         }
         if let Poll::Ready(Ok(())) = result {
+            if this.phase == Phase::AfterHead && buf.filled().len() > before {
+                this.read_past_head = true;
+            }
             if matches!(this.phase, Phase::Idle | Phase::Head) {
                 if let Some(answer) = this.scan(&buf.filled()[before..]) {
                     buf.set_filled(before);
@@ -518,6 +529,13 @@ pub(crate) struct GuardedApp<A> {
     connections: Option<Arc<Connections>>,
     /// A plaintext listener that also takes HTTP/2 with prior knowledge (`h2c: true`).
     h2c: bool,
+    /// Where the keep-alive timeout in force is read, for an app whose requests set it from
+    /// `limits.keepalive_timeout` ([`keep_alive_for`]): its HTTP/1 connections wait for their
+    /// next request here, holding none of Pingora's per-request state ([`serve_h1`]).
+    /// Without it, Pingora's own keep-alive loop serves them.
+    ///
+    /// [`serve_h1`]: GuardedApp::serve_h1
+    keepalive: Option<Arc<ArcSwap<GatewayState>>>,
 }
 
 impl<A> GuardedApp<A> {
@@ -528,6 +546,7 @@ impl<A> GuardedApp<A> {
             in_flight,
             connections: None,
             h2c: false,
+            keepalive: None,
         }
     }
 
@@ -540,7 +559,16 @@ impl<A> GuardedApp<A> {
             in_flight: self.in_flight.clone(),
             connections: Some(connections),
             h2c: false,
+            keepalive: self.keepalive.clone(),
         }
+    }
+
+    /// The same, waiting itself for each HTTP/1 connection's next request, for as long as
+    /// `state`'s `limits.keepalive_timeout` says (the app's requests set that timeout:
+    /// [`keep_alive_for`]).
+    pub(crate) fn waiting_between_requests(mut self, state: Arc<ArcSwap<GatewayState>>) -> Self {
+        self.keepalive = Some(state);
+        self
     }
 
     /// The same, also taking cleartext HTTP/2 with prior knowledge (an h2c listener).
@@ -554,7 +582,7 @@ impl<A> GuardedApp<A> {
     /// server's.
     async fn serve_h2(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream>
     where
-        A: ServerApp + Send + Sync + 'static,
+        A: HttpServerApp + Send + Sync + 'static,
     {
         let idle = self.connections.as_ref().map(Connections::watch);
         let (stream, own_shutdown, go_away) = H2Stream::new(session, self.limits, shutdown, idle);
@@ -582,7 +610,7 @@ impl<A> GuardedApp<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         mut session: Stream,
@@ -597,7 +625,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         // HTTP/2 (chosen by ALPN on a TLS listener, or by its preface on an h2c one) has no
         // HTTP/1 heads to watch: its frames are bounded by the HTTP/2 settings (header list
         // size, concurrent streams) and its idle and header-block deadlines by `H2Stream`.
-        if matches!(session.selected_alpn_proto(), Some(ALPN::H2)) {
+        let alpn = session.selected_alpn_proto();
+        if matches!(alpn, Some(ALPN::H2)) {
             return self.serve_h2(session, shutdown).await;
         }
         let mut guarded = GuardedStream::new(session, self.limits);
@@ -608,11 +637,116 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         if !guarded.read_first_head(&self.in_flight, shutdown).await {
             return None;
         }
-        self.inner.process_new(Box::new(guarded), shutdown).await
+        match &self.keepalive {
+            Some(state) if alpn.is_none() || matches!(alpn, Some(ALPN::H1)) => {
+                self.serve_h1(Box::new(guarded), state, shutdown).await
+            }
+            _ => self.inner.process_new(Box::new(guarded), shutdown).await,
+        }
     }
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
+    /// Serves an HTTP/1 connection request after request, as Pingora's own keep-alive loop
+    /// does (`ServerApp for HttpServerApp`), except for the wait between requests: Pingora
+    /// waits inside the next request's future (the whole proxy state machine, ~13 KB, and the
+    /// 4 KiB head buffer it allocates first), which a keep-alive connection would hold for as
+    /// long as it is idle. Here the wait holds the connection and its persistent settings
+    /// only, and the first bytes read go to Pingora as the start of the next request.
+    async fn serve_h1(
+        self: &Arc<Self>,
+        stream: Stream,
+        state: &Arc<ArcSwap<GatewayState>>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        // As Pingora's loop starts a connection: keep-alive unless the server is shutting
+        // down (each request then sets the configured timeout), and its request limit.
+        session.set_keepalive((!*shutdown.borrow()).then_some(60));
+        session.set_keepalive_reuses_remaining(
+            self.inner
+                .server_options()
+                .and_then(|options| options.keepalive_request_limit),
+        );
+        let mut served = self.inner.process_new_http(session, shutdown).await;
+        while let Some((mut stream, settings)) = served.map(ReusedHttpStream::consume) {
+            // The guard knows whether Pingora can have read into the next request (bytes read
+            // after the head, or a head followed by more in one read): then Pingora's own read
+            // must come first, and it waits as before.
+            let waits_here = stream
+                .as_any()
+                .downcast_ref::<GuardedStream>()
+                .is_some_and(|g| g.phase == Phase::Idle && !g.read_past_head);
+            let start = if waits_here {
+                let timeout = state.load().limits.head.keepalive_timeout;
+                Some(next_request_start(&mut stream, timeout, shutdown).await?)
+            } else {
+                None
+            };
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            if let Some(start) = start {
+                session.set_pipelined_prefix(start);
+            }
+            served = self.inner.process_new_http(session, shutdown).await;
+        }
+        None
+    }
+}
+
+/// Room for each read of a request head, as much as Pingora's first read of one
+/// (`INIT_HEADER_BUF_SIZE`).
+const HEAD_READ: usize = 4096;
+
+/// Waits for the first bytes of a keep-alive connection's next request, through the guard's
+/// checks, for up to `keepalive` (whole seconds, as Pingora applies it; zero: no limit), and
+/// returns them in a buffer with room for the rest of the head. While it waits nothing is
+/// allocated: each poll reads into a buffer on the stack. None when the connection is done:
+/// closed, answered for a limit, silent past the timeout, or the server is shutting down
+/// (Pingora drops its waiting keep-alive connections then).
+async fn next_request_start(
+    stream: &mut Stream,
+    keepalive: Duration,
+    shutdown: &ShutdownWatch,
+) -> Option<BytesMut> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    let read = std::future::poll_fn(|cx| {
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); HEAD_READ];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        match Pin::new(&mut **stream).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                let mut start = BytesMut::with_capacity(HEAD_READ);
+                start.extend_from_slice(buf.filled());
+                Poll::Ready(Some(start))
+            }
+            Poll::Ready(_) => Poll::Ready(None),
+        }
+    });
+    let mut shutdown = shutdown.clone();
+    let ended = async move {
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+        // The server's shutdown signal is gone: nothing will end the wait but the client.
+        std::future::pending::<()>().await
+    };
+    let limit = Duration::from_secs(keepalive.as_secs());
+    tokio::select! {
+        biased;
+        start = read => start,
+        _ = tokio::time::sleep(limit), if !limit.is_zero() => None,
+        _ = ended => None,
     }
 }
 
