@@ -94,6 +94,15 @@ pub fn add_services(
     let demo_origins = gateway.demo_origins.clone();
     let notify_hooks = gateway.notify.clone();
     let metrics_listen = gateway.metrics_listen;
+    let acme = gateway.acme.clone().map(|config| {
+        let names: Vec<Vec<String>> = gateway
+            .listen
+            .iter()
+            .map(|l| l.acme_names().to_vec())
+            .filter(|names| !names.is_empty())
+            .collect();
+        state::acme::AcmeService::new(config, names)
+    });
     let head_limits = gateway.limits.head;
     // The open-files limit was raised at start; 1024 is Linux's usual soft limit otherwise.
     let open_files = ops::descriptors::open_files().map_or(1024, |files| files.limit);
@@ -187,6 +196,9 @@ pub fn add_services(
                 Arc::new(move |message| control.apply_remote(message)),
             ),
         ));
+    }
+    if let Some(acme) = acme {
+        server.add_service(background_service("acme certificates", acme));
     }
     server.add_service(background_service(
         "rollout plans",

@@ -3,6 +3,7 @@
 //! serial `/status` shows, and a listener's acceptor choosing among its certificates by SNI.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pingora_core::listeners::tls::Acceptor;
@@ -282,15 +283,50 @@ fn dns_names(cert: &X509Certificate<'_>) -> Vec<String> {
 /// Chooses a certificate by the client's server name (SNI): exact names before wildcards,
 /// among several for one name the first whose key the client can verify (RSA beside ECDSA),
 /// the default for no name or an unknown one.
+///
+/// A name in `acme` is served the certificate ACME issued for it (the live ACME material,
+/// read without a lock), and a TLS-ALPN-01 validation (ALPN `acme-tls/1`) its validation
+/// certificate; until one is issued such a name falls back to the files' certificates, and
+/// with none, the handshake fails (logged once).
 #[derive(Debug)]
 struct SniResolver {
     names: Vec<Vec<String>>,
     keys: Vec<Arc<CertifiedKey>>,
     default: usize,
+    acme: Vec<String>,
+    /// Set once a handshake failed for want of an ACME certificate (logged once).
+    waiting_logged: AtomicBool,
+}
+
+impl SniResolver {
+    /// The ACME certificate (or validation certificate) for `name`, when it is an ACME name.
+    fn acme_certificate(&self, hello: &ClientHello<'_>, name: &str) -> Option<Arc<CertifiedKey>> {
+        if !self.acme.iter().any(|n| n == name) {
+            return None;
+        }
+        let live = super::acme::live().load();
+        let validating = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == super::acme::ACME_TLS_ALPN));
+        let found = if validating {
+            live.alpn.get(name).cloned()
+        } else {
+            live.certificates.get(name).cloned()
+        };
+        if found.is_none() && !validating && !self.waiting_logged.swap(true, Ordering::Relaxed) {
+            log::warn!("TLS handshake for {name}: its ACME certificate is not issued yet");
+        }
+        found
+    }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name().map(str::to_ascii_lowercase) {
+            if let Some(found) = self.acme_certificate(&hello, &name) {
+                return Some(found);
+            }
+        }
         let schemes = hello.signature_schemes();
         let usable = |i: usize| {
             self.keys
@@ -314,6 +350,7 @@ const SESSION_CACHE_ENTRIES: usize = 10_000;
 /// rustls) and a session cache.
 pub(super) fn build_acceptor(
     certificates: &[LoadedCertificate],
+    acme: &[String],
     default: usize,
     min_version: TlsVersion,
     http2: bool,
@@ -326,6 +363,8 @@ pub(super) fn build_acceptor(
         names: certificates.iter().map(|c| c.info.names.clone()).collect(),
         keys: certificates.iter().map(|c| c.certified.clone()).collect(),
         default,
+        acme: acme.to_vec(),
+        waiting_logged: AtomicBool::new(false),
     };
     let mut config = ServerConfig::builder_with_provider(Arc::new(crypto::default_provider()))
         .with_protocol_versions(versions)?
@@ -336,7 +375,71 @@ pub(super) fn build_acceptor(
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    // Last, so a client offering it beside others never gets it; a CA validating
+    // TLS-ALPN-01 offers it alone.
+    if !acme.is_empty() {
+        config
+            .alpn_protocols
+            .push(super::acme::ACME_TLS_ALPN.to_vec());
+    }
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     config.ticketer = crypto::Ticketer::new()?;
     Ok(Acceptor::from_server_config(Arc::new(config)))
+}
+
+/// An issued certificate as the ACME task keeps it: what rustls serves, its expiry (seconds
+/// since the Unix epoch) and serial (hex).
+pub(crate) struct IssuedCertificate {
+    pub(crate) certified: Arc<CertifiedKey>,
+    pub(crate) not_after: i64,
+    pub(crate) serial: String,
+    pub(crate) names: Vec<String>,
+}
+
+/// Reads a PEM chain (leaf first) and its PEM key into what rustls serves, checking that the
+/// key is the leaf's.
+pub(crate) fn issued_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<IssuedCertificate, String> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate chain ({e})"))?;
+    let leaf = chain.first().ok_or("no certificate in the chain")?;
+    let (_, parsed) =
+        X509Certificate::from_der(leaf).map_err(|e| format!("the leaf does not parse ({e})"))?;
+    let not_after = parsed.validity().not_after.timestamp();
+    let serial = format!("{:X}", parsed.serial);
+    let names = dns_names(&parsed);
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("not a PEM key ({e})"))?;
+    let signing_key = crypto::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("an unusable key ({e})"))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|e| format!("the key is not the certificate's ({e})"))?;
+    Ok(IssuedCertificate {
+        certified: Arc::new(certified),
+        not_after,
+        serial,
+        names,
+    })
+}
+
+/// A TLS-ALPN-01 validation certificate (RFC 8737) from its DER and key DER (PKCS#8).
+pub(crate) fn validation_certificate(
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+) -> Result<Arc<CertifiedKey>, String> {
+    let key = PrivateKeyDer::Pkcs8(key_der.into());
+    let signing_key = crypto::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("an unusable key ({e})"))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![CertificateDer::from(cert_der)],
+        signing_key,
+    )))
 }

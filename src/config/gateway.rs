@@ -155,8 +155,25 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
 
     let limits = validate_limits(file.limits.as_ref().unwrap_or(&LimitsSpec::default()))?;
     let notify = super::notify::validate_notify(&file.notify)?;
+    let acme = file
+        .acme
+        .as_ref()
+        .map(|acme| {
+            let state_file = admin.as_ref().and_then(|a| a.state_file.as_deref());
+            super::acme::validate_acme(acme, base, state_file)
+        })
+        .transpose()?;
+    if acme.is_none() {
+        if let Some(i) = listen.iter().position(|l| !l.acme_names().is_empty()) {
+            return Err(key_error(
+                format!("gateway.listen[{i}].tls.acme"),
+                "ACME names need gateway.acme (the CA and account)".into(),
+            ));
+        }
+    }
 
     Ok(GatewayConfig {
+        acme,
         error_pages: default_pages,
         notify,
         store,

@@ -8,6 +8,7 @@
 //! the spec.
 
 mod access;
+pub(crate) mod acme;
 mod certificates;
 mod compress;
 mod gateway;
@@ -41,6 +42,7 @@ use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::unix_now;
 pub(crate) use certificates::EXPIRY_WARNING_DAYS;
+pub(crate) use certificates::{issued_from_pem, validation_certificate};
 pub(crate) use compress::{Coding, CompressConfig};
 #[cfg(test)]
 pub(crate) use notify::WebhookUrl;
@@ -129,6 +131,8 @@ pub struct GatewayConfig {
     pub(crate) store: Option<StoreConfig>,
     /// Webhooks told about rollout events and admin changes (`gateway.notify`).
     pub(crate) notify: Vec<NotifyHook>,
+    /// `gateway.acme`: certificates ordered for the listeners' `tls.acme` names.
+    pub(crate) acme: Option<acme::AcmeConfig>,
 }
 
 /// One route: which requests it serves, and its own rules.

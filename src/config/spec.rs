@@ -94,6 +94,41 @@ pub struct GatewaySpec {
     /// (default for every route; default `false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intercept_errors: Option<bool>,
+    /// Certificates issued and renewed by ACME for the names in listeners' `tls.acme`
+    /// (docs/tls.md#acme).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeSpec>,
+}
+
+/// `gateway.acme`: the ACME account and how certificates are ordered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSpec {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// The account's contact address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Must be `true`: the CA's terms of service are agreed to.
+    #[serde(default)]
+    pub accept_terms: bool,
+    /// `http-01` (default) or `tls-alpn-01`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    /// Renew when the certificate expires within this (default `30d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before: Option<String>,
+    /// Extra roots (PEM) for the directory's TLS, beside the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The first wait after a failed order, doubled up to an hour (default `10s`); also the
+    /// least time between two orders for the same names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// The folder for the account key and certificates (default: `acme/` beside the state
+    /// file, else beside the configuration file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<PathBuf>,
 }
 
 impl GatewaySpec {
@@ -444,8 +479,12 @@ pub struct ListenerSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSpec {
-    /// At least one; chosen by the client's server name.
+    /// Chosen by the client's server name; at least one unless `acme` names some.
+    #[serde(default)]
     pub certificates: Vec<CertificateSpec>,
+    /// Names whose certificate is issued by ACME (`gateway.acme`), one certificate for all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acme: Vec<String>,
     /// The `cert` path of the certificate for clients without a known name (default: the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_certificate: Option<PathBuf>,

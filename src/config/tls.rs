@@ -30,6 +30,14 @@ pub struct Listener {
 
 impl Listener {
     /// The address and what it speaks: `0.0.0.0:443 (tls)`, `0.0.0.0:80 (redirect to https)`.
+    /// The names whose certificate this listener gets by ACME (none unless TLS).
+    pub(crate) fn acme_names(&self) -> &[String] {
+        match &self.kind {
+            ListenerKind::Tls(tls) => &tls.acme_names,
+            _ => &[],
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         match &self.kind {
             ListenerKind::Plain { h2c: false } => self.addr.clone(),
@@ -73,6 +81,8 @@ pub(crate) struct TlsListener {
     pub(crate) certificates: Vec<Certificate>,
     /// Index of the certificate for clients without SNI or with an unknown name.
     pub(crate) default_certificate: usize,
+    /// Names served with the certificate ACME issues (`tls.acme`), lower case.
+    pub(crate) acme_names: Vec<String>,
     /// `Strict-Transport-Security` value for every response, when set.
     pub(crate) hsts: Option<HeaderValue>,
 }
@@ -82,6 +92,7 @@ impl std::fmt::Debug for TlsListener {
         f.debug_struct("TlsListener")
             .field("certificates", &self.certificates)
             .field("default_certificate", &self.default_certificate)
+            .field("acme_names", &self.acme_names)
             .field("hsts", &self.hsts)
             .finish()
     }
@@ -254,10 +265,11 @@ fn validate_tls(
     now: i64,
 ) -> Result<TlsListener, KeyError> {
     let key = format!("{listener_key}.tls");
-    if tls.certificates.is_empty() {
+    let acme_names = super::acme::validate_acme_names(&tls.acme, &format!("{key}.acme"))?;
+    if tls.certificates.is_empty() && acme_names.is_empty() {
         return Err(key_error(
             format!("{key}.certificates"),
-            "needs at least one certificate".into(),
+            "needs at least one certificate (or names in tls.acme)".into(),
         ));
     }
     let min_version = match tls.min_version.as_deref() {
@@ -296,12 +308,19 @@ fn validate_tls(
                 })?
         }
     };
-    let acceptor = build_acceptor(&loaded, default_certificate, min_version, http2)
-        .map_err(|e| key_error(key.clone(), format!("rustls refused the settings: {e}")))?;
+    let acceptor = build_acceptor(
+        &loaded,
+        &acme_names,
+        default_certificate,
+        min_version,
+        http2,
+    )
+    .map_err(|e| key_error(key.clone(), format!("rustls refused the settings: {e}")))?;
     Ok(TlsListener {
         acceptor,
         certificates: loaded.into_iter().map(|c| c.info).collect(),
         default_certificate,
+        acme_names,
         hsts,
     })
 }

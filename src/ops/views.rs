@@ -137,6 +137,7 @@ pub(crate) fn status(view: &View) -> Value {
             "idle_closed": l.closed_idle,
         })).collect::<Vec<_>>(),
         "certificates": certificates(&view.state),
+        "acme": acme_certificates(),
         "groups": groups,
         "routes": routes,
         "overlay_warnings": view.overlay_warnings,
@@ -163,6 +164,15 @@ pub(crate) fn status(view: &View) -> Value {
         }
     }
     status
+}
+
+/// The ACME certificates: names, state (`waiting`, `issued`, `failing`), expiry, serial,
+/// failures in a row and the last error.
+fn acme_certificates() -> Vec<Value> {
+    crate::state::acme::statuses()
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .collect()
 }
 
 /// The TLS listeners' certificates: names, expiry and whether it is near.

@@ -153,6 +153,27 @@ impl ProxyHttp for CanaryProxy {
         session: &mut Session,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<bool> {
+        // An ACME HTTP-01 validation of a pending order is answered on any listener, before
+        // routing: the CA asks for the name being validated, which may have no route yet.
+        if session
+            .req_header()
+            .uri
+            .path()
+            .starts_with(crate::config::acme::HTTP01_PREFIX)
+        {
+            if let Some(answer) =
+                crate::config::acme::http01_answer(session.req_header().uri.path())
+            {
+                let mut head = pingora_http::ResponseHeader::build(200, Some(2))?;
+                head.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
+                head.set_content_length(answer.len())?;
+                session.write_response_header(Box::new(head), false).await?;
+                session
+                    .write_response_body(Some(bytes::Bytes::from(answer)), true)
+                    .await?;
+                return Ok(true);
+            }
+        }
         let state = self.state.load_full();
         let limits = state.limits;
         let paused = steps::route(session, ctx, state)?;

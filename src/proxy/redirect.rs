@@ -74,12 +74,31 @@ fn answer(status: StatusCode, location: Option<String>, detail: Option<&str>) ->
     response
 }
 
+/// The answer to an ACME HTTP-01 validation (`/.well-known/acme-challenge/TOKEN`): the key
+/// authorization of a pending order's token, else a 404; `None` for any other path.
+pub(crate) fn acme_answer(path: &str) -> Option<Response<Vec<u8>>> {
+    if !path.starts_with(crate::config::acme::HTTP01_PREFIX) {
+        return None;
+    }
+    Some(match crate::config::acme::http01_answer(path) {
+        Some(key_authorization) => http_response(
+            StatusCode::OK,
+            "application/octet-stream",
+            key_authorization.into_bytes(),
+        ),
+        None => answer(StatusCode::NOT_FOUND, None, Some("unknown ACME token")),
+    })
+}
+
 #[async_trait]
 impl ServeHttp for Redirector {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let state = self.state.load();
         super::guard::keep_alive_for(session, &state.limits.head);
         let request = session.req_header();
+        if let Some(answer) = acme_answer(request.uri.path()) {
+            return answer;
+        }
         let host = super::forwarding::request_host(request);
         let known = state.known_hosts.clone();
         match location(&known, host, request.raw_path(), self.https_port) {

@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     pub(crate) rollout_step: IntGaugeVec,
     pub(crate) rollout_actions: IntCounterVec,
     pub(crate) tls_handshakes: IntCounterVec,
+    pub(crate) acme_orders: IntCounterVec,
     pub(crate) certificate_expiry: IntGaugeVec,
     pub(crate) notifications: IntCounterVec,
     pub(crate) notification_retries: IntCounterVec,
@@ -195,6 +196,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["result"],
     )?;
+    let acme_orders = IntCounterVec::new(
+        Opts::new(
+            "gateway_acme_orders_total",
+            "ACME certificate orders by result (ok, failed)",
+        ),
+        &["result"],
+    )?;
     let certificate_expiry = IntGaugeVec::new(
         Opts::new(
             "gateway_certificate_expiry_seconds",
@@ -238,6 +246,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(grpc_responses.clone()))?;
     registry.register(Box::new(rate_limit_fallback.clone()))?;
     registry.register(Box::new(tls_handshakes.clone()))?;
+    registry.register(Box::new(acme_orders.clone()))?;
     registry.register(Box::new(notifications.clone()))?;
     registry.register(Box::new(notification_retries.clone()))?;
     registry.register(Box::new(certificate_expiry.clone()))?;
@@ -280,6 +289,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         rollout_step,
         rollout_actions,
         tls_handshakes,
+        acme_orders,
         certificate_expiry,
         notifications,
         notification_retries,

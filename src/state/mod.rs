@@ -5,6 +5,7 @@
 //! Above `routing`, `upstreams` and `config`; below `proxy` and `ops`, which reach it through
 //! the controller's methods. The store reaches the controller only through a callback.
 
+pub(crate) mod acme;
 pub(crate) mod audit;
 mod changes;
 pub(crate) mod cluster;
@@ -152,6 +153,9 @@ impl GatewayState {
                     .certificate_names
                     .extend(cert.names.iter().cloned());
             }
+            known_hosts
+                .certificate_names
+                .extend(settings.acme_names.iter().cloned());
             if let Some(value) = &settings.hsts {
                 hsts.push((listener.port, value.clone()));
             }

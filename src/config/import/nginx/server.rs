@@ -58,6 +58,7 @@ pub(super) fn to_listen(l: &Listener) -> ListenSpec {
             https_port: None,
             tls: Some(TlsSpec {
                 certificates: l.certificates.clone(),
+                acme: Vec::new(),
                 default_certificate: None,
                 min_version: l.min_version.clone(),
             }),

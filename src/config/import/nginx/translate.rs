@@ -249,6 +249,7 @@ pub fn translate(tree: &[Directive], prefix: &Path) -> Translation {
         compress: http.compress(),
         error_pages: http.error_pages(),
         intercept_errors: http.intercept,
+        acme: None,
     };
     if spec.routes.as_ref().is_some_and(Vec::is_empty) {
         spec.routes = None;

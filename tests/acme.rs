@@ -1,0 +1,418 @@
+//! ACME end to end against Debian's Pebble (a real ACME server), which really validates the
+//! challenges (no `PEBBLE_VA_ALWAYS_VALID`): it connects back to the gateway's redirect
+//! listener for HTTP-01 and to its TLS listener for TLS-ALPN-01, as `localhost`. Pebble's own
+//! HTTPS listener gets a certificate made here (its test CA is not packaged), given to the
+//! gateway as `gateway.acme.ca_file`; the issued chain is checked by curl against Pebble's
+//! issuing root, fetched from its management endpoint.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::tls::{connect_with, Ca, KeyKind};
+use common::*;
+
+/// The name Pebble validates: it resolves it as the system does, to this machine.
+const NAME: &str = "localhost";
+
+/// A running Pebble; killed on drop.
+struct Pebble {
+    child: Child,
+    /// Its ACME directory URL.
+    directory: String,
+    /// Its management listener (`/roots/0`).
+    management: SocketAddr,
+    /// The CA of its HTTPS listener's certificate (the gateway's `ca_file`).
+    ca_file: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
+}
+
+impl Pebble {
+    /// Starts Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
+    fn start(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
+        let ca = Ca::new("pebble-listener-ca");
+        let listener = ca.issue(dir, "pebble", &[NAME], KeyKind::EcdsaP256, 7, 30);
+        let ca_file = dir.join("pebble-ca.pem");
+        ca.write_cert(&ca_file);
+        let (acme, management) = (addr(), addr());
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": acme.to_string(),
+                "managementListenAddress": management.to_string(),
+                "certificate": listener.cert,
+                "privateKey": listener.key,
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        let config_path = dir.join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("pebble config");
+        let log = dir.join("pebble.log");
+        let child = Command::new("/usr/bin/pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(std::fs::File::create(&log).expect("pebble log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble is installed by scripts/setup.sh test");
+        wait_for_port(acme);
+        wait_for_port(management);
+        Pebble {
+            child,
+            directory: format!("https://{NAME}:{}/dir", acme.port()),
+            management,
+            ca_file,
+            log,
+        }
+    }
+
+    /// Pebble's issuing root (PEM), written to `path`.
+    fn write_root(&self, path: &Path) {
+        let url = format!("https://{NAME}:{}/roots/0", self.management.port());
+        let root = curl(&[
+            "--cacert",
+            self.ca_file.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("{NAME}:{}:127.0.0.1", self.management.port()),
+            &url,
+        ]);
+        assert!(root.contains("BEGIN CERTIFICATE"), "root: {root}");
+        std::fs::write(path, root).expect("write root");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Runs curl with `args`; returns stdout (fails the test when curl fails).
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed by scripts/setup.sh test");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The listeners of one ACME gateway.
+struct Ports {
+    plain: SocketAddr,
+    tls: SocketAddr,
+    redirect: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            plain: addr(),
+            tls: addr(),
+            redirect: addr(),
+            metrics: addr(),
+        }
+    }
+}
+
+/// Starts a gateway whose TLS listener's only certificate is ACME's for [`NAME`].
+fn start_gateway(
+    ports: &Ports,
+    pebble_directory: &str,
+    ca_file: &Path,
+    storage: &Path,
+    acme_more: &str,
+    origin: &Origin,
+) -> Gateway {
+    let dir = TempDir::new("acme-gw");
+    let config = format!(
+        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
+         gateway:\n  listen:\n    - \"{plain}\"\n\
+         \x20   - {{ addr: \"{tls}\", tls: {{ acme: [\"{NAME}\"] }} }}\n\
+         \x20   - {{ addr: \"{redirect}\", redirect_https: true, https_port: {tls_port} }}\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n\
+         \x20 acme:\n    directory: \"{pebble_directory}\"\n    email: ops@example.com\n\
+         \x20   accept_terms: true\n    ca_file: \"{ca}\"\n    storage: \"{storage}\"\n\
+         \x20   retry: 1s\n{acme_more}\
+         \x20 groups:\n    stable: {{ servers: [\"{origin}\"] }}\n\
+         \x20 routing:\n    cookie: uid\n    default: stable\n",
+        d = dir.path().display(),
+        plain = ports.plain,
+        tls = ports.tls,
+        tls_port = ports.tls.port(),
+        redirect = ports.redirect,
+        metrics = ports.metrics,
+        ca = ca_file.display(),
+        storage = storage.display(),
+        origin = origin.addr,
+    );
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    Gateway::start_with_file(dir, config_path, ports.plain)
+}
+
+/// The serial (hex) the TLS listener serves for [`NAME`], once it serves one: waits (bounded)
+/// for a handshake to succeed, and, with `other_than`, for a serial other than that one.
+fn wait_for_serial(
+    tls: SocketAddr,
+    other_than: Option<&str>,
+    gateway: &Gateway,
+    pebble: &Pebble,
+) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(stream) = connect_with(tls, Some(NAME), |_| {}) {
+            let cert = stream.ssl().peer_certificate().expect("a certificate");
+            let serial = cert
+                .serial_number()
+                .to_bn()
+                .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+                .expect("serial");
+            if other_than != Some(serial.as_str()) {
+                return serial;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no (new) certificate served; gateway log:\n{}\npebble log:\n{}",
+            gateway.log(),
+            pebble.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A request over TLS to [`NAME`] verified by curl against Pebble's root (chain and name).
+fn verified_get(tls: SocketAddr, root: &Path) -> String {
+    curl(&[
+        "--cacert",
+        root.to_str().expect("utf-8"),
+        "--resolve",
+        &format!("{NAME}:{}:127.0.0.1", tls.port()),
+        &format!("https://{NAME}:{}/", tls.port()),
+    ])
+}
+
+/// `GET path` with `Host: NAME`.
+fn get_host(addr: SocketAddr, path: &str) -> Response {
+    Client::connect(addr).send_raw(
+        format!("GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn metric(metrics: SocketAddr, line_start: &str) -> Option<u64> {
+    get(metrics, "/metrics", &[])
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// HTTP-01: the listener starts without a certificate (handshakes fail), Pebble validates
+/// through the redirect listener, the issued chain is served without reload and verifies
+/// against Pebble's root; the redirect listener still redirects everything else; the order
+/// is counted, the certificate and account are stored.
+#[test]
+fn http01_issues_and_serves_a_verified_chain() {
+    let ports = Ports::new();
+    let work = TempDir::new("acme-http01");
+    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    let origin = Origin::start("stable");
+    let storage = work.path().join("acme");
+    let gateway = start_gateway(
+        &ports,
+        &pebble.directory,
+        &pebble.ca_file,
+        &storage,
+        "",
+        &origin,
+    );
+    let serial = wait_for_serial(ports.tls, None, &gateway, &pebble);
+    let root = work.path().join("pebble-root.pem");
+    pebble.write_root(&root);
+    assert_eq!(verified_get(ports.tls, &root), "stable");
+    assert!(
+        gateway
+            .log()
+            .contains(&format!("answering the http-01 challenge for {NAME}")),
+        "log: {}",
+        gateway.log()
+    );
+    // Everything but a challenge is still redirected; an unknown token is a 404.
+    let redirected = get_host(ports.redirect, "/page");
+    assert_eq!(redirected.status, 308);
+    assert_eq!(
+        redirected.header("location"),
+        Some(format!("https://{NAME}:{}/page", ports.tls.port()).as_str())
+    );
+    let unknown = get_host(ports.redirect, "/.well-known/acme-challenge/nope");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        metric(ports.metrics, "gateway_acme_orders_total{result=\"ok\"}"),
+        Some(1)
+    );
+    assert!(storage.join("account.json").is_file());
+    let stored = std::fs::read_to_string(storage.join(format!("{NAME}.crt"))).expect("stored");
+    assert!(stored.matches("BEGIN CERTIFICATE").count() >= 2, "{stored}");
+    assert!(!serial.is_empty());
+}
+
+/// TLS-ALPN-01: Pebble validates through the TLS listener (`acme-tls/1`) and the chain is
+/// served and verifies.
+#[test]
+fn tls_alpn01_issues_through_the_tls_listener() {
+    let ports = Ports::new();
+    let work = TempDir::new("acme-alpn");
+    let pebble = Pebble::start(work.path(), free_port(), ports.tls.port());
+    let origin = Origin::start("stable");
+    let gateway = start_gateway(
+        &ports,
+        &pebble.directory,
+        &pebble.ca_file,
+        &work.path().join("acme"),
+        "    challenge: tls-alpn-01\n",
+        &origin,
+    );
+    wait_for_serial(ports.tls, None, &gateway, &pebble);
+    let root = work.path().join("pebble-root.pem");
+    pebble.write_root(&root);
+    assert_eq!(verified_get(ports.tls, &root), "stable");
+    // Pebble's HTTP-01 port is closed here: only the TLS listener could have answered.
+    assert!(
+        gateway
+            .log()
+            .contains(&format!("answering the tls-alpn-01 challenge for {NAME}")),
+        "log: {}",
+        gateway.log()
+    );
+}
+
+/// A `renew_before` longer than the certificate's life forces renewal: a new certificate
+/// (another serial) is served by the same process, without reload, and still verifies.
+#[test]
+fn renewal_serves_a_new_certificate_without_reload() {
+    let ports = Ports::new();
+    let work = TempDir::new("acme-renew");
+    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    let origin = Origin::start("stable");
+    let gateway = start_gateway(
+        &ports,
+        &pebble.directory,
+        &pebble.ca_file,
+        &work.path().join("acme"),
+        "    renew_before: 36500d\n",
+        &origin,
+    );
+    let first = wait_for_serial(ports.tls, None, &gateway, &pebble);
+    let second = wait_for_serial(ports.tls, Some(&first), &gateway, &pebble);
+    assert_ne!(first, second);
+    let root = work.path().join("pebble-root.pem");
+    pebble.write_root(&root);
+    assert_eq!(verified_get(ports.tls, &root), "stable");
+    assert!(
+        metric(ports.metrics, "gateway_acme_orders_total{result=\"ok\"}").unwrap_or(0) >= 2,
+        "{}",
+        get(ports.metrics, "/metrics", &[]).text()
+    );
+}
+
+/// A restart re-uses the stored certificate: with the CA gone, the new process serves the
+/// same serial at once and orders nothing (no order counted, neither ok nor failed).
+#[test]
+fn restart_reuses_the_stored_certificate() {
+    let ports = Ports::new();
+    let work = TempDir::new("acme-restart");
+    let storage = work.path().join("acme");
+    let origin = Origin::start("stable");
+    let (directory, ca_file, serial) = {
+        let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+        let gateway = start_gateway(
+            &ports,
+            &pebble.directory,
+            &pebble.ca_file,
+            &storage,
+            "",
+            &origin,
+        );
+        let serial = wait_for_serial(ports.tls, None, &gateway, &pebble);
+        (pebble.directory.clone(), pebble.ca_file.clone(), serial)
+        // The gateway and Pebble stop here.
+    };
+    let gateway = start_gateway(&ports, &directory, &ca_file, &storage, "", &origin);
+    let served = connect_with(ports.tls, Some(NAME), |_| {})
+        .expect("the stored certificate is served from the start");
+    let again = served
+        .ssl()
+        .peer_certificate()
+        .expect("a certificate")
+        .serial_number()
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+        .expect("serial");
+    assert_eq!(again, serial);
+    assert!(
+        gateway.log().contains("serving the stored certificate"),
+        "log: {}",
+        gateway.log()
+    );
+    for result in ["ok", "failed"] {
+        let line = format!("gateway_acme_orders_total{{result=\"{result}\"}}");
+        assert_eq!(metric(ports.metrics, &line).unwrap_or(0), 0, "{line}");
+    }
+}
+
+/// `-t` refuses ACME names without `gateway.acme`, and terms not accepted, naming the key.
+#[test]
+fn acme_config_errors_name_the_key() {
+    let dir = TempDir::new("acme-t");
+    let cases = [
+        (
+            "  listen:\n    - { addr: \"127.0.0.1:1\", tls: { acme: [a.example] } }\n",
+            "gateway.listen[0].tls.acme",
+        ),
+        (
+            "  listen:\n    - { addr: \"127.0.0.1:1\", tls: { acme: [a.example] } }\n\
+             \x20 acme: { directory: \"https://ca.test/dir\", accept_terms: false }\n",
+            "gateway.acme.accept_terms",
+        ),
+    ];
+    for (i, (listen, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "version: 1\ngateway:\n{listen}  groups:\n    stable: {{ servers: [\"127.0.0.1:2\"] }}\n\
+                 \x20 routing:\n    default: stable\n"
+            ),
+        )
+        .expect("write");
+        let out = run_binary(&["-t", "-c", path.to_str().expect("utf-8")]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}: accepted");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
