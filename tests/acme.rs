@@ -399,6 +399,11 @@ fn acme_config_errors_name_the_key() {
              \x20 acme: { directory: \"https://ca.test/dir\", accept_terms: false }\n",
             "gateway.acme.accept_terms",
         ),
+        (
+            "  listen:\n    - { addr: \"127.0.0.1:1\", tls: { acme: [a.example] } }\n\
+             \x20 acme: { directory: \"https://ca.test/dir\", accept_terms: true, ca_file: missing.pem }\n",
+            "gateway.acme.ca_file",
+        ),
     ];
     for (i, (listen, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.yaml"));

@@ -160,7 +160,11 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
         .as_ref()
         .map(|acme| {
             let state_file = admin.as_ref().and_then(|a| a.state_file.as_deref());
-            super::acme::validate_acme(acme, base, state_file)
+            let config = super::acme::validate_acme(acme, base, state_file)?;
+            if let Some(path) = &config.ca_file {
+                super::certificates::read_chain(path, "gateway.acme.ca_file")?;
+            }
+            Ok(config)
         })
         .transpose()?;
     if acme.is_none() {
