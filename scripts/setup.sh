@@ -12,6 +12,7 @@
 #   nginx + lua module - the import tests' reverse check (tests/nginx_import.rs) and the load tests
 #   haproxy, curl, valgrind - the load-test scripts
 #   oha (built with cargo) - the fixed-rate latency client of scripts/edge-loadtest.sh
+#   pebble     - the ACME test server tests/acme.rs orders certificates from
 # Usage: scripts/setup.sh [build|test|loadtest]   (default: build)
 set -euo pipefail
 
@@ -32,6 +33,7 @@ if [ "$what" = test ] || [ "$what" = loadtest ]; then
   have htpasswd || need+=(apache2-utils)
   /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need+=(python3-grpcio)
   have nginx || need+=(nginx-light)
+  [ -x /usr/bin/pebble ] || need+=(pebble)
   dpkg -s libnginx-mod-http-lua >/dev/null 2>&1 || need+=(libnginx-mod-http-lua)
   # Text in the page's screenshots (the tests need none).
   dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)

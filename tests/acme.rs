@@ -313,11 +313,14 @@ fn tls_alpn01_issues_through_the_tls_listener() {
 
 /// A `renew_before` longer than the certificate's life forces renewal: a new certificate
 /// (another serial) is served by the same process, without reload, and still verifies.
+/// Pebble validates HTTP-01 on the plaintext proxy listener here.
 #[test]
 fn renewal_serves_a_new_certificate_without_reload() {
     let ports = Ports::new();
     let work = TempDir::new("acme-renew");
-    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    // HTTP-01 through the plaintext proxy listener this time (the redirect one in the test
+    // above): both answer the challenge.
+    let pebble = Pebble::start(work.path(), ports.plain.port(), free_port());
     let origin = Origin::start("stable");
     let gateway = start_gateway(
         &ports,
