@@ -59,19 +59,6 @@ pub struct AcmeConfig {
 /// The longest wait between two tries of a failing order.
 pub(crate) const MAX_RETRY: Duration = Duration::from_secs(3600);
 
-/// A duration with `d` (days) beside parse_duration's units.
-fn long_duration(text: &str) -> Result<Duration, String> {
-    match text.trim().strip_suffix('d') {
-        Some(days) => days
-            .parse::<u64>()
-            .ok()
-            .and_then(|d| d.checked_mul(86_400))
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{text:?} is not a whole number of days like 30d")),
-        None => parse_duration(text),
-    }
-}
-
 /// Validates `gateway.acme`. `state_file` is `gateway.admin.state_file` (resolved), whose
 /// folder holds `acme/` by default; `base` is the configuration file's folder.
 pub(super) fn validate_acme(
@@ -113,7 +100,7 @@ pub(super) fn validate_acme(
     let renew_before = match &spec.renew_before {
         None => Duration::from_secs(30 * 86_400),
         Some(text) => {
-            long_duration(text).map_err(|m| key_error(format!("{key}.renew_before"), m))?
+            parse_duration(text).map_err(|m| key_error(format!("{key}.renew_before"), m))?
         }
     };
     let retry = match &spec.retry {
