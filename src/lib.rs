@@ -95,12 +95,21 @@ pub fn add_services(
     let notify_hooks = gateway.notify.clone();
     let metrics_listen = gateway.metrics_listen;
     let acme = gateway.acme.clone().map(|config| {
-        let names: Vec<Vec<String>> = gateway
-            .listen
-            .iter()
-            .map(|l| l.acme_names().to_vec())
-            .filter(|names| !names.is_empty())
-            .collect();
+        // One certificate per distinct name set (validation allows shared sets only whole).
+        let mut names: Vec<Vec<String>> = Vec::new();
+        for listener in &gateway.listen {
+            let mut set = listener.acme_names().to_vec();
+            set.sort();
+            if !set.is_empty()
+                && !names.iter().any(|known| {
+                    let mut known = known.clone();
+                    known.sort();
+                    known == set
+                })
+            {
+                names.push(listener.acme_names().to_vec());
+            }
+        }
         state::acme::AcmeService::new(config, names)
     });
     let head_limits = gateway.limits.head;

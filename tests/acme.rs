@@ -388,7 +388,8 @@ fn restart_reuses_the_stored_certificate() {
     }
 }
 
-/// `-t` refuses ACME names without `gateway.acme`, and terms not accepted, naming the key.
+/// `-t` refuses ACME names without `gateway.acme`, terms not accepted, a missing `ca_file` and
+/// a name in two listeners' different name sets, naming the key.
 #[test]
 fn acme_config_errors_name_the_key() {
     let dir = TempDir::new("acme-t");
@@ -406,6 +407,12 @@ fn acme_config_errors_name_the_key() {
             "  listen:\n    - { addr: \"127.0.0.1:1\", tls: { acme: [a.example] } }\n\
              \x20 acme: { directory: \"https://ca.test/dir\", accept_terms: true, ca_file: missing.pem }\n",
             "gateway.acme.ca_file",
+        ),
+        (
+            "  listen:\n    - { addr: \"127.0.0.1:1\", tls: { acme: [a.example, b.example] } }\n\
+             \x20   - { addr: \"127.0.0.1:3\", tls: { acme: [b.example] } }\n\
+             \x20 acme: { directory: \"https://ca.test/dir\", accept_terms: true }\n",
+            "gateway.listen[1].tls.acme",
         ),
     ];
     for (i, (listen, key)) in cases.iter().enumerate() {

@@ -167,6 +167,27 @@ fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> 
             Ok(config)
         })
         .transpose()?;
+    // One certificate per distinct name set: two listeners may share a set, not part of one
+    // (two orders would then fight over a name's certificate and its stored files).
+    for (j, later) in listen.iter().enumerate() {
+        for (i, earlier) in listen[..j].iter().enumerate() {
+            let (a, b) = (earlier.acme_names(), later.acme_names());
+            let mut sorted = (a.to_vec(), b.to_vec());
+            sorted.0.sort();
+            sorted.1.sort();
+            if sorted.0 != sorted.1 {
+                if let Some(name) = b.iter().find(|n| a.contains(n)) {
+                    return Err(key_error(
+                        format!("gateway.listen[{j}].tls.acme"),
+                        format!(
+                            "{name} is also in gateway.listen[{i}].tls.acme with other names; \
+                             list the same names on both or share none"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     if acme.is_none() {
         if let Some(i) = listen.iter().position(|l| !l.acme_names().is_empty()) {
             return Err(key_error(

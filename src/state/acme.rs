@@ -25,6 +25,10 @@ use crate::config::unix_now;
 use crate::config::{issued_from_pem, validation_certificate};
 use crate::state::metrics::METRICS;
 
+/// The longest one order may take, from the account to the stored certificate; past it the
+/// order counts as failed and is retried.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Where one certificate stands, as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct AcmeStatus {
@@ -350,7 +354,10 @@ impl AcmeService {
         let names = &self.certificates[index];
         let now = tokio::time::Instant::now();
         info!("ACME: ordering a certificate for {}", names.join(", "));
-        match self.order(names).await {
+        let ordered = tokio::time::timeout(ORDER_TIMEOUT, self.order(names))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer from the CA within {ORDER_TIMEOUT:?}")));
+        match ordered {
             Ok((not_after, serial)) => {
                 METRICS.acme_orders.with_label_values(&["ok"]).inc();
                 info!(
