@@ -125,7 +125,10 @@ struct Ports {
     tls: SocketAddr,
     redirect: SocketAddr,
     metrics: SocketAddr,
+    admin: SocketAddr,
 }
+
+const TOKEN: &str = "acme-test-operator-token";
 
 impl Ports {
     fn new() -> Ports {
@@ -134,6 +137,7 @@ impl Ports {
             tls: addr(),
             redirect: addr(),
             metrics: addr(),
+            admin: addr(),
         }
     }
 }
@@ -155,6 +159,7 @@ fn start_gateway(
          \x20   - {{ addr: \"{tls}\", tls: {{ acme: [\"{NAME}\"] }} }}\n\
          \x20   - {{ addr: \"{redirect}\", redirect_https: true, https_port: {tls_port} }}\n\
          \x20 metrics: {{ listen: \"{metrics}\" }}\n\
+         \x20 admin: {{ listen: \"{admin}\", token: \"{TOKEN}\" }}\n\
          \x20 acme:\n    directory: \"{pebble_directory}\"\n    email: ops@example.com\n\
          \x20   accept_terms: true\n    ca_file: \"{ca}\"\n    storage: \"{storage}\"\n\
          \x20   retry: 1s\n{acme_more}\
@@ -166,6 +171,7 @@ fn start_gateway(
         tls_port = ports.tls.port(),
         redirect = ports.redirect,
         metrics = ports.metrics,
+        admin = ports.admin,
         ca = ca_file.display(),
         storage = storage.display(),
         origin = origin.addr,
@@ -386,6 +392,76 @@ fn restart_reuses_the_stored_certificate() {
         let line = format!("gateway_acme_orders_total{{result=\"{result}\"}}");
         assert_eq!(metric(ports.metrics, &line).unwrap_or(0), 0, "{line}");
     }
+}
+
+/// With the CA unreachable the listener still starts; handshakes for the name fail (logged
+/// once), and the failed orders are logged, counted, retried and shown in `/status`.
+#[test]
+fn failures_are_logged_counted_and_shown() {
+    let ports = Ports::new();
+    let work = TempDir::new("acme-fail");
+    let ca = Ca::new("unused-ca");
+    let ca_file = work.path().join("ca.pem");
+    ca.write_cert(&ca_file);
+    let origin = Origin::start("stable");
+    // Nothing listens on this port: every order fails to reach the directory.
+    let directory = format!("https://{NAME}:{}/dir", free_port());
+    let gateway = start_gateway(
+        &ports,
+        &directory,
+        &ca_file,
+        &work.path().join("acme"),
+        "",
+        &origin,
+    );
+    for _ in 0..3 {
+        assert!(connect_with(ports.tls, Some(NAME), |_| {}).is_err());
+    }
+    let start = Instant::now();
+    let status = loop {
+        let status = get(
+            ports.admin,
+            "/status",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        );
+        assert_eq!(status.status, 200);
+        let value: serde_json::Value = serde_json::from_str(&status.text()).expect("json");
+        let acme = value["acme"][0].clone();
+        if acme["failures"].as_u64().unwrap_or(0) >= 2 {
+            break acme;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no retried failure in /status: {value}\nlog:\n{}",
+            gateway.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["state"], "waiting", "{status}");
+    assert_eq!(status["names"][0], NAME, "{status}");
+    assert!(
+        status["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{status}"
+    );
+    assert!(
+        metric(
+            ports.metrics,
+            "gateway_acme_orders_total{result=\"failed\"}"
+        )
+        .unwrap_or(0)
+            >= 2
+    );
+    let log = gateway.log();
+    assert!(
+        log.contains("ordering a certificate for localhost failed"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("its ACME certificate is not issued yet")
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 /// `-t` refuses ACME names without `gateway.acme`, terms not accepted, a missing `ca_file` and
