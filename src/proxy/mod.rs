@@ -481,7 +481,7 @@ pub(super) fn upstream_decision(
         let (Some(state), Some(route)) = (&ctx.state, ctx.route_state()) else {
             return Ok(());
         };
-        for header in route.router.override_headers() {
+        for header in route.override_headers.iter() {
             headers.remove(header);
         }
         if let Some(name) = &route.upstream_header {

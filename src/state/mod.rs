@@ -100,6 +100,9 @@ pub(crate) struct RouteState {
     pub(crate) maintenance: Option<HeaderValue>,
     /// The header that tells the origin the served group; `None`: not sent.
     pub(crate) upstream_header: Option<http::HeaderName>,
+    /// The headers the route's header rules read (QA overrides, lanes), made once per state
+    /// from the router's rules: removed from every request before it goes upstream.
+    pub(crate) override_headers: Box<[http::HeaderName]>,
 }
 
 impl GatewayState {
@@ -125,7 +128,6 @@ impl GatewayState {
             .map(|((route, router), limits)| RouteState {
                 name: route.name.clone(),
                 metrics: RequestMetrics::new(&route.name, &router),
-                router,
                 strip_prefix: route.strip_prefix,
                 access: route.access.clone(),
                 limits,
@@ -133,6 +135,12 @@ impl GatewayState {
                 error_pages: route.error_pages.clone(),
                 maintenance: None,
                 upstream_header: route.upstream_header.clone(),
+                // Validated names (config checks each rule's header), so none is dropped here.
+                override_headers: router
+                    .override_headers()
+                    .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+                    .collect(),
+                router,
             })
             .collect();
         let mut tls = Vec::new();
