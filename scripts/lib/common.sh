@@ -157,6 +157,8 @@ YAML
 # count_instructions DIR NAME PORT CMD...: runs CMD under callgrind, warms it with 2 s of wrk,
 # then counts 8 s of wrk -c16 driven by DIR/rotate.lua on 127.0.0.1:PORT. Prints NAME, the
 # requests, the user-space instructions per request and the callgrind file.
+# With COUNT_INSTRUCTIONS_AFTER set, that command is run with NAME after the counted run (and
+# its dump), before CMD stops, its output not printed: e.g. to read the gateway's metrics.
 count_instructions() {
   local dir=$1 name=$2 port=$3; shift 3
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.$name.%p" "$@" \
@@ -168,6 +170,7 @@ count_instructions() {
   local n total
   n=$(taskset -c 0 wrk -t1 -c16 -d8s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
   callgrind_control -d "$vpid" >/dev/null 2>&1
+  if [ -n "${COUNT_INSTRUCTIONS_AFTER:-}" ]; then "$COUNT_INSTRUCTIONS_AFTER" "$name" >/dev/null 2>&1 || true; fi
   kill -INT "$vpid"; wait "$vpid" 2>/dev/null || true
   total=$(callgrind_annotate "$dir/callgrind.$name.$vpid.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "$name $n $((total / n)) $dir/callgrind.$name.$vpid.1"
