@@ -157,14 +157,17 @@ YAML
 # count_instructions DIR NAME PORT CMD...: runs CMD under callgrind, warms it with 2 s of wrk,
 # then counts 8 s of wrk -c16 driven by DIR/rotate.lua on 127.0.0.1:PORT. Prints NAME, the
 # requests, the user-space instructions per request and the callgrind file.
-# With COUNT_INSTRUCTIONS_AFTER set, that command is run with NAME after the counted run (and
-# its dump), before CMD stops, its output not printed: e.g. to read the gateway's metrics.
+# With COUNT_INSTRUCTIONS_BEFORE set, that command is run with NAME and PORT once CMD listens,
+# before the warm-up (e.g. to fill a cache deterministically); with COUNT_INSTRUCTIONS_AFTER,
+# with NAME after the counted run (and its dump), before CMD stops (e.g. to read metrics).
+# Their output is not printed.
 count_instructions() {
   local dir=$1 name=$2 port=$3; shift 3
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.$name.%p" "$@" \
     >"$dir/$name.callgrind.log" 2>&1 &
   local vpid=$!
   wait_port "$port" >/dev/null
+  if [ -n "${COUNT_INSTRUCTIONS_BEFORE:-}" ]; then "$COUNT_INSTRUCTIONS_BEFORE" "$name" "$port" >/dev/null 2>&1 || echo "count_instructions: $COUNT_INSTRUCTIONS_BEFORE $name failed" >&2; fi
   taskset -c 0 wrk -t1 -c16 -d2s -s "$dir/rotate.lua" "http://127.0.0.1:$port/" >/dev/null 2>&1
   callgrind_control -z "$vpid" >/dev/null 2>&1
   local n total

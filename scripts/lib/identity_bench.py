@@ -10,6 +10,8 @@ cryptography). Every address is 127.0.0.1.
   identity_bench.py check MODE PORT METRICS_PORT DIR   sends requests that show the case's
       config decides by the source it claims to (exit 1 if not); for assign it also keeps the
       1,000 visitor ids it was given in DIR/vids-MODE.txt.
+  identity_bench.py send PORT FILE HEADER PREFIX   one request per line of FILE with
+      HEADER: PREFIX<line>, one connection (fills the token cache before a cached run).
   identity_bench.py counts METRICS_PORT   gateway_identity_total by source (the non-zero ones).
 """
 import http.client
@@ -176,6 +178,10 @@ if __name__ == "__main__":
         config(*sys.argv[2:6], *(sys.argv[6:7]))
     elif cmd == "check":
         check(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    elif cmd == "send":
+        c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[2]), timeout=60)
+        for line in open(sys.argv[3]):
+            get(c, {sys.argv[4]: sys.argv[5] + line.strip()})
     elif cmd == "counts":
         counts = identity_counts(int(sys.argv[2]))
         print(" ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v) or "-")
