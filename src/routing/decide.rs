@@ -7,7 +7,7 @@ use super::cookies::{find_cookie, is_valid_user_id};
 use super::facts::{HeaderLookup, RequestFacts};
 use super::identity::Identity;
 use super::rules::Rule;
-use super::signed::verify_signed;
+use super::signed::{verify_signed, SigningKey};
 use super::{Decision, GroupId, Mode, Reason, RoutingError, RuleId};
 
 /// The cookie that carries the user id when none is configured.
@@ -35,7 +35,7 @@ pub struct Router {
     rules: Vec<Rule>,
     mode: Mode,
     /// When not empty, the user cookie must be signed (`<id>.<tag>`) with one of these keys.
-    signing_keys: Vec<Box<[u8]>>,
+    signing_keys: Vec<SigningKey>,
     /// The identity sources beyond the one cookie (`routing.identity`); `None`: the user id
     /// is the cookie's alone (the path that pays nothing for the other sources).
     identity: Option<Arc<Identity>>,
@@ -68,7 +68,7 @@ impl Router {
     }
 
     /// The keys the user cookie (and the visitor cookie) are signed with.
-    pub(crate) fn signing_keys(&self) -> &[Box<[u8]>] {
+    pub(crate) fn signing_keys(&self) -> &[SigningKey] {
         &self.signing_keys
     }
 
@@ -86,7 +86,7 @@ impl Router {
 
     /// Requires the user cookie to be signed with one of `keys` (none: unsigned).
     pub fn with_signing_keys(mut self, keys: Vec<Box<[u8]>>) -> Router {
-        self.signing_keys = keys;
+        self.signing_keys = keys.iter().map(|key| SigningKey::new(key)).collect();
         self
     }
 

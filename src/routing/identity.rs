@@ -13,7 +13,7 @@ use super::cidr::Cidr;
 use super::cookies::is_valid_user_id;
 use super::facts::HeaderLookup;
 use super::jwt::{bearer_token, JwtVerifier, TokenFrom};
-use super::signed::{sign_tag, verify_signed};
+use super::signed::{verify_signed, SigningKey};
 
 /// One identity source, as configured.
 #[derive(Debug)]
@@ -202,7 +202,7 @@ impl Identity {
         &self,
         headers: &'a H,
         peer: Option<IpAddr>,
-        keys: &[Box<[u8]>],
+        keys: &[SigningKey],
         tokens: &dyn TokenCheck,
     ) -> Resolved<'a> {
         let mut out = Resolved {
@@ -268,7 +268,7 @@ impl Identity {
 fn signed_cookie<'a, H: HeaderLookup + ?Sized>(
     headers: &'a H,
     name: &str,
-    keys: &[Box<[u8]>],
+    keys: &[SigningKey],
     bad_signatures: &mut u32,
 ) -> Option<Cow<'a, [u8]>> {
     let value = headers.cookie(name.as_bytes())?;
@@ -288,7 +288,7 @@ fn signed_cookie<'a, H: HeaderLookup + ?Sized>(
 
 /// A new visitor id from 16 random bytes (128 bits): 32 lower-case hex digits, and the
 /// cookie value that carries it (`<id>.<tag>`, signed with the first key, when there are keys).
-pub(crate) fn new_visitor(random: &[u8; 16], keys: &[Box<[u8]>]) -> (String, String) {
+pub(crate) fn new_visitor(random: &[u8; 16], keys: &[SigningKey]) -> (String, String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: String = random
         .iter()
@@ -297,7 +297,7 @@ pub(crate) fn new_visitor(random: &[u8; 16], keys: &[Box<[u8]>]) -> (String, Str
         .collect();
     let value = match keys.first() {
         Some(key) => {
-            let tag = sign_tag(key, id.as_bytes());
+            let tag = key.tag(id.as_bytes());
             format!("{id}.{}", String::from_utf8_lossy(&tag))
         }
         None => id.clone(),
@@ -341,7 +341,7 @@ mod tests {
         identity: &Identity,
         headers: &[(&str, &str)],
         client: &str,
-        keys: &[Box<[u8]>],
+        keys: &[SigningKey],
     ) -> (IdSource, Option<String>) {
         let ip: IpAddr = client.parse().expect("ip");
         let r = identity.resolve(headers, Some(ip), keys, &Uncached);
@@ -400,7 +400,7 @@ mod tests {
     /// visitor cookie gives its id.
     #[test]
     fn signed_cookies() {
-        let keys: Vec<Box<[u8]>> = vec![b"a-signing-key-of-enough-length!!".to_vec().into()];
+        let keys = vec![SigningKey::new(b"a-signing-key-of-enough-length!!")];
         let (id, value) = new_visitor(&[7; 16], &keys);
         let h = [("cookie", format!("vid={value}"))];
         let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -462,7 +462,7 @@ mod tests {
         let (id, value) = new_visitor(&[0xab; 16], &[]);
         assert_eq!(id, "ab".repeat(16));
         assert_eq!(value, id);
-        let keys: Vec<Box<[u8]>> = vec![b"k".repeat(32).into()];
+        let keys = vec![SigningKey::new(&b"k".repeat(32))];
         let (id, value) = new_visitor(&[1; 16], &keys);
         assert_eq!(verify_signed(value.as_bytes(), &keys), Some(id.as_bytes()));
     }
