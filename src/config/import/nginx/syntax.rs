@@ -171,14 +171,24 @@ impl Lexer<'_> {
     }
 
     /// An unquoted word starting with `first`: up to white space, `;`, `{` or `}`; `${name}`
-    /// keeps its braces, and a backslash escapes the next character.
+    /// keeps its braces, and a backslash escapes the next character (as in a quoted string).
     fn bare(&mut self, first: char, at: &Pos) -> Result<String, SyntaxError> {
         let mut text = String::new();
         let mut c = first;
         loop {
             if c == '\\' {
+                // As in a quoted string: a backslash keeps the next character from ending
+                // the word, and stays unless it escapes a quote, a backslash, n, t or r
+                // (so a regex's `\.` reaches the map or `if` as written).
                 match self.bump() {
-                    Some(next) => text.push(next),
+                    Some(next @ ('"' | '\'' | '\\')) => text.push(next),
+                    Some('n') => text.push('\n'),
+                    Some('t') => text.push('\t'),
+                    Some('r') => text.push('\r'),
+                    Some(next) => {
+                        text.push('\\');
+                        text.push(next);
+                    }
                     None => return Err(self.error(at, "a backslash at the end of the file")),
                 }
             } else if c == '$' && self.chars.peek() == Some(&'{') {
@@ -506,6 +516,12 @@ mod tests {
         assert_eq!(tree[2].args, ["^/(\\d+)$", "/x"]);
         let tree = parse("s \"x;y{z}\" ;");
         assert_eq!(tree[0].args, ["x;y{z}"], "quoted specials are text");
+        let tree = parse("rewrite ^/v\\.(\\d)$ /x\\;y;");
+        assert_eq!(
+            tree[0].args,
+            ["^/v\\.(\\d)$", "/x\\;y"],
+            "a bare word keeps the backslashes nginx keeps"
+        );
     }
 
     /// `#` starts a comment outside quotes; inside quotes it is text.
