@@ -551,18 +551,38 @@ fn reverse_check_seed() {
     assert_eq!(n, 3);
 }
 
-/// The canary idioms: VIPs by cookie, the QA header, anonymous requests. (Users decided by
-/// split_clients are left out: nginx's hash and the gateway's pick different users, as the
-/// report says; the shares are checked by the table tests.)
+/// The canary idioms: VIPs by cookie (listed, and by the map's regexes, an exact entry
+/// winning over a regex that also matches it, `~*` ignoring case), the QA header, the
+/// `if ($http_x_canary = "1")` switch (and the later `if` winning over it), anonymous
+/// requests. (Users decided by split_clients are left out: nginx's hash and the gateway's
+/// pick different users, as the report says; the shares are checked by the table tests.)
 #[test]
 fn reverse_check_canary() {
     let pair = start_pair("canary", &[8080], true, &[]);
-    pair.compare(
+    let n = pair.compare(
         8080,
         &[
             plain("shop.example.com", "/", &[("Cookie", "uid=alice")]),
             plain("shop.example.com", "/cart", &[("Cookie", "uid=bob")]),
             plain("shop.example.com", "/", &[("Cookie", "uid=carol")]),
+            plain("shop.example.com", "/", &[("Cookie", "uid=vip-zed")]),
+            plain("shop.example.com", "/", &[("Cookie", "uid=vip-dan")]),
+            plain("shop.example.com", "/", &[("Cookie", "uid=QA-7")]),
+            plain(
+                "shop.example.com",
+                "/",
+                &[("X-Canary", "1"), ("Cookie", "uid=carol")],
+            ),
+            plain(
+                "shop.example.com",
+                "/",
+                &[("X-Canary", "2"), ("Cookie", "uid=carol")],
+            ),
+            plain(
+                "shop.example.com",
+                "/",
+                &[("X-Canary", "1"), ("X-Canary-Group", "v1")],
+            ),
             plain("shop.example.com", "/", &[("X-Canary-Group", "v2")]),
             plain(
                 "shop.example.com",
@@ -572,6 +592,21 @@ fn reverse_check_canary() {
             plain("elsewhere.example", "/", &[("Cookie", "uid=bob")]),
         ],
     );
+    assert_eq!(n, 12);
+    // The regexes and the `if` do decide (nginx agreeing is checked above): each of these
+    // goes elsewhere than the map's default would send it.
+    for (headers, origin) in [
+        (&[("Cookie", "uid=vip-zed")][..], "origin-2 (path /)"),
+        (&[("Cookie", "uid=QA-7")][..], "origin-2 (path /)"),
+        (&[("Cookie", "uid=vip-dan")][..], "origin-1 (path /)"),
+        (
+            &[("X-Canary", "1"), ("Cookie", "uid=carol")][..],
+            "origin-2 (path /)",
+        ),
+    ] {
+        let probe = plain("shop.example.com", "/", headers);
+        assert_eq!(pair.answer(&probe, 8080, true), origin, "{headers:?}");
+    }
     // Without the cookie nginx hashes the empty string, which MurmurHash2 puts in the first
     // share (v2, origin-2); the gateway sends anonymous requests to the default. The report
     // says so on the split_clients line.
@@ -589,6 +624,12 @@ fn reverse_check_canary() {
         .find(|l| l.contains("split_clients"))
         .expect("reported");
     assert!(split.contains("without the cookie"), "{split}");
+    assert!(
+        report.contains(
+            "29 directives: 22 translated, 3 approximated, 4 done by the gateway, 0 not translated"
+        ),
+        "the regex entries and the `if` are translated:\n{report}"
+    );
 }
 
 /// Several sites from glob includes: hosts, the default server, a stripped prefix, an

@@ -3,6 +3,7 @@
 //! written as a configuration file whose parts carry comments naming the nginx `file:line`
 //! they came from, with a [`Report`] of what became of every directive.
 
+mod conditions;
 mod edge;
 mod location;
 mod report;

@@ -1,12 +1,16 @@
 //! The canary idioms → a route's routing block: `proxy_pass http://NAME` (the default group),
-//! `map $cookie_NAME $var { … }` (user lists), `split_clients "${cookie_NAME}" $var { … }`
-//! (percent rules), and `if ($http_NAME) { proxy_pass http://$http_NAME; }` (the QA header
-//! rule); `set $var` + `if` choosing the variable `proxy_pass` names.
+//! `map $cookie_NAME $var { … }` (user lists; its regex entries, and maps on a header or query
+//! parameter, match rules), `split_clients "${cookie_NAME}" $var { … }` (percent rules),
+//! `if ($http_NAME) { proxy_pass http://$http_NAME; }` (the QA header rule) and `if` value
+//! tests choosing a group (match rules); `set $var` + `if` choosing the variable `proxy_pass`
+//! names.
 
 use std::collections::{HashMap, HashSet};
 
+use super::conditions::{describe, when_on, Test};
 use super::report::{Report, Verdict};
 use super::syntax::Directive;
+use crate::config::rules::WhenSpec;
 use crate::config::spec::{RoutingSpec, RuleKindSpec, RuleSpec};
 
 /// The `map`s and `split_clients` of the `http` level, by the variable they set.
@@ -39,6 +43,10 @@ impl Block {
     }
 
     fn push(&mut self, name: &str, kind: RuleKindSpec) {
+        self.push_when(name, None, kind);
+    }
+
+    fn push_when(&mut self, name: &str, when: Option<WhenSpec>, kind: RuleKindSpec) {
         let mut unique = name.to_string();
         let mut n = 2;
         while self.rules.iter().any(|r| r.name == unique) {
@@ -47,7 +55,7 @@ impl Block {
         }
         self.rules.push(RuleSpec {
             name: unique,
-            when: None,
+            when,
             kind,
         });
     }
@@ -104,13 +112,16 @@ pub fn routing_block(
     // they become rules in reverse order (the first rule that matches decides).
     let mut choices = Vec::new();
     for d in ifs {
-        let text = d.args.join(" ");
-        let inner = text
-            .trim()
-            .trim_start_matches('(')
-            .trim_end_matches(')')
-            .trim();
-        let cond: Vec<String> = inner.split_whitespace().map(str::to_string).collect();
+        // The arguments (quotes already removed) without the parentheses, so a quoted value
+        // or pattern keeps its spaces and its own parentheses.
+        let mut cond = d.args.clone();
+        if let Some(first) = cond.first_mut() {
+            *first = first.strip_prefix('(').unwrap_or(first).to_string();
+        }
+        if let Some(last) = cond.last_mut() {
+            *last = last.strip_suffix(')').unwrap_or(last).to_string();
+        }
+        cond.retain(|a| !a.is_empty());
         let mut chosen = None;
         for inner in d.children() {
             match inner.name.as_str() {
@@ -162,35 +173,79 @@ fn if_rule(c: &Choice, block: &mut Block, group_of: &GroupOf, report: &mut Repor
         report.add(d, Verdict::NotTranslated, true, why.to_string())
     };
     let cond: Vec<&str> = c.cond.iter().map(String::as_str).collect();
-    match (cond.as_slice(), &c.target) {
-        (_, None) => no("it chooses no group (only `proxy_pass` or `set` of proxy_pass's variable are read)", report),
-        ([var], Some(Target::Variable(v))) if variable(var).is_some_and(|h| h == v && h.starts_with("http_")) => {
-            let header = v["http_".len()..].replace('_', "-");
-            block.push(&format!("header-{header}"), RuleKindSpec::Header { header: header.clone(), header_secret: None, from: None, spelled_from_header: false });
-            report.add(d, Verdict::Translated, true, format!("a header rule: `{header}` names the group"));
-        }
-        ([var, "=", value], Some(Target::Group(g))) => {
-            let Some(group) = group_of(g) else {
-                return no("names no upstream", report);
-            };
-            match variable(var) {
-                Some(h) if h.starts_with("http_") && g == value => {
-                    let header = h["http_".len()..].replace('_', "-");
+    let g = match &c.target {
+        None => return no(
+            "it chooses no group (only `proxy_pass` or `set` of proxy_pass's variable are read)",
+            report,
+        ),
+        Some(Target::Variable(v)) => {
+            return match cond.as_slice() {
+                [var] if variable(var).is_some_and(|h| h == v && h.starts_with("http_")) => {
+                    let header = v["http_".len()..].replace('_', "-");
                     block.push(&format!("header-{header}"), RuleKindSpec::Header { header: header.clone(), header_secret: None, from: None, spelled_from_header: false });
-                    report.add(d, Verdict::Approximated, true, format!("a header rule on `{header}`: it also honours the names of the other groups, not only {value}"));
+                    report.add(d, Verdict::Translated, true, format!("a header rule: `{header}` names the group"));
                 }
-                Some(cookie) if cookie.starts_with("cookie_") => {
-                    let name = &cookie["cookie_".len()..];
-                    if let Err(e) = block.use_cookie(name) {
-                        return no(&e, report);
-                    }
-                    block.push(&format!("users-{group}"), RuleKindSpec::Users { group, users: Some(vec![value.to_string()]), users_file: None, users_store: None });
-                    report.add(d, Verdict::Translated, true, format!("a users rule: user {value} of cookie {name}"));
-                }
-                _ => no("tests a value: needs a rule condition (`when:`), which the gateway does not have yet", report),
-            }
+                _ => no("a variable chosen under a condition: only `if ($http_X) { proxy_pass http://$http_X; }` is read", report),
+            };
         }
-        _ => no("this condition has no counterpart (a presence test or a regex would need a rule condition, `when:`)", report),
+        Some(Target::Group(g)) => g,
+    };
+    let Some(group) = group_of(g) else {
+        return no("names no upstream", report);
+    };
+    let Some(var) = cond.first().and_then(|v| variable(v)) else {
+        return no(
+            "this condition has no counterpart (a variable's value test is read)",
+            report,
+        );
+    };
+    // The user cookie's exact value is a user: a users rule, as a map's entries.
+    if let ([_, "=", value], Some(name)) = (cond.as_slice(), var.strip_prefix("cookie_")) {
+        if block.use_cookie(name).is_ok() {
+            block.push(
+                &format!("users-{group}"),
+                RuleKindSpec::Users {
+                    group,
+                    users: Some(vec![value.to_string()]),
+                    users_file: None,
+                    users_store: None,
+                },
+            );
+            report.add(
+                d,
+                Verdict::Translated,
+                true,
+                format!("a users rule: user {value} of cookie {name}"),
+            );
+            return;
+        }
+    }
+    let (test, verdict, note) = match cond.as_slice() {
+        [_] => (Test::Present, Verdict::Approximated, ": nginx's test is also false for an empty value or \"0\""),
+        [_, "=", value] => (Test::Equals(value.to_string()), Verdict::Translated, ""),
+        [_, "~", pattern] => (Test::regex(pattern, false), Verdict::Translated, ""),
+        [_, "~*", pattern] => (Test::regex(pattern, true), Verdict::Translated, ""),
+        [_, "!=" | "!~" | "!~*", _] => return no("a negated test: rule conditions have no negation (write the opposite test on the other group)", report),
+        _ => return no("this condition has no counterpart (`=`, `~`, `~*` and a presence test are read)", report),
+    };
+    match when_on(var, &test) {
+        Ok((name, when)) => {
+            let says = describe(&when);
+            block.push_when(
+                &name,
+                Some(when),
+                RuleKindSpec::Match {
+                    group: group.clone(),
+                },
+            );
+            report.add(
+                d,
+                verdict,
+                true,
+                format!("a match rule: when {says}, {group}{note}"),
+            );
+        }
+        Err(why) => no(&why, report),
     }
 }
 
@@ -223,6 +278,9 @@ fn variable_rules(
     ))
 }
 
+/// A map's entries: exact strings first (user lists on the route's user cookie, else match
+/// rules), then its regexes as match rules in the order written — nginx's own precedence —
+/// then its default (a group, or the rules of another variable).
 fn map_rules(
     v: &str,
     map: &Directive,
@@ -235,29 +293,35 @@ fn map_rules(
     let first = vars.reported.insert(v.to_string());
     let mut rep = Report::default();
     let source = variable(map.arg(0)).unwrap_or("");
-    let Some(cookie) = source.strip_prefix("cookie_") else {
-        rep.add(
-            map,
-            Verdict::NotTranslated,
-            true,
-            "maps something other than a cookie: needs a rule condition (`when:`)",
-        );
-        if first {
-            report.entries.extend(rep.entries);
+    // On the route's user cookie, exact entries are users; on anything else, conditions.
+    let user_cookie = source
+        .strip_prefix("cookie_")
+        .filter(|c| block.use_cookie(c).is_ok());
+    if user_cookie.is_none() {
+        if let Err(why) = when_on(source, &Test::Present) {
+            rep.add(map, Verdict::NotTranslated, true, why);
+            if first {
+                report.entries.extend(rep.entries);
+            }
+            return Err(format!("map on {} has no counterpart", map.arg(0)));
         }
-        return Err(format!("map on {} has no counterpart", map.arg(0)));
-    };
-    block.use_cookie(cookie)?;
+    }
     let mut default: Option<String> = None;
-    let mut lists: Vec<(String, Vec<String>)> = Vec::new();
     let mut default_variable = None;
+    let mut exact: Vec<(&Directive, String, String)> = Vec::new();
+    let mut regexes: Vec<(&Directive, Test, String)> = Vec::new();
     for e in map.children() {
         let value = e.arg(0);
         match e.name.as_str() {
             "default" => {
                 if let Some(inner) = variable(value) {
                     default_variable = Some(inner.to_string());
-                    rep.add(e, Verdict::Translated, true, format!("the rules of ${inner} after the user lists"));
+                    rep.add(
+                        e,
+                        Verdict::Translated,
+                        true,
+                        format!("the rules of ${inner} after the map's"),
+                    );
                 } else if let Some(g) = group_of(value) {
                     default = Some(g);
                     rep.add(e, Verdict::Translated, true, "routing.default");
@@ -266,23 +330,68 @@ fn map_rules(
                 }
             }
             "hostnames" | "volatile" => rep.add(e, Verdict::NotTranslated, false, "no counterpart"),
-            key if key.starts_with('~') => rep.add(e, Verdict::NotTranslated, true, "a regex match on the user id needs a rule condition (`when: { cookie: …, matches: … }`), which the gateway does not have yet"),
             key => match group_of(value) {
-                Some(g) => {
-                    let key = key.strip_prefix('\\').unwrap_or(key).to_string();
-                    match lists.iter_mut().find(|(group, _)| *group == g) {
-                        Some((_, users)) => users.push(key),
-                        None => lists.push((g.clone(), vec![key])),
-                    }
-                    rep.add(e, Verdict::Translated, true, format!("a user of the `users-{g}` rule"));
-                }
+                Some(g) => match key.strip_prefix('~') {
+                    Some(p) => match p.strip_prefix('*') {
+                        Some(p) => regexes.push((e, Test::regex(p, true), g)),
+                        None => regexes.push((e, Test::regex(p, false), g)),
+                    },
+                    None => exact.push((e, key.strip_prefix('\\').unwrap_or(key).to_string(), g)),
+                },
                 None => rep.add(e, Verdict::NotTranslated, true, "names no upstream"),
             },
         }
     }
+    // An exact entry to the default group needs a rule only when rules follow it.
+    let needs_rule = |g: &str| {
+        default_variable.is_some() || !regexes.is_empty() || default.as_deref() != Some(g)
+    };
+    let mut lists: Vec<(String, Vec<String>)> = Vec::new();
+    for (e, key, g) in exact {
+        if user_cookie.is_some() {
+            match lists.iter_mut().find(|(group, _)| *group == g) {
+                Some((_, users)) => users.push(key),
+                None => lists.push((g.clone(), vec![key])),
+            }
+            rep.add(
+                e,
+                Verdict::Translated,
+                true,
+                format!("a user of the `users-{g}` rule"),
+            );
+            continue;
+        }
+        if !needs_rule(&g) {
+            rep.add(
+                e,
+                Verdict::Translated,
+                true,
+                "the default group: no rule needed",
+            );
+            continue;
+        }
+        match when_on(source, &Test::map_exact(&key)) {
+            Ok((_, when)) => {
+                let says = describe(&when);
+                block.push_when(
+                    &format!("{v}-{g}"),
+                    Some(when),
+                    RuleKindSpec::Match { group: g.clone() },
+                );
+                rep.add(
+                    e,
+                    Verdict::Translated,
+                    true,
+                    format!(
+                        "a match rule: when {says}, {g} (nginx's exact entries ignore letter case)"
+                    ),
+                );
+            }
+            Err(why) => rep.add(e, Verdict::NotTranslated, true, why),
+        }
+    }
     for (g, users) in lists {
-        // Users mapped to the default group need no rule, unless rules follow them.
-        if default_variable.is_none() && default.as_deref() == Some(g.as_str()) {
+        if !needs_rule(&g) {
             continue;
         }
         block.push(
@@ -295,12 +404,50 @@ fn map_rules(
             },
         );
     }
-    rep.add(
-        map,
-        Verdict::Translated,
-        true,
-        format!("cookie `{cookie}` is the user id; each listed user a `users` rule"),
-    );
+    for (e, test, g) in regexes {
+        match when_on(source, &test) {
+            Ok((_, when)) => {
+                let says = describe(&when);
+                block.push_when(
+                    &format!("{v}-{g}"),
+                    Some(when),
+                    RuleKindSpec::Match { group: g.clone() },
+                );
+                rep.add(
+                    e,
+                    Verdict::Translated,
+                    true,
+                    format!("a match rule after the exact entries: when {says}, {g}"),
+                );
+            }
+            Err(why) => rep.add(e, Verdict::NotTranslated, true, why),
+        }
+    }
+    match user_cookie {
+        Some(cookie) => {
+            let letters = map.children().iter().any(|e| {
+                !e.name.starts_with('~')
+                    && !matches!(e.name.as_str(), "default" | "hostnames" | "volatile")
+                    && e.name.bytes().any(|b| b.is_ascii_alphabetic())
+            });
+            if letters {
+                rep.add(map, Verdict::Approximated, true, format!("cookie `{cookie}` is the user id; each listed user a `users` rule, compared exactly, where nginx's exact entries ignore letter case (ALICE is alice)"));
+            } else {
+                rep.add(
+                    map,
+                    Verdict::Translated,
+                    true,
+                    format!("cookie `{cookie}` is the user id; each listed user a `users` rule"),
+                );
+            }
+        }
+        None => rep.add(
+            map,
+            Verdict::Translated,
+            true,
+            format!("match rules on {}", map.arg(0)),
+        ),
+    }
     if first {
         report.entries.extend(rep.entries);
     }

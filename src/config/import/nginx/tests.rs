@@ -177,13 +177,43 @@ fn locations_become_routes() {
     assert_eq!(t.report.routing_left_over(), 6, "{}", t.report);
 }
 
-/// A map on the user cookie → user lists; its regex entries need rule conditions and are
-/// reported (routing) as not translated.
+/// The `when:` of rule `i`'s header, cookie or query test: (name, equals, matches, present).
+fn test_of(
+    rule: &crate::config::spec::RuleSpec,
+) -> (String, Option<String>, Option<String>, Option<bool>) {
+    let when = rule
+        .when
+        .as_ref()
+        .unwrap_or_else(|| panic!("{} has no when", rule.name));
+    let v = when
+        .header
+        .as_ref()
+        .or(when.cookie.as_ref())
+        .or(when.query.as_ref())
+        .unwrap_or_else(|| panic!("{when:?}"));
+    (
+        v.name.clone(),
+        v.equals.clone(),
+        v.matches.clone(),
+        v.present,
+    )
+}
+
+fn match_group(rule: &crate::config::spec::RuleSpec) -> &str {
+    match &rule.kind {
+        RuleKindSpec::Match { group } => group,
+        other => panic!("{}: {other:?}", rule.name),
+    }
+}
+
+/// A map on the user cookie → user lists first (an entry to the default group kept, since
+/// regexes follow it), then its regex entries as match rules on the cookie in map order,
+/// `~*` as `(?i)`: nginx's precedence, exact strings before regexes.
 #[test]
-fn cookie_maps_become_user_lists() {
+fn cookie_maps_become_user_lists_and_match_rules() {
     let t = import(
         "upstream v1 { server 127.0.0.1:9001; } upstream v2 { server 127.0.0.1:9002; }\n\
-         map $cookie_uid $pool { default v1; alice v2; bob v2; ~^vip- v2; }\n\
+         map $cookie_uid $pool { default v1; alice v2; ~^vip- v2; bob v2; vip-carol v1; ~*^qa- v2; }\n\
          server { listen 80; location / { proxy_pass http://$pool; } }",
     );
     let routing = &routes(&t)[0].routing;
@@ -194,12 +224,78 @@ fn cookie_maps_become_user_lists() {
         ),
         ("uid", "v1")
     );
-    assert_eq!(routing.rules.len(), 1);
+    let rules = &routing.rules;
+    assert_eq!(rules.len(), 4, "{rules:?}");
     assert!(
-        matches!(&routing.rules[0].kind, RuleKindSpec::Users { group, users: Some(u), .. } if group == "v2" && u == &["alice", "bob"])
+        matches!(&rules[0].kind, RuleKindSpec::Users { group, users: Some(u), .. } if group == "v2" && u == &["alice", "bob"])
     );
-    assert_eq!(verdict(&t, "~^vip- v2"), Verdict::NotTranslated);
-    assert_eq!(t.report.routing_left_over(), 1);
+    assert!(
+        matches!(&rules[1].kind, RuleKindSpec::Users { group, users: Some(u), .. } if group == "v1" && u == &["vip-carol"]),
+        "an exact entry to the default goes before the regexes that also match it"
+    );
+    assert_eq!(match_group(&rules[2]), "v2");
+    assert_eq!(
+        test_of(&rules[2]),
+        ("uid".into(), None, Some("^vip-".into()), None)
+    );
+    assert!(rules[2].when.as_ref().is_some_and(|w| w.cookie.is_some()));
+    assert_eq!(
+        test_of(&rules[3]),
+        ("uid".into(), None, Some("(?i)^qa-".into()), None)
+    );
+    assert_eq!(verdict(&t, "~^vip- v2"), Verdict::Translated);
+    assert_eq!(verdict(&t, "~*^qa- v2"), Verdict::Translated);
+    assert_eq!(
+        verdict(&t, "map $cookie_uid"),
+        Verdict::Approximated,
+        "nginx's exact entries ignore case, user lists do not"
+    );
+    assert_eq!(t.report.routing_left_over(), 0, "{}", t.report);
+}
+
+/// A map on a header → match rules on the header: exact entries first (`equals`, or an
+/// anchored case-insensitive pattern when they hold letters), then the regexes; an entry to
+/// the default with no regex after it needs no rule; a map on another variable is reported.
+#[test]
+fn header_maps_become_match_rules() {
+    let t = import(
+        "upstream v1 { server 127.0.0.1:9001; } upstream v2 { server 127.0.0.1:9002; }\n\
+         map $http_x_app_version $pool { default v1; ~^6\\. v2; 5 v2; beta v2; 4 v1; }\n\
+         map $remote_addr $other { default v1; 10.0.0.1 v2; }\n\
+         server { listen 80; server_name a.example; location / { proxy_pass http://$pool; } }\n\
+         server { listen 80; server_name b.example; location / { proxy_pass http://$other; } }",
+    );
+    let rules = &routes(&t)[0].routing.rules;
+    let tests: Vec<_> = rules.iter().map(test_of).collect();
+    assert_eq!(
+        tests,
+        [
+            ("x-app-version".into(), Some("5".into()), None, None),
+            (
+                "x-app-version".into(),
+                None,
+                Some("(?i)^beta$".into()),
+                None
+            ),
+            ("x-app-version".into(), Some("4".into()), None, None),
+            ("x-app-version".into(), None, Some("^6\\.".into()), None),
+        ]
+    );
+    assert_eq!(
+        rules.iter().map(match_group).collect::<Vec<_>>(),
+        ["v2", "v2", "v1", "v2"]
+    );
+    assert!(rules
+        .iter()
+        .all(|r| r.when.as_ref().is_some_and(|w| w.header.is_some())));
+    assert_eq!(verdict(&t, "map $http_x_app_version"), Verdict::Translated);
+    assert_eq!(verdict(&t, "map $remote_addr"), Verdict::NotTranslated);
+    assert_eq!(
+        t.report.routing_left_over(),
+        3,
+        "the map, and b.example's proxy_pass and location:\n{}",
+        t.report
+    );
 }
 
 /// split_clients → percent rules with one seed and cumulative shares; by `$remote_addr` it
@@ -238,8 +334,10 @@ fn split_clients_become_percent_rules() {
     assert_eq!(t.report.routing_left_over(), 0);
 }
 
-/// `if` on a header: naming the group → the header rule; `= value` → approximated header
-/// rule; a presence test choosing a fixed group needs conditions; on the cookie → a user.
+/// `if` on a header: naming the group → the header rule; `=`, `~`, `~*` choosing a group →
+/// match rules on the header, query parameter or method; a presence test → `present`
+/// (approximated: nginx's is false for "0"); on the user cookie `=` → a user; negations and
+/// patterns the regex engine does not take are reported.
 #[test]
 fn if_blocks_become_rules_or_are_reported() {
     let t = import(
@@ -248,16 +346,25 @@ fn if_blocks_become_rules_or_are_reported() {
          location / { if ($http_x_canary) { proxy_pass http://$http_x_canary; } proxy_pass http://v1; }\n\
          location /b/ { if ($http_x_beta = \"v2\") { proxy_pass http://v2; } proxy_pass http://v1; }\n\
          location /c/ { if ($http_x_beta) { proxy_pass http://v2; } proxy_pass http://v1; }\n\
-         location /d/ { set $up v1; if ($cookie_uid = alice) { set $up v2; } proxy_pass http://$up; }\n}",
+         location /d/ { set $up v1; if ($cookie_uid = alice) { set $up v2; } proxy_pass http://$up; }\n\
+         location /e/ { if ($arg_beta ~* \"^y (es)\") { proxy_pass http://v2; } if ($request_method = POST) { proxy_pass http://v2; } proxy_pass http://v1; }\n\
+         location /f/ { if ($http_x_beta != \"1\") { proxy_pass http://v2; } proxy_pass http://v1; }\n\
+         location /g/ { if ($http_x_beta ~ \"(?<=a)b\") { proxy_pass http://v2; } proxy_pass http://v1; }\n}",
     );
     let r = routes(&t);
     assert!(
         matches!(&r[0].routing.rules[0].kind, RuleKindSpec::Header { header, .. } if header == "x-canary")
     );
-    assert!(
-        matches!(&r[1].routing.rules[0].kind, RuleKindSpec::Header { header, .. } if header == "x-beta")
+    let b = &r[1].routing.rules[0];
+    assert_eq!(
+        (test_of(b), match_group(b)),
+        (("x-beta".into(), Some("v2".into()), None, None), "v2")
     );
-    assert!(r[2].routing.rules.is_empty());
+    let c = &r[2].routing.rules[0];
+    assert_eq!(
+        (test_of(c), match_group(c)),
+        (("x-beta".into(), None, None, Some(true)), "v2")
+    );
     let d = &r[3].routing;
     assert_eq!(
         (d.cookie.as_deref().unwrap_or_default(), d.default.as_str()),
@@ -266,13 +373,25 @@ fn if_blocks_become_rules_or_are_reported() {
     assert!(
         matches!(&d.rules[0].kind, RuleKindSpec::Users { group, users: Some(u), .. } if group == "v2" && u == &["alice"])
     );
-    assert_eq!(verdict(&t, "if ($http_x_canary)"), Verdict::Translated);
+    let e = &r[4].routing.rules;
     assert_eq!(
-        verdict(&t, "if ($http_x_beta = v2 )"),
-        Verdict::Approximated
+        e[0].when.as_ref().and_then(|w| w.method.clone()),
+        Some(vec!["POST".to_string()]),
+        "the last `if` first: nginx applies the last that holds"
     );
-    assert_eq!(verdict(&t, "if ($http_x_beta)"), Verdict::NotTranslated);
-    assert_eq!(t.report.routing_left_over(), 1);
+    assert_eq!(
+        test_of(&e[1]),
+        ("beta".into(), None, Some("(?i)^y (es)".into()), None)
+    );
+    assert!(e[1].when.as_ref().is_some_and(|w| w.query.is_some()));
+    assert!(r[5].routing.rules.is_empty() && r[6].routing.rules.is_empty());
+    assert_eq!(verdict(&t, "if ($http_x_canary)"), Verdict::Translated);
+    assert_eq!(verdict(&t, "if ($http_x_beta = v2 )"), Verdict::Translated);
+    assert_eq!(verdict(&t, "if ($http_x_beta)"), Verdict::Approximated);
+    assert_eq!(verdict(&t, "if ($arg_beta"), Verdict::Translated);
+    assert_eq!(verdict(&t, "if ($http_x_beta !="), Verdict::NotTranslated);
+    assert_eq!(verdict(&t, "if ($http_x_beta ~"), Verdict::NotTranslated);
+    assert_eq!(t.report.routing_left_over(), 2, "{}", t.report);
 }
 
 /// The edge directives at the `http` level → the gateway-wide keys; a location's own → the
