@@ -1,7 +1,8 @@
 //! End-to-end gRPC through the gateway: real gRPC origins and clients (Debian's
 //! python3-grpcio, run as `/usr/bin/python3 tests/common/grpc_peer.py`, installed by
 //! `scripts/setup.sh test`) over an h2c listener and a TLS one, to h2c groups: the four call
-//! kinds, a canary by user across 1,000 users, the origin's statuses and trailers unchanged,
+//! kinds, a canary by user across 1,000 users (by the routing cookie and by a user id in
+//! metadata through the identity `header` source), the origin's statuses and trailers unchanged,
 //! the gateway's own errors as gRPC statuses, `grpc-timeout` as the upstream deadline, a stalled
 //! reader against the gateway's memory, multiplexing on few upstream connections, and
 //! websockets unchanged beside an HTTP/2 group.
@@ -303,8 +304,45 @@ fn a_canary_by_user_keeps_each_caller_on_one_version() {
     let (v1, v2) = (GrpcOrigin::start("v1"), GrpcOrigin::start("v2"));
     let s = setup(v1.addr, v2.addr, "", "");
     let answer = client(&Via::H2c(s.h2c), "canary", &["1000", "2"]);
+    assert_each_user_on_its_version(&answer, 1000, 2);
+}
+
+/// The same canary with the user id in `x-user-id` metadata, as an auth layer in front sets
+/// it, read by the identity `header` source: believed from the TCP peer `from` names (here
+/// the client itself, 127.0.0.1), so 1,000 users × 2 calls each stay on the version the hash
+/// gives their id; a route whose `from` does not name the peer ignores the metadata and
+/// sends every caller to the default.
+#[test]
+fn a_canary_by_a_metadata_user_id_keeps_each_caller_on_one_version() {
+    let (v1, v2) = (GrpcOrigin::start("v1"), GrpcOrigin::start("v2"));
+    let by_id = |host: &str, from: &str| {
+        format!(
+            "\x20   - name: {host}\n      hosts: [{host}]\n      paths: [/test.Echo/]\n      routing:\n\
+             \x20       identity: [{{ header: x-user-id, from: [\"{from}\"] }}]\n        default: v1\n        rules:\n\
+             \x20         - {{ name: rollout, percent: 50, seed: \"{SEED}\", group: v2 }}\n"
+        )
+    };
+    let routes = by_id("by-id.test", "127.0.0.1/32") + &by_id("elsewhere.test", "192.0.2.0/24");
+    let s = setup(v1.addr, v2.addr, "", &routes);
+    let via = Via::H2c(s.h2c);
+    let answer = client_with_authority(&via, "by-id.test", "canary", &["1000", "2", "x-user-id"]);
+    assert_each_user_on_its_version(&answer, 1000, 2);
+    // From a peer `from` does not name, the metadata is no user id: the default for all,
+    // though the hash would send some of these users to v2.
+    let answer = client_with_authority(&via, "elsewhere.test", "canary", &["20", "1", "x-user-id"]);
     let seen = answer["seen"].as_object().expect("users");
-    assert_eq!(seen.len(), 1000);
+    assert_eq!(seen.len(), 20);
+    assert!(seen.keys().any(|user| rollout_user_is_inside(user)));
+    for (user, versions) in seen {
+        assert_eq!(versions, &serde_json::json!(["v1"]), "{user}");
+    }
+}
+
+/// Checks a `canary` answer of `users` users × `rounds` calls: every call of a user reached
+/// the version the rollout's hash gives its id, and the share on v2 is within 5 σ of 50 %.
+fn assert_each_user_on_its_version(answer: &Value, users: usize, rounds: usize) {
+    let seen = answer["seen"].as_object().expect("users");
+    assert_eq!(seen.len(), users);
     let mut on_v2 = 0;
     for (user, versions) in seen {
         let versions: Vec<&str> = versions
@@ -318,11 +356,15 @@ fn a_canary_by_user_keeps_each_caller_on_one_version() {
         } else {
             "v1"
         };
-        assert_eq!(versions, [expected, expected], "{user}");
+        assert_eq!(versions, vec![expected; rounds], "{user}");
         on_v2 += usize::from(expected == "v2");
     }
-    // 50 % of 1,000 users: σ = 15.8 users; 5 σ either side.
-    assert!((421..=579).contains(&on_v2), "{on_v2} users on v2");
+    // 50 % of n users: σ = √n / 2 (15.8 of 1,000); 5 σ either side.
+    let (mean, five_sigma) = (users as f64 / 2.0, 2.5 * (users as f64).sqrt());
+    assert!(
+        (on_v2 as f64 - mean).abs() <= five_sigma,
+        "{on_v2} of {users} users on v2"
+    );
 }
 
 fn rollout_user_is_inside(user: &str) -> bool {

@@ -130,14 +130,17 @@ def client(target, ca, authority, case, args):
         out["headers"] = {k: v for k, v in call.initial_metadata()}
         out["code"] = call.code().name
     elif case == "canary":
-        # Each user calls twice on its own metadata (the routing cookie), over one channel.
+        # Each user calls `rounds` times on its own metadata, over one channel: the routing
+        # cookie, or (a third argument) the user id alone under that metadata key.
         users, rounds = int(args[0]), int(args[1])
+        key = args[2] if len(args) > 2 else None
         unary = method(ch, "Unary")
         seen = {}
         for i in range(users):
             user = "user-%d" % i
+            metadata = ((key, user),) if key else (("cookie", "canary_user=" + user),)
             for _ in range(rounds):
-                response = unary(b"", metadata=(("cookie", "canary_user=" + user),), timeout=20)
+                response = unary(b"", metadata=metadata, timeout=20)
                 seen.setdefault(user, []).append(json.loads(response)["version"])
         out = {"seen": seen}
     elif case == "server_stream":
