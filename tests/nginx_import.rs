@@ -590,9 +590,12 @@ fn reverse_check_canary() {
                 &[("X-Canary-Group", "v1"), ("Cookie", "uid=alice")],
             ),
             plain("elsewhere.example", "/", &[("Cookie", "uid=bob")]),
+            plain("shop.example.com", "/beta/x", &[]),
+            plain("shop.example.com", "/beta/x", &[("X-Beta", "off")]),
+            plain("shop.example.com", "/beta/x", &[("X-Beta", "on")]),
         ],
     );
-    assert_eq!(n, 12);
+    assert_eq!(n, 15);
     // The regexes and the `if` do decide (nginx agreeing is checked above): each of these
     // goes elsewhere than the map's default would send it.
     for (headers, origin) in [
@@ -607,6 +610,11 @@ fn reverse_check_canary() {
         let probe = plain("shop.example.com", "/", headers);
         assert_eq!(pair.answer(&probe, 8080, true), origin, "{headers:?}");
     }
+    let opted_out = plain("shop.example.com", "/beta/x", &[("X-Beta", "off")]);
+    assert_eq!(
+        pair.answer(&opted_out, 8080, true),
+        "origin-1 (path /beta/x)"
+    );
     // Without the cookie nginx hashes the empty string, which MurmurHash2 puts in the first
     // share (v2, origin-2); the gateway sends anonymous requests to the default. The report
     // says so on the split_clients line.
@@ -626,9 +634,9 @@ fn reverse_check_canary() {
     assert!(split.contains("without the cookie"), "{split}");
     assert!(
         report.contains(
-            "29 directives: 22 translated, 3 approximated, 4 done by the gateway, 0 not translated"
+            "33 directives: 25 translated, 4 approximated, 4 done by the gateway, 0 not translated"
         ),
-        "the regex entries and the `if` are translated:\n{report}"
+        "the regex entries and the `if`s are translated:\n{report}"
     );
 }
 

@@ -141,6 +141,13 @@ pub fn routing_block(
             target: chosen,
         });
     }
+    let mut target = target;
+    if let ([c], Target::Group(fixed)) = (choices.as_slice(), &target) {
+        if let Some(chosen) = negated_rule(c, fixed, &mut block, group_of, report) {
+            target = Target::Group(chosen);
+            choices.clear();
+        }
+    }
     for c in choices.iter().rev() {
         if_rule(c, &mut block, group_of, report);
     }
@@ -165,6 +172,43 @@ pub fn routing_block(
         signing_key_env: None,
         upstream_header: None,
     })
+}
+
+/// A location's only `if`, a negated test (`!=`, `!~`, `!~*`) choosing a group beside a
+/// `proxy_pass` to the group `fixed`: its opposite as a match rule to `fixed`, and the chosen
+/// group (returned) as the default — the same answer for every request. `None` (nothing
+/// pushed) when the test is not one of those or has no condition.
+fn negated_rule(
+    c: &Choice,
+    fixed: &str,
+    block: &mut Block,
+    group_of: &GroupOf,
+    report: &mut Report,
+) -> Option<String> {
+    let [var, op, value] = c.cond.as_slice() else {
+        return None;
+    };
+    let test = match op.as_str() {
+        "!=" => Test::Equals(value.clone()),
+        "!~" => Test::regex(value, false),
+        "!~*" => Test::regex(value, true),
+        _ => return None,
+    };
+    let Some(Target::Group(g)) = &c.target else {
+        return None;
+    };
+    let chosen = group_of(g)?;
+    let (name, when) = when_on(variable(var)?, &test).ok()?;
+    let says = describe(&when);
+    block.push_when(
+        &name,
+        Some(when),
+        RuleKindSpec::Match {
+            group: fixed.to_string(),
+        },
+    );
+    report.add(c.d, Verdict::Translated, true, format!("its opposite: a match rule when {says}, {fixed}; every other request {chosen} (routing.default)"));
+    Some(chosen)
 }
 
 fn if_rule(c: &Choice, block: &mut Block, group_of: &GroupOf, report: &mut Report) {
@@ -225,7 +269,7 @@ fn if_rule(c: &Choice, block: &mut Block, group_of: &GroupOf, report: &mut Repor
         [_, "=", value] => (Test::Equals(value.to_string()), Verdict::Translated, ""),
         [_, "~", pattern] => (Test::regex(pattern, false), Verdict::Translated, ""),
         [_, "~*", pattern] => (Test::regex(pattern, true), Verdict::Translated, ""),
-        [_, "!=" | "!~" | "!~*", _] => return no("a negated test: rule conditions have no negation (write the opposite test on the other group)", report),
+        [_, "!=" | "!~" | "!~*", _] => return no("a negated test beside other `if`s or rules: conditions have no negation (a location's only `if` is translated as its opposite)", report),
         _ => return no("this condition has no counterpart (`=`, `~`, `~*` and a presence test are read)", report),
     };
     match when_on(var, &test) {

@@ -336,8 +336,9 @@ fn split_clients_become_percent_rules() {
 
 /// `if` on a header: naming the group → the header rule; `=`, `~`, `~*` choosing a group →
 /// match rules on the header, query parameter or method; a presence test → `present`
-/// (approximated: nginx's is false for "0"); on the user cookie `=` → a user; negations and
-/// patterns the regex engine does not take are reported.
+/// (approximated: nginx's is false for "0"); on the user cookie `=` → a user; a location's
+/// only `if`, negated, → its opposite to the other group; other negations and patterns the
+/// regex engine does not take are reported.
 #[test]
 fn if_blocks_become_rules_or_are_reported() {
     let t = import(
@@ -349,7 +350,8 @@ fn if_blocks_become_rules_or_are_reported() {
          location /d/ { set $up v1; if ($cookie_uid = alice) { set $up v2; } proxy_pass http://$up; }\n\
          location /e/ { if ($arg_beta ~* \"^y (es)\") { proxy_pass http://v2; } if ($request_method = POST) { proxy_pass http://v2; } proxy_pass http://v1; }\n\
          location /f/ { if ($http_x_beta != \"1\") { proxy_pass http://v2; } proxy_pass http://v1; }\n\
-         location /g/ { if ($http_x_beta ~ \"(?<=a)b\") { proxy_pass http://v2; } proxy_pass http://v1; }\n}",
+         location /g/ { if ($http_x_beta ~ \"(?<=a)b\") { proxy_pass http://v2; } proxy_pass http://v1; }\n\
+         location /h/ { if ($http_x_beta !~* ^no) { proxy_pass http://v2; } if ($arg_v) { proxy_pass http://v1; } proxy_pass http://v1; }\n}",
     );
     let r = routes(&t);
     assert!(
@@ -384,13 +386,25 @@ fn if_blocks_become_rules_or_are_reported() {
         ("beta".into(), None, Some("(?i)^y (es)".into()), None)
     );
     assert!(e[1].when.as_ref().is_some_and(|w| w.query.is_some()));
-    assert!(r[5].routing.rules.is_empty() && r[6].routing.rules.is_empty());
+    let f = &r[5].routing;
+    assert_eq!(
+        (
+            f.default.as_str(),
+            test_of(&f.rules[0]),
+            match_group(&f.rules[0])
+        ),
+        ("v2", ("x-beta".into(), Some("1".into()), None, None), "v1"),
+        "a lone `!=` as its opposite, the chosen group the default"
+    );
+    assert!(r[6].routing.rules.is_empty());
+    assert_eq!(r[7].routing.rules.len(), 1, "only the presence test");
     assert_eq!(verdict(&t, "if ($http_x_canary)"), Verdict::Translated);
     assert_eq!(verdict(&t, "if ($http_x_beta = v2 )"), Verdict::Translated);
     assert_eq!(verdict(&t, "if ($http_x_beta)"), Verdict::Approximated);
     assert_eq!(verdict(&t, "if ($arg_beta"), Verdict::Translated);
-    assert_eq!(verdict(&t, "if ($http_x_beta !="), Verdict::NotTranslated);
+    assert_eq!(verdict(&t, "if ($http_x_beta !="), Verdict::Translated);
     assert_eq!(verdict(&t, "if ($http_x_beta ~"), Verdict::NotTranslated);
+    assert_eq!(verdict(&t, "if ($http_x_beta !~*"), Verdict::NotTranslated);
     assert_eq!(t.report.routing_left_over(), 2, "{}", t.report);
 }
 
