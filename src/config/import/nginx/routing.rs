@@ -392,6 +392,15 @@ fn map_rules(
     };
     let mut lists: Vec<(String, Vec<String>)> = Vec::new();
     for (e, key, g) in exact {
+        if !needs_rule(&g) {
+            rep.add(
+                e,
+                Verdict::Translated,
+                true,
+                "the default group: no rule needed",
+            );
+            continue;
+        }
         if user_cookie.is_some() {
             match lists.iter_mut().find(|(group, _)| *group == g) {
                 Some((_, users)) => users.push(key),
@@ -402,15 +411,6 @@ fn map_rules(
                 Verdict::Translated,
                 true,
                 format!("a user of the `users-{g}` rule"),
-            );
-            continue;
-        }
-        if !needs_rule(&g) {
-            rep.add(
-                e,
-                Verdict::Translated,
-                true,
-                "the default group: no rule needed",
             );
             continue;
         }
@@ -435,9 +435,6 @@ fn map_rules(
         }
     }
     for (g, users) in lists {
-        if !needs_rule(&g) {
-            continue;
-        }
         block.push(
             &format!("users-{g}"),
             RuleKindSpec::Users {
