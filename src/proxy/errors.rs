@@ -90,7 +90,10 @@ async fn send_grpc_error(
             // stream with its head, and an empty DATA frame after it would not be trailers-only.
             ServerSession::H2(h2) => h2.write_response_header(Box::new(response), true),
             downstream => {
-                // HTTP/1.1 has no trailers-only form: an empty body, delimited.
+                // HTTP/1.1 has no trailers-only form: an empty body, delimited. The request's
+                // body may be unread: the connection closes after the answer, as for Pingora's
+                // own error responses, so no body byte is read as the next request.
+                downstream.set_keepalive(None);
                 response.set_content_length(0)?;
                 downstream.write_response_header(Box::new(response)).await?;
                 downstream.finish_body().await

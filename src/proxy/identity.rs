@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 
 use http::HeaderValue;
 use pingora_http::ResponseHeader;
@@ -31,20 +30,41 @@ struct Entry {
 }
 
 /// Tokens by verifier (a reload makes new verifiers, so old entries are never hit again)
-/// and a 128-bit keyed hash of the token text: two SipHash-1-3 under this thread's random keys
-/// (16 bytes a token, whatever its length, so the cache's memory is bounded by its entry count).
-/// Without the keys nobody can make a token that collides with a cached one, and hashing a
-/// token this way costs a few instructions a byte, where its SHA-256 cost ~60.
-#[derive(Default)]
+/// and a 128-bit keyed hash of the token text: SipHash-1-3 with 128-bit output under a random
+/// key this thread drew (16 bytes a token, whatever its length, so the cache's memory is
+/// bounded by its entry count). The hash never leaves the process, so without the key nobody
+/// can make a token that collides with a cached one; it costs a few instructions a byte, where
+/// the token's SHA-256 cost ~60.
 struct TokenCache {
-    keys: (RandomState, RandomState),
+    key: [u8; 16],
+    /// Whether `key` is random: without randomness nothing is cached.
+    keyed: bool,
     by_verifier: HashMap<u64, HashMap<u128, Entry>>,
     entries: usize,
 }
 
+impl Default for TokenCache {
+    /// An empty cache with a fresh key (none when the system gives no randomness: then every
+    /// token is verified every time).
+    fn default() -> Self {
+        let mut key = [0u8; 16];
+        let keyed = getrandom::fill(&mut key).is_ok();
+        TokenCache {
+            key,
+            keyed,
+            by_verifier: HashMap::new(),
+            entries: 0,
+        }
+    }
+}
+
 impl TokenCache {
     fn digest(&self, token: &str) -> u128 {
-        (u128::from(self.keys.0.hash_one(token)) << 64) | u128::from(self.keys.1.hash_one(token))
+        use siphasher::sip128::{Hasher128, SipHasher13};
+        use std::hash::Hasher;
+        let mut hasher = SipHasher13::new_with_key(&self.key);
+        hasher.write(token.as_bytes());
+        hasher.finish128().as_u128()
     }
 }
 
@@ -67,6 +87,9 @@ impl TokenCheck for CachedTokens {
         let now = now_secs();
         let (key, hit) = TOKENS.with(|cache| {
             let cache = cache.borrow();
+            if !cache.keyed {
+                return (None, None);
+            }
             let key = cache.digest(token);
             let hit = cache
                 .by_verifier
@@ -74,13 +97,16 @@ impl TokenCheck for CachedTokens {
                 .and_then(|tokens| tokens.get(&key))
                 .filter(|entry| entry.exp > now)
                 .map(|entry| entry.user.clone());
-            (key, hit)
+            (Some(key), hit)
         });
         if hit.is_some() {
             return hit;
         }
         let verified = verifier.verify(token)?;
         let user = verified.user.clone();
+        let Some(key) = key else {
+            return Some(user);
+        };
         TOKENS.with(|cache| {
             let mut cache = cache.borrow_mut();
             if cache.entries >= TOKEN_CACHE_ENTRIES {

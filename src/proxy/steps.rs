@@ -221,6 +221,12 @@ impl HeaderLookup for Head<'_> {
         self.0.headers.get(name).map(|v| v.as_bytes())
     }
 
+    fn single_header(&self, name: &str) -> Option<&[u8]> {
+        let mut values = self.0.headers.get_all(name).into_iter();
+        let first = values.next()?;
+        values.next().is_none().then_some(first.as_bytes())
+    }
+
     fn cookie(&self, name: &[u8]) -> Option<&[u8]> {
         let values = self.0.headers.get_all(COOKIE).into_iter();
         find_cookie(values.map(|v| v.as_bytes()), name)

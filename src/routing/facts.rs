@@ -14,6 +14,13 @@ pub trait HeaderLookup {
     /// The first value of header `name` (lower-case), if present.
     fn header(&self, name: &str) -> Option<&[u8]>;
 
+    /// The value of header `name` when it came exactly once; `None` when absent or repeated
+    /// (an identity taken from a header is not believed when a client could have added a value
+    /// of its own beside the one a proxy in front appended).
+    fn single_header(&self, name: &str) -> Option<&[u8]> {
+        self.header(name)
+    }
+
     /// The value of cookie `name` across every `Cookie` header, read in order as one list
     /// (RFC 6265 §5.4). The default reads the first `Cookie` header; a source with several
     /// values of one header (the proxy's) reads them all.
@@ -34,6 +41,12 @@ impl HeaderLookup for [(&str, &str)] {
         self.iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_bytes())
+    }
+
+    fn single_header(&self, name: &str) -> Option<&[u8]> {
+        let mut values = self.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        let (_, first) = values.next()?;
+        values.next().is_none().then_some(first.as_bytes())
     }
 
     fn cookie(&self, name: &[u8]) -> Option<&[u8]> {

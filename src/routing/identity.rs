@@ -219,8 +219,10 @@ impl Identity {
                 ),
                 Source::Header { name, from } => {
                     let believed = peer.is_some_and(|ip| from.iter().any(|c| c.contains(ip)));
+                    // A repeated header is no id: a proxy in front that appends its value
+                    // would leave the client's own first.
                     let value = believed
-                        .then(|| headers.header(name))
+                        .then(|| headers.single_header(name))
                         .flatten()
                         .map(<[u8]>::trim_ascii)
                         .filter(|v| is_valid_user_id(v));
@@ -379,6 +381,12 @@ mod tests {
         );
         let none = identity().resolve(&h[..], None, &[], &Uncached);
         assert_eq!(none.source, IdSource::AssignedNew, "no peer address");
+        // Repeated, it is no id: a proxy that appends would leave the client's value first.
+        let twice = [("x-user-id", "mallory"), ("X-User-Id", "bob")];
+        assert_eq!(
+            resolve(&identity(), &twice, "10.1.2.3", &[]),
+            (IdSource::AssignedNew, None)
+        );
     }
 
     /// A user id wins over the visitor cookie (the one switch a visitor makes when logging in).
