@@ -459,8 +459,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // `mode` applies only when the file is created: a `.tmp` left by an earlier run keeps
+    // its own mode unless it is set here, before the key is written.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A key file is written 0600 even over a `.tmp` an earlier run left readable.
+    #[test]
+    fn private_files_are_0600_over_a_leftover_tmp() {
+        let dir = std::env::temp_dir().join(format!("canary-acme-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("example.com.key");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, b"old").expect("leftover");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_private(&path, b"secret").expect("written");
+        let meta = std::fs::metadata(&path).expect("metadata");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).expect("read"), b"secret");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
