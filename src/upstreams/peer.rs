@@ -47,6 +47,20 @@ pub(super) fn server_peer(
     // groups with different limits never share a connection.
     if protocol.multiplexed() {
         peer.options.max_h2_streams = max_streams.max(1);
+        // Flow control: each stream gets h2's default window, the connection that window
+        // times the streams it may carry. A stream whose client stopped reading holds at most
+        // its own window of unread data, so it can never close the window the connection's
+        // other streams share (with equal windows, one stalled reader held every other call
+        // on its connection until their deadlines).
+        let streams = u32::try_from(max_streams.max(1)).unwrap_or(u32::MAX);
+        peer.options.h2_stream_window_size = Some(H2_STREAM_WINDOW);
+        peer.options.h2_connection_window_size =
+            Some(H2_STREAM_WINDOW.saturating_mul(streams).min(H2_MAX_WINDOW));
     }
     peer
 }
+
+/// The receive window of one upstream HTTP/2 stream: the protocol's default (RFC 9113 §6.9.2).
+const H2_STREAM_WINDOW: u32 = 65_535;
+/// The largest window HTTP/2 allows.
+const H2_MAX_WINDOW: u32 = (1 << 31) - 1;
