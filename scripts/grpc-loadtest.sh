@@ -39,24 +39,14 @@ trap cleanup EXIT
 
 # The origins: h2c on $h2c_origin, HTTP/1.1 on $h1_origin, both `return 200`, on CPU 0.
 h2c_origin=$(free_port); h1_origin=$(free_port)
-mkdir -p "$dir/origins"
-cat >"$dir/origins/nginx.conf" <<NGINX
-worker_processes 1;
-worker_cpu_affinity 01;
-daemon on;
-pid $dir/origins/nginx.pid;
-error_log $dir/origins/error.log warn;
-events { worker_connections 20000; }
-http {
+start_nginx_on_cpus 01 "$dir/origins" "$h2c_origin" >/dev/null <<NGINX
   access_log off;
   keepalive_requests 1000000;
   http2_max_concurrent_streams 1000;
   server { listen 127.0.0.1:$h2c_origin http2 reuseport backlog=4096; location / { return 200 "This is version 1\n"; } }
   server { listen 127.0.0.1:$h1_origin reuseport backlog=4096; location / { return 200 "This is version 1\n"; } }
-}
 NGINX
-nginx -q -p "$dir/origins" -c "$dir/origins/nginx.conf"
-wait_port "$h2c_origin"; wait_port "$h1_origin"
+wait_port "$h1_origin"
 
 # start_gateway NAME PROTOCOL ORIGIN: a gateway (threads: 1) with an h2c listener, pinned to
 # CPU 1, whose one group speaks PROTOCOL to 127.0.0.1:ORIGIN; sets port_NAME and pid_NAME.
