@@ -190,7 +190,7 @@ fn admin_listener_has_the_head_limits() {
         let r = client.get("/whoami", &[("Authorization", &auth)]);
         assert_eq!(r.status, 200, "{}", r.text());
         let who: Value = serde_json::from_slice(&r.body).expect("json");
-        assert_eq!(who["role"], "operator", "{who}");
+        assert_eq!(who["role"], "admin", "{who}");
     }
 }
 

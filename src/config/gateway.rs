@@ -398,7 +398,8 @@ fn validate_admin(admin: &AdminSpec, base: &Path) -> Result<AdminConfig, KeyErro
         tokens.push(AdminToken {
             name: DEFAULT_ADMIN_TOKEN_NAME.into(),
             token,
-            role: Role::Operator,
+            // The one token of a single-operator setup may do everything.
+            role: Role::Admin,
         });
     }
     for (i, named) in admin.tokens.iter().enumerate() {
@@ -427,6 +428,7 @@ fn validate_admin(admin: &AdminSpec, base: &Path) -> Result<AdminConfig, KeyErro
             ));
         }
         let role = match named.role {
+            RoleSpec::Admin => Role::Admin,
             RoleSpec::Operator => Role::Operator,
             RoleSpec::Viewer => Role::Viewer,
         };

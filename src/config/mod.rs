@@ -355,7 +355,10 @@ impl fmt::Debug for AdminToken {
 /// What an admin token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// Everything.
+    /// Everything: configuration writes (`/config/...`) and every live change.
+    Admin,
+    /// Live changes (percentages, lists, overrides, plans, maintenance, reload) and reads;
+    /// no configuration writes.
     Operator,
     /// Read everything, change nothing.
     Viewer,
@@ -364,13 +367,14 @@ pub(crate) enum Role {
 impl Role {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Role::Admin => "admin",
             Role::Operator => "operator",
             Role::Viewer => "viewer",
         }
     }
 }
 
-/// The name of the operator token set by `gateway.admin.token` / `token_env`.
+/// The name of the admin token set by `gateway.admin.token` / `token_env`.
 pub(crate) const DEFAULT_ADMIN_TOKEN_NAME: &str = "admin";
 
 /// Where the shared user sets live (`gateway.store`).

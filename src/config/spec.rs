@@ -306,10 +306,10 @@ pub struct AccessLogSpec {
 pub struct AdminSpec {
     /// `IP:port`.
     pub listen: String,
-    /// The operator token `admin`, inline (prefer `token_env`).
+    /// The token named `admin` (role `admin`), inline (prefer `token_env`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// The environment variable holding the operator token `admin`.
+    /// The environment variable holding the token named `admin` (role `admin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// Named tokens with their roles.
@@ -342,6 +342,9 @@ pub struct AdminTokenSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoleSpec {
+    /// Configuration writes (`/config/...`) and everything an operator may do.
+    Admin,
+    /// Live changes and reads.
     Operator,
     Viewer,
 }

@@ -959,7 +959,7 @@ fn admin_tokens_have_names_and_roles() {
     assert_eq!(
         tokens,
         [
-            (DEFAULT_ADMIN_TOKEN_NAME, Role::Operator),
+            (DEFAULT_ADMIN_TOKEN_NAME, Role::Admin),
             ("alice", Role::Operator),
             ("dash", Role::Viewer)
         ]

@@ -162,7 +162,10 @@ impl AdminApp {
             );
             let why = match who.role {
                 Role::Viewer => "is a viewer: it can read everything and change nothing",
-                Role::Operator => "may not call this endpoint",
+                Role::Operator => {
+                    "is an operator: it makes live changes; configuration writes need an admin token"
+                }
+                Role::Admin => "may not call this endpoint",
             };
             return ApiError::new(StatusCode::FORBIDDEN, format!("token {:?} {why}", who.name))
                 .response();

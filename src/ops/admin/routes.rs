@@ -199,7 +199,11 @@ impl Match<'_> {
 
 /// Whether a token of role `have` may call a row that needs `need`.
 pub(crate) fn grants(have: Role, need: Role) -> bool {
-    have == Operator || need == Viewer
+    match have {
+        Role::Admin => true,
+        Operator => need != Role::Admin,
+        Viewer => need == Viewer,
+    }
 }
 
 /// The row of `routes` that serves `method` on `path`.
@@ -390,7 +394,8 @@ mod tests {
     }
 
     /// A viewer may call the read rows and no change: not a write row, not a write to a path
-    /// that does not exist; an operator may call every row.
+    /// that does not exist; an operator may call every row but the admin's (configuration
+    /// writes); an admin every row.
     #[test]
     fn roles_come_from_the_row() {
         let need = |method: Method, path| find(ROUTES, &method, path).role(&method);
@@ -403,9 +408,12 @@ mod tests {
         assert!(grants(Viewer, need(Method::HEAD, "/status")));
         for row in ROUTES {
             if let Serve::Api { role, .. } = row.serve {
-                assert!(grants(Operator, role), "{}", row.path);
+                assert!(grants(Role::Admin, role), "{}", row.path);
+                assert_eq!(grants(Operator, role), role != Role::Admin, "{}", row.path);
             }
         }
+        assert!(!grants(Operator, Role::Admin));
+        assert!(!grants(Viewer, Role::Admin));
     }
 
     /// Every row's pattern is well formed: it starts with `/`, a tail is last, and no two

@@ -57,9 +57,15 @@ async function api(method, path, body, token) {
   return data;
 }
 
-/** Whether the token is an operator's: only then are the change controls drawn. */
+/** Whether the token may make live changes (an operator's or an admin's): only then are the
+ * change controls drawn. */
 function isOperator() {
-  return Boolean(state.who && state.who.role === "operator");
+  return Boolean(state.who && (state.who.role === "operator" || state.who.role === "admin"));
+}
+
+/** Whether the token may write the configuration (an admin's). */
+function isAdmin() {
+  return Boolean(state.who && state.who.role === "admin");
 }
 
 /**
