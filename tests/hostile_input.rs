@@ -7,6 +7,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -472,4 +474,87 @@ fn signed_user_cookies() {
         invalid() >= 3.0
     });
     assert_eq!(invalid(), 3.0, "each bad signature counted once");
+}
+
+/// An origin that answers each request as soon as its head is in (`early`, 5 bytes), and only
+/// then reads the request's body (`Content-Length`), as an origin refusing an upload does;
+/// counts the body bytes it received.
+fn early_answer_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = test_listener();
+    let addr = listener.local_addr().expect("addr");
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = received.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let counted = counted.clone();
+            thread::spawn(move || {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let head_end = loop {
+                        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    pending.drain(..head_end);
+                    if conn
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                        .is_err()
+                    {
+                        return;
+                    }
+                    while pending.len() < length {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(length, Ordering::SeqCst);
+                    pending.drain(..length);
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// A request body that arrives after the response has gone out (an origin answering before
+/// it reads an upload) is body, not the next request head: its bytes — here control bytes,
+/// which a request line may not hold — reach the origin, and nothing is written after the
+/// answer (Pingora then closes the connection, as it does whenever a response ends before
+/// its request's body).
+#[test]
+fn body_bytes_after_an_early_answer_are_not_a_head() {
+    let (origin, received) = early_answer_origin();
+    let section = format!(
+        "  groups:\n    early:\n      servers: [\"{origin}\"]\n  routing:\n    default: early\n{LIMITS}"
+    );
+    let gateway = Gateway::start(&section);
+    let mut client = Client::connect(gateway.addr);
+    let first = client.send_raw(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 600\r\n\r\n");
+    assert_eq!((first.status, first.text().as_str()), (200, "early"));
+    // The body, sent only once the answer is in: bytes no request line may contain.
+    client.write_raw(&[0x01u8; 600]);
+    let after = client
+        .read_until_closed()
+        .expect("closed, not reset or left open");
+    assert_eq!(
+        String::from_utf8_lossy(&after),
+        "",
+        "nothing after the answer"
+    );
+    wait_until("the origin has the whole body", READY_TIMEOUT, || {
+        received.load(Ordering::SeqCst) == 600
+    });
 }

@@ -430,6 +430,11 @@ impl Client {
         self.send_raw(request.as_bytes())
     }
 
+    /// Writes raw bytes without reading anything.
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
     /// Writes raw bytes and reads one response.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Response {
         self.writer.write_all(bytes).expect("write request");
@@ -559,7 +564,8 @@ impl Gateway {
         command
             .arg("-c")
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            // GW_LOG=debug (when running a test) shows Pingora's own steps in the log.
+            .env("RUST_LOG", std::env::var("GW_LOG").unwrap_or("info".into()))
             .stdout(Stdio::null())
             .stderr(log);
         customise(&mut command);

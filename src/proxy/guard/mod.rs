@@ -108,6 +108,10 @@ pub(crate) struct GuardedStream {
     /// Bytes were read after the current request's head (its body, or Pingora's probe reads
     /// while the response is under way): Pingora may hold some of them for the next request.
     read_past_head: bool,
+    /// The server marks where each request ends ([`GuardedStream::request_done`], from
+    /// [`GuardedApp::serve_h1`]), so a response head going out does not mean the next bytes
+    /// start a request: the request's body may still be arriving after an early answer.
+    ends_marked: bool,
 }
 
 impl GuardedStream {
@@ -129,6 +133,16 @@ impl GuardedStream {
             first_request: None,
             idle: None,
             read_past_head: false,
+            ends_marked: false,
+        }
+    }
+
+    /// The request is done (Pingora hands the connection back for the next one): the next
+    /// bytes read start a request head, unless the connection is no longer watched.
+    fn request_done(&mut self) {
+        if self.phase != Phase::Unwatched {
+            self.phase = Phase::Idle;
+            self.deadline = None;
         }
     }
 
@@ -343,7 +357,10 @@ impl GuardedStream {
         ))
     }
 
-    /// Notes a response head going out: the next bytes read start a new request.
+    /// Notes a response head going out: a 101 ends the watch (the connection is a tunnel
+    /// now); any other final answer means the next bytes read start a new request, unless
+    /// the server marks the ends of requests itself ([`GuardedStream::request_done`]): an
+    /// answer may go out before the request's body is in, and that body is not a head.
     fn saw_write(&mut self, buf: &[u8]) {
         if self.phase == Phase::Unwatched || !buf.starts_with(b"HTTP/1.") {
             return;
@@ -355,6 +372,7 @@ impl GuardedStream {
             }
             // Other informational answers (100 Continue) come before the body.
             Some([b'1', _, _]) => {}
+            _ if self.ends_marked => {}
             _ => self.phase = Phase::Idle,
         }
     }
@@ -639,6 +657,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         }
         match &self.keepalive {
             Some(state) if alpn.is_none() || matches!(alpn, Some(ALPN::H1)) => {
+                guarded.ends_marked = true;
                 self.serve_h1(Box::new(guarded), state, shutdown).await
             }
             _ => self.inner.process_new(Box::new(guarded), shutdown).await,
@@ -673,14 +692,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> GuardedApp<A> {
                 .and_then(|options| options.keepalive_request_limit),
         );
         let mut served = self.inner.process_new_http(session, shutdown).await;
-        while let Some((mut stream, settings)) = served.map(ReusedHttpStream::consume) {
+        while let Some((stream, settings)) = served.map(ReusedHttpStream::consume) {
+            // Pingora hands back the stream it was given: the guarded one.
+            let Ok(mut guarded) = stream.into_any().downcast::<GuardedStream>() else {
+                log::error!("an HTTP/1 connection came back from a request unguarded; closing it");
+                return None;
+            };
+            guarded.request_done();
             // The guard knows whether Pingora can have read into the next request (bytes read
             // after the head, or a head followed by more in one read): then Pingora's own read
             // must come first, and it waits as before.
-            let waits_here = stream
-                .as_any()
-                .downcast_ref::<GuardedStream>()
-                .is_some_and(|g| g.phase == Phase::Idle && !g.read_past_head);
+            let waits_here = guarded.phase == Phase::Idle && !guarded.read_past_head;
+            let mut stream: Stream = guarded;
             let start = if waits_here {
                 let timeout = state.load().limits.head.keepalive_timeout;
                 Some(next_request_start(&mut stream, timeout, shutdown).await?)
@@ -890,6 +913,25 @@ mod tests {
         g.saw_write(b"HTTP/1.1 101 Switching Protocols\r\n");
         assert_eq!(g.phase, Phase::Unwatched);
         g.saw_write(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(g.phase, Phase::Unwatched, "a tunnel stays a tunnel");
+    }
+
+    /// Where the server marks the ends of requests, an answer does not end the request: body
+    /// bytes read after it are not scanned as a head; the end mark starts the next head.
+    #[tokio::test]
+    async fn marked_ends_keep_the_body_after_an_early_answer() {
+        let (client, _server) = tokio::io::duplex(64);
+        let mut g = GuardedStream::new(Box::new(client), limits());
+        g.ends_marked = true;
+        g.scan(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n");
+        g.saw_write(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(g.phase, Phase::AfterHead, "the body may still come");
+        g.request_done();
+        assert_eq!(g.phase, Phase::Idle);
+        g.scan(b"GET / HTTP/1.1\r\n\r\n");
+        g.saw_write(b"HTTP/1.1 101 Switching Protocols\r\n");
+        assert_eq!(g.phase, Phase::Unwatched);
+        g.request_done();
         assert_eq!(g.phase, Phase::Unwatched, "a tunnel stays a tunnel");
     }
 
