@@ -222,3 +222,60 @@ fn a_full_listener_closes_its_longest_idle_connection_for_a_new_one() {
     assert_eq!(on_listener["idle_closed"], 1, "{on_listener}");
     assert_eq!(on_listener["refused"], 0, "{on_listener}");
 }
+
+/// On an h2c listener (HTTP/2 and HTTP/1.1 told apart by the first bytes) a connection that
+/// has sent nothing is idle too: a full listener closes it for a new one. One that began the
+/// HTTP/2 preface and stopped has the header timeout, not the minute a silent one gets.
+#[test]
+fn an_h2c_listener_makes_room_and_times_out_a_stalled_preface() {
+    let stable = Origin::start("stable");
+    let dir = TempDir::new("gw-h2c-evict");
+    let (addr, admin_addr) = (local_addr(), local_addr());
+    let config = format!(
+        "version: 1\nthreads: 1\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         gateway:\n  listen: [{{ addr: \"{addr}\", h2c: true, max_connections: 2 }}]\n\
+         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
+         \x20 limits: {{ header_timeout: 1s }}\n\
+         {groups}  routing: {{ default: stable }}\n",
+        d = dir.path().display(),
+        groups = groups_yaml(&[("stable", &stable)])
+    );
+    let _gateway = start(dir, &config, addr, None);
+    let open_and_idle = |open: u64, idle: u64| {
+        let now = listener(&status(admin_addr), addr);
+        now["open"] == open && now["idle"] == idle
+    };
+
+    let mut silent = Client::connect(addr);
+    wait_until(
+        "the silent connection idle",
+        Duration::from_secs(30),
+        || open_and_idle(1, 1),
+    );
+    let mut served = Client::connect(addr);
+    assert_eq!(served.get("/", &[]).text(), "stable");
+    wait_until("both connections idle", Duration::from_secs(30), || {
+        open_and_idle(2, 2)
+    });
+    let mut third = Client::connect(addr);
+    let response = third.get("/", &[]);
+    assert_eq!((response.status, response.text().as_str()), (200, "stable"));
+    assert_eq!(
+        silent.read_until_closed(),
+        Some(Vec::new()),
+        "the silent connection is closed for room, without an answer"
+    );
+    let on_listener = listener(&status(admin_addr), addr);
+    assert_eq!(on_listener["idle_closed"], 1, "{on_listener}");
+    drop((served, third));
+
+    // A preface begun and never finished: closed (a read waits IO_TIMEOUT, 10 times the
+    // header timeout and far short of the first-byte minute), not left open.
+    let mut stalled = Client::connect(addr);
+    stalled.write_raw(b"PRI * HTTP/2.0\r\n");
+    assert_eq!(
+        stalled.read_until_closed(),
+        Some(Vec::new()),
+        "a stalled preface is closed after the header timeout"
+    );
+}

@@ -12,14 +12,17 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::protocols::{Peek, Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use super::delegate::delegate_io;
 use super::FIRST_BYTE_TIMEOUT;
+use crate::proxy::connections::IdleWatch;
 
 /// The client connection preface of HTTP/2.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -44,22 +47,36 @@ pub(crate) enum Protocol {
 }
 
 /// Reads a new connection's first bytes until they either are the HTTP/2 preface or differ
-/// from it. `None` when the client closed, stayed silent past the first-byte timeout, or the
-/// server began shutting down before the client said anything.
-pub(crate) async fn sniff(mut inner: Stream, shutdown: &ShutdownWatch) -> Option<Protocol> {
+/// from it. Until its first byte a connection may stay silent for the first-byte timeout, and
+/// `idle` (its listener's watch) may close it to make room, as a silent HTTP/1 connection may
+/// be; once a byte is in, the rest of the preface must come within `header_timeout`, as the
+/// rest of an HTTP/1 head must. `None` when the client closed, stayed silent or slow past
+/// those, was closed for room, or the server began shutting down before the client said
+/// anything.
+pub(crate) async fn sniff(
+    mut inner: Stream,
+    shutdown: &ShutdownWatch,
+    header_timeout: Duration,
+    idle: Option<&IdleWatch>,
+) -> Option<Protocol> {
     let mut read = [0u8; PREFACE.len()];
     let mut end = 0;
     let mut shutdown = shutdown.clone();
-    let silent_until = tokio::time::Instant::now() + FIRST_BYTE_TIMEOUT;
+    let mut until = Instant::now() + FIRST_BYTE_TIMEOUT;
     let h2 = loop {
+        let silent = end == 0;
+        let watch = idle.filter(|_| silent);
         tokio::select! {
             biased;
-            n = inner.read(&mut read[end..]) => match n {
+            n = read_watched(&mut inner, &mut read[end..], watch) => match n {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => end += n,
             },
-            _ = tokio::time::sleep_until(silent_until) => return None,
-            _ = shutdown.changed(), if end == 0 => return None,
+            _ = tokio::time::sleep_until(until) => return None,
+            _ = shutdown.changed(), if silent => return None,
+        }
+        if silent {
+            until = Instant::now() + header_timeout;
         }
         if read[..end] != PREFACE[..end] {
             break false;
@@ -80,6 +97,31 @@ pub(crate) async fn sniff(mut inner: Stream, shutdown: &ShutdownWatch) -> Option
     } else {
         Protocol::H1(sniffed)
     })
+}
+
+/// One read into `buf`; while `idle` watches (the connection has sent nothing yet), waiting
+/// counts as idle and a close for room ends the read as if the client had closed (`Ok(0)`).
+async fn read_watched(
+    inner: &mut Stream,
+    buf: &mut [u8],
+    idle: Option<&IdleWatch>,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *inner).poll_read(cx, &mut rb) {
+            Poll::Pending => match idle {
+                Some(idle) if idle.waiting(cx.waker()) => Poll::Ready(Ok(0)),
+                _ => Poll::Pending,
+            },
+            Poll::Ready(Ok(())) => match idle {
+                // Closed for room before its bytes could count.
+                Some(idle) if !rb.filled().is_empty() && !idle.busy() => Poll::Ready(Ok(0)),
+                _ => Poll::Ready(Ok(rb.filled().len())),
+            },
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    })
+    .await
 }
 
 impl AsyncRead for Sniffed {
@@ -166,7 +208,7 @@ impl Peek for Sniffed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn sniffed(sent: &'static [u8]) -> (bool, Vec<u8>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -182,7 +224,9 @@ mod tests {
         let (accepted, _) = listener.accept().await.expect("accept");
         let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(accepted));
         let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        let protocol = sniff(stream, &shutdown).await.expect("sniffed");
+        let protocol = sniff(stream, &shutdown, Duration::from_secs(10), None)
+            .await
+            .expect("sniffed");
         let (h2, mut stream) = match protocol {
             Protocol::H2(s) => (true, s),
             Protocol::H1(s) => (false, s),
@@ -221,5 +265,26 @@ mod tests {
         let (h2, out) = sniffed(sent).await;
         assert!(!h2);
         assert_eq!(out, sent);
+    }
+
+    /// A start of the preface that stops short has the header timeout from its first byte,
+    /// not the minute a silent connection gets.
+    #[tokio::test]
+    async fn a_stalled_preface_has_the_header_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n")
+            .await
+            .expect("write");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(accepted));
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let sniffed = sniff(stream, &shutdown, Duration::from_millis(100), None).await;
+        assert!(sniffed.is_none(), "given up on after the header timeout");
+        drop(client);
     }
 }

@@ -634,9 +634,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         mut session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // Watched from the start: a connection that has sent nothing yet may be closed to make
+        // room on a full listener, as an idle keep-alive one may (nginx's "reusable"
+        // connections); one that has begun a head may not.
+        let mut idle = None;
         if self.h2c {
-            session = match h2c::sniff(session, shutdown).await? {
-                h2c::Protocol::H2(stream) => return self.serve_h2(stream, shutdown).await,
+            idle = self.connections.as_ref().map(Connections::watch);
+            let sniffed = h2c::sniff(session, shutdown, self.limits.header_timeout, idle.as_ref());
+            session = match sniffed.await? {
+                h2c::Protocol::H2(stream) => {
+                    // HTTP/2 watches its idle time itself.
+                    drop(idle);
+                    return self.serve_h2(stream, shutdown).await;
+                }
                 h2c::Protocol::H1(stream) => stream,
             };
         }
@@ -648,10 +658,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             return self.serve_h2(session, shutdown).await;
         }
         let mut guarded = GuardedStream::new(session, self.limits);
-        // Watched from the start: a connection that has sent nothing yet may be closed to make
-        // room on a full listener, as an idle keep-alive one may (nginx's "reusable"
-        // connections); one that has begun a head may not.
-        guarded.idle = self.connections.as_ref().map(Connections::watch);
+        guarded.idle = idle.or_else(|| self.connections.as_ref().map(Connections::watch));
         if !guarded.read_first_head(&self.in_flight, shutdown).await {
             return None;
         }
