@@ -276,6 +276,26 @@ fn endpoint<A: pingora_core::apps::HttpServerApp + Send + Sync + 'static>(
     }
 }
 
+/// What `-t` checks beside the file (`gateway` validated from `spec`, read from `source`):
+/// the routes and groups made through the admin API, kept in `gateway.admin.state_file` when
+/// it exists, merged over the file and validated as a running gateway would. A name both the
+/// file and the API define is refused, naming both. Returns how many API objects were checked.
+pub fn check_api_objects(
+    source: &ConfigSource,
+    spec: &GatewaySpec,
+    gateway: &GatewayConfig,
+) -> Result<usize, String> {
+    match gateway.admin.as_ref().and_then(|a| a.state_file.as_deref()) {
+        Some(state_file) => state::objects::check_state_file_objects(
+            spec,
+            state_file,
+            &source.base_dir(),
+            &source.describe(),
+        ),
+        None => Ok(0),
+    }
+}
+
 /// A client listener without Pingora's 64 KiB L4 read buffer. Over plaintext it only costs
 /// memory (64 KiB for every open connection, idle keep-alive ones included) and an extra copy
 /// of every byte read, as Pingora reads the request head into its own buffer either way. Over

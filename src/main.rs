@@ -58,6 +58,24 @@ fn main() -> ExitCode {
         }
     }
     if opt.test {
+        let checked = match &conf_path {
+            Some(path) => canary_gateway::check_api_objects(
+                &ConfigSource::File(path.into()),
+                &spec,
+                &gateway,
+            ),
+            None => Ok(0),
+        };
+        match checked {
+            Ok(0) => {}
+            Ok(n) => println!(
+                "canary-gateway: {n} route(s) and group(s) made through the admin API fit it"
+            ),
+            Err(e) => {
+                eprintln!("canary-gateway: invalid configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         println!("canary-gateway: configuration {source} is valid");
         return ExitCode::SUCCESS;
     }

@@ -54,6 +54,17 @@ impl ConfigSource {
             .map_err(|e| StateError::invalid(e.to_string()))
     }
 
+    /// The folder the file's relative paths resolve against (the demo's: the working folder).
+    pub(crate) fn base_dir(&self) -> PathBuf {
+        match self {
+            ConfigSource::File(path) => path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+            ConfigSource::Demo | ConfigSource::DemoKept(_) => PathBuf::from("."),
+        }
+    }
+
     /// The file's path (or the demo's name), for logs and `/status`.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -71,10 +82,16 @@ pub(crate) struct ReloadOutcome {
 }
 
 pub(super) struct Inner {
-    /// The configuration file's settings, as last loaded successfully.
+    /// The configuration in force: the file's section, as last loaded successfully, merged
+    /// with the API's routes and groups (`overlay.config`) and validated.
     pub(super) base: GatewayConfig,
-    /// The gateway section `base` was validated from (with the admin settings in force).
-    spec: Arc<GatewaySpec>,
+    /// The file's own gateway section, as last loaded (with the admin settings in force).
+    pub(super) spec: Arc<GatewaySpec>,
+    /// The section `base` was validated from: `spec` merged with the API's objects.
+    pub(super) merged: Arc<GatewaySpec>,
+    /// Why the control state's objects are not in force (they did not validate with the
+    /// file here); `None` when they are.
+    pub(super) objects_warning: Option<String>,
     /// The control state (with this node's audit trail).
     pub(super) overlay: Overlay,
     pub(super) generation: u64,
@@ -88,7 +105,9 @@ pub(super) struct Inner {
 
 /// Owns the live configuration and swaps new states in.
 pub(crate) struct Controller {
-    source: ConfigSource,
+    pub(super) source: ConfigSource,
+    /// The folder the file's relative paths resolve against (for the merged section too).
+    pub(super) base_dir: PathBuf,
     state: Arc<ArcSwap<GatewayState>>,
     state_file: Option<PathBuf>,
     /// The Redis store, when configured (fixed at start, like the listeners).
@@ -155,6 +174,28 @@ impl Controller {
                 config.store_set_names()
             );
         }
+        let base_dir = source.base_dir();
+        // The API's objects from the state file; when they no longer fit the file, the file
+        // alone is served (a start is no time to refuse) and the reason shown in `/status`.
+        let (merged, config, objects_warning) = if overlay.config.is_empty() {
+            (spec.clone(), config, None)
+        } else {
+            match config::objects::validate_merged(
+                &spec,
+                &overlay.config,
+                &base_dir,
+                &source.describe(),
+            ) {
+                Ok((merged, merged_config)) => (merged, merged_config, None),
+                Err(e) => {
+                    let why = format!(
+                        "the API's routes and groups are not served: {e} (the file alone is)"
+                    );
+                    warn!("state file: {why}");
+                    (spec.clone(), config, Some(why))
+                }
+            }
+        };
         let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref());
         for w in &overlay_warnings {
             warn!("state file: {w}");
@@ -173,6 +214,8 @@ impl Controller {
         let inner = Inner {
             base: config,
             spec: Arc::new(spec),
+            merged: Arc::new(merged),
+            objects_warning,
             overlay,
             generation: 1,
             last_reload: None,
@@ -182,6 +225,7 @@ impl Controller {
         export_control_metrics(&inner);
         Ok(Controller {
             source,
+            base_dir,
             state: Arc::new(ArcSwap::from_pointee(state)),
             state_file,
             store,
@@ -242,9 +286,30 @@ impl Controller {
         if next.version <= inner.overlay.version {
             return Ok(inner.generation);
         }
+        // New objects: the section is merged and validated again. A state that does not
+        // validate here (another node's file differs) keeps the configuration in force.
+        let mut remerged = None;
+        let mut objects_warning = inner.objects_warning.clone();
+        if next.config != inner.overlay.config {
+            match self.merge_objects(&inner, &inner.spec, &next.config) {
+                Ok(merged) => {
+                    remerged = Some(merged);
+                    objects_warning = None;
+                }
+                Err(e) if strict => return Err(StateError::invalid(e.to_string())),
+                Err(e) => {
+                    let why = format!(
+                        "control state version {}: its routes and groups are not served, the previous ones are: {e}",
+                        next.version
+                    );
+                    warn!("{why}");
+                    objects_warning = Some(why);
+                }
+            }
+        }
+        let base = remerged.as_ref().map_or(&inner.base, |(_, config)| config);
         let previous = self.state.load_full();
-        let (state, warnings) =
-            build_state(&inner.base, &next, Some(&previous), self.store.as_deref());
+        let (state, warnings) = build_state(base, &next, Some(&previous), self.store.as_deref());
         let mut overlay = next;
         overlay.audit = inner.overlay.audit.clone();
         audit::append(&mut overlay.audit, changes);
@@ -257,10 +322,38 @@ impl Controller {
         }
         inner.overlay = overlay;
         inner.overlay_warnings = warnings;
+        inner.objects_warning = objects_warning;
+        if let Some((merged, config)) = remerged {
+            inner.merged = merged;
+            inner.base = config;
+        }
         inner.generation += 1;
         self.state.store(Arc::new(state));
         export_control_metrics(&inner);
         Ok(inner.generation)
+    }
+
+    /// `spec` (the file's section) merged with `objects` and validated: the section and the
+    /// configuration to run, with the admin settings and webhooks the process started with
+    /// (they apply on restart only). Errors name the key and the file.
+    pub(super) fn merge_objects(
+        &self,
+        inner: &Inner,
+        spec: &GatewaySpec,
+        objects: &config::ConfigObjects,
+    ) -> Result<(Arc<GatewaySpec>, GatewayConfig), config::ConfigError> {
+        let (merged, config) = config::objects::validate_merged(
+            spec,
+            objects,
+            &self.base_dir,
+            &self.source.describe(),
+        )?;
+        let config = GatewayConfig {
+            admin: inner.base.admin.clone(),
+            notify: inner.base.notify.clone(),
+            ..config
+        };
+        Ok((Arc::new(merged), config))
     }
 
     /// A control state read from the store or announced by another node.
@@ -385,10 +478,11 @@ impl Controller {
         self.state.store(Arc::new(state));
     }
 
-    /// The gateway section in force, as written in the file (the admin section as the process
-    /// started with it); changes made through the admin API are not in it.
+    /// The gateway section in force: the file's, merged with the routes and groups made
+    /// through the admin API (the admin section as the process started with it). Live
+    /// changes (percentages, lists, overrides, plans) are not in it.
     pub(crate) fn spec(&self) -> Arc<GatewaySpec> {
-        self.lock().spec.clone()
+        self.lock().merged.clone()
     }
 
     /// The current configuration generation (1 at start, +1 per applied change).
@@ -406,7 +500,7 @@ impl Controller {
     /// error the running configuration stays and the error is kept for `/status`.
     pub(crate) fn reload(&self) -> Result<u64, StateError> {
         let mut inner = self.lock();
-        let result = self.source.load().map(|(spec, config)| {
+        let result = self.source.load().and_then(|(mut spec, config)| {
             let shape = |c: &GatewayConfig| crate::config::describe_listeners(&c.listen);
             if shape(&config) != shape(&inner.base) {
                 warn!(
@@ -423,14 +517,26 @@ impl Controller {
             if config.notify != inner.base.notify {
                 warn!("reload: gateway.notify changed; webhooks apply on restart only");
             }
+            // Keep the admin settings the process started with (listener, token, file).
+            // The webhooks too: the notifier was built from them at start.
+            spec.admin = inner.spec.admin.clone();
+            spec.notify = inner.spec.notify.clone();
+            // The API's objects merged over the new file: a file that now defines one of
+            // their names (or that they no longer fit) is refused, naming both.
+            let (merged, config) = if inner.overlay.config.is_empty() {
+                (Arc::new(spec.clone()), config)
+            } else {
+                self.merge_objects(&inner, &spec, &inner.overlay.config)
+                    .map_err(|e| StateError::invalid(e.to_string()))?
+            };
             let previous = self.state.load_full();
             let (state, warnings) =
                 build_state(&config, &inner.overlay, Some(&previous), self.store.as_deref());
-            (spec, config, state, warnings)
+            Ok((spec, merged, config, state, warnings))
         });
         let at = SystemTime::now();
         match result {
-            Ok((mut spec, config, state, warnings)) => {
+            Ok((spec, merged, config, state, warnings)) => {
                 for w in &warnings {
                     warn!("reload: {w}");
                 }
@@ -448,9 +554,9 @@ impl Controller {
                     notify,
                     ..config
                 };
-                spec.admin = inner.spec.admin.clone();
-                spec.notify = inner.spec.notify.clone();
                 inner.spec = Arc::new(spec);
+                inner.merged = merged;
+                inner.objects_warning = None;
                 inner.overlay_warnings = warnings;
                 inner.generation += 1;
                 inner.last_reload = Some(ReloadOutcome { at, error: None });
@@ -498,7 +604,12 @@ impl Controller {
             overlay: inner.overlay.shared(),
             routes: inner.base.routes.clone(),
             listen: inner.base.listen.iter().map(|l| l.describe()).collect(),
-            overlay_warnings: inner.overlay_warnings.clone(),
+            overlay_warnings: inner
+                .overlay_warnings
+                .iter()
+                .chain(&inner.objects_warning)
+                .cloned()
+                .collect(),
             last_reload: inner.last_reload.clone(),
             store: self.store.clone(),
         }

@@ -17,6 +17,7 @@ pub(crate) mod history;
 mod lists;
 pub(crate) mod metrics;
 pub(crate) mod notice;
+pub(crate) mod objects;
 pub(crate) mod overlay;
 pub(crate) mod plan;
 pub(crate) mod ratelimit;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::audit::AuditEntry;
 use super::plan::PlanState;
 use super::StateError;
-use crate::config::{RouteConfig, DEFAULT_ROUTE};
+use crate::config::{ConfigObjects, RouteConfig, DEFAULT_ROUTE};
 use crate::routing::{Mode, Percent, Router};
 
 /// Changes made through the admin API and by plans, laid over the configuration file. This is
@@ -36,6 +36,10 @@ pub(crate) struct Overlay {
     percent: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     users: BTreeMap<String, UsersDelta>,
+    /// Routes and groups made through the admin API (`/config/routes`, `/config/groups`),
+    /// merged over the file's (see `config::objects`).
+    #[serde(default, skip_serializing_if = "ConfigObjects::is_empty")]
+    pub(crate) config: ConfigObjects,
     /// This node's audit trail, newest first (state file only: the store keeps the shared one
     /// apart from the control state).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
@@ -111,6 +115,7 @@ impl Overlay {
             version: self.version,
             mode: self.mode.clone(),
             routes: self.routes.clone(),
+            config: self.config.clone(),
             ..Overlay::default()
         }
     }

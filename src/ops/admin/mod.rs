@@ -29,6 +29,7 @@
 mod answer;
 mod bodies;
 mod changes;
+mod config;
 mod json;
 mod reads;
 mod request;
@@ -154,7 +155,7 @@ impl AdminApp {
             );
             return response;
         };
-        if !routes::grants(who.role, found.role(&method)) {
+        if !routes::grants(who.role, found.role(&method, path)) {
             info!(
                 "admin: {method} {path} by {} {} refused",
                 who.role.as_str(),

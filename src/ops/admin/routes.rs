@@ -8,7 +8,7 @@ use http::{Method, Response};
 
 use super::answer::{ApiError, Reply};
 use super::request::{Call, Params};
-use super::{changes, reads};
+use super::{changes, config, reads};
 use crate::config::Role;
 use crate::ops::ui;
 
@@ -39,6 +39,7 @@ pub(crate) enum Verb {
     Get,
     Post,
     Put,
+    Delete,
 }
 
 impl Verb {
@@ -48,6 +49,7 @@ impl Verb {
                 Verb::Get => Method::GET,
                 Verb::Post => Method::POST,
                 Verb::Put => Method::PUT,
+                Verb::Delete => Method::DELETE,
             }
     }
 }
@@ -110,8 +112,8 @@ impl Route {
     }
 }
 
-use Role::{Operator, Viewer};
-use Verb::{Get, Post, Put};
+use Role::{Admin, Operator, Viewer};
+use Verb::{Delete, Get, Post, Put};
 
 /// Every endpoint of the admin listener. Rows are tried in order; the first whose path and
 /// method fit serves the request.
@@ -128,6 +130,34 @@ pub(crate) static ROUTES: &[Route] = &[
     ),
     Route::api(Get, "/whoami", Viewer, handler!(reads::whoami)),
     Route::api(Get, "/config", Viewer, handler!(reads::config)),
+    Route::api(Get, "/config/routes", Viewer, handler!(config::routes)),
+    Route::api(Get, "/config/routes/{name}", Viewer, handler!(config::route)),
+    Route::api(
+        Put,
+        "/config/routes/{name}",
+        Admin,
+        handler!(config::put_route),
+    ),
+    Route::api(
+        Delete,
+        "/config/routes/{name}",
+        Admin,
+        handler!(config::delete_route),
+    ),
+    Route::api(Get, "/config/groups", Viewer, handler!(config::groups)),
+    Route::api(Get, "/config/groups/{name}", Viewer, handler!(config::group)),
+    Route::api(
+        Put,
+        "/config/groups/{name}",
+        Admin,
+        handler!(config::put_group),
+    ),
+    Route::api(
+        Delete,
+        "/config/groups/{name}",
+        Admin,
+        handler!(config::delete_group),
+    ),
     Route::api(Get, "/explain", Viewer, handler!(reads::explain)),
     Route::api(Get, "/audit", Viewer, handler!(reads::audit)),
     Route::api(Post, "/reload", Operator, handler!(changes::reload)),
@@ -186,15 +216,24 @@ pub(crate) enum Match<'p> {
 
 impl Match<'_> {
     /// The role the request needs: its row's. A request that no row serves needs what its
-    /// method would (a change needs an operator), so a viewer is refused every change before
-    /// learning whether the path exists — as the API always has.
-    pub(crate) fn role(&self, method: &Method) -> Role {
+    /// method would (a change needs an operator; a change under `/config`, the configuration,
+    /// an admin), so a token is refused every change it could not make before learning
+    /// whether the path exists — as the API always has.
+    pub(crate) fn role(&self, method: &Method, path: &str) -> Role {
         match self {
             Match::Api { role, .. } => *role,
             _ if method == Method::GET || method == Method::HEAD => Viewer,
+            _ if is_config_path(path) => Admin,
             _ => Operator,
         }
     }
+}
+
+/// Whether `path` is `/config` or under it (extra slashes at either end allowed, as the
+/// rows allow them).
+fn is_config_path(path: &str) -> bool {
+    let trimmed = path.trim_matches('/');
+    trimmed == "config" || trimmed.starts_with("config/")
 }
 
 /// Whether a token of role `have` may call a row that needs `need`.
@@ -398,7 +437,7 @@ mod tests {
     /// writes); an admin every row.
     #[test]
     fn roles_come_from_the_row() {
-        let need = |method: Method, path| find(ROUTES, &method, path).role(&method);
+        let need = |method: Method, path| find(ROUTES, &method, path).role(&method, path);
         assert!(!grants(Viewer, need(Method::PUT, "/rules/rollout/percent")));
         assert!(!grants(Viewer, need(Method::POST, "/rules/vip/users")));
         assert!(grants(Viewer, need(Method::GET, "/rules/vip/users")));
@@ -413,6 +452,19 @@ mod tests {
             }
         }
         assert!(!grants(Operator, Role::Admin));
+        // Configuration writes, known or not, need an admin; reads a viewer.
+        for (method, path) in [
+            (Method::PUT, "/config/routes/shop"),
+            (Method::DELETE, "/config/groups/shop"),
+            (Method::POST, "/config/routes/shop"),
+            (Method::DELETE, "/config"),
+            (Method::POST, "/config/nope/x"),
+        ] {
+            assert_eq!(need(method.clone(), path), Role::Admin, "{method} {path}");
+        }
+        assert_eq!(need(Method::GET, "/config/routes/shop"), Viewer);
+        assert_eq!(need(Method::GET, "/config/nope"), Viewer);
+        assert_eq!(need(Method::POST, "/configx"), Operator);
         assert!(!grants(Viewer, Role::Admin));
     }
 

@@ -1,0 +1,287 @@
+//! Routes and groups written through the admin API (`/config/routes/{name}`,
+//! `/config/groups/{name}`): each write is one versioned, audited change of the control state
+//! (see [`Controller::change`]) whose objects are merged over the file's section and validated
+//! by the one validation path before anything changes. Also what `-t` checks: the file merged
+//! with the state file's objects.
+
+use std::path::Path;
+
+use super::audit::AuditEntry;
+use super::controller::{Controller, Inner};
+use super::overlay::read_state_file;
+use super::{Changed, StateError};
+use crate::config::objects::{file_key, validate_merged, ObjectKind};
+use crate::config::spec::{GroupSpec, RouteSpec, ServerSpec};
+use crate::config::{ConfigError, ConfigObjects, GatewaySpec};
+
+/// Where an object comes from: the file, or the admin API (the control state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    File,
+    Api,
+}
+
+impl Source {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Api => "api",
+        }
+    }
+}
+
+/// The routes and groups in force, each with where it comes from: what `GET /config/routes`
+/// and `/config/groups` show. Secrets written inline are redacted.
+pub(crate) struct ObjectsView {
+    /// Name, source and the route as the merged section has it, in the section's order.
+    pub(crate) routes: Vec<(String, Source, RouteSpec)>,
+    /// Name, source and the group, by name.
+    pub(crate) groups: Vec<(String, Source, GroupSpec)>,
+}
+
+impl Controller {
+    /// The routes and groups in force, redacted, with their sources.
+    pub(crate) fn config_objects(&self) -> ObjectsView {
+        let inner = self.lock();
+        let merged = inner.merged.redacted();
+        let route_source = |name: &str| {
+            if inner.overlay.config.routes.contains_key(name) {
+                Source::Api
+            } else {
+                Source::File
+            }
+        };
+        let group_source = |name: &str| {
+            if inner.overlay.config.groups.contains_key(name) {
+                Source::Api
+            } else {
+                Source::File
+            }
+        };
+        let mut routes: Vec<(String, Source, RouteSpec)> = merged
+            .routes
+            .iter()
+            .flatten()
+            .map(|r| (r.name.clone(), route_source(&r.name), r.clone()))
+            .collect();
+        if let (None, Some(routing)) = (&merged.routes, &merged.routing) {
+            // The file's single routing block is the route `default`, every host and path.
+            let whole: RouteSpec = RouteSpec {
+                name: crate::config::DEFAULT_ROUTE.to_string(),
+                hosts: Vec::new(),
+                paths: Vec::new(),
+                strip_prefix: false,
+                access: None,
+                rate_limits: None,
+                compress: None,
+                error_pages: None,
+                intercept_errors: None,
+                routing: routing.clone(),
+            };
+            routes.push((whole.name.clone(), Source::File, whole));
+        }
+        let groups = merged
+            .groups
+            .iter()
+            .map(|(name, g)| (name.clone(), group_source(name), g.clone()))
+            .collect();
+        ObjectsView { routes, groups }
+    }
+
+    /// `PUT /config/routes/{name}`: creates or replaces the API's route `name`.
+    pub(crate) async fn put_route(
+        &self,
+        actor: &str,
+        name: &str,
+        mut route: RouteSpec,
+    ) -> Result<Changed, StateError> {
+        route.name = name.to_string();
+        let words = route_words(&route);
+        self.write_object(actor, ObjectKind::Route, name, words, move |objects| {
+            objects.routes.insert(name.to_string(), route.clone()).is_some()
+        })
+        .await
+    }
+
+    /// `PUT /config/groups/{name}`: creates or replaces the API's group `name`.
+    pub(crate) async fn put_group(
+        &self,
+        actor: &str,
+        name: &str,
+        group: GroupSpec,
+    ) -> Result<Changed, StateError> {
+        let words = group_words(&group);
+        self.write_object(actor, ObjectKind::Group, name, words, move |objects| {
+            objects.groups.insert(name.to_string(), group.clone()).is_some()
+        })
+        .await
+    }
+
+    /// `DELETE /config/routes/{name}` and `/config/groups/{name}`: removes the API's object
+    /// (`NotFound` when the API has none of that name; a route's live changes go with it).
+    pub(crate) async fn delete_object(
+        &self,
+        actor: &str,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Changed, StateError> {
+        let entry = AuditEntry::now(
+            actor,
+            (kind == ObjectKind::Route).then_some(name),
+            None,
+            &format!("{}_delete", kind.as_str()),
+            format!("{} {name} deleted (made through the API)", kind.as_str()),
+        );
+        self.change(entry, |inner, overlay, _| {
+            self.refuse_file_objects(inner, kind, name)?;
+            let had = match kind {
+                ObjectKind::Route => overlay.config.routes.remove(name).is_some(),
+                ObjectKind::Group => overlay.config.groups.remove(name).is_some(),
+            };
+            if !had {
+                return Err(StateError::not_found(format!(
+                    "no {} named {name:?} was made through the API",
+                    kind.as_str()
+                )));
+            }
+            if kind == ObjectKind::Route {
+                // Its percentages, lists, override and plans would only be warned about.
+                overlay.routes.remove(name);
+            }
+            self.check_objects(inner, &overlay.config)
+                .map_err(|e| match kind {
+                    ObjectKind::Group => StateError {
+                        message: format!("group {name:?} is still used: {}", e.message),
+                        ..e
+                    },
+                    ObjectKind::Route => e,
+                })
+        })
+        .await
+    }
+
+    /// One create-or-replace: refused (`Conflict`) when the file defines `name`; `insert`
+    /// puts the object in and says whether it replaced one; the merged section must validate
+    /// (`Invalid`, naming the key).
+    async fn write_object(
+        &self,
+        actor: &str,
+        kind: ObjectKind,
+        name: &str,
+        words: String,
+        insert: impl Fn(&mut ConfigObjects) -> bool,
+    ) -> Result<Changed, StateError> {
+        let entry = AuditEntry::now(
+            actor,
+            (kind == ObjectKind::Route).then_some(name),
+            None,
+            &format!("{}_put", kind.as_str()),
+            String::new(),
+        );
+        self.change(entry, |inner, overlay, entry| {
+            self.refuse_file_objects(inner, kind, name)?;
+            let replaced = insert(&mut overlay.config);
+            entry.detail = format!(
+                "{} {name} {}: {words}",
+                kind.as_str(),
+                if replaced { "replaced" } else { "created" }
+            );
+            self.check_objects(inner, &overlay.config)
+        })
+        .await
+    }
+
+    /// `Conflict` naming the file when the file defines `name` of `kind`.
+    fn refuse_file_objects(
+        &self,
+        inner: &Inner,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<(), StateError> {
+        match file_key(&inner.spec, kind, name) {
+            Some(key) => Err(StateError::conflict(format!(
+                "{} {name:?} is defined in {} ({key}); change it there",
+                kind.as_str(),
+                self.source.describe()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the file's section merged with `objects` validates (`Invalid` naming the key).
+    fn check_objects(&self, inner: &Inner, objects: &ConfigObjects) -> Result<(), StateError> {
+        self.merge_objects(inner, &inner.spec, objects)
+            .map(|_| ())
+            .map_err(|e| StateError::invalid_field(&e.key, key_message(&e)))
+    }
+}
+
+/// An error's key and message as one line (`routes.shop.routing.default: "x" is not…`).
+fn key_message(e: &ConfigError) -> String {
+    if e.key.is_empty() {
+        e.message.clone()
+    } else {
+        format!("{}: {}", e.key, e.message)
+    }
+}
+
+/// A route in a few words, for the audit trail: hosts, paths and default group.
+fn route_words(route: &RouteSpec) -> String {
+    let list = |items: &[String], none: &str| {
+        if items.is_empty() {
+            none.to_string()
+        } else {
+            items.join(" ")
+        }
+    };
+    format!(
+        "hosts {}, paths {}, default group {}, {} rule(s)",
+        list(&route.hosts, "any"),
+        list(&route.paths, "/"),
+        route.routing.default,
+        route.routing.rules.len()
+    )
+}
+
+/// A group in a few words, for the audit trail: its servers and weights.
+fn group_words(group: &GroupSpec) -> String {
+    let servers: Vec<String> = group
+        .servers
+        .iter()
+        .map(|s| match s {
+            ServerSpec::Addr(addr) => addr.clone(),
+            ServerSpec::Weighted(w) => match w.weight {
+                Some(weight) => format!("{} (weight {weight})", w.addr),
+                None => w.addr.clone(),
+            },
+        })
+        .collect();
+    format!("servers {}", servers.join(", "))
+}
+
+/// What `-t` checks beside the file: the API's routes and groups kept in the state file at
+/// `state_file` (when it exists), merged over `spec` (the file's section, read from
+/// `file_name`, relative paths against `base`) and validated as the controller will. A name
+/// both define is refused naming both. Returns how many objects were checked.
+pub fn check_state_file_objects(
+    spec: &GatewaySpec,
+    state_file: &Path,
+    base: &Path,
+    file_name: &str,
+) -> Result<usize, String> {
+    if !state_file.exists() {
+        return Ok(0);
+    }
+    let overlay = read_state_file(state_file).map_err(|e| e.to_string())?;
+    if overlay.config.is_empty() {
+        return Ok(0);
+    }
+    validate_merged(spec, &overlay.config, base, file_name)
+        .map(|_| overlay.config.len())
+        .map_err(|e| {
+            format!(
+                "{e} (the API's routes and groups are kept in {})",
+                state_file.display()
+            )
+        })
+}
