@@ -59,11 +59,9 @@ fn main() -> ExitCode {
     }
     if opt.test {
         let checked = match &conf_path {
-            Some(path) => canary_gateway::check_api_objects(
-                &ConfigSource::File(path.into()),
-                &spec,
-                &gateway,
-            ),
+            Some(path) => {
+                canary_gateway::check_api_objects(&ConfigSource::File(path.into()), &spec, &gateway)
+            }
             None => Ok(0),
         };
         match checked {

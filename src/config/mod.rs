@@ -48,9 +48,9 @@ pub(crate) use compress::{Coding, CompressConfig};
 #[cfg(test)]
 pub(crate) use notify::WebhookUrl;
 pub(crate) use notify::{NotifyEvent, NotifyFormat, NotifyHook};
+pub use objects::ConfigObjects;
 pub(crate) use pages::{ErrorPage, ErrorPages};
 pub(crate) use parse::{check_token, parse_duration};
-pub use objects::ConfigObjects;
 pub use spec::GatewaySpec;
 pub use tls::{certificate_warnings, describe_listeners};
 pub(crate) use tls::{Listener, ListenerKind, TlsListener};

@@ -219,7 +219,10 @@ fn object_key(file: &GatewaySpec, objects: &ConfigObjects, mut e: ConfigError) -
                 if !from_routing {
                     return None;
                 }
-                return Some(format!("gateway.routing{}", after.strip_prefix(".routing")?));
+                return Some(format!(
+                    "gateway.routing{}",
+                    after.strip_prefix(".routing")?
+                ));
             }
             let name = api_routes.get(index - file_routes)?;
             return Some(format!("routes.{name}{after}"));
@@ -300,22 +303,22 @@ gateway:
     /// the API's routes are added after it; requests of other hosts still reach `default`.
     #[test]
     fn a_routing_block_becomes_the_route_default() {
-        let objects = objects(
+        let with_shop = objects(
             &[route("shop", "shop.example.com", "shop")],
             &[("shop", group("127.0.0.1:10002"))],
         );
-        let merged = merge(&spec(ONE_BLOCK), &objects).expect("merges");
+        let merged = merge(&spec(ONE_BLOCK), &with_shop).expect("merges");
         assert!(merged.routing.is_none());
         let routes = merged.routes.as_ref().expect("routes");
         let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["default", "shop"]);
         assert!(routes[0].hosts.is_empty() && routes[0].paths.is_empty());
         assert_eq!(merged.groups.len(), 2);
-        let config = check(ONE_BLOCK, &objects).expect("validates");
+        let config = check(ONE_BLOCK, &with_shop).expect("validates");
         assert_eq!(config.routes.len(), 2);
         assert!(config.route_table.is_some(), "two routes need the lookup");
         // Groups alone leave the routing block as it is.
-        let only_group = super::objects(&[], &[("spare", group("127.0.0.1:10003"))]);
+        let only_group = objects(&[], &[("spare", group("127.0.0.1:10003"))]);
         let merged = merge(&spec(ONE_BLOCK), &only_group).expect("merges");
         assert!(merged.routing.is_some() && merged.routes.is_none());
     }
@@ -328,30 +331,42 @@ gateway:
             &objects(&[route("web", "web.example.net", "stable")], &[]),
         )
         .expect_err("refused");
-        assert!(e.starts_with("gw.yaml: gateway.routes[0]: route \"web\""), "{e}");
+        assert!(
+            e.starts_with("gw.yaml: gateway.routes[0]: route \"web\""),
+            "{e}"
+        );
         assert!(e.contains("routes.web"), "{e}");
-        let e = check(ROUTES, &objects(&[], &[("stable", group("127.0.0.1:1"))]))
-            .expect_err("refused");
-        assert!(e.starts_with("gw.yaml: gateway.groups.stable: group \"stable\""), "{e}");
+        let e =
+            check(ROUTES, &objects(&[], &[("stable", group("127.0.0.1:1"))])).expect_err("refused");
+        assert!(
+            e.starts_with("gw.yaml: gateway.groups.stable: group \"stable\""),
+            "{e}"
+        );
         let e = check(
             ONE_BLOCK,
             &objects(&[route("default", "a.example.com", "stable")], &[]),
         )
         .expect_err("refused");
-        assert!(e.starts_with("gw.yaml: gateway.routing: route \"default\""), "{e}");
+        assert!(
+            e.starts_with("gw.yaml: gateway.routing: route \"default\""),
+            "{e}"
+        );
     }
 
     /// Validation errors name the API object, not the merged section's index.
     #[test]
     fn errors_name_the_api_object() {
-        let e = check(ROUTES, &objects(&[route("shop", "shop.example.com", "x")], &[]))
-            .expect_err("refused");
+        let e = check(
+            ROUTES,
+            &objects(&[route("shop", "shop.example.com", "x")], &[]),
+        )
+        .expect_err("refused");
         assert!(
             e.starts_with("gw.yaml: routes.shop.routing.default: \"x\" is not a group"),
             "{e}"
         );
-        let e = check(ROUTES, &objects(&[], &[("api", group("not an address"))]))
-            .expect_err("refused");
+        let e =
+            check(ROUTES, &objects(&[], &[("api", group("not an address"))])).expect_err("refused");
         assert!(e.starts_with("gw.yaml: groups.api.servers[0]"), "{e}");
         // The same host and path as a file route: the API route is named.
         let e = check(
@@ -363,8 +378,11 @@ gateway:
         assert!(e.contains("\"web\""), "{e}");
         // The file's own mistakes keep the file's keys.
         let bad_file = ONE_BLOCK.replace("default: stable", "default: nope");
-        let e = check(&bad_file, &objects(&[route("a", "a.example.com", "stable")], &[]))
-            .expect_err("refused");
+        let e = check(
+            &bad_file,
+            &objects(&[route("a", "a.example.com", "stable")], &[]),
+        )
+        .expect_err("refused");
         assert!(e.starts_with("gw.yaml: gateway.routing.default"), "{e}");
     }
 

@@ -98,7 +98,10 @@ impl Controller {
         route.name = name.to_string();
         let words = route_words(&route);
         self.write_object(actor, ObjectKind::Route, name, words, move |objects| {
-            objects.routes.insert(name.to_string(), route.clone()).is_some()
+            objects
+                .routes
+                .insert(name.to_string(), route.clone())
+                .is_some()
         })
         .await
     }
@@ -112,7 +115,10 @@ impl Controller {
     ) -> Result<Changed, StateError> {
         let words = group_words(&group);
         self.write_object(actor, ObjectKind::Group, name, words, move |objects| {
-            objects.groups.insert(name.to_string(), group.clone()).is_some()
+            objects
+                .groups
+                .insert(name.to_string(), group.clone())
+                .is_some()
         })
         .await
     }

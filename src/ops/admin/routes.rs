@@ -131,7 +131,12 @@ pub(crate) static ROUTES: &[Route] = &[
     Route::api(Get, "/whoami", Viewer, handler!(reads::whoami)),
     Route::api(Get, "/config", Viewer, handler!(reads::config)),
     Route::api(Get, "/config/routes", Viewer, handler!(config::routes)),
-    Route::api(Get, "/config/routes/{name}", Viewer, handler!(config::route)),
+    Route::api(
+        Get,
+        "/config/routes/{name}",
+        Viewer,
+        handler!(config::route),
+    ),
     Route::api(
         Put,
         "/config/routes/{name}",
@@ -145,7 +150,12 @@ pub(crate) static ROUTES: &[Route] = &[
         handler!(config::delete_route),
     ),
     Route::api(Get, "/config/groups", Viewer, handler!(config::groups)),
-    Route::api(Get, "/config/groups/{name}", Viewer, handler!(config::group)),
+    Route::api(
+        Get,
+        "/config/groups/{name}",
+        Viewer,
+        handler!(config::group),
+    ),
     Route::api(
         Put,
         "/config/groups/{name}",
