@@ -291,3 +291,126 @@ pub fn check_state_file_objects(
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::state::overlay::{ControlMessage, Overlay};
+    use crate::state::{ConfigSource, ErrorKind};
+
+    const FILE: &str = "gateway:\n  listen: [\"127.0.0.1:1\"]\n  groups:\n    stable: { servers: [\"127.0.0.1:2\"] }\n  routing: { default: stable }\n";
+
+    fn controller() -> Controller {
+        let loaded = config::load_str(FILE, "gw.yaml", Path::new(".")).expect("valid");
+        Controller::new(ConfigSource::Demo, loaded.spec, loaded.gateway).expect("controller")
+    }
+
+    fn group(addr: &str) -> GroupSpec {
+        serde_json::from_value(serde_json::json!({ "servers": [addr] })).expect("a group")
+    }
+
+    fn route(group: &str) -> RouteSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "ignored", "hosts": ["shop.example.com"], "routing": { "default": group }
+        }))
+        .expect("a route")
+    }
+
+    fn route_names(c: &Controller) -> Vec<String> {
+        c.view()
+            .state
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// A write is served at once, named by its key (the body's name is the path's); the file's
+    /// names are refused as conflicts, and a delete of what the API did not make is NotFound.
+    #[tokio::test]
+    async fn writes_are_merged_and_served() {
+        let c = controller();
+        c.put_group("alice", "shop", group("127.0.0.1:3"))
+            .await
+            .expect("group");
+        let changed = c
+            .put_route("alice", "shop", route("shop"))
+            .await
+            .expect("route");
+        assert_eq!(changed.version, 2);
+        assert_eq!(route_names(&c), ["default", "shop"]);
+        let view = c.config_objects();
+        let sources: Vec<(&str, Source)> = view
+            .routes
+            .iter()
+            .map(|(n, s, _)| (n.as_str(), *s))
+            .collect();
+        assert_eq!(sources, [("default", Source::File), ("shop", Source::Api)]);
+        assert_eq!(view.routes[1].2.name, "shop");
+
+        let e = c.put_group("alice", "stable", group("127.0.0.1:3")).await;
+        assert_eq!(e.expect_err("the file's").kind, ErrorKind::Conflict);
+        let e = c.delete_object("alice", ObjectKind::Route, "nope").await;
+        assert_eq!(e.expect_err("unknown").kind, ErrorKind::NotFound);
+        let e = c
+            .delete_object("alice", ObjectKind::Group, "shop")
+            .await
+            .expect_err("used");
+        assert_eq!(e.field.as_deref(), Some("routes.shop.routing.default"));
+        assert!(
+            e.message.starts_with("group \"shop\" is still used: "),
+            "{}",
+            e.message
+        );
+
+        c.delete_object("alice", ObjectKind::Route, "shop")
+            .await
+            .expect("deleted");
+        assert_eq!(route_names(&c), ["default"]);
+        assert_eq!(c.view().control.version, 3, "refusals changed nothing");
+    }
+
+    /// A control state from another node whose objects do not validate here keeps the
+    /// objects in force and says why; the next one that fits is served.
+    #[test]
+    fn a_remote_state_that_does_not_fit_keeps_the_old_objects() {
+        let c = controller();
+        let mut bad = Overlay::default();
+        bad.version = 5;
+        bad.config
+            .groups
+            .insert("stable".into(), group("127.0.0.1:3"));
+        c.apply_remote(ControlMessage {
+            control: bad,
+            changes: Vec::new(),
+        });
+        let view = c.view();
+        assert_eq!(view.control.version, 5, "the state itself is taken");
+        assert_eq!(route_names(&c), ["default"]);
+        assert!(
+            view.overlay_warnings
+                .iter()
+                .any(|w| w.contains("control state version 5")
+                    && w.contains("gateway.groups.stable")),
+            "{:?}",
+            view.overlay_warnings
+        );
+        let mut good = Overlay::default();
+        good.version = 6;
+        good.config
+            .groups
+            .insert("shop".into(), group("127.0.0.1:3"));
+        good.config.routes.insert("shop".into(), {
+            let mut r = route("shop");
+            r.name = "shop".into();
+            r
+        });
+        c.apply_remote(ControlMessage {
+            control: good,
+            changes: Vec::new(),
+        });
+        assert_eq!(route_names(&c), ["default", "shop"]);
+        assert!(c.view().overlay_warnings.is_empty());
+    }
+}
