@@ -124,7 +124,8 @@ impl Controller {
     }
 
     /// `DELETE /config/routes/{name}` and `/config/groups/{name}`: removes the API's object
-    /// (`NotFound` when the API has none of that name; a route's live changes go with it).
+    /// (`Conflict` when only the file defines the name, `NotFound` when nothing does; a
+    /// route's live changes go with it).
     pub(crate) async fn delete_object(
         &self,
         actor: &str,
@@ -139,12 +140,14 @@ impl Controller {
             format!("{} {name} deleted (made through the API)", kind.as_str()),
         );
         self.change(entry, |inner, overlay, _| {
-            self.refuse_file_objects(inner, kind, name)?;
             let had = match kind {
                 ObjectKind::Route => overlay.config.routes.remove(name).is_some(),
                 ObjectKind::Group => overlay.config.groups.remove(name).is_some(),
             };
+            // An API object the file now defines too (another node's, or kept from before the
+            // file changed) may still be deleted: that is how the collision is resolved.
             if !had {
+                self.refuse_file_objects(inner, kind, name)?;
                 return Err(StateError::not_found(format!(
                     "no {} named {name:?} was made through the API",
                     kind.as_str()
@@ -373,8 +376,8 @@ mod tests {
 
     /// A control state from another node whose objects do not validate here keeps the
     /// objects in force and says why; the next one that fits is served.
-    #[test]
-    fn a_remote_state_that_does_not_fit_keeps_the_old_objects() {
+    #[tokio::test]
+    async fn a_remote_state_that_does_not_fit_keeps_the_old_objects() {
         let c = controller();
         let mut bad = Overlay::default();
         bad.version = 5;
@@ -396,8 +399,16 @@ mod tests {
             "{:?}",
             view.overlay_warnings
         );
+        // The API's copy of a name the file defines can be deleted: the collision is gone.
+        c.delete_object("alice", ObjectKind::Group, "stable")
+            .await
+            .expect("the API's copy goes");
+        assert!(c.view().overlay_warnings.is_empty());
+        assert_eq!(c.view().control.version, 6);
+        let e = c.delete_object("alice", ObjectKind::Group, "stable").await;
+        assert_eq!(e.expect_err("the file's").kind, ErrorKind::Conflict);
         let mut good = Overlay::default();
-        good.version = 6;
+        good.version = 7;
         good.config
             .groups
             .insert("shop".into(), group("127.0.0.1:3"));
