@@ -28,6 +28,10 @@
 //!   where its configuration came from (reload reads it again).
 //! - [`raise_open_files_limit`] and [`OpenFiles`]: the start-up descriptor limit and what
 //!   it became.
+//! - [`check_api_objects`]: what `-t` checks beside the file — the routes and groups made
+//!   through the admin API (kept in the state file) merged over it ([`config::objects`]:
+//!   [`config::ConfigObjects`], [`config::objects::merge`],
+//!   [`config::objects::validate_merged`]).
 //! - [`config`]: [`config::load_file`], [`config::load_demo`] and [`config::load_str`] read and
 //!   validate a file into a [`config::LoadedConfig`] (Pingora's settings, the
 //!   [`config::GatewaySpec`] as written — [`config::GatewaySpec::from_yaml`] — and the
