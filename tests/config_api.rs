@@ -220,6 +220,15 @@ fn a_route_and_group_made_through_the_api_are_served_edited_and_deleted() {
         ],
         "{audit}"
     );
+    let edit = &audit["entries"][3];
+    assert_eq!(
+        edit["before"],
+        "hosts shop.example.com, paths /, default group shop, 0 rule(s)"
+    );
+    assert_eq!(
+        edit["after"],
+        "hosts shop.example.com, paths /, default group shop-b, 0 rule(s)"
+    );
     let first = &audit["entries"][6];
     assert_eq!(first["actor"], "admin");
     assert!(

@@ -101,7 +101,7 @@ impl Controller {
             objects
                 .routes
                 .insert(name.to_string(), route.clone())
-                .is_some()
+                .map(|old| route_words(&old))
         })
         .await
     }
@@ -118,7 +118,7 @@ impl Controller {
             objects
                 .groups
                 .insert(name.to_string(), group.clone())
-                .is_some()
+                .map(|old| group_words(&old))
         })
         .await
     }
@@ -170,15 +170,16 @@ impl Controller {
     }
 
     /// One create-or-replace: refused (`Conflict`) when the file defines `name`; `insert`
-    /// puts the object in and says whether it replaced one; the merged section must validate
-    /// (`Invalid`, naming the key).
+    /// puts the object in and gives the words of the one it replaced, if any; the merged
+    /// section must validate (`Invalid`, naming the key). The audit entry says what was
+    /// created, or what was replaced by what.
     async fn write_object(
         &self,
         actor: &str,
         kind: ObjectKind,
         name: &str,
         words: String,
-        insert: impl Fn(&mut ConfigObjects) -> bool,
+        insert: impl Fn(&mut ConfigObjects) -> Option<String>,
     ) -> Result<Changed, StateError> {
         let entry = AuditEntry::now(
             actor,
@@ -189,12 +190,14 @@ impl Controller {
         );
         self.change(entry, |inner, overlay, entry| {
             self.refuse_file_objects(inner, kind, name)?;
-            let replaced = insert(&mut overlay.config);
-            entry.detail = format!(
-                "{} {name} {}: {words}",
-                kind.as_str(),
-                if replaced { "replaced" } else { "created" }
-            );
+            match insert(&mut overlay.config) {
+                Some(old) => entry.moved(
+                    &format!("{} {name} replaced:", kind.as_str()),
+                    old,
+                    words.clone(),
+                ),
+                None => entry.detail = format!("{} {name} created: {words}", kind.as_str()),
+            }
             self.check_objects(inner, &overlay.config)
         })
         .await
