@@ -164,7 +164,7 @@ pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec,
 }
 
 /// The route a file's single `routing` block stands for: `default`, every host and path.
-fn whole_site_route(routing: super::spec::RoutingSpec) -> RouteSpec {
+pub(crate) fn whole_site_route(routing: super::spec::RoutingSpec) -> RouteSpec {
     RouteSpec {
         name: DEFAULT_ROUTE.to_string(),
         hosts: Vec::new(),

@@ -10,7 +10,7 @@ use super::audit::AuditEntry;
 use super::controller::{Controller, Inner};
 use super::overlay::read_state_file;
 use super::{Changed, StateError};
-use crate::config::objects::{file_key, validate_merged, ObjectKind};
+use crate::config::objects::{file_key, validate_merged, whole_site_route, ObjectKind};
 use crate::config::spec::{GroupSpec, RouteSpec, ServerSpec};
 use crate::config::{ConfigError, ConfigObjects, GatewaySpec};
 
@@ -66,18 +66,7 @@ impl Controller {
             .collect();
         if let (None, Some(routing)) = (&merged.routes, &merged.routing) {
             // The file's single routing block is the route `default`, every host and path.
-            let whole: RouteSpec = RouteSpec {
-                name: crate::config::DEFAULT_ROUTE.to_string(),
-                hosts: Vec::new(),
-                paths: Vec::new(),
-                strip_prefix: false,
-                access: None,
-                rate_limits: None,
-                compress: None,
-                error_pages: None,
-                intercept_errors: None,
-                routing: routing.clone(),
-            };
+            let whole = whole_site_route(routing.clone());
             routes.push((whole.name.clone(), Source::File, whole));
         }
         let groups = merged
