@@ -26,6 +26,7 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 mod tls;
+pub(crate) mod uploaded;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,7 +44,9 @@ use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::unix_now;
 pub(crate) use certificates::EXPIRY_WARNING_DAYS;
-pub(crate) use certificates::{issued_from_pem, validation_certificate};
+pub(crate) use certificates::{
+    facts_of_der, issued_from_pem, rfc3339, validation_certificate, CertificateFacts,
+};
 pub(crate) use compress::{Coding, CompressConfig};
 #[cfg(test)]
 pub(crate) use notify::WebhookUrl;

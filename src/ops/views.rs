@@ -188,6 +188,7 @@ fn certificates(state: &crate::state::GatewayState) -> Vec<Value> {
                 "names": cert.names,
                 "default": i == listener.default_certificate,
                 "key_type": cert.key_type,
+                "issuer": cert.issuer,
                 "serial": cert.serial,
                 "not_after": humantime::format_rfc3339_seconds(expires).to_string(),
                 "days_left": cert.days_left(now),

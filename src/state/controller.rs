@@ -196,6 +196,7 @@ impl Controller {
                 }
             }
         };
+        super::certificates::install(&overlay.certificates);
         let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref());
         for w in &overlay_warnings {
             warn!("state file: {w}");
@@ -319,6 +320,9 @@ impl Controller {
                 Err(e) => error!("{e}; the store holds the state, serving it"),
                 Ok(()) => {}
             }
+        }
+        if overlay.certificates != inner.overlay.certificates {
+            super::certificates::install(&overlay.certificates);
         }
         inner.overlay = overlay;
         inner.overlay_warnings = warnings;
@@ -600,8 +604,13 @@ impl Controller {
             },
             config_file: self.source.describe(),
             state_file: self.state_file.clone(),
-            // Without the audit trail, which `/status` does not show (the page polls it).
-            overlay: inner.overlay.shared(),
+            // Without the audit trail, which `/status` does not show (the page polls it), and
+            // without the uploaded certificates, whose keys no read may see.
+            overlay: {
+                let mut shared = inner.overlay.shared();
+                shared.certificates.clear();
+                shared
+            },
             routes: inner.base.routes.clone(),
             listen: inner.base.listen.iter().map(|l| l.describe()).collect(),
             overlay_warnings: inner
@@ -609,6 +618,7 @@ impl Controller {
                 .iter()
                 .chain(&inner.objects_warning)
                 .cloned()
+                .chain(super::certificates::warnings())
                 .collect(),
             last_reload: inner.last_reload.clone(),
             store: self.store.clone(),

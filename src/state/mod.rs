@@ -7,12 +7,14 @@
 
 pub(crate) mod acme;
 pub(crate) mod audit;
+mod certificates;
 mod changes;
 pub(crate) mod cluster;
 pub(crate) mod controller;
 mod error;
 mod explain;
 pub(crate) mod figures;
+mod files;
 pub(crate) mod history;
 mod lists;
 pub(crate) mod metrics;

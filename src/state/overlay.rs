@@ -40,6 +40,10 @@ pub(crate) struct Overlay {
     /// merged over the file's (see `config::objects`).
     #[serde(default, skip_serializing_if = "ConfigObjects::is_empty")]
     pub(crate) config: ConfigObjects,
+    /// Listener certificates uploaded through the admin API, by name (a private key each:
+    /// the state file is written 0600).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) certificates: BTreeMap<String, UploadedCertificate>,
     /// This node's audit trail, newest first (state file only: the store keeps the shared one
     /// apart from the control state).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
@@ -81,6 +85,32 @@ pub(crate) struct RouteOverlay {
     pub(crate) maintenance: Option<Maintenance>,
 }
 
+/// A listener certificate uploaded through the admin API (`PUT /config/certificates/{name}`),
+/// as sent: served by SNI on every TLS listener. Its key is never answered by a read.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadedCertificate {
+    /// The PEM chain, leaf first.
+    pub(crate) chain_pem: String,
+    /// The leaf's PEM private key.
+    pub(crate) key_pem: String,
+    /// The admin token's name that uploaded it.
+    pub(crate) by: String,
+    /// When, in Unix milliseconds.
+    pub(crate) at_ms: u64,
+}
+
+impl std::fmt::Debug for UploadedCertificate {
+    // Without the key, so no debug log can print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadedCertificate")
+            .field("chain_pem", &self.chain_pem)
+            .field("by", &self.by)
+            .field("at_ms", &self.at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A route in maintenance: the `Retry-After` its 503s carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +146,7 @@ impl Overlay {
             mode: self.mode.clone(),
             routes: self.routes.clone(),
             config: self.config.clone(),
+            certificates: self.certificates.clone(),
             ..Overlay::default()
         }
     }
@@ -328,14 +359,16 @@ fn process_is_running(pid: u32) -> bool {
     alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Writes the state file atomically: a temporary file in the same folder, synced, renamed.
+/// Writes the state file atomically: a temporary file in the same folder (mode 0600), synced,
+/// renamed.
 pub(crate) fn write_state_file(path: &Path, overlay: &Overlay) -> Result<(), StateError> {
     use std::io::Write;
     let text =
         serde_json::to_vec_pretty(overlay).map_err(|e| StateError::internal(e.to_string()))?;
     let tmp = temp_path(path, std::process::id());
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
+        // It may hold private keys (uploaded certificates): readable by its owner only.
+        let mut file = super::files::create_private(&tmp)?;
         file.write_all(&text)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -419,6 +452,39 @@ mod tests {
         for name in &names[1..] {
             assert!(dir.join(name).exists(), "{name} was kept");
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The state file is written 0600 (it holds uploaded certificates' keys), even over a
+    /// readable file and a readable leftover temporary file of this process.
+    #[test]
+    fn the_state_file_is_written_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("overlay-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("state.json");
+        let readable = std::fs::Permissions::from_mode(0o644);
+        for file in [path.clone(), temp_path(&path, std::process::id())] {
+            std::fs::write(&file, b"{}").expect("plant");
+            std::fs::set_permissions(&file, readable.clone()).expect("chmod");
+        }
+        let mut overlay = Overlay::default();
+        overlay.certificates.insert(
+            "shop".into(),
+            UploadedCertificate {
+                chain_pem: "chain".into(),
+                key_pem: "key".into(),
+                by: "admin".into(),
+                at_ms: 1,
+            },
+        );
+        write_state_file(&path, &overlay).expect("written");
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(read_state_file(&path).expect("read back"), overlay);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -28,6 +28,7 @@
 
 mod answer;
 mod bodies;
+mod certificates;
 mod changes;
 mod config;
 mod json;

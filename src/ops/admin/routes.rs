@@ -8,7 +8,7 @@ use http::{Method, Response};
 
 use super::answer::{ApiError, Reply};
 use super::request::{Call, Params};
-use super::{changes, config, reads};
+use super::{certificates, changes, config, reads};
 use crate::config::Role;
 use crate::ops::ui;
 
@@ -170,6 +170,30 @@ pub(crate) static ROUTES: &[Route] = &[
     ),
     Route::api(Get, "/explain", Viewer, handler!(reads::explain)),
     Route::api(Get, "/audit", Viewer, handler!(reads::audit)),
+    Route::api(
+        Get,
+        "/config/certificates",
+        Viewer,
+        handler!(certificates::list),
+    ),
+    Route::api(
+        Get,
+        "/config/certificates/{name}",
+        Viewer,
+        handler!(certificates::one),
+    ),
+    Route::api(
+        Put,
+        "/config/certificates/{name}",
+        Admin,
+        handler!(certificates::put),
+    ),
+    Route::api(
+        Delete,
+        "/config/certificates/{name}",
+        Admin,
+        handler!(certificates::delete),
+    ),
     Route::api(Post, "/reload", Operator, handler!(changes::reload)),
     Route::per_route(Post, "/rollback", Operator, handler!(changes::rollback)),
     Route::per_route(Post, "/resume", Operator, handler!(changes::resume)),
