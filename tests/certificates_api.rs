@@ -30,6 +30,8 @@ fn addr() -> SocketAddr {
 struct Edge {
     gateway: Gateway,
     tls: SocketAddr,
+    /// A redirect listener (to the TLS listener's port).
+    redirect: SocketAddr,
     admin: SocketAddr,
 }
 
@@ -62,7 +64,7 @@ fn start_edge(
     state_file: &Path,
     redis_port: Option<u16>,
 ) -> Edge {
-    let (plain, tls, admin_addr) = (addr(), addr(), addr());
+    let (plain, tls, redirect, admin_addr) = (addr(), addr(), addr(), addr());
     let store = redis_port
         .map(|port| {
             format!(
@@ -79,6 +81,7 @@ fn start_edge(
          \x20         - {{ cert: \"{dc}\", key: \"{dk}\" }}\n\
          \x20         - {{ cert: \"{ec}\", key: \"{ek}\" }}\n\
          \x20       default_certificate: \"{dc}\"\n\
+         \x20   - {{ addr: \"{redirect}\", redirect_https: true, https_port: {tls_port} }}\n\
          \x20 admin:\n    listen: \"{admin_addr}\"\n    token: \"{ADMIN}\"\n\
          \x20   state_file: \"{state}\"\n\
          \x20   tokens:\n\
@@ -94,6 +97,7 @@ fn start_edge(
         ek = files.exact.key.display(),
         state = state_file.display(),
         origin = origin.addr,
+        tls_port = tls.port(),
     );
     let config_path = dir.path().join("gateway.yaml");
     std::fs::write(&config_path, config).expect("write config");
@@ -101,6 +105,7 @@ fn start_edge(
     Edge {
         gateway,
         tls,
+        redirect,
         admin: admin_addr,
     }
 }
@@ -222,11 +227,13 @@ fn an_uploaded_certificate_is_served_by_sni_and_deleted_back_to_the_files() {
     let state_file = dir.path().join("state.json");
     let edge = start_edge(dir, &files, &origin, &state_file, None);
 
-    // Before: the file's default certificate for the unknown name.
+    // Before: the file's default certificate for the unknown name, which the redirect
+    // listener does not know.
     assert_eq!(
         served_serial(edge.tls, Some("shop.test")),
         files.default.serial
     );
+    assert_eq!(get_host(edge.redirect, "shop.test", "/a", &[]).status, 400);
     let generation_before = edge.call(VIEWER, "GET", "/status", None).1["generation"].clone();
 
     let (status, answer) = edge.upload("shop", &shop);
@@ -261,6 +268,13 @@ fn an_uploaded_certificate_is_served_by_sni_and_deleted_back_to_the_files() {
         "stable"
     );
     assert!(origin.count() >= 2, "the requests reached the origin");
+    // The redirect listener sends the upload's names on to https.
+    let redirected = get_host(edge.redirect, "www.shop.test", "/a?b=1", &[]);
+    assert_eq!(redirected.status, 308);
+    assert_eq!(
+        redirected.header("location"),
+        Some(format!("https://www.shop.test:{}/a?b=1", edge.tls.port()).as_str())
+    );
     let log = edge.gateway.log();
     assert!(!log.contains("reload:"), "no reload happened: {log}");
     let status_after = edge.call(VIEWER, "GET", "/status", None).1;
@@ -347,6 +361,7 @@ fn an_uploaded_certificate_is_served_by_sni_and_deleted_back_to_the_files() {
         files.default.serial
     );
     assert!(row(&edge.list(), "api", "shop").is_none());
+    assert_eq!(get_host(edge.redirect, "shop.test", "/a", &[]).status, 400);
     let (status, answer) = edge.call(ADMIN, "DELETE", "/config/certificates/shop", None);
     assert_eq!(status, 404, "{answer}");
     let (_, audit) = edge.call(VIEWER, "GET", "/audit", None);
@@ -474,6 +489,40 @@ fn a_restart_keeps_the_upload() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+
+    // A state whose certificate no longer parses starts all the same: warned about, listed
+    // with why, and its names get the file's certificate.
+    let mut edge = edge;
+    edge.gateway.signal("KILL");
+    edge.gateway.wait_status(Duration::from_secs(5));
+    let text = std::fs::read_to_string(&state_file).expect("state");
+    let mut state: Value = serde_json::from_str(&text).expect("JSON");
+    state["certificates"]["kept"]["chain_pem"] = json!("-----BEGIN CERTIFICATE-----\nbroken\n");
+    std::fs::write(&state_file, state.to_string()).expect("write state");
+    let dir = std::mem::replace(&mut edge.gateway.dir, TempDir::new("unused"));
+    let config_path = edge.gateway.config_path.clone();
+    let gateway = Gateway::start_with_file(dir, config_path, edge.gateway.addr);
+    let edge = Edge { gateway, ..edge };
+    assert_eq!(
+        served_serial(edge.tls, Some("kept.test")),
+        files.default.serial
+    );
+    let (_, status) = edge.call(VIEWER, "GET", "/status", None);
+    let warnings: Vec<&str> = status["overlay_warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("uploaded certificate \"kept\" is not served")),
+        "{warnings:?}"
+    );
+    let list = edge.list();
+    let kept_row = row(&list, "api", "kept").unwrap_or_else(|| panic!("kept in {list:?}"));
+    assert!(kept_row["error"].is_string(), "{kept_row}");
 }
 
 /// Two nodes sharing Redis: an upload on A is served by B by SNI (the time it took is

@@ -19,6 +19,7 @@ mod notify;
 pub mod objects;
 mod pages;
 mod parse;
+mod pem;
 mod ratelimit;
 mod routing;
 mod rules;
@@ -44,9 +45,7 @@ use crate::routing::{Percent, Router};
 use crate::upstreams::GroupConfig;
 pub use certificates::unix_now;
 pub(crate) use certificates::EXPIRY_WARNING_DAYS;
-pub(crate) use certificates::{
-    facts_of_der, issued_from_pem, rfc3339, validation_certificate, CertificateFacts,
-};
+pub(crate) use certificates::{issued_from_pem, validation_certificate};
 pub(crate) use compress::{Coding, CompressConfig};
 #[cfg(test)]
 pub(crate) use notify::WebhookUrl;
@@ -54,6 +53,7 @@ pub(crate) use notify::{NotifyEvent, NotifyFormat, NotifyHook};
 pub use objects::ConfigObjects;
 pub(crate) use pages::{ErrorPage, ErrorPages};
 pub(crate) use parse::{check_token, parse_duration};
+pub(crate) use pem::{facts_of_der, rfc3339, CertificateFacts};
 pub use spec::GatewaySpec;
 pub use tls::{certificate_warnings, describe_listeners};
 pub(crate) use tls::{Listener, ListenerKind, TlsListener};

@@ -10,7 +10,9 @@ use std::sync::{Arc, LazyLock};
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 
-use super::certificates::{certified_from_pem, CertificateFacts, PemError};
+use crate::routing::names::KnownHosts;
+
+use super::pem::{certified_from_pem, rfc3339, CertificateFacts, PemError};
 
 /// One uploaded certificate, ready to serve: its name in the API, what it says of itself and
 /// its chain with the signing key.
@@ -29,6 +31,9 @@ pub(crate) struct UploadedLive {
     pub(crate) served: Vec<UploadedServed>,
     /// `(name, why)` for each upload that no longer parses (warned about, not served).
     pub(crate) refused: Vec<(String, String)>,
+    /// The served uploads' names, which a redirect listener sends on to https like the
+    /// files' certificate names.
+    pub(crate) known_hosts: KnownHosts,
 }
 
 impl UploadedLive {
@@ -50,6 +55,11 @@ impl UploadedLive {
                 Err(e) => live.refused.push((name.to_string(), e.message)),
             }
         }
+        live.known_hosts.certificate_names = live
+            .served
+            .iter()
+            .flat_map(|u| u.facts.names.iter().cloned())
+            .collect();
         live
     }
 
@@ -66,9 +76,24 @@ pub(crate) fn uploaded() -> &'static ArcSwap<UploadedLive> {
     &LIVE
 }
 
-/// Makes `live` the set every listener serves from its next handshake on.
-pub(crate) fn install_uploaded(live: UploadedLive) {
+/// Makes the uploads `(name, chain PEM, key PEM)` the set every listener serves from its next
+/// handshake on (parsed and checked here, once per change of the control state, never per
+/// handshake). One that no longer parses is warned about and left out; the others are served.
+pub(crate) fn install_uploaded<'a>(uploads: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
+    let live = UploadedLive::build(uploads);
+    for (name, why) in &live.refused {
+        log::warn!("uploaded certificate {name:?} is not served: {why}");
+    }
     LIVE.store(Arc::new(live));
+}
+
+/// A warning for each upload that is not served (it no longer parses), for `/status`.
+pub(crate) fn uploaded_warnings() -> Vec<String> {
+    LIVE.load()
+        .refused
+        .iter()
+        .map(|(name, why)| format!("uploaded certificate {name:?} is not served: {why}"))
+        .collect()
 }
 
 /// An upload checked for the admin API: the chain parses (field `chain`), the key parses and
@@ -85,7 +110,7 @@ pub(crate) fn check_upload(
             field: "chain",
             message: format!(
                 "the certificate expired on {} (not after {})",
-                super::certificates::rfc3339(facts.not_after),
+                rfc3339(facts.not_after),
                 facts.not_after
             ),
         });
@@ -165,5 +190,7 @@ mod tests {
         );
         assert_eq!(live.refused.len(), 1);
         assert_eq!(live.refused[0].0, "bad");
+        assert!(live.known_hosts.contains("a.test"));
+        assert!(!live.known_hosts.contains("b.test"));
     }
 }

@@ -1,7 +1,7 @@
 //! A redirect listener (`redirect_https: true`): every request gets a 308 to the same host and
-//! target over https; nothing is proxied. Only hosts that some route or certificate names are
-//! redirected (others get a 400), so a hostile `Host` cannot make the gateway send a client to
-//! another site.
+//! target over https; nothing is proxied. Only hosts that some route or certificate (a file's,
+//! ACME's or an uploaded one) names are redirected (others get a 400), so a hostile `Host`
+//! cannot make the gateway send a client to another site.
 
 use std::sync::Arc;
 
@@ -100,8 +100,13 @@ impl ServeHttp for Redirector {
             return answer;
         }
         let host = super::forwarding::request_host(request);
-        let known = state.known_hosts.clone();
-        match location(&known, host, request.raw_path(), self.https_port) {
+        let target = request.raw_path();
+        // The file's route hosts and certificate names, then the uploaded certificates'.
+        let to = location(&state.known_hosts, host, target, self.https_port).or_else(|| {
+            let uploaded = crate::config::uploaded::uploaded().load();
+            location(&uploaded.known_hosts, host, target, self.https_port)
+        });
+        match to {
             Some(to) => answer(StatusCode::PERMANENT_REDIRECT, Some(to), None),
             None => answer(StatusCode::BAD_REQUEST, None, Some("unknown host")),
         }

@@ -3,9 +3,6 @@
 //! accepted, installed as the listeners' live uploaded set whenever the control state's
 //! certificates change, and listed beside the files' and ACME's certificates.
 
-use std::collections::BTreeMap;
-
-use log::warn;
 use serde::Serialize;
 
 use super::audit::{unix_ms, AuditEntry};
@@ -13,7 +10,7 @@ use super::changes::Changed;
 use super::controller::Controller;
 use super::overlay::UploadedCertificate;
 use super::StateError;
-use crate::config::uploaded::{check_upload, install_uploaded, uploaded, UploadedLive};
+use crate::config::uploaded::{check_upload, uploaded};
 use crate::config::{facts_of_der, rfc3339, unix_now, CertificateFacts};
 
 /// The longest upload name.
@@ -254,31 +251,6 @@ fn describe_stored(name: &str, stored: &UploadedCertificate) -> String {
     }
 }
 
-/// Makes the control state's uploaded certificates the listeners' live set (parsed and
-/// checked here, once per change, never per handshake). One that no longer parses is warned
-/// about and left out; the others are served.
-pub(super) fn install(certificates: &BTreeMap<String, UploadedCertificate>) {
-    let live = UploadedLive::build(
-        certificates
-            .iter()
-            .map(|(name, c)| (name.as_str(), c.chain_pem.as_str(), c.key_pem.as_str())),
-    );
-    for (name, why) in &live.refused {
-        warn!("uploaded certificate {name:?} is not served: {why}");
-    }
-    install_uploaded(live);
-}
-
-/// A warning for each uploaded certificate that is not served, for `/status`.
-pub(super) fn warnings() -> Vec<String> {
-    uploaded()
-        .load()
-        .refused
-        .iter()
-        .map(|(name, why)| format!("uploaded certificate {name:?} is not served: {why}"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,20 +265,5 @@ mod tests {
             let e = check_name(bad).expect_err(bad);
             assert_eq!(e.field.as_deref(), Some("name"));
         }
-    }
-
-    /// A stored upload that no longer parses is left out and reported; the others serve.
-    #[test]
-    fn a_stored_upload_that_does_not_parse_is_warned_not_fatal() {
-        let bad = UploadedCertificate {
-            chain_pem: "garbage".into(),
-            key_pem: "garbage".into(),
-            by: "admin".into(),
-            at_ms: 0,
-        };
-        let live = UploadedLive::build([("bad", bad.chain_pem.as_str(), bad.key_pem.as_str())]);
-        assert!(live.served.is_empty());
-        assert_eq!(live.refused.len(), 1);
-        assert_eq!(live.refused[0].0, "bad");
     }
 }

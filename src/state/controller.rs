@@ -20,8 +20,8 @@ use super::history::History;
 use super::metrics::METRICS;
 use super::notice::{Notice, NoticeSink};
 use super::overlay::{
-    apply_overlay, read_state_file, remove_leftover_temp_files, write_state_file, ControlMessage,
-    Overlay,
+    apply_overlay, install_certificates, read_state_file, remove_leftover_temp_files,
+    write_state_file, ControlMessage, Overlay,
 };
 use super::plan::{PlanState, PlanStatus};
 use super::ratelimit::{GatewayWide, RouteLimits};
@@ -196,7 +196,7 @@ impl Controller {
                 }
             }
         };
-        super::certificates::install(&overlay.certificates);
+        install_certificates(&overlay.certificates);
         let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref());
         for w in &overlay_warnings {
             warn!("state file: {w}");
@@ -322,7 +322,7 @@ impl Controller {
             }
         }
         if overlay.certificates != inner.overlay.certificates {
-            super::certificates::install(&overlay.certificates);
+            install_certificates(&overlay.certificates);
         }
         inner.overlay = overlay;
         inner.overlay_warnings = warnings;
@@ -618,7 +618,7 @@ impl Controller {
                 .iter()
                 .chain(&inner.objects_warning)
                 .cloned()
-                .chain(super::certificates::warnings())
+                .chain(crate::config::uploaded::uploaded_warnings())
                 .collect(),
             last_reload: inner.last_reload.clone(),
             store: self.store.clone(),

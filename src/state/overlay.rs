@@ -111,6 +111,16 @@ impl std::fmt::Debug for UploadedCertificate {
     }
 }
 
+/// Makes `certificates` the uploads every TLS listener serves (see
+/// `config::uploaded::install_uploaded`).
+pub(crate) fn install_certificates(certificates: &BTreeMap<String, UploadedCertificate>) {
+    crate::config::uploaded::install_uploaded(
+        certificates
+            .iter()
+            .map(|(name, c)| (name.as_str(), c.chain_pem.as_str(), c.key_pem.as_str())),
+    );
+}
+
 /// A route in maintenance: the `Retry-After` its 503s carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
