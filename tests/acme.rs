@@ -507,3 +507,108 @@ fn acme_config_errors_name_the_key() {
         assert!(err.contains(key), "{key}: {err}");
     }
 }
+
+/// ACME beside uploaded certificates (`PUT /config/certificates/{name}`): while an ACME name
+/// has no certificate (the CA unreachable), an upload for it is served; once ACME has issued
+/// one, ACME's wins over an upload for the same name. `GET /config/certificates` lists both,
+/// the ACME one with its state and, once issued, its issuer.
+#[test]
+fn an_upload_serves_an_acme_name_until_acme_issues_it() {
+    let work = TempDir::new("acme-upload");
+    let ca = Ca::new("Upload CA");
+    let issued = ca.issue(work.path(), "up", &[NAME], KeyKind::EcdsaP256, 0x5A, 30);
+    let body = serde_json::json!({
+        "chain": std::fs::read_to_string(&issued.cert).expect("chain"),
+        "key": std::fs::read_to_string(&issued.key).expect("key"),
+    })
+    .to_string();
+    let served = |tls: SocketAddr| {
+        let stream = connect_with(tls, Some(NAME), |_| {}).expect("TLS handshake");
+        let cert = stream.ssl().peer_certificate().expect("a certificate");
+        cert.serial_number()
+            .to_bn()
+            .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+            .expect("serial")
+    };
+    let list = |admin_addr: SocketAddr| -> Vec<serde_json::Value> {
+        let r = admin(admin_addr, "GET", "/config/certificates", Some(TOKEN), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body: serde_json::Value = serde_json::from_str(&r.text()).expect("json");
+        body["certificates"].as_array().cloned().expect("a list")
+    };
+    let origin = Origin::start("stable");
+
+    // The CA unreachable: the upload serves the ACME name.
+    let ca_file = work.path().join("ca.pem");
+    ca.write_cert(&ca_file);
+    let unreachable = format!("https://{NAME}:{}/dir", free_port());
+    let ports = Ports::new();
+    let gateway = start_gateway(
+        &ports,
+        &unreachable,
+        &ca_file,
+        &work.path().join("acme-none"),
+        "",
+        &origin,
+    );
+    assert!(connect_with(ports.tls, Some(NAME), |_| {}).is_err());
+    let r = admin(
+        ports.admin,
+        "PUT",
+        "/config/certificates/up",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(served(ports.tls), issued.serial);
+    let rows = list(ports.admin);
+    let acme = rows
+        .iter()
+        .find(|r| r["source"] == "acme")
+        .expect("acme row");
+    assert_eq!(
+        (&acme["name"], &acme["state"]),
+        (&serde_json::json!(NAME), &serde_json::json!("waiting"))
+    );
+    assert!(acme["issuer"].is_null(), "{acme}");
+    assert!(rows
+        .iter()
+        .any(|r| r["source"] == "api" && r["name"] == "up"));
+    drop(gateway);
+
+    // Pebble issues: ACME's certificate beats the upload for its name.
+    let ports = Ports::new();
+    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    let gateway = start_gateway(
+        &ports,
+        &pebble.directory,
+        &pebble.ca_file,
+        &work.path().join("acme"),
+        "",
+        &origin,
+    );
+    let acme_serial = wait_for_serial(ports.tls, None, &gateway, &pebble);
+    let r = admin(
+        ports.admin,
+        "PUT",
+        "/config/certificates/up",
+        Some(TOKEN),
+        Some(&body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(served(ports.tls), acme_serial);
+    assert_ne!(acme_serial, issued.serial);
+    let rows = list(ports.admin);
+    let acme = rows
+        .iter()
+        .find(|r| r["source"] == "acme")
+        .expect("acme row");
+    assert_eq!(acme["state"], "issued", "{acme}");
+    assert!(
+        acme["issuer"]
+            .as_str()
+            .is_some_and(|i| i.contains("Pebble")),
+        "{acme}"
+    );
+    assert!(acme["days_left"].as_i64().is_some_and(|d| d >= 0), "{acme}");
+}
