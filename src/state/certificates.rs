@@ -213,15 +213,18 @@ impl Controller {
 
     /// The uploaded certificates (only `name`, when given), as listed.
     pub(crate) fn uploaded_rows(&self, name: Option<&str>) -> Vec<CertificateRow> {
-        let stored: Vec<(String, String, u64)> = self
-            .lock()
-            .overlay
-            .certificates
-            .iter()
-            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
-            .map(|(n, c)| (n.clone(), c.by.clone(), c.at_ms))
-            .collect();
-        let live = uploaded().load();
+        // Read together under the controller's lock, which every install happens under.
+        let (stored, live) = {
+            let inner = self.lock();
+            let stored: Vec<(String, String, u64)> = inner
+                .overlay
+                .certificates
+                .iter()
+                .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
+                .map(|(n, c)| (n.clone(), c.by.clone(), c.at_ms))
+                .collect();
+            (stored, uploaded().load_full())
+        };
         stored
             .into_iter()
             .map(|(name, by, at_ms)| {
