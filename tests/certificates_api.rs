@@ -33,6 +33,7 @@ struct Edge {
     /// A redirect listener (to the TLS listener's port).
     redirect: SocketAddr,
     admin: SocketAddr,
+    metrics: SocketAddr,
 }
 
 /// The file's certificates.
@@ -64,7 +65,7 @@ fn start_edge(
     state_file: &Path,
     redis_port: Option<u16>,
 ) -> Edge {
-    let (plain, tls, redirect, admin_addr) = (addr(), addr(), addr(), addr());
+    let (plain, tls, redirect, admin_addr, metrics) = (addr(), addr(), addr(), addr(), addr());
     let store = redis_port
         .map(|port| {
             format!(
@@ -87,6 +88,7 @@ fn start_edge(
          \x20   tokens:\n\
          \x20     - {{ name: ops, token: \"{OPERATOR}\", role: operator }}\n\
          \x20     - {{ name: look, token: \"{VIEWER}\", role: viewer }}\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n\
          {store}\
          \x20 groups:\n    stable: {{ servers: [\"{origin}\"] }}\n\
          \x20 routing:\n    default: stable\n",
@@ -107,6 +109,7 @@ fn start_edge(
         tls,
         redirect,
         admin: admin_addr,
+        metrics,
     }
 }
 
@@ -310,6 +313,20 @@ fn an_uploaded_certificate_is_served_by_sni_and_deleted_back_to_the_files() {
     );
     let (status, _) = edge.call(VIEWER, "GET", "/config/certificates/nope", None);
     assert_eq!(status, 404);
+
+    // Its expiry is exported like the file's.
+    let exported = metric_value(
+        &get(edge.metrics, "/metrics", &[]).text(),
+        "gateway_certificate_expiry_seconds{name=\"shop.test\"}",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as f64;
+    assert!(
+        exported > now + 29.0 * 86_400.0,
+        "expiry exported: {exported}"
+    );
 
     // The audit entry names the certificate, its names and expiry; not the key.
     let (_, audit) = edge.call(VIEWER, "GET", "/audit", None);

@@ -50,6 +50,13 @@ fn refresh(controller: &Controller) {
                 .set(cert.not_after);
         }
     }
+    // Uploaded certificates (`PUT /config/certificates/{name}`), by first name like the files'.
+    for upload in &crate::config::uploaded::uploaded().load().served {
+        let label = upload.facts.names.first().unwrap_or(&upload.name);
+        m.certificate_expiry
+            .with_label_values(&[label])
+            .set(upload.facts.not_after);
+    }
     m.connections.reset();
     m.connection_limit.reset();
     for listener in listener_loads() {
