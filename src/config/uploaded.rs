@@ -97,7 +97,8 @@ pub(crate) fn uploaded_warnings() -> Vec<String> {
 }
 
 /// An upload checked for the admin API: the chain parses (field `chain`), the key parses and
-/// is the leaf's (field `key`), and the leaf has not expired at `now` (field `chain`).
+/// is the leaf's (field `key`), and the leaf names a DNS name and has not expired at `now`
+/// (field `chain`).
 /// Returns what the certificate says of itself.
 pub(crate) fn check_upload(
     chain_pem: &str,
@@ -105,6 +106,14 @@ pub(crate) fn check_upload(
     now: i64,
 ) -> Result<CertificateFacts, PemError> {
     let (_, facts) = certified_from_pem(chain_pem.as_bytes(), key_pem.as_bytes())?;
+    if facts.names.is_empty() {
+        return Err(PemError {
+            field: "chain",
+            message: "the certificate names no DNS name (no DNS subject alternative name, no \
+                      common name), so no client's server name could select it"
+                .into(),
+        });
+    }
     if facts.not_after <= now {
         return Err(PemError {
             field: "chain",
@@ -174,6 +183,15 @@ mod tests {
             let e = check_upload(chain, key, now).expect_err(field);
             assert_eq!(e.field, field, "{}", e.message);
         }
+        // Only an IP address and no common name: nothing SNI could select.
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+        let cert = params.self_signed(&key).expect("certificate");
+        let e = check_upload(&cert.pem(), &key.serialize_pem(), now).expect_err("no name");
+        assert_eq!(e.field, "chain");
+        assert!(e.message.contains("no DNS name"), "{}", e.message);
         let e = check_upload(&old_chain, &old_key, now).expect_err("expired");
         assert!(e.message.contains("expired on 2001-01-01"), "{}", e.message);
     }
