@@ -473,6 +473,25 @@ fn bad_uploads_and_other_roles_change_nothing() {
     // The good one goes through for the same name (so the refusals were about the PEM).
     assert_eq!(edge.upload("good", &good).0, 200);
     assert_eq!(served_serial(edge.tls, Some("good.test")), good.serial);
+    // A second upload of the name replaces the first, audited with both.
+    assert_eq!(edge.upload("good", &other).0, 200);
+    assert_eq!(served_serial(edge.tls, Some("other.test")), other.serial);
+    assert_eq!(
+        served_serial(edge.tls, Some("good.test")),
+        files.default.serial
+    );
+    let (_, audit) = edge.call(VIEWER, "GET", "/audit", None);
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["action"], "certificate_replace", "{audit}");
+    assert!(
+        entry["before"]
+            .as_str()
+            .is_some_and(|b| b.contains("good.test"))
+            && entry["after"]
+                .as_str()
+                .is_some_and(|a| a.contains("other.test")),
+        "{entry}"
+    );
     // An operator and a viewer may read the list.
     for token in [VIEWER, OPERATOR] {
         let (status, body) = edge.call(token, "GET", "/config/certificates", None);

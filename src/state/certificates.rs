@@ -134,6 +134,8 @@ impl Controller {
                 .get(name)
                 .map(|old| describe_stored(name, old));
             if let Some(before) = &before {
+                entry.action = "certificate_replace".into();
+                entry.detail = format!("certificate {name:?} replaced: {}", describe(&facts));
                 entry.before = Some(before.clone());
             }
             entry.after = Some(describe(&facts));
