@@ -13,8 +13,10 @@ use crate::state::audit::{unix_ms, ACTOR_PLAN};
 use crate::state::plan::verdict::CONFIDENCE;
 use crate::state::plan::PlanStatus;
 use crate::state::ratelimit::KEYS_PER_LIMIT;
-use crate::state::{ExplainQuery, Explanation, GatewayState, OverlayMode, View, EXPLAIN_METHOD};
-use crate::upstreams::{HealthProbe, HostHeader};
+use crate::state::{
+    server_views, ExplainQuery, Explanation, GatewayState, OverlayMode, View, EXPLAIN_METHOD,
+};
+use crate::upstreams::{HealthProbe, HostHeader, Pool};
 
 /// `GET /config`: the gateway section in force as YAML, a file `-t` accepts, with every inline
 /// secret redacted (see [`GatewaySpec::redacted`]).
@@ -57,6 +59,29 @@ fn rate_limits(state: &GatewayState) -> Vec<Value> {
         .collect()
 }
 
+/// A group's servers as `/status` shows them: each address served, its health and weight,
+/// and the mode and requests in flight of the configured server it is (or is an address of).
+fn servers_status(pool: &Pool) -> Vec<Value> {
+    let views = server_views(pool);
+    pool.health()
+        .iter()
+        .map(|(served, healthy)| {
+            let addr = served.to_string();
+            let view = views
+                .iter()
+                .find(|v| v.server == addr || v.addrs.contains(&addr));
+            json!({
+                "addr": addr,
+                "server": view.map(|v| v.server.as_str()),
+                "weight": pool.weight(*served),
+                "healthy": healthy,
+                "mode": view.map_or("enabled", |v| v.mode),
+                "in_flight": view.map_or(0, |v| v.in_flight),
+            })
+        })
+        .collect()
+}
+
 /// `GET /status`. With one route, its rules and mode also stand at the top level, as they did
 /// before routes existed.
 pub(crate) fn status(view: &View) -> Value {
@@ -79,11 +104,7 @@ pub(crate) fn status(view: &View) -> Value {
                     HostHeader::Server => "server".to_string(),
                     HostHeader::Name(name) => String::from_utf8_lossy(name.as_bytes()).into_owned(),
                 },
-                "servers": pool.health().iter().map(|(addr, healthy)| json!({
-                    "addr": addr.to_string(),
-                    "weight": pool.weight(*addr),
-                    "healthy": healthy,
-                })).collect::<Vec<_>>(),
+                "servers": servers_status(pool),
                 "names": pool.names().iter().map(|n| json!({
                     "name": n.name,
                     "addrs": n.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),

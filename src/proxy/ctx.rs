@@ -132,6 +132,16 @@ pub(crate) struct RequestCtx {
     pub(super) id_source: Option<IdSource>,
     /// The `Set-Cookie` of a new visitor id (`assign`), added to the response.
     pub(super) set_cookie: Option<HeaderValue>,
+    /// The server this request is counted in flight on (its group in `state` and its slot in
+    /// that pool, see `upstreams::Pool::begin_request`): uncounted when another server is
+    /// picked and when the context is dropped, whichever way the request ended.
+    counted_on: Option<(GroupId, usize)>,
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        self.uncount();
+    }
 }
 
 impl RequestCtx {
@@ -164,6 +174,29 @@ impl RequestCtx {
             connect_permit: None,
             id_source: None,
             set_cookie: None,
+            counted_on: None,
+        }
+    }
+
+    /// Counts the request in flight on `addr` of `group` (the server just picked), and no
+    /// longer on the one picked before, if any.
+    pub(super) fn count_on(&mut self, group: GroupId, addr: SocketAddr) {
+        self.uncount();
+        let Some(state) = &self.state else {
+            return;
+        };
+        if let Some(slot) = state.pools.get(group.0).and_then(|p| p.begin_request(addr)) {
+            self.counted_on = Some((group, slot));
+        }
+    }
+
+    /// Ends the in-flight count [`RequestCtx::count_on`] started. `state` is the snapshot the
+    /// request started with and is never replaced, so this is the pool that counted it.
+    fn uncount(&mut self) {
+        if let Some(((group, slot), state)) = self.counted_on.take().zip(self.state.as_ref()) {
+            if let Some(pool) = state.pools.get(group.0) {
+                pool.end_request(slot);
+            }
         }
     }
 

@@ -589,6 +589,7 @@ fn next_peer(ctx: &mut RequestCtx) -> Result<(Box<HttpPeer>, Option<Arc<tokio::s
     };
     ctx.served_group = Some(group);
     ctx.upstream_addr = Some(addr);
+    ctx.count_on(group, addr);
     ctx.upstream_started.get_or_insert_with(Instant::now);
     Ok((Box::new(peer), gate))
 }

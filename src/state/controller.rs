@@ -769,7 +769,10 @@ fn build_state(
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Pool::new(group.clone())))
         })
-        .collect();
+        .collect::<Vec<Arc<Pool>>>();
+    // Kept pools take the new modes too: requests already holding the previous state see them.
+    let mut warnings = warnings;
+    warnings.extend(super::servers::apply_server_modes(&pools, overlay));
     let routers = routers.into_iter().map(Arc::new).collect();
     // Limits whose route and settings did not change are kept, with their counts; the
     // gateway-wide ones are one count for every route that inherits them.

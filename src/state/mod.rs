@@ -24,6 +24,7 @@ pub(crate) mod overlay;
 pub(crate) mod plan;
 pub(crate) mod ratelimit;
 pub(crate) mod rollout;
+mod servers;
 pub(crate) mod store;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub(crate) use error::{ErrorKind, StateError};
 pub(crate) use explain::{ExplainQuery, Explanation, EXPLAIN_METHOD};
 pub(crate) use lists::UsersChanged;
 pub(crate) use overlay::OverlayMode;
+pub(crate) use servers::server_views;
 
 use crate::config::{
     Cidr, CompressConfig, ErrorPages, GatewayConfig, Limits, ListenerKind, TlsListener,

@@ -13,6 +13,7 @@ use super::plan::PlanState;
 use super::StateError;
 use crate::config::{ConfigObjects, RouteConfig, DEFAULT_ROUTE};
 use crate::routing::{Mode, Percent, Router};
+use crate::upstreams::ServerMode;
 
 /// Changes made through the admin API and by plans, laid over the configuration file. This is
 /// the control state every node shares through the store, and what the state file holds: a
@@ -44,6 +45,10 @@ pub(crate) struct Overlay {
     /// the state file is written 0600).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) certificates: BTreeMap<String, UploadedCertificate>,
+    /// Servers an operator drained or disabled (`POST /config/groups/{g}/servers/{addr}/…`),
+    /// per group, by the server as written in the group; a server not listed is enabled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) servers: BTreeMap<String, BTreeMap<String, ServerMode>>,
     /// This node's audit trail, newest first (state file only: the store keeps the shared one
     /// apart from the control state).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
@@ -157,6 +162,7 @@ impl Overlay {
             routes: self.routes.clone(),
             config: self.config.clone(),
             certificates: self.certificates.clone(),
+            servers: self.servers.clone(),
             ..Overlay::default()
         }
     }

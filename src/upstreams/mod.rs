@@ -10,11 +10,13 @@ mod names;
 mod peer;
 mod pool;
 mod probe;
+mod servers;
 mod walk;
 
 pub(crate) use health::HealthChecker;
 pub(crate) use names::resolve_failures;
 pub(crate) use pool::Pool;
+pub use servers::ServerMode;
 pub(crate) use walk::pick;
 
 use std::net::SocketAddr;

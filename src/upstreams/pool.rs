@@ -9,6 +9,7 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
 use super::names::{Discovery, NameState, Names};
 use super::peer::server_peer;
+use super::servers::{ServerMode, ServerUse, Servers};
 use super::{GroupConfig, Protocol, Selection, UpstreamTls};
 
 /// Gates per pool of an HTTP/2-only group; a server's is picked by its address's hash.
@@ -34,6 +35,8 @@ pub(crate) struct Pool {
     /// For an HTTP/2-only group (`h2`, `h2c`): what a request holds from picking a server
     /// until it has a stream on a connection to it (see [`Pool::connect_gate`]).
     connect_gates: Vec<Arc<tokio::sync::Semaphore>>,
+    /// Each configured server's mode (set from the control state) and requests in flight.
+    servers: Servers,
 }
 
 /// Bound on the balancer's search for an acceptable server (Pingora's `max_iterations`).
@@ -48,7 +51,7 @@ impl Pool {
             Selection::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends())),
             Selection::Consistent => Balancer::Consistent(LoadBalancer::from_backends(backends())),
         };
-        // The discovery only reads the current set, so the first update completes at once., so the first update completes at once.
+        // The discovery only reads the current set, so the first update completes at once.
         let updated = match &balancer {
             Balancer::RoundRobin(lb) => futures_now(lb.update()),
             Balancer::Consistent(lb) => futures_now(lb.update()),
@@ -76,7 +79,9 @@ impl Pool {
                 .collect(),
             Protocol::H1 | Protocol::Auto => Vec::new(),
         };
+        let servers = Servers::new(&config);
         Pool {
+            servers,
             config,
             balancer,
             single,
@@ -154,8 +159,9 @@ impl Pool {
         }
     }
 
-    /// A healthy server that is neither in `failed` nor `avoid`. `key` (the user id) matters
-    /// for consistent groups only; round robin ignores it.
+    /// A healthy server that takes requests (not draining or disabled) and is neither in
+    /// `failed` nor `avoid`. `key` (the user id) matters for consistent groups only; round
+    /// robin ignores it.
     pub(crate) fn select(
         &self,
         key: &[u8],
@@ -163,13 +169,21 @@ impl Pool {
         avoid: Option<SocketAddr>,
     ) -> Option<SocketAddr> {
         let excluded = |a: &SocketAddr| failed.contains(a) || Some(*a) == avoid;
+        // One relaxed load while every server is enabled (the usual case); the mode lookup
+        // only while an operator holds some server back.
+        let all_enabled = self.servers.all_enabled();
+        let takes = |a: SocketAddr| all_enabled || self.takes_requests(a);
         if let Some((backend, addr)) = &self.single {
             // What the balancer would do for one server: usable when healthy and not excluded.
-            let usable = !excluded(addr) && self.backends().ready(backend);
+            let usable = !excluded(addr) && takes(*addr) && self.backends().ready(backend);
             return usable.then_some(*addr);
         }
-        let accept =
-            |b: &Backend, healthy: bool| healthy && b.addr.as_inet().is_some_and(|a| !excluded(a));
+        let accept = |b: &Backend, healthy: bool| {
+            healthy
+                && b.addr
+                    .as_inet()
+                    .is_some_and(|a| !excluded(a) && takes(*a))
+        };
         let backend = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select_with(&[], MAX_SELECT_ITERATIONS, accept),
             Balancer::Consistent(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
@@ -177,9 +191,58 @@ impl Pool {
         backend.addr.as_inet().copied()
     }
 
-    /// Whether any server is currently healthy.
+    /// Whether any server is currently healthy and takes requests (a group whose servers are
+    /// all down, draining or disabled is served by its fallback).
     pub(crate) fn any_healthy(&self) -> bool {
-        self.health().iter().any(|(_, healthy)| *healthy)
+        self.health()
+            .iter()
+            .any(|(addr, healthy)| *healthy && self.takes_requests(*addr))
+    }
+
+    /// Whether `addr` takes new requests: not an operator's draining or disabled server.
+    pub(crate) fn takes_requests(&self, addr: SocketAddr) -> bool {
+        self.slot(addr)
+            .is_none_or(|slot| self.servers.takes_requests(slot))
+    }
+
+    /// The configured server (its slot) that `addr` is, or is an address of.
+    fn slot(&self, addr: SocketAddr) -> Option<usize> {
+        self.servers.slot_of(addr, |a| {
+            if self.names.any() {
+                self.names.index_of(a)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Sets each configured server's mode (`mode_of` the server as written; `None`: enabled).
+    /// Takes effect for the next selection, in every state that holds this pool.
+    pub(crate) fn set_modes(&self, mode_of: impl Fn(&str) -> Option<ServerMode>) {
+        self.servers.set_modes(mode_of);
+    }
+
+    /// Whether `written` (a server as written in the group) is one of the group's servers.
+    pub(crate) fn has_server(&self, written: &str) -> bool {
+        self.servers.has(written)
+    }
+
+    /// Counts a request sent to `addr` (one atomic add); the returned slot goes back to
+    /// [`Pool::end_request`] when the request is done. `None`: not a configured server.
+    pub(crate) fn begin_request(&self, addr: SocketAddr) -> Option<usize> {
+        let slot = self.slot(addr)?;
+        self.servers.begin(slot);
+        Some(slot)
+    }
+
+    /// Counts the end of a request [`Pool::begin_request`] counted.
+    pub(crate) fn end_request(&self, slot: usize) {
+        self.servers.end(slot);
+    }
+
+    /// Each configured server's mode and requests in flight, in configuration order.
+    pub(crate) fn server_uses(&self) -> Vec<ServerUse> {
+        self.servers.uses()
     }
 
     /// Each server with its current health.

@@ -148,4 +148,63 @@ mod tests {
             .collect();
         assert_eq!(seen.len(), servers.len(), "round robin visits every server");
     }
+
+    /// A draining or disabled server gets no new request, exactly as an unhealthy one; when
+    /// every server of the group is held back, the group counts as down and its fallback
+    /// serves. Enabling it again brings it back.
+    #[test]
+    fn draining_and_disabled_servers_are_skipped() {
+        use crate::upstreams::ServerMode;
+        let pools = pools();
+        let canary = &pools[1];
+        canary.set_modes(|s| (s == "127.0.0.1:2001").then_some(ServerMode::Draining));
+        assert!(!canary.takes_requests(addr(2001)));
+        for _ in 0..8 {
+            let p = pick(&pools, GroupId(1), b"u", &[], None).expect("a server");
+            assert_eq!((p.group, p.addr), (GroupId(1), addr(2002)));
+        }
+        canary.set_modes(|s| match s {
+            "127.0.0.1:2001" => Some(ServerMode::Draining),
+            _ => Some(ServerMode::Disabled),
+        });
+        assert!(!canary.any_healthy(), "a group of held servers is down");
+        let p = pick(&pools, GroupId(1), b"u", &[], None).expect("the fallback");
+        assert_eq!((p.group, p.addr), (GroupId(0), addr(1001)));
+        // The one-server fast path holds servers back too.
+        pools[0].set_modes(|_| Some(ServerMode::Disabled));
+        assert!(pick(&pools, GroupId(1), b"u", &[], None).is_none());
+        pools[0].set_modes(|_| None);
+        canary.set_modes(|_| None);
+        let seen: std::collections::BTreeSet<SocketAddr> = (0..8)
+            .filter_map(|_| pick(&pools, GroupId(1), b"u", &[], None).map(|p| p.addr))
+            .collect();
+        assert_eq!(seen, [addr(2001), addr(2002)].into(), "enabled again");
+    }
+
+    /// A consistent group moves only the held server's users: the others keep their server.
+    #[test]
+    fn consistent_groups_skip_a_drained_server() {
+        use crate::upstreams::ServerMode;
+        let servers = [3001, 3002, 3003];
+        let pools = vec![pool("c", &servers, None, Selection::Consistent)];
+        let before: Vec<SocketAddr> = (0..50)
+            .map(|u| {
+                let user = format!("user-{u}");
+                pick(&pools, GroupId(0), user.as_bytes(), &[], None)
+                    .expect("server")
+                    .addr
+            })
+            .collect();
+        pools[0].set_modes(|s| (s == "127.0.0.1:3001").then_some(ServerMode::Draining));
+        for (u, was) in before.iter().enumerate() {
+            let user = format!("user-{u}");
+            let now = pick(&pools, GroupId(0), user.as_bytes(), &[], None)
+                .expect("server")
+                .addr;
+            assert_ne!(now, addr(3001), "{user}");
+            if *was != addr(3001) {
+                assert_eq!(now, *was, "{user} keeps its server");
+            }
+        }
+    }
 }

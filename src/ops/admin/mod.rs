@@ -35,6 +35,7 @@ mod json;
 mod reads;
 mod request;
 mod routes;
+mod servers;
 
 use std::sync::Arc;
 

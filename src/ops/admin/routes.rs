@@ -8,7 +8,7 @@ use http::{Method, Response};
 
 use super::answer::{ApiError, Reply};
 use super::request::{Call, Params};
-use super::{certificates, changes, config, reads};
+use super::{certificates, changes, config, reads, servers};
 use crate::config::Role;
 use crate::ops::ui;
 
@@ -167,6 +167,30 @@ pub(crate) static ROUTES: &[Route] = &[
         "/config/groups/{name}",
         Admin,
         handler!(config::delete_group),
+    ),
+    Route::api(
+        Get,
+        "/config/groups/{group}/servers",
+        Viewer,
+        handler!(servers::list),
+    ),
+    Route::api(
+        Post,
+        "/config/groups/{group}/servers/{addr}/drain",
+        Admin,
+        handler!(servers::drain),
+    ),
+    Route::api(
+        Post,
+        "/config/groups/{group}/servers/{addr}/enable",
+        Admin,
+        handler!(servers::enable),
+    ),
+    Route::api(
+        Post,
+        "/config/groups/{group}/servers/{addr}/disable",
+        Admin,
+        handler!(servers::disable),
     ),
     Route::api(Get, "/explain", Viewer, handler!(reads::explain)),
     Route::api(Get, "/audit", Viewer, handler!(reads::audit)),
@@ -394,6 +418,24 @@ mod tests {
         assert_eq!((role, params.get("rule")), (Viewer, "vip"));
         let (_, _, params) = api(&Method::GET, "/rules//users").expect("an empty segment");
         assert_eq!(params.get("rule"), "");
+    }
+
+    /// A server's address, colons and brackets included, is one segment; its writes need an
+    /// admin, its read a viewer.
+    #[test]
+    fn server_addresses_are_one_segment() {
+        for addr in ["127.0.0.1:8001", "[::1]:8001", "api.internal:80"] {
+            let path = format!("/config/groups/web/servers/{addr}/drain");
+            let (role, _, params) = api(&Method::POST, &path).expect("the drain row");
+            assert_eq!(role, Admin);
+            assert_eq!((params.get("group"), params.get("addr")), ("web", addr));
+        }
+        let (role, _, params) = api(&Method::GET, "/config/groups/web/servers").expect("a row");
+        assert_eq!((role, params.get("group")), (Viewer, "web"));
+        assert!(matches!(
+            find(ROUTES, &Method::GET, "/config/groups/web/servers/127.0.0.1:1/drain"),
+            Match::WrongMethod
+        ));
     }
 
     /// Extra slashes at either end of an API path are ignored; not in the middle.
