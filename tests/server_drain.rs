@@ -1,0 +1,331 @@
+//! End-to-end tests of draining, disabling and enabling a group's servers through the admin
+//! API: real origins that count their requests (slow ones, so requests are in flight when a
+//! server is drained), wrk for load, real gateway processes, and `redis-server` for two nodes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const ADMIN_TOKEN: &str = "drain-admin-token-0123456789";
+const OPERATOR_TOKEN: &str = "drain-operator-token-0123456789";
+const VIEWER_TOKEN: &str = "drain-viewer-token-0123456789";
+
+/// How long a poll for something expected within a second may take before the test fails
+/// (the measured time is printed).
+const POLL_LIMIT: Duration = Duration::from_secs(20);
+
+/// A gateway with group `web` of `servers`, the admin listener on `admin` (three tokens: admin,
+/// operator, viewer), the control state kept in `state_file`, and `store` if any.
+fn start(servers: &[SocketAddr], admin: SocketAddr, state_file: &Path, store: &str) -> Gateway {
+    let servers: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
+    let section = format!(
+        "  groups:\n    web:\n      servers: [{servers}]\n  routing:\n    default: web\n{store}\
+         \x20 admin:\n    listen: \"{admin}\"\n    token: \"{ADMIN_TOKEN}\"\n    state_file: \"{state}\"\n\
+         \x20   tokens:\n\
+         \x20     - {{ name: ops, token: \"{OPERATOR_TOKEN}\", role: operator }}\n\
+         \x20     - {{ name: dash, token: \"{VIEWER_TOKEN}\", role: viewer }}\n",
+        servers = servers.join(", "),
+        state = state_file.display(),
+    );
+    Gateway::start(&section)
+}
+
+fn admin_port() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
+}
+
+/// An admin call with `token`: the status and the JSON answer.
+fn call(admin_addr: SocketAddr, method: &str, path: &str, token: &str) -> (u16, Value) {
+    let r = admin(admin_addr, method, path, Some(token), None);
+    let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, value)
+}
+
+/// `POST /config/groups/web/servers/{server}/{action}` as the admin: the server's new state.
+fn set(admin_addr: SocketAddr, server: SocketAddr, action: &str) -> Value {
+    let path = format!("/config/groups/web/servers/{server}/{action}");
+    let (status, answer) = call(admin_addr, "POST", &path, ADMIN_TOKEN);
+    assert_eq!(status, 200, "{action} {server}: {answer}");
+    assert_eq!(answer["group"], "web", "{answer}");
+    assert_eq!(answer["server"], server.to_string(), "{answer}");
+    answer
+}
+
+/// The group's view of `server` (`GET /config/groups/web/servers`).
+fn server_view(admin_addr: SocketAddr, server: SocketAddr) -> Value {
+    let (status, answer) = call(
+        admin_addr,
+        "GET",
+        "/config/groups/web/servers",
+        VIEWER_TOKEN,
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["servers"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|s| s["server"] == server.to_string())
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{server} not in {answer}"))
+}
+
+/// `server`'s entry in `/status`'s groups.
+fn status_entry(admin_addr: SocketAddr, server: SocketAddr) -> Value {
+    let (status, answer) = call(admin_addr, "GET", "/status", VIEWER_TOKEN);
+    assert_eq!(status, 200, "{answer}");
+    answer["groups"][0]["servers"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|s| s["addr"] == server.to_string())
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{server} not in {answer}"))
+}
+
+/// wrk's run ended with every request answered 2xx and no socket error.
+fn assert_no_failures(what: &str, requests: usize, text: &str) {
+    assert!(requests > 0, "{what}: no request completed: {text}");
+    assert!(!text.contains("Non-2xx"), "{what}: {text}");
+    assert!(!text.contains("Socket errors"), "{what}: {text}");
+}
+
+/// Holds `server` back with `action` (drain or disable) in the middle of a wrk run against a
+/// group of two slow origins: the answer shows the server `draining`/`disabled` with requests
+/// in flight; once they are done (`drained`, 0 in flight) the origin never gets another
+/// request; wrk sees no failed request; the other origin carries on.
+fn hold_back_under_load(
+    gateway: &Gateway,
+    admin_addr: SocketAddr,
+    held: &Origin,
+    other: &Origin,
+    action: &str,
+) {
+    let url = format!("http://{}/", gateway.addr);
+    let load = thread::spawn(move || run_wrk(&["-t1", "-c8", "-d4s", &url]));
+    // Load is on once the held origin has requests (a bounded poll, not a sleep).
+    let before = held.count();
+    wait_until("load reaches the origin", POLL_LIMIT, || {
+        held.count() >= before + 4
+    });
+    let asked = Instant::now();
+    let answer = set(admin_addr, held.addr, action);
+    let at_answer = held.count();
+    let expected = if action == "drain" {
+        "draining"
+    } else {
+        "disabled"
+    };
+    // The origin waits 500 ms per request and wrk keeps 8 connections busy, so requests are
+    // in flight on it when the change is applied.
+    assert_eq!(answer["mode"], expected, "{answer}");
+    assert!(
+        answer["in_flight"].as_u64().is_some_and(|n| n > 0),
+        "requests in flight at the {action}: {answer}"
+    );
+    let idle_mode = if action == "drain" {
+        "drained"
+    } else {
+        "disabled"
+    };
+    let mut at_idle = 0;
+    let took = wait_until("the in-flight requests finish", POLL_LIMIT, || {
+        let view = server_view(admin_addr, held.addr);
+        at_idle = held.count();
+        view["mode"] == idle_mode && view["in_flight"] == 0
+    });
+    println!(
+        "{action}: {} requests in flight at the answer, idle after {took:?}; origin count {at_answer} at the answer, {at_idle} when idle",
+        answer["in_flight"]
+    );
+    assert!(
+        at_idle <= at_answer + 8,
+        "at most the 8 connections' requests were picked before the {action} applied: {at_answer} → {at_idle}"
+    );
+    let other_at_idle = other.count();
+    let (requests, text) = load.join().expect("wrk thread");
+    assert_no_failures(action, requests, &text);
+    assert_eq!(
+        held.count(),
+        at_idle,
+        "no request reached the {action} server once its in-flight ones were done"
+    );
+    assert!(
+        other.count() > other_at_idle,
+        "the other server kept serving"
+    );
+    let entry = status_entry(admin_addr, held.addr);
+    assert_eq!(entry["mode"], idle_mode, "{entry}");
+    assert_eq!(entry["in_flight"], 0, "{entry}");
+    assert_eq!(entry["healthy"], true, "{entry}");
+    assert_eq!(entry["weight"], 1, "{entry}");
+}
+
+/// Drain a server under a bounded wrk run: no new request reaches it, the ones in flight finish
+/// with 200, wrk counts no failure, and it shows `draining` then `drained`. Enabled again it
+/// gets traffic; disabled it gets none, again without a failed request.
+#[test]
+fn drain_enable_disable_under_load() {
+    let slow = Duration::from_millis(500);
+    let a = Origin::start_with_delay("a", slow);
+    let b = Origin::start_with_delay("b", slow);
+    let dir = TempDir::new("drain");
+    let admin_addr = admin_port();
+    let gateway = start(
+        &[a.addr, b.addr],
+        admin_addr,
+        &dir.path().join("state.json"),
+        "",
+    );
+    let view = server_view(admin_addr, a.addr);
+    assert_eq!(view["mode"], "enabled", "{view}");
+
+    hold_back_under_load(&gateway, admin_addr, &a, &b, "drain");
+
+    let answer = set(admin_addr, a.addr, "enable");
+    assert_eq!(answer["mode"], "enabled", "{answer}");
+    let before = a.count();
+    let url = format!("http://{}/", gateway.addr);
+    let (requests, text) = run_wrk(&["-t1", "-c4", "-d2s", &url]);
+    assert_no_failures("enabled", requests, &text);
+    assert!(a.count() > before, "an enabled server gets traffic again");
+
+    hold_back_under_load(&gateway, admin_addr, &a, &b, "disable");
+    let answer = set(admin_addr, a.addr, "enable");
+    assert_eq!(answer["mode"], "enabled", "{answer}");
+}
+
+/// Every server of the group held back: the group counts as down, so with no fallback the
+/// gateway answers 503 at once; enabling one serves again.
+#[test]
+fn a_group_of_held_servers_is_down() {
+    let a = Origin::start("a");
+    let b = Origin::start("b");
+    let dir = TempDir::new("drain");
+    let admin_addr = admin_port();
+    let gateway = start(
+        &[a.addr, b.addr],
+        admin_addr,
+        &dir.path().join("state.json"),
+        "",
+    );
+    set(admin_addr, a.addr, "drain");
+    set(admin_addr, b.addr, "disable");
+    let r = get(gateway.addr, "/", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    set(admin_addr, b.addr, "enable");
+    let r = get(gateway.addr, "/", &[]);
+    assert_eq!((r.status, r.text()), (200, "b".to_string()));
+}
+
+/// Only an admin may drain: operator and viewer tokens get 403 and nothing changes; an
+/// unknown group or server is 404 naming it; the modes are kept in the state file across a
+/// restart (the drained server still gets nothing).
+#[test]
+fn modes_need_an_admin_and_survive_a_restart() {
+    let a = Origin::start("a");
+    let b = Origin::start("b");
+    let dir = TempDir::new("drain");
+    let state_file = dir.path().join("state.json");
+    let admin_addr = admin_port();
+    let gateway = start(&[a.addr, b.addr], admin_addr, &state_file, "");
+    let drain = format!("/config/groups/web/servers/{}/drain", a.addr);
+    for token in [OPERATOR_TOKEN, VIEWER_TOKEN] {
+        let (status, answer) = call(admin_addr, "POST", &drain, token);
+        assert_eq!(status, 403, "{answer}");
+    }
+    assert_eq!(server_view(admin_addr, a.addr)["mode"], "enabled");
+    let (status, answer) = call(
+        admin_addr,
+        "POST",
+        "/config/groups/nope/servers/127.0.0.1:1/drain",
+        ADMIN_TOKEN,
+    );
+    assert_eq!(status, 404, "{answer}");
+    assert!(answer["error"].to_string().contains("nope"), "{answer}");
+    let (status, answer) = call(
+        admin_addr,
+        "POST",
+        "/config/groups/web/servers/127.0.0.1:1/drain",
+        ADMIN_TOKEN,
+    );
+    assert_eq!(status, 404, "{answer}");
+    assert!(
+        answer["error"].to_string().contains("127.0.0.1:1"),
+        "{answer}"
+    );
+    let (status, answer) = call(admin_addr, "GET", "/config/groups/nope/servers", VIEWER_TOKEN);
+    assert_eq!(status, 404, "{answer}");
+
+    let answer = set(admin_addr, a.addr, "drain");
+    assert_eq!(answer["mode"], "drained", "{answer}");
+    let (status, audit) = call(admin_addr, "GET", "/audit", VIEWER_TOKEN);
+    assert_eq!(status, 200, "{audit}");
+    assert!(audit.to_string().contains("server_drain"), "{audit}");
+    let state = std::fs::read_to_string(&state_file).expect("state file");
+    assert!(state.contains(&a.addr.to_string()), "{state}");
+    drop(gateway);
+
+    let admin_addr = admin_port();
+    let gateway = start(&[a.addr, b.addr], admin_addr, &state_file, "");
+    assert_eq!(server_view(admin_addr, a.addr)["mode"], "drained");
+    assert_eq!(status_entry(admin_addr, a.addr)["mode"], "drained");
+    let before = a.count();
+    let mut client = Client::connect(gateway.addr);
+    for _ in 0..10 {
+        let r = client.get("/", &[]);
+        assert_eq!((r.status, r.text()), (200, "b".to_string()));
+    }
+    assert_eq!(a.count(), before, "the drained server stays drained after a restart");
+}
+
+/// Two nodes sharing a store: a drain on one applies on the other (the time it took is
+/// printed), which then sends the drained server nothing.
+#[test]
+fn a_drain_on_one_node_applies_on_the_other() {
+    let a = Origin::start("a");
+    let b = Origin::start("b");
+    let dir = TempDir::new("drain");
+    let redis_port = free_port();
+    let _redis = Redis::start(dir.path(), redis_port);
+    let store = format!(
+        "  store: {{ redis: \"redis://127.0.0.1:{redis_port}/0\", prefix: \"drain:\", resync_interval: 30s, timeout: 2s }}\n"
+    );
+    let (admin_1, admin_2) = (admin_port(), admin_port());
+    let _node_1 = start(
+        &[a.addr, b.addr],
+        admin_1,
+        &dir.path().join("1.json"),
+        &store,
+    );
+    let node_2 = start(
+        &[a.addr, b.addr],
+        admin_2,
+        &dir.path().join("2.json"),
+        &store,
+    );
+    for admin_addr in [admin_1, admin_2] {
+        wait_until("connected to the store", POLL_LIMIT, || {
+            call(admin_addr, "GET", "/status", VIEWER_TOKEN).1["store"]["connected"] == true
+        });
+    }
+    set(admin_1, a.addr, "drain");
+    let took = wait_until("the drain reaches the other node", POLL_LIMIT, || {
+        server_view(admin_2, a.addr)["mode"] == "drained"
+    });
+    println!("drain on node 1 applied on node 2 after {took:?}");
+    let before = a.count();
+    let mut client = Client::connect(node_2.addr);
+    for _ in 0..10 {
+        let r = client.get("/", &[]);
+        assert_eq!((r.status, r.text()), (200, "b".to_string()));
+    }
+    assert_eq!(a.count(), before, "node 2 sends the drained server nothing");
+}
