@@ -115,7 +115,6 @@ fn hold_back_under_load(
     wait_until("load reaches the origin", POLL_LIMIT, || {
         held.count() >= before + 4
     });
-    let asked = Instant::now();
     let answer = set(admin_addr, held.addr, action);
     let at_answer = held.count();
     let expected = if action == "drain" {
@@ -261,7 +260,12 @@ fn modes_need_an_admin_and_survive_a_restart() {
         answer["error"].to_string().contains("127.0.0.1:1"),
         "{answer}"
     );
-    let (status, answer) = call(admin_addr, "GET", "/config/groups/nope/servers", VIEWER_TOKEN);
+    let (status, answer) = call(
+        admin_addr,
+        "GET",
+        "/config/groups/nope/servers",
+        VIEWER_TOKEN,
+    );
     assert_eq!(status, 404, "{answer}");
 
     let answer = set(admin_addr, a.addr, "drain");
@@ -283,7 +287,11 @@ fn modes_need_an_admin_and_survive_a_restart() {
         let r = client.get("/", &[]);
         assert_eq!((r.status, r.text()), (200, "b".to_string()));
     }
-    assert_eq!(a.count(), before, "the drained server stays drained after a restart");
+    assert_eq!(
+        a.count(),
+        before,
+        "the drained server stays drained after a restart"
+    );
 }
 
 /// Two nodes sharing a store: a drain on one applies on the other (the time it took is

@@ -20,7 +20,8 @@ use super::history::History;
 use super::metrics::METRICS;
 use super::notice::{Notice, NoticeSink};
 use super::overlay::{
-    apply_overlay, install_certificates, read_state_file, remove_leftover_temp_files,
+    apply_overlay, apply_server_modes, install_certificates, read_state_file,
+    remove_leftover_temp_files,
     write_state_file, ControlMessage, Overlay,
 };
 use super::plan::{PlanState, PlanStatus};
@@ -772,7 +773,7 @@ fn build_state(
         .collect::<Vec<Arc<Pool>>>();
     // Kept pools take the new modes too: requests already holding the previous state see them.
     let mut warnings = warnings;
-    warnings.extend(super::servers::apply_server_modes(&pools, overlay));
+    warnings.extend(apply_server_modes(&pools, overlay));
     let routers = routers.into_iter().map(Arc::new).collect();
     // Limits whose route and settings did not change are kept, with their counts; the
     // gateway-wide ones are one count for every route that inherits them.

@@ -13,7 +13,7 @@ use super::plan::PlanState;
 use super::StateError;
 use crate::config::{ConfigObjects, RouteConfig, DEFAULT_ROUTE};
 use crate::routing::{Mode, Percent, Router};
-use crate::upstreams::ServerMode;
+use crate::upstreams::{Pool, ServerMode};
 
 /// Changes made through the admin API and by plans, laid over the configuration file. This is
 /// the control state every node shares through the store, and what the state file holds: a
@@ -245,6 +245,31 @@ pub(crate) fn apply_overlay(
         })
         .collect();
     (routers, warnings)
+}
+
+/// Sets every pool's server modes from the control state; what it names that no group has
+/// comes back as warnings (a group or server removed from the file since).
+pub(crate) fn apply_server_modes(pools: &[Arc<Pool>], overlay: &Overlay) -> Vec<String> {
+    for pool in pools {
+        let modes = overlay.servers.get(&pool.config.name);
+        pool.set_modes(|written| modes.and_then(|m| m.get(written)).copied());
+    }
+    let mut warnings = Vec::new();
+    for (group, servers) in &overlay.servers {
+        match pools.iter().find(|p| &p.config.name == group) {
+            None => warnings.push(format!(
+                "server modes of group {group:?} ignored: no such group"
+            )),
+            Some(pool) => {
+                for server in servers.keys().filter(|s| !pool.has_server(s)) {
+                    warnings.push(format!(
+                        "mode of server {server:?} of group {group:?} ignored: no such server"
+                    ));
+                }
+            }
+        }
+    }
+    warnings
 }
 
 /// One route's router with its changes applied.

@@ -4,15 +4,12 @@
 //! per-server view (`mode`, health, weight, requests in flight) that `/status` and `GET
 //! /config/groups/{g}/servers` show.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use serde::Serialize;
+use std::net::SocketAddr;
 
 use super::audit::AuditEntry;
 use super::changes::Changed;
 use super::controller::Controller;
-use super::overlay::Overlay;
 use super::StateError;
 use crate::upstreams::{GroupConfig, Pool, ServerMode};
 
@@ -80,31 +77,6 @@ pub(crate) fn server_views(pool: &Pool) -> Vec<ServerView> {
             }
         })
         .collect()
-}
-
-/// Sets every pool's server modes from the control state; what it names that no group has
-/// comes back as warnings (a group or server removed from the file since).
-pub(super) fn apply_server_modes(pools: &[Arc<Pool>], overlay: &Overlay) -> Vec<String> {
-    for pool in pools {
-        let modes = overlay.servers.get(&pool.config.name);
-        pool.set_modes(|written| modes.and_then(|m| m.get(written)).copied());
-    }
-    let mut warnings = Vec::new();
-    for (group, servers) in &overlay.servers {
-        match pools.iter().find(|p| &p.config.name == group) {
-            None => warnings.push(format!(
-                "server modes of group {group:?} ignored: no such group"
-            )),
-            Some(pool) => {
-                for server in servers.keys().filter(|s| !pool.has_server(s)) {
-                    warnings.push(format!(
-                        "mode of server {server:?} of group {group:?} ignored: no such server"
-                    ));
-                }
-            }
-        }
-    }
-    warnings
 }
 
 /// The server `addr` names in `group`, as written there: an address is compared as an
@@ -208,7 +180,9 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::overlay::{apply_server_modes, Overlay};
     use crate::upstreams::{Selection, ServerConfig, Timeouts};
+    use std::sync::Arc;
 
     fn group(ports: &[u16]) -> GroupConfig {
         GroupConfig {

@@ -119,7 +119,10 @@ impl Names {
     /// Which named server (its index in configuration order) `addr` is one of the addresses
     /// of, without copying the states.
     pub(super) fn index_of(&self, addr: SocketAddr) -> Option<usize> {
-        self.states.load().iter().position(|s| s.addrs.contains(&addr))
+        self.states
+            .load()
+            .iter()
+            .position(|s| s.addrs.contains(&addr))
     }
 
     /// Rebuilds the served set from the address servers and the names' last good addresses (an

@@ -179,10 +179,7 @@ impl Pool {
             return usable.then_some(*addr);
         }
         let accept = |b: &Backend, healthy: bool| {
-            healthy
-                && b.addr
-                    .as_inet()
-                    .is_some_and(|a| !excluded(a) && takes(*a))
+            healthy && b.addr.as_inet().is_some_and(|a| !excluded(a) && takes(*a))
         };
         let backend = match &self.balancer {
             Balancer::RoundRobin(lb) => lb.select_with(&[], MAX_SELECT_ITERATIONS, accept),

@@ -88,7 +88,12 @@ impl Servers {
             .servers
             .iter()
             .map(|s| s.addr.to_string())
-            .chain(config.named.iter().map(|n| format!("{}:{}", n.host, n.port)))
+            .chain(
+                config
+                    .named
+                    .iter()
+                    .map(|n| format!("{}:{}", n.host, n.port)),
+            )
             .map(|written| Slot {
                 written,
                 mode: AtomicU8::new(ENABLED),

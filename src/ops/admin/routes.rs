@@ -433,7 +433,11 @@ mod tests {
         let (role, _, params) = api(&Method::GET, "/config/groups/web/servers").expect("a row");
         assert_eq!((role, params.get("group")), (Viewer, "web"));
         assert!(matches!(
-            find(ROUTES, &Method::GET, "/config/groups/web/servers/127.0.0.1:1/drain"),
+            find(
+                ROUTES,
+                &Method::GET,
+                "/config/groups/web/servers/127.0.0.1:1/drain"
+            ),
             Match::WrongMethod
         ));
     }
