@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;

@@ -35,6 +35,8 @@ pub(crate) struct ServerView {
 /// What `POST …/drain|enable|disable` answers.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ServerChanged {
+    /// Always true (as every change's answer).
+    pub(crate) ok: bool,
     pub(crate) group: String,
     #[serde(flatten)]
     pub(crate) server: ServerView,
@@ -157,6 +159,7 @@ impl Controller {
                 StateError::not_found(format!("group {group:?} has no server {server:?}"))
             })?;
         Ok(ServerChanged {
+            ok: true,
             group: group.to_string(),
             server: view,
             generation: changed.generation,
