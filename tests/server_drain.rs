@@ -337,3 +337,32 @@ fn a_drain_on_one_node_applies_on_the_other() {
     }
     assert_eq!(a.count(), before, "node 2 sends the drained server nothing");
 }
+
+/// Without a store, a drain whose state file cannot be written is refused (500 naming the
+/// file) and changes nothing: the server stays enabled and keeps getting requests.
+#[test]
+fn a_drain_that_cannot_be_kept_changes_nothing() {
+    let a = Origin::start("a");
+    let b = Origin::start("b");
+    let dir = TempDir::new("drain");
+    let state_file = dir.path().join("state.json");
+    let admin_addr = admin_port();
+    let gateway = start(&[a.addr, b.addr], admin_addr, &state_file, "");
+    // A non-empty folder where the state file goes: renaming the new state over it fails.
+    std::fs::remove_file(&state_file).ok();
+    std::fs::create_dir_all(state_file.join("in-the-way")).expect("a folder in the way");
+    let path = format!("/config/groups/web/servers/{}/drain", a.addr);
+    let (status, answer) = call(admin_addr, "POST", &path, ADMIN_TOKEN);
+    assert_eq!(status, 500, "{answer}");
+    assert!(answer["error"].to_string().contains("state"), "{answer}");
+    assert_eq!(server_view(admin_addr, a.addr)["mode"], "enabled");
+    let before = a.count();
+    let mut client = Client::connect(gateway.addr);
+    for _ in 0..4 {
+        assert_eq!(client.get("/", &[]).status, 200);
+    }
+    assert!(
+        a.count() > before,
+        "the refused drain left the server in service"
+    );
+}

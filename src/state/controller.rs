@@ -317,7 +317,12 @@ impl Controller {
         audit::append(&mut overlay.audit, changes);
         if let Some(path) = &self.state_file {
             match write_state_file(path, &overlay) {
-                Err(e) if strict => return Err(e),
+                Err(e) if strict => {
+                    // Building the state set `next`'s server modes on the pools it kept,
+                    // which the running state shares: put the running overlay's back.
+                    apply_server_modes(&previous.pools, &inner.overlay);
+                    return Err(e);
+                }
                 Err(e) => error!("{e}; the store holds the state, serving it"),
                 Ok(()) => {}
             }
