@@ -251,4 +251,36 @@ mod tests {
         apply_server_modes(std::slice::from_ref(&pool), &Overlay::default());
         assert_eq!(modes(&pool), ["enabled", "enabled"]);
     }
+
+    /// A server given by name is held back on every address it resolves to, and is found by
+    /// its name as written.
+    #[test]
+    fn a_named_server_is_held_back_on_its_addresses() {
+        let mut config = group(&[8001]);
+        config.named.push(crate::upstreams::NamedServer {
+            host: "localhost".into(),
+            port: 8005,
+            weight: 2,
+        });
+        assert_eq!(
+            written_server(&config, "localhost:8005").as_deref(),
+            Some("localhost:8005")
+        );
+        let pool = Pool::new(config);
+        // The system's resolver is asked once when the pool is built.
+        let resolved: Vec<SocketAddr> = pool.names()[0].addrs.clone();
+        assert!(!resolved.is_empty(), "localhost resolves");
+        pool.set_modes(|s| (s == "localhost:8005").then_some(ServerMode::Disabled));
+        for addr in &resolved {
+            assert!(!pool.takes_requests(*addr), "{addr}");
+        }
+        let only_static = SocketAddr::from(([127, 0, 0, 1], 8001));
+        for _ in 0..6 {
+            assert_eq!(pool.select(b"u", &[], None), Some(only_static));
+        }
+        let views = server_views(&pool);
+        assert_eq!(views[1].server, "localhost:8005");
+        assert_eq!((views[1].mode, views[1].weight), ("disabled", 2));
+        assert!(!views[1].addrs.is_empty());
+    }
 }
