@@ -366,3 +366,47 @@ fn a_drain_that_cannot_be_kept_changes_nothing() {
         "the refused drain left the server in service"
     );
 }
+
+/// `/metrics` shows each server's requests in flight and its mode: slow requests count on
+/// their server while they run; a drain shows `draining` while they do, then `drained`.
+#[test]
+fn metrics_show_in_flight_requests_and_modes() {
+    let a = Origin::start_with_delay("a", Duration::from_secs(4));
+    let b = Origin::start("b");
+    let dir = TempDir::new("drain");
+    let admin_addr = admin_port();
+    let metrics_addr = admin_port();
+    let gateway = start(
+        &[a.addr, b.addr],
+        admin_addr,
+        &dir.path().join("state.json"),
+        &format!("  metrics: {{ listen: \"{metrics_addr}\" }}\n"),
+    );
+    // Prometheus text writes the labels in name order: group, mode, server.
+    let metric = |name: &str, mode: Option<&str>| {
+        let mode = mode.map(|m| format!("mode=\"{m}\",")).unwrap_or_default();
+        let series = format!("{name}{{group=\"web\",{mode}server=\"{}\"}}", a.addr);
+        metric_value(&get(metrics_addr, "/metrics", &[]).text(), &series)
+    };
+    let mode = |m: &str| metric("gateway_upstream_server_mode", Some(m));
+    let in_flight = || metric("gateway_upstream_in_flight", None);
+    assert_eq!(mode("enabled"), 1.0);
+    // Round robin sends every other request to the slow origin.
+    let proxy = gateway.addr;
+    let slow: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || get(proxy, "/", &[]).status))
+        .collect();
+    wait_until("requests in flight on the slow server", POLL_LIMIT, || {
+        in_flight() >= 1.0
+    });
+    let answer = set(admin_addr, a.addr, "drain");
+    assert_eq!(answer["mode"], "draining", "{answer}");
+    assert_eq!(mode("draining"), 1.0);
+    assert_eq!(mode("enabled"), 0.0);
+    for request in slow {
+        assert_eq!(request.join().expect("request thread"), 200);
+    }
+    assert_eq!(in_flight(), 0.0);
+    assert_eq!(mode("drained"), 1.0);
+    assert_eq!(mode("draining"), 0.0);
+}

@@ -15,7 +15,7 @@ use crate::proxy::connections::{listener_loads, AcceptGate, Connections, Limited
 use crate::proxy::guard::GuardedApp;
 use crate::proxy::InFlight;
 use crate::state::metrics::METRICS;
-use crate::state::Controller;
+use crate::state::{server_views, Controller};
 
 /// Refreshes the gauges that mirror live state (health, generation, list sizes).
 fn refresh(controller: &Controller) {
@@ -27,6 +27,19 @@ fn refresh(controller: &Controller) {
             m.healthy
                 .with_label_values(&[&pool.config.name, &addr.to_string()])
                 .set(i64::from(healthy));
+        }
+    }
+    m.in_flight.reset();
+    m.server_mode.reset();
+    for pool in &state.pools {
+        for server in server_views(pool) {
+            let labels = [pool.config.name.as_str(), server.server.as_str()];
+            m.in_flight
+                .with_label_values(&labels)
+                .set(i64::try_from(server.in_flight).unwrap_or(i64::MAX));
+            m.server_mode
+                .with_label_values(&[labels[0], labels[1], server.mode])
+                .set(1);
         }
     }
     // The count lives in upstreams (below the metrics); catch the counter up with it.

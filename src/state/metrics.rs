@@ -25,6 +25,11 @@ pub(crate) struct Metrics {
     pub(crate) retries: IntCounterVec,
     pub(crate) fallbacks: IntCounterVec,
     pub(crate) healthy: IntGaugeVec,
+    /// Requests in flight per configured server (as written in its group).
+    pub(crate) in_flight: IntGaugeVec,
+    /// 1 for each configured server's current mode (`enabled`, `draining`, `drained`,
+    /// `disabled`).
+    pub(crate) server_mode: IntGaugeVec,
     /// Failed lookups of `name:port` servers (mirrors `upstreams::resolve_failures`).
     pub(crate) resolve_failures: IntCounter,
     pub(crate) generation: IntGauge,
@@ -95,6 +100,20 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "1 when the server passes its health check",
         ),
         &["group", "server"],
+    )?;
+    let in_flight = IntGaugeVec::new(
+        Opts::new(
+            "gateway_upstream_in_flight",
+            "Requests sent to the server that have not finished",
+        ),
+        &["group", "server"],
+    )?;
+    let server_mode = IntGaugeVec::new(
+        Opts::new(
+            "gateway_upstream_server_mode",
+            "1 for the server's mode: enabled, draining, drained or disabled",
+        ),
+        &["group", "server", "mode"],
     )?;
     let generation = IntGauge::new(
         "gateway_config_generation",
@@ -261,6 +280,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(retries.clone()))?;
     registry.register(Box::new(fallbacks.clone()))?;
     registry.register(Box::new(healthy.clone()))?;
+    registry.register(Box::new(in_flight.clone()))?;
+    registry.register(Box::new(server_mode.clone()))?;
     registry.register(Box::new(resolve_failures.clone()))?;
     registry.register(Box::new(generation.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
@@ -276,6 +297,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         retries,
         fallbacks,
         healthy,
+        in_flight,
+        server_mode,
         resolve_failures,
         generation,
         reloads,
