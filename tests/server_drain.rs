@@ -415,3 +415,42 @@ fn metrics_show_in_flight_requests_and_modes() {
     assert_eq!(mode("drained"), 1.0);
     assert_eq!(mode("draining"), 0.0);
 }
+
+/// A websocket open on a server that is drained stays open and keeps working; the server shows
+/// `draining` with it in flight, gets no new request, and is `drained` once it closes.
+#[test]
+fn an_open_websocket_finishes_on_a_drained_server() {
+    let (ws_addr, ws_origin) = websocket_echo_origin(6);
+    let b = Origin::start("b");
+    let dir = TempDir::new("drain");
+    let admin_addr = admin_port();
+    let gateway = start(
+        &[ws_addr, b.addr],
+        admin_addr,
+        &dir.path().join("state.json"),
+        "",
+    );
+    // With the plain origin disabled, the websocket can only go to the echo origin.
+    set(admin_addr, b.addr, "disable");
+    let (mut ws, response) = websocket_client(gateway.addr, "canary_user=ws");
+    assert_eq!(response.status(), 101);
+    websocket_echo_rounds(&mut ws, 0..3);
+    set(admin_addr, b.addr, "enable");
+    let answer = set(admin_addr, ws_addr, "drain");
+    assert_eq!(answer["mode"], "draining", "{answer}");
+    assert_eq!(answer["in_flight"], 1, "{answer}");
+    for _ in 0..4 {
+        let r = get(gateway.addr, "/", &[]);
+        assert_eq!((r.status, r.text()), (200, "b".to_string()));
+    }
+    websocket_echo_rounds(&mut ws, 3..6);
+    let push = ws.read().expect("the origin's push");
+    assert_eq!(push.to_text().expect("text"), "server push");
+    ws.close(None).ok();
+    while ws.read().is_ok() {}
+    ws_origin.join().expect("the echo origin ends");
+    let took = wait_until("the websocket's server is drained", POLL_LIMIT, || {
+        server_view(admin_addr, ws_addr)["mode"] == "drained"
+    });
+    println!("drained {took:?} after the websocket closed");
+}
