@@ -454,3 +454,57 @@ fn an_open_websocket_finishes_on_a_drained_server() {
     });
     println!("drained {took:?} after the websocket closed");
 }
+
+/// A group made through the API is drained like a file group; deleting the group forgets its
+/// servers' modes, so a group made again under the name starts with every server enabled.
+#[test]
+fn a_group_made_through_the_api_is_drained_too() {
+    let file_origin = Origin::start("file");
+    let (a, b) = (Origin::start("a"), Origin::start("b"));
+    let dir = TempDir::new("drain");
+    let admin_addr = admin_port();
+    let gateway = start(
+        &[file_origin.addr],
+        admin_addr,
+        &dir.path().join("state.json"),
+        "",
+    );
+    let write = |method: &str, path: &str, body: Option<&str>| {
+        let r = admin(admin_addr, method, path, Some(ADMIN_TOKEN), body);
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    };
+    let group = format!(r#"{{"servers": ["{}", "{}"]}}"#, a.addr, b.addr);
+    write("PUT", "/config/groups/api", Some(&group));
+    let route = r#"{"hosts": ["api.test"], "routing": {"default": "api"}}"#;
+    write("PUT", "/config/routes/api", Some(route));
+    let path = format!("/config/groups/api/servers/{}/drain", a.addr);
+    let (status, answer) = call(admin_addr, "POST", &path, ADMIN_TOKEN);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["mode"], "drained", "{answer}");
+    let before = a.count();
+    for _ in 0..6 {
+        let r = get_host(gateway.addr, "api.test", "/", &[]);
+        assert_eq!((r.status, r.text()), (200, "b".to_string()));
+    }
+    assert_eq!(
+        a.count(),
+        before,
+        "the drained server of the API group gets nothing"
+    );
+
+    write("DELETE", "/config/routes/api", None);
+    write("DELETE", "/config/groups/api", None);
+    write("PUT", "/config/groups/api", Some(&group));
+    let (status, answer) = call(
+        admin_addr,
+        "GET",
+        "/config/groups/api/servers",
+        VIEWER_TOKEN,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let modes: Vec<&str> = answer["servers"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|s| s["mode"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(modes, ["enabled", "enabled"], "{answer}");
+}

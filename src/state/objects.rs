@@ -142,9 +142,15 @@ impl Controller {
                     kind.as_str()
                 )));
             }
-            if kind == ObjectKind::Route {
+            match kind {
                 // Its percentages, lists, override and plans would only be warned about.
-                overlay.routes.remove(name);
+                ObjectKind::Route => {
+                    overlay.routes.remove(name);
+                }
+                // Its servers' modes too; a group made again under the name starts enabled.
+                ObjectKind::Group => {
+                    overlay.servers.remove(name);
+                }
             }
             self.check_objects(inner, &overlay.config)
                 .map_err(|e| match kind {
