@@ -300,6 +300,25 @@ fn file_objects_are_409_and_invalid_writes_422() {
         "routes.shop",
         "also claimed by route \"default\"",
     );
+    // An API object may not name a file on the gateway nor read its environment.
+    refused(
+        "/config/routes/x",
+        r#"{"hosts": ["x.example"], "error_pages": {"404": "/etc/canary/state.json"}, "intercept_errors": true, "routing": {"default": "stable"}}"#,
+        "routes.x.error_pages.404",
+        "routes.x.error_pages.404: an object written through the API cannot name a file on the gateway; set it in the configuration file",
+    );
+    refused(
+        "/config/routes/x",
+        r#"{"hosts": ["x.example"], "routing": {"default": "stable", "signing_key_env": "PATH"}}"#,
+        "routes.x.routing.signing_key_env",
+        "cannot read the gateway's environment",
+    );
+    refused(
+        "/config/groups/x",
+        r#"{"servers": ["127.0.0.1:1"], "tls": {"ca": "/etc/ssl/certs/ca-certificates.crt"}}"#,
+        "groups.x.tls.ca",
+        "cannot name a file on the gateway",
+    );
     let (status, answer) = node.call("PUT", "/config/routes/shop", Some("{\"hosts\": "));
     assert_eq!(status, 400, "malformed JSON: {answer}");
     assert_eq!(

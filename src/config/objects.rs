@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::parse::check_token;
+use super::rules::RuleKindSpec;
 use super::spec::{GatewaySpec, GroupSpec, RouteSpec};
 use super::{ConfigError, GatewayConfig, DEFAULT_ROUTE};
 
@@ -103,13 +104,114 @@ fn object_error(kind: ObjectKind, name: &str, rest: &str, message: String) -> Co
     }
 }
 
+/// What an object written through the API may not name: something of the gateway's host
+/// rather than of the object itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostRef {
+    /// A file on the gateway's disk (an error page, a users or keys file, a TLS file): an
+    /// API object could otherwise serve any file the process can read, or block on one.
+    File,
+    /// An environment variable of the gateway's process (`*_env`): an API object could
+    /// otherwise turn any of them (the admin token's) into a key, or probe which are set.
+    Env,
+}
+
+impl HostRef {
+    /// Why the key is refused, as the 422 says it.
+    fn message(self) -> String {
+        match self {
+            HostRef::File => "an object written through the API cannot name a file on the \
+                              gateway; set it in the configuration file"
+                .into(),
+            HostRef::Env => "an object written through the API cannot read the gateway's \
+                             environment; set it in the configuration file"
+                .into(),
+        }
+    }
+}
+
+/// The keys of `route` (under the route: `error_pages.404`, `routing.rules[1].users_file`)
+/// that name a file on the gateway or an environment variable. Every `PathBuf` and `*_env`
+/// field reachable from a [`RouteSpec`] is here (a test reads spec.rs and rules.rs to keep
+/// it so).
+pub(crate) fn route_host_keys(route: &RouteSpec) -> Vec<(String, HostRef)> {
+    let mut keys = Vec::new();
+    for code in route.error_pages.iter().flat_map(|pages| pages.keys()) {
+        keys.push((format!("error_pages.{code}"), HostRef::File));
+    }
+    if route.access.as_ref().is_some_and(|a| a.basic_auth.is_some()) {
+        keys.push(("access.basic_auth.users_file".into(), HostRef::File));
+    }
+    let routing = &route.routing;
+    if routing.signing_key_env.is_some() {
+        keys.push(("routing.signing_key_env".into(), HostRef::Env));
+    }
+    for (i, source) in routing.identity.iter().flatten().enumerate() {
+        let Some(jwt) = &source.jwt else { continue };
+        if jwt.keys_file.is_some() {
+            keys.push((format!("routing.identity[{i}].jwt.keys_file"), HostRef::File));
+        }
+        if jwt.secret_env.is_some() {
+            keys.push((format!("routing.identity[{i}].jwt.secret_env"), HostRef::Env));
+        }
+    }
+    for (i, rule) in routing.rules.iter().enumerate() {
+        if let RuleKindSpec::Users {
+            users_file: Some(_),
+            ..
+        } = rule.kind
+        {
+            keys.push((format!("routing.rules[{i}].users_file"), HostRef::File));
+        }
+    }
+    keys
+}
+
+/// The keys of `group` (under the group: `tls.ca`) that name a file on the gateway (see
+/// [`route_host_keys`]).
+pub(crate) fn group_host_keys(group: &GroupSpec) -> Vec<(String, HostRef)> {
+    let mut keys = Vec::new();
+    if let Some(tls) = &group.tls {
+        for (key, set) in [
+            ("tls.ca", tls.ca.is_some()),
+            ("tls.client_cert", tls.client_cert.is_some()),
+            ("tls.client_key", tls.client_key.is_some()),
+        ] {
+            if set {
+                keys.push((key.to_string(), HostRef::File));
+            }
+        }
+    }
+    keys
+}
+
+/// Refuses (422 naming the key) an API object that names a file on the gateway or an
+/// environment variable: the first such key of the first such object.
+pub(crate) fn check_host_refs(objects: &ConfigObjects) -> Result<(), ConfigError> {
+    let groups = objects
+        .groups
+        .iter()
+        .map(|(name, g)| (ObjectKind::Group, name, group_host_keys(g)));
+    let routes = objects
+        .routes
+        .iter()
+        .map(|(name, r)| (ObjectKind::Route, name, route_host_keys(r)));
+    for (kind, name, keys) in groups.chain(routes) {
+        if let Some((key, what)) = keys.into_iter().next() {
+            return Err(object_error(kind, name, &format!(".{key}"), what.message()));
+        }
+    }
+    Ok(())
+}
+
 /// The file's section with `objects` added: the file's groups and the API's, the file's routes
 /// and then the API's in name order. A file with the single `routing` block becomes a
 /// `routes` list whose first route is `default` (every host and path, as before), so routes
 /// can be added beside it. With no objects the file's section is returned as it is.
 ///
 /// Refused, naming the file's key and the API object: a name both define. Also refused: an
-/// object name that is not a token, a route whose `name` differs from its key.
+/// object name that is not a token, a route whose `name` differs from its key, an object
+/// that names a file on the gateway or an environment variable ([`check_host_refs`]).
 pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec, ConfigError> {
     let mut merged = file.clone();
     if objects.is_empty() {
@@ -138,6 +240,7 @@ pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec,
             }
         }
     }
+    check_host_refs(objects)?;
     for (name, group) in &objects.groups {
         merged.groups.insert(name.clone(), group.clone());
     }
@@ -200,10 +303,11 @@ pub fn validate_merged(
     Ok((merged, config))
 }
 
-/// `e` with its key (and a key it names at the start of its message) in the words of whoever
-/// wrote the object: the merged section's `gateway.routes[i]` past the file's routes is the
-/// API route's `routes.NAME`; an API group's `gateway.groups.NAME` is `groups.NAME`; the
-/// route `default` made of the file's `routing` block is `gateway.routing`.
+/// `e` with its key in the words of whoever wrote the object (the message is left as it
+/// is): the merged section's `gateway.routes[i]` past the file's routes is the API route's
+/// `routes.NAME`; an API group's `gateway.groups.NAME` is `groups.NAME` (group names may hold
+/// dots: the longest name the key starts with owns it); the route `default` made of the
+/// file's `routing` block is `gateway.routing`.
 fn object_key(file: &GatewaySpec, objects: &ConfigObjects, mut e: ConfigError) -> ConfigError {
     if objects.is_empty() {
         return e;
@@ -219,9 +323,10 @@ fn object_key(file: &GatewaySpec, objects: &ConfigObjects, mut e: ConfigError) -
                 if !from_routing {
                     return None;
                 }
+                // `gateway.routes[0]` itself (the whole route) is the routing block too.
                 return Some(format!(
                     "gateway.routing{}",
-                    after.strip_prefix(".routing")?
+                    after.strip_prefix(".routing").unwrap_or(after)
                 ));
             }
             let name = api_routes.get(index - file_routes)?;
@@ -231,7 +336,12 @@ fn object_key(file: &GatewaySpec, objects: &ConfigObjects, mut e: ConfigError) -
         let name = objects
             .groups
             .keys()
-            .find(|g| rest == g.as_str() || rest.starts_with(&format!("{g}.")))?;
+            .chain(file.groups.keys())
+            .filter(|g| rest == g.as_str() || rest.starts_with(&format!("{g}.")))
+            .max_by_key(|g| g.len())?;
+        if !objects.groups.contains_key(name) {
+            return None;
+        }
         Some(format!("groups.{name}{}", &rest[name.len()..]))
     };
     if let Some(key) = rename(&e.key) {
@@ -386,6 +496,28 @@ gateway:
         assert!(e.starts_with("gw.yaml: gateway.routing.default"), "{e}");
     }
 
+    /// A file group whose name starts with an API group's and a dot keeps the file's key;
+    /// an error of the whole route `default` of a file without `routes` is the routing block's.
+    #[test]
+    fn keys_are_owned_by_the_longest_name_and_the_routing_block() {
+        let file = ROUTES.replace(
+            "    stable: { servers: [\"127.0.0.1:10001\"] }\n",
+            "    stable: { servers: [\"127.0.0.1:10001\"] }\n    a.b: { servers: [\"bad\"] }\n",
+        );
+        let e = check(&file, &objects(&[], &[("a", group("127.0.0.1:1"))])).expect_err("bad");
+        assert!(e.starts_with("gw.yaml: gateway.groups.a.b.servers[0]"), "{e}");
+        let with_api = objects(&[route("a", "a.example.com", "stable")], &[]);
+        let whole = ConfigError {
+            file: String::new(),
+            key: "gateway.routes[0]".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            object_key(&spec(ONE_BLOCK), &with_api, whole).key,
+            "gateway.routing"
+        );
+    }
+
     /// Object names are tokens, and a route's `name` is its key.
     #[test]
     fn names_are_checked() {
@@ -397,6 +529,164 @@ gateway:
         objects.routes.insert("shop".into(), renamed);
         let e = check(ROUTES, &objects).expect_err("no");
         assert!(e.starts_with("gw.yaml: routes.shop.name: "), "{e}");
+    }
+
+    /// A route and a group with every key that names a file on the gateway or an environment
+    /// variable set: each is listed, and a write of either is refused naming its first key.
+    #[test]
+    fn host_files_and_environment_are_listed_and_refused() {
+        let full_route: RouteSpec = serde_json::from_value(serde_json::json!({
+            "name": "x",
+            "hosts": ["x.example"],
+            "error_pages": { "404": "/etc/canary/state.json", "502": "../502.html" },
+            "intercept_errors": true,
+            "access": { "basic_auth": { "users_file": "/etc/shadow" } },
+            "compress": { "algorithms": ["gzip"] },
+            "rate_limits": [{ "name": "a", "key": "client_ip", "rate": "1/s" }],
+            "routing": {
+                "default": "stable",
+                "signing_key_env": "ADMIN_TOKEN",
+                "identity": [
+                    { "cookie": "c" },
+                    { "jwt": { "keys_file": "/dev/zero", "algorithms": ["RS256"] } },
+                    { "jwt": { "secret_env": "HOME", "algorithms": ["HS256"] } }
+                ],
+                "rules": [
+                    { "name": "p", "percent": 5, "group": "stable" },
+                    { "name": "u", "users_file": "/dev/zero", "group": "stable" },
+                    { "name": "i", "users": ["a"], "group": "stable" }
+                ]
+            }
+        }))
+        .expect("a route with every key");
+        let keys: Vec<(String, HostRef)> = route_host_keys(&full_route);
+        let listed: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            listed,
+            [
+                "error_pages.404",
+                "error_pages.502",
+                "access.basic_auth.users_file",
+                "routing.signing_key_env",
+                "routing.identity[1].jwt.keys_file",
+                "routing.identity[2].jwt.secret_env",
+                "routing.rules[1].users_file",
+            ]
+        );
+        assert_eq!(keys[3].1, HostRef::Env);
+        assert_eq!(keys[5].1, HostRef::Env);
+        let full_group: GroupSpec = serde_json::from_value(serde_json::json!({
+            "servers": ["127.0.0.1:1"],
+            "tls": { "sni": "a", "verify": true, "ca": "/a", "client_cert": "/b",
+                     "client_key": "/c", "http2": false },
+            "health_check": { "type": "http", "path": "/h" },
+        }))
+        .expect("a group with every file key");
+        let listed: Vec<String> = group_host_keys(&full_group)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(listed, ["tls.ca", "tls.client_cert", "tls.client_key"]);
+
+        // Each key on its own is refused by the merge, named under its object.
+        let route_json = serde_json::to_value(&full_route).expect("writes");
+        for (key, _) in route_host_keys(&full_route) {
+            let only = only_key(&route_json, &key);
+            let route: RouteSpec = serde_json::from_value(only).expect("still a route");
+            assert_eq!(route_host_keys(&route).len(), 1, "{key}");
+            let e = merge(&spec(ROUTES), &objects(&[route], &[])).expect_err(&key);
+            assert_eq!(e.key, format!("routes.x.{key}"));
+            assert!(e.message.starts_with("an object written through the API cannot "));
+        }
+        let e = merge(&spec(ROUTES), &objects(&[], &[("g", full_group)])).expect_err("tls");
+        assert_eq!(e.key, "groups.g.tls.ca");
+        assert!(e.message.contains("cannot name a file on the gateway"), "{e}");
+        // Inline values stay allowed.
+        let inline: RouteSpec = serde_json::from_value(serde_json::json!({
+            "name": "x", "hosts": ["x.example"],
+            "routing": { "default": "stable", "signing_key": "0123456789abcdef0123456789abcdef",
+                         "rules": [{ "name": "i", "users": ["a"], "group": "stable" }] }
+        }))
+        .expect("inline");
+        assert!(route_host_keys(&inline).is_empty());
+    }
+
+    /// `route` (JSON) with every host key but `keep` taken out.
+    fn only_key(route: &serde_json::Value, keep: &str) -> serde_json::Value {
+        let mut out = route.clone();
+        if keep != "error_pages.404" && keep != "error_pages.502" {
+            out.as_object_mut().map(|o| o.remove("error_pages"));
+        } else {
+            let other = if keep.ends_with("404") { "502" } else { "404" };
+            out["error_pages"].as_object_mut().map(|o| o.remove(other));
+        }
+        if keep != "access.basic_auth.users_file" {
+            out.as_object_mut().map(|o| o.remove("access"));
+        }
+        let routing = &mut out["routing"];
+        if keep != "routing.signing_key_env" {
+            routing.as_object_mut().map(|o| o.remove("signing_key_env"));
+        }
+        for i in 1..=2 {
+            if !keep.starts_with(&format!("routing.identity[{i}]")) {
+                routing["identity"][i] = serde_json::json!({ "cookie": format!("c{i}") });
+            }
+        }
+        if keep != "routing.rules[1].users_file" {
+            routing["rules"][1] = serde_json::json!({ "name": "u", "users": ["b"], "group": "stable" });
+        }
+        out
+    }
+
+    /// Every `PathBuf` and `*_env` field of the spec types is either checked for API objects
+    /// (reachable from a route or a group) or listed here as the file's alone: a new one
+    /// fails this test until it is put in one of the two lists.
+    #[test]
+    fn every_path_and_env_field_is_accounted_for() {
+        // Checked by route_host_keys / group_host_keys.
+        let checked = [
+            "error_pages",
+            "users_file",
+            "keys_file",
+            "secret_env",
+            "signing_key_env",
+            "ca",
+            "client_cert",
+            "client_key",
+        ];
+        // Not reachable from a route or a group: gateway-wide, listener, admin, ACME keys.
+        let file_only = [
+            "ca_file",
+            "storage",
+            "path",
+            "state_file",
+            "token_env",
+            "default_certificate",
+            "cert",
+            "key",
+        ];
+        let mut found = Vec::new();
+        for text in [include_str!("spec.rs"), include_str!("rules.rs")] {
+            for line in text.lines() {
+                let line = line.trim().trim_start_matches("pub ");
+                let Some((field, ty)) = line.split_once(':') else {
+                    continue;
+                };
+                let is_field = !field.is_empty()
+                    && field.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                if is_field && (ty.contains("PathBuf") || field.ends_with("_env")) {
+                    found.push(field.to_string());
+                }
+            }
+        }
+        assert!(found.len() >= 15, "the scan finds the fields: {found:?}");
+        for field in &found {
+            assert!(
+                checked.contains(&field.as_str()) || file_only.contains(&field.as_str()),
+                "{field}: a new file or environment key — if an API route or group can reach \
+                 it, refuse it in route_host_keys/group_host_keys; else list it as file-only"
+            );
+        }
     }
 
     /// The objects round-trip through JSON (the state file and the store).

@@ -329,6 +329,7 @@ impl Controller {
         if overlay.certificates != inner.overlay.certificates {
             install_certificates(&overlay.certificates);
         }
+        forget_gone_plans(&inner.overlay, &overlay);
         inner.overlay = overlay;
         inner.overlay_warnings = warnings;
         inner.objects_warning = objects_warning;
@@ -680,6 +681,19 @@ fn export_control_metrics(inner: &Inner) {
                 .rollout_step
                 .with_label_values(&[route, rule])
                 .set(step);
+        }
+    }
+}
+
+/// Removes the step gauges of the plans `before` had and `after` has not (a deleted API
+/// route's, a rule its new body dropped), so `/metrics` does not show them forever.
+fn forget_gone_plans(before: &Overlay, after: &Overlay) {
+    for (route, changes) in &before.routes {
+        for rule in changes.plans.keys() {
+            if after.plan(route, rule).is_none() {
+                // An error only says the label pair was never set here.
+                let _ = METRICS.rollout_step.remove_label_values(&[route, rule]);
+            }
         }
     }
 }

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use super::audit::AuditEntry;
 use super::controller::{Controller, Inner};
-use super::overlay::read_state_file;
+use super::overlay::{read_state_file, Overlay, OverlayMode};
 use super::{Changed, StateError};
 use crate::config::objects::{file_key, validate_merged, whole_site_route, ObjectKind};
-use crate::config::spec::{GroupSpec, RouteSpec, ServerSpec};
+use crate::config::spec::{GroupSpec, RouteSpec, RuleKindSpec, RuleSpec, ServerSpec};
 use crate::config::{ConfigError, ConfigObjects, GatewaySpec};
 
 /// Where an object comes from: the file, or the admin API (the control state).
@@ -86,11 +86,17 @@ impl Controller {
     ) -> Result<Changed, StateError> {
         route.name = name.to_string();
         let words = route_words(&route);
-        self.write_object(actor, ObjectKind::Route, name, words, move |objects| {
-            objects
+        let rules = route.routing.rules.clone();
+        self.write_object(actor, ObjectKind::Route, name, words, move |overlay| {
+            // The live changes of rules the new body no longer has (or has as another kind)
+            // go; an active plan on one refuses the write.
+            let dropped = prune_route_overlay(overlay, name, &rules)?;
+            let old = overlay
+                .config
                 .routes
                 .insert(name.to_string(), route.clone())
-                .map(|old| route_words(&old))
+                .map(|old| route_words(&old));
+            Ok((old, dropped))
         })
         .await
     }
@@ -103,18 +109,21 @@ impl Controller {
         group: GroupSpec,
     ) -> Result<Changed, StateError> {
         let words = group_words(&group);
-        self.write_object(actor, ObjectKind::Group, name, words, move |objects| {
-            objects
+        self.write_object(actor, ObjectKind::Group, name, words, move |overlay| {
+            let old = overlay
+                .config
                 .groups
                 .insert(name.to_string(), group.clone())
-                .map(|old| group_words(&old))
+                .map(|old| group_words(&old));
+            Ok((old, Vec::new()))
         })
         .await
     }
 
     /// `DELETE /config/routes/{name}` and `/config/groups/{name}`: removes the API's object
     /// (`Conflict` when only the file defines the name, `NotFound` when nothing does; a
-    /// route's live changes go with it).
+    /// route's live changes go with it, but a route with an active rollout plan and a group
+    /// an override promotes are `Conflict`: abort the plan, or resume, first).
     pub(crate) async fn delete_object(
         &self,
         actor: &str,
@@ -143,12 +152,15 @@ impl Controller {
                 )));
             }
             match kind {
-                // Its percentages, lists, override and plans would only be warned about.
                 ObjectKind::Route => {
+                    refuse_active_plans(overlay, name, |_| true)?;
+                    // Its percentages, lists, override and maintenance would only be warned
+                    // about, and come back if a route of that name did.
                     overlay.routes.remove(name);
                 }
                 // Its servers' modes too; a group made again under the name starts enabled.
                 ObjectKind::Group => {
+                    refuse_promoted(overlay, name)?;
                     overlay.servers.remove(name);
                 }
             }
@@ -174,7 +186,7 @@ impl Controller {
         kind: ObjectKind,
         name: &str,
         words: String,
-        insert: impl Fn(&mut ConfigObjects) -> Option<String>,
+        insert: impl Fn(&mut Overlay) -> Result<(Option<String>, Vec<String>), StateError>,
     ) -> Result<Changed, StateError> {
         let entry = AuditEntry::now(
             actor,
@@ -185,7 +197,8 @@ impl Controller {
         );
         self.change(entry, |inner, overlay, entry| {
             self.refuse_file_objects(inner, kind, name)?;
-            match insert(&mut overlay.config) {
+            let (old, dropped) = insert(overlay)?;
+            match old {
                 Some(old) => entry.moved(
                     &format!("{} {name} replaced:", kind.as_str()),
                     old,
@@ -193,7 +206,15 @@ impl Controller {
                 ),
                 None => entry.detail = format!("{} {name} created: {words}", kind.as_str()),
             }
-            self.check_objects(inner, &overlay.config)
+            if !dropped.is_empty() {
+                entry.detail = format!(
+                    "{}; live changes of rules it no longer has dropped: {}",
+                    entry.detail,
+                    dropped.join(", ")
+                );
+            }
+            self.check_objects(inner, &overlay.config)?;
+            self.check_store_sets(&overlay.config)
         })
         .await
     }
@@ -215,12 +236,116 @@ impl Controller {
         }
     }
 
+    /// `Invalid` naming the key when an API route's `users_store` rule names a set the store
+    /// does not keep: the store's sets are fixed at start from the file, so the rule would
+    /// never have users.
+    fn check_store_sets(&self, objects: &ConfigObjects) -> Result<(), StateError> {
+        let Some(store) = &self.store else {
+            // Without a store, validation refuses `users_store` already.
+            return Ok(());
+        };
+        for (name, route) in &objects.routes {
+            for (i, rule) in route.routing.rules.iter().enumerate() {
+                if let RuleKindSpec::Users {
+                    users_store: Some(set),
+                    ..
+                } = &rule.kind
+                {
+                    if !store.has_set(set) {
+                        let key = format!("routes.{name}.routing.rules[{i}].users_store");
+                        return Err(StateError::invalid_field(
+                            &key,
+                            format!(
+                                "{key}: set {set:?} is not one of the store's sets ({}); the \
+                                 sets are those the file's rules name, fixed at start",
+                                store.set_names().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the file's section merged with `objects` validates (`Invalid` naming the key).
     fn check_objects(&self, inner: &Inner, objects: &ConfigObjects) -> Result<(), StateError> {
         self.merge_objects(inner, &inner.spec, objects)
             .map(|_| ())
             .map_err(|e| StateError::invalid_field(&e.key, key_message(&e)))
     }
+}
+
+/// `Conflict` when a rollout plan of `route` on a rule that `goes` is active (running,
+/// paused or held): the plan owns the rule, as `set_percent` says.
+fn refuse_active_plans(
+    overlay: &Overlay,
+    route: &str,
+    goes: impl Fn(&str) -> bool,
+) -> Result<(), StateError> {
+    let plans = overlay.routes.get(route).into_iter().flat_map(|r| &r.plans);
+    for (rule, plan) in plans {
+        if plan.status.is_active() && goes(rule) {
+            return Err(StateError::conflict(format!(
+                "route {route:?}: rule {rule:?} is driven by its rollout plan ({}); abort the \
+                 plan first (POST /routes/{route}/rules/{rule}/plan/abort)",
+                plan.status.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Drops the live changes of `route`'s rules that `rules` (its new body's) no longer has as
+/// the same kind: a percentage or plan of a rule that is no percent rule now (a plan also
+/// when the rule has no plan now), a list change of a rule that is no users rule now.
+/// `Conflict` when one of them is an active plan. Returns what went (`percent of rule a`).
+fn prune_route_overlay(
+    overlay: &mut Overlay,
+    route: &str,
+    rules: &[RuleSpec],
+) -> Result<Vec<String>, StateError> {
+    let kind = |name: &str| rules.iter().find(|r| r.name == name).map(|r| &r.kind);
+    let is_percent = |name: &str| matches!(kind(name), Some(RuleKindSpec::Percent { .. }));
+    let has_plan =
+        |name: &str| matches!(kind(name), Some(RuleKindSpec::Percent { plan: Some(_), .. }));
+    let is_users = |name: &str| matches!(kind(name), Some(RuleKindSpec::Users { .. }));
+    refuse_active_plans(overlay, route, |rule| !has_plan(rule))?;
+    let Some(changes) = overlay.routes.get_mut(route) else {
+        return Ok(Vec::new());
+    };
+    let mut dropped = Vec::new();
+    let mut drop_from = |what: &str, names: Vec<String>, keep: &dyn Fn(&str) -> bool| {
+        for name in names.into_iter().filter(|n| !keep(n)) {
+            dropped.push(format!("{what} of rule {name}"));
+        }
+    };
+    drop_from("percent", changes.percent.keys().cloned().collect(), &is_percent);
+    drop_from("users", changes.users.keys().cloned().collect(), &is_users);
+    drop_from("plan", changes.plans.keys().cloned().collect(), &has_plan);
+    changes.percent.retain(|name, _| is_percent(name));
+    changes.percent_by.retain(|name, _| is_percent(name));
+    changes.users.retain(|name, _| is_users(name));
+    changes.plans.retain(|name, _| has_plan(name));
+    Ok(dropped)
+}
+
+/// `Conflict` naming the override when the global or a route's override promotes `group`
+/// (deleting it would silently send that traffic back to the rules).
+fn refuse_promoted(overlay: &Overlay, group: &str) -> Result<(), StateError> {
+    let promoted = OverlayMode::Promote(group.to_string());
+    if overlay.mode == promoted {
+        return Err(StateError::conflict(format!(
+            "group {group:?} is promoted by the global override; resume first (POST /resume)"
+        )));
+    }
+    if let Some((route, _)) = overlay.routes.iter().find(|(_, r)| r.mode == promoted) {
+        return Err(StateError::conflict(format!(
+            "group {group:?} is promoted by route {route:?}'s override; resume it first \
+             (POST /routes/{route}/resume)"
+        )));
+    }
+    Ok(())
 }
 
 /// An error's key and message as one line (`routes.shop.routing.default: "x" is not…`).
@@ -297,7 +422,8 @@ pub fn check_state_file_objects(
 mod tests {
     use super::*;
     use crate::config;
-    use crate::state::overlay::{ControlMessage, Overlay};
+    use crate::state::overlay::ControlMessage;
+    use crate::state::plan::PlanCommand;
     use crate::state::{ConfigSource, ErrorKind};
 
     const FILE: &str = "gateway:\n  listen: [\"127.0.0.1:1\"]\n  groups:\n    stable: { servers: [\"127.0.0.1:2\"] }\n  routing: { default: stable }\n";
@@ -422,4 +548,177 @@ mod tests {
         assert_eq!(route_names(&c), ["default", "shop"]);
         assert!(c.view().overlay_warnings.is_empty());
     }
+
+    fn shop_route(rules: serde_json::Value) -> RouteSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "gshop", "hosts": ["gshop.example.com"],
+            "routing": { "default": "stable", "rules": rules }
+        }))
+        .expect("a route")
+    }
+
+    /// Whether `/metrics` has a step gauge for `route` / `rule`.
+    fn has_step_gauge(route: &str, rule: &str) -> bool {
+        use prometheus::core::Collector;
+        crate::state::metrics::METRICS
+            .rollout_step
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .any(|m| {
+                let labels: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
+                labels == [route, rule]
+            })
+    }
+
+    /// A route whose rollout plan is active is neither deleted nor replaced by a body without
+    /// the plan (409, "abort the plan first"); once aborted, a replacing body drops the live
+    /// changes of the rules it no longer has (the audit entry says which), and a delete
+    /// drops the route's entry and its step gauge.
+    #[tokio::test]
+    async fn live_changes_follow_the_route_body() {
+        let c = controller();
+        c.put_group("alice", "canary", group("127.0.0.1:3"))
+            .await
+            .expect("group");
+        let with_plan = shop_route(serde_json::json!([
+            { "name": "gp", "percent": 0, "group": "canary",
+              "plan": { "steps": [5, 50], "hold": "1m", "baseline": "stable" } },
+            { "name": "gu", "users": ["a"], "group": "canary" }
+        ]));
+        c.put_route("alice", "gshop", with_plan.clone())
+            .await
+            .expect("route");
+        c.plan_command("alice", "gshop", "gp", PlanCommand::Start, false)
+            .await
+            .expect("started");
+        c.change_users("alice", "gshop", "gu", vec!["b".into()], Vec::new())
+            .await
+            .expect("listed");
+        assert!(has_step_gauge("gshop", "gp"));
+        let version = c.view().control.version;
+
+        let e = c
+            .delete_object("alice", ObjectKind::Route, "gshop")
+            .await
+            .expect_err("the plan runs");
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        assert!(e.message.contains("abort the plan first"), "{}", e.message);
+        for rules in [
+            serde_json::json!([{ "name": "gu", "users": ["a"], "group": "canary" }]),
+            serde_json::json!([{ "name": "gp", "percent": 5, "group": "canary" }]),
+        ] {
+            let e = c
+                .put_route("alice", "gshop", shop_route(rules))
+                .await
+                .expect_err("the plan runs");
+            assert_eq!(e.kind, ErrorKind::Conflict);
+            assert!(e.message.contains("rule \"gp\""), "{}", e.message);
+        }
+        // The same body again keeps the plan and the list.
+        c.put_route("alice", "gshop", with_plan)
+            .await
+            .expect("same rules");
+        let kept = c.view().overlay.routes["gshop"].clone();
+        assert!(kept.plans.contains_key("gp") && kept.users.contains_key("gu"));
+        assert_eq!(c.view().control.version, version + 1, "refusals changed nothing");
+
+        c.plan_command("alice", "gshop", "gp", PlanCommand::Abort, false)
+            .await
+            .expect("aborted");
+        c.put_route(
+            "alice",
+            "gshop",
+            shop_route(serde_json::json!([{ "name": "gu", "percent": 5, "group": "canary" }])),
+        )
+        .await
+        .expect("replaced");
+        let left = c.view().overlay.routes.get("gshop").cloned().unwrap_or_default();
+        assert!(
+            left.plans.is_empty() && left.users.is_empty() && left.percent.is_empty(),
+            "{left:?}"
+        );
+        let detail = &c.local_audit(1)[0].detail;
+        assert!(
+            detail.contains("dropped: percent of rule gp, users of rule gu, plan of rule gp"),
+            "{detail}"
+        );
+        assert!(!has_step_gauge("gshop", "gp"), "the dropped plan's gauge goes");
+
+        c.set_maintenance("alice", "gshop", Some(30))
+            .await
+            .expect("maintenance");
+        c.delete_object("alice", ObjectKind::Route, "gshop")
+            .await
+            .expect("deleted");
+        assert!(!c.view().overlay.routes.contains_key("gshop"));
+    }
+
+    /// An API group that the global or a route's override promotes is not deleted (409
+    /// naming the override); after a resume it is.
+    #[tokio::test]
+    async fn a_promoted_group_is_not_deleted() {
+        let c = controller();
+        c.put_group("alice", "spare", group("127.0.0.1:3"))
+            .await
+            .expect("group");
+        c.set_mode("alice", None, OverlayMode::Promote("spare".into()))
+            .await
+            .expect("promoted");
+        let e = c
+            .delete_object("alice", ObjectKind::Group, "spare")
+            .await
+            .expect_err("promoted");
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        assert!(e.message.contains("global override"), "{}", e.message);
+        c.set_mode("alice", None, OverlayMode::Rules)
+            .await
+            .expect("resumed");
+        c.set_mode("alice", Some("default"), OverlayMode::Promote("spare".into()))
+            .await
+            .expect("promoted on the route");
+        let e = c
+            .delete_object("alice", ObjectKind::Group, "spare")
+            .await
+            .expect_err("promoted");
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        assert!(e.message.contains("route \"default\"'s override"), "{}", e.message);
+        c.set_mode("alice", Some("default"), OverlayMode::Rules)
+            .await
+            .expect("resumed");
+        c.delete_object("alice", ObjectKind::Group, "spare")
+            .await
+            .expect("deleted");
+    }
+
+    /// A `users_store` rule of an API route must name one of the store's sets (fixed at
+    /// start from the file): another set is refused naming the key.
+    #[tokio::test]
+    async fn a_store_set_must_be_one_the_store_keeps() {
+        let file = "gateway:\n  listen: [\"127.0.0.1:1\"]\n  store: { redis: \"redis://127.0.0.1:1/0\" }\n  groups:\n    stable: { servers: [\"127.0.0.1:2\"] }\n  routing:\n    default: stable\n    rules: [{ name: vip, users_store: vips, group: stable }]\n";
+        let loaded = config::load_str(file, "gw.yaml", Path::new(".")).expect("valid");
+        let c = Controller::new(ConfigSource::Demo, loaded.spec, loaded.gateway).expect("c");
+        let route = |set: &str| {
+            shop_route(serde_json::json!([
+                { "name": "beta", "users_store": set, "group": "stable" }
+            ]))
+        };
+        let e = c
+            .put_route("alice", "gshop", route("others"))
+            .await
+            .expect_err("not a set of the store");
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert_eq!(
+            e.field.as_deref(),
+            Some("routes.gshop.routing.rules[0].users_store")
+        );
+        assert!(e.message.contains("\"others\" is not one of the store's sets (vips)"));
+        // The store's own set passes the checks (and then needs Redis, which is not here).
+        let e = c
+            .put_route("alice", "gshop", route("vips"))
+            .await
+            .expect_err("no Redis here");
+        assert_eq!(e.kind, ErrorKind::Unavailable, "{}", e.message);
+    }
+
 }

@@ -232,8 +232,14 @@ impl Store {
         Ok(users)
     }
 
-    fn set_names(&self) -> Vec<String> {
+    /// The set names the store keeps (fixed at start).
+    pub(crate) fn set_names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
+    }
+
+    /// Whether the store keeps `set`.
+    pub(crate) fn has_set(&self, set: &str) -> bool {
+        self.lock().contains_key(set)
     }
 }
 
