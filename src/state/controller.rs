@@ -92,6 +92,9 @@ pub(super) struct Inner {
     /// Why the control state's objects are not in force (they did not validate with the
     /// file here); `None` when they are.
     pub(super) objects_warning: Option<String>,
+    /// The API's objects `merged` holds: the control state's, or with `objects_warning` the
+    /// ones last served (none after a start that could not serve them).
+    pub(super) served: config::ConfigObjects,
     /// The control state (with this node's audit trail).
     pub(super) overlay: Overlay,
     pub(super) generation: u64,
@@ -216,6 +219,11 @@ impl Controller {
             base: config,
             spec: Arc::new(spec),
             merged: Arc::new(merged),
+            served: if objects_warning.is_none() {
+                overlay.config.clone()
+            } else {
+                config::ConfigObjects::default()
+            },
             objects_warning,
             overlay,
             generation: 1,
@@ -336,6 +344,7 @@ impl Controller {
         if let Some((merged, config)) = remerged {
             inner.merged = merged;
             inner.base = config;
+            inner.served = inner.overlay.config.clone();
         }
         inner.generation += 1;
         self.state.store(Arc::new(state));
@@ -531,22 +540,17 @@ impl Controller {
             // The webhooks too: the notifier was built from them at start.
             spec.admin = inner.spec.admin.clone();
             spec.notify = inner.spec.notify.clone();
-            // The API's objects merged over the new file: a file that now defines one of
-            // their names (or that they no longer fit) is refused, naming both.
-            let (merged, config) = if inner.overlay.config.is_empty() {
-                (Arc::new(spec.clone()), config)
-            } else {
-                self.merge_objects(&inner, &spec, &inner.overlay.config)
-                    .map_err(|e| StateError::invalid(e.to_string()))?
-            };
+            // The API's objects merged over the new file (see `reload_objects`).
+            let objects = self.reload_objects(&inner, &spec, config)?;
+            let config = objects.config;
             let previous = self.state.load_full();
             let (state, warnings) =
                 build_state(&config, &inner.overlay, Some(&previous), self.store.as_deref());
-            Ok((spec, merged, config, state, warnings))
+            Ok((spec, objects.merged, config, objects.served, objects.warning, state, warnings))
         });
         let at = SystemTime::now();
         match result {
-            Ok((spec, merged, config, state, warnings)) => {
+            Ok((spec, merged, config, served, objects_warning, state, warnings)) => {
                 for w in &warnings {
                     warn!("reload: {w}");
                 }
@@ -566,7 +570,11 @@ impl Controller {
                 };
                 inner.spec = Arc::new(spec);
                 inner.merged = merged;
-                inner.objects_warning = None;
+                inner.served = served;
+                if let Some(why) = &objects_warning {
+                    warn!("reload: {why}");
+                }
+                inner.objects_warning = objects_warning;
                 inner.overlay_warnings = warnings;
                 inner.generation += 1;
                 inner.last_reload = Some(ReloadOutcome { at, error: None });

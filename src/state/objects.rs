@@ -5,14 +5,24 @@
 //! with the state file's objects.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::audit::AuditEntry;
 use super::controller::{Controller, Inner};
 use super::overlay::{read_state_file, Overlay, OverlayMode};
 use super::{Changed, StateError};
-use crate::config::objects::{file_key, validate_merged, whole_site_route, ObjectKind};
+use crate::config::objects::{file_key, merge, validate_merged, whole_site_route, ObjectKind};
 use crate::config::spec::{GroupSpec, RouteSpec, RuleKindSpec, RuleSpec, ServerSpec};
-use crate::config::{ConfigError, ConfigObjects, GatewaySpec};
+use crate::config::{ConfigError, ConfigObjects, GatewayConfig, GatewaySpec};
+
+/// What a reload serves of the API's objects: the merged section and its configuration,
+/// the objects in it, and why the control state's are not (when they are not).
+pub(super) struct ReloadedObjects {
+    pub(super) merged: Arc<GatewaySpec>,
+    pub(super) config: GatewayConfig,
+    pub(super) served: ConfigObjects,
+    pub(super) warning: Option<String>,
+}
 
 /// Where an object comes from: the file, or the admin API (the control state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,47 +43,93 @@ impl Source {
 /// The routes and groups in force, each with where it comes from: what `GET /config/routes`
 /// and `/config/groups` show. Secrets written inline are redacted.
 pub(crate) struct ObjectsView {
-    /// Name, source and the route as the merged section has it, in the section's order.
-    pub(crate) routes: Vec<(String, Source, RouteSpec)>,
-    /// Name, source and the group, by name.
-    pub(crate) groups: Vec<(String, Source, GroupSpec)>,
+    /// The routes as the merged section has them, in the section's order, then the control
+    /// state's routes not served here.
+    pub(crate) routes: Vec<ViewedObject<RouteSpec>>,
+    /// The groups by name, then the control state's groups not served here.
+    pub(crate) groups: Vec<ViewedObject<GroupSpec>>,
+}
+
+/// One route or group as `GET /config/...` shows it.
+pub(crate) struct ViewedObject<T> {
+    pub(crate) name: String,
+    pub(crate) source: Source,
+    /// `false`: an object of the control state that does not fit this node's file, so the
+    /// one served under its name (if any) is another.
+    pub(crate) served: bool,
+    pub(crate) object: T,
 }
 
 impl Controller {
-    /// The routes and groups in force, redacted, with their sources.
+    /// The routes and groups in force, redacted, with their sources; then the control
+    /// state's objects that are not served here (`objects_warning`), marked so.
     pub(crate) fn config_objects(&self) -> ObjectsView {
         let inner = self.lock();
         let merged = inner.merged.redacted();
-        let route_source = |name: &str| {
-            if inner.overlay.config.routes.contains_key(name) {
-                Source::Api
-            } else {
-                Source::File
-            }
-        };
-        let group_source = |name: &str| {
-            if inner.overlay.config.groups.contains_key(name) {
-                Source::Api
-            } else {
-                Source::File
-            }
-        };
-        let mut routes: Vec<(String, Source, RouteSpec)> = merged
+        let served = &inner.served;
+        let source = |api: bool| if api { Source::Api } else { Source::File };
+        let mut routes: Vec<ViewedObject<RouteSpec>> = merged
             .routes
             .iter()
             .flatten()
-            .map(|r| (r.name.clone(), route_source(&r.name), r.clone()))
+            .map(|r| ViewedObject {
+                name: r.name.clone(),
+                source: source(served.routes.contains_key(&r.name)),
+                served: true,
+                object: r.clone(),
+            })
             .collect();
         if let (None, Some(routing)) = (&merged.routes, &merged.routing) {
             // The file's single routing block is the route `default`, every host and path.
             let whole = whole_site_route(routing.clone());
-            routes.push((whole.name.clone(), Source::File, whole));
+            routes.push(ViewedObject {
+                name: whole.name.clone(),
+                source: Source::File,
+                served: true,
+                object: whole,
+            });
         }
-        let groups = merged
+        let mut groups: Vec<ViewedObject<GroupSpec>> = merged
             .groups
             .iter()
-            .map(|(name, g)| (name.clone(), group_source(name), g.clone()))
+            .map(|(name, g)| ViewedObject {
+                name: name.clone(),
+                source: source(served.groups.contains_key(name)),
+                served: true,
+                object: g.clone(),
+            })
             .collect();
+        // The control state's objects this node does not serve (absent or another version).
+        let unserved = ConfigObjects {
+            routes: (inner.overlay.config.routes.iter())
+                .filter(|(name, r)| served.routes.get(*name) != Some(*r))
+                .map(|(name, r)| (name.clone(), r.clone()))
+                .collect(),
+            groups: (inner.overlay.config.groups.iter())
+                .filter(|(name, g)| served.groups.get(*name) != Some(*g))
+                .map(|(name, g)| (name.clone(), g.clone()))
+                .collect(),
+        };
+        // Redacted as the merged section is: the same section with only these objects.
+        let unserved = GatewaySpec {
+            routes: Some(unserved.routes.into_values().collect()),
+            routing: None,
+            groups: unserved.groups,
+            ..(*inner.merged).clone()
+        }
+        .redacted();
+        routes.extend(unserved.routes.into_iter().flatten().map(|r| ViewedObject {
+            name: r.name.clone(),
+            source: Source::Api,
+            served: false,
+            object: r,
+        }));
+        groups.extend(unserved.groups.into_iter().map(|(name, g)| ViewedObject {
+            name,
+            source: Source::Api,
+            served: false,
+            object: g,
+        }));
         ObjectsView { routes, groups }
     }
 
@@ -217,6 +273,95 @@ impl Controller {
             self.check_store_sets(&overlay.config)
         })
         .await
+    }
+
+    /// What a reload serves of the API's objects over the new file's section `spec`
+    /// (validated alone as `config`). The control state's objects when they fit; when they
+    /// do not, refused naming the key — unless they did not fit before either
+    /// (`objects_warning`): then, as at start, the objects last served (or the file alone
+    /// when those do not fit now) with the warning kept, refusing only a name the new file
+    /// defines that the control state has and the old file did not (a new collision).
+    pub(super) fn reload_objects(
+        &self,
+        inner: &Inner,
+        spec: &GatewaySpec,
+        config: GatewayConfig,
+    ) -> Result<ReloadedObjects, StateError> {
+        let objects = &inner.overlay.config;
+        let file_alone = |config: GatewayConfig, warning: Option<String>| ReloadedObjects {
+            merged: Arc::new(spec.clone()),
+            config,
+            served: ConfigObjects::default(),
+            warning,
+        };
+        if objects.is_empty() {
+            return Ok(file_alone(config, None));
+        }
+        let e = match self.merge_objects(inner, spec, objects) {
+            Ok((merged, config)) => {
+                return Ok(ReloadedObjects {
+                    merged,
+                    config,
+                    served: objects.clone(),
+                    warning: None,
+                })
+            }
+            Err(e) => e,
+        };
+        if inner.objects_warning.is_none() {
+            return Err(StateError::invalid(e.to_string()));
+        }
+        self.refuse_new_collisions(inner, spec)?;
+        if !inner.served.is_empty() {
+            if let Ok((merged, config)) = self.merge_objects(inner, spec, &inner.served) {
+                return Ok(ReloadedObjects {
+                    merged,
+                    config,
+                    served: inner.served.clone(),
+                    warning: Some(format!(
+                        "the control state's routes and groups are not served: {e} (the file \
+                         and the ones last served are)"
+                    )),
+                });
+            }
+        }
+        Ok(file_alone(
+            config,
+            Some(format!(
+                "the API's routes and groups are not served: {e} (the file alone is)"
+            )),
+        ))
+    }
+
+    /// `Invalid` naming both when the new file's section `spec` defines a name that one of
+    /// the control state's objects has and the file in force did not.
+    fn refuse_new_collisions(&self, inner: &Inner, spec: &GatewaySpec) -> Result<(), StateError> {
+        let objects = &inner.overlay.config;
+        let routes = objects.routes.iter().map(|(name, route)| {
+            let mut one = ConfigObjects::default();
+            one.routes.insert(name.clone(), route.clone());
+            (ObjectKind::Route, name, one)
+        });
+        let groups = objects.groups.iter().map(|(name, group)| {
+            let mut one = ConfigObjects::default();
+            one.groups.insert(name.clone(), group.clone());
+            (ObjectKind::Group, name, one)
+        });
+        for (kind, name, one) in groups.chain(routes) {
+            let new = file_key(spec, kind, name).is_some() && file_key(&inner.spec, kind, name).is_none();
+            if new {
+                if let Err(e) = merge(spec, &one) {
+                    return Err(StateError::invalid(
+                        ConfigError {
+                            file: self.source.describe(),
+                            ..e
+                        }
+                        .to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `Conflict` naming the file when the file defines `name` of `kind`.
@@ -471,10 +616,11 @@ mod tests {
         let sources: Vec<(&str, Source)> = view
             .routes
             .iter()
-            .map(|(n, s, _)| (n.as_str(), *s))
+            .map(|r| (r.name.as_str(), r.source))
             .collect();
         assert_eq!(sources, [("default", Source::File), ("shop", Source::Api)]);
-        assert_eq!(view.routes[1].2.name, "shop");
+        assert_eq!(view.routes[1].object.name, "shop");
+        assert!(view.routes.iter().all(|r| r.served));
 
         let e = c.put_group("alice", "stable", group("127.0.0.1:3")).await;
         assert_eq!(e.expect_err("the file's").kind, ErrorKind::Conflict);
@@ -719,6 +865,91 @@ mod tests {
             .await
             .expect_err("no Redis here");
         assert_eq!(e.kind, ErrorKind::Unavailable, "{}", e.message);
+    }
+
+
+    /// A node whose control-state objects do not fit its file (another node's group takes
+    /// a name this file has) still reloads, as it starts: the file and the objects last
+    /// served, the warning kept; `/config/routes|groups` label by what is served and list
+    /// the unserved object as such; a file that newly defines a control-state name is
+    /// refused naming both; once the state fits again, all of it is served.
+    #[tokio::test]
+    async fn a_node_whose_objects_do_not_fit_still_reloads() {
+        let dir = std::env::temp_dir().join(format!("canary-objects-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("gw.yaml");
+        std::fs::write(&path, FILE).expect("write");
+        let loaded = config::load_file(&path).expect("valid");
+        let c = Controller::new(ConfigSource::File(path.clone()), loaded.spec, loaded.gateway)
+            .expect("controller");
+        c.put_group("alice", "shop", group("127.0.0.1:3"))
+            .await
+            .expect("group");
+        let mut shop = route("shop");
+        shop.name = "shop".into();
+        c.put_route("alice", "shop", shop.clone())
+            .await
+            .expect("route");
+        // Another node's state: our objects plus a group `stable` (this file's name).
+        let mut theirs = c.view().overlay;
+        theirs.version += 1;
+        theirs
+            .config
+            .groups
+            .insert("stable".into(), group("127.0.0.1:4"));
+        c.apply_remote(ControlMessage {
+            control: theirs.clone(),
+            changes: Vec::new(),
+        });
+        assert_eq!(c.view().overlay_warnings.len(), 1);
+
+        c.reload().expect("a reload of the same file serves what it served");
+        assert_eq!(route_names(&c), ["default", "shop"]);
+        let warnings = c.view().overlay_warnings;
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("gateway.groups.stable"),
+            "{warnings:?}"
+        );
+        let view = c.config_objects();
+        let groups: Vec<(&str, Source, bool)> = view
+            .groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.source, g.served))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("shop", Source::Api, true),
+                ("stable", Source::File, true),
+                ("stable", Source::Api, false)
+            ]
+        );
+
+        // A file that newly defines `shop` collides with the control state's group.
+        std::fs::write(
+            &path,
+            FILE.replace("  routing:", "    shop: { servers: [\"127.0.0.1:5\"] }\n  routing:"),
+        )
+        .expect("write");
+        let e = c.reload().expect_err("a new collision");
+        assert!(
+            e.message.contains("gateway.groups.shop") && e.message.contains("groups.shop"),
+            "{}",
+            e.message
+        );
+
+        // The other node's group goes: everything is served again, no warning.
+        std::fs::write(&path, FILE).expect("write");
+        theirs.config.groups.remove("stable");
+        theirs.version += 1;
+        c.apply_remote(ControlMessage {
+            control: theirs,
+            changes: Vec::new(),
+        });
+        c.reload().expect("fits");
+        assert!(c.view().overlay_warnings.is_empty());
+        assert!(c.config_objects().groups.iter().all(|g| g.served));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
 }

@@ -15,7 +15,7 @@ use super::bodies::Applied;
 use super::request::Call;
 use crate::config::objects::ObjectKind;
 use crate::config::spec::{GroupSpec, RouteSpec};
-use crate::state::objects::Source;
+use crate::state::objects::ViewedObject;
 use crate::state::{ErrorKind, StateError};
 
 /// `GET /config/routes`: every route in force, in the configuration's order.
@@ -24,7 +24,7 @@ pub(super) async fn routes(call: Call<'_>) -> Result<Value, ApiError> {
     let routes: Vec<Value> = view
         .routes
         .iter()
-        .map(|(name, source, route)| route_json(name, *source, route))
+        .map(route_json)
         .collect::<Result<_, _>>()?;
     Ok(json!({ "routes": routes }))
 }
@@ -35,7 +35,7 @@ pub(super) async fn groups(call: Call<'_>) -> Result<Value, ApiError> {
     let groups: Vec<Value> = view
         .groups
         .iter()
-        .map(|(name, source, group)| group_json(name, *source, group))
+        .map(group_json)
         .collect::<Result<_, _>>()?;
     Ok(json!({ "groups": groups }))
 }
@@ -44,8 +44,8 @@ pub(super) async fn groups(call: Call<'_>) -> Result<Value, ApiError> {
 pub(super) async fn route(call: Call<'_>) -> Result<Value, ApiError> {
     let name = call.params.get("name");
     let view = call.controller.config_objects();
-    match view.routes.iter().find(|(n, ..)| n == name) {
-        Some((name, source, route)) => route_json(name, *source, route),
+    match view.routes.iter().find(|r| r.name == name) {
+        Some(route) => route_json(route),
         None => Err(ApiError::not_found(format!("no route named {name:?}"))),
     }
 }
@@ -54,8 +54,8 @@ pub(super) async fn route(call: Call<'_>) -> Result<Value, ApiError> {
 pub(super) async fn group(call: Call<'_>) -> Result<Value, ApiError> {
     let name = call.params.get("name");
     let view = call.controller.config_objects();
-    match view.groups.iter().find(|(n, ..)| n == name) {
-        Some((name, source, group)) => group_json(name, *source, group),
+    match view.groups.iter().find(|g| g.name == name) {
+        Some(group) => group_json(group),
         None => Err(ApiError::not_found(format!("no group named {name:?}"))),
     }
 }
@@ -163,23 +163,24 @@ fn unprocessable(key: &str, message: String) -> ApiError {
     }
 }
 
-/// One object as `GET` shows it: its name, where it comes from (`file` or `api`), and the
-/// object in the file's shape under its kind (`route` or `group`), inline secrets redacted.
-fn object_json(
-    kind: ObjectKind,
-    name: &str,
-    source: Source,
-    object: &impl Serialize,
-) -> Result<Value, ApiError> {
-    let mut answer = json!({ "name": name, "source": source.as_str() });
-    answer[kind.as_str()] = to_json(object)?;
+/// One object as `GET` shows it: its name, where it comes from (`file` or `api`), whether
+/// this node serves it (`served: false`: a control-state object that does not fit this
+/// node's file), and the object in the file's shape under its kind (`route` or `group`),
+/// inline secrets redacted.
+fn object_json<T: Serialize>(kind: ObjectKind, viewed: &ViewedObject<T>) -> Result<Value, ApiError> {
+    let mut answer = json!({
+        "name": viewed.name,
+        "source": viewed.source.as_str(),
+        "served": viewed.served,
+    });
+    answer[kind.as_str()] = to_json(&viewed.object)?;
     Ok(answer)
 }
 
-fn route_json(name: &str, source: Source, route: &RouteSpec) -> Result<Value, ApiError> {
-    object_json(ObjectKind::Route, name, source, route)
+fn route_json(route: &ViewedObject<RouteSpec>) -> Result<Value, ApiError> {
+    object_json(ObjectKind::Route, route)
 }
 
-fn group_json(name: &str, source: Source, group: &GroupSpec) -> Result<Value, ApiError> {
-    object_json(ObjectKind::Group, name, source, group)
+fn group_json(group: &ViewedObject<GroupSpec>) -> Result<Value, ApiError> {
+    object_json(ObjectKind::Group, group)
 }
