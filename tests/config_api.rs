@@ -481,6 +481,66 @@ fn api_objects_survive_a_restart_and_collisions_are_refused() {
     );
 }
 
+/// An API route and group move into the file without a request going elsewhere: the merged
+/// configuration (`GET /config`) pasted as the file is taken over by a reload (the file now
+/// defines both exactly as the API does), then the API's copies are deleted.
+#[test]
+fn an_api_object_moves_into_the_file_without_a_gap() {
+    let stable = Origin::start("stable");
+    let shop = Origin::start("shop");
+    let dir = TempDir::new("cfg-move");
+    let node = start(&stable, &dir.path().join("state.json"), None);
+    node.write("PUT", "/config/groups/shop", Some(&group_body(&shop)));
+    node.write("PUT", "/config/routes/shop", Some(&route_body("shop")));
+    let pasted = node
+        .config()
+        .replacen("<redacted>", ADMIN, 1)
+        .replacen("<redacted>", OPERATOR, 1)
+        .replacen("<redacted>", VIEWER, 1);
+
+    // Requests to the route all along: every one is served by `shop`.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (stop, addr) = (stop.clone(), node.gateway.addr);
+        std::thread::spawn(move || {
+            let mut served = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                served.push(get_host(addr, SHOP_HOST, "/", &[]).text());
+            }
+            served
+        })
+    };
+    std::fs::write(&node.gateway.config_path, &pasted).expect("write");
+    node.gateway.signal("HUP");
+    wait_until("the reload", READY_TIMEOUT, || {
+        !node.status()["last_reload"].is_null()
+    });
+    assert_eq!(node.status()["last_reload"]["ok"], true, "{}", node.status());
+    for path in ["/config/routes/shop", "/config/groups/shop"] {
+        let (_, object) = node.call("GET", path, None);
+        assert_eq!(object["source"], "file", "{object}");
+        assert_eq!(object["served"], true, "{object}");
+    }
+    node.write("DELETE", "/config/routes/shop", None);
+    node.write("DELETE", "/config/groups/shop", None);
+    assert_eq!(node.get(SHOP_HOST).1, "shop");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = sender.join().expect("sender");
+    assert!(!served.is_empty());
+    assert!(
+        served.iter().all(|body| body == "shop"),
+        "{} requests, not all to shop: {:?}",
+        served.len(),
+        served.iter().filter(|b| *b != "shop").take(3).collect::<Vec<_>>()
+    );
+    println!(
+        "moved into the file: {} requests during the move, all served by shop",
+        served.len()
+    );
+    let (_, route) = node.call("GET", "/config/routes/shop", None);
+    assert_eq!(route["source"], "file", "{route}");
+}
+
 /// Two nodes sharing Redis: a route created on one serves on the other; a node restarted
 /// without its state file gets every API object back from Redis.
 #[test]

@@ -1,6 +1,8 @@
 //! Configuration objects written through the admin API — routes and groups in the file's own
 //! shape — and their merge over the file's gateway section. The file stays the base; an object
-//! may only add a name the file does not define (a name both define is refused, naming both).
+//! may only add a name the file does not define (a name both define is refused, naming both,
+//! unless the file's definition is the API object's exactly: it was moved into the file, and
+//! the file's serves).
 //! The merged section is validated by the one validation path (`GatewaySpec::validate`, what
 //! `-t` runs), and its errors name the API object (`routes.shop.routing.default`) rather than
 //! the merged section's index (`gateway.routes[3].routing.default`).
@@ -139,7 +141,11 @@ pub(crate) fn route_host_keys(route: &RouteSpec) -> Vec<(String, HostRef)> {
     for code in route.error_pages.iter().flat_map(|pages| pages.keys()) {
         keys.push((format!("error_pages.{code}"), HostRef::File));
     }
-    if route.access.as_ref().is_some_and(|a| a.basic_auth.is_some()) {
+    if route
+        .access
+        .as_ref()
+        .is_some_and(|a| a.basic_auth.is_some())
+    {
         keys.push(("access.basic_auth.users_file".into(), HostRef::File));
     }
     let routing = &route.routing;
@@ -149,10 +155,16 @@ pub(crate) fn route_host_keys(route: &RouteSpec) -> Vec<(String, HostRef)> {
     for (i, source) in routing.identity.iter().flatten().enumerate() {
         let Some(jwt) = &source.jwt else { continue };
         if jwt.keys_file.is_some() {
-            keys.push((format!("routing.identity[{i}].jwt.keys_file"), HostRef::File));
+            keys.push((
+                format!("routing.identity[{i}].jwt.keys_file"),
+                HostRef::File,
+            ));
         }
         if jwt.secret_env.is_some() {
-            keys.push((format!("routing.identity[{i}].jwt.secret_env"), HostRef::Env));
+            keys.push((
+                format!("routing.identity[{i}].jwt.secret_env"),
+                HostRef::Env,
+            ));
         }
     }
     for (i, rule) in routing.rules.iter().enumerate() {
@@ -209,7 +221,8 @@ pub(crate) fn check_host_refs(objects: &ConfigObjects) -> Result<(), ConfigError
 /// `routes` list whose first route is `default` (every host and path, as before), so routes
 /// can be added beside it. With no objects the file's section is returned as it is.
 ///
-/// Refused, naming the file's key and the API object: a name both define. Also refused: an
+/// Refused, naming the file's key and the API object: a name both define, unless the file
+/// defines it exactly as the API object is (the file's serves, see [`same_as_file`]). Also refused: an
 /// object name that is not a token, a route whose `name` differs from its key, an object
 /// that names a file on the gateway or an environment variable ([`check_host_refs`]).
 pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec, ConfigError> {
@@ -225,6 +238,10 @@ pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec,
             check_token(name, &format!("{} name", kind.as_str()))
                 .map_err(|m| object_error(kind, name, "", m))?;
             if let Some(key) = file_key(file, kind, name) {
+                if same_as_file(file, objects, kind, name) {
+                    // The file took the object over (it was moved there): the file's serves.
+                    continue;
+                }
                 return Err(ConfigError {
                     file: String::new(),
                     key,
@@ -242,15 +259,25 @@ pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec,
     }
     check_host_refs(objects)?;
     for (name, group) in &objects.groups {
-        merged.groups.insert(name.clone(), group.clone());
+        if !file.groups.contains_key(name) {
+            merged.groups.insert(name.clone(), group.clone());
+        }
     }
-    if !objects.routes.is_empty() {
+    let file_routes = file_names(file, ObjectKind::Route);
+    if objects
+        .routes
+        .keys()
+        .any(|name| !file_routes.contains(name))
+    {
         let mut routes = match (merged.routes.take(), merged.routing.take()) {
             (Some(routes), _) => routes,
             (None, Some(routing)) => vec![whole_site_route(routing)],
             (None, None) => Vec::new(),
         };
         for (name, route) in &objects.routes {
+            if file_routes.contains(name) {
+                continue;
+            }
             if route.name != *name {
                 return Err(object_error(
                     ObjectKind::Route,
@@ -264,6 +291,26 @@ pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec,
         merged.routes = Some(routes);
     }
     Ok(merged)
+}
+
+/// Whether the file defines `name` of `kind` exactly as the API object of that name is: the
+/// object was moved into the file, and a reload lets the file's take over (no collision).
+fn same_as_file(file: &GatewaySpec, objects: &ConfigObjects, kind: ObjectKind, name: &str) -> bool {
+    match kind {
+        ObjectKind::Group => {
+            file.groups.get(name).is_some() && file.groups.get(name) == objects.groups.get(name)
+        }
+        ObjectKind::Route => {
+            let Some(api) = objects.routes.get(name) else {
+                return false;
+            };
+            match (&file.routes, &file.routing) {
+                (Some(routes), _) => routes.iter().any(|r| r == api),
+                (None, Some(routing)) => whole_site_route(routing.clone()) == *api,
+                (None, None) => false,
+            }
+        }
+    }
 }
 
 /// The route a file's single `routing` block stands for: `default`, every host and path.
@@ -314,7 +361,11 @@ fn object_key(file: &GatewaySpec, objects: &ConfigObjects, mut e: ConfigError) -
     }
     let file_routes = file_names(file, ObjectKind::Route).len();
     let from_routing = file.routes.is_none() && file.routing.is_some();
-    let api_routes: Vec<&String> = objects.routes.keys().collect();
+    // The API routes the merge appended: those the file took over are the file's.
+    let file_route_names = file_names(file, ObjectKind::Route);
+    let api_routes: Vec<&String> = (objects.routes.keys())
+        .filter(|name| !file_route_names.contains(name))
+        .collect();
     let rename = |key: &str| -> Option<String> {
         if let Some(rest) = key.strip_prefix("gateway.routes[") {
             let (index, after) = rest.split_once(']')?;
@@ -339,7 +390,7 @@ fn object_key(file: &GatewaySpec, objects: &ConfigObjects, mut e: ConfigError) -
             .chain(file.groups.keys())
             .filter(|g| rest == g.as_str() || rest.starts_with(&format!("{g}.")))
             .max_by_key(|g| g.len())?;
-        if !objects.groups.contains_key(name) {
+        if !objects.groups.contains_key(name) || file.groups.contains_key(name) {
             return None;
         }
         Some(format!("groups.{name}{}", &rest[name.len()..]))
@@ -463,6 +514,34 @@ gateway:
         );
     }
 
+    /// An object the file defines exactly as the API does was moved into the file: the file's
+    /// serves, once, and the API's copy is no collision.
+    #[test]
+    fn an_identical_file_definition_takes_over() {
+        let moved = objects(
+            &[route("web", "www.example.com", "stable")],
+            &[("stable", group("127.0.0.1:10001"))],
+        );
+        let merged = merge(&spec(ROUTES), &moved).expect("taken over");
+        assert_eq!(merged, spec(ROUTES));
+        let whole = whole_site_route(spec(ONE_BLOCK).routing.expect("block"));
+        let merged = merge(&spec(ONE_BLOCK), &objects(&[whole], &[])).expect("taken over");
+        assert_eq!(merged, spec(ONE_BLOCK));
+        // Beside a taken-over route, an API route's errors still name it.
+        let e = check(
+            ROUTES,
+            &objects(
+                &[
+                    route("web", "www.example.com", "stable"),
+                    route("a", "a.example.com", "nope"),
+                ],
+                &[],
+            ),
+        )
+        .expect_err("refused");
+        assert!(e.starts_with("gw.yaml: routes.a.routing.default"), "{e}");
+    }
+
     /// Validation errors name the API object, not the merged section's index.
     #[test]
     fn errors_name_the_api_object() {
@@ -505,7 +584,10 @@ gateway:
             "    stable: { servers: [\"127.0.0.1:10001\"] }\n    a.b: { servers: [\"bad\"] }\n",
         );
         let e = check(&file, &objects(&[], &[("a", group("127.0.0.1:1"))])).expect_err("bad");
-        assert!(e.starts_with("gw.yaml: gateway.groups.a.b.servers[0]"), "{e}");
+        assert!(
+            e.starts_with("gw.yaml: gateway.groups.a.b.servers[0]"),
+            "{e}"
+        );
         let with_api = objects(&[route("a", "a.example.com", "stable")], &[]);
         let whole = ConfigError {
             file: String::new(),
@@ -596,11 +678,16 @@ gateway:
             assert_eq!(route_host_keys(&route).len(), 1, "{key}");
             let e = merge(&spec(ROUTES), &objects(&[route], &[])).expect_err(&key);
             assert_eq!(e.key, format!("routes.x.{key}"));
-            assert!(e.message.starts_with("an object written through the API cannot "));
+            assert!(e
+                .message
+                .starts_with("an object written through the API cannot "));
         }
         let e = merge(&spec(ROUTES), &objects(&[], &[("g", full_group)])).expect_err("tls");
         assert_eq!(e.key, "groups.g.tls.ca");
-        assert!(e.message.contains("cannot name a file on the gateway"), "{e}");
+        assert!(
+            e.message.contains("cannot name a file on the gateway"),
+            "{e}"
+        );
         // Inline values stay allowed.
         let inline: RouteSpec = serde_json::from_value(serde_json::json!({
             "name": "x", "hosts": ["x.example"],
@@ -633,7 +720,8 @@ gateway:
             }
         }
         if keep != "routing.rules[1].users_file" {
-            routing["rules"][1] = serde_json::json!({ "name": "u", "users": ["b"], "group": "stable" });
+            routing["rules"][1] =
+                serde_json::json!({ "name": "u", "users": ["b"], "group": "stable" });
         }
         out
     }
@@ -672,8 +760,8 @@ gateway:
                 let Some((field, ty)) = line.split_once(':') else {
                     continue;
                 };
-                let is_field = !field.is_empty()
-                    && field.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                let is_field =
+                    !field.is_empty() && field.chars().all(|c| c.is_ascii_lowercase() || c == '_');
                 if is_field && (ty.contains("PathBuf") || field.ends_with("_env")) {
                     found.push(field.to_string());
                 }

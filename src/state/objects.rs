@@ -74,7 +74,10 @@ impl Controller {
             .flatten()
             .map(|r| ViewedObject {
                 name: r.name.clone(),
-                source: source(served.routes.contains_key(&r.name)),
+                source: source(
+                    served.routes.contains_key(&r.name)
+                        && file_key(&inner.spec, ObjectKind::Route, &r.name).is_none(),
+                ),
                 served: true,
                 object: r.clone(),
             })
@@ -94,7 +97,9 @@ impl Controller {
             .iter()
             .map(|(name, g)| ViewedObject {
                 name: name.clone(),
-                source: source(served.groups.contains_key(name)),
+                source: source(
+                    served.groups.contains_key(name) && !inner.spec.groups.contains_key(name),
+                ),
                 served: true,
                 object: g.clone(),
             })
@@ -207,7 +212,11 @@ impl Controller {
                     kind.as_str()
                 )));
             }
+            // An API copy the file took over goes alone: the live changes and overrides are
+            // the file's object's now.
+            let taken_over = file_key(&inner.spec, kind, name).is_some();
             match kind {
+                _ if taken_over => {}
                 ObjectKind::Route => {
                     refuse_active_plans(overlay, name, |_| true)?;
                     // Its percentages, lists, override and maintenance would only be warned
@@ -348,7 +357,8 @@ impl Controller {
             (ObjectKind::Group, name, one)
         });
         for (kind, name, one) in groups.chain(routes) {
-            let new = file_key(spec, kind, name).is_some() && file_key(&inner.spec, kind, name).is_none();
+            let new =
+                file_key(spec, kind, name).is_some() && file_key(&inner.spec, kind, name).is_none();
             if new {
                 if let Err(e) = merge(spec, &one) {
                     return Err(StateError::invalid(
@@ -452,8 +462,12 @@ fn prune_route_overlay(
 ) -> Result<Vec<String>, StateError> {
     let kind = |name: &str| rules.iter().find(|r| r.name == name).map(|r| &r.kind);
     let is_percent = |name: &str| matches!(kind(name), Some(RuleKindSpec::Percent { .. }));
-    let has_plan =
-        |name: &str| matches!(kind(name), Some(RuleKindSpec::Percent { plan: Some(_), .. }));
+    let has_plan = |name: &str| {
+        matches!(
+            kind(name),
+            Some(RuleKindSpec::Percent { plan: Some(_), .. })
+        )
+    };
     let is_users = |name: &str| matches!(kind(name), Some(RuleKindSpec::Users { .. }));
     refuse_active_plans(overlay, route, |rule| !has_plan(rule))?;
     let Some(changes) = overlay.routes.get_mut(route) else {
@@ -465,7 +479,11 @@ fn prune_route_overlay(
             dropped.push(format!("{what} of rule {name}"));
         }
     };
-    drop_from("percent", changes.percent.keys().cloned().collect(), &is_percent);
+    drop_from(
+        "percent",
+        changes.percent.keys().cloned().collect(),
+        &is_percent,
+    );
     drop_from("users", changes.users.keys().cloned().collect(), &is_users);
     drop_from("plan", changes.plans.keys().cloned().collect(), &has_plan);
     changes.percent.retain(|name, _| is_percent(name));
@@ -767,7 +785,11 @@ mod tests {
             .expect("same rules");
         let kept = c.view().overlay.routes["gshop"].clone();
         assert!(kept.plans.contains_key("gp") && kept.users.contains_key("gu"));
-        assert_eq!(c.view().control.version, version + 1, "refusals changed nothing");
+        assert_eq!(
+            c.view().control.version,
+            version + 1,
+            "refusals changed nothing"
+        );
 
         c.plan_command("alice", "gshop", "gp", PlanCommand::Abort, false)
             .await
@@ -779,7 +801,13 @@ mod tests {
         )
         .await
         .expect("replaced");
-        let left = c.view().overlay.routes.get("gshop").cloned().unwrap_or_default();
+        let left = c
+            .view()
+            .overlay
+            .routes
+            .get("gshop")
+            .cloned()
+            .unwrap_or_default();
         assert!(
             left.plans.is_empty() && left.users.is_empty() && left.percent.is_empty(),
             "{left:?}"
@@ -789,7 +817,10 @@ mod tests {
             detail.contains("dropped: percent of rule gp, users of rule gu, plan of rule gp"),
             "{detail}"
         );
-        assert!(!has_step_gauge("gshop", "gp"), "the dropped plan's gauge goes");
+        assert!(
+            !has_step_gauge("gshop", "gp"),
+            "the dropped plan's gauge goes"
+        );
 
         c.set_maintenance("alice", "gshop", Some(30))
             .await
@@ -820,15 +851,23 @@ mod tests {
         c.set_mode("alice", None, OverlayMode::Rules)
             .await
             .expect("resumed");
-        c.set_mode("alice", Some("default"), OverlayMode::Promote("spare".into()))
-            .await
-            .expect("promoted on the route");
+        c.set_mode(
+            "alice",
+            Some("default"),
+            OverlayMode::Promote("spare".into()),
+        )
+        .await
+        .expect("promoted on the route");
         let e = c
             .delete_object("alice", ObjectKind::Group, "spare")
             .await
             .expect_err("promoted");
         assert_eq!(e.kind, ErrorKind::Conflict);
-        assert!(e.message.contains("route \"default\"'s override"), "{}", e.message);
+        assert!(
+            e.message.contains("route \"default\"'s override"),
+            "{}",
+            e.message
+        );
         c.set_mode("alice", Some("default"), OverlayMode::Rules)
             .await
             .expect("resumed");
@@ -858,7 +897,9 @@ mod tests {
             e.field.as_deref(),
             Some("routes.gshop.routing.rules[0].users_store")
         );
-        assert!(e.message.contains("\"others\" is not one of the store's sets (vips)"));
+        assert!(e
+            .message
+            .contains("\"others\" is not one of the store's sets (vips)"));
         // The store's own set passes the checks (and then needs Redis, which is not here).
         let e = c
             .put_route("alice", "gshop", route("vips"))
@@ -866,7 +907,6 @@ mod tests {
             .expect_err("no Redis here");
         assert_eq!(e.kind, ErrorKind::Unavailable, "{}", e.message);
     }
-
 
     /// A node whose control-state objects do not fit its file (another node's group takes
     /// a name this file has) still reloads, as it starts: the file and the objects last
@@ -880,8 +920,12 @@ mod tests {
         let path = dir.join("gw.yaml");
         std::fs::write(&path, FILE).expect("write");
         let loaded = config::load_file(&path).expect("valid");
-        let c = Controller::new(ConfigSource::File(path.clone()), loaded.spec, loaded.gateway)
-            .expect("controller");
+        let c = Controller::new(
+            ConfigSource::File(path.clone()),
+            loaded.spec,
+            loaded.gateway,
+        )
+        .expect("controller");
         c.put_group("alice", "shop", group("127.0.0.1:3"))
             .await
             .expect("group");
@@ -903,7 +947,8 @@ mod tests {
         });
         assert_eq!(c.view().overlay_warnings.len(), 1);
 
-        c.reload().expect("a reload of the same file serves what it served");
+        c.reload()
+            .expect("a reload of the same file serves what it served");
         assert_eq!(route_names(&c), ["default", "shop"]);
         let warnings = c.view().overlay_warnings;
         assert!(
@@ -928,7 +973,10 @@ mod tests {
         // A file that newly defines `shop` collides with the control state's group.
         std::fs::write(
             &path,
-            FILE.replace("  routing:", "    shop: { servers: [\"127.0.0.1:5\"] }\n  routing:"),
+            FILE.replace(
+                "  routing:",
+                "    shop: { servers: [\"127.0.0.1:5\"] }\n  routing:",
+            ),
         )
         .expect("write");
         let e = c.reload().expect_err("a new collision");
@@ -951,5 +999,4 @@ mod tests {
         assert!(c.config_objects().groups.iter().all(|g| g.served));
         std::fs::remove_dir_all(&dir).ok();
     }
-
 }

@@ -167,7 +167,10 @@ fn unprocessable(key: &str, message: String) -> ApiError {
 /// this node serves it (`served: false`: a control-state object that does not fit this
 /// node's file), and the object in the file's shape under its kind (`route` or `group`),
 /// inline secrets redacted.
-fn object_json<T: Serialize>(kind: ObjectKind, viewed: &ViewedObject<T>) -> Result<Value, ApiError> {
+fn object_json<T: Serialize>(
+    kind: ObjectKind,
+    viewed: &ViewedObject<T>,
+) -> Result<Value, ApiError> {
     let mut answer = json!({
         "name": viewed.name,
         "source": viewed.source.as_str(),
