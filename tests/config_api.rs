@@ -499,39 +499,60 @@ fn an_api_object_moves_into_the_file_without_a_gap() {
         .replacen("<redacted>", VIEWER, 1);
 
     // Requests to the route all along: every one is served by `shop`.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
     let sender = {
-        let (stop, addr) = (stop.clone(), node.gateway.addr);
+        let (stop, sent, addr) = (stop.clone(), sent.clone(), node.gateway.addr);
         std::thread::spawn(move || {
             let mut served = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 served.push(get_host(addr, SHOP_HOST, "/", &[]).text());
+                sent.fetch_add(1, Ordering::Relaxed);
             }
             served
         })
     };
+    // Some requests before each step, so that each runs among them.
+    let some_more = |what: &str| {
+        let from = sent.load(Ordering::Relaxed);
+        wait_until(what, READY_TIMEOUT, || {
+            sent.load(Ordering::Relaxed) >= from + 20
+        });
+    };
+    some_more("requests before the reload");
     std::fs::write(&node.gateway.config_path, &pasted).expect("write");
     node.gateway.signal("HUP");
     wait_until("the reload", READY_TIMEOUT, || {
         !node.status()["last_reload"].is_null()
     });
-    assert_eq!(node.status()["last_reload"]["ok"], true, "{}", node.status());
+    assert_eq!(
+        node.status()["last_reload"]["ok"],
+        true,
+        "{}",
+        node.status()
+    );
     for path in ["/config/routes/shop", "/config/groups/shop"] {
         let (_, object) = node.call("GET", path, None);
         assert_eq!(object["source"], "file", "{object}");
         assert_eq!(object["served"], true, "{object}");
     }
+    some_more("requests after the reload");
     node.write("DELETE", "/config/routes/shop", None);
     node.write("DELETE", "/config/groups/shop", None);
-    assert_eq!(node.get(SHOP_HOST).1, "shop");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    some_more("requests after the deletes");
+    stop.store(true, Ordering::Relaxed);
     let served = sender.join().expect("sender");
     assert!(!served.is_empty());
     assert!(
         served.iter().all(|body| body == "shop"),
         "{} requests, not all to shop: {:?}",
         served.len(),
-        served.iter().filter(|b| *b != "shop").take(3).collect::<Vec<_>>()
+        served
+            .iter()
+            .filter(|b| *b != "shop")
+            .take(3)
+            .collect::<Vec<_>>()
     );
     println!(
         "moved into the file: {} requests during the move, all served by shop",
