@@ -298,7 +298,7 @@ pub fn merge(file: &GatewaySpec, objects: &ConfigObjects) -> Result<GatewaySpec,
 fn same_as_file(file: &GatewaySpec, objects: &ConfigObjects, kind: ObjectKind, name: &str) -> bool {
     match kind {
         ObjectKind::Group => {
-            file.groups.get(name).is_some() && file.groups.get(name) == objects.groups.get(name)
+            file.groups.contains_key(name) && file.groups.get(name) == objects.groups.get(name)
         }
         ObjectKind::Route => {
             let Some(api) = objects.routes.get(name) else {
