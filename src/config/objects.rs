@@ -343,11 +343,25 @@ pub fn validate_merged(
         file: file_name.to_string(),
         ..e
     };
+    #[cfg(test)]
+    VALIDATIONS.with(|n| n.set(n.get() + 1));
     let merged = merge(file, objects).map_err(named)?;
     let config = merged
         .validate(base)
         .map_err(|e| named(object_key(file, objects, e)))?;
     Ok((merged, config))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many merged sections this thread validated (tests count validations per write).
+    static VALIDATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many merged sections this thread validated.
+#[cfg(test)]
+pub(crate) fn validations() -> usize {
+    VALIDATIONS.with(|n| n.get())
 }
 
 /// `e` with its key in the words of whoever wrote the object (the message is left as it

@@ -118,6 +118,8 @@ pub(crate) struct Controller {
     inner: Mutex<Inner>,
     /// Serializes this node's control changes (each is a round trip to Redis with a store).
     pub(super) change_lock: tokio::sync::Mutex<()>,
+    /// What the current write's edit validated, for its apply (see `state::objects`).
+    pub(super) validated: Mutex<Option<super::objects::Validated>>,
     /// This node's id (the plan lease names it).
     node: String,
     /// Whether this node holds the plan lease (always, without a store, while a plan runs).
@@ -240,6 +242,7 @@ impl Controller {
             store,
             inner: Mutex::new(inner),
             change_lock: tokio::sync::Mutex::new(()),
+            validated: Mutex::new(None),
             node: node_id(),
             leader: AtomicBool::new(false),
             reports: Mutex::new(BTreeMap::new()),
@@ -300,7 +303,12 @@ impl Controller {
         let mut remerged = None;
         let mut objects_warning = inner.objects_warning.clone();
         if next.config != inner.overlay.config {
-            match self.merge_objects(&inner, &inner.spec, &next.config) {
+            // What this node's write validated is taken as it is: one validation per write.
+            let validated = match self.take_validated(&inner, &next.config) {
+                Some(done) => Ok(done),
+                None => self.merge_objects(&inner, &inner.spec, &next.config),
+            };
+            match validated {
                 Ok(merged) => {
                     remerged = Some(merged);
                     objects_warning = None;

@@ -15,6 +15,15 @@ use crate::config::objects::{file_key, merge, validate_merged, whole_site_route,
 use crate::config::spec::{GroupSpec, RouteSpec, RuleKindSpec, RuleSpec, ServerSpec};
 use crate::config::{ConfigError, ConfigObjects, GatewayConfig, GatewaySpec};
 
+/// A merged section a write's edit validated, kept for its apply.
+pub(crate) struct Validated {
+    /// The file's section it was merged over (the one in force then).
+    file: Arc<GatewaySpec>,
+    objects: ConfigObjects,
+    merged: Arc<GatewaySpec>,
+    config: GatewayConfig,
+}
+
 /// What a reload serves of the API's objects: the merged section and its configuration,
 /// the objects in it, and why the control state's are not (when they are not).
 pub(super) struct ReloadedObjects {
@@ -424,10 +433,35 @@ impl Controller {
     }
 
     /// Whether the file's section merged with `objects` validates (`Invalid` naming the key).
+    /// What validated is kept for the apply that follows (see [`Self::take_validated`]).
     fn check_objects(&self, inner: &Inner, objects: &ConfigObjects) -> Result<(), StateError> {
-        self.merge_objects(inner, &inner.spec, objects)
-            .map(|_| ())
-            .map_err(|e| StateError::invalid_field(&e.key, key_message(&e)))
+        let (merged, config) = self
+            .merge_objects(inner, &inner.spec, objects)
+            .map_err(|e| StateError::invalid_field(&e.key, key_message(&e)))?;
+        *self.validated.lock().unwrap_or_else(|p| p.into_inner()) = Some(Validated {
+            file: inner.spec.clone(),
+            objects: objects.clone(),
+            merged,
+            config,
+        });
+        Ok(())
+    }
+
+    /// The section and configuration a write's edit validated for `objects` over the file in
+    /// force, if that is what it validated: a write is validated once, so the apply cannot
+    /// disagree with the answer (validation reads files, which may change in between).
+    pub(super) fn take_validated(
+        &self,
+        inner: &Inner,
+        objects: &ConfigObjects,
+    ) -> Option<(Arc<GatewaySpec>, GatewayConfig)> {
+        let kept = self
+            .validated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        (Arc::ptr_eq(&kept.file, &inner.spec) && kept.objects == *objects)
+            .then_some((kept.merged, kept.config))
     }
 }
 
@@ -998,5 +1032,19 @@ mod tests {
         assert!(c.view().overlay_warnings.is_empty());
         assert!(c.config_objects().groups.iter().all(|g| g.served));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A write validates the merged configuration once: the apply takes what the write's
+    /// check validated rather than validating again.
+    #[tokio::test]
+    async fn a_write_is_validated_once() {
+        let c = controller();
+        let before = config::objects::validations();
+        c.put_group("alice", "shop", group("127.0.0.1:3"))
+            .await
+            .expect("group");
+        assert_eq!(config::objects::validations() - before, 1);
+        assert_eq!(route_names(&c), ["default"]);
+        assert!(c.view().state.pools.len() == 2, "the new group is served");
     }
 }
