@@ -119,7 +119,7 @@ pub(crate) struct Controller {
     /// Serializes this node's control changes (each is a round trip to Redis with a store).
     pub(super) change_lock: tokio::sync::Mutex<()>,
     /// What the current write's edit validated, for its apply (see `state::objects`).
-    pub(super) validated: Mutex<Option<super::objects::Validated>>,
+    pub(super) validated: Mutex<Option<Validated>>,
     /// This node's id (the plan lease names it).
     node: String,
     /// Whether this node holds the plan lease (always, without a store, while a plan runs).
@@ -130,6 +130,16 @@ pub(crate) struct Controller {
     history: Arc<History>,
     /// Where this node's changes are announced (`gateway.notify`), once installed.
     notices: OnceLock<NoticeSink>,
+}
+
+/// A merged section a write's edit validated, kept for its apply (one validation per
+/// write; see `state::objects`).
+pub(super) struct Validated {
+    /// The file's section it was merged over (the one in force then).
+    pub(super) file: Arc<GatewaySpec>,
+    pub(super) objects: config::ConfigObjects,
+    pub(super) merged: Arc<GatewaySpec>,
+    pub(super) config: GatewayConfig,
 }
 
 /// A plan's last judgement on this node, for `/status`.

@@ -8,21 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::audit::AuditEntry;
-use super::controller::{Controller, Inner};
+use super::controller::{Controller, Inner, Validated};
 use super::overlay::{read_state_file, Overlay, OverlayMode};
 use super::{Changed, StateError};
 use crate::config::objects::{file_key, merge, validate_merged, whole_site_route, ObjectKind};
 use crate::config::spec::{GroupSpec, RouteSpec, RuleKindSpec, RuleSpec, ServerSpec};
 use crate::config::{ConfigError, ConfigObjects, GatewayConfig, GatewaySpec};
-
-/// A merged section a write's edit validated, kept for its apply.
-pub(crate) struct Validated {
-    /// The file's section it was merged over (the one in force then).
-    file: Arc<GatewaySpec>,
-    objects: ConfigObjects,
-    merged: Arc<GatewaySpec>,
-    config: GatewayConfig,
-}
 
 /// What a reload serves of the API's objects: the merged section and its configuration,
 /// the objects in it, and why the control state's are not (when they are not).
