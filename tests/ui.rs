@@ -720,3 +720,144 @@ fn the_page_fits_a_desktop_and_a_phone() {
         "cancelled: nothing changed"
     );
 }
+
+const ADMIN: &str = "ui-admin-token-0123456789";
+
+/// An admin runs the edge from the page, as Nginx Proxy Manager users do: adds a group and a
+/// proxy host pointing at it, sees it listed and a request served through it, sees a bad
+/// write refused with the server's own error, drains the group's server and sees it drained,
+/// and uploads a certificate whose expiry the list shows and which the TLS listener then
+/// serves by SNI — no file edited, no reload.
+#[test]
+fn an_admin_runs_the_edge_from_the_page() {
+    let (stable, shop) = (Origin::start("stable"), Origin::start("shop"));
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let certs = TempDir::new("ui-admin-certs");
+    let file_cert = common::tls::Ca::new("file CA").issue_p256(certs.path(), "file", "ui.test", 1);
+    let section = format!(
+        "{groups}  routing:\n    default: stable\n\
+         \x20 admin:\n    listen: \"{admin_addr}\"\n    token: \"{ADMIN}\"\n    state_file: state.json\n",
+        groups = groups_yaml(&[("stable", &stable)]),
+    );
+    let tls = format!(
+        "    - addr: \"{tls_addr}\"\n      tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\n",
+        file_cert.cert.display(),
+        file_cert.key.display()
+    );
+    let gateway = Gateway::start_with_listeners(&tls, &section);
+    let mut browser = Browser::start();
+    log_in(&mut browser, admin_addr, ADMIN);
+    browser.wait_for(
+        "the file's route in the hosts list",
+        "document.querySelector('#hosts-table [data-host=default]')",
+        WAIT,
+    );
+
+    // A group, then a host pointing at it.
+    browser.fill("#group-name", "shop");
+    browser.fill("#group-servers", &shop.addr.to_string());
+    browser.eval("document.getElementById('group-form').requestSubmit()");
+    browser.wait_for(
+        "the new group listed with its server",
+        &format!(
+            "document.querySelector('[data-config-group=shop] [data-server=\"{}\"]')",
+            shop.addr
+        ),
+        WAIT,
+    );
+    browser.wait_for(
+        "the new group offered as a target",
+        "[...document.getElementById('host-group').options].some(o => o.value === 'shop')",
+        WAIT,
+    );
+    browser.fill("#host-name", "shop");
+    browser.fill("#host-hosts", "shop.test");
+    browser.fill("#host-group", "shop");
+    browser.eval("document.getElementById('host-form').requestSubmit()");
+    browser.wait_for(
+        "the new host listed with its target",
+        "document.querySelector('#hosts-table [data-host=shop] [data-target=shop]')",
+        WAIT,
+    );
+    let mut client = Client::connect(gateway.addr);
+    let through = client.send_raw(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    assert_eq!((through.status, through.text().as_str()), (200, "shop"));
+    let elsewhere = client.send_raw(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    assert_eq!(elsewhere.text(), "stable");
+
+    // A write the server refuses: its own words, beside the form, naming the key.
+    browser.fill("#host-name", "broken");
+    browser.fill("#host-paths", "no-slash");
+    browser.fill("#host-group", "shop");
+    browser.eval("document.getElementById('host-form').requestSubmit()");
+    browser.wait_for(
+        "the server's validation error beside the form",
+        "document.getElementById('result-host').classList.contains('error') && document.getElementById('result-host').textContent.includes('paths')",
+        WAIT,
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#hosts-table [data-host=broken]') === null"),
+        true,
+        "nothing was added"
+    );
+
+    // Drain the group's one server: with nothing in flight it is drained at once.
+    let server_id = format!(
+        "#server-drain-shop-{}",
+        shop.addr.to_string().replace(['.', ':'], "_")
+    );
+    browser.click(&server_id);
+    browser.wait_for(
+        "the server drained",
+        &format!(
+            "document.querySelector('[data-config-group=shop] [data-server=\"{}\"]').dataset.mode === 'drained'",
+            shop.addr
+        ),
+        WAIT,
+    );
+    let served_before = shop.count();
+    let drained = client.send_raw(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    assert_ne!(drained.text(), "shop", "a drained server gets no new request");
+    assert_eq!(shop.count(), served_before);
+
+    // Upload a certificate: listed with its expiry, served by SNI.
+    let uploaded = common::tls::Ca::new("upload CA").issue(
+        certs.path(),
+        "upload",
+        &["upload.test"],
+        common::tls::KeyKind::EcdsaP256,
+        77,
+        20,
+    );
+    let chain = std::fs::read_to_string(&uploaded.cert).expect("chain");
+    let key = std::fs::read_to_string(&uploaded.key).expect("key");
+    browser.fill("#certificate-name", "upload");
+    browser.fill("#certificate-chain", &chain);
+    browser.fill("#certificate-key", &key);
+    browser.eval("document.getElementById('certificate-form').requestSubmit()");
+    browser.wait_for(
+        "the uploaded certificate listed with its expiry",
+        "(() => { const e = document.querySelector('[data-certificate=upload] .expiry'); return e && Number(e.dataset.days) >= 19; })()",
+        WAIT,
+    );
+    assert_eq!(
+        common::tls::served_serial(tls_addr, Some("upload.test")),
+        uploaded.serial
+    );
+    let key_line = key.lines().nth(1).expect("a key line");
+    assert_eq!(
+        browser.eval(&format!(
+            "document.body.innerText.includes({}) || document.getElementById('certificate-key').value !== ''",
+            serde_json::json!(key_line)
+        )),
+        false,
+        "the key leaves the page once sent"
+    );
+    let outside: Vec<&String> = browser
+        .requests
+        .iter()
+        .filter(|url| !url.starts_with(&format!("http://{admin_addr}/")))
+        .collect();
+    assert!(outside.is_empty(), "requests outside the admin origin: {outside:?}");
+}

@@ -11,13 +11,15 @@ const CHARTS: &str = include_str!("ui/charts.js");
 const RULES: &str = include_str!("ui/rules.js");
 const PLANS: &str = include_str!("ui/plans.js");
 const AUDIT: &str = include_str!("ui/audit.js");
+const HOSTS: &str = include_str!("ui/hosts.js");
 /// The page's scripts by name, in the order the page loads them.
-const SCRIPTS: [(&str, &str); 5] = [
+const SCRIPTS: [(&str, &str); 6] = [
     ("app.js", SCRIPT),
     ("charts.js", CHARTS),
     ("rules.js", RULES),
     ("plans.js", PLANS),
     ("audit.js", AUDIT),
+    ("hosts.js", HOSTS),
 ];
 const STYLE: &str = include_str!("ui/app.css");
 

@@ -190,6 +190,7 @@ async function refresh() {
       api("GET", "/status"),
       api("GET", "/stats/history"),
       api("GET", auditPath()),
+      fetchConfig(),
     ]);
     state.status = status;
     state.history = history;
@@ -230,6 +231,7 @@ function render(status, history, audit) {
   renderOverview(status, history);
   const rulesData = { routes: status.routes, mode: status.global_mode, groups: status.groups.map((g) => g.name), operator: isOperator() };
   renderIfChanged("rules", $("rules"), rulesData, () => renderRules(status));
+  renderConfig(status);
   renderPlans(status);
   renderIfChanged("audit-routes", $("audit-route"), status.routes.map((r) => r.name), () => auditRoutes(status));
   renderIfChanged("audit", $("audit-body"), audit, () => renderAudit(audit));
