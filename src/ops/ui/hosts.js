@@ -69,7 +69,7 @@ function renderConfig(status) {
     () => renderHosts(status));
   renderIfChanged("host-form", $("host-form-slot"), [config.editing.route, (config.groups || []).map((g) => g.name), admin],
     () => replace($("host-form-slot"), admin ? hostForm() : null));
-  renderIfChanged("groups-list", $("groups-list"), [config.groups, (status.groups || []).map((g) => [g.name, g.servers]), admin],
+  renderIfChanged("config-groups", $("config-groups"), [config.groups, (status.groups || []).map((g) => [g.name, g.servers]), admin],
     () => renderGroups(status));
   renderIfChanged("group-form", $("group-form-slot"), [config.editing.group, admin],
     () => replace($("group-form-slot"), admin ? groupForm() : null));
@@ -122,15 +122,13 @@ function hostForm() {
   const route = (editing && editing.route) || {};
   const routing = route.routing || {};
   const form = el("form", { id: "host-form", class: "fields" },
-    el("h3", { text: editing ? `Edit ${editing.name}` : "Add a proxy host" }),
-    el("span"),
     el("label", { for: "host-name", text: "Name" }),
     el("input", { id: "host-name", name: "name", autocomplete: "off", required: true, value: editing ? editing.name : "", readonly: Boolean(editing) }),
     el("label", { for: "host-hosts", text: "Host names" }),
     el("input", { id: "host-hosts", name: "hosts", autocomplete: "off", placeholder: "shop.example.com, *.shop.example.com", value: (route.hosts || []).join(", ") }),
     el("label", { for: "host-paths", text: "Paths" }),
     el("input", { id: "host-paths", name: "paths", autocomplete: "off", placeholder: "/", value: (route.paths || []).join(", ") }),
-    el("label", { for: "host-strip", text: "Strip the path prefix" }),
+    el("label", { for: "host-strip", text: "Strip prefix" }),
     el("input", { id: "host-strip", name: "strip_prefix", type: "checkbox", checked: Boolean(route.strip_prefix) }),
     el("label", { for: "host-group", text: "Target group" }),
     el("select", { id: "host-group", name: "group" }, groupOptions(routing.default)),
@@ -138,7 +136,7 @@ function hostForm() {
       el("button", { type: "submit", id: "host-save" }, editing ? "Save" : "Add host"),
       editing ? el("button", { type: "button", id: "host-cancel", onclick: () => { config.editing.route = null; forceConfig(); } }, "Cancel") : null));
   form.addEventListener("submit", saveHost);
-  return form;
+  return [el("h3", { text: editing ? `Edit ${editing.name}` : "Add a proxy host" }), form];
 }
 
 function editHost(entry) {
@@ -175,7 +173,7 @@ function renderGroups(status) {
     const admin = isAdmin();
     return el("div", { class: "card", "data-config-group": entry.name },
       el("h3", {}, `Group ${entry.name} `, el("span", { class: "badge", text: entry.source })),
-      el("table", {},
+      el("div", { class: "table-scroll", tabindex: "0", "aria-label": `Servers of ${entry.name}` }, el("table", {},
         el("thead", {}, el("tr", {}, ["Server", "Weight", "Health", "State", "In flight", ""].map((h) => el("th", { scope: "col", text: h })))),
         el("tbody", {}, (g.servers || []).map((s) => {
           const server = s.server || s.addr;
@@ -192,13 +190,13 @@ function renderGroups(status) {
                 disabled: action === "enable" ? (s.mode || "enabled") === "enabled" : (action === "drain" ? ["draining", "drained"].includes(s.mode) : s.mode === "disabled"),
                 onclick: () => serverAction(entry.name, server, action),
               }, action[0].toUpperCase() + action.slice(1))) : null));
-        }))),
+        })))),
       resultSlot(slug("group", entry.name)),
       admin && entry.source === "api" ? el("div", { class: "actions" },
         el("button", { type: "button", id: slug("group-edit", entry.name), onclick: () => editGroup(entry) }, "Edit"),
         el("button", { type: "button", class: "danger", id: slug("group-delete", entry.name), onclick: () => deleteObject("groups", entry.name, slug("group", entry.name)) }, "Delete")) : null);
   });
-  replace($("groups-list"), cards, resultSlot("group"));
+  replace($("config-groups"), cards, resultSlot("group"));
 }
 
 async function serverAction(group, server, action) {
@@ -214,17 +212,16 @@ function serverLines(group) {
 function groupForm() {
   const editing = config.editing.group;
   const form = el("form", { id: "group-form", class: "fields" },
-    el("h3", { text: editing ? `Edit group ${editing.name}` : "Add a group" }),
-    el("span"),
     el("label", { for: "group-name", text: "Name" }),
     el("input", { id: "group-name", name: "name", autocomplete: "off", required: true, value: editing ? editing.name : "", readonly: Boolean(editing) }),
-    el("label", { for: "group-servers", text: "Servers (one per line: address, then an optional weight)" }),
+    el("label", { for: "group-servers", text: "Servers" }),
     el("textarea", { id: "group-servers", name: "servers", placeholder: "10.0.1.5:8080\n10.0.1.6:8080 3" }, editing ? serverLines(editing.group) : ""),
     el("div", { class: "actions" },
       el("button", { type: "submit", id: "group-save" }, editing ? "Save" : "Add group"),
       editing ? el("button", { type: "button", id: "group-cancel", onclick: () => { config.editing.group = null; forceConfig(); } }, "Cancel") : null));
   form.addEventListener("submit", saveGroup);
-  return form;
+  return [el("h3", { text: editing ? `Edit group ${editing.name}` : "Add a group" }),
+    el("p", { class: "note", text: "One server a line: its address, then an optional weight." }), form];
 }
 
 function editGroup(entry) {
@@ -270,17 +267,16 @@ function renderCertificates() {
 
 function uploadForm() {
   const form = el("form", { id: "certificate-form", class: "fields" },
-    el("h3", { text: "Upload a certificate" }),
-    el("span"),
     el("label", { for: "certificate-name", text: "Name" }),
     el("input", { id: "certificate-name", name: "name", autocomplete: "off", required: true }),
-    el("label", { for: "certificate-chain", text: "Chain (PEM, leaf first)" }),
+    el("label", { for: "certificate-chain", text: "Chain" }),
     el("textarea", { id: "certificate-chain", name: "chain", placeholder: "-----BEGIN CERTIFICATE-----" }),
-    el("label", { for: "certificate-key", text: "Private key (PEM; never shown again)" }),
+    el("label", { for: "certificate-key", text: "Key" }),
     el("textarea", { id: "certificate-key", name: "key", placeholder: "-----BEGIN PRIVATE KEY-----" }),
     el("div", { class: "actions" }, el("button", { type: "submit", id: "certificate-save" }, "Upload")));
   form.addEventListener("submit", uploadCertificate);
-  return form;
+  return [el("h3", { text: "Upload a certificate" }),
+    el("p", { class: "note", text: "The chain in PEM, leaf first, and its private key in PEM. The key is never shown again." }), form];
 }
 
 async function uploadCertificate(event) {
