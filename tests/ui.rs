@@ -825,7 +825,11 @@ fn an_admin_runs_the_edge_from_the_page() {
     );
     let served_before = shop.count();
     let drained = client.send_raw(b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n");
-    assert_ne!(drained.text(), "shop", "a drained server gets no new request");
+    assert_ne!(
+        drained.text(),
+        "shop",
+        "a drained server gets no new request"
+    );
     assert_eq!(shop.count(), served_before);
 
     // Upload a certificate: listed with its expiry, served by SNI.
@@ -866,5 +870,8 @@ fn an_admin_runs_the_edge_from_the_page() {
         .iter()
         .filter(|url| !url.starts_with(&format!("http://{admin_addr}/")))
         .collect();
-    assert!(outside.is_empty(), "requests outside the admin origin: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "requests outside the admin origin: {outside:?}"
+    );
 }
