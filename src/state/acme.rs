@@ -1,33 +1,57 @@
 //! The ACME task: for each TLS listener's `tls.acme` names, one certificate ordered from the
-//! CA in `gateway.acme` (instant-acme speaks the protocol; rcgen makes the keys and CSRs),
-//! answered by HTTP-01 or TLS-ALPN-01 through the live ACME material the listeners read
-//! (config/acme.rs), stored in the storage folder, served as soon as it is issued and renewed
-//! when it expires within `renew_before`. Failed orders are retried with a doubling wait,
-//! logged, counted (`gateway_acme_orders_total{result="failed"}`) and shown in `/status`.
+//! CA in `gateway.acme` (the order itself: state/acme_order.rs), served as soon as it is
+//! issued and renewed when it expires within `renew_before`. Failed orders are retried with a
+//! doubling wait, logged, counted (`gateway_acme_orders_total{result="failed"}`) and shown in
+//! `/status`.
+//!
+//! Without a store the account and the certificates live in the storage folder. With
+//! `gateway.store` they live in Redis (state/acme_shared.rs): a node orders a certificate only
+//! under that certificate's lease, after checking that Redis holds none that is still good;
+//! every node reads Redis every [`FOLLOW_INTERVAL`] and serves what another node stored, and
+//! answers the challenges another node published. The folder then is a local copy. A
+//! certificate that was issued is never ordered again because storing it failed: it is served
+//! from memory and its storage retried.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
-};
+use base64::Engine;
 use log::{info, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use tokio::time::Instant;
 
-use crate::config::acme::{update_live, AcmeChallenge, AcmeConfig, MAX_RETRY};
+use super::acme_order::{alpn_certificate, write_private};
+use super::acme_shared::{lease_name, CertRecord};
+use super::store::Store;
+use crate::config::acme::{update_live, AcmeConfig, MAX_RETRY};
+use crate::config::issued_from_pem;
 use crate::config::unix_now;
-use crate::config::{issued_from_pem, validation_certificate};
 use crate::state::metrics::METRICS;
 
-/// The longest one order may take, from the account to the stored certificate; past it the
+/// The longest one order may take, from the account to the issued certificate; past it the
 /// order counts as failed and is retried.
-const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// With a store: how often each node reads the certificates and challenges Redis holds.
+pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// With a store: how long the ordering node waits after publishing a challenge before the CA
+/// is told to validate, so every node has read it.
+pub(super) const PROPAGATION: Duration = Duration::from_secs(2);
+
+/// With a store: how long an order lease lasts unless renewed (it is renewed every third of
+/// this while the order runs, and the order stops when it cannot be).
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The wait before looking again when another node holds the lease, the store does not
+/// answer, or an issued certificate is not stored yet.
+const STORE_RETRY: Duration = Duration::from_secs(2);
 
 /// Where one certificate stands, as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +67,15 @@ pub(crate) struct AcmeStatus {
     /// Failed orders in a row, and the last one's error.
     pub(crate) failures: u32,
     pub(crate) last_error: Option<String>,
+    /// Where the certificate is kept: `redis` (with `gateway.store`) or `folder`.
+    pub(crate) storage: &'static str,
+    /// Another node holding this certificate's order lease: it orders, this node serves the
+    /// result as soon as it is stored.
+    pub(crate) ordering_node: Option<String>,
+    /// The storage's last error while it keeps this node from ordering (Redis does not
+    /// answer) or keeps an issued certificate from being stored (retried; the certificate is
+    /// served meanwhile). `None` when storage works.
+    pub(crate) store_error: Option<String>,
 }
 
 static STATUS: LazyLock<ArcSwap<Vec<AcmeStatus>>> = LazyLock::new(ArcSwap::default);
@@ -62,67 +95,151 @@ fn set_status(index: usize, status: AcmeStatus) {
     });
 }
 
-/// The account as stored: the credentials and the directory they belong to.
-#[derive(Serialize, Deserialize)]
-struct StoredAccount {
-    directory: String,
-    credentials: AccountCredentials,
+/// The certificate served for one name set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Served {
+    not_after: i64,
+    serial: String,
+    /// When it was issued, when known (a certificate read from the folder has none).
+    issued_at: Option<i64>,
+}
+
+/// When the certificate `served` is due to be ordered again, from `now` (Unix seconds): at
+/// `renew_before` before its expiry, never within `retry` of its issuance (a `renew_before`
+/// longer than the CA's certificates live would otherwise order without pause), at once when
+/// there is none.
+fn due_in(served: Option<&Served>, renew_before: Duration, retry: Duration, now: i64) -> Duration {
+    let Some(served) = served else {
+        return Duration::ZERO;
+    };
+    let renew_at = served.not_after - renew_before.as_secs() as i64;
+    let earliest = served
+        .issued_at
+        .map_or(i64::MIN, |at| at + retry.as_secs().max(1) as i64);
+    Duration::from_secs((renew_at.max(earliest) - now).max(0) as u64)
+}
+
+/// Whether a certificate read from the store replaces the one served: it is another one, not
+/// expired, and does not expire before the served one (an older copy in the store, while this
+/// node's newer certificate waits to be stored, is not served).
+fn replaces(current: Option<&Served>, record: &CertRecord, now: i64) -> bool {
+    record.not_after > now
+        && current.is_none_or(|c| c.serial != record.serial && record.not_after >= c.not_after)
+}
+
+/// With `gateway.store`: the store and this node's id (the lease holder's name).
+pub(super) struct Shared {
+    pub(super) store: Arc<Store>,
+    pub(super) node: String,
 }
 
 /// The background service ordering and renewing the certificates.
 pub(crate) struct AcmeService {
-    config: AcmeConfig,
+    pub(super) config: AcmeConfig,
     /// One name set per certificate.
     certificates: Vec<Vec<String>>,
-    /// The stored certificate of each set (expiry, serial), served from the start.
-    stored: Vec<Option<(i64, String)>>,
+    /// The certificate served for each set, changed by orders here and by the store.
+    served: Mutex<Vec<Option<Served>>>,
+    pub(super) shared: Option<Shared>,
+    /// Wakes the order loop when a certificate from the store is served.
+    changed: tokio::sync::Notify,
 }
 
-/// One certificate's progress.
+/// One certificate's progress in the order loop.
 struct Slot {
-    /// When to look at it next.
-    due: tokio::time::Instant,
+    /// When set, the next visit (after a failure, or while waiting for the store or another
+    /// node); otherwise the served certificate's renewal decides.
+    retry_at: Option<Instant>,
     /// The wait after the next failure.
     backoff: Duration,
+    /// An issued certificate whose storage failed: stored at the next visit, never ordered
+    /// again.
+    unsaved: Option<CertRecord>,
+    /// The served certificate as the status last showed it.
+    seen: Option<Served>,
     status: AcmeStatus,
 }
 
+/// What the store says about ordering a certificate now.
+enum Claim {
+    /// This node holds the lease and the store has no good certificate: order.
+    Order,
+    /// The store holds a certificate that is not due; it is served.
+    Served,
+    /// Another node holds the lease.
+    Busy(String),
+    /// The store did not answer.
+    Unavailable(String),
+}
+
 impl AcmeService {
-    /// The service for `certificates` (one name set each). Stored certificates are read and
-    /// served here, before the listeners start, so a restart serves them from its first
-    /// handshake.
+    /// The service for `certificates` (one name set each). Certificates in the storage folder
+    /// are read and served here, before the listeners start, so a restart serves them from
+    /// its first handshake.
     pub(crate) fn new(config: AcmeConfig, certificates: Vec<Vec<String>>) -> Self {
-        let mut service = AcmeService {
+        let service = AcmeService {
             config,
+            served: Mutex::new(vec![None; certificates.len()]),
             certificates,
-            stored: Vec::new(),
+            shared: None,
+            changed: tokio::sync::Notify::new(),
         };
-        service.stored = service
-            .certificates
-            .iter()
-            .map(|names| service.load_stored(names))
-            .collect();
-        STATUS.store(Arc::new(
-            (0..service.certificates.len())
-                .map(|i| service.initial_status(i))
-                .collect(),
-        ));
+        for index in 0..service.certificates.len() {
+            if let Some(served) = service.load_folder(index) {
+                service.lock()[index] = Some(served);
+            }
+        }
+        service.publish_statuses();
         service
     }
 
+    /// Keeps the account and certificates in `store` (`gateway.store`), ordering under leases
+    /// named after `node`.
+    pub(crate) fn with_store(mut self, store: Option<Arc<Store>>, node: &str) -> Self {
+        self.shared = store.map(|store| Shared {
+            store,
+            node: node.to_string(),
+        });
+        self.publish_statuses();
+        self
+    }
+
+    fn publish_statuses(&self) {
+        STATUS.store(Arc::new(
+            (0..self.certificates.len())
+                .map(|i| self.initial_status(i))
+                .collect(),
+        ));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Option<Served>>> {
+        self.served.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn served(&self, index: usize) -> Option<Served> {
+        self.lock().get(index).cloned().flatten()
+    }
+
     fn initial_status(&self, index: usize) -> AcmeStatus {
-        let stored = self.stored[index].clone();
+        let served = self.served(index);
         AcmeStatus {
             names: self.certificates[index].clone(),
-            state: if stored.is_some() {
+            state: if served.is_some() {
                 "issued"
             } else {
                 "waiting"
             },
-            not_after: stored.as_ref().map(|s| s.0),
-            serial: stored.map(|s| s.1),
+            not_after: served.as_ref().map(|s| s.not_after),
+            serial: served.map(|s| s.serial),
             failures: 0,
             last_error: None,
+            storage: if self.shared.is_some() {
+                "redis"
+            } else {
+                "folder"
+            },
+            ordering_node: None,
+            store_error: None,
         }
     }
 
@@ -134,9 +251,25 @@ impl AcmeService {
         self.config.storage.join(format!("{}.key", names[0]))
     }
 
-    /// Serves `chain` and `key` for every name; returns (expiry, serial).
-    fn serve(&self, names: &[String], chain: &[u8], key: &[u8]) -> Result<(i64, String), String> {
-        let issued = issued_from_pem(chain, key)?;
+    fn due_in(&self, index: usize) -> Duration {
+        due_in(
+            self.served(index).as_ref(),
+            self.config.renew_before,
+            self.config.retry,
+            unix_now(),
+        )
+    }
+
+    /// Serves `chain` and `key` for every name of set `index` and records it as served.
+    fn install(
+        &self,
+        index: usize,
+        chain: &str,
+        key: &str,
+        issued_at: Option<i64>,
+    ) -> Result<Served, String> {
+        let names = &self.certificates[index];
+        let issued = issued_from_pem(chain.as_bytes(), key.as_bytes())?;
         for name in names {
             if !issued.names.iter().any(|n| n == name) {
                 return Err(format!("the certificate does not name {name}"));
@@ -148,27 +281,41 @@ impl AcmeService {
                 live.certificates.insert(name.clone(), certified.clone());
             }
         });
-        Ok((issued.not_after, issued.serial))
+        let served = Served {
+            not_after: issued.not_after,
+            serial: issued.serial,
+            issued_at,
+        };
+        self.lock()[index] = Some(served.clone());
+        Ok(served)
     }
 
-    /// When a certificate expiring at `not_after` is due for renewal, in seconds from now.
-    fn renew_in(&self, not_after: i64) -> i64 {
-        not_after - self.config.renew_before.as_secs() as i64 - unix_now()
-    }
-
-    /// Serves the stored certificate of `names` when there is a usable one.
-    fn load_stored(&self, names: &[String]) -> Option<(i64, String)> {
-        let chain = std::fs::read(self.chain_file(names)).ok()?;
-        let key = std::fs::read(self.key_file(names)).ok()?;
-        match self.serve(names, &chain, &key) {
-            Ok((not_after, serial)) if not_after > unix_now() => {
-                info!(
-                    "ACME: serving the stored certificate for {} (serial {serial})",
+    /// Serves the certificate of set `index` in the folder when there is a usable one.
+    fn load_folder(&self, index: usize) -> Option<Served> {
+        let names = &self.certificates[index];
+        let chain = std::fs::read_to_string(self.chain_file(names)).ok()?;
+        let key = std::fs::read_to_string(self.key_file(names)).ok()?;
+        let issued = match issued_from_pem(chain.as_bytes(), key.as_bytes()) {
+            Ok(issued) if issued.not_after <= unix_now() => return None,
+            Ok(issued) => issued,
+            Err(e) => {
+                warn!(
+                    "ACME: the stored certificate for {} is not usable: {e}",
                     names.join(", ")
                 );
-                Some((not_after, serial))
+                return None;
             }
-            Ok(_) => None,
+        };
+        drop(issued);
+        match self.install(index, &chain, &key, None) {
+            Ok(served) => {
+                info!(
+                    "ACME: serving the stored certificate for {} (serial {})",
+                    names.join(", "),
+                    served.serial
+                );
+                Some(served)
+            }
             Err(e) => {
                 warn!(
                     "ACME: the stored certificate for {} is not usable: {e}",
@@ -179,203 +326,289 @@ impl AcmeService {
         }
     }
 
-    /// The account: the stored one for this directory, else a new one (stored).
-    async fn account(&self) -> Result<Account, String> {
-        let file = self.config.storage.join("account.json");
-        let builder = || match &self.config.ca_file {
-            Some(ca) => Account::builder_with_root(ca),
-            None => Account::builder(),
-        };
-        if let Ok(text) = std::fs::read(&file) {
-            match serde_json::from_slice::<StoredAccount>(&text) {
-                Ok(stored) if stored.directory == self.config.directory => {
-                    return builder()
-                        .map_err(|e| format!("ACME client: {e}"))?
-                        .from_credentials(stored.credentials)
-                        .await
-                        .map_err(|e| format!("restoring the account: {e}"));
-                }
-                Ok(_) => info!("ACME: the stored account is another directory's; creating one"),
-                Err(e) => warn!(
-                    "ACME: {} is not readable ({e}); creating an account",
-                    file.display()
-                ),
-            }
-        }
-        let contact = self.config.email.as_ref().map(|e| format!("mailto:{e}"));
-        let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-        let (account, credentials) = builder()
-            .map_err(|e| format!("ACME client: {e}"))?
-            .create(
-                &NewAccount {
-                    contact: &contacts,
-                    terms_of_service_agreed: true,
-                    only_return_existing: false,
-                },
-                self.config.directory.clone(),
-                None,
-            )
-            .await
-            .map_err(|e| format!("creating the account: {e}"))?;
-        let stored = StoredAccount {
-            directory: self.config.directory.clone(),
-            credentials,
-        };
-        let text = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
-        write_private(&file, &text)?;
-        info!("ACME: account {} created", account.id());
-        Ok(account)
+    /// Writes a certificate to the folder.
+    fn write_folder(&self, record: &CertRecord) -> Result<(), String> {
+        write_private(&self.key_file(&record.names), record.key.as_bytes())?;
+        write_private(&self.chain_file(&record.names), record.chain.as_bytes())
     }
 
-    /// Orders a certificate for `names`, answers its challenges, stores and serves it.
-    async fn order(&self, names: &[String]) -> Result<(i64, String), String> {
-        let account = self.account().await?;
-        let identifiers: Vec<Identifier> =
-            names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|e| format!("new order: {e}"))?;
-        let mut tokens = Vec::new();
-        let mut authorizations = order.authorizations();
-        let answered = async {
-            while let Some(authz) = authorizations.next().await {
-                let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
-                match authz.status {
-                    AuthorizationStatus::Pending => {}
-                    AuthorizationStatus::Valid => continue,
-                    other => return Err(format!("authorization is {other:?}")),
-                }
-                let kind = match self.config.challenge {
-                    AcmeChallenge::Http01 => ChallengeType::Http01,
-                    AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
-                };
-                let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
-                    format!(
-                        "the CA offers no {} challenge",
-                        self.config.challenge.as_str()
-                    )
-                })?;
-                let name = challenge.identifier().to_string();
-                let key_authorization = challenge.key_authorization();
-                match self.config.challenge {
-                    AcmeChallenge::Http01 => {
-                        let token = challenge.token.clone();
-                        let answer = key_authorization.as_str().to_string();
-                        tokens.push(token.clone());
-                        update_live(|live| {
-                            live.tokens.insert(token.clone(), answer.clone());
-                        });
-                    }
-                    AcmeChallenge::TlsAlpn01 => {
-                        let certified =
-                            alpn_certificate(&name, key_authorization.digest().as_ref())?;
-                        update_live(|live| {
-                            live.alpn.insert(name.clone(), certified.clone());
-                        });
-                    }
-                }
-                info!(
-                    "ACME: answering the {} challenge for {name}",
-                    self.config.challenge.as_str()
-                );
-                challenge
-                    .set_ready()
+    /// Stores an issued certificate: in Redis with a store (the folder copy is best effort),
+    /// else in the folder.
+    async fn store_record(&self, record: &CertRecord) -> Result<(), String> {
+        match &self.shared {
+            Some(shared) => {
+                shared
+                    .store
+                    .put_acme_certificate(record)
                     .await
-                    .map_err(|e| format!("challenge for {name}: {e}"))?;
+                    .map_err(|e| format!("storing the certificate in the store: {e}"))?;
+                if let Err(e) = self.write_folder(record) {
+                    warn!("ACME: the local copy of the certificate was not written: {e}");
+                }
+                Ok(())
             }
-            Ok::<(), String>(())
+            None => self.write_folder(record),
         }
-        .await;
-        let issued = match answered {
-            Ok(()) => self.finish(&mut order, names).await,
-            Err(e) => Err(e),
-        };
-        // The challenges are answered only while their order is open.
-        update_live(|live| {
-            for token in &tokens {
-                live.tokens.remove(token);
-            }
-            for name in names {
-                live.alpn.remove(name);
-            }
-        });
-        issued
     }
 
-    /// Waits for the order to be ready, finalizes it with a new key's CSR, and stores and
-    /// serves the certificate.
-    async fn finish(
-        &self,
-        order: &mut instant_acme::Order,
-        names: &[String],
-    ) -> Result<(i64, String), String> {
-        let polling = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .timeout(Duration::from_secs(90));
-        let status = order
-            .poll_ready(&polling)
-            .await
-            .map_err(|e| format!("waiting for validation: {e}"))?;
-        if status != OrderStatus::Ready {
-            let detail = order
-                .state()
-                .error
-                .as_ref()
-                .map(|p| format!(": {p}"))
-                .unwrap_or_default();
-            return Err(format!("the order is {status:?}{detail}"));
+    /// Serves a certificate read from the store when it replaces the served one; `true` when
+    /// it does.
+    fn take_from_store(&self, index: usize, record: &CertRecord) -> Result<bool, String> {
+        if !replaces(self.served(index).as_ref(), record, unix_now()) {
+            return Ok(false);
         }
-        let key = rcgen::KeyPair::generate().map_err(|e| format!("key: {e}"))?;
-        let params =
-            rcgen::CertificateParams::new(names.to_vec()).map_err(|e| format!("CSR: {e}"))?;
-        let csr = params
-            .serialize_request(&key)
-            .map_err(|e| format!("CSR: {e}"))?;
-        order
-            .finalize_csr(csr.der())
-            .await
-            .map_err(|e| format!("finalize: {e}"))?;
-        let chain = order
-            .poll_certificate(&polling)
-            .await
-            .map_err(|e| format!("waiting for the certificate: {e}"))?;
-        let key_pem = key.serialize_pem();
-        let served = self.serve(names, chain.as_bytes(), key_pem.as_bytes())?;
-        std::fs::create_dir_all(&self.config.storage)
-            .map_err(|e| format!("{}: {e}", self.config.storage.display()))?;
-        write_private(&self.key_file(names), key_pem.as_bytes())?;
-        write_private(&self.chain_file(names), chain.as_bytes())?;
-        Ok(served)
+        let served = self.install(index, &record.chain, &record.key, Some(record.issued_at))?;
+        info!(
+            "ACME: serving the certificate for {} from the store (serial {})",
+            self.certificates[index].join(", "),
+            served.serial
+        );
+        if let Err(e) = self.write_folder(record) {
+            warn!("ACME: the local copy of the certificate was not written: {e}");
+        }
+        Ok(true)
     }
 
-    /// Looks at one certificate: serves the stored one at first, orders when due.
-    async fn visit(&self, index: usize, slot: &mut Slot) {
+    /// Whether the store's certificate for set `index` is good and not due (it is then
+    /// served), or whether it must be ordered.
+    async fn stored_is_good(&self, index: usize, shared: &Shared) -> Result<bool, String> {
         let names = &self.certificates[index];
-        let now = tokio::time::Instant::now();
-        info!("ACME: ordering a certificate for {}", names.join(", "));
-        let ordered = tokio::time::timeout(ORDER_TIMEOUT, self.order(names))
+        let Some(record) = shared
+            .store
+            .acme_certificate(names)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer from the CA within {ORDER_TIMEOUT:?}")));
-        match ordered {
-            Ok((not_after, serial)) => {
-                METRICS.acme_orders.with_label_values(&["ok"]).inc();
-                info!(
-                    "ACME: certificate for {} issued (serial {serial}), serving it",
-                    names.join(", ")
-                );
-                slot.status.state = "issued";
-                slot.status.not_after = Some(not_after);
-                slot.status.serial = Some(serial);
-                slot.status.failures = 0;
-                slot.status.last_error = None;
-                slot.backoff = self.config.retry;
-                // Never sooner than `retry`: a renew_before longer than the CA's certificates
-                // live would otherwise order without pause.
-                let wait = Duration::from_secs(self.renew_in(not_after).max(0) as u64);
-                slot.due = now + wait.max(self.config.retry);
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(false);
+        };
+        if let Err(e) = self.take_from_store(index, &record) {
+            warn!(
+                "ACME: the certificate for {} in the store is not usable ({e}); ordering one",
+                names.join(", ")
+            );
+            return Ok(false);
+        }
+        let served = self.served(index);
+        Ok(served.as_ref().is_some_and(|s| s.serial == record.serial)
+            && !self.due_in(index).is_zero())
+    }
+
+    /// Asks the store whether this node orders set `index` now: the store's certificate is
+    /// checked before and after taking the lease, so no node orders what another just stored.
+    async fn claim(&self, index: usize, shared: &Shared) -> Claim {
+        let names = &self.certificates[index];
+        let lease = lease_name(names);
+        match self.stored_is_good(index, shared).await {
+            Err(e) => return Claim::Unavailable(e),
+            Ok(true) => return Claim::Served,
+            Ok(false) => {}
+        }
+        match shared
+            .store
+            .take_named_lease(&lease, &shared.node, LEASE_TTL)
+            .await
+        {
+            Err(e) => return Claim::Unavailable(e.to_string()),
+            Ok(false) => {
+                let holder = shared.store.lease_holder(&lease).await.ok().flatten();
+                return Claim::Busy(holder.unwrap_or_else(|| "another node".into()));
+            }
+            Ok(true) => {}
+        }
+        let claim = match self.stored_is_good(index, shared).await {
+            Err(e) => Claim::Unavailable(e),
+            Ok(true) => Claim::Served,
+            Ok(false) => return Claim::Order,
+        };
+        self.release(shared, names).await;
+        claim
+    }
+
+    /// Gives the order lease of `names` up (it expires on its own if this fails).
+    async fn release(&self, shared: &Shared, names: &[String]) {
+        if let Err(e) = shared
+            .store
+            .release_named_lease(&lease_name(names), &shared.node)
+            .await
+        {
+            warn!("ACME: giving up the order lease (it expires on its own): {e}");
+        }
+    }
+
+    /// Renews the order lease of `names` while an order runs; returns why the order must
+    /// stop: another node took the lease, or the store did not answer for a lease's life.
+    async fn keep_lease(&self, shared: &Shared, names: &[String]) -> String {
+        let lease = lease_name(names);
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(LEASE_TTL / 3).await;
+            match shared
+                .store
+                .take_named_lease(&lease, &shared.node, LEASE_TTL)
+                .await
+            {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => return "another node took the order lease".into(),
+                Err(e) if renewed.elapsed() + LEASE_TTL / 3 >= LEASE_TTL => {
+                    return format!("the order lease could not be renewed: {e}")
+                }
+                Err(e) => warn!("ACME: renewing the order lease: {e}"),
+            }
+        }
+    }
+
+    /// Records a storage error in the status and the metrics; logged when it starts.
+    fn storage_failed(&self, slot: &mut Slot, error: String, meanwhile: &str) {
+        METRICS.acme_store_errors.inc();
+        if slot.status.store_error.is_none() {
+            warn!(
+                "ACME: storage for {}: {error}; {meanwhile}",
+                slot.status.names.join(", ")
+            );
+        }
+        slot.status.store_error = Some(error);
+        slot.retry_at = Some(Instant::now() + STORE_RETRY);
+    }
+
+    /// Stores an issued certificate, or keeps it to store at the next visit.
+    async fn store_issued(&self, slot: &mut Slot, record: CertRecord) {
+        match self.store_record(&record).await {
+            Ok(()) => {
+                if slot.status.store_error.take().is_some() {
+                    info!(
+                        "ACME: the certificate for {} is stored (serial {})",
+                        record.names.join(", "),
+                        record.serial
+                    );
+                }
+                slot.retry_at = None;
+                if let Some(shared) = &self.shared {
+                    self.release(shared, &record.names).await;
+                }
             }
             Err(e) => {
+                if let Some(shared) = &self.shared {
+                    // Held while the certificate waits to be stored, so no node orders it.
+                    let lease = lease_name(&record.names);
+                    let _ = shared
+                        .store
+                        .take_named_lease(&lease, &shared.node, LEASE_TTL)
+                        .await;
+                }
+                self.storage_failed(
+                    slot,
+                    e,
+                    "the issued certificate is served and storing it is retried",
+                );
+                slot.unsaved = Some(record);
+            }
+        }
+    }
+
+    /// Shows in the status a certificate served since the status last looked (one from the
+    /// store, or this node's own).
+    fn take_news(&self, index: usize, slot: &mut Slot) {
+        let served = self.served(index);
+        if served == slot.seen {
+            return;
+        }
+        slot.seen = served.clone();
+        if let Some(served) = served {
+            slot.status.state = "issued";
+            slot.status.not_after = Some(served.not_after);
+            slot.status.serial = Some(served.serial);
+            slot.status.failures = 0;
+            slot.status.last_error = None;
+            slot.status.ordering_node = None;
+            if slot.unsaved.is_none() {
+                slot.retry_at = None;
+                slot.backoff = self.config.retry;
+            }
+            set_status(index, slot.status.clone());
+        }
+    }
+
+    /// Looks at one certificate when it is due: stores a certificate waiting to be stored,
+    /// else (with a store) serves the store's or waits for the node ordering it, else orders.
+    async fn visit(&self, index: usize, slot: &mut Slot) {
+        let names = &self.certificates[index];
+        if let Some(record) = slot.unsaved.take() {
+            self.store_issued(slot, record).await;
+            set_status(index, slot.status.clone());
+            return;
+        }
+        if let Some(shared) = &self.shared {
+            match self.claim(index, shared).await {
+                Claim::Order => slot.status.ordering_node = None,
+                Claim::Served => {
+                    slot.status.store_error = None;
+                    slot.retry_at = None;
+                    self.take_news(index, slot);
+                    set_status(index, slot.status.clone());
+                    return;
+                }
+                Claim::Busy(holder) => {
+                    if slot.status.ordering_node.as_ref() != Some(&holder) {
+                        info!(
+                            "ACME: {holder} is ordering the certificate for {}; serving it once stored",
+                            names.join(", ")
+                        );
+                    }
+                    slot.status.ordering_node = Some(holder);
+                    slot.status.store_error = None;
+                    slot.retry_at = Some(Instant::now() + STORE_RETRY);
+                    set_status(index, slot.status.clone());
+                    return;
+                }
+                Claim::Unavailable(e) => {
+                    self.storage_failed(slot, e, "ordering waits for the store");
+                    set_status(index, slot.status.clone());
+                    return;
+                }
+            }
+            slot.status.store_error = None;
+        }
+        info!("ACME: ordering a certificate for {}", names.join(", "));
+        let order = async {
+            match &self.shared {
+                None => self.order(names).await,
+                Some(shared) => tokio::select! {
+                    issued = self.order(names) => issued,
+                    stop = self.keep_lease(shared, names) => Err(stop),
+                },
+            }
+        };
+        let issued_at = unix_now();
+        let ordered = tokio::time::timeout(ORDER_TIMEOUT, order)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer from the CA within {ORDER_TIMEOUT:?}")))
+            .and_then(|issued| {
+                let served = self.install(index, &issued.chain, &issued.key, Some(issued_at))?;
+                Ok(CertRecord {
+                    names: names.clone(),
+                    chain: issued.chain,
+                    key: issued.key,
+                    not_after: served.not_after,
+                    serial: served.serial,
+                    issued_at,
+                })
+            });
+        match ordered {
+            Ok(record) => {
+                METRICS.acme_orders.with_label_values(&["ok"]).inc();
+                info!(
+                    "ACME: certificate for {} issued (serial {}), serving it",
+                    names.join(", "),
+                    record.serial
+                );
+                slot.backoff = self.config.retry;
+                self.take_news(index, slot);
+                self.store_issued(slot, record).await;
+            }
+            Err(e) => {
+                if let Some(shared) = &self.shared {
+                    self.release(shared, names).await;
+                }
                 METRICS.acme_orders.with_label_values(&["failed"]).inc();
                 warn!(
                     "ACME: ordering a certificate for {} failed (retrying in {:?}): {e}",
@@ -387,106 +620,256 @@ impl AcmeService {
                 }
                 slot.status.failures += 1;
                 slot.status.last_error = Some(e);
-                slot.due = now + slot.backoff;
+                slot.retry_at = Some(Instant::now() + slot.backoff);
                 slot.backoff = (slot.backoff * 2).min(MAX_RETRY);
             }
         }
         set_status(index, slot.status.clone());
     }
-}
 
-#[async_trait]
-impl BackgroundService for AcmeService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let now = tokio::time::Instant::now();
-        // A stored certificate is due when it expires within renew_before; none: at once.
+    /// Orders and renews every certificate when due, until shutdown.
+    async fn run_orders(&self, shutdown: &mut ShutdownWatch) {
         let mut slots: Vec<Slot> = (0..self.certificates.len())
             .map(|index| Slot {
-                due: match &self.stored[index] {
-                    Some((not_after, _)) => {
-                        now + Duration::from_secs(self.renew_in(*not_after).max(0) as u64)
-                    }
-                    None => now,
-                },
+                retry_at: None,
                 backoff: self.config.retry,
+                unsaved: None,
+                seen: self.served(index),
                 status: self.initial_status(index),
             })
             .collect();
         loop {
-            let now = tokio::time::Instant::now();
             for (index, slot) in slots.iter_mut().enumerate() {
-                if slot.due <= now {
+                self.take_news(index, slot);
+                let now = Instant::now();
+                let due = slot.retry_at.unwrap_or_else(|| now + self.due_in(index));
+                if due <= now {
                     tokio::select! {
                         _ = self.visit(index, slot) => {}
                         _ = shutdown.changed() => return,
                     }
                 }
             }
-            let next = slots.iter().map(|s| s.due).min().unwrap_or(now + MAX_RETRY);
+            let now = Instant::now();
+            let next = slots
+                .iter()
+                .enumerate()
+                .map(|(index, slot)| slot.retry_at.unwrap_or_else(|| now + self.due_in(index)))
+                .min()
+                .unwrap_or(now + MAX_RETRY)
+                .min(now + MAX_RETRY);
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
+                _ = self.changed.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
-}
 
-/// The TLS-ALPN-01 validation certificate for `name` with the key authorization's digest.
-fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
-    let key = rcgen::KeyPair::generate().map_err(|e| format!("key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(vec![name.to_string()])
-        .map_err(|e| format!("validation certificate: {e}"))?;
-    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| format!("validation certificate: {e}"))?;
-    validation_certificate(cert.der().to_vec(), key.serialize_der())
-}
-
-/// Writes a file readable by its owner only (keys and the account), through a temporary
-/// file renamed over it, so a crash never leaves half a key.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    /// With a store: every [`FOLLOW_INTERVAL`], serves the certificates other nodes stored and
+    /// answers the challenges they published. Redis down: what is served stays (logged once).
+    async fn follow(&self, shared: &Shared) {
+        let mut tokens: HashMap<String, String> = HashMap::new();
+        let mut alpn: HashMap<String, String> = HashMap::new();
+        let mut unusable: Vec<String> = Vec::new();
+        let mut down = false;
+        loop {
+            match shared.store.acme_shared(&self.certificates).await {
+                Ok(state) => {
+                    if down {
+                        info!("ACME: the store answers again");
+                        down = false;
+                    }
+                    let mut changed = false;
+                    for (index, record) in state.certificates.iter().enumerate() {
+                        let Some(record) = record else { continue };
+                        if unusable.contains(&record.serial) {
+                            continue;
+                        }
+                        match self.take_from_store(index, record) {
+                            Ok(taken) => changed |= taken,
+                            Err(e) => {
+                                warn!(
+                                    "ACME: the certificate for {} in the store is not usable: {e}",
+                                    record.names.join(", ")
+                                );
+                                unusable.push(record.serial.clone());
+                            }
+                        }
+                    }
+                    if changed {
+                        self.changed.notify_one();
+                    }
+                    follow_challenges(&mut tokens, state.tokens, &mut alpn, state.alpn);
+                }
+                Err(e) => {
+                    if !down {
+                        warn!("ACME: the store does not answer ({e}); the certificates served stay, ordering waits");
+                        down = true;
+                    }
+                }
+            }
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+        }
     }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    // `mode` applies only when the file is created: a `.tmp` left by an earlier run keeps
-    // its own mode unless it is set here, before the key is written.
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Answers the challenges published in the store (`next_*`) and stops answering those
+/// withdrawn since the last look (`seen_*`, which become the new ones). This node's own
+/// challenges are answered by its order whether or not the store has them.
+fn follow_challenges(
+    seen_tokens: &mut HashMap<String, String>,
+    next_tokens: HashMap<String, String>,
+    seen_alpn: &mut HashMap<String, String>,
+    next_alpn: HashMap<String, String>,
+) {
+    if *seen_tokens == next_tokens && *seen_alpn == next_alpn {
+        return;
+    }
+    let mut certified = Vec::new();
+    for (name, digest) in &next_alpn {
+        if seen_alpn.get(name) == Some(digest) {
+            continue;
+        }
+        let made = base64::engine::general_purpose::STANDARD
+            .decode(digest)
+            .map_err(|e| e.to_string())
+            .and_then(|digest| alpn_certificate(name, &digest));
+        match made {
+            Ok(cert) => certified.push((name.clone(), cert)),
+            Err(e) => warn!("ACME: the published tls-alpn-01 challenge for {name}: {e}"),
+        }
+    }
+    update_live(|live| {
+        for token in seen_tokens.keys() {
+            if !next_tokens.contains_key(token) {
+                live.tokens.remove(token);
+            }
+        }
+        for (token, answer) in &next_tokens {
+            live.tokens.insert(token.clone(), answer.clone());
+        }
+        for name in seen_alpn.keys() {
+            if !next_alpn.contains_key(name) {
+                live.alpn.remove(name);
+            }
+        }
+        for (name, cert) in &certified {
+            live.alpn.insert(name.clone(), cert.clone());
+        }
+    });
+    *seen_tokens = next_tokens;
+    *seen_alpn = next_alpn;
+}
+
+#[async_trait]
+impl BackgroundService for AcmeService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        match &self.shared {
+            Some(shared) => tokio::select! {
+                _ = self.follow(shared) => {}
+                _ = self.run_orders(&mut shutdown) => {}
+            },
+            None => self.run_orders(&mut shutdown).await,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
-    /// A key file is written 0600 even over a `.tmp` an earlier run left readable.
+    const DAY: i64 = 86_400;
+
+    fn served(not_after: i64, issued_at: Option<i64>) -> Served {
+        Served {
+            not_after,
+            serial: "01".into(),
+            issued_at,
+        }
+    }
+
+    /// Due at once without a certificate; at `renew_before` before expiry; never within
+    /// `retry` of issuance (a `renew_before` longer than the certificate's life).
     #[test]
-    fn private_files_are_0600_over_a_leftover_tmp() {
-        let dir = std::env::temp_dir().join(format!("canary-acme-write-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("example.com.key");
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, b"old").expect("leftover");
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        write_private(&path, b"secret").expect("written");
-        let meta = std::fs::metadata(&path).expect("metadata");
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read(&path).expect("read"), b"secret");
-        std::fs::remove_dir_all(&dir).ok();
+    fn due_times() {
+        let (now, renew, retry) = (
+            1_000 * DAY,
+            Duration::from_secs(30 * DAY as u64),
+            Duration::from_secs(10),
+        );
+        assert_eq!(due_in(None, renew, retry, now), Duration::ZERO);
+        let good = served(now + 90 * DAY, Some(now));
+        assert_eq!(
+            due_in(Some(&good), renew, retry, now),
+            Duration::from_secs(60 * DAY as u64)
+        );
+        let near = served(now + 10 * DAY, None);
+        assert_eq!(due_in(Some(&near), renew, retry, now), Duration::ZERO);
+        let fresh = served(now + 10 * DAY, Some(now - 4));
+        assert_eq!(
+            due_in(Some(&fresh), renew, retry, now),
+            Duration::from_secs(6)
+        );
+    }
+
+    /// A certificate from the store replaces the served one when it is another, unexpired and
+    /// not older; the same one, an expired one or an older one does not.
+    #[test]
+    fn store_certificates_replace_only_newer_ones() {
+        let now = 1_000 * DAY;
+        let record = |serial: &str, not_after: i64| CertRecord {
+            names: vec!["a.test".into()],
+            chain: String::new(),
+            key: String::new(),
+            not_after,
+            serial: serial.into(),
+            issued_at: now,
+        };
+        let current = served(now + 50 * DAY, None);
+        assert!(replaces(None, &record("02", now + DAY), now));
+        assert!(!replaces(None, &record("02", now - 1), now));
+        assert!(replaces(Some(&current), &record("02", now + 90 * DAY), now));
+        assert!(!replaces(
+            Some(&current),
+            &record("01", now + 90 * DAY),
+            now
+        ));
+        assert!(!replaces(
+            Some(&current),
+            &record("02", now + 20 * DAY),
+            now
+        ));
+    }
+
+    /// Published challenges are answered; withdrawn ones stop being answered, and a token this
+    /// node's own order added (never seen in the store) is left alone.
+    #[test]
+    fn challenges_follow_the_store() {
+        update_live(|live| {
+            live.tokens.insert("own-token".into(), "own".into());
+        });
+        let (mut tokens, mut alpn) = (HashMap::new(), HashMap::new());
+        let digest = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        follow_challenges(
+            &mut tokens,
+            HashMap::from([("t1".to_string(), "answer1".to_string())]),
+            &mut alpn,
+            HashMap::from([("follow.test".to_string(), digest)]),
+        );
+        let live = crate::config::acme::live().load();
+        assert_eq!(live.tokens.get("t1").map(String::as_str), Some("answer1"));
+        assert!(live.alpn.contains_key("follow.test"));
+        follow_challenges(&mut tokens, HashMap::new(), &mut alpn, HashMap::new());
+        let live = crate::config::acme::live().load();
+        assert!(!live.tokens.contains_key("t1"));
+        assert!(!live.alpn.contains_key("follow.test"));
+        assert_eq!(
+            live.tokens.get("own-token").map(String::as_str),
+            Some("own")
+        );
+        update_live(|live| {
+            live.tokens.remove("own-token");
+        });
     }
 }

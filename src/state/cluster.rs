@@ -7,6 +7,7 @@
 //! - `control` (hash): `version` and `doc`, the control state as JSON;
 //! - `audit` (list): audit entries as JSON, newest first, at most `AUDIT_LIMIT`;
 //! - `plan-lease` (string): the id of the node that judges plans, with an expiry;
+//! - `acme:*`: ACME's account, certificates, order leases and challenges (see state/acme_shared.rs);
 //! - `figures:{route}:{rule}:{step start}` (hash): the step's counts summed over nodes, kept a day.
 
 use std::collections::HashMap;
@@ -44,6 +45,15 @@ end
 return 0
 ";
 
+/// Gives a lease up when it is still ours (a lease that expired and was taken by another
+/// node is left alone).
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// How long the step figures stay in Redis after their last update.
 const FIGURES_TTL_MS: u64 = 24 * 3600 * 1000;
 
@@ -52,7 +62,7 @@ fn json<T: Serialize>(value: &T) -> Result<String, StateError> {
 }
 
 impl Store {
-    fn key(&self, name: &str) -> String {
+    pub(super) fn key(&self, name: &str) -> String {
         format!("{}{name}", self.config.prefix)
     }
 
@@ -143,20 +153,61 @@ impl Store {
 
     /// Takes or renews the plan lease for `node`; `true` while this node holds it.
     pub(crate) async fn take_lease(&self, node: &str, ttl: Duration) -> Result<bool, StateError> {
+        self.take_named_lease("plan-lease", node, ttl).await
+    }
+
+    /// Takes or renews the lease stored at `name` (under the prefix) for `node`, expiring
+    /// after `ttl` unless renewed; `true` while this node holds it.
+    pub(crate) async fn take_named_lease(
+        &self,
+        name: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
         let mut conn = self.connection().await?;
         let held: i64 = self
             .timed(
-                "plan lease",
+                name,
                 redis::cmd("EVAL")
                     .arg(TAKE_LEASE)
                     .arg(1)
-                    .arg(self.key("plan-lease"))
+                    .arg(self.key(name))
                     .arg(node)
                     .arg(ttl.as_millis() as u64)
                     .query_async(&mut conn),
             )
             .await?;
         Ok(held == 1)
+    }
+
+    /// Gives up the lease at `name` if `node` holds it.
+    pub(crate) async fn release_named_lease(
+        &self,
+        name: &str,
+        node: &str,
+    ) -> Result<(), StateError> {
+        let mut conn = self.connection().await?;
+        self.timed(
+            name,
+            redis::cmd("EVAL")
+                .arg(RELEASE_LEASE)
+                .arg(1)
+                .arg(self.key(name))
+                .arg(node)
+                .query_async::<i64>(&mut conn),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The node holding the lease at `name`, if any.
+    pub(crate) async fn lease_holder(&self, name: &str) -> Result<Option<String>, StateError> {
+        let mut conn = self.connection().await?;
+        self.timed(
+            name,
+            redis::cmd("GET").arg(self.key(name)).query_async(&mut conn),
+        )
+        .await
     }
 
     /// The Redis key of one step's figures.

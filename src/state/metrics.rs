@@ -45,6 +45,7 @@ pub(crate) struct Metrics {
     pub(crate) rollout_actions: IntCounterVec,
     pub(crate) tls_handshakes: IntCounterVec,
     pub(crate) acme_orders: IntCounterVec,
+    pub(crate) acme_store_errors: IntCounter,
     pub(crate) certificate_expiry: IntGaugeVec,
     pub(crate) notifications: IntCounterVec,
     pub(crate) notification_retries: IntCounterVec,
@@ -222,6 +223,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["result"],
     )?;
+    let acme_store_errors = IntCounter::new(
+        "gateway_acme_store_errors_total",
+        "Times the ACME task could not read or write Redis (gateway.store): an order waited, or an issued certificate waited to be stored",
+    )?;
     let certificate_expiry = IntGaugeVec::new(
         Opts::new(
             "gateway_certificate_expiry_seconds",
@@ -266,6 +271,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(rate_limit_fallback.clone()))?;
     registry.register(Box::new(tls_handshakes.clone()))?;
     registry.register(Box::new(acme_orders.clone()))?;
+    registry.register(Box::new(acme_store_errors.clone()))?;
     registry.register(Box::new(notifications.clone()))?;
     registry.register(Box::new(notification_retries.clone()))?;
     registry.register(Box::new(certificate_expiry.clone()))?;
@@ -313,6 +319,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         rollout_actions,
         tls_handshakes,
         acme_orders,
+        acme_store_errors,
         certificate_expiry,
         notifications,
         notification_retries,
