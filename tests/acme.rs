@@ -612,3 +612,297 @@ fn an_upload_serves_an_acme_name_until_acme_issues_it() {
     );
     assert!(acme["days_left"].as_i64().is_some_and(|d| d >= 0), "{acme}");
 }
+
+/// `SET key value PX ttl_ms` in the test's Redis.
+fn redis_set(redis: &Redis, key: &str, value: &str, ttl_ms: u64) {
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_connection().expect("connect to redis");
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("PX")
+        .arg(ttl_ms)
+        .query(&mut conn)
+        .expect("SET");
+}
+
+/// How many certificates Pebble issued and orders it holds, from its log.
+fn pebble_counts(pebble: &Pebble) -> (usize, usize) {
+    let log = pebble.log();
+    let issued = log.matches("Issued certificate serial").count();
+    let orders = log
+        .lines()
+        .filter_map(|l| l.split("There are now ").nth(1))
+        .filter_map(|rest| rest.strip_suffix(" orders in the db"))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    (issued, orders)
+}
+
+/// `gateway.store` for [`start_gateway`]'s `acme_more` (it ends the `acme` block and adds the
+/// store beside it).
+fn store_yaml(redis: &Redis) -> String {
+    format!(
+        "  store: {{ redis: \"{}\", prefix: \"acme-t:\", timeout: 1s }}\n",
+        redis.url()
+    )
+}
+
+/// The serial of the certificate served for [`NAME`] now, if a handshake succeeds.
+fn served_serial(tls: SocketAddr) -> Option<String> {
+    let stream = connect_with(tls, Some(NAME), |_| {}).ok()?;
+    let cert = stream.ssl().peer_certificate()?;
+    cert.serial_number()
+        .to_bn()
+        .ok()
+        .and_then(|bn| bn.to_hex_str().ok().map(|s| s.to_string()))
+}
+
+/// `/status` → `acme[0]`.
+fn acme_status(admin: SocketAddr) -> serde_json::Value {
+    let status = get(
+        admin,
+        "/status",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(status.status, 200);
+    let value: serde_json::Value = serde_json::from_str(&status.text()).expect("json");
+    value["acme"][0].clone()
+}
+
+fn orders(metrics: SocketAddr, result: &str) -> u64 {
+    metric(
+        metrics,
+        &format!("gateway_acme_orders_total{{result=\"{result}\"}}"),
+    )
+    .unwrap_or(0)
+}
+
+/// Two nodes (`a`, `b`) with Redis sharing one Pebble, one origin and the store.
+struct TwoNodes {
+    work: TempDir,
+    redis: Redis,
+    pebble: Pebble,
+    origin: Origin,
+    a: Ports,
+    b: Ports,
+}
+
+impl TwoNodes {
+    /// Pebble validates on node A's listeners only (HTTP-01 on its redirect listener,
+    /// TLS-ALPN-01 on its TLS listener): when B orders, A answers from what B published.
+    fn new(tag: &str) -> TwoNodes {
+        let work = TempDir::new(tag);
+        let redis = Redis::start(work.path(), free_port());
+        let (a, b) = (Ports::new(), Ports::new());
+        let pebble = Pebble::start(work.path(), a.redirect.port(), a.tls.port());
+        TwoNodes {
+            redis,
+            pebble,
+            origin: Origin::start("stable"),
+            a,
+            b,
+            work,
+        }
+    }
+
+    /// A node on `ports` with its own folder `storage`; `acme_more` as in [`start_gateway`].
+    fn node(&self, ports: &Ports, storage: &str, acme_more: &str) -> Gateway {
+        start_gateway(
+            ports,
+            &self.pebble.directory,
+            &self.pebble.ca_file,
+            &self.work.path().join(storage),
+            &format!("{acme_more}{}", store_yaml(&self.redis)),
+            &self.origin,
+        )
+    }
+
+    /// Both nodes serve the same certificate, verified against Pebble's root; its serial.
+    fn both_serve(&self, gateway_a: &Gateway, gateway_b: &Gateway, started: Instant) -> String {
+        let serial_a = wait_for_serial(self.a.tls, None, gateway_a, &self.pebble);
+        let serial_b = wait_for_serial(self.b.tls, None, gateway_b, &self.pebble);
+        eprintln!(
+            "both nodes serve the issued certificate {:?} after start",
+            started.elapsed()
+        );
+        assert_eq!(serial_a, serial_b, "both nodes serve the same certificate");
+        let root = self.work.path().join("pebble-root.pem");
+        self.pebble.write_root(&root);
+        assert_eq!(verified_get(self.a.tls, &root), "stable");
+        assert_eq!(verified_get(self.b.tls, &root), "stable");
+        // Exactly one order: Pebble issued one certificate and holds one order, and the
+        // nodes counted one between them.
+        assert_eq!(
+            pebble_counts(&self.pebble),
+            (1, 1),
+            "pebble log:\n{}",
+            self.pebble.log()
+        );
+        let (a, b) = (self.a.metrics, self.b.metrics);
+        assert_eq!(orders(a, "ok") + orders(b, "ok"), 1);
+        assert_eq!(orders(a, "failed") + orders(b, "failed"), 0);
+        serial_a
+    }
+}
+
+/// Two nodes with Redis and the same `tls.acme` names start together: one order is made
+/// (Pebble issues one certificate; the nodes' order counters sum to one), both serve the same
+/// certificate, verified against Pebble's root. A node restarted with an empty folder serves
+/// it from Redis without ordering.
+#[test]
+fn two_nodes_with_redis_order_once_and_both_serve() {
+    let nodes = TwoNodes::new("acme-two");
+    let started = Instant::now();
+    let gateway_a = nodes.node(&nodes.a, "acme-a", "");
+    let gateway_b = nodes.node(&nodes.b, "acme-b", "");
+    let serial = nodes.both_serve(&gateway_a, &gateway_b, started);
+    let ordered_by_a = orders(nodes.a.metrics, "ok") == 1;
+    eprintln!(
+        "the order was made by {}",
+        if ordered_by_a {
+            "node A (Pebble validated it directly)"
+        } else {
+            "node B (A answered from Redis)"
+        }
+    );
+    let follower = if ordered_by_a { &gateway_b } else { &gateway_a };
+    assert!(
+        follower.log().contains("from the store"),
+        "log:\n{}",
+        follower.log()
+    );
+    assert_eq!(acme_status(nodes.a.admin)["storage"], "redis");
+
+    // Restart B with an empty folder: the certificate comes from Redis, nothing is ordered.
+    drop(gateway_b);
+    let restarted = Instant::now();
+    let gateway_b = nodes.node(&nodes.b, "acme-b-empty", "");
+    let again = wait_for_serial(nodes.b.tls, None, &gateway_b, &nodes.pebble);
+    eprintln!(
+        "a restarted node with an empty folder serves the stored certificate {:?} after start",
+        restarted.elapsed()
+    );
+    assert_eq!(again, serial);
+    assert_eq!(
+        orders(nodes.b.metrics, "ok") + orders(nodes.b.metrics, "failed"),
+        0
+    );
+    assert_eq!(pebble_counts(&nodes.pebble).0, 1, "still one certificate");
+}
+
+/// TLS-ALPN-01 across nodes: while a lease (held by the test) is taken, both nodes wait and
+/// say who orders in `/status`; handed to B, the lease lets B order, and A, the node Pebble
+/// validates, answers with the validation certificate B published in Redis. With Redis down
+/// the nodes keep serving, and a node that has no certificate waits for the store (in
+/// `/status`, logged, counted) instead of ordering; once Redis is back it serves the stored
+/// certificate, still without an order.
+#[test]
+fn the_lease_holder_orders_and_every_node_answers_its_challenge() {
+    let mut nodes = TwoNodes::new("acme-lease");
+    let alpn = "    challenge: tls-alpn-01\n";
+    let lease = format!("acme-t:acme:lease:{NAME}");
+    redis_set(&nodes.redis, &lease, "the-test", 60_000);
+    let started = Instant::now();
+    let gateway_a = nodes.node(&nodes.a, "acme-a", alpn);
+    let gateway_b = nodes.node(&nodes.b, "acme-b", alpn);
+    for ports in [&nodes.a, &nodes.b] {
+        wait_until(
+            "waiting for the lease holder",
+            Duration::from_secs(60),
+            || acme_status(ports.admin)["ordering_node"] == "the-test",
+        );
+    }
+    let node_b = acme_status(nodes.b.admin)["node"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    redis_set(&nodes.redis, &lease, &node_b, 30_000);
+    let serial = nodes.both_serve(&gateway_a, &gateway_b, started);
+    assert_eq!(orders(nodes.b.metrics, "ok"), 1, "B held the lease");
+    let (log_a, log_b) = (gateway_a.log(), gateway_b.log());
+    assert!(log_a.contains("from the store"), "log:\n{log_a}");
+    assert!(!log_a.contains("answering the tls-alpn-01"), "{log_a}");
+    assert!(log_b.contains("answering the tls-alpn-01"), "{log_b}");
+
+    // Redis down: both keep serving; a new node with nothing stored waits instead of ordering.
+    nodes.redis.kill();
+    assert_eq!(served_serial(nodes.a.tls).as_deref(), Some(serial.as_str()));
+    assert_eq!(served_serial(nodes.b.tls).as_deref(), Some(serial.as_str()));
+    let c = Ports::new();
+    let gateway_c = nodes.node(&c, "acme-c", alpn);
+    let waited = wait_until("a store error in /status", Duration::from_secs(60), || {
+        acme_status(c.admin)["store_error"].is_string()
+            && metric(c.metrics, "gateway_acme_store_errors_total").unwrap_or(0) >= 2
+    });
+    eprintln!("node C reports the store error {waited:?} after start");
+    let status = acme_status(c.admin);
+    assert_eq!(status["state"], "waiting", "{status}");
+    assert!(served_serial(c.tls).is_none());
+    assert!(
+        gateway_c.log().contains("ordering waits for the store"),
+        "log:\n{}",
+        gateway_c.log()
+    );
+    // Redis back (its append-only file kept the data): C serves the stored certificate.
+    let _redis = Redis::start(nodes.work.path(), nodes.redis.port);
+    let back = Instant::now();
+    let served = wait_for_serial(c.tls, None, &gateway_c, &nodes.pebble);
+    eprintln!(
+        "node C serves the stored certificate {:?} after Redis is back",
+        back.elapsed()
+    );
+    assert_eq!(served, serial);
+    wait_until("the store error cleared", Duration::from_secs(30), || {
+        acme_status(c.admin)["store_error"].is_null()
+    });
+    assert_eq!(orders(c.metrics, "ok") + orders(c.metrics, "failed"), 0);
+    assert_eq!(pebble_counts(&nodes.pebble).0, 1, "still one certificate");
+}
+
+/// A certificate whose storage fails after issuance is served from memory, its storage is
+/// retried (shown in `/status`, counted) and it is not ordered again; once the folder is
+/// writable it is stored.
+#[test]
+fn storage_failure_after_issuance_does_not_order_again() {
+    let ports = Ports::new();
+    let work = TempDir::new("acme-store-fail");
+    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    let origin = Origin::start("stable");
+    let storage = work.path().join("acme");
+    // A folder where the chain file goes: the account and the key are written, the chain is not.
+    let blocker = storage.join(format!("{NAME}.crt"));
+    std::fs::create_dir_all(&blocker).expect("blocker");
+    let gateway = start_gateway(
+        &ports,
+        &pebble.directory,
+        &pebble.ca_file,
+        &storage,
+        "",
+        &origin,
+    );
+    let serial = wait_for_serial(ports.tls, None, &gateway, &pebble);
+    wait_until("storage retried", Duration::from_secs(60), || {
+        metric(ports.metrics, "gateway_acme_store_errors_total").unwrap_or(0) >= 3
+    });
+    let status = acme_status(ports.admin);
+    assert_eq!(status["state"], "issued", "{status}");
+    assert!(status["store_error"].is_string(), "{status}");
+    assert_eq!(
+        status["serial"].as_str().map(str::to_lowercase),
+        Some(serial.to_lowercase())
+    );
+    assert_eq!(orders(ports.metrics, "ok"), 1);
+    assert_eq!(orders(ports.metrics, "failed"), 0);
+    assert_eq!(pebble_counts(&pebble).0, 1);
+    std::fs::remove_dir(&blocker).expect("unblock");
+    let stored = wait_until("stored", Duration::from_secs(30), || blocker.is_file());
+    eprintln!("stored {stored:?} after the folder became writable");
+    wait_until("the store error cleared", Duration::from_secs(30), || {
+        acme_status(ports.admin)["store_error"].is_null()
+    });
+    assert_eq!(served_serial(ports.tls), Some(serial));
+    assert_eq!(orders(ports.metrics, "ok"), 1);
+    assert_eq!(pebble_counts(&pebble).0, 1);
+}

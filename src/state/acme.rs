@@ -69,6 +69,8 @@ pub(crate) struct AcmeStatus {
     pub(crate) last_error: Option<String>,
     /// Where the certificate is kept: `redis` (with `gateway.store`) or `folder`.
     pub(crate) storage: &'static str,
+    /// With a store: this node's id, the name it holds an order lease under.
+    pub(crate) node: Option<String>,
     /// Another node holding this certificate's order lease: it orders, this node serves the
     /// result as soon as it is stored.
     pub(crate) ordering_node: Option<String>,
@@ -238,6 +240,7 @@ impl AcmeService {
             } else {
                 "folder"
             },
+            node: self.shared.as_ref().map(|s| s.node.clone()),
             ordering_node: None,
             store_error: None,
         }
@@ -521,6 +524,9 @@ impl AcmeService {
             slot.status.last_error = None;
             slot.status.ordering_node = None;
             if slot.unsaved.is_none() {
+                // Served from the store, or this node's order that is being stored: the
+                // storage answers.
+                slot.status.store_error = None;
                 slot.retry_at = None;
                 slot.backoff = self.config.retry;
             }
