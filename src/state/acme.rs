@@ -129,6 +129,13 @@ fn replaces(current: Option<&Served>, record: &CertRecord, now: i64) -> bool {
         && current.is_none_or(|c| c.serial != record.serial && record.not_after >= c.not_after)
 }
 
+/// A certificate checked for its name set.
+struct Checked {
+    certified: Arc<rustls::sign::CertifiedKey>,
+    not_after: i64,
+    serial: String,
+}
+
 /// With `gateway.store`: the store and this node's id (the lease holder's name).
 pub(super) struct Shared {
     pub(super) store: Arc<Store>,
@@ -263,6 +270,22 @@ impl AcmeService {
         )
     }
 
+    /// Checks that `chain` and `key` make a certificate for every name of set `index`;
+    /// returns what rustls serves, its expiry and serial.
+    fn check(&self, index: usize, chain: &str, key: &str) -> Result<Checked, String> {
+        let issued = issued_from_pem(chain.as_bytes(), key.as_bytes())?;
+        for name in &self.certificates[index] {
+            if !issued.names.iter().any(|n| n == name) {
+                return Err(format!("the certificate does not name {name}"));
+            }
+        }
+        Ok(Checked {
+            certified: issued.certified,
+            not_after: issued.not_after,
+            serial: issued.serial,
+        })
+    }
+
     /// Serves `chain` and `key` for every name of set `index` and records it as served.
     fn install(
         &self,
@@ -272,12 +295,7 @@ impl AcmeService {
         issued_at: Option<i64>,
     ) -> Result<Served, String> {
         let names = &self.certificates[index];
-        let issued = issued_from_pem(chain.as_bytes(), key.as_bytes())?;
-        for name in names {
-            if !issued.names.iter().any(|n| n == name) {
-                return Err(format!("the certificate does not name {name}"));
-            }
-        }
+        let issued = self.check(index, chain, key)?;
         let certified = issued.certified.clone();
         update_live(|live| {
             for name in names {
@@ -298,26 +316,23 @@ impl AcmeService {
         let names = &self.certificates[index];
         let chain = std::fs::read_to_string(self.chain_file(names)).ok()?;
         let key = std::fs::read_to_string(self.key_file(names)).ok()?;
-        let issued = match issued_from_pem(chain.as_bytes(), key.as_bytes()) {
-            Ok(issued) if issued.not_after <= unix_now() => return None,
-            Ok(issued) => issued,
-            Err(e) => {
-                warn!(
-                    "ACME: the stored certificate for {} is not usable: {e}",
-                    names.join(", ")
-                );
-                return None;
+        // An expired one is not served (and is ordered anew).
+        let usable = self.check(index, &chain, &key).and_then(|checked| {
+            match checked.not_after > unix_now() {
+                true => self.install(index, &chain, &key, None).map(Some),
+                false => Ok(None),
             }
-        };
-        drop(issued);
-        match self.install(index, &chain, &key, None) {
+        });
+        match usable {
             Ok(served) => {
-                info!(
-                    "ACME: serving the stored certificate for {} (serial {})",
-                    names.join(", "),
-                    served.serial
-                );
-                Some(served)
+                if let Some(served) = &served {
+                    info!(
+                        "ACME: serving the stored certificate for {} (serial {})",
+                        names.join(", "),
+                        served.serial
+                    );
+                }
+                served
             }
             Err(e) => {
                 warn!(
@@ -589,13 +604,13 @@ impl AcmeService {
             .await
             .unwrap_or_else(|_| Err(format!("no answer from the CA within {ORDER_TIMEOUT:?}")))
             .and_then(|issued| {
-                let served = self.install(index, &issued.chain, &issued.key, Some(issued_at))?;
+                let checked = self.check(index, &issued.chain, &issued.key)?;
                 Ok(CertRecord {
                     names: names.clone(),
                     chain: issued.chain,
                     key: issued.key,
-                    not_after: served.not_after,
-                    serial: served.serial,
+                    not_after: checked.not_after,
+                    serial: checked.serial,
                     issued_at,
                 })
             });
@@ -608,8 +623,15 @@ impl AcmeService {
                     record.serial
                 );
                 slot.backoff = self.config.retry;
-                self.take_news(index, slot);
+                // Stored before it is served, so a node stopped right after serving it does
+                // not order it again; when storing fails it is served all the same.
+                let (chain, key) = (record.chain.clone(), record.key.clone());
                 self.store_issued(slot, record).await;
+                if let Err(e) = self.install(index, &chain, &key, Some(issued_at)) {
+                    // `check` passed on the same chain and key above.
+                    warn!("ACME: serving the issued certificate: {e}");
+                }
+                self.take_news(index, slot);
             }
             Err(e) => {
                 if let Some(shared) = &self.shared {
