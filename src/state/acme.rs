@@ -19,31 +19,22 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use base64::Engine;
 use log::{info, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::acme_order::{alpn_certificate, write_private};
-use super::acme_shared::{lease_name, CertRecord};
+use super::acme_order::{write_private, Orderer, ORDER_TIMEOUT};
+use super::acme_shared::{follow_challenges, lease_name, CertRecord};
 use super::store::Store;
 use crate::config::acme::{update_live, AcmeConfig, MAX_RETRY};
 use crate::config::issued_from_pem;
 use crate::config::unix_now;
 use crate::state::metrics::METRICS;
 
-/// The longest one order may take, from the account to the issued certificate; past it the
-/// order counts as failed and is retried.
-pub(super) const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// With a store: how often each node reads the certificates and challenges Redis holds.
 pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
-
-/// With a store: how long the ordering node waits after publishing a challenge before the CA
-/// is told to validate, so every node has read it.
-pub(super) const PROPAGATION: Duration = Duration::from_secs(2);
 
 /// With a store: how long an order lease lasts unless renewed (it is renewed every third of
 /// this while the order runs, and the order stops when it cannot be).
@@ -99,7 +90,7 @@ fn set_status(index: usize, status: AcmeStatus) {
 
 /// The certificate served for one name set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Served {
+struct Served {
     not_after: i64,
     serial: String,
     /// When it was issued, when known (a certificate read from the folder has none).
@@ -137,19 +128,19 @@ struct Checked {
 }
 
 /// With `gateway.store`: the store and this node's id (the lease holder's name).
-pub(super) struct Shared {
-    pub(super) store: Arc<Store>,
-    pub(super) node: String,
+struct Shared {
+    store: Arc<Store>,
+    node: String,
 }
 
 /// The background service ordering and renewing the certificates.
 pub(crate) struct AcmeService {
-    pub(super) config: AcmeConfig,
+    config: AcmeConfig,
     /// One name set per certificate.
     certificates: Vec<Vec<String>>,
     /// The certificate served for each set, changed by orders here and by the store.
     served: Mutex<Vec<Option<Served>>>,
-    pub(super) shared: Option<Shared>,
+    shared: Option<Shared>,
     /// Wakes the order loop when a certificate from the store is served.
     changed: tokio::sync::Notify,
 }
@@ -219,6 +210,13 @@ impl AcmeService {
                 .map(|i| self.initial_status(i))
                 .collect(),
         ));
+    }
+
+    fn orderer(&self) -> Orderer<'_> {
+        Orderer {
+            config: &self.config,
+            store: self.shared.as_ref().map(|s| &*s.store),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Option<Served>>> {
@@ -590,11 +588,12 @@ impl AcmeService {
             slot.status.store_error = None;
         }
         info!("ACME: ordering a certificate for {}", names.join(", "));
+        let orderer = self.orderer();
         let order = async {
             match &self.shared {
-                None => self.order(names).await,
+                None => orderer.order(names).await,
                 Some(shared) => tokio::select! {
-                    issued = self.order(names) => issued,
+                    issued = orderer.order(names) => issued,
                     stop = self.keep_lease(shared, names) => Err(stop),
                 },
             }
@@ -742,54 +741,6 @@ impl AcmeService {
     }
 }
 
-/// Answers the challenges published in the store (`next_*`) and stops answering those
-/// withdrawn since the last look (`seen_*`, which become the new ones). This node's own
-/// challenges are answered by its order whether or not the store has them.
-fn follow_challenges(
-    seen_tokens: &mut HashMap<String, String>,
-    next_tokens: HashMap<String, String>,
-    seen_alpn: &mut HashMap<String, String>,
-    next_alpn: HashMap<String, String>,
-) {
-    if *seen_tokens == next_tokens && *seen_alpn == next_alpn {
-        return;
-    }
-    let mut certified = Vec::new();
-    for (name, digest) in &next_alpn {
-        if seen_alpn.get(name) == Some(digest) {
-            continue;
-        }
-        let made = base64::engine::general_purpose::STANDARD
-            .decode(digest)
-            .map_err(|e| e.to_string())
-            .and_then(|digest| alpn_certificate(name, &digest));
-        match made {
-            Ok(cert) => certified.push((name.clone(), cert)),
-            Err(e) => warn!("ACME: the published tls-alpn-01 challenge for {name}: {e}"),
-        }
-    }
-    update_live(|live| {
-        for token in seen_tokens.keys() {
-            if !next_tokens.contains_key(token) {
-                live.tokens.remove(token);
-            }
-        }
-        for (token, answer) in &next_tokens {
-            live.tokens.insert(token.clone(), answer.clone());
-        }
-        for name in seen_alpn.keys() {
-            if !next_alpn.contains_key(name) {
-                live.alpn.remove(name);
-            }
-        }
-        for (name, cert) in &certified {
-            live.alpn.insert(name.clone(), cert.clone());
-        }
-    });
-    *seen_tokens = next_tokens;
-    *seen_alpn = next_alpn;
-}
-
 #[async_trait]
 impl BackgroundService for AcmeService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -868,36 +819,5 @@ mod tests {
             &record("02", now + 20 * DAY),
             now
         ));
-    }
-
-    /// Published challenges are answered; withdrawn ones stop being answered, and a token this
-    /// node's own order added (never seen in the store) is left alone.
-    #[test]
-    fn challenges_follow_the_store() {
-        update_live(|live| {
-            live.tokens.insert("own-token".into(), "own".into());
-        });
-        let (mut tokens, mut alpn) = (HashMap::new(), HashMap::new());
-        let digest = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        follow_challenges(
-            &mut tokens,
-            HashMap::from([("t1".to_string(), "answer1".to_string())]),
-            &mut alpn,
-            HashMap::from([("follow.test".to_string(), digest)]),
-        );
-        let live = crate::config::acme::live().load();
-        assert_eq!(live.tokens.get("t1").map(String::as_str), Some("answer1"));
-        assert!(live.alpn.contains_key("follow.test"));
-        follow_challenges(&mut tokens, HashMap::new(), &mut alpn, HashMap::new());
-        let live = crate::config::acme::live().load();
-        assert!(!live.tokens.contains_key("t1"));
-        assert!(!live.alpn.contains_key("follow.test"));
-        assert_eq!(
-            live.tokens.get("own-token").map(String::as_str),
-            Some("own")
-        );
-        update_live(|live| {
-            live.tokens.remove("own-token");
-        });
     }
 }

@@ -16,9 +16,25 @@ use instant_acme::{
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::acme::{AcmeService, ORDER_TIMEOUT, PROPAGATION};
-use crate::config::acme::{update_live, AcmeChallenge};
+use super::store::Store;
+use crate::config::acme::{update_live, AcmeChallenge, AcmeConfig};
 use crate::config::validation_certificate;
+
+/// The longest one order may take, from the account to the issued certificate; past it the
+/// order counts as failed and is retried.
+pub(super) const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// With a store: how long the ordering node waits after publishing a challenge before the CA
+/// is told to validate, so every node has read it (each reads the store every second:
+/// state/acme.rs `FOLLOW_INTERVAL`).
+pub(super) const PROPAGATION: Duration = Duration::from_secs(2);
+
+/// What an order needs: the ACME settings and, with `gateway.store`, the store holding the
+/// account and receiving the challenges for the other nodes.
+pub(super) struct Orderer<'a> {
+    pub(super) config: &'a AcmeConfig,
+    pub(super) store: Option<&'a Store>,
+}
 
 /// The account as stored: the credentials and the directory they belong to.
 #[derive(Serialize, Deserialize)]
@@ -35,7 +51,7 @@ pub(super) struct Issued {
     pub(super) key: String,
 }
 
-impl AcmeService {
+impl Orderer<'_> {
     /// The account: the stored one for this directory (in Redis with a store, else in the
     /// folder), else a new one, stored.
     async fn account(&self) -> Result<Account, String> {
@@ -44,9 +60,8 @@ impl AcmeService {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
         };
-        let stored = match &self.shared {
-            Some(shared) => shared
-                .store
+        let stored = match self.store {
+            Some(store) => store
                 .acme_account()
                 .await
                 .map_err(|e| format!("reading the account from the store: {e}"))?
@@ -94,10 +109,9 @@ impl AcmeService {
             credentials,
         };
         let text = serde_json::to_string_pretty(&stored).map_err(|e| e.to_string())?;
-        match &self.shared {
-            Some(shared) => {
-                let written = shared
-                    .store
+        match self.store {
+            Some(store) => {
+                let written = store
                     .put_acme_account(&text, replace)
                     .await
                     .map_err(|e| format!("storing the account: {e}"))?;
@@ -168,9 +182,8 @@ impl AcmeService {
                         (name.clone(), encoded)
                     }
                 };
-                if let Some(shared) = &self.shared {
-                    shared
-                        .store
+                if let Some(store) = self.store {
+                    store
                         .publish_challenge(kind, &field, &value, ORDER_TIMEOUT)
                         .await
                         .map_err(|e| format!("publishing the challenge for {name}: {e}"))?;
@@ -201,8 +214,8 @@ impl AcmeService {
                 live.alpn.remove(name);
             }
         });
-        if let Some(shared) = &self.shared {
-            if let Err(e) = shared.store.withdraw_challenges(kind, &published).await {
+        if let Some(store) = self.store {
+            if let Err(e) = store.withdraw_challenges(kind, &published).await {
                 // They expire on their own after ORDER_TIMEOUT.
                 warn!("ACME: withdrawing the challenges from the store: {e}");
             }

@@ -17,11 +17,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use base64::Engine;
+use log::warn;
 use serde::{Deserialize, Serialize};
 
+use super::acme_order::alpn_certificate;
 use super::store::Store;
 use super::StateError;
-use crate::config::acme::AcmeChallenge;
+use crate::config::acme::{update_live, AcmeChallenge};
 
 /// One certificate as Redis holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +216,54 @@ impl Store {
     }
 }
 
+/// Answers the challenges published in the store (`next_*`) and stops answering those
+/// withdrawn since the last look (`seen_*`, which become the new ones). This node's own
+/// challenges are answered by its order whether or not the store has them.
+pub(super) fn follow_challenges(
+    seen_tokens: &mut HashMap<String, String>,
+    next_tokens: HashMap<String, String>,
+    seen_alpn: &mut HashMap<String, String>,
+    next_alpn: HashMap<String, String>,
+) {
+    if *seen_tokens == next_tokens && *seen_alpn == next_alpn {
+        return;
+    }
+    let mut certified = Vec::new();
+    for (name, digest) in &next_alpn {
+        if seen_alpn.get(name) == Some(digest) {
+            continue;
+        }
+        let made = base64::engine::general_purpose::STANDARD
+            .decode(digest)
+            .map_err(|e| e.to_string())
+            .and_then(|digest| alpn_certificate(name, &digest));
+        match made {
+            Ok(cert) => certified.push((name.clone(), cert)),
+            Err(e) => warn!("ACME: the published tls-alpn-01 challenge for {name}: {e}"),
+        }
+    }
+    update_live(|live| {
+        for token in seen_tokens.keys() {
+            if !next_tokens.contains_key(token) {
+                live.tokens.remove(token);
+            }
+        }
+        for (token, answer) in &next_tokens {
+            live.tokens.insert(token.clone(), answer.clone());
+        }
+        for name in seen_alpn.keys() {
+            if !next_alpn.contains_key(name) {
+                live.alpn.remove(name);
+            }
+        }
+        for (name, cert) in &certified {
+            live.alpn.insert(name.clone(), cert.clone());
+        }
+    });
+    *seen_tokens = next_tokens;
+    *seen_alpn = next_alpn;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +294,36 @@ mod tests {
         assert_eq!(parse_record(Some(text)), Some(record));
         assert_eq!(parse_record(Some("{".into())), None);
         assert_eq!(parse_record(None), None);
+    }
+
+    /// Published challenges are answered; withdrawn ones stop being answered, and a token this
+    /// node's own order added (never seen in the store) is left alone.
+    #[test]
+    fn challenges_follow_the_store() {
+        update_live(|live| {
+            live.tokens.insert("own-token".into(), "own".into());
+        });
+        let (mut tokens, mut alpn) = (HashMap::new(), HashMap::new());
+        let digest = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        follow_challenges(
+            &mut tokens,
+            HashMap::from([("t1".to_string(), "answer1".to_string())]),
+            &mut alpn,
+            HashMap::from([("follow.test".to_string(), digest)]),
+        );
+        let live = crate::config::acme::live().load();
+        assert_eq!(live.tokens.get("t1").map(String::as_str), Some("answer1"));
+        assert!(live.alpn.contains_key("follow.test"));
+        follow_challenges(&mut tokens, HashMap::new(), &mut alpn, HashMap::new());
+        let live = crate::config::acme::live().load();
+        assert!(!live.tokens.contains_key("t1"));
+        assert!(!live.alpn.contains_key("follow.test"));
+        assert_eq!(
+            live.tokens.get("own-token").map(String::as_str),
+            Some("own")
+        );
+        update_live(|live| {
+            live.tokens.remove("own-token");
+        });
     }
 }
