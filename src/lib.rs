@@ -211,7 +211,7 @@ pub fn add_services(
         ));
     }
     if let Some(acme) = acme {
-        // With `gateway.store` the account and certificates live in Redis (state/acme.rs).
+        // With `gateway.store` the account and certificates live in Redis (state/acme/).
         let acme = acme.with_store(controller.store(), controller.node());
         server.add_service(background_service("acme certificates", acme));
     }

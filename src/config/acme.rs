@@ -1,6 +1,6 @@
 //! `gateway.acme` validated into [`AcmeConfig`], and the live ACME material the TLS
 //! listeners and the HTTP-01 answer read: issued certificates and pending challenges by name,
-//! behind one arc-swap that only the ACME task (state/acme.rs) replaces. It lives here, below
+//! behind one arc-swap that only the ACME task (state/acme/) replaces. It lives here, below
 //! the state layer, because a listener's certificate resolver (built at validation) reads it.
 
 use std::collections::HashMap;

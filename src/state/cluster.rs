@@ -7,7 +7,7 @@
 //! - `control` (hash): `version` and `doc`, the control state as JSON;
 //! - `audit` (list): audit entries as JSON, newest first, at most `AUDIT_LIMIT`;
 //! - `plan-lease` (string): the id of the node that judges plans, with an expiry;
-//! - `acme:*`: ACME's account, certificates, order leases and challenges (see state/acme_shared.rs);
+//! - `acme:*`: ACME's account, certificates, order leases and challenges (see state/acme/shared.rs);
 //! - `figures:{route}:{rule}:{step start}` (hash): the step's counts summed over nodes, kept a day.
 
 use std::collections::HashMap;
@@ -18,8 +18,8 @@ use serde::Serialize;
 use super::audit::{AuditEntry, AUDIT_LIMIT};
 use super::figures::{Figures, BUCKETS};
 use super::overlay::{ControlMessage, Overlay};
-use super::store::Store;
-use super::StateError;
+use crate::state::store::Store;
+use crate::state::StateError;
 
 /// Writes the control state if Redis holds an older version: the state, the audit entries and
 /// the announcement go in one step. Returns the newer state Redis holds instead, if any.

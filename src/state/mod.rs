@@ -6,8 +6,6 @@
 //! the controller's methods. The store reaches the controller only through a callback.
 
 pub(crate) mod acme;
-mod acme_order;
-mod acme_shared;
 pub(crate) mod audit;
 mod certificates;
 mod changes;

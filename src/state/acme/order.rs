@@ -2,7 +2,7 @@
 //! the challenges answered through the live ACME material (and, with `gateway.store`,
 //! published in Redis so every node answers them), the CSR made by rcgen, and the issued
 //! chain with its key. What to do with the result (serve it, store it) is the ACME task's
-//! (state/acme.rs).
+//! (state/acme/mod.rs).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use instant_acme::{
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use super::store::Store;
 use crate::config::acme::{update_live, AcmeChallenge, AcmeConfig};
 use crate::config::validation_certificate;
+use crate::state::store::Store;
 
 /// The longest one order may take, from the account to the issued certificate; past it the
 /// order counts as failed and is retried.
@@ -26,7 +26,7 @@ pub(super) const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// With a store: how long the ordering node waits after publishing a challenge before the CA
 /// is told to validate, so every node has read it (each reads the store every second:
-/// state/acme.rs `FOLLOW_INTERVAL`).
+/// state/acme/mod.rs `FOLLOW_INTERVAL`).
 pub(super) const PROPAGATION: Duration = Duration::from_secs(2);
 
 /// What an order needs: the ACME settings and, with `gateway.store`, the store holding the
@@ -160,7 +160,7 @@ impl Orderer<'_> {
                     .ok_or_else(|| format!("the CA offers no {} challenge", kind.as_str()))?;
                 let name = challenge.identifier().to_string();
                 let key_authorization = challenge.key_authorization();
-                // The field and value other nodes answer from (state/acme_shared.rs).
+                // The field and value other nodes answer from (state/acme/shared.rs).
                 let (field, value) = match kind {
                     AcmeChallenge::Http01 => {
                         let token = challenge.token.clone();

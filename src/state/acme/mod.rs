@@ -1,11 +1,11 @@
 //! The ACME task: for each TLS listener's `tls.acme` names, one certificate ordered from the
-//! CA in `gateway.acme` (the order itself: state/acme_order.rs), served as soon as it is
+//! CA in `gateway.acme` (the order itself: state/acme/order.rs), served as soon as it is
 //! issued and renewed when it expires within `renew_before`. Failed orders are retried with a
 //! doubling wait, logged, counted (`gateway_acme_orders_total{result="failed"}`) and shown in
 //! `/status`.
 //!
 //! Without a store the account and the certificates live in the storage folder. With
-//! `gateway.store` they live in Redis (state/acme_shared.rs): a node orders a certificate only
+//! `gateway.store` they live in Redis (state/acme/shared.rs): a node orders a certificate only
 //! under that certificate's lease, after checking that Redis holds none that is still good;
 //! every node reads Redis every [`FOLLOW_INTERVAL`] and serves what another node stored, and
 //! answers the challenges another node published. The folder then is a local copy. A
@@ -14,24 +14,31 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use serde::Serialize;
 use tokio::time::Instant;
 
-use super::acme_order::{write_private, Orderer, ORDER_TIMEOUT};
-use super::acme_shared::{follow_challenges, lease_name, CertRecord};
-use super::store::Store;
+mod order;
+mod schedule;
+mod shared;
+mod status;
+
+use order::{write_private, Orderer, ORDER_TIMEOUT};
+use schedule::{due_in, replaces, Served};
+use shared::{follow_challenges, lease_name, CertRecord};
+use status::{set_status, STATUS};
+pub(crate) use status::{statuses, AcmeStatus};
+
 use crate::config::acme::{update_live, AcmeConfig, MAX_RETRY};
 use crate::config::issued_from_pem;
 use crate::config::unix_now;
 use crate::state::metrics::METRICS;
+use crate::state::store::Store;
 
 /// With a store: how often each node reads the certificates and challenges Redis holds.
 pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,82 +50,6 @@ const LEASE_TTL: Duration = Duration::from_secs(30);
 /// The wait before looking again when another node holds the lease, the store does not
 /// answer, or an issued certificate is not stored yet.
 const STORE_RETRY: Duration = Duration::from_secs(2);
-
-/// Where one certificate stands, as `/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct AcmeStatus {
-    /// The names of the certificate (the listener's `tls.acme`).
-    pub(crate) names: Vec<String>,
-    /// `waiting` (none issued yet), `issued`, or `failing` (the last order failed; an issued
-    /// certificate, if any, is still served).
-    pub(crate) state: &'static str,
-    /// The served certificate's expiry (seconds since the Unix epoch) and serial.
-    pub(crate) not_after: Option<i64>,
-    pub(crate) serial: Option<String>,
-    /// Failed orders in a row, and the last one's error.
-    pub(crate) failures: u32,
-    pub(crate) last_error: Option<String>,
-    /// Where the certificate is kept: `redis` (with `gateway.store`) or `folder`.
-    pub(crate) storage: &'static str,
-    /// With a store: this node's id, the name it holds an order lease under.
-    pub(crate) node: Option<String>,
-    /// Another node holding this certificate's order lease: it orders, this node serves the
-    /// result as soon as it is stored.
-    pub(crate) ordering_node: Option<String>,
-    /// The storage's last error while it keeps this node from ordering (Redis does not
-    /// answer) or keeps an issued certificate from being stored (retried; the certificate is
-    /// served meanwhile). `None` when storage works.
-    pub(crate) store_error: Option<String>,
-}
-
-static STATUS: LazyLock<ArcSwap<Vec<AcmeStatus>>> = LazyLock::new(ArcSwap::default);
-
-/// Every ACME certificate's status, in listener order.
-pub(crate) fn statuses() -> Arc<Vec<AcmeStatus>> {
-    STATUS.load_full()
-}
-
-fn set_status(index: usize, status: AcmeStatus) {
-    STATUS.rcu(|all| {
-        let mut all = Vec::clone(all);
-        if index < all.len() {
-            all[index] = status.clone();
-        }
-        all
-    });
-}
-
-/// The certificate served for one name set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Served {
-    not_after: i64,
-    serial: String,
-    /// When it was issued, when known (a certificate read from the folder has none).
-    issued_at: Option<i64>,
-}
-
-/// When the certificate `served` is due to be ordered again, from `now` (Unix seconds): at
-/// `renew_before` before its expiry, never within `retry` of its issuance (a `renew_before`
-/// longer than the CA's certificates live would otherwise order without pause), at once when
-/// there is none.
-fn due_in(served: Option<&Served>, renew_before: Duration, retry: Duration, now: i64) -> Duration {
-    let Some(served) = served else {
-        return Duration::ZERO;
-    };
-    let renew_at = served.not_after - renew_before.as_secs() as i64;
-    let earliest = served
-        .issued_at
-        .map_or(i64::MIN, |at| at + retry.as_secs().max(1) as i64);
-    Duration::from_secs((renew_at.max(earliest) - now).max(0) as u64)
-}
-
-/// Whether a certificate read from the store replaces the one served: it is another one, not
-/// expired, and does not expire before the served one (an older copy in the store, while this
-/// node's newer certificate waits to be stored, is not served).
-fn replaces(current: Option<&Served>, record: &CertRecord, now: i64) -> bool {
-    record.not_after > now
-        && current.is_none_or(|c| c.serial != record.serial && record.not_after >= c.not_after)
-}
 
 /// A certificate checked for its name set.
 struct Checked {
@@ -751,73 +682,5 @@ impl BackgroundService for AcmeService {
             },
             None => self.run_orders(&mut shutdown).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DAY: i64 = 86_400;
-
-    fn served(not_after: i64, issued_at: Option<i64>) -> Served {
-        Served {
-            not_after,
-            serial: "01".into(),
-            issued_at,
-        }
-    }
-
-    /// Due at once without a certificate; at `renew_before` before expiry; never within
-    /// `retry` of issuance (a `renew_before` longer than the certificate's life).
-    #[test]
-    fn due_times() {
-        let (now, renew, retry) = (
-            1_000 * DAY,
-            Duration::from_secs(30 * DAY as u64),
-            Duration::from_secs(10),
-        );
-        assert_eq!(due_in(None, renew, retry, now), Duration::ZERO);
-        let good = served(now + 90 * DAY, Some(now));
-        assert_eq!(
-            due_in(Some(&good), renew, retry, now),
-            Duration::from_secs(60 * DAY as u64)
-        );
-        let near = served(now + 10 * DAY, None);
-        assert_eq!(due_in(Some(&near), renew, retry, now), Duration::ZERO);
-        let fresh = served(now + 10 * DAY, Some(now - 4));
-        assert_eq!(
-            due_in(Some(&fresh), renew, retry, now),
-            Duration::from_secs(6)
-        );
-    }
-
-    /// A certificate from the store replaces the served one when it is another, unexpired and
-    /// not older; the same one, an expired one or an older one does not.
-    #[test]
-    fn store_certificates_replace_only_newer_ones() {
-        let now = 1_000 * DAY;
-        let record = |serial: &str, not_after: i64| CertRecord {
-            names: vec!["a.test".into()],
-            chain: String::new(),
-            key: String::new(),
-            not_after,
-            serial: serial.into(),
-            issued_at: now,
-        };
-        let current = served(now + 50 * DAY, None);
-        assert!(replaces(None, &record("02", now + DAY), now));
-        assert!(!replaces(None, &record("02", now - 1), now));
-        assert!(replaces(Some(&current), &record("02", now + 90 * DAY), now));
-        assert!(!replaces(
-            Some(&current),
-            &record("01", now + 90 * DAY),
-            now
-        ));
-        assert!(!replaces(
-            Some(&current),
-            &record("02", now + 20 * DAY),
-            now
-        ));
     }
 }

@@ -1,4 +1,4 @@
-//! What the ACME task (state/acme.rs) keeps in Redis with `gateway.store`, so one node orders
+//! What the ACME task (state/acme/mod.rs) keeps in Redis with `gateway.store`, so one node orders
 //! a certificate and every node serves it: the account, each certificate, the per-certificate
 //! order lease and the pending challenges.
 //!
@@ -21,10 +21,10 @@ use base64::Engine;
 use log::warn;
 use serde::{Deserialize, Serialize};
 
-use super::acme_order::alpn_certificate;
-use super::store::Store;
-use super::StateError;
+use super::order::alpn_certificate;
 use crate::config::acme::{update_live, AcmeChallenge};
+use crate::state::store::Store;
+use crate::state::StateError;
 
 /// One certificate as Redis holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
