@@ -468,8 +468,8 @@ impl AcmeService {
             slot.status.last_error = None;
             slot.status.ordering_node = None;
             if slot.unsaved.is_none() {
-                // Served from the store, or this node's order that is being stored: the
-                // storage answers.
+                // Served from the store, or this node's own order, stored: the storage
+                // answers.
                 slot.status.store_error = None;
                 slot.retry_at = None;
                 slot.backoff = self.config.retry;
