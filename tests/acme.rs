@@ -909,3 +909,81 @@ fn storage_failure_after_issuance_does_not_order_again() {
     assert_eq!(orders(ports.metrics, "ok"), 1);
     assert_eq!(pebble_counts(&pebble).0, 1);
 }
+
+/// Runs one Redis command in the test's Redis (as its default user).
+fn redis_cmd(redis: &Redis, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_connection().expect("connect to redis");
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut conn).expect("redis command")
+}
+
+/// With a store, a certificate whose write to Redis is refused after issuance (an ACL lets
+/// the node take the lease and publish challenges but not write certificates) is served from
+/// memory, the failure is shown and counted, the write retried — and nothing is ordered
+/// again. Once Redis accepts the write, the certificate is in Redis and a second node serves it.
+#[test]
+fn a_refused_store_write_does_not_order_again() {
+    let mut nodes = TwoNodes::new("acme-store-refused");
+    // Reads everywhere; writes only where an order needs them, not the certificates.
+    redis_cmd(
+        &nodes.redis,
+        &[
+            "ACL",
+            "SETUSER",
+            "default",
+            "resetkeys",
+            "%R~*",
+            "~acme-t:acme:lease:*",
+            "~acme-t:acme:http-01",
+            "~acme-t:acme:tls-alpn-01",
+            "~acme-t:acme:account",
+        ],
+    );
+    let gateway_a = nodes.node(&nodes.a, "acme-a", "");
+    let serial = wait_for_serial(nodes.a.tls, None, &gateway_a, &nodes.pebble);
+    wait_until("the write retried", Duration::from_secs(60), || {
+        metric(nodes.a.metrics, "gateway_acme_store_errors_total").unwrap_or(0) >= 3
+    });
+    let status = acme_status(nodes.a.admin);
+    assert_eq!(status["state"], "issued", "{status}");
+    assert!(
+        status["store_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("NOPERM") || e.contains("no permissions")),
+        "{status}"
+    );
+    assert_eq!(orders(nodes.a.metrics, "ok"), 1);
+    assert_eq!(orders(nodes.a.metrics, "failed"), 0);
+    assert_eq!(pebble_counts(&nodes.pebble).0, 1);
+    let cert_key = format!("acme-t:acme:cert:{NAME}");
+    assert_eq!(
+        redis_cmd(&nodes.redis, &["EXISTS", &cert_key]),
+        redis::Value::Int(0)
+    );
+    // Writes allowed again: stored at the next retry, the error cleared; B serves it.
+    redis_cmd(&nodes.redis, &["ACL", "SETUSER", "default", "allkeys"]);
+    let stored = wait_until("stored in Redis", Duration::from_secs(30), || {
+        redis_cmd(&nodes.redis, &["EXISTS", &cert_key]) == redis::Value::Int(1)
+    });
+    eprintln!("stored {stored:?} after Redis accepted writes");
+    wait_until("the store error cleared", Duration::from_secs(30), || {
+        acme_status(nodes.a.admin)["store_error"].is_null()
+    });
+    let gateway_b = nodes.node(&nodes.b, "acme-b", "");
+    let served = wait_for_serial(nodes.b.tls, None, &gateway_b, &nodes.pebble);
+    assert_eq!(served, serial);
+    assert_eq!(
+        orders(nodes.a.metrics, "ok") + orders(nodes.b.metrics, "ok"),
+        1
+    );
+    assert_eq!(
+        pebble_counts(&nodes.pebble).0,
+        1,
+        "one certificate issued in all"
+    );
+    nodes.redis.kill();
+}
