@@ -987,3 +987,45 @@ fn a_refused_store_write_does_not_order_again() {
     );
     nodes.redis.kill();
 }
+
+/// A certificate a node ordered into its folder before `gateway.store` was configured is
+/// offered to Redis when Redis holds none, so a second node serves it instead of ordering.
+#[test]
+fn a_folder_certificate_from_before_the_store_is_shared() {
+    let nodes = TwoNodes::new("acme-migrate");
+    let serial = {
+        let alone = start_gateway(
+            &nodes.a,
+            &nodes.pebble.directory,
+            &nodes.pebble.ca_file,
+            &nodes.work.path().join("acme-a"),
+            "",
+            &nodes.origin,
+        );
+        wait_for_serial(nodes.a.tls, None, &alone, &nodes.pebble)
+    };
+    let gateway_a = nodes.node(&nodes.a, "acme-a", "");
+    assert_eq!(served_serial(nodes.a.tls).as_deref(), Some(serial.as_str()));
+    let cert_key = format!("acme-t:acme:cert:{NAME}");
+    let offered = wait_until("offered to Redis", Duration::from_secs(30), || {
+        redis_cmd(&nodes.redis, &["EXISTS", &cert_key]) == redis::Value::Int(1)
+    });
+    eprintln!("the folder certificate is in Redis {offered:?} after A started");
+    let gateway_b = nodes.node(&nodes.b, "acme-b", "");
+    let served = wait_for_serial(nodes.b.tls, None, &gateway_b, &nodes.pebble);
+    assert_eq!(served, serial);
+    assert!(
+        gateway_a.log().contains("is now in the store"),
+        "log:\n{}",
+        gateway_a.log()
+    );
+    assert_eq!(
+        orders(nodes.a.metrics, "ok") + orders(nodes.b.metrics, "ok"),
+        0
+    );
+    assert_eq!(
+        pebble_counts(&nodes.pebble).0,
+        1,
+        "one certificate issued in all"
+    );
+}

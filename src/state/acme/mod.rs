@@ -624,12 +624,61 @@ impl AcmeService {
         }
     }
 
+    /// Stores in Redis, when it holds none for set `index`, the certificate this node serves
+    /// from its folder (ordered before `gateway.store` was configured), so the other nodes
+    /// serve it instead of ordering one. `offered`: the serial offered last time.
+    async fn offer(&self, index: usize, shared: &Shared, offered: &mut Option<String>) {
+        let Some(served) = self.served(index) else {
+            return;
+        };
+        if offered.as_ref() == Some(&served.serial) {
+            return;
+        }
+        *offered = Some(served.serial.clone());
+        let names = &self.certificates[index];
+        let (Ok(chain), Ok(key)) = (
+            std::fs::read_to_string(self.chain_file(names)),
+            std::fs::read_to_string(self.key_file(names)),
+        ) else {
+            return;
+        };
+        // Only the very certificate served (an issued one waiting to be stored is not in the
+        // folder yet, and is stored by the order loop).
+        match self.check(index, &chain, &key) {
+            Ok(checked) if checked.serial == served.serial && checked.not_after > unix_now() => {}
+            _ => return,
+        }
+        let record = CertRecord {
+            names: names.clone(),
+            chain,
+            key,
+            not_after: served.not_after,
+            serial: served.serial.clone(),
+            issued_at: served.issued_at.unwrap_or(0),
+        };
+        match shared.store.offer_acme_certificate(&record).await {
+            Ok(true) => info!(
+                "ACME: the certificate for {} in this node's folder is now in the store (serial {})",
+                names.join(", "),
+                record.serial
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                // Tried again at the next look.
+                *offered = None;
+                warn!("ACME: offering the certificate to the store: {e}");
+            }
+        }
+    }
+
     /// With a store: every [`FOLLOW_INTERVAL`], serves the certificates other nodes stored and
     /// answers the challenges they published. Redis down: what is served stays (logged once).
     async fn follow(&self, shared: &Shared) {
         let mut tokens: HashMap<String, String> = HashMap::new();
         let mut alpn: HashMap<String, String> = HashMap::new();
         let mut unusable: Vec<String> = Vec::new();
+        // The serial this node last offered for each set (see `offer`), so each is read once.
+        let mut offered: Vec<Option<String>> = vec![None; self.certificates.len()];
         let mut down = false;
         loop {
             match shared.store.acme_shared(&self.certificates).await {
@@ -640,7 +689,10 @@ impl AcmeService {
                     }
                     let mut changed = false;
                     for (index, record) in state.certificates.iter().enumerate() {
-                        let Some(record) = record else { continue };
+                        let Some(record) = record else {
+                            self.offer(index, shared, &mut offered[index]).await;
+                            continue;
+                        };
                         if unusable.contains(&record.serial) {
                             continue;
                         }

@@ -128,17 +128,34 @@ impl Store {
 
     /// Stores a certificate (replacing the one before it).
     pub(crate) async fn put_acme_certificate(&self, record: &CertRecord) -> Result<(), StateError> {
+        self.set_acme_certificate(record, false).await.map(|_| ())
+    }
+
+    /// Stores a certificate when Redis holds none for its names; `true` when written.
+    pub(crate) async fn offer_acme_certificate(
+        &self,
+        record: &CertRecord,
+    ) -> Result<bool, StateError> {
+        self.set_acme_certificate(record, true).await
+    }
+
+    async fn set_acme_certificate(
+        &self,
+        record: &CertRecord,
+        only_if_absent: bool,
+    ) -> Result<bool, StateError> {
         let text =
             serde_json::to_string(record).map_err(|e| StateError::internal(e.to_string()))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&cert_name(&record.names))).arg(text);
+        if only_if_absent {
+            cmd.arg("NX");
+        }
         let mut conn = self.connection().await?;
-        self.timed(
-            "ACME certificate",
-            redis::cmd("SET")
-                .arg(self.key(&cert_name(&record.names)))
-                .arg(text)
-                .query_async::<()>(&mut conn),
-        )
-        .await
+        let written: Option<String> = self
+            .timed("ACME certificate", cmd.query_async(&mut conn))
+            .await?;
+        Ok(written.is_some())
     }
 
     /// The stored account (JSON), if any.
