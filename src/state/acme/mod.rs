@@ -5,14 +5,14 @@
 //! `/status`.
 //!
 //! Without a store the account and the certificates live in the storage folder. With
-//! `gateway.store` they live in Redis (state/acme/shared.rs): a node orders a certificate only
+//! `gateway.store` they live in Redis (keys: state/acme/shared.rs; following the store and
+//! claiming an order: state/acme/cluster.rs): a node orders a certificate only
 //! under that certificate's lease, after checking that Redis holds none that is still good;
 //! every node reads Redis every [`FOLLOW_INTERVAL`] and serves what another node stored, and
 //! answers the challenges another node published. The folder then is a local copy. A
 //! certificate that was issued is never ordered again because storing it failed: it is served
 //! from memory and its storage retried.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,14 +23,15 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::time::Instant;
 
+mod cluster;
 mod order;
 mod schedule;
 mod shared;
 mod status;
 
 use order::{write_private, Orderer, ORDER_TIMEOUT};
-use schedule::{due_in, replaces, Served};
-use shared::{follow_challenges, lease_name, CertRecord};
+use schedule::{due_in, Served};
+use shared::{lease_name, CertRecord};
 use status::{set_status, STATUS};
 pub(crate) use status::{statuses, AcmeStatus};
 
@@ -298,112 +299,6 @@ impl AcmeService {
         }
     }
 
-    /// Serves a certificate read from the store when it replaces the served one; `true` when
-    /// it does.
-    fn take_from_store(&self, index: usize, record: &CertRecord) -> Result<bool, String> {
-        if !replaces(self.served(index).as_ref(), record, unix_now()) {
-            return Ok(false);
-        }
-        let served = self.install(index, &record.chain, &record.key, Some(record.issued_at))?;
-        info!(
-            "ACME: serving the certificate for {} from the store (serial {})",
-            self.certificates[index].join(", "),
-            served.serial
-        );
-        if let Err(e) = self.write_folder(record) {
-            warn!("ACME: the local copy of the certificate was not written: {e}");
-        }
-        Ok(true)
-    }
-
-    /// Whether the store's certificate for set `index` is good and not due (it is then
-    /// served), or whether it must be ordered.
-    async fn stored_is_good(&self, index: usize, shared: &Shared) -> Result<bool, String> {
-        let names = &self.certificates[index];
-        let Some(record) = shared
-            .store
-            .acme_certificate(names)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(false);
-        };
-        if let Err(e) = self.take_from_store(index, &record) {
-            warn!(
-                "ACME: the certificate for {} in the store is not usable ({e}); ordering one",
-                names.join(", ")
-            );
-            return Ok(false);
-        }
-        let served = self.served(index);
-        Ok(served.as_ref().is_some_and(|s| s.serial == record.serial)
-            && !self.due_in(index).is_zero())
-    }
-
-    /// Asks the store whether this node orders set `index` now: the store's certificate is
-    /// checked before and after taking the lease, so no node orders what another just stored.
-    async fn claim(&self, index: usize, shared: &Shared) -> Claim {
-        let names = &self.certificates[index];
-        let lease = lease_name(names);
-        match self.stored_is_good(index, shared).await {
-            Err(e) => return Claim::Unavailable(e),
-            Ok(true) => return Claim::Served,
-            Ok(false) => {}
-        }
-        match shared
-            .store
-            .take_named_lease(&lease, &shared.node, LEASE_TTL)
-            .await
-        {
-            Err(e) => return Claim::Unavailable(e.to_string()),
-            Ok(false) => {
-                let holder = shared.store.lease_holder(&lease).await.ok().flatten();
-                return Claim::Busy(holder.unwrap_or_else(|| "another node".into()));
-            }
-            Ok(true) => {}
-        }
-        let claim = match self.stored_is_good(index, shared).await {
-            Err(e) => Claim::Unavailable(e),
-            Ok(true) => Claim::Served,
-            Ok(false) => return Claim::Order,
-        };
-        self.release(shared, names).await;
-        claim
-    }
-
-    /// Gives the order lease of `names` up (it expires on its own if this fails).
-    async fn release(&self, shared: &Shared, names: &[String]) {
-        if let Err(e) = shared
-            .store
-            .release_named_lease(&lease_name(names), &shared.node)
-            .await
-        {
-            warn!("ACME: giving up the order lease (it expires on its own): {e}");
-        }
-    }
-
-    /// Renews the order lease of `names` while an order runs; returns why the order must
-    /// stop: another node took the lease, or the store did not answer for a lease's life.
-    async fn keep_lease(&self, shared: &Shared, names: &[String]) -> String {
-        let lease = lease_name(names);
-        let mut renewed = Instant::now();
-        loop {
-            tokio::time::sleep(LEASE_TTL / 3).await;
-            match shared
-                .store
-                .take_named_lease(&lease, &shared.node, LEASE_TTL)
-                .await
-            {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => return "another node took the order lease".into(),
-                Err(e) if renewed.elapsed() + LEASE_TTL / 3 >= LEASE_TTL => {
-                    return format!("the order lease could not be renewed: {e}")
-                }
-                Err(e) => warn!("ACME: renewing the order lease: {e}"),
-            }
-        }
-    }
-
     /// Records a storage error in the status and the metrics; logged when it starts.
     fn storage_failed(&self, slot: &mut Slot, error: String, meanwhile: &str) {
         METRICS.acme_store_errors.inc();
@@ -621,105 +516,6 @@ impl AcmeService {
                 _ = self.changed.notified() => {}
                 _ = shutdown.changed() => return,
             }
-        }
-    }
-
-    /// Stores in Redis, when it holds none for set `index`, the certificate this node serves
-    /// from its folder (ordered before `gateway.store` was configured), so the other nodes
-    /// serve it instead of ordering one. `offered`: the serial offered last time.
-    async fn offer(&self, index: usize, shared: &Shared, offered: &mut Option<String>) {
-        let Some(served) = self.served(index) else {
-            return;
-        };
-        if offered.as_ref() == Some(&served.serial) {
-            return;
-        }
-        *offered = Some(served.serial.clone());
-        let names = &self.certificates[index];
-        let (Ok(chain), Ok(key)) = (
-            std::fs::read_to_string(self.chain_file(names)),
-            std::fs::read_to_string(self.key_file(names)),
-        ) else {
-            return;
-        };
-        // Only the very certificate served (an issued one waiting to be stored is not in the
-        // folder yet, and is stored by the order loop).
-        match self.check(index, &chain, &key) {
-            Ok(checked) if checked.serial == served.serial && checked.not_after > unix_now() => {}
-            _ => return,
-        }
-        let record = CertRecord {
-            names: names.clone(),
-            chain,
-            key,
-            not_after: served.not_after,
-            serial: served.serial.clone(),
-            issued_at: served.issued_at.unwrap_or(0),
-        };
-        match shared.store.offer_acme_certificate(&record).await {
-            Ok(true) => info!(
-                "ACME: the certificate for {} in this node's folder is now in the store (serial {})",
-                names.join(", "),
-                record.serial
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                // Tried again at the next look.
-                *offered = None;
-                warn!("ACME: offering the certificate to the store: {e}");
-            }
-        }
-    }
-
-    /// With a store: every [`FOLLOW_INTERVAL`], serves the certificates other nodes stored and
-    /// answers the challenges they published. Redis down: what is served stays (logged once).
-    async fn follow(&self, shared: &Shared) {
-        let mut tokens: HashMap<String, String> = HashMap::new();
-        let mut alpn: HashMap<String, String> = HashMap::new();
-        let mut unusable: Vec<String> = Vec::new();
-        // The serial this node last offered for each set (see `offer`), so each is read once.
-        let mut offered: Vec<Option<String>> = vec![None; self.certificates.len()];
-        let mut down = false;
-        loop {
-            match shared.store.acme_shared(&self.certificates).await {
-                Ok(state) => {
-                    if down {
-                        info!("ACME: the store answers again");
-                        down = false;
-                    }
-                    let mut changed = false;
-                    for (index, record) in state.certificates.iter().enumerate() {
-                        let Some(record) = record else {
-                            self.offer(index, shared, &mut offered[index]).await;
-                            continue;
-                        };
-                        if unusable.contains(&record.serial) {
-                            continue;
-                        }
-                        match self.take_from_store(index, record) {
-                            Ok(taken) => changed |= taken,
-                            Err(e) => {
-                                warn!(
-                                    "ACME: the certificate for {} in the store is not usable: {e}",
-                                    record.names.join(", ")
-                                );
-                                unusable.push(record.serial.clone());
-                            }
-                        }
-                    }
-                    if changed {
-                        self.changed.notify_one();
-                    }
-                    follow_challenges(&mut tokens, state.tokens, &mut alpn, state.alpn);
-                }
-                Err(e) => {
-                    if !down {
-                        warn!("ACME: the store does not answer ({e}); the certificates served stay, ordering waits");
-                        down = true;
-                    }
-                }
-            }
-            tokio::time::sleep(FOLLOW_INTERVAL).await;
         }
     }
 }
