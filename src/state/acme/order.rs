@@ -43,6 +43,29 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
+/// The challenges an order answers on this node; dropped when the order ends, finished or
+/// cancelled (a lost lease, the order's time limit), which stops answering them: they are
+/// answered only while their order is open.
+struct Answering<'a> {
+    /// HTTP-01 tokens.
+    tokens: Vec<String>,
+    /// The names, whose TLS-ALPN-01 validation certificates these are.
+    names: &'a [String],
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        update_live(|live| {
+            for token in &self.tokens {
+                live.tokens.remove(token);
+            }
+            for name in self.names {
+                live.alpn.remove(name);
+            }
+        });
+    }
+}
+
 /// An issued certificate, not yet served or stored.
 pub(super) struct Issued {
     /// The PEM chain, leaf first.
@@ -139,7 +162,10 @@ impl Orderer<'_> {
             .await
             .map_err(|e| format!("new order: {e}"))?;
         let kind = self.config.challenge;
-        let mut tokens = Vec::new();
+        let mut answering = Answering {
+            tokens: Vec::new(),
+            names,
+        };
         // What was published in Redis: HTTP-01 tokens or TLS-ALPN-01 names.
         let mut published = Vec::new();
         let mut authorizations = order.authorizations();
@@ -165,7 +191,7 @@ impl Orderer<'_> {
                     AcmeChallenge::Http01 => {
                         let token = challenge.token.clone();
                         let answer = key_authorization.as_str().to_string();
-                        tokens.push(token.clone());
+                        answering.tokens.push(token.clone());
                         update_live(|live| {
                             live.tokens.insert(token.clone(), answer.clone());
                         });
@@ -205,15 +231,7 @@ impl Orderer<'_> {
             Ok(()) => self.finish(&mut order, names).await,
             Err(e) => Err(e),
         };
-        // The challenges are answered only while their order is open.
-        update_live(|live| {
-            for token in &tokens {
-                live.tokens.remove(token);
-            }
-            for name in names {
-                live.alpn.remove(name);
-            }
-        });
+        drop(answering);
         if let Some(store) = self.store {
             if let Err(e) = store.withdraw_challenges(kind, &published).await {
                 // They expire on their own after ORDER_TIMEOUT.
