@@ -2,7 +2,7 @@
 //! a certificate and every node serves it: the account, each certificate, the per-certificate
 //! order lease and the pending challenges.
 //!
-//! Keys, under the store's `prefix` (a certificate's `{id}` is its names joined by `,`):
+//! Keys, under the store's `prefix` (a certificate's `{id}` is its names, sorted, joined by `,`):
 //! - `acme:account` (string): the account's credentials and directory, as JSON; written once
 //!   (`SET NX`), so nodes creating one at the same moment end up using the same;
 //! - `acme:cert:{id}` (string): the certificate as JSON ([`CertRecord`]: chain, key, expiry,
@@ -51,9 +51,12 @@ pub(crate) struct AcmeShared {
     pub(crate) alpn: HashMap<String, String>,
 }
 
-/// The id of a certificate in keys: its names joined by `,`.
+/// The id of a certificate in keys: its names, sorted (nodes whose files list them in
+/// another order still share one lease and one certificate), joined by `,`.
 pub(crate) fn certificate_id(names: &[String]) -> String {
-    names.join(",")
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    sorted.join(",")
 }
 
 /// The lease key's name (under the prefix) of the certificate for `names`.
@@ -293,6 +296,12 @@ mod tests {
         assert_eq!(lease_name(&names), "acme:lease:example.com,www.example.com");
         assert_eq!(cert_name(&names), "acme:cert:example.com,www.example.com");
         assert_ne!(lease_name(&names[..1]), lease_name(&names));
+        let reversed: Vec<String> = names.iter().rev().cloned().collect();
+        assert_eq!(
+            cert_name(&reversed),
+            cert_name(&names),
+            "order does not matter"
+        );
         assert_eq!(challenge_name(AcmeChallenge::TlsAlpn01), "acme:tls-alpn-01");
     }
 
