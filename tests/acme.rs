@@ -859,6 +859,10 @@ fn the_lease_holder_orders_and_every_node_answers_its_challenge() {
     });
     assert_eq!(orders(c.metrics, "ok") + orders(c.metrics, "failed"), 0);
     assert_eq!(pebble_counts(&nodes.pebble).0, 1, "still one certificate");
+    // The nodes that were following the store follow it again (a new connection).
+    wait_until("A follows the store again", Duration::from_secs(30), || {
+        gateway_a.log().contains("the store answers again")
+    });
 }
 
 /// A certificate whose storage fails after issuance is served from memory, its storage is

@@ -48,6 +48,9 @@ pub(crate) struct Store {
     client: redis::Client,
     sets: Mutex<BTreeMap<String, SetState>>,
     connected: AtomicBool,
+    /// The connection the ACME task reads the store through every second (state/acme/), kept
+    /// between reads and dropped after an error.
+    pub(super) acme_connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
     /// The connection the shared rate limits count through (its own, kept by its service).
     pub(crate) rate_limits: Arc<SharedLimits>,
 }
@@ -68,6 +71,7 @@ impl Store {
             client,
             sets: Mutex::new(sets),
             connected: AtomicBool::new(false),
+            acme_connection: Mutex::new(None),
         })
     }
 

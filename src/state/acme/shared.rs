@@ -78,9 +78,28 @@ fn parse_record(text: Option<String>) -> Option<CertRecord> {
 }
 
 impl Store {
+    fn lock_acme_connection(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<redis::aio::MultiplexedConnection>> {
+        self.acme_connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept connection for the every-second read (one new connection a second per node
+    /// would churn Redis's connections), made when there is none.
+    async fn acme_connection(&self) -> Result<redis::aio::MultiplexedConnection, StateError> {
+        if let Some(conn) = self.lock_acme_connection().clone() {
+            return Ok(conn);
+        }
+        let conn = self.connection().await?;
+        *self.lock_acme_connection() = Some(conn.clone());
+        Ok(conn)
+    }
+
     /// The certificates for each of `sets` and the pending challenges, in one round trip.
     pub(crate) async fn acme_shared(&self, sets: &[Vec<String>]) -> Result<AcmeShared, StateError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.acme_connection().await?;
         let mut pipe = redis::pipe();
         for names in sets {
             pipe.cmd("GET").arg(self.key(&cert_name(names)));
@@ -89,9 +108,12 @@ impl Store {
             .arg(self.key(&challenge_name(AcmeChallenge::Http01)));
         pipe.cmd("HGETALL")
             .arg(self.key(&challenge_name(AcmeChallenge::TlsAlpn01)));
-        let mut values: Vec<redis::Value> = self
-            .timed("ACME state", pipe.query_async(&mut conn))
-            .await?;
+        let read = self.timed("ACME state", pipe.query_async(&mut conn)).await;
+        if read.is_err() {
+            // Made again at the next read: the connection may be the one that failed.
+            *self.lock_acme_connection() = None;
+        }
+        let mut values: Vec<redis::Value> = read?;
         let alpn = values.pop().unwrap_or(redis::Value::Nil);
         let tokens = values.pop().unwrap_or(redis::Value::Nil);
         let map = |v: redis::Value| -> Result<HashMap<String, String>, StateError> {
