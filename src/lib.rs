@@ -114,7 +114,7 @@ pub fn add_services(
                 names.push(listener.acme_names().to_vec());
             }
         }
-        state::acme::AcmeService::new(config, names)
+        (config, names)
     });
     let head_limits = gateway.limits.head;
     // The open-files limit was raised at start; 1024 is Linux's usual soft limit otherwise.
@@ -210,9 +210,12 @@ pub fn add_services(
             ),
         ));
     }
-    if let Some(acme) = acme {
+    if let Some((config, names)) = acme {
+        // Made after the controller, which installs the control state's ACME requests, so a
+        // restart serves the requested certificates in storage from the first handshake.
         // With `gateway.store` the account and certificates live in Redis (state/acme/).
-        let acme = acme.with_store(controller.store(), controller.node());
+        let acme = state::acme::AcmeService::new(config, names)
+            .with_store(controller.store(), controller.node());
         server.add_service(background_service("acme certificates", acme));
     }
     server.add_service(background_service(

@@ -133,9 +133,9 @@ pub(super) fn validate_acme(
     })
 }
 
-/// Checks a listener's `tls.acme` names: DNS names (no wildcards: HTTP-01 and TLS-ALPN-01
+/// Checks a listener's `tls.acme` names (or an API request's `acme`): DNS names (no wildcards: HTTP-01 and TLS-ALPN-01
 /// cannot prove one), lower-cased, each once.
-pub(super) fn validate_acme_names(names: &[String], key: &str) -> Result<Vec<String>, KeyError> {
+pub(crate) fn validate_acme_names(names: &[String], key: &str) -> Result<Vec<String>, KeyError> {
     let mut out: Vec<String> = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let lower = name.trim().to_ascii_lowercase();
@@ -181,6 +181,23 @@ pub(crate) struct AcmeLive {
 }
 
 static LIVE: LazyLock<ArcSwap<AcmeLive>> = LazyLock::new(ArcSwap::default);
+
+/// The certificates requested through the admin API (`PUT /config/certificates/{name}`
+/// `{"acme": [...]}`), as the controller last installed them from the control state.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct AcmeRequested {
+    /// Each request's name and its names (validated, lower case), by request name.
+    pub(crate) sets: Vec<(String, Vec<String>)>,
+    /// Every requested name: served its issued ACME certificate on every TLS listener.
+    pub(crate) names: std::collections::HashSet<String>,
+}
+
+static REQUESTED: LazyLock<ArcSwap<AcmeRequested>> = LazyLock::new(ArcSwap::default);
+
+/// The certificates requested through the admin API (one set per process: the controller's).
+pub(crate) fn requested() -> &'static ArcSwap<AcmeRequested> {
+    &REQUESTED
+}
 
 /// The live ACME material (the process has one ACME task, so one of these).
 pub(crate) fn live() -> &'static ArcSwap<AcmeLive> {

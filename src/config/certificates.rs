@@ -248,10 +248,11 @@ fn read_key(file: &Path, key: &str) -> Result<PrivateKeyDer<'static>, KeyError> 
 /// among several for one name the first whose key the client can verify (RSA beside ECDSA),
 /// the default for no name or an unknown one.
 ///
-/// A name in `acme` is served the certificate ACME issued for it (the live ACME material,
-/// read without a lock), and a TLS-ALPN-01 validation (ALPN `acme-tls/1`) its validation
-/// certificate; until one is issued such a name falls back to the other certificates, and
-/// with none, the handshake fails (logged once).
+/// A name in `acme`, or requested through the admin API, is served the certificate ACME
+/// issued for it (the live ACME material, read without a lock), and a TLS-ALPN-01 validation
+/// (ALPN `acme-tls/1` offered alone) its validation certificate; until one is issued such a
+/// name falls back to the other certificates, and with none, the handshake fails (logged
+/// once).
 ///
 /// Certificates uploaded through the admin API (the live set of `uploaded`, read without a
 /// lock) are tried before the files' for the same kind of match: an exact name of either
@@ -266,16 +267,28 @@ struct SniResolver {
     waiting_logged: AtomicBool,
 }
 
+/// Whether a client's ALPN offer asks for a TLS-ALPN-01 validation: `acme-tls/1` as its only
+/// protocol (RFC 8737 §3: the CA offers it alone). A client offering it among others is an
+/// ordinary client and gets the ordinary certificate.
+fn asks_for_validation<'a>(offered: Option<impl Iterator<Item = &'a [u8]>>) -> bool {
+    let Some(mut offered) = offered else {
+        return false;
+    };
+    offered.next() == Some(super::acme::ACME_TLS_ALPN) && offered.next().is_none()
+}
+
 impl SniResolver {
-    /// The ACME certificate (or validation certificate) for `name`, when it is an ACME name.
+    /// The ACME certificate (or validation certificate) for `name`, when it is an ACME name:
+    /// this listener's `tls.acme`, or a name requested through the admin API (served on every
+    /// listener).
     fn acme_certificate(&self, hello: &ClientHello<'_>, name: &str) -> Option<Arc<CertifiedKey>> {
-        if !self.acme.iter().any(|n| n == name) {
+        if !self.acme.iter().any(|n| n == name)
+            && !super::acme::requested().load().names.contains(name)
+        {
             return None;
         }
         let live = super::acme::live().load();
-        let validating = hello
-            .alpn()
-            .is_some_and(|mut offered| offered.any(|p| p == super::acme::ACME_TLS_ALPN));
+        let validating = asks_for_validation(hello.alpn());
         let found = if validating {
             live.alpn.get(name).cloned()
         } else {
@@ -322,10 +335,12 @@ const SESSION_CACHE_ENTRIES: usize = 10_000;
 /// The listener's acceptor: TLS 1.2 (unless `min_version` is 1.3) and 1.3 with rustls's
 /// cipher suites (ECDHE with AES-GCM or ChaCha20-Poly1305, the "intermediate" profile without
 /// its CBC and DHE suites), certificates by SNI, ALPN, session tickets (keys rotated by
-/// rustls) and a session cache.
+/// rustls) and a session cache. `acme_configured`: `gateway.acme` is set, so the listener
+/// offers `acme-tls/1` (last) for the names requested through the admin API.
 pub(super) fn build_acceptor(
     certificates: &[LoadedCertificate],
     acme: &[String],
+    acme_configured: bool,
     default: usize,
     min_version: TlsVersion,
     http2: bool,
@@ -351,8 +366,9 @@ pub(super) fn build_acceptor(
         vec![b"http/1.1".to_vec()]
     };
     // Last, so a client offering it beside others never gets it; a CA validating
-    // TLS-ALPN-01 offers it alone.
-    if !acme.is_empty() {
+    // TLS-ALPN-01 offers it alone. Every listener offers it when `gateway.acme` is set:
+    // names requested through the admin API are validated on any of them.
+    if acme_configured || !acme.is_empty() {
         config
             .alpn_protocols
             .push(super::acme::ACME_TLS_ALPN.to_vec());
@@ -417,4 +433,27 @@ pub(crate) fn validation_certificate(
         vec![CertificateDer::from(cert_der)],
         signing_key,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(protocols: &[&'static [u8]]) -> bool {
+        asks_for_validation(Some(protocols.iter().copied()))
+    }
+
+    /// Only `acme-tls/1` offered alone asks for the validation certificate (RFC 8737 §3); a
+    /// client offering it beside other protocols, in any position, or offering no ALPN, gets
+    /// the ordinary certificate.
+    #[test]
+    fn validation_only_for_acme_tls_alone() {
+        let acme: &'static [u8] = super::super::acme::ACME_TLS_ALPN;
+        assert!(offer(&[acme]));
+        assert!(!offer(&[b"h2", acme]));
+        assert!(!offer(&[acme, b"http/1.1"]));
+        assert!(!offer(&[b"h2", b"http/1.1"]));
+        assert!(!offer(&[]));
+        assert!(!asks_for_validation(None::<std::iter::Empty<&[u8]>>));
+    }
 }

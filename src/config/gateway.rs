@@ -28,7 +28,7 @@ impl GatewaySpec {
 
 fn validate(file: &GatewaySpec, base: &Path) -> Result<GatewayConfig, KeyError> {
     let now = super::unix_now();
-    let listen = tls::validate_listeners(&file.listen, base, now)?;
+    let listen = tls::validate_listeners(&file.listen, base, now, file.acme.is_some())?;
 
     if file.groups.is_empty() {
         return Err(key_error(

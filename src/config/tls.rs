@@ -119,11 +119,13 @@ pub fn certificate_warnings(listeners: &[Listener], now: i64) -> Vec<String> {
     warnings
 }
 
-/// Validates `gateway.listen`.
+/// Validates `gateway.listen`; `acme_configured`: `gateway.acme` is set (every TLS listener
+/// then answers TLS-ALPN-01 for the names requested through the admin API).
 pub(super) fn validate_listeners(
     listen: &[ListenSpec],
     base: &Path,
     now: i64,
+    acme_configured: bool,
 ) -> Result<Vec<Listener>, KeyError> {
     if listen.is_empty() {
         return Err(key_error(
@@ -144,7 +146,7 @@ pub(super) fn validate_listeners(
                     max_connections: None,
                 }
             }
-            ListenSpec::Listener(l) => validate_listener(l, &key, base, now)?,
+            ListenSpec::Listener(l) => validate_listener(l, &key, base, now, acme_configured)?,
         };
         if listeners.iter().any(|other| other.addr == listener.addr) {
             return Err(key_error(key, format!("{} is listed twice", listener.addr)));
@@ -171,6 +173,7 @@ fn validate_listener(
     key: &str,
     base: &Path,
     now: i64,
+    acme_configured: bool,
 ) -> Result<Listener, KeyError> {
     let (addr, port) = socket_addr(&l.addr, &format!("{key}.addr"))?;
     let redirect = l.redirect_https.unwrap_or(false);
@@ -199,7 +202,15 @@ fn validate_listener(
                 .as_ref()
                 .map(|v| header_value(v, &format!("{key}.hsts")))
                 .transpose()?;
-            let tls = validate_tls(tls, l.http2.unwrap_or(true), hsts, key, base, now)?;
+            let tls = validate_tls(
+                tls,
+                l.http2.unwrap_or(true),
+                hsts,
+                key,
+                base,
+                now,
+                acme_configured,
+            )?;
             ListenerKind::Tls(Arc::new(tls))
         }
         (None, redirect) => {
@@ -256,6 +267,7 @@ fn header_value(value: &str, key: &str) -> Result<HeaderValue, KeyError> {
     HeaderValue::from_str(value).map_err(|_| invalid())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn validate_tls(
     tls: &TlsSpec,
     http2: bool,
@@ -263,6 +275,7 @@ fn validate_tls(
     listener_key: &str,
     base: &Path,
     now: i64,
+    acme_configured: bool,
 ) -> Result<TlsListener, KeyError> {
     let key = format!("{listener_key}.tls");
     let acme_names = super::acme::validate_acme_names(&tls.acme, &format!("{key}.acme"))?;
@@ -311,6 +324,7 @@ fn validate_tls(
     let acceptor = build_acceptor(
         &loaded,
         &acme_names,
+        acme_configured,
         default_certificate,
         min_version,
         http2,

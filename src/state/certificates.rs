@@ -20,7 +20,8 @@ const MAX_NAME: usize = 100;
 /// key.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct CertificateRow {
-    /// The upload's name (`api`), the certificate file (`file`), the first name (`acme`).
+    /// The upload's name (`api`), the certificate file (`file`), the first name (`acme` of a
+    /// listener) or the request's name (`acme` requested through the API).
     pub(crate) name: String,
     /// `file`, `acme` or `api`.
     pub(crate) source: &'static str,
@@ -41,18 +42,24 @@ pub(crate) struct CertificateRow {
     /// `acme`: `waiting`, `issued` or `failing`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) state: Option<&'static str>,
-    /// `api`: who uploaded it and when (Unix milliseconds).
+    /// `api`, `acme` requested through the API: who uploaded or requested it and when (Unix
+    /// milliseconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) at_ms: Option<u64>,
-    /// `api`: why it is not served (it no longer parses), when it is not.
+    /// `api`: why it is not served (it no longer parses), when it is not; `acme` requested
+    /// through the API: the last order's (or storage's) error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
 
 impl CertificateRow {
-    fn new(name: String, source: &'static str, facts: Option<&CertificateFacts>) -> Self {
+    pub(super) fn new(
+        name: String,
+        source: &'static str,
+        facts: Option<&CertificateFacts>,
+    ) -> Self {
         let now = unix_now();
         CertificateRow {
             name,
@@ -73,7 +80,7 @@ impl CertificateRow {
 }
 
 /// Checks an upload's name: 1 to [`MAX_NAME`] letters, digits, `-`, `_` and `.`.
-fn check_name(name: &str) -> Result<(), StateError> {
+pub(super) fn check_name(name: &str) -> Result<(), StateError> {
     let fits = (1..=MAX_NAME).contains(&name.len())
         && name
             .bytes()
@@ -129,6 +136,11 @@ impl Controller {
             format!("certificate {name:?} uploaded: {}", describe(&facts)),
         );
         self.change(entry, |_, overlay, entry| {
+            if overlay.acme_requests.contains_key(name) {
+                return Err(StateError::conflict(format!(
+                    "{name:?} is an ACME request; delete it first or choose another name"
+                )));
+            }
             let before = overlay
                 .certificates
                 .get(name)
@@ -147,7 +159,9 @@ impl Controller {
         .await
     }
 
-    /// `DELETE /config/certificates/{name}` (`NotFound` when there is no such upload).
+    /// `DELETE /config/certificates/{name}`: an upload, or an ACME request (no longer
+    /// renewed, and its names no longer served its certificate unless a listener's
+    /// `tls.acme` names them). `NotFound` when there is neither.
     pub(crate) async fn delete_certificate(
         &self,
         actor: &str,
@@ -161,9 +175,16 @@ impl Controller {
             format!("certificate {name:?} deleted"),
         );
         self.change(entry, |_, overlay, entry| {
+            if let Some(old) = overlay.acme_requests.remove(name) {
+                let before = format!("ACME for {}", old.names.join(", "));
+                entry.action = "certificate_acme_delete".into();
+                entry.detail = format!("ACME certificate {name:?} deleted ({before})");
+                entry.before = Some(before);
+                return Ok(());
+            }
             let Some(old) = overlay.certificates.remove(name) else {
                 return Err(StateError::not_found(format!(
-                    "no uploaded certificate named {name:?}"
+                    "no certificate named {name:?}"
                 )));
             };
             let before = describe_stored(name, &old);
@@ -196,7 +217,8 @@ impl Controller {
             }
         }
         let acme = crate::config::acme::live().load();
-        for status in super::acme::statuses().iter() {
+        // The listeners' (the requests' are listed below, under their request names).
+        for status in super::acme::statuses().iter().filter(|s| s.listener) {
             let first = status.names.first().cloned().unwrap_or_default();
             let issued = acme
                 .certificates
@@ -209,6 +231,7 @@ impl Controller {
             row.state = Some(status.state);
             rows.push(row);
         }
+        rows.extend(self.acme_request_rows(None));
         rows.extend(self.uploaded_rows(None));
         rows
     }

@@ -20,7 +20,7 @@ use super::history::History;
 use super::metrics::METRICS;
 use super::notice::{Notice, NoticeSink};
 use super::overlay::{
-    apply_overlay, apply_server_modes, install_certificates, read_state_file,
+    apply_overlay, apply_server_modes, install_acme_requests, install_certificates, read_state_file,
     remove_leftover_temp_files, write_state_file, ControlMessage, Overlay,
 };
 use super::plan::{PlanState, PlanStatus};
@@ -212,6 +212,7 @@ impl Controller {
             }
         };
         install_certificates(&overlay.certificates);
+        install_acme_requests(&overlay.acme_requests);
         let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref());
         for w in &overlay_warnings {
             warn!("state file: {w}");
@@ -354,6 +355,9 @@ impl Controller {
         }
         if overlay.certificates != inner.overlay.certificates {
             install_certificates(&overlay.certificates);
+        }
+        if overlay.acme_requests != inner.overlay.acme_requests {
+            install_acme_requests(&overlay.acme_requests);
         }
         forget_gone_plans(&inner.overlay, &overlay);
         inner.overlay = overlay;

@@ -6,6 +6,7 @@
 //! the controller's methods. The store reaches the controller only through a callback.
 
 pub(crate) mod acme;
+mod acme_requests;
 pub(crate) mod audit;
 mod certificates;
 mod changes;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+pub(crate) use certificates::CertificateRow;
 pub(crate) use changes::Changed;
 pub use controller::ConfigSource;
 pub(crate) use controller::{Controller, View};

@@ -45,6 +45,11 @@ pub(crate) struct Overlay {
     /// the state file is written 0600).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) certificates: BTreeMap<String, UploadedCertificate>,
+    /// Certificates requested from the ACME CA through the admin API
+    /// (`PUT /config/certificates/{name}` `{"acme": [...]}`), by name: ordered and renewed by
+    /// the ACME task, served by SNI on every TLS listener. Names are never an upload's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) acme_requests: BTreeMap<String, AcmeRequest>,
     /// Servers an operator drained or disabled (`POST /config/groups/{g}/servers/{addr}/…`),
     /// per group, by the server as written in the group; a server not listed is enabled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -116,6 +121,29 @@ impl std::fmt::Debug for UploadedCertificate {
     }
 }
 
+/// A certificate requested from the ACME CA through the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AcmeRequest {
+    /// Its DNS names (validated, lower case; the first names its files in the storage).
+    pub(crate) names: Vec<String>,
+    /// The admin token's name that requested it.
+    pub(crate) by: String,
+    /// When, in Unix milliseconds.
+    pub(crate) at_ms: u64,
+}
+
+/// Makes `requests` the certificates the ACME task orders besides the listeners' and every
+/// TLS listener serves (see `state::acme::install_requests`).
+pub(crate) fn install_acme_requests(requests: &BTreeMap<String, AcmeRequest>) {
+    super::acme::install_requests(
+        requests
+            .iter()
+            .map(|(name, r)| (name.clone(), r.names.clone()))
+            .collect(),
+    );
+}
+
 /// Makes `certificates` the uploads every TLS listener serves (see
 /// `config::uploaded::install_uploaded`).
 pub(crate) fn install_certificates(certificates: &BTreeMap<String, UploadedCertificate>) {
@@ -162,6 +190,7 @@ impl Overlay {
             routes: self.routes.clone(),
             config: self.config.clone(),
             certificates: self.certificates.clone(),
+            acme_requests: self.acme_requests.clone(),
             servers: self.servers.clone(),
             ..Overlay::default()
         }

@@ -23,7 +23,7 @@ impl AcmeService {
         let served = self.install(index, &record.chain, &record.key, Some(record.issued_at))?;
         info!(
             "ACME: serving the certificate for {} from the store (serial {})",
-            self.certificates[index].join(", "),
+            self.names(index).join(", "),
             served.serial
         );
         if let Err(e) = self.write_folder(record) {
@@ -35,7 +35,7 @@ impl AcmeService {
     /// Whether the store's certificate for set `index` is good and not due (it is then
     /// served), or whether it must be ordered.
     async fn stored_is_good(&self, index: usize, shared: &Shared) -> Result<bool, String> {
-        let names = &self.certificates[index];
+        let names = &self.names(index);
         let Some(record) = shared
             .store
             .acme_certificate(names)
@@ -59,7 +59,7 @@ impl AcmeService {
     /// Asks the store whether this node orders set `index` now: the store's certificate is
     /// checked before and after taking the lease, so no node orders what another just stored.
     pub(super) async fn claim(&self, index: usize, shared: &Shared) -> Claim {
-        let names = &self.certificates[index];
+        let names = &self.names(index);
         let lease = lease_name(names);
         match self.stored_is_good(index, shared).await {
             Err(e) => return Claim::Unavailable(e),
@@ -131,7 +131,7 @@ impl AcmeService {
             return;
         }
         *offered = Some(served.serial.clone());
-        let names = &self.certificates[index];
+        let names = &self.names(index);
         let (Ok(chain), Ok(key)) = (
             std::fs::read_to_string(self.chain_file(names)),
             std::fs::read_to_string(self.key_file(names)),
@@ -174,10 +174,17 @@ impl AcmeService {
         let mut alpn: HashMap<String, String> = HashMap::new();
         let mut unusable: Vec<String> = Vec::new();
         // The serial this node last offered for each set (see `offer`), so each is read once.
-        let mut offered: Vec<Option<String>> = vec![None; self.certificates.len()];
+        let mut offered: Vec<Option<String>> = Vec::new();
         let mut down = false;
         loop {
-            match shared.store.acme_shared(&self.certificates).await {
+            // The sets as they are now (requests come and go); those nobody wants are skipped.
+            let (sets, wanted): (Vec<Vec<String>>, Vec<bool>) = self
+                .sets()
+                .iter()
+                .map(|set| (set.names.clone(), set.wanted()))
+                .unzip();
+            offered.resize(sets.len(), None);
+            match shared.store.acme_shared(&sets).await {
                 Ok(state) => {
                     if down {
                         info!("ACME: the store answers again");
@@ -185,6 +192,9 @@ impl AcmeService {
                     }
                     let mut changed = false;
                     for (index, record) in state.certificates.iter().enumerate() {
+                        if !wanted[index] {
+                            continue;
+                        }
                         let Some(record) = record else {
                             self.offer(index, shared, &mut offered[index]).await;
                             continue;

@@ -14,7 +14,7 @@
 //! from memory and its storage retried.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 mod cluster;
 mod order;
+mod requests;
 mod schedule;
 mod shared;
 mod status;
@@ -33,6 +34,7 @@ use order::{write_private, Orderer, ORDER_TIMEOUT};
 use schedule::{due_in, Served};
 use shared::{lease_name, CertRecord};
 use status::{set_status, STATUS};
+pub(crate) use requests::install_requests;
 pub(crate) use status::{statuses, AcmeStatus};
 
 use crate::config::acme::{update_live, AcmeConfig, MAX_RETRY};
@@ -65,11 +67,30 @@ struct Shared {
     node: String,
 }
 
+/// One certificate's name set and who wants it.
+#[derive(Debug, Clone)]
+struct CertSet {
+    names: Vec<String>,
+    /// A listener's `tls.acme` names it (for the process's life).
+    listener: bool,
+    /// The admin API's requests naming it, by request name (the control state's, changing).
+    requests: Vec<String>,
+}
+
+impl CertSet {
+    /// Whether it is ordered and renewed: a listener or a request wants it. A set nobody
+    /// wants any more keeps its index (indices never move) and waits to be requested again.
+    fn wanted(&self) -> bool {
+        self.listener || !self.requests.is_empty()
+    }
+}
+
 /// The background service ordering and renewing the certificates.
 pub(crate) struct AcmeService {
     config: AcmeConfig,
-    /// One name set per certificate.
-    certificates: Vec<Vec<String>>,
+    /// One name set per certificate: the listeners' first, then those requested through the
+    /// admin API, appended as they come (never removed, so indices stay).
+    certificates: RwLock<Vec<CertSet>>,
     /// The certificate served for each set, changed by orders here and by the store.
     served: Mutex<Vec<Option<Served>>>,
     shared: Option<Shared>,
@@ -105,24 +126,57 @@ enum Claim {
 }
 
 impl AcmeService {
-    /// The service for `certificates` (one name set each). Certificates in the storage folder
-    /// are read and served here, before the listeners start, so a restart serves them from
-    /// its first handshake.
+    /// The service for the listeners' `certificates` (one name set each) and the requests
+    /// the controller installed. Certificates in the storage folder are read and served here,
+    /// before the listeners start, so a restart serves them from its first handshake.
     pub(crate) fn new(config: AcmeConfig, certificates: Vec<Vec<String>>) -> Self {
         let service = AcmeService {
             config,
             served: Mutex::new(vec![None; certificates.len()]),
-            certificates,
+            certificates: RwLock::new(
+                certificates
+                    .into_iter()
+                    .map(|names| CertSet {
+                        names,
+                        listener: true,
+                        requests: Vec::new(),
+                    })
+                    .collect(),
+            ),
             shared: None,
             changed: tokio::sync::Notify::new(),
         };
-        for index in 0..service.certificates.len() {
+        for index in 0..service.count() {
             if let Some(served) = service.load_folder(index) {
                 service.lock()[index] = Some(served);
             }
         }
         service.publish_statuses();
+        service.take_requests();
         service
+    }
+
+    /// The name sets, read.
+    fn sets(&self) -> std::sync::RwLockReadGuard<'_, Vec<CertSet>> {
+        self.certificates.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many name sets there are (wanted or not).
+    fn count(&self) -> usize {
+        self.sets().len()
+    }
+
+    /// The names of set `index`.
+    fn names(&self, index: usize) -> Vec<String> {
+        self.sets()
+            .get(index)
+            .map(|s| s.names.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether set `index` is wanted (see [`CertSet::wanted`]).
+    fn wanted(&self, index: usize) -> bool {
+        self.sets().get(index).is_some_and(CertSet::wanted)
     }
 
     /// Keeps the account and certificates in `store` (`gateway.store`), ordering under leases
@@ -138,9 +192,7 @@ impl AcmeService {
 
     fn publish_statuses(&self) {
         STATUS.store(Arc::new(
-            (0..self.certificates.len())
-                .map(|i| self.initial_status(i))
-                .collect(),
+            (0..self.count()).map(|i| self.initial_status(i)).collect(),
         ));
     }
 
@@ -161,8 +213,11 @@ impl AcmeService {
 
     fn initial_status(&self, index: usize) -> AcmeStatus {
         let served = self.served(index);
+        let set = self.sets().get(index).cloned();
         AcmeStatus {
-            names: self.certificates[index].clone(),
+            names: set.as_ref().map(|s| s.names.clone()).unwrap_or_default(),
+            listener: set.as_ref().is_some_and(|s| s.listener),
+            requests: set.map(|s| s.requests).unwrap_or_default(),
             state: if served.is_some() {
                 "issued"
             } else {
@@ -204,7 +259,7 @@ impl AcmeService {
     /// returns what rustls serves, its expiry and serial.
     fn check(&self, index: usize, chain: &str, key: &str) -> Result<Checked, String> {
         let issued = issued_from_pem(chain.as_bytes(), key.as_bytes())?;
-        for name in &self.certificates[index] {
+        for name in &self.names(index) {
             if !issued.names.iter().any(|n| n == name) {
                 return Err(format!("the certificate does not name {name}"));
             }
@@ -224,7 +279,7 @@ impl AcmeService {
         key: &str,
         issued_at: Option<i64>,
     ) -> Result<Served, String> {
-        let names = &self.certificates[index];
+        let names = &self.names(index);
         let issued = self.check(index, chain, key)?;
         let certified = issued.certified.clone();
         update_live(|live| {
@@ -243,7 +298,7 @@ impl AcmeService {
 
     /// Serves the certificate of set `index` in the folder when there is a usable one.
     fn load_folder(&self, index: usize) -> Option<Served> {
-        let names = &self.certificates[index];
+        let names = &self.names(index);
         let chain = std::fs::read_to_string(self.chain_file(names)).ok()?;
         let key = std::fs::read_to_string(self.key_file(names)).ok()?;
         // An expired one is not served (and is ordered anew).
@@ -376,7 +431,7 @@ impl AcmeService {
     /// Looks at one certificate when it is due: stores a certificate waiting to be stored,
     /// else (with a store) serves the store's or waits for the node ordering it, else orders.
     async fn visit(&self, index: usize, slot: &mut Slot) {
-        let names = &self.certificates[index];
+        let names = &self.names(index);
         if let Some(record) = slot.unsaved.take() {
             self.store_issued(slot, record).await;
             set_status(index, slot.status.clone());
@@ -482,17 +537,17 @@ impl AcmeService {
 
     /// Orders and renews every certificate when due, until shutdown.
     async fn run_orders(&self, shutdown: &mut ShutdownWatch) {
-        let mut slots: Vec<Slot> = (0..self.certificates.len())
-            .map(|index| Slot {
-                retry_at: None,
-                backoff: self.config.retry,
-                unsaved: None,
-                seen: self.served(index),
-                status: self.initial_status(index),
-            })
-            .collect();
+        let mut slots: Vec<Slot> = (0..self.count()).map(|index| self.slot(index)).collect();
         loop {
+            // Requests added or removed through the admin API since the last pass.
+            self.take_requests();
+            while slots.len() < self.count() {
+                slots.push(self.slot(slots.len()));
+            }
             for (index, slot) in slots.iter_mut().enumerate() {
+                if !self.wanted(index) {
+                    continue;
+                }
                 self.take_news(index, slot);
                 let now = Instant::now();
                 let due = slot.retry_at.unwrap_or_else(|| now + self.due_in(index));
@@ -507,6 +562,7 @@ impl AcmeService {
             let next = slots
                 .iter()
                 .enumerate()
+                .filter(|(index, _)| self.wanted(*index))
                 .map(|(index, slot)| slot.retry_at.unwrap_or_else(|| now + self.due_in(index)))
                 .min()
                 .unwrap_or(now + MAX_RETRY)
@@ -514,8 +570,20 @@ impl AcmeService {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = self.changed.notified() => {}
+                _ = requests::changed() => {}
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+
+    /// A new slot for set `index`, from what it serves.
+    fn slot(&self, index: usize) -> Slot {
+        Slot {
+            retry_at: None,
+            backoff: self.config.retry,
+            unsaved: None,
+            seen: self.served(index),
+            status: self.initial_status(index),
         }
     }
 }

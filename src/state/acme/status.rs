@@ -1,7 +1,7 @@
 //! Where each ACME certificate stands, as `/status` shows it (`acme[]`): one list, replaced
 //! by the ACME task (state/acme/mod.rs) whenever a certificate's state changes.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -9,8 +9,14 @@ use serde::Serialize;
 /// Where one certificate stands, as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct AcmeStatus {
-    /// The names of the certificate (the listener's `tls.acme`).
+    /// The names of the certificate (the listener's `tls.acme`, or an API request's).
     pub(crate) names: Vec<String>,
+    /// A listener's `tls.acme` names it.
+    #[serde(skip)]
+    pub(crate) listener: bool,
+    /// The admin API's requests for it, by request name (`PUT /config/certificates/{name}`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) requests: Vec<String>,
     /// `waiting` (none issued yet), `issued`, or `failing` (the last order failed; an issued
     /// certificate, if any, is still served).
     pub(crate) state: &'static str,
@@ -35,16 +41,45 @@ pub(crate) struct AcmeStatus {
 
 pub(super) static STATUS: LazyLock<ArcSwap<Vec<AcmeStatus>>> = LazyLock::new(ArcSwap::default);
 
-/// Every ACME certificate's status, in listener order.
-pub(crate) fn statuses() -> Arc<Vec<AcmeStatus>> {
-    STATUS.load_full()
+/// Every ACME certificate's status that a listener or a request wants: the listeners' in
+/// listener order, then the requested ones.
+pub(crate) fn statuses() -> Vec<AcmeStatus> {
+    STATUS
+        .load()
+        .iter()
+        .filter(|s| s.listener || !s.requests.is_empty())
+        .cloned()
+        .collect()
 }
 
+/// Replaces certificate `index`'s status, keeping who wants it (which only
+/// [`set_wanted`] changes).
 pub(super) fn set_status(index: usize, status: AcmeStatus) {
     STATUS.rcu(|all| {
         let mut all = Vec::clone(all);
-        if index < all.len() {
-            all[index] = status.clone();
+        if let Some(old) = all.get_mut(index) {
+            let (listener, requests) = (old.listener, std::mem::take(&mut old.requests));
+            *old = AcmeStatus {
+                listener,
+                requests,
+                ..status.clone()
+            };
+        }
+        all
+    });
+}
+
+/// Sets who wants each certificate (`(listener, requests)` by index), adding the statuses of
+/// new certificates from `initial`.
+pub(super) fn set_wanted(wanted: &[(bool, Vec<String>)], initial: impl Fn(usize) -> AcmeStatus) {
+    STATUS.rcu(|all| {
+        let mut all = Vec::clone(all);
+        while all.len() < wanted.len() {
+            all.push(initial(all.len()));
+        }
+        for (status, (listener, requests)) in all.iter_mut().zip(wanted) {
+            status.listener = *listener;
+            status.requests = requests.clone();
         }
         all
     });
