@@ -9,114 +9,18 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::pebble::{curl, pebble_counts, start_pebble, Pebble, PEBBLE_NAME};
 use common::tls::{connect_with, Ca, KeyKind};
 use common::*;
 
-/// The name Pebble validates: it resolves it as the system does, to this machine.
-const NAME: &str = "localhost";
-
-/// A running Pebble; killed on drop.
-struct Pebble {
-    child: Child,
-    /// Its ACME directory URL.
-    directory: String,
-    /// Its management listener (`/roots/0`).
-    management: SocketAddr,
-    /// The CA of its HTTPS listener's certificate (the gateway's `ca_file`).
-    ca_file: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
+/// The name Pebble validates (see [`PEBBLE_NAME`]).
+const NAME: &str = PEBBLE_NAME;
 
 fn addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().expect("addr")
-}
-
-impl Pebble {
-    /// Starts Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
-    fn start(dir: &Path, http_port: u16, tls_port: u16) -> Pebble {
-        let ca = Ca::new("pebble-listener-ca");
-        let listener = ca.issue(dir, "pebble", &[NAME], KeyKind::EcdsaP256, 7, 30);
-        let ca_file = dir.join("pebble-ca.pem");
-        ca.write_cert(&ca_file);
-        let (acme, management) = (addr(), addr());
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": acme.to_string(),
-                "managementListenAddress": management.to_string(),
-                "certificate": listener.cert,
-                "privateKey": listener.key,
-                "httpPort": http_port,
-                "tlsPort": tls_port,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false
-            }
-        });
-        let config_path = dir.join("pebble.json");
-        std::fs::write(&config_path, config.to_string()).expect("pebble config");
-        let log = dir.join("pebble.log");
-        let child = Command::new("/usr/bin/pebble")
-            .arg("-config")
-            .arg(&config_path)
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(std::fs::File::create(&log).expect("pebble log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble is installed by scripts/setup.sh test");
-        wait_for_port(acme);
-        wait_for_port(management);
-        Pebble {
-            child,
-            directory: format!("https://{NAME}:{}/dir", acme.port()),
-            management,
-            ca_file,
-            log,
-        }
-    }
-
-    /// Pebble's issuing root (PEM), written to `path`.
-    fn write_root(&self, path: &Path) {
-        let url = format!("https://{NAME}:{}/roots/0", self.management.port());
-        let root = curl(&[
-            "--cacert",
-            self.ca_file.to_str().expect("utf-8"),
-            "--resolve",
-            &format!("{NAME}:{}:127.0.0.1", self.management.port()),
-            &url,
-        ]);
-        assert!(root.contains("BEGIN CERTIFICATE"), "root: {root}");
-        std::fs::write(path, root).expect("write root");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Runs curl with `args`; returns stdout (fails the test when curl fails).
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl is installed by scripts/setup.sh test");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The listeners of one ACME gateway.
@@ -246,7 +150,7 @@ fn metric(metrics: SocketAddr, line_start: &str) -> Option<u64> {
 fn http01_issues_and_serves_a_verified_chain() {
     let ports = Ports::new();
     let work = TempDir::new("acme-http01");
-    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    let pebble = start_pebble(work.path(), ports.redirect.port(), free_port());
     let origin = Origin::start("stable");
     let storage = work.path().join("acme");
     let gateway = start_gateway(
@@ -293,7 +197,7 @@ fn http01_issues_and_serves_a_verified_chain() {
 fn tls_alpn01_issues_through_the_tls_listener() {
     let ports = Ports::new();
     let work = TempDir::new("acme-alpn");
-    let pebble = Pebble::start(work.path(), free_port(), ports.tls.port());
+    let pebble = start_pebble(work.path(), free_port(), ports.tls.port());
     let origin = Origin::start("stable");
     let gateway = start_gateway(
         &ports,
@@ -326,7 +230,7 @@ fn renewal_serves_a_new_certificate_without_reload() {
     let work = TempDir::new("acme-renew");
     // HTTP-01 through the plaintext proxy listener this time (the redirect one in the test
     // above): both answer the challenge.
-    let pebble = Pebble::start(work.path(), ports.plain.port(), free_port());
+    let pebble = start_pebble(work.path(), ports.plain.port(), free_port());
     let origin = Origin::start("stable");
     let gateway = start_gateway(
         &ports,
@@ -358,7 +262,7 @@ fn restart_reuses_the_stored_certificate() {
     let storage = work.path().join("acme");
     let origin = Origin::start("stable");
     let (directory, ca_file, serial) = {
-        let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+        let pebble = start_pebble(work.path(), ports.redirect.port(), free_port());
         let gateway = start_gateway(
             &ports,
             &pebble.directory,
@@ -578,7 +482,7 @@ fn an_upload_serves_an_acme_name_until_acme_issues_it() {
 
     // Pebble issues: ACME's certificate beats the upload for its name.
     let ports = Ports::new();
-    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    let pebble = start_pebble(work.path(), ports.redirect.port(), free_port());
     let gateway = start_gateway(
         &ports,
         &pebble.directory,
@@ -624,20 +528,6 @@ fn redis_set(redis: &Redis, key: &str, value: &str, ttl_ms: u64) {
         .arg(ttl_ms)
         .query(&mut conn)
         .expect("SET");
-}
-
-/// How many certificates Pebble issued and orders it holds, from its log.
-fn pebble_counts(pebble: &Pebble) -> (usize, usize) {
-    let log = pebble.log();
-    let issued = log.matches("Issued certificate serial").count();
-    let orders = log
-        .lines()
-        .filter_map(|l| l.split("There are now ").nth(1))
-        .filter_map(|rest| rest.strip_suffix(" orders in the db"))
-        .filter_map(|n| n.trim().parse().ok())
-        .max()
-        .unwrap_or(0);
-    (issued, orders)
 }
 
 /// `gateway.store` for [`start_gateway`]'s `acme_more` (it ends the `acme` block and adds the
@@ -696,7 +586,7 @@ impl TwoNodes {
         let work = TempDir::new(tag);
         let redis = Redis::start(work.path(), free_port());
         let (a, b) = (Ports::new(), Ports::new());
-        let pebble = Pebble::start(work.path(), a.redirect.port(), a.tls.port());
+        let pebble = start_pebble(work.path(), a.redirect.port(), a.tls.port());
         TwoNodes {
             redis,
             pebble,
@@ -872,7 +762,7 @@ fn the_lease_holder_orders_and_every_node_answers_its_challenge() {
 fn storage_failure_after_issuance_does_not_order_again() {
     let ports = Ports::new();
     let work = TempDir::new("acme-store-fail");
-    let pebble = Pebble::start(work.path(), ports.redirect.port(), free_port());
+    let pebble = start_pebble(work.path(), ports.redirect.port(), free_port());
     let origin = Origin::start("stable");
     let storage = work.path().join("acme");
     // A folder where the chain file goes: the account and the key are written, the chain is not.
@@ -1032,4 +922,393 @@ fn a_folder_certificate_from_before_the_store_is_shared() {
         1,
         "one certificate issued in all"
     );
+}
+
+const API_ADMIN: &str = "acme-api-admin-token";
+const API_OPERATOR: &str = "acme-api-operator-token";
+
+/// Starts a gateway whose TLS listener has no `tls.acme`, only the file certificate `file`
+/// (for [`NAME`]): a plaintext listener (`ports.plain`), the TLS one, an admin API with an
+/// admin and an operator token and the state file `state_file`, and, with `acme`
+/// (`(directory, ca_file, storage, more)`), `gateway.acme`.
+fn start_api_gateway(
+    ports: &Ports,
+    acme: Option<(&str, &Path, &Path, &str)>,
+    file: &common::tls::Issued,
+    state_file: &Path,
+    origin: &Origin,
+) -> Gateway {
+    let dir = TempDir::new("acme-api-gw");
+    let acme = acme
+        .map(|(directory, ca, storage, more)| {
+            format!(
+                "  acme:\n    directory: \"{directory}\"\n    email: ops@example.com\n\
+                 \x20   accept_terms: true\n    ca_file: \"{ca}\"\n    storage: \"{storage}\"\n\
+                 \x20   retry: 1s\n{more}",
+                ca = ca.display(),
+                storage = storage.display(),
+            )
+        })
+        .unwrap_or_default();
+    let config = format!(
+        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
+         gateway:\n  listen:\n    - \"{plain}\"\n\
+         \x20   - {{ addr: \"{tls}\", tls: {{ certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}] }} }}\n\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n\
+         \x20 admin:\n    listen: \"{admin}\"\n    token: \"{API_ADMIN}\"\n\
+         \x20   state_file: \"{state}\"\n\
+         \x20   tokens:\n      - {{ name: ops, token: \"{API_OPERATOR}\", role: operator }}\n\
+         {acme}\
+         \x20 groups:\n    stable: {{ servers: [\"{origin}\"] }}\n\
+         \x20 routing:\n    cookie: uid\n    default: stable\n",
+        d = dir.path().display(),
+        plain = ports.plain,
+        tls = ports.tls,
+        cert = file.cert.display(),
+        key = file.key.display(),
+        metrics = ports.metrics,
+        admin = ports.admin,
+        state = state_file.display(),
+        origin = origin.addr,
+    );
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    Gateway::start_with_file(dir, config_path, ports.plain)
+}
+
+/// An admin API call: status and JSON body.
+fn api(
+    admin: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let r = common::admin(admin, method, path, Some(token), body);
+    let value = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status, value)
+}
+
+/// The row of `GET /config/certificates` named `name`, when listed.
+fn listed(admin: SocketAddr, name: &str) -> Option<serde_json::Value> {
+    let (status, list) = api(admin, API_ADMIN, "GET", "/config/certificates", None);
+    assert_eq!(status, 200, "{list}");
+    list["certificates"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|row| row["name"] == name)
+        .cloned()
+}
+
+/// Waits (bounded) until the TLS listener serves [`NAME`] the certificate `serial` (or, with
+/// `other_than`, any serial but that one); returns the serial.
+fn wait_served(
+    tls: SocketAddr,
+    want: Option<&str>,
+    other_than: Option<&str>,
+    gw: &Gateway,
+) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(stream) = connect_with(tls, Some(NAME), |_| {}) {
+            let serial = stream
+                .ssl()
+                .peer_certificate()
+                .and_then(|c| c.serial_number().to_bn().ok())
+                .and_then(|bn| {
+                    bn.to_hex_str()
+                        .ok()
+                        .map(|s| s.trim_start_matches('0').to_string())
+                })
+                .unwrap_or_default();
+            if want.is_none_or(|w| w == serial) && other_than != Some(serial.as_str()) {
+                return serial;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the expected certificate (want {want:?}, other than {other_than:?}) is not served; log:\n{}",
+            gw.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Requests an ACME certificate for [`NAME`] through the API on a gateway whose TLS listener
+/// has only a file certificate for it, and checks it is issued by `challenge` (HTTP-01 through
+/// the plaintext listener, or TLS-ALPN-01 through the TLS listener), served by SNI (verified
+/// against Pebble's root), listed as issued and shown in `/status`. Returns the gateway, the
+/// issued serial and the file certificate's.
+struct Requested {
+    ports: Ports,
+    work: TempDir,
+    pebble: Pebble,
+    origin: Origin,
+    file: common::tls::Issued,
+    state_file: PathBuf,
+    storage: PathBuf,
+    more: &'static str,
+    gateway: Gateway,
+    serial: String,
+}
+
+fn request_through_the_api(stem: &str, more: &'static str, alpn: bool) -> Requested {
+    let ports = Ports::new();
+    let work = TempDir::new(stem);
+    let pebble = if alpn {
+        start_pebble(work.path(), free_port(), ports.tls.port())
+    } else {
+        start_pebble(work.path(), ports.plain.port(), free_port())
+    };
+    let origin = Origin::start("stable");
+    let file = Ca::new("file-ca").issue(work.path(), "file", &[NAME], KeyKind::EcdsaP256, 0x51, 30);
+    let state_file = work.path().join("state.json");
+    let storage = work.path().join("acme");
+    let gateway = start_api_gateway(
+        &ports,
+        Some((&pebble.directory, &pebble.ca_file, &storage, more)),
+        &file,
+        &state_file,
+        &origin,
+    );
+    // Before any request the file's certificate is served.
+    wait_served(ports.tls, Some(&file.serial), None, &gateway);
+    let body = format!(r#"{{"acme": ["{NAME}"]}}"#);
+    let (status, answer) = api(
+        ports.admin,
+        API_OPERATOR,
+        "PUT",
+        "/config/certificates/shop",
+        Some(&body),
+    );
+    assert_eq!(status, 403, "an operator cannot request: {answer}");
+    let asked = Instant::now();
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/shop",
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["certificate"]["source"], "acme", "{answer}");
+    let serial = wait_served(ports.tls, None, Some(&file.serial), &gateway);
+    eprintln!(
+        "requested through the API: issued and served {:?} after the PUT",
+        asked.elapsed()
+    );
+    let root = work.path().join("pebble-root.pem");
+    pebble.write_root(&root);
+    assert_eq!(verified_get(ports.tls, &root), "stable");
+    let challenge = if alpn { "tls-alpn-01" } else { "http-01" };
+    assert!(
+        gateway
+            .log()
+            .contains(&format!("answering the {challenge} challenge for {NAME}")),
+        "log: {}",
+        gateway.log()
+    );
+    // Listed as issued (the status follows the serving by a moment: polled).
+    let start = Instant::now();
+    let row = loop {
+        let row = listed(ports.admin, "shop").expect("the request is listed");
+        if row["state"] == "issued" {
+            break row;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{row}");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(row["source"], "acme");
+    assert_eq!(row["names"], serde_json::json!([NAME]));
+    assert_eq!(row["by"], "admin", "{row}");
+    assert!(row["days_left"].as_i64().is_some_and(|d| d >= 1), "{row}");
+    assert!(
+        row["issuer"].as_str().is_some_and(|i| !i.is_empty()),
+        "{row}"
+    );
+    assert!(row["not_after"].is_string(), "{row}");
+    assert!(row.get("key").is_none(), "{row}");
+    // /status shows it among the ACME certificates, with its request.
+    let (_, acme) = api(ports.admin, API_ADMIN, "GET", "/status", None);
+    assert!(
+        acme["acme"].as_array().is_some_and(|all| all
+            .iter()
+            .any(|s| s["requests"] == serde_json::json!(["shop"]) && s["state"] == "issued")),
+        "{acme}"
+    );
+    Requested {
+        ports,
+        work,
+        pebble,
+        origin,
+        file,
+        state_file,
+        storage,
+        more,
+        gateway,
+        serial,
+    }
+}
+
+/// An ACME certificate requested through the API (HTTP-01 answered on the plaintext listener;
+/// the TLS listener has no `tls.acme`): issued, served by SNI and verified, listed; an upload
+/// under its name is refused (409); a restart keeps the request and serves the stored
+/// certificate from the folder without ordering; deleted, the name falls back to the file's
+/// certificate and the request is no longer listed.
+#[test]
+fn an_api_request_is_issued_served_kept_and_deleted() {
+    let r = request_through_the_api("acme-api", "", false);
+    // A good upload under the request's name is refused: the name is taken.
+    let upload = serde_json::json!({
+        "chain": std::fs::read_to_string(&r.file.cert).expect("chain"),
+        "key": std::fs::read_to_string(&r.file.key).expect("key"),
+    });
+    let (upload_status, answer) = api(
+        r.ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/shop",
+        Some(&upload.to_string()),
+    );
+    assert_eq!(upload_status, 409, "{answer}");
+    assert!(answer.to_string().contains("ACME request"), "{answer}");
+
+    // Restart with the CA gone: the request is in the state file, the certificate in the
+    // folder; served at once, nothing ordered.
+    let Requested {
+        ports,
+        work,
+        pebble,
+        origin,
+        file,
+        state_file,
+        storage,
+        more,
+        gateway,
+        serial,
+    } = r;
+    let directory = pebble.directory.clone();
+    let ca_file = pebble.ca_file.clone();
+    drop(gateway);
+    drop(pebble);
+    let gateway = start_api_gateway(
+        &ports,
+        Some((&directory, &ca_file, &storage, more)),
+        &file,
+        &state_file,
+        &origin,
+    );
+    assert_eq!(
+        common::tls::served_serial(ports.tls, Some(NAME)),
+        serial,
+        "served from the first handshake after the restart; log:\n{}",
+        gateway.log()
+    );
+    assert_eq!(
+        listed(ports.admin, "shop").expect("still requested")["state"],
+        "issued"
+    );
+    for result in ["ok", "failed"] {
+        let line = format!("gateway_acme_orders_total{{result=\"{result}\"}}");
+        assert_eq!(metric(ports.metrics, &line).unwrap_or(0), 0, "{line}");
+    }
+
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "DELETE",
+        "/config/certificates/shop",
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    wait_served(ports.tls, Some(&file.serial), None, &gateway);
+    assert!(listed(ports.admin, "shop").is_none());
+    drop(work);
+}
+
+/// TLS-ALPN-01 for a requested name: answered by the TLS listener, which has no `tls.acme`
+/// (Pebble's HTTP-01 port is closed), because `gateway.acme` is configured.
+#[test]
+fn an_api_request_is_validated_by_tls_alpn01_on_any_listener() {
+    let r = request_through_the_api("acme-api-alpn", "    challenge: tls-alpn-01\n", true);
+    assert!(!r.serial.is_empty());
+}
+
+/// Without `gateway.acme` a request is refused (422 naming `acme`); a bad name is refused
+/// naming its index; neither PUT changes anything.
+#[test]
+fn an_api_request_needs_gateway_acme_and_dns_names() {
+    let ports = Ports::new();
+    let work = TempDir::new("acme-api-422");
+    let origin = Origin::start("stable");
+    let file = Ca::new("file-ca").issue(work.path(), "file", &[NAME], KeyKind::EcdsaP256, 0x52, 30);
+    let gateway = start_api_gateway(&ports, None, &file, &work.path().join("s.json"), &origin);
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/shop",
+        Some(r#"{"acme": ["shop.example.com"]}"#),
+    );
+    assert_eq!(status, 422, "{answer}");
+    let text = answer.to_string();
+    assert!(text.contains("acme"), "{text}");
+    assert!(text.contains("configure gateway.acme first"), "{text}");
+    assert!(listed(ports.admin, "shop").is_none());
+
+    // With gateway.acme (a CA that is never reached): a wildcard is refused naming acme[1].
+    let ca_file = work.path().join("ca.pem");
+    Ca::new("unused-ca").write_cert(&ca_file);
+    drop(gateway);
+    let directory = format!("https://{NAME}:{}/dir", free_port());
+    let storage = work.path().join("acme");
+    let _gateway = start_api_gateway(
+        &ports,
+        Some((&directory, &ca_file, &storage, "")),
+        &file,
+        &work.path().join("s.json"),
+        &origin,
+    );
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/shop",
+        Some(r#"{"acme": ["shop.example.com", "*.example.com"]}"#),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("acme[1]"), "{answer}");
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/shop",
+        Some(r#"{"acme": ["a.example.com"], "chain": "x", "key": "y"}"#),
+    );
+    assert_eq!(status, 422, "both kinds at once: {answer}");
+    assert!(listed(ports.admin, "shop").is_none());
+    // An upload's name is not free for a request (409), and nothing changes.
+    let upload = serde_json::json!({
+        "chain": std::fs::read_to_string(&file.cert).expect("chain"),
+        "key": std::fs::read_to_string(&file.key).expect("key"),
+    });
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/up",
+        Some(&upload.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/up",
+        Some(r#"{"acme": ["a.example.com"]}"#),
+    );
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(listed(ports.admin, "up").expect("listed")["source"], "api");
 }

@@ -20,8 +20,8 @@ use super::history::History;
 use super::metrics::METRICS;
 use super::notice::{Notice, NoticeSink};
 use super::overlay::{
-    apply_overlay, apply_server_modes, install_acme_requests, install_certificates, read_state_file,
-    remove_leftover_temp_files, write_state_file, ControlMessage, Overlay,
+    apply_overlay, apply_server_modes, install_acme_requests, install_certificates,
+    read_state_file, remove_leftover_temp_files, write_state_file, ControlMessage, Overlay,
 };
 use super::plan::{PlanState, PlanStatus};
 use super::ratelimit::{GatewayWide, RouteLimits};

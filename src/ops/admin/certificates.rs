@@ -31,9 +31,8 @@ enum Wanted {
 impl CertificateBody {
     /// Exactly one of `acme` or `chain` with `key` (422 naming the field otherwise).
     fn wanted(self) -> Result<Wanted, ApiError> {
-        let invalid = |field: &str, message: &str| {
-            unprocessable(StateError::invalid_field(field, message))
-        };
+        let invalid =
+            |field: &str, message: &str| unprocessable(StateError::invalid_field(field, message));
         match (self.acme, self.chain, self.key) {
             (Some(names), None, None) => Ok(Wanted::Acme(names)),
             (Some(_), _, _) => Err(invalid(

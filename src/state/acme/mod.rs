@@ -31,10 +31,10 @@ mod shared;
 mod status;
 
 use order::{write_private, Orderer, ORDER_TIMEOUT};
+pub(crate) use requests::install_requests;
 use schedule::{due_in, Served};
 use shared::{lease_name, CertRecord};
 use status::{set_status, STATUS};
-pub(crate) use requests::install_requests;
 pub(crate) use status::{statuses, AcmeStatus};
 
 use crate::config::acme::{update_live, AcmeConfig, MAX_RETRY};
