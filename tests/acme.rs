@@ -1287,7 +1287,8 @@ fn an_api_request_needs_gateway_acme_and_dns_names() {
         "/config/certificates/shop",
         Some(r#"{"acme": ["a.example.com"], "chain": "x", "key": "y"}"#),
     );
-    assert_eq!(status, 422, "both kinds at once: {answer}");
+    assert_eq!(status, 400, "both kinds at once: {answer}");
+    assert_eq!(answer["field"], "acme", "{answer}");
     assert!(listed(ports.admin, "shop").is_none());
     // An upload's name is not free for a request (409), and nothing changes.
     let upload = serde_json::json!({

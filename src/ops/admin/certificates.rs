@@ -29,10 +29,10 @@ enum Wanted {
 }
 
 impl CertificateBody {
-    /// Exactly one of `acme` or `chain` with `key` (422 naming the field otherwise).
+    /// Exactly one of `acme` or `chain` with `key`: otherwise the body is malformed, 400
+    /// naming the field (as a body missing a field always was).
     fn wanted(self) -> Result<Wanted, ApiError> {
-        let invalid =
-            |field: &str, message: &str| unprocessable(StateError::invalid_field(field, message));
+        let invalid = ApiError::bad_request;
         match (self.acme, self.chain, self.key) {
             (Some(names), None, None) => Ok(Wanted::Acme(names)),
             (Some(_), _, _) => Err(invalid(
