@@ -90,9 +90,7 @@ impl Controller {
         requests
             .into_iter()
             .map(|(name, request)| {
-                let status = statuses
-                    .iter()
-                    .find(|s| s.requests.iter().any(|r| *r == name));
+                let status = statuses.iter().find(|s| s.requests.contains(&name));
                 let issued = status
                     .filter(|s| s.serial.is_some())
                     .and_then(|_| live.certificates.get(request.names.first()?))

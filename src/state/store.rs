@@ -259,7 +259,8 @@ pub(crate) type OnControl = Arc<dyn Fn(ControlMessage) + Send + Sync>;
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Event {
-    Control(ControlMessage),
+    // Boxed: the control state is far larger than a set change.
+    Control(Box<ControlMessage>),
     Set(Change),
 }
 
@@ -336,7 +337,7 @@ impl StoreService {
                                 (self.on_change)();
                             }
                         }
-                        Ok(Event::Control(control)) => (self.on_control)(control),
+                        Ok(Event::Control(control)) => (self.on_control)(*control),
                         Err(e) => warn!("store: ignoring a malformed change message: {e}"),
                     }
                 }
