@@ -20,8 +20,8 @@ use super::history::History;
 use super::metrics::METRICS;
 use super::notice::{Notice, NoticeSink};
 use super::overlay::{
-    apply_overlay, apply_server_modes, install_acme_requests, install_certificates,
-    read_state_file, remove_leftover_temp_files, write_state_file, ControlMessage, Overlay,
+    apply_overlay, apply_server_modes, install_certificates, read_state_file,
+    remove_leftover_temp_files, write_state_file, ControlMessage, Overlay,
 };
 use super::plan::{PlanState, PlanStatus};
 use super::ratelimit::{GatewayWide, RouteLimits};
@@ -212,7 +212,7 @@ impl Controller {
             }
         };
         install_certificates(&overlay.certificates);
-        install_acme_requests(&overlay.acme_requests);
+        super::acme::install_requests(&overlay.acme_requests);
         let (state, overlay_warnings) = build_state(&config, &overlay, None, store.as_deref());
         for w in &overlay_warnings {
             warn!("state file: {w}");
@@ -357,7 +357,7 @@ impl Controller {
             install_certificates(&overlay.certificates);
         }
         if overlay.acme_requests != inner.overlay.acme_requests {
-            install_acme_requests(&overlay.acme_requests);
+            super::acme::install_requests(&overlay.acme_requests);
         }
         forget_gone_plans(&inner.overlay, &overlay);
         inner.overlay = overlay;

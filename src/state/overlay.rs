@@ -133,17 +133,6 @@ pub(crate) struct AcmeRequest {
     pub(crate) at_ms: u64,
 }
 
-/// Makes `requests` the certificates the ACME task orders besides the listeners' and every
-/// TLS listener serves (see `state::acme::install_requests`).
-pub(crate) fn install_acme_requests(requests: &BTreeMap<String, AcmeRequest>) {
-    super::acme::install_requests(
-        requests
-            .iter()
-            .map(|(name, r)| (name.clone(), r.names.clone()))
-            .collect(),
-    );
-}
-
 /// Makes `certificates` the uploads every TLS listener serves (see
 /// `config::uploaded::install_uploaded`).
 pub(crate) fn install_certificates(certificates: &BTreeMap<String, UploadedCertificate>) {

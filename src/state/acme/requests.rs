@@ -4,7 +4,7 @@
 //! from storage when it is there and ordered otherwise; a set no request (and no listener)
 //! wants any more is neither renewed nor served for its names.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use log::info;
@@ -14,13 +14,18 @@ use super::shared::certificate_id;
 use super::status::set_wanted;
 use super::{AcmeService, CertSet};
 use crate::config::acme::{requested, AcmeRequested};
+use crate::state::overlay::AcmeRequest;
 
 /// Wakes the ACME task when the requests change.
 static CHANGED: LazyLock<Notify> = LazyLock::new(Notify::new);
 
-/// Makes `sets` (request name, names) the requested certificates: every TLS listener serves
-/// their names by SNI once issued, and the ACME task orders them at its next pass.
-pub(crate) fn install_requests(sets: Vec<(String, Vec<String>)>) {
+/// Makes the control state's `requests` the requested certificates: every TLS listener
+/// serves their names by SNI once issued, and the ACME task orders them at its next pass.
+pub(crate) fn install_requests(requests: &BTreeMap<String, AcmeRequest>) {
+    let sets: Vec<(String, Vec<String>)> = requests
+        .iter()
+        .map(|(name, r)| (name.clone(), r.names.clone()))
+        .collect();
     let names: HashSet<String> = sets.iter().flat_map(|(_, n)| n.iter().cloned()).collect();
     let next = AcmeRequested { sets, names };
     if **requested().load() != next {
