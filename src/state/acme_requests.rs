@@ -36,6 +36,18 @@ impl Controller {
         }
         let names = validate_acme_names(names, "acme")
             .map_err(|e| StateError::invalid_field(&e.key, e.message))?;
+        // One certificate per name: a listener's set is shared whole or not at all.
+        for (i, listener) in self.lock().base.listen.iter().enumerate() {
+            overlapping(&names, listener.acme_names()).map_err(|shared| {
+                StateError::invalid_field(
+                    "acme",
+                    format!(
+                        "{shared} is in gateway.listen[{i}].tls.acme with other names; \
+                         request the same names or share none"
+                    ),
+                )
+            })?;
+        }
         let request = AcmeRequest {
             names: names.clone(),
             by: actor.to_string(),
@@ -52,6 +64,17 @@ impl Controller {
             ),
         );
         self.change(entry, |_, overlay, entry| {
+            for (other, request) in overlay.acme_requests.iter().filter(|(n, _)| *n != name) {
+                overlapping(&names, &request.names).map_err(|shared| {
+                    StateError::invalid_field(
+                        "acme",
+                        format!(
+                            "{shared} is in the ACME request {other:?} with other names; \
+                             request the same names or share none"
+                        ),
+                    )
+                })?;
+            }
             if overlay.certificates.contains_key(name) {
                 return Err(StateError::conflict(format!(
                     "{name:?} is an uploaded certificate; delete it first or choose another name"
@@ -111,5 +134,43 @@ impl Controller {
                 row
             })
             .collect()
+    }
+}
+
+/// `Err(name)` when `a` and `b` share `name` but are not the same set: two certificates would
+/// then fight over that name (and its files in the storage).
+fn overlapping(a: &[String], b: &[String]) -> Result<(), String> {
+    let (mut x, mut y) = (a.to_vec(), b.to_vec());
+    x.sort();
+    y.sort();
+    match a.iter().find(|n| b.contains(n)) {
+        Some(shared) if x != y => Err(shared.clone()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// The same set (in any order) or disjoint sets are fine; a partial overlap names the
+    /// shared name.
+    #[test]
+    fn acme_requests_share_a_set_whole_or_not_at_all() {
+        let shop = set(&["shop.test", "www.shop.test"]);
+        assert_eq!(
+            overlapping(&shop, &set(&["www.shop.test", "shop.test"])),
+            Ok(())
+        );
+        assert_eq!(overlapping(&shop, &set(&["other.test"])), Ok(()));
+        assert_eq!(overlapping(&shop, &[]), Ok(()));
+        assert_eq!(
+            overlapping(&shop, &set(&["www.shop.test"])),
+            Err("www.shop.test".to_string())
+        );
     }
 }
