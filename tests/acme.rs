@@ -1313,3 +1313,69 @@ fn an_api_request_needs_gateway_acme_and_dns_names() {
     assert_eq!(status, 409, "{answer}");
     assert_eq!(listed(ports.admin, "up").expect("listed")["source"], "api");
 }
+
+/// Two nodes with Redis, neither with `tls.acme`: a request made on node A reaches B through
+/// the store, one order is made under the lease (Pebble issues one certificate, the nodes
+/// count one order between them), both serve it by SNI (verified against Pebble's root), and
+/// B lists it as issued.
+#[test]
+fn an_api_request_on_one_node_is_ordered_once_and_served_by_both() {
+    let work = TempDir::new("acme-api-two");
+    let redis = Redis::start(work.path(), free_port());
+    let (a, b) = (Ports::new(), Ports::new());
+    let pebble = start_pebble(work.path(), a.plain.port(), free_port());
+    let origin = Origin::start("stable");
+    let file = Ca::new("file-ca").issue(work.path(), "file", &[NAME], KeyKind::EcdsaP256, 0x53, 30);
+    let store = store_yaml(&redis);
+    let node = |ports: &Ports, tag: &str| {
+        start_api_gateway(
+            ports,
+            Some((
+                &pebble.directory,
+                &pebble.ca_file,
+                &work.path().join(format!("acme-{tag}")),
+                &store,
+            )),
+            &file,
+            &work.path().join(format!("state-{tag}.json")),
+            &origin,
+        )
+    };
+    let (gateway_a, gateway_b) = (node(&a, "a"), node(&b, "b"));
+    let asked = Instant::now();
+    let (status, answer) = api(
+        a.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/shop",
+        Some(&format!(r#"{{"acme": ["{NAME}"]}}"#)),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let serial_a = wait_served(a.tls, None, Some(&file.serial), &gateway_a);
+    let serial_b = wait_served(b.tls, Some(&serial_a), None, &gateway_b);
+    eprintln!(
+        "a request made on node A is served by both nodes {:?} after the PUT",
+        asked.elapsed()
+    );
+    assert_eq!(serial_a, serial_b);
+    let root = work.path().join("pebble-root.pem");
+    pebble.write_root(&root);
+    assert_eq!(verified_get(a.tls, &root), "stable");
+    assert_eq!(verified_get(b.tls, &root), "stable");
+    assert_eq!(
+        pebble_counts(&pebble),
+        (1, 1),
+        "pebble log:\n{}",
+        pebble.log()
+    );
+    assert_eq!(orders(a.metrics, "ok") + orders(b.metrics, "ok"), 1);
+    let start = Instant::now();
+    while listed(b.admin, "shop").is_none_or(|row| row["state"] != "issued") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            listed(b.admin, "shop")
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
