@@ -1237,7 +1237,8 @@ fn an_api_request_is_validated_by_tls_alpn01_on_any_listener() {
 }
 
 /// Without `gateway.acme` a request is refused (422 naming `acme`); a bad name is refused
-/// naming its index; neither PUT changes anything.
+/// naming its index, a body of both kinds is 400, a request under an upload's name 409, a
+/// request sharing part of another's names 422; none of them changes anything.
 #[test]
 fn an_api_request_needs_gateway_acme_and_dns_names() {
     let ports = Ports::new();
@@ -1312,6 +1313,34 @@ fn an_api_request_needs_gateway_acme_and_dns_names() {
     );
     assert_eq!(status, 409, "{answer}");
     assert_eq!(listed(ports.admin, "up").expect("listed")["source"], "api");
+    // A name in one certificate only: a request sharing part of another's set is refused.
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/both",
+        Some(r#"{"acme": ["a.example.com", "b.example.com"]}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = api(
+        ports.admin,
+        API_ADMIN,
+        "PUT",
+        "/config/certificates/part",
+        Some(r#"{"acme": ["b.example.com"]}"#),
+    );
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (422, Some("acme")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"both\"")),
+        "{answer}"
+    );
+    assert!(listed(ports.admin, "part").is_none());
 }
 
 /// Two nodes with Redis, neither with `tls.acme`: a request made on node A reaches B through
