@@ -875,3 +875,82 @@ fn an_admin_runs_the_edge_from_the_page() {
         "requests outside the admin origin: {outside:?}"
     );
 }
+
+/// An admin asks for a certificate with ACME from the page (Pebble, HTTP-01 really answered on
+/// the plaintext listener) and sees it go from waiting to issued with its expiry; the TLS
+/// listener then serves it by SNI.
+#[test]
+fn an_admin_issues_a_certificate_with_acme_from_the_page() {
+    let stable = Origin::start("stable");
+    let work = TempDir::new("ui-acme");
+    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let pebble = common::pebble::start_pebble(work.path(), plain.port(), free_port());
+    let file_cert = common::tls::Ca::new("file CA").issue_p256(work.path(), "file", "ui.test", 3);
+    let dir = TempDir::new("ui-acme-gw");
+    let config = format!(
+        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         gateway:\n  listen:\n    - \"{plain}\"\n\
+         \x20   - {{ addr: \"{tls_addr}\", tls: {{ certificates: [{{ cert: \"{cert}\", key: \"{key}\" }}] }} }}\n\
+         \x20 admin:\n    listen: \"{admin_addr}\"\n    token: \"{ADMIN}\"\n    state_file: state.json\n\
+         \x20 acme:\n    directory: \"{directory}\"\n    email: ops@example.com\n    accept_terms: true\n\
+         \x20   ca_file: \"{ca}\"\n    retry: 1s\n\
+         {groups}  routing:\n    default: stable\n",
+        d = dir.path().display(),
+        cert = file_cert.cert.display(),
+        key = file_cert.key.display(),
+        directory = pebble.directory,
+        ca = pebble.ca_file.display(),
+        groups = groups_yaml(&[("stable", &stable)]),
+    );
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let gateway = Gateway::start_with_file(dir, config_path, plain);
+
+    let mut browser = Browser::start();
+    log_in(&mut browser, admin_addr, ADMIN);
+    browser.wait_for(
+        "the file's certificate listed",
+        "document.querySelector('#certificates-table [data-source=file]')",
+        WAIT,
+    );
+    browser.fill("#acme-name", "shop");
+    browser.fill("#acme-names", common::pebble::PEBBLE_NAME);
+    browser.eval("document.getElementById('acme-form').requestSubmit()");
+    browser.wait_for(
+        "the request listed",
+        "document.querySelector('#certificates-table [data-certificate=shop][data-source=acme]')",
+        WAIT,
+    );
+    // Issued: ordered, validated by the CA over HTTP-01, stored, served. Slower than a page
+    // change (the CA's own checks), so a wider wait.
+    browser.wait_for(
+        "the certificate issued, with its expiry",
+        "(() => { const r = document.querySelector('[data-certificate=shop]'); return r && r.dataset.state === 'issued' && Number(r.querySelector('.expiry').dataset.days) > 0; })()",
+        Duration::from_secs(120),
+    );
+    let listed = admin(
+        admin_addr,
+        "GET",
+        "/config/certificates/shop",
+        Some(ADMIN),
+        None,
+    );
+    let row: Value = serde_json::from_slice(&listed.body).expect("json");
+    let serial = row["serial"]
+        .as_str()
+        .expect("a serial")
+        .to_ascii_uppercase();
+    assert_eq!(
+        common::tls::served_serial(tls_addr, Some(common::pebble::PEBBLE_NAME)),
+        serial.trim_start_matches('0'),
+        "the TLS listener serves it by SNI; log:\n{}",
+        gateway.log()
+    );
+    assert_eq!(
+        common::tls::served_serial(tls_addr, Some("ui.test")),
+        file_cert.serial,
+        "other names keep the file's"
+    );
+}

@@ -76,7 +76,7 @@ function renderConfig(status) {
   renderIfChanged("certificates-list", $("certificates-list"), [config.certificates, admin],
     () => renderCertificates());
   renderIfChanged("certificate-form", $("certificate-form-slot"), [admin],
-    () => replace($("certificate-form-slot"), admin ? uploadForm() : null));
+    () => replace($("certificate-form-slot"), admin ? [...uploadForm(), ...acmeForm()] : null));
 }
 
 function shareSignature(status) {
@@ -248,13 +248,13 @@ async function saveGroup(event) {
 // ---------------------------------------------------------------- certificates
 
 function renderCertificates() {
-  const rows = (config.certificates || []).map((c) => el("tr", { "data-certificate": c.name, "data-source": c.source },
+  const rows = (config.certificates || []).map((c) => el("tr", { "data-certificate": c.name, "data-source": c.source, "data-state": c.state || "" },
     el("td", {}, el("strong", { text: c.name }), el("br"), el("span", { class: "badge", text: c.source })),
     el("td", { text: (c.names || []).join(", ") }),
     el("td", { text: c.issuer || "-" }),
     el("td", { class: "expiry", "data-days": c.days_left ?? "", text: c.not_after ? `${c.not_after} (${c.days_left} days)` : (c.state || "-") }),
     el("td", { text: c.error || (c.source === "file" ? `listener ${c.listener}${c.default ? " (default)" : ""}` : c.by ? `uploaded by ${c.by}` : c.state || "") }),
-    el("td", {}, isAdmin() && c.source === "api"
+    el("td", {}, isAdmin() && (c.source === "api" || (c.source === "acme" && c.by))
       ? el("button", { type: "button", class: "danger", id: slug("certificate-delete", c.name), onclick: () => deleteObject("certificates", c.name, "certificate") }, "Delete")
       : null)));
   replace($("certificates-list"),
@@ -287,6 +287,29 @@ async function uploadCertificate(event) {
   // The key leaves the page once sent.
   if (ok) $("certificate-form").reset();
   else $("certificate-key").value = "";
+  await refresh();
+}
+
+/** "Issue with ACME": a certificate for some names, ordered from `gateway.acme`'s CA. */
+function acmeForm() {
+  const form = el("form", { id: "acme-form", class: "fields" },
+    el("label", { for: "acme-name", text: "Name" }),
+    el("input", { id: "acme-name", name: "name", autocomplete: "off", required: true }),
+    el("label", { for: "acme-names", text: "Host names" }),
+    el("input", { id: "acme-names", name: "names", autocomplete: "off", placeholder: "shop.example.com, www.shop.example.com" }),
+    el("div", { class: "actions" }, el("button", { type: "submit", id: "acme-save" }, "Issue with ACME")));
+  form.addEventListener("submit", requestAcme);
+  return [el("h3", { text: "Issue with ACME" }),
+    el("p", { class: "note", text: "Ordered from the CA of gateway.acme, answered by HTTP-01 or TLS-ALPN-01, renewed by itself; the list shows it waiting, then issued." }),
+    form, resultSlot("acme")];
+}
+
+async function requestAcme(event) {
+  event.preventDefault();
+  const name = $("acme-name").value.trim();
+  const ok = await write(`ACME certificate ${name} requested`, "PUT", `/config/certificates/${encodeURIComponent(name)}`,
+    { acme: words($("acme-names").value) }, "acme");
+  if (ok) $("acme-form").reset();
   await refresh();
 }
 
