@@ -271,10 +271,11 @@ fn an_operator_runs_a_canary_from_the_page() {
     );
     assert_eq!(site.status()["rules"][2]["users"], before + 5000);
     assert_eq!(site.group_of("pasted-customer-4999"), "canary");
-    assert_eq!(
-        browser.eval("document.getElementById('users-default-beta').value"),
-        "",
-        "all applied: the box is emptied"
+    // All applied: the box is emptied (after the page's refresh that follows the answer).
+    browser.wait_for(
+        "the box emptied",
+        "document.getElementById('users-default-beta').value === ''",
+        WAIT,
     );
 
     // A batch with one bad id is refused: the pasted ids stay, to be corrected.
@@ -286,8 +287,12 @@ fn an_operator_runs_a_canary_from_the_page() {
         "document.getElementById('result-users-default-beta').innerText.includes('refused')",
         WAIT,
     );
-    let kept = browser.eval("document.getElementById('users-default-beta').value");
-    assert_eq!(kept, "keep-me-1\nbad;id", "the pasted ids are kept");
+    // The page puts the ids back once its refresh after the answer has redrawn the list.
+    browser.wait_for(
+        "the pasted ids kept",
+        "document.getElementById('users-default-beta').value === 'keep-me-1\\nbad;id'",
+        WAIT,
+    );
     browser.fill("#users-default-beta", "");
 
     browser.fill("#lookup-default-beta", &outside);
