@@ -172,26 +172,41 @@ fn a_flood_on_one_listener_leaves_the_others_served() {
     drop(flood);
 }
 
+/// A gateway whose one listener takes at most two connections, serving group `stable` from
+/// `stable`: `listen_keys` go into the listener's entry before `max_connections`, `more` is
+/// more of the gateway section. Returns the gateway, the listener and the admin address.
+fn start_full_listener(
+    stable: &Origin,
+    tag: &str,
+    listen_keys: &str,
+    more: &str,
+) -> (Gateway, SocketAddr, SocketAddr) {
+    let dir = TempDir::new(tag);
+    let (addr, admin_addr) = (local_addr(), local_addr());
+    let config = format!(
+        "version: 1\nthreads: 1\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         gateway:\n  listen: [{{ addr: \"{addr}\", {listen_keys}max_connections: 2 }}]\n\
+         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
+         {more}{groups}  routing: {{ default: stable }}\n",
+        d = dir.path().display(),
+        groups = groups_yaml(&[("stable", stable)])
+    );
+    (start(dir, &config, addr, None), addr, admin_addr)
+}
+
+/// The listener at `addr` has `open` connections, `idle` of them idle (per `/status`).
+fn open_and_idle(admin_addr: SocketAddr, addr: SocketAddr, open: u64, idle: u64) -> bool {
+    let now = listener(&status(admin_addr), addr);
+    now["open"] == open && now["idle"] == idle
+}
+
 /// With `max_connections: 2` and two idle keep-alive connections, a new connection is served
 /// by closing the one idle the longest; the other stays served.
 #[test]
 fn a_full_listener_closes_its_longest_idle_connection_for_a_new_one() {
     let stable = Origin::start("stable");
-    let dir = TempDir::new("gw-evict");
-    let (addr, admin_addr) = (local_addr(), local_addr());
-    let config = format!(
-        "version: 1\nthreads: 1\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
-         gateway:\n  listen: [{{ addr: \"{addr}\", max_connections: 2 }}]\n\
-         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
-         {groups}  routing: {{ default: stable }}\n",
-        d = dir.path().display(),
-        groups = groups_yaml(&[("stable", &stable)])
-    );
-    let _gateway = start(dir, &config, addr, None);
-    let open_and_idle = |open: u64, idle: u64| {
-        let now = listener(&status(admin_addr), addr);
-        now["open"] == open && now["idle"] == idle
-    };
+    let (_gateway, addr, admin_addr) = start_full_listener(&stable, "gw-evict", "", "");
+    let open_and_idle = |open: u64, idle: u64| open_and_idle(admin_addr, addr, open, idle);
 
     let mut oldest = Client::connect(addr);
     assert_eq!(oldest.get("/", &[]).text(), "stable");
@@ -229,22 +244,13 @@ fn a_full_listener_closes_its_longest_idle_connection_for_a_new_one() {
 #[test]
 fn an_h2c_listener_makes_room_and_times_out_a_stalled_preface() {
     let stable = Origin::start("stable");
-    let dir = TempDir::new("gw-h2c-evict");
-    let (addr, admin_addr) = (local_addr(), local_addr());
-    let config = format!(
-        "version: 1\nthreads: 1\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
-         gateway:\n  listen: [{{ addr: \"{addr}\", h2c: true, max_connections: 2 }}]\n\
-         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
-         \x20 limits: {{ header_timeout: 1s }}\n\
-         {groups}  routing: {{ default: stable }}\n",
-        d = dir.path().display(),
-        groups = groups_yaml(&[("stable", &stable)])
+    let (_gateway, addr, admin_addr) = start_full_listener(
+        &stable,
+        "gw-h2c-evict",
+        "h2c: true, ",
+        "\x20 limits: { header_timeout: 1s }\n",
     );
-    let _gateway = start(dir, &config, addr, None);
-    let open_and_idle = |open: u64, idle: u64| {
-        let now = listener(&status(admin_addr), addr);
-        now["open"] == open && now["idle"] == idle
-    };
+    let open_and_idle = |open: u64, idle: u64| open_and_idle(admin_addr, addr, open, idle);
 
     let mut silent = Client::connect(addr);
     wait_until(
