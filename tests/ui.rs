@@ -733,6 +733,17 @@ fn the_page_fits_a_desktop_and_a_phone() {
     );
 }
 
+/// Fills the page's fields (selector, value) and submits the form with id `form`, as a
+/// person would.
+fn submit_form(browser: &mut Browser, form: &str, fields: &[(&str, &str)]) {
+    for (selector, value) in fields {
+        browser.fill(selector, value);
+    }
+    browser.eval(&format!(
+        "document.getElementById('{form}').requestSubmit()"
+    ));
+}
+
 const ADMIN: &str = "ui-admin-token-0123456789";
 
 /// An admin runs the edge from the page, as Nginx Proxy Manager users do: adds a group and a
@@ -767,9 +778,14 @@ fn an_admin_runs_the_edge_from_the_page() {
     );
 
     // A group, then a host pointing at it.
-    browser.fill("#group-name", "shop");
-    browser.fill("#group-servers", &shop.addr.to_string());
-    browser.eval("document.getElementById('group-form').requestSubmit()");
+    submit_form(
+        &mut browser,
+        "group-form",
+        &[
+            ("#group-name", "shop"),
+            ("#group-servers", &shop.addr.to_string()),
+        ],
+    );
     browser.wait_for(
         "the new group listed with its server",
         &format!(
@@ -783,10 +799,15 @@ fn an_admin_runs_the_edge_from_the_page() {
         "[...document.getElementById('host-group').options].some(o => o.value === 'shop')",
         WAIT,
     );
-    browser.fill("#host-name", "shop");
-    browser.fill("#host-hosts", "shop.test");
-    browser.fill("#host-group", "shop");
-    browser.eval("document.getElementById('host-form').requestSubmit()");
+    submit_form(
+        &mut browser,
+        "host-form",
+        &[
+            ("#host-name", "shop"),
+            ("#host-hosts", "shop.test"),
+            ("#host-group", "shop"),
+        ],
+    );
     browser.wait_for(
         "the new host listed with its target",
         "document.querySelector('#hosts-table [data-host=shop] [data-target=shop]')",
@@ -799,10 +820,15 @@ fn an_admin_runs_the_edge_from_the_page() {
     assert_eq!(elsewhere.text(), "stable");
 
     // A write the server refuses: its own words, beside the form, naming the key.
-    browser.fill("#host-name", "broken");
-    browser.fill("#host-paths", "no-slash");
-    browser.fill("#host-group", "shop");
-    browser.eval("document.getElementById('host-form').requestSubmit()");
+    submit_form(
+        &mut browser,
+        "host-form",
+        &[
+            ("#host-name", "broken"),
+            ("#host-paths", "no-slash"),
+            ("#host-group", "shop"),
+        ],
+    );
     browser.wait_for(
         "the server's validation error beside the form",
         "document.getElementById('result-host').classList.contains('error') && document.getElementById('result-host').textContent.includes('paths')",
@@ -848,10 +874,15 @@ fn an_admin_runs_the_edge_from_the_page() {
     );
     let chain = std::fs::read_to_string(&uploaded.cert).expect("chain");
     let key = std::fs::read_to_string(&uploaded.key).expect("key");
-    browser.fill("#certificate-name", "upload");
-    browser.fill("#certificate-chain", &chain);
-    browser.fill("#certificate-key", &key);
-    browser.eval("document.getElementById('certificate-form').requestSubmit()");
+    submit_form(
+        &mut browser,
+        "certificate-form",
+        &[
+            ("#certificate-name", "upload"),
+            ("#certificate-chain", &chain),
+            ("#certificate-key", &key),
+        ],
+    );
     browser.wait_for(
         "the uploaded certificate listed with its expiry",
         "(() => { const e = document.querySelector('[data-certificate=upload] .expiry'); return e && Number(e.dataset.days) >= 19; })()",
