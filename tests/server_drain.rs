@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
@@ -40,6 +40,41 @@ fn admin_port() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().expect("addr")
 }
 
+/// A gateway started by `start_two`, with what the tests reach it by.
+struct Two {
+    gateway: Gateway,
+    admin_addr: SocketAddr,
+    state_file: PathBuf,
+    /// Holds the state file's folder for the test's length.
+    dir: TempDir,
+}
+
+/// A gateway with group `web` of origins `a` and `b`, a fresh admin port, the state file in a
+/// fresh folder, and `more` (a store, metrics) in the gateway section.
+fn start_two(a: &Origin, b: &Origin, more: &str) -> Two {
+    let dir = TempDir::new("drain");
+    let state_file = dir.path().join("state.json");
+    let admin_addr = admin_port();
+    let gateway = start(&[a.addr, b.addr], admin_addr, &state_file, more);
+    Two {
+        gateway,
+        admin_addr,
+        state_file,
+        dir,
+    }
+}
+
+/// Ten requests from `request` are all answered by origin `b`, and `held` gets none of them
+/// (`what` says why it should not).
+fn assert_only_b_serves(held: &Origin, what: &str, mut request: impl FnMut() -> Response) {
+    let before = held.count();
+    for _ in 0..10 {
+        let r = request();
+        assert_eq!((r.status, r.text()), (200, "b".to_string()));
+    }
+    assert_eq!(held.count(), before, "{what}");
+}
+
 /// An admin call with `token`: the status and the JSON answer.
 fn call(admin_addr: SocketAddr, method: &str, path: &str, token: &str) -> (u16, Value) {
     let r = admin(admin_addr, method, path, Some(token), None);
@@ -66,13 +101,13 @@ fn server_view(admin_addr: SocketAddr, server: SocketAddr) -> Value {
         VIEWER_TOKEN,
     );
     assert_eq!(status, 200, "{answer}");
-    answer["servers"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|s| s["server"] == server.to_string())
-                .cloned()
-        })
+    find_server(&answer, &answer["servers"], "server", server)
+}
+
+/// The entry of `list` whose `key` is `server` (failing the test, showing `answer`, if none).
+fn find_server(answer: &Value, list: &Value, key: &str, server: SocketAddr) -> Value {
+    list.as_array()
+        .and_then(|all| all.iter().find(|s| s[key] == server.to_string()).cloned())
         .unwrap_or_else(|| panic!("{server} not in {answer}"))
 }
 
@@ -80,14 +115,7 @@ fn server_view(admin_addr: SocketAddr, server: SocketAddr) -> Value {
 fn status_entry(admin_addr: SocketAddr, server: SocketAddr) -> Value {
     let (status, answer) = call(admin_addr, "GET", "/status", VIEWER_TOKEN);
     assert_eq!(status, 200, "{answer}");
-    answer["groups"][0]["servers"]
-        .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|s| s["addr"] == server.to_string())
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("{server} not in {answer}"))
+    find_server(&answer, &answer["groups"][0]["servers"], "addr", server)
 }
 
 /// wrk's run ended with every request answered 2xx and no socket error.
@@ -175,14 +203,12 @@ fn drain_enable_disable_under_load() {
     let slow = Duration::from_millis(500);
     let a = Origin::start_with_delay("a", slow);
     let b = Origin::start_with_delay("b", slow);
-    let dir = TempDir::new("drain");
-    let admin_addr = admin_port();
-    let gateway = start(
-        &[a.addr, b.addr],
+    let Two {
+        gateway,
         admin_addr,
-        &dir.path().join("state.json"),
-        "",
-    );
+        dir: _dir,
+        ..
+    } = start_two(&a, &b, "");
     let view = server_view(admin_addr, a.addr);
     assert_eq!(view["mode"], "enabled", "{view}");
 
@@ -207,14 +233,12 @@ fn drain_enable_disable_under_load() {
 fn a_group_of_held_servers_is_down() {
     let a = Origin::start("a");
     let b = Origin::start("b");
-    let dir = TempDir::new("drain");
-    let admin_addr = admin_port();
-    let gateway = start(
-        &[a.addr, b.addr],
+    let Two {
+        gateway,
         admin_addr,
-        &dir.path().join("state.json"),
-        "",
-    );
+        dir: _dir,
+        ..
+    } = start_two(&a, &b, "");
     set(admin_addr, a.addr, "drain");
     set(admin_addr, b.addr, "disable");
     let r = get(gateway.addr, "/", &[]);
@@ -231,10 +255,12 @@ fn a_group_of_held_servers_is_down() {
 fn modes_need_an_admin_and_survive_a_restart() {
     let a = Origin::start("a");
     let b = Origin::start("b");
-    let dir = TempDir::new("drain");
-    let state_file = dir.path().join("state.json");
-    let admin_addr = admin_port();
-    let gateway = start(&[a.addr, b.addr], admin_addr, &state_file, "");
+    let Two {
+        gateway,
+        admin_addr,
+        state_file,
+        dir: _dir,
+    } = start_two(&a, &b, "");
     let drain = format!("/config/groups/web/servers/{}/drain", a.addr);
     for token in [OPERATOR_TOKEN, VIEWER_TOKEN] {
         let (status, answer) = call(admin_addr, "POST", &drain, token);
@@ -281,16 +307,11 @@ fn modes_need_an_admin_and_survive_a_restart() {
     let gateway = start(&[a.addr, b.addr], admin_addr, &state_file, "");
     assert_eq!(server_view(admin_addr, a.addr)["mode"], "drained");
     assert_eq!(status_entry(admin_addr, a.addr)["mode"], "drained");
-    let before = a.count();
     let mut client = Client::connect(gateway.addr);
-    for _ in 0..10 {
-        let r = client.get("/", &[]);
-        assert_eq!((r.status, r.text()), (200, "b".to_string()));
-    }
-    assert_eq!(
-        a.count(),
-        before,
-        "the drained server stays drained after a restart"
+    assert_only_b_serves(
+        &a,
+        "the drained server stays drained after a restart",
+        || client.get("/", &[]),
     );
 }
 
@@ -329,13 +350,10 @@ fn a_drain_on_one_node_applies_on_the_other() {
         server_view(admin_2, a.addr)["mode"] == "drained"
     });
     println!("drain on node 1 applied on node 2 after {took:?}");
-    let before = a.count();
     let mut client = Client::connect(node_2.addr);
-    for _ in 0..10 {
-        let r = client.get("/", &[]);
-        assert_eq!((r.status, r.text()), (200, "b".to_string()));
-    }
-    assert_eq!(a.count(), before, "node 2 sends the drained server nothing");
+    assert_only_b_serves(&a, "node 2 sends the drained server nothing", || {
+        client.get("/", &[])
+    });
 }
 
 /// Without a store, a drain whose state file cannot be written is refused (500 naming the
@@ -344,10 +362,12 @@ fn a_drain_on_one_node_applies_on_the_other() {
 fn a_drain_that_cannot_be_kept_changes_nothing() {
     let a = Origin::start("a");
     let b = Origin::start("b");
-    let dir = TempDir::new("drain");
-    let state_file = dir.path().join("state.json");
-    let admin_addr = admin_port();
-    let gateway = start(&[a.addr, b.addr], admin_addr, &state_file, "");
+    let Two {
+        gateway,
+        admin_addr,
+        state_file,
+        dir: _dir,
+    } = start_two(&a, &b, "");
     // A non-empty folder where the state file goes: renaming the new state over it fails.
     std::fs::remove_file(&state_file).ok();
     std::fs::create_dir_all(state_file.join("in-the-way")).expect("a folder in the way");
@@ -373,13 +393,15 @@ fn a_drain_that_cannot_be_kept_changes_nothing() {
 fn metrics_show_in_flight_requests_and_modes() {
     let a = Origin::start_with_delay("a", Duration::from_secs(4));
     let b = Origin::start("b");
-    let dir = TempDir::new("drain");
-    let admin_addr = admin_port();
     let metrics_addr = admin_port();
-    let gateway = start(
-        &[a.addr, b.addr],
+    let Two {
+        gateway,
         admin_addr,
-        &dir.path().join("state.json"),
+        dir: _dir,
+        ..
+    } = start_two(
+        &a,
+        &b,
         &format!("  metrics: {{ listen: \"{metrics_addr}\" }}\n"),
     );
     // Prometheus text writes the labels in name order: group, mode, server.
@@ -481,15 +503,10 @@ fn a_group_made_through_the_api_is_drained_too() {
     let (status, answer) = call(admin_addr, "POST", &path, ADMIN_TOKEN);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["mode"], "drained", "{answer}");
-    let before = a.count();
-    for _ in 0..6 {
-        let r = get_host(gateway.addr, "api.test", "/", &[]);
-        assert_eq!((r.status, r.text()), (200, "b".to_string()));
-    }
-    assert_eq!(
-        a.count(),
-        before,
-        "the drained server of the API group gets nothing"
+    assert_only_b_serves(
+        &a,
+        "the drained server of the API group gets nothing",
+        || get_host(gateway.addr, "api.test", "/", &[]),
     );
 
     write("DELETE", "/config/routes/api", None);
