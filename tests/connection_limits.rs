@@ -200,33 +200,44 @@ fn open_and_idle(admin_addr: SocketAddr, addr: SocketAddr, open: u64, idle: u64)
     now["open"] == open && now["idle"] == idle
 }
 
+/// With `first` open on a listener started by `start_full_listener`: once it is idle, a second
+/// connection is served and goes idle, and a third is served by closing `first` (`which`
+/// names it in the failure) without an answer. Returns the second and third connections.
+fn full_then_evicted(
+    admin_addr: SocketAddr,
+    addr: SocketAddr,
+    first: &mut Client,
+    which: &str,
+) -> (Client, Client) {
+    wait_until("the first connection idle", Duration::from_secs(30), || {
+        open_and_idle(admin_addr, addr, 1, 1)
+    });
+    let mut second = Client::connect(addr);
+    assert_eq!(second.get("/", &[]).text(), "stable");
+    wait_until("both connections idle", Duration::from_secs(30), || {
+        open_and_idle(admin_addr, addr, 2, 2)
+    });
+    let mut third = Client::connect(addr);
+    let response = third.get("/", &[]);
+    assert_eq!((response.status, response.text().as_str()), (200, "stable"));
+    assert_eq!(
+        first.read_until_closed(),
+        Some(Vec::new()),
+        "{which} connection is closed for room, without an answer"
+    );
+    (second, third)
+}
+
 /// With `max_connections: 2` and two idle keep-alive connections, a new connection is served
 /// by closing the one idle the longest; the other stays served.
 #[test]
 fn a_full_listener_closes_its_longest_idle_connection_for_a_new_one() {
     let stable = Origin::start("stable");
     let (_gateway, addr, admin_addr) = start_full_listener(&stable, "gw-evict", "", "");
-    let open_and_idle = |open: u64, idle: u64| open_and_idle(admin_addr, addr, open, idle);
 
     let mut oldest = Client::connect(addr);
     assert_eq!(oldest.get("/", &[]).text(), "stable");
-    wait_until("the first connection idle", Duration::from_secs(30), || {
-        open_and_idle(1, 1)
-    });
-    let mut newer = Client::connect(addr);
-    assert_eq!(newer.get("/", &[]).text(), "stable");
-    wait_until("both connections idle", Duration::from_secs(30), || {
-        open_and_idle(2, 2)
-    });
-
-    let mut third = Client::connect(addr);
-    let response = third.get("/", &[]);
-    assert_eq!((response.status, response.text().as_str()), (200, "stable"));
-    assert_eq!(
-        oldest.read_until_closed(),
-        Some(Vec::new()),
-        "the longest-idle connection is closed, without an answer"
-    );
+    let (mut newer, _third) = full_then_evicted(admin_addr, addr, &mut oldest, "the longest-idle");
     assert_eq!(
         newer.get("/", &[]).text(),
         "stable",
@@ -250,27 +261,10 @@ fn an_h2c_listener_makes_room_and_times_out_a_stalled_preface() {
         "h2c: true, ",
         "\x20 limits: { header_timeout: 1s }\n",
     );
-    let open_and_idle = |open: u64, idle: u64| open_and_idle(admin_addr, addr, open, idle);
 
+    // Sends nothing at all: idle from the start.
     let mut silent = Client::connect(addr);
-    wait_until(
-        "the silent connection idle",
-        Duration::from_secs(30),
-        || open_and_idle(1, 1),
-    );
-    let mut served = Client::connect(addr);
-    assert_eq!(served.get("/", &[]).text(), "stable");
-    wait_until("both connections idle", Duration::from_secs(30), || {
-        open_and_idle(2, 2)
-    });
-    let mut third = Client::connect(addr);
-    let response = third.get("/", &[]);
-    assert_eq!((response.status, response.text().as_str()), (200, "stable"));
-    assert_eq!(
-        silent.read_until_closed(),
-        Some(Vec::new()),
-        "the silent connection is closed for room, without an answer"
-    );
+    let (served, third) = full_then_evicted(admin_addr, addr, &mut silent, "the silent");
     let on_listener = listener(&status(admin_addr), addr);
     assert_eq!(on_listener["idle_closed"], 1, "{on_listener}");
     drop((served, third));
