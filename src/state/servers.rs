@@ -184,30 +184,11 @@ impl Controller {
 mod tests {
     use super::*;
     use crate::state::overlay::{apply_server_modes, Overlay};
-    use crate::upstreams::{Selection, ServerConfig, Timeouts};
+    use crate::upstreams::GroupConfig;
     use std::sync::Arc;
 
     fn group(ports: &[u16]) -> GroupConfig {
-        GroupConfig {
-            name: "web".into(),
-            servers: ports
-                .iter()
-                .map(|&p| ServerConfig {
-                    addr: SocketAddr::from(([127, 0, 0, 1], p)),
-                    weight: 1,
-                })
-                .collect(),
-            named: Vec::new(),
-            resolve: Default::default(),
-            selection: Selection::RoundRobin,
-            health_check: None,
-            timeouts: Timeouts::default(),
-            fallback: None,
-            host_header: Default::default(),
-            tls: None,
-            protocol: crate::upstreams::Protocol::H1,
-            max_streams: crate::upstreams::DEFAULT_MAX_STREAMS,
-        }
+        GroupConfig::for_test("web", ports)
     }
 
     /// An address is found as an address, whatever its spelling; anything else is no server.

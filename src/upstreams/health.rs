@@ -112,20 +112,10 @@ impl BackgroundService for HealthChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstreams::{
-        GroupConfig, HealthCheckConfig, HealthProbe, Selection, ServerConfig, Timeouts,
-    };
+    use crate::upstreams::{GroupConfig, HealthCheckConfig, HealthProbe};
 
     fn pool(port: u16) -> Arc<Pool> {
         Arc::new(Pool::new(GroupConfig {
-            name: format!("g{port}"),
-            servers: vec![ServerConfig {
-                addr: ([127, 0, 0, 1], port).into(),
-                weight: 1,
-            }],
-            named: Vec::new(),
-            resolve: Default::default(),
-            selection: Selection::RoundRobin,
             health_check: Some(HealthCheckConfig {
                 probe: HealthProbe::Tcp,
                 interval: Duration::from_secs(3600),
@@ -133,12 +123,7 @@ mod tests {
                 rise: 1,
                 fall: 1,
             }),
-            timeouts: Timeouts::default(),
-            fallback: None,
-            host_header: Default::default(),
-            tls: None,
-            protocol: crate::upstreams::Protocol::H1,
-            max_streams: crate::upstreams::DEFAULT_MAX_STREAMS,
+            ..GroupConfig::for_test(&format!("g{port}"), &[port])
         }))
     }
 

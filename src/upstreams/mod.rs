@@ -170,6 +170,34 @@ pub struct GroupConfig {
     pub(crate) max_streams: usize,
 }
 
+#[cfg(test)]
+impl GroupConfig {
+    /// A group for unit tests: `name` with servers on 127.0.0.1 at `ports` (weight 1), round
+    /// robin, and every other key at its default (no health checks, no fallback, plain HTTP/1).
+    pub(crate) fn for_test(name: &str, ports: &[u16]) -> GroupConfig {
+        GroupConfig {
+            name: name.into(),
+            servers: ports
+                .iter()
+                .map(|&p| ServerConfig {
+                    addr: SocketAddr::from(([127, 0, 0, 1], p)),
+                    weight: 1,
+                })
+                .collect(),
+            named: Vec::new(),
+            resolve: ResolveConfig::default(),
+            selection: Selection::RoundRobin,
+            health_check: None,
+            timeouts: Timeouts::default(),
+            fallback: None,
+            host_header: HostHeader::default(),
+            tls: None,
+            protocol: Protocol::H1,
+            max_streams: DEFAULT_MAX_STREAMS,
+        }
+    }
+}
+
 /// TLS towards a group's servers.
 #[derive(Clone)]
 pub(crate) struct UpstreamTls {

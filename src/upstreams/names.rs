@@ -258,7 +258,7 @@ impl ServiceDiscovery for Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstreams::{NamedServer, Selection, ServerConfig, Timeouts};
+    use crate::upstreams::NamedServer;
 
     fn names(resolver: SocketAddr) -> Arc<Names> {
         names_of("app.internal", Some(resolver))
@@ -266,11 +266,6 @@ mod tests {
 
     fn names_of(host: &str, resolver: Option<SocketAddr>) -> Arc<Names> {
         Names::new(&GroupConfig {
-            name: "g".into(),
-            servers: vec![ServerConfig {
-                addr: ([127, 0, 0, 1], 9).into(),
-                weight: 1,
-            }],
             named: vec![NamedServer {
                 host: host.into(),
                 port: 8080,
@@ -280,14 +275,7 @@ mod tests {
                 resolver,
                 interval: Duration::from_secs(5),
             },
-            selection: Selection::RoundRobin,
-            health_check: None,
-            timeouts: Timeouts::default(),
-            fallback: None,
-            host_header: Default::default(),
-            tls: None,
-            protocol: crate::upstreams::Protocol::H1,
-            max_streams: crate::upstreams::DEFAULT_MAX_STREAMS,
+            ..GroupConfig::for_test("g", &[9])
         })
     }
 

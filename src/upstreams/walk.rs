@@ -45,33 +45,18 @@ pub(crate) fn pick<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstreams::{GroupConfig, Selection, ServerConfig, Timeouts};
+    use crate::upstreams::{GroupConfig, Selection};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     fn pool(name: &str, ports: &[u16], fallback: Option<usize>, selection: Selection) -> Arc<Pool> {
+        // No health checks (the fixture's default): every server counts as healthy.
         Arc::new(Pool::new(GroupConfig {
-            name: name.into(),
-            servers: ports
-                .iter()
-                .map(|&p| ServerConfig {
-                    addr: addr(p),
-                    weight: 1,
-                })
-                .collect(),
-            named: Vec::new(),
-            resolve: Default::default(),
             selection,
-            // No health checks: every server counts as healthy.
-            health_check: None,
-            timeouts: Timeouts::default(),
             fallback: fallback.map(GroupId),
-            host_header: Default::default(),
-            tls: None,
-            protocol: crate::upstreams::Protocol::H1,
-            max_streams: crate::upstreams::DEFAULT_MAX_STREAMS,
+            ..GroupConfig::for_test(name, ports)
         }))
     }
 
