@@ -67,11 +67,7 @@ fn start_edge(
 ) -> Edge {
     let (plain, tls, redirect, admin_addr, metrics) = (addr(), addr(), addr(), addr(), addr());
     let store = redis_port
-        .map(|port| {
-            format!(
-                "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"certs:\", resync_interval: 30s, timeout: 2s }}\n"
-            )
-        })
+        .map(|port| store_line(port, "certs:"))
         .unwrap_or_default();
     let config = format!(
         "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
@@ -577,11 +573,7 @@ fn an_upload_on_one_node_is_served_by_the_other() {
         start_edge(node_dir, &files, &origin, &state, Some(redis.port))
     };
     let (a, b) = (start("a"), start("b"));
-    for node in [&a, &b] {
-        wait_until("connected to the store", READY_TIMEOUT, || {
-            node.call(VIEWER, "GET", "/status", None).1["store"]["connected"] == true
-        });
-    }
+    wait_store_connected(&[a.admin, b.admin], VIEWER);
     assert_eq!(
         served_serial(b.tls, Some("shared.test")),
         files.default.serial

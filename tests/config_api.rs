@@ -28,11 +28,7 @@ struct Node {
 fn start(stable: &Origin, state_file: &Path, redis_port: Option<u16>) -> Node {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let store = redis_port
-        .map(|port| {
-            format!(
-                "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"cfg:\", resync_interval: 30s, timeout: 2s }}\n"
-            )
-        })
+        .map(|port| store_line(port, "cfg:"))
         .unwrap_or_default();
     let section = format!(
         "{groups}  routing:\n    default: stable\n{store}\
@@ -572,11 +568,7 @@ fn a_route_created_on_one_node_serves_on_the_other() {
     let redis = Redis::start(dir.path(), free_port());
     let a = start(&stable, &dir.path().join("a.json"), Some(redis.port));
     let b = start(&stable, &dir.path().join("b.json"), Some(redis.port));
-    for node in [&a, &b] {
-        wait_until("connected to the store", READY_TIMEOUT, || {
-            node.status()["store"]["connected"] == true
-        });
-    }
+    wait_store_connected(&[a.admin, b.admin], VIEWER);
     a.write("PUT", "/config/groups/shop", Some(&group_body(&shop)));
     a.write("PUT", "/config/routes/shop", Some(&route_body("shop")));
     let took = wait_until("node b serves the new route", READY_TIMEOUT, || {

@@ -324,9 +324,7 @@ fn a_drain_on_one_node_applies_on_the_other() {
     let dir = TempDir::new("drain");
     let redis_port = free_port();
     let _redis = Redis::start(dir.path(), redis_port);
-    let store = format!(
-        "  store: {{ redis: \"redis://127.0.0.1:{redis_port}/0\", prefix: \"drain:\", resync_interval: 30s, timeout: 2s }}\n"
-    );
+    let store = store_line(redis_port, "drain:");
     let (admin_1, admin_2) = (admin_port(), admin_port());
     let _node_1 = start(
         &[a.addr, b.addr],
@@ -340,11 +338,7 @@ fn a_drain_on_one_node_applies_on_the_other() {
         &dir.path().join("2.json"),
         &store,
     );
-    for admin_addr in [admin_1, admin_2] {
-        wait_until("connected to the store", POLL_LIMIT, || {
-            call(admin_addr, "GET", "/status", VIEWER_TOKEN).1["store"]["connected"] == true
-        });
-    }
+    wait_store_connected(&[admin_1, admin_2], VIEWER_TOKEN);
     set(admin_1, a.addr, "drain");
     let took = wait_until("the drain reaches the other node", POLL_LIMIT, || {
         server_view(admin_2, a.addr)["mode"] == "drained"

@@ -1045,3 +1045,23 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// The gateway section's `store:` line for the redis-server on `port`, keys under `prefix`
+/// (a 2 s timeout, a 30 s resync interval).
+pub fn store_line(port: u16, prefix: &str) -> String {
+    format!(
+        "  store: {{ redis: \"redis://127.0.0.1:{port}/0\", prefix: \"{prefix}\", resync_interval: 30s, timeout: 2s }}\n"
+    )
+}
+
+/// Waits (a bounded poll) until each gateway behind `admins` says in `/status`, read with
+/// `token`, that it follows the store.
+pub fn wait_store_connected(admins: &[SocketAddr], token: &str) {
+    for &addr in admins {
+        wait_until("connected to the store", READY_TIMEOUT, || {
+            let r = admin(addr, "GET", "/status", Some(token), None);
+            serde_json::from_slice::<serde_json::Value>(&r.body)
+                .is_ok_and(|status| status["store"]["connected"] == true)
+        });
+    }
+}
