@@ -12,29 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tls::{served_serial, Ca, Issued, KeyKind};
+use common::tls::{served_serial, tls_block, Ca, Edge, Issued, KeyKind};
 use common::*;
 use serde_json::{json, Value};
 
 const ADMIN: &str = "certs-test-admin-token";
 const OPERATOR: &str = "certs-test-operator-token";
 const VIEWER: &str = "certs-test-viewer-token";
-
-fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
-}
-
-/// A gateway with a plaintext listener (first), a TLS listener serving the file's
-/// certificates `file.test` + `*.wild.test` (the default) and `exact.wild.test`, an admin
-/// API with an admin, an operator and a viewer token, and a state file.
-struct Edge {
-    gateway: Gateway,
-    tls: SocketAddr,
-    /// A redirect listener (to the TLS listener's port).
-    redirect: SocketAddr,
-    admin: SocketAddr,
-    metrics: SocketAddr,
-}
 
 /// The file's certificates.
 struct Files {
@@ -56,8 +40,10 @@ fn file_certificates(dir: &Path) -> Files {
     Files { default, exact }
 }
 
-/// Starts the edge in `dir` with the file's certificates `files`, the origin `origin`, and,
-/// with `redis_port`, the store.
+/// Starts the edge in `dir` (see `common::tls::start_edge`): a TLS listener serving the file's
+/// certificates `files`, `file.test` + `*.wild.test` (the default) and `exact.wild.test`; an
+/// admin API with an admin, an operator and a viewer token and the state file `state_file`;
+/// group `stable` of `origin`; and, with `redis_port`, the store.
 fn start_edge(
     dir: TempDir,
     files: &Files,
@@ -65,48 +51,24 @@ fn start_edge(
     state_file: &Path,
     redis_port: Option<u16>,
 ) -> Edge {
-    let (plain, tls, redirect, admin_addr, metrics) = (addr(), addr(), addr(), addr(), addr());
+    let tls = tls_block(&[&files.default, &files.exact], Some(&files.default), "");
+    let admin_keys = format!(
+        "    token: \"{ADMIN}\"\n    state_file: \"{state}\"\n\
+         \x20   tokens:\n\
+         \x20     - {{ name: ops, token: \"{OPERATOR}\", role: operator }}\n\
+         \x20     - {{ name: look, token: \"{VIEWER}\", role: viewer }}\n",
+        state = state_file.display(),
+    );
     let store = redis_port
         .map(|port| store_line(port, "certs:"))
         .unwrap_or_default();
-    let config = format!(
-        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
-         grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
-         gateway:\n  listen:\n    - \"{plain}\"\n\
-         \x20   - addr: \"{tls}\"\n\
-         \x20     tls:\n        certificates:\n\
-         \x20         - {{ cert: \"{dc}\", key: \"{dk}\" }}\n\
-         \x20         - {{ cert: \"{ec}\", key: \"{ek}\" }}\n\
-         \x20       default_certificate: \"{dc}\"\n\
-         \x20   - {{ addr: \"{redirect}\", redirect_https: true, https_port: {tls_port} }}\n\
-         \x20 admin:\n    listen: \"{admin_addr}\"\n    token: \"{ADMIN}\"\n\
-         \x20   state_file: \"{state}\"\n\
-         \x20   tokens:\n\
-         \x20     - {{ name: ops, token: \"{OPERATOR}\", role: operator }}\n\
-         \x20     - {{ name: look, token: \"{VIEWER}\", role: viewer }}\n\
-         \x20 metrics: {{ listen: \"{metrics}\" }}\n\
-         {store}\
+    let rest = format!(
+        "{store}\
          \x20 groups:\n    stable: {{ servers: [\"{origin}\"] }}\n\
          \x20 routing:\n    default: stable\n",
-        d = dir.path().display(),
-        dc = files.default.cert.display(),
-        dk = files.default.key.display(),
-        ec = files.exact.cert.display(),
-        ek = files.exact.key.display(),
-        state = state_file.display(),
         origin = origin.addr,
-        tls_port = tls.port(),
     );
-    let config_path = dir.path().join("gateway.yaml");
-    std::fs::write(&config_path, config).expect("write config");
-    let gateway = Gateway::start_with_file(dir, config_path, plain);
-    Edge {
-        gateway,
-        tls,
-        redirect,
-        admin: admin_addr,
-        metrics,
-    }
+    common::tls::start_edge(dir, &tls, &admin_keys, &rest)
 }
 
 impl Edge {

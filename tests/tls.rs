@@ -13,73 +13,16 @@ use std::thread;
 use std::time::Duration;
 
 use common::tls::{
-    connect_with, h2, served_serial, served_serial_with, Ca, Issued, KeyKind, RawH2, TlsOrigin,
+    connect_with, h2, served_serial, served_serial_with, tls_block, Ca, Edge, Issued, KeyKind,
+    RawH2, TlsOrigin,
 };
 use common::*;
 
 const TOKEN: &str = "tls-test-operator-token";
 
-/// A gateway with a plaintext listener (first), a TLS listener and a
-/// redirect listener, admin and metrics, and `rest` (groups and routing) after them.
-struct Edge {
-    gateway: Gateway,
-    plain: SocketAddr,
-    tls: SocketAddr,
-    redirect: SocketAddr,
-    admin: SocketAddr,
-    metrics: SocketAddr,
-}
-
-fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
-}
-
+/// An edge (see `common::tls::start_edge`) whose admin takes this file's token.
 fn start_edge(dir: TempDir, tls_block: &str, rest: &str) -> Edge {
-    let (plain, tls, redirect, admin_addr, metrics) = (addr(), addr(), addr(), addr(), addr());
-    let config = format!(
-        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
-         grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
-         gateway:\n  listen:\n    - \"{plain}\"\n\
-         \x20   - addr: \"{tls}\"\n{tls_block}\
-         \x20   - {{ addr: \"{redirect}\", redirect_https: true, https_port: {tls_port} }}\n\
-         \x20 admin: {{ listen: \"{admin_addr}\", token: \"{TOKEN}\" }}\n\
-         \x20 metrics: {{ listen: \"{metrics}\" }}\n\
-         \x20 access_log: {{ path: {d}/access.log }}\n{rest}",
-        d = dir.path().display(),
-        tls_port = tls.port(),
-    );
-    let config_path = dir.path().join("gateway.yaml");
-    std::fs::write(&config_path, config).expect("write config");
-    // Waits for every listener of the file: plaintext, TLS, redirect, admin and metrics.
-    let gateway = Gateway::start_with_file(dir, config_path, plain);
-    Edge {
-        gateway,
-        plain,
-        tls,
-        redirect,
-        admin: admin_addr,
-        metrics,
-    }
-}
-
-/// The `tls:` block of the TLS listener for `certs`, default `default`, and more keys.
-fn tls_block(certs: &[&Issued], default: Option<&Issued>, more: &str) -> String {
-    let mut out = String::from("      tls:\n        certificates:\n");
-    for c in certs {
-        out.push_str(&format!(
-            "          - {{ cert: \"{}\", key: \"{}\" }}\n",
-            c.cert.display(),
-            c.key.display()
-        ));
-    }
-    if let Some(d) = default {
-        out.push_str(&format!(
-            "        default_certificate: \"{}\"\n",
-            d.cert.display()
-        ));
-    }
-    out.push_str(more);
-    out
+    common::tls::start_edge(dir, tls_block, &format!("    token: \"{TOKEN}\"\n"), rest)
 }
 
 fn routing(stable: &Origin, canary: &Origin) -> String {

@@ -23,7 +23,7 @@ use openssl::ssl::{
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
 use openssl::x509::{X509Builder, X509NameBuilder, X509NameRef, X509};
 
-use super::test_listener;
+use super::{free_port, test_listener, Gateway, TempDir};
 
 /// The kind of key a certificate gets.
 #[derive(Clone, Copy)]
@@ -622,4 +622,68 @@ impl RawH2 {
             }
         }
     }
+}
+
+/// A gateway at the edge: a plaintext listener (first), a TLS listener, a redirect listener
+/// (to the TLS listener's port), admin and metrics.
+pub struct Edge {
+    pub gateway: Gateway,
+    pub plain: SocketAddr,
+    pub tls: SocketAddr,
+    pub redirect: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Starts an edge in `dir` (an access log there too): `tls_block` is the TLS listener's
+/// `tls:` block (see `tls_block`), `admin_keys` the admin's lines after its `listen`, and
+/// `rest` (groups and routing, a store) ends the gateway section. Returns once every listener
+/// answers.
+pub fn start_edge(dir: TempDir, tls_block: &str, admin_keys: &str, rest: &str) -> Edge {
+    let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().expect("addr") };
+    let (plain, tls, redirect, admin, metrics) = (addr(), addr(), addr(), addr(), addr());
+    let config = format!(
+        "version: 1\nthreads: 2\npid_file: {d}/gw.pid\nupgrade_sock: {d}/upgrade.sock\n\
+         grace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 1\n\
+         gateway:\n  listen:\n    - \"{plain}\"\n\
+         \x20   - addr: \"{tls}\"\n{tls_block}\
+         \x20   - {{ addr: \"{redirect}\", redirect_https: true, https_port: {tls_port} }}\n\
+         \x20 admin:\n    listen: \"{admin}\"\n{admin_keys}\
+         \x20 metrics: {{ listen: \"{metrics}\" }}\n\
+         \x20 access_log: {{ path: {d}/access.log }}\n{rest}",
+        d = dir.path().display(),
+        tls_port = tls.port(),
+    );
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    // Waits for every listener of the file: plaintext, TLS, redirect, admin and metrics.
+    let gateway = Gateway::start_with_file(dir, config_path, plain);
+    Edge {
+        gateway,
+        plain,
+        tls,
+        redirect,
+        admin,
+        metrics,
+    }
+}
+
+/// The `tls:` block of a TLS listener for `certs`, default `default`, and `more` keys.
+pub fn tls_block(certs: &[&Issued], default: Option<&Issued>, more: &str) -> String {
+    let mut out = String::from("      tls:\n        certificates:\n");
+    for c in certs {
+        out.push_str(&format!(
+            "          - {{ cert: \"{}\", key: \"{}\" }}\n",
+            c.cert.display(),
+            c.key.display()
+        ));
+    }
+    if let Some(d) = default {
+        out.push_str(&format!(
+            "        default_certificate: \"{}\"\n",
+            d.cert.display()
+        ));
+    }
+    out.push_str(more);
+    out
 }
