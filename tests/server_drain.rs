@@ -82,11 +82,23 @@ fn call(admin_addr: SocketAddr, method: &str, path: &str, token: &str) -> (u16, 
     (r.status, value)
 }
 
+/// An admin call with `token` that must answer `expected`: the JSON answer.
+fn call_expecting(
+    admin_addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    expected: u16,
+) -> Value {
+    let (status, answer) = call(admin_addr, method, path, token);
+    assert_eq!(status, expected, "{method} {path}: {answer}");
+    answer
+}
+
 /// `POST /config/groups/web/servers/{server}/{action}` as the admin: the server's new state.
 fn set(admin_addr: SocketAddr, server: SocketAddr, action: &str) -> Value {
     let path = format!("/config/groups/web/servers/{server}/{action}");
-    let (status, answer) = call(admin_addr, "POST", &path, ADMIN_TOKEN);
-    assert_eq!(status, 200, "{action} {server}: {answer}");
+    let answer = call_expecting(admin_addr, "POST", &path, ADMIN_TOKEN, 200);
     assert_eq!(answer["group"], "web", "{answer}");
     assert_eq!(answer["server"], server.to_string(), "{answer}");
     answer
@@ -94,13 +106,13 @@ fn set(admin_addr: SocketAddr, server: SocketAddr, action: &str) -> Value {
 
 /// The group's view of `server` (`GET /config/groups/web/servers`).
 fn server_view(admin_addr: SocketAddr, server: SocketAddr) -> Value {
-    let (status, answer) = call(
+    let answer = call_expecting(
         admin_addr,
         "GET",
         "/config/groups/web/servers",
         VIEWER_TOKEN,
+        200,
     );
-    assert_eq!(status, 200, "{answer}");
     find_server(&answer, &answer["servers"], "server", server)
 }
 
@@ -113,8 +125,7 @@ fn find_server(answer: &Value, list: &Value, key: &str, server: SocketAddr) -> V
 
 /// `server`'s entry in `/status`'s groups.
 fn status_entry(admin_addr: SocketAddr, server: SocketAddr) -> Value {
-    let (status, answer) = call(admin_addr, "GET", "/status", VIEWER_TOKEN);
-    assert_eq!(status, 200, "{answer}");
+    let answer = call_expecting(admin_addr, "GET", "/status", VIEWER_TOKEN, 200);
     find_server(&answer, &answer["groups"][0]["servers"], "addr", server)
 }
 
@@ -263,41 +274,39 @@ fn modes_need_an_admin_and_survive_a_restart() {
     } = start_two(&a, &b, "");
     let drain = format!("/config/groups/web/servers/{}/drain", a.addr);
     for token in [OPERATOR_TOKEN, VIEWER_TOKEN] {
-        let (status, answer) = call(admin_addr, "POST", &drain, token);
-        assert_eq!(status, 403, "{answer}");
+        call_expecting(admin_addr, "POST", &drain, token, 403);
     }
     assert_eq!(server_view(admin_addr, a.addr)["mode"], "enabled");
-    let (status, answer) = call(
+    let answer = call_expecting(
         admin_addr,
         "POST",
         "/config/groups/nope/servers/127.0.0.1:1/drain",
         ADMIN_TOKEN,
+        404,
     );
-    assert_eq!(status, 404, "{answer}");
     assert!(answer["error"].to_string().contains("nope"), "{answer}");
-    let (status, answer) = call(
+    let answer = call_expecting(
         admin_addr,
         "POST",
         "/config/groups/web/servers/127.0.0.1:1/drain",
         ADMIN_TOKEN,
+        404,
     );
-    assert_eq!(status, 404, "{answer}");
     assert!(
         answer["error"].to_string().contains("127.0.0.1:1"),
         "{answer}"
     );
-    let (status, answer) = call(
+    call_expecting(
         admin_addr,
         "GET",
         "/config/groups/nope/servers",
         VIEWER_TOKEN,
+        404,
     );
-    assert_eq!(status, 404, "{answer}");
 
     let answer = set(admin_addr, a.addr, "drain");
     assert_eq!(answer["mode"], "drained", "{answer}");
-    let (status, audit) = call(admin_addr, "GET", "/audit", VIEWER_TOKEN);
-    assert_eq!(status, 200, "{audit}");
+    let audit = call_expecting(admin_addr, "GET", "/audit", VIEWER_TOKEN, 200);
     assert!(audit.to_string().contains("server_drain"), "{audit}");
     let state = std::fs::read_to_string(&state_file).expect("state file");
     assert!(state.contains(&a.addr.to_string()), "{state}");
@@ -366,8 +375,7 @@ fn a_drain_that_cannot_be_kept_changes_nothing() {
     std::fs::remove_file(&state_file).ok();
     std::fs::create_dir_all(state_file.join("in-the-way")).expect("a folder in the way");
     let path = format!("/config/groups/web/servers/{}/drain", a.addr);
-    let (status, answer) = call(admin_addr, "POST", &path, ADMIN_TOKEN);
-    assert_eq!(status, 500, "{answer}");
+    let answer = call_expecting(admin_addr, "POST", &path, ADMIN_TOKEN, 500);
     assert!(answer["error"].to_string().contains("state"), "{answer}");
     assert_eq!(server_view(admin_addr, a.addr)["mode"], "enabled");
     let before = a.count();
@@ -494,8 +502,7 @@ fn a_group_made_through_the_api_is_drained_too() {
     let route = r#"{"hosts": ["api.test"], "routing": {"default": "api"}}"#;
     write("PUT", "/config/routes/api", Some(route));
     let path = format!("/config/groups/api/servers/{}/drain", a.addr);
-    let (status, answer) = call(admin_addr, "POST", &path, ADMIN_TOKEN);
-    assert_eq!(status, 200, "{answer}");
+    let answer = call_expecting(admin_addr, "POST", &path, ADMIN_TOKEN, 200);
     assert_eq!(answer["mode"], "drained", "{answer}");
     assert_only_b_serves(
         &a,
@@ -506,13 +513,13 @@ fn a_group_made_through_the_api_is_drained_too() {
     write("DELETE", "/config/routes/api", None);
     write("DELETE", "/config/groups/api", None);
     write("PUT", "/config/groups/api", Some(&group));
-    let (status, answer) = call(
+    let answer = call_expecting(
         admin_addr,
         "GET",
         "/config/groups/api/servers",
         VIEWER_TOKEN,
+        200,
     );
-    assert_eq!(status, 200, "{answer}");
     let modes: Vec<&str> = answer["servers"]
         .as_array()
         .map(|all| all.iter().filter_map(|s| s["mode"].as_str()).collect())
