@@ -9,10 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tls::{served_serial, tls_block, Ca, Edge, Issued, KeyKind};
+use common::tls::{curl, served_serial, tls_block, Ca, Edge, Issued, KeyKind};
 use common::*;
 use serde_json::{json, Value};
 
@@ -142,20 +141,10 @@ impl Upload {
 /// Runs curl over TLS to `name` (resolved to the listener), verifying the chain against
 /// `ca_file` and the name: the origin's answer body.
 fn curl_verified(tls: SocketAddr, name: &str, ca_file: &Path) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca_file)
-        .arg("--resolve")
-        .arg(format!("{name}:{}:127.0.0.1", tls.port()))
-        .arg(format!("https://{name}:{}/", tls.port()))
-        .output()
-        .expect("curl is installed by scripts/setup.sh test");
-    assert!(
-        out.status.success(),
-        "curl https://{name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let ca_file = ca_file.to_str().expect("a UTF-8 path");
+    let resolve = format!("{name}:{}:127.0.0.1", tls.port());
+    let url = format!("https://{name}:{}/", tls.port());
+    curl(&["--cacert", ca_file, "--resolve", &resolve, &url])
 }
 
 /// The rows of `list` with `source` and `name`.

@@ -13,8 +13,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::tls::{
-    connect_with, h2, served_serial, served_serial_with, tls_block, Ca, Edge, Issued, KeyKind,
-    RawH2, TlsOrigin,
+    connect_with, curl, h2, served_serial, served_serial_with, tls_block, Ca, Edge, Issued,
+    KeyKind, RawH2, TlsOrigin,
 };
 use common::*;
 
@@ -36,21 +36,6 @@ fn routing(stable: &Origin, canary: &Origin) -> String {
 
 fn metrics_text(edge: &Edge) -> String {
     get(edge.metrics, "/metrics", &[]).text()
-}
-
-/// Runs curl with `args`; returns stdout (fails the test when curl fails).
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl is installed by scripts/setup.sh test");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn resolve(name: &str, addr: SocketAddr) -> String {

@@ -687,3 +687,18 @@ pub fn tls_block(certs: &[&Issued], default: Option<&Issued>, more: &str) -> Str
     out.push_str(more);
     out
 }
+
+/// Runs curl with `args`; returns stdout (fails the test when curl fails).
+pub fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed by scripts/setup.sh test");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
