@@ -71,6 +71,17 @@ fn start_edge(
 }
 
 impl Edge {
+    /// An admin's upload of `body` as `name` is refused with `status`, naming `field`.
+    fn assert_refused(&self, name: &str, body: &str, status: u16, field: &str) {
+        let path = format!("/config/certificates/{name}");
+        let (got, answer) = self.call(ADMIN, "PUT", &path, Some(body));
+        assert_eq!(
+            (got, answer["field"].as_str()),
+            (status, Some(field)),
+            "PUT {path}: {answer}"
+        );
+    }
+
     fn call(&self, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let r = admin(self.admin, method, path, Some(token), body);
         let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
@@ -365,40 +376,11 @@ fn bad_uploads_and_other_roles_change_nothing() {
         ),
     ];
     for (body, field) in &cases {
-        let (status, answer) = edge.call(
-            ADMIN,
-            "PUT",
-            "/config/certificates/good",
-            Some(&body.to_string()),
-        );
-        assert_eq!(
-            (status, answer["field"].as_str()),
-            (422, Some(*field)),
-            "{answer}"
-        );
+        edge.assert_refused("good", &body.to_string(), 422, field);
     }
-    let (status, answer) = edge.call(
-        ADMIN,
-        "PUT",
-        "/config/certificates/bad%20name",
-        Some(&good.body()),
-    );
-    assert_eq!(
-        (status, answer["field"].as_str()),
-        (422, Some("name")),
-        "{answer}"
-    );
-    let (status, answer) = edge.call(
-        ADMIN,
-        "PUT",
-        "/config/certificates/good",
-        Some(&json!({ "chain": good.chain }).to_string()),
-    );
-    assert_eq!(
-        (status, answer["field"].as_str()),
-        (400, Some("key")),
-        "{answer}"
-    );
+    edge.assert_refused("bad%20name", &good.body(), 422, "name");
+    let no_key = json!({ "chain": good.chain }).to_string();
+    edge.assert_refused("good", &no_key, 400, "key");
     for token in [VIEWER, OPERATOR] {
         let (status, _) = edge.call(
             token,
