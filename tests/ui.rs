@@ -951,9 +951,14 @@ fn an_admin_issues_a_certificate_with_acme_from_the_page() {
         "document.querySelector('#certificates-table [data-source=file]')",
         WAIT,
     );
-    browser.fill("#acme-name", "shop");
-    browser.fill("#acme-names", common::pebble::PEBBLE_NAME);
-    browser.eval("document.getElementById('acme-form').requestSubmit()");
+    submit_form(
+        &mut browser,
+        "acme-form",
+        &[
+            ("#acme-name", "shop"),
+            ("#acme-names", common::pebble::PEBBLE_NAME),
+        ],
+    );
     browser.wait_for(
         "the request listed",
         "document.querySelector('#certificates-table [data-certificate=shop][data-source=acme]')",
