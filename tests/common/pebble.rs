@@ -108,20 +108,8 @@ impl Pebble {
     }
 }
 
-/// Runs curl with `args`; returns stdout (fails the test when curl fails).
-pub fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl is installed by scripts/setup.sh test");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+/// curl, as the TLS tests run it.
+pub use super::tls::curl;
 
 /// How many certificates Pebble issued and orders it holds, from its log.
 pub fn pebble_counts(pebble: &Pebble) -> (usize, usize) {
