@@ -16,7 +16,7 @@ use pingora_core::Result;
 use pingora_proxy::{ProxyHttp, Session};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: canary_gateway::alloc::Allocator = canary_gateway::alloc::Allocator;
 
 struct Bare {
     upstream: String,

@@ -24,6 +24,8 @@
 //! the benches, the fuzz targets and the end-to-end tests use. Those are the whole public API;
 //! each type's fields stay private unless listed, so a new field breaks no caller:
 //!
+//! - [`alloc::Allocator`]: the process's allocator (mimalloc through its fastest entry
+//!   points), for the binary and `examples/bare_proxy.rs`.
 //! - [`add_services`] and [`ConfigSource`]: start the gateway in a Pingora server, and say
 //!   where its configuration came from (reload reads it again).
 //! - [`raise_open_files_limit`] and [`OpenFiles`]: the start-up descriptor limit and what
@@ -50,6 +52,7 @@
 //!   normalisation) and [`routing::signed::signed_cookie_value`] (a signed user cookie, as
 //!   tests send it).
 
+pub mod alloc;
 pub mod config;
 mod ops;
 mod proxy;

@@ -11,9 +11,9 @@ use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 
 /// mimalloc: fewer cycles per request than glibc malloc under Pingora's allocation pattern
-/// (measured in docs/performance.md).
+/// (measured in docs/performance.md), through its fastest entry points (`alloc`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: canary_gateway::alloc::Allocator = canary_gateway::alloc::Allocator;
 
 fn main() -> ExitCode {
     // `canary-gateway import nginx FILE …`: a subcommand beside Pingora's options.
