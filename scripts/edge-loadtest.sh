@@ -13,15 +13,19 @@
 #   conn-resumed the same with session resumption (s_time -reuse): the mix with resumption,
 #              cost(N%) = (1-N) x keepalive + N x conn-resumed, is computed from these
 #   rate       latency at a fixed rate (oha -q, open loop, latency corrected): p50/p99/p99.9 at
-#              25% and 50% of nginx's keep-alive capacity measured above, plaintext and TLS
+#              shares of nginx's keep-alive capacity measured above (RATES, in %: 25 and 50),
+#              plaintext and TLS; the requests of the first WARMUP seconds (1) are not counted
 #   idle       IDLE idle keep-alive connections (after one request each), plaintext and TLS:
 #              RSS per connection, and a probe's latency (100 requests) while they are held
 #
 # Pinning: the proxies on PROXY_CPUS (1), clients and origins on CLIENT_CPUS (0). W workers
 # each (gateway `threads`, nginx `worker_processes`, HAProxy `nbthread`).
 #
-# Usage: [W=1] [IDLE=10000] [BIN=path] [PARTS="throughput rate idle"] \
+# Usage: [W=1] [IDLE=10000] [BIN=path] [COMPARE_BIN=path] [PARTS="throughput rate idle"] [RATES="25 50"] \
 #        scripts/edge-loadtest.sh [SECONDS per run (10)] [ROUNDS (3)]
+# COMPARE_BIN: a second gateway build (`gateway-cmp`, e.g. the commit before a change), run with
+# the same configuration and alternated with the others in every round; the tables add its
+# ratio to the first build's.
 # Traffic goes to 127.0.0.1 only; everything it starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +37,8 @@ IDLE=${IDLE:-}
 PROXY_CPUS=${PROXY_CPUS:-1}
 CLIENT_CPUS=${CLIENT_CPUS:-0}
 PARTS=${PARTS:-throughput rate idle}
+RATES=${RATES:-25 50}
+WARMUP=${WARMUP:-1}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 bash scripts/setup.sh loadtest
 if [ -z "${BIN:-}" ]; then
@@ -85,11 +91,12 @@ start_target() {  # start_target NAME
   p=$(free_port); t=$(free_port)
   plain_port[$name]=$p; tls_port[$name]=$t
   case $name in
-    gateway)
-      write_gateway_config "$dir/gateway" "$p" "$W" "$dir/vips.txt" "$o1" "$o2"
-      sed -i "s|^  listen: \[\"127.0.0.1:$p\"\]$|  listen:\n    - \"127.0.0.1:$p\"\n    - addr: \"127.0.0.1:$t\"\n      tls:\n        certificates: [{ cert: \"$dir/bench.pem\", key: \"$dir/bench.key\" }]|" "$dir/gateway.yaml"
-      RUST_LOG=warn taskset -c "$PROXY_CPUS" "$BIN" -c "$dir/gateway.yaml" >>"$dir/gateway.log" 2>&1 &
-      pids+=($!); echo $! >"$dir/gateway.run.pid" ;;
+    gateway|gateway-cmp)
+      local bin=$BIN; [ "$name" = gateway-cmp ] && bin=$COMPARE_BIN
+      write_gateway_config "$dir/$name" "$p" "$W" "$dir/vips.txt" "$o1" "$o2"
+      sed -i "s|^  listen: \[\"127.0.0.1:$p\"\]$|  listen:\n    - \"127.0.0.1:$p\"\n    - addr: \"127.0.0.1:$t\"\n      tls:\n        certificates: [{ cert: \"$dir/bench.pem\", key: \"$dir/bench.key\" }]|" "$dir/$name.yaml"
+      RUST_LOG=warn taskset -c "$PROXY_CPUS" "$bin" -c "$dir/$name.yaml" >>"$dir/$name.log" 2>&1 &
+      pids+=($!); echo $! >"$dir/$name.run.pid" ;;
     nginx)
       mkdir -p "$dir/nginx"
       cat >"$dir/nginx/nginx.conf" <<NGINX
@@ -136,7 +143,7 @@ NGINX
 }
 target_pids() {  # target_pids NAME: every process serving a target
   case $1 in
-    gateway) cat "$dir/gateway.run.pid" ;;
+    gateway|gateway-cmp) cat "$dir/$1.run.pid" ;;
     nginx) echo "$(cat "$dir/nginx/nginx.pid")" $(pgrep -P "$(cat "$dir/nginx/nginx.pid")") ;;
     haproxy) cat "$dir/haproxy/haproxy.pid" ;;
   esac
@@ -148,6 +155,7 @@ rss_kb() {  # rss_kb PID...: summed VmRSS
 }
 
 targets=(gateway nginx haproxy)
+[ -n "${COMPARE_BIN:-}" ] && targets=(gateway gateway-cmp nginx haproxy)
 for t in "${targets[@]}"; do start_target "$t"; done
 # Every target routes alike: a VIP to stable, the QA header to canary, over both ports.
 for t in "${targets[@]}"; do
@@ -187,7 +195,7 @@ measure() {
   esac
   n=${n:-0}
   awk -v t="$t" -v w="$w" -v n="$n" -v s="$secs" -v d=$((after - before)) -v hz="$ticks" -v e="${errors:--}" \
-    'BEGIN { printf "%-8s %-14s %9d %9.0f %8.1f %s\n", t, w, n, n / s, (n > 0 ? d / hz * 1e6 / n : 0), e }' | tee -a "$results"
+    'BEGIN { printf "%-11s %-14s %9d %9.0f %8.1f %s\n", t, w, n, n / s, (n > 0 ? d / hz * 1e6 / n : 0), e }' | tee -a "$results"
 }
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 col() {  # col TARGET WORKLOAD FIELD: the median of a column over the rounds (4 req/s, 5 CPU)
@@ -208,7 +216,12 @@ echo; echo "CPU us per request (medians of $rounds rounds), and the gateway's ra
 printf "  %-14s %9s %9s %9s %12s %12s\n" workload gateway nginx haproxy "gw/nginx" "gw/haproxy"
 for w in "${workloads[@]}"; do
   g=$(col gateway "$w" 5); x=$(col nginx "$w" 5); h=$(col haproxy "$w" 5)
-  printf "  %-14s %9s %9s %9s %11.2fx %11.2fx\n" "$w" "$g" "$x" "$h" "$(awk "BEGIN{print $g / $x}")" "$(awk "BEGIN{print $g / $h}")"
+  printf "  %-14s %9s %9s %9s %11.2fx %11.2fx" "$w" "$g" "$x" "$h" "$(awk "BEGIN{print $g / $x}")" "$(awk "BEGIN{print $g / $h}")"
+  if [ -n "${COMPARE_BIN:-}" ]; then
+    c=$(col gateway-cmp "$w" 5)
+    printf "   gateway-cmp %6s, gateway/gateway-cmp %.3fx" "$c" "$(awk "BEGIN{print $g / $c}")"
+  fi
+  echo
 done
 echo "  with resumption (computed: (1-N) x keepalive-tls + N x conn-resumed):"
 for share in 1 10 50; do
@@ -229,38 +242,46 @@ if part rate; then
   # nginx's keep-alive capacity, which the rates are a share of (measured here when the
   # throughput part did not run).
   if ! grep -q '^nginx ' "$results"; then
-    echo; echo "nginx's keep-alive capacity (one run each):"
-    measure nginx keepalive-plain; measure nginx keepalive-tls
+    # One run can land on a busy moment of a shared machine: the median of ROUNDS runs.
+    echo; echo "nginx's keep-alive capacity ($rounds runs each, the median is used):"
+    for _ in $(seq 1 "$rounds"); do measure nginx keepalive-plain; measure nginx keepalive-tls; done
   fi
-  echo; echo "latency at a fixed rate (oha -q, 64 connections, ${secs}s, latency corrected), ms:"
+  echo; echo "latency at a fixed rate (oha -q, 64 connections, ${secs}s, latency corrected, the first ${WARMUP}s not counted), ms:"
   printf "  %-8s %-6s %8s %9s %9s %9s %8s\n" target scheme "req/s" p50 p99 p99.9 errors
   for scheme in plain tls; do
     wl=keepalive-$scheme
     cap=$(col nginx "$wl" 4)
-    for pct in 25 50; do
+    for pct in $RATES; do
       rate=$(awk -v c="$cap" -v p="$pct" 'BEGIN{printf "%d", c * p / 100}')
       for r in $(seq 1 "$rounds"); do
         for t in "${targets[@]}"; do
           url="http://127.0.0.1:${plain_port[$t]}/"; [ "$scheme" = tls ] && url="https://127.0.0.1:${tls_port[$t]}/"
+          rm -f "$dir/oha.db"
           taskset -c "$CLIENT_CPUS" oha --no-tui --insecure --latency-correction \
-            -c 64 -q "$rate" -z "${secs}s" -H 'Cookie: canary_user=user-7' --output-format json "$url" \
-            >"$dir/oha.json" 2>/dev/null || true
-          python3 - "$dir/oha.json" "$t" "$scheme-$pct" >>"$dir/rate.txt" <<'PY'
-import json, sys
+            -c 64 -q "$rate" -z "${secs}s" -H 'Cookie: canary_user=user-7' --output-format json \
+            --db-url "$dir/oha.db" "$url" >"$dir/oha.json" 2>/dev/null || true
+          python3 - "$dir/oha.json" "$dir/oha.db" "$t" "$scheme-$pct" "$WARMUP" >>"$dir/rate.txt" <<'PY'
+import json, sqlite3, sys
 d = json.load(open(sys.argv[1]))
-p = d.get("latencyPercentiles", {})
-ok = d.get("statusCodeDistribution", {}).get("200", 0)
 # Requests still in flight when the run's time is up are cut off, not failed.
 errs = sum(v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k.lower())
-ms = lambda k: (p.get(k) or 0) * 1000
-print(sys.argv[2], sys.argv[3], ok, f"{ms('p50'):.3f}", f"{ms('p99'):.3f}", f"{ms('p99.9'):.3f}", errs)
+# Each request's latency from the moment the constant rate scheduled it (latency corrected),
+# for the requests scheduled after the warm-up: the client's own connection set-up (64 TLS
+# handshakes at once) otherwise lands in the tail of every target alike.
+rows = sqlite3.connect(sys.argv[2]).execute(
+    "SELECT end - COALESCE(start_latency_correction, start) FROM oha "
+    "WHERE status = 200 AND COALESCE(start_latency_correction, start) >= ? ORDER BY 1",
+    (float(sys.argv[5]),)).fetchall()
+lat = [r[0] * 1000 for r in rows]
+q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] if lat else 0
+print(sys.argv[3], sys.argv[4], len(lat), f"{q(0.5):.3f}", f"{q(0.99):.3f}", f"{q(0.999):.3f}", errs)
 PY
         done
       done
       for t in "${targets[@]}"; do
         m() { median "$(awk -v t="$t" -v k="$scheme-$pct" -v f="$1" '$1 == t && $2 == k {printf "%s ", $f}' "$dir/rate.txt")"; }
         e=$(awk -v t="$t" -v k="$scheme-$pct" '$1 == t && $2 == k {s += $7} END {print s + 0}' "$dir/rate.txt")
-        printf "  %-8s %-6s %8s %9s %9s %9s %8s   (%d%% of nginx's %s)\n" "$t" "$scheme" "$rate" "$(m 4)" "$(m 5)" "$(m 6)" "$e" "$pct" "$cap"
+        printf "  %-11s %-6s %8s %9s %9s %9s %8s   (%d%% of nginx's %s)\n" "$t" "$scheme" "$rate" "$(m 4)" "$(m 5)" "$(m 6)" "$e" "$pct" "$cap"
       done
     done
   done
@@ -312,7 +333,7 @@ PY
     after=$(rss_kb $tp)
     wait "$holder" || true
     read -r _ p50 p99 <"$dir/idle.out" || true
-    printf "  %-8s %-6s %10s %10s %12.0f %10s %10s\n" "$t" "$scheme" "$ok" "$after" \
+    printf "  %-11s %-6s %10s %10s %12.0f %10s %10s\n" "$t" "$scheme" "$ok" "$after" \
       "$(awk -v a="$after" -v b="$before" -v n="$ok" 'BEGIN{print (n > 0 ? (a - b) * 1024 / n : 0)}')" "${p50:-?}ms" "${p99:-?}ms"
     rm -f "$fifo"
     # Let the target close the held connections before the next one.
