@@ -14,7 +14,8 @@
 #              cost(N%) = (1-N) x keepalive + N x conn-resumed, is computed from these
 #   rate       latency at a fixed rate (oha -q, open loop, latency corrected): p50/p99/p99.9 at
 #              shares of nginx's keep-alive capacity measured above (RATES, in %: 25 and 50),
-#              plaintext and TLS; the requests of the first WARMUP seconds (1) are not counted
+#              plaintext and TLS; the requests of the first WARMUP seconds (1) are not counted;
+#              ">2ms" and "windows": the requests over 2 ms and the 100 ms windows holding them
 #   idle       IDLE idle keep-alive connections (after one request each), plaintext and TLS:
 #              RSS per connection, and a probe's latency (100 requests) while they are held
 #
@@ -247,7 +248,7 @@ if part rate; then
     for _ in $(seq 1 "$rounds"); do measure nginx keepalive-plain; measure nginx keepalive-tls; done
   fi
   echo; echo "latency at a fixed rate (oha -q, 64 connections, ${secs}s, latency corrected, the first ${WARMUP}s not counted), ms:"
-  printf "  %-8s %-6s %8s %9s %9s %9s %8s\n" target scheme "req/s" p50 p99 p99.9 errors
+  printf "  %-11s %-6s %8s %9s %9s %9s %8s %7s %8s\n" target scheme "req/s" p50 p99 p99.9 errors ">2ms" windows
   for scheme in plain tls; do
     wl=keepalive-$scheme
     cap=$(col nginx "$wl" 4)
@@ -268,20 +269,26 @@ errs = sum(v for k, v in d.get("errorDistribution", {}).items() if "deadline" no
 # Each request's latency from the moment the constant rate scheduled it (latency corrected),
 # for the requests scheduled after the warm-up: the client's own connection set-up (64 TLS
 # handshakes at once) otherwise lands in the tail of every target alike.
-rows = sqlite3.connect(sys.argv[2]).execute(
+conn = sqlite3.connect(sys.argv[2])
+rows = conn.execute(
     "SELECT end - COALESCE(start_latency_correction, start) FROM oha "
     "WHERE status = 200 AND COALESCE(start_latency_correction, start) >= ? ORDER BY 1",
     (float(sys.argv[5]),)).fetchall()
 lat = [r[0] * 1000 for r in rows]
 q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] if lat else 0
-print(sys.argv[3], sys.argv[4], len(lat), f"{q(0.5):.3f}", f"{q(0.99):.3f}", f"{q(0.999):.3f}", errs)
+# Bursts: the requests over 2 ms, and how many 100 ms windows (by scheduled time) hold them.
+slow = conn.execute(
+    "SELECT COUNT(*), COUNT(DISTINCT CAST(COALESCE(start_latency_correction, start) * 10 AS INTEGER)) "
+    "FROM oha WHERE status = 200 AND COALESCE(start_latency_correction, start) >= ? "
+    "AND end - COALESCE(start_latency_correction, start) > 0.002", (float(sys.argv[5]),)).fetchone()
+print(sys.argv[3], sys.argv[4], len(lat), f"{q(0.5):.3f}", f"{q(0.99):.3f}", f"{q(0.999):.3f}", errs, slow[0], slow[1])
 PY
         done
       done
       for t in "${targets[@]}"; do
         m() { median "$(awk -v t="$t" -v k="$scheme-$pct" -v f="$1" '$1 == t && $2 == k {printf "%s ", $f}' "$dir/rate.txt")"; }
         e=$(awk -v t="$t" -v k="$scheme-$pct" '$1 == t && $2 == k {s += $7} END {print s + 0}' "$dir/rate.txt")
-        printf "  %-11s %-6s %8s %9s %9s %9s %8s   (%d%% of nginx's %s)\n" "$t" "$scheme" "$rate" "$(m 4)" "$(m 5)" "$(m 6)" "$e" "$pct" "$cap"
+        printf "  %-11s %-6s %8s %9s %9s %9s %8s %7s %8s   (%d%% of nginx's %s)\n" "$t" "$scheme" "$rate" "$(m 4)" "$(m 5)" "$(m 6)" "$e" "$(m 8)" "$(m 9)" "$pct" "$cap"
       done
     done
   done
