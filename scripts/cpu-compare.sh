@@ -63,8 +63,7 @@ done
 
 echo; echo "per build: median CPU us/req over $rounds rounds, and the median of its per-round ratio to build 0:"
 for k in $(seq 0 $((n_bins - 1))); do
-  med=$(awk -v k="$k" '$2 == k {print $4}' "$dir/runs.txt" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-  ratio=$(awk -v k="$k" '$2 == 0 {b[$1] = $4} $2 == k {c[$1] = $4} END {for (r in c) if (b[r] > 0) print c[r] / b[r]}' "$dir/runs.txt" \
-    | sort -g | awk '{a[NR]=$1} END{printf "%.3f", a[int((NR+1)/2)]}')
-  printf "  %d  %8s us/req  %sx   %s\n" "$k" "$med" "$ratio" "${bins[$k]}"
+  med=$(median "$(awk -v k="$k" '$2 == k {printf "%s ", $4}' "$dir/runs.txt")")
+  ratio=$(median "$(awk -v k="$k" '$2 == 0 {b[$1] = $4} $2 == k {c[$1] = $4} END {for (r in c) if (b[r] > 0) printf "%s ", c[r] / b[r]}' "$dir/runs.txt")")
+  printf "  %d  %8s us/req  %.3fx   %s\n" "$k" "$med" "$ratio" "${bins[$k]}"
 done

@@ -198,7 +198,6 @@ measure() {
   awk -v t="$t" -v w="$w" -v n="$n" -v s="$secs" -v d=$((after - before)) -v hz="$ticks" -v e="${errors:--}" \
     'BEGIN { printf "%-11s %-14s %9d %9.0f %8.1f %s\n", t, w, n, n / s, (n > 0 ? d / hz * 1e6 / n : 0), e }' | tee -a "$results"
 }
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 col() {  # col TARGET WORKLOAD FIELD: the median of a column over the rounds (4 req/s, 5 CPU)
   median "$(awk -v t="$1" -v w="$2" -v f="$3" '$1 == t && $2 == w {printf "%s ", $f}' "$results")"
 }
@@ -269,19 +268,14 @@ errs = sum(v for k, v in d.get("errorDistribution", {}).items() if "deadline" no
 # Each request's latency from the moment the constant rate scheduled it (latency corrected),
 # for the requests scheduled after the warm-up: the client's own connection set-up (64 TLS
 # handshakes at once) otherwise lands in the tail of every target alike.
-conn = sqlite3.connect(sys.argv[2])
-rows = conn.execute(
-    "SELECT end - COALESCE(start_latency_correction, start) FROM oha "
-    "WHERE status = 200 AND COALESCE(start_latency_correction, start) >= ? ORDER BY 1",
-    (float(sys.argv[5]),)).fetchall()
-lat = [r[0] * 1000 for r in rows]
+rows = sqlite3.connect(sys.argv[2]).execute(
+    "SELECT s, end - s FROM (SELECT COALESCE(start_latency_correction, start) AS s, end FROM oha "
+    "WHERE status = 200) WHERE s >= ?", (float(sys.argv[5]),)).fetchall()
+lat = sorted(r[1] * 1000 for r in rows)
 q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] if lat else 0
 # Bursts: the requests over 2 ms, and how many 100 ms windows (by scheduled time) hold them.
-slow = conn.execute(
-    "SELECT COUNT(*), COUNT(DISTINCT CAST(COALESCE(start_latency_correction, start) * 10 AS INTEGER)) "
-    "FROM oha WHERE status = 200 AND COALESCE(start_latency_correction, start) >= ? "
-    "AND end - COALESCE(start_latency_correction, start) > 0.002", (float(sys.argv[5]),)).fetchone()
-print(sys.argv[3], sys.argv[4], len(lat), f"{q(0.5):.3f}", f"{q(0.99):.3f}", f"{q(0.999):.3f}", errs, slow[0], slow[1])
+slow = [int(s * 10) for s, l in rows if l > 0.002]
+print(sys.argv[3], sys.argv[4], len(lat), f"{q(0.5):.3f}", f"{q(0.99):.3f}", f"{q(0.999):.3f}", errs, len(slow), len(set(slow)))
 PY
         done
       done

@@ -244,7 +244,6 @@ record() {  # record NAME "rps p50 p99 err non2xx cpu_us_per_request"
   err_sum[$1]=$(( ${err_sum[$1]:-0} + err + non ))
   printf "  %-18s %10.0f req/s  p50 %6.0f us  p99 %6.0f us  CPU %6.1f us/req  errors %d\n" "$1" "$rps" "$p50" "$p99" "${cpu:-0}" $((err + non))
 }
-median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 pin_nginx origins 0
 echo "machine: $(nproc) cores, $(uname -r); wrk -t1 -c64, ${secs}s per run, $rounds rounds"

@@ -2,7 +2,7 @@
 //!
 //! The `mimalloc` crate hands every Rust allocation to `mi_malloc_aligned`, whatever its
 //! alignment. mimalloc's aligned path takes its fast free list only for blocks of up to 1 KiB;
-//! a larger block whose size class is not a power of two (a 1.5 KiB head, a 6 KiB future)
+//! a larger block whose size class is not a power of two (a request's 13 KB proxy future)
 //! goes through its generic path and then over-allocates, even with an alignment of 1. Every
 //! block `mi_malloc` returns is already aligned to 16 bytes (to 8 for blocks of 8 bytes or
 //! less), so this allocator asks `mi_malloc` whenever that alignment is enough, as the standard

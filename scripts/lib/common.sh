@@ -192,6 +192,9 @@ cpu_ticks() {
   echo "$total"
 }
 
+# median "V1 V2 ...": the median of the numbers (the upper one of the middle two for an even count).
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
 # write_haproxy_config DIR THREADS CPUS VIPS_FILE ORIGIN1 ORIGIN2 BIND_LINE...: DIR/haproxy.cfg,
 # HAProxy doing the load tests' routing: the QA header, then the VIP list (exact match against
 # a pattern file, which HAProxy indexes), then 10% of the other users by a hash of the cookie;
